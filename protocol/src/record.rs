@@ -1,0 +1,169 @@
+//! ONC RPC record marking over TCP (RFC 5531 section 11).
+//!
+//! Sans-I/O: the connection feeds received bytes in, whole records come out.
+//! A record whose fragments add up to more than `max_record` bytes is refused
+//! as soon as a fragment header claims it, before its bytes are buffered, so
+//! the caller can close the connection.
+
+use std::fmt;
+
+pub const LAST_FRAGMENT: u32 = 0x8000_0000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    TooLarge { claimed: u64, max: usize },
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::TooLarge { claimed, max } => {
+                write!(f, "RPC record of at least {claimed} bytes exceeds the limit of {max} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// Header for a single-fragment record of `len` bytes.
+pub fn record_header(len: usize) -> [u8; 4] {
+    assert!(len < LAST_FRAGMENT as usize, "record too large for one fragment");
+    (LAST_FRAGMENT | len as u32).to_be_bytes()
+}
+
+enum State {
+    Header { have: usize, bytes: [u8; 4] },
+    Body { left: usize, last: bool },
+}
+
+pub struct RecordReader {
+    max_record: usize,
+    record: Vec<u8>,
+    state: State,
+}
+
+impl RecordReader {
+    pub fn new(max_record: usize) -> Self {
+        RecordReader { max_record, record: Vec::new(), state: State::Header { have: 0, bytes: [0; 4] } }
+    }
+
+    /// Consumes bytes from `data` up to the end of the next complete record.
+    /// Returns how many bytes were used and the record if one completed; call
+    /// again with the rest of `data`.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(usize, Option<Vec<u8>>), RecordError> {
+        let mut used = 0;
+        while used < data.len() {
+            match &mut self.state {
+                State::Header { have, bytes } => {
+                    let n = (4 - *have).min(data.len() - used);
+                    bytes[*have..*have + n].copy_from_slice(&data[used..used + n]);
+                    *have += n;
+                    used += n;
+                    if *have == 4 {
+                        let h = u32::from_be_bytes(*bytes);
+                        let last = h & LAST_FRAGMENT != 0;
+                        let len = (h & !LAST_FRAGMENT) as usize;
+                        let claimed = self.record.len() as u64 + len as u64;
+                        if claimed > self.max_record as u64 {
+                            return Err(RecordError::TooLarge { claimed, max: self.max_record });
+                        }
+                        self.record.reserve(len);
+                        self.state = State::Body { left: len, last };
+                        if let Some(r) = self.finish_if_done() {
+                            return Ok((used, Some(r)));
+                        }
+                    }
+                }
+                State::Body { left, .. } => {
+                    let n = (*left).min(data.len() - used);
+                    self.record.extend_from_slice(&data[used..used + n]);
+                    *left -= n;
+                    used += n;
+                    if let Some(r) = self.finish_if_done() {
+                        return Ok((used, Some(r)));
+                    }
+                }
+            }
+        }
+        Ok((used, None))
+    }
+
+    fn finish_if_done(&mut self) -> Option<Vec<u8>> {
+        if let State::Body { left: 0, last } = self.state {
+            self.state = State::Header { have: 0, bytes: [0; 4] };
+            if last {
+                return Some(std::mem::take(&mut self.record));
+            }
+        }
+        None
+    }
+
+    /// True when no partial record is buffered.
+    pub fn is_idle(&self) -> bool {
+        self.record.is_empty() && matches!(self.state, State::Header { have: 0, .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(payload: &[u8], frag_sizes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        let mut i = 0;
+        loop {
+            let n = frag_sizes.get(i).copied().unwrap_or(usize::MAX).min(payload.len() - off);
+            let last = off + n == payload.len();
+            let h = (n as u32) | if last { LAST_FRAGMENT } else { 0 };
+            out.extend_from_slice(&h.to_be_bytes());
+            out.extend_from_slice(&payload[off..off + n]);
+            off += n;
+            i += 1;
+            if last {
+                return out;
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn reassembles_any_fragmentation_and_chunking(
+            records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..5),
+            frag in proptest::collection::vec(1usize..50, 0..10),
+            chunk in 1usize..64,
+        ) {
+            let mut wire = Vec::new();
+            for r in &records {
+                wire.extend(frame(r, &frag));
+            }
+            let mut rr = RecordReader::new(1024);
+            let mut got = Vec::new();
+            for c in wire.chunks(chunk) {
+                let mut off = 0;
+                while off < c.len() {
+                    let (n, rec) = rr.feed(&c[off..]).unwrap();
+                    off += n;
+                    if let Some(r) = rec { got.push(r); }
+                }
+            }
+            prop_assert_eq!(got, records);
+            prop_assert!(rr.is_idle());
+        }
+    }
+
+    #[test]
+    fn oversized_record_refused_at_header() {
+        let mut rr = RecordReader::new(100);
+        let wire = (LAST_FRAGMENT | 0x7fff_ffff).to_be_bytes();
+        assert!(matches!(rr.feed(&wire), Err(RecordError::TooLarge { .. })));
+        // Fragments adding up beyond the limit are refused too.
+        let mut rr = RecordReader::new(100);
+        let mut wire = frame(&[0u8; 60], &[60]);
+        wire[0] &= 0x7f; // not last
+        wire.extend(frame(&[0u8; 60], &[60]));
+        assert!(matches!(rr.feed(&wire), Err(RecordError::TooLarge { claimed: 120, .. })));
+    }
+}
