@@ -1,0 +1,247 @@
+//! Metadata store interface of the pNFS MDS: one ordered, transactional
+//! key-value trait ([`KvStore`] / [`KvTxn`]) plus backends.
+//!
+//! Keys and values are byte strings, ordered lexicographically (unsigned
+//! bytes). Everything the MDS persists goes through this interface so that the
+//! embedded default ([`RedbStore`]) can later be swapped for TiKV or etcd.
+//!
+//! # Transaction contract (every backend, checked by [`conformance`])
+//!
+//! The contract is *optimistic* because that is what remote stores offer
+//! (TiKV optimistic transactions, etcd `Txn` with `mod_revision` compares):
+//!
+//! * [`KvStore::begin`] never blocks on other open transactions.
+//! * All reads of a transaction see one consistent snapshot taken at `begin`,
+//!   overlaid with the transaction's own uncommitted writes (read-your-writes,
+//!   also for scans).
+//! * Writes are buffered; nothing is visible to others before `commit`.
+//!   Dropping a transaction (or an error in [`transact`]) discards them.
+//! * `commit` is atomic and durable when it returns `Ok`.
+//! * `commit` fails with [`KvError::Conflict`], writing nothing, if a key that
+//!   the transaction read with [`KvTxn::get`] or wrote with `put`/`delete` was
+//!   changed by another transaction that committed after this snapshot.
+//!   Whether a rewrite back to the same value counts as a change is up to the
+//!   backend (versions vs. value compare); transactions on disjoint key sets
+//!   must not conflict.
+//! * Scans are **not** conflict-checked (phantoms are possible). To protect a
+//!   range, also `get` a guard key that every writer of the range writes
+//!   (e.g. the parent directory's inode record).
+//! * A transaction that wrote nothing always commits successfully.
+//! * Keys must be non-empty and at most [`key::MAX_KEY_LEN`] bytes (etcd and
+//!   TiKV reject empty keys). Values may be empty; backends must accept values
+//!   of at least 1 MiB.
+//!
+//! Use [`transact`] to run a closure in a transaction with conflict retries.
+
+use std::fmt;
+use std::time::Duration;
+
+pub mod conformance;
+pub mod key;
+mod mem;
+mod merge;
+mod redb_store;
+
+pub use key::prefix_end;
+pub use mem::MemStore;
+pub use redb_store::RedbStore;
+
+/// A key-value pair as returned by scans.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+/// Result alias with [`KvError`] as the default error.
+pub type Result<T, E = KvError> = std::result::Result<T, E>;
+
+/// Errors of the store layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KvError {
+    /// Another transaction committed a conflicting change; nothing was
+    /// written. Retrying the whole transaction may succeed.
+    Conflict,
+    /// [`transact`] gave up after this many attempts, all of which conflicted.
+    RetriesExhausted { attempts: u32 },
+    /// The caller passed something the store cannot accept (e.g. empty key).
+    InvalidArgument(String),
+    /// I/O, corruption or other backend failure; the message is for humans.
+    Backend(String),
+}
+
+impl KvError {
+    /// True for [`KvError::Conflict`] (the only retryable error).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, KvError::Conflict)
+    }
+
+    pub(crate) fn backend(e: impl fmt::Display) -> Self {
+        KvError::Backend(e.to_string())
+    }
+}
+
+impl fmt::Display for KvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvError::Conflict => write!(f, "transaction conflict"),
+            KvError::RetriesExhausted { attempts } => {
+                write!(f, "transaction still conflicting after {attempts} attempts")
+            }
+            KvError::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            KvError::Backend(m) => write!(f, "storage backend error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for KvError {}
+
+/// A transactional, ordered key-value store. Shared by all MDS threads.
+pub trait KvStore: Send + Sync {
+    /// Starts a transaction on a fresh snapshot. Must not block on other
+    /// open transactions.
+    fn begin(&self) -> Result<Box<dyn KvTxn + '_>>;
+}
+
+/// One optimistic transaction; see the crate docs for the exact contract.
+/// Dropping it without `commit` aborts it.
+pub trait KvTxn: Send {
+    /// Reads `key` (own writes first, then the snapshot). Keys read here are
+    /// conflict-checked at commit.
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Buffers a write of `key` = `value`.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// Buffers a delete of `key` (deleting a missing key is fine).
+    fn delete(&mut self, key: &[u8]) -> Result<()>;
+
+    /// Returns up to `limit` pairs with `start <= key < end` in ascending key
+    /// order (`end == None`: to the end of the keyspace), merging own writes.
+    /// An empty range or `limit == 0` returns nothing. To page, continue from
+    /// [`key::successor`] of the last key returned.
+    fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>>;
+
+    /// [`scan`](KvTxn::scan) of all keys starting with `prefix`.
+    fn scan_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<KvPair>> {
+        let end = key::prefix_end(prefix);
+        self.scan(prefix, end.as_deref(), limit)
+    }
+
+    /// Atomically and durably applies the buffered writes, or fails with
+    /// [`KvError::Conflict`] having written nothing.
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Runs `f` in a transaction and commits it, retrying the whole closure on
+/// [`KvError::Conflict`] up to `max_retries` times (so at most
+/// `max_retries + 1` attempts) with a short jittered exponential backoff.
+///
+/// `f` may return its own error type; an `Err` aborts the transaction (nothing
+/// written) and is returned unchanged, except when a store operation inside
+/// `f` had reported a conflict, which counts as a conflict. Store errors are
+/// converted with `E::from`; when retries run out the error is
+/// `E::from(KvError::RetriesExhausted { .. })`. `f` must be safe to re-run:
+/// keep side effects outside the store out of it.
+pub fn transact<T, E, F>(store: &dyn KvStore, max_retries: u32, mut f: F) -> Result<T, E>
+where
+    E: From<KvError>,
+    F: FnMut(&mut dyn KvTxn) -> Result<T, E>,
+{
+    let mut attempts: u32 = 0;
+    loop {
+        attempts += 1;
+        let mut txn = ConflictTracker {
+            inner: store.begin()?,
+            conflicted: false,
+        };
+        match f(&mut txn) {
+            Ok(value) => match txn.inner.commit() {
+                Ok(()) => return Ok(value),
+                Err(KvError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) if !txn.conflicted => return Err(e),
+            Err(_) => {}
+        }
+        if attempts > max_retries {
+            log::debug!("transact: giving up after {attempts} conflicting attempts");
+            return Err(KvError::RetriesExhausted { attempts }.into());
+        }
+        let delay = backoff(attempts);
+        log::debug!("transact: conflict on attempt {attempts}, retrying in {delay:?}");
+        std::thread::sleep(delay);
+    }
+}
+
+/// Backoff before retry `attempt` (1-based): 1 ms doubling up to 32 ms,
+/// uniformly jittered into [d/2, d] so racing callers spread out.
+fn backoff(attempt: u32) -> Duration {
+    use std::hash::BuildHasher;
+    let max_us: u64 = 1000 << attempt.saturating_sub(1).min(5);
+    let rnd = std::collections::hash_map::RandomState::new().hash_one(attempt);
+    Duration::from_micros(max_us / 2 + rnd % (max_us / 2 + 1))
+}
+
+/// Wraps the transaction handed to a [`transact`] closure to notice conflicts
+/// reported by individual operations (possible with remote backends).
+struct ConflictTracker<'a> {
+    inner: Box<dyn KvTxn + 'a>,
+    conflicted: bool,
+}
+
+impl ConflictTracker<'_> {
+    fn track<T>(&mut self, r: Result<T>) -> Result<T> {
+        if matches!(r, Err(KvError::Conflict)) {
+            self.conflicted = true;
+        }
+        r
+    }
+}
+
+impl KvTxn for ConflictTracker<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let r = self.inner.get(key);
+        self.track(r)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let r = self.inner.put(key, value);
+        self.track(r)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        let r = self.inner.delete(key);
+        self.track(r)
+    }
+    fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>> {
+        let r = self.inner.scan(start, end, limit);
+        self.track(r)
+    }
+    fn scan_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<KvPair>> {
+        let r = self.inner.scan_prefix(prefix, limit);
+        self.track(r)
+    }
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.inner.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for attempt in 1..100 {
+            let d = backoff(attempt);
+            assert!(d >= Duration::from_micros(500), "{d:?}");
+            assert!(d <= Duration::from_millis(32), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn error_display() {
+        assert_eq!(KvError::Conflict.to_string(), "transaction conflict");
+        assert!(KvError::RetriesExhausted { attempts: 3 }
+            .to_string()
+            .contains('3'));
+        assert!(KvError::Conflict.is_conflict());
+        assert!(!KvError::Backend("x".into()).is_conflict());
+    }
+}
