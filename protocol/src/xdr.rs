@@ -326,6 +326,54 @@ pub trait XdrEncode {
     fn encode(&self, e: &mut Encoder) -> Result<(), XdrError>;
 }
 
+impl XdrEncode for () {
+    fn encode(&self, _e: &mut Encoder) -> Result<(), XdrError> {
+        Ok(())
+    }
+}
+
+impl XdrEncode for u32 {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_u32(*self);
+        Ok(())
+    }
+}
+
+impl XdrEncode for u64 {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_u64(*self);
+        Ok(())
+    }
+}
+
+impl XdrEncode for bool {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_bool(*self);
+        Ok(())
+    }
+}
+
+impl<const N: usize> XdrEncode for [u8; N] {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_fixed_opaque(self);
+        Ok(())
+    }
+}
+
+/// An unbounded variable-length opaque (typedefs like `opaque x<>`).
+impl XdrEncode for Opaque<'_> {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_opaque(self, u32::MAX)
+    }
+}
+
+/// An unbounded variable-length array (typedefs like `T x<>`).
+impl<T: XdrEncode> XdrEncode for Vec<T> {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        encode_var_array(e, self, u32::MAX, |e, x| x.encode(e))
+    }
+}
+
 /// Decodes one value from `buf` and returns it with the number of bytes used.
 pub fn decode_prefix<'a, T: XdrDecode<'a>>(buf: &'a [u8]) -> Result<(T, usize), XdrError> {
     let mut d = Decoder::new(buf);

@@ -1,0 +1,348 @@
+//! COMPOUND processing (RFC 8881 section 16.2): session gate, the operation
+//! dispatch table, current/saved filehandle and stateid, reply encoding and
+//! the session reply cache.
+//!
+//! Each operation handler gets its decoded arguments and writes its own
+//! result (status first) into the reply encoder, returning the status.
+
+use crate::fh::FileHandle;
+use crate::mds::Mds;
+use crate::namespace::{Inode, NfsResult};
+use crate::ops;
+use crate::state::Session;
+use pnfs_protocol::rpc::Credential;
+use pnfs_protocol::wire::*;
+use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What a connection knows about itself.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub peer: IpAddr,
+}
+
+/// Per-COMPOUND state carried between operations.
+pub struct Compound<'c> {
+    pub minor: u32,
+    pub cred: Credential,
+    pub conn: &'c ConnInfo,
+    pub session: Option<Arc<Session>>,
+    pub slot: Option<u32>,
+    pub current_fh: Option<FileHandle>,
+    pub saved_fh: Option<FileHandle>,
+    pub current_stateid: Option<stateid4>,
+    pub saved_stateid: Option<stateid4>,
+    /// Size of the request record, for the session's max request size.
+    pub request_len: usize,
+    pub op_count: usize,
+    /// Byte budget for this reply (session max response size).
+    pub max_response: usize,
+}
+
+impl Compound<'_> {
+    pub fn fh(&self) -> NfsResult<FileHandle> {
+        self.current_fh.ok_or(nfsstat4::NFS4ERR_NOFILEHANDLE)
+    }
+
+    pub fn clientid(&self) -> NfsResult<u64> {
+        self.session.as_ref().map(|s| s.clientid).ok_or(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
+    }
+
+    /// Sets the current filehandle; the current stateid no longer applies.
+    pub fn set_fh(&mut self, fh: FileHandle) {
+        self.current_fh = Some(fh);
+        self.current_stateid = None;
+    }
+}
+
+pub type OpFn = for<'a, 'c> fn(&Mds, &mut Compound<'c>, &nfs_argop4<'a>, &mut Encoder) -> nfsstat4;
+
+/// Writes `status` and, on success, the result body.
+pub fn reply<T: XdrEncode>(e: &mut Encoder, r: NfsResult<T>) -> nfsstat4 {
+    let start = e.len();
+    match r {
+        Ok(v) => {
+            e.put_i32(nfsstat4::NFS4_OK as i32);
+            if let Err(err) = v.encode(e) {
+                log::error!("encoding a reply failed: {err}");
+                e.buf.truncate(start);
+                e.put_i32(nfsstat4::NFS4ERR_SERVERFAULT as i32);
+                return nfsstat4::NFS4ERR_SERVERFAULT;
+            }
+            nfsstat4::NFS4_OK
+        }
+        Err(s) => {
+            e.put_i32(s as i32);
+            s
+        }
+    }
+}
+
+/// The current inode of the compound.
+pub fn current_inode(m: &Mds, c: &Compound) -> NfsResult<(FileHandle, Inode)> {
+    let fh = c.fh()?;
+    let i = m.ns.get(fh.ino)?;
+    if i.generation != fh.generation {
+        return Err(nfsstat4::NFS4ERR_STALE);
+    }
+    Ok((fh, i))
+}
+
+macro_rules! op {
+    ($variant:ident, $handler:path) => {
+        (nfs_opnum4::$variant, {
+            fn call<'a, 'c>(m: &Mds, c: &mut Compound<'c>, a: &nfs_argop4<'a>, e: &mut Encoder) -> nfsstat4 {
+                match a {
+                    nfs_argop4::$variant(args) => $handler(m, c, args, e),
+                    _ => reply::<()>(e, Err(nfsstat4::NFS4ERR_SERVERFAULT)),
+                }
+            }
+            call as OpFn
+        })
+    };
+    ($variant:ident, $handler:path, noargs) => {
+        (nfs_opnum4::$variant, {
+            fn call<'a, 'c>(m: &Mds, c: &mut Compound<'c>, _a: &nfs_argop4<'a>, e: &mut Encoder) -> nfsstat4 {
+                $handler(m, c, e)
+            }
+            call as OpFn
+        })
+    };
+}
+
+/// The dispatch table: one line per operation. Operations not listed answer
+/// NFS4ERR_NOTSUPP; numbers outside nfs_opnum4 answer OP_ILLEGAL.
+fn dispatch_table() -> Vec<(nfs_opnum4, OpFn)> {
+    use ops::*;
+    vec![
+        // sessions and clients
+        op!(OP_EXCHANGE_ID, session::exchange_id),
+        op!(OP_CREATE_SESSION, session::create_session),
+        op!(OP_DESTROY_SESSION, session::destroy_session),
+        op!(OP_DESTROY_CLIENTID, session::destroy_clientid),
+        op!(OP_BIND_CONN_TO_SESSION, session::bind_conn_to_session),
+        op!(OP_RECLAIM_COMPLETE, session::reclaim_complete),
+        // filehandles and names
+        op!(OP_PUTFH, filehandle::putfh),
+        op!(OP_PUTROOTFH, filehandle::putrootfh, noargs),
+        op!(OP_PUTPUBFH, filehandle::putrootfh, noargs),
+        op!(OP_GETFH, filehandle::getfh, noargs),
+        op!(OP_SAVEFH, filehandle::savefh, noargs),
+        op!(OP_RESTOREFH, filehandle::restorefh, noargs),
+        op!(OP_LOOKUP, filehandle::lookup),
+        op!(OP_LOOKUPP, filehandle::lookupp, noargs),
+        op!(OP_SECINFO, filehandle::secinfo),
+        op!(OP_SECINFO_NO_NAME, filehandle::secinfo_no_name),
+        // attributes
+        op!(OP_GETATTR, attr::getattr),
+        op!(OP_SETATTR, attr::setattr),
+        op!(OP_ACCESS, attr::access),
+        op!(OP_VERIFY, attr::verify),
+        op!(OP_NVERIFY, attr::nverify),
+        // open state
+        op!(OP_OPEN, open::open),
+        op!(OP_OPEN_DOWNGRADE, open::open_downgrade),
+        op!(OP_CLOSE, open::close),
+        op!(OP_TEST_STATEID, open::test_stateid),
+        op!(OP_FREE_STATEID, open::free_stateid),
+        op!(OP_DELEGRETURN, open::delegreturn),
+        // data
+        op!(OP_READ, io::read),
+        op!(OP_WRITE, io::write),
+        op!(OP_COMMIT, io::commit),
+        // directories
+        op!(OP_CREATE, dir::create),
+        op!(OP_REMOVE, dir::remove),
+        op!(OP_RENAME, dir::rename),
+        op!(OP_LINK, dir::link),
+        op!(OP_READDIR, dir::readdir),
+        op!(OP_READLINK, dir::readlink, noargs),
+        // byte-range locks
+        op!(OP_LOCK, lock::lock),
+        op!(OP_LOCKT, lock::lockt),
+        op!(OP_LOCKU, lock::locku),
+        // NFSv4.2
+        op!(OP_ALLOCATE, v42::allocate),
+        op!(OP_DEALLOCATE, v42::deallocate),
+        op!(OP_SEEK, v42::seek),
+        op!(OP_COPY, v42::copy),
+        op!(OP_CLONE, v42::clone),
+        op!(OP_READ_PLUS, v42::read_plus),
+        op!(OP_GETXATTR, xattr::getxattr),
+        op!(OP_SETXATTR, xattr::setxattr),
+        op!(OP_LISTXATTRS, xattr::listxattrs),
+        op!(OP_REMOVEXATTR, xattr::removexattr),
+    ]
+}
+
+pub struct Dispatcher {
+    table: Vec<Option<OpFn>>,
+}
+
+/// Ops that NFSv4.2 added; a 4.1 compound using them gets NOTSUPP.
+fn is_v42_op(op: nfs_opnum4) -> bool {
+    (op as i32) >= nfs_opnum4::OP_ALLOCATE as i32 && op != nfs_opnum4::OP_ILLEGAL
+}
+
+/// Ops that may come without a SEQUENCE, as the only op of their COMPOUND.
+fn sessionless(op: nfs_opnum4) -> bool {
+    matches!(
+        op,
+        nfs_opnum4::OP_EXCHANGE_ID
+            | nfs_opnum4::OP_CREATE_SESSION
+            | nfs_opnum4::OP_DESTROY_SESSION
+            | nfs_opnum4::OP_DESTROY_CLIENTID
+            | nfs_opnum4::OP_BIND_CONN_TO_SESSION
+    )
+}
+
+pub enum CompoundOutcome {
+    Reply(Vec<u8>),
+    /// Arguments could not be decoded at all: RPC GARBAGE_ARGS.
+    Garbage,
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Dispatcher {
+    pub fn new() -> Self {
+        let mut table: Vec<Option<OpFn>> = vec![None; 80];
+        for (op, f) in dispatch_table() {
+            let i = op as usize;
+            assert!(i < table.len(), "opnum {i} outside the dispatch table");
+            assert!(table[i].is_none(), "opnum {i} listed twice");
+            table[i] = Some(f);
+        }
+        Dispatcher { table }
+    }
+
+    /// Runs one COMPOUND and returns the encoded COMPOUND4res.
+    pub fn run(&self, m: &Mds, conn: &ConnInfo, cred: Credential, args: &[u8]) -> CompoundOutcome {
+        let mut d = Decoder::new(args);
+        let Ok(tag) = d.get_opaque(NFS4_OPAQUE_LIMIT) else { return CompoundOutcome::Garbage };
+        let Ok(minor) = d.get_u32() else { return CompoundOutcome::Garbage };
+        let mut e = Encoder::with_buffer(Vec::with_capacity(512));
+        e.put_u32(0); // status, patched below
+        let _ = e.put_opaque(&tag, NFS4_OPAQUE_LIMIT);
+        let count_at = e.len();
+        e.put_u32(0);
+        if !(1..=2).contains(&minor) {
+            e.patch_u32(0, nfsstat4::NFS4ERR_MINOR_VERS_MISMATCH as u32);
+            return CompoundOutcome::Reply(e.into_inner());
+        }
+        let Ok(count) = d.get_count(u32::MAX) else { return CompoundOutcome::Garbage };
+        let mut c = Compound {
+            minor,
+            cred,
+            conn,
+            session: None,
+            slot: None,
+            current_fh: None,
+            saved_fh: None,
+            current_stateid: None,
+            saved_stateid: None,
+            request_len: args.len(),
+            op_count: count,
+            max_response: m.cfg.max_record_bytes as usize,
+        };
+        let mut status = nfsstat4::NFS4_OK;
+        let mut done = 0u32;
+        let mut cache_this = false;
+        for i in 0..count {
+            let op_start = e.len();
+            let opnum = match d.rest().get(..4) {
+                Some(b) => i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                None => {
+                    // Claimed more ops than were sent.
+                    e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
+                    status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_BADXDR));
+                    done += 1;
+                    break;
+                }
+            };
+            let op = match nfs_opnum4::from_i32(opnum) {
+                Some(op) if op != nfs_opnum4::OP_ILLEGAL && opnum >= 3 => op,
+                _ => {
+                    e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
+                    status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_OP_ILLEGAL));
+                    done += 1;
+                    break;
+                }
+            };
+            e.put_i32(opnum);
+            let arg = match nfs_argop4::decode(&mut d) {
+                Ok(a) => a,
+                Err(err) => {
+                    log::debug!("op {op:?}: undecodable arguments: {err}");
+                    status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_BADXDR));
+                    done += 1;
+                    break;
+                }
+            };
+            done += 1;
+            // Session gate (RFC 8881 2.10.6 and 18.46).
+            let gate = if i == 0 {
+                if op == nfs_opnum4::OP_SEQUENCE {
+                    None
+                } else if sessionless(op) {
+                    (count > 1).then_some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
+                } else {
+                    Some(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
+                }
+            } else if op == nfs_opnum4::OP_SEQUENCE {
+                Some(nfsstat4::NFS4ERR_SEQUENCE_POS)
+            } else if sessionless(op) && c.session.is_none() {
+                Some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
+            } else {
+                None
+            };
+            if let Some(s) = gate {
+                status = reply::<()>(&mut e, Err(s));
+                break;
+            }
+            if op == nfs_opnum4::OP_SEQUENCE {
+                let nfs_argop4::OP_SEQUENCE(sa) = &arg else { unreachable!("decoded by opnum") };
+                match ops::session::sequence(m, &mut c, sa) {
+                    Ok(ops::session::SequenceOutcome::New(res)) => {
+                        cache_this = sa.sa_cachethis;
+                        reply(&mut e, Ok(res));
+                        continue;
+                    }
+                    Ok(ops::session::SequenceOutcome::Replay(bytes)) => {
+                        return CompoundOutcome::Reply(bytes.to_vec());
+                    }
+                    Err(s) => {
+                        status = reply::<()>(&mut e, Err(s));
+                        break;
+                    }
+                }
+            }
+            let handler = if minor < 2 && is_v42_op(op) { None } else { self.table.get(op as usize).copied().flatten() };
+            status = match handler {
+                Some(f) => f(m, &mut c, &arg, &mut e),
+                None => reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_NOTSUPP)),
+            };
+            if e.len() > c.max_response {
+                e.buf.truncate(op_start);
+                e.put_i32(opnum);
+                status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_REP_TOO_BIG));
+            }
+            if status != nfsstat4::NFS4_OK {
+                break;
+            }
+        }
+        e.patch_u32(0, status as u32);
+        e.patch_u32(count_at, done);
+        let bytes = e.into_inner();
+        if let (Some(session), Some(slot)) = (&c.session, c.slot) {
+            ops::session::finish_slot(session, slot, &bytes, cache_this);
+        }
+        CompoundOutcome::Reply(bytes)
+    }
+}

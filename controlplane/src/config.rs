@@ -1,0 +1,135 @@
+//! MDS configuration (the `[mds]` table of pnfsd's TOML file). Every limit
+//! the server enforces is here, with its default.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdsConfig {
+    /// Address the NFS listener binds.
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// Address clients use to reach this server when it differs from `bind`
+    /// (NAT, VIP, QEMU user networking). Informational until pNFS device
+    /// addresses use it.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Directory holding the metadata store (redb file).
+    pub metadata_dir: PathBuf,
+    /// Directory holding file data (one file per NFS file).
+    pub data_dir: PathBuf,
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u32,
+    /// Grace period after a restart for reclaims; defaults to the lease.
+    #[serde(default)]
+    pub grace_seconds: Option<u32>,
+    /// Largest RPC record accepted; larger ones close the connection.
+    #[serde(default = "default_max_record")]
+    pub max_record_bytes: u32,
+    /// maxread/maxwrite advertised and enforced.
+    #[serde(default = "default_max_io")]
+    pub max_io_bytes: u32,
+    /// Fore channel slots granted per session (the client's ask caps it).
+    #[serde(default = "default_slots")]
+    pub session_slots: u32,
+    /// Operations per COMPOUND.
+    #[serde(default = "default_max_ops")]
+    pub max_ops: u32,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open data-file descriptors kept cached.
+    #[serde(default = "default_open_files")]
+    pub open_file_cache: usize,
+    #[serde(default)]
+    pub exports: Vec<ExportConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Path clients mount, e.g. "/export"; created if missing; "/" exports everything.
+    pub path: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Client addresses or CIDR blocks allowed; empty allows everyone.
+    #[serde(default)]
+    pub clients: Vec<String>,
+    /// Map uid 0 to anon_uid/anon_gid.
+    #[serde(default = "default_true")]
+    pub root_squash: bool,
+    #[serde(default = "default_anon")]
+    pub anon_uid: u32,
+    #[serde(default = "default_anon")]
+    pub anon_gid: u32,
+}
+
+fn default_bind() -> SocketAddr {
+    "0.0.0.0:2049".parse().unwrap()
+}
+fn default_lease() -> u32 {
+    90
+}
+fn default_max_record() -> u32 {
+    2 * 1024 * 1024
+}
+fn default_max_io() -> u32 {
+    1024 * 1024
+}
+fn default_slots() -> u32 {
+    128
+}
+fn default_max_ops() -> u32 {
+    64
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_open_files() -> usize {
+    256
+}
+fn default_true() -> bool {
+    true
+}
+fn default_anon() -> u32 {
+    65534
+}
+
+impl MdsConfig {
+    /// Checks cross-field rules; the error names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_seconds < 5 || self.lease_seconds > 3600 {
+            return Err("mds.lease_seconds: must be between 5 and 3600".into());
+        }
+        if self.max_io_bytes < 4096 || self.max_io_bytes > 16 << 20 {
+            return Err("mds.max_io_bytes: must be between 4096 and 16 MiB".into());
+        }
+        if self.max_record_bytes < self.max_io_bytes + 4096 {
+            return Err("mds.max_record_bytes: must exceed max_io_bytes by at least 4096 (RPC and COMPOUND headers)".into());
+        }
+        if self.session_slots == 0 || self.session_slots > 1024 {
+            return Err("mds.session_slots: must be between 1 and 1024".into());
+        }
+        if self.max_ops < 8 || self.max_ops > 1024 {
+            return Err("mds.max_ops: must be between 8 and 1024 (the Linux client needs at least 8)".into());
+        }
+        if self.exports.is_empty() {
+            return Err("mds.exports: at least one [[mds.exports]] table is needed".into());
+        }
+        for (i, e) in self.exports.iter().enumerate() {
+            if !e.path.starts_with('/') || e.path.split('/').any(|c| c == ".." || c == ".") {
+                return Err(format!("mds.exports[{i}].path: must be an absolute path without . or .. ({:?})", e.path));
+            }
+            for c in &e.clients {
+                crate::export::parse_client_pattern(c)
+                    .map_err(|why| format!("mds.exports[{i}].clients: {why}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn grace(&self) -> u32 {
+        self.grace_seconds.unwrap_or(self.lease_seconds)
+    }
+}

@@ -1,0 +1,22 @@
+//! pnfs-mds: the metadata server of the pNFS appliance.
+//!
+//! Layers, top down: `server` (TCP, RPC) -> `compound` (session gate and
+//! dispatch table) -> `ops::*` (one file per operation group) -> `mds`
+//! (shared server object) -> `namespace` (KV-backed inodes and directories),
+//! `state` (clients, sessions, stateids, locks), `datastore` (file data).
+
+pub mod attrs;
+pub mod compound;
+pub mod config;
+pub mod datastore;
+pub mod export;
+pub mod fh;
+pub mod mds;
+pub mod namespace;
+pub mod ops;
+pub mod server;
+pub mod state;
+
+pub use config::{ExportConfig, MdsConfig};
+pub use mds::Mds;
+pub use server::Server;

@@ -1,0 +1,259 @@
+//! The metadata server object shared by every connection: namespace, data
+//! store, client/session/open state, exports.
+
+use crate::attrs::AttrContext;
+use crate::config::MdsConfig;
+use crate::datastore::{DataStore, LocalFileStore};
+use crate::export::{Caller, Export};
+use crate::fh::FileHandle;
+use crate::namespace::{Inode, Namespace, NewObject, NfsResult, SetAttrs, ROOT_INO};
+use crate::state::StateTable;
+use pnfs_kv::{KvStore, RedbStore};
+use pnfs_protocol::wire::*;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Key prefix of persisted client records (see `namespace` key layout).
+pub const CLIENT_RECORD_PREFIX: &[u8] = b"O";
+const SERVER_ID_KEY: &[u8] = b"Mserver_id";
+const BOOT_COUNT_KEY: &[u8] = b"Mboot_count";
+
+pub struct Mds {
+    pub cfg: MdsConfig,
+    pub ns: Namespace,
+    pub data: Arc<dyn DataStore>,
+    state: Mutex<StateTable>,
+    pub exports: Vec<Export>,
+    pub pseudo: Export,
+    /// Stable across restarts: clients recognise us after a reboot.
+    pub server_owner: Vec<u8>,
+    /// Changes every boot: clients resend UNSTABLE writes when it changes.
+    pub write_verifier: [u8; 8],
+    pub boot_epoch: u32,
+}
+
+
+impl Mds {
+    /// Opens the stores named in the config and resolves exports.
+    pub fn open(cfg: MdsConfig) -> Result<Arc<Mds>, String> {
+        std::fs::create_dir_all(&cfg.metadata_dir)
+            .map_err(|e| format!("mds.metadata_dir {}: {e}", cfg.metadata_dir.display()))?;
+        let db = cfg.metadata_dir.join("metadata.redb");
+        let store: Arc<dyn KvStore> =
+            Arc::new(RedbStore::open(&db).map_err(|e| format!("mds.metadata_dir: opening {}: {e}", db.display()))?);
+        let data = LocalFileStore::open(&cfg.data_dir, cfg.open_file_cache)
+            .map_err(|e| format!("mds.data_dir {}: {e}", cfg.data_dir.display()))?;
+        Self::with_stores(cfg, store, Arc::new(data))
+    }
+
+    pub fn with_stores(cfg: MdsConfig, store: Arc<dyn KvStore>, data: Arc<dyn DataStore>) -> Result<Arc<Mds>, String> {
+        let ns = Namespace::open(store).map_err(|e| format!("metadata store: {e}"))?;
+        let server_id = match ns.list_records(SERVER_ID_KEY).map_err(|e| format!("metadata store: {e:?}"))?.pop() {
+            Some((_, v)) => v,
+            None => {
+                let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+                let id = format!("pnfsd-{:x}-{:x}", t, std::process::id()).into_bytes();
+                ns.put_record(SERVER_ID_KEY, &id).map_err(|e| format!("metadata store: {e:?}"))?;
+                id
+            }
+        };
+        let boots = ns
+            .list_records(BOOT_COUNT_KEY)
+            .map_err(|e| format!("metadata store: {e:?}"))?
+            .pop()
+            .and_then(|(_, v)| pnfs_kv::key::decode_u64_be(&v))
+            .unwrap_or(0)
+            + 1;
+        ns.put_record(BOOT_COUNT_KEY, &pnfs_kv::key::u64_be(boots)).map_err(|e| format!("metadata store: {e:?}"))?;
+        let boot_epoch = boots as u32;
+        let mut write_verifier = [0u8; 8];
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        write_verifier[..4].copy_from_slice(&boot_epoch.to_be_bytes());
+        write_verifier[4..].copy_from_slice(&(t as u32).to_be_bytes());
+
+        let mut exports = Vec::new();
+        for (i, e) in cfg.exports.iter().enumerate() {
+            let root_ino = mkdir_p(&ns, &e.path).map_err(|s| format!("mds.exports[{i}].path {}: {s:?}", e.path))?;
+            exports.push(Export::new(i as u16 + 1, e, root_ino));
+        }
+        let reclaimable: Vec<Vec<u8>> = ns
+            .list_records(CLIENT_RECORD_PREFIX)
+            .map_err(|e| format!("metadata store: {e:?}"))?
+            .into_iter()
+            .map(|(k, _)| k[CLIENT_RECORD_PREFIX.len()..].to_vec())
+            .collect();
+        if !reclaimable.is_empty() {
+            log::info!("{} client(s) may reclaim state; grace period {} s", reclaimable.len(), cfg.grace());
+        }
+        let state = StateTable::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64));
+        Ok(Arc::new(Mds {
+            pseudo: Export::pseudo(ROOT_INO),
+            ns,
+            data,
+            state: Mutex::new(state),
+            exports,
+            server_owner: server_id,
+            write_verifier,
+            boot_epoch,
+            cfg,
+        }))
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, StateTable> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.cfg.lease_seconds as u64)
+    }
+
+    /// The export a filehandle belongs to; STALE if it no longer exists.
+    pub fn export(&self, id: u16) -> NfsResult<&Export> {
+        if id == 0 {
+            return Ok(self.root_export());
+        }
+        self.exports.get(id as usize - 1).ok_or(nfsstat4::NFS4ERR_STALE)
+    }
+
+    /// PUTROOTFH lands in an export of "/" when there is one, else the pseudo root.
+    pub fn root_export(&self) -> &Export {
+        self.exports.iter().find(|e| e.root_ino == ROOT_INO).unwrap_or(&self.pseudo)
+    }
+
+    /// The export whose root is `ino`, if any (entering it by LOOKUP).
+    pub fn export_rooted_at(&self, ino: u64) -> Option<&Export> {
+        self.exports.iter().find(|e| e.root_ino == ino)
+    }
+
+    pub fn fh_for(&self, export_id: u16, inode: &Inode) -> FileHandle {
+        FileHandle { export_id, ino: inode.ino, generation: inode.generation }
+    }
+
+    pub fn attr_context<'c>(&self, minor: u32, fh: &'c [u8], inode: &Inode) -> AttrContext<'c> {
+        AttrContext {
+            minor,
+            fsid: (1, 0),
+            lease_time: self.cfg.lease_seconds,
+            fh,
+            max_io: self.cfg.max_io_bytes,
+            capacity: self.data.capacity(),
+            space_used: if inode.kind == nfs_ftype4::NF4REG as u32 { self.data.space_used(inode.ino) } else { 4096 },
+            mounted_on_fileid: inode.ino,
+        }
+    }
+
+    /// ACCESS4 bits `who` has on `inode` (RFC 8881 18.1), before read-only exports.
+    pub fn access_bits(&self, inode: &Inode, who: &Caller) -> u32 {
+        let perm = if who.is_root() {
+            // Root may do anything, except execute a file nobody may execute.
+            let x = if inode.is_dir() || inode.mode & 0o111 != 0 { 1 } else { 0 };
+            6 | x
+        } else if who.uid == inode.uid {
+            (inode.mode >> 6) & 7
+        } else if who.in_group(inode.gid) {
+            (inode.mode >> 3) & 7
+        } else {
+            inode.mode & 7
+        };
+        let mut bits = 0;
+        if perm & 4 != 0 {
+            bits |= ACCESS4_READ | ACCESS4_XAREAD | ACCESS4_XALIST;
+        }
+        if perm & 2 != 0 {
+            bits |= ACCESS4_MODIFY | ACCESS4_EXTEND | ACCESS4_XAWRITE;
+            if inode.is_dir() {
+                bits |= ACCESS4_DELETE;
+            }
+        }
+        if perm & 1 != 0 {
+            bits |= if inode.is_dir() { ACCESS4_LOOKUP } else { ACCESS4_EXECUTE };
+        }
+        bits
+    }
+
+    /// Fails with ACCESS unless `who` has every bit of `need` on `inode`.
+    pub fn check_access(&self, inode: &Inode, who: &Caller, need: u32) -> NfsResult<()> {
+        if self.access_bits(inode, who) & need == need {
+            Ok(())
+        } else {
+            Err(nfsstat4::NFS4ERR_ACCESS)
+        }
+    }
+
+    /// Creates a regular or special object and returns it.
+    pub fn create_object(
+        &self,
+        dir: u64,
+        name: &[u8],
+        obj: &NewObject,
+        attrs: &SetAttrs,
+        who: &Caller,
+        verifier: Option<[u8; 8]>,
+    ) -> NfsResult<(u64, u64, Inode)> {
+        let mut attrs = attrs.clone();
+        // A non-root caller may not give the new object away.
+        if !who.is_root() {
+            if attrs.uid.is_some_and(|u| u != who.uid) {
+                return Err(nfsstat4::NFS4ERR_PERM);
+            }
+            if attrs.gid.is_some_and(|g| !who.in_group(g)) {
+                return Err(nfsstat4::NFS4ERR_PERM);
+            }
+        }
+        let size = attrs.size.take();
+        let (b, a, inode) = self.ns.create(dir, name, obj, &attrs, (who.uid, who.gid), verifier)?;
+        if let Some(s) = size.filter(|s| *s > 0) {
+            self.data.truncate(inode.ino, s).map_err(io_err)?;
+            let set = SetAttrs { size: Some(s), ..Default::default() };
+            return Ok((b, a, self.ns.setattr(inode.ino, &set, None)?));
+        }
+        Ok((b, a, inode))
+    }
+
+    /// Deletes data of an inode whose last link went away.
+    pub fn free_data(&self, ino: Option<u64>) {
+        if let Some(ino) = ino {
+            if let Err(e) = self.data.remove(ino) {
+                log::warn!("removing data of inode {ino}: {e}");
+            }
+        }
+    }
+
+    /// Drops clients whose lease expired, with their persisted records.
+    pub fn expire_leases(&self) {
+        let dead = self.state().expire(self.lease());
+        for c in dead {
+            log::info!("client {:x} lease expired; its state was released", c.clientid);
+            let mut key = CLIENT_RECORD_PREFIX.to_vec();
+            key.extend_from_slice(&c.owner);
+            let _ = self.ns.delete_record(&key);
+        }
+    }
+}
+
+pub fn io_err(e: std::io::Error) -> nfsstat4 {
+    log::error!("data store: {e}");
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => nfsstat4::NFS4ERR_NOSPC,
+        Some(libc::EDQUOT) => nfsstat4::NFS4ERR_DQUOT,
+        Some(libc::EFBIG) => nfsstat4::NFS4ERR_FBIG,
+        Some(libc::EOPNOTSUPP) => nfsstat4::NFS4ERR_NOTSUPP,
+        _ => nfsstat4::NFS4ERR_IO,
+    }
+}
+
+fn mkdir_p(ns: &Namespace, path: &str) -> NfsResult<u64> {
+    let mut ino = ROOT_INO;
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        ino = match ns.lookup(ino, comp.as_bytes()) {
+            Ok(i) => i.ino,
+            Err(nfsstat4::NFS4ERR_NOENT) => {
+                let obj = NewObject { kind: nfs_ftype4::NF4DIR, symlink: vec![], rdev: (0, 0) };
+                let attrs = SetAttrs { mode: Some(0o777), ..Default::default() };
+                ns.create(ino, comp.as_bytes(), &obj, &attrs, (0, 0), None)?.2.ino
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(ino)
+}

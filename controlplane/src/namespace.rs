@@ -1,0 +1,870 @@
+//! The namespace (inodes, directory entries, symlinks, xattrs, counters) kept
+//! in the ordered KV store. Every mutation is one transaction.
+//!
+//! Key layout (all integers big-endian so keys sort numerically):
+//! - `I` ino                 -> Inode (rkyv)
+//! - `D` dir_ino name        -> DirEntry (ino, cookie) (rkyv)
+//! - `C` dir_ino cookie      -> name  (READDIR walks this, so cookies stay
+//!                              valid while the directory changes)
+//! - `X` ino name            -> xattr value
+//! - `Mnext_ino`             -> u64 counter
+//! - `O` owner               -> persisted client record (see `state`)
+
+use pnfs_kv::{key::u64_be, transact, KvError, KvStore, KvTxn};
+use pnfs_protocol::wire::*;
+use rkyv::{Archive, Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const ROOT_INO: u64 = 1;
+/// READDIR cookies 0..=2 are reserved by RFC 8881 (0 = start, 1 and 2 were "." and "..").
+const FIRST_COOKIE: u64 = 3;
+const MAX_TXN_RETRIES: u32 = 16;
+pub const MAX_NAME: usize = 255;
+pub const MAX_XATTR_VALUE: usize = 64 * 1024;
+pub const MAX_XATTRS_PER_FILE: usize = 1024;
+
+pub type NfsResult<T> = Result<T, nfsstat4>;
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Time {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Time {
+    pub fn now() -> Time {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Time { sec: d.as_secs() as i64, nsec: d.subsec_nanos() }
+    }
+    pub fn to_nfs(&self) -> nfstime4 {
+        nfstime4 { seconds: self.sec, nseconds: self.nsec }
+    }
+    pub fn from_nfs(t: &nfstime4) -> Time {
+        Time { sec: t.seconds, nsec: t.nseconds }
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Inode {
+    pub ino: u64,
+    /// Bumped when an inode number is reused; part of the filehandle.
+    pub generation: u32,
+    /// nfs_ftype4 value.
+    pub kind: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub rdev: (u32, u32),
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+    pub btime: Time,
+    pub change: u64,
+    /// Directories: parent directory (LOOKUPP); root points at itself.
+    pub parent: u64,
+    /// Directories: next READDIR cookie to hand out.
+    pub next_cookie: u64,
+    pub symlink: Vec<u8>,
+    /// EXCLUSIVE4/4_1 create verifier, kept to recognise a retried create.
+    pub create_verifier: Option<[u8; 8]>,
+}
+
+impl Inode {
+    pub fn ftype(&self) -> nfs_ftype4 {
+        nfs_ftype4::from_i32(self.kind as i32).unwrap_or(nfs_ftype4::NF4REG)
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind == nfs_ftype4::NF4DIR as u32
+    }
+    /// Bumps change and ctime: every data or metadata change moves `change`.
+    pub fn touch_ctime(&mut self, now: &Time) {
+        self.change += 1;
+        self.ctime = now.clone();
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub cookie: u64,
+}
+
+/// Attributes that creation and SETATTR may set.
+#[derive(Debug, Default, Clone)]
+pub struct SetAttrs {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SetTime {
+    ServerNow,
+    Client(Time),
+}
+
+pub struct NewObject {
+    pub kind: nfs_ftype4,
+    pub symlink: Vec<u8>,
+    pub rdev: (u32, u32),
+}
+
+/// Result of removing or renaming over a name: the caller deletes file data
+/// for inodes whose last link went away.
+#[derive(Debug, Default)]
+pub struct Unlinked {
+    pub freed_ino: Option<u64>,
+}
+
+#[derive(Debug)]
+enum TxErr {
+    Nfs(nfsstat4),
+    Kv(KvError),
+}
+
+impl From<KvError> for TxErr {
+    fn from(e: KvError) -> Self {
+        TxErr::Kv(e)
+    }
+}
+
+impl From<nfsstat4> for TxErr {
+    fn from(e: nfsstat4) -> Self {
+        TxErr::Nfs(e)
+    }
+}
+
+fn map_err(e: TxErr) -> nfsstat4 {
+    match e {
+        TxErr::Nfs(s) => s,
+        TxErr::Kv(e) => {
+            log::error!("metadata store: {e}");
+            match e {
+                KvError::RetriesExhausted { .. } => nfsstat4::NFS4ERR_DELAY,
+                _ => nfsstat4::NFS4ERR_SERVERFAULT,
+            }
+        }
+    }
+}
+
+fn enc<T>(v: &T) -> Vec<u8>
+where
+    T: for<'a> Serialize<rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>>,
+{
+    rkyv::to_bytes::<rkyv::rancor::Error>(v).expect("rkyv serialization of plain data").to_vec()
+}
+
+fn dec<T>(bytes: &[u8]) -> Result<T, KvError>
+where
+    T: Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| KvError::Backend(format!("corrupt record: {e}")))
+}
+
+fn inode_key(ino: u64) -> Vec<u8> {
+    let mut k = vec![b'I'];
+    k.extend_from_slice(&u64_be(ino));
+    k
+}
+
+fn dirent_key(dir: u64, name: &[u8]) -> Vec<u8> {
+    let mut k = vec![b'D'];
+    k.extend_from_slice(&u64_be(dir));
+    k.extend_from_slice(name);
+    k
+}
+
+fn cookie_key(dir: u64, cookie: u64) -> Vec<u8> {
+    let mut k = vec![b'C'];
+    k.extend_from_slice(&u64_be(dir));
+    k.extend_from_slice(&u64_be(cookie));
+    k
+}
+
+fn xattr_prefix(ino: u64) -> Vec<u8> {
+    let mut k = vec![b'X'];
+    k.extend_from_slice(&u64_be(ino));
+    k
+}
+
+fn xattr_key(ino: u64, name: &[u8]) -> Vec<u8> {
+    let mut k = xattr_prefix(ino);
+    k.extend_from_slice(name);
+    k
+}
+
+const NEXT_INO_KEY: &[u8] = b"Mnext_ino";
+
+pub fn valid_name(name: &[u8]) -> NfsResult<()> {
+    if name.is_empty() {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    if name.len() > MAX_NAME {
+        return Err(nfsstat4::NFS4ERR_NAMETOOLONG);
+    }
+    if name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        return Err(nfsstat4::NFS4ERR_BADNAME);
+    }
+    if std::str::from_utf8(name).is_err() {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    Ok(())
+}
+
+fn get_inode(t: &mut dyn KvTxn, ino: u64) -> Result<Inode, TxErr> {
+    match t.get(&inode_key(ino))? {
+        Some(b) => Ok(dec(&b)?),
+        None => Err(TxErr::Nfs(nfsstat4::NFS4ERR_STALE)),
+    }
+}
+
+fn put_inode(t: &mut dyn KvTxn, inode: &Inode) -> Result<(), TxErr> {
+    t.put(&inode_key(inode.ino), &enc(inode))?;
+    Ok(())
+}
+
+fn get_dirent(t: &mut dyn KvTxn, dir: u64, name: &[u8]) -> Result<Option<DirEntry>, TxErr> {
+    match t.get(&dirent_key(dir, name))? {
+        Some(b) => Ok(Some(dec(&b)?)),
+        None => Ok(None),
+    }
+}
+
+fn add_dirent(t: &mut dyn KvTxn, dir: &mut Inode, name: &[u8], ino: u64) -> Result<(), TxErr> {
+    let cookie = dir.next_cookie;
+    dir.next_cookie += 1;
+    t.put(&dirent_key(dir.ino, name), &enc(&DirEntry { ino, cookie }))?;
+    t.put(&cookie_key(dir.ino, cookie), name)?;
+    Ok(())
+}
+
+fn del_dirent(t: &mut dyn KvTxn, dir: u64, name: &[u8], e: &DirEntry) -> Result<(), TxErr> {
+    t.delete(&dirent_key(dir, name))?;
+    t.delete(&cookie_key(dir, e.cookie))?;
+    Ok(())
+}
+
+fn dir_is_empty(t: &mut dyn KvTxn, dir: u64) -> Result<bool, TxErr> {
+    let mut p = vec![b'C'];
+    p.extend_from_slice(&u64_be(dir));
+    Ok(t.scan_prefix(&p, 1)?.is_empty())
+}
+
+/// Drops one link of `target`; returns Some(ino) when the inode is gone.
+fn unlink_inode(t: &mut dyn KvTxn, target: &mut Inode, now: &Time) -> Result<Option<u64>, TxErr> {
+    let last = if target.is_dir() { true } else { target.nlink <= 1 };
+    if last {
+        t.delete(&inode_key(target.ino))?;
+        for (k, _) in t.scan_prefix(&xattr_prefix(target.ino), usize::MAX)? {
+            t.delete(&k)?;
+        }
+        Ok(Some(target.ino))
+    } else {
+        target.nlink -= 1;
+        target.touch_ctime(now);
+        put_inode(t, target)?;
+        Ok(None)
+    }
+}
+
+/// The namespace over a KV store.
+pub struct Namespace {
+    store: Arc<dyn KvStore>,
+}
+
+pub struct ReaddirEntry {
+    pub cookie: u64,
+    pub name: Vec<u8>,
+    pub inode: Inode,
+}
+
+impl Namespace {
+    /// Opens the namespace, creating the root directory on first use.
+    pub fn open(store: Arc<dyn KvStore>) -> Result<Namespace, KvError> {
+        let ns = Namespace { store };
+        transact(&*ns.store, MAX_TXN_RETRIES, |t| -> Result<(), KvError> {
+            if t.get(&inode_key(ROOT_INO))?.is_none() {
+                let now = Time::now();
+                let root = Inode {
+                    ino: ROOT_INO,
+                    generation: 1,
+                    kind: nfs_ftype4::NF4DIR as u32,
+                    mode: 0o777,
+                    uid: 0,
+                    gid: 0,
+                    nlink: 2,
+                    size: 4096,
+                    rdev: (0, 0),
+                    atime: now.clone(),
+                    mtime: now.clone(),
+                    ctime: now.clone(),
+                    btime: now,
+                    change: 1,
+                    parent: ROOT_INO,
+                    next_cookie: FIRST_COOKIE,
+                    symlink: Vec::new(),
+                    create_verifier: None,
+                };
+                t.put(&inode_key(ROOT_INO), &enc(&root))?;
+                t.put(NEXT_INO_KEY, &u64_be(ROOT_INO + 1))?;
+            }
+            Ok(())
+        })?;
+        Ok(ns)
+    }
+
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.store
+    }
+
+    fn run<T>(&self, f: impl FnMut(&mut dyn KvTxn) -> Result<T, TxErr>) -> NfsResult<T> {
+        transact(&*self.store, MAX_TXN_RETRIES, f).map_err(map_err)
+    }
+
+    pub fn get(&self, ino: u64) -> NfsResult<Inode> {
+        self.run(|t| get_inode(t, ino))
+    }
+
+    pub fn lookup(&self, dir: u64, name: &[u8]) -> NfsResult<Inode> {
+        self.run(|t| {
+            let d = get_inode(t, dir)?;
+            if !d.is_dir() {
+                return Err(if d.kind == nfs_ftype4::NF4LNK as u32 {
+                    nfsstat4::NFS4ERR_SYMLINK
+                } else {
+                    nfsstat4::NFS4ERR_NOTDIR
+                }
+                .into());
+            }
+            match get_dirent(t, dir, name)? {
+                Some(e) => get_inode(t, e.ino),
+                None => Err(nfsstat4::NFS4ERR_NOENT.into()),
+            }
+        })
+    }
+
+    /// Creates `name` in `dir`. Returns (dir before change, dir after, new inode).
+    pub fn create(
+        &self,
+        dir: u64,
+        name: &[u8],
+        obj: &NewObject,
+        attrs: &SetAttrs,
+        owner: (u32, u32),
+        verifier: Option<[u8; 8]>,
+    ) -> NfsResult<(u64, u64, Inode)> {
+        valid_name(name)?;
+        self.run(|t| {
+            let mut d = get_inode(t, dir)?;
+            if !d.is_dir() {
+                return Err(nfsstat4::NFS4ERR_NOTDIR.into());
+            }
+            if get_dirent(t, dir, name)?.is_some() {
+                return Err(nfsstat4::NFS4ERR_EXIST.into());
+            }
+            let next = t.get(NEXT_INO_KEY)?.and_then(|b| pnfs_kv::key::decode_u64_be(&b)).unwrap_or(ROOT_INO + 1);
+            t.put(NEXT_INO_KEY, &u64_be(next + 1))?;
+            let now = Time::now();
+            let is_dir = obj.kind == nfs_ftype4::NF4DIR;
+            let default_mode = if is_dir { 0o755 } else { 0o644 };
+            let mut inode = Inode {
+                ino: next,
+                generation: 1,
+                kind: obj.kind as u32,
+                mode: attrs.mode.unwrap_or(default_mode) & 0o7777,
+                uid: attrs.uid.unwrap_or(owner.0),
+                gid: attrs.gid.unwrap_or(owner.1),
+                nlink: if is_dir { 2 } else { 1 },
+                size: if is_dir { 4096 } else if obj.kind == nfs_ftype4::NF4LNK { obj.symlink.len() as u64 } else { 0 },
+                rdev: obj.rdev,
+                atime: now.clone(),
+                mtime: now.clone(),
+                ctime: now.clone(),
+                btime: now.clone(),
+                change: 1,
+                parent: dir,
+                next_cookie: FIRST_COOKIE,
+                symlink: obj.symlink.clone(),
+                create_verifier: verifier,
+            };
+            apply_times(&mut inode, attrs, &now);
+            put_inode(t, &inode)?;
+            let before = d.change;
+            add_dirent(t, &mut d, name, inode.ino)?;
+            if is_dir {
+                d.nlink += 1;
+            }
+            d.mtime = now.clone();
+            d.touch_ctime(&now);
+            put_inode(t, &d)?;
+            Ok((before, d.change, inode))
+        })
+    }
+
+    /// Removes `name` from `dir`. Returns (before, after, unlinked).
+    pub fn remove(&self, dir: u64, name: &[u8]) -> NfsResult<(u64, u64, Unlinked)> {
+        if name.is_empty() {
+            return Err(nfsstat4::NFS4ERR_INVAL);
+        }
+        self.run(|t| {
+            let mut d = get_inode(t, dir)?;
+            if !d.is_dir() {
+                return Err(nfsstat4::NFS4ERR_NOTDIR.into());
+            }
+            let e = get_dirent(t, dir, name)?.ok_or(nfsstat4::NFS4ERR_NOENT)?;
+            let mut target = get_inode(t, e.ino)?;
+            if target.is_dir() && !dir_is_empty(t, target.ino)? {
+                return Err(nfsstat4::NFS4ERR_NOTEMPTY.into());
+            }
+            let now = Time::now();
+            del_dirent(t, dir, name, &e)?;
+            let before = d.change;
+            if target.is_dir() {
+                d.nlink = d.nlink.saturating_sub(1);
+            }
+            d.mtime = now.clone();
+            d.touch_ctime(&now);
+            put_inode(t, &d)?;
+            let freed = unlink_inode(t, &mut target, &now)?;
+            Ok((before, d.change, Unlinked { freed_ino: freed.filter(|_| target.kind == nfs_ftype4::NF4REG as u32) }))
+        })
+    }
+
+    /// Renames; returns (src before, src after, dst before, dst after, unlinked target).
+    pub fn rename(
+        &self,
+        src_dir: u64,
+        old: &[u8],
+        dst_dir: u64,
+        new: &[u8],
+    ) -> NfsResult<((u64, u64), (u64, u64), Unlinked)> {
+        if old.is_empty() {
+            return Err(nfsstat4::NFS4ERR_INVAL);
+        }
+        valid_name(new)?;
+        self.run(|t| {
+            let mut sd = get_inode(t, src_dir)?;
+            let mut dd = if dst_dir == src_dir { sd.clone() } else { get_inode(t, dst_dir)? };
+            if !sd.is_dir() || !dd.is_dir() {
+                return Err(nfsstat4::NFS4ERR_NOTDIR.into());
+            }
+            let se = get_dirent(t, src_dir, old)?.ok_or(nfsstat4::NFS4ERR_NOENT)?;
+            let moving = get_inode(t, se.ino)?;
+            let (sb, db) = (sd.change, dd.change);
+            let now = Time::now();
+            let mut unlinked = Unlinked::default();
+            if let Some(de) = get_dirent(t, dst_dir, new)? {
+                if de.ino == se.ino {
+                    // Same file: POSIX says do nothing.
+                    return Ok(((sb, sb), (db, db), unlinked));
+                }
+                let mut target = get_inode(t, de.ino)?;
+                match (moving.is_dir(), target.is_dir()) {
+                    (true, false) => return Err(nfsstat4::NFS4ERR_EXIST.into()),
+                    (false, true) => return Err(nfsstat4::NFS4ERR_EXIST.into()),
+                    (true, true) if !dir_is_empty(t, target.ino)? => return Err(nfsstat4::NFS4ERR_EXIST.into()),
+                    _ => {}
+                }
+                del_dirent(t, dst_dir, new, &de)?;
+                if target.is_dir() {
+                    dd.nlink = dd.nlink.saturating_sub(1);
+                }
+                let freed = unlink_inode(t, &mut target, &now)?;
+                unlinked.freed_ino = freed.filter(|_| target.kind == nfs_ftype4::NF4REG as u32);
+            }
+            if moving.is_dir() {
+                // Refuse moving a directory under itself.
+                let mut p = dst_dir;
+                loop {
+                    if p == moving.ino {
+                        return Err(nfsstat4::NFS4ERR_INVAL.into());
+                    }
+                    if p == ROOT_INO {
+                        break;
+                    }
+                    p = get_inode(t, p)?.parent;
+                }
+            }
+            del_dirent(t, src_dir, old, &se)?;
+            if src_dir == dst_dir {
+                // Reload the cookie counter from sd, which is the same inode.
+                dd.nlink = sd.nlink.min(dd.nlink);
+            }
+            if src_dir == dst_dir {
+                add_dirent(t, &mut sd, new, se.ino)?;
+                sd.mtime = now.clone();
+                sd.touch_ctime(&now);
+                sd.nlink = dd.nlink;
+                put_inode(t, &sd)?;
+                dd = sd.clone();
+            } else {
+                add_dirent(t, &mut dd, new, se.ino)?;
+                if moving.is_dir() {
+                    sd.nlink = sd.nlink.saturating_sub(1);
+                    dd.nlink += 1;
+                }
+                sd.mtime = now.clone();
+                sd.touch_ctime(&now);
+                dd.mtime = now.clone();
+                dd.touch_ctime(&now);
+                put_inode(t, &sd)?;
+                put_inode(t, &dd)?;
+            }
+            let mut m = get_inode(t, se.ino)?;
+            if m.is_dir() {
+                m.parent = dst_dir;
+            }
+            m.touch_ctime(&now);
+            put_inode(t, &m)?;
+            Ok(((sb, sd.change), (db, dd.change), unlinked))
+        })
+    }
+
+    /// Hard link `ino` as `dir/name`; returns (dir before, dir after).
+    pub fn link(&self, ino: u64, dir: u64, name: &[u8]) -> NfsResult<(u64, u64)> {
+        valid_name(name)?;
+        self.run(|t| {
+            let mut d = get_inode(t, dir)?;
+            if !d.is_dir() {
+                return Err(nfsstat4::NFS4ERR_NOTDIR.into());
+            }
+            let mut f = get_inode(t, ino)?;
+            if f.is_dir() {
+                return Err(nfsstat4::NFS4ERR_ISDIR.into());
+            }
+            if get_dirent(t, dir, name)?.is_some() {
+                return Err(nfsstat4::NFS4ERR_EXIST.into());
+            }
+            let now = Time::now();
+            f.nlink += 1;
+            f.touch_ctime(&now);
+            put_inode(t, &f)?;
+            let before = d.change;
+            add_dirent(t, &mut d, name, ino)?;
+            d.mtime = now.clone();
+            d.touch_ctime(&now);
+            put_inode(t, &d)?;
+            Ok((before, d.change))
+        })
+    }
+
+    /// Entries with cookie > `after`, at most `limit`.
+    pub fn readdir(&self, dir: u64, after: u64, limit: usize) -> NfsResult<(Vec<ReaddirEntry>, bool)> {
+        self.run(|t| {
+            let d = get_inode(t, dir)?;
+            if !d.is_dir() {
+                return Err(nfsstat4::NFS4ERR_NOTDIR.into());
+            }
+            let start = cookie_key(dir, after.saturating_add(1).max(FIRST_COOKIE));
+            let mut end = vec![b'C'];
+            end.extend_from_slice(&u64_be(dir + 1));
+            let rows = t.scan(&start, Some(&end), limit + 1)?;
+            let eof = rows.len() <= limit;
+            let mut out = Vec::with_capacity(rows.len().min(limit));
+            for (k, name) in rows.into_iter().take(limit) {
+                let cookie = pnfs_kv::key::decode_u64_be(&k[9..]).unwrap_or(0);
+                let e = match get_dirent(t, dir, &name)? {
+                    Some(e) => e,
+                    None => continue,
+                };
+                let inode = get_inode(t, e.ino)?;
+                out.push(ReaddirEntry { cookie, name, inode });
+            }
+            Ok((out, eof))
+        })
+    }
+
+    /// Applies attribute changes; `size_change` callback is not needed: data
+    /// truncation happens in the data store before this is called.
+    pub fn setattr(&self, ino: u64, attrs: &SetAttrs, guard_ctime: Option<&Time>) -> NfsResult<Inode> {
+        self.run(|t| {
+            let mut i = get_inode(t, ino)?;
+            if let Some(g) = guard_ctime {
+                if &i.ctime != g {
+                    return Err(nfsstat4::NFS4ERR_NOT_SAME.into());
+                }
+            }
+            let now = Time::now();
+            if let Some(m) = attrs.mode {
+                i.mode = m & 0o7777;
+            }
+            if let Some(u) = attrs.uid {
+                i.uid = u;
+            }
+            if let Some(g) = attrs.gid {
+                i.gid = g;
+            }
+            if let Some(s) = attrs.size {
+                if i.is_dir() {
+                    return Err(nfsstat4::NFS4ERR_ISDIR.into());
+                }
+                if i.kind != nfs_ftype4::NF4REG as u32 {
+                    return Err(nfsstat4::NFS4ERR_INVAL.into());
+                }
+                if s != i.size {
+                    i.mtime = now.clone();
+                }
+                i.size = s;
+            }
+            apply_times(&mut i, attrs, &now);
+            i.touch_ctime(&now);
+            put_inode(t, &i)?;
+            Ok(i)
+        })
+    }
+
+    /// Records a data write: grows size if needed, moves mtime/change.
+    pub fn note_write(&self, ino: u64, end: u64) -> NfsResult<Inode> {
+        self.run(|t| {
+            let mut i = get_inode(t, ino)?;
+            let now = Time::now();
+            if end > i.size {
+                i.size = end;
+            }
+            i.mtime = now.clone();
+            i.touch_ctime(&now);
+            put_inode(t, &i)?;
+            Ok(i)
+        })
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> NfsResult<Vec<u8>> {
+        self.run(|t| {
+            get_inode(t, ino)?;
+            t.get(&xattr_key(ino, name))?.ok_or(TxErr::Nfs(nfsstat4::NFS4ERR_NOXATTR))
+        })
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], option: setxattr_option4) -> NfsResult<(u64, u64)> {
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(nfsstat4::NFS4ERR_NAMETOOLONG);
+        }
+        if value.len() > MAX_XATTR_VALUE {
+            return Err(nfsstat4::NFS4ERR_XATTR2BIG);
+        }
+        self.run(|t| {
+            let mut i = get_inode(t, ino)?;
+            let key = xattr_key(ino, name);
+            let exists = t.get(&key)?.is_some();
+            match option {
+                setxattr_option4::SETXATTR4_CREATE if exists => return Err(nfsstat4::NFS4ERR_EXIST.into()),
+                setxattr_option4::SETXATTR4_REPLACE if !exists => return Err(nfsstat4::NFS4ERR_NOXATTR.into()),
+                _ => {}
+            }
+            if !exists && t.scan_prefix(&xattr_prefix(ino), MAX_XATTRS_PER_FILE)?.len() >= MAX_XATTRS_PER_FILE {
+                return Err(nfsstat4::NFS4ERR_NOSPC.into());
+            }
+            t.put(&key, value)?;
+            let before = i.change;
+            i.touch_ctime(&Time::now());
+            put_inode(t, &i)?;
+            Ok((before, i.change))
+        })
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> NfsResult<(u64, u64)> {
+        self.run(|t| {
+            let mut i = get_inode(t, ino)?;
+            let key = xattr_key(ino, name);
+            if t.get(&key)?.is_none() {
+                return Err(nfsstat4::NFS4ERR_NOXATTR.into());
+            }
+            t.delete(&key)?;
+            let before = i.change;
+            i.touch_ctime(&Time::now());
+            put_inode(t, &i)?;
+            Ok((before, i.change))
+        })
+    }
+
+    /// All xattr names of `ino`, in order.
+    pub fn listxattrs(&self, ino: u64) -> NfsResult<Vec<Vec<u8>>> {
+        self.run(|t| {
+            get_inode(t, ino)?;
+            let p = xattr_prefix(ino);
+            Ok(t.scan_prefix(&p, MAX_XATTRS_PER_FILE)?.into_iter().map(|(k, _)| k[p.len()..].to_vec()).collect())
+        })
+    }
+
+    /// Persisted small records (client records for grace): put/delete/list by prefix.
+    pub fn put_record(&self, key: &[u8], value: &[u8]) -> NfsResult<()> {
+        self.run(|t| Ok(t.put(key, value)?))
+    }
+
+    pub fn delete_record(&self, key: &[u8]) -> NfsResult<()> {
+        self.run(|t| Ok(t.delete(key)?))
+    }
+
+    pub fn list_records(&self, prefix: &[u8]) -> NfsResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.run(|t| Ok(t.scan_prefix(prefix, usize::MAX)?))
+    }
+
+    /// Checks the namespace invariants (used by tests and `pnfsd --fsck`):
+    /// every entry points at an existing inode, cookie index matches entries,
+    /// link counts match entries. Returns a list of problems.
+    pub fn check_consistency(&self) -> NfsResult<Vec<String>> {
+        self.run(|t| {
+            let mut problems = Vec::new();
+            let mut links: std::collections::HashMap<u64, u32> = Default::default();
+            let mut subdirs: std::collections::HashMap<u64, u32> = Default::default();
+            for (k, v) in t.scan_prefix(b"D", usize::MAX)? {
+                let dir = pnfs_kv::key::decode_u64_be(&k[1..9]).unwrap_or(0);
+                let name = &k[9..];
+                let e: DirEntry = dec(&v)?;
+                match t.get(&inode_key(e.ino))? {
+                    None => problems.push(format!("entry {dir}/{} -> missing inode {}", String::from_utf8_lossy(name), e.ino)),
+                    Some(b) => {
+                        let i: Inode = dec(&b)?;
+                        *links.entry(e.ino).or_default() += 1;
+                        if i.is_dir() {
+                            *subdirs.entry(dir).or_default() += 1;
+                        }
+                    }
+                }
+                match t.get(&cookie_key(dir, e.cookie))? {
+                    Some(n) if n == name => {}
+                    _ => problems.push(format!("entry {dir}/{} has no cookie index", String::from_utf8_lossy(name))),
+                }
+            }
+            for (_, v) in t.scan_prefix(b"I", usize::MAX)? {
+                let i: Inode = dec(&v)?;
+                if i.ino == ROOT_INO {
+                    continue;
+                }
+                let n = links.get(&i.ino).copied().unwrap_or(0);
+                if n == 0 {
+                    problems.push(format!("inode {} is not linked anywhere", i.ino));
+                } else if !i.is_dir() && n != i.nlink {
+                    problems.push(format!("inode {} nlink {} but {} entries", i.ino, i.nlink, n));
+                }
+                if i.is_dir() && i.nlink != 2 + subdirs.get(&i.ino).copied().unwrap_or(0) {
+                    problems.push(format!("dir {} nlink {} but {} subdirs", i.ino, i.nlink, subdirs.get(&i.ino).copied().unwrap_or(0)));
+                }
+            }
+            let c_count = t.scan_prefix(b"C", usize::MAX)?.len();
+            let d_count = links.values().map(|v| *v as usize).sum::<usize>();
+            if c_count != d_count && problems.is_empty() {
+                problems.push(format!("{c_count} cookie index rows for {d_count} entries"));
+            }
+            Ok(problems)
+        })
+    }
+}
+
+fn apply_times(i: &mut Inode, attrs: &SetAttrs, now: &Time) {
+    match &attrs.atime {
+        Some(SetTime::ServerNow) => i.atime = now.clone(),
+        Some(SetTime::Client(t)) => i.atime = t.clone(),
+        None => {}
+    }
+    match &attrs.mtime {
+        Some(SetTime::ServerNow) => i.mtime = now.clone(),
+        Some(SetTime::Client(t)) => i.mtime = t.clone(),
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pnfs_kv::mem::MemStore;
+
+    fn ns() -> Namespace {
+        Namespace::open(Arc::new(MemStore::new())).unwrap()
+    }
+
+    fn file() -> NewObject {
+        NewObject { kind: nfs_ftype4::NF4REG, symlink: vec![], rdev: (0, 0) }
+    }
+
+    fn dir() -> NewObject {
+        NewObject { kind: nfs_ftype4::NF4DIR, symlink: vec![], rdev: (0, 0) }
+    }
+
+    #[test]
+    fn create_lookup_remove() {
+        let ns = ns();
+        let (_, _, f) = ns.create(ROOT_INO, b"a", &file(), &SetAttrs::default(), (5, 6), None).unwrap();
+        assert_eq!(ns.lookup(ROOT_INO, b"a").unwrap().ino, f.ino);
+        assert_eq!(f.uid, 5);
+        assert_eq!(
+            ns.create(ROOT_INO, b"a", &file(), &SetAttrs::default(), (0, 0), None).unwrap_err(),
+            nfsstat4::NFS4ERR_EXIST
+        );
+        let (_, _, u) = ns.remove(ROOT_INO, b"a").unwrap();
+        assert_eq!(u.freed_ino, Some(f.ino));
+        assert_eq!(ns.lookup(ROOT_INO, b"a").unwrap_err(), nfsstat4::NFS4ERR_NOENT);
+        assert!(ns.check_consistency().unwrap().is_empty());
+    }
+
+    #[test]
+    fn readdir_cookies_survive_changes() {
+        let ns = ns();
+        for i in 0..10 {
+            ns.create(ROOT_INO, format!("f{i}").as_bytes(), &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+        }
+        let (first, eof) = ns.readdir(ROOT_INO, 0, 4).unwrap();
+        assert!(!eof);
+        let last = first.last().unwrap().cookie;
+        // Remove an entry already returned and the next one; add a new one.
+        ns.remove(ROOT_INO, &first[3].name).unwrap();
+        ns.remove(ROOT_INO, b"f4").unwrap();
+        ns.create(ROOT_INO, b"new", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+        let (rest, eof) = ns.readdir(ROOT_INO, last, 100).unwrap();
+        assert!(eof);
+        let names: Vec<_> = rest.iter().map(|e| String::from_utf8(e.name.clone()).unwrap()).collect();
+        assert_eq!(names, ["f5", "f6", "f7", "f8", "f9", "new"]);
+    }
+
+    #[test]
+    fn rename_and_link_keep_counts() {
+        let ns = ns();
+        let (_, _, d1) = ns.create(ROOT_INO, b"d1", &dir(), &SetAttrs::default(), (0, 0), None).unwrap();
+        let (_, _, d2) = ns.create(ROOT_INO, b"d2", &dir(), &SetAttrs::default(), (0, 0), None).unwrap();
+        let (_, _, f) = ns.create(d1.ino, b"f", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+        ns.rename(d1.ino, b"f", d2.ino, b"g").unwrap();
+        assert_eq!(ns.lookup(d2.ino, b"g").unwrap().ino, f.ino);
+        ns.link(f.ino, ROOT_INO, b"hard").unwrap();
+        assert_eq!(ns.get(f.ino).unwrap().nlink, 2);
+        ns.rename(ROOT_INO, b"d2", d1.ino, b"d2moved").unwrap();
+        assert_eq!(ns.get(ROOT_INO).unwrap().nlink, 3);
+        assert_eq!(ns.get(d1.ino).unwrap().nlink, 3);
+        assert_eq!(
+            ns.rename(ROOT_INO, b"d1", d2.ino, b"loop").unwrap_err(),
+            nfsstat4::NFS4ERR_INVAL
+        );
+        // rename over an existing file unlinks it
+        let (_, _, h) = ns.create(ROOT_INO, b"h", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+        let (_, _, u) = ns.rename(ROOT_INO, b"hard", ROOT_INO, b"h").unwrap();
+        assert_eq!(u.freed_ino, Some(h.ino));
+        assert_eq!(ns.get(f.ino).unwrap().nlink, 1);
+        assert_eq!(ns.remove(ROOT_INO, b"d1").unwrap_err(), nfsstat4::NFS4ERR_NOTEMPTY);
+        let problems = ns.check_consistency().unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn xattrs() {
+        let ns = ns();
+        let (_, _, f) = ns.create(ROOT_INO, b"x", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+        ns.setxattr(f.ino, b"user.a", b"1", setxattr_option4::SETXATTR4_CREATE).unwrap();
+        assert_eq!(
+            ns.setxattr(f.ino, b"user.a", b"1", setxattr_option4::SETXATTR4_CREATE).unwrap_err(),
+            nfsstat4::NFS4ERR_EXIST
+        );
+        assert_eq!(ns.getxattr(f.ino, b"user.a").unwrap(), b"1");
+        assert_eq!(ns.listxattrs(f.ino).unwrap(), vec![b"user.a".to_vec()]);
+        ns.removexattr(f.ino, b"user.a").unwrap();
+        assert_eq!(ns.getxattr(f.ino, b"user.a").unwrap_err(), nfsstat4::NFS4ERR_NOXATTR);
+    }
+}

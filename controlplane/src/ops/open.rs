@@ -1,0 +1,349 @@
+//! Open state: OPEN, OPEN_DOWNGRADE, CLOSE, TEST_STATEID, FREE_STATEID,
+//! DELEGRETURN (RFC 8881 18.16-18.20, 18.48, 18.38, 18.6).
+
+use crate::attrs::{decode_settable, SetContext};
+use crate::compound::{current_inode, reply, Compound};
+use crate::fh::FileHandle;
+use crate::mds::*;
+use crate::namespace::{Inode, NewObject, NfsResult, SetAttrs};
+use crate::ops::filehandle::need_dir;
+use crate::ops::stateid::*;
+use crate::state::{StateKind, StateRec};
+use pnfs_protocol::wire::*;
+use pnfs_protocol::Encoder;
+
+const OPEN4_RESULT_LOCKTYPE_POSIX: u32 = 0x4;
+const OPEN4_SHARE_ACCESS_MASK: u32 = 0x3;
+const OPEN4_SHARE_WANT_MASK: u32 = 0xff00;
+
+pub fn open(m: &Mds, c: &mut Compound, a: &OPEN4args, e: &mut Encoder) -> nfsstat4 {
+    reply(e, open_inner(m, c, a))
+}
+
+fn validate_share(access: u32, deny: u32) -> NfsResult<(u32, u32)> {
+    let acc = access & OPEN4_SHARE_ACCESS_MASK;
+    if acc == 0 || access & !(OPEN4_SHARE_ACCESS_MASK | OPEN4_SHARE_WANT_MASK | 0x30000) != 0 || deny > 3 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    Ok((acc, deny))
+}
+
+/// What OPEN resolved before creating state.
+struct Target {
+    fh: FileHandle,
+    inode: Inode,
+    cinfo: change_info4,
+    attrset: Vec<u32>,
+    created: bool,
+}
+
+fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<'static>> {
+    let clientid = c.clientid()?;
+    let (access, deny) = validate_share(a.share_access, a.share_deny)?;
+    if a.owner.clientid != clientid {
+        return Err(nfsstat4::NFS4ERR_STALE_CLIENTID);
+    }
+    let reclaim = matches!(a.claim, open_claim4::CLAIM_PREVIOUS(_));
+    {
+        let mut st = m.state();
+        let in_grace = st.in_grace();
+        let cl = st.clients.get(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+        if reclaim {
+            if !in_grace || !cl.may_reclaim {
+                return Err(nfsstat4::NFS4ERR_NO_GRACE);
+            }
+            if cl.reclaim_complete {
+                return Err(nfsstat4::NFS4ERR_NO_GRACE);
+            }
+        } else if in_grace {
+            return Err(nfsstat4::NFS4ERR_GRACE);
+        }
+    }
+    let (fh0, cur) = current_inode(m, c)?;
+    let ex = m.export(fh0.export_id)?;
+    let who = ex.caller(&c.cred);
+    let target = match &a.claim {
+        open_claim4::CLAIM_NULL(name) => {
+            need_dir(cur.kind)?;
+            open_by_name(m, c, a, &cur, fh0, name)?
+        }
+        open_claim4::CLAIM_FH | open_claim4::CLAIM_PREVIOUS(_) => {
+            if matches!(a.openhow, openflag4::OPEN4_CREATE(_)) {
+                return Err(nfsstat4::NFS4ERR_INVAL);
+            }
+            let cinfo = change_info4 { atomic: true, before: cur.change, after: cur.change };
+            Target { fh: fh0, inode: cur, cinfo, attrset: vec![], created: false }
+        }
+        // We never hand out delegations, so there is nothing to claim.
+        _ => return Err(nfsstat4::NFS4ERR_NOTSUPP),
+    };
+    let i = &target.inode;
+    match i.ftype() {
+        nfs_ftype4::NF4REG => {}
+        nfs_ftype4::NF4DIR => return Err(nfsstat4::NFS4ERR_ISDIR),
+        nfs_ftype4::NF4LNK => return Err(nfsstat4::NFS4ERR_SYMLINK),
+        _ => return Err(nfsstat4::NFS4ERR_WRONG_TYPE),
+    }
+    if access & OPEN4_SHARE_ACCESS_WRITE != 0 && ex.read_only {
+        return Err(nfsstat4::NFS4ERR_ROFS);
+    }
+    if !target.created && !reclaim {
+        let mut need = 0;
+        if access & OPEN4_SHARE_ACCESS_READ != 0 {
+            need |= ACCESS4_READ;
+        }
+        if access & OPEN4_SHARE_ACCESS_WRITE != 0 {
+            need |= ACCESS4_MODIFY;
+        }
+        // The owner may open its own file whatever the mode says (as the
+        // Linux client expects after creating a read-only file).
+        if who.uid != i.uid {
+            m.check_access(i, &who, need)?;
+        }
+    }
+    let mut st = m.state();
+    // Share reservations against other owners' opens.
+    let mine = |r: &StateRec| r.clientid == clientid && matches!(&r.kind, StateKind::Open { owner, .. } if owner[..] == a.owner.owner[..]);
+    for r in st.states.values().filter(|r| r.ino == i.ino && !mine(r)) {
+        if let StateKind::Open { access: oa, deny: od, .. } = &r.kind {
+            if od & access != 0 || deny & oa != 0 {
+                return Err(nfsstat4::NFS4ERR_SHARE_DENIED);
+            }
+        }
+    }
+    let existing = st.states.iter_mut().find(|(_, r)| r.ino == i.ino && mine(r)).map(|(k, _)| *k);
+    let sid = match existing {
+        Some(other) => {
+            let r = st.states.get_mut(&other).expect("found");
+            if let StateKind::Open { access: oa, deny: od, .. } = &mut r.kind {
+                *oa |= access;
+                *od |= deny;
+            }
+            r.seqid += 1;
+            stateid(&other, r.seqid)
+        }
+        None => {
+            let other = st.new_state(StateRec {
+                clientid,
+                ino: i.ino,
+                seqid: 1,
+                kind: StateKind::Open { owner: a.owner.owner.to_vec(), access, deny },
+                revoked: false,
+            });
+            stateid(&other, 1)
+        }
+    };
+    drop(st);
+    c.set_fh(target.fh);
+    c.current_stateid = Some(sid.clone());
+    Ok(OPEN4resok {
+        stateid: sid,
+        cinfo: target.cinfo,
+        rflags: OPEN4_RESULT_LOCKTYPE_POSIX,
+        attrset: target.attrset,
+        delegation: open_delegation4::OPEN_DELEGATE_NONE,
+    })
+}
+
+fn open_by_name(m: &Mds, c: &Compound, a: &OPEN4args, dir: &Inode, dirfh: FileHandle, name: &[u8]) -> NfsResult<Target> {
+    crate::namespace::valid_name(name)?;
+    let ex = m.export(dirfh.export_id)?;
+    let who = ex.caller(&c.cred);
+    let existing = match m.ns.lookup(dir.ino, name) {
+        Ok(i) => Some(i),
+        Err(nfsstat4::NFS4ERR_NOENT) => None,
+        Err(e) => return Err(e),
+    };
+    let unchanged = change_info4 { atomic: true, before: dir.change, after: dir.change };
+    let found = |i: Inode| Target { fh: m.fh_for(dirfh.export_id, &i), inode: i, cinfo: unchanged.clone(), attrset: vec![], created: false };
+    let how = match &a.openhow {
+        openflag4::OPEN4_CREATE(how) => how,
+        _ => {
+            return existing.map(found).ok_or(nfsstat4::NFS4ERR_NOENT);
+        }
+    };
+    let (attrs, attrset, verifier, ctx) = match how {
+        createhow4::UNCHECKED4(f) | createhow4::GUARDED4(f) => {
+            let (s, set) = decode_settable(f, c.minor, SetContext::Create)?;
+            (s, set, None, SetContext::Create)
+        }
+        createhow4::EXCLUSIVE4(v) => (SetAttrs::default(), vec![], Some(*v), SetContext::ExclusiveCreate),
+        createhow4::EXCLUSIVE4_1(cva) => {
+            let (s, set) = decode_settable(&cva.cva_attrs, c.minor, SetContext::ExclusiveCreate)?;
+            (s, set, Some(cva.cva_verf), SetContext::ExclusiveCreate)
+        }
+    };
+    if let Some(i) = existing {
+        match how {
+            createhow4::GUARDED4(_) => return Err(nfsstat4::NFS4ERR_EXIST),
+            createhow4::EXCLUSIVE4(_) | createhow4::EXCLUSIVE4_1(_) => {
+                // A retried exclusive create finds its own verifier.
+                if i.create_verifier.is_some() && i.create_verifier == verifier {
+                    let mut t = found(i);
+                    t.attrset = attrset;
+                    return Ok(t);
+                }
+                return Err(nfsstat4::NFS4ERR_EXIST);
+            }
+            createhow4::UNCHECKED4(_) => {
+                // O_TRUNC arrives as size 0 in the create attributes.
+                if let (Some(size), true) = (attrs.size, i.kind == nfs_ftype4::NF4REG as u32) {
+                    if ex.read_only {
+                        return Err(nfsstat4::NFS4ERR_ROFS);
+                    }
+                    if who.uid != i.uid {
+                        m.check_access(&i, &who, ACCESS4_MODIFY)?;
+                    }
+                    m.data.truncate(i.ino, size).map_err(io_err)?;
+                    let i = m.ns.setattr(i.ino, &SetAttrs { size: Some(size), ..Default::default() }, None)?;
+                    let mut t = found(i);
+                    t.attrset = crate::attrs::bitmap_from(&[crate::attrs::FATTR4_SIZE]);
+                    return Ok(t);
+                }
+                return Ok(found(i));
+            }
+        }
+    }
+    if ex.read_only {
+        return Err(nfsstat4::NFS4ERR_ROFS);
+    }
+    m.check_access(dir, &who, ACCESS4_MODIFY)?;
+    let _ = ctx;
+    let obj = NewObject { kind: nfs_ftype4::NF4REG, symlink: vec![], rdev: (0, 0) };
+    let (before, after, inode) = m.create_object(dir.ino, name, &obj, &attrs, &who, verifier)?;
+    Ok(Target {
+        fh: m.fh_for(dirfh.export_id, &inode),
+        inode,
+        cinfo: change_info4 { atomic: true, before, after },
+        attrset,
+        created: true,
+    })
+}
+
+pub fn open_downgrade(m: &Mds, c: &mut Compound, a: &OPEN_DOWNGRADE4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let (fh, _) = current_inode(m, c)?;
+        let clientid = c.clientid()?;
+        let s = resolve(c, &a.open_stateid)?;
+        let (access, deny) = validate_share(a.share_access, a.share_deny)?;
+        let mut st = m.state();
+        let rec = find(&st, clientid, &s)?;
+        if rec.ino != fh.ino {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        let rec = st.states.get_mut(&s.other).expect("found");
+        match &mut rec.kind {
+            StateKind::Open { access: oa, deny: od, .. } => {
+                if access & !*oa != 0 || deny & !*od != 0 {
+                    return Err(nfsstat4::NFS4ERR_INVAL);
+                }
+                *oa = access;
+                *od = deny;
+            }
+            _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
+        }
+        rec.seqid += 1;
+        let sid = stateid(&s.other, rec.seqid);
+        c.current_stateid = Some(sid.clone());
+        Ok(OPEN_DOWNGRADE4resok { open_stateid: sid })
+    })();
+    reply(e, r)
+}
+
+pub fn close(m: &Mds, c: &mut Compound, a: &CLOSE4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let (fh, _) = current_inode(m, c)?;
+        let clientid = c.clientid()?;
+        let s = resolve(c, &a.open_stateid)?;
+        let mut st = m.state();
+        let rec = find(&st, clientid, &s)?;
+        if rec.ino != fh.ino {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        if !matches!(rec.kind, StateKind::Open { .. }) {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        // Lock states of this open go with it; held locks forbid the close.
+        let locks: Vec<_> = st
+            .states
+            .iter()
+            .filter(|(_, r)| matches!(&r.kind, StateKind::Lock { open, .. } if *open == s.other))
+            .map(|(k, r)| (*k, r.clone()))
+            .collect();
+        for (_, r) in &locks {
+            if let StateKind::Lock { owner, .. } = &r.kind {
+                if st.owner_holds_locks(r.ino, clientid, owner) {
+                    return Err(nfsstat4::NFS4ERR_LOCKS_HELD);
+                }
+            }
+        }
+        for (k, _) in locks {
+            st.states.remove(&k);
+        }
+        st.states.remove(&s.other);
+        // RFC 8881 18.2.4: a closed stateid is answered with the invalid special stateid.
+        let done = stateid4 { seqid: u32::MAX, other: [0; 12] };
+        c.current_stateid = Some(done.clone());
+        Ok(done)
+    })();
+    reply(e, r)
+}
+
+pub fn test_stateid(m: &Mds, c: &mut Compound, a: &TEST_STATEID4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let clientid = c.clientid()?;
+        let st = m.state();
+        let codes = a
+            .ts_stateids
+            .iter()
+            .map(|s| {
+                if is_anonymous(s) || is_bypass(s) || s.other == [0; 12] {
+                    return nfsstat4::NFS4ERR_BAD_STATEID;
+                }
+                match find(&st, clientid, s) {
+                    Ok(_) => nfsstat4::NFS4_OK,
+                    Err(e) => e,
+                }
+            })
+            .collect();
+        Ok(TEST_STATEID4resok { tsr_status_codes: codes })
+    })();
+    reply(e, r)
+}
+
+pub fn free_stateid(m: &Mds, c: &mut Compound, a: &FREE_STATEID4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let clientid = c.clientid()?;
+        let s = resolve(c, &a.fsa_stateid)?;
+        let mut st = m.state();
+        let rec = find(&st, clientid, &s)?.clone();
+        match &rec.kind {
+            StateKind::Open { .. } => return Err(nfsstat4::NFS4ERR_LOCKS_HELD),
+            StateKind::Lock { owner, .. } => {
+                if st.owner_holds_locks(rec.ino, clientid, owner) {
+                    return Err(nfsstat4::NFS4ERR_LOCKS_HELD);
+                }
+            }
+            StateKind::Deleg => {}
+        }
+        st.states.remove(&s.other);
+        Ok(())
+    })();
+    reply(e, r)
+}
+
+pub fn delegreturn(m: &Mds, c: &mut Compound, a: &DELEGRETURN4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        current_inode(m, c)?;
+        let clientid = c.clientid()?;
+        let s = resolve(c, &a.deleg_stateid)?;
+        let mut st = m.state();
+        let rec = find(&st, clientid, &s)?;
+        if rec.kind != StateKind::Deleg {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        st.states.remove(&s.other);
+        Ok(())
+    })();
+    reply(e, r)
+}

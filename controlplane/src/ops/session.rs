@@ -1,0 +1,387 @@
+//! Client IDs and sessions: EXCHANGE_ID, CREATE_SESSION, DESTROY_SESSION,
+//! DESTROY_CLIENTID, BIND_CONN_TO_SESSION, SEQUENCE, RECLAIM_COMPLETE
+//! (RFC 8881 18.35-18.37, 18.46, 18.49-18.51).
+
+use crate::compound::{reply, Compound};
+use crate::mds::{Mds, CLIENT_RECORD_PREFIX};
+use crate::namespace::NfsResult;
+use crate::state::{ChannelLimits, Client, Session, Slot};
+use pnfs_protocol::wire::*;
+use pnfs_protocol::{Encoder, XdrEncode};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+const FLAG_SUPP_MOVED_REFER: u32 = 0x1;
+const FLAG_SUPP_MOVED_MIGR: u32 = 0x2;
+const FLAG_SUPP_FENCE_OPS: u32 = 0x4;
+const FLAG_BIND_PRINC_STATEID: u32 = 0x100;
+const FLAG_USE_NON_PNFS: u32 = 0x10000;
+const FLAG_USE_PNFS_MDS: u32 = 0x20000;
+const FLAG_USE_PNFS_DS: u32 = 0x40000;
+const FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
+const FLAG_CONFIRMED_R: u32 = 0x8000_0000;
+const CLIENT_FLAGS: u32 = FLAG_SUPP_MOVED_REFER
+    | FLAG_SUPP_MOVED_MIGR
+    | FLAG_SUPP_FENCE_OPS
+    | FLAG_BIND_PRINC_STATEID
+    | FLAG_USE_NON_PNFS
+    | FLAG_USE_PNFS_MDS
+    | FLAG_USE_PNFS_DS
+    | FLAG_UPD_CONFIRMED_REC_A;
+
+const CREATE_SESSION4_FLAG_PERSIST: u32 = 0x1;
+const CREATE_SESSION4_FLAG_CONN_BACK_CHAN: u32 = 0x2;
+const CREATE_SESSION4_FLAG_CONN_RDMA: u32 = 0x4;
+
+/// Replies up to this size are cached even without sa_cachethis: cheap, and
+/// it lets a retransmission be answered exactly.
+const ALWAYS_CACHE_BYTES: usize = 4096;
+
+fn client_record_key(owner: &[u8]) -> Vec<u8> {
+    let mut k = CLIENT_RECORD_PREFIX.to_vec();
+    k.extend_from_slice(owner);
+    k
+}
+
+pub fn exchange_id(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args, e: &mut Encoder) -> nfsstat4 {
+    reply(e, exchange_id_inner(m, c, a))
+}
+
+fn exchange_id_inner(m: &Mds, _c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
+    let flags = a.eia_flags;
+    if flags & !CLIENT_FLAGS != 0 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    match a.eia_state_protect {
+        state_protect4_a::SP4_NONE => {}
+        // Machine credentials need RPCSEC_GSS, which we do not offer.
+        state_protect4_a::SP4_MACH_CRED(_) => return Err(nfsstat4::NFS4ERR_INVAL),
+        state_protect4_a::SP4_SSV(_) => return Err(nfsstat4::NFS4ERR_ENCR_ALG_UNSUPP),
+    }
+    let owner = a.eia_clientowner.co_ownerid.to_vec();
+    let verifier = a.eia_clientowner.co_verifier;
+    let mut st = m.state();
+    let existing = st.find_client_by_owner(&owner);
+    let confirmed = existing.iter().copied().find(|id| st.clients[id].confirmed);
+    let (clientid, confirmed_r) = if flags & FLAG_UPD_CONFIRMED_REC_A != 0 {
+        match confirmed {
+            Some(id) if st.clients[&id].verifier == verifier => (id, true),
+            Some(_) => return Err(nfsstat4::NFS4ERR_NOT_SAME),
+            None => return Err(nfsstat4::NFS4ERR_NOENT),
+        }
+    } else {
+        match confirmed {
+            // Same client instance: same clientid.
+            Some(id) if st.clients[&id].verifier == verifier => (id, true),
+            _ => {
+                // New client, or a rebooted one (its old record is purged when
+                // the new one is confirmed). An unconfirmed record is replaced.
+                for id in existing {
+                    if !st.clients[&id].confirmed {
+                        st.purge_client(id);
+                    }
+                }
+                let id = st.new_clientid();
+                let may_reclaim = st.reclaimable.contains_key(&owner);
+                st.clients.insert(
+                    id,
+                    Client {
+                        clientid: id,
+                        owner: owner.clone(),
+                        verifier,
+                        confirmed: false,
+                        cs_sequence: 1,
+                        cs_reply: None,
+                        last_renewed: Instant::now(),
+                        sessions: vec![],
+                        reclaim_complete: false,
+                        may_reclaim,
+                        principal: None,
+                    },
+                );
+                (id, false)
+            }
+        }
+    };
+    let client = &st.clients[&clientid];
+    let mut rflags = FLAG_USE_NON_PNFS;
+    if confirmed_r {
+        rflags |= FLAG_CONFIRMED_R;
+    }
+    Ok(EXCHANGE_ID4resok {
+        eir_clientid: clientid,
+        eir_sequenceid: client.cs_sequence,
+        eir_flags: rflags,
+        eir_state_protect: state_protect4_r::SP4_NONE,
+        eir_server_owner: server_owner4 { so_minor_id: 0, so_major_id: m.server_owner.clone().into() },
+        eir_server_scope: m.server_owner.clone().into(),
+        eir_server_impl_id: vec![],
+    })
+}
+
+fn negotiate_fore(m: &Mds, asked: &channel_attrs4) -> ChannelLimits {
+    let max_record = m.cfg.max_record_bytes;
+    ChannelLimits {
+        max_request: asked.ca_maxrequestsize.min(max_record),
+        max_response: asked.ca_maxresponsesize.min(max_record),
+        max_response_cached: asked.ca_maxresponsesize_cached.min(64 * 1024),
+        // The Linux client refuses fewer ops than it asked for (8); OPEN with
+        // LAYOUTGET needs more, so offer our maximum.
+        max_ops: m.cfg.max_ops.max(asked.ca_maxoperations.min(m.cfg.max_ops)),
+        max_requests: asked.ca_maxrequests.clamp(1, m.cfg.session_slots),
+    }
+}
+
+fn attrs_of(l: &ChannelLimits) -> channel_attrs4 {
+    channel_attrs4 {
+        ca_headerpadsize: 0,
+        ca_maxrequestsize: l.max_request,
+        ca_maxresponsesize: l.max_response,
+        ca_maxresponsesize_cached: l.max_response_cached,
+        ca_maxoperations: l.max_ops,
+        ca_maxrequests: l.max_requests,
+        ca_rdma_ird: vec![],
+    }
+}
+
+pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mut Encoder) -> nfsstat4 {
+    match create_session_inner(m, c, a) {
+        Ok(bytes) => {
+            e.put_i32(nfsstat4::NFS4_OK as i32);
+            e.buf.extend_from_slice(&bytes);
+            nfsstat4::NFS4_OK
+        }
+        Err(s) => reply::<()>(e, Err(s)),
+    }
+}
+
+/// Returns the encoded CREATE_SESSION4resok (kept for replays).
+fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> NfsResult<Vec<u8>> {
+    let mut st = m.state();
+    let client = st.clients.get(&a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+    if a.csa_sequence == client.cs_sequence.wrapping_sub(1) {
+        // Retransmission of the last CREATE_SESSION.
+        return client.cs_reply.clone().ok_or(nfsstat4::NFS4ERR_SEQ_MISORDERED);
+    }
+    if a.csa_sequence != client.cs_sequence {
+        return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
+    }
+    if a.csa_flags & !(CREATE_SESSION4_FLAG_PERSIST | CREATE_SESSION4_FLAG_CONN_BACK_CHAN | CREATE_SESSION4_FLAG_CONN_RDMA) != 0 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    let fa = &a.csa_fore_chan_attrs;
+    if fa.ca_maxrequests == 0 || fa.ca_maxoperations == 0 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    // A session must at least carry a small COMPOUND with SEQUENCE.
+    if fa.ca_maxrequestsize < 256 || fa.ca_maxresponsesize < 256 {
+        return Err(nfsstat4::NFS4ERR_TOOSMALL);
+    }
+    let fore = negotiate_fore(m, fa);
+    let ba = &a.csa_back_chan_attrs;
+    // Back channel: echo what the client offered (it checks every value).
+    let back = ChannelLimits {
+        max_request: ba.ca_maxrequestsize,
+        max_response: ba.ca_maxresponsesize,
+        max_response_cached: ba.ca_maxresponsesize_cached,
+        max_ops: ba.ca_maxoperations,
+        max_requests: ba.ca_maxrequests.max(1),
+    };
+    let clientid = a.csa_clientid;
+    let sid = st.new_sessionid(clientid);
+    let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
+    let session = Arc::new(Session {
+        id: sid,
+        clientid,
+        fore,
+        back,
+        cb_program: a.csa_cb_program,
+        slots: Mutex::new((0..fore.max_requests).map(|_| Slot::default()).collect()),
+        back_conns: Mutex::new(if flags != 0 { vec![c.conn.id] } else { vec![] }),
+    });
+    st.sessions.insert(sid, session);
+    let client = st.clients.get_mut(&clientid).expect("checked above");
+    let was_confirmed = client.confirmed;
+    client.confirmed = true;
+    client.sessions.push(sid);
+    client.last_renewed = Instant::now();
+    let owner = client.owner.clone();
+    let res = CREATE_SESSION4resok {
+        csr_sessionid: sid,
+        csr_sequence: a.csa_sequence,
+        csr_flags: flags,
+        csr_fore_chan_attrs: attrs_of(&fore),
+        csr_back_chan_attrs: attrs_of(&back),
+    };
+    let mut enc = Encoder::new();
+    res.encode(&mut enc).map_err(|_| nfsstat4::NFS4ERR_SERVERFAULT)?;
+    let bytes = enc.into_inner();
+    let client = st.clients.get_mut(&clientid).expect("checked above");
+    client.cs_sequence = client.cs_sequence.wrapping_add(1);
+    client.cs_reply = Some(bytes.clone());
+    if !was_confirmed {
+        // A confirmed record of an earlier instance of this client goes away.
+        let old: Vec<u64> = st
+            .find_client_by_owner(&owner)
+            .into_iter()
+            .filter(|id| *id != clientid && st.clients[id].confirmed)
+            .collect();
+        for id in old {
+            st.purge_client(id);
+        }
+        drop(st);
+        // Persist the client so it may reclaim after our restart.
+        m.ns.put_record(&client_record_key(&owner), b"1")?;
+    }
+    Ok(bytes)
+}
+
+pub fn destroy_session(m: &Mds, c: &mut Compound, a: &DESTROY_SESSION4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let mut st = m.state();
+        let s = st.sessions.remove(&a.dsa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+        if let Some(cl) = st.clients.get_mut(&s.clientid) {
+            cl.sessions.retain(|x| *x != a.dsa_sessionid);
+        }
+        if c.session.as_ref().is_some_and(|cs| cs.id == a.dsa_sessionid) && c.slot.is_some() {
+            // The slot belongs to a session that is gone; nothing to cache.
+            c.slot = None;
+        }
+        Ok(())
+    })();
+    reply(e, r)
+}
+
+pub fn destroy_clientid(m: &Mds, _c: &mut Compound, a: &DESTROY_CLIENTID4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let mut st = m.state();
+        let cl = st.clients.get(&a.dca_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+        let has_state = st.states.values().any(|s| s.clientid == a.dca_clientid);
+        if !cl.sessions.is_empty() || has_state {
+            return Err(nfsstat4::NFS4ERR_CLIENTID_BUSY);
+        }
+        let cl = st.purge_client(a.dca_clientid).expect("exists");
+        drop(st);
+        m.ns.delete_record(&client_record_key(&cl.owner))?;
+        Ok(())
+    })();
+    reply(e, r)
+}
+
+pub fn bind_conn_to_session(m: &Mds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let st = m.state();
+        let s = st.sessions.get(&a.bctsa_sessid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?.clone();
+        drop(st);
+        let (back, dir) = match a.bctsa_dir {
+            channel_dir_from_client4::CDFC4_FORE => (false, channel_dir_from_server4::CDFS4_FORE),
+            channel_dir_from_client4::CDFC4_BACK => (true, channel_dir_from_server4::CDFS4_BACK),
+            channel_dir_from_client4::CDFC4_FORE_OR_BOTH | channel_dir_from_client4::CDFC4_BACK_OR_BOTH => {
+                (true, channel_dir_from_server4::CDFS4_BOTH)
+            }
+        };
+        if a.bctsa_use_conn_in_rdma_mode {
+            return Err(nfsstat4::NFS4ERR_INVAL);
+        }
+        if back {
+            let mut bc = s.back_conns.lock().unwrap_or_else(|p| p.into_inner());
+            if !bc.contains(&c.conn.id) {
+                bc.push(c.conn.id);
+            }
+        }
+        Ok(BIND_CONN_TO_SESSION4resok { bctsr_sessid: s.id, bctsr_dir: dir, bctsr_use_conn_in_rdma_mode: false })
+    })();
+    reply(e, r)
+}
+
+pub enum SequenceOutcome {
+    New(SEQUENCE4resok),
+    /// A retransmission: send this cached COMPOUND4res as it was.
+    Replay(Arc<Vec<u8>>),
+}
+
+/// SEQUENCE (RFC 8881 2.10.6.1, 18.46). An error here leaves the slot untouched.
+pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<SequenceOutcome> {
+    let session = {
+        let mut st = m.state();
+        let s = st.sessions.get(&a.sa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?.clone();
+        match st.clients.get_mut(&s.clientid) {
+            Some(cl) => cl.last_renewed = Instant::now(),
+            None => return Err(nfsstat4::NFS4ERR_BADSESSION),
+        }
+        s
+    };
+    if c.op_count > session.fore.max_ops as usize {
+        return Err(nfsstat4::NFS4ERR_TOO_MANY_OPS);
+    }
+    if c.request_len > session.fore.max_request as usize {
+        return Err(nfsstat4::NFS4ERR_REQ_TOO_BIG);
+    }
+    let mut slots = session.slots.lock().unwrap_or_else(|p| p.into_inner());
+    let nslots = slots.len() as u32;
+    let slot = slots.get_mut(a.sa_slotid as usize).ok_or(nfsstat4::NFS4ERR_BADSLOT)?;
+    if a.sa_sequenceid == slot.seqid && slot.seqid != 0 {
+        if slot.in_progress {
+            return Err(nfsstat4::NFS4ERR_DELAY);
+        }
+        return match &slot.reply {
+            Some(r) => Ok(SequenceOutcome::Replay(r.clone())),
+            None => Err(nfsstat4::NFS4ERR_RETRY_UNCACHED_REP),
+        };
+    }
+    if a.sa_sequenceid != slot.seqid.wrapping_add(1) {
+        return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
+    }
+    if slot.in_progress {
+        return Err(nfsstat4::NFS4ERR_DELAY);
+    }
+    slot.seqid = a.sa_sequenceid;
+    slot.in_progress = true;
+    slot.reply = None;
+    drop(slots);
+    c.max_response = session.fore.max_response as usize;
+    c.session = Some(session.clone());
+    c.slot = Some(a.sa_slotid);
+    Ok(SequenceOutcome::New(SEQUENCE4resok {
+        sr_sessionid: a.sa_sessionid,
+        sr_sequenceid: a.sa_sequenceid,
+        sr_slotid: a.sa_slotid,
+        sr_highest_slotid: nslots - 1,
+        sr_target_highest_slotid: nslots - 1,
+        sr_status_flags: 0,
+    }))
+}
+
+/// Ends a request on its slot, keeping the reply for retransmissions.
+pub fn finish_slot(session: &Session, slot: u32, reply: &[u8], cache_this: bool) {
+    let mut slots = session.slots.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = slots.get_mut(slot as usize) {
+        s.in_progress = false;
+        let keep = (cache_this && reply.len() <= session.fore.max_response_cached as usize) || reply.len() <= ALWAYS_CACHE_BYTES;
+        s.reply = keep.then(|| Arc::new(reply.to_vec()));
+        s.uncached = !keep;
+    }
+}
+
+pub fn reclaim_complete(m: &Mds, c: &mut Compound, a: &RECLAIM_COMPLETE4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let clientid = c.clientid()?;
+        if a.rca_one_fs {
+            // Per-file-system reclaim completion: we have one fs; accept.
+            c.fh()?;
+            return Ok(());
+        }
+        let mut st = m.state();
+        let cl = st.clients.get_mut(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+        if cl.reclaim_complete {
+            return Err(nfsstat4::NFS4ERR_COMPLETE_ALREADY);
+        }
+        cl.reclaim_complete = true;
+        let owner = cl.owner.clone();
+        if let Some(done) = st.reclaimable.get_mut(&owner) {
+            *done = true;
+        }
+        Ok(())
+    })();
+    reply(e, r)
+}

@@ -1,0 +1,168 @@
+//! The NFS listener: TCP connections, RPC record marking, ONC RPC call
+//! checks, and COMPOUND execution on blocking threads (metadata commits
+//! fsync), with replies written back in completion order.
+
+use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher};
+use crate::mds::Mds;
+use pnfs_protocol::record::{record_header, RecordReader};
+use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Requests one connection may have executing at once (the session slot
+/// table bounds well-behaved clients; this bounds the rest).
+const MAX_INFLIGHT_PER_CONNECTION: usize = 256;
+
+pub struct Server {
+    mds: Arc<Mds>,
+    dispatcher: Arc<Dispatcher>,
+    next_conn: AtomicU64,
+}
+
+impl Server {
+    pub fn new(mds: Arc<Mds>) -> Arc<Server> {
+        Arc::new(Server { mds, dispatcher: Arc::new(Dispatcher::new()), next_conn: AtomicU64::new(1) })
+    }
+
+    /// Accepts connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        let conns = Arc::new(Semaphore::new(self.mds.cfg.max_connections));
+        let reaper = self.clone();
+        tokio::spawn(async move {
+            let period = reaper.mds.lease() / 4;
+            let mut tick = tokio::time::interval(period.max(std::time::Duration::from_secs(1)));
+            loop {
+                tick.tick().await;
+                let m = reaper.mds.clone();
+                let _ = tokio::task::spawn_blocking(move || m.expire_leases()).await;
+            }
+        });
+        loop {
+            let (sock, peer) = listener.accept().await?;
+            let Ok(permit) = conns.clone().try_acquire_owned() else {
+                log::warn!("refusing connection from {peer}: mds.max_connections reached");
+                drop(sock);
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.connection(sock, peer).await {
+                    log::debug!("connection {peer}: {e}");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    async fn connection(self: Arc<Self>, sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+        let conn = Arc::new(ConnInfo { id: self.next_conn.fetch_add(1, Ordering::Relaxed), peer: peer.ip() });
+        log::debug!("connection {} from {peer}", conn.id);
+        let (mut rd, mut wr) = sock.into_split();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_INFLIGHT_PER_CONNECTION);
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                let hdr = record_header(msg.len());
+                if wr.write_all(&hdr).await.is_err() || wr.write_all(&msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONNECTION));
+        let mut records = RecordReader::new(self.mds.cfg.max_record_bytes as usize);
+        let mut buf = vec![0u8; 64 * 1024];
+        let result = 'read: loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            let mut off = 0;
+            while off < n {
+                let (used, rec) = match records.feed(&buf[off..n]) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        log::warn!("closing connection from {peer}: {e}");
+                        break 'read Ok(());
+                    }
+                };
+                off += used;
+                let Some(rec) = rec else { continue };
+                let Ok(permit) = inflight.clone().acquire_owned().await else { break 'read Ok(()) };
+                let me = self.clone();
+                let conn = conn.clone();
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| me.handle_record(&conn, &rec)))
+                        .unwrap_or_else(|_| {
+                            log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
+                            rpc::parse_message(&rec)
+                                .ok()
+                                .and_then(|m| match m {
+                                    Message::Call { header, .. } => Some(rpc::accepted_reply(header.xid, AcceptStat::SystemErr)),
+                                    _ => None,
+                                })
+                        });
+                    if let Some(r) = reply {
+                        let _ = tx.blocking_send(r);
+                    }
+                    drop(permit);
+                });
+            }
+        };
+        drop(tx);
+        let _ = writer.await;
+        result
+    }
+
+    /// One RPC record in, at most one RPC reply out.
+    fn handle_record(&self, conn: &ConnInfo, rec: &[u8]) -> Option<Vec<u8>> {
+        let msg = match rpc::parse_message(rec) {
+            Ok(m) => m,
+            Err(rpc::RpcError::Unreadable) => return None,
+            Err(rpc::RpcError::Garbage { xid }) => return Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
+        };
+        let (header, args) = match msg {
+            Message::Call { header, args } => (header, args),
+            Message::Reply { xid, .. } => {
+                // Replies to callbacks; no callbacks are sent yet.
+                log::debug!("ignoring RPC reply xid {xid:#x} on connection {}", conn.id);
+                return None;
+            }
+        };
+        let xid = header.xid;
+        if header.rpcvers != rpc::RPC_VERSION {
+            return Some(rpc::rpc_mismatch_reply(xid));
+        }
+        if header.prog != rpc::NFS4_PROGRAM {
+            return Some(rpc::accepted_reply(xid, AcceptStat::ProgUnavail));
+        }
+        if header.vers != rpc::NFS_V4 {
+            return Some(rpc::prog_mismatch_reply(xid, rpc::NFS_V4, rpc::NFS_V4));
+        }
+        if let Credential::Unsupported(flavor) = header.cred {
+            log::debug!("refusing auth flavor {flavor} from {}", conn.peer);
+            return Some(rpc::auth_error_reply(xid, AuthStat::BadCred));
+        }
+        match header.proc_ {
+            rpc::PROC_NULL => Some(rpc::accepted_reply(xid, AcceptStat::Success)),
+            rpc::PROC_COMPOUND => {
+                let mut e = pnfs_protocol::Encoder::new();
+                match self.dispatcher.run(&self.mds, conn, header.cred, args) {
+                    CompoundOutcome::Reply(body) => {
+                        rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
+                        e.buf.extend_from_slice(&body);
+                    }
+                    CompoundOutcome::Garbage => rpc::begin_accepted_reply(&mut e, xid, AcceptStat::GarbageArgs),
+                }
+                Some(e.into_inner())
+            }
+            _ => Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
+        }
+    }
+}

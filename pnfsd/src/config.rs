@@ -1,0 +1,105 @@
+//! pnfsd's TOML configuration: which roles this node runs and their settings.
+//! Errors are one line naming the key, so an operator can fix them directly.
+
+use pnfs_mds::MdsConfig;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub mds: Option<MdsConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// "mds" and/or "ds".
+    pub roles: Vec<String>,
+    /// Log filter (error, warn, info, debug, trace or module=level list);
+    /// the PNFSD_LOG environment variable overrides it.
+    #[serde(default = "default_log")]
+    pub log: String,
+    /// Worker threads for the async runtime (0: one per core).
+    #[serde(default)]
+    pub worker_threads: usize,
+}
+
+fn default_log() -> String {
+    "info".into()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Parses and validates; the error is a single line.
+pub fn parse(text: &str) -> Result<Config, String> {
+    let de = toml::Deserializer::new(text);
+    let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        let at = inner.span().map(|s| format!(" (line {})", line_of(text, s.start))).unwrap_or_default();
+        let msg = inner.message().replace('\n', " ");
+        if path == "." || path.is_empty() {
+            format!("{msg}{at}")
+        } else {
+            format!("{path}: {msg}{at}")
+        }
+    })?;
+    for r in &cfg.node.roles {
+        match r.as_str() {
+            "mds" => {}
+            "ds" => return Err("node.roles: the \"ds\" role is not available in this build yet; use [\"mds\"]".into()),
+            other => return Err(format!("node.roles: unknown role {other:?}; expected \"mds\" or \"ds\"")),
+        }
+    }
+    if cfg.node.roles.is_empty() {
+        return Err("node.roles: list at least one role, e.g. roles = [\"mds\"]".into());
+    }
+    if cfg.node.roles.iter().any(|r| r == "mds") {
+        let mds = cfg.mds.as_ref().ok_or("mds: the mds role needs an [mds] table")?;
+        mds.validate()?;
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+roles = ["mds"]
+
+[mds]
+bind = "127.0.0.1:2049"
+metadata_dir = "/tmp/m"
+data_dir = "/tmp/d"
+
+[[mds.exports]]
+path = "/export"
+"#;
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.mds.unwrap().exports[0].path, "/export");
+    }
+
+    #[test]
+    fn errors_name_the_key_on_one_line() {
+        let bad = GOOD.replace("bind = \"127.0.0.1:2049\"", "bind = \"nowhere\"");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.starts_with("mds.bind:"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let unknown = GOOD.replace("data_dir", "dataa_dir");
+        let e = parse(&unknown).unwrap_err();
+        assert!(e.contains("dataa_dir"), "{e}");
+        let e = parse(&GOOD.replace("path = \"/export\"", "path = \"rel\"")).unwrap_err();
+        assert!(e.starts_with("mds.exports[0].path"), "{e}");
+        let e = parse(&GOOD.replace("[\"mds\"]", "[\"web\"]")).unwrap_err();
+        assert!(e.starts_with("node.roles"), "{e}");
+    }
+}

@@ -1,0 +1,100 @@
+//! pnfsd: the appliance daemon. `pnfsd --config FILE` runs the roles the
+//! file enables; `pnfsd --check --config FILE` only validates it.
+
+mod config;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+pnfsd - pNFS v4.2 storage appliance daemon
+
+USAGE:
+    pnfsd --config FILE [--check]
+    pnfsd --help | --version
+
+OPTIONS:
+    -c, --config FILE   TOML configuration (see pnfsd.example.toml)
+        --check         validate the configuration and exit
+    -h, --help          print this help
+    -V, --version       print the version
+
+ENVIRONMENT:
+    PNFSD_LOG           log filter overriding node.log (e.g. debug, pnfs_mds=trace)
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut config_path = None;
+    let mut check_only = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "-V" | "--version" => {
+                println!("pnfsd {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "-c" | "--config" => match args.next() {
+                Some(p) => config_path = Some(p),
+                None => return fail("--config needs a file name"),
+            },
+            "--check" => check_only = true,
+            other => return fail(&format!("unknown argument {other:?}; see pnfsd --help")),
+        }
+    }
+    let Some(path) = config_path else { return fail("no configuration given; run pnfsd --config FILE (see --help)") };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return fail(&format!("reading {path}: {e}")),
+    };
+    let cfg = match config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("{path}: {e}")),
+    };
+    if check_only {
+        println!("{path}: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let filter = std::env::var("PNFSD_LOG").unwrap_or(cfg.node.log.clone());
+    env_logger::Builder::new().parse_filters(&filter).format_timestamp_millis().init();
+
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if cfg.node.worker_threads > 0 {
+        rt.worker_threads(cfg.node.worker_threads);
+    }
+    let rt = match rt.build() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("starting the runtime: {e}")),
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+async fn run(cfg: config::Config) -> Result<(), String> {
+    let mds_cfg = cfg.mds.expect("validated: mds role has an [mds] table");
+    let bind = mds_cfg.bind;
+    let advertise = mds_cfg.advertise.clone().unwrap_or_else(|| bind.to_string());
+    let mds = tokio::task::spawn_blocking(move || pnfs_mds::Mds::open(mds_cfg))
+        .await
+        .map_err(|e| e.to_string())??;
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("mds.bind {bind}: {e}"))?;
+    let exports: Vec<_> = mds.exports.iter().map(|e| e.path.clone()).collect();
+    log::info!("mds listening on {bind} (clients use {advertise}); exports {exports:?}");
+    let server = pnfs_mds::Server::new(mds);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        r = server.serve(listener) => r.map_err(|e| format!("mds listener: {e}")),
+        _ = tokio::signal::ctrl_c() => { log::info!("interrupted; exiting"); Ok(()) }
+        _ = term.recv() => { log::info!("terminated; exiting"); Ok(()) }
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("pnfsd: {msg}");
+    ExitCode::FAILURE
+}

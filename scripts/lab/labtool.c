@@ -1,0 +1,397 @@
+/*
+ * labtool - small static helper for the kernel-client lab guest.
+ *
+ * Built by `scripts/lab/lab.sh prepare` with `gcc -static -O2` and put into
+ * the guest initramfs as /bin/labtool.  It provides the syscalls that the
+ * busybox applets do not expose.  Every subcommand exits 0 on success, 1 on
+ * an unexpected error (message on stderr) and uses the extra exit codes
+ * documented per subcommand.
+ *
+ *   labtool lock FILE START LEN [HOLD_SECONDS [READY_FILE]]
+ *       open O_RDWR, fcntl(F_SETLK, F_WRLCK) on [START, START+LEN).
+ *       prints "LOCKED" and exits 0, or prints "EAGAIN" and exits 2 when
+ *       the range is held by someone else.  With HOLD_SECONDS the lock is
+ *       held that long (or until SIGTERM/SIGKILL) before exiting; READY_FILE
+ *       is created once the lock is held.
+ *   labtool flock [-n] [-s] FILE [HOLD_SECONDS [READY_FILE]]
+ *       open O_RDWR (NFS refuses an exclusive flock on a read-only fd) and
+ *       flock(LOCK_EX, or LOCK_SH with -s; LOCK_NB with -n).  Prints
+ *       "LOCKED" (exit 0) or "EWOULDBLOCK" (exit 2).  HOLD/READY as for lock.
+ *   labtool testlock FILE START LEN
+ *       fcntl(F_GETLK, F_WRLCK): prints "FREE" (exit 0) or
+ *       "HELD pid=P start=S len=L type=T" (exit 2).
+ *   labtool fallocate FILE OFFSET LEN          mode 0 (allocate, may grow)
+ *   labtool punch FILE OFFSET LEN              PUNCH_HOLE|KEEP_SIZE
+ *   labtool zero-check FILE OFFSET LEN         exit 0 if all bytes are 0,
+ *                                              2 (prints first non-zero offset)
+ *   labtool copy SRC DST                       copy_file_range loop, DST
+ *                                              created/truncated; prints bytes
+ *   labtool clone SRC DST                      ioctl(FICLONE); DST created/
+ *                                              truncated; exit 3 on
+ *                                              EOPNOTSUPP/ENOTSUP/EXDEV/EINVAL
+ *   labtool setxattr FILE NAME VALUE
+ *   labtool getxattr FILE NAME                 prints the value
+ *   labtool listxattr FILE                     prints one name per line
+ *   labtool removexattr FILE NAME
+ *   labtool stat FILE                          prints
+ *       "size=S blocks=B mode=OOOO uid=U gid=G nlink=N ino=I mtime=SEC.NSEC"
+ *   labtool seek FILE OFFSET data|hole         prints lseek(SEEK_DATA/HOLE)
+ *
+ * Errors that matter to the scenarios are printed as the errno name
+ * (e.g. "EOPNOTSUPP") so FAIL reasons are readable.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#ifndef FICLONE
+#define FICLONE _IOW(0x94, 9, int)
+#endif
+
+static const char *errname(int e)
+{
+    switch (e) {
+    case EAGAIN: return "EAGAIN";
+    case EACCES: return "EACCES";
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case EIO: return "EIO";
+    case ENOENT: return "ENOENT";
+    case ENOLCK: return "ENOLCK";
+    case ENOSPC: return "ENOSPC";
+    case ENOSYS: return "ENOSYS";
+    case ENOTTY: return "ENOTTY";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EPERM: return "EPERM";
+    case EXDEV: return "EXDEV";
+    case ENODATA: return "ENODATA";
+    case ERANGE: return "ERANGE";
+    case E2BIG: return "E2BIG";
+    case EFBIG: return "EFBIG";
+    case ESTALE: return "ESTALE";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case EDEADLK: return "EDEADLK";
+    default: return "E?";
+    }
+}
+
+static int die(const char *what, const char *arg)
+{
+    int e = errno;
+    fprintf(stderr, "labtool: %s %s: %s (%s)\n", what, arg ? arg : "",
+            errname(e), strerror(e));
+    return 1;
+}
+
+static long long num(const char *s)
+{
+    char *end;
+    long long v = strtoll(s, &end, 0);
+    if (*s == '\0' || *end != '\0') {
+        fprintf(stderr, "labtool: bad number '%s'\n", s);
+        exit(1);
+    }
+    return v;
+}
+
+static volatile sig_atomic_t stop;
+static void on_term(int sig) { (void)sig; stop = 1; }
+
+static void hold_then_exit(int argc, char **argv, int hold_idx)
+{
+    if (argc <= hold_idx) return;
+    long long hold = num(argv[hold_idx]);
+    signal(SIGTERM, on_term);
+    signal(SIGINT, on_term);
+    if (argc > hold_idx + 1) {
+        int r = open(argv[hold_idx + 1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (r >= 0) close(r);
+    }
+    for (long long i = 0; i < hold * 10 && !stop; i++)
+        usleep(100000);
+}
+
+static int cmd_lock(int argc, char **argv)
+{
+    if (argc < 5) return 64;
+    int fd = open(argv[2], O_RDWR | O_CREAT, 0644);
+    if (fd < 0) return die("open", argv[2]);
+    struct flock fl = {0};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = num(argv[3]);
+    fl.l_len = num(argv[4]);
+    if (fcntl(fd, F_SETLK, &fl) < 0) {
+        if (errno == EAGAIN || errno == EACCES) {
+            printf("EAGAIN\n");
+            fflush(stdout);
+            return 2;
+        }
+        return die("fcntl(F_SETLK)", argv[2]);
+    }
+    printf("LOCKED\n");
+    fflush(stdout);
+    if (argc >= 6) {
+        hold_then_exit(argc, argv, 5);
+        fl.l_type = F_UNLCK;
+        fcntl(fd, F_SETLK, &fl);
+    }
+    close(fd);
+    return 0;
+}
+
+static int cmd_flock(int argc, char **argv)
+{
+    int op = LOCK_EX, i = 2;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "-n")) op |= LOCK_NB;
+        else if (!strcmp(argv[i], "-s")) op = (op & LOCK_NB) | LOCK_SH;
+        else if (!strcmp(argv[i], "-x")) op = (op & LOCK_NB) | LOCK_EX;
+        else return 64;
+    }
+    if (i >= argc) return 64;
+    int fd = open(argv[i], O_RDWR | O_CREAT, 0644);
+    if (fd < 0) return die("open", argv[i]);
+    if (flock(fd, op) < 0) {
+        if (errno == EWOULDBLOCK) {
+            printf("EWOULDBLOCK\n");
+            fflush(stdout);
+            return 2;
+        }
+        return die("flock", argv[i]);
+    }
+    printf("LOCKED\n");
+    fflush(stdout);
+    hold_then_exit(argc, argv, i + 1);
+    flock(fd, LOCK_UN);
+    close(fd);
+    return 0;
+}
+
+static int cmd_testlock(int argc, char **argv)
+{
+    if (argc < 5) return 64;
+    int fd = open(argv[2], O_RDWR);
+    if (fd < 0) return die("open", argv[2]);
+    struct flock fl = {0};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = num(argv[3]);
+    fl.l_len = num(argv[4]);
+    if (fcntl(fd, F_GETLK, &fl) < 0) return die("fcntl(F_GETLK)", argv[2]);
+    if (fl.l_type == F_UNLCK) {
+        printf("FREE\n");
+        return 0;
+    }
+    printf("HELD pid=%ld start=%lld len=%lld type=%s\n", (long)fl.l_pid,
+           (long long)fl.l_start, (long long)fl.l_len,
+           fl.l_type == F_WRLCK ? "write" : "read");
+    return 2;
+}
+
+static int cmd_fallocate(int argc, char **argv, int mode)
+{
+    if (argc < 5) return 64;
+    int fd = open(argv[2], O_RDWR | O_CREAT, 0644);
+    if (fd < 0) return die("open", argv[2]);
+    if (fallocate(fd, mode, num(argv[3]), num(argv[4])) < 0) {
+        int e = errno;
+        fprintf(stderr, "labtool: fallocate(mode=%#x) %s: %s (%s)\n", mode,
+                argv[2], errname(e), strerror(e));
+        printf("%s\n", errname(e));
+        return (e == EOPNOTSUPP || e == ENOSYS) ? 3 : 1;
+    }
+    if (fsync(fd) < 0) return die("fsync", argv[2]);
+    close(fd);
+    return 0;
+}
+
+static int cmd_zero_check(int argc, char **argv)
+{
+    if (argc < 5) return 64;
+    int fd = open(argv[2], O_RDONLY);
+    if (fd < 0) return die("open", argv[2]);
+    long long off = num(argv[3]), len = num(argv[4]);
+    static char buf[1 << 16];
+    while (len > 0) {
+        ssize_t want = len < (long long)sizeof buf ? (ssize_t)len : (ssize_t)sizeof buf;
+        ssize_t n = pread(fd, buf, want, off);
+        if (n < 0) return die("pread", argv[2]);
+        if (n == 0) {
+            printf("short read at %lld\n", off);
+            return 2;
+        }
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i]) {
+                printf("nonzero at %lld\n", off + i);
+                return 2;
+            }
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int open_dst(const char *path)
+{
+    return open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+}
+
+static int cmd_copy(int argc, char **argv)
+{
+    if (argc < 4) return 64;
+    int in = open(argv[2], O_RDONLY);
+    if (in < 0) return die("open", argv[2]);
+    int out = open_dst(argv[3]);
+    if (out < 0) return die("open", argv[3]);
+    struct stat st;
+    if (fstat(in, &st) < 0) return die("fstat", argv[2]);
+    long long left = st.st_size, total = 0;
+    while (left > 0) {
+        ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+        if (n < 0) {
+            int e = errno;
+            fprintf(stderr, "labtool: copy_file_range: %s (%s)\n", errname(e),
+                    strerror(e));
+            printf("%s\n", errname(e));
+            return (e == EOPNOTSUPP || e == ENOSYS || e == EXDEV) ? 3 : 1;
+        }
+        if (n == 0) break;
+        left -= n;
+        total += n;
+    }
+    if (fsync(out) < 0) return die("fsync", argv[3]);
+    printf("%lld\n", total);
+    return 0;
+}
+
+static int cmd_clone(int argc, char **argv)
+{
+    if (argc < 4) return 64;
+    int in = open(argv[2], O_RDONLY);
+    if (in < 0) return die("open", argv[2]);
+    int out = open_dst(argv[3]);
+    if (out < 0) return die("open", argv[3]);
+    if (ioctl(out, FICLONE, in) < 0) {
+        int e = errno;
+        fprintf(stderr, "labtool: ioctl(FICLONE): %s (%s)\n", errname(e), strerror(e));
+        printf("%s\n", errname(e));
+        return (e == EOPNOTSUPP || e == ENOTTY || e == EXDEV || e == EINVAL) ? 3 : 1;
+    }
+    if (fsync(out) < 0) return die("fsync", argv[3]);
+    return 0;
+}
+
+static int xattr_err(const char *what, const char *file)
+{
+    int e = errno;
+    fprintf(stderr, "labtool: %s %s: %s (%s)\n", what, file, errname(e), strerror(e));
+    printf("%s\n", errname(e));
+    return (e == EOPNOTSUPP) ? 3 : 1;
+}
+
+static int cmd_setxattr(int argc, char **argv)
+{
+    if (argc < 5) return 64;
+    if (setxattr(argv[2], argv[3], argv[4], strlen(argv[4]), 0) < 0)
+        return xattr_err("setxattr", argv[2]);
+    return 0;
+}
+
+static int cmd_getxattr(int argc, char **argv)
+{
+    if (argc < 4) return 64;
+    static char buf[65536];
+    ssize_t n = getxattr(argv[2], argv[3], buf, sizeof buf - 1);
+    if (n < 0) return xattr_err("getxattr", argv[2]);
+    buf[n] = '\0';
+    printf("%s\n", buf);
+    return 0;
+}
+
+static int cmd_listxattr(int argc, char **argv)
+{
+    if (argc < 3) return 64;
+    static char buf[65536];
+    ssize_t n = listxattr(argv[2], buf, sizeof buf);
+    if (n < 0) return xattr_err("listxattr", argv[2]);
+    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1)
+        printf("%s\n", buf + i);
+    return 0;
+}
+
+static int cmd_removexattr(int argc, char **argv)
+{
+    if (argc < 4) return 64;
+    if (removexattr(argv[2], argv[3]) < 0) return xattr_err("removexattr", argv[2]);
+    return 0;
+}
+
+static int cmd_stat(int argc, char **argv)
+{
+    if (argc < 3) return 64;
+    struct stat st;
+    if (lstat(argv[2], &st) < 0) return die("lstat", argv[2]);
+    printf("size=%lld blocks=%lld mode=%04o uid=%u gid=%u nlink=%lu ino=%llu "
+           "mtime=%lld.%09ld\n",
+           (long long)st.st_size, (long long)st.st_blocks,
+           (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid,
+           (unsigned long)st.st_nlink, (unsigned long long)st.st_ino,
+           (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    return 0;
+}
+
+static int cmd_seek(int argc, char **argv)
+{
+    if (argc < 5) return 64;
+    int fd = open(argv[2], O_RDONLY);
+    if (fd < 0) return die("open", argv[2]);
+    int whence = strcmp(argv[4], "hole") == 0 ? SEEK_HOLE : SEEK_DATA;
+    off_t r = lseek(fd, num(argv[3]), whence);
+    if (r < 0) {
+        printf("%s\n", errname(errno));
+        return 2;
+    }
+    printf("%lld\n", (long long)r);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int rc = 64;
+    if (argc >= 2) {
+        const char *c = argv[1];
+        if (!strcmp(c, "lock")) rc = cmd_lock(argc, argv);
+        else if (!strcmp(c, "flock")) rc = cmd_flock(argc, argv);
+        else if (!strcmp(c, "testlock")) rc = cmd_testlock(argc, argv);
+        else if (!strcmp(c, "fallocate")) rc = cmd_fallocate(argc, argv, 0);
+        else if (!strcmp(c, "punch"))
+            rc = cmd_fallocate(argc, argv, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+        else if (!strcmp(c, "zero-check")) rc = cmd_zero_check(argc, argv);
+        else if (!strcmp(c, "copy")) rc = cmd_copy(argc, argv);
+        else if (!strcmp(c, "clone")) rc = cmd_clone(argc, argv);
+        else if (!strcmp(c, "setxattr")) rc = cmd_setxattr(argc, argv);
+        else if (!strcmp(c, "getxattr")) rc = cmd_getxattr(argc, argv);
+        else if (!strcmp(c, "listxattr")) rc = cmd_listxattr(argc, argv);
+        else if (!strcmp(c, "removexattr")) rc = cmd_removexattr(argc, argv);
+        else if (!strcmp(c, "stat")) rc = cmd_stat(argc, argv);
+        else if (!strcmp(c, "seek")) rc = cmd_seek(argc, argv);
+    }
+    if (rc == 64)
+        fprintf(stderr, "usage: labtool lock|flock|testlock|fallocate|punch|zero-check|copy|"
+                        "clone|setxattr|getxattr|listxattr|removexattr|stat|seek ...\n"
+                        "(see the comment at the top of scripts/lab/labtool.c)\n");
+    return rc;
+}
