@@ -9,12 +9,13 @@ const USAGE: &str = "\
 pnfsd - pNFS v4.2 storage appliance daemon
 
 USAGE:
-    pnfsd --config FILE [--check]
+    pnfsd --config FILE [--check | --fsck]
     pnfsd --help | --version
 
 OPTIONS:
     -c, --config FILE   TOML configuration (see pnfsd.example.toml)
         --check         validate the configuration and exit
+        --fsck          check the metadata store's namespace (server stopped) and exit
     -h, --help          print this help
     -V, --version       print the version
 
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut config_path = None;
     let mut check_only = false;
+    let mut fsck = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "-h" | "--help" => {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
                 None => return fail("--config needs a file name"),
             },
             "--check" => check_only = true,
+            "--fsck" => fsck = true,
             other => return fail(&format!("unknown argument {other:?}; see pnfsd --help")),
         }
     }
@@ -56,6 +59,24 @@ fn main() -> ExitCode {
     if check_only {
         println!("{path}: configuration is valid");
         return ExitCode::SUCCESS;
+    }
+    if fsck {
+        let Some(mds_cfg) = cfg.mds else { return fail("--fsck needs an [mds] table") };
+        let mds = match pnfs_mds::Mds::open(mds_cfg) {
+            Ok(m) => m,
+            Err(e) => return fail(&e),
+        };
+        return match mds.ns.check_consistency() {
+            Ok(p) if p.is_empty() => {
+                println!("fsck: namespace consistent");
+                ExitCode::SUCCESS
+            }
+            Ok(p) => {
+                p.iter().for_each(|x| println!("fsck: {x}"));
+                fail(&format!("{} problem(s) found", p.len()))
+            }
+            Err(e) => fail(&format!("fsck: store error {e:?}")),
+        };
     }
     let filter = std::env::var("PNFSD_LOG").unwrap_or(cfg.node.log.clone());
     env_logger::Builder::new().parse_filters(&filter).format_timestamp_millis().init();
