@@ -75,9 +75,6 @@ fn lock_inner(m: &Mds, c: &mut Compound, a: &LOCK4args) -> NfsResult<LockResult>
             if open.ino != i.ino {
                 return Err(nfsstat4::NFS4ERR_BAD_STATEID);
             }
-            if ol.lock_owner.clientid != clientid {
-                return Err(nfsstat4::NFS4ERR_STALE_CLIENTID);
-            }
             let owner = ol.lock_owner.owner.to_vec();
             let existing = st
                 .states

@@ -40,9 +40,7 @@ struct Target {
 fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<'static>> {
     let clientid = c.clientid()?;
     let (access, deny) = validate_share(a.share_access, a.share_deny)?;
-    if a.owner.clientid != clientid {
-        return Err(nfsstat4::NFS4ERR_STALE_CLIENTID);
-    }
+    // NFSv4.1 ignores the client ID inside the owner: the session's counts.
     let reclaim = matches!(a.claim, open_claim4::CLAIM_PREVIOUS(_));
     {
         let mut st = m.state();

@@ -1,0 +1,770 @@
+//! A small synchronous NFSv4.1/4.2 client over one `std::net::TcpStream`.
+//!
+//! [`Client::connect`] sets up a session (EXCHANGE_ID, CREATE_SESSION,
+//! RECLAIM_COMPLETE); [`Client::compound`] sends any operations behind a
+//! SEQUENCE on slot 0 and retries NFS4ERR_DELAY / NFS4ERR_GRACE for a bounded
+//! time; the helpers ([`Client::lookup_path`], [`Client::mkdir`],
+//! [`Client::write_file`], [`Client::readdir`], ...) cover the namespace and
+//! I/O operations tests and benchmarks need.
+//!
+//! One request is outstanding at a time. A transport failure (the server
+//! went away, a timeout) leaves the client disconnected: every call answers
+//! [`Error::Disconnected`] until [`Client::reconnect`], which opens a new
+//! connection, client ID and session (after a server restart the old session
+//! is gone anyway). Malformed or unexpected replies are errors, never panics.
+
+use pnfs_protocol::record::{RecordReader, LAST_FRAGMENT};
+use pnfs_protocol::rpc::{self, Message};
+use pnfs_protocol::wire::*;
+use pnfs_protocol::xdr::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode, XdrError};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A filehandle as the server sent it.
+pub type Fh = Vec<u8>;
+
+/// Largest reply record accepted (a 1 MiB READ plus headers fits easily).
+const MAX_REPLY_RECORD: usize = 4 << 20;
+/// Nesting limit when decoding replies (READDIR entry lists decode
+/// recursively): well above one READDIR page, well below the stack's limit.
+const MAX_DECODE_DEPTH: u32 = 1024;
+/// READDIR reply budget per call; keeps an entry list under the depth limit.
+const READDIR_MAXCOUNT: u32 = 16 * 1024;
+/// Replies to earlier, abandoned xids skipped before giving up.
+const MAX_STALE_REPLIES: usize = 16;
+const OPEN_OWNER: &[u8] = b"pnfs-client";
+const CB_PROGRAM: u32 = 0x4000_0000;
+
+#[derive(Debug)]
+pub enum Error {
+    /// Connecting, sending or receiving failed; the client is now disconnected.
+    Io(io::Error),
+    /// An earlier transport failure broke the connection; call [`Client::reconnect`].
+    Disconnected,
+    /// A reply did not decode.
+    Xdr(XdrError),
+    /// The RPC layer refused the call or the reply made no sense at RPC level.
+    Rpc(String),
+    /// The COMPOUND failed: `op` is the operation that failed (None when the
+    /// server refused the COMPOUND before any operation).
+    Nfs { op: Option<nfs_opnum4>, status: nfsstat4 },
+    /// The reply decoded but is not what the request calls for.
+    Protocol(String),
+}
+
+impl Error {
+    /// The NFS status, for [`Error::Nfs`].
+    pub fn status(&self) -> Option<nfsstat4> {
+        match self {
+            Error::Nfs { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when the request's fate is unknown because the connection broke
+    /// (or was already broken) rather than because the server answered.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Error::Io(_) | Error::Disconnected)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "transport: {e}"),
+            Error::Disconnected => write!(f, "disconnected (an earlier transport error broke the connection)"),
+            Error::Xdr(e) => write!(f, "undecodable reply: {e}"),
+            Error::Rpc(m) => write!(f, "RPC: {m}"),
+            Error::Nfs { op: Some(op), status } => write!(f, "{op:?} failed: {status:?}"),
+            Error::Nfs { op: None, status } => write!(f, "COMPOUND failed: {status:?}"),
+            Error::Protocol(m) => write!(f, "unexpected reply: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<XdrError> for Error {
+    fn from(e: XdrError) -> Self {
+        Error::Xdr(e)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The raw COMPOUND4res of [`Client::compound`]; [`Reply::res`] decodes it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// The decoded COMPOUND4res; `resarray[0]` is the SEQUENCE result.
+    pub fn res(&self) -> Result<COMPOUND4res<'_>> {
+        decode_compound(&self.body)
+    }
+
+    /// The COMPOUND status (first word of the reply).
+    pub fn status(&self) -> Result<nfsstat4> {
+        let mut d = Decoder::new(&self.body);
+        Ok(nfsstat4::decode(&mut d)?)
+    }
+}
+
+/// Session parameters the server granted.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub clientid: u64,
+    pub sessionid: sessionid4,
+    pub max_request: u32,
+    pub max_response: u32,
+    pub max_ops: u32,
+    pub slots: u32,
+}
+
+struct Conn {
+    stream: TcpStream,
+    records: RecordReader,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+}
+
+pub struct Client {
+    addr: SocketAddr,
+    minor: u32,
+    owner: Vec<u8>,
+    verifier: [u8; 8],
+    timeout: Duration,
+    retry_for: Duration,
+    conn: Option<Conn>,
+    xid: u32,
+    session: SessionInfo,
+    /// Last sequenceid used on slot 0.
+    seq: u32,
+}
+
+fn unique_owner() -> (Vec<u8>, [u8; 8]) {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let owner = format!("pnfs-client/{}/{}/{t:x}", std::process::id(), n).into_bytes();
+    (owner, (t ^ n.rotate_left(48)).to_be_bytes())
+}
+
+fn invalid_stream(msg: String) -> Error {
+    Error::Io(io::Error::new(io::ErrorKind::InvalidData, msg))
+}
+
+fn decode_compound(body: &[u8]) -> Result<COMPOUND4res<'_>> {
+    let mut d = Decoder::new(body).with_max_depth(MAX_DECODE_DEPTH);
+    let res = COMPOUND4res::decode(&mut d)?;
+    if d.remaining() != 0 {
+        return Err(Error::Protocol(format!("{} trailing bytes after COMPOUND4res", d.remaining())));
+    }
+    Ok(res)
+}
+
+/// Operation number of a result (every nfs_resop4 encodes it first).
+fn opnum_of(r: &nfs_resop4) -> Option<nfs_opnum4> {
+    let b = pnfs_protocol::xdr::encode_to_vec(r).ok()?;
+    let n = i32::from_be_bytes(<[u8; 4]>::try_from(b.get(..4)?).ok()?);
+    nfs_opnum4::from_i32(n)
+}
+
+/// Error for a failed COMPOUND: the failing op is the last result.
+fn compound_error(res: &COMPOUND4res) -> Error {
+    Error::Nfs { op: res.resarray.last().and_then(opnum_of), status: res.status }
+}
+
+/// The OK body of result `$i`, which must be `$variant($res::NFS4_OK(..))`.
+macro_rules! result {
+    ($ops:expr, $i:expr, $variant:ident, $res:ident) => {
+        match $ops.get($i) {
+            Some(nfs_resop4::$variant($res::NFS4_OK(v))) => Ok(v),
+            other => Err(Error::Protocol(format!(
+                "expected a successful {} at position {}, got {:?}",
+                stringify!($variant),
+                $i,
+                other.map(opnum_of)
+            ))),
+        }
+    };
+}
+
+fn empty_attrs() -> fattr4<'static> {
+    fattr4 { attrmask: vec![], attr_vals: Opaque::owned(vec![]) }
+}
+
+fn size_attr(size: u64) -> fattr4<'static> {
+    fattr4 { attrmask: vec![1 << FATTR4_SIZE], attr_vals: Opaque::owned(size.to_be_bytes().to_vec()) }
+}
+
+/// The "current stateid" of RFC 8881 16.2.3.1.2.
+pub const CURRENT_STATEID: stateid4 = stateid4 { seqid: 1, other: [0; 12] };
+/// The anonymous stateid: I/O without an open.
+pub const ANONYMOUS_STATEID: stateid4 = stateid4 { seqid: 0, other: [0; 12] };
+
+fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
+    nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(fh) })
+}
+
+impl Client {
+    /// Connects to `addr` and sets up a session for NFSv4.`minor` (1 or 2).
+    pub fn connect(addr: impl ToSocketAddrs, minor: u32) -> Result<Client> {
+        if !(1..=2).contains(&minor) {
+            return Err(Error::Protocol(format!("minor version {minor} is not 1 or 2")));
+        }
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")))?;
+        let (owner, verifier) = unique_owner();
+        let mut c = Client {
+            addr,
+            minor,
+            owner,
+            verifier,
+            timeout: Duration::from_secs(30),
+            retry_for: Duration::from_secs(30),
+            conn: None,
+            xid: (verifier[7] as u32) << 24 | 1,
+            session: SessionInfo { clientid: 0, sessionid: [0; 16], max_request: 0, max_response: 0, max_ops: 0, slots: 0 },
+            seq: 0,
+        };
+        c.reconnect()?;
+        Ok(c)
+    }
+
+    /// Opens a new connection and sets up a new client ID and session with
+    /// the same client owner (so the server lets it reclaim after a restart).
+    pub fn reconnect(&mut self) -> Result<()> {
+        self.conn = None;
+        let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
+        self.conn = Some(Conn { stream, records: RecordReader::new(MAX_REPLY_RECORD), buf: vec![0; 64 * 1024], pos: 0, len: 0 });
+        self.setup_session()
+    }
+
+    /// How long one reply may take before the connection is given up (default 30 s).
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.timeout = t;
+        if let Some(c) = &self.conn {
+            let _ = c.stream.set_read_timeout(Some(t));
+            let _ = c.stream.set_write_timeout(Some(t));
+        }
+    }
+
+    /// How long [`Client::compound`] keeps retrying NFS4ERR_DELAY and
+    /// NFS4ERR_GRACE before returning them (default 30 s).
+    pub fn set_retry_for(&mut self, t: Duration) {
+        self.retry_for = t;
+    }
+
+    pub fn session(&self) -> &SessionInfo {
+        &self.session
+    }
+
+    pub fn minor(&self) -> u32 {
+        self.minor
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Largest READ/WRITE payload that fits the session's limits.
+    pub fn max_io(&self) -> usize {
+        let m = self.session.max_request.min(self.session.max_response).saturating_sub(4096) as usize;
+        (m & !4095).clamp(4096, 1 << 20)
+    }
+
+    fn setup_session(&mut self) -> Result<()> {
+        let eid = EXCHANGE_ID4args {
+            eia_clientowner: client_owner4 { co_verifier: self.verifier, co_ownerid: Opaque::borrowed(&self.owner) },
+            eia_flags: 0,
+            eia_state_protect: state_protect4_a::SP4_NONE,
+            eia_client_impl_id: vec![],
+        };
+        let body = self.call_sessionless(nfs_argop4::OP_EXCHANGE_ID(eid))?;
+        let res = decode_compound(&body)?;
+        if res.status != nfsstat4::NFS4_OK {
+            return Err(compound_error(&res));
+        }
+        let ok = result!(res.resarray, 0, OP_EXCHANGE_ID, EXCHANGE_ID4res)?;
+        let (clientid, csseq) = (ok.eir_clientid, ok.eir_sequenceid);
+
+        let fore = channel_attrs4 {
+            ca_headerpadsize: 0,
+            ca_maxrequestsize: (1 << 20) + 64 * 1024,
+            ca_maxresponsesize: (1 << 20) + 64 * 1024,
+            ca_maxresponsesize_cached: 8 * 1024,
+            ca_maxoperations: 16,
+            ca_maxrequests: 64,
+            ca_rdma_ird: vec![],
+        };
+        let back = channel_attrs4 {
+            ca_headerpadsize: 0,
+            ca_maxrequestsize: 4096,
+            ca_maxresponsesize: 4096,
+            ca_maxresponsesize_cached: 0,
+            ca_maxoperations: 2,
+            ca_maxrequests: 1,
+            ca_rdma_ird: vec![],
+        };
+        let sec = callback_sec_parms4::AUTH_SYS(authsys_parms {
+            stamp: 0,
+            machinename: Opaque::borrowed(b"pnfs-client"),
+            uid: 0,
+            gid: 0,
+            gids: vec![],
+        });
+        let cs = CREATE_SESSION4args {
+            csa_clientid: clientid,
+            csa_sequence: csseq,
+            csa_flags: 0,
+            csa_fore_chan_attrs: fore,
+            csa_back_chan_attrs: back,
+            csa_cb_program: CB_PROGRAM,
+            csa_sec_parms: vec![sec],
+        };
+        let body = self.call_sessionless(nfs_argop4::OP_CREATE_SESSION(cs))?;
+        let res = decode_compound(&body)?;
+        if res.status != nfsstat4::NFS4_OK {
+            return Err(compound_error(&res));
+        }
+        let ok = result!(res.resarray, 0, OP_CREATE_SESSION, CREATE_SESSION4res)?;
+        let f = &ok.csr_fore_chan_attrs;
+        if f.ca_maxrequests == 0 || f.ca_maxoperations < 2 || f.ca_maxrequestsize < 256 || f.ca_maxresponsesize < 256 {
+            return Err(Error::Protocol(format!("unusable fore channel attributes {f:?}")));
+        }
+        self.session = SessionInfo {
+            clientid,
+            sessionid: ok.csr_sessionid,
+            max_request: f.ca_maxrequestsize,
+            max_response: f.ca_maxresponsesize,
+            max_ops: f.ca_maxoperations,
+            slots: f.ca_maxrequests,
+        };
+        self.seq = 0;
+        // Tell the server we hold nothing to reclaim, so its grace period
+        // need not wait for us; "already complete" is fine on a reconnect.
+        let reply = self.compound(vec![nfs_argop4::OP_RECLAIM_COMPLETE(RECLAIM_COMPLETE4args { rca_one_fs: false })])?;
+        match reply.status()? {
+            nfsstat4::NFS4_OK | nfsstat4::NFS4ERR_COMPLETE_ALREADY => Ok(()),
+            status => Err(Error::Nfs { op: Some(nfs_opnum4::OP_RECLAIM_COMPLETE), status }),
+        }
+    }
+
+    fn next_xid(&mut self) -> u32 {
+        self.xid = self.xid.wrapping_add(1);
+        self.xid
+    }
+
+    /// Sends one COMPOUND whose argument bytes follow the RPC header as
+    /// `args`, returns the COMPOUND4res bytes. Transport errors disconnect.
+    fn rpc(&mut self, args: &[u8]) -> Result<Vec<u8>> {
+        let xid = self.next_xid();
+        let r = self.rpc_inner(xid, args);
+        if matches!(r, Err(Error::Io(_))) {
+            self.conn = None;
+        }
+        r
+    }
+
+    fn rpc_inner(&mut self, xid: u32, args: &[u8]) -> Result<Vec<u8>> {
+        let conn = self.conn.as_mut().ok_or(Error::Disconnected)?;
+        let mut e = Encoder::with_buffer(Vec::with_capacity(args.len() + 128));
+        e.put_u32(0); // record mark, patched below
+        rpc::begin_call(&mut e, xid, rpc::NFS4_PROGRAM, rpc::NFS_V4, rpc::PROC_COMPOUND, true);
+        e.buf.extend_from_slice(args);
+        let len = e.len() - 4;
+        if len >= LAST_FRAGMENT as usize {
+            return Err(Error::Protocol(format!("request of {len} bytes is too large")));
+        }
+        e.patch_u32(0, LAST_FRAGMENT | len as u32);
+        conn.stream.write_all(&e.buf)?;
+        for _ in 0..=MAX_STALE_REPLIES {
+            let rec = conn.read_record()?;
+            match rpc::parse_message(&rec) {
+                Ok(Message::Reply { xid: rx, .. }) if rx != xid => continue,
+                Ok(Message::Reply { accepted: None, .. }) => return Err(Error::Rpc("call denied (MSG_DENIED)".into())),
+                Ok(Message::Reply { accepted: Some(0), body, .. }) => return Ok(body.to_vec()),
+                Ok(Message::Reply { accepted: Some(s), .. }) => {
+                    return Err(Error::Rpc(format!("call not accepted: accept_stat {s}")))
+                }
+                // A callback on the fore channel: we never asked for one; skip it.
+                Ok(Message::Call { .. }) => continue,
+                // The stream cannot be trusted any more: a transport error.
+                Err(e) => return Err(invalid_stream(format!("unparseable RPC reply: {e:?}"))),
+            }
+        }
+        Err(invalid_stream(format!("no reply to xid {xid:#x} among {MAX_STALE_REPLIES} records")))
+    }
+
+    fn compound_header(&self, e: &mut Encoder, nops: usize) -> Result<()> {
+        e.put_opaque(b"", NFS4_OPAQUE_LIMIT)?; // tag
+        e.put_u32(self.minor);
+        e.put_u32(nops as u32);
+        Ok(())
+    }
+
+    fn call_sessionless(&mut self, op: nfs_argop4) -> Result<Vec<u8>> {
+        let mut e = Encoder::new();
+        self.compound_header(&mut e, 1)?;
+        op.encode(&mut e)?;
+        self.rpc(&e.buf)
+    }
+
+    /// Sends `ops` behind a SEQUENCE on slot 0 and returns the reply whatever
+    /// the operations' status, except that NFS4ERR_DELAY and NFS4ERR_GRACE
+    /// are retried (after a short sleep, with a new sequenceid) for up to
+    /// the retry time. A failed SEQUENCE is an [`Error::Nfs`] for OP_SEQUENCE.
+    pub fn compound(&mut self, ops: Vec<nfs_argop4<'_>>) -> Result<Reply> {
+        let mut tail = Encoder::new();
+        for op in &ops {
+            op.encode(&mut tail)?;
+        }
+        let nops = ops.len() + 1;
+        if nops > self.session.max_ops as usize {
+            return Err(Error::Protocol(format!("{nops} operations exceed the session's {}", self.session.max_ops)));
+        }
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let seq = self.seq.wrapping_add(1);
+            let mut e = Encoder::with_buffer(Vec::with_capacity(tail.len() + 64));
+            self.compound_header(&mut e, nops)?;
+            nfs_argop4::OP_SEQUENCE(SEQUENCE4args {
+                sa_sessionid: self.session.sessionid,
+                sa_sequenceid: seq,
+                sa_slotid: 0,
+                sa_highest_slotid: 0,
+                sa_cachethis: false,
+            })
+            .encode(&mut e)?;
+            e.buf.extend_from_slice(&tail.buf);
+            let body = self.rpc(&e.buf)?;
+            let res = decode_compound(&body)?;
+            let retry = match res.resarray.first() {
+                Some(nfs_resop4::OP_SEQUENCE(SEQUENCE4res::NFS4_OK(ok))) => {
+                    if ok.sr_sessionid != self.session.sessionid || ok.sr_sequenceid != seq || ok.sr_slotid != 0 {
+                        return Err(Error::Protocol(format!("SEQUENCE reply {ok:?} does not match the request (seq {seq})")));
+                    }
+                    self.seq = seq;
+                    matches!(res.status, nfsstat4::NFS4ERR_DELAY | nfsstat4::NFS4ERR_GRACE)
+                }
+                // The slot is busy (a retransmission still running): same seqid again.
+                Some(nfs_resop4::OP_SEQUENCE(SEQUENCE4res::default(nfsstat4::NFS4ERR_DELAY))) => true,
+                Some(nfs_resop4::OP_SEQUENCE(SEQUENCE4res::default(status))) => {
+                    return Err(Error::Nfs { op: Some(nfs_opnum4::OP_SEQUENCE), status: *status })
+                }
+                Some(other) => return Err(Error::Protocol(format!("first result is {:?}, not SEQUENCE", opnum_of(other)))),
+                None => return Err(Error::Nfs { op: None, status: res.status }),
+            };
+            if !retry {
+                drop(res);
+                return Ok(Reply { body });
+            }
+            if started.elapsed() >= self.retry_for {
+                return Err(compound_error(&res));
+            }
+            let grace = res.status == nfsstat4::NFS4ERR_GRACE;
+            std::thread::sleep(if grace { pause.max(Duration::from_millis(100)) } else { pause });
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Like [`Client::compound`], but any failed operation is an error; `f`
+    /// gets the results after SEQUENCE.
+    pub fn compound_ok<R>(&mut self, ops: Vec<nfs_argop4<'_>>, f: impl FnOnce(&[nfs_resop4<'_>]) -> Result<R>) -> Result<R> {
+        let n = ops.len();
+        let reply = self.compound(ops)?;
+        let res = reply.res()?;
+        if res.status != nfsstat4::NFS4_OK {
+            return Err(compound_error(&res));
+        }
+        if res.resarray.len() != n + 1 {
+            return Err(Error::Protocol(format!("{} results for {} operations", res.resarray.len(), n + 1)));
+        }
+        f(&res.resarray[1..])
+    }
+
+    /// Filehandle of an absolute path, e.g. "/export/a/b".
+    pub fn lookup_path(&mut self, path: &str) -> Result<Fh> {
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let per_call = (self.session.max_ops as usize).saturating_sub(3).max(1);
+        let mut fh: Option<Fh> = None;
+        let mut chunks: Vec<&[&str]> = comps.chunks(per_call).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for chunk in chunks {
+            let mut ops = vec![match &fh {
+                Some(fh) => putfh(fh),
+                None => nfs_argop4::OP_PUTROOTFH,
+            }];
+            ops.extend(chunk.iter().map(|c| nfs_argop4::OP_LOOKUP(LOOKUP4args { objname: Opaque::borrowed(c.as_bytes()) })));
+            ops.push(nfs_argop4::OP_GETFH);
+            let i = ops.len() - 1;
+            let next = self.compound_ok(ops, |r| Ok(result!(r, i, OP_GETFH, GETFH4res)?.object.to_vec()))?;
+            fh = Some(next);
+        }
+        fh.ok_or_else(|| Error::Protocol("no filehandle".into()))
+    }
+
+    /// Filehandle of `name` in `dir`.
+    pub fn lookup(&mut self, dir: &[u8], name: &str) -> Result<Fh> {
+        let ops = vec![putfh(dir), nfs_argop4::OP_LOOKUP(LOOKUP4args { objname: name.as_bytes().into() }), nfs_argop4::OP_GETFH];
+        self.compound_ok(ops, |r| Ok(result!(r, 2, OP_GETFH, GETFH4res)?.object.to_vec()))
+    }
+
+    /// Creates directory `name` in `dir`; returns its filehandle.
+    pub fn mkdir(&mut self, dir: &[u8], name: &str) -> Result<Fh> {
+        let ops = vec![
+            putfh(dir),
+            nfs_argop4::OP_CREATE(CREATE4args { objtype: createtype4::NF4DIR, objname: name.as_bytes().into(), createattrs: empty_attrs() }),
+            nfs_argop4::OP_GETFH,
+        ];
+        self.compound_ok(ops, |r| Ok(result!(r, 2, OP_GETFH, GETFH4res)?.object.to_vec()))
+    }
+
+    fn open_args<'n>(&self, name: &'n str, access: u32, how: openflag4<'n>) -> nfs_argop4<'n> {
+        nfs_argop4::OP_OPEN(OPEN4args {
+            seqid: 0,
+            share_access: access,
+            share_deny: OPEN4_SHARE_DENY_NONE,
+            owner: state_owner4 { clientid: self.session.clientid, owner: Opaque::borrowed(OPEN_OWNER) },
+            openhow: how,
+            claim: open_claim4::CLAIM_NULL(name.as_bytes().into()),
+        })
+    }
+
+    /// Opens `name` in `dir` (creating it, UNCHECKED, when `create`); returns
+    /// the filehandle and open stateid. Close it with [`Client::close`].
+    pub fn open(&mut self, dir: &[u8], name: &str, create: bool, access: u32) -> Result<(Fh, stateid4)> {
+        let how = if create {
+            openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(empty_attrs()))
+        } else {
+            openflag4::default(opentype4::OPEN4_NOCREATE)
+        };
+        let ops = vec![putfh(dir), self.open_args(name, access, how), nfs_argop4::OP_GETFH];
+        self.compound_ok(ops, |r| {
+            let sid = result!(r, 1, OP_OPEN, OPEN4res)?.stateid.clone();
+            Ok((result!(r, 2, OP_GETFH, GETFH4res)?.object.to_vec(), sid))
+        })
+    }
+
+    pub fn close(&mut self, fh: &[u8], stateid: &stateid4) -> Result<()> {
+        let ops = vec![putfh(fh), nfs_argop4::OP_CLOSE(CLOSE4args { seqid: 0, open_stateid: stateid.clone() })];
+        self.compound_ok(ops, |_| Ok(()))
+    }
+
+    /// Creates (or opens, if it exists) regular file `name` in `dir` with
+    /// OPEN CREATE UNCHECKED + CLOSE; returns its filehandle.
+    pub fn create_file(&mut self, dir: &[u8], name: &str) -> Result<Fh> {
+        let how = openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(empty_attrs()));
+        let ops = vec![
+            putfh(dir),
+            self.open_args(name, OPEN4_SHARE_ACCESS_BOTH, how),
+            nfs_argop4::OP_GETFH,
+            nfs_argop4::OP_CLOSE(CLOSE4args { seqid: 0, open_stateid: CURRENT_STATEID }),
+        ];
+        self.compound_ok(ops, |r| Ok(result!(r, 2, OP_GETFH, GETFH4res)?.object.to_vec()))
+    }
+
+    /// One WRITE; returns the bytes the server took.
+    pub fn write(&mut self, fh: &[u8], stateid: &stateid4, offset: u64, data: &[u8], stable: stable_how4) -> Result<u32> {
+        let ops = vec![
+            putfh(fh),
+            nfs_argop4::OP_WRITE(WRITE4args { stateid: stateid.clone(), offset, stable, data: Opaque::borrowed(data) }),
+        ];
+        self.compound_ok(ops, |r| Ok(result!(r, 1, OP_WRITE, WRITE4res)?.count))
+    }
+
+    /// One READ; returns (data, eof).
+    pub fn read(&mut self, fh: &[u8], stateid: &stateid4, offset: u64, count: u32) -> Result<(Vec<u8>, bool)> {
+        let ops = vec![putfh(fh), nfs_argop4::OP_READ(READ4args { stateid: stateid.clone(), offset, count })];
+        self.compound_ok(ops, |r| {
+            let ok = result!(r, 1, OP_READ, READ4res)?;
+            Ok((ok.data.to_vec(), ok.eof))
+        })
+    }
+
+    /// Creates `name` in `dir` if needed, truncates it and writes `data`
+    /// FILE_SYNC. Small files take one COMPOUND: OPEN (CREATE UNCHECKED,
+    /// size 0), GETFH, WRITE, CLOSE. Returns the filehandle.
+    pub fn write_file(&mut self, dir: &[u8], name: &str, data: &[u8]) -> Result<Fh> {
+        let first = data.len().min(self.max_io());
+        let more = first < data.len();
+        let how = openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(size_attr(0)));
+        let mut ops = vec![putfh(dir), self.open_args(name, OPEN4_SHARE_ACCESS_BOTH, how), nfs_argop4::OP_GETFH];
+        if first > 0 {
+            ops.push(nfs_argop4::OP_WRITE(WRITE4args {
+                stateid: CURRENT_STATEID,
+                offset: 0,
+                stable: stable_how4::FILE_SYNC4,
+                data: Opaque::borrowed(&data[..first]),
+            }));
+        }
+        if !more {
+            ops.push(nfs_argop4::OP_CLOSE(CLOSE4args { seqid: 0, open_stateid: CURRENT_STATEID }));
+        }
+        let (fh, sid, written) = self.compound_ok(ops, |r| {
+            let sid = result!(r, 1, OP_OPEN, OPEN4res)?.stateid.clone();
+            let fh = result!(r, 2, OP_GETFH, GETFH4res)?.object.to_vec();
+            let written = if first > 0 { result!(r, 3, OP_WRITE, WRITE4res)?.count as usize } else { 0 };
+            Ok((fh, sid, written))
+        })?;
+        if written > first {
+            return Err(Error::Protocol(format!("WRITE of {first} bytes answered count {written}")));
+        }
+        // Short first write or a large file: continue with the open stateid
+        // (or the anonymous one once the open is closed).
+        let open = more;
+        let sid = if open { sid } else { ANONYMOUS_STATEID };
+        let mut off = written;
+        while off < data.len() {
+            let end = (off + self.max_io()).min(data.len());
+            let n = self.write(&fh, &sid, off as u64, &data[off..end], stable_how4::FILE_SYNC4)? as usize;
+            if n == 0 || n > end - off {
+                return Err(Error::Protocol(format!("WRITE of {} bytes at {off} answered count {n}", end - off)));
+            }
+            off += n;
+        }
+        if open {
+            self.close(&fh, &sid)?;
+        }
+        Ok(fh)
+    }
+
+    /// Reads all of `name` in `dir`: OPEN (read), GETFH, READ, CLOSE in one
+    /// COMPOUND; files larger than one READ continue with anonymous-stateid
+    /// READs until EOF.
+    pub fn read_file(&mut self, dir: &[u8], name: &str) -> Result<Vec<u8>> {
+        let count = self.max_io() as u32;
+        let ops = vec![
+            putfh(dir),
+            self.open_args(name, OPEN4_SHARE_ACCESS_READ, openflag4::default(opentype4::OPEN4_NOCREATE)),
+            nfs_argop4::OP_GETFH,
+            nfs_argop4::OP_READ(READ4args { stateid: CURRENT_STATEID, offset: 0, count }),
+            nfs_argop4::OP_CLOSE(CLOSE4args { seqid: 0, open_stateid: CURRENT_STATEID }),
+        ];
+        let (fh, mut data, mut eof) = self.compound_ok(ops, |r| {
+            let fh = result!(r, 2, OP_GETFH, GETFH4res)?.object.to_vec();
+            let ok = result!(r, 3, OP_READ, READ4res)?;
+            Ok((fh, ok.data.to_vec(), ok.eof))
+        })?;
+        while !eof {
+            let (more, e) = self.read(&fh, &ANONYMOUS_STATEID, data.len() as u64, count)?;
+            if more.is_empty() && !e {
+                return Err(Error::Protocol(format!("READ at {} returned nothing without EOF", data.len())));
+            }
+            data.extend_from_slice(&more);
+            eof = e;
+        }
+        Ok(data)
+    }
+
+    /// RENAME `src_dir/old` to `dst_dir/new` (PUTFH src, SAVEFH, PUTFH dst, RENAME).
+    pub fn rename(&mut self, src_dir: &[u8], old: &str, dst_dir: &[u8], new: &str) -> Result<()> {
+        let ops = vec![
+            putfh(src_dir),
+            nfs_argop4::OP_SAVEFH,
+            putfh(dst_dir),
+            nfs_argop4::OP_RENAME(RENAME4args { oldname: old.as_bytes().into(), newname: new.as_bytes().into() }),
+        ];
+        self.compound_ok(ops, |_| Ok(()))
+    }
+
+    /// REMOVE `dir/name` (file or empty directory).
+    pub fn remove(&mut self, dir: &[u8], name: &str) -> Result<()> {
+        let ops = vec![putfh(dir), nfs_argop4::OP_REMOVE(REMOVE4args { target: name.as_bytes().into() })];
+        self.compound_ok(ops, |_| Ok(()))
+    }
+
+    /// Names in `dir`, READDIR after READDIR until EOF (server order).
+    pub fn readdir(&mut self, dir: &[u8]) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut cookie = 0u64;
+        let mut verf = [0u8; 8];
+        loop {
+            let ops = vec![
+                putfh(dir),
+                nfs_argop4::OP_READDIR(READDIR4args {
+                    cookie,
+                    cookieverf: verf,
+                    dircount: READDIR_MAXCOUNT,
+                    maxcount: READDIR_MAXCOUNT,
+                    attr_request: vec![],
+                }),
+            ];
+            let before = names.len();
+            let eof = self.compound_ok(ops, |r| {
+                let ok = result!(r, 1, OP_READDIR, READDIR4res)?;
+                verf = ok.cookieverf;
+                let mut e = ok.reply.entries.as_deref();
+                while let Some(ent) = e {
+                    names.push(String::from_utf8_lossy(&ent.name).into_owned());
+                    cookie = ent.cookie;
+                    e = ent.nextentry.as_deref();
+                }
+                Ok(ok.reply.eof)
+            })?;
+            if eof {
+                return Ok(names);
+            }
+            if names.len() == before {
+                return Err(Error::Protocol("READDIR returned no entries and no EOF".into()));
+            }
+        }
+    }
+
+    /// The size attribute of `fh`.
+    pub fn getattr_size(&mut self, fh: &[u8]) -> Result<u64> {
+        let ops = vec![putfh(fh), nfs_argop4::OP_GETATTR(GETATTR4args { attr_request: vec![1 << FATTR4_SIZE] })];
+        self.compound_ok(ops, |r| {
+            let a = &result!(r, 1, OP_GETATTR, GETATTR4res)?.obj_attributes;
+            let only_size = a.attrmask.first() == Some(&(1 << FATTR4_SIZE)) && a.attrmask.iter().skip(1).all(|w| *w == 0);
+            match (only_size, <[u8; 8]>::try_from(&a.attr_vals[..])) {
+                (true, Ok(b)) => Ok(u64::from_be_bytes(b)),
+                _ => Err(Error::Protocol(format!("GETATTR(size) answered mask {:?} with {} bytes", a.attrmask, a.attr_vals.len()))),
+            }
+        })
+    }
+}
+
+impl Conn {
+    fn read_record(&mut self) -> Result<Vec<u8>> {
+        loop {
+            if self.pos < self.len {
+                let (used, rec) = self
+                    .records
+                    .feed(&self.buf[self.pos..self.len])
+                    .map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+                self.pos += used;
+                if let Some(r) = rec {
+                    return Ok(r);
+                }
+                continue;
+            }
+            let n = self.stream.read(&mut self.buf)?;
+            if n == 0 {
+                return Err(Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")));
+            }
+            self.pos = 0;
+            self.len = n;
+        }
+    }
+}
