@@ -333,6 +333,12 @@ impl Dispatcher {
                 e.put_i32(opnum);
                 status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_REP_TOO_BIG));
             }
+            let cached_limit = c.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
+            if cache_this && status == nfsstat4::NFS4_OK && e.len() > cached_limit {
+                e.buf.truncate(op_start);
+                e.put_i32(opnum);
+                status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE));
+            }
             if status != nfsstat4::NFS4_OK {
                 break;
             }

@@ -59,7 +59,8 @@ pub struct Client {
     pub reclaim_complete: bool,
     /// Known from the previous server instance: may reclaim during grace.
     pub may_reclaim: bool,
-    pub principal: Option<u32>,
+    /// Who created the client ID (AUTH_SYS uid/gid); None for AUTH_NONE.
+    pub principal: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +236,7 @@ impl StateTable {
         let dead: Vec<u64> = self
             .clients
             .values()
-            .filter(|c| now.duration_since(c.last_renewed) > lease + lease / 2)
+            .filter(|c| now.duration_since(c.last_renewed) > lease)
             .map(|c| c.clientid)
             .collect();
         dead.into_iter().filter_map(|id| self.purge_client(id)).collect()

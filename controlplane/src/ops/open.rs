@@ -53,7 +53,8 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
             if cl.reclaim_complete {
                 return Err(nfsstat4::NFS4ERR_NO_GRACE);
             }
-        } else if in_grace {
+        } else if in_grace || !cl.reclaim_complete {
+            // RFC 8881 18.51.3: no new state before RECLAIM_COMPLETE.
             return Err(nfsstat4::NFS4ERR_GRACE);
         }
     }
@@ -99,6 +100,8 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
             m.check_access(i, &who, need)?;
         }
     }
+    // Clients whose lease ran out lose their conflicting state (courtesy).
+    m.expire_leases();
     let mut st = m.state();
     // Share reservations against other owners' opens.
     let mine = |r: &StateRec| r.clientid == clientid && matches!(&r.kind, StateKind::Open { owner, .. } if owner[..] == a.owner.owner[..]);
@@ -139,8 +142,22 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
         cinfo: target.cinfo,
         rflags: OPEN4_RESULT_LOCKTYPE_POSIX,
         attrset: target.attrset,
-        delegation: open_delegation4::OPEN_DELEGATE_NONE,
+        delegation: no_delegation(a.share_access),
     })
+}
+
+/// We do not grant delegations; a client that said what it wants is told why.
+fn no_delegation(share_access: u32) -> open_delegation4<'static> {
+    match share_access & OPEN4_SHARE_ACCESS_WANT_DELEG_MASK {
+        OPEN4_SHARE_ACCESS_WANT_NO_PREFERENCE => open_delegation4::OPEN_DELEGATE_NONE,
+        OPEN4_SHARE_ACCESS_WANT_NO_DELEG => {
+            open_delegation4::OPEN_DELEGATE_NONE_EXT(open_none_delegation4::default(why_no_delegation4::WND4_NOT_WANTED))
+        }
+        OPEN4_SHARE_ACCESS_WANT_CANCEL => {
+            open_delegation4::OPEN_DELEGATE_NONE_EXT(open_none_delegation4::default(why_no_delegation4::WND4_CANCELLED))
+        }
+        _ => open_delegation4::OPEN_DELEGATE_NONE_EXT(open_none_delegation4::WND4_RESOURCE(false)),
+    }
 }
 
 fn open_by_name(m: &Mds, c: &Compound, a: &OPEN4args, dir: &Inode, dirfh: FileHandle, name: &[u8]) -> NfsResult<Target> {
@@ -250,7 +267,8 @@ pub fn open_downgrade(m: &Mds, c: &mut Compound, a: &OPEN_DOWNGRADE4args, e: &mu
 
 pub fn close(m: &Mds, c: &mut Compound, a: &CLOSE4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
-        let (fh, _) = current_inode(m, c)?;
+        // The file may have been removed meanwhile; CLOSE still works.
+        let fh = c.fh()?;
         let clientid = c.clientid()?;
         let s = resolve(c, &a.open_stateid)?;
         let mut st = m.state();

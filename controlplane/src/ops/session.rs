@@ -47,11 +47,14 @@ pub fn exchange_id(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args, e: &mut Enco
     reply(e, exchange_id_inner(m, c, a))
 }
 
-fn exchange_id_inner(m: &Mds, _c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
+fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
     let flags = a.eia_flags;
-    if flags & !CLIENT_FLAGS != 0 {
+    // SUPP_FENCE_OPS exists only from NFSv4.2 on.
+    let allowed = if c.minor >= 2 { CLIENT_FLAGS } else { CLIENT_FLAGS & !FLAG_SUPP_FENCE_OPS };
+    if flags & !allowed != 0 {
         return Err(nfsstat4::NFS4ERR_INVAL);
     }
+    let principal = principal_of(&c.cred);
     match a.eia_state_protect {
         state_protect4_a::SP4_NONE => {}
         // Machine credentials need RPCSEC_GSS, which we do not offer.
@@ -61,15 +64,29 @@ fn exchange_id_inner(m: &Mds, _c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsRes
     let owner = a.eia_clientowner.co_ownerid.to_vec();
     let verifier = a.eia_clientowner.co_verifier;
     let mut st = m.state();
+    drop(st);
+    m.expire_leases();
+    st = m.state();
     let existing = st.find_client_by_owner(&owner);
     let confirmed = existing.iter().copied().find(|id| st.clients[id].confirmed);
     let (clientid, confirmed_r) = if flags & FLAG_UPD_CONFIRMED_REC_A != 0 {
         match confirmed {
+            Some(id) if st.clients[&id].principal != principal => return Err(nfsstat4::NFS4ERR_PERM),
             Some(id) if st.clients[&id].verifier == verifier => (id, true),
             Some(_) => return Err(nfsstat4::NFS4ERR_NOT_SAME),
             None => return Err(nfsstat4::NFS4ERR_NOENT),
         }
     } else {
+        // Another principal claiming a confirmed owner: allowed only when
+        // that client holds no state (RFC 8881 18.35.5 case 3).
+        if let Some(id) = confirmed.filter(|id| st.clients[id].principal != principal) {
+            let busy = st.states.values().any(|s| s.clientid == id) || !st.clients[&id].sessions.is_empty();
+            if busy {
+                return Err(nfsstat4::NFS4ERR_CLID_INUSE);
+            }
+            st.purge_client(id);
+        }
+        let confirmed = confirmed.filter(|id| st.clients.contains_key(id));
         match confirmed {
             // Same client instance: same clientid.
             Some(id) if st.clients[&id].verifier == verifier => (id, true),
@@ -96,7 +113,7 @@ fn exchange_id_inner(m: &Mds, _c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsRes
                         sessions: vec![],
                         reclaim_complete: false,
                         may_reclaim,
-                        principal: None,
+                        principal,
                     },
                 );
                 (id, false)
@@ -117,6 +134,13 @@ fn exchange_id_inner(m: &Mds, _c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsRes
         eir_server_scope: m.server_owner.clone().into(),
         eir_server_impl_id: vec![],
     })
+}
+
+fn principal_of(cred: &pnfs_protocol::rpc::Credential) -> Option<(u32, u32)> {
+    match cred {
+        pnfs_protocol::rpc::Credential::Sys { uid, gid, .. } => Some((*uid, *gid)),
+        _ => None,
+    }
 }
 
 fn negotiate_fore(m: &Mds, asked: &channel_attrs4) -> ChannelLimits {
@@ -157,8 +181,12 @@ pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mu
 
 /// Returns the encoded CREATE_SESSION4resok (kept for replays).
 fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> NfsResult<Vec<u8>> {
+    m.expire_leases();
     let mut st = m.state();
     let client = st.clients.get(&a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+    if client.principal != principal_of(&c.cred) {
+        return Err(nfsstat4::NFS4ERR_CLID_INUSE);
+    }
     if a.csa_sequence == client.cs_sequence.wrapping_sub(1) {
         // Retransmission of the last CREATE_SESSION.
         return client.cs_reply.clone().ok_or(nfsstat4::NFS4ERR_SEQ_MISORDERED);
@@ -179,6 +207,10 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
     }
     let fore = negotiate_fore(m, fa);
     let ba = &a.csa_back_chan_attrs;
+    // The back channel must fit a CB_SEQUENCE + CB_RECALL-sized call.
+    if ba.ca_maxrequestsize < 128 || ba.ca_maxresponsesize < 64 || ba.ca_maxoperations < 2 {
+        return Err(nfsstat4::NFS4ERR_TOOSMALL);
+    }
     // Back channel: echo what the client offered (it checks every value).
     let back = ChannelLimits {
         max_request: ba.ca_maxrequestsize,
@@ -316,6 +348,10 @@ pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<Seque
     }
     if c.request_len > session.fore.max_request as usize {
         return Err(nfsstat4::NFS4ERR_REQ_TOO_BIG);
+    }
+    // Even a lone SEQUENCE reply (about 80 bytes) could not be cached.
+    if a.sa_cachethis && session.fore.max_response_cached < 128 {
+        return Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE);
     }
     let mut slots = session.slots.lock().unwrap_or_else(|p| p.into_inner());
     let nslots = slots.len() as u32;

@@ -13,6 +13,9 @@
 //! connection, client ID and session (after a server restart the old session
 //! is gone anyway). Malformed or unexpected replies are errors, never panics.
 
+/// The wire types [`Client::compound`] takes and returns.
+pub use pnfs_protocol;
+
 use pnfs_protocol::record::{RecordReader, LAST_FRAGMENT};
 use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::wire::*;
@@ -291,8 +294,9 @@ impl Client {
     }
 
     fn setup_session(&mut self) -> Result<()> {
+        let owner = self.owner.clone();
         let eid = EXCHANGE_ID4args {
-            eia_clientowner: client_owner4 { co_verifier: self.verifier, co_ownerid: Opaque::borrowed(&self.owner) },
+            eia_clientowner: client_owner4 { co_verifier: self.verifier, co_ownerid: Opaque::borrowed(&owner) },
             eia_flags: 0,
             eia_state_protect: state_protect4_a::SP4_NONE,
             eia_client_impl_id: vec![],
