@@ -23,9 +23,13 @@ pub fn putfh(m: &Mds, c: &mut Compound, a: &PUTFH4args, e: &mut Encoder) -> nfss
         let fh = FileHandle::parse(&a.object)?;
         check_export(m, c, fh.export_id)?;
         c.set_fh(fh);
-        // Fail early for a handle whose object is gone.
-        current_inode(m, c)?;
-        Ok(())
+        // Fail early for a handle whose object is gone, unless a client still
+        // holds state on it (CLOSE after the file was removed must work).
+        match current_inode(m, c) {
+            Err(nfsstat4::NFS4ERR_STALE) if m.state().states.values().any(|s| s.ino == fh.ino) => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
     })();
     if r.is_err() {
         c.current_fh = None;

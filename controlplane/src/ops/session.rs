@@ -50,8 +50,8 @@ pub fn exchange_id(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args, e: &mut Enco
 fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
     let flags = a.eia_flags;
     // SUPP_FENCE_OPS exists only from NFSv4.2 on.
-    let allowed = if c.minor >= 2 { CLIENT_FLAGS } else { CLIENT_FLAGS & !FLAG_SUPP_FENCE_OPS };
-    if flags & !allowed != 0 {
+    // SUPP_FENCE_OPS is the server's to set (RFC 7862 15.1); a client may not.
+    if flags & !(CLIENT_FLAGS & !FLAG_SUPP_FENCE_OPS) != 0 {
         return Err(nfsstat4::NFS4ERR_INVAL);
     }
     let principal = principal_of(&c.cred);
@@ -94,7 +94,7 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
                 // New client, or a rebooted one (its old record is purged when
                 // the new one is confirmed). An unconfirmed record is replaced.
                 for id in existing {
-                    if !st.clients[&id].confirmed {
+                    if st.clients.get(&id).is_some_and(|c| !c.confirmed) {
                         st.purge_client(id);
                     }
                 }
@@ -184,7 +184,8 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
     m.expire_leases();
     let mut st = m.state();
     let client = st.clients.get(&a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-    if client.principal != principal_of(&c.cred) {
+    // Until confirmed, only the principal that did EXCHANGE_ID may confirm.
+    if !client.confirmed && client.principal != principal_of(&c.cred) {
         return Err(nfsstat4::NFS4ERR_CLID_INUSE);
     }
     if a.csa_sequence == client.cs_sequence.wrapping_sub(1) {
