@@ -10,8 +10,9 @@
 //! content must equal the model (the in-flight change either way). Three
 //! kill/restart cycles run on the same directories.
 //!
-//! Set PNFS_CRASH_SEED to replay a run (the seed is printed on failure) and
-//! PNFS_CRASH_KEEP=1 to keep the state directory and server log.
+//! Set PNFS_CRASH_SEED to replay a run (the seed is printed on failure),
+//! PNFS_CRASH_CYCLES for a longer soak and PNFS_CRASH_KEEP=1 to keep the
+//! state directory and server log.
 
 use pnfs_client::{Client, Error, Fh};
 use std::collections::BTreeMap;
@@ -126,11 +127,8 @@ impl Harness {
 
     /// Panics with the seed, the problem and the server log.
     fn fail(&self, what: &str) -> ! {
-        panic!(
-            "{what}\n(replay with PNFS_CRASH_SEED={})\n--- last lines of the pnfsd log ---\n{}",
-            self.seed,
-            self.log_tail()
-        )
+        let replay = if self.seed != 0 { format!("\n(replay with PNFS_CRASH_SEED={})", self.seed) } else { String::new() };
+        panic!("{what}{replay}\n--- last lines of the pnfsd log ---\n{}", self.log_tail())
     }
 
     fn fsck(&self) {
@@ -281,7 +279,11 @@ impl Workload {
         loop {
             let n = self.next_file;
             self.next_file += 1;
-            let create = Op::Create { dir: self.rng.below(DIRS as u64) as usize, name: format!("file_{n}"), data: n.to_string().into_bytes() };
+            let create = Op::Create {
+                dir: self.rng.below(DIRS as u64) as usize,
+                name: format!("file_{n}"),
+                data: n.to_string().into_bytes(),
+            };
             // Every 3rd file a rename, every 5th a remove, of an existing file
             // chosen just before it runs (the model holds acknowledged files only).
             let kinds = [Some(0u8), (n % 3 == 0).then_some(1), (n % 5 == 0).then_some(2)];
@@ -319,9 +321,8 @@ impl Workload {
 fn observe(h: &Harness, client: &mut Client, dirs: &[Fh], cycle: usize) -> BTreeMap<Key, Vec<u8>> {
     let mut seen = BTreeMap::new();
     for (i, dfh) in dirs.iter().enumerate() {
-        let names = client
-            .readdir(dfh)
-            .unwrap_or_else(|e| h.fail(&format!("after restart {cycle}: READDIR of d{i} failed: {e}")));
+        let names =
+            client.readdir(dfh).unwrap_or_else(|e| h.fail(&format!("after restart {cycle}: READDIR of d{i} failed: {e}")));
         for name in names {
             let data = client
                 .read_file(dfh, &name)
@@ -425,12 +426,13 @@ fn kill9_keeps_every_acknowledged_change() {
         .collect();
     let mut w = Workload { client, dirs, model: Model::default(), rng: Rng(seed), next_file: 1, next_seq: 1 };
 
-    for cycle in 1..=CYCLES {
+    let cycles = std::env::var("PNFS_CRASH_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(CYCLES);
+    for cycle in 1..=cycles {
         let t0 = Instant::now();
         let target = MIN_ACKED + w.rng.below(MAX_ACKED - MIN_ACKED + 1);
         let jitter = w.rng.below(3000);
         let acked = AtomicUsize::new(0);
-        let (end, hung) = std::thread::scope(|s| {
+        let (end, hung, early) = std::thread::scope(|s| {
             let worker = s.spawn(|| w.run(cycle, &acked));
             let deadline = Instant::now() + Duration::from_secs(60);
             while (acked.load(Ordering::SeqCst) as u64) < target && !worker.is_finished() && Instant::now() < deadline {
@@ -439,13 +441,21 @@ fn kill9_keeps_every_acknowledged_change() {
             let hung = Instant::now() >= deadline;
             // Land the kill anywhere in the next few requests, not just after an ack.
             std::thread::sleep(Duration::from_micros(jitter));
+            // A workload that stopped before the kill met an error or a timeout.
+            let early = worker.is_finished();
             // kill -9 while the workload keeps sending.
             daemon.kill9();
-            (worker.join().expect("workload thread panicked"), hung)
+            (worker.join().expect("workload thread panicked"), hung, early)
         });
         let in_flight = match end {
+            End::InFlight(ch, e) if early => {
+                h.fail(&format!("cycle {cycle}: the connection failed before the server was killed, during {ch}: {e}"))
+            }
             End::InFlight(ch, e) => {
-                eprintln!("cycle {cycle}: killed after {} acknowledged changes; in flight: {ch} ({e})", acked.load(Ordering::SeqCst));
+                eprintln!(
+                    "cycle {cycle}: killed after {} acknowledged changes; in flight: {ch} ({e})",
+                    acked.load(Ordering::SeqCst)
+                );
                 ch
             }
             End::Refused(ch, e) => h.fail(&format!("cycle {cycle}: the server refused {ch}: {e}")),
@@ -475,8 +485,8 @@ fn kill9_keeps_every_acknowledged_change() {
             h.fail(&format!("after kill -9 and restart {cycle}: /export holds {root:?}, expected {want:?}\n{}", lost.join("\n")));
         }
         let seen = observe(&h, &mut w.client, &w.dirs, cycle);
-        let settled = settle_in_flight(&mut w.model, &in_flight, &seen)
-            .unwrap_or_else(|p| h.fail(&format!("after restart {cycle}: {p}")));
+        let settled =
+            settle_in_flight(&mut w.model, &in_flight, &seen).unwrap_or_else(|p| h.fail(&format!("after restart {cycle}: {p}")));
         let problems = compare(&w.model, &seen);
         if !problems.is_empty() {
             let n = problems.len();
@@ -493,5 +503,63 @@ fn kill9_keeps_every_acknowledged_change() {
             t0.elapsed().as_secs_f64()
         );
     }
-    eprintln!("{CYCLES} kill -9 cycles in {:.1} s (seed {seed})", started.elapsed().as_secs_f64());
+    eprintln!("{cycles} kill -9 cycles in {:.1} s (seed {seed})", started.elapsed().as_secs_f64());
+}
+
+/// A WRITE cut short by kill -9 after its data reached the data file but
+/// before the new size was committed leaves a file that reads as empty; its
+/// bytes must not come back when the file is later extended (they should
+/// read as zeros, like any hole).
+///
+/// Fails today: the data file keeps the bytes past the committed size, and a
+/// later extending WRITE exposes them (e.g. "STALEDATA\0\0\0x" instead of
+/// "\0...\0x"). Run with `cargo test -p pnfsd --test crash -- --ignored`.
+#[test]
+#[ignore = "known bug: bytes of an unacknowledged WRITE reappear past EOF after an extending WRITE"]
+fn killed_write_leaves_no_bytes_past_eof() {
+    use pnfs_client::{pnfs_protocol::wire::stable_how4, ANONYMOUS_STATEID};
+    let h = Harness::new(0);
+    let mut daemon = h.start();
+    let mut client = h.connect(&mut daemon, None).expect("new client");
+    let mut rng = Rng(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64 | 1);
+    let mut partial = 0;
+    for round in 0..30 {
+        let export = client.lookup_path("/export").unwrap_or_else(|e| h.fail(&format!("LOOKUP /export: {e}")));
+        let wait = Duration::from_millis(20 + rng.below(80));
+        std::thread::scope(|s| {
+            let worker = s.spawn(|| {
+                for i in 0.. {
+                    if client.write_file(&export, &format!("r{round}_{i}"), b"STALEDATA").is_err() {
+                        break;
+                    }
+                }
+            });
+            std::thread::sleep(wait);
+            daemon.kill9();
+            worker.join().expect("workload thread panicked");
+        });
+        daemon = h.start();
+        h.connect(&mut daemon, Some(&mut client));
+        for name in client.readdir(&export).unwrap_or_else(|e| h.fail(&format!("READDIR: {e}"))) {
+            if !client.read_file(&export, &name).unwrap_or_else(|e| h.fail(&format!("read {name}: {e}"))).is_empty() {
+                continue;
+            }
+            partial += 1;
+            let fh = client.lookup(&export, &name).unwrap_or_else(|e| h.fail(&format!("LOOKUP {name}: {e}")));
+            client
+                .write(&fh, &ANONYMOUS_STATEID, 12, b"x", stable_how4::FILE_SYNC4)
+                .unwrap_or_else(|e| h.fail(&format!("WRITE {name}: {e}")));
+            let got = client.read_file(&export, &name).unwrap_or_else(|e| h.fail(&format!("read {name}: {e}")));
+            let mut want = vec![0u8; 12];
+            want.push(b'x');
+            if got != want {
+                h.fail(&format!(
+                    "round {round}: {name} read empty after the crash, yet after WRITE \"x\" at offset 12 it reads {:?} \
+                     (bytes of the unacknowledged WRITE came back past the old EOF)",
+                    String::from_utf8_lossy(&got)
+                ));
+            }
+        }
+    }
+    eprintln!("{partial} file(s) left empty by a killed WRITE; none exposed stale bytes");
 }

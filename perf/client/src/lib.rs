@@ -8,10 +8,11 @@
 //! I/O operations tests and benchmarks need.
 //!
 //! One request is outstanding at a time. A transport failure (the server
-//! went away, a timeout) leaves the client disconnected: every call answers
-//! [`Error::Disconnected`] until [`Client::reconnect`], which opens a new
-//! connection, client ID and session (after a server restart the old session
-//! is gone anyway). Malformed or unexpected replies are errors, never panics.
+//! went away, a timeout) or an undecodable COMPOUND reply leaves the client
+//! disconnected: every call answers [`Error::Disconnected`] until
+//! [`Client::reconnect`], which opens a new connection, client ID and session
+//! (after a server restart the old session is gone anyway). Malformed or
+//! unexpected replies are errors, never panics.
 
 /// The wire types [`Client::compound`] takes and returns.
 pub use pnfs_protocol;
@@ -40,6 +41,8 @@ const READDIR_MAXCOUNT: u32 = 16 * 1024;
 const MAX_STALE_REPLIES: usize = 16;
 const OPEN_OWNER: &[u8] = b"pnfs-client";
 const CB_PROGRAM: u32 = 0x4000_0000;
+/// Operations per COMPOUND asked for (SEQUENCE included).
+const FORE_MAX_OPS: u32 = 16;
 
 #[derive(Debug)]
 pub enum Error {
@@ -198,7 +201,7 @@ macro_rules! result {
                 "expected a successful {} at position {}, got {:?}",
                 stringify!($variant),
                 $i,
-                other.map(opnum_of)
+                other.and_then(opnum_of)
             ))),
         }
     };
@@ -314,7 +317,7 @@ impl Client {
             ca_maxrequestsize: (1 << 20) + 64 * 1024,
             ca_maxresponsesize: (1 << 20) + 64 * 1024,
             ca_maxresponsesize_cached: 8 * 1024,
-            ca_maxoperations: 16,
+            ca_maxoperations: FORE_MAX_OPS,
             ca_maxrequests: 64,
             ca_rdma_ird: vec![],
         };
@@ -358,7 +361,8 @@ impl Client {
             sessionid: ok.csr_sessionid,
             max_request: f.ca_maxrequestsize,
             max_response: f.ca_maxresponsesize,
-            max_ops: f.ca_maxoperations,
+            // Never more than we asked for, even if the server offers more.
+            max_ops: f.ca_maxoperations.min(FORE_MAX_OPS),
             slots: f.ca_maxrequests,
         };
         self.seq = 0;
@@ -460,7 +464,14 @@ impl Client {
             .encode(&mut e)?;
             e.buf.extend_from_slice(&tail.buf);
             let body = self.rpc(&e.buf)?;
-            let res = decode_compound(&body)?;
+            let res = match decode_compound(&body) {
+                Ok(r) => r,
+                Err(err) => {
+                    // Whether SEQUENCE advanced the slot is unknown now.
+                    self.conn = None;
+                    return Err(err);
+                }
+            };
             let retry = match res.resarray.first() {
                 Some(nfs_resop4::OP_SEQUENCE(SEQUENCE4res::NFS4_OK(ok))) => {
                     if ok.sr_sessionid != self.session.sessionid || ok.sr_sequenceid != seq || ok.sr_slotid != 0 {
@@ -538,7 +549,11 @@ impl Client {
     pub fn mkdir(&mut self, dir: &[u8], name: &str) -> Result<Fh> {
         let ops = vec![
             putfh(dir),
-            nfs_argop4::OP_CREATE(CREATE4args { objtype: createtype4::NF4DIR, objname: name.as_bytes().into(), createattrs: empty_attrs() }),
+            nfs_argop4::OP_CREATE(CREATE4args {
+                objtype: createtype4::NF4DIR,
+                objname: name.as_bytes().into(),
+                createattrs: empty_attrs(),
+            }),
             nfs_argop4::OP_GETFH,
         ];
         self.compound_ok(ops, |r| Ok(result!(r, 2, OP_GETFH, GETFH4res)?.object.to_vec()))
@@ -743,7 +758,9 @@ impl Client {
             let only_size = a.attrmask.first() == Some(&(1 << FATTR4_SIZE)) && a.attrmask.iter().skip(1).all(|w| *w == 0);
             match (only_size, <[u8; 8]>::try_from(&a.attr_vals[..])) {
                 (true, Ok(b)) => Ok(u64::from_be_bytes(b)),
-                _ => Err(Error::Protocol(format!("GETATTR(size) answered mask {:?} with {} bytes", a.attrmask, a.attr_vals.len()))),
+                _ => {
+                    Err(Error::Protocol(format!("GETATTR(size) answered mask {:?} with {} bytes", a.attrmask, a.attr_vals.len())))
+                }
             }
         })
     }
@@ -763,12 +780,95 @@ impl Conn {
                 }
                 continue;
             }
-            let n = self.stream.read(&mut self.buf)?;
+            let n = match self.stream.read(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    let t = self.stream.read_timeout().ok().flatten().unwrap_or_default();
+                    return Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, format!("no reply within {t:?}"))));
+                }
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 return Err(Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")));
             }
             self.pos = 0;
             self.len = n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot fake server: answers the first call with `reply(xid)`
+    /// (raw bytes after the record mark is added, unless `raw`).
+    fn fake_server(reply: impl FnOnce(u32) -> (Vec<u8>, bool) + Send + 'static) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut hdr = [0u8; 4];
+            s.read_exact(&mut hdr).unwrap();
+            let mut body = vec![0u8; (u32::from_be_bytes(hdr) & !LAST_FRAGMENT) as usize];
+            s.read_exact(&mut body).unwrap();
+            let xid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+            let (bytes, raw) = reply(xid);
+            if !raw {
+                s.write_all(&pnfs_protocol::record::record_header(bytes.len())).unwrap();
+            }
+            let _ = s.write_all(&bytes);
+            if raw && bytes.is_empty() {
+                return; // close
+            }
+            // Hold the connection until the client gives up on it.
+            let _ = s.read(&mut [0u8; 1]);
+        });
+        addr
+    }
+
+    fn accepted(xid: u32, body: &[u8]) -> Vec<u8> {
+        let mut e = Encoder::new();
+        rpc::begin_accepted_reply(&mut e, xid, rpc::AcceptStat::Success);
+        e.buf.extend_from_slice(body);
+        e.into_inner()
+    }
+
+    #[test]
+    fn bad_replies_are_errors_not_panics() {
+        let cases: Vec<(&str, Box<dyn FnOnce(u32) -> (Vec<u8>, bool) + Send>)> = vec![
+            ("garbage record", Box::new(|_| (vec![0xff; 7], false))),
+            ("truncated COMPOUND4res", Box::new(|xid| (accepted(xid, &[0, 0, 0, 0, 0, 0]), false))),
+            ("unknown status", Box::new(|xid| (accepted(xid, &[0x7f, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]), false))),
+            ("denied", Box::new(|xid| (rpc::auth_error_reply(xid, rpc::AuthStat::BadCred), false))),
+            ("GARBAGE_ARGS", Box::new(|xid| (rpc::accepted_reply(xid, rpc::AcceptStat::GarbageArgs), false))),
+            ("oversized record", Box::new(|_| ((LAST_FRAGMENT | 0x7fff_0000).to_be_bytes().to_vec(), true))),
+            (
+                "EXCHANGE_ID answered with a PUTFH result",
+                Box::new(|xid| (accepted(xid, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 22, 0, 0, 0, 0]), false)),
+            ),
+            ("connection closed", Box::new(|_| (vec![], true))),
+            ("silence", Box::new(|_| (vec![0, 0, 0], true))),
+        ];
+        for (what, reply) in cases {
+            let addr = fake_server(reply);
+            let mut c = Client {
+                addr,
+                minor: 1,
+                owner: b"t".to_vec(),
+                verifier: [0; 8],
+                timeout: Duration::from_millis(300),
+                retry_for: Duration::from_secs(1),
+                conn: None,
+                xid: 1,
+                session: SessionInfo { clientid: 0, sessionid: [0; 16], max_request: 0, max_response: 0, max_ops: 0, slots: 0 },
+                seq: 0,
+            };
+            match c.reconnect() {
+                Ok(()) => panic!("{what}: connected"),
+                Err(e) => eprintln!("{what}: {e}"),
+            }
         }
     }
 }
