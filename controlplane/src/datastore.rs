@@ -43,6 +43,10 @@ pub trait DataStore: Send + Sync {
     fn space_used(&self, ino: u64) -> u64;
     /// (total, free, available) bytes of the backing store.
     fn capacity(&self) -> (u64, u64, u64);
+    /// Current length of the object (0 when absent).
+    fn object_len(&self, ino: u64) -> u64;
+    /// Every object held, to find orphans after a crash.
+    fn list_objects(&self) -> io::Result<Vec<u64>>;
 }
 
 /// One file per inode: `<dir>/<ino as 16 hex digits>`, with a small cache of
@@ -68,9 +72,15 @@ impl LocalFileStore {
         if let Some(f) = self.open_files.lock().unwrap().get(&ino) {
             return Ok(Some(f.clone()));
         }
-        let f = match OpenOptions::new().read(true).write(true).create(create).open(self.path(ino)) {
+        let f = match OpenOptions::new().read(true).write(true).open(self.path(ino)) {
             Ok(f) => Arc::new(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let f = OpenOptions::new().read(true).write(true).create(true).open(self.path(ino))?;
+                // The new name must survive a power cut before we acknowledge data in it.
+                File::open(&self.dir)?.sync_all()?;
+                Arc::new(f)
+            }
             Err(e) => return Err(e),
         };
         let mut cache = self.open_files.lock().unwrap();
@@ -203,6 +213,21 @@ impl DataStore for LocalFileStore {
     fn space_used(&self, ino: u64) -> u64 {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(self.path(ino)).map(|m| m.blocks() * 512).unwrap_or(0)
+    }
+
+    fn object_len(&self, ino: u64) -> u64 {
+        std::fs::metadata(self.path(ino)).map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn list_objects(&self) -> io::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            if let Some(ino) = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok()) {
+                out.push(ino);
+            }
+        }
+        Ok(out)
     }
 
     fn capacity(&self) -> (u64, u64, u64) {

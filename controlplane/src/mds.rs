@@ -210,6 +210,36 @@ impl Mds {
         Ok((b, a, inode))
     }
 
+    /// Before a file grows past `committed_size` (WRITE beyond EOF, SETATTR,
+    /// ALLOCATE, COPY/CLONE), drops object bytes beyond it: a crash between a
+    /// data write and its size commit may have left some, and they must not
+    /// reappear inside the file.
+    pub fn trim_beyond(&self, ino: u64, committed_size: u64) -> NfsResult<()> {
+        if self.data.object_len(ino) > committed_size {
+            self.data.truncate(ino, committed_size).map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    /// Removes data objects whose inode no longer exists (a crash between a
+    /// REMOVE's metadata commit and the data removal). Run at start.
+    pub fn reap_orphans(&self) {
+        let objs = match self.data.list_objects() {
+            Ok(o) => o,
+            Err(e) => return log::warn!("listing data objects: {e}"),
+        };
+        let mut n = 0;
+        for ino in objs {
+            if let Err(nfsstat4::NFS4ERR_STALE) = self.ns.get(ino) {
+                self.free_data(Some(ino));
+                n += 1;
+            }
+        }
+        if n > 0 {
+            log::info!("removed {n} orphaned data object(s)");
+        }
+    }
+
     /// Deletes data of an inode whose last link went away.
     pub fn free_data(&self, ino: Option<u64>) {
         if let Some(ino) = ino {
@@ -221,6 +251,21 @@ impl Mds {
 
     /// Drops clients whose lease expired, with their persisted records.
     pub fn expire_leases(&self) {
+        // Once grace is over, records of clients that never came back go.
+        let gone = {
+            let mut st = self.state();
+            if st.in_grace() {
+                vec![]
+            } else {
+                let owners: Vec<Vec<u8>> = st.reclaimable.drain().filter(|(_, done)| !done).map(|(o, _)| o).collect();
+                owners.into_iter().filter(|o| st.find_client_by_owner(o).is_empty()).collect()
+            }
+        };
+        for owner in gone {
+            let mut key = CLIENT_RECORD_PREFIX.to_vec();
+            key.extend_from_slice(&owner);
+            let _ = self.ns.delete_record(&key);
+        }
         let dead = self.state().expire(self.lease());
         for c in dead {
             log::info!("client {:x} lease expired; its state was released", c.clientid);
@@ -229,6 +274,17 @@ impl Mds {
             let _ = self.ns.delete_record(&key);
         }
     }
+}
+
+/// Offline namespace check of the store named by `cfg` (server stopped).
+pub fn fsck(cfg: &MdsConfig) -> Result<Vec<String>, String> {
+    let db = cfg.metadata_dir.join("metadata.redb");
+    if !db.exists() {
+        return Err(format!("no metadata store at {}", db.display()));
+    }
+    let store: Arc<dyn KvStore> = Arc::new(RedbStore::open(&db).map_err(|e| format!("opening {}: {e}", db.display()))?);
+    let ns = Namespace::open(store).map_err(|e| format!("metadata store: {e}"))?;
+    ns.check_consistency().map_err(|e| format!("metadata store: {e:?}"))
 }
 
 pub fn io_err(e: std::io::Error) -> nfsstat4 {

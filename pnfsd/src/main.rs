@@ -62,11 +62,7 @@ fn main() -> ExitCode {
     }
     if fsck {
         let Some(mds_cfg) = cfg.mds else { return fail("--fsck needs an [mds] table") };
-        let mds = match pnfs_mds::Mds::open(mds_cfg) {
-            Ok(m) => m,
-            Err(e) => return fail(&e),
-        };
-        return match mds.ns.check_consistency() {
+        return match pnfs_mds::mds::fsck(&mds_cfg) {
             Ok(p) if p.is_empty() => {
                 println!("fsck: namespace consistent");
                 ExitCode::SUCCESS
@@ -75,7 +71,7 @@ fn main() -> ExitCode {
                 p.iter().for_each(|x| println!("fsck: {x}"));
                 fail(&format!("{} problem(s) found", p.len()))
             }
-            Err(e) => fail(&format!("fsck: store error {e:?}")),
+            Err(e) => fail(&format!("fsck: {e}")),
         };
     }
     let filter = std::env::var("PNFSD_LOG").unwrap_or(cfg.node.log.clone());
@@ -103,6 +99,8 @@ async fn run(cfg: config::Config) -> Result<(), String> {
     let mds = tokio::task::spawn_blocking(move || pnfs_mds::Mds::open(mds_cfg))
         .await
         .map_err(|e| e.to_string())??;
+    let reaper = mds.clone();
+    tokio::task::spawn_blocking(move || reaper.reap_orphans());
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("mds.bind {bind}: {e}"))?;
     let exports: Vec<_> = mds.exports.iter().map(|e| e.path.clone()).collect();
     log::info!("mds listening on {bind} (clients use {advertise}); exports {exports:?}");

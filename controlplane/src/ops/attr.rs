@@ -3,7 +3,7 @@
 use crate::attrs::{attrs_match, decode_settable, encode_fattr, SetContext};
 use crate::compound::{current_inode, reply, Compound};
 use crate::mds::*;
-use crate::namespace::{NfsResult, SetTime, Time};
+use crate::namespace::{NfsResult, SetTime};
 use crate::ops::stateid::{check_io_stateid, IoMode};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
@@ -76,10 +76,11 @@ fn setattr_inner(m: &Mds, c: &mut Compound, a: &SETATTR4args) -> NfsResult<Vec<u
         if special && !owner_or_root {
             m.check_access(&i, &who, ACCESS4_MODIFY)?;
         }
+        if size > i.size {
+            m.trim_beyond(i.ino, i.size)?;
+        }
         m.data.truncate(i.ino, size).map_err(io_err)?;
     }
-    // Guard ctime is not part of SETATTR4 in 4.1; unconditional update.
-    let _: Option<&Time> = None;
     m.ns.setattr(i.ino, &attrs, None)?;
     Ok(set)
 }
