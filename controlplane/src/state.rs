@@ -177,16 +177,14 @@ impl StateTable {
 
     /// Removes a client and everything it holds.
     pub fn purge_client(&mut self, clientid: u64) -> Option<Client> {
-        let c = self.clients.remove(&clientid)?;
-        for s in &c.sessions {
-            self.sessions.remove(s);
-        }
+        let c = self.clients.remove(&clientid);
+        self.sessions.retain(|_, s| s.clientid != clientid);
         self.states.retain(|_, st| st.clientid != clientid);
         for locks in self.locks.values_mut() {
             locks.retain(|l| l.clientid != clientid);
         }
         self.locks.retain(|_, v| !v.is_empty());
-        Some(c)
+        c
     }
 
     pub fn find_client_by_owner(&self, owner: &[u8]) -> Vec<u64> {
