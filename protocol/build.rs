@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 /// Order matters only for readability of the output; names resolve globally.
-const SOURCES: &[&str] = &["xdr/rpc_prot.x", "xdr/nfs4_prot.x", "xdr/flexfiles.x"];
+const SOURCES: &[&str] = &["xdr/rpc_prot.x", "xdr/nfs4_prot.x", "xdr/flexfiles.x", "xdr/control.x"];
 
 fn main() {
     let mut src = String::new();
