@@ -330,6 +330,7 @@ cmd_run() {
     run_id="$(date +%Y%m%d-%H%M%S)-$$"
     rundir="$LAB_CACHE/runs/$run_id"
     # keep the 20 most recent run directories
+    mkdir -p "$LAB_CACHE/runs"
     find "$LAB_CACHE/runs" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | LC_ALL=C sort -r |
         tail -n +20 | while read -r old; do rm -rf "$old"; done
     mkdir -p "$rundir/overlay/lab"
