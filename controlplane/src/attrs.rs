@@ -126,6 +126,8 @@ pub struct AttrContext<'c> {
     pub space_used: u64,
     /// For mounted_on_fileid on an export root; usually the ino.
     pub mounted_on_fileid: u64,
+    /// Some(stripe unit) when pNFS (files layout) is on.
+    pub layout_blksize: Option<u32>,
 }
 
 pub fn owner_string(id: u32) -> Vec<u8> {
@@ -215,8 +217,15 @@ pub fn encode_fattr(i: &Inode, req: &[u32], cx: &AttrContext) -> fattr4<'static>
             FATTR4_TIME_METADATA => put_time(&mut e, &i.ctime),
             FATTR4_TIME_MODIFY => put_time(&mut e, &i.mtime),
             FATTR4_MOUNTED_ON_FILEID => e.put_u64(cx.mounted_on_fileid),
-            FATTR4_FS_LAYOUT_TYPES => e.put_u32(0), // no layout types until the pNFS role is on
-            FATTR4_LAYOUT_BLKSIZE => e.put_u32(cx.max_io),
+            // On every fsid: the Linux client loads its layout driver per mount.
+            FATTR4_FS_LAYOUT_TYPES => match cx.layout_blksize {
+                Some(_) => {
+                    e.put_u32(1);
+                    e.put_i32(layouttype4::LAYOUT4_NFSV4_1_FILES as i32);
+                }
+                None => e.put_u32(0),
+            },
+            FATTR4_LAYOUT_BLKSIZE => e.put_u32(cx.layout_blksize.unwrap_or(cx.max_io)),
             FATTR4_SUPPATTR_EXCLCREAT => {
                 let mut bits: Vec<u32> = EXCLCREAT.iter().copied().filter(|b| supported(cx.minor, *b)).collect();
                 bits.sort();

@@ -159,6 +159,12 @@ fn dispatch_table() -> Vec<(nfs_opnum4, OpFn)> {
         op!(OP_LINK, dir::link),
         op!(OP_READDIR, dir::readdir),
         op!(OP_READLINK, dir::readlink, noargs),
+        // pNFS layouts (NOTSUPP unless mds.control_bind is set)
+        op!(OP_LAYOUTGET, layout::layoutget),
+        op!(OP_LAYOUTCOMMIT, layout::layoutcommit),
+        op!(OP_LAYOUTRETURN, layout::layoutreturn),
+        op!(OP_GETDEVICEINFO, layout::getdeviceinfo),
+        op!(OP_GETDEVICELIST, layout::getdevicelist),
         // byte-range locks
         op!(OP_LOCK, lock::lock),
         op!(OP_LOCKT, lock::lockt),

@@ -44,6 +44,19 @@ pub struct MdsConfig {
     pub open_file_cache: usize,
     #[serde(default)]
     pub exports: Vec<ExportConfig>,
+    /// Address of the MDS control listener that data servers register with
+    /// (PNFSCTL_MDS_PROGRAM). pNFS (files layout) is on when set.
+    #[serde(default)]
+    pub control_bind: Option<SocketAddr>,
+    /// Stripe unit of new files' layouts, bytes (multiple of 64).
+    #[serde(default = "default_stripe_unit")]
+    pub stripe_unit: u32,
+    /// Data servers a new file is striped over; 0 = all live ones.
+    #[serde(default)]
+    pub stripe_count: u32,
+    /// A data server silent this long is dead (no new layouts use it).
+    #[serde(default = "default_ds_dead_after")]
+    pub ds_dead_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +102,12 @@ fn default_max_connections() -> usize {
 fn default_open_files() -> usize {
     256
 }
+fn default_stripe_unit() -> u32 {
+    1024 * 1024
+}
+fn default_ds_dead_after() -> u64 {
+    10_000
+}
 fn default_true() -> bool {
     true
 }
@@ -114,6 +133,18 @@ impl MdsConfig {
         if self.max_ops < 8 || self.max_ops > 1024 {
             return Err("mds.max_ops: must be between 8 and 1024 (the Linux client needs at least 8)".into());
         }
+        if self.stripe_unit == 0 || self.stripe_unit % 64 != 0 {
+            return Err("mds.stripe_unit: must be a nonzero multiple of 64 bytes".into());
+        }
+        if self.stripe_count > crate::pnfs::MAX_DATA_SERVERS as u32 {
+            return Err(format!("mds.stripe_count: at most {} (0 = all live data servers)", crate::pnfs::MAX_DATA_SERVERS));
+        }
+        if self.ds_dead_after_ms < 1000 {
+            return Err("mds.ds_dead_after_ms: must be at least 1000".into());
+        }
+        if self.control_bind.is_some_and(|c| c == self.bind) {
+            return Err("mds.control_bind: must differ from mds.bind".into());
+        }
         if self.exports.is_empty() {
             return Err("mds.exports: at least one [[mds.exports]] table is needed".into());
         }
@@ -127,6 +158,11 @@ impl MdsConfig {
             }
         }
         Ok(())
+    }
+
+    /// True when the pNFS MDS role (files layouts over data servers) is on.
+    pub fn pnfs_enabled(&self) -> bool {
+        self.control_bind.is_some()
     }
 
     pub fn grace(&self) -> u32 {

@@ -41,6 +41,12 @@ pub trait DataStore: Send + Sync {
     fn clone_range(&self, src: u64, src_off: u64, dst: u64, dst_off: u64, len: u64) -> io::Result<()>;
     /// Bytes allocated for the object (space_used).
     fn space_used(&self, ino: u64) -> u64;
+    /// space_used of a file of `size` bytes; stores that cannot answer
+    /// cheaply (remote objects) estimate it from the size.
+    fn space_used_for(&self, ino: u64, size: u64) -> u64 {
+        let _ = size;
+        self.space_used(ino)
+    }
     /// (total, free, available) bytes of the backing store.
     fn capacity(&self) -> (u64, u64, u64);
     /// Current length of the object (0 when absent).

@@ -3,7 +3,8 @@
 //! Layers, top down: `server` (TCP, RPC) -> `compound` (session gate and
 //! dispatch table) -> `ops::*` (one file per operation group) -> `mds`
 //! (shared server object) -> `namespace` (KV-backed inodes and directories),
-//! `state` (clients, sessions, stateids, locks), `datastore` (file data).
+//! `state` (clients, sessions, stateids, locks), `datastore` (file data),
+//! `pnfs` (data server registry, stripe sets, layouts' support code).
 
 pub mod attrs;
 pub mod compound;
@@ -14,6 +15,7 @@ pub mod fh;
 pub mod mds;
 pub mod namespace;
 pub mod ops;
+pub mod pnfs;
 pub mod server;
 pub mod state;
 

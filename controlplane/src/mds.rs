@@ -7,7 +7,8 @@ use crate::datastore::{DataStore, LocalFileStore};
 use crate::export::{Caller, Export};
 use crate::fh::FileHandle;
 use crate::namespace::{Inode, Namespace, NewObject, NfsResult, SetAttrs, ROOT_INO};
-use crate::state::StateTable;
+use crate::pnfs::{striped::StripedStore, Pnfs};
+use crate::state::{StateKind, StateTable};
 use pnfs_kv::{KvStore, RedbStore};
 use pnfs_protocol::wire::*;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +23,8 @@ pub struct Mds {
     pub cfg: MdsConfig,
     pub ns: Namespace,
     pub data: Arc<dyn DataStore>,
+    /// The pNFS MDS role (mds.control_bind set): DS registry, stripe sets.
+    pub pnfs: Option<Arc<Pnfs>>,
     state: Mutex<StateTable>,
     pub exports: Vec<Export>,
     pub pseudo: Export,
@@ -85,11 +88,17 @@ impl Mds {
         if !reclaimable.is_empty() {
             log::info!("{} client(s) may reclaim state; grace period {} s", reclaimable.len(), cfg.grace());
         }
+        let pnfs = if cfg.pnfs_enabled() { Some(Pnfs::new(&cfg, ns.store().clone(), boots)?) } else { None };
+        let data: Arc<dyn DataStore> = match &pnfs {
+            Some(p) => Arc::new(StripedStore::new(data, p.clone())),
+            None => data,
+        };
         let state = StateTable::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64));
         Ok(Arc::new(Mds {
             pseudo: Export::pseudo(ROOT_INO),
             ns,
             data,
+            pnfs,
             state: Mutex::new(state),
             exports,
             server_owner: server_id,
@@ -137,8 +146,13 @@ impl Mds {
             fh,
             max_io: self.cfg.max_io_bytes,
             capacity: self.data.capacity(),
-            space_used: if inode.kind == nfs_ftype4::NF4REG as u32 { self.data.space_used(inode.ino) } else { 4096 },
+            space_used: if inode.kind == nfs_ftype4::NF4REG as u32 {
+                self.data.space_used_for(inode.ino, inode.size)
+            } else {
+                4096
+            },
             mounted_on_fileid: inode.ino,
+            layout_blksize: self.pnfs.as_ref().map(|p| p.cfg.stripe_unit),
         }
     }
 
@@ -272,6 +286,43 @@ impl Mds {
             let mut key = CLIENT_RECORD_PREFIX.to_vec();
             key.extend_from_slice(&c.owner);
             let _ = self.ns.delete_record(&key);
+        }
+        self.revoke_ds_stateids();
+    }
+
+    /// Tight coupling: stateids allowed on data servers that no longer
+    /// exist here (CLOSE, FREE_STATEID, DELEGRETURN, lease expiry, client
+    /// purge) are revoked there. Never holds a lock across the RPCs.
+    pub fn revoke_ds_stateids(&self) {
+        let Some(p) = &self.pnfs else { return };
+        if !p.has_pushed() {
+            return;
+        }
+        let gone = {
+            let st = self.state();
+            p.take_gone(|o| st.states.get(o).is_some_and(|r| !r.revoked))
+        };
+        if !gone.is_empty() {
+            p.revoke(gone);
+        }
+    }
+
+    /// Layouts of clients other than `caller` on `ino` must be recalled
+    /// before `why` (truncate, remove); see `Pnfs::recall_file_layouts`.
+    pub fn recall_layouts_for(&self, ino: u64, caller: Option<u64>, why: &str) {
+        let Some(p) = &self.pnfs else { return };
+        let mut holders: Vec<u64> = {
+            let st = self.state();
+            st.states
+                .values()
+                .filter(|r| r.ino == ino && matches!(r.kind, StateKind::Layout { .. }) && Some(r.clientid) != caller)
+                .map(|r| r.clientid)
+                .collect()
+        };
+        holders.sort_unstable();
+        holders.dedup();
+        if !holders.is_empty() {
+            p.recall_file_layouts(ino, &holders, why);
         }
     }
 }

@@ -29,8 +29,37 @@ impl Server {
         Arc::new(Server { mds, dispatcher: Arc::new(Dispatcher::new()), next_conn: AtomicU64::new(1) })
     }
 
-    /// Accepts connections until the listener fails.
+    /// Accepts connections until the listener fails. With pNFS on, the
+    /// control listener for data servers (mds.control_bind) runs too.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        let control = match self.mds.cfg.control_bind {
+            Some(addr) if self.mds.pnfs.is_some() => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("mds.control_bind {addr}: {e}"))
+            })?),
+            _ => None,
+        };
+        self.serve_with_control(listener, control).await
+    }
+
+    /// Like `serve`, with an already bound control listener (tests bind port 0).
+    pub async fn serve_with_control(
+        self: Arc<Self>,
+        listener: TcpListener,
+        control: Option<TcpListener>,
+    ) -> std::io::Result<()> {
+        if let (Some(l), Some(p)) = (control, self.mds.pnfs.clone()) {
+            log::info!(
+                "pNFS on: data servers register at {} (stripe unit {}, stripe count {})",
+                l.local_addr()?,
+                p.cfg.stripe_unit,
+                if p.cfg.stripe_count == 0 { "all".to_string() } else { p.cfg.stripe_count.to_string() }
+            );
+            tokio::spawn(async move {
+                if let Err(e) = crate::pnfs::registry::serve_control(p, l).await {
+                    log::error!("control listener failed: {e}");
+                }
+            });
+        }
         let conns = Arc::new(Semaphore::new(self.mds.cfg.max_connections));
         let reaper = self.clone();
         tokio::spawn(async move {

@@ -68,7 +68,13 @@ pub enum StateKind {
     Open { owner: Vec<u8>, access: u32, deny: u32 },
     Lock { owner: Vec<u8>, open: StateOther },
     Deleg,
+    /// Layout stateid (one per client and file): the layout iomodes held,
+    /// as a bit set of LAYOUT_READ / LAYOUT_RW.
+    Layout { iomodes: u32 },
 }
+
+pub const LAYOUT_READ: u32 = 1;
+pub const LAYOUT_RW: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct StateRec {

@@ -72,6 +72,9 @@ pub fn remove(m: &Mds, c: &mut Compound, a: &REMOVE4args, e: &mut Encoder) -> nf
         writable_dir(m, c, fh, &dir)?;
         sticky_ok(m, c, fh, &dir, &a.target)?;
         let (before, after, unlinked) = m.ns.remove(dir.ino, &a.target)?;
+        if let Some(ino) = unlinked.freed_ino {
+            m.recall_layouts_for(ino, c.clientid().ok(), "remove");
+        }
         m.free_data(unlinked.freed_ino);
         Ok(REMOVE4resok { cinfo: change_info4 { atomic: true, before, after } })
     })();
@@ -94,6 +97,9 @@ pub fn rename(m: &Mds, c: &mut Compound, a: &RENAME4args, e: &mut Encoder) -> nf
         writable_dir(m, c, dst_fh, &dst)?;
         sticky_ok(m, c, src_fh, &src, &a.oldname)?;
         let ((sb, sa), (db, da), unlinked) = m.ns.rename(src.ino, &a.oldname, dst.ino, &a.newname)?;
+        if let Some(ino) = unlinked.freed_ino {
+            m.recall_layouts_for(ino, c.clientid().ok(), "rename over");
+        }
         m.free_data(unlinked.freed_ino);
         Ok(RENAME4resok {
             source_cinfo: change_info4 { atomic: true, before: sb, after: sa },

@@ -37,6 +37,9 @@ fn write_denied(e: &mut Encoder, d: LOCK4denied) -> nfsstat4 {
 pub fn lock(m: &Mds, c: &mut Compound, a: &LOCK4args, e: &mut Encoder) -> nfsstat4 {
     match lock_inner(m, c, a) {
         Ok(LockResult::Ok(sid)) => {
+            if let (Ok(clientid), Some(fh)) = (c.clientid(), c.current_fh) {
+                crate::ops::layout::allow_new_stateid(m, clientid, fh.ino, &sid);
+            }
             e.put_i32(nfsstat4::NFS4_OK as i32);
             let _ = sid.encode(e);
             nfsstat4::NFS4_OK

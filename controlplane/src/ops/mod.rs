@@ -5,6 +5,7 @@ pub mod attr;
 pub mod dir;
 pub mod filehandle;
 pub mod io;
+pub mod layout;
 pub mod lock;
 pub mod open;
 pub mod session;

@@ -17,7 +17,11 @@ const OPEN4_SHARE_ACCESS_MASK: u32 = 0x3;
 const OPEN4_SHARE_WANT_MASK: u32 = 0xff00;
 
 pub fn open(m: &Mds, c: &mut Compound, a: &OPEN4args, e: &mut Encoder) -> nfsstat4 {
-    reply(e, open_inner(m, c, a))
+    let r = open_inner(m, c, a);
+    if let (Ok(ok), Ok(clientid), Some(fh)) = (&r, c.clientid(), c.current_fh) {
+        crate::ops::layout::allow_new_stateid(m, clientid, fh.ino, &ok.stateid);
+    }
+    reply(e, r)
 }
 
 fn validate_share(access: u32, deny: u32) -> NfsResult<(u32, u32)> {
@@ -209,6 +213,9 @@ fn open_by_name(m: &Mds, c: &Compound, a: &OPEN4args, dir: &Inode, dirfh: FileHa
                     if who.uid != i.uid {
                         m.check_access(&i, &who, ACCESS4_MODIFY)?;
                     }
+                    if size < i.size {
+                        m.recall_layouts_for(i.ino, c.clientid().ok(), "truncate");
+                    }
                     m.data.truncate(i.ino, size).map_err(io_err)?;
                     let i = m.ns.setattr(i.ino, &SetAttrs { size: Some(size), ..Default::default() }, None)?;
                     let mut t = found(i);
@@ -302,6 +309,7 @@ pub fn close(m: &Mds, c: &mut Compound, a: &CLOSE4args, e: &mut Encoder) -> nfss
         c.current_stateid = Some(done.clone());
         Ok(done)
     })();
+    m.revoke_ds_stateids();
     reply(e, r)
 }
 
@@ -341,10 +349,13 @@ pub fn free_stateid(m: &Mds, c: &mut Compound, a: &FREE_STATEID4args, e: &mut En
                 }
             }
             StateKind::Deleg => {}
+            // A layout stateid freed with layouts held: as if all were returned.
+            StateKind::Layout { .. } => {}
         }
         st.states.remove(&s.other);
         Ok(())
     })();
+    m.revoke_ds_stateids();
     reply(e, r)
 }
 
@@ -361,5 +372,6 @@ pub fn delegreturn(m: &Mds, c: &mut Compound, a: &DELEGRETURN4args, e: &mut Enco
         st.states.remove(&s.other);
         Ok(())
     })();
+    m.revoke_ds_stateids();
     reply(e, r)
 }

@@ -121,7 +121,8 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
         }
     };
     let client = &st.clients[&clientid];
-    let mut rflags = FLAG_USE_NON_PNFS;
+    // Never both: the Linux client refuses MDS together with NON_PNFS.
+    let mut rflags = if m.pnfs.is_some() { FLAG_USE_PNFS_MDS } else { FLAG_USE_NON_PNFS };
     if confirmed_r {
         rflags |= FLAG_CONFIRMED_R;
     }

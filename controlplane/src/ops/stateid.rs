@@ -54,6 +54,20 @@ pub fn check_seqid(current: u32, given: u32) -> NfsResult<()> {
     }
 }
 
+/// Share access a stateid grants for I/O (what data servers are told);
+/// None for layout stateids.
+pub fn io_access(st: &StateTable, rec: &StateRec) -> Option<u32> {
+    match &rec.kind {
+        StateKind::Open { access, .. } => Some(*access),
+        StateKind::Lock { open, .. } => match st.states.get(open) {
+            Some(StateRec { kind: StateKind::Open { access, .. }, .. }) => Some(*access),
+            _ => None,
+        },
+        StateKind::Deleg => Some(OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE),
+        StateKind::Layout { .. } => None,
+    }
+}
+
 pub fn stateid(other: &StateOther, seqid: u32) -> stateid4 {
     stateid4 { seqid, other: *other }
 }
@@ -81,6 +95,8 @@ pub fn check_io_stateid(m: &Mds, c: &Compound, s: &stateid4, ino: u64, mode: IoM
             _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
         },
         StateKind::Deleg => OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE,
+        // Layout stateids are never valid for I/O (RFC 8881 13.9.1).
+        StateKind::Layout { .. } => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
     };
     // Reads through a write-only open are allowed (the client fills pages).
     if mode == IoMode::Write && access & OPEN4_SHARE_ACCESS_WRITE == 0 {

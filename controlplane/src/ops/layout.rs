@@ -1,0 +1,413 @@
+//! pNFS files layouts: LAYOUTGET, LAYOUTCOMMIT, LAYOUTRETURN, GETDEVICEINFO,
+//! GETDEVICELIST (RFC 8881 18.40-18.44, chapters 12-13).
+//!
+//! Layouts are whole-file, dense, pattern offset 0, one DS filehandle per
+//! stripe. The layout stateid is one per (client, file) (`StateKind::Layout`
+//! in the state table): the first LAYOUTGET presents an open, lock or
+//! delegation stateid (or the current stateid) and gets a new layout stateid
+//! with seqid 1; LAYOUTGET and LAYOUTRETURN bump its seqid; it goes away when
+//! every iomode was returned, with FREE_STATEID, or with its client.
+//! Without pNFS (no mds.control_bind) these operations answer NOTSUPP.
+
+use crate::compound::{current_inode, reply, Compound};
+use crate::mds::Mds;
+use crate::namespace::NfsResult;
+use crate::ops::stateid::{check_seqid, io_access, is_anonymous, is_bypass, resolve, stateid};
+use crate::pnfs::{device_addr_body, PlaceError, Pnfs};
+use crate::state::{StateKind, StateOther, StateRec, StateTable, LAYOUT_READ, LAYOUT_RW};
+use pnfs_protocol::wire::*;
+use pnfs_protocol::Encoder;
+use std::sync::Arc;
+
+fn pnfs(m: &Mds) -> NfsResult<&Arc<Pnfs>> {
+    m.pnfs.as_ref().ok_or(nfsstat4::NFS4ERR_NOTSUPP)
+}
+
+fn files_only(t: layouttype4) -> NfsResult<()> {
+    if t == layouttype4::LAYOUT4_NFSV4_1_FILES {
+        Ok(())
+    } else {
+        Err(nfsstat4::NFS4ERR_UNKNOWN_LAYOUTTYPE)
+    }
+}
+
+fn pad4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Encoded size of a LAYOUTGET4resok with one layout of `body` bytes.
+pub fn layoutget_resok_size(body: usize) -> usize {
+    // return_on_close, stateid, layout count, offset, length, iomode, type, body
+    4 + 16 + 4 + 8 + 8 + 4 + 4 + 4 + pad4(body)
+}
+
+/// The layout state of `clientid` on `ino`, if any.
+fn layout_of(st: &StateTable, clientid: u64, ino: u64) -> Option<StateOther> {
+    st.states
+        .iter()
+        .find(|(_, r)| r.clientid == clientid && r.ino == ino && matches!(r.kind, StateKind::Layout { .. }))
+        .map(|(k, _)| *k)
+}
+
+/// Checks a layout stateid of `clientid` on `ino`: any seqid up to the
+/// current one is accepted (as knfsd does), a newer one is BAD_STATEID.
+fn check_layout_stateid<'t>(st: &'t StateTable, clientid: u64, ino: u64, s: &stateid4) -> NfsResult<&'t StateRec> {
+    let rec = st.states.get(&s.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
+    if rec.clientid != clientid || rec.ino != ino || !matches!(rec.kind, StateKind::Layout { .. }) {
+        return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+    }
+    if s.seqid > rec.seqid {
+        return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+    }
+    Ok(rec)
+}
+
+/// The stateid LAYOUTGET presents: a layout stateid of this client and
+/// file, or an open/lock/delegation stateid of it (seqid 0 = current).
+fn check_layoutget_stateid(st: &StateTable, clientid: u64, ino: u64, s: &stateid4) -> NfsResult<()> {
+    if is_anonymous(s) || is_bypass(s) || s.other == [0; 12] || s.other == [0xff; 12] {
+        return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+    }
+    let rec = st.states.get(&s.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
+    if rec.clientid != clientid || rec.ino != ino {
+        return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+    }
+    if rec.revoked {
+        return Err(nfsstat4::NFS4ERR_ADMIN_REVOKED);
+    }
+    match rec.kind {
+        StateKind::Layout { .. } => check_layout_stateid(st, clientid, ino, s).map(|_| ()),
+        _ => check_seqid(rec.seqid, s.seqid),
+    }
+}
+
+pub fn layoutget(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args, e: &mut Encoder) -> nfsstat4 {
+    reply(e, layoutget_inner(m, c, a))
+}
+
+fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<LAYOUTGET4resok<'static>> {
+    let p = pnfs(m)?;
+    let (fh, i) = current_inode(m, c)?;
+    let clientid = c.clientid()?;
+    files_only(a.loga_layout_type)?;
+    let want = match a.loga_iomode {
+        layoutiomode4::LAYOUTIOMODE4_READ => LAYOUT_READ,
+        layoutiomode4::LAYOUTIOMODE4_RW => LAYOUT_RW,
+        layoutiomode4::LAYOUTIOMODE4_ANY => return Err(nfsstat4::NFS4ERR_BADIOMODE),
+    };
+    if a.loga_length == 0 || a.loga_minlength > a.loga_length {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    if a.loga_length != u64::MAX && a.loga_offset.checked_add(a.loga_length).is_none() {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    if i.ftype() != nfs_ftype4::NF4REG {
+        return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE);
+    }
+    if want == LAYOUT_RW && m.export(fh.export_id)?.read_only {
+        return Err(nfsstat4::NFS4ERR_ROFS);
+    }
+    let sid = resolve(c, &a.loga_stateid)?;
+    {
+        let mut st = m.state();
+        if st.in_grace() {
+            return Err(nfsstat4::NFS4ERR_GRACE);
+        }
+        check_layoutget_stateid(&st, clientid, i.ino, &sid)?;
+    }
+    // Placement makes control calls: never under the state mutex.
+    let set = match p.stripe_set(i.ino).map_err(crate::mds::io_err)? {
+        Some(s) => s,
+        // Data written before pNFS was on (or while no DS lived) stays local.
+        None if m.data.object_len(i.ino) > 0 => return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE),
+        None => match p.place(i.ino) {
+            Ok(s) => s,
+            Err(PlaceError::Unavailable) => return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE),
+            Err(PlaceError::Io(e)) => {
+                log::error!("placing inode {}: {e}", i.ino);
+                return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE);
+            }
+        },
+    };
+    if !p.all_alive(&set) {
+        return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE);
+    }
+    let body = set.layout_body(i.ino);
+    if layoutget_resok_size(body.len()) > a.loga_maxcount as usize {
+        return Err(nfsstat4::NFS4ERR_TOOSMALL);
+    }
+    let (lsid, push) = {
+        let mut st = m.state();
+        check_layoutget_stateid(&st, clientid, i.ino, &sid)?;
+        let other = match layout_of(&st, clientid, i.ino) {
+            Some(o) => o,
+            None => st.new_state(StateRec {
+                clientid,
+                ino: i.ino,
+                seqid: 0,
+                kind: StateKind::Layout { iomodes: 0 },
+                revoked: false,
+            }),
+        };
+        let rec = st.states.get_mut(&other).expect("found or created");
+        if let StateKind::Layout { iomodes } = &mut rec.kind {
+            *iomodes |= want;
+        }
+        rec.seqid += 1;
+        let lsid = stateid(&other, rec.seqid);
+        // Tight coupling: every I/O stateid of this client on this file.
+        let push: Vec<(stateid4, u32)> = st
+            .states
+            .iter()
+            .filter(|(_, r)| r.clientid == clientid && r.ino == i.ino && !r.revoked)
+            .filter_map(|(k, r)| io_access(&st, r).map(|acc| (stateid(k, r.seqid), acc)))
+            .collect();
+        (lsid, push)
+    };
+    p.allow(clientid, i.ino, &set, &push);
+    c.current_stateid = Some(lsid.clone());
+    Ok(LAYOUTGET4resok {
+        logr_return_on_close: false,
+        logr_stateid: lsid,
+        logr_layout: vec![layout4 {
+            lo_offset: 0,
+            lo_length: u64::MAX,
+            lo_iomode: a.loga_iomode,
+            lo_content: layout_content4 { loc_type: layouttype4::LAYOUT4_NFSV4_1_FILES, loc_body: body.into() },
+        }],
+    })
+}
+
+/// A new open or lock stateid of a client that holds a layout on the file
+/// is allowed on the file's data servers too.
+pub fn allow_new_stateid(m: &Mds, clientid: u64, ino: u64, sid: &stateid4) {
+    let Some(p) = &m.pnfs else { return };
+    let access = {
+        let st = m.state();
+        if layout_of(&st, clientid, ino).is_none() {
+            return;
+        }
+        match st.states.get(&sid.other).and_then(|r| io_access(&st, r)) {
+            Some(a) => a,
+            None => return,
+        }
+    };
+    if let Ok(Some(set)) = p.stripe_set(ino) {
+        p.allow(clientid, ino, &set, &[(sid.clone(), access)]);
+    }
+}
+
+pub fn layoutcommit(m: &Mds, c: &mut Compound, a: &LAYOUTCOMMIT4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        pnfs(m)?;
+        let (_, i) = current_inode(m, c)?;
+        crate::ops::io::regular_file(&i)?;
+        let clientid = c.clientid()?;
+        files_only(a.loca_layoutupdate.lou_type)?;
+        if a.loca_length != u64::MAX && a.loca_offset.checked_add(a.loca_length).is_none() {
+            return Err(nfsstat4::NFS4ERR_INVAL);
+        }
+        let sid = resolve(c, &a.loca_stateid)?;
+        {
+            let mut st = m.state();
+            if a.loca_reclaim && !st.in_grace() {
+                return Err(nfsstat4::NFS4ERR_NO_GRACE);
+            }
+            check_layout_stateid(&st, clientid, i.ino, &sid)?;
+        }
+        let end = match a.loca_last_write_offset {
+            newoffset4::TRUE(last) => Some(last.checked_add(1).ok_or(nfsstat4::NFS4ERR_INVAL)?),
+            newoffset4::FALSE => None,
+        };
+        // Size (when it grows), mtime, ctime and change in one transaction.
+        let after = m.ns.note_write(i.ino, end.unwrap_or(0))?;
+        let newsize = if after.size != i.size { newsize4::TRUE(after.size) } else { newsize4::FALSE };
+        Ok(LAYOUTCOMMIT4resok { locr_newsize: newsize })
+    })();
+    reply(e, r)
+}
+
+pub fn layoutreturn(m: &Mds, c: &mut Compound, a: &LAYOUTRETURN4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        pnfs(m)?;
+        let clientid = c.clientid()?;
+        files_only(a.lora_layout_type)?;
+        let bits = match a.lora_iomode {
+            layoutiomode4::LAYOUTIOMODE4_READ => LAYOUT_READ,
+            layoutiomode4::LAYOUTIOMODE4_RW => LAYOUT_RW,
+            layoutiomode4::LAYOUTIOMODE4_ANY => LAYOUT_READ | LAYOUT_RW,
+        };
+        match &a.lora_layoutreturn {
+            layoutreturn4::LAYOUTRETURN4_FILE(f) => {
+                // The file may be gone already: only its filehandle matters.
+                let fh = c.fh()?;
+                if f.lrf_length == 0 || (f.lrf_length != u64::MAX && f.lrf_offset.checked_add(f.lrf_length).is_none()) {
+                    return Err(nfsstat4::NFS4ERR_INVAL);
+                }
+                let sid = resolve(c, &f.lrf_stateid)?;
+                let mut st = m.state();
+                if a.lora_reclaim && !st.in_grace() {
+                    return Err(nfsstat4::NFS4ERR_NO_GRACE);
+                }
+                check_layout_stateid(&st, clientid, fh.ino, &sid)?;
+                let whole = f.lrf_offset == 0 && f.lrf_length == u64::MAX;
+                let rec = st.states.get_mut(&sid.other).expect("checked");
+                let left = match &mut rec.kind {
+                    StateKind::Layout { iomodes } => {
+                        if whole {
+                            *iomodes &= !bits;
+                        }
+                        *iomodes
+                    }
+                    _ => unreachable!("checked to be a layout stateid"),
+                };
+                if left == 0 {
+                    st.states.remove(&sid.other);
+                    c.current_stateid = None;
+                    Ok(layoutreturn_stateid::FALSE)
+                } else {
+                    rec.seqid += 1;
+                    let s = stateid(&sid.other, rec.seqid);
+                    c.current_stateid = Some(s.clone());
+                    Ok(layoutreturn_stateid::TRUE(s))
+                }
+            }
+            // All our exports share one fsid, so FSID returns like ALL.
+            layoutreturn4::default(_) => {
+                let mut st = m.state();
+                if a.lora_reclaim && !st.in_grace() {
+                    return Err(nfsstat4::NFS4ERR_NO_GRACE);
+                }
+                let mut drop = Vec::new();
+                for (k, r) in st.states.iter_mut().filter(|(_, r)| r.clientid == clientid) {
+                    if let StateKind::Layout { iomodes } = &mut r.kind {
+                        *iomodes &= !bits;
+                        if *iomodes == 0 {
+                            drop.push(*k);
+                        } else {
+                            r.seqid += 1;
+                        }
+                    }
+                }
+                for k in drop {
+                    st.states.remove(&k);
+                }
+                Ok(layoutreturn_stateid::FALSE)
+            }
+        }
+    })();
+    reply(e, r)
+}
+
+pub fn getdeviceinfo(m: &Mds, _c: &mut Compound, a: &GETDEVICEINFO4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let p = pnfs(m)?;
+        files_only(a.gdia_layout_type)?;
+        let lists = p.device_lists(&a.gdia_device_id).ok_or(nfsstat4::NFS4ERR_NOENT)?;
+        Ok(device_addr_body(&lists))
+    })();
+    let body = match r {
+        Ok(b) => b,
+        Err(s) => return reply::<()>(e, Err(s)),
+    };
+    // device_addr4: layout type + opaque body.
+    let needed = 4 + 4 + pad4(body.len());
+    if a.gdia_maxcount != 0 && (a.gdia_maxcount as usize) < needed {
+        e.put_i32(nfsstat4::NFS4ERR_TOOSMALL as i32);
+        e.put_u32(needed as u32);
+        return nfsstat4::NFS4ERR_TOOSMALL;
+    }
+    reply(
+        e,
+        Ok(GETDEVICEINFO4resok {
+            gdir_device_addr: device_addr4 { da_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES, da_addr_body: body.into() },
+            // No device notifications are granted.
+            gdir_notification: vec![],
+        }),
+    )
+}
+
+pub fn getdevicelist(m: &Mds, c: &mut Compound, a: &GETDEVICELIST4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let p = pnfs(m)?;
+        c.fh()?;
+        files_only(a.gdla_layout_type)?;
+        let verf: verifier4 = m.write_verifier;
+        if a.gdla_cookie != 0 && a.gdla_cookieverf != verf {
+            return Err(nfsstat4::NFS4ERR_NOT_SAME);
+        }
+        if a.gdla_maxdevices == 0 {
+            return Err(nfsstat4::NFS4ERR_TOOSMALL);
+        }
+        let ids = p.device_ids();
+        let start = (a.gdla_cookie as usize).min(ids.len());
+        let end = start.saturating_add(a.gdla_maxdevices as usize).min(ids.len());
+        Ok(GETDEVICELIST4resok {
+            gdlr_cookie: end as u64,
+            gdlr_cookieverf: verf,
+            gdlr_deviceid_list: ids[start..end].to_vec(),
+            gdlr_eof: end == ids.len(),
+        })
+    })();
+    reply(e, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pnfs_protocol::XdrEncode;
+
+    #[test]
+    fn layoutget_size_matches_encoding() {
+        for n in [0usize, 1, 3, 4, 101] {
+            let ok = LAYOUTGET4resok {
+                logr_return_on_close: false,
+                logr_stateid: stateid4 { seqid: 1, other: [1; 12] },
+                logr_layout: vec![layout4 {
+                    lo_offset: 0,
+                    lo_length: u64::MAX,
+                    lo_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
+                    lo_content: layout_content4 { loc_type: layouttype4::LAYOUT4_NFSV4_1_FILES, loc_body: vec![7u8; n].into() },
+                }],
+            };
+            let mut e = Encoder::new();
+            ok.encode(&mut e).unwrap();
+            assert_eq!(e.len(), layoutget_resok_size(n));
+        }
+    }
+
+    #[test]
+    fn layout_stateid_checks() {
+        let mut st = StateTable::new(1, vec![], std::time::Duration::from_secs(1));
+        let open = st.new_state(StateRec {
+            clientid: 7,
+            ino: 9,
+            seqid: 2,
+            kind: StateKind::Open { owner: b"o".to_vec(), access: 3, deny: 0 },
+            revoked: false,
+        });
+        let lay = st.new_state(StateRec { clientid: 7, ino: 9, seqid: 3, kind: StateKind::Layout { iomodes: 1 }, revoked: false });
+        // open stateid: seqid 0 or current; older is OLD, newer BAD
+        assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 0)).is_ok());
+        assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 2)).is_ok());
+        assert_eq!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 1)), Err(nfsstat4::NFS4ERR_OLD_STATEID));
+        assert_eq!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 3)), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        // layout stateid: anything up to current, not beyond
+        assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&lay, 1)).is_ok());
+        assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&lay, 3)).is_ok());
+        assert_eq!(check_layoutget_stateid(&st, 7, 9, &stateid(&lay, 4)), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        // wrong client or file, special stateids
+        assert_eq!(check_layoutget_stateid(&st, 8, 9, &stateid(&lay, 1)), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(check_layoutget_stateid(&st, 7, 10, &stateid(&open, 0)), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(
+            check_layoutget_stateid(&st, 7, 9, &stateid4 { seqid: 0, other: [0; 12] }),
+            Err(nfsstat4::NFS4ERR_BAD_STATEID)
+        );
+        assert_eq!(layout_of(&st, 7, 9), Some(lay));
+        assert_eq!(layout_of(&st, 7, 10), None);
+        // a layout stateid is not an I/O stateid, and dies with its client
+        assert_eq!(io_access(&st, &st.states[&lay]), None);
+        st.purge_client(7);
+        assert!(st.states.is_empty());
+    }
+}

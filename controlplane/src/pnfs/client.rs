@@ -1,0 +1,142 @@
+//! Synchronous ONC RPC calls over TCP to the data servers' control program
+//! (and, from tests and data servers, to the MDS's). Connections are pooled
+//! per address: a caller takes one out, uses it, and puts it back, so
+//! concurrent calls to one DS use separate connections and no lock is held
+//! during a call.
+
+use pnfs_protocol::record::{RecordReader, LAST_FRAGMENT};
+use pnfs_protocol::rpc::{self, Message};
+use pnfs_protocol::wire::*;
+use pnfs_protocol::{Encoder, XdrEncode, XdrError};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest control reply accepted (READ data up to the MDS's max I/O).
+const MAX_REPLY: usize = 32 << 20;
+const IDLE_PER_ADDR: usize = 8;
+
+pub fn bad_reply(e: XdrError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("undecodable control reply: {e}"))
+}
+
+/// Maps a control status to a result; errors carry errno-like kinds so the
+/// MDS's io_err turns them into NFS errors.
+pub fn status_result(s: ctl_status) -> io::Result<()> {
+    match s {
+        ctl_status::CTL_OK => Ok(()),
+        ctl_status::CTL_NOENT => Err(io::Error::new(io::ErrorKind::NotFound, "data server: no such object")),
+        ctl_status::CTL_NOSPC => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+        ctl_status::CTL_STALE => Err(io::Error::from_raw_os_error(libc::ESTALE)),
+        other => Err(io::Error::other(format!("data server answered {other:?}"))),
+    }
+}
+
+/// One call on an open stream: sends the record, returns the result bytes
+/// of an accepted SUCCESS reply with the matching xid.
+pub fn call_on(stream: &mut TcpStream, xid: u32, prog: u32, proc_: u32, args: &[u8]) -> io::Result<Vec<u8>> {
+    let mut e = Encoder::with_buffer(Vec::with_capacity(args.len() + 64));
+    e.put_u32(0);
+    rpc::begin_call(&mut e, xid, prog, PNFSCTL_VERSION, proc_, true);
+    e.buf.extend_from_slice(args);
+    let len = e.len() - 4;
+    if len >= LAST_FRAGMENT as usize {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "control call too large"));
+    }
+    e.patch_u32(0, LAST_FRAGMENT | len as u32);
+    stream.write_all(&e.buf)?;
+    let mut rr = RecordReader::new(MAX_REPLY);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "control peer closed the connection"));
+        }
+        let (used, rec) = rr.feed(&buf[..n]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let Some(rec) = rec else { continue };
+        if used != n {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected bytes after a control reply"));
+        }
+        return match rpc::parse_message(&rec) {
+            Ok(Message::Reply { xid: rx, accepted: Some(0), body }) if rx == xid => Ok(body.to_vec()),
+            Ok(Message::Reply { xid: rx, accepted, .. }) if rx == xid => {
+                Err(io::Error::other(format!("control call not accepted ({accepted:?})")))
+            }
+            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected control reply")),
+        };
+    }
+}
+
+pub fn connect(addr: &str) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+pub struct CtlClient {
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    xid: AtomicU32,
+}
+
+impl Default for CtlClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CtlClient {
+    pub fn new() -> Self {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        CtlClient { idle: Mutex::new(HashMap::new()), xid: AtomicU32::new(seed) }
+    }
+
+    /// Calls `proc_` of `prog` at `addr`. A pooled connection that fails is
+    /// dropped and the call is tried once more on a fresh one (control
+    /// procedures are idempotent).
+    pub fn call<A: XdrEncode>(&self, addr: &str, prog: u32, proc_: u32, args: &A) -> io::Result<Vec<u8>> {
+        let mut e = Encoder::new();
+        args.encode(&mut e).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let args = e.into_inner();
+        let pooled = self.idle.lock().unwrap().get_mut(addr).and_then(|v| v.pop());
+        if let Some(mut s) = pooled {
+            let xid = self.xid.fetch_add(1, Ordering::Relaxed);
+            if let Ok(r) = call_on(&mut s, xid, prog, proc_, &args) {
+                self.put_back(addr, s);
+                return Ok(r);
+            }
+        }
+        let mut s = connect(addr)?;
+        let xid = self.xid.fetch_add(1, Ordering::Relaxed);
+        let r = call_on(&mut s, xid, prog, proc_, &args)?;
+        self.put_back(addr, s);
+        Ok(r)
+    }
+
+    fn put_back(&self, addr: &str, s: TcpStream) {
+        let mut idle = self.idle.lock().unwrap();
+        let v = idle.entry(addr.to_string()).or_default();
+        if v.len() < IDLE_PER_ADDR {
+            v.push(s);
+        }
+    }
+
+    /// Drops pooled connections to `addr` (its DS re-registered).
+    pub fn forget(&self, addr: &str) {
+        self.idle.lock().unwrap().remove(addr);
+    }
+}

@@ -1,0 +1,353 @@
+//! Data server registry and the MDS control listener (PNFSCTL_MDS_PROGRAM).
+//!
+//! REGISTER stores ds_id -> client addresses, control address and capacity,
+//! and gives the DS a stable small index (its bit in device IDs). The list
+//! is persisted (`S` ds_index records) so device IDs and layouts keep
+//! meaning the same servers across MDS restarts. A DS counts as alive only
+//! once it registered with this MDS instance and while its heartbeats keep
+//! coming (mds.ds_dead_after_ms); HEARTBEAT from a DS not registered since
+//! this MDS started answers CTL_UNKNOWN_DS so it registers again (and gets
+//! its allowed stateids pushed again).
+
+use super::{Pnfs, MAX_DATA_SERVERS};
+use pnfs_kv::{key::u64_be, transact, KvError, KvStore};
+use pnfs_protocol::record::{record_header, RecordReader};
+use pnfs_protocol::rpc::{self, AcceptStat, Message};
+use pnfs_protocol::wire::*;
+use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MAX_CONTROL_RECORD: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DsInfo {
+    pub index: u32,
+    pub id: Vec<u8>,
+    /// (netid, universal address) in the DS's preference order.
+    pub addrs: Vec<(String, String)>,
+    pub control_addr: String,
+    pub capacity: u64,
+    pub free: u64,
+    /// Last REGISTER/HEARTBEAT in this MDS instance; None = not registered yet.
+    pub last_seen: Option<Instant>,
+}
+
+impl DsInfo {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.put_u32(self.index);
+        let _ = e.put_opaque(&self.id, DS_ID_MAX);
+        e.put_u32(self.addrs.len() as u32);
+        for (n, a) in &self.addrs {
+            let _ = e.put_opaque(n.as_bytes(), u32::MAX);
+            let _ = e.put_opaque(a.as_bytes(), u32::MAX);
+        }
+        let _ = e.put_opaque(self.control_addr.as_bytes(), CTL_ADDR_MAX);
+        e.put_u64(self.capacity);
+        e.put_u64(self.free);
+        e.into_inner()
+    }
+
+    fn decode(b: &[u8]) -> Option<DsInfo> {
+        let mut d = Decoder::new(b);
+        let index = d.get_u32().ok()?;
+        let id = d.get_opaque(DS_ID_MAX).ok()?.to_vec();
+        let n = d.get_count(DS_MAX_ADDRS).ok()?;
+        let mut addrs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let netid = String::from_utf8(d.get_opaque(u32::MAX).ok()?.to_vec()).ok()?;
+            let addr = String::from_utf8(d.get_opaque(u32::MAX).ok()?.to_vec()).ok()?;
+            addrs.push((netid, addr));
+        }
+        let control_addr = String::from_utf8(d.get_opaque(CTL_ADDR_MAX).ok()?.to_vec()).ok()?;
+        let capacity = d.get_u64().ok()?;
+        let free = d.get_u64().ok()?;
+        Some(DsInfo { index, id, addrs, control_addr, capacity, free, last_seen: None })
+    }
+}
+
+fn ds_key(index: u32) -> Vec<u8> {
+    let mut k = vec![b'S'];
+    k.extend_from_slice(&u64_be(index as u64));
+    k
+}
+
+pub struct Registry {
+    store: Arc<dyn KvStore>,
+    ds: Mutex<BTreeMap<u32, DsInfo>>,
+    dead_after: Duration,
+    pub epoch: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    Invalid(String),
+    Full,
+    Store(String),
+}
+
+impl Registry {
+    pub fn load(store: Arc<dyn KvStore>, dead_after: Duration, epoch: u64) -> Result<Registry, KvError> {
+        let rows = transact(&*store, 16, |t| t.scan_prefix(b"S", usize::MAX))?;
+        let mut ds = BTreeMap::new();
+        for (_, v) in rows {
+            match DsInfo::decode(&v) {
+                Some(i) => {
+                    ds.insert(i.index, i);
+                }
+                None => log::warn!("ignoring a corrupt data server record"),
+            }
+        }
+        if !ds.is_empty() {
+            log::info!("{} data server(s) known from before; waiting for them to register", ds.len());
+        }
+        Ok(Registry { store, ds: Mutex::new(ds), dead_after, epoch })
+    }
+
+    /// Registers (or re-registers) a DS; returns its index and whether it
+    /// had registered with this MDS instance before.
+    pub fn register(&self, a: &ctl_register_args) -> Result<(u32, bool), RegisterError> {
+        if a.cra_ds_id.is_empty() {
+            return Err(RegisterError::Invalid("empty ds_id".into()));
+        }
+        let control_addr = String::from_utf8(a.cra_control_addr.to_vec())
+            .map_err(|_| RegisterError::Invalid("control address is not UTF-8".into()))?;
+        if control_addr.is_empty() {
+            return Err(RegisterError::Invalid("empty control address".into()));
+        }
+        let mut addrs = Vec::new();
+        for na in &a.cra_client_addrs {
+            let (Ok(netid), Ok(addr)) = (String::from_utf8(na.na_r_netid.to_vec()), String::from_utf8(na.na_r_addr.to_vec()))
+            else {
+                return Err(RegisterError::Invalid("client address is not UTF-8".into()));
+            };
+            if netid.starts_with("tcp") && super::parse_uaddr(&addr).is_none() {
+                return Err(RegisterError::Invalid(format!("{netid} address {addr:?} is not a universal address")));
+            }
+            addrs.push((netid, addr));
+        }
+        if addrs.is_empty() {
+            return Err(RegisterError::Invalid("no client addresses".into()));
+        }
+        let mut ds = self.ds.lock().unwrap();
+        let existing = ds.values().find(|d| d.id == a.cra_ds_id[..]).map(|d| d.index);
+        let index = match existing {
+            Some(i) => i,
+            None => (0..MAX_DATA_SERVERS as u32).find(|i| !ds.contains_key(i)).ok_or(RegisterError::Full)?,
+        };
+        let old = ds.get(&index).cloned();
+        let info = DsInfo {
+            index,
+            id: a.cra_ds_id.to_vec(),
+            addrs,
+            control_addr,
+            capacity: a.cra_capacity_bytes,
+            free: a.cra_free_bytes,
+            last_seen: Some(Instant::now()),
+        };
+        let changed = old.as_ref().map(|o| (&o.addrs, &o.control_addr)) != Some((&info.addrs, &info.control_addr));
+        if changed {
+            if old.is_some() {
+                // Device IDs name this DS; clients may have cached the old addresses.
+                log::warn!("data server {index} registered with new addresses {:?} (was {:?})", info.addrs, old.as_ref().map(|o| &o.addrs));
+            }
+            let bytes = info.encode();
+            transact(&*self.store, 16, |t| t.put(&ds_key(index), &bytes)).map_err(|e: KvError| RegisterError::Store(e.to_string()))?;
+        }
+        let again = old.is_some_and(|o| o.last_seen.is_some());
+        ds.insert(index, info);
+        Ok((index, again))
+    }
+
+    /// Records a heartbeat; false when the DS has not registered with this instance.
+    pub fn heartbeat(&self, id: &[u8], free: u64) -> bool {
+        let mut ds = self.ds.lock().unwrap();
+        match ds.values_mut().find(|d| d.id == id && d.last_seen.is_some()) {
+            Some(d) => {
+                d.last_seen = Some(Instant::now());
+                d.free = free;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn is_alive(&self, d: &DsInfo) -> bool {
+        d.last_seen.is_some_and(|t| t.elapsed() < self.dead_after)
+    }
+
+    pub fn alive(&self, index: u32) -> bool {
+        self.ds.lock().unwrap().get(&index).is_some_and(|d| self.is_alive(d))
+    }
+
+    /// Live data servers, by index.
+    pub fn live(&self) -> Vec<DsInfo> {
+        self.ds.lock().unwrap().values().filter(|d| self.is_alive(d)).cloned().collect()
+    }
+
+    pub fn get(&self, index: u32) -> Option<DsInfo> {
+        self.ds.lock().unwrap().get(&index).cloned()
+    }
+
+    /// (total, free) bytes over the live data servers.
+    pub fn capacity(&self) -> (u64, u64) {
+        self.live().iter().fold((0, 0), |(t, f), d| (t + d.capacity, f + d.free))
+    }
+
+    pub fn heartbeat_ms(&self) -> u32 {
+        (self.dead_after.as_millis() as u32 / 3).max(200)
+    }
+}
+
+/// Accepts data server control connections until the listener fails.
+pub async fn serve_control(pnfs: Arc<Pnfs>, listener: TcpListener) -> std::io::Result<()> {
+    loop {
+        let (sock, peer) = listener.accept().await?;
+        let _ = sock.set_nodelay(true);
+        let p = pnfs.clone();
+        tokio::spawn(async move {
+            if let Err(e) = control_connection(p, sock).await {
+                log::debug!("control connection {peer}: {e}");
+            }
+        });
+    }
+}
+
+async fn control_connection(pnfs: Arc<Pnfs>, mut sock: TcpStream) -> std::io::Result<()> {
+    let mut rr = RecordReader::new(MAX_CONTROL_RECORD);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut off = 0;
+        while off < n {
+            let (used, rec) = rr.feed(&buf[off..n]).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            off += used;
+            let Some(rec) = rec else { continue };
+            let p = pnfs.clone();
+            let reply = tokio::task::spawn_blocking(move || handle_control(&p, &rec)).await.ok().flatten();
+            if let Some(r) = reply {
+                sock.write_all(&record_header(r.len())).await?;
+                sock.write_all(&r).await?;
+            }
+        }
+    }
+}
+
+fn encode_reply<T: XdrEncode>(xid: u32, res: &T) -> Vec<u8> {
+    let mut e = Encoder::new();
+    rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
+    let _ = res.encode(&mut e);
+    e.into_inner()
+}
+
+/// One control RPC record in, at most one reply out.
+pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8]) -> Option<Vec<u8>> {
+    let (header, args) = match rpc::parse_message(rec) {
+        Ok(Message::Call { header, args }) => (header, args),
+        Ok(Message::Reply { .. }) | Err(rpc::RpcError::Unreadable) => return None,
+        Err(rpc::RpcError::Garbage { xid }) => return Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
+    };
+    let xid = header.xid;
+    if header.rpcvers != rpc::RPC_VERSION {
+        return Some(rpc::rpc_mismatch_reply(xid));
+    }
+    if header.prog != PNFSCTL_MDS_PROGRAM {
+        return Some(rpc::accepted_reply(xid, AcceptStat::ProgUnavail));
+    }
+    if header.vers != PNFSCTL_VERSION {
+        return Some(rpc::prog_mismatch_reply(xid, PNFSCTL_VERSION, PNFSCTL_VERSION));
+    }
+    let garbage = || Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs));
+    match header.proc_ {
+        rpc::PROC_NULL => Some(rpc::accepted_reply(xid, AcceptStat::Success)),
+        CTL_PROC_REGISTER => {
+            let Ok(a) = ctl_register_args::decode(&mut Decoder::new(args)) else { return garbage() };
+            let reg = &pnfs.registry;
+            let status = match reg.register(&a) {
+                Ok((index, again)) => {
+                    log::info!(
+                        "data server {index} ({}) registered: clients use {:?}, control at {}",
+                        String::from_utf8_lossy(&a.cra_ds_id),
+                        reg.get(index).map(|d| d.addrs).unwrap_or_default(),
+                        String::from_utf8_lossy(&a.cra_control_addr)
+                    );
+                    if let Some(d) = reg.get(index) {
+                        pnfs.ctl.forget(&d.control_addr);
+                    }
+                    // Re-push its allowed stateids once the reply is out.
+                    let _ = again;
+                    let p = pnfs.clone();
+                    std::thread::spawn(move || p.repush(index));
+                    ctl_status::CTL_OK
+                }
+                Err(RegisterError::Invalid(why)) => {
+                    log::warn!("refusing data server registration: {why}");
+                    ctl_status::CTL_INVAL
+                }
+                Err(RegisterError::Full) => {
+                    log::warn!("refusing data server registration: {MAX_DATA_SERVERS} data servers already known");
+                    ctl_status::CTL_NOSPC
+                }
+                Err(RegisterError::Store(e)) => {
+                    log::error!("persisting a data server registration: {e}");
+                    ctl_status::CTL_IO
+                }
+            };
+            let res = ctl_register_res { crr_status: status, crr_mds_epoch: reg.epoch, crr_heartbeat_ms: reg.heartbeat_ms() };
+            Some(encode_reply(xid, &res))
+        }
+        CTL_PROC_HEARTBEAT => {
+            let Ok(a) = ctl_heartbeat_args::decode(&mut Decoder::new(args)) else { return garbage() };
+            let status = if pnfs.registry.heartbeat(&a.cha_ds_id, a.cha_free_bytes) {
+                ctl_status::CTL_OK
+            } else {
+                ctl_status::CTL_UNKNOWN_DS
+            };
+            Some(encode_reply(xid, &ctl_heartbeat_res { chr_status: status }))
+        }
+        _ => Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pnfs_kv::MemStore;
+
+    fn args<'a>(id: &'a str, addr: &'a str) -> ctl_register_args<'a> {
+        ctl_register_args {
+            cra_ds_id: id.as_bytes().into(),
+            cra_client_addrs: vec![netaddr4 { na_r_netid: "tcp".into(), na_r_addr: addr.into() }],
+            cra_control_addr: "127.0.0.1:1".into(),
+            cra_capacity_bytes: 100,
+            cra_free_bytes: 50,
+        }
+    }
+
+    #[test]
+    fn indices_are_stable_and_persisted() {
+        let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
+        let r = Registry::load(store.clone(), Duration::from_secs(10), 1).unwrap();
+        assert_eq!(r.register(&args("a", "10.0.0.1.8.1")).unwrap(), (0, false));
+        assert_eq!(r.register(&args("b", "10.0.0.2.8.1")).unwrap(), (1, false));
+        assert_eq!(r.register(&args("a", "10.0.0.1.8.1")).unwrap(), (0, true));
+        assert!(r.register(&args("c", "10.0.0.3")).is_err());
+        assert!(r.heartbeat(b"b", 7));
+        assert!(!r.heartbeat(b"zz", 7));
+        assert_eq!(r.live().len(), 2);
+        // A restarted MDS knows them but waits for them to register again.
+        let r2 = Registry::load(store, Duration::from_secs(10), 2).unwrap();
+        assert_eq!(r2.get(1).unwrap().addrs, vec![("tcp".to_string(), "10.0.0.2.8.1".to_string())]);
+        assert!(r2.live().is_empty());
+        assert!(!r2.heartbeat(b"b", 7));
+        assert_eq!(r2.register(&args("b", "10.0.0.2.8.1")).unwrap(), (1, false));
+        assert!(r2.alive(1));
+    }
+}

@@ -1,0 +1,271 @@
+//! `DataStore` over the data servers: with pNFS on, file data lives in the
+//! stripe objects on the DSes, and the MDS reaches it through their control
+//! program (READ/WRITE/COMMIT fallback from clients, SETATTR size, REMOVE,
+//! the NFSv4.2 data ops).
+//!
+//! Which store holds a file:
+//! - a file with a stripe set (`L` record) -> its data servers;
+//! - a file with data in the local store (written before pNFS was turned
+//!   on, or while no DS was alive) -> the local store, for good: such files
+//!   get no layouts (LAYOUTUNAVAILABLE) and keep working through the MDS;
+//! - a file with neither is empty; its first write places it on the DSes
+//!   (or, when none is alive, on the local store).
+//!
+//! Approximations: ALLOCATE reserves nothing on the DSes (the control
+//! protocol has no fallocate); DEALLOCATE writes zeros instead of punching
+//! holes; SEEK treats every byte below the end of the stripe objects' data
+//! as data (no hole detection inside objects); space_used is estimated from
+//! the file size (no DS round trips per GETATTR).
+
+use super::{PlaceError, Pnfs, StripeSet};
+use crate::datastore::{DataStore, SeekWhat};
+use std::io;
+use std::sync::Arc;
+
+const ZERO_CHUNK: usize = 1 << 20;
+
+pub struct StripedStore {
+    local: Arc<dyn DataStore>,
+    pnfs: Arc<Pnfs>,
+}
+
+enum Where {
+    Local,
+    Striped(Arc<StripeSet>),
+    Nowhere,
+}
+
+fn unavailable(ds: u32) -> io::Error {
+    io::Error::other(format!("data server {ds} is not available"))
+}
+
+impl StripedStore {
+    pub fn new(local: Arc<dyn DataStore>, pnfs: Arc<Pnfs>) -> Self {
+        StripedStore { local, pnfs }
+    }
+
+    fn locate(&self, ino: u64, for_write: bool) -> io::Result<Where> {
+        if let Some(s) = self.pnfs.stripe_set(ino)? {
+            return Ok(Where::Striped(s));
+        }
+        if self.local.object_len(ino) > 0 {
+            return Ok(Where::Local);
+        }
+        if !for_write {
+            return Ok(Where::Nowhere);
+        }
+        match self.pnfs.place(ino) {
+            Ok(s) => Ok(Where::Striped(s)),
+            Err(PlaceError::Unavailable) => {
+                log::warn!("inode {ino}: no data server available; its data stays on the MDS");
+                Ok(Where::Local)
+            }
+            Err(PlaceError::Io(e)) => Err(io::Error::other(e)),
+        }
+    }
+
+    fn check_alive(&self, ds: u32) -> io::Result<()> {
+        if self.pnfs.registry.alive(ds) {
+            Ok(())
+        } else {
+            Err(unavailable(ds))
+        }
+    }
+
+    fn write_striped(&self, set: &StripeSet, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<()> {
+        for p in set.pieces(offset, data.len()) {
+            let ds = set.ds[p.stripe as usize];
+            self.check_alive(ds)?;
+            let fh = set.ds_fh(p.stripe, ino);
+            self.pnfs.obj_write(ds, &fh, p.obj_offset, &data[p.buf_offset..p.buf_offset + p.len], stable)?;
+        }
+        Ok(())
+    }
+
+    /// Logical end of the data held by the stripe objects.
+    fn data_end(&self, set: &StripeSet, ino: u64) -> io::Result<u64> {
+        let mut end = 0;
+        for (j, &ds) in set.ds.iter().enumerate() {
+            self.check_alive(ds)?;
+            let (len, _) = self.pnfs.obj_stat(ds, &set.ds_fh(j as u32, ino))?;
+            if len > 0 {
+                end = end.max(set.file_offset(j as u32, len - 1) + 1);
+            }
+        }
+        Ok(end)
+    }
+}
+
+impl DataStore for StripedStore {
+    fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let set = match self.locate(ino, false)? {
+            Where::Local => return self.local.read(ino, offset, buf),
+            Where::Nowhere => return Ok(0),
+            Where::Striped(s) => s,
+        };
+        let mut got_end = 0;
+        for p in set.pieces(offset, buf.len()) {
+            let ds = set.ds[p.stripe as usize];
+            self.check_alive(ds)?;
+            let fh = set.ds_fh(p.stripe, ino);
+            let piece = &mut buf[p.buf_offset..p.buf_offset + p.len];
+            let n = self.pnfs.obj_read(ds, &fh, p.obj_offset, piece)?;
+            piece[n..].fill(0);
+            if n > 0 {
+                got_end = got_end.max(p.buf_offset + n);
+            }
+        }
+        // Holes inside the range are zeros; report up to the last byte found.
+        Ok(got_end)
+    }
+
+    fn write(&self, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<()> {
+        match self.locate(ino, true)? {
+            Where::Striped(set) => self.write_striped(&set, ino, offset, data, stable),
+            _ => self.local.write(ino, offset, data, stable),
+        }
+    }
+
+    fn commit(&self, ino: u64) -> io::Result<()> {
+        match self.locate(ino, false)? {
+            Where::Striped(set) => {
+                for (j, &ds) in set.ds.iter().enumerate() {
+                    self.check_alive(ds)?;
+                    self.pnfs.obj_commit(ds, &set.ds_fh(j as u32, ino))?;
+                }
+                Ok(())
+            }
+            Where::Local => self.local.commit(ino),
+            Where::Nowhere => Ok(()),
+        }
+    }
+
+    fn truncate(&self, ino: u64, size: u64) -> io::Result<()> {
+        match self.locate(ino, false)? {
+            Where::Striped(set) => {
+                for (j, &ds) in set.ds.iter().enumerate() {
+                    self.check_alive(ds)?;
+                    let fh = set.ds_fh(j as u32, ino);
+                    self.pnfs.obj_truncate(ds, &fh, set.object_size(j as u32, size))?;
+                }
+                Ok(())
+            }
+            Where::Local => self.local.truncate(ino, size),
+            // Sizes live in the namespace; an empty file needs no object.
+            Where::Nowhere => Ok(()),
+        }
+    }
+
+    fn remove(&self, ino: u64) -> io::Result<()> {
+        if let Some(set) = self.pnfs.stripe_set(ino)? {
+            for (j, &ds) in set.ds.iter().enumerate() {
+                match self.pnfs.obj_remove(ds, &set.ds_fh(j as u32, ino)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // The record stays so a later orphan sweep retries.
+                    Err(e) => return Err(io::Error::other(format!("removing stripe {j} on data server {ds}: {e}"))),
+                }
+            }
+            self.pnfs.forget(ino)?;
+        }
+        self.local.remove(ino)
+    }
+
+    fn allocate(&self, ino: u64, offset: u64, len: u64) -> io::Result<()> {
+        match self.locate(ino, false)? {
+            Where::Local => self.local.allocate(ino, offset, len),
+            // Approximation: nothing is reserved on the data servers.
+            _ => Ok(()),
+        }
+    }
+
+    fn deallocate(&self, ino: u64, offset: u64, len: u64) -> io::Result<()> {
+        let set = match self.locate(ino, false)? {
+            Where::Local => return self.local.deallocate(ino, offset, len),
+            Where::Nowhere => return Ok(()),
+            Where::Striped(s) => s,
+        };
+        // Approximation: zeros are written (within the objects' data only).
+        let end = (offset.saturating_add(len)).min(self.data_end(&set, ino)?);
+        let zeros = vec![0u8; ZERO_CHUNK];
+        let mut at = offset;
+        while at < end {
+            let n = ((end - at) as usize).min(ZERO_CHUNK);
+            self.write_striped(&set, ino, at, &zeros[..n], false)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn seek(&self, ino: u64, offset: u64, what: SeekWhat) -> io::Result<Option<u64>> {
+        let set = match self.locate(ino, false)? {
+            Where::Local => return self.local.seek(ino, offset, what),
+            Where::Nowhere => return Ok(None),
+            Where::Striped(s) => s,
+        };
+        // Approximation: all bytes below the objects' data end are data.
+        let end = self.data_end(&set, ino)?;
+        Ok(match what {
+            SeekWhat::Data if offset < end => Some(offset),
+            SeekWhat::Data => None,
+            SeekWhat::Hole => Some(offset.max(end)),
+        })
+    }
+
+    fn copy(&self, src: u64, src_off: u64, dst: u64, dst_off: u64, len: u64) -> io::Result<u64> {
+        let mut buf = vec![0u8; (len as usize).min(1 << 20)];
+        let mut done = 0u64;
+        while done < len {
+            let want = ((len - done) as usize).min(buf.len());
+            let n = self.read(src, src_off + done, &mut buf[..want])?;
+            buf[n..want].fill(0);
+            self.write(dst, dst_off + done, &buf[..want], false)?;
+            done += want as u64;
+        }
+        Ok(done)
+    }
+
+    fn clone_range(&self, src: u64, src_off: u64, dst: u64, dst_off: u64, len: u64) -> io::Result<()> {
+        let local_both = matches!(self.locate(src, false)?, Where::Local) && matches!(self.locate(dst, false)?, Where::Local);
+        if local_both {
+            return self.local.clone_range(src, src_off, dst, dst_off, len);
+        }
+        self.copy(src, src_off, dst, dst_off, len)?;
+        self.commit(dst)
+    }
+
+    fn space_used(&self, ino: u64) -> u64 {
+        self.local.space_used(ino)
+    }
+
+    fn space_used_for(&self, ino: u64, size: u64) -> u64 {
+        match self.pnfs.stripe_set(ino) {
+            Ok(Some(_)) => size.div_ceil(4096) * 4096,
+            _ => self.local.space_used(ino),
+        }
+    }
+
+    fn capacity(&self) -> (u64, u64, u64) {
+        let (total, free) = self.pnfs.registry.capacity();
+        if total == 0 {
+            return self.local.capacity();
+        }
+        (total, free, free)
+    }
+
+    fn object_len(&self, ino: u64) -> u64 {
+        match self.locate(ino, false) {
+            Ok(Where::Striped(set)) => self.data_end(&set, ino).unwrap_or(0),
+            Ok(Where::Local) => self.local.object_len(ino),
+            _ => 0,
+        }
+    }
+
+    fn list_objects(&self) -> io::Result<Vec<u64>> {
+        let mut v = self.local.list_objects()?;
+        v.extend(self.pnfs.placed_inodes()?);
+        v.sort_unstable();
+        v.dedup();
+        Ok(v)
+    }
+}
