@@ -1,0 +1,502 @@
+//! The MDS side of pNFS end to end, with two fake data servers: small
+//! control-program servers (PNFSCTL_DS_PROGRAM) keeping objects in memory.
+//!
+//! They register with the MDS control listener; then an NFSv4.1 client
+//! opens a file, gets a files layout and the device info (checked to decode
+//! as nfsv4_1_file_layout4 / nfsv4_1_file_layout_ds_addr4 with the
+//! registered addresses), writes through the MDS (the bytes must land in
+//! the DS objects at the dense-striping object offsets), reads back,
+//! LAYOUTCOMMITs a larger size, returns the layout, and closes and removes
+//! the file (stateid revoked, objects removed on the data servers).
+
+use pnfs_client::pnfs_protocol::record::{record_header, RecordReader};
+use pnfs_client::pnfs_protocol::rpc::{self, AcceptStat, Message};
+use pnfs_client::pnfs_protocol::wire::*;
+use pnfs_client::pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
+use pnfs_client::Client;
+use pnfs_mds::pnfs::client::CtlClient;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SU: u64 = 64 * 1024;
+
+#[derive(Default)]
+struct FakeDs {
+    objects: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+    allowed: Mutex<HashMap<[u8; 12], (u64, Vec<u8>, u32)>>,
+    revoked: Mutex<Vec<[u8; 12]>>,
+    removed: Mutex<Vec<Vec<u8>>>,
+}
+
+fn ok_reply<T: XdrEncode>(xid: u32, res: &T) -> Vec<u8> {
+    let mut e = Encoder::new();
+    rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
+    res.encode(&mut e).unwrap();
+    e.into_inner()
+}
+
+impl FakeDs {
+    fn handle(&self, rec: &[u8]) -> Vec<u8> {
+        let Ok(Message::Call { header, args }) = rpc::parse_message(rec) else { panic!("not a call") };
+        assert_eq!(header.prog, PNFSCTL_DS_PROGRAM);
+        assert_eq!(header.vers, PNFSCTL_VERSION);
+        let xid = header.xid;
+        let mut d = Decoder::new(args);
+        let ok = ctl_res { cr_status: ctl_status::CTL_OK };
+        let mut objs = self.objects.lock().unwrap();
+        match header.proc_ {
+            CTL_PROC_OBJ_CREATE => {
+                let a = ctl_obj_args::decode(&mut d).unwrap();
+                objs.entry(a.coa_fh.to_vec()).or_default();
+                ok_reply(xid, &ok)
+            }
+            CTL_PROC_OBJ_TRUNCATE => {
+                let a = ctl_truncate_args::decode(&mut d).unwrap();
+                objs.entry(a.cta_fh.to_vec()).or_default().resize(a.cta_size as usize, 0);
+                ok_reply(xid, &ok)
+            }
+            CTL_PROC_OBJ_REMOVE => {
+                let a = ctl_obj_args::decode(&mut d).unwrap();
+                objs.remove(&a.coa_fh[..]);
+                self.removed.lock().unwrap().push(a.coa_fh.to_vec());
+                ok_reply(xid, &ok)
+            }
+            CTL_PROC_OBJ_WRITE => {
+                let a = ctl_write_args::decode(&mut d).unwrap();
+                let o = objs.get_mut(&a.cwa_fh[..]).expect("write to a created object");
+                let end = a.cwa_offset as usize + a.cwa_data.len();
+                if o.len() < end {
+                    o.resize(end, 0);
+                }
+                o[a.cwa_offset as usize..end].copy_from_slice(&a.cwa_data);
+                ok_reply(xid, &ok)
+            }
+            CTL_PROC_OBJ_READ => {
+                let a = ctl_read_args::decode(&mut d).unwrap();
+                let o = objs.get(&a.cra_fh[..]).cloned().unwrap_or_default();
+                let s = (a.cra_offset as usize).min(o.len());
+                let e = (s + a.cra_count as usize).min(o.len());
+                let res = ctl_read_res { crs_status: ctl_status::CTL_OK, crs_eof: e == o.len(), crs_data: o[s..e].to_vec().into() };
+                ok_reply(xid, &res)
+            }
+            CTL_PROC_OBJ_COMMIT => ok_reply(xid, &ok),
+            CTL_PROC_OBJ_STAT => {
+                let a = ctl_obj_args::decode(&mut d).unwrap();
+                let (status, len) = match objs.get(&a.coa_fh[..]) {
+                    Some(o) => (ctl_status::CTL_OK, o.len() as u64),
+                    None => (ctl_status::CTL_NOENT, 0),
+                };
+                let res = ctl_stat_res {
+                    csr_status: status,
+                    csr_size: len,
+                    csr_space_used: len,
+                    csr_mtime: nfstime4 { seconds: 0, nseconds: 0 },
+                };
+                ok_reply(xid, &res)
+            }
+            CTL_PROC_STATEID_ALLOW => {
+                let a = ctl_stateid_args::decode(&mut d).unwrap();
+                self.allowed.lock().unwrap().insert(a.csa_stateid.other, (a.csa_clientid, a.csa_fh.to_vec(), a.csa_access));
+                ok_reply(xid, &ok)
+            }
+            CTL_PROC_STATEID_REVOKE => {
+                let a = ctl_revoke_args::decode(&mut d).unwrap();
+                self.allowed.lock().unwrap().remove(&a.cva_stateid.other);
+                self.revoked.lock().unwrap().push(a.cva_stateid.other);
+                ok_reply(xid, &ok)
+            }
+            p => panic!("unexpected control procedure {p}"),
+        }
+    }
+
+    /// Serves the control program on a fresh port; returns its address.
+    fn start(self: &Arc<Self>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let me = me.clone();
+                std::thread::spawn(move || {
+                    let mut rr = RecordReader::new(8 << 20);
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let mut off = 0;
+                        while off < n {
+                            let (used, rec) = rr.feed(&buf[off..n]).unwrap();
+                            off += used;
+                            if let Some(rec) = rec {
+                                let r = me.handle(&rec);
+                                s.write_all(&record_header(r.len())).unwrap();
+                                s.write_all(&r).unwrap();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+}
+
+fn register(mds_control: SocketAddr, id: &str, uaddr: &str, control: SocketAddr) -> ctl_register_res {
+    let args = ctl_register_args {
+        cra_ds_id: id.as_bytes().into(),
+        cra_client_addrs: vec![netaddr4 { na_r_netid: "tcp".into(), na_r_addr: uaddr.into() }],
+        cra_control_addr: control.to_string().into_bytes().into(),
+        cra_capacity_bytes: 1 << 40,
+        cra_free_bytes: 1 << 39,
+    };
+    let body = CtlClient::new().call(&mds_control.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER, &args).unwrap();
+    ctl_register_res::decode(&mut Decoder::new(&body)).unwrap()
+}
+
+fn start_mds(dir: &std::path::Path) -> (SocketAddr, SocketAddr) {
+    let text = format!(
+        r#"
+bind = "127.0.0.1:1"
+control_bind = "127.0.0.1:2"
+metadata_dir = "{0}/meta"
+data_dir = "{0}/data"
+stripe_unit = {SU}
+ds_dead_after_ms = 600000
+lease_seconds = 60
+[[exports]]
+path = "/export"
+root_squash = false
+"#,
+        dir.display()
+    );
+    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
+    cfg.validate().unwrap();
+    let nfs = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ctl = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addrs = (nfs.local_addr().unwrap(), ctl.local_addr().unwrap());
+    nfs.set_nonblocking(true).unwrap();
+    ctl.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mds = pnfs_mds::Mds::open(cfg).unwrap();
+            let server = pnfs_mds::Server::new(mds);
+            let nfs = tokio::net::TcpListener::from_std(nfs).unwrap();
+            let ctl = tokio::net::TcpListener::from_std(ctl).unwrap();
+            server.serve_with_control(nfs, Some(ctl)).await.unwrap();
+        });
+    });
+    // Wait for the listener to answer.
+    let t = Instant::now();
+    while TcpStream::connect(addrs.0).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "MDS did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (addrs.0, addrs.1)
+}
+
+fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
+    nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.into() })
+}
+
+#[test]
+fn layouts_devices_and_io_through_the_mds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) = start_mds(dir.path());
+    let ds: Vec<Arc<FakeDs>> = (0..2).map(|_| Arc::new(FakeDs::default())).collect();
+    let uaddrs = ["127.0.0.1.78.81", "127.0.0.2.78.82"];
+    for (i, d) in ds.iter().enumerate() {
+        let control = d.start();
+        let r = register(ctl_addr, &format!("ds-{i}"), uaddrs[i], control);
+        assert_eq!(r.crr_status, ctl_status::CTL_OK);
+        assert!(r.crr_heartbeat_ms > 0);
+    }
+    // Heartbeats: known DS ok, unknown DS told to register.
+    let hb = |id: &str| {
+        let a = ctl_heartbeat_args { cha_ds_id: id.as_bytes().into(), cha_free_bytes: 1 << 39, cha_bytes_read: 0, cha_bytes_written: 0 };
+        let body = CtlClient::new().call(&ctl_addr.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a).unwrap();
+        ctl_heartbeat_res::decode(&mut Decoder::new(&body)).unwrap().chr_status
+    };
+    assert_eq!(hb("ds-0"), ctl_status::CTL_OK);
+    assert_eq!(hb("nobody"), ctl_status::CTL_UNKNOWN_DS);
+
+    let mut c = Client::connect(nfs_addr, 1).unwrap();
+    let root = c.lookup_path("/export").unwrap();
+
+    // fs_layout_types = [LAYOUT4_NFSV4_1_FILES], layout_blksize = stripe unit.
+    let vals = c
+        .compound_ok(
+            vec![putfh(&root), nfs_argop4::OP_GETATTR(GETATTR4args { attr_request: vec![0, 1 << (62 - 32), 1 << (65 - 64)] })],
+            |r| match &r[1] {
+                nfs_resop4::OP_GETATTR(GETATTR4res::NFS4_OK(ok)) => {
+                    assert_eq!(ok.obj_attributes.attrmask, vec![0, 1 << 30, 1 << 1]);
+                    Ok(ok.obj_attributes.attr_vals.to_vec())
+                }
+                other => panic!("{other:?}"),
+            },
+        )
+        .unwrap();
+    assert_eq!(vals, [0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0]);
+
+    let (fh, open_sid) = c.open(&root, "f", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+
+    // LAYOUTGET with the open stateid (seqid 0 = current).
+    let layoutget = |c: &mut Client, sid: stateid4, iomode: layoutiomode4, maxcount: u32| {
+        let ops = vec![
+            putfh(&fh),
+            nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+                loga_signal_layout_avail: false,
+                loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                loga_iomode: iomode,
+                loga_offset: 0,
+                loga_length: u64::MAX,
+                loga_minlength: 4096,
+                loga_stateid: sid,
+                loga_maxcount: maxcount,
+            }),
+        ];
+        let reply = c.compound(ops).unwrap();
+        let res = reply.res().unwrap();
+        match &res.resarray[2] {
+            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok(ok.clone().into_owned_layout()),
+            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::default(s)) => Err(*s),
+            other => panic!("{other:?}"),
+        }
+    };
+    let zero_seq = stateid4 { seqid: 0, other: open_sid.other };
+    assert_eq!(layoutget(&mut c, zero_seq.clone(), layoutiomode4::LAYOUTIOMODE4_RW, 64).unwrap_err(), nfsstat4::NFS4ERR_TOOSMALL);
+    let lg = layoutget(&mut c, zero_seq.clone(), layoutiomode4::LAYOUTIOMODE4_RW, 4096).unwrap();
+    assert_eq!(lg.stateid.seqid, 1);
+    assert_ne!(lg.stateid.other, open_sid.other);
+    assert!(!lg.return_on_close);
+    assert_eq!((lg.offset, lg.length, lg.iomode), (0, u64::MAX, layoutiomode4::LAYOUTIOMODE4_RW));
+    let body = nfsv4_1_file_layout4::decode(&mut Decoder::new(&lg.body)).unwrap();
+    assert_eq!(body.nfl_util, SU as u32 | NFL4_UFLG_DENSE);
+    assert_eq!(body.nfl_pattern_offset, 0);
+    assert_eq!(body.nfl_fh_list.len(), 2);
+    assert!(body.nfl_first_stripe_index < 2);
+    for (j, f) in body.nfl_fh_list.iter().enumerate() {
+        assert_eq!(f.len(), 16);
+        assert_eq!((f[0], f[1], f[2]), (b'D', 1, j as u8));
+    }
+    // A second LAYOUTGET with the layout stateid bumps the same stateid.
+    let lg2 = layoutget(&mut c, lg.stateid.clone(), layoutiomode4::LAYOUTIOMODE4_RW, 4096).unwrap();
+    assert_eq!((lg2.stateid.other, lg2.stateid.seqid), (lg.stateid.other, 2));
+    // So does one presenting the open stateid again (one layout stateid per client and file).
+    let lg3 = layoutget(&mut c, zero_seq.clone(), layoutiomode4::LAYOUTIOMODE4_READ, 4096).unwrap();
+    assert_eq!((lg3.stateid.other, lg3.stateid.seqid), (lg.stateid.other, 3));
+    // A seqid from the future is refused.
+    let future = stateid4 { seqid: 9, other: lg.stateid.other };
+    assert_eq!(layoutget(&mut c, future, layoutiomode4::LAYOUTIOMODE4_RW, 4096).unwrap_err(), nfsstat4::NFS4ERR_BAD_STATEID);
+
+    // Tight coupling: each DS was told about the open stateid, on its own DS filehandle.
+    for (i, d) in ds.iter().enumerate() {
+        let allowed = d.allowed.lock().unwrap();
+        let (clientid, dsfh, access) = allowed.get(&open_sid.other).unwrap_or_else(|| panic!("DS {i} not told"));
+        assert_eq!(*clientid, c.session().clientid);
+        assert_eq!(*access, OPEN4_SHARE_ACCESS_BOTH);
+        // Stripe set is in DS index order: DS i holds stripe i.
+        assert_eq!(&dsfh[..], &body.nfl_fh_list[i][..]);
+    }
+
+    // GETDEVICEINFO: too small first, then the real thing.
+    let getdeviceinfo = |c: &mut Client, maxcount: u32| {
+        let ops = vec![nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
+            gdia_device_id: body.nfl_deviceid,
+            gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+            gdia_maxcount: maxcount,
+            gdia_notify_types: vec![],
+        })];
+        let reply = c.compound(ops).unwrap();
+        let res = reply.res().unwrap();
+        match &res.resarray[1] {
+            nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok)) => {
+                assert_eq!(ok.gdir_device_addr.da_layout_type, layouttype4::LAYOUT4_NFSV4_1_FILES);
+                assert!(ok.gdir_notification.iter().all(|w| *w == 0));
+                Ok(ok.gdir_device_addr.da_addr_body.to_vec())
+            }
+            nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4ERR_TOOSMALL(n)) => Err(*n),
+            other => panic!("{other:?}"),
+        }
+    };
+    let needed = getdeviceinfo(&mut c, 16).unwrap_err();
+    let dev = getdeviceinfo(&mut c, needed).unwrap();
+    let addr = nfsv4_1_file_layout_ds_addr4::decode(&mut Decoder::new(&dev)).unwrap();
+    assert_eq!(addr.nflda_stripe_indices, vec![0, 1]);
+    assert_eq!(addr.nflda_multipath_ds_list.len(), 2);
+    for (i, l) in addr.nflda_multipath_ds_list.iter().enumerate() {
+        assert_eq!(l.len(), 1);
+        assert_eq!(&l[0].na_r_netid[..], b"tcp");
+        assert_eq!(&l[0].na_r_addr[..], uaddrs[i].as_bytes());
+    }
+    // GETDEVICELIST knows the device.
+    let list = c
+        .compound_ok(
+            vec![
+                putfh(&root),
+                nfs_argop4::OP_GETDEVICELIST(GETDEVICELIST4args {
+                    gdla_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                    gdla_maxdevices: 16,
+                    gdla_cookie: 0,
+                    gdla_cookieverf: [0; 8],
+                }),
+            ],
+            |r| match &r[1] {
+                nfs_resop4::OP_GETDEVICELIST(GETDEVICELIST4res::NFS4_OK(ok)) => Ok((ok.gdlr_deviceid_list.clone(), ok.gdlr_eof)),
+                other => panic!("{other:?}"),
+            },
+        )
+        .unwrap();
+    assert_eq!(list, (vec![body.nfl_deviceid], true));
+
+    // WRITE through the MDS (the client's fallback path): 200 KiB + 123.
+    let data: Vec<u8> = (0..(200 * 1024 + 123)).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(c.write(&fh, &zero_seq, 0, &data, stable_how4::FILE_SYNC4).unwrap() as usize, data.len());
+    let first = body.nfl_first_stripe_index as u64;
+    for (o, b) in data.iter().enumerate() {
+        let o = o as u64;
+        let j = ((o / SU + first) % 2) as usize;
+        let obj = (o / (SU * 2)) * SU + o % SU;
+        let objs = ds[j].objects.lock().unwrap();
+        let object = objs.get(&body.nfl_fh_list[j][..]).unwrap();
+        assert_eq!(object.get(obj as usize), Some(b), "file offset {o} (stripe {j}, object offset {obj})");
+    }
+    let mut back = Vec::new();
+    while back.len() < data.len() {
+        let (d, eof) = c.read(&fh, &zero_seq, back.len() as u64, 100_000).unwrap();
+        back.extend_from_slice(&d);
+        if eof {
+            break;
+        }
+    }
+    assert!(back == data, "read back differs");
+    assert_eq!(c.getattr_size(&fh).unwrap(), data.len() as u64);
+
+    // LAYOUTCOMMIT as after DS writes: the size grows to last byte + 1.
+    let commit = |c: &mut Client, last: u64| {
+        let ops = vec![
+            putfh(&fh),
+            nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
+                loca_offset: 0,
+                loca_length: last + 1,
+                loca_reclaim: false,
+                loca_stateid: lg3.stateid.clone(),
+                loca_last_write_offset: newoffset4::TRUE(last),
+                loca_time_modify: newtime4::FALSE,
+                loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: vec![].into() },
+            }),
+        ];
+        c.compound_ok(ops, |r| match &r[1] {
+            nfs_resop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4res::NFS4_OK(ok)) => Ok(ok.locr_newsize.clone()),
+            other => panic!("{other:?}"),
+        })
+        .unwrap()
+    };
+    assert_eq!(commit(&mut c, 299_999), newsize4::TRUE(300_000));
+    assert_eq!(c.getattr_size(&fh).unwrap(), 300_000);
+    assert_eq!(commit(&mut c, 10), newsize4::FALSE);
+    assert_eq!(c.getattr_size(&fh).unwrap(), 300_000);
+
+    // TEST_STATEID knows the layout stateid; LAYOUTRETURN of READ keeps it
+    // (RW still held, seqid bumped), of RW drops it.
+    let test = |c: &mut Client, s: &stateid4| {
+        c.compound_ok(vec![nfs_argop4::OP_TEST_STATEID(TEST_STATEID4args { ts_stateids: vec![s.clone()] })], |r| match &r[0] {
+            nfs_resop4::OP_TEST_STATEID(TEST_STATEID4res::NFS4_OK(ok)) => Ok(ok.tsr_status_codes[0]),
+            other => panic!("{other:?}"),
+        })
+        .unwrap()
+    };
+    assert_eq!(test(&mut c, &lg3.stateid), nfsstat4::NFS4_OK);
+    let layoutreturn = |c: &mut Client, s: &stateid4, iomode| {
+        let ops = vec![
+            putfh(&fh),
+            nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
+                lora_reclaim: false,
+                lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                lora_iomode: iomode,
+                lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
+                    lrf_offset: 0,
+                    lrf_length: u64::MAX,
+                    lrf_stateid: s.clone(),
+                    lrf_body: vec![].into(),
+                }),
+            }),
+        ];
+        c.compound_ok(ops, |r| match &r[1] {
+            nfs_resop4::OP_LAYOUTRETURN(LAYOUTRETURN4res::NFS4_OK(x)) => Ok(x.clone()),
+            other => panic!("{other:?}"),
+        })
+        .unwrap()
+    };
+    let kept = layoutreturn(&mut c, &lg3.stateid, layoutiomode4::LAYOUTIOMODE4_READ);
+    let layoutreturn_stateid::TRUE(kept) = kept else { panic!("{kept:?}") };
+    assert_eq!((kept.other, kept.seqid), (lg.stateid.other, 4));
+    assert_eq!(layoutreturn(&mut c, &kept, layoutiomode4::LAYOUTIOMODE4_RW), layoutreturn_stateid::FALSE);
+    assert_eq!(test(&mut c, &kept), nfsstat4::NFS4ERR_BAD_STATEID);
+
+    // A new layout after the return gets a new layout stateid (seqid 1);
+    // FREE_STATEID recognises it.
+    let lg4 = layoutget(&mut c, zero_seq.clone(), layoutiomode4::LAYOUTIOMODE4_READ, 4096).unwrap();
+    assert_eq!(lg4.stateid.seqid, 1);
+    c.compound_ok(vec![nfs_argop4::OP_FREE_STATEID(FREE_STATEID4args { fsa_stateid: lg4.stateid.clone() })], |_| Ok(()))
+        .unwrap();
+    assert_eq!(test(&mut c, &lg4.stateid), nfsstat4::NFS4ERR_BAD_STATEID);
+
+    // SETATTR size (truncate) reaches the objects with per-object sizes.
+    let size_attr = fattr4 { attrmask: vec![1 << 4], attr_vals: 100_000u64.to_be_bytes().to_vec().into() };
+    c.compound_ok(vec![putfh(&fh), nfs_argop4::OP_SETATTR(SETATTR4args { stateid: open_sid.clone(), obj_attributes: size_attr })], |_| {
+        Ok(())
+    })
+    .unwrap();
+    let total: usize = (0..2).map(|j| ds[j].objects.lock().unwrap()[&body.nfl_fh_list[j][..]].len()).sum();
+    assert_eq!(total, 100_000);
+
+    // CLOSE revokes the open stateid on the data servers; REMOVE removes the objects.
+    c.close(&fh, &open_sid).unwrap();
+    for d in &ds {
+        assert!(d.revoked.lock().unwrap().contains(&open_sid.other));
+        assert!(d.allowed.lock().unwrap().is_empty());
+    }
+    c.remove(&root, "f").unwrap();
+    for (j, d) in ds.iter().enumerate() {
+        assert_eq!(d.removed.lock().unwrap().as_slice(), &[body.nfl_fh_list[j].to_vec()]);
+        assert!(d.objects.lock().unwrap().is_empty());
+    }
+}
+
+/// What the test needs of a LAYOUTGET4resok, owned.
+#[derive(Debug)]
+struct Granted {
+    return_on_close: bool,
+    stateid: stateid4,
+    offset: u64,
+    length: u64,
+    iomode: layoutiomode4,
+    body: Vec<u8>,
+}
+
+trait IntoGranted {
+    fn into_owned_layout(self) -> Granted;
+}
+
+impl IntoGranted for LAYOUTGET4resok<'_> {
+    fn into_owned_layout(self) -> Granted {
+        assert_eq!(self.logr_layout.len(), 1, "exactly one layout");
+        let l = &self.logr_layout[0];
+        assert_eq!(l.lo_content.loc_type, layouttype4::LAYOUT4_NFSV4_1_FILES);
+        Granted {
+            return_on_close: self.logr_return_on_close,
+            stateid: self.logr_stateid.clone(),
+            offset: l.lo_offset,
+            length: l.lo_length,
+            iomode: l.lo_iomode,
+            body: l.lo_content.loc_body.to_vec(),
+        }
+    }
+}
