@@ -1,0 +1,390 @@
+//! COMPOUND processing on the DS (RFC 8881 section 16.2), mirroring the MDS:
+//! session gate, the operation dispatch table, the current filehandle, reply
+//! encoding and the session reply cache.
+//!
+//! Replies are built in a [`ReplyBuf`]: the encoded bytes plus at most one
+//! attached pool buffer holding READ data, which the connection writes as
+//! its own iovec (no copy of the payload into the reply).
+
+use crate::ds::Ds;
+use crate::fh::DsFh;
+use crate::ops;
+use crate::state::Session;
+use crate::stats::{bump, OpKind};
+use crate::storage::{Engine, Object, PoolBuf};
+use pnfs_protocol::rpc::Credential;
+use pnfs_protocol::wire::*;
+use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub type NfsResult<T> = Result<T, nfsstat4>;
+
+/// Operations per COMPOUND granted on DS sessions (the Linux client asks
+/// for 8 and sends 3: SEQUENCE, PUTFH, READ/WRITE/COMMIT).
+pub const DS_MAX_OPS: u32 = 16;
+
+/// What a connection knows about itself.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub peer: IpAddr,
+}
+
+/// READ data attached to a reply instead of copied into it.
+pub struct Payload {
+    /// Position in `e` where the data goes (its XDR length precedes it).
+    pub at: usize,
+    pub buf: PoolBuf,
+    pub len: usize,
+}
+
+/// An RPC reply under construction: `e` holds the record mark, the RPC
+/// header and, from `base` on, the COMPOUND4res; `payload` is spliced in
+/// at `payload.at` when the reply is written.
+pub struct ReplyBuf {
+    pub e: Encoder,
+    pub base: usize,
+    pub payload: Option<Payload>,
+}
+
+impl ReplyBuf {
+    pub fn new(e: Encoder) -> ReplyBuf {
+        let base = e.len();
+        ReplyBuf { e, base, payload: None }
+    }
+
+    /// Length of the COMPOUND4res so far, payload included.
+    pub fn body_len(&self) -> usize {
+        self.e.len() - self.base + self.payload.as_ref().map_or(0, |p| p.len)
+    }
+
+    /// Cuts the reply back to absolute position `pos` of `e`.
+    pub fn truncate(&mut self, pos: usize) {
+        assert!(pos >= self.base, "truncating into the RPC header");
+        if self.payload.as_ref().is_some_and(|p| p.at >= pos) {
+            self.payload = None;
+        }
+        self.e.buf.truncate(pos);
+    }
+
+    /// Attaches READ data at the current position; false (and nothing
+    /// attached) when the reply already carries a payload.
+    pub fn attach(&mut self, buf: PoolBuf, len: usize) -> Result<(), PoolBuf> {
+        assert!(len <= buf.capacity(), "payload longer than its buffer");
+        if self.payload.is_some() {
+            return Err(buf);
+        }
+        self.payload = Some(Payload { at: self.e.len(), buf, len });
+        Ok(())
+    }
+
+    /// The COMPOUND4res as one byte string (copies an attached payload).
+    pub fn flat_body(&self) -> Vec<u8> {
+        let body = &self.e.buf[self.base..];
+        match &self.payload {
+            None => body.to_vec(),
+            Some(p) => {
+                let at = p.at - self.base;
+                let mut v = Vec::with_capacity(self.body_len());
+                v.extend_from_slice(&body[..at]);
+                v.extend_from_slice(&p.buf.as_slice()[..p.len]);
+                v.extend_from_slice(&body[at..]);
+                v
+            }
+        }
+    }
+}
+
+/// Per-COMPOUND state carried between operations.
+pub struct Compound<'c> {
+    pub minor: u32,
+    pub cred: Credential,
+    pub conn: &'c ConnInfo,
+    /// The reactor's I/O engine.
+    pub engine: &'c Engine,
+    pub session: Option<Arc<Session>>,
+    pub slot: Option<u32>,
+    pub current_fh: Option<DsFh>,
+    /// The object of `current_fh`, opened by PUTFH.
+    pub current_obj: Option<Arc<Object>>,
+    /// Size of the request record, for the session's max request size.
+    pub request_len: usize,
+    pub op_count: usize,
+    /// Byte budget for this reply (session max response size).
+    pub max_response: usize,
+}
+
+impl Compound<'_> {
+    pub fn fh(&self) -> NfsResult<DsFh> {
+        self.current_fh.ok_or(nfsstat4::NFS4ERR_NOFILEHANDLE)
+    }
+
+    /// The current object; ISDIR on the root handle.
+    pub fn object(&self) -> NfsResult<(DsFh, Arc<Object>)> {
+        let fh = self.fh()?;
+        match &self.current_obj {
+            Some(o) => Ok((fh, o.clone())),
+            None if fh.is_root() => Err(nfsstat4::NFS4ERR_ISDIR),
+            None => Err(nfsstat4::NFS4ERR_STALE),
+        }
+    }
+
+    pub fn clientid(&self) -> NfsResult<u64> {
+        self.session.as_ref().map(|s| s.clientid).ok_or(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
+    }
+}
+
+pub type OpFn = for<'a, 'c> fn(&Ds, &mut Compound<'c>, &nfs_argop4<'a>, &mut ReplyBuf) -> nfsstat4;
+
+/// Writes `status` and, on success, the result body.
+pub fn reply<T: XdrEncode>(rb: &mut ReplyBuf, r: NfsResult<T>) -> nfsstat4 {
+    let e = &mut rb.e;
+    let start = e.len();
+    match r {
+        Ok(v) => {
+            e.put_i32(nfsstat4::NFS4_OK as i32);
+            if let Err(err) = v.encode(e) {
+                log::error!("encoding a reply failed: {err}");
+                e.buf.truncate(start);
+                e.put_i32(nfsstat4::NFS4ERR_SERVERFAULT as i32);
+                return nfsstat4::NFS4ERR_SERVERFAULT;
+            }
+            nfsstat4::NFS4_OK
+        }
+        Err(s) => {
+            e.put_i32(s as i32);
+            s
+        }
+    }
+}
+
+macro_rules! op {
+    ($variant:ident, $kind:ident, $handler:path) => {
+        (nfs_opnum4::$variant, OpKind::$kind, {
+            fn call<'a, 'c>(d: &Ds, c: &mut Compound<'c>, a: &nfs_argop4<'a>, rb: &mut ReplyBuf) -> nfsstat4 {
+                match a {
+                    nfs_argop4::$variant(args) => $handler(d, c, args, rb),
+                    _ => reply::<()>(rb, Err(nfsstat4::NFS4ERR_SERVERFAULT)),
+                }
+            }
+            call as OpFn
+        })
+    };
+    ($variant:ident, $kind:ident, $handler:path, noargs) => {
+        (nfs_opnum4::$variant, OpKind::$kind, {
+            fn call<'a, 'c>(d: &Ds, c: &mut Compound<'c>, _a: &nfs_argop4<'a>, rb: &mut ReplyBuf) -> nfsstat4 {
+                $handler(d, c, rb)
+            }
+            call as OpFn
+        })
+    };
+}
+
+/// The dispatch table: one line per operation a DS serves (RFC 8881 13.6;
+/// notes 2.5). Operations not listed answer NFS4ERR_NOTSUPP; numbers
+/// outside nfs_opnum4 answer OP_ILLEGAL.
+fn dispatch_table() -> Vec<(nfs_opnum4, OpKind, OpFn)> {
+    use ops::*;
+    vec![
+        // sessions and clients
+        op!(OP_EXCHANGE_ID, ExchangeId, session::exchange_id),
+        op!(OP_CREATE_SESSION, CreateSession, session::create_session),
+        op!(OP_DESTROY_SESSION, DestroySession, session::destroy_session),
+        op!(OP_DESTROY_CLIENTID, DestroyClientid, session::destroy_clientid),
+        op!(OP_BIND_CONN_TO_SESSION, BindConn, session::bind_conn_to_session),
+        op!(OP_RECLAIM_COMPLETE, ReclaimComplete, session::reclaim_complete),
+        // filehandles
+        op!(OP_PUTFH, Putfh, filehandle::putfh),
+        op!(OP_PUTROOTFH, Putrootfh, filehandle::putrootfh, noargs),
+        op!(OP_GETFH, Getfh, filehandle::getfh, noargs),
+        // attributes
+        op!(OP_GETATTR, Getattr, attr::getattr),
+        // data
+        op!(OP_READ, Read, io::read),
+        op!(OP_WRITE, Write, io::write),
+        op!(OP_COMMIT, Commit, io::commit),
+    ]
+}
+
+pub struct Dispatcher {
+    table: Vec<Option<(OpKind, OpFn)>>,
+}
+
+/// Ops that may come without a SEQUENCE, as the only op of their COMPOUND.
+fn sessionless(op: nfs_opnum4) -> bool {
+    matches!(
+        op,
+        nfs_opnum4::OP_EXCHANGE_ID
+            | nfs_opnum4::OP_CREATE_SESSION
+            | nfs_opnum4::OP_DESTROY_SESSION
+            | nfs_opnum4::OP_DESTROY_CLIENTID
+            | nfs_opnum4::OP_BIND_CONN_TO_SESSION
+    )
+}
+
+pub enum CompoundOutcome {
+    /// The COMPOUND4res is in the ReplyBuf.
+    Done,
+    /// A retransmission: send this cached COMPOUND4res as it was.
+    Replay(Arc<Vec<u8>>),
+    /// Arguments could not be decoded at all: RPC GARBAGE_ARGS.
+    Garbage,
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Dispatcher {
+    pub fn new() -> Self {
+        let mut table: Vec<Option<(OpKind, OpFn)>> = vec![None; 80];
+        for (op, kind, f) in dispatch_table() {
+            let i = op as usize;
+            assert!(i < table.len(), "opnum {i} outside the dispatch table");
+            assert!(table[i].is_none(), "opnum {i} listed twice");
+            table[i] = Some((kind, f));
+        }
+        Dispatcher { table }
+    }
+
+    /// Runs one COMPOUND, appending the COMPOUND4res to `rb`.
+    pub fn run(&self, ds: &Ds, conn: &ConnInfo, engine: &Engine, cred: Credential, args: &[u8], rb: &mut ReplyBuf) -> CompoundOutcome {
+        bump(&ds.stats.compounds, 1);
+        let mut d = Decoder::new(args);
+        let Ok(tag) = d.get_opaque(NFS4_OPAQUE_LIMIT) else { return CompoundOutcome::Garbage };
+        let Ok(minor) = d.get_u32() else { return CompoundOutcome::Garbage };
+        let status_at = rb.e.len();
+        rb.e.put_u32(0); // status, patched below
+        let _ = rb.e.put_opaque(&tag, NFS4_OPAQUE_LIMIT);
+        let count_at = rb.e.len();
+        rb.e.put_u32(0);
+        if !(1..=2).contains(&minor) {
+            rb.e.patch_u32(status_at, nfsstat4::NFS4ERR_MINOR_VERS_MISMATCH as u32);
+            return CompoundOutcome::Done;
+        }
+        let Ok(count) = d.get_count(u32::MAX) else { return CompoundOutcome::Garbage };
+        let mut c = Compound {
+            minor,
+            cred,
+            conn,
+            engine,
+            session: None,
+            slot: None,
+            current_fh: None,
+            current_obj: None,
+            request_len: args.len(),
+            op_count: count,
+            max_response: ds.cfg.max_record_bytes as usize,
+        };
+        let mut status = nfsstat4::NFS4_OK;
+        let mut done = 0u32;
+        let mut cache_this = false;
+        for i in 0..count {
+            let op_start = rb.e.len();
+            let opnum = match d.rest().get(..4) {
+                Some(b) => i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                None => {
+                    // Claimed more ops than were sent.
+                    rb.e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
+                    status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_BADXDR));
+                    done += 1;
+                    break;
+                }
+            };
+            let op = match nfs_opnum4::from_i32(opnum) {
+                Some(op) if op != nfs_opnum4::OP_ILLEGAL && opnum >= 3 => op,
+                _ => {
+                    ds.stats.op(OpKind::Illegal);
+                    rb.e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
+                    status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_OP_ILLEGAL));
+                    done += 1;
+                    break;
+                }
+            };
+            rb.e.put_i32(opnum);
+            let arg = match nfs_argop4::decode(&mut d) {
+                Ok(a) => a,
+                Err(err) => {
+                    log::debug!("op {op:?}: undecodable arguments: {err}");
+                    status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_BADXDR));
+                    done += 1;
+                    break;
+                }
+            };
+            done += 1;
+            // Session gate (RFC 8881 2.10.6 and 18.46).
+            let gate = if i == 0 {
+                if op == nfs_opnum4::OP_SEQUENCE {
+                    None
+                } else if sessionless(op) {
+                    (count > 1).then_some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
+                } else {
+                    Some(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
+                }
+            } else if op == nfs_opnum4::OP_SEQUENCE {
+                Some(nfsstat4::NFS4ERR_SEQUENCE_POS)
+            } else if sessionless(op) && c.session.is_none() {
+                Some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
+            } else {
+                None
+            };
+            if let Some(s) = gate {
+                status = reply::<()>(rb, Err(s));
+                break;
+            }
+            if op == nfs_opnum4::OP_SEQUENCE {
+                ds.stats.op(OpKind::Sequence);
+                let nfs_argop4::OP_SEQUENCE(sa) = &arg else { unreachable!("decoded by opnum") };
+                match ops::session::sequence(ds, &mut c, sa) {
+                    Ok(ops::session::SequenceOutcome::New(res)) => {
+                        cache_this = sa.sa_cachethis;
+                        reply(rb, Ok(res));
+                        continue;
+                    }
+                    Ok(ops::session::SequenceOutcome::Replay(bytes)) => {
+                        bump(&ds.stats.replays, 1);
+                        return CompoundOutcome::Replay(bytes);
+                    }
+                    Err(s) => {
+                        status = reply::<()>(rb, Err(s));
+                        break;
+                    }
+                }
+            }
+            let handler = self.table.get(op as usize).copied().flatten();
+            status = match handler {
+                Some((kind, f)) => {
+                    ds.stats.op(kind);
+                    f(ds, &mut c, &arg, rb)
+                }
+                None => {
+                    ds.stats.op(OpKind::NotSupp);
+                    reply::<()>(rb, Err(nfsstat4::NFS4ERR_NOTSUPP))
+                }
+            };
+            if rb.body_len() > c.max_response {
+                rb.truncate(op_start);
+                rb.e.put_i32(opnum);
+                status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG));
+            }
+            let cached_limit = c.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
+            if cache_this && status == nfsstat4::NFS4_OK && rb.body_len() > cached_limit {
+                rb.truncate(op_start);
+                rb.e.put_i32(opnum);
+                status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE));
+            }
+            if status != nfsstat4::NFS4_OK {
+                break;
+            }
+        }
+        rb.e.patch_u32(status_at, status as u32);
+        rb.e.patch_u32(count_at, done);
+        if let (Some(session), Some(slot)) = (&c.session, c.slot) {
+            ops::session::finish_slot(ds, session, slot, rb, cache_this);
+        }
+        CompoundOutcome::Done
+    }
+}

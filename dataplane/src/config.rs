@@ -1,0 +1,262 @@
+//! DS configuration (the `[ds]` table of pnfsd's TOML file). Every limit the
+//! data server enforces is here, with its default.
+
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsConfig {
+    /// Name of this data server, unique in the cluster (at most 64 bytes) -
+    /// required. Part of its NFS server_owner and what it registers as.
+    pub id: String,
+    /// Address the NFS (data) listener binds. Default 0.0.0.0:2049.
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// "host:port" clients use to reach `bind` (given to them through the
+    /// MDS in GETDEVICEINFO). Default: `bind`. Must be an IPv4 address then,
+    /// because it becomes a universal address "a.b.c.d.p1.p2".
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Where the MDS reaches this DS's control program. Default 0.0.0.0:20490.
+    #[serde(default = "default_control_bind")]
+    pub control_bind: SocketAddr,
+    /// "host:port" of the MDS control listener this DS registers with -
+    /// required.
+    pub mds_control: String,
+    /// Directory holding the objects (one file per DS filehandle) and the
+    /// DS identity file - required.
+    pub data_dir: PathBuf,
+    /// Reactor threads serving NFS connections. Default 2.
+    #[serde(default = "default_reactors")]
+    pub reactors: usize,
+    /// Optional CPU list: reactor i is pinned to cores[i % len]. Default: no pinning.
+    #[serde(default)]
+    pub cores: Vec<usize>,
+    /// Aligned I/O buffers per reactor; when all are in use, requests get
+    /// NFS4ERR_DELAY. Default 64.
+    #[serde(default = "default_buffers")]
+    pub buffers_per_reactor: usize,
+    /// Size of each I/O buffer; bounds one READ/WRITE. Default 1 MiB + 4 KiB.
+    #[serde(default = "default_buffer_size")]
+    pub buffer_size: usize,
+    /// Largest RPC record accepted; larger ones close the connection. Default 2 MiB.
+    #[serde(default = "default_max_record")]
+    pub max_record_bytes: u32,
+    /// Fore channel slots granted per session (the client's ask caps it). Default 64.
+    #[serde(default = "default_slots")]
+    pub session_slots: u32,
+    /// Lease of DS clients: one silent this long loses its sessions. Default 90.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u32,
+    /// Heartbeat period towards the MDS when it does not ask for another. Default 2000.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// Use O_DIRECT for aligned object I/O (falls back to buffered I/O, logged
+    /// once, where the file system refuses it). Default true.
+    #[serde(default = "default_true")]
+    pub o_direct: bool,
+    /// NFS connections one reactor serves at once; more are refused. Default 1024.
+    #[serde(default = "default_conns")]
+    pub max_connections_per_reactor: usize,
+}
+
+fn default_bind() -> SocketAddr {
+    "0.0.0.0:2049".parse().expect("literal")
+}
+fn default_control_bind() -> SocketAddr {
+    "0.0.0.0:20490".parse().expect("literal")
+}
+fn default_reactors() -> usize {
+    2
+}
+fn default_buffers() -> usize {
+    64
+}
+fn default_buffer_size() -> usize {
+    (1 << 20) + 4096
+}
+fn default_max_record() -> u32 {
+    2 << 20
+}
+fn default_slots() -> u32 {
+    64
+}
+fn default_lease() -> u32 {
+    90
+}
+fn default_heartbeat() -> u64 {
+    2000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_conns() -> usize {
+    1024
+}
+
+/// Alignment of I/O buffers, offsets and lengths for O_DIRECT.
+pub const IO_ALIGN: usize = 4096;
+
+impl DsConfig {
+    /// A config with every default and the required keys given (tests, embedding).
+    pub fn new(id: &str, data_dir: PathBuf, mds_control: &str) -> DsConfig {
+        DsConfig {
+            id: id.into(),
+            bind: default_bind(),
+            advertise: None,
+            control_bind: default_control_bind(),
+            mds_control: mds_control.into(),
+            data_dir,
+            reactors: default_reactors(),
+            cores: vec![],
+            buffers_per_reactor: default_buffers(),
+            buffer_size: default_buffer_size(),
+            max_record_bytes: default_max_record(),
+            session_slots: default_slots(),
+            lease_seconds: default_lease(),
+            heartbeat_ms: default_heartbeat(),
+            o_direct: true,
+            max_connections_per_reactor: default_conns(),
+        }
+    }
+
+    /// Checks cross-field rules; the error names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > 64 {
+            return Err("ds.id: must be 1 to 64 bytes".into());
+        }
+        if self.id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("ds.id: no spaces or control characters".into());
+        }
+        if let Some(a) = &self.advertise {
+            universal_address(&parse_advertise(a).map_err(|e| format!("ds.advertise: {e}"))?)
+                .map_err(|e| format!("ds.advertise: {e}"))?;
+        } else {
+            universal_address(&self.bind).map_err(|e| format!("ds.bind: {e} (or set ds.advertise)"))?;
+        }
+        if self.mds_control.to_socket_addrs().is_err() && !self.mds_control.contains(':') {
+            return Err(format!("ds.mds_control: expected host:port, got {:?}", self.mds_control));
+        }
+        if self.reactors == 0 || self.reactors > 256 {
+            return Err("ds.reactors: must be between 1 and 256".into());
+        }
+        if let Some(ids) = core_affinity::get_core_ids() {
+            if let Some(c) = self.cores.iter().find(|c| !ids.iter().any(|i| i.id == **c)) {
+                return Err(format!("ds.cores: core {c} does not exist on this machine"));
+            }
+        }
+        if self.buffers_per_reactor == 0 || self.buffers_per_reactor > 65536 {
+            return Err("ds.buffers_per_reactor: must be between 1 and 65536".into());
+        }
+        if self.buffer_size < 64 * 1024 || self.buffer_size > 64 << 20 || self.buffer_size % IO_ALIGN != 0 {
+            return Err("ds.buffer_size: must be a multiple of 4096 between 64 KiB and 64 MiB".into());
+        }
+        if (self.max_record_bytes as usize) < self.max_io() + 4096 || self.max_record_bytes > 256 << 20 {
+            return Err("ds.max_record_bytes: must exceed the largest I/O (buffer_size - 4096) by at least 4096 and be at most 256 MiB".into());
+        }
+        if self.session_slots == 0 || self.session_slots > 1024 {
+            return Err("ds.session_slots: must be between 1 and 1024".into());
+        }
+        if self.lease_seconds < 5 || self.lease_seconds > 3600 {
+            return Err("ds.lease_seconds: must be between 5 and 3600".into());
+        }
+        if self.heartbeat_ms < 100 || self.heartbeat_ms > 600_000 {
+            return Err("ds.heartbeat_ms: must be between 100 and 600000".into());
+        }
+        if self.max_connections_per_reactor == 0 {
+            return Err("ds.max_connections_per_reactor: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Largest READ/WRITE payload: a buffer less the alignment slack used to
+    /// round O_DIRECT reads up.
+    pub fn max_io(&self) -> usize {
+        self.buffer_size - IO_ALIGN
+    }
+
+    /// The address clients are told to use.
+    pub fn advertised(&self) -> Result<SocketAddr, String> {
+        match &self.advertise {
+            Some(a) => parse_advertise(a),
+            None => Ok(self.bind),
+        }
+    }
+}
+
+fn parse_advertise(a: &str) -> Result<SocketAddr, String> {
+    a.to_socket_addrs()
+        .map_err(|e| format!("{a:?}: {e}"))?
+        .find(|s| s.is_ipv4())
+        .ok_or_else(|| format!("{a:?} resolves to no IPv4 address"))
+}
+
+/// RFC 5665 universal address of an IPv4 socket address: "a.b.c.d.p1.p2".
+pub fn universal_address(a: &SocketAddr) -> Result<String, String> {
+    match a {
+        SocketAddr::V4(v4) => {
+            if v4.ip().is_unspecified() {
+                return Err(format!("{a} is a wildcard address clients cannot use"));
+            }
+            if v4.port() == 0 {
+                return Err(format!("{a} has no port"));
+            }
+            let [x, y, z, w] = v4.ip().octets();
+            Ok(format!("{x}.{y}.{z}.{w}.{}.{}", v4.port() >> 8, v4.port() & 255))
+        }
+        SocketAddr::V6(_) => Err(format!("{a}: only IPv4 data addresses (netid \"tcp\") are supported")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uaddr_format() {
+        assert_eq!(universal_address(&"10.0.0.5:2049".parse().unwrap()).unwrap(), "10.0.0.5.8.1");
+        assert_eq!(universal_address(&"192.168.1.2:20049".parse().unwrap()).unwrap(), "192.168.1.2.78.81");
+        assert_eq!(universal_address(&"1.2.3.4:65535".parse().unwrap()).unwrap(), "1.2.3.4.255.255");
+        assert!(universal_address(&"0.0.0.0:2049".parse().unwrap()).is_err());
+        assert!(universal_address(&"[::1]:2049".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn defaults_and_validation_name_the_key() {
+        let toml = r#"
+id = "ds1"
+bind = "127.0.0.1:2049"
+mds_control = "127.0.0.1:20491"
+data_dir = "/tmp/ds1"
+"#;
+        let c: DsConfig = toml::from_str(toml).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.reactors, 2);
+        assert_eq!(c.buffer_size, (1 << 20) + 4096);
+        assert_eq!(c.max_io(), 1 << 20);
+        assert_eq!(c.session_slots, 64);
+        assert!(c.o_direct);
+        assert_eq!(c.advertised().unwrap(), "127.0.0.1:2049".parse().unwrap());
+
+        let mut bad = c.clone();
+        bad.bind = "0.0.0.0:2049".parse().unwrap();
+        assert!(bad.validate().unwrap_err().starts_with("ds.bind:"));
+        bad.advertise = Some("10.1.1.1:2049".into());
+        bad.validate().unwrap();
+        let mut bad = c.clone();
+        bad.id = "x".repeat(65);
+        assert!(bad.validate().unwrap_err().starts_with("ds.id:"));
+        let mut bad = c.clone();
+        bad.buffer_size = 5000;
+        assert!(bad.validate().unwrap_err().starts_with("ds.buffer_size:"));
+        let mut bad = c.clone();
+        bad.reactors = 0;
+        assert!(bad.validate().unwrap_err().starts_with("ds.reactors:"));
+        let mut bad = c.clone();
+        bad.cores = vec![100_000];
+        assert!(bad.validate().unwrap_err().starts_with("ds.cores:"));
+        assert!(toml::from_str::<DsConfig>(&format!("{toml}\nbogus = 1")).is_err());
+    }
+}

@@ -1,0 +1,579 @@
+//! The MDS <-> DS control protocol (protocol/xdr/control.x), DS side.
+//!
+//! - Server: PNFSCTL_DS_PROGRAM version PNFSCTL_VERSION on `ds.control_bind`,
+//!   ONC RPC over TCP with record marking, answered like the MDS answers
+//!   NFS (accepted replies, GARBAGE_ARGS for undecodable arguments). It runs
+//!   on its own thread with its own current-thread runtime; each call runs
+//!   on that runtime's blocking pool (plain pread/pwrite/fdatasync on the
+//!   buffered descriptor), so proxy I/O never touches a reactor. The same
+//!   runtime runs the lease reaper for idle DS clients.
+//! - Client: a thread that registers with the MDS control listener
+//!   (PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER) and then heartbeats; it
+//!   registers again whenever a heartbeat answers CTL_UNKNOWN_DS or the
+//!   connection breaks, retries forever with backoff while the MDS is down,
+//!   and logs at info once per change of state. When the MDS epoch changes
+//!   (MDS restarted) the stateids it allowed before are forgotten.
+//!
+//! The control program has no authentication: bind it to a private network.
+
+use crate::config::universal_address;
+use crate::ds::Ds;
+use crate::fh::DsFh;
+use crate::stats::bump;
+use crate::Stop;
+use pnfs_protocol::record::{record_header, RecordReader};
+use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
+use pnfs_protocol::wire::*;
+use pnfs_protocol::xdr::encode_to_vec;
+use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Control connections served at once (the MDS needs a few).
+const MAX_CONTROL_CONNECTIONS: usize = 64;
+/// Calls one control connection may have executing at once.
+const MAX_INFLIGHT_PER_CONNECTION: usize = 32;
+/// Threads running control calls.
+const CONTROL_BLOCKING_THREADS: usize = 8;
+
+// ---------------------------------------------------------------------------
+// Server
+
+pub fn start_server(ds: Arc<Ds>, listener: std::net::TcpListener, stop: Arc<Stop>) -> Result<JoinHandle<()>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(CONTROL_BLOCKING_THREADS)
+        .build()
+        .map_err(|e| format!("control runtime: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| format!("ds.control_bind: {e}"))?;
+    std::thread::Builder::new()
+        .name("ds-control".into())
+        .spawn(move || {
+            let mut stopped = stop.subscribe();
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        log::error!("ds control listener: {e}");
+                        return;
+                    }
+                };
+                let reaper = ds.clone();
+                tokio::spawn(async move {
+                    let period = (reaper.lease() / 4).max(Duration::from_secs(1));
+                    let mut tick = tokio::time::interval(period);
+                    loop {
+                        tick.tick().await;
+                        reaper.state.expire(reaper.lease());
+                    }
+                });
+                let conns = Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS));
+                loop {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => break,
+                        r = listener.accept() => match r {
+                            Ok((sock, peer)) => {
+                                let Ok(permit) = conns.clone().try_acquire_owned() else {
+                                    log::warn!("refusing control connection from {peer}: too many");
+                                    continue;
+                                };
+                                let ds = ds.clone();
+                                tokio::spawn(async move {
+                                    if let Err(e) = control_connection(ds, sock).await {
+                                        log::debug!("control connection {peer}: {e}");
+                                    }
+                                    drop(permit);
+                                });
+                            }
+                            Err(e) => {
+                                log::warn!("control accept: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        },
+                    }
+                }
+            });
+        })
+        .map_err(|e| format!("starting the control thread: {e}"))
+}
+
+async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Result<()> {
+    let _ = sock.set_nodelay(true);
+    let (mut rd, mut wr) = sock.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_INFLIGHT_PER_CONNECTION);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if wr.write_all(&record_header(msg.len())).await.is_err() || wr.write_all(&msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONNECTION));
+    let mut records = RecordReader::new(ds.cfg.max_record_bytes as usize);
+    let mut buf = vec![0u8; 64 * 1024];
+    let result = 'read: loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        let mut off = 0;
+        while off < n {
+            let (used, rec) = match records.feed(&buf[off..n]) {
+                Ok(x) => x,
+                Err(e) => {
+                    log::warn!("closing control connection: {e}");
+                    break 'read Ok(());
+                }
+            };
+            off += used;
+            let Some(rec) = rec else { continue };
+            let Ok(permit) = inflight.clone().acquire_owned().await else { break 'read Ok(()) };
+            let (ds, tx) = (ds.clone(), tx.clone());
+            tokio::task::spawn_blocking(move || {
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec)))
+                    .unwrap_or_else(|_| {
+                        log::error!("internal error in a control call; answered SYSTEM_ERR");
+                        match rpc::parse_message(&rec) {
+                            Ok(Message::Call { header, .. }) => Some(rpc::accepted_reply(header.xid, AcceptStat::SystemErr)),
+                            _ => None,
+                        }
+                    });
+                if let Some(r) = reply {
+                    let _ = tx.blocking_send(r);
+                }
+                drop(permit);
+            });
+        }
+    };
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+/// One control RPC record in, at most one reply out.
+pub fn handle_call(ds: &Ds, rec: &[u8]) -> Option<Vec<u8>> {
+    let (header, args) = match rpc::parse_message(rec) {
+        Ok(Message::Call { header, args }) => (header, args),
+        Ok(Message::Reply { .. }) | Err(rpc::RpcError::Unreadable) => return None,
+        Err(rpc::RpcError::Garbage { xid }) => return Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
+    };
+    let xid = header.xid;
+    if header.rpcvers != rpc::RPC_VERSION {
+        return Some(rpc::rpc_mismatch_reply(xid));
+    }
+    if header.prog != PNFSCTL_DS_PROGRAM {
+        return Some(rpc::accepted_reply(xid, AcceptStat::ProgUnavail));
+    }
+    if header.vers != PNFSCTL_VERSION {
+        return Some(rpc::prog_mismatch_reply(xid, PNFSCTL_VERSION, PNFSCTL_VERSION));
+    }
+    if let Credential::Unsupported(_) = header.cred {
+        return Some(rpc::auth_error_reply(xid, AuthStat::BadCred));
+    }
+    bump(&ds.stats.control_calls, 1);
+    let mut e = Encoder::new();
+    rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
+    let r = match header.proc_ {
+        0 => Ok(()),
+        CTL_PROC_OBJ_CREATE => call(args, &mut e, |a: ctl_obj_args| ctl_res { cr_status: obj_create(ds, &a.coa_fh) }),
+        CTL_PROC_OBJ_TRUNCATE => call(args, &mut e, |a: ctl_truncate_args| ctl_res { cr_status: obj_truncate(ds, &a) }),
+        CTL_PROC_OBJ_REMOVE => call(args, &mut e, |a: ctl_obj_args| ctl_res { cr_status: obj_remove(ds, &a.coa_fh) }),
+        CTL_PROC_OBJ_READ => call(args, &mut e, |a: ctl_read_args| obj_read(ds, &a)),
+        CTL_PROC_OBJ_WRITE => call(args, &mut e, |a: ctl_write_args| ctl_res { cr_status: obj_write(ds, &a) }),
+        CTL_PROC_OBJ_COMMIT => call(args, &mut e, |a: ctl_obj_args| ctl_res { cr_status: obj_commit(ds, &a.coa_fh) }),
+        CTL_PROC_OBJ_STAT => call(args, &mut e, |a: ctl_obj_args| obj_stat(ds, &a.coa_fh)),
+        CTL_PROC_STATEID_ALLOW => call(args, &mut e, |a: ctl_stateid_args| ctl_res { cr_status: stateid_allow(ds, &a) }),
+        CTL_PROC_STATEID_REVOKE => call(args, &mut e, |a: ctl_revoke_args| {
+            ds.state.revoke(&a.cva_stateid.other);
+            ctl_res { cr_status: ctl_status::CTL_OK }
+        }),
+        _ => return Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
+    };
+    match r {
+        Ok(()) => Some(e.into_inner()),
+        Err(()) => Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
+    }
+}
+
+/// Decodes `A` (all of `args`, nothing left over), runs `f`, encodes its result.
+fn call<'a, A: XdrDecode<'a>, R: XdrEncode>(args: &'a [u8], e: &mut Encoder, f: impl FnOnce(A) -> R) -> Result<(), ()> {
+    let mut d = Decoder::new(args);
+    let a = A::decode(&mut d).map_err(|_| ())?;
+    if d.remaining() != 0 {
+        return Err(());
+    }
+    f(a).encode(e).map_err(|err| log::error!("encoding a control reply: {err}"))
+}
+
+fn object_fh(b: &[u8]) -> Result<DsFh, ctl_status> {
+    match DsFh::parse(b) {
+        Ok(fh) if !fh.is_root() => Ok(fh),
+        _ => Err(ctl_status::CTL_INVAL),
+    }
+}
+
+fn io_ctl(e: &io::Error) -> ctl_status {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => ctl_status::CTL_NOSPC,
+        Some(libc::EFBIG) | Some(libc::EINVAL) => ctl_status::CTL_INVAL,
+        _ if e.kind() == io::ErrorKind::NotFound => ctl_status::CTL_NOENT,
+        _ => {
+            log::warn!("control object I/O: {e}");
+            ctl_status::CTL_IO
+        }
+    }
+}
+
+fn flatten(r: Result<(), ctl_status>) -> ctl_status {
+    r.err().unwrap_or(ctl_status::CTL_OK)
+}
+
+fn obj_create(ds: &Ds, fh: &[u8]) -> ctl_status {
+    flatten((|| ds.store.create(&object_fh(fh)?).map_err(|e| io_ctl(&e)))())
+}
+
+fn obj_remove(ds: &Ds, fh: &[u8]) -> ctl_status {
+    flatten((|| ds.store.remove(&object_fh(fh)?).map(|_| ()).map_err(|e| io_ctl(&e)))())
+}
+
+fn obj_truncate(ds: &Ds, a: &ctl_truncate_args) -> ctl_status {
+    flatten((|| {
+        let fh = object_fh(&a.cta_fh)?;
+        if a.cta_size > i64::MAX as u64 {
+            return Err(ctl_status::CTL_INVAL);
+        }
+        let o = ds.store.get(&fh).map_err(|e| io_ctl(&e))?;
+        o.file.set_len(a.cta_size).map_err(|e| io_ctl(&e))
+    })())
+}
+
+fn obj_commit(ds: &Ds, fh: &[u8]) -> ctl_status {
+    flatten((|| {
+        let o = ds.store.get(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
+        o.file.sync_data().map_err(|e| io_ctl(&e))
+    })())
+}
+
+fn obj_write(ds: &Ds, a: &ctl_write_args) -> ctl_status {
+    flatten((|| {
+        let fh = object_fh(&a.cwa_fh)?;
+        if a.cwa_data.len() > ds.cfg.max_io() {
+            return Err(ctl_status::CTL_INVAL);
+        }
+        let end = a.cwa_offset.checked_add(a.cwa_data.len() as u64).ok_or(ctl_status::CTL_INVAL)?;
+        if end > i64::MAX as u64 {
+            return Err(ctl_status::CTL_INVAL);
+        }
+        let o = ds.store.get(&fh).map_err(|e| io_ctl(&e))?;
+        // Straight from the received record: no userspace copy.
+        o.file.write_all_at(&a.cwa_data, a.cwa_offset).map_err(|e| io_ctl(&e))?;
+        if a.cwa_stable {
+            o.file.sync_data().map_err(|e| io_ctl(&e))?;
+        }
+        bump(&ds.stats.control_bytes_written, a.cwa_data.len() as u64);
+        Ok(())
+    })())
+}
+
+fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
+    let r = (|| {
+        let fh = object_fh(&a.cra_fh)?;
+        let o = ds.store.get(&fh).map_err(|e| io_ctl(&e))?;
+        let size = o.size().map_err(|e| io_ctl(&e))?;
+        if a.cra_offset >= size {
+            return Ok((Vec::new(), true));
+        }
+        let n = (a.cra_count as u64).min(ds.cfg.max_io() as u64).min(size - a.cra_offset) as usize;
+        let mut data = vec![0u8; n];
+        let mut done = 0;
+        while done < n {
+            match o.file.read_at(&mut data[done..], a.cra_offset + done as u64) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_ctl(&e)),
+            }
+        }
+        data.truncate(done);
+        // Encoding the reply copies the data once more.
+        bump(&ds.stats.payload_copies, 1);
+        bump(&ds.stats.control_bytes_read, done as u64);
+        Ok((data, a.cra_offset + done as u64 >= size))
+    })();
+    match r {
+        Ok((data, eof)) => ctl_read_res { crs_status: ctl_status::CTL_OK, crs_eof: eof, crs_data: Opaque::owned(data) },
+        Err(s) => ctl_read_res { crs_status: s, crs_eof: false, crs_data: Opaque::owned(vec![]) },
+    }
+}
+
+fn obj_stat(ds: &Ds, fh: &[u8]) -> ctl_stat_res {
+    let r = (|| {
+        let o = ds.store.get(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
+        o.file.metadata().map_err(|e| io_ctl(&e))
+    })();
+    match r {
+        Ok(m) => ctl_stat_res {
+            csr_status: ctl_status::CTL_OK,
+            csr_size: m.len(),
+            csr_space_used: m.blocks() * 512,
+            csr_mtime: nfstime4 { seconds: m.mtime(), nseconds: m.mtime_nsec() as u32 },
+        },
+        Err(s) => ctl_stat_res { csr_status: s, csr_size: 0, csr_space_used: 0, csr_mtime: nfstime4 { seconds: 0, nseconds: 0 } },
+    }
+}
+
+fn stateid_allow(ds: &Ds, a: &ctl_stateid_args) -> ctl_status {
+    flatten((|| {
+        let fh = object_fh(&a.csa_fh)?;
+        let other = a.csa_stateid.other;
+        if other == [0; 12] || other == [0xff; 12] {
+            return Err(ctl_status::CTL_INVAL);
+        }
+        let known = OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE;
+        if a.csa_access & known == 0 || a.csa_access & !known != 0 {
+            return Err(ctl_status::CTL_INVAL);
+        }
+        let allowed = crate::state::Allowed { fh, access: a.csa_access, mds_clientid: a.csa_clientid };
+        if !ds.state.allow(other, allowed) {
+            log::warn!("allowed-stateid table full; refusing CTL_PROC_STATEID_ALLOW");
+            return Err(ctl_status::CTL_NOSPC);
+        }
+        Ok(())
+    })())
+}
+
+// ---------------------------------------------------------------------------
+// Registration client
+
+/// How long one control call to the MDS may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A synchronous ONC RPC client for the MDS control program.
+pub struct CtlClient {
+    stream: TcpStream,
+    records: RecordReader,
+    xid: u32,
+}
+
+impl CtlClient {
+    pub fn connect(addr: &str, timeout: Duration) -> io::Result<CtlClient> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to nothing"));
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    stream.set_read_timeout(Some(CALL_TIMEOUT))?;
+                    stream.set_write_timeout(Some(CALL_TIMEOUT))?;
+                    let xid = u32::from_be_bytes(crate::ds::random_bytes::<4>());
+                    return Ok(CtlClient { stream, records: RecordReader::new(1 << 20), xid });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// One call to (`prog`, PNFSCTL_VERSION, `proc_`); returns the result bytes.
+    pub fn call(&mut self, prog: u32, proc_: u32, args: &impl XdrEncode) -> io::Result<Vec<u8>> {
+        self.xid = self.xid.wrapping_add(1);
+        let xid = self.xid;
+        let mut e = Encoder::new();
+        e.put_u32(0);
+        rpc::begin_call(&mut e, xid, prog, PNFSCTL_VERSION, proc_, false);
+        args.encode(&mut e).map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+        let len = e.len() - 4;
+        e.patch_u32(0, pnfs_protocol::record::LAST_FRAGMENT | len as u32);
+        self.stream.write_all(&e.buf)?;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut buf)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut off = 0;
+            while off < n {
+                let (used, rec) =
+                    self.records.feed(&buf[off..n]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                off += used;
+                let Some(rec) = rec else { continue };
+                match rpc::parse_message(&rec) {
+                    Ok(Message::Reply { xid: rx, .. }) if rx != xid => continue,
+                    Ok(Message::Reply { accepted: Some(0), body, .. }) => return Ok(body.to_vec()),
+                    Ok(Message::Reply { accepted, .. }) => {
+                        return Err(io::Error::other(format!("control call refused (accept_stat {accepted:?})")))
+                    }
+                    _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unparseable control reply")),
+                }
+            }
+        }
+    }
+}
+
+fn decode_all<'a, T: XdrDecode<'a>>(b: &'a [u8]) -> io::Result<T> {
+    let mut d = Decoder::new(b);
+    T::decode(&mut d).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The address the MDS should use for our control program: control_bind,
+/// with a wildcard IP replaced by the advertised data address's IP.
+pub fn control_addr_string(bound: SocketAddr, advertised: SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
+        SocketAddr::new(advertised.ip(), bound.port()).to_string()
+    } else {
+        bound.to_string()
+    }
+}
+
+pub struct Registration {
+    pub ds: Arc<Ds>,
+    /// Data address clients use (advertise, else the bound NFS address).
+    pub advertised: SocketAddr,
+    /// Bound control address.
+    pub control: SocketAddr,
+}
+
+impl Registration {
+    pub fn register_args(&self) -> Result<ctl_register_args<'static>, String> {
+        let (cap, free) = self.ds.capacity();
+        Ok(ctl_register_args {
+            cra_ds_id: Opaque::owned(self.ds.cfg.id.clone().into_bytes()),
+            cra_client_addrs: vec![netaddr4 {
+                na_r_netid: Opaque::owned(b"tcp".to_vec()),
+                na_r_addr: Opaque::owned(universal_address(&self.advertised)?.into_bytes()),
+            }],
+            cra_control_addr: Opaque::owned(control_addr_string(self.control, self.advertised).into_bytes()),
+            cra_capacity_bytes: cap,
+            cra_free_bytes: free,
+        })
+    }
+
+    fn heartbeat_args(&self) -> ctl_heartbeat_args<'static> {
+        let s = self.ds.stats.snapshot();
+        ctl_heartbeat_args {
+            cha_ds_id: Opaque::owned(self.ds.cfg.id.clone().into_bytes()),
+            cha_free_bytes: self.ds.capacity().1,
+            cha_bytes_read: s.bytes_read + s.control_bytes_read,
+            cha_bytes_written: s.bytes_written + s.control_bytes_written,
+        }
+    }
+
+    pub fn start(self, stop: Arc<Stop>) -> Result<JoinHandle<()>, String> {
+        let args = self.register_args()?;
+        let _ = encode_to_vec(&args).map_err(|e| format!("ds: registration arguments do not encode: {e}"))?;
+        std::thread::Builder::new()
+            .name("ds-register".into())
+            .spawn(move || self.run(&stop))
+            .map_err(|e| format!("starting the registration thread: {e}"))
+    }
+
+    fn run(&self, stop: &Stop) {
+        let mds = self.ds.cfg.mds_control.clone();
+        let mut epoch: Option<u64> = None;
+        let mut backoff = BACKOFF_MIN;
+        let mut last_state = String::new();
+        let mut note = |state: String| {
+            if state != last_state {
+                log::info!("{state}");
+                last_state = state;
+            }
+        };
+        'outer: while !stop.is_stopped() {
+            let mut client = match CtlClient::connect(&mds, CALL_TIMEOUT) {
+                Ok(c) => c,
+                Err(e) => {
+                    note(format!("MDS control {mds} unreachable ({e}); retrying with backoff"));
+                    if stop.sleep(backoff) {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            // Register, then heartbeat until something goes wrong.
+            loop {
+                let args = match self.register_args() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        log::error!("ds registration: {e}");
+                        return;
+                    }
+                };
+                let res = client
+                    .call(PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER, &args)
+                    .and_then(|b| decode_all::<ctl_register_res>(&b));
+                let res = match res {
+                    Ok(r) => r,
+                    Err(e) => {
+                        note(format!("registering with MDS {mds} failed ({e}); retrying with backoff"));
+                        if stop.sleep(backoff) {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue 'outer;
+                    }
+                };
+                if res.crr_status != ctl_status::CTL_OK {
+                    note(format!("MDS {mds} refused registration: {:?}; retrying with backoff", res.crr_status));
+                    if stop.sleep(backoff) {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+                if epoch.is_some_and(|e| e != res.crr_mds_epoch) {
+                    log::info!("MDS epoch changed ({:?} -> {}): forgetting its old stateids", epoch, res.crr_mds_epoch);
+                    self.ds.state.forget_allowed();
+                }
+                epoch = Some(res.crr_mds_epoch);
+                backoff = BACKOFF_MIN;
+                note(format!("registered with MDS {mds} as {:?} (MDS epoch {})", self.ds.cfg.id, res.crr_mds_epoch));
+                let period = Duration::from_millis(if res.crr_heartbeat_ms > 0 {
+                    (res.crr_heartbeat_ms as u64).clamp(100, 600_000)
+                } else {
+                    self.ds.cfg.heartbeat_ms
+                });
+                loop {
+                    if stop.sleep(period) {
+                        return;
+                    }
+                    let r = client
+                        .call(PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &self.heartbeat_args())
+                        .and_then(|b| decode_all::<ctl_heartbeat_res>(&b));
+                    match r {
+                        Ok(h) if h.chr_status == ctl_status::CTL_OK => {}
+                        Ok(h) if h.chr_status == ctl_status::CTL_UNKNOWN_DS => {
+                            note(format!("MDS {mds} no longer knows this DS; registering again"));
+                            break;
+                        }
+                        Ok(h) => log::warn!("heartbeat answered {:?}", h.chr_status),
+                        Err(e) => {
+                            note(format!("lost the MDS control connection to {mds} ({e}); reconnecting"));
+                            continue 'outer;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_addr_replaces_wildcard() {
+        let adv: SocketAddr = "10.0.0.7:2049".parse().unwrap();
+        assert_eq!(control_addr_string("0.0.0.0:20490".parse().unwrap(), adv), "10.0.0.7:20490");
+        assert_eq!(control_addr_string("10.0.0.8:20490".parse().unwrap(), adv), "10.0.0.8:20490");
+    }
+}

@@ -1,0 +1,126 @@
+//! The data server object shared by every reactor and the control program:
+//! configuration, identity, client/session/stateid state, object store,
+//! counters.
+
+use crate::config::DsConfig;
+use crate::state::DsState;
+use crate::stats::DsStats;
+use crate::storage::ObjectStore;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// File in data_dir holding this installation's random id.
+pub const IDENTITY_FILE: &str = "ds-identity";
+
+pub struct Ds {
+    pub cfg: DsConfig,
+    pub state: DsState,
+    pub store: ObjectStore,
+    pub stats: Arc<DsStats>,
+    /// "pnfs-ds:<id>:<install id>": server_owner major id and server scope.
+    /// Never the MDS's (RFC 8881 2.10.5; see docs/pnfs-server-notes.md 1.3).
+    pub server_owner: Vec<u8>,
+    /// Changes every boot, so clients resend UNSTABLE writes after a restart.
+    pub write_verifier: [u8; 8],
+}
+
+/// Random bytes from the kernel; a time-and-pid mix if /dev/urandom fails.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let mut x = t ^ ((std::process::id() as u64) << 32) ^ (&b as *const _ as u64);
+        for byte in b.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *byte = x as u8;
+        }
+    }
+    b
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The per-install random id, created on first start and kept in data_dir.
+pub fn install_id(data_dir: &Path) -> Result<String, String> {
+    let p = data_dir.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&p) {
+        Ok(s) if !s.trim().is_empty() && s.trim().len() <= 64 => return Ok(s.trim().to_string()),
+        Ok(_) => return Err(format!("ds.data_dir: {} is malformed; remove it to get a new identity", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("ds.data_dir: reading {}: {e}", p.display())),
+    }
+    let id = hex(&random_bytes::<8>());
+    let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        std::fs::write(&tmp, format!("{id}\n"))?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &p)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|e| format!("ds.data_dir: writing {}: {e}", p.display()))?;
+    Ok(id)
+}
+
+impl Ds {
+    pub fn open(cfg: DsConfig) -> Result<Arc<Ds>, String> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("ds.data_dir {}: {e}", cfg.data_dir.display()))?;
+        let install = install_id(&cfg.data_dir)?;
+        let store = ObjectStore::open(&cfg.data_dir, cfg.o_direct)
+            .map_err(|e| format!("ds.data_dir {}: {e}", cfg.data_dir.display()))?;
+        let boot = u32::from_be_bytes(random_bytes::<4>()) | 1;
+        let mut write_verifier = random_bytes::<8>();
+        write_verifier[..4].copy_from_slice(&boot.to_be_bytes());
+        Ok(Arc::new(Ds {
+            server_owner: format!("pnfs-ds:{}:{install}", cfg.id).into_bytes(),
+            state: DsState::new(boot),
+            store,
+            stats: Arc::new(DsStats::default()),
+            write_verifier,
+            cfg,
+        }))
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.cfg.lease_seconds as u64)
+    }
+
+    /// (capacity, free) bytes of the file system holding data_dir.
+    pub fn capacity(&self) -> (u64, u64) {
+        statvfs(&self.cfg.data_dir).unwrap_or((0, 0))
+    }
+}
+
+pub fn statvfs(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    let f = s.f_frsize as u64;
+    Some((s.f_blocks as u64 * f, s.f_bavail as u64 * f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_persists_and_differs_per_install() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let ia = install_id(a.path()).unwrap();
+        assert_eq!(install_id(a.path()).unwrap(), ia);
+        assert_ne!(install_id(b.path()).unwrap(), ia);
+        let (cap, free) = statvfs(a.path()).unwrap();
+        assert!(cap > 0 && free <= cap);
+    }
+}

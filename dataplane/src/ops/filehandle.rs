@@ -1,0 +1,40 @@
+//! Filehandle operations: PUTFH, PUTROOTFH, GETFH.
+
+use crate::compound::{reply, Compound, ReplyBuf};
+use crate::ds::Ds;
+use crate::fh::DsFh;
+use pnfs_protocol::wire::*;
+
+/// BADHANDLE for a handle not in the DS format, STALE for an object that
+/// was never created or was removed.
+pub fn putfh(ds: &Ds, c: &mut Compound, a: &PUTFH4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    c.current_fh = None;
+    c.current_obj = None;
+    let r = (|| {
+        let fh = DsFh::parse(&a.object)?;
+        if !fh.is_root() {
+            let obj = ds.store.get(&fh).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => nfsstat4::NFS4ERR_STALE,
+                _ => {
+                    log::warn!("opening object {}: {e}", fh.object_name());
+                    nfsstat4::NFS4ERR_IO
+                }
+            })?;
+            c.current_obj = Some(obj);
+        }
+        c.current_fh = Some(fh);
+        Ok(())
+    })();
+    reply(rb, r)
+}
+
+pub fn putrootfh(_ds: &Ds, c: &mut Compound, rb: &mut ReplyBuf) -> nfsstat4 {
+    c.current_fh = Some(DsFh::ROOT);
+    c.current_obj = None;
+    reply(rb, Ok(()))
+}
+
+pub fn getfh(_ds: &Ds, c: &mut Compound, rb: &mut ReplyBuf) -> nfsstat4 {
+    let r = c.fh().map(|fh| GETFH4resok { object: fh.to_bytes().to_vec().into() });
+    reply(rb, r)
+}

@@ -1,0 +1,114 @@
+//! Object data: READ, WRITE, COMMIT. Offsets are object offsets (dense
+//! striping: the client maps file offsets to object offsets).
+//!
+//! WRITE answers UNSTABLE4 for UNSTABLE4 requests (data in the page cache or
+//! written O_DIRECT without a cache flush) with the per-boot write verifier,
+//! so the client COMMITs and then LAYOUTCOMMITs to the MDS; DATA_SYNC4 and
+//! FILE_SYNC4 requests are fdatasync'ed and answered FILE_SYNC4.
+
+use crate::compound::{reply, Compound, NfsResult, ReplyBuf};
+use crate::ds::Ds;
+use crate::stats::bump;
+use crate::storage::{IoError, PoolBuf};
+use pnfs_protocol::wire::*;
+
+/// Headroom kept in a reply for the COMPOUND and RPC headers around data.
+const REPLY_OVERHEAD: usize = 1024;
+
+pub fn io_status(e: &std::io::Error) -> nfsstat4 {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => nfsstat4::NFS4ERR_NOSPC,
+        Some(libc::EDQUOT) => nfsstat4::NFS4ERR_DQUOT,
+        Some(libc::EFBIG) => nfsstat4::NFS4ERR_FBIG,
+        Some(libc::ENOENT) | Some(libc::ESTALE) => nfsstat4::NFS4ERR_STALE,
+        _ => {
+            log::warn!("object I/O failed: {e}");
+            nfsstat4::NFS4ERR_IO
+        }
+    }
+}
+
+fn engine_status(ds: &Ds, e: IoError) -> nfsstat4 {
+    match e {
+        IoError::NoBuffer => {
+            bump(&ds.stats.buffer_pool_exhausted, 1);
+            nfsstat4::NFS4ERR_DELAY
+        }
+        IoError::Io(e) => io_status(&e),
+    }
+}
+
+pub fn read(ds: &Ds, c: &mut Compound, a: &READ4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    let r = (|| -> NfsResult<(Option<PoolBuf>, usize, bool)> {
+        let (fh, obj) = c.object()?;
+        ds.state.check_io(&a.stateid, &fh, false)?;
+        let budget = c.max_response.saturating_sub(REPLY_OVERHEAD);
+        let count = (a.count as usize).min(ds.cfg.max_io()).min(budget);
+        if a.offset > i64::MAX as u64 || count == 0 {
+            let size = obj.size().map_err(|e| io_status(&e))?;
+            return Ok((None, 0, a.offset >= size));
+        }
+        let (buf, n) = c.engine.read(&obj, a.offset, count).map_err(|e| engine_status(ds, e))?;
+        let size = obj.size().map_err(|e| io_status(&e))?;
+        bump(&ds.stats.bytes_read, n as u64);
+        Ok((Some(buf), n, a.offset + n as u64 >= size))
+    })();
+    match r {
+        Err(s) => reply::<()>(rb, Err(s)),
+        Ok((buf, n, eof)) => {
+            rb.e.put_i32(nfsstat4::NFS4_OK as i32);
+            rb.e.put_bool(eof);
+            rb.e.put_u32(n as u32);
+            if let Some(buf) = buf {
+                if let Err(buf) = rb.attach(buf, n) {
+                    // A second READ in one COMPOUND: copy it into the reply.
+                    rb.e.buf.extend_from_slice(&buf.as_slice()[..n]);
+                    bump(&ds.stats.payload_copies, 1);
+                }
+            }
+            rb.e.buf.extend_from_slice(&[0u8; 3][..(4 - n % 4) % 4]);
+            nfsstat4::NFS4_OK
+        }
+    }
+}
+
+pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    let r = (|| -> NfsResult<WRITE4resok> {
+        let (fh, obj) = c.object()?;
+        ds.state.check_io(&a.stateid, &fh, true)?;
+        if a.data.len() > ds.cfg.max_io() {
+            return Err(nfsstat4::NFS4ERR_INVAL);
+        }
+        let end = a.offset.checked_add(a.data.len() as u64).ok_or(nfsstat4::NFS4ERR_FBIG)?;
+        if end > i64::MAX as u64 {
+            return Err(nfsstat4::NFS4ERR_FBIG);
+        }
+        if !a.data.is_empty() {
+            c.engine.write(&obj, a.offset, &a.data).map_err(|e| engine_status(ds, e))?;
+        }
+        let stable = a.stable != stable_how4::UNSTABLE4;
+        if stable {
+            obj.file.sync_data().map_err(|e| io_status(&e))?;
+        }
+        bump(&ds.stats.bytes_written, a.data.len() as u64);
+        Ok(WRITE4resok {
+            count: a.data.len() as u32,
+            committed: if stable { stable_how4::FILE_SYNC4 } else { stable_how4::UNSTABLE4 },
+            writeverf: ds.write_verifier,
+        })
+    })();
+    reply(rb, r)
+}
+
+/// COMMIT: fdatasync of the whole object (the client sends offset 0, count 0).
+pub fn commit(ds: &Ds, c: &mut Compound, a: &COMMIT4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    let r = (|| {
+        let (_, obj) = c.object()?;
+        if a.offset.checked_add(a.count as u64).is_none() {
+            return Err(nfsstat4::NFS4ERR_INVAL);
+        }
+        obj.file.sync_data().map_err(|e| io_status(&e))?;
+        Ok(COMMIT4resok { writeverf: ds.write_verifier })
+    })();
+    reply(rb, r)
+}

@@ -1,0 +1,509 @@
+//! Client IDs and sessions on the DS: EXCHANGE_ID, CREATE_SESSION,
+//! DESTROY_SESSION, DESTROY_CLIENTID, BIND_CONN_TO_SESSION, SEQUENCE,
+//! RECLAIM_COMPLETE (RFC 8881 18.35-18.37, 18.46, 18.49-18.51).
+//!
+//! Same rules as the MDS (controlplane/src/ops/session.rs), minus what a DS
+//! does not have: no persisted client records, no grace period, no open
+//! state (a client's only "state" here is its sessions).
+
+use crate::compound::{reply, Compound, NfsResult, ReplyBuf, DS_MAX_OPS};
+use crate::ds::Ds;
+use crate::state::{ChannelLimits, Client, Lease, Session, Slot, MAX_CLIENTS, MAX_SESSIONS_PER_CLIENT};
+use crate::stats::bump;
+use pnfs_protocol::wire::*;
+use pnfs_protocol::{Encoder, XdrEncode};
+use std::sync::{Arc, Mutex};
+
+const FLAG_SUPP_MOVED_REFER: u32 = 0x1;
+const FLAG_SUPP_MOVED_MIGR: u32 = 0x2;
+const FLAG_SUPP_FENCE_OPS: u32 = 0x4;
+const FLAG_BIND_PRINC_STATEID: u32 = 0x100;
+const FLAG_USE_NON_PNFS: u32 = 0x10000;
+const FLAG_USE_PNFS_MDS: u32 = 0x20000;
+pub const FLAG_USE_PNFS_DS: u32 = 0x40000;
+const FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
+pub const FLAG_CONFIRMED_R: u32 = 0x8000_0000;
+const CLIENT_FLAGS: u32 = FLAG_SUPP_MOVED_REFER
+    | FLAG_SUPP_MOVED_MIGR
+    | FLAG_SUPP_FENCE_OPS
+    | FLAG_BIND_PRINC_STATEID
+    | FLAG_USE_NON_PNFS
+    | FLAG_USE_PNFS_MDS
+    | FLAG_USE_PNFS_DS
+    | FLAG_UPD_CONFIRMED_REC_A;
+
+const CREATE_SESSION4_FLAG_PERSIST: u32 = 0x1;
+const CREATE_SESSION4_FLAG_CONN_BACK_CHAN: u32 = 0x2;
+const CREATE_SESSION4_FLAG_CONN_RDMA: u32 = 0x4;
+
+/// Replies up to this size are cached even without sa_cachethis (as on the
+/// MDS): cheap, and it lets a retransmission be answered exactly.
+const ALWAYS_CACHE_BYTES: usize = 4096;
+
+pub fn exchange_id(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    reply(rb, exchange_id_inner(ds, c, a))
+}
+
+fn exchange_id_inner(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
+    let flags = a.eia_flags;
+    // SUPP_FENCE_OPS is the server's to set (RFC 7862 15.1); a client may not.
+    if flags & !(CLIENT_FLAGS & !FLAG_SUPP_FENCE_OPS) != 0 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    let principal = principal_of(&c.cred);
+    match a.eia_state_protect {
+        state_protect4_a::SP4_NONE => {}
+        state_protect4_a::SP4_MACH_CRED(_) => return Err(nfsstat4::NFS4ERR_INVAL),
+        state_protect4_a::SP4_SSV(_) => return Err(nfsstat4::NFS4ERR_ENCR_ALG_UNSUPP),
+    }
+    let owner = a.eia_clientowner.co_ownerid.to_vec();
+    let verifier = a.eia_clientowner.co_verifier;
+    ds.state.expire(ds.lease());
+    let st = &ds.state;
+    let mut t = st.clients();
+    let existing: Vec<u64> = t.clients.values().filter(|cl| cl.owner == owner).map(|cl| cl.clientid).collect();
+    let confirmed = existing.iter().copied().find(|id| t.clients[id].confirmed);
+    let (clientid, confirmed_r) = if flags & FLAG_UPD_CONFIRMED_REC_A != 0 {
+        match confirmed {
+            Some(id) if t.clients[&id].principal != principal => return Err(nfsstat4::NFS4ERR_PERM),
+            Some(id) if t.clients[&id].verifier == verifier => (id, true),
+            Some(_) => return Err(nfsstat4::NFS4ERR_NOT_SAME),
+            None => return Err(nfsstat4::NFS4ERR_NOENT),
+        }
+    } else {
+        // Another principal claiming a confirmed owner: allowed only when
+        // that client holds nothing (RFC 8881 18.35.5 case 3).
+        if let Some(id) = confirmed.filter(|id| t.clients[id].principal != principal) {
+            if !t.clients[&id].sessions.is_empty() {
+                return Err(nfsstat4::NFS4ERR_CLID_INUSE);
+            }
+            st.purge_client(&mut t, id);
+        }
+        let confirmed = confirmed.filter(|id| t.clients.contains_key(id));
+        match confirmed {
+            Some(id) if t.clients[&id].verifier == verifier => (id, true),
+            _ => {
+                for id in existing {
+                    if t.clients.get(&id).is_some_and(|cl| !cl.confirmed) {
+                        st.purge_client(&mut t, id);
+                    }
+                }
+                if t.clients.len() >= MAX_CLIENTS {
+                    log::warn!("DS client table full ({MAX_CLIENTS}); EXCHANGE_ID answered DELAY");
+                    return Err(nfsstat4::NFS4ERR_DELAY);
+                }
+                let id = st.new_clientid(&mut t);
+                t.clients.insert(
+                    id,
+                    Client {
+                        clientid: id,
+                        owner: owner.clone(),
+                        verifier,
+                        confirmed: false,
+                        cs_sequence: 1,
+                        cs_reply: None,
+                        sessions: vec![],
+                        reclaim_complete: false,
+                        principal,
+                        lease: Lease::new(),
+                    },
+                );
+                (id, false)
+            }
+        }
+    };
+    let client = &t.clients[&clientid];
+    client.lease.renew();
+    // A data server answers USE_PNFS_DS whatever the client asked for: the
+    // Linux client refuses a DS without it (nfs4_init_ds_session -> ENODEV).
+    let mut rflags = FLAG_USE_PNFS_DS;
+    if confirmed_r {
+        rflags |= FLAG_CONFIRMED_R;
+    }
+    Ok(EXCHANGE_ID4resok {
+        eir_clientid: clientid,
+        eir_sequenceid: client.cs_sequence,
+        eir_flags: rflags,
+        eir_state_protect: state_protect4_r::SP4_NONE,
+        // Our own identity, never the MDS's (trunking would merge us).
+        eir_server_owner: server_owner4 { so_minor_id: 0, so_major_id: ds.server_owner.clone().into() },
+        eir_server_scope: ds.server_owner.clone().into(),
+        eir_server_impl_id: vec![],
+    })
+}
+
+fn principal_of(cred: &pnfs_protocol::rpc::Credential) -> Option<(u32, u32)> {
+    match cred {
+        pnfs_protocol::rpc::Credential::Sys { uid, gid, .. } => Some((*uid, *gid)),
+        _ => None,
+    }
+}
+
+pub fn negotiate_fore(ds: &Ds, asked: &channel_attrs4) -> ChannelLimits {
+    let max_record = ds.cfg.max_record_bytes;
+    ChannelLimits {
+        max_request: asked.ca_maxrequestsize.min(max_record),
+        max_response: asked.ca_maxresponsesize.min(max_record),
+        max_response_cached: asked.ca_maxresponsesize_cached.min(64 * 1024),
+        // The Linux client refuses fewer ops than it asked for; offer ours.
+        max_ops: DS_MAX_OPS,
+        max_requests: asked.ca_maxrequests.clamp(1, ds.cfg.session_slots),
+    }
+}
+
+fn attrs_of(l: &ChannelLimits) -> channel_attrs4 {
+    channel_attrs4 {
+        ca_headerpadsize: 0,
+        ca_maxrequestsize: l.max_request,
+        ca_maxresponsesize: l.max_response,
+        ca_maxresponsesize_cached: l.max_response_cached,
+        ca_maxoperations: l.max_ops,
+        ca_maxrequests: l.max_requests,
+        ca_rdma_ird: vec![],
+    }
+}
+
+pub fn create_session(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    match create_session_inner(ds, c, a) {
+        Ok(bytes) => {
+            rb.e.put_i32(nfsstat4::NFS4_OK as i32);
+            rb.e.buf.extend_from_slice(&bytes);
+            nfsstat4::NFS4_OK
+        }
+        Err(s) => reply::<()>(rb, Err(s)),
+    }
+}
+
+/// Returns the encoded CREATE_SESSION4resok (kept for replays).
+fn create_session_inner(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args) -> NfsResult<Vec<u8>> {
+    ds.state.expire(ds.lease());
+    let st = &ds.state;
+    let mut t = st.clients();
+    let client = t.clients.get(&a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+    if !client.confirmed && client.principal != principal_of(&c.cred) {
+        return Err(nfsstat4::NFS4ERR_CLID_INUSE);
+    }
+    if a.csa_sequence == client.cs_sequence.wrapping_sub(1) {
+        // Retransmission of the last CREATE_SESSION.
+        return client.cs_reply.clone().ok_or(nfsstat4::NFS4ERR_SEQ_MISORDERED);
+    }
+    if a.csa_sequence != client.cs_sequence {
+        return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
+    }
+    if a.csa_flags & !(CREATE_SESSION4_FLAG_PERSIST | CREATE_SESSION4_FLAG_CONN_BACK_CHAN | CREATE_SESSION4_FLAG_CONN_RDMA) != 0 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    if client.sessions.len() >= MAX_SESSIONS_PER_CLIENT {
+        return Err(nfsstat4::NFS4ERR_NOSPC);
+    }
+    let fa = &a.csa_fore_chan_attrs;
+    if fa.ca_maxrequests == 0 || fa.ca_maxoperations == 0 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    if fa.ca_maxrequestsize < 256 || fa.ca_maxresponsesize < 256 {
+        return Err(nfsstat4::NFS4ERR_TOOSMALL);
+    }
+    let fore = negotiate_fore(ds, fa);
+    let ba = &a.csa_back_chan_attrs;
+    if ba.ca_maxrequestsize < 128 || ba.ca_maxresponsesize < 64 || ba.ca_maxoperations < 2 {
+        return Err(nfsstat4::NFS4ERR_TOOSMALL);
+    }
+    // Back channel: echo what the client offered (it checks every value).
+    let back = ChannelLimits {
+        max_request: ba.ca_maxrequestsize,
+        max_response: ba.ca_maxresponsesize,
+        max_response_cached: ba.ca_maxresponsesize_cached,
+        max_ops: ba.ca_maxoperations,
+        max_requests: ba.ca_maxrequests.max(1),
+    };
+    let clientid = a.csa_clientid;
+    let lease = client.lease.clone();
+    let sid = st.new_sessionid(&mut t, clientid);
+    let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
+    let session = Arc::new(Session {
+        id: sid,
+        clientid,
+        fore,
+        back,
+        cb_program: a.csa_cb_program,
+        slots: Mutex::new((0..fore.max_requests).map(|_| Slot::default()).collect()),
+        back_conns: Mutex::new(if flags != 0 { vec![c.conn.id] } else { vec![] }),
+        lease: lease.clone(),
+    });
+    st.sessions.insert(sid, session);
+    let res = CREATE_SESSION4resok {
+        csr_sessionid: sid,
+        csr_sequence: a.csa_sequence,
+        csr_flags: flags,
+        csr_fore_chan_attrs: attrs_of(&fore),
+        csr_back_chan_attrs: attrs_of(&back),
+    };
+    let mut enc = Encoder::new();
+    res.encode(&mut enc).map_err(|_| nfsstat4::NFS4ERR_SERVERFAULT)?;
+    let bytes = enc.into_inner();
+    let client = t.clients.get_mut(&clientid).expect("checked above");
+    let was_confirmed = client.confirmed;
+    client.confirmed = true;
+    client.sessions.push(sid);
+    client.cs_sequence = client.cs_sequence.wrapping_add(1);
+    client.cs_reply = Some(bytes.clone());
+    let owner = client.owner.clone();
+    lease.renew();
+    if !was_confirmed {
+        // A confirmed record of an earlier instance of this client goes away.
+        let old: Vec<u64> = t
+            .clients
+            .values()
+            .filter(|cl| cl.owner == owner && cl.clientid != clientid && cl.confirmed)
+            .map(|cl| cl.clientid)
+            .collect();
+        for id in old {
+            st.purge_client(&mut t, id);
+        }
+    }
+    Ok(bytes)
+}
+
+pub fn destroy_session(ds: &Ds, c: &mut Compound, a: &DESTROY_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    let r = (|| {
+        let mut t = ds.state.clients();
+        let s = ds.state.sessions.remove(&a.dsa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+        if let Some(cl) = t.clients.get_mut(&s.clientid) {
+            cl.sessions.retain(|x| *x != a.dsa_sessionid);
+        }
+        if c.session.as_ref().is_some_and(|cs| cs.id == a.dsa_sessionid) && c.slot.is_some() {
+            // The slot belongs to a session that is gone; nothing to cache.
+            c.slot = None;
+        }
+        Ok(())
+    })();
+    reply(rb, r)
+}
+
+pub fn destroy_clientid(ds: &Ds, _c: &mut Compound, a: &DESTROY_CLIENTID4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    let r = (|| {
+        let mut t = ds.state.clients();
+        let cl = t.clients.get(&a.dca_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+        if !cl.sessions.is_empty() {
+            return Err(nfsstat4::NFS4ERR_CLIENTID_BUSY);
+        }
+        ds.state.purge_client(&mut t, a.dca_clientid);
+        Ok(())
+    })();
+    reply(rb, r)
+}
+
+pub fn bind_conn_to_session(ds: &Ds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    let r = (|| {
+        let s = ds.state.sessions.get(&a.bctsa_sessid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+        let (back, dir) = match a.bctsa_dir {
+            channel_dir_from_client4::CDFC4_FORE => (false, channel_dir_from_server4::CDFS4_FORE),
+            channel_dir_from_client4::CDFC4_BACK => (true, channel_dir_from_server4::CDFS4_BACK),
+            channel_dir_from_client4::CDFC4_FORE_OR_BOTH | channel_dir_from_client4::CDFC4_BACK_OR_BOTH => {
+                (true, channel_dir_from_server4::CDFS4_BOTH)
+            }
+        };
+        if a.bctsa_use_conn_in_rdma_mode {
+            return Err(nfsstat4::NFS4ERR_INVAL);
+        }
+        s.lease.renew();
+        if back {
+            let mut bc = crate::state::lock(&s.back_conns);
+            if !bc.contains(&c.conn.id) {
+                bc.push(c.conn.id);
+            }
+        }
+        Ok(BIND_CONN_TO_SESSION4resok { bctsr_sessid: s.id, bctsr_dir: dir, bctsr_use_conn_in_rdma_mode: false })
+    })();
+    reply(rb, r)
+}
+
+pub enum SequenceOutcome {
+    New(SEQUENCE4resok),
+    /// A retransmission: send this cached COMPOUND4res as it was.
+    Replay(Arc<Vec<u8>>),
+}
+
+/// SEQUENCE (RFC 8881 2.10.6.1, 18.46). An error here leaves the slot untouched.
+pub fn sequence(ds: &Ds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<SequenceOutcome> {
+    let session = ds.state.sessions.get(&a.sa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+    session.lease.renew();
+    if c.op_count > session.fore.max_ops as usize {
+        return Err(nfsstat4::NFS4ERR_TOO_MANY_OPS);
+    }
+    if c.request_len > session.fore.max_request as usize {
+        return Err(nfsstat4::NFS4ERR_REQ_TOO_BIG);
+    }
+    if a.sa_cachethis && session.fore.max_response_cached < 128 {
+        return Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE);
+    }
+    let mut slots = crate::state::lock(&session.slots);
+    let nslots = slots.len() as u32;
+    assert!(nslots > 0, "session without slots");
+    let slot = slots.get_mut(a.sa_slotid as usize).ok_or(nfsstat4::NFS4ERR_BADSLOT)?;
+    if a.sa_sequenceid == slot.seqid && slot.seqid != 0 {
+        if slot.in_progress {
+            return Err(nfsstat4::NFS4ERR_DELAY);
+        }
+        return match &slot.reply {
+            Some(r) => Ok(SequenceOutcome::Replay(r.clone())),
+            None => Err(nfsstat4::NFS4ERR_RETRY_UNCACHED_REP),
+        };
+    }
+    if a.sa_sequenceid != slot.seqid.wrapping_add(1) {
+        return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
+    }
+    if slot.in_progress {
+        return Err(nfsstat4::NFS4ERR_DELAY);
+    }
+    slot.seqid = a.sa_sequenceid;
+    slot.in_progress = true;
+    slot.reply = None;
+    drop(slots);
+    c.max_response = session.fore.max_response as usize;
+    c.session = Some(session.clone());
+    c.slot = Some(a.sa_slotid);
+    Ok(SequenceOutcome::New(SEQUENCE4resok {
+        sr_sessionid: a.sa_sessionid,
+        sr_sequenceid: a.sa_sequenceid,
+        sr_slotid: a.sa_slotid,
+        sr_highest_slotid: nslots - 1,
+        sr_target_highest_slotid: nslots - 1,
+        sr_status_flags: 0,
+    }))
+}
+
+/// Ends a request on its slot, keeping the reply for retransmissions.
+/// READ replies are not cached unless small (Linux never sets sa_cachethis
+/// for I/O), so the cache never holds bulk data.
+pub fn finish_slot(ds: &Ds, session: &Session, slot: u32, rb: &ReplyBuf, cache_this: bool) {
+    let len = rb.body_len();
+    let keep = (cache_this && len <= session.fore.max_response_cached as usize) || len <= ALWAYS_CACHE_BYTES;
+    let bytes = keep.then(|| {
+        if rb.payload.is_some() {
+            bump(&ds.stats.payload_copies, 1);
+        }
+        Arc::new(rb.flat_body())
+    });
+    let mut slots = crate::state::lock(&session.slots);
+    if let Some(s) = slots.get_mut(slot as usize) {
+        s.in_progress = false;
+        s.reply = bytes;
+    }
+}
+
+pub fn reclaim_complete(ds: &Ds, c: &mut Compound, a: &RECLAIM_COMPLETE4args, rb: &mut ReplyBuf) -> nfsstat4 {
+    let r = (|| {
+        let clientid = c.clientid()?;
+        if a.rca_one_fs {
+            c.fh()?;
+            return Ok(());
+        }
+        let mut t = ds.state.clients();
+        let cl = t.clients.get_mut(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+        if cl.reclaim_complete {
+            return Err(nfsstat4::NFS4ERR_COMPLETE_ALREADY);
+        }
+        cl.reclaim_complete = true;
+        Ok(())
+    })();
+    reply(rb, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compound::ConnInfo;
+    use crate::config::DsConfig;
+    use crate::stats::DsStats;
+    use crate::storage::{BufPool, Engine};
+    use pnfs_protocol::rpc::Credential;
+
+    fn ds() -> (tempfile::TempDir, Arc<Ds>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = DsConfig::new("t", dir.path().to_path_buf(), "127.0.0.1:1");
+        cfg.bind = "127.0.0.1:2049".parse().unwrap();
+        (dir, Ds::open(cfg).unwrap())
+    }
+
+    fn limits(slots: u32) -> ChannelLimits {
+        ChannelLimits { max_request: 1 << 20, max_response: 1 << 20, max_response_cached: 8192, max_ops: 8, max_requests: slots }
+    }
+
+    fn new_session(ds: &Ds, slots: u32) -> Arc<Session> {
+        let lease = Lease::new();
+        let s = Arc::new(Session {
+            id: [9; 16],
+            clientid: 1,
+            fore: limits(slots),
+            back: limits(1),
+            cb_program: 0,
+            slots: Mutex::new((0..slots).map(|_| Slot::default()).collect()),
+            back_conns: Mutex::new(vec![]),
+            lease,
+        });
+        ds.state.sessions.insert(s.id, s.clone());
+        s
+    }
+
+    fn seq(slot: u32, seqid: u32, cachethis: bool) -> SEQUENCE4args {
+        SEQUENCE4args { sa_sessionid: [9; 16], sa_sequenceid: seqid, sa_slotid: slot, sa_highest_slotid: 0, sa_cachethis: cachethis }
+    }
+
+    #[test]
+    fn slot_and_reply_cache_rules() {
+        let (_d, ds) = ds();
+        let session = new_session(&ds, 2);
+        let engine = Engine::new(BufPool::new(1, 64 * 1024), Arc::new(DsStats::default()), false);
+        let conn = ConnInfo { id: 1, peer: "127.0.0.1".parse().unwrap() };
+        let mk = || Compound {
+            minor: 1,
+            cred: Credential::None,
+            conn: &conn,
+            engine: &engine,
+            session: None,
+            slot: None,
+            current_fh: None,
+            current_obj: None,
+            request_len: 100,
+            op_count: 2,
+            max_response: 1 << 20,
+        };
+        let run = |a: &SEQUENCE4args, body: &[u8]| -> Result<Option<Vec<u8>>, nfsstat4> {
+            let mut c = mk();
+            match sequence(&ds, &mut c, a)? {
+                SequenceOutcome::Replay(r) => Ok(Some(r.to_vec())),
+                SequenceOutcome::New(_) => {
+                    let mut rb = ReplyBuf::new(Encoder::new());
+                    rb.e.buf.extend_from_slice(body);
+                    finish_slot(&ds, &session, a.sa_slotid, &rb, a.sa_cachethis);
+                    Ok(None)
+                }
+            }
+        };
+        // first request must be seqid 1
+        assert_eq!(run(&seq(0, 2, false), b"x"), Err(nfsstat4::NFS4ERR_SEQ_MISORDERED));
+        assert_eq!(run(&seq(0, 1, true), b"first"), Ok(None));
+        // replay returns the cached bytes
+        assert_eq!(run(&seq(0, 1, true), b"ignored"), Ok(Some(b"first".to_vec())));
+        // an error does not advance the slot
+        assert_eq!(run(&seq(0, 5, false), b"x"), Err(nfsstat4::NFS4ERR_SEQ_MISORDERED));
+        assert_eq!(run(&seq(2, 1, false), b"x"), Err(nfsstat4::NFS4ERR_BADSLOT));
+        // large uncached reply -> RETRY_UNCACHED_REP on replay
+        let big = vec![0u8; ALWAYS_CACHE_BYTES + 1];
+        assert_eq!(run(&seq(0, 2, false), &big), Ok(None));
+        assert_eq!(run(&seq(0, 2, false), b"x"), Err(nfsstat4::NFS4ERR_RETRY_UNCACHED_REP));
+        // in progress -> DELAY for both the replay and the next seqid
+        let mut c = mk();
+        assert!(matches!(sequence(&ds, &mut c, &seq(1, 1, false)), Ok(SequenceOutcome::New(_))));
+        assert_eq!(run(&seq(1, 1, false), b"x"), Err(nfsstat4::NFS4ERR_DELAY));
+        assert_eq!(run(&seq(1, 2, false), b"x"), Err(nfsstat4::NFS4ERR_DELAY));
+        // seqid wraps
+        crate::state::lock(&session.slots)[1] = Slot { seqid: u32::MAX, in_progress: false, reply: None };
+        assert_eq!(run(&seq(1, 0, false), b"w"), Ok(None));
+        // unknown session
+        let mut a = seq(0, 3, false);
+        a.sa_sessionid = [1; 16];
+        assert_eq!(run(&a, b"x"), Err(nfsstat4::NFS4ERR_BADSESSION));
+    }
+}

@@ -1,0 +1,354 @@
+//! Reactors: `ds.reactors` threads, each (optionally) pinned to a core,
+//! each with its own SO_REUSEPORT listening socket on the NFS address, a
+//! tokio current-thread runtime, its own connections, buffer pool and
+//! io_uring ([`Engine`]). The kernel spreads new connections over the
+//! listening sockets; a connection never leaves the reactor that accepted it.
+//!
+//! A request is executed on the reactor thread as soon as its record is
+//! complete, including its storage I/O (submit-and-wait on the reactor's
+//! ring): simple and allocation-free, at the price that a slow disk stalls
+//! that reactor's other connections for the duration of one I/O. Replies go
+//! to a per-connection writer task, so socket writes overlap the next
+//! request. Nothing here ever waits for the control plane.
+//!
+//! Bounds: connections per reactor (`max_connections_per_reactor`, excess
+//! connections are closed at once), replies queued per connection
+//! ([`MAX_QUEUED_REPLIES`]; the connection stops reading when full), record
+//! size (`max_record_bytes`, larger closes the connection) and READ buffers
+//! (the pool; empty = NFS4ERR_DELAY).
+
+use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf};
+use crate::ds::Ds;
+use crate::stats::bump;
+use crate::storage::{BufPool, Engine};
+use crate::Stop;
+use pnfs_protocol::record::LAST_FRAGMENT;
+use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
+use pnfs_protocol::Encoder;
+use std::cell::Cell;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread::JoinHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Replies waiting for the socket per connection.
+pub const MAX_QUEUED_REPLIES: usize = 16;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Binds `n` listening sockets to `bind` with SO_REUSEPORT. With port 0 the
+/// first picks a port and the others join it.
+pub fn bind_listeners(bind: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::with_capacity(n);
+    let mut addr = bind;
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Starts one reactor thread per listener; returns once every reactor is
+/// set up (or the first setup error).
+pub fn start(ds: Arc<Ds>, listeners: Vec<std::net::TcpListener>, stop: Arc<Stop>) -> Result<Vec<JoinHandle<()>>, String> {
+    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
+    let mut threads = Vec::new();
+    let n = listeners.len();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let ds = ds.clone();
+        let stop = stop.clone();
+        let ready = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("ds-reactor-{i}"))
+            .spawn(move || reactor_thread(i, ds, l, stop, ready))
+            .map_err(|e| format!("starting reactor {i}: {e}"))?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                stop.stop();
+                return Err(e);
+            }
+            Err(_) => {
+                stop.stop();
+                return Err("a reactor thread died during setup".into());
+            }
+        }
+    }
+    Ok(threads)
+}
+
+fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Stop>, ready: std_mpsc::Sender<Result<(), String>>) {
+    if !ds.cfg.cores.is_empty() {
+        let core = ds.cfg.cores[i % ds.cfg.cores.len()];
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            log::warn!("reactor {i}: could not pin to core {core}");
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("reactor {i}: runtime: {e}")));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let listener = match rt.block_on(async { TcpListener::from_std(l) }) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("reactor {i}: listener: {e}")));
+            return;
+        }
+    };
+    let pool = BufPool::new(ds.cfg.buffers_per_reactor, ds.cfg.buffer_size);
+    let engine = Rc::new(Engine::new(pool, ds.stats.clone(), true));
+    log::debug!(
+        "reactor {i}: io_uring {}, O_DIRECT {}, {} buffers of {} bytes",
+        if engine.uses_uring() { "on" } else { "off" },
+        if ds.store.uses_o_direct() { "on" } else { "off" },
+        ds.cfg.buffers_per_reactor,
+        ds.cfg.buffer_size
+    );
+    let _ = ready.send(Ok(()));
+    let mut stopped = stop.subscribe();
+    local.block_on(&rt, async move {
+        let dispatcher = Rc::new(Dispatcher::new());
+        let conns = Rc::new(Cell::new(0usize));
+        loop {
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => break,
+                r = listener.accept() => match r {
+                    Ok((sock, peer)) => {
+                        if conns.get() >= ds.cfg.max_connections_per_reactor {
+                            bump(&ds.stats.connections_refused, 1);
+                            log::warn!("reactor {i}: refusing connection from {peer}: ds.max_connections_per_reactor reached");
+                            continue;
+                        }
+                        bump(&ds.stats.connections_accepted, 1);
+                        conns.set(conns.get() + 1);
+                        let guard = ConnGuard(conns.clone());
+                        let (ds, engine, dispatcher) = (ds.clone(), engine.clone(), dispatcher.clone());
+                        tokio::task::spawn_local(async move {
+                            let _guard = guard;
+                            if let Err(e) = connection(ds, engine, dispatcher, sock, peer).await {
+                                log::debug!("connection {peer}: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // EMFILE and the like: back off instead of spinning.
+                        log::warn!("reactor {i}: accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    });
+    log::debug!("reactor {i} stopped");
+}
+
+struct ConnGuard(Rc<Cell<usize>>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// A reply ready for the socket.
+enum Outgoing {
+    /// Record mark included.
+    Flat(Vec<u8>),
+    /// Record mark placeholder at 0, patched by the writer.
+    Reply(ReplyBuf),
+}
+
+/// Reads one record (all fragments) into `buf[..len]`, growing `buf` only
+/// when needed (no zero-fill per request). Ok(None) at a clean EOF.
+async fn read_record(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+    let mut total = 0usize;
+    loop {
+        let mut hdr = [0u8; 4];
+        match rd.read_exact(&mut hdr).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && total == 0 => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let h = u32::from_be_bytes(hdr);
+        let len = (h & !LAST_FRAGMENT) as usize;
+        if total + len > max {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("RPC record of {} bytes exceeds ds.max_record_bytes", total + len)));
+        }
+        if buf.len() < total + len {
+            buf.resize(total + len, 0);
+        }
+        rd.read_exact(&mut buf[total..total + len]).await?;
+        total += len;
+        if h & LAST_FRAGMENT != 0 {
+            return Ok(Some(total));
+        }
+    }
+}
+
+async fn connection(ds: Arc<Ds>, engine: Rc<Engine>, dispatcher: Rc<Dispatcher>, sock: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    let _ = sock.set_nodelay(true);
+    let conn = ConnInfo { id: NEXT_CONN.fetch_add(1, Ordering::Relaxed), peer: peer.ip() };
+    log::debug!("connection {} from {peer}", conn.id);
+    let (mut rd, wr) = sock.into_split();
+    let (tx, rx) = mpsc::channel::<Outgoing>(MAX_QUEUED_REPLIES);
+    let writer = tokio::task::spawn_local(writer(wr, rx));
+    let max = ds.cfg.max_record_bytes as usize;
+    let mut buf = Vec::new();
+    let result = loop {
+        let len = match read_record(&mut rd, &mut buf, max).await {
+            Ok(Some(n)) => n,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let rec = &buf[..len];
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| handle_record(&ds, &conn, &engine, &dispatcher, rec))).unwrap_or_else(|_| {
+            log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
+            match rpc::parse_message(rec) {
+                Ok(Message::Call { header, .. }) => Some(flat(rpc::accepted_reply(header.xid, AcceptStat::SystemErr))),
+                _ => None,
+            }
+        });
+        if let Some(out) = out {
+            if tx.send(out).await.is_err() {
+                break Ok(());
+            }
+        }
+    };
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+fn flat(msg: Vec<u8>) -> Outgoing {
+    let mut v = Vec::with_capacity(msg.len() + 4);
+    v.extend_from_slice(&pnfs_protocol::record::record_header(msg.len()));
+    v.extend_from_slice(&msg);
+    Outgoing::Flat(v)
+}
+
+async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+    while let Some(out) = rx.recv().await {
+        let r = match out {
+            Outgoing::Flat(v) => wr.write_all(&v).await,
+            Outgoing::Reply(mut rb) => {
+                let total = rb.e.len() - 4 + rb.payload.as_ref().map_or(0, |p| p.len);
+                assert!(total < LAST_FRAGMENT as usize, "reply larger than one fragment");
+                rb.e.patch_u32(0, LAST_FRAGMENT | total as u32);
+                match &rb.payload {
+                    None => wr.write_all(&rb.e.buf).await,
+                    Some(p) => {
+                        let parts = [&rb.e.buf[..p.at], &p.buf.as_slice()[..p.len], &rb.e.buf[p.at..]];
+                        write_all_vectored(&mut wr, &parts).await
+                    }
+                }
+            }
+        };
+        if r.is_err() {
+            break;
+        }
+    }
+}
+
+/// Writes every byte of `parts` with as few writev calls as the socket allows.
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Result<()> {
+    let mut idx = 0;
+    let mut off = 0;
+    while idx < parts.len() {
+        if off == parts[idx].len() {
+            idx += 1;
+            off = 0;
+            continue;
+        }
+        let mut slices = Vec::with_capacity(parts.len() - idx);
+        slices.push(IoSlice::new(&parts[idx][off..]));
+        slices.extend(parts[idx + 1..].iter().map(|p| IoSlice::new(p)));
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && idx < parts.len() {
+            let left = parts[idx].len() - off;
+            if n >= left {
+                n -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One RPC record in, at most one RPC reply out.
+fn handle_record(ds: &Ds, conn: &ConnInfo, engine: &Engine, dispatcher: &Dispatcher, rec: &[u8]) -> Option<Outgoing> {
+    let msg = match rpc::parse_message(rec) {
+        Ok(m) => m,
+        Err(rpc::RpcError::Unreadable) => return None,
+        Err(rpc::RpcError::Garbage { xid }) => return Some(flat(rpc::accepted_reply(xid, AcceptStat::GarbageArgs))),
+    };
+    let (header, args) = match msg {
+        Message::Call { header, args } => (header, args),
+        Message::Reply { xid, .. } => {
+            log::debug!("ignoring RPC reply xid {xid:#x} on connection {}", conn.id);
+            return None;
+        }
+    };
+    let xid = header.xid;
+    if header.rpcvers != rpc::RPC_VERSION {
+        return Some(flat(rpc::rpc_mismatch_reply(xid)));
+    }
+    if header.prog != rpc::NFS4_PROGRAM {
+        return Some(flat(rpc::accepted_reply(xid, AcceptStat::ProgUnavail)));
+    }
+    if header.vers != rpc::NFS_V4 {
+        return Some(flat(rpc::prog_mismatch_reply(xid, rpc::NFS_V4, rpc::NFS_V4)));
+    }
+    if let Credential::Unsupported(flavor) = header.cred {
+        log::debug!("refusing auth flavor {flavor} from {}", conn.peer);
+        return Some(flat(rpc::auth_error_reply(xid, AuthStat::BadCred)));
+    }
+    match header.proc_ {
+        rpc::PROC_NULL => Some(flat(rpc::accepted_reply(xid, AcceptStat::Success))),
+        rpc::PROC_COMPOUND => {
+            let mut e = Encoder::with_buffer(Vec::with_capacity(512));
+            e.put_u32(0); // record mark, patched by the writer
+            rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
+            let mut rb = ReplyBuf::new(e);
+            match dispatcher.run(ds, conn, engine, header.cred, args, &mut rb) {
+                CompoundOutcome::Done => Some(Outgoing::Reply(rb)),
+                CompoundOutcome::Replay(bytes) => {
+                    rb.truncate(rb.base);
+                    rb.e.buf.extend_from_slice(&bytes);
+                    Some(Outgoing::Reply(rb))
+                }
+                CompoundOutcome::Garbage => Some(flat(rpc::accepted_reply(xid, AcceptStat::GarbageArgs))),
+            }
+        }
+        _ => Some(flat(rpc::accepted_reply(xid, AcceptStat::ProcUnavail))),
+    }
+}

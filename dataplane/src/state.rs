@@ -1,0 +1,362 @@
+//! State shared by every reactor: DS clients, sessions with their slot
+//! tables, and the stateids the MDS allowed (tight coupling, RFC 8881 13.9.2).
+//!
+//! Locking: client records (EXCHANGE_ID, CREATE_SESSION, DESTROY_*, lease
+//! expiry: rare) sit behind one mutex. Sessions and allowed stateids, looked
+//! up on every COMPOUND and every READ/WRITE, sit in [`Shards`]: a fixed
+//! number of mutex-protected hash maps picked by key hash, so reactors rarely
+//! meet on a lock and never hold one across I/O. A session's slot table has
+//! its own mutex (as on the MDS); a lease renewal is one atomic store.
+//! Lock order: clients -> a shard -> a session's slots; never the reverse.
+
+use crate::fh::DsFh;
+use pnfs_protocol::wire::{nfsstat4, stateid4, OPEN4_SHARE_ACCESS_READ, OPEN4_SHARE_ACCESS_WRITE};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+pub type SessionId = [u8; 16];
+pub type StateOther = [u8; 12];
+
+const SHARDS: usize = 16;
+/// Allowed stateids kept at most (the MDS revokes them on CLOSE/expiry).
+pub const MAX_ALLOWED_STATEIDS: usize = 1 << 20;
+/// DS client records kept at most (each has at least one session when used).
+pub const MAX_CLIENTS: usize = 16 * 1024;
+/// Sessions per client.
+pub const MAX_SESSIONS_PER_CLIENT: usize = 16;
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A hash map split into independently locked shards.
+pub struct Shards<K, V> {
+    hasher: RandomState,
+    shards: Vec<Mutex<HashMap<K, V>>>,
+}
+
+impl<K: Hash + Eq, V: Clone> Shards<K, V> {
+    pub fn new() -> Self {
+        Shards { hasher: RandomState::new(), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+
+    pub fn shard(&self, k: &K) -> MutexGuard<'_, HashMap<K, V>> {
+        let i = self.hasher.hash_one(k) as usize % SHARDS;
+        lock(&self.shards[i])
+    }
+
+    pub fn get(&self, k: &K) -> Option<V> {
+        self.shard(k).get(k).cloned()
+    }
+
+    pub fn insert(&self, k: K, v: V) -> Option<V> {
+        self.shard(&k).insert(k, v)
+    }
+
+    pub fn remove(&self, k: &K) -> Option<V> {
+        self.shard(k).remove(k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn retain(&self, mut f: impl FnMut(&K, &mut V) -> bool) {
+        for s in &self.shards {
+            lock(s).retain(|k, v| f(k, v));
+        }
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> Default for Shards<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Milliseconds since this process started (lease bookkeeping in atomics).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A client's lease: renewed by every successful SEQUENCE (RFC 8881 8.3).
+#[derive(Debug)]
+pub struct Lease {
+    last_renewed_ms: AtomicU64,
+}
+
+impl Lease {
+    pub fn new() -> Arc<Lease> {
+        Arc::new(Lease { last_renewed_ms: AtomicU64::new(now_ms()) })
+    }
+    pub fn renew(&self) {
+        self.last_renewed_ms.store(now_ms(), Ordering::Relaxed);
+    }
+    pub fn idle_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_renewed_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// One slot of a session's fore channel (RFC 8881 2.10.6.1).
+#[derive(Debug, Default)]
+pub struct Slot {
+    pub seqid: u32,
+    pub in_progress: bool,
+    /// Encoded COMPOUND4res of the last request, when it was cached.
+    pub reply: Option<Arc<Vec<u8>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelLimits {
+    pub max_request: u32,
+    pub max_response: u32,
+    pub max_response_cached: u32,
+    pub max_ops: u32,
+    pub max_requests: u32,
+}
+
+pub struct Session {
+    pub id: SessionId,
+    pub clientid: u64,
+    pub fore: ChannelLimits,
+    pub back: ChannelLimits,
+    pub cb_program: u32,
+    pub slots: Mutex<Vec<Slot>>,
+    /// Connection ids bound for the back channel (a DS sends no callbacks;
+    /// kept so BIND_CONN_TO_SESSION answers truthfully).
+    pub back_conns: Mutex<Vec<u64>>,
+    pub lease: Arc<Lease>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub clientid: u64,
+    pub owner: Vec<u8>,
+    pub verifier: [u8; 8],
+    pub confirmed: bool,
+    /// Next expected csa_sequence for CREATE_SESSION.
+    pub cs_sequence: u32,
+    /// Last CREATE_SESSION reply (resok bytes) for replay detection.
+    pub cs_reply: Option<Vec<u8>>,
+    pub sessions: Vec<SessionId>,
+    pub reclaim_complete: bool,
+    /// Who created the client ID (AUTH_SYS uid/gid); None for AUTH_NONE.
+    pub principal: Option<(u32, u32)>,
+    pub lease: Arc<Lease>,
+}
+
+pub struct ClientTable {
+    pub clients: HashMap<u64, Client>,
+    next_client: u32,
+    next_session: u64,
+}
+
+/// What the MDS allowed for one stateid (CTL_PROC_STATEID_ALLOW).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed {
+    pub fh: DsFh,
+    /// OPEN4_SHARE_ACCESS_* bits.
+    pub access: u32,
+    /// The MDS client ID holding it (informational: DS client IDs differ).
+    pub mds_clientid: u64,
+}
+
+pub struct DsState {
+    /// Random per boot: the high half of client IDs, the head of session IDs,
+    /// so nothing from an earlier boot is mistaken for current state.
+    pub boot: u32,
+    pub clients: Mutex<ClientTable>,
+    pub sessions: Shards<SessionId, Arc<Session>>,
+    pub allowed: Shards<StateOther, Allowed>,
+}
+
+impl DsState {
+    pub fn new(boot: u32) -> DsState {
+        DsState {
+            boot,
+            clients: Mutex::new(ClientTable { clients: HashMap::new(), next_client: 1, next_session: 1 }),
+            sessions: Shards::new(),
+            allowed: Shards::new(),
+        }
+    }
+
+    pub fn clients(&self) -> MutexGuard<'_, ClientTable> {
+        lock(&self.clients)
+    }
+
+    pub fn new_clientid(&self, t: &mut ClientTable) -> u64 {
+        let id = ((self.boot as u64) << 32) | t.next_client as u64;
+        t.next_client = t.next_client.wrapping_add(1).max(1);
+        id
+    }
+
+    pub fn new_sessionid(&self, t: &mut ClientTable, clientid: u64) -> SessionId {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&clientid.to_be_bytes());
+        id[8..].copy_from_slice(&t.next_session.to_be_bytes());
+        t.next_session += 1;
+        id
+    }
+
+    /// Removes a client and its sessions (caller holds the client table).
+    pub fn purge_client(&self, t: &mut ClientTable, clientid: u64) -> Option<Client> {
+        let c = t.clients.remove(&clientid)?;
+        for sid in &c.sessions {
+            self.sessions.remove(sid);
+        }
+        Some(c)
+    }
+
+    /// Drops clients silent for longer than `lease` (plus half a lease of
+    /// slack for the client's renewal timer); returns how many went.
+    pub fn expire(&self, lease: Duration) -> usize {
+        let limit = lease + lease / 2;
+        let mut t = self.clients();
+        let dead: Vec<u64> =
+            t.clients.values().filter(|c| c.lease.idle_for() > limit).map(|c| c.clientid).collect();
+        for id in &dead {
+            if let Some(c) = self.purge_client(&mut t, *id) {
+                log::info!("DS client {:#x} expired after {:?} of silence", id, c.lease.idle_for());
+            }
+        }
+        dead.len()
+    }
+
+    /// CTL_PROC_STATEID_ALLOW. False when the table is full.
+    pub fn allow(&self, other: StateOther, a: Allowed) -> bool {
+        let mut shard = self.allowed.shard(&other);
+        if !shard.contains_key(&other) && shard.len() >= MAX_ALLOWED_STATEIDS / SHARDS {
+            return false;
+        }
+        shard.insert(other, a);
+        true
+    }
+
+    /// CTL_PROC_STATEID_REVOKE. True when it was known.
+    pub fn revoke(&self, other: &StateOther) -> bool {
+        self.allowed.remove(other).is_some()
+    }
+
+    /// Tight coupling check for READ/WRITE: the stateid's `other` must be one
+    /// the MDS allowed for this very object; its seqid is ignored (Linux sends
+    /// 0). Special stateids (anonymous, READ bypass, current, invalid) are
+    /// refused: no operation on a DS produces a current stateid and RFC 8881
+    /// 13.9.1 forbids special stateids for DS I/O.
+    ///
+    /// Errors: unknown, revoked, special or another object's stateid ->
+    /// NFS4ERR_BAD_STATEID; WRITE through a stateid without WRITE access ->
+    /// NFS4ERR_OPENMODE (RFC 8881 8.2.2/18.38.3, as the MDS would answer; the
+    /// Linux client then redoes the I/O through the MDS). READ is allowed
+    /// with any access the open has (knfsd does the same for write-only opens).
+    pub fn check_io(&self, sid: &stateid4, fh: &DsFh, write: bool) -> Result<(), nfsstat4> {
+        if sid.other == [0u8; 12] || sid.other == [0xffu8; 12] {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        let a = self.allowed.get(&sid.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
+        if a.fh != *fh {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        if write && a.access & OPEN4_SHARE_ACCESS_WRITE == 0 {
+            return Err(nfsstat4::NFS4ERR_OPENMODE);
+        }
+        if a.access & (OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE) == 0 {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        Ok(())
+    }
+
+    /// After the MDS restarted (new epoch) its old stateids mean nothing.
+    pub fn forget_allowed(&self) {
+        self.allowed.retain(|_, _| false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid(seqid: u32, o: u8) -> stateid4 {
+        stateid4 { seqid, other: [o; 12] }
+    }
+
+    #[test]
+    fn stateid_checks() {
+        let st = DsState::new(7);
+        let fh = DsFh { stripe: 0, ino: 5, generation: 1 };
+        let other_fh = DsFh { stripe: 1, ino: 5, generation: 1 };
+        assert!(st.allow([1; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9 }));
+        assert!(st.allow([2; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE, mds_clientid: 9 }));
+        // any seqid, 0 included
+        for seq in [0, 1, 77, u32::MAX] {
+            assert_eq!(st.check_io(&sid(seq, 1), &fh, false), Ok(()));
+            assert_eq!(st.check_io(&sid(seq, 2), &fh, true), Ok(()));
+        }
+        assert_eq!(st.check_io(&sid(0, 1), &fh, true), Err(nfsstat4::NFS4ERR_OPENMODE));
+        assert_eq!(st.check_io(&sid(0, 2), &other_fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(0, 3), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        // special stateids
+        assert_eq!(st.check_io(&sid(0, 0), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(1, 0), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(u32::MAX, 0xff), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        // revoke
+        assert!(st.revoke(&[2; 12]));
+        assert!(!st.revoke(&[2; 12]));
+        assert_eq!(st.check_io(&sid(0, 2), &fh, true), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        st.forget_allowed();
+        assert!(st.allowed.is_empty());
+    }
+
+    #[test]
+    fn expiry_purges_sessions() {
+        let st = DsState::new(1);
+        let mut t = st.clients();
+        let id = st.new_clientid(&mut t);
+        assert_eq!(id >> 32, 1);
+        let lease = Lease::new();
+        let sid = st.new_sessionid(&mut t, id);
+        let limits = ChannelLimits { max_request: 1, max_response: 1, max_response_cached: 1, max_ops: 1, max_requests: 1 };
+        st.sessions.insert(
+            sid,
+            Arc::new(Session {
+                id: sid,
+                clientid: id,
+                fore: limits,
+                back: limits,
+                cb_program: 0,
+                slots: Mutex::new(vec![Slot::default()]),
+                back_conns: Mutex::new(vec![]),
+                lease: lease.clone(),
+            }),
+        );
+        t.clients.insert(
+            id,
+            Client {
+                clientid: id,
+                owner: b"o".to_vec(),
+                verifier: [0; 8],
+                confirmed: true,
+                cs_sequence: 2,
+                cs_reply: None,
+                sessions: vec![sid],
+                reclaim_complete: false,
+                principal: None,
+                lease,
+            },
+        );
+        drop(t);
+        assert_eq!(st.expire(Duration::from_secs(60)), 0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(st.expire(Duration::from_millis(5)), 1);
+        assert!(st.sessions.get(&sid).is_none());
+        assert!(st.clients().clients.is_empty());
+    }
+}
