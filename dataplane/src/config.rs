@@ -134,7 +134,12 @@ impl DsConfig {
             universal_address(&parse_advertise(a).map_err(|e| format!("ds.advertise: {e}"))?)
                 .map_err(|e| format!("ds.advertise: {e}"))?;
         } else {
-            universal_address(&self.bind).map_err(|e| format!("ds.bind: {e} (or set ds.advertise)"))?;
+            // Port 0 (tests) is fine: the bound port is advertised.
+            let mut b = self.bind;
+            if b.port() == 0 {
+                b.set_port(1);
+            }
+            universal_address(&b).map_err(|e| format!("ds.bind: {e} (or set ds.advertise)"))?;
         }
         if self.mds_control.to_socket_addrs().is_err() && !self.mds_control.contains(':') {
             return Err(format!("ds.mds_control: expected host:port, got {:?}", self.mds_control));

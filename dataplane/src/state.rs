@@ -24,6 +24,8 @@ pub type StateOther = [u8; 12];
 const SHARDS: usize = 16;
 /// Allowed stateids kept at most (the MDS revokes them on CLOSE/expiry).
 pub const MAX_ALLOWED_STATEIDS: usize = 1 << 20;
+/// Objects one stateid may be allowed on at one DS (one per stripe placed here).
+pub const MAX_OBJECTS_PER_STATEID: usize = 256;
 /// DS client records kept at most (each has at least one session when used).
 pub const MAX_CLIENTS: usize = 16 * 1024;
 /// Sessions per client.
@@ -176,7 +178,8 @@ pub struct DsState {
     pub boot: u32,
     pub clients: Mutex<ClientTable>,
     pub sessions: Shards<SessionId, Arc<Session>>,
-    pub allowed: Shards<StateOther, Allowed>,
+    /// Per stateid, the objects (usually one per DS) it may do I/O on.
+    pub allowed: Shards<StateOther, Vec<Allowed>>,
 }
 
 impl DsState {
@@ -231,13 +234,21 @@ impl DsState {
         dead.len()
     }
 
-    /// CTL_PROC_STATEID_ALLOW. False when the table is full.
+    /// CTL_PROC_STATEID_ALLOW: allows (or re-allows with new access bits)
+    /// `other` on `a.fh`. False when the table is full.
     pub fn allow(&self, other: StateOther, a: Allowed) -> bool {
         let mut shard = self.allowed.shard(&other);
         if !shard.contains_key(&other) && shard.len() >= MAX_ALLOWED_STATEIDS / SHARDS {
             return false;
         }
-        shard.insert(other, a);
+        let objs = shard.entry(other).or_default();
+        if let Some(x) = objs.iter_mut().find(|x| x.fh == a.fh) {
+            *x = a;
+        } else if objs.len() < MAX_OBJECTS_PER_STATEID {
+            objs.push(a);
+        } else {
+            return false;
+        }
         true
     }
 
@@ -261,10 +272,11 @@ impl DsState {
         if sid.other == [0u8; 12] || sid.other == [0xffu8; 12] {
             return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
-        let a = self.allowed.get(&sid.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
-        if a.fh != *fh {
-            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-        }
+        let a = {
+            let shard = self.allowed.shard(&sid.other);
+            let objs = shard.get(&sid.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
+            *objs.iter().find(|x| x.fh == *fh).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?
+        };
         if write && a.access & OPEN4_SHARE_ACCESS_WRITE == 0 {
             return Err(nfsstat4::NFS4ERR_OPENMODE);
         }
@@ -283,6 +295,7 @@ impl DsState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pnfs_protocol::wire::OPEN4_SHARE_ACCESS_BOTH;
 
     fn sid(seqid: u32, o: u8) -> stateid4 {
         stateid4 { seqid, other: [o; 12] }
@@ -302,6 +315,12 @@ mod tests {
         }
         assert_eq!(st.check_io(&sid(0, 1), &fh, true), Err(nfsstat4::NFS4ERR_OPENMODE));
         assert_eq!(st.check_io(&sid(0, 2), &other_fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        // a second object for the same stateid, and widening its access
+        assert!(st.allow([1; 12], Allowed { fh: other_fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9 }));
+        assert_eq!(st.check_io(&sid(0, 1), &other_fh, false), Ok(()));
+        assert!(st.allow([1; 12], Allowed { fh: other_fh, access: OPEN4_SHARE_ACCESS_BOTH, mds_clientid: 9 }));
+        assert_eq!(st.check_io(&sid(0, 1), &other_fh, true), Ok(()));
+        assert_eq!(st.check_io(&sid(0, 1), &fh, true), Err(nfsstat4::NFS4ERR_OPENMODE));
         assert_eq!(st.check_io(&sid(0, 3), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
         // special stateids
         assert_eq!(st.check_io(&sid(0, 0), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
