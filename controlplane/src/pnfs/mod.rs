@@ -479,18 +479,26 @@ impl Pnfs {
         self.simple(ds, CTL_PROC_OBJ_WRITE, &a)
     }
 
-    /// Reads into `buf`; returns the bytes the object had (short at its end).
+    /// Reads into `buf`; returns the bytes the object had (short at its
+    /// end). A DS may answer less than asked before its end: read on.
     pub fn obj_read(&self, ds: u32, fh: &[u8], offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let a = ctl_read_args { cra_fh: fh.into(), cra_offset: offset, cra_count: buf.len() as u32 };
-        let body = self.call(ds, CTL_PROC_OBJ_READ, &a)?;
-        let r = ctl_read_res::decode(&mut Decoder::new(&body)).map_err(client::bad_reply)?;
-        match r.crs_status {
-            ctl_status::CTL_NOENT => return Ok(0),
-            s => client::status_result(s)?,
+        let mut done = 0;
+        while done < buf.len() {
+            let a = ctl_read_args { cra_fh: fh.into(), cra_offset: offset + done as u64, cra_count: (buf.len() - done) as u32 };
+            let body = self.call(ds, CTL_PROC_OBJ_READ, &a)?;
+            let r = ctl_read_res::decode(&mut Decoder::new(&body)).map_err(client::bad_reply)?;
+            match r.crs_status {
+                ctl_status::CTL_NOENT => break,
+                s => client::status_result(s)?,
+            }
+            let n = r.crs_data.len().min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&r.crs_data[..n]);
+            done += n;
+            if r.crs_eof || n == 0 {
+                break;
+            }
         }
-        let n = r.crs_data.len().min(buf.len());
-        buf[..n].copy_from_slice(&r.crs_data[..n]);
-        Ok(n)
+        Ok(done)
     }
 
     /// (object size, space used); a missing object is (0, 0).

@@ -77,7 +77,16 @@ impl StripedStore {
             let ds = set.ds[p.stripe as usize];
             self.check_alive(ds)?;
             let fh = set.ds_fh(p.stripe, ino);
-            self.pnfs.obj_write(ds, &fh, p.obj_offset, &data[p.buf_offset..p.buf_offset + p.len], stable)?;
+            let bytes = &data[p.buf_offset..p.buf_offset + p.len];
+            match self.pnfs.obj_write(ds, &fh, p.obj_offset, bytes, stable) {
+                // The DS lost the object (wiped, replaced): create it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    log::warn!("inode {ino}: stripe {} missing on data server {ds}; recreating it", p.stripe);
+                    self.pnfs.obj_create(ds, &fh)?;
+                    self.pnfs.obj_write(ds, &fh, p.obj_offset, bytes, stable)?;
+                }
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -146,7 +155,13 @@ impl DataStore for StripedStore {
                 for (j, &ds) in set.ds.iter().enumerate() {
                     self.check_alive(ds)?;
                     let fh = set.ds_fh(j as u32, ino);
-                    self.pnfs.obj_truncate(ds, &fh, set.object_size(j as u32, size))?;
+                    match self.pnfs.obj_truncate(ds, &fh, set.object_size(j as u32, size)) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            self.pnfs.obj_create(ds, &fh)?;
+                            self.pnfs.obj_truncate(ds, &fh, set.object_size(j as u32, size))?;
+                        }
+                        r => r?,
+                    }
                 }
                 Ok(())
             }

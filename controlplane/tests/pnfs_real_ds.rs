@@ -1,0 +1,198 @@
+//! The MDS with two real data servers (pnfs-ds, in-process): they register,
+//! a client gets a layout and the device info, writes stripes straight to
+//! the data servers with the DS filehandles and its open stateid (tight
+//! coupling: the MDS pushed it), commits them there, LAYOUTCOMMITs, and
+//! reads the file back through the MDS (which reads the DS objects).
+
+use pnfs_client::pnfs_protocol::wire::*;
+use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
+use pnfs_client::Client;
+use pnfs_mds::pnfs::client::CtlClient;
+use pnfs_mds::pnfs::parse_uaddr;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+const SU: u64 = 64 * 1024;
+
+fn start_mds(dir: &std::path::Path) -> (SocketAddr, SocketAddr) {
+    let text = format!(
+        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
+         stripe_unit = {SU}\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
+        dir.display()
+    );
+    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
+    cfg.validate().unwrap();
+    let nfs = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ctl = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addrs = (nfs.local_addr().unwrap(), ctl.local_addr().unwrap());
+    nfs.set_nonblocking(true).unwrap();
+    ctl.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mds = pnfs_mds::Mds::open(cfg).unwrap();
+            let nfs = tokio::net::TcpListener::from_std(nfs).unwrap();
+            let ctl = tokio::net::TcpListener::from_std(ctl).unwrap();
+            pnfs_mds::Server::new(mds).serve_with_control(nfs, Some(ctl)).await.unwrap();
+        });
+    });
+    let t = Instant::now();
+    while TcpStream::connect(addrs.0).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "MDS did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    addrs
+}
+
+fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
+    nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.into() })
+}
+
+#[test]
+fn client_writes_stripes_to_real_data_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) = start_mds(dir.path());
+    let mut handles = Vec::new();
+    for i in 0..2 {
+        let mut cfg = pnfs_ds::config::DsConfig::new(&format!("ds{i}"), dir.path().join(format!("ds{i}")), &ctl_addr.to_string());
+        cfg.bind = "127.0.0.1:0".parse().unwrap();
+        cfg.control_bind = "127.0.0.1:0".parse().unwrap();
+        cfg.reactors = 1;
+        cfg.o_direct = false;
+        handles.push(pnfs_ds::run(cfg).unwrap());
+    }
+    let mut c = Client::connect(nfs_addr, 1).unwrap();
+    let root = c.lookup_path("/export").unwrap();
+    let (fh, open_sid) = c.open(&root, "f", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+    let sid0 = stateid4 { seqid: 0, other: open_sid.other };
+    // Wait until both data servers registered (a heartbeat is then known).
+    let t = Instant::now();
+    for i in 0..2 {
+        loop {
+            let a = ctl_heartbeat_args {
+                cha_ds_id: format!("ds{i}").into_bytes().into(),
+                cha_free_bytes: 1 << 30,
+                cha_bytes_read: 0,
+                cha_bytes_written: 0,
+            };
+            let body = CtlClient::new().call(&ctl_addr.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a).unwrap();
+            if ctl_heartbeat_res::decode(&mut Decoder::new(&body)).unwrap().chr_status == ctl_status::CTL_OK {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "data server {i} did not register");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let ops = vec![
+        putfh(&fh),
+        nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+            loga_signal_layout_avail: false,
+            loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+            loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
+            loga_offset: 0,
+            loga_length: u64::MAX,
+            loga_minlength: 4096,
+            loga_stateid: sid0.clone(),
+            loga_maxcount: 4096,
+        }),
+    ];
+    let (lsid, body) = c
+        .compound_ok(ops, |r| match &r[1] {
+            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => {
+                Ok((ok.logr_stateid.clone(), ok.logr_layout[0].lo_content.loc_body.to_vec()))
+            }
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    let layout = nfsv4_1_file_layout4::decode(&mut Decoder::new(&body)).unwrap();
+    assert_eq!(layout.nfl_fh_list.len(), 2, "striped over both data servers");
+    let dev = c
+        .compound_ok(
+            vec![nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
+                gdia_device_id: layout.nfl_deviceid,
+                gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                gdia_maxcount: 4096,
+                gdia_notify_types: vec![],
+            })],
+            |r| match &r[0] {
+                nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok)) => Ok(ok.gdir_device_addr.da_addr_body.to_vec()),
+                other => panic!("{other:?}"),
+            },
+        )
+        .unwrap();
+    let dev = nfsv4_1_file_layout_ds_addr4::decode(&mut Decoder::new(&dev)).unwrap();
+    let ds_addrs: Vec<SocketAddr> = dev
+        .nflda_multipath_ds_list
+        .iter()
+        .map(|l| parse_uaddr(&String::from_utf8(l[0].na_r_addr.to_vec()).unwrap()).unwrap())
+        .collect();
+    let mut ds_clients: Vec<Client> = ds_addrs.iter().map(|a| Client::connect(a, 1).unwrap()).collect();
+
+    // Write 3 stripe units + a bit, as the Linux files layout driver would.
+    let data: Vec<u8> = (0..(3 * SU as usize + 1000)).map(|i| (i % 253) as u8).collect();
+    let first = layout.nfl_first_stripe_index as u64;
+    let mut off = 0u64;
+    while (off as usize) < data.len() {
+        let n = (SU - off % SU).min(data.len() as u64 - off) as usize;
+        let j = ((off / SU + first) % 2) as usize;
+        let obj = (off / (SU * 2)) * SU + off % SU;
+        let dsi = dev.nflda_stripe_indices[j] as usize;
+        let ops = vec![
+            putfh(&layout.nfl_fh_list[j]),
+            nfs_argop4::OP_WRITE(WRITE4args {
+                stateid: sid0.clone(),
+                offset: obj,
+                stable: stable_how4::UNSTABLE4,
+                data: data[off as usize..off as usize + n].to_vec().into(),
+            }),
+        ];
+        ds_clients[dsi].compound_ok(ops, |_| Ok(())).unwrap();
+        off += n as u64;
+    }
+    for (j, fhj) in layout.nfl_fh_list.iter().enumerate() {
+        let dsi = dev.nflda_stripe_indices[j] as usize;
+        ds_clients[dsi]
+            .compound_ok(vec![putfh(fhj), nfs_argop4::OP_COMMIT(COMMIT4args { offset: 0, count: 0 })], |_| Ok(()))
+            .unwrap();
+    }
+    // LAYOUTCOMMIT sets the size on the MDS.
+    c.compound_ok(
+        vec![
+            putfh(&fh),
+            nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
+                loca_offset: 0,
+                loca_length: data.len() as u64,
+                loca_reclaim: false,
+                loca_stateid: lsid.clone(),
+                loca_last_write_offset: newoffset4::TRUE(data.len() as u64 - 1),
+                loca_time_modify: newtime4::FALSE,
+                loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: vec![].into() },
+            }),
+        ],
+        |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(c.getattr_size(&fh).unwrap(), data.len() as u64);
+    // The MDS reads the stripes back from the data servers.
+    let mut back = Vec::new();
+    while back.len() < data.len() {
+        let (d, eof) = c.read(&fh, &sid0, back.len() as u64, 100_000).unwrap();
+        back.extend_from_slice(&d);
+        if eof {
+            break;
+        }
+    }
+    assert!(back == data, "data read through the MDS differs");
+    // After CLOSE the data servers refuse the open stateid.
+    c.close(&fh, &open_sid).unwrap();
+    let ops = vec![
+        putfh(&layout.nfl_fh_list[0]),
+        nfs_argop4::OP_WRITE(WRITE4args { stateid: sid0.clone(), offset: 0, stable: stable_how4::UNSTABLE4, data: vec![1u8].into() }),
+    ];
+    let dsi = dev.nflda_stripe_indices[0] as usize;
+    let st = ds_clients[dsi].compound(ops).unwrap().status().unwrap();
+    assert_ne!(st, nfsstat4::NFS4_OK, "DS accepted a closed open stateid");
+    for h in handles {
+        h.shutdown();
+    }
+}
