@@ -1,6 +1,7 @@
 //! pnfsd's TOML configuration: which roles this node runs and their settings.
 //! Errors are one line naming the key, so an operator can fix them directly.
 
+use pnfs_ds::DsConfig;
 use pnfs_mds::MdsConfig;
 use serde::Deserialize;
 
@@ -10,6 +11,8 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub mds: Option<MdsConfig>,
+    #[serde(default)]
+    pub ds: Option<DsConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,8 +53,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
     })?;
     for r in &cfg.node.roles {
         match r.as_str() {
-            "mds" => {}
-            "ds" => return Err("node.roles: the \"ds\" role is not available in this build yet; use [\"mds\"]".into()),
+            "mds" | "ds" => {}
             other => return Err(format!("node.roles: unknown role {other:?}; expected \"mds\" or \"ds\"")),
         }
     }
@@ -61,6 +63,15 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if cfg.node.roles.iter().any(|r| r == "mds") {
         let mds = cfg.mds.as_ref().ok_or("mds: the mds role needs an [mds] table")?;
         mds.validate()?;
+    }
+    if cfg.node.roles.iter().any(|r| r == "ds") {
+        let ds = cfg.ds.as_ref().ok_or("ds: the ds role needs a [ds] table")?;
+        ds.validate()?;
+        if let Some(mds) = cfg.mds.as_ref().filter(|_| cfg.node.roles.iter().any(|r| r == "mds")) {
+            if mds.bind.port() == ds.bind.port() && mds.bind.port() != 0 {
+                return Err(format!("ds.bind: port {} is already mds.bind's; give the data server its own", ds.bind.port()));
+            }
+        }
     }
     Ok(cfg)
 }
@@ -101,5 +112,34 @@ path = "/export"
         assert!(e.starts_with("mds.exports[0].path"), "{e}");
         let e = parse(&GOOD.replace("[\"mds\"]", "[\"web\"]")).unwrap_err();
         assert!(e.starts_with("node.roles"), "{e}");
+    }
+
+    #[test]
+    fn ds_role() {
+        let ds = r#"
+[node]
+roles = ["ds"]
+
+[ds]
+id = "ds1"
+bind = "127.0.0.1:2050"
+control_bind = "127.0.0.1:20491"
+mds_control = "127.0.0.1:20490"
+data_dir = "/tmp/ds1"
+"#;
+        let c = parse(ds).unwrap();
+        assert_eq!(c.ds.unwrap().reactors, 2);
+        let e = parse(&ds.replace("reactors", "x").replace("data_dir", "dta_dir")).unwrap_err();
+        assert!(e.contains("dta_dir"), "{e}");
+        let e = parse(&ds.replace("127.0.0.1:2050", "0.0.0.0:2050")).unwrap_err();
+        assert!(e.starts_with("ds.bind:"), "{e}");
+        let e = parse(&ds.replace("[ds]", "[dss]")).unwrap_err();
+        assert!(!e.is_empty());
+        let e = parse(&GOOD.replace("[\"mds\"]", "[\"mds\", \"ds\"]")).unwrap_err();
+        assert!(e.starts_with("ds:"), "{e}");
+        let both = format!("{}\n{}", GOOD.replace("[\"mds\"]", "[\"mds\", \"ds\"]"), &ds[ds.find("[ds]").unwrap()..]);
+        parse(&both).unwrap();
+        let e = parse(&both.replace("127.0.0.1:2050", "127.0.0.1:2049")).unwrap_err();
+        assert!(e.starts_with("ds.bind:"), "{e}");
     }
 }

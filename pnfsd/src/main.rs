@@ -93,7 +93,33 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: config::Config) -> Result<(), String> {
-    let mds_cfg = cfg.mds.expect("validated: mds role has an [mds] table");
+    let has = |role: &str| cfg.node.roles.iter().any(|r| r == role);
+    // The DS role runs on its own threads (reactors, control, registration).
+    let ds = match cfg.ds.clone().filter(|_| has("ds")) {
+        Some(ds_cfg) => Some(tokio::task::spawn_blocking(move || pnfs_ds::run(ds_cfg)).await.map_err(|e| e.to_string())??),
+        None => None,
+    };
+    let r = match cfg.mds.filter(|_| has("mds")) {
+        Some(mds_cfg) => run_mds(mds_cfg).await,
+        None => wait_for_signal().await,
+    };
+    if let Some(h) = ds {
+        h.shutdown();
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
+    r
+}
+
+async fn wait_for_signal() -> Result<(), String> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => log::info!("interrupted; exiting"),
+        _ = term.recv() => log::info!("terminated; exiting"),
+    }
+    Ok(())
+}
+
+async fn run_mds(mds_cfg: pnfs_mds::MdsConfig) -> Result<(), String> {
     let bind = mds_cfg.bind;
     let advertise = mds_cfg.advertise.clone().unwrap_or_else(|| bind.to_string());
     let mds = tokio::task::spawn_blocking(move || pnfs_mds::Mds::open(mds_cfg))
