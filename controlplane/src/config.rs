@@ -133,7 +133,7 @@ impl MdsConfig {
         if self.max_ops < 8 || self.max_ops > 1024 {
             return Err("mds.max_ops: must be between 8 and 1024 (the Linux client needs at least 8)".into());
         }
-        if self.stripe_unit == 0 || self.stripe_unit % 64 != 0 {
+        if self.stripe_unit == 0 || !self.stripe_unit.is_multiple_of(64) {
             return Err("mds.stripe_unit: must be a nonzero multiple of 64 bytes".into());
         }
         if self.stripe_count > crate::pnfs::MAX_DATA_SERVERS as u32 {
