@@ -330,10 +330,12 @@ impl Dispatcher {
                 }
             }
             let handler = if minor < 2 && is_v42_op(op) { None } else { self.table.get(op as usize).copied().flatten() };
+            let started = std::time::Instant::now();
             status = match handler {
                 Some(f) => f(m, &mut c, &arg, &mut e),
                 None => reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_NOTSUPP)),
             };
+            crate::metrics::metrics().observe_op(opnum, status == nfsstat4::NFS4_OK, started.elapsed());
             if e.len() > c.max_response {
                 e.buf.truncate(op_start);
                 e.put_i32(opnum);

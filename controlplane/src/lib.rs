@@ -7,12 +7,14 @@
 //! `pnfs` (data server registry, stripe sets, layouts' support code).
 
 pub mod attrs;
+pub mod callback;
 pub mod compound;
 pub mod config;
 pub mod datastore;
 pub mod export;
 pub mod fh;
 pub mod mds;
+pub mod metrics;
 pub mod namespace;
 pub mod ops;
 pub mod pnfs;

@@ -19,6 +19,9 @@ pub const CLIENT_RECORD_PREFIX: &[u8] = b"O";
 const SERVER_ID_KEY: &[u8] = b"Mserver_id";
 const BOOT_COUNT_KEY: &[u8] = b"Mboot_count";
 
+/// How long a callback waits for the client's answer.
+const CALLBACK_TIMEOUT_SECS: u64 = 5;
+
 pub struct Mds {
     pub cfg: MdsConfig,
     pub ns: Namespace,
@@ -33,6 +36,8 @@ pub struct Mds {
     /// Changes every boot: clients resend UNSTABLE writes when it changes.
     pub write_verifier: [u8; 8],
     pub boot_epoch: u32,
+    /// Backchannel calls (CB_LAYOUTRECALL) and their pending replies.
+    pub callbacks: crate::callback::Callbacks,
 }
 
 
@@ -104,6 +109,7 @@ impl Mds {
             server_owner: server_id,
             write_verifier,
             boot_epoch,
+            callbacks: crate::callback::Callbacks::new(Duration::from_secs(CALLBACK_TIMEOUT_SECS)),
             cfg,
         }))
     }
@@ -323,6 +329,62 @@ impl Mds {
         holders.dedup();
         if !holders.is_empty() {
             p.recall_file_layouts(ino, &holders, why);
+            self.send_layout_recalls(ino, caller, why);
+        }
+    }
+
+    /// CB_LAYOUTRECALL to every other client holding a layout of `ino`
+    /// (RFC 8881 12.5.5). The layout stateid's seqid is bumped first, as the
+    /// client expects the recall to carry the next seqid. A client answering
+    /// NOMATCHING_LAYOUT no longer holds it; the layout state goes.
+    fn send_layout_recalls(&self, ino: u64, caller: Option<u64>, why: &str) {
+        use crate::callback::{layout_recall_file, CbError};
+        type Work = (crate::state::StateOther, u32, u64, u16, Vec<Arc<crate::state::Session>>);
+        let work: Vec<Work> = {
+            let mut st = self.state();
+            let targets: Vec<_> = st
+                .states
+                .iter()
+                .filter(|(_, r)| r.ino == ino && matches!(r.kind, StateKind::Layout { .. }) && Some(r.clientid) != caller)
+                .map(|(k, r)| (*k, r.clientid, if let StateKind::Layout { fh_export, .. } = r.kind { fh_export } else { 0 }))
+                .collect();
+            targets
+                .into_iter()
+                .map(|(other, clientid, fh_export)| {
+                    let rec = st.states.get_mut(&other).expect("listed");
+                    rec.seqid += 1;
+                    let seqid = rec.seqid;
+                    let sessions = st.sessions.values().filter(|s| s.clientid == clientid).cloned().collect();
+                    (other, seqid, clientid, fh_export, sessions)
+                })
+                .collect()
+        };
+        let Ok(inode) = self.ns.get(ino) else { return };
+        let metrics = crate::metrics::metrics();
+        for (other, seqid, clientid, fh_export, sessions) in work {
+            let fhb = FileHandle { export_id: fh_export, ino, generation: inode.generation }.to_bytes();
+            let sid = stateid4 { seqid, other };
+            let mut outcome = Err(CbError::NoBackChannel);
+            for s in &sessions {
+                outcome = self.callbacks.call(s, vec![layout_recall_file(&fhb, sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY)]);
+                if !matches!(outcome, Err(CbError::NoBackChannel)) {
+                    break;
+                }
+            }
+            match outcome {
+                Ok(()) => {
+                    metrics.recall("ok");
+                    log::debug!("layout of inode {ino} recalled from client {clientid:x} ({why})");
+                }
+                Err(CbError::Status(nfsstat4::NFS4ERR_NOMATCHING_LAYOUT)) => {
+                    metrics.recall("nomatching");
+                    self.state().states.remove(&other);
+                }
+                Err(e) => {
+                    metrics.recall("failed");
+                    log::warn!("CB_LAYOUTRECALL of inode {ino} to client {clientid:x} ({why}) failed: {e:?}");
+                }
+            }
         }
     }
 }

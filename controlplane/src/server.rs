@@ -94,6 +94,9 @@ impl Server {
         log::debug!("connection {} from {peer}", conn.id);
         let (mut rd, mut wr) = sock.into_split();
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_INFLIGHT_PER_CONNECTION);
+        // Callbacks to this client go out on this connection when it is bound
+        // to a session's back channel.
+        self.mds.callbacks.register_conn(conn.id, tx.clone());
         let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 let hdr = record_header(msg.len());
@@ -144,6 +147,7 @@ impl Server {
                 });
             }
         };
+        self.mds.callbacks.unregister_conn(conn.id);
         drop(tx);
         let _ = writer.await;
         result
@@ -159,8 +163,10 @@ impl Server {
         let (header, args) = match msg {
             Message::Call { header, args } => (header, args),
             Message::Reply { xid, .. } => {
-                // Replies to callbacks; no callbacks are sent yet.
-                log::debug!("ignoring RPC reply xid {xid:#x} on connection {}", conn.id);
+                // A reply to one of our callbacks.
+                if !self.mds.callbacks.deliver_reply(xid, rec.to_vec()) {
+                    log::debug!("RPC reply xid {xid:#x} on connection {} matches no callback", conn.id);
+                }
                 return None;
             }
         };

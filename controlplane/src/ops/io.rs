@@ -56,6 +56,7 @@ pub fn read(m: &Mds, c: &mut Compound, a: &READ4args, e: &mut Encoder) -> nfssta
         regular_file(&i)?;
         check_io(m, c, &a.stateid, &i, fh.export_id, IoMode::Read)?;
         let (data, eof) = read_data(m, c, &i, a.offset, a.count)?;
+        crate::metrics::metrics().read_bytes.inc_by(data.len() as u64);
         Ok(READ4resok { eof, data: data.into() })
     })();
     reply(e, r)
@@ -78,6 +79,7 @@ pub fn write(m: &Mds, c: &mut Compound, a: &WRITE4args, e: &mut Encoder) -> nfss
         }
         let stable = a.stable != stable_how4::UNSTABLE4;
         m.data.write(i.ino, a.offset, &a.data, stable).map_err(io_err)?;
+        crate::metrics::metrics().write_bytes.inc_by(a.data.len() as u64);
         // Size and mtime go to the metadata store in their own transaction;
         // the data store's fdatasync above made the bytes durable first.
         if !a.data.is_empty() {

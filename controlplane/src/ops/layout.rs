@@ -145,12 +145,12 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
                 clientid,
                 ino: i.ino,
                 seqid: 0,
-                kind: StateKind::Layout { iomodes: 0 },
+                kind: StateKind::Layout { iomodes: 0, fh_export: fh.export_id },
                 revoked: false,
             }),
         };
         let rec = st.states.get_mut(&other).expect("found or created");
-        if let StateKind::Layout { iomodes } = &mut rec.kind {
+        if let StateKind::Layout { iomodes, .. } = &mut rec.kind {
             *iomodes |= want;
         }
         rec.seqid += 1;
@@ -253,7 +253,7 @@ pub fn layoutreturn(m: &Mds, c: &mut Compound, a: &LAYOUTRETURN4args, e: &mut En
                 let whole = f.lrf_offset == 0 && f.lrf_length == u64::MAX;
                 let rec = st.states.get_mut(&sid.other).expect("checked");
                 let left = match &mut rec.kind {
-                    StateKind::Layout { iomodes } => {
+                    StateKind::Layout { iomodes, .. } => {
                         if whole {
                             *iomodes &= !bits;
                         }
@@ -280,7 +280,7 @@ pub fn layoutreturn(m: &Mds, c: &mut Compound, a: &LAYOUTRETURN4args, e: &mut En
                 }
                 let mut drop = Vec::new();
                 for (k, r) in st.states.iter_mut().filter(|(_, r)| r.clientid == clientid) {
-                    if let StateKind::Layout { iomodes } = &mut r.kind {
+                    if let StateKind::Layout { iomodes, .. } = &mut r.kind {
                         *iomodes &= !bits;
                         if *iomodes == 0 {
                             drop.push(*k);
@@ -386,7 +386,7 @@ mod tests {
             kind: StateKind::Open { owner: b"o".to_vec(), access: 3, deny: 0 },
             revoked: false,
         });
-        let lay = st.new_state(StateRec { clientid: 7, ino: 9, seqid: 3, kind: StateKind::Layout { iomodes: 1 }, revoked: false });
+        let lay = st.new_state(StateRec { clientid: 7, ino: 9, seqid: 3, kind: StateKind::Layout { iomodes: 1, fh_export: 1 }, revoked: false });
         // open stateid: seqid 0 or current; older is OLD, newer BAD
         assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 0)).is_ok());
         assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 2)).is_ok());

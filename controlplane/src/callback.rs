@@ -1,0 +1,214 @@
+//! The NFSv4.1 backchannel (RFC 8881 2.10.3.1, 20): CB_COMPOUND calls sent
+//! on a connection the client bound for callbacks, to program csa_cb_program
+//! version 1, first op CB_SEQUENCE. Replies arrive on the same connection,
+//! mixed with the client's calls; the connection reader hands them here by
+//! xid.
+//!
+//! Calls are made from blocking threads (the COMPOUND executors) and wait
+//! with a timeout; the client's back-channel slot table is honoured by using
+//! one slot per session (calls on a session are serialised).
+
+use crate::state::{Session, SessionId};
+use pnfs_protocol::rpc;
+use pnfs_protocol::wire::*;
+use pnfs_protocol::{Encoder, XdrEncode};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+/// RFC 8881 says 4, but the Linux client (and knfsd) use version 1.
+const CB_VERSION: u32 = 1;
+const CB_PROC_COMPOUND: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CbError {
+    /// No connection of the session is bound for callbacks.
+    NoBackChannel,
+    /// The client did not answer in time (or the connection went away).
+    Timeout,
+    /// The client answered with an RPC-level error.
+    Rpc(String),
+    /// The CB_COMPOUND failed with this status.
+    Status(nfsstat4),
+}
+
+type ReplyTx = mpsc::Sender<Vec<u8>>;
+
+/// Per-connection senders and calls waiting for replies.
+pub struct Callbacks {
+    conns: Mutex<HashMap<u64, tokio::sync::mpsc::Sender<Vec<u8>>>>,
+    pending: Mutex<HashMap<u32, ReplyTx>>,
+    /// Back-channel slot 0 sequence per session; the mutex also serialises
+    /// calls on a session, so the client's slot is never double-booked.
+    slots: Mutex<HashMap<SessionId, Arc<Mutex<u32>>>>,
+    next_xid: AtomicU32,
+    timeout: Duration,
+}
+
+impl Callbacks {
+    pub fn new(timeout: Duration) -> Callbacks {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1);
+        Callbacks {
+            conns: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            next_xid: AtomicU32::new(seed | 0x8000_0000),
+            timeout,
+        }
+    }
+
+    /// A connection's outgoing record queue (messages without record marks).
+    pub fn register_conn(&self, conn_id: u64, tx: tokio::sync::mpsc::Sender<Vec<u8>>) {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(conn_id, tx);
+    }
+
+    pub fn unregister_conn(&self, conn_id: u64) {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn_id);
+    }
+
+    /// Hands an RPC reply received on some connection to the waiting call.
+    /// Returns false when nobody waits for `xid`.
+    pub fn deliver_reply(&self, xid: u32, record: Vec<u8>) -> bool {
+        match self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&xid) {
+            Some(tx) => tx.send(record).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn forget_session(&self, id: &SessionId) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Sends CB_SEQUENCE + `ops` on the session's back channel and waits for
+    /// the answer. Must not be called with the state mutex held.
+    pub fn call(&self, session: &Session, ops: Vec<nfs_cb_argop4<'_>>) -> Result<(), CbError> {
+        let conns: Vec<u64> = session.back_conns.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let tx = {
+            let map = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.iter().rev().find_map(|id| map.get(id).cloned())
+        };
+        let Some(tx) = tx else { return Err(CbError::NoBackChannel) };
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(session.id)
+            .or_insert_with(|| Arc::new(Mutex::new(0)))
+            .clone();
+        let mut seq = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let seqid = seq.wrapping_add(1);
+        let mut argarray = vec![nfs_cb_argop4::OP_CB_SEQUENCE(CB_SEQUENCE4args {
+            csa_sessionid: session.id,
+            csa_sequenceid: seqid,
+            csa_slotid: 0,
+            csa_highest_slotid: 0,
+            csa_cachethis: false,
+            csa_referring_call_lists: vec![],
+        })];
+        argarray.extend(ops);
+        let args = CB_COMPOUND4args { tag: b"".as_slice().into(), minorversion: 1, callback_ident: 0, argarray };
+        let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
+        let mut e = Encoder::new();
+        rpc::begin_call(&mut e, xid, session.cb_program, CB_VERSION, CB_PROC_COMPOUND, true);
+        args.encode(&mut e).map_err(|err| CbError::Rpc(err.to_string()))?;
+        let (rtx, rrx) = mpsc::channel();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(xid, rtx);
+        if tx.blocking_send(e.into_inner()).is_err() {
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&xid);
+            return Err(CbError::NoBackChannel);
+        }
+        let reply = rrx.recv_timeout(self.timeout);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&xid);
+        let reply = reply.map_err(|_| CbError::Timeout)?;
+        // The slot is used once the client processed CB_SEQUENCE, whatever
+        // the later ops answered.
+        *seq = seqid;
+        match rpc::parse_message(&reply) {
+            Ok(rpc::Message::Reply { accepted: Some(0), body, .. }) => {
+                let mut d = pnfs_protocol::Decoder::new(body);
+                let status = d.get_i32().map_err(|e| CbError::Rpc(e.to_string()))?;
+                match nfsstat4::from_i32(status) {
+                    Some(nfsstat4::NFS4_OK) => Ok(()),
+                    Some(s) => Err(CbError::Status(s)),
+                    None => Err(CbError::Rpc(format!("unknown CB_COMPOUND status {status}"))),
+                }
+            }
+            Ok(rpc::Message::Reply { accepted, .. }) => Err(CbError::Rpc(format!("callback not accepted: {accepted:?}"))),
+            _ => Err(CbError::Rpc("unparseable callback reply".into())),
+        }
+    }
+}
+
+/// CB_LAYOUTRECALL of a whole file's layouts (RFC 8881 20.3).
+pub fn layout_recall_file<'a>(fh: &'a [u8], stateid: stateid4, iomode: layoutiomode4) -> nfs_cb_argop4<'a> {
+    nfs_cb_argop4::OP_CB_LAYOUTRECALL(CB_LAYOUTRECALL4args {
+        clora_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+        clora_iomode: iomode,
+        clora_changed: true,
+        clora_recall: layoutrecall4::LAYOUTRECALL4_FILE(layoutrecall_file4 {
+            lor_fh: fh.into(),
+            lor_offset: 0,
+            lor_length: u64::MAX,
+            lor_stateid: stateid,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ChannelLimits, Slot};
+
+    fn session(conns: Vec<u64>) -> Session {
+        let lim = ChannelLimits { max_request: 4096, max_response: 4096, max_response_cached: 0, max_ops: 2, max_requests: 1 };
+        Session {
+            id: [3; 16],
+            clientid: 1,
+            fore: lim,
+            back: lim,
+            cb_program: 0x4000_0000,
+            slots: Mutex::new(vec![Slot::default()]),
+            back_conns: Mutex::new(conns),
+        }
+    }
+
+    #[test]
+    fn call_round_trip_over_a_fake_back_channel() {
+        let cbs = Arc::new(Callbacks::new(Duration::from_secs(5)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        cbs.register_conn(9, tx);
+        let client = {
+            let cbs = cbs.clone();
+            std::thread::spawn(move || {
+                let call = rx.blocking_recv().unwrap();
+                let (xid, prog, vers) = match rpc::parse_message(&call).unwrap() {
+                    rpc::Message::Call { header, .. } => (header.xid, header.prog, header.vers),
+                    m => panic!("{m:?}"),
+                };
+                assert_eq!((prog, vers), (0x4000_0000, 1));
+                let mut e = Encoder::new();
+                rpc::begin_accepted_reply(&mut e, xid, rpc::AcceptStat::Success);
+                e.put_u32(nfsstat4::NFS4ERR_NOMATCHING_LAYOUT as u32);
+                assert!(cbs.deliver_reply(xid, e.into_inner()));
+            })
+        };
+        let s = session(vec![9]);
+        let fh = [1u8; 16];
+        let r = cbs.call(&s, vec![layout_recall_file(&fh, stateid4 { seqid: 2, other: [5; 12] }, layoutiomode4::LAYOUTIOMODE4_ANY)]);
+        client.join().unwrap();
+        assert_eq!(r, Err(CbError::Status(nfsstat4::NFS4ERR_NOMATCHING_LAYOUT)));
+    }
+
+    #[test]
+    fn no_back_channel_and_timeout() {
+        let cbs = Callbacks::new(Duration::from_millis(50));
+        assert_eq!(cbs.call(&session(vec![]), vec![]), Err(CbError::NoBackChannel));
+        let (tx, _rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        cbs.register_conn(1, tx);
+        assert_eq!(cbs.call(&session(vec![1]), vec![]), Err(CbError::Timeout));
+    }
+}
