@@ -155,7 +155,7 @@ impl DsConfig {
         if self.buffers_per_reactor == 0 || self.buffers_per_reactor > 65536 {
             return Err("ds.buffers_per_reactor: must be between 1 and 65536".into());
         }
-        if self.buffer_size < 64 * 1024 || self.buffer_size > 64 << 20 || self.buffer_size % IO_ALIGN != 0 {
+        if self.buffer_size < 64 * 1024 || self.buffer_size > 64 << 20 || !self.buffer_size.is_multiple_of(IO_ALIGN) {
             return Err("ds.buffer_size: must be a multiple of 4096 between 64 KiB and 64 MiB".into());
         }
         if (self.max_record_bytes as usize) < self.max_io() + 4096 || self.max_record_bytes > 256 << 20 {

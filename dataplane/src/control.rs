@@ -12,7 +12,8 @@
 //!   registers again whenever a heartbeat answers CTL_UNKNOWN_DS or the
 //!   connection breaks, retries forever with backoff while the MDS is down,
 //!   and logs at info once per change of state. When the MDS epoch changes
-//!   (MDS restarted) the stateids it allowed before are forgotten.
+//!   (MDS restarted) the stateids allowed before the REGISTER that revealed
+//!   it are forgotten (the MDS re-pushes the valid ones on REGISTER).
 //!
 //! The control program has no authentication: bind it to a private network.
 
@@ -342,7 +343,7 @@ fn stateid_allow(ds: &Ds, a: &ctl_stateid_args) -> ctl_status {
         if a.csa_access & known == 0 || a.csa_access & !known != 0 {
             return Err(ctl_status::CTL_INVAL);
         }
-        let allowed = crate::state::Allowed { fh, access: a.csa_access, mds_clientid: a.csa_clientid };
+        let allowed = crate::state::Allowed { fh, access: a.csa_access, mds_clientid: a.csa_clientid, gen: 0 };
         if !ds.state.allow(other, allowed) {
             log::warn!("allowed-stateid table full; refusing CTL_PROC_STATEID_ALLOW");
             return Err(ctl_status::CTL_NOSPC);
@@ -509,6 +510,9 @@ impl Registration {
                         return;
                     }
                 };
+                // The MDS re-pushes our stateids when it handles REGISTER;
+                // only what was allowed before sending it may be stale.
+                let before_register = self.ds.state.allow_generation();
                 let res = client
                     .call(PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER, &args)
                     .and_then(|b| decode_all::<ctl_register_res>(&b));
@@ -533,7 +537,7 @@ impl Registration {
                 }
                 if epoch.is_some_and(|e| e != res.crr_mds_epoch) {
                     log::info!("MDS epoch changed ({:?} -> {}): forgetting its old stateids", epoch, res.crr_mds_epoch);
-                    self.ds.state.forget_allowed();
+                    self.ds.state.forget_allowed_before(before_register);
                 }
                 epoch = Some(res.crr_mds_epoch);
                 backoff = BACKOFF_MIN;

@@ -170,6 +170,8 @@ pub struct Allowed {
     pub access: u32,
     /// The MDS client ID holding it (informational: DS client IDs differ).
     pub mds_clientid: u64,
+    /// Order of allowance (set by [`DsState::allow`]).
+    pub gen: u64,
 }
 
 pub struct DsState {
@@ -180,6 +182,8 @@ pub struct DsState {
     pub sessions: Shards<SessionId, Arc<Session>>,
     /// Per stateid, the objects (usually one per DS) it may do I/O on.
     pub allowed: Shards<StateOther, Vec<Allowed>>,
+    /// Next [`Allowed::gen`].
+    allow_gen: AtomicU64,
 }
 
 impl DsState {
@@ -189,6 +193,7 @@ impl DsState {
             clients: Mutex::new(ClientTable { clients: HashMap::new(), next_client: 1, next_session: 1 }),
             sessions: Shards::new(),
             allowed: Shards::new(),
+            allow_gen: AtomicU64::new(1),
         }
     }
 
@@ -236,7 +241,8 @@ impl DsState {
 
     /// CTL_PROC_STATEID_ALLOW: allows (or re-allows with new access bits)
     /// `other` on `a.fh`. False when the table is full.
-    pub fn allow(&self, other: StateOther, a: Allowed) -> bool {
+    pub fn allow(&self, other: StateOther, mut a: Allowed) -> bool {
+        a.gen = self.allow_gen.fetch_add(1, Ordering::Relaxed);
         let mut shard = self.allowed.shard(&other);
         if !shard.contains_key(&other) && shard.len() >= MAX_ALLOWED_STATEIDS / SHARDS {
             return false;
@@ -286,9 +292,20 @@ impl DsState {
         Ok(())
     }
 
-    /// After the MDS restarted (new epoch) its old stateids mean nothing.
-    pub fn forget_allowed(&self) {
-        self.allowed.retain(|_, _| false);
+    /// The generation the next allowance gets.
+    pub fn allow_generation(&self) -> u64 {
+        self.allow_gen.load(Ordering::Relaxed)
+    }
+
+    /// After the MDS restarted (new epoch) the stateids of its previous
+    /// instance mean nothing: drops those allowed before generation `gen`
+    /// (taken before sending REGISTER, so whatever the new MDS pushes in
+    /// answer to it stays).
+    pub fn forget_allowed_before(&self, gen: u64) {
+        self.allowed.retain(|_, v| {
+            v.retain(|a| a.gen >= gen);
+            !v.is_empty()
+        });
     }
 }
 
@@ -306,8 +323,8 @@ mod tests {
         let st = DsState::new(7);
         let fh = DsFh { stripe: 0, ino: 5, generation: 1 };
         let other_fh = DsFh { stripe: 1, ino: 5, generation: 1 };
-        assert!(st.allow([1; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9 }));
-        assert!(st.allow([2; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE, mds_clientid: 9 }));
+        assert!(st.allow([1; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9, gen: 0 }));
+        assert!(st.allow([2; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE, mds_clientid: 9, gen: 0 }));
         // any seqid, 0 included
         for seq in [0, 1, 77, u32::MAX] {
             assert_eq!(st.check_io(&sid(seq, 1), &fh, false), Ok(()));
@@ -316,9 +333,9 @@ mod tests {
         assert_eq!(st.check_io(&sid(0, 1), &fh, true), Err(nfsstat4::NFS4ERR_OPENMODE));
         assert_eq!(st.check_io(&sid(0, 2), &other_fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
         // a second object for the same stateid, and widening its access
-        assert!(st.allow([1; 12], Allowed { fh: other_fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9 }));
+        assert!(st.allow([1; 12], Allowed { fh: other_fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9, gen: 0 }));
         assert_eq!(st.check_io(&sid(0, 1), &other_fh, false), Ok(()));
-        assert!(st.allow([1; 12], Allowed { fh: other_fh, access: OPEN4_SHARE_ACCESS_BOTH, mds_clientid: 9 }));
+        assert!(st.allow([1; 12], Allowed { fh: other_fh, access: OPEN4_SHARE_ACCESS_BOTH, mds_clientid: 9, gen: 0 }));
         assert_eq!(st.check_io(&sid(0, 1), &other_fh, true), Ok(()));
         assert_eq!(st.check_io(&sid(0, 1), &fh, true), Err(nfsstat4::NFS4ERR_OPENMODE));
         assert_eq!(st.check_io(&sid(0, 3), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
@@ -330,7 +347,12 @@ mod tests {
         assert!(st.revoke(&[2; 12]));
         assert!(!st.revoke(&[2; 12]));
         assert_eq!(st.check_io(&sid(0, 2), &fh, true), Err(nfsstat4::NFS4ERR_BAD_STATEID));
-        st.forget_allowed();
+        let g = st.allow_generation();
+        assert!(st.allow([4; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9, gen: 0 }));
+        st.forget_allowed_before(g);
+        assert_eq!(st.check_io(&sid(0, 1), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(0, 4), &fh, false), Ok(()));
+        st.forget_allowed_before(u64::MAX);
         assert!(st.allowed.is_empty());
     }
 

@@ -218,7 +218,7 @@ pub struct PoolBuf {
 impl BufPool {
     pub fn new(count: usize, size: usize) -> BufPool {
         assert!(count > 0 && count <= u16::MAX as usize + 1, "buffer count out of range");
-        assert!(size > 0 && size % IO_ALIGN == 0, "buffer size must be a multiple of {IO_ALIGN}");
+        assert!(size > 0 && size.is_multiple_of(IO_ALIGN), "buffer size must be a multiple of {IO_ALIGN}");
         let layout = Layout::from_size_align(size, IO_ALIGN).expect("valid layout");
         let bufs = (0..count)
             .map(|_| {
@@ -284,7 +284,7 @@ impl Drop for PoolBuf {
 // Per-reactor I/O engine.
 
 fn is_aligned(x: u64) -> bool {
-    x % IO_ALIGN as u64 == 0
+    x.is_multiple_of(IO_ALIGN as u64)
 }
 
 pub enum IoError {

@@ -16,12 +16,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// (ds id, client addresses, control address, capacity) of a REGISTER.
+type Registered = (String, Vec<(String, String)>, String, u64);
+
 /// What the fake MDS saw.
 #[derive(Default)]
 struct FakeMds {
     registers: AtomicUsize,
     heartbeats: AtomicUsize,
-    last_register: Mutex<Option<(String, Vec<(String, String)>, String, u64)>>,
+    last_register: Mutex<Option<Registered>>,
 }
 
 /// Answers REGISTER (epoch 7, heartbeat every 100 ms) and HEARTBEAT; the
