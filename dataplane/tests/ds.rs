@@ -390,3 +390,77 @@ fn starts_without_an_mds_and_bad_config_is_refused() {
     bad.bind = taken.local_addr().unwrap();
     assert!(pnfs_ds::run(bad).err().unwrap().starts_with("ds.bind"));
 }
+
+/// Reads one reply record (None when the server closed the connection).
+fn read_reply(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut rr = RecordReader::new(1 << 20);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let (_, Some(rec)) = rr.feed(&buf[..n]).ok()? {
+            return Some(rec);
+        }
+    }
+}
+
+#[test]
+fn malformed_input_is_answered_or_closed() {
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = DsConfig::new("rough", dir.path().to_path_buf(), &dead.to_string());
+    cfg.bind = "127.0.0.1:0".parse().unwrap();
+    cfg.control_bind = "127.0.0.1:0".parse().unwrap();
+    cfg.reactors = 1;
+    cfg.buffers_per_reactor = 2;
+    let h = pnfs_ds::run(cfg).unwrap();
+    let accept_stat = |rec: &[u8]| match rpc::parse_message(rec) {
+        Ok(Message::Reply { accepted, .. }) => accepted,
+        other => panic!("{other:?}"),
+    };
+    for addr in [h.nfs_addr(), h.control_addr()] {
+        // A record claiming 2 GiB: the connection is closed, nothing allocated.
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&0xffff_fff0u32.to_be_bytes()).unwrap();
+        assert!(read_reply(&mut s).is_none());
+        // A call header cut short: GARBAGE_ARGS.
+        let mut s = TcpStream::connect(addr).unwrap();
+        let junk = [0, 0, 0, 9, 0, 0, 0, 0, 0, 0];
+        s.write_all(&record_header(junk.len())).unwrap();
+        s.write_all(&junk).unwrap();
+        assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::GarbageArgs as u32));
+        // Wrong program: PROG_UNAVAIL.
+        let mut e = Encoder::new();
+        rpc::begin_call(&mut e, 5, 100005, 3, 0, false);
+        s.write_all(&record_header(e.len())).unwrap();
+        s.write_all(&e.buf).unwrap();
+        assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::ProgUnavail as u32));
+    }
+    // COMPOUND with undecodable arguments: GARBAGE_ARGS or an NFS error, never a hang.
+    let mut s = TcpStream::connect(h.nfs_addr()).unwrap();
+    for body in [&[0u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 22][..], &[0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff][..], &[0xff; 3][..]] {
+        let mut e = Encoder::new();
+        rpc::begin_call(&mut e, 6, rpc::NFS4_PROGRAM, rpc::NFS_V4, rpc::PROC_COMPOUND, true);
+        e.buf.extend_from_slice(body);
+        s.write_all(&record_header(e.len())).unwrap();
+        s.write_all(&e.buf).unwrap();
+        let rec = read_reply(&mut s).unwrap();
+        assert!(accept_stat(&rec).is_some());
+    }
+    // Control call with trailing junk after its arguments: GARBAGE_ARGS.
+    let mut s = TcpStream::connect(h.control_addr()).unwrap();
+    let mut e = Encoder::new();
+    rpc::begin_call(&mut e, 7, PNFSCTL_DS_PROGRAM, PNFSCTL_VERSION, CTL_PROC_OBJ_CREATE, false);
+    ctl_obj_args { coa_fh: Opaque::borrowed(&DsFh { stripe: 0, ino: 3, generation: 1 }.to_bytes()) }.encode(&mut e).unwrap();
+    e.put_u32(1);
+    s.write_all(&record_header(e.len())).unwrap();
+    s.write_all(&e.buf).unwrap();
+    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::GarbageArgs as u32));
+    // Still serving.
+    let mut c = Client::connect(h.nfs_addr(), 1).unwrap();
+    assert_eq!(c.compound(vec![nfs_argop4::OP_PUTROOTFH]).unwrap().status().unwrap(), nfsstat4::NFS4_OK);
+    h.shutdown();
+    h.join();
+}
