@@ -286,7 +286,12 @@ impl Mds {
             key.extend_from_slice(&owner);
             let _ = self.ns.delete_record(&key);
         }
-        let dead = self.state().expire(self.lease());
+        let dead = {
+            let mut st = self.state();
+            let layouts = st.states.values().filter(|s| matches!(s.kind, StateKind::Layout { .. })).count();
+            crate::metrics::metrics().layouts_outstanding.set(layouts as i64);
+            st.expire(self.lease())
+        };
         for c in dead {
             log::info!("client {:x} lease expired; its state was released", c.clientid);
             let mut key = CLIENT_RECORD_PREFIX.to_vec();

@@ -149,6 +149,17 @@ impl DsHandle {
         self.ds.stats.snapshot()
     }
 
+    /// A snapshot function that outlives the handle (metrics endpoint).
+    pub fn stats_source(&self) -> impl Fn() -> DsStatsSnapshot + Send + Sync + 'static {
+        let ds = self.ds.clone();
+        move || ds.stats.snapshot()
+    }
+
+    /// The data server's id (metrics labels).
+    pub fn id(&self) -> String {
+        self.ds.cfg.id.clone()
+    }
+
     /// Asks every thread to stop; returns at once.
     pub fn shutdown(&self) {
         self.stop.stop();

@@ -27,6 +27,9 @@ pub struct NodeConfig {
     /// Worker threads for the async runtime (0: one per core).
     #[serde(default)]
     pub worker_threads: usize,
+    /// Serve Prometheus/OpenMetrics text at http://ADDR/metrics (off when absent).
+    #[serde(default)]
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 fn default_log() -> String {

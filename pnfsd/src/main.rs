@@ -2,6 +2,7 @@
 //! file enables; `pnfsd --check --config FILE` only validates it.
 
 mod config;
+mod metrics_http;
 
 use std::process::ExitCode;
 
@@ -99,6 +100,22 @@ async fn run(cfg: config::Config) -> Result<(), String> {
         Some(ds_cfg) => Some(tokio::task::spawn_blocking(move || pnfs_ds::run(ds_cfg)).await.map_err(|e| e.to_string())??),
         None => None,
     };
+    if let Some(bind) = cfg.node.metrics_bind {
+        let mut sources: Vec<metrics_http::Source> = Vec::new();
+        if has("mds") {
+            sources.push(std::sync::Arc::new(|| pnfs_mds::metrics::metrics().encode()));
+        }
+        if let Some(h) = &ds {
+            let snap = h.stats_source();
+            let id = h.id();
+            sources.push(std::sync::Arc::new(move || metrics_http::ds_text(&id, &snap())));
+        }
+        tokio::spawn(async move {
+            if let Err(e) = metrics_http::serve(bind, sources).await {
+                log::error!("{e}");
+            }
+        });
+    }
     let r = match cfg.mds.filter(|_| has("mds")) {
         Some(mds_cfg) => run_mds(mds_cfg).await,
         None => wait_for_signal().await,

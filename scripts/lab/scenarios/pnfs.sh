@@ -48,6 +48,7 @@ fi
 rm -f /tmp/src
 ew=$(events)
 lg_w=$(op_count LAYOUTGET)
+lc_w=$(op_count LAYOUTCOMMIT)
 umount "$M" && mnt || { fail remount "remount failed"; echo LAB-END; exit 1; }
 t0=$(up)
 got=$(sha256sum "$W/big" | cut -d' ' -f1)
@@ -58,10 +59,12 @@ er=$(events)
 pw=$(echo "$ew" | awk '{ print $NF }')
 pr=$(echo "$er" | awk '{ print $(NF-1) }')
 lg_r=$(op_count LAYOUTGET)
-echo "INFO counters: pnfs_write=$pw (write mount), pnfs_read=$pr (read mount), LAYOUTGET=$lg_w+$lg_r, GETDEVICEINFO=$(op_count GETDEVICEINFO), LAYOUTCOMMIT=$(op_count LAYOUTCOMMIT)"
+echo "INFO counters: pnfs_write=$pw (write mount), pnfs_read=$pr (read mount), standalone LAYOUTGET=$lg_w+$lg_r, GETDEVICEINFO=$(op_count GETDEVICEINFO), LAYOUTCOMMIT=$lc_w (write mount)"
 [ "${pw:-0}" -gt 0 ] 2>/dev/null && pass pnfs-write || fail pnfs-write "pnfs_write counter is ${pw:-empty}: writes went through the MDS"
 [ "${pr:-0}" -gt 0 ] 2>/dev/null && pass pnfs-read || fail pnfs-read "pnfs_read counter is ${pr:-empty}: reads went through the MDS"
-[ "$((${lg_w:-0} + ${lg_r:-0}))" -gt 0 ] && pass layoutget || fail layoutget "no LAYOUTGET sent"
+# Linux >= 4.18 sends LAYOUTGET inside the OPEN compound, where mountstats
+# counts it as OPEN; the host side checks the MDS's LAYOUTGET counter.
+echo "INFO layoutget: mountstats counts only standalone LAYOUTGETs; the MDS metrics prove the rest"
 rm -f "$W/big"; rmdir "$W"
 umount "$M"
 echo "LAB-END"
