@@ -38,6 +38,10 @@ pub struct Mds {
     pub boot_epoch: u32,
     /// Backchannel calls (CB_LAYOUTRECALL) and their pending replies.
     pub callbacks: crate::callback::Callbacks,
+    /// Recalled layouts not yet returned: (layout stateid, client, inode,
+    /// deadline). A client that keeps one past the deadline (a lease) is
+    /// fenced: its I/O stateids on that file are revoked on the DSes.
+    pending_recalls: Mutex<Vec<(crate::state::StateOther, u64, u64, std::time::Instant)>>,
 }
 
 
@@ -110,6 +114,7 @@ impl Mds {
             write_verifier,
             boot_epoch,
             callbacks: crate::callback::Callbacks::new(Duration::from_secs(CALLBACK_TIMEOUT_SECS)),
+            pending_recalls: Mutex::new(Vec::new()),
             cfg,
         }))
     }
@@ -271,6 +276,7 @@ impl Mds {
 
     /// Drops clients whose lease expired, with their persisted records.
     pub fn expire_leases(&self) {
+        self.fence_overdue_recalls();
         // Once grace is over, records of clients that never came back go.
         let gone = {
             let mut st = self.state();
@@ -384,12 +390,49 @@ impl Mds {
                 Err(CbError::Status(nfsstat4::NFS4ERR_NOMATCHING_LAYOUT)) => {
                     metrics.recall("nomatching");
                     self.state().states.remove(&other);
+                    continue;
                 }
                 Err(e) => {
                     metrics.recall("failed");
                     log::warn!("CB_LAYOUTRECALL of inode {ino} to client {clientid:x} ({why}) failed: {e:?}");
                 }
             }
+            // The client has a lease's time to return the layout.
+            let deadline = std::time::Instant::now() + self.lease();
+            self.pending_recalls.lock().unwrap_or_else(|p| p.into_inner()).push((other, clientid, ino, deadline));
+        }
+    }
+
+    /// Fences clients that kept a recalled layout past its deadline: the
+    /// layout goes and their open/lock stateids on the file are revoked
+    /// (ADMIN_REVOKED here, refused by the DSes), so they can no longer write
+    /// behind the MDS's back. SEQUENCE then tells them (RECALLABLE_STATE_REVOKED).
+    fn fence_overdue_recalls(&self) {
+        let now = std::time::Instant::now();
+        let due: Vec<_> = {
+            let mut pending = self.pending_recalls.lock().unwrap_or_else(|p| p.into_inner());
+            let (due, keep): (Vec<_>, Vec<_>) = pending.drain(..).partition(|r| r.3 <= now);
+            *pending = keep;
+            due
+        };
+        let mut fenced = false;
+        for (other, clientid, ino, _) in due {
+            let mut st = self.state();
+            if st.states.remove(&other).is_none() {
+                continue; // returned in time
+            }
+            for r in st.states.values_mut() {
+                if r.clientid == clientid && r.ino == ino && matches!(r.kind, StateKind::Open { .. } | StateKind::Lock { .. }) {
+                    r.revoked = true;
+                }
+            }
+            drop(st);
+            crate::metrics::metrics().recall("fenced");
+            log::warn!("client {clientid:x} kept a recalled layout of inode {ino} for a lease; its stateids on the file are revoked");
+            fenced = true;
+        }
+        if fenced {
+            self.revoke_ds_stateids();
         }
     }
 }

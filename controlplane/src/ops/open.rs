@@ -340,6 +340,11 @@ pub fn free_stateid(m: &Mds, c: &mut Compound, a: &FREE_STATEID4args, e: &mut En
         let clientid = c.clientid()?;
         let s = resolve(c, &a.fsa_stateid)?;
         let mut st = m.state();
+        // Revoked (fenced) state is freed whatever its kind.
+        if st.states.get(&s.other).is_some_and(|r| r.clientid == clientid && r.revoked) {
+            st.states.remove(&s.other);
+            return Ok(());
+        }
         let rec = find(&st, clientid, &s)?.clone();
         match &rec.kind {
             StateKind::Open { .. } => return Err(nfsstat4::NFS4ERR_LOCKS_HELD),

@@ -336,14 +336,16 @@ pub enum SequenceOutcome {
 
 /// SEQUENCE (RFC 8881 2.10.6.1, 18.46). An error here leaves the slot untouched.
 pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<SequenceOutcome> {
-    let session = {
+    let (session, status_flags) = {
         let mut st = m.state();
         let s = st.sessions.get(&a.sa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?.clone();
+        // Fenced state (a recalled layout kept too long) is announced until freed.
+        let revoked = st.states.values().any(|r| r.clientid == s.clientid && r.revoked);
         match st.clients.get_mut(&s.clientid) {
             Some(cl) => cl.last_renewed = Instant::now(),
             None => return Err(nfsstat4::NFS4ERR_BADSESSION),
         }
-        s
+        (s, if revoked { SEQ4_STATUS_RECALLABLE_STATE_REVOKED } else { 0 })
     };
     if c.op_count > session.fore.max_ops as usize {
         return Err(nfsstat4::NFS4ERR_TOO_MANY_OPS);
@@ -386,7 +388,7 @@ pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<Seque
         sr_slotid: a.sa_slotid,
         sr_highest_slotid: nslots - 1,
         sr_target_highest_slotid: nslots - 1,
-        sr_status_flags: 0,
+        sr_status_flags: status_flags,
     }))
 }
 
