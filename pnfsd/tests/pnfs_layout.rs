@@ -160,6 +160,10 @@ fn register(mds_control: SocketAddr, id: &str, uaddr: &str, control: SocketAddr)
 }
 
 fn start_mds(dir: &std::path::Path) -> (SocketAddr, SocketAddr) {
+    start_mds_with_lease(dir, 60)
+}
+
+fn start_mds_with_lease(dir: &std::path::Path, lease: u32) -> (SocketAddr, SocketAddr) {
     let text = format!(
         r#"
 bind = "127.0.0.1:1"
@@ -168,7 +172,8 @@ metadata_dir = "{0}/meta"
 data_dir = "{0}/data"
 stripe_unit = {SU}
 ds_dead_after_ms = 600000
-lease_seconds = 60
+lease_seconds = {lease}
+grace_seconds = 5
 [[exports]]
 path = "/export"
 root_squash = false
@@ -199,6 +204,81 @@ root_squash = false
         std::thread::sleep(Duration::from_millis(20));
     }
     (addrs.0, addrs.1)
+}
+
+/// A client that keeps a recalled layout (here: it has no back channel, so
+/// the recall cannot even be delivered) is fenced after a lease: its open
+/// stateid is revoked on the MDS and on the data servers, and SEQUENCE says
+/// RECALLABLE_STATE_REVOKED until it frees the state.
+#[test]
+fn client_keeping_a_recalled_layout_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = 5;
+    let (nfs_addr, ctl_addr) = start_mds_with_lease(dir.path(), lease);
+    let ds: Vec<Arc<FakeDs>> = (0..2).map(|_| Arc::new(FakeDs::default())).collect();
+    for (i, d) in ds.iter().enumerate() {
+        let control = d.start();
+        assert_eq!(register(ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
+    }
+    let mut a = Client::connect(nfs_addr, 1).unwrap();
+    let root = a.lookup_path("/export").unwrap();
+    let (fh, open_sid) = a.open(&root, "held", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+    let lg = a
+        .compound_ok(
+            vec![
+                putfh(&fh),
+                nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+                    loga_signal_layout_avail: false,
+                    loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                    loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
+                    loga_offset: 0,
+                    loga_length: u64::MAX,
+                    loga_minlength: 4096,
+                    loga_stateid: stateid4 { seqid: 0, other: open_sid.other },
+                    loga_maxcount: 4096,
+                }),
+            ],
+            |r| match &r[1] {
+                nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(_)) => Ok(()),
+                other => panic!("{other:?}"),
+            },
+        );
+    lg.unwrap();
+    assert!(ds[0].allowed.lock().unwrap().contains_key(&open_sid.other));
+    a.write(&fh, &open_sid, 0, b"some data to cut", stable_how4::FILE_SYNC4).unwrap();
+    // Another client truncates the file: the MDS recalls A's layout.
+    let mut b = Client::connect(nfs_addr, 1).unwrap();
+    let broot = b.lookup_path("/export").unwrap();
+    let (bfh, bsid) = b.open(&broot, "held", false, OPEN4_SHARE_ACCESS_WRITE).unwrap();
+    b.setattr_size(&bfh, &bsid, 0).unwrap();
+    // A keeps renewing its lease but never returns the layout.
+    let deadline = Instant::now() + Duration::from_secs(lease as u64 * 3);
+    let flags = loop {
+        let reply = a.compound(vec![]).unwrap();
+        let res = reply.res().unwrap();
+        let flags = match &res.resarray[0] {
+            nfs_resop4::OP_SEQUENCE(SEQUENCE4res::NFS4_OK(ok)) => ok.sr_status_flags,
+            other => panic!("{other:?}"),
+        };
+        if flags & SEQ4_STATUS_RECALLABLE_STATE_REVOKED != 0 || Instant::now() > deadline {
+            break flags;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_ne!(flags & SEQ4_STATUS_RECALLABLE_STATE_REVOKED, 0, "client was not fenced within 3 leases");
+    // Its open stateid is refused by the MDS and was revoked on the DSes.
+    let err = a.write(&fh, &open_sid, 0, b"late", stable_how4::FILE_SYNC4).unwrap_err();
+    assert_eq!(err.status(), Some(nfsstat4::NFS4ERR_ADMIN_REVOKED), "{err:?}");
+    for d in &ds {
+        assert!(!d.allowed.lock().unwrap().contains_key(&open_sid.other), "DS still accepts the fenced stateid");
+    }
+    // FREE_STATEID clears the condition.
+    a.compound_ok(vec![nfs_argop4::OP_FREE_STATEID(FREE_STATEID4args { fsa_stateid: open_sid.clone() })], |_| Ok(())).unwrap();
+    let reply = a.compound(vec![]).unwrap();
+    match &reply.res().unwrap().resarray[0] {
+        nfs_resop4::OP_SEQUENCE(SEQUENCE4res::NFS4_OK(ok)) => assert_eq!(ok.sr_status_flags & SEQ4_STATUS_RECALLABLE_STATE_REVOKED, 0),
+        other => panic!("{other:?}"),
+    }
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
