@@ -235,33 +235,37 @@ impl Mds {
         Ok((b, a, inode))
     }
 
-    /// Before a file grows past `committed_size` (WRITE beyond EOF, SETATTR,
-    /// ALLOCATE, COPY/CLONE), drops object bytes beyond it: a crash between a
-    /// data write and its size commit may have left some, and they must not
-    /// reappear inside the file.
-    pub fn trim_beyond(&self, ino: u64, committed_size: u64) -> NfsResult<()> {
-        if self.data.object_len(ino) > committed_size {
-            self.data.truncate(ino, committed_size).map_err(io_err)?;
-        }
-        Ok(())
-    }
-
     /// Removes data objects whose inode no longer exists (a crash between a
     /// REMOVE's metadata commit and the data removal). Run at start.
-    pub fn reap_orphans(&self) {
+    ///
+    /// Also trims object bytes beyond the committed file size: a crash
+    /// between a WRITE's data and its size commit leaves such bytes, and a
+    /// later extending write would expose them inside the file. This must run
+    /// before clients are served: while writes are in flight, bytes beyond
+    /// the committed size are legitimate (parallel WRITEs land in any order).
+    pub fn recover_data(&self) {
         let objs = match self.data.list_objects() {
             Ok(o) => o,
             Err(e) => return log::warn!("listing data objects: {e}"),
         };
-        let mut n = 0;
+        let (mut orphans, mut trimmed) = (0, 0);
         for ino in objs {
-            if let Err(nfsstat4::NFS4ERR_STALE) = self.ns.get(ino) {
-                self.free_data(Some(ino));
-                n += 1;
+            match self.ns.get(ino) {
+                Err(nfsstat4::NFS4ERR_STALE) => {
+                    self.free_data(Some(ino));
+                    orphans += 1;
+                }
+                Ok(i) if i.kind == nfs_ftype4::NF4REG as u32 && self.data.object_len(ino) > i.size => {
+                    match self.data.truncate(ino, i.size) {
+                        Ok(()) => trimmed += 1,
+                        Err(e) => log::warn!("trimming data of inode {ino} to {}: {e}", i.size),
+                    }
+                }
+                _ => {}
             }
         }
-        if n > 0 {
-            log::info!("removed {n} orphaned data object(s)");
+        if orphans + trimmed > 0 {
+            log::info!("recovery: removed {orphans} orphaned data object(s), trimmed {trimmed} past their committed size");
         }
     }
 
@@ -327,12 +331,23 @@ impl Mds {
     /// Layouts of clients other than `caller` on `ino` must be recalled
     /// before `why` (truncate, remove); see `Pnfs::recall_file_layouts`.
     pub fn recall_layouts_for(&self, ino: u64, caller: Option<u64>, why: &str) {
+        self.recall_layouts(ino, caller, false, why);
+    }
+
+    /// Like `recall_layouts_for`, but only clients holding a read/write
+    /// layout are asked (for their whole layout): a conflicting OPEN for
+    /// write leaves read-only layout holders alone.
+    pub fn recall_rw_layouts_for(&self, ino: u64, caller: Option<u64>, why: &str) {
+        self.recall_layouts(ino, caller, true, why);
+    }
+
+    fn recall_layouts(&self, ino: u64, caller: Option<u64>, rw_only: bool, why: &str) {
         let Some(p) = &self.pnfs else { return };
         let mut holders: Vec<u64> = {
             let st = self.state();
             st.states
                 .values()
-                .filter(|r| r.ino == ino && matches!(r.kind, StateKind::Layout { .. }) && Some(r.clientid) != caller)
+                .filter(|r| r.ino == ino && recall_target(r, caller, rw_only))
                 .map(|r| r.clientid)
                 .collect()
         };
@@ -340,7 +355,7 @@ impl Mds {
         holders.dedup();
         if !holders.is_empty() {
             p.recall_file_layouts(ino, &holders, why);
-            self.send_layout_recalls(ino, caller, why);
+            self.send_layout_recalls(ino, caller, rw_only, why);
         }
     }
 
@@ -348,7 +363,7 @@ impl Mds {
     /// (RFC 8881 12.5.5). The layout stateid's seqid is bumped first, as the
     /// client expects the recall to carry the next seqid. A client answering
     /// NOMATCHING_LAYOUT no longer holds it; the layout state goes.
-    fn send_layout_recalls(&self, ino: u64, caller: Option<u64>, why: &str) {
+    fn send_layout_recalls(&self, ino: u64, caller: Option<u64>, rw_only: bool, why: &str) {
         use crate::callback::{layout_recall_file, CbError};
         type Work = (crate::state::StateOther, u32, u64, u16, Vec<Arc<crate::state::Session>>);
         let work: Vec<Work> = {
@@ -356,7 +371,7 @@ impl Mds {
             let targets: Vec<_> = st
                 .states
                 .iter()
-                .filter(|(_, r)| r.ino == ino && matches!(r.kind, StateKind::Layout { .. }) && Some(r.clientid) != caller)
+                .filter(|(_, r)| r.ino == ino && recall_target(r, caller, rw_only))
                 .map(|(k, r)| (*k, r.clientid, if let StateKind::Layout { fh_export, .. } = r.kind { fh_export } else { 0 }))
                 .collect();
             targets
@@ -437,6 +452,16 @@ impl Mds {
     }
 }
 
+/// A layout state to recall: another client's, read/write if `rw_only`.
+fn recall_target(r: &crate::state::StateRec, caller: Option<u64>, rw_only: bool) -> bool {
+    match r.kind {
+        StateKind::Layout { iomodes, .. } => {
+            Some(r.clientid) != caller && (!rw_only || iomodes & crate::state::LAYOUT_RW != 0)
+        }
+        _ => false,
+    }
+}
+
 /// Offline namespace check of the store named by `cfg` (server stopped).
 pub fn fsck(cfg: &MdsConfig) -> Result<Vec<String>, String> {
     let db = cfg.metadata_dir.join("metadata.redb");
@@ -448,7 +473,16 @@ pub fn fsck(cfg: &MdsConfig) -> Result<Vec<String>, String> {
     ns.check_consistency().map_err(|e| format!("metadata store: {e:?}"))
 }
 
+/// Maps a data store error to an NFS status. A data server that cannot be
+/// reached (down, restarting, not answering) is NFS4ERR_DELAY: file data
+/// has one copy, on its DSes, so the client waits and retries (as a hard
+/// mount does) instead of handing EIO to the application.
 pub fn io_err(e: std::io::Error) -> nfsstat4 {
+    use std::io::ErrorKind::*;
+    if matches!(e.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | TimedOut | BrokenPipe | UnexpectedEof) {
+        log::warn!("data store: {e}: answering NFS4ERR_DELAY");
+        return nfsstat4::NFS4ERR_DELAY;
+    }
     log::error!("data store: {e}");
     match e.raw_os_error() {
         Some(libc::ENOSPC) => nfsstat4::NFS4ERR_NOSPC,

@@ -142,8 +142,9 @@ async fn run_mds(mds_cfg: pnfs_mds::MdsConfig) -> Result<(), String> {
     let mds = tokio::task::spawn_blocking(move || pnfs_mds::Mds::open(mds_cfg))
         .await
         .map_err(|e| e.to_string())??;
-    let reaper = mds.clone();
-    tokio::task::spawn_blocking(move || reaper.reap_orphans());
+    // Before serving: drop orphaned objects, trim bytes past committed sizes.
+    let rec = mds.clone();
+    tokio::task::spawn_blocking(move || rec.recover_data()).await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("mds.bind {bind}: {e}"))?;
     let exports: Vec<_> = mds.exports.iter().map(|e| e.path.clone()).collect();
     log::info!("mds listening on {bind} (clients use {advertise}); exports {exports:?}");

@@ -76,9 +76,7 @@ fn setattr_inner(m: &Mds, c: &mut Compound, a: &SETATTR4args) -> NfsResult<Vec<u
         if special && !owner_or_root {
             m.check_access(&i, &who, ACCESS4_MODIFY)?;
         }
-        if size > i.size {
-            m.trim_beyond(i.ino, i.size)?;
-        } else if size < i.size {
+        if size < i.size {
             m.recall_layouts_for(i.ino, c.clientid().ok(), "truncate");
         }
         m.data.truncate(i.ino, size).map_err(io_err)?;

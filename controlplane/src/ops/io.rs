@@ -74,9 +74,6 @@ pub fn write(m: &Mds, c: &mut Compound, a: &WRITE4args, e: &mut Encoder) -> nfss
         if end > i64::MAX as u64 {
             return Err(nfsstat4::NFS4ERR_FBIG);
         }
-        if end > i.size {
-            m.trim_beyond(i.ino, i.size)?;
-        }
         let stable = a.stable != stable_how4::UNSTABLE4;
         m.data.write(i.ino, a.offset, &a.data, stable).map_err(io_err)?;
         crate::metrics::metrics().write_bytes.inc_by(a.data.len() as u64);

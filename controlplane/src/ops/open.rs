@@ -16,10 +16,24 @@ const OPEN4_RESULT_LOCKTYPE_POSIX: u32 = 0x4;
 const OPEN4_SHARE_ACCESS_MASK: u32 = 0x3;
 const OPEN4_SHARE_WANT_MASK: u32 = 0xff00;
 
+/// OPEN. Layout policy: an OPEN asking for write access (not a reclaim)
+/// recalls the read/write layouts other clients hold on the file, once the
+/// open state exists and without the state mutex held. A layout holder
+/// writes to the data servers behind the MDS's back and reports the size
+/// only at LAYOUTCOMMIT; the recall makes it flush, commit and return its
+/// layout, so the MDS's size and change attribute are current before the
+/// new writer starts, and the holder has to come back through LAYOUTGET
+/// (and so past the MDS) for further direct I/O. Read-only layouts stay.
+/// Writers are not serialised: each WRITE lands as sent, as with any NFS
+/// server without delegations.
 pub fn open(m: &Mds, c: &mut Compound, a: &OPEN4args, e: &mut Encoder) -> nfsstat4 {
     let r = open_inner(m, c, a);
     if let (Ok(ok), Ok(clientid), Some(fh)) = (&r, c.clientid(), c.current_fh) {
         crate::ops::layout::allow_new_stateid(m, clientid, fh.ino, &ok.stateid);
+        let reclaim = matches!(a.claim, open_claim4::CLAIM_PREVIOUS(_));
+        if a.share_access & OPEN4_SHARE_ACCESS_WRITE != 0 && !reclaim {
+            m.recall_rw_layouts_for(fh.ino, Some(clientid), "conflicting open for write");
+        }
     }
     reply(e, r)
 }

@@ -34,9 +34,6 @@ pub fn allocate(m: &Mds, c: &mut Compound, a: &ALLOCATE4args, e: &mut Encoder) -
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
         let end = range_end(a.aa_offset, a.aa_length)?;
-        if end > i.size {
-            m.trim_beyond(i.ino, i.size)?;
-        }
         m.data.allocate(i.ino, a.aa_offset, a.aa_length).map_err(io_err)?;
         // ALLOCATE past EOF extends the file (like fallocate without KEEP_SIZE).
         if end > i.size {
@@ -123,9 +120,6 @@ pub fn copy(m: &Mds, c: &mut Compound, a: &COPY4args, e: &mut Encoder) -> nfssta
         if src.ino == dst.ino && a.ca_src_offset < end && a.ca_dst_offset < a.ca_src_offset + count {
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
-        if end > dst.size {
-            m.trim_beyond(dst.ino, dst.size)?;
-        }
         let n = m.data.copy(src.ino, a.ca_src_offset, dst.ino, a.ca_dst_offset, count).map_err(io_err)?;
         m.data.commit(dst.ino).map_err(io_err)?;
         if n > 0 {
@@ -162,9 +156,6 @@ pub fn clone(m: &Mds, c: &mut Compound, a: &CLONE4args, e: &mut Encoder) -> nfss
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
         if count > 0 {
-            if dst_end > dst.size {
-                m.trim_beyond(dst.ino, dst.size)?;
-            }
             m.data.clone_range(src.ino, a.cl_src_offset, dst.ino, a.cl_dst_offset, count).map_err(io_err)?;
             m.ns.note_write(dst.ino, dst_end)?;
         }

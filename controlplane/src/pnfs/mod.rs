@@ -604,12 +604,11 @@ impl Pnfs {
         }
     }
 
-    /// Hook for CB_LAYOUTRECALL: the layouts `holders` hold on `ino` must
-    /// be recalled because of `why` (truncate, remove). Callbacks are not
-    /// implemented yet, so this only logs; the data servers keep accepting
-    /// the holders' stateids until they close.
+    /// Hook before CB_LAYOUTRECALL (sent by `Mds::recall_layouts_for`):
+    /// the layouts `holders` hold on `ino` are recalled because of `why`
+    /// (truncate, remove, a conflicting open for write). Only logs.
     pub fn recall_file_layouts(&self, ino: u64, holders: &[u64], why: &str) {
-        log::info!("layout recall needed on inode {ino} ({why}) for client(s) {holders:x?}: CB_LAYOUTRECALL not implemented");
+        log::debug!("recalling layouts of inode {ino} ({why}) from client(s) {holders:x?}");
     }
 }
 

@@ -35,8 +35,9 @@ enum Where {
     Nowhere,
 }
 
+/// A dead DS is a transient condition for the MDS's clients (see `io_err`).
 fn unavailable(ds: u32) -> io::Error {
-    io::Error::other(format!("data server {ds} is not available"))
+    io::Error::new(io::ErrorKind::NotConnected, format!("data server {ds} is not available"))
 }
 
 impl StripedStore {
