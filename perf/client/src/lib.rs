@@ -750,6 +750,13 @@ impl Client {
         }
     }
 
+    /// SETATTR size with `stateid` (an open stateid with write access, or
+    /// the anonymous stateid).
+    pub fn setattr_size(&mut self, fh: &[u8], stateid: &stateid4, size: u64) -> Result<()> {
+        let ops = vec![putfh(fh), nfs_argop4::OP_SETATTR(SETATTR4args { stateid: stateid.clone(), obj_attributes: size_attr(size) })];
+        self.compound_ok(ops, |_| Ok(()))
+    }
+
     /// The size attribute of `fh`.
     pub fn getattr_size(&mut self, fh: &[u8]) -> Result<u64> {
         let ops = vec![putfh(fh), nfs_argop4::OP_GETATTR(GETATTR4args { attr_request: vec![1 << FATTR4_SIZE] })];
