@@ -76,6 +76,14 @@ pub struct ExportConfig {
     pub anon_uid: u32,
     #[serde(default = "default_anon")]
     pub anon_gid: u32,
+    /// pNFS placement for files created in this export (overrides
+    /// mds.stripe_count / mds.stripe_unit; a directory's `pnfs.stripe_count`
+    /// / `pnfs.stripe_unit` user xattrs override both for files created in it
+    /// and below).
+    #[serde(default)]
+    pub stripe_count: Option<u32>,
+    #[serde(default)]
+    pub stripe_unit: Option<u32>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -155,6 +163,9 @@ impl MdsConfig {
             for c in &e.clients {
                 crate::export::parse_client_pattern(c)
                     .map_err(|why| format!("mds.exports[{i}].clients: {why}"))?;
+            }
+            if let Some(su) = e.stripe_unit {
+                crate::pnfs::check_stripe_unit(su).map_err(|why| format!("mds.exports[{i}].stripe_unit: {why}"))?;
             }
         }
         Ok(())

@@ -121,6 +121,8 @@ mod tests {
             root_squash: true,
             anon_uid: 99,
             anon_gid: 98,
+            stripe_count: None,
+            stripe_unit: None,
         };
         let e = Export::new(1, &cfg, 5);
         assert!(e.allows(&"10.0.2.15".parse().unwrap()));

@@ -227,12 +227,52 @@ impl Mds {
         }
         let size = attrs.size.take();
         let (b, a, inode) = self.ns.create(dir, name, obj, &attrs, (who.uid, who.gid), verifier)?;
+        if obj.kind == nfs_ftype4::NF4REG {
+            self.record_placement_policy(dir, inode.ino);
+        }
         if let Some(s) = size.filter(|s| *s > 0) {
             self.data.truncate(inode.ino, s).map_err(io_err)?;
             let set = SetAttrs { size: Some(s), ..Default::default() };
             return Ok((b, a, self.ns.setattr(inode.ino, &set, None)?));
         }
         Ok((b, a, inode))
+    }
+
+    /// pNFS placement of a new file: the nearest directory (walking up to
+    /// the export root) with `pnfs.stripe_count` / `pnfs.stripe_unit` user
+    /// xattrs, else the export's setting, else the MDS-wide one. Only a
+    /// policy differing from the MDS-wide one is recorded.
+    fn record_placement_policy(&self, dir: u64, ino: u64) {
+        let Some(p) = &self.pnfs else { return };
+        let global = p.policy();
+        let (mut count, mut unit) = (None, None);
+        let mut d = dir;
+        for _ in 0..256 {
+            let read = |name: &[u8]| {
+                self.ns.getxattr(d, name).ok().and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.trim().parse::<u32>().ok()))
+            };
+            count = count.or_else(|| read(b"pnfs.stripe_count"));
+            unit = unit.or_else(|| read(b"pnfs.stripe_unit").filter(|u| crate::pnfs::check_stripe_unit(*u).is_ok()));
+            if let Some(x) = self.exports.iter().find(|x| x.root_ino == d) {
+                let cfg = &self.cfg.exports[x.id as usize - 1];
+                count = count.or(cfg.stripe_count);
+                unit = unit.or(cfg.stripe_unit);
+                break;
+            }
+            match self.ns.get(d) {
+                Ok(i) if i.ino != ROOT_INO && i.parent != i.ino => d = i.parent,
+                _ => break,
+            }
+        }
+        let policy = crate::pnfs::Policy {
+            stripe_count: count.unwrap_or(global.stripe_count),
+            stripe_unit: unit.unwrap_or(global.stripe_unit),
+        };
+        if policy != global {
+            if let Err(e) = p.set_hint(ino, policy) {
+                log::warn!("recording the placement policy of inode {ino}: {e}");
+            }
+        }
     }
 
     /// Removes data objects whose inode no longer exists (a crash between a

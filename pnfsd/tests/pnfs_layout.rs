@@ -281,6 +281,65 @@ fn client_keeping_a_recalled_layout_is_fenced() {
     }
 }
 
+/// Placement policy: a directory's `pnfs.stripe_count` xattr (set over
+/// NFSv4.2 SETXATTR, as `setfattr -n user.pnfs.stripe_count` would) applies
+/// to files created below it; elsewhere all data servers are used.
+#[test]
+fn directory_xattr_sets_the_stripe_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) = start_mds(dir.path());
+    let ds: Vec<Arc<FakeDs>> = (0..3).map(|_| Arc::new(FakeDs::default())).collect();
+    for (i, d) in ds.iter().enumerate() {
+        let control = d.start();
+        assert_eq!(register(ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
+    }
+    let mut c = Client::connect(nfs_addr, 2).unwrap();
+    let root = c.lookup_path("/export").unwrap();
+    let narrow = c.mkdir(&root, "narrow").unwrap();
+    c.compound_ok(
+        vec![
+            putfh(&narrow),
+            nfs_argop4::OP_SETXATTR(SETXATTR4args {
+                sxa_option: setxattr_option4::SETXATTR4_EITHER,
+                sxa_key: b"pnfs.stripe_count".as_slice().into(),
+                sxa_value: b"1".as_slice().into(),
+            }),
+        ],
+        |_| Ok(()),
+    )
+    .unwrap();
+    let sub = c.mkdir(&narrow, "sub").unwrap();
+    let stripes = |c: &mut Client, dir: &[u8], name: &str| {
+        let (fh, sid) = c.open(dir, name, true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+        c.compound_ok(
+            vec![
+                putfh(&fh),
+                nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+                    loga_signal_layout_avail: false,
+                    loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                    loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
+                    loga_offset: 0,
+                    loga_length: u64::MAX,
+                    loga_minlength: 4096,
+                    loga_stateid: stateid4 { seqid: 0, other: sid.other },
+                    loga_maxcount: 4096,
+                }),
+            ],
+            |r| match &r[1] {
+                nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => {
+                    let body = nfsv4_1_file_layout4::decode(&mut Decoder::new(&ok.logr_layout[0].lo_content.loc_body)).unwrap();
+                    Ok(body.nfl_fh_list.len())
+                }
+                other => panic!("{other:?}"),
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(stripes(&mut c, &root, "wide"), 3, "default: every live DS");
+    assert_eq!(stripes(&mut c, &narrow, "one"), 1, "directory xattr");
+    assert_eq!(stripes(&mut c, &sub, "inherited"), 1, "inherited from the parent directory");
+}
+
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
     nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.into() })
 }

@@ -282,6 +282,30 @@ fn set_key(ino: u64) -> Vec<u8> {
     k
 }
 
+/// Placement policy recorded for a file at creation when it differs from
+/// the MDS-wide one (export or directory setting): `H` ino.
+fn hint_key(ino: u64) -> Vec<u8> {
+    let mut k = vec![b'H'];
+    k.extend_from_slice(&u64_be(ino));
+    k
+}
+
+/// Stripe count (0 = all live DSes) and stripe unit of new files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub stripe_count: u32,
+    pub stripe_unit: u32,
+}
+
+/// A stripe unit the Linux files layout driver accepts (multiple of 64,
+/// not zero) and that our 1 MiB-oriented buffers handle.
+pub fn check_stripe_unit(su: u32) -> Result<(), String> {
+    if su == 0 || su % 64 != 0 || su > 64 << 20 {
+        return Err(format!("{su} must be a non-zero multiple of 64 up to 64 MiB"));
+    }
+    Ok(())
+}
+
 fn device_key(id: &deviceid4) -> Vec<u8> {
     let mut k = vec![b'V'];
     k.extend_from_slice(id);
@@ -346,7 +370,34 @@ impl Pnfs {
     /// Chooses the data servers of a new stripe set: `stripe_count` live
     /// ones (all when 0), preferring more free space (GiB buckets), ties
     /// rotated so files spread; the first stripe index rotates too.
+    pub fn policy(&self) -> Policy {
+        Policy { stripe_count: self.cfg.stripe_count, stripe_unit: self.cfg.stripe_unit }
+    }
+
+    /// Records a non-default placement policy for a new file.
+    pub fn set_hint(&self, ino: u64, p: Policy) -> io::Result<()> {
+        let mut v = Vec::with_capacity(8);
+        v.extend_from_slice(&p.stripe_count.to_be_bytes());
+        v.extend_from_slice(&p.stripe_unit.to_be_bytes());
+        transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| t.put(&hint_key(ino), &v)).map_err(kv_io)
+    }
+
+    fn hint(&self, ino: u64) -> Policy {
+        let rec = transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| t.get(&hint_key(ino))).ok().flatten();
+        match rec {
+            Some(v) if v.len() == 8 => Policy {
+                stripe_count: u32::from_be_bytes(v[..4].try_into().unwrap()),
+                stripe_unit: u32::from_be_bytes(v[4..].try_into().unwrap()),
+            },
+            _ => self.policy(),
+        }
+    }
+
     pub fn choose(&self, generation: u32) -> Option<StripeSet> {
+        self.choose_with(generation, self.policy())
+    }
+
+    pub fn choose_with(&self, generation: u32, policy: Policy) -> Option<StripeSet> {
         let live = self.registry.live();
         if live.is_empty() {
             return None;
@@ -356,14 +407,14 @@ impl Pnfs {
         let mut cands: Vec<(u64, usize, u32)> =
             live.iter().enumerate().map(|(i, d)| (d.free >> 30, (i + total - rot % total) % total, d.index)).collect();
         cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let want = match self.cfg.stripe_count {
+        let want = match policy.stripe_count {
             0 => total,
             n => (n as usize).min(total),
         };
         let mut ds: Vec<u32> = cands.into_iter().take(want).map(|c| c.2).collect();
         ds.sort_unstable();
         let first = (rot % ds.len()) as u32;
-        Some(StripeSet { stripe_unit: self.cfg.stripe_unit, first, generation, ds })
+        Some(StripeSet { stripe_unit: policy.stripe_unit, first, generation, ds })
     }
 
     /// The stripe set of `ino`, placing the file on data servers first if
@@ -380,7 +431,7 @@ impl Pnfs {
             return Ok(s);
         }
         let inode = self.ns.get(ino).map_err(|s| PlaceError::Io(format!("inode {ino}: {s:?}")))?;
-        let set = self.choose(inode.generation).ok_or(PlaceError::Unavailable)?;
+        let set = self.choose_with(inode.generation, self.hint(ino)).ok_or(PlaceError::Unavailable)?;
         for (j, &d) in set.ds.iter().enumerate() {
             let fh = set.ds_fh(j as u32, ino);
             if let Err(e) = self.obj_create(d, &fh) {
@@ -410,7 +461,11 @@ impl Pnfs {
 
     /// Forgets the stripe set of a removed file (its objects are removed by the caller).
     pub fn forget(&self, ino: u64) -> io::Result<()> {
-        transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| t.delete(&set_key(ino))).map_err(kv_io)?;
+        transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| {
+            t.delete(&hint_key(ino))?;
+            t.delete(&set_key(ino))
+        })
+        .map_err(kv_io)?;
         self.cache_set(ino, None);
         Ok(())
     }
