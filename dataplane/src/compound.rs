@@ -17,6 +17,7 @@ use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 pub type NfsResult<T> = Result<T, nfsstat4>;
 
@@ -282,100 +283,100 @@ impl Dispatcher {
         let mut status = nfsstat4::NFS4_OK;
         let mut done = 0u32;
         let mut cache_this = false;
+        // Each op's latency runs from the end of the previous one (or the
+        // COMPOUND's header) to the end of its result: one clock read per op.
+        let mut mark = Instant::now();
         for i in 0..count {
             let op_start = rb.e.len();
-            let opnum = match d.rest().get(..4) {
-                Some(b) => i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                None => {
-                    // Claimed more ops than were sent.
-                    rb.e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
-                    status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_BADXDR));
-                    done += 1;
-                    break;
-                }
-            };
-            let op = match nfs_opnum4::from_i32(opnum) {
-                Some(op) if op != nfs_opnum4::OP_ILLEGAL && opnum >= 3 => op,
-                _ => {
-                    ds.stats.op(OpKind::Illegal);
-                    rb.e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
-                    status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_OP_ILLEGAL));
-                    done += 1;
-                    break;
-                }
-            };
-            rb.e.put_i32(opnum);
-            let arg = match nfs_argop4::decode(&mut d) {
-                Ok(a) => a,
-                Err(err) => {
-                    log::debug!("op {op:?}: undecodable arguments: {err}");
-                    status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_BADXDR));
-                    done += 1;
-                    break;
-                }
-            };
-            done += 1;
-            // Session gate (RFC 8881 2.10.6 and 18.46).
-            let gate = if i == 0 {
-                if op == nfs_opnum4::OP_SEQUENCE {
-                    None
-                } else if sessionless(op) {
-                    (count > 1).then_some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
+            // Every result appended to the reply is recorded under its kind.
+            let (kind, op_status) = 'op: {
+                let opnum = match d.rest().get(..4) {
+                    Some(b) => i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                    None => {
+                        // Claimed more ops than were sent.
+                        rb.e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
+                        done += 1;
+                        break 'op (OpKind::Illegal, reply::<()>(rb, Err(nfsstat4::NFS4ERR_BADXDR)));
+                    }
+                };
+                let op = match nfs_opnum4::from_i32(opnum) {
+                    Some(op) if op != nfs_opnum4::OP_ILLEGAL && opnum >= 3 => op,
+                    _ => {
+                        rb.e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
+                        done += 1;
+                        break 'op (OpKind::Illegal, reply::<()>(rb, Err(nfsstat4::NFS4ERR_OP_ILLEGAL)));
+                    }
+                };
+                let handler = self.table.get(op as usize).copied().flatten();
+                let kind = match handler {
+                    _ if op == nfs_opnum4::OP_SEQUENCE => OpKind::Sequence,
+                    Some((kind, _)) => kind,
+                    None => OpKind::NotSupp,
+                };
+                rb.e.put_i32(opnum);
+                done += 1;
+                let arg = match nfs_argop4::decode(&mut d) {
+                    Ok(a) => a,
+                    Err(err) => {
+                        log::debug!("op {op:?}: undecodable arguments: {err}");
+                        break 'op (kind, reply::<()>(rb, Err(nfsstat4::NFS4ERR_BADXDR)));
+                    }
+                };
+                // Session gate (RFC 8881 2.10.6 and 18.46).
+                let gate = if i == 0 {
+                    if op == nfs_opnum4::OP_SEQUENCE {
+                        None
+                    } else if sessionless(op) {
+                        (count > 1).then_some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
+                    } else {
+                        Some(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
+                    }
+                } else if op == nfs_opnum4::OP_SEQUENCE {
+                    Some(nfsstat4::NFS4ERR_SEQUENCE_POS)
+                } else if sessionless(op) && c.session.is_none() {
+                    Some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
                 } else {
-                    Some(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
+                    None
+                };
+                if let Some(s) = gate {
+                    break 'op (kind, reply::<()>(rb, Err(s)));
                 }
-            } else if op == nfs_opnum4::OP_SEQUENCE {
-                Some(nfsstat4::NFS4ERR_SEQUENCE_POS)
-            } else if sessionless(op) && c.session.is_none() {
-                Some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
-            } else {
-                None
+                if op == nfs_opnum4::OP_SEQUENCE {
+                    let nfs_argop4::OP_SEQUENCE(sa) = &arg else { unreachable!("decoded by opnum") };
+                    match ops::session::sequence(ds, &mut c, sa) {
+                        Ok(ops::session::SequenceOutcome::New(res)) => {
+                            cache_this = sa.sa_cachethis;
+                            break 'op (kind, reply(rb, Ok(res)));
+                        }
+                        Ok(ops::session::SequenceOutcome::Replay(bytes)) => {
+                            ds.stats.op(kind, true, mark.elapsed());
+                            bump(&ds.stats.replays, 1);
+                            return CompoundOutcome::Replay(bytes);
+                        }
+                        Err(s) => break 'op (kind, reply::<()>(rb, Err(s))),
+                    }
+                }
+                let mut st = match handler {
+                    Some((_, f)) => f(ds, &mut c, &arg, rb),
+                    None => reply::<()>(rb, Err(nfsstat4::NFS4ERR_NOTSUPP)),
+                };
+                if rb.body_len() > c.max_response {
+                    rb.truncate(op_start);
+                    rb.e.put_i32(opnum);
+                    st = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG));
+                }
+                let cached_limit = c.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
+                if cache_this && st == nfsstat4::NFS4_OK && rb.body_len() > cached_limit {
+                    rb.truncate(op_start);
+                    rb.e.put_i32(opnum);
+                    st = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE));
+                }
+                (kind, st)
             };
-            if let Some(s) = gate {
-                status = reply::<()>(rb, Err(s));
-                break;
-            }
-            if op == nfs_opnum4::OP_SEQUENCE {
-                ds.stats.op(OpKind::Sequence);
-                let nfs_argop4::OP_SEQUENCE(sa) = &arg else { unreachable!("decoded by opnum") };
-                match ops::session::sequence(ds, &mut c, sa) {
-                    Ok(ops::session::SequenceOutcome::New(res)) => {
-                        cache_this = sa.sa_cachethis;
-                        reply(rb, Ok(res));
-                        continue;
-                    }
-                    Ok(ops::session::SequenceOutcome::Replay(bytes)) => {
-                        bump(&ds.stats.replays, 1);
-                        return CompoundOutcome::Replay(bytes);
-                    }
-                    Err(s) => {
-                        status = reply::<()>(rb, Err(s));
-                        break;
-                    }
-                }
-            }
-            let handler = self.table.get(op as usize).copied().flatten();
-            status = match handler {
-                Some((kind, f)) => {
-                    ds.stats.op(kind);
-                    f(ds, &mut c, &arg, rb)
-                }
-                None => {
-                    ds.stats.op(OpKind::NotSupp);
-                    reply::<()>(rb, Err(nfsstat4::NFS4ERR_NOTSUPP))
-                }
-            };
-            if rb.body_len() > c.max_response {
-                rb.truncate(op_start);
-                rb.e.put_i32(opnum);
-                status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG));
-            }
-            let cached_limit = c.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
-            if cache_this && status == nfsstat4::NFS4_OK && rb.body_len() > cached_limit {
-                rb.truncate(op_start);
-                rb.e.put_i32(opnum);
-                status = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE));
-            }
+            let now = Instant::now();
+            ds.stats.op(kind, op_status == nfsstat4::NFS4_OK, now.saturating_duration_since(mark));
+            mark = now;
+            status = op_status;
             if status != nfsstat4::NFS4_OK {
                 break;
             }

@@ -11,8 +11,17 @@
 //!   flattened (1).
 //! - Control OBJ_READ: read into a Vec, then encoded into the reply (1).
 //!   OBJ_WRITE writes from the received record (0).
+//!
+//! Per-operation latency is a fixed histogram per [`OpKind`]: one atomic
+//! counter per bucket (the MDS's bounds, 10 us * 4^k for k = 0..9, then
+//! +Inf) and the sum in nanoseconds, so recording an operation takes a few
+//! relaxed atomic adds and no allocation or lock. Every operation result
+//! in a COMPOUND reply is recorded exactly once, under its kind; one that
+//! is not NFS4_OK also counts as an error of that kind. The operation count
+//! is the histogram's count.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// NFS operations counted individually; everything else is `other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +66,76 @@ pub const OP_NAMES: [&str; OP_KINDS] = [
     "illegal",
 ];
 
+/// Finite latency bucket bounds, nanoseconds: 10 us * 4^k, k = 0..9
+/// (~2.6 s), as the MDS's `exponential_buckets(1e-5, 4.0, 10)`.
+pub const LATENCY_BOUNDS_NS: [u64; 10] = {
+    let mut b = [0u64; 10];
+    let mut k = 0;
+    while k < 10 {
+        b[k] = 10_000 * 4u64.pow(k as u32);
+        k += 1;
+    }
+    b
+};
+
+/// `le` label values of the buckets: the bounds in seconds as the MDS's
+/// prometheus-client writes them, then +Inf.
+pub const LATENCY_LE: [&str; LATENCY_BUCKETS] =
+    ["0.00001", "0.00004", "0.00016", "0.00064", "0.00256", "0.01024", "0.04096", "0.16384", "0.65536", "2.62144", "+Inf"];
+
+/// Buckets per histogram: the finite bounds and +Inf.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+/// The bucket of a latency: the first bound it does not exceed (`le`),
+/// or the last (+Inf) bucket.
+#[inline]
+pub fn latency_bucket(ns: u64) -> usize {
+    LATENCY_BOUNDS_NS.iter().position(|&b| ns <= b).unwrap_or(LATENCY_BOUNDS_NS.len())
+}
+
+/// One operation kind's latency histogram: per-bucket (not cumulative)
+/// counts and the sum of the latencies in nanoseconds.
+#[derive(Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    #[inline]
+    pub fn observe_ns(&self, ns: u64) {
+        bump(&self.buckets[latency_bucket(ns)], 1);
+        bump(&self.sum_ns, ns);
+    }
+
+    /// Cumulative bucket counts; `count` is the +Inf bucket, so the two
+    /// agree even when operations are recorded while this reads.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let mut cumulative = [0u64; LATENCY_BUCKETS];
+        let mut total = 0u64;
+        for (c, b) in cumulative.iter_mut().zip(self.buckets.iter()) {
+            total += b.load(Ordering::Relaxed);
+            *c = total;
+        }
+        LatencySnapshot { cumulative, sum_ns: self.sum_ns.load(Ordering::Relaxed), count: total }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LatencySnapshot {
+    /// Operations at or under each bound of [`LATENCY_BOUNDS_NS`], then all
+    /// of them (+Inf).
+    pub cumulative: [u64; LATENCY_BUCKETS],
+    pub sum_ns: u64,
+    pub count: u64,
+}
+
 #[derive(Default)]
 pub struct DsStats {
-    pub ops: [AtomicU64; OP_KINDS],
+    /// Latency per operation kind (its count is the operation count).
+    pub latency: [LatencyHistogram; OP_KINDS],
+    /// Operations per kind whose status was not NFS4_OK.
+    pub errors: [AtomicU64; OP_KINDS],
     /// NFS COMPOUNDs executed (replays included).
     pub compounds: AtomicU64,
     /// COMPOUNDs answered from the reply cache.
@@ -83,7 +159,10 @@ pub struct DsStats {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DsStatsSnapshot {
+    /// Operations per kind (each latency histogram's count).
     pub ops: Vec<(&'static str, u64)>,
+    pub errors: Vec<(&'static str, u64)>,
+    pub latency: Vec<(&'static str, LatencySnapshot)>,
     pub compounds: u64,
     pub replays: u64,
     pub bytes_read: u64,
@@ -104,6 +183,10 @@ impl DsStatsSnapshot {
     pub fn op(&self, name: &str) -> u64 {
         self.ops.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0)
     }
+
+    pub fn op_errors(&self, name: &str) -> u64 {
+        self.errors.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0)
+    }
 }
 
 #[inline]
@@ -112,14 +195,24 @@ pub fn bump(c: &AtomicU64, n: u64) {
 }
 
 impl DsStats {
-    pub fn op(&self, k: OpKind) {
-        bump(&self.ops[k as usize], 1);
+    /// Records one operation result: its latency and, unless `ok`, an error.
+    #[inline]
+    pub fn op(&self, k: OpKind, ok: bool, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.latency[k as usize].observe_ns(ns);
+        if !ok {
+            bump(&self.errors[k as usize], 1);
+        }
     }
 
     pub fn snapshot(&self) -> DsStatsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let latency: Vec<(&'static str, LatencySnapshot)> =
+            OP_NAMES.iter().zip(self.latency.iter()).map(|(n, h)| (*n, h.snapshot())).collect();
         DsStatsSnapshot {
-            ops: OP_NAMES.iter().zip(self.ops.iter()).map(|(n, c)| (*n, g(c))).collect(),
+            ops: latency.iter().map(|(n, h)| (*n, h.count)).collect(),
+            errors: OP_NAMES.iter().zip(self.errors.iter()).map(|(n, c)| (*n, g(c))).collect(),
+            latency,
             compounds: g(&self.compounds),
             replays: g(&self.replays),
             bytes_read: g(&self.bytes_read),
@@ -135,5 +228,62 @@ impl DsStats {
             syscall_ops: g(&self.syscall_ops),
             direct_ops: g(&self.direct_ops),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_the_mds_buckets() {
+        assert_eq!(LATENCY_BOUNDS_NS[0], 10_000);
+        assert_eq!(LATENCY_BOUNDS_NS[9], 2_621_440_000);
+        for w in LATENCY_BOUNDS_NS.windows(2) {
+            assert_eq!(w[1], w[0] * 4);
+        }
+        for (le, ns) in LATENCY_LE.iter().zip(LATENCY_BOUNDS_NS) {
+            assert_eq!(le.parse::<f64>().unwrap(), ns as f64 / 1e9, "{le}");
+        }
+        assert_eq!(LATENCY_LE[LATENCY_BUCKETS - 1], "+Inf");
+    }
+
+    #[test]
+    fn buckets_are_le_bounds() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(10_000), 0);
+        assert_eq!(latency_bucket(10_001), 1);
+        assert_eq!(latency_bucket(40_000), 1);
+        assert_eq!(latency_bucket(2_621_440_000), 9);
+        assert_eq!(latency_bucket(2_621_440_001), 10);
+        assert_eq!(latency_bucket(u64::MAX), 10);
+    }
+
+    #[test]
+    fn histogram_is_cumulative_with_sum_and_count() {
+        let s = DsStats::default();
+        let us = Duration::from_micros;
+        s.op(OpKind::Read, true, us(5)); // le 10us
+        s.op(OpKind::Read, true, us(10)); // le 10us (inclusive)
+        s.op(OpKind::Read, false, us(100)); // le 160us
+        s.op(OpKind::Read, true, Duration::from_secs(3)); // +Inf only
+        s.op(OpKind::Write, false, us(50)); // le 160us
+        let snap = s.snapshot();
+        let (_, h) = snap.latency.iter().find(|(n, _)| *n == "read").unwrap();
+        assert_eq!(h.cumulative, [2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 4]);
+        assert_eq!(h.count, 4);
+        assert_eq!(h.sum_ns, 5_000 + 10_000 + 100_000 + 3_000_000_000);
+        assert_eq!(snap.op("read"), 4);
+        assert_eq!(snap.op_errors("read"), 1);
+        assert_eq!(snap.op("write"), 1);
+        assert_eq!(snap.op_errors("write"), 1);
+        let (_, w) = snap.latency.iter().find(|(n, _)| *n == "write").unwrap();
+        assert_eq!(w.cumulative, [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(w.sum_ns, 50_000);
+        // Untouched kinds are all zero.
+        let (_, c) = snap.latency.iter().find(|(n, _)| *n == "commit").unwrap();
+        assert_eq!(*c, LatencySnapshot::default());
+        assert_eq!(snap.ops.len(), OP_KINDS);
+        assert_eq!(snap.errors.len(), OP_KINDS);
     }
 }

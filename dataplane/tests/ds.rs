@@ -351,6 +351,16 @@ fn ds_end_to_end() {
     assert_eq!(s.bytes_written, (1 << 20) + tail.len() as u64);
     assert!(s.bytes_read >= (1 << 20) + 4096 * 4);
     assert!(s.op("write") >= 3 && s.op("read") >= 8 && s.op("commit") == 1 && s.op("notsupp") == 2);
+    // Every failed op counts as an error of its kind (NOTSUPP always fails;
+    // PUTFH of a removed object is STALE); each kind's latency histogram
+    // counts its ops.
+    assert_eq!(s.op_errors("notsupp"), 2);
+    assert!(s.op_errors("putfh") >= 2 && s.op_errors("putfh") < s.op("putfh"));
+    assert!(s.op_errors("sequence") < s.op("sequence"));
+    for (name, h) in &s.latency {
+        assert_eq!(h.count, s.op(name), "{name}");
+        assert!(h.count == 0 || h.sum_ns > 0, "{name}");
+    }
     assert!(s.connections_accepted >= 7);
     assert_eq!(s.control_bytes_written, 5);
     // One aligned O_DIRECT write copied once; READ payloads are never copied
