@@ -9,13 +9,44 @@ use tokio::net::TcpListener;
 
 pub type Source = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// The data server's counters in OpenMetrics text.
+/// A label value in OpenMetrics text: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
+}
+
+/// Nanoseconds as decimal seconds, exactly.
+fn seconds(ns: u64) -> String {
+    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+}
+
+/// The data server's counters in OpenMetrics text: per-op counts, errors
+/// and latency histograms (buckets cumulative, `+Inf` equal to `_count`),
+/// then the DS-wide counters; every sample labelled `ds`.
 pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
     use std::fmt::Write;
+    let id = label_value(id);
     let mut t = String::new();
     let _ = writeln!(t, "# TYPE pnfs_ds_ops counter\n# HELP pnfs_ds_ops NFS operations executed by the data server.");
     for (op, n) in &s.ops {
         let _ = writeln!(t, "pnfs_ds_ops_total{{ds=\"{id}\",op=\"{op}\"}} {n}");
+    }
+    let _ = writeln!(t, "# TYPE pnfs_ds_op_errors counter\n# HELP pnfs_ds_op_errors NFS operations that failed (status not NFS4_OK).");
+    for (op, n) in &s.errors {
+        let _ = writeln!(t, "pnfs_ds_op_errors_total{{ds=\"{id}\",op=\"{op}\"}} {n}");
+    }
+    let _ = writeln!(
+        t,
+        "# TYPE pnfs_ds_op_latency_seconds histogram\n# UNIT pnfs_ds_op_latency_seconds seconds\n# HELP pnfs_ds_op_latency_seconds NFS operation latency on the data server."
+    );
+    for (op, h) in &s.latency {
+        for (le, n) in pnfs_ds::stats::LATENCY_LE.iter().zip(h.cumulative.iter()) {
+            let _ = writeln!(t, "pnfs_ds_op_latency_seconds_bucket{{ds=\"{id}\",op=\"{op}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(t, "pnfs_ds_op_latency_seconds_sum{{ds=\"{id}\",op=\"{op}\"}} {}", seconds(h.sum_ns));
+        let _ = writeln!(t, "pnfs_ds_op_latency_seconds_count{{ds=\"{id}\",op=\"{op}\"}} {}", h.count);
     }
     let counters: [(&str, &str, u64); 8] = [
         ("compounds", "COMPOUNDs executed (replays included)", s.compounds),
@@ -78,5 +109,215 @@ pub async fn serve(bind: SocketAddr, sources: Vec<Source>) -> Result<(), String>
             );
             let _ = sock.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pnfs_ds::stats::{OpKind, LATENCY_LE};
+    use pnfs_ds::DsStats;
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    use std::time::Duration;
+
+    type Labels = BTreeMap<String, String>;
+    /// One histogram series: (le, bucket value) in text order, _sum, _count.
+    type Series = (Vec<(String, f64)>, Option<f64>, Option<f64>);
+
+    /// `name{k="v",...} value` (labels optional); None if malformed.
+    fn parse_sample(line: &str) -> Option<(String, Labels, f64)> {
+        let name_end = line.find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_' || ch == ':'))?;
+        let name = &line[..name_end];
+        if name.is_empty() || name.starts_with(|ch: char| ch.is_ascii_digit()) {
+            return None;
+        }
+        let mut rest = &line[name_end..];
+        let mut labels = Labels::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            let mut chars = r.char_indices().peekable();
+            loop {
+                let (ki, _) = *chars.peek()?;
+                if r[ki..].starts_with('}') {
+                    rest = &r[ki + 1..];
+                    break;
+                }
+                let eq = r[ki..].find("=\"")? + ki;
+                let key = &r[ki..eq];
+                if key.is_empty() || !key.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                    return None;
+                }
+                while chars.peek()?.0 < eq + 2 {
+                    chars.next();
+                }
+                let mut val = String::new();
+                loop {
+                    let (_, ch) = chars.next()?;
+                    match ch {
+                        '"' => break,
+                        '\\' => match chars.next()?.1 {
+                            'n' => val.push('\n'),
+                            '\\' => val.push('\\'),
+                            '"' => val.push('"'),
+                            _ => return None,
+                        },
+                        '\n' => return None,
+                        ch => val.push(ch),
+                    }
+                }
+                if labels.insert(key.to_string(), val).is_some() {
+                    return None;
+                }
+                match chars.peek()? {
+                    (_, ',') => {
+                        chars.next();
+                    }
+                    (_, '}') => {}
+                    _ => return None,
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ')?;
+        if value.contains(' ') {
+            return None;
+        }
+        let v = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse::<f64>().ok()?,
+        };
+        Some((name.to_string(), labels, v))
+    }
+
+    /// Checks the text as OpenMetrics and returns its samples.
+    fn check(text: &str, id: &str) -> Vec<(String, Labels, f64)> {
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut current: Option<(String, String)> = None;
+        let mut closed: HashSet<String> = HashSet::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(meta) = line.strip_prefix("# ") {
+                let mut p = meta.splitn(3, ' ');
+                let (kind, fam, arg) = (p.next().unwrap(), p.next().expect(line), p.next().unwrap_or(""));
+                match kind {
+                    "TYPE" => {
+                        assert!(["counter", "gauge", "histogram"].contains(&arg), "{line}");
+                        assert!(types.insert(fam.to_string(), arg.to_string()).is_none(), "family declared twice: {line}");
+                        if let Some((f, _)) = current.take() {
+                            closed.insert(f);
+                        }
+                        current = Some((fam.to_string(), arg.to_string()));
+                    }
+                    "HELP" | "UNIT" => {
+                        assert_eq!(current.as_ref().map(|c| c.0.as_str()), Some(fam), "metadata outside its family: {line}");
+                        if kind == "UNIT" {
+                            assert!(fam.ends_with(&format!("_{arg}")), "{line}");
+                        }
+                    }
+                    _ => panic!("unknown metadata: {line}"),
+                }
+                continue;
+            }
+            assert!(!line.starts_with('#') && !line.is_empty(), "stray line: {line:?}");
+            let (name, labels, v) = parse_sample(line).unwrap_or_else(|| panic!("malformed sample: {line:?}"));
+            let (fam, ty) = current.as_ref().unwrap_or_else(|| panic!("sample before any TYPE: {line}"));
+            let suffixes: &[&str] = match ty.as_str() {
+                "counter" => &["_total"],
+                "gauge" => &[""],
+                _ => &["_bucket", "_sum", "_count"],
+            };
+            assert!(suffixes.iter().any(|s| name == format!("{fam}{s}")), "{name} outside family {fam} ({ty})");
+            assert!(!closed.contains(fam.as_str()));
+            assert_eq!(labels.get("ds").map(String::as_str), Some(id), "{line}");
+            assert!(v >= 0.0, "{line}");
+            if name.ends_with("_bucket") {
+                assert!(labels.contains_key("le"), "{line}");
+            } else {
+                assert!(!labels.contains_key("le"), "{line}");
+            }
+            samples.push((name, labels, v));
+        }
+        // Histograms: per label set, buckets in le order, non-decreasing,
+        // ending at +Inf equal to _count; a _sum for each.
+        for (fam, ty) in &types {
+            if ty != "histogram" {
+                continue;
+            }
+            let mut series: BTreeMap<Labels, Series> = BTreeMap::new();
+            for (name, labels, v) in samples.iter().filter(|(n, _, _)| n.strip_prefix(fam.as_str()).is_some_and(|s| s.starts_with('_'))) {
+                let mut key = labels.clone();
+                let le = key.remove("le");
+                let e = series.entry(key).or_default();
+                if *name == format!("{fam}_bucket") {
+                    e.0.push((le.unwrap(), *v));
+                } else if *name == format!("{fam}_sum") {
+                    assert!(e.1.replace(*v).is_none());
+                } else {
+                    assert_eq!(*name, format!("{fam}_count"));
+                    assert!(e.2.replace(*v).is_none());
+                }
+            }
+            assert!(!series.is_empty());
+            for (labels, (buckets, sum, count)) in series {
+                let (sum, count) = (sum.expect("no _sum"), count.expect("no _count"));
+                assert_eq!(buckets.last().map(|b| b.0.as_str()), Some("+Inf"), "{labels:?}");
+                assert_eq!(buckets.last().unwrap().1, count, "+Inf != _count for {labels:?}");
+                for w in buckets.windows(2) {
+                    let (a, b) = (w[0].0.parse::<f64>().unwrap(), if w[1].0 == "+Inf" { f64::INFINITY } else { w[1].0.parse().unwrap() });
+                    assert!(a < b, "le out of order for {labels:?}");
+                    assert!(w[0].1 <= w[1].1, "buckets decrease for {labels:?}");
+                }
+                assert!(count > 0.0 || sum == 0.0);
+            }
+        }
+        samples
+    }
+
+    fn value(samples: &[(String, Labels, f64)], name: &str, op: &str, le: Option<&str>) -> f64 {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && l.get("op").map(String::as_str) == Some(op) && l.get("le").map(String::as_str) == le)
+            .unwrap_or_else(|| panic!("no {name} op={op} le={le:?}"))
+            .2
+    }
+
+    #[test]
+    fn idle_ds_renders_valid_openmetrics() {
+        let text = ds_text("ds-1", &DsStats::default().snapshot());
+        let samples = check(&text, "ds-1");
+        assert!(!text.contains("# EOF"));
+        assert_eq!(value(&samples, "pnfs_ds_op_latency_seconds_bucket", "read", Some("+Inf")), 0.0);
+        assert_eq!(value(&samples, "pnfs_ds_op_latency_seconds_sum", "read", None), 0.0);
+        assert_eq!(value(&samples, "pnfs_ds_op_errors_total", "write", None), 0.0);
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets() {
+        let stats = DsStats::default();
+        let us = Duration::from_micros;
+        stats.op(OpKind::Read, true, us(3));
+        stats.op(OpKind::Read, true, us(30));
+        stats.op(OpKind::Read, false, us(700));
+        stats.op(OpKind::Read, true, Duration::from_secs(5));
+        stats.op(OpKind::Sequence, true, Duration::from_nanos(1500));
+        let id = "ds \"1\"\\x";
+        let text = ds_text(id, &stats.snapshot());
+        let samples = check(&text, id);
+        let b = |le| value(&samples, "pnfs_ds_op_latency_seconds_bucket", "read", Some(le));
+        let got: Vec<f64> = LATENCY_LE.iter().map(|le| b(le)).collect();
+        assert_eq!(got, [1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 4.0]);
+        assert_eq!(value(&samples, "pnfs_ds_op_latency_seconds_count", "read", None), 4.0);
+        assert_eq!(value(&samples, "pnfs_ds_op_latency_seconds_sum", "read", None), 5.000733);
+        assert_eq!(value(&samples, "pnfs_ds_op_latency_seconds_sum", "sequence", None), 0.0000015);
+        assert_eq!(value(&samples, "pnfs_ds_ops_total", "read", None), 4.0);
+        assert_eq!(value(&samples, "pnfs_ds_op_errors_total", "read", None), 1.0);
+        assert_eq!(value(&samples, "pnfs_ds_op_errors_total", "sequence", None), 0.0);
+        assert!(text.contains("pnfs_ds_op_latency_seconds_sum{ds=\"ds \\\"1\\\"\\\\x\",op=\"read\"} 5.000733000\n"), "{text}");
+    }
+
+    #[test]
+    fn parser_rejects_malformed_lines() {
+        for bad in ["x{a=\"1\"}", "x{a=1} 2", "x{a=\"1\"} 2 3", "x 1 2", "{a=\"1\"} 2", "x{a=\"1\" 2", "x{a=\"\\q\"} 1"] {
+            assert!(parse_sample(bad).is_none(), "{bad}");
+        }
+        assert!(parse_sample("x_total{a=\"1\",b=\"\"} 2").is_some());
     }
 }
