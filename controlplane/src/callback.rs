@@ -110,7 +110,7 @@ impl Callbacks {
             csa_referring_call_lists: vec![],
         })];
         argarray.extend(ops);
-        let args = CB_COMPOUND4args { tag: b"".as_slice().into(), minorversion: 1, callback_ident: 0, argarray };
+        let args = CB_COMPOUND4args { tag: b"".as_slice().into(), minorversion: session.minor, callback_ident: 0, argarray };
         let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
         let mut e = Encoder::new();
         rpc::begin_call(&mut e, xid, session.cb_program, CB_VERSION, CB_PROC_COMPOUND, true);
@@ -171,6 +171,7 @@ mod tests {
             fore: lim,
             back: lim,
             cb_program: 0x4000_0000,
+            minor: 2,
             slots: Mutex::new(vec![Slot::default()]),
             back_conns: Mutex::new(conns),
         }
@@ -185,11 +186,21 @@ mod tests {
             let cbs = cbs.clone();
             std::thread::spawn(move || {
                 let call = rx.blocking_recv().unwrap();
-                let (xid, prog, vers) = match rpc::parse_message(&call).unwrap() {
-                    rpc::Message::Call { header, .. } => (header.xid, header.prog, header.vers),
+                let (xid, prog, vers, args) = match rpc::parse_message(&call).unwrap() {
+                    rpc::Message::Call { header, args } => (header.xid, header.prog, header.vers, args),
                     m => panic!("{m:?}"),
                 };
                 assert_eq!((prog, vers), (0x4000_0000, 1));
+                // The CB_COMPOUND carries the session's minor version (a 4.2
+                // Linux client answers BADSESSION to minorversion 1).
+                use pnfs_protocol::XdrDecode;
+                let a = CB_COMPOUND4args::decode(&mut pnfs_protocol::Decoder::new(args)).unwrap();
+                assert_eq!(a.minorversion, 2);
+                match &a.argarray[0] {
+                    nfs_cb_argop4::OP_CB_SEQUENCE(s) => assert_eq!((s.csa_sessionid, s.csa_sequenceid), ([3; 16], 1)),
+                    other => panic!("{other:?}"),
+                }
+                assert!(matches!(&a.argarray[1], nfs_cb_argop4::OP_CB_LAYOUTRECALL(_)));
                 let mut e = Encoder::new();
                 rpc::begin_accepted_reply(&mut e, xid, rpc::AcceptStat::Success);
                 e.put_u32(nfsstat4::NFS4ERR_NOMATCHING_LAYOUT as u32);

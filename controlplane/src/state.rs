@@ -39,6 +39,10 @@ pub struct Session {
     pub fore: ChannelLimits,
     pub back: ChannelLimits,
     pub cb_program: u32,
+    /// Minor version of the CREATE_SESSION; CB_COMPOUNDs must carry it
+    /// (the Linux client finds the session only among clients of that
+    /// minor version and answers NFS4ERR_BADSESSION otherwise).
+    pub minor: u32,
     pub slots: Mutex<Vec<Slot>>,
     /// Connection ids bound for the back channel.
     pub back_conns: Mutex<Vec<u64>>,

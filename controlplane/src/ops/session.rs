@@ -230,6 +230,7 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
         fore,
         back,
         cb_program: a.csa_cb_program,
+        minor: c.minor,
         slots: Mutex::new((0..fore.max_requests).map(|_| Slot::default()).collect()),
         back_conns: Mutex::new(if flags != 0 { vec![c.conn.id] } else { vec![] }),
     });
