@@ -66,6 +66,23 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
 
 const MAX_REQUEST: usize = 8192;
 
+/// The roles' texts joined and ended by one `# EOF`. OpenMetrics allows no
+/// blank line, so each text loses its trailing whitespace (an MDS registry
+/// whose last family has no samples yet ends in a newline).
+fn exposition(sources: &[Source]) -> String {
+    let mut text = String::new();
+    for s in sources {
+        let t = s();
+        let t = t.trim_end();
+        if !t.is_empty() {
+            text.push_str(t);
+            text.push('\n');
+        }
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
 pub async fn serve(bind: SocketAddr, sources: Vec<Source>) -> Result<(), String> {
     let listener = TcpListener::bind(bind).await.map_err(|e| format!("node.metrics_bind {bind}: {e}"))?;
     log::info!("metrics on http://{bind}/metrics");
@@ -90,16 +107,7 @@ pub async fn serve(bind: SocketAddr, sources: Vec<Source>) -> Result<(), String>
             let mut parts = head.split_whitespace();
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                let mut text = String::new();
-                for s in sources.iter() {
-                    let t = s();
-                    if !t.is_empty() {
-                        text.push_str(&t);
-                        text.push('\n');
-                    }
-                }
-                text.push_str("# EOF\n");
-                ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+                ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", exposition(&sources))
             } else {
                 ("404 Not Found", "text/plain", "try /metrics\n".to_string())
             };
@@ -311,6 +319,20 @@ mod tests {
         assert_eq!(value(&samples, "pnfs_ds_op_errors_total", "read", None), 1.0);
         assert_eq!(value(&samples, "pnfs_ds_op_errors_total", "sequence", None), 0.0);
         assert!(text.contains("pnfs_ds_op_latency_seconds_sum{ds=\"ds \\\"1\\\"\\\\x\",op=\"read\"} 5.000733000\n"), "{text}");
+    }
+
+    #[test]
+    fn exposition_has_no_blank_lines() {
+        let sources: Vec<Source> = vec![
+            Arc::new(|| "# TYPE a counter\na_total 1\n# TYPE b counter\n".to_string()),
+            Arc::new(String::new),
+            Arc::new(|| ds_text("ds1", &DsStats::default().snapshot())),
+        ];
+        let text = exposition(&sources);
+        assert!(text.starts_with("# TYPE a counter\na_total 1\n# TYPE b counter\n# TYPE pnfs_ds_ops counter\n"), "{text}");
+        assert!(text.ends_with("} 0\n# EOF\n"), "{text}");
+        assert!(!text.contains("\n\n"), "{text}");
+        assert_eq!(exposition(&[]), "# EOF\n");
     }
 
     #[test]
