@@ -244,7 +244,8 @@ fn ds_end_to_end() {
     assert_eq!(w.count, 1 << 20);
     assert_eq!(w.committed, stable_how4::UNSTABLE4);
     let verf = w.writeverf;
-    // FILE_SYNC when asked; odd offset and length.
+    // FILE_SYNC asked, DATA_SYNC answered (data durable; the size is the
+    // MDS's, so the client must LAYOUTCOMMIT); odd offset and length.
     let r = c
         .compound(vec![
             putfh(&fh),
@@ -258,7 +259,7 @@ fn ds_end_to_end() {
         .unwrap();
     let res = r.res().unwrap();
     let Some(nfs_resop4::OP_WRITE(WRITE4res::NFS4_OK(w))) = res.resarray.get(2) else { panic!("{:?}", res.status) };
-    assert_eq!((w.count, w.committed, w.writeverf), (tail.len() as u32, stable_how4::FILE_SYNC4, verf));
+    assert_eq!((w.count, w.committed, w.writeverf), (tail.len() as u32, stable_how4::DATA_SYNC4, verf));
     // COMMIT: same verifier.
     let r = c.compound(vec![putfh(&fh), nfs_argop4::OP_COMMIT(COMMIT4args { offset: 0, count: 0 })]).unwrap();
     let res = r.res().unwrap();

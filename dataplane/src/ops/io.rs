@@ -4,7 +4,11 @@
 //! WRITE answers UNSTABLE4 for UNSTABLE4 requests (data in the page cache or
 //! written O_DIRECT without a cache flush) with the per-boot write verifier,
 //! so the client COMMITs and then LAYOUTCOMMITs to the MDS; DATA_SYNC4 and
-//! FILE_SYNC4 requests are fdatasync'ed and answered FILE_SYNC4.
+//! FILE_SYNC4 requests are fdatasync'ed and answered DATA_SYNC4, never
+//! FILE_SYNC4: the file's size and mtime live on the MDS, which learns them
+//! only from LAYOUTCOMMIT, and a files-layout client (Linux) skips
+//! LAYOUTCOMMIT after a FILE_SYNC4 reply from a data server, so a small
+//! fsync'ed write past EOF would otherwise never reach the file's size.
 
 use crate::compound::{reply, Compound, NfsResult, ReplyBuf};
 use crate::ds::Ds;
@@ -93,7 +97,8 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
         bump(&ds.stats.bytes_written, a.data.len() as u64);
         Ok(WRITE4resok {
             count: a.data.len() as u32,
-            committed: if stable { stable_how4::FILE_SYNC4 } else { stable_how4::UNSTABLE4 },
+            // Data durable, file metadata (size) not: see the module comment.
+            committed: if stable { stable_how4::DATA_SYNC4 } else { stable_how4::UNSTABLE4 },
             writeverf: ds.write_verifier,
         })
     })();
