@@ -336,6 +336,9 @@ impl Dispatcher {
                 None => reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_NOTSUPP)),
             };
             crate::metrics::metrics().observe_op(opnum, status == nfsstat4::NFS4_OK, started.elapsed());
+            if log::log_enabled!(target: "pnfs_mds::ops", log::Level::Trace) {
+                trace_op(&c, op, &arg, status);
+            }
             if e.len() > c.max_response {
                 e.buf.truncate(op_start);
                 e.put_i32(opnum);
@@ -359,4 +362,27 @@ impl Dispatcher {
         }
         CompoundOutcome::Reply(bytes)
     }
+}
+
+/// One line per operation at trace level (PNFSD_LOG=pnfs_mds::ops=trace):
+/// client, filehandle inode, status and the arguments (payloads left out).
+fn trace_op(c: &Compound, op: nfs_opnum4, arg: &nfs_argop4, status: nfsstat4) {
+    let args = match arg {
+        nfs_argop4::OP_WRITE(w) => format!("stateid {:?} offset {} len {} {:?}", w.stateid, w.offset, w.data.len(), w.stable),
+        other => {
+            let mut s = format!("{other:?}");
+            if s.len() > 400 {
+                let mut end = 400;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+                s.push_str("...");
+            }
+            s
+        }
+    };
+    let client = c.clientid().map(|id| format!("{id:x}")).unwrap_or_else(|_| "-".into());
+    let ino = c.current_fh.map(|f| f.ino.to_string()).unwrap_or_else(|| "-".into());
+    log::trace!(target: "pnfs_mds::ops", "client {client} ino {ino} {op:?} -> {status:?}: {args}");
 }
