@@ -405,30 +405,35 @@ impl Mds {
     /// NOMATCHING_LAYOUT no longer holds it; the layout state goes.
     fn send_layout_recalls(&self, ino: u64, caller: Option<u64>, rw_only: bool, why: &str) {
         use crate::callback::{layout_recall_file, CbError};
-        type Work = (crate::state::StateOther, u32, u64, u16, Vec<Arc<crate::state::Session>>);
+        type Work = (crate::state::StateOther, u32, u64, FileHandle, Vec<Arc<crate::state::Session>>);
         let work: Vec<Work> = {
             let mut st = self.state();
             let targets: Vec<_> = st
                 .states
                 .iter()
                 .filter(|(_, r)| r.ino == ino && recall_target(r, caller, rw_only))
-                .map(|(k, r)| (*k, r.clientid, if let StateKind::Layout { fh_export, .. } = r.kind { fh_export } else { 0 }))
+                .filter_map(|(k, r)| match r.kind {
+                    StateKind::Layout { fh_export, fh_generation, .. } => {
+                        Some((*k, r.clientid, FileHandle { export_id: fh_export, ino, generation: fh_generation }))
+                    }
+                    _ => None,
+                })
                 .collect();
             targets
                 .into_iter()
-                .map(|(other, clientid, fh_export)| {
+                .map(|(other, clientid, fh)| {
                     let rec = st.states.get_mut(&other).expect("listed");
                     rec.seqid += 1;
                     let seqid = rec.seqid;
                     let sessions = st.sessions.values().filter(|s| s.clientid == clientid).cloned().collect();
-                    (other, seqid, clientid, fh_export, sessions)
+                    (other, seqid, clientid, fh, sessions)
                 })
                 .collect()
         };
-        let Ok(inode) = self.ns.get(ino) else { return };
+        // The inode may be gone already (REMOVE): the state names the filehandle.
         let metrics = crate::metrics::metrics();
-        for (other, seqid, clientid, fh_export, sessions) in work {
-            let fhb = FileHandle { export_id: fh_export, ino, generation: inode.generation }.to_bytes();
+        for (other, seqid, clientid, fh, sessions) in work {
+            let fhb = fh.to_bytes();
             let sid = stateid4 { seqid, other };
             let mut outcome = Err(CbError::NoBackChannel);
             for s in &sessions {

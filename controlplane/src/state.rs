@@ -74,9 +74,10 @@ pub enum StateKind {
     Deleg,
     /// Layout stateid (one per client and file): the layout iomodes held,
     /// as a bit set of LAYOUT_READ / LAYOUT_RW.
-    /// `fh_export` is the export of the filehandle the client got the layout
-    /// with: a recall must name the same filehandle bytes.
-    Layout { iomodes: u32, fh_export: u16 },
+    /// `fh_export` and `fh_generation` complete the filehandle the client
+    /// got the layout with: a recall must name the same filehandle bytes,
+    /// also after a REMOVE deleted the inode.
+    Layout { iomodes: u32, fh_export: u16, fh_generation: u32 },
 }
 
 pub const LAYOUT_READ: u32 = 1;

@@ -7,6 +7,10 @@
 //! [`Client::write_file`], [`Client::readdir`], ...) cover the namespace and
 //! I/O operations tests and benchmarks need.
 //!
+//! [`Client::connect_with_callbacks`] also binds the connection for the
+//! back channel: CB_COMPOUNDs that arrive while the client waits for a reply
+//! (or in [`Client::poll_callbacks`]) go to a handler and are answered.
+//!
 //! One request is outstanding at a time. A transport failure (the server
 //! went away, a timeout) or an undecodable COMPOUND reply leaves the client
 //! disconnected: every call answers [`Error::Disconnected`] until
@@ -145,8 +149,15 @@ struct Conn {
     len: usize,
 }
 
+/// Answers the operations after CB_SEQUENCE of a CB_COMPOUND the server
+/// sent: the status is the result of the first of them (and, when OK, of all
+/// of them; fine for status-only results such as CB_LAYOUTRECALL and
+/// CB_RECALL).
+pub type CallbackHandler = Box<dyn FnMut(&CB_COMPOUND4args) -> nfsstat4 + Send>;
+
 pub struct Client {
     addr: SocketAddr,
+    callbacks: Option<CallbackHandler>,
     minor: u32,
     owner: Vec<u8>,
     verifier: [u8; 8],
@@ -227,6 +238,10 @@ fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
 impl Client {
     /// Connects to `addr` and sets up a session for NFSv4.`minor` (1 or 2).
     pub fn connect(addr: impl ToSocketAddrs, minor: u32) -> Result<Client> {
+        Self::connect_with(addr, minor, None)
+    }
+
+    fn connect_with(addr: impl ToSocketAddrs, minor: u32, callbacks: Option<CallbackHandler>) -> Result<Client> {
         if !(1..=2).contains(&minor) {
             return Err(Error::Protocol(format!("minor version {minor} is not 1 or 2")));
         }
@@ -237,6 +252,7 @@ impl Client {
         let (owner, verifier) = unique_owner();
         let mut c = Client {
             addr,
+            callbacks,
             minor,
             owner,
             verifier,
@@ -249,6 +265,98 @@ impl Client {
         };
         c.reconnect()?;
         Ok(c)
+    }
+
+    /// Like [`Client::connect`], with the connection bound for the back
+    /// channel (CREATE_SESSION4_FLAG_CONN_BACK_CHAN): `handler` answers the
+    /// server's CB_COMPOUNDs.
+    pub fn connect_with_callbacks(addr: impl ToSocketAddrs, minor: u32, handler: CallbackHandler) -> Result<Client> {
+        Self::connect_with(addr, minor, Some(handler))
+    }
+
+    /// Serves callbacks for `wait` (the client sends nothing meanwhile);
+    /// returns how many CB_COMPOUNDs were answered.
+    pub fn poll_callbacks(&mut self, wait: Duration) -> Result<usize> {
+        let until = Instant::now() + wait;
+        let mut n = 0;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(n);
+            }
+            let conn = self.conn.as_mut().ok_or(Error::Disconnected)?;
+            conn.stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            let rec = conn.read_record();
+            let _ = conn.stream.set_read_timeout(Some(self.timeout));
+            let rec = match rec {
+                Ok(r) => r,
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut => return Ok(n),
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+            };
+            if let Ok(Message::Call { header, args }) = rpc::parse_message(&rec) {
+                self.answer_callback(header.xid, args)?;
+                n += 1;
+            }
+        }
+    }
+
+    /// Answers one CB_COMPOUND (xid `xid`, arguments `args`) through the handler.
+    fn answer_callback(&mut self, xid: u32, args: &[u8]) -> Result<()> {
+        let mut e = Encoder::new();
+        e.put_u32(0); // record mark
+        let decoded = CB_COMPOUND4args::decode(&mut Decoder::new(args));
+        match (&mut self.callbacks, decoded) {
+            (Some(handler), Ok(a)) => {
+                rpc::begin_accepted_reply(&mut e, xid, rpc::AcceptStat::Success);
+                let seq = match a.argarray.first() {
+                    Some(nfs_cb_argop4::OP_CB_SEQUENCE(s)) => Some(CB_SEQUENCE4resok {
+                        csr_sessionid: s.csa_sessionid,
+                        csr_sequenceid: s.csa_sequenceid,
+                        csr_slotid: s.csa_slotid,
+                        csr_highest_slotid: s.csa_highest_slotid,
+                        csr_target_highest_slotid: s.csa_highest_slotid,
+                    }),
+                    _ => None,
+                };
+                let Some(seq) = seq else {
+                    // Not behind CB_SEQUENCE: refuse the whole compound.
+                    e.put_i32(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION as i32);
+                    e.put_opaque(&[], NFS4_OPAQUE_LIMIT)?;
+                    e.put_u32(0);
+                    return self.send_record(e);
+                };
+                let status = if a.argarray.len() > 1 { handler(&a) } else { nfsstat4::NFS4_OK };
+                let done = if status == nfsstat4::NFS4_OK { a.argarray.len() - 1 } else { 1 };
+                e.put_i32(status as i32);
+                e.put_opaque(&a.tag, NFS4_OPAQUE_LIMIT)?;
+                e.put_u32(1 + done as u32);
+                nfs_cb_resop4::OP_CB_SEQUENCE(CB_SEQUENCE4res::NFS4_OK(seq)).encode(&mut e)?;
+                for op in &a.argarray[1..=done] {
+                    // Every nfs_cb_argop4 starts with its opnum; the result
+                    // is that opnum and the status.
+                    let opnum = pnfs_protocol::xdr::encode_to_vec(op)?;
+                    e.buf.extend_from_slice(&opnum[..4]);
+                    e.put_i32(status as i32);
+                }
+            }
+            _ => {
+                let r = rpc::accepted_reply(xid, rpc::AcceptStat::GarbageArgs);
+                e.buf.extend_from_slice(&r);
+            }
+        }
+        self.send_record(e)
+    }
+
+    /// Patches the record mark of `e` (4 bytes reserved first) and sends it.
+    fn send_record(&mut self, mut e: Encoder) -> Result<()> {
+        let len = e.len() - 4;
+        e.patch_u32(0, LAST_FRAGMENT | len as u32);
+        let conn = self.conn.as_mut().ok_or(Error::Disconnected)?;
+        conn.stream.write_all(&e.buf)?;
+        Ok(())
     }
 
     /// Opens a new connection and sets up a new client ID and session with
@@ -340,7 +448,7 @@ impl Client {
         let cs = CREATE_SESSION4args {
             csa_clientid: clientid,
             csa_sequence: csseq,
-            csa_flags: 0,
+            csa_flags: if self.callbacks.is_some() { CREATE_SESSION4_FLAG_CONN_BACK_CHAN } else { 0 },
             csa_fore_chan_attrs: fore,
             csa_back_chan_attrs: back,
             csa_cb_program: CB_PROGRAM,
@@ -403,17 +511,25 @@ impl Client {
         }
         e.patch_u32(0, LAST_FRAGMENT | len as u32);
         conn.stream.write_all(&e.buf)?;
-        for _ in 0..=MAX_STALE_REPLIES {
-            let rec = conn.read_record()?;
+        let mut stale = 0;
+        while stale <= MAX_STALE_REPLIES {
+            let rec = self.conn.as_mut().ok_or(Error::Disconnected)?.read_record()?;
             match rpc::parse_message(&rec) {
-                Ok(Message::Reply { xid: rx, .. }) if rx != xid => continue,
+                Ok(Message::Reply { xid: rx, .. }) if rx != xid => stale += 1,
                 Ok(Message::Reply { accepted: None, .. }) => return Err(Error::Rpc("call denied (MSG_DENIED)".into())),
                 Ok(Message::Reply { accepted: Some(0), body, .. }) => return Ok(body.to_vec()),
                 Ok(Message::Reply { accepted: Some(s), .. }) => {
                     return Err(Error::Rpc(format!("call not accepted: accept_stat {s}")))
                 }
-                // A callback on the fore channel: we never asked for one; skip it.
-                Ok(Message::Call { .. }) => continue,
+                // A callback: answered when we bound a back channel, else skipped.
+                Ok(Message::Call { header, args }) => {
+                    if self.callbacks.is_some() {
+                        let args = args.to_vec();
+                        self.answer_callback(header.xid, &args)?;
+                    } else {
+                        stale += 1;
+                    }
+                }
                 // The stream cannot be trusted any more: a transport error.
                 Err(e) => return Err(invalid_stream(format!("unparseable RPC reply: {e:?}"))),
             }
@@ -862,6 +978,7 @@ mod tests {
             let addr = fake_server(reply);
             let mut c = Client {
                 addr,
+                callbacks: None,
                 minor: 1,
                 owner: b"t".to_vec(),
                 verifier: [0; 8],

@@ -1,0 +1,263 @@
+//! Layout recalls and data-server outages with the MDS and real data servers
+//! (pnfs-ds, in-process):
+//! - CB_LAYOUTRECALL reaches a client that bound a back channel: on another
+//!   client's OPEN for write (read-only layouts stay), and on REMOVE of the
+//!   file (after the inode is gone), with the layout's filehandle, the next
+//!   layout seqid and the session's minor version;
+//! - a READ through the MDS while a data server is down answers
+//!   NFS4ERR_DELAY (the client retries), and succeeds once it is back.
+
+use pnfs_client::pnfs_protocol::wire::*;
+use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
+use pnfs_client::{CallbackHandler, Client};
+use pnfs_mds::pnfs::client::CtlClient;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SU: u64 = 64 * 1024;
+
+fn start_mds(dir: &Path) -> (SocketAddr, SocketAddr) {
+    let text = format!(
+        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
+         stripe_unit = {SU}\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
+        dir.display()
+    );
+    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
+    cfg.validate().unwrap();
+    let nfs = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ctl = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addrs = (nfs.local_addr().unwrap(), ctl.local_addr().unwrap());
+    nfs.set_nonblocking(true).unwrap();
+    ctl.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mds = pnfs_mds::Mds::open(cfg).unwrap();
+            let nfs = tokio::net::TcpListener::from_std(nfs).unwrap();
+            let ctl = tokio::net::TcpListener::from_std(ctl).unwrap();
+            pnfs_mds::Server::new(mds).serve_with_control(nfs, Some(ctl)).await.unwrap();
+        });
+    });
+    let t = Instant::now();
+    while TcpStream::connect(addrs.0).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "MDS did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    addrs
+}
+
+fn start_ds(dir: &Path, i: usize, ctl: SocketAddr) -> pnfs_ds::DsHandle {
+    let mut cfg = pnfs_ds::config::DsConfig::new(&format!("ds{i}"), dir.join(format!("ds{i}")), &ctl.to_string());
+    cfg.bind = "127.0.0.1:0".parse().unwrap();
+    cfg.control_bind = "127.0.0.1:0".parse().unwrap();
+    cfg.reactors = 1;
+    cfg.o_direct = false;
+    pnfs_ds::run(cfg).unwrap()
+}
+
+/// Waits until data server `i` has (re-)registered: its heartbeat is known.
+fn wait_registered(ctl: SocketAddr, i: usize) {
+    let t = Instant::now();
+    loop {
+        let a = ctl_heartbeat_args {
+            cha_ds_id: format!("ds{i}").into_bytes().into(),
+            cha_free_bytes: 1 << 30,
+            cha_bytes_read: 0,
+            cha_bytes_written: 0,
+        };
+        let body = CtlClient::new().call(&ctl.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a).unwrap();
+        if ctl_heartbeat_res::decode(&mut Decoder::new(&body)).unwrap().chr_status == ctl_status::CTL_OK {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "data server {i} did not register");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
+    nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.into() })
+}
+
+fn layoutget(c: &mut Client, fh: &[u8], sid: &stateid4, iomode: layoutiomode4) -> stateid4 {
+    let ops = vec![
+        putfh(fh),
+        nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+            loga_signal_layout_avail: false,
+            loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+            loga_iomode: iomode,
+            loga_offset: 0,
+            loga_length: u64::MAX,
+            loga_minlength: 4096,
+            loga_stateid: sid.clone(),
+            loga_maxcount: 4096,
+        }),
+    ];
+    c.compound_ok(ops, |r| match &r[1] {
+        nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok(ok.logr_stateid.clone()),
+        other => panic!("{other:?}"),
+    })
+    .unwrap()
+}
+
+/// A recall as the holder saw it.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    minor: u32,
+    fh: Vec<u8>,
+    stateid: stateid4,
+    iomode: layoutiomode4,
+}
+
+/// Runs `f` while `holder` serves callbacks on another thread; returns the
+/// holder and what `f` returned once `f` is done (and the holder had `grace`
+/// more to answer late callbacks).
+fn with_callbacks<R>(holder: Client, grace: Duration, f: impl FnOnce() -> R) -> (Client, R) {
+    let stop = Arc::new(Mutex::new(false));
+    let t = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut h = holder;
+            loop {
+                h.poll_callbacks(Duration::from_millis(50)).unwrap();
+                if *stop.lock().unwrap() {
+                    h.poll_callbacks(grace).unwrap();
+                    return h;
+                }
+            }
+        })
+    };
+    let r = f();
+    *stop.lock().unwrap() = true;
+    (t.join().unwrap(), r)
+}
+
+#[test]
+fn layout_recalls_reach_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) = start_mds(dir.path());
+    let handles: Vec<_> = (0..2).map(|i| start_ds(dir.path(), i, ctl_addr)).collect();
+    (0..2).for_each(|i| wait_registered(ctl_addr, i));
+
+    // The holder: a 4.2 client with a back channel; it answers recalls with
+    // whatever `answer` holds and records them.
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let answer = Arc::new(Mutex::new(nfsstat4::NFS4_OK));
+    let handler: CallbackHandler = {
+        let (seen, answer) = (seen.clone(), answer.clone());
+        Box::new(move |a: &CB_COMPOUND4args| {
+            for op in &a.argarray {
+                if let nfs_cb_argop4::OP_CB_LAYOUTRECALL(r) = op {
+                    let layoutrecall4::LAYOUTRECALL4_FILE(f) = &r.clora_recall else { panic!("{r:?}") };
+                    seen.lock().unwrap().push(Seen {
+                        minor: a.minorversion,
+                        fh: f.lor_fh.to_vec(),
+                        stateid: f.lor_stateid.clone(),
+                        iomode: r.clora_iomode,
+                    });
+                }
+            }
+            *answer.lock().unwrap()
+        })
+    };
+    let mut a = Client::connect_with_callbacks(nfs_addr, 2, handler).unwrap();
+    let root = a.lookup_path("/export").unwrap();
+    let (fh, open_sid) = a.open(&root, "f", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+    a.write(&fh, &open_sid, 0, &[7u8; 1000], stable_how4::FILE_SYNC4).unwrap();
+    let lsid = layoutget(&mut a, &fh, &stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_RW);
+    assert_eq!(lsid.seqid, 1);
+
+    // Another client opening for reading recalls nothing.
+    let mut b = Client::connect(nfs_addr, 2).unwrap();
+    let broot = b.lookup_path("/export").unwrap();
+    let (a, ()) = with_callbacks(a, Duration::from_millis(300), || {
+        let (bfh, bsid) = b.open(&broot, "f", false, OPEN4_SHARE_ACCESS_READ).unwrap();
+        b.close(&bfh, &bsid).unwrap();
+    });
+    assert!(seen.lock().unwrap().is_empty(), "a read open recalled: {:?}", seen.lock().unwrap());
+
+    // Opening for write recalls the RW layout, with the next seqid; the
+    // holder answers OK and returns it.
+    let (mut a, bopen) = with_callbacks(a, Duration::from_millis(300), || b.open(&broot, "f", false, OPEN4_SHARE_ACCESS_BOTH).unwrap());
+    let want = Seen { minor: 2, fh: fh.clone(), stateid: stateid4 { seqid: 2, other: lsid.other }, iomode: layoutiomode4::LAYOUTIOMODE4_ANY };
+    assert_eq!(*seen.lock().unwrap(), vec![want]);
+    b.close(&bopen.0, &bopen.1).unwrap();
+    let ret = vec![
+        putfh(&fh),
+        nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
+            lora_reclaim: false,
+            lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+            lora_iomode: layoutiomode4::LAYOUTIOMODE4_ANY,
+            lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
+                lrf_offset: 0,
+                lrf_length: u64::MAX,
+                lrf_stateid: stateid4 { seqid: 2, other: lsid.other },
+                lrf_body: vec![].into(),
+            }),
+        }),
+    ];
+    a.compound_ok(ret, |_| Ok(())).unwrap();
+    seen.lock().unwrap().clear();
+
+    // A read-only layout stays when someone opens for write.
+    let rsid = layoutget(&mut a, &fh, &stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_READ);
+    let (a, ()) = with_callbacks(a, Duration::from_millis(300), || {
+        let (bfh, bsid) = b.open(&broot, "f", false, OPEN4_SHARE_ACCESS_WRITE).unwrap();
+        b.close(&bfh, &bsid).unwrap();
+    });
+    assert!(seen.lock().unwrap().is_empty(), "a read-only layout was recalled: {:?}", seen.lock().unwrap());
+
+    // REMOVE recalls too, after the inode is gone: the filehandle comes from
+    // the layout state. The holder has forgotten the layout (NOMATCHING).
+    *answer.lock().unwrap() = nfsstat4::NFS4ERR_NOMATCHING_LAYOUT;
+    let (mut a, ()) = with_callbacks(a, Duration::from_millis(300), || b.remove(&broot, "f").unwrap());
+    let want = Seen { minor: 2, fh: fh.clone(), stateid: stateid4 { seqid: rsid.seqid + 1, other: rsid.other }, iomode: layoutiomode4::LAYOUTIOMODE4_ANY };
+    assert_eq!(*seen.lock().unwrap(), vec![want]);
+    // NOMATCHING dropped the layout state on the MDS.
+    let st = a
+        .compound_ok(vec![nfs_argop4::OP_TEST_STATEID(TEST_STATEID4args { ts_stateids: vec![rsid.clone()] })], |r| match &r[0] {
+            nfs_resop4::OP_TEST_STATEID(TEST_STATEID4res::NFS4_OK(ok)) => Ok(ok.tsr_status_codes[0]),
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    assert_eq!(st, nfsstat4::NFS4ERR_BAD_STATEID);
+    // The holder's open of the removed file: I/O is STALE, CLOSE still works.
+    let err = a.write(&fh, &open_sid, 0, b"x", stable_how4::FILE_SYNC4).unwrap_err();
+    assert_eq!(err.status(), Some(nfsstat4::NFS4ERR_STALE), "{err}");
+    a.close(&fh, &open_sid).unwrap();
+    for h in handles {
+        h.shutdown();
+    }
+}
+
+#[test]
+fn read_through_the_mds_waits_while_a_data_server_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) = start_mds(dir.path());
+    let mut handles: Vec<_> = (0..2).map(|i| Some(start_ds(dir.path(), i, ctl_addr))).collect();
+    (0..2).for_each(|i| wait_registered(ctl_addr, i));
+    let mut c = Client::connect(nfs_addr, 1).unwrap();
+    let root = c.lookup_path("/export").unwrap();
+    // 4 stripe units: both data servers hold some.
+    let data: Vec<u8> = (0..4 * SU as usize).map(|i| (i % 251) as u8).collect();
+    c.write_file(&root, "f", &data).unwrap();
+    assert_eq!(c.read_file(&root, "f").unwrap(), data);
+
+    // Data server 1 goes away: READ through the MDS says DELAY, not EIO.
+    let h = handles[1].take().unwrap();
+    h.shutdown();
+    h.join();
+    c.set_retry_for(Duration::from_millis(500));
+    let err = c.read_file(&root, "f").unwrap_err();
+    assert_eq!(err.status(), Some(nfsstat4::NFS4ERR_DELAY), "{err}");
+
+    // It comes back (new ports, same identity and data): the read works.
+    handles[1] = Some(start_ds(dir.path(), 1, ctl_addr));
+    wait_registered(ctl_addr, 1);
+    c.set_retry_for(Duration::from_secs(10));
+    assert_eq!(c.read_file(&root, "f").unwrap(), data);
+    for h in handles.into_iter().flatten() {
+        h.shutdown();
+    }
+}
