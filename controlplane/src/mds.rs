@@ -19,6 +19,9 @@ pub const CLIENT_RECORD_PREFIX: &[u8] = b"O";
 const SERVER_ID_KEY: &[u8] = b"Mserver_id";
 const BOOT_COUNT_KEY: &[u8] = b"Mboot_count";
 
+/// Leases an idle client keeps its state when nobody conflicts with it.
+const COURTESY_LEASES: u32 = 3;
+
 /// How long a callback waits for the client's answer.
 const CALLBACK_TIMEOUT_SECS: u64 = 5;
 
@@ -319,7 +322,20 @@ impl Mds {
     }
 
     /// Drops clients whose lease expired, with their persisted records.
+    /// Periodic lease reaping. A courteous server: a client silent for a
+    /// lease keeps its state until another client needs it
+    /// (`release_conflicting_expired`) or until COURTESY_LEASES leases passed.
     pub fn expire_leases(&self) {
+        self.expire_idle(self.lease() * COURTESY_LEASES);
+    }
+
+    /// Before granting something that may conflict: clients whose lease ran
+    /// out lose their state now.
+    pub fn release_conflicting_expired(&self) {
+        self.expire_idle(self.lease());
+    }
+
+    fn expire_idle(&self, idle: Duration) {
         self.fence_overdue_recalls();
         // Once grace is over, records of clients that never came back go.
         let gone = {
@@ -340,7 +356,7 @@ impl Mds {
             let mut st = self.state();
             let layouts = st.states.values().filter(|s| matches!(s.kind, StateKind::Layout { .. })).count();
             crate::metrics::metrics().layouts_outstanding.set(layouts as i64);
-            st.expire(self.lease())
+            st.expire(idle)
         };
         for c in dead {
             log::info!("client {:x} lease expired; its state was released", c.clientid);

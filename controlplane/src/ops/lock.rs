@@ -59,7 +59,7 @@ fn lock_inner(m: &Mds, c: &mut Compound, a: &LOCK4args) -> NfsResult<LockResult>
     let (start, end) = lock_range(a.offset, a.length)?;
     let write = is_write(a.locktype);
     // Clients whose lease ran out lose their conflicting locks (courtesy).
-    m.expire_leases();
+    m.release_conflicting_expired();
     let mut st = m.state();
     let in_grace = st.in_grace();
     if a.reclaim && !in_grace {

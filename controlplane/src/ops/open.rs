@@ -119,7 +119,7 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
         }
     }
     // Clients whose lease ran out lose their conflicting state (courtesy).
-    m.expire_leases();
+    m.release_conflicting_expired();
     let mut st = m.state();
     // Share reservations against other owners' opens.
     let mine = |r: &StateRec| r.clientid == clientid && matches!(&r.kind, StateKind::Open { owner, .. } if owner[..] == a.owner.owner[..]);

@@ -65,7 +65,7 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
     let verifier = a.eia_clientowner.co_verifier;
     let mut st = m.state();
     drop(st);
-    m.expire_leases();
+    m.release_conflicting_expired();
     st = m.state();
     let existing = st.find_client_by_owner(&owner);
     let confirmed = existing.iter().copied().find(|id| st.clients[id].confirmed);
@@ -182,7 +182,7 @@ pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mu
 
 /// Returns the encoded CREATE_SESSION4resok (kept for replays).
 fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> NfsResult<Vec<u8>> {
-    m.expire_leases();
+    m.release_conflicting_expired();
     let mut st = m.state();
     let client = st.clients.get(&a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
     // Until confirmed, only the principal that did EXCHANGE_ID may confirm.
