@@ -10,7 +10,8 @@
 #       under $LAB_CACHE (default <repo>/.lab-cache).
 #   scripts/lab/lab.sh run [--server ADDR[:PORT]] [--port N] [--export PATH]
 #                          [--scenario FILE] [--timeout SECONDS]
-#                          [--on-restart CMD] [--vers LIST]
+#                          [--host-action NAME=CMD]... [--on-restart CMD]
+#                          [--vers LIST]
 #       Boot the guest and run the scenario (default scenarios/foundation.sh).
 #       --server  server address as seen from this host (default 127.0.0.1).
 #                 127.0.0.1/localhost is reached by the guest as 10.0.2.2 (QEMU
@@ -21,10 +22,18 @@
 #       --export  path to mount (default /)
 #       --timeout whole-run limit in seconds (default 600); QEMU is killed and
 #                 the run FAILs when it is reached
-#       --on-restart CMD  host command run (bash -c) when the guest prints
-#                 "@@LAB-HOST restart": it must kill -9 the server and start it
-#                 again, in the background, and return.  Without it the
-#                 scenario's restart step is SKIPped.
+#       --host-action NAME=CMD  (repeatable) host command run with bash -c
+#                 when the guest prints "@@LAB-HOST NAME [ARG...]"; the ARGs
+#                 (letters, digits and ._/=:,+- only) are its $1, $2 ...  and
+#                 LAB_RUN_ID, LAB_ACTION are in its environment.  It runs while
+#                 the console waits (limit 120 s); its output and exit status
+#                 go to the host-actions log, and the guest gets the line
+#                 "@@LAB-HOST-DONE NAME STATUS" on its serial console input
+#                 (an unknown NAME answers status 127).  The guest's env has
+#                 LAB_HOST_ACTIONS (the names given).
+#       --on-restart CMD  the same as --host-action restart=CMD: it must kill -9
+#                 the server and start it again, in the background, and
+#                 return.  Without it the foundation restart step is SKIPped.
 #       --vers    comma list of minor versions to mount-test (default 4.1,4.2);
 #                 the last one stays mounted for the remaining steps
 #   The runner prints the guest's PASS/FAIL/SKIP/INFO lines, the console log
@@ -292,7 +301,8 @@ EOF
 
 cmd_run() {
     local server=127.0.0.1 port="" export_path=/ scenario="$LAB_DIR/scenarios/foundation.sh"
-    local timeout=600 on_restart="" vers=4.1,4.2
+    local timeout=600 vers=4.1,4.2
+    local -A actions=()
     while [ $# -gt 0 ]; do
         case "$1" in
         --server) server=$2; shift 2 ;;
@@ -300,7 +310,12 @@ cmd_run() {
         --export) export_path=$2; shift 2 ;;
         --scenario) scenario=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
-        --on-restart) on_restart=$2; shift 2 ;;
+        --on-restart) actions[restart]=$2; shift 2 ;;
+        --host-action)
+            [[ "$2" =~ ^[A-Za-z0-9_-]+= ]] || die "--host-action wants NAME=CMD, got: $2"
+            actions[${2%%=*}]=${2#*=}
+            shift 2
+            ;;
         --vers) vers=$2; shift 2 ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown run option: $1 (see --help)" ;;
@@ -338,9 +353,10 @@ cmd_run() {
     {
         printf 'LAB_SERVER=%q\nLAB_PORT=%q\nLAB_EXPORT=%q\nLAB_VERS=%q\n' \
             "$guest_server" "$port" "$export_path" "$vers"
-        printf 'LAB_RUN_ID=%q\nLAB_HOST_RESTART=%q\n' "${run_id//-/}" "$([ -n "$on_restart" ] && echo 1 || echo 0)"
+        printf 'LAB_RUN_ID=%q\nLAB_HOST_RESTART=%q\nLAB_HOST_ACTIONS=%q\n' "${run_id//-/}" \
+            "$([ -n "${actions[restart]:-}" ] && echo 1 || echo 0)" "${!actions[*]}"
         echo 'SERVER=$LAB_SERVER PORT=$LAB_PORT EXPORT=$LAB_EXPORT VERS=$LAB_VERS'
-        echo 'export LAB_SERVER LAB_PORT LAB_EXPORT LAB_VERS LAB_RUN_ID LAB_HOST_RESTART SERVER PORT EXPORT VERS'
+        echo 'export LAB_SERVER LAB_PORT LAB_EXPORT LAB_VERS LAB_RUN_ID LAB_HOST_RESTART LAB_HOST_ACTIONS SERVER PORT EXPORT VERS'
     } >"$rundir/overlay/lab/env"
     (cd "$rundir/overlay" && find . -mindepth 1 | LC_ALL=C sort |
         cpio -o -H newc -R 0:0 --quiet | gzip -1 -n) >"$rundir/overlay.img"
@@ -361,11 +377,14 @@ cmd_run() {
     say "console log: $log"
     printf '%q ' "${qemu[@]}" >"$rundir/qemu-cmdline"
 
-    local fifo="$rundir/console.fifo"
-    mkfifo "$fifo"
+    local fifo="$rundir/console.fifo" infifo="$rundir/console-in.fifo" infd
+    mkfifo "$fifo" "$infifo"
+    # The guest's serial input: host-action answers are written here. Opened
+    # read-write so that neither side blocks and QEMU never sees EOF.
+    exec {infd}<>"$infifo"
     local t_start t_first="" t_end
     t_start=$(now)
-    "${qemu[@]}" </dev/null >"$fifo" 2>&1 &
+    "${qemu[@]}" <&"$infd" >"$fifo" 2>&1 &
     local qpid=$!
     (
         exec </dev/null >/dev/null 2>&1
@@ -379,7 +398,7 @@ cmd_run() {
     local wpid=$!
     trap 'kill "$qpid" "$wpid" 2>/dev/null || true' EXIT INT TERM
 
-    local line pass=0 fail=0 skip=0 ended=0 restarts=0 current=""
+    local line pass=0 fail=0 skip=0 ended=0 nactions=0 current="" words name cmd rc a
     while IFS= read -r line || [ -n "$line" ]; do
         line=${line%$'\r'}
         # firmware/terminal escape sequences (the first console line has some)
@@ -393,25 +412,39 @@ cmd_run() {
             ;;
         INFO\ *) printf '%s\n' "$line" ;;
         STEP-START\ *) current=${line#STEP-START } ;;
-        "@@LAB-HOST restart"*)
-            restarts=$((restarts + 1))
-            if [ -n "$on_restart" ]; then
-                say "host action: restart #$restarts: $on_restart"
-                local rc=0
-                echo "=== restart #$restarts at $(date +%T.%N): $on_restart" >>"$hostlog"
-                timeout 120 bash -c "$on_restart" </dev/null >>"$hostlog" 2>&1 || rc=$?
-                echo "=== exit status $rc" >>"$hostlog"
-                echo "@@LAB-HOST restart done (status $rc)" >>"$log"
-                [ "$rc" = 0 ] || say "host action: restart command failed with status $rc (see $hostlog)"
+        "@@LAB-HOST "*)
+            read -r -a words <<<"${line#@@LAB-HOST }"
+            name=${words[0]:-}
+            nactions=$((nactions + 1))
+            rc=0
+            for a in "${words[@]:1}"; do
+                [[ "$a" =~ ^[A-Za-z0-9._/=:,+-]+$ ]] || rc=126
+            done
+            cmd=${actions[$name]:-}
+            if [ -z "$name" ] || [ -z "$cmd" ]; then
+                say "host action: '$name' requested but no --host-action $name=... given; answering 127"
+                echo "=== #$nactions $name: no such host action" >>"$hostlog"
+                rc=127
+            elif [ "$rc" = 126 ]; then
+                say "host action: $name: refusing arguments with odd characters: ${words[*]:1}"
+                echo "=== #$nactions $name: refused arguments: ${words[*]:1}" >>"$hostlog"
             else
-                say "host action: restart requested but no --on-restart given; ignoring"
+                say "host action #$nactions: $name ${words[*]:1}"
+                echo "=== #$nactions $name at $(date +%T.%N): $cmd -- ${words[*]:1}" >>"$hostlog"
+                LAB_RUN_ID=${run_id//-/} LAB_ACTION=$name timeout 120 bash -c "$cmd" "lab-host-$name" "${words[@]:1}" \
+                    </dev/null >>"$hostlog" 2>&1 || rc=$?
+                echo "=== #$nactions $name exit status $rc at $(date +%T.%N)" >>"$hostlog"
+                [ "$rc" = 0 ] || say "host action: $name failed with status $rc (see $hostlog)"
             fi
+            echo "@@LAB-HOST $name done (status $rc)" >>"$log"
+            printf '@@LAB-HOST-DONE %s %s\n' "$name" "$rc" >&"$infd" || true
             ;;
         LAB-END*) ended=1 ;;
         esac
     done <"$fifo"
     local qrc=0
     wait "$qpid" || qrc=$?
+    exec {infd}>&-
     kill "$wpid" 2>/dev/null || true
     wait "$wpid" 2>/dev/null || true
     trap - EXIT INT TERM
@@ -429,7 +462,7 @@ cmd_run() {
     [ -z "$t_first" ] || first="$(elapsed "$t_start" "$t_first") s"
     say "boot to first step: $first; whole run: $(elapsed "$t_start" "$t_end") s"
     say "console log: $log"
-    [ "$restarts" = 0 ] || say "host actions log: $hostlog"
+    [ "$nactions" = 0 ] || say "host actions log: $hostlog"
     echo "lab: $pass passed, $fail failed, $skip skipped"
     return "$verdict"
 }

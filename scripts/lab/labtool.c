@@ -37,6 +37,18 @@
  *       "size=S blocks=B mode=OOOO uid=U gid=G nlink=N ino=I mtime=SEC.NSEC"
  *   labtool seek FILE OFFSET data|hole         prints lseek(SEEK_DATA/HOLE)
  *
+ * Descriptor subcommands work on an fd the shell holds open (e.g. after
+ * `exec 3<>FILE`), so a scenario can keep one open file across steps.  They
+ * print "OK ..." and exit 0, or print the errno name and exit 2:
+ *   labtool pwrite FD OFFSET LEN BYTE          pwrite LEN bytes of BYTE
+ *                                              (a character or a number)
+ *   labtool pread [-d] FD OFFSET LEN [BYTE]    pread (-d: O_DIRECT via
+ *       fcntl, so the server is asked, not the page cache); prints
+ *       "OK n=N"; with BYTE every byte read must be BYTE, else it prints
+ *       "MISMATCH n=N bad=B first=OFF" and exits 3
+ *   labtool fsync FD
+ *   labtool fstat FD                           prints "OK size=S"
+ *
  * Errors that matter to the scenarios are printed as the errno name
  * (e.g. "EOPNOTSUPP") so FAIL reasons are readable.
  */
@@ -83,6 +95,10 @@ static const char *errname(int e)
     case ESTALE: return "ESTALE";
     case ETIMEDOUT: return "ETIMEDOUT";
     case EDEADLK: return "EDEADLK";
+    case EBADFD: return "EBADFD";
+    case EREMOTEIO: return "EREMOTEIO";
+    case ENXIO: return "ENXIO";
+    case EINTR: return "EINTR";
     default: return "E?";
     }
 }
@@ -368,6 +384,101 @@ static int cmd_seek(int argc, char **argv)
     return 0;
 }
 
+static int fd_err(void)
+{
+    int e = errno;
+    printf("%s\n", errname(e));
+    fprintf(stderr, "labtool: %s\n", strerror(e));
+    fflush(stdout);
+    return 2;
+}
+
+static int pattern_byte(const char *s)
+{
+    if (s[0] && !s[1] && (s[0] < '0' || s[0] > '9')) return (unsigned char)s[0];
+    return (int)(num(s) & 0xff);
+}
+
+static int cmd_pwrite(int argc, char **argv)
+{
+    if (argc < 6) return 64;
+    int fd = (int)num(argv[2]);
+    long long off = num(argv[3]), len = num(argv[4]);
+    int b = pattern_byte(argv[5]);
+    char *buf = malloc(1 << 20);
+    if (!buf) return die("malloc", NULL);
+    memset(buf, b, 1 << 20);
+    long long done = 0;
+    while (done < len) {
+        size_t n = len - done > (1 << 20) ? (1 << 20) : (size_t)(len - done);
+        ssize_t w = pwrite(fd, buf, n, off + done);
+        if (w < 0) return fd_err();
+        if (w == 0) break;
+        done += w;
+    }
+    printf("OK n=%lld\n", done);
+    return 0;
+}
+
+static int cmd_pread(int argc, char **argv)
+{
+    int i = 2, direct = 0;
+    if (argc > i && !strcmp(argv[i], "-d")) { direct = 1; i++; }
+    if (argc < i + 3) return 64;
+    int fd = (int)num(argv[i]);
+    long long off = num(argv[i + 1]), len = num(argv[i + 2]);
+    int want = argc > i + 3 ? pattern_byte(argv[i + 3]) : -1;
+    if (direct) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) < 0) return fd_err();
+    }
+    char *buf;
+    if (posix_memalign((void **)&buf, 4096, 1 << 20)) return die("posix_memalign", NULL);
+    long long done = 0, bad = 0, first = -1;
+    int rc = 0;
+    while (done < len) {
+        size_t n = len - done > (1 << 20) ? (1 << 20) : (size_t)(len - done);
+        ssize_t r = pread(fd, buf, n, off + done);
+        if (r < 0) { rc = fd_err(); break; }
+        if (r == 0) break;
+        for (ssize_t k = 0; want >= 0 && k < r; k++) {
+            if ((unsigned char)buf[k] != want) {
+                if (first < 0) first = off + done + k;
+                bad++;
+            }
+        }
+        done += r;
+    }
+    if (direct) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_DIRECT);
+    }
+    if (rc) return rc;
+    if (bad) {
+        printf("MISMATCH n=%lld bad=%lld first=%lld\n", done, bad, first);
+        return 3;
+    }
+    printf("OK n=%lld\n", done);
+    return 0;
+}
+
+static int cmd_fsync(int argc, char **argv)
+{
+    if (argc < 3) return 64;
+    if (fsync((int)num(argv[2])) < 0) return fd_err();
+    printf("OK\n");
+    return 0;
+}
+
+static int cmd_fstat(int argc, char **argv)
+{
+    if (argc < 3) return 64;
+    struct stat st;
+    if (fstat((int)num(argv[2]), &st) < 0) return fd_err();
+    printf("OK size=%lld\n", (long long)st.st_size);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int rc = 64;
@@ -388,10 +499,14 @@ int main(int argc, char **argv)
         else if (!strcmp(c, "removexattr")) rc = cmd_removexattr(argc, argv);
         else if (!strcmp(c, "stat")) rc = cmd_stat(argc, argv);
         else if (!strcmp(c, "seek")) rc = cmd_seek(argc, argv);
+        else if (!strcmp(c, "pwrite")) rc = cmd_pwrite(argc, argv);
+        else if (!strcmp(c, "pread")) rc = cmd_pread(argc, argv);
+        else if (!strcmp(c, "fsync")) rc = cmd_fsync(argc, argv);
+        else if (!strcmp(c, "fstat")) rc = cmd_fstat(argc, argv);
     }
     if (rc == 64)
         fprintf(stderr, "usage: labtool lock|flock|testlock|fallocate|punch|zero-check|copy|"
-                        "clone|setxattr|getxattr|listxattr|removexattr|stat|seek ...\n"
+                        "clone|setxattr|getxattr|listxattr|removexattr|stat|seek|pwrite|pread|fsync|fstat ...\n"
                         "(see the comment at the top of scripts/lab/labtool.c)\n");
     return rc;
 }

@@ -493,6 +493,9 @@ run_step() { # NAME TIMEOUT FUNCTION [ARGS...]
 }
 
 mkdir -p "$ST" "$M"
+# The runner answers host actions on the console ("@@LAB-HOST-DONE ..."):
+# no echo, so they cannot tear our output lines.
+stty -F /dev/console -echo 2>/dev/null
 echo "LAB-SCENARIO foundation: server $SERVER:$PORT export $EXPORT vers $VERS (keep $KEEP_VERS) at $(up)s"
 
 for v in $(echo "$VERS" | tr ',' ' '); do
