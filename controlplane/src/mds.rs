@@ -24,6 +24,9 @@ const COURTESY_LEASES: u32 = 3;
 
 /// How long a callback waits for the client's answer.
 const CALLBACK_TIMEOUT_SECS: u64 = 5;
+/// CB_LAYOUTRECALLs answered NFS4ERR_DELAY are sent again this many times
+/// (after 50, 100, 200, 400 ms).
+const RECALL_DELAY_RETRIES: u32 = 4;
 
 pub struct Mds {
     pub cfg: MdsConfig,
@@ -453,7 +456,15 @@ impl Mds {
             let sid = stateid4 { seqid, other };
             let mut outcome = Err(CbError::NoBackChannel);
             for s in &sessions {
-                outcome = self.callbacks.call(s, vec![layout_recall_file(&fhb, sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY)]);
+                // NFS4ERR_DELAY: the client is busy with this layout (a
+                // LAYOUTGET reply in flight, a return under way); ask again.
+                for retry in 0..=RECALL_DELAY_RETRIES {
+                    outcome = self.callbacks.call(s, vec![layout_recall_file(&fhb, sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY)]);
+                    if outcome != Err(CbError::Status(nfsstat4::NFS4ERR_DELAY)) || retry == RECALL_DELAY_RETRIES {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50 << retry));
+                }
                 if !matches!(outcome, Err(CbError::NoBackChannel)) {
                     break;
                 }

@@ -3,7 +3,8 @@
 //! - CB_LAYOUTRECALL reaches a client that bound a back channel: on another
 //!   client's OPEN for write (read-only layouts stay), and on REMOVE of the
 //!   file (after the inode is gone), with the layout's filehandle, the next
-//!   layout seqid and the session's minor version;
+//!   layout seqid and the session's minor version; a recall answered
+//!   NFS4ERR_DELAY is sent again;
 //! - a READ through the MDS while a data server is down answers
 //!   NFS4ERR_DELAY (the client retries), and succeeds once it is back.
 
@@ -144,8 +145,10 @@ fn layout_recalls_reach_the_holder() {
     // whatever `answer` holds and records them.
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let answer = Arc::new(Mutex::new(nfsstat4::NFS4_OK));
+    // Recalls to answer NFS4ERR_DELAY before `answer`.
+    let delays = Arc::new(Mutex::new(0u32));
     let handler: CallbackHandler = {
-        let (seen, answer) = (seen.clone(), answer.clone());
+        let (seen, answer, delays) = (seen.clone(), answer.clone(), delays.clone());
         Box::new(move |a: &CB_COMPOUND4args| {
             for op in &a.argarray {
                 if let nfs_cb_argop4::OP_CB_LAYOUTRECALL(r) = op {
@@ -157,6 +160,11 @@ fn layout_recalls_reach_the_holder() {
                         iomode: r.clora_iomode,
                     });
                 }
+            }
+            let mut d = delays.lock().unwrap();
+            if *d > 0 {
+                *d -= 1;
+                return nfsstat4::NFS4ERR_DELAY;
             }
             *answer.lock().unwrap()
         })
@@ -183,21 +191,37 @@ fn layout_recalls_reach_the_holder() {
     let want = Seen { minor: 2, fh: fh.clone(), stateid: stateid4 { seqid: 2, other: lsid.other }, iomode: layoutiomode4::LAYOUTIOMODE4_ANY };
     assert_eq!(*seen.lock().unwrap(), vec![want]);
     b.close(&bopen.0, &bopen.1).unwrap();
-    let ret = vec![
-        putfh(&fh),
-        nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
-            lora_reclaim: false,
-            lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-            lora_iomode: layoutiomode4::LAYOUTIOMODE4_ANY,
-            lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
-                lrf_offset: 0,
-                lrf_length: u64::MAX,
-                lrf_stateid: stateid4 { seqid: 2, other: lsid.other },
-                lrf_body: vec![].into(),
+    let layoutreturn = |a: &mut Client, s: stateid4| {
+        let ret = vec![
+            putfh(&fh),
+            nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
+                lora_reclaim: false,
+                lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                lora_iomode: layoutiomode4::LAYOUTIOMODE4_ANY,
+                lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
+                    lrf_offset: 0,
+                    lrf_length: u64::MAX,
+                    lrf_stateid: s,
+                    lrf_body: vec![].into(),
+                }),
             }),
-        }),
-    ];
-    a.compound_ok(ret, |_| Ok(())).unwrap();
+        ];
+        a.compound_ok(ret, |_| Ok(())).unwrap();
+    };
+    layoutreturn(&mut a, stateid4 { seqid: 2, other: lsid.other });
+    seen.lock().unwrap().clear();
+
+    // A holder answering NFS4ERR_DELAY is asked again (same stateid).
+    let lsid = layoutget(&mut a, &fh, &stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_RW);
+    *delays.lock().unwrap() = 2;
+    let (mut a, ()) = with_callbacks(a, Duration::from_millis(300), || {
+        let (bfh, bsid) = b.open(&broot, "f", false, OPEN4_SHARE_ACCESS_WRITE).unwrap();
+        b.close(&bfh, &bsid).unwrap();
+    });
+    let next = stateid4 { seqid: lsid.seqid + 1, other: lsid.other };
+    let got: Vec<stateid4> = seen.lock().unwrap().iter().map(|r| r.stateid.clone()).collect();
+    assert_eq!(got, vec![next.clone(), next.clone(), next.clone()], "DELAY, DELAY, OK");
+    layoutreturn(&mut a, next);
     seen.lock().unwrap().clear();
 
     // A read-only layout stays when someone opens for write.

@@ -64,6 +64,14 @@ pub fn create(m: &Mds, c: &mut Compound, a: &CREATE4args, e: &mut Encoder) -> nf
     reply(e, r)
 }
 
+/// REMOVE. Removing the last name of a file ends it at once, even while
+/// other clients hold it open (RFC 8881 leaves this to the server): their
+/// layouts are recalled, the data objects deleted, and their further I/O
+/// through the old filehandle gets NFS4ERR_STALE (ESTALE on Linux); CLOSE
+/// still works. Keeping such files until their last CLOSE (POSIX unlink
+/// semantics across clients) would need orphan inodes that survive
+/// restarts; a Linux client already keeps its own open files alive with a
+/// silly rename instead of REMOVE.
 pub fn remove(m: &Mds, c: &mut Compound, a: &REMOVE4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         let (fh, dir) = current_inode(m, c)?;
