@@ -301,6 +301,10 @@ impl Mds {
                     self.free_data(Some(ino));
                     orphans += 1;
                 }
+                // Striped files are left alone: bytes on the data servers past
+                // the MDS size may be acknowledged writes whose LAYOUTCOMMIT
+                // the client will reclaim (they grow the size, never shrink it).
+                Ok(_) if self.pnfs.as_ref().is_some_and(|p| matches!(p.stripe_set(ino), Ok(Some(_)))) => {}
                 Ok(i) if i.kind == nfs_ftype4::NF4REG as u32 && self.data.object_len(ino) > i.size => {
                     match self.data.truncate(ino, i.size) {
                         Ok(()) => trimmed += 1,
@@ -355,12 +359,19 @@ impl Mds {
             key.extend_from_slice(&owner);
             let _ = self.ns.delete_record(&key);
         }
-        let dead = {
+        let (dead, written) = {
             let mut st = self.state();
             let layouts = st.states.values().filter(|s| matches!(s.kind, StateKind::Layout { .. })).count();
             crate::metrics::metrics().layouts_outstanding.set(layouts as i64);
-            st.expire(idle)
+            let before: Vec<(u64, u64)> = rw_layouts(&st);
+            let dead = st.expire(idle);
+            let written: Vec<u64> =
+                before.into_iter().filter(|(c, _)| dead.iter().any(|d| d.clientid == *c)).map(|(_, ino)| ino).collect();
+            (dead, written)
         };
+        for ino in written {
+            self.size_from_data_servers(ino);
+        }
         for c in dead {
             log::info!("client {:x} lease expired; its state was released", c.clientid);
             let mut key = CLIENT_RECORD_PREFIX.to_vec();
@@ -368,6 +379,26 @@ impl Mds {
             let _ = self.ns.delete_record(&key);
         }
         self.revoke_ds_stateids();
+    }
+
+    /// A client that wrote to data servers went away (lease expiry, fencing)
+    /// without LAYOUTCOMMIT: the data servers tell how far the file's data
+    /// reaches, and the MDS keeps that data visible by growing the size.
+    pub fn size_from_data_servers(&self, ino: u64) {
+        let Some(p) = &self.pnfs else { return };
+        if !matches!(p.stripe_set(ino), Ok(Some(_))) {
+            return;
+        }
+        let end = self.data.object_len(ino);
+        match self.ns.get(ino) {
+            Ok(i) if end > i.size => {
+                log::info!("inode {ino}: size {} -> {end} from the data servers (writer gone without LAYOUTCOMMIT)", i.size);
+                if let Err(e) = self.ns.note_write(ino, end) {
+                    log::warn!("inode {ino}: updating size from the data servers: {e:?}");
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Tight coupling: stateids allowed on data servers that no longer
@@ -505,15 +536,19 @@ impl Mds {
         let mut fenced = false;
         for (other, clientid, ino, _) in due {
             let mut st = self.state();
-            if st.states.remove(&other).is_none() {
+            let Some(layout) = st.states.remove(&other) else {
                 continue; // returned in time
-            }
+            };
+            let had_rw = matches!(layout.kind, StateKind::Layout { iomodes, .. } if iomodes & crate::state::LAYOUT_RW != 0);
             for r in st.states.values_mut() {
                 if r.clientid == clientid && r.ino == ino && matches!(r.kind, StateKind::Open { .. } | StateKind::Lock { .. }) {
                     r.revoked = true;
                 }
             }
             drop(st);
+            if had_rw {
+                self.size_from_data_servers(ino);
+            }
             crate::metrics::metrics().recall("fenced");
             log::warn!("client {clientid:x} kept a recalled layout of inode {ino} for a lease; its stateids on the file are revoked");
             fenced = true;
@@ -532,6 +567,15 @@ fn recall_target(r: &crate::state::StateRec, caller: Option<u64>, rw_only: bool)
         }
         _ => false,
     }
+}
+
+/// (client, inode) of every read/write layout.
+fn rw_layouts(st: &StateTable) -> Vec<(u64, u64)> {
+    st.states
+        .values()
+        .filter(|r| matches!(r.kind, StateKind::Layout { iomodes, .. } if iomodes & crate::state::LAYOUT_RW != 0))
+        .map(|r| (r.clientid, r.ino))
+        .collect()
 }
 
 /// Offline namespace check of the store named by `cfg` (server stopped).

@@ -251,6 +251,13 @@ fn client_keeping_a_recalled_layout_is_fenced() {
     let broot = b.lookup_path("/export").unwrap();
     let (bfh, bsid) = b.open(&broot, "held", false, OPEN4_SHARE_ACCESS_WRITE).unwrap();
     b.setattr_size(&bfh, &bsid, 0).unwrap();
+    assert_eq!(b.getattr_size(&bfh).unwrap(), 0);
+    // A then writes to a data server directly and never sends LAYOUTCOMMIT.
+    {
+        let mut objs = ds[0].objects.lock().unwrap();
+        let obj = objs.values_mut().next().expect("DS 0 holds an object of the file");
+        obj.extend_from_slice(b"written behind the MDS's back");
+    }
     // A keeps renewing its lease but never returns the layout.
     let deadline = Instant::now() + Duration::from_secs(lease as u64 * 3);
     let flags = loop {
@@ -275,6 +282,8 @@ fn client_keeping_a_recalled_layout_is_fenced() {
         assert!(t.elapsed() < Duration::from_secs(5), "DS still accepts the fenced stateid");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The fenced writer's data on the DSes stays visible: the size grew.
+    assert!(b.getattr_size(&bfh).unwrap() > 0, "size not taken from the data servers after fencing");
     // FREE_STATEID clears the condition.
     a.compound_ok(vec![nfs_argop4::OP_FREE_STATEID(FREE_STATEID4args { fsa_stateid: open_sid.clone() })], |_| Ok(())).unwrap();
     let reply = a.compound(vec![]).unwrap();
