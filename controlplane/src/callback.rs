@@ -86,6 +86,17 @@ impl Callbacks {
     /// Sends CB_SEQUENCE + `ops` on the session's back channel and waits for
     /// the answer. Must not be called with the state mutex held.
     pub fn call(&self, session: &Session, ops: Vec<nfs_cb_argop4<'_>>) -> Result<(), CbError> {
+        self.call_referring(session, ops, vec![])
+    }
+
+    /// `call` naming fore-channel requests the callback may race with
+    /// (RFC 8881 2.10.6.3).
+    pub fn call_referring(
+        &self,
+        session: &Session,
+        ops: Vec<nfs_cb_argop4<'_>>,
+        referring: Vec<referring_call_list4>,
+    ) -> Result<(), CbError> {
         let conns: Vec<u64> = session.back_conns.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let tx = {
             let map = self.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,7 +118,7 @@ impl Callbacks {
             csa_slotid: 0,
             csa_highest_slotid: 0,
             csa_cachethis: false,
-            csa_referring_call_lists: vec![],
+            csa_referring_call_lists: referring,
         })];
         argarray.extend(ops);
         let args = CB_COMPOUND4args { tag: b"".as_slice().into(), minorversion: session.minor, callback_ident: 0, argarray };

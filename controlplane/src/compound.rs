@@ -30,6 +30,8 @@ pub struct Compound<'c> {
     pub conn: &'c ConnInfo,
     pub session: Option<Arc<Session>>,
     pub slot: Option<u32>,
+    /// The SEQUENCE's sequenceid (referring calls of callbacks).
+    pub sequenceid: u32,
     pub current_fh: Option<FileHandle>,
     pub saved_fh: Option<FileHandle>,
     pub current_stateid: Option<stateid4>,
@@ -249,6 +251,7 @@ impl Dispatcher {
             conn,
             session: None,
             slot: None,
+            sequenceid: 0,
             current_fh: None,
             saved_fh: None,
             current_stateid: None,

@@ -455,7 +455,8 @@ impl Mds {
     /// NOMATCHING_LAYOUT no longer holds it; the layout state goes.
     fn send_layout_recalls(&self, ino: u64, caller: Option<u64>, rw_only: bool, why: &str) {
         use crate::callback::{layout_recall_file, CbError};
-        type Work = (crate::state::StateOther, u32, u64, FileHandle, Vec<Arc<crate::state::Session>>);
+        type Granted = Option<(crate::state::SessionId, u32, u32)>;
+        type Work = (crate::state::StateOther, u32, u64, FileHandle, Granted, Vec<Arc<crate::state::Session>>);
         let work: Vec<Work> = {
             let mut st = self.state();
             let targets: Vec<_> = st
@@ -463,26 +464,26 @@ impl Mds {
                 .iter()
                 .filter(|(_, r)| r.ino == ino && recall_target(r, caller, rw_only))
                 .filter_map(|(k, r)| match r.kind {
-                    StateKind::Layout { fh_export, fh_generation, .. } => {
-                        Some((*k, r.clientid, FileHandle { export_id: fh_export, ino, generation: fh_generation }))
+                    StateKind::Layout { fh_export, fh_generation, granted_by, .. } => {
+                        Some((*k, r.clientid, FileHandle { export_id: fh_export, ino, generation: fh_generation }, granted_by))
                     }
                     _ => None,
                 })
                 .collect();
             targets
                 .into_iter()
-                .map(|(other, clientid, fh)| {
+                .map(|(other, clientid, fh, granted_by)| {
                     let rec = st.states.get_mut(&other).expect("listed");
                     rec.seqid += 1;
                     let seqid = rec.seqid;
                     let sessions = st.sessions.values().filter(|s| s.clientid == clientid).cloned().collect();
-                    (other, seqid, clientid, fh, sessions)
+                    (other, seqid, clientid, fh, granted_by, sessions)
                 })
                 .collect()
         };
         // The inode may be gone already (REMOVE): the state names the filehandle.
         let metrics = crate::metrics::metrics();
-        for (other, seqid, clientid, fh, sessions) in work {
+        for (other, seqid, clientid, fh, granted_by, sessions) in work {
             let fhb = fh.to_bytes();
             let sid = stateid4 { seqid, other };
             let mut outcome = Err(CbError::NoBackChannel);
@@ -490,7 +491,20 @@ impl Mds {
                 // NFS4ERR_DELAY: the client is busy with this layout (a
                 // LAYOUTGET reply in flight, a return under way); ask again.
                 for retry in 0..=RECALL_DELAY_RETRIES {
-                    outcome = self.callbacks.call(s, vec![layout_recall_file(&fhb, sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY)]);
+                    // The LAYOUTGET that granted this layout, when it came on this session.
+                    let referring: Vec<referring_call_list4> = granted_by
+                        .filter(|(sess, _, _)| *sess == s.id)
+                        .map(|(sess, slot, seq)| referring_call_list4 {
+                            rcl_sessionid: sess,
+                            rcl_referring_calls: vec![referring_call4 { rc_sequenceid: seq, rc_slotid: slot }],
+                        })
+                        .into_iter()
+                        .collect();
+                    outcome = self.callbacks.call_referring(
+                        s,
+                        vec![layout_recall_file(&fhb, sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY)],
+                        referring,
+                    );
                     if outcome != Err(CbError::Status(nfsstat4::NFS4ERR_DELAY)) || retry == RECALL_DELAY_RETRIES {
                         break;
                     }

@@ -77,7 +77,10 @@ pub enum StateKind {
     /// `fh_export` and `fh_generation` complete the filehandle the client
     /// got the layout with: a recall must name the same filehandle bytes,
     /// also after a REMOVE deleted the inode.
-    Layout { iomodes: u32, fh_export: u16, fh_generation: u32 },
+    /// `granted_by` is the (session, slot, seqid) of the last LAYOUTGET: a
+    /// recall names it as a referring call, so a client that has not yet
+    /// processed that reply waits for it instead of answering NOMATCHING.
+    Layout { iomodes: u32, fh_export: u16, fh_generation: u32, granted_by: Option<(SessionId, u32, u32)> },
 }
 
 pub const LAYOUT_READ: u32 = 1;

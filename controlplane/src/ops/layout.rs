@@ -145,13 +145,15 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
                 clientid,
                 ino: i.ino,
                 seqid: 0,
-                kind: StateKind::Layout { iomodes: 0, fh_export: fh.export_id, fh_generation: i.generation },
+                kind: StateKind::Layout { iomodes: 0, fh_export: fh.export_id, fh_generation: i.generation, granted_by: None },
                 revoked: false,
             }),
         };
         let rec = st.states.get_mut(&other).expect("found or created");
-        if let StateKind::Layout { iomodes, .. } = &mut rec.kind {
+        let by = c.session.as_ref().zip(c.slot).map(|(s, slot)| (s.id, slot, c.sequenceid));
+        if let StateKind::Layout { iomodes, granted_by, .. } = &mut rec.kind {
             *iomodes |= want;
+            *granted_by = by;
         }
         rec.seqid += 1;
         let lsid = stateid(&other, rec.seqid);
@@ -386,7 +388,7 @@ mod tests {
             kind: StateKind::Open { owner: b"o".to_vec(), access: 3, deny: 0 },
             revoked: false,
         });
-        let lay = st.new_state(StateRec { clientid: 7, ino: 9, seqid: 3, kind: StateKind::Layout { iomodes: 1, fh_export: 1, fh_generation: 1 }, revoked: false });
+        let lay = st.new_state(StateRec { clientid: 7, ino: 9, seqid: 3, kind: StateKind::Layout { iomodes: 1, fh_export: 1, fh_generation: 1, granted_by: None }, revoked: false });
         // open stateid: seqid 0 or current; older is OLD, newer BAD
         assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 0)).is_ok());
         assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 2)).is_ok());

@@ -383,6 +383,7 @@ pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<Seque
     c.max_response = session.fore.max_response as usize;
     c.session = Some(session.clone());
     c.slot = Some(a.sa_slotid);
+    c.sequenceid = a.sa_sequenceid;
     Ok(SequenceOutcome::New(SEQUENCE4resok {
         sr_sessionid: a.sa_sessionid,
         sr_sequenceid: a.sa_sequenceid,
