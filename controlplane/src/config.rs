@@ -57,6 +57,11 @@ pub struct MdsConfig {
     /// A data server silent this long is dead (no new layouts use it).
     #[serde(default = "default_ds_dead_after")]
     pub ds_dead_after_ms: u64,
+    /// Layouts come with return_on_close: the client's last CLOSE of a file
+    /// returns its layout (the server drops it then). Off by default, so
+    /// clients keep layouts across open/close cycles.
+    #[serde(default)]
+    pub layout_return_on_close: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

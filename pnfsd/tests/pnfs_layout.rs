@@ -164,6 +164,11 @@ fn start_mds(dir: &std::path::Path) -> (SocketAddr, SocketAddr) {
 }
 
 fn start_mds_with_lease(dir: &std::path::Path, lease: u32) -> (SocketAddr, SocketAddr) {
+    start_mds_cfg(dir, lease, "")
+}
+
+/// `extra` lines go into the [mds] table.
+fn start_mds_cfg(dir: &std::path::Path, lease: u32, extra: &str) -> (SocketAddr, SocketAddr) {
     let text = format!(
         r#"
 bind = "127.0.0.1:1"
@@ -174,6 +179,7 @@ stripe_unit = {SU}
 ds_dead_after_ms = 600000
 lease_seconds = {lease}
 grace_seconds = 5
+{extra}
 [[exports]]
 path = "/export"
 root_squash = false
@@ -350,6 +356,52 @@ fn directory_xattr_sets_the_stripe_count() {
     assert_eq!(stripes(&mut c, &root, "wide"), 3, "default: every live DS");
     assert_eq!(stripes(&mut c, &narrow, "one"), 1, "directory xattr");
     assert_eq!(stripes(&mut c, &sub, "inherited"), 1, "inherited from the parent directory");
+}
+
+/// With mds.layout_return_on_close the layout says so, and the client's last
+/// CLOSE of the file returns it: the layout stateid is gone afterwards.
+#[test]
+fn return_on_close_drops_the_layout_at_last_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) = start_mds_cfg(dir.path(), 60, "layout_return_on_close = true");
+    let d = Arc::new(FakeDs::default());
+    let control = d.start();
+    assert_eq!(register(ctl_addr, "ds-0", "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
+    let mut c = Client::connect(nfs_addr, 1).unwrap();
+    let root = c.lookup_path("/export").unwrap();
+    let (fh, sid) = c.open(&root, "roc", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+    let (roc, lsid) = c
+        .compound_ok(
+            vec![
+                putfh(&fh),
+                nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+                    loga_signal_layout_avail: false,
+                    loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                    loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
+                    loga_offset: 0,
+                    loga_length: u64::MAX,
+                    loga_minlength: 4096,
+                    loga_stateid: stateid4 { seqid: 0, other: sid.other },
+                    loga_maxcount: 4096,
+                }),
+            ],
+            |r| match &r[1] {
+                nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok((ok.logr_return_on_close, ok.logr_stateid.clone())),
+                other => panic!("{other:?}"),
+            },
+        )
+        .unwrap();
+    assert!(roc);
+    let test = |c: &mut Client, s: &stateid4| {
+        c.compound_ok(vec![nfs_argop4::OP_TEST_STATEID(TEST_STATEID4args { ts_stateids: vec![s.clone()] })], |r| match &r[0] {
+            nfs_resop4::OP_TEST_STATEID(TEST_STATEID4res::NFS4_OK(ok)) => Ok(ok.tsr_status_codes[0]),
+            other => panic!("{other:?}"),
+        })
+        .unwrap()
+    };
+    assert_eq!(test(&mut c, &lsid), nfsstat4::NFS4_OK);
+    c.close(&fh, &sid).unwrap();
+    assert_eq!(test(&mut c, &lsid), nfsstat4::NFS4ERR_BAD_STATEID);
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {

@@ -169,7 +169,7 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
     p.allow(clientid, i.ino, &set, &push);
     c.current_stateid = Some(lsid.clone());
     Ok(LAYOUTGET4resok {
-        logr_return_on_close: false,
+        logr_return_on_close: m.cfg.layout_return_on_close,
         logr_stateid: lsid,
         logr_layout: vec![layout4 {
             lo_offset: 0,

@@ -164,6 +164,10 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
     })
 }
 
+fn rec_ino(st: &crate::state::StateTable, other: &crate::state::StateOther) -> Option<u64> {
+    st.states.get(other).map(|r| r.ino)
+}
+
 /// We do not grant delegations; a client that said what it wants is told why.
 fn no_delegation(share_access: u32) -> open_delegation4<'static> {
     match share_access & OPEN4_SHARE_ACCESS_WANT_DELEG_MASK {
@@ -317,7 +321,18 @@ pub fn close(m: &Mds, c: &mut Compound, a: &CLOSE4args, e: &mut Encoder) -> nfss
         for (k, _) in locks {
             st.states.remove(&k);
         }
+        let ino = rec_ino(&st, &s.other);
         st.states.remove(&s.other);
+        // return_on_close (RFC 8881 18.43.3): the last CLOSE of this client on
+        // the file returns its layout implicitly.
+        if m.cfg.layout_return_on_close {
+            if let Some(ino) = ino {
+                let still_open = st.states.values().any(|r| r.clientid == clientid && r.ino == ino && matches!(r.kind, StateKind::Open { .. }));
+                if !still_open {
+                    st.states.retain(|_, r| !(r.clientid == clientid && r.ino == ino && matches!(r.kind, StateKind::Layout { .. })));
+                }
+            }
+        }
         // RFC 8881 18.2.4: a closed stateid is answered with the invalid special stateid.
         let done = stateid4 { seqid: u32::MAX, other: [0; 12] };
         c.current_stateid = Some(done.clone());
