@@ -6,6 +6,7 @@
 //! attached pool buffer holding READ data, which the connection writes as
 //! its own iovec (no copy of the payload into the reply).
 
+use crate::bus::Replica;
 use crate::ds::Ds;
 use crate::fh::DsFh;
 use crate::ops;
@@ -104,6 +105,8 @@ pub struct Compound<'c> {
     pub conn: &'c ConnInfo,
     /// The reactor's I/O engine.
     pub engine: &'c Engine,
+    /// The reactor's own allowed stateids and open objects.
+    pub replica: &'c Replica,
     pub session: Option<Arc<Session>>,
     pub slot: Option<u32>,
     pub current_fh: Option<DsFh>,
@@ -251,8 +254,21 @@ impl Dispatcher {
         Dispatcher { table }
     }
 
-    /// Runs one COMPOUND, appending the COMPOUND4res to `rb`.
-    pub fn run(&self, ds: &Ds, conn: &ConnInfo, engine: &Engine, cred: Credential, args: &[u8], rb: &mut ReplyBuf) -> CompoundOutcome {
+    /// Runs one COMPOUND, appending the COMPOUND4res to `rb`. Control
+    /// updates queued for this reactor are applied first, so the COMPOUND
+    /// sees every one published before it started.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        ds: &Ds,
+        conn: &ConnInfo,
+        engine: &Engine,
+        replica: &Replica,
+        cred: Credential,
+        args: &[u8],
+        rb: &mut ReplyBuf,
+    ) -> CompoundOutcome {
+        replica.sync();
         bump(&ds.stats.compounds, 1);
         let mut d = Decoder::new(args);
         let Ok(tag) = d.get_opaque(NFS4_OPAQUE_LIMIT) else { return CompoundOutcome::Garbage };
@@ -272,6 +288,7 @@ impl Dispatcher {
             cred,
             conn,
             engine,
+            replica,
             session: None,
             slot: None,
             current_fh: None,

@@ -5,18 +5,26 @@
 //!   NFS (accepted replies, GARBAGE_ARGS for undecodable arguments). It runs
 //!   on its own thread with its own current-thread runtime; each call runs
 //!   on that runtime's blocking pool (plain pread/pwrite/fdatasync on the
-//!   buffered descriptor), so proxy I/O never touches a reactor. The same
-//!   runtime runs the lease reaper for idle DS clients.
+//!   buffered descriptor, opened per call), so proxy I/O never touches a
+//!   reactor. The same runtime runs the lease reaper for idle DS clients.
+//! - Calls that change what reactors check on every request (OBJ_CREATE,
+//!   OBJ_REMOVE, STATEID_ALLOW, STATEID_REVOKE) are published on the control
+//!   bus ([`crate::bus`]) and answered only once every reactor has applied
+//!   them; one that cannot be (a reactor stalled past the bus timeout) is
+//!   answered CTL_IO. OBJ_REMOVE unlinks the file before publishing, so no
+//!   reactor can reopen the removed object afterwards.
 //! - Client: a thread that registers with the MDS control listener
 //!   (PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER) and then heartbeats; it
 //!   registers again whenever a heartbeat answers CTL_UNKNOWN_DS or the
 //!   connection breaks, retries forever with backoff while the MDS is down,
 //!   and logs at info once per change of state. When the MDS epoch changes
 //!   (MDS restarted) the stateids allowed before the REGISTER that revealed
-//!   it are forgotten (the MDS re-pushes the valid ones on REGISTER).
+//!   it are forgotten (the MDS re-pushes the valid ones on REGISTER), by a
+//!   bus update too.
 //!
 //! The control program has no authentication: bind it to a private network.
 
+use crate::bus::{PublishError, Update};
 use crate::config::universal_address;
 use crate::ds::Ds;
 use crate::fh::DsFh;
@@ -193,9 +201,8 @@ pub fn handle_call(ds: &Ds, rec: &[u8]) -> Option<Vec<u8>> {
         CTL_PROC_OBJ_COMMIT => call(args, &mut e, |a: ctl_obj_args| ctl_res { cr_status: obj_commit(ds, &a.coa_fh) }),
         CTL_PROC_OBJ_STAT => call(args, &mut e, |a: ctl_obj_args| obj_stat(ds, &a.coa_fh)),
         CTL_PROC_STATEID_ALLOW => call(args, &mut e, |a: ctl_stateid_args| ctl_res { cr_status: stateid_allow(ds, &a) }),
-        CTL_PROC_STATEID_REVOKE => call(args, &mut e, |a: ctl_revoke_args| {
-            ds.state.revoke(&a.cva_stateid.other);
-            ctl_res { cr_status: ctl_status::CTL_OK }
+        CTL_PROC_STATEID_REVOKE => call(args, &mut e, |a: ctl_revoke_args| ctl_res {
+            cr_status: flatten(publish(ds, "STATEID_REVOKE", Update::Revoke { other: a.cva_stateid.other })),
         }),
         _ => return Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
     };
@@ -238,12 +245,40 @@ fn flatten(r: Result<(), ctl_status>) -> ctl_status {
     r.err().unwrap_or(ctl_status::CTL_OK)
 }
 
-fn obj_create(ds: &Ds, fh: &[u8]) -> ctl_status {
-    flatten((|| ds.store.create(&object_fh(fh)?).map_err(|e| io_ctl(&e)))())
+/// Publishes `u` on the control bus; Ok once every reactor applied it.
+fn publish(ds: &Ds, what: &str, u: Update) -> Result<(), ctl_status> {
+    bump(&ds.stats.control_updates, 1);
+    ds.bus.publish(u).map(|_| ()).map_err(|e| {
+        bump(&ds.stats.control_update_failures, 1);
+        match e {
+            PublishError::Refused => {
+                log::warn!("{what} refused: {e}");
+                ctl_status::CTL_NOSPC
+            }
+            PublishError::QueueFull | PublishError::NotApplied => {
+                log::warn!("{what} failed: {e}; answered CTL_IO");
+                ctl_status::CTL_IO
+            }
+        }
+    })
 }
 
+fn obj_create(ds: &Ds, fh: &[u8]) -> ctl_status {
+    flatten((|| {
+        let o = ds.store.create(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
+        publish(ds, "OBJ_CREATE", Update::ObjCreated(o))
+    })())
+}
+
+/// The file goes first, then every reactor drops its descriptor: a reactor
+/// opening the object meanwhile either opened it before the unlink (and
+/// drops it with the update) or finds it gone (STALE).
 fn obj_remove(ds: &Ds, fh: &[u8]) -> ctl_status {
-    flatten((|| ds.store.remove(&object_fh(fh)?).map(|_| ()).map_err(|e| io_ctl(&e)))())
+    flatten((|| {
+        let fh = object_fh(fh)?;
+        ds.store.remove(&fh).map_err(|e| io_ctl(&e))?;
+        publish(ds, "OBJ_REMOVE", Update::ObjRemoved(fh))
+    })())
 }
 
 fn obj_truncate(ds: &Ds, a: &ctl_truncate_args) -> ctl_status {
@@ -252,15 +287,15 @@ fn obj_truncate(ds: &Ds, a: &ctl_truncate_args) -> ctl_status {
         if a.cta_size > i64::MAX as u64 {
             return Err(ctl_status::CTL_INVAL);
         }
-        let o = ds.store.get(&fh).map_err(|e| io_ctl(&e))?;
-        o.file.set_len(a.cta_size).map_err(|e| io_ctl(&e))
+        let f = ds.store.open_buffered(&fh).map_err(|e| io_ctl(&e))?;
+        f.set_len(a.cta_size).map_err(|e| io_ctl(&e))
     })())
 }
 
 fn obj_commit(ds: &Ds, fh: &[u8]) -> ctl_status {
     flatten((|| {
-        let o = ds.store.get(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
-        o.file.sync_data().map_err(|e| io_ctl(&e))
+        let f = ds.store.open_buffered(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
+        f.sync_data().map_err(|e| io_ctl(&e))
     })())
 }
 
@@ -272,11 +307,11 @@ fn obj_write(ds: &Ds, a: &ctl_write_args) -> ctl_status {
         if end > i64::MAX as u64 {
             return Err(ctl_status::CTL_INVAL);
         }
-        let o = ds.store.get(&fh).map_err(|e| io_ctl(&e))?;
+        let f = ds.store.open_buffered(&fh).map_err(|e| io_ctl(&e))?;
         // Straight from the received record: no userspace copy.
-        o.file.write_all_at(&a.cwa_data, a.cwa_offset).map_err(|e| io_ctl(&e))?;
+        f.write_all_at(&a.cwa_data, a.cwa_offset).map_err(|e| io_ctl(&e))?;
         if a.cwa_stable {
-            o.file.sync_data().map_err(|e| io_ctl(&e))?;
+            f.sync_data().map_err(|e| io_ctl(&e))?;
         }
         bump(&ds.stats.control_bytes_written, a.cwa_data.len() as u64);
         Ok(())
@@ -286,8 +321,8 @@ fn obj_write(ds: &Ds, a: &ctl_write_args) -> ctl_status {
 fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
     let r = (|| {
         let fh = object_fh(&a.cra_fh)?;
-        let o = ds.store.get(&fh).map_err(|e| io_ctl(&e))?;
-        let size = o.size().map_err(|e| io_ctl(&e))?;
+        let f = ds.store.open_buffered(&fh).map_err(|e| io_ctl(&e))?;
+        let size = f.metadata().map_err(|e| io_ctl(&e))?.len();
         if a.cra_offset >= size {
             return Ok((Vec::new(), true));
         }
@@ -297,7 +332,7 @@ fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
         let mut data = vec![0u8; n];
         let mut done = 0;
         while done < n {
-            match o.file.read_at(&mut data[done..], a.cra_offset + done as u64) {
+            match f.read_at(&mut data[done..], a.cra_offset + done as u64) {
                 Ok(0) => break,
                 Ok(k) => done += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -318,8 +353,8 @@ fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
 
 fn obj_stat(ds: &Ds, fh: &[u8]) -> ctl_stat_res {
     let r = (|| {
-        let o = ds.store.get(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
-        o.file.metadata().map_err(|e| io_ctl(&e))
+        let f = ds.store.open_buffered(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
+        f.metadata().map_err(|e| io_ctl(&e))
     })();
     match r {
         Ok(m) => ctl_stat_res {
@@ -343,12 +378,9 @@ fn stateid_allow(ds: &Ds, a: &ctl_stateid_args) -> ctl_status {
         if a.csa_access & known == 0 || a.csa_access & !known != 0 {
             return Err(ctl_status::CTL_INVAL);
         }
+        // gen is set to the update's sequence number when published.
         let allowed = crate::state::Allowed { fh, access: a.csa_access, mds_clientid: a.csa_clientid, gen: 0 };
-        if !ds.state.allow(other, allowed) {
-            log::warn!("allowed-stateid table full; refusing CTL_PROC_STATEID_ALLOW");
-            return Err(ctl_status::CTL_NOSPC);
-        }
-        Ok(())
+        publish(ds, "STATEID_ALLOW", Update::Allow { other, allowed })
     })())
 }
 
@@ -469,6 +501,28 @@ impl Registration {
         }
     }
 
+    /// Has every reactor forget the stateids allowed before sequence number
+    /// `seq`. An update that found no room is tried again (it must not be
+    /// lost); one not yet applied everywhere will be, in order. False when
+    /// stopped meanwhile.
+    fn forget_allowed_before(&self, seq: u64, stop: &Stop) -> bool {
+        loop {
+            match self.ds.bus.publish(Update::ForgetBefore { seq }) {
+                Ok(_) => return true,
+                Err(PublishError::NotApplied) => {
+                    log::warn!("forgetting the old MDS's stateids: {}; it stays queued", PublishError::NotApplied);
+                    return true;
+                }
+                Err(e) => {
+                    log::warn!("forgetting the old MDS's stateids: {e}; trying again");
+                    if stop.sleep(BACKOFF_MIN) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
     pub fn start(self, stop: Arc<Stop>) -> Result<JoinHandle<()>, String> {
         let args = self.register_args()?;
         let _ = encode_to_vec(&args).map_err(|e| format!("ds: registration arguments do not encode: {e}"))?;
@@ -512,7 +566,7 @@ impl Registration {
                 };
                 // The MDS re-pushes our stateids when it handles REGISTER;
                 // only what was allowed before sending it may be stale.
-                let before_register = self.ds.state.allow_generation();
+                let before_register = self.ds.bus.next_seq();
                 let res = client
                     .call(PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER, &args)
                     .and_then(|b| decode_all::<ctl_register_res>(&b));
@@ -537,7 +591,9 @@ impl Registration {
                 }
                 if epoch.is_some_and(|e| e != res.crr_mds_epoch) {
                     log::info!("MDS epoch changed ({:?} -> {}): forgetting its old stateids", epoch, res.crr_mds_epoch);
-                    self.ds.state.forget_allowed_before(before_register);
+                    if !self.forget_allowed_before(before_register, stop) {
+                        return;
+                    }
                 }
                 epoch = Some(res.crr_mds_epoch);
                 backoff = BACKOFF_MIN;

@@ -1,7 +1,8 @@
 //! The data server object shared by every reactor and the control program:
-//! configuration, identity, client/session/stateid state, object store,
-//! counters.
+//! configuration, identity, client/session state, object store, the control
+//! bus (the control plane's only way to the reactors' own state), counters.
 
+use crate::bus::Bus;
 use crate::config::DsConfig;
 use crate::state::DsState;
 use crate::stats::DsStats;
@@ -18,6 +19,8 @@ pub struct Ds {
     pub cfg: DsConfig,
     pub state: DsState,
     pub store: ObjectStore,
+    /// Control updates to the reactors (allowed stateids, objects).
+    pub bus: Bus,
     pub stats: Arc<DsStats>,
     /// "pnfs-ds:<id>:<install id>": server_owner major id and server scope.
     /// Never the MDS's (RFC 8881 2.10.5; see docs/pnfs-server-notes.md 1.3).
@@ -81,6 +84,7 @@ impl Ds {
             server_owner: format!("pnfs-ds:{}:{install}", cfg.id).into_bytes(),
             state: DsState::new(boot),
             store,
+            bus: Bus::new(cfg.reactors),
             stats: Arc::new(DsStats::default()),
             write_verifier,
             cfg,

@@ -57,6 +57,7 @@
 //! buffer for O_DIRECT (1 copy); the control program is unauthenticated;
 //! only IPv4 "tcp" data addresses are registered.
 
+pub mod bus;
 pub mod compound;
 pub mod config;
 pub mod control;

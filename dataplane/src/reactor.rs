@@ -1,15 +1,20 @@
 //! Reactors: `ds.reactors` threads, each (optionally) pinned to a core,
 //! each with its own SO_REUSEPORT listening socket on the NFS address, a
 //! tokio current-thread runtime, its own connections, buffer pool and
-//! io_uring ([`Engine`]). The kernel spreads new connections over the
-//! listening sockets; a connection never leaves the reactor that accepted it.
+//! io_uring ([`Engine`]), and its own copy of the control-plane state
+//! ([`Replica`]: allowed stateids, open objects), kept current from its
+//! control queue (see [`crate::bus`]). The kernel spreads new connections
+//! over the listening sockets; a connection never leaves the reactor that
+//! accepted it.
 //!
 //! A request is executed on the reactor thread as soon as its record is
 //! complete, including its storage I/O (submit-and-wait on the reactor's
 //! ring): simple and allocation-free, at the price that a slow disk stalls
 //! that reactor's other connections for the duration of one I/O. Replies go
 //! to a per-connection writer task, so socket writes overlap the next
-//! request. Nothing here ever waits for the control plane.
+//! request. Nothing here ever waits for the control plane: control updates
+//! are popped from the reactor's queue before each COMPOUND and when the
+//! control plane wakes the reactor's update task.
 //!
 //! Bounds: connections per reactor (`max_connections_per_reactor`, excess
 //! connections are closed at once), replies queued per connection
@@ -17,6 +22,7 @@
 //! size (`max_record_bytes`, larger closes the connection) and READ buffers
 //! (the pool; empty = NFS4ERR_DELAY).
 
+use crate::bus::Replica;
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf};
 use crate::ds::Ds;
 use crate::stats::bump;
@@ -120,6 +126,8 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
     };
     let pool = BufPool::new(ds.cfg.buffers_per_reactor, ds.cfg.buffer_size);
     let engine = Rc::new(Engine::new(pool, ds.stats.clone(), true));
+    // Attached before `ready`: the control program starts after every reactor.
+    let replica = Rc::new(ds.bus.replica(i));
     log::debug!(
         "reactor {i}: io_uring {}, O_DIRECT {}, {} buffers of {} bytes",
         if engine.uses_uring() { "on" } else { "off" },
@@ -132,6 +140,7 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
     local.block_on(&rt, async move {
         let dispatcher = Rc::new(Dispatcher::new());
         let conns = Rc::new(Cell::new(0usize));
+        tokio::task::spawn_local(replica.clone().serve());
         loop {
             tokio::select! {
                 _ = stopped.wait_for(|s| *s) => break,
@@ -145,10 +154,10 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
                         bump(&ds.stats.connections_accepted, 1);
                         conns.set(conns.get() + 1);
                         let guard = ConnGuard(conns.clone());
-                        let (ds, engine, dispatcher) = (ds.clone(), engine.clone(), dispatcher.clone());
+                        let (ds, engine, replica, dispatcher) = (ds.clone(), engine.clone(), replica.clone(), dispatcher.clone());
                         tokio::task::spawn_local(async move {
                             let _guard = guard;
-                            if let Err(e) = connection(ds, engine, dispatcher, sock, peer).await {
+                            if let Err(e) = connection(ds, engine, replica, dispatcher, sock, peer).await {
                                 log::debug!("connection {peer}: {e}");
                             }
                         });
@@ -208,7 +217,14 @@ async fn read_record(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, max: usize) -> i
     }
 }
 
-async fn connection(ds: Arc<Ds>, engine: Rc<Engine>, dispatcher: Rc<Dispatcher>, sock: TcpStream, peer: SocketAddr) -> io::Result<()> {
+async fn connection(
+    ds: Arc<Ds>,
+    engine: Rc<Engine>,
+    replica: Rc<Replica>,
+    dispatcher: Rc<Dispatcher>,
+    sock: TcpStream,
+    peer: SocketAddr,
+) -> io::Result<()> {
     let _ = sock.set_nodelay(true);
     let conn = ConnInfo { id: NEXT_CONN.fetch_add(1, Ordering::Relaxed), peer: peer.ip() };
     log::debug!("connection {} from {peer}", conn.id);
@@ -224,7 +240,7 @@ async fn connection(ds: Arc<Ds>, engine: Rc<Engine>, dispatcher: Rc<Dispatcher>,
             Err(e) => break Err(e),
         };
         let rec = &buf[..len];
-        let out = std::panic::catch_unwind(AssertUnwindSafe(|| handle_record(&ds, &conn, &engine, &dispatcher, rec))).unwrap_or_else(|_| {
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| handle_record(&ds, &conn, &engine, &replica, &dispatcher, rec))).unwrap_or_else(|_| {
             log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
             match rpc::parse_message(rec) {
                 Ok(Message::Call { header, .. }) => Some(flat(rpc::accepted_reply(header.xid, AcceptStat::SystemErr))),
@@ -305,7 +321,7 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Res
 }
 
 /// One RPC record in, at most one RPC reply out.
-fn handle_record(ds: &Ds, conn: &ConnInfo, engine: &Engine, dispatcher: &Dispatcher, rec: &[u8]) -> Option<Outgoing> {
+fn handle_record(ds: &Ds, conn: &ConnInfo, engine: &Engine, replica: &Replica, dispatcher: &Dispatcher, rec: &[u8]) -> Option<Outgoing> {
     let msg = match rpc::parse_message(rec) {
         Ok(m) => m,
         Err(rpc::RpcError::Unreadable) => return None,
@@ -339,7 +355,7 @@ fn handle_record(ds: &Ds, conn: &ConnInfo, engine: &Engine, dispatcher: &Dispatc
             e.put_u32(0); // record mark, patched by the writer
             rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
             let mut rb = ReplyBuf::new(e);
-            match dispatcher.run(ds, conn, engine, header.cred, args, &mut rb) {
+            match dispatcher.run(ds, conn, engine, replica, header.cred, args, &mut rb) {
                 CompoundOutcome::Done => Some(Outgoing::Reply(rb)),
                 CompoundOutcome::Replay(bytes) => {
                     rb.truncate(rb.base);

@@ -1,13 +1,21 @@
-//! State shared by every reactor: DS clients, sessions with their slot
-//! tables, and the stateids the MDS allowed (tight coupling, RFC 8881 13.9.2).
+//! DS clients, sessions with their slot tables, and the table of stateids
+//! the MDS allowed (tight coupling, RFC 8881 13.9.2).
 //!
-//! Locking: client records (EXCHANGE_ID, CREATE_SESSION, DESTROY_*, lease
-//! expiry: rare) sit behind one mutex. Sessions and allowed stateids, looked
-//! up on every COMPOUND and every READ/WRITE, sit in [`Shards`]: a fixed
-//! number of mutex-protected hash maps picked by key hash, so reactors rarely
-//! meet on a lock and never hold one across I/O. A session's slot table has
-//! its own mutex (as on the MDS); a lease renewal is one atomic store.
-//! Lock order: clients -> a shard -> a session's slots; never the reverse.
+//! Clients and sessions are NFS-session state created by the clients
+//! themselves (EXCHANGE_ID, CREATE_SESSION) on whichever reactor their
+//! connection landed on, and used from every reactor their connections
+//! reach, so they are shared. Locking: client records (EXCHANGE_ID,
+//! CREATE_SESSION, DESTROY_*, lease expiry: rare) sit behind one mutex.
+//! Sessions, looked up on every COMPOUND, sit in [`Shards`]: a fixed number
+//! of mutex-protected hash maps picked by key hash, so reactors rarely meet
+//! on a lock and never hold one across I/O. A session's slot table has its
+//! own mutex (as on the MDS); a lease renewal is one atomic store. Lock
+//! order: clients -> a shard -> a session's slots; never the reverse.
+//!
+//! The allowed stateids are control-plane state: an [`AllowedTable`] is a
+//! plain map with no lock. The control plane keeps the authoritative one and
+//! every reactor its own copy, kept identical by applying the same updates
+//! in the same order (see [`crate::bus`]).
 
 use crate::fh::DsFh;
 use pnfs_protocol::wire::{nfsstat4, stateid4, OPEN4_SHARE_ACCESS_READ, OPEN4_SHARE_ACCESS_WRITE};
@@ -22,7 +30,8 @@ pub type SessionId = [u8; 16];
 pub type StateOther = [u8; 12];
 
 const SHARDS: usize = 16;
-/// Allowed stateids kept at most (the MDS revokes them on CLOSE/expiry).
+/// Allowed stateids kept at most (the MDS revokes them on CLOSE/expiry);
+/// each reactor holds a copy of the table.
 pub const MAX_ALLOWED_STATEIDS: usize = 1 << 20;
 /// Objects one stateid may be allowed on at one DS (one per stripe placed here).
 pub const MAX_OBJECTS_PER_STATEID: usize = 256;
@@ -170,20 +179,18 @@ pub struct Allowed {
     pub access: u32,
     /// The MDS client ID holding it (informational: DS client IDs differ).
     pub mds_clientid: u64,
-    /// Order of allowance (set by [`DsState::allow`]).
+    /// Order of allowance: the sequence number of the control update that
+    /// carried it (set by [`crate::bus::Bus::publish`]).
     pub gen: u64,
 }
 
+/// NFS-session state shared by every reactor (clients and sessions).
 pub struct DsState {
     /// Random per boot: the high half of client IDs, the head of session IDs,
     /// so nothing from an earlier boot is mistaken for current state.
     pub boot: u32,
     pub clients: Mutex<ClientTable>,
     pub sessions: Shards<SessionId, Arc<Session>>,
-    /// Per stateid, the objects (usually one per DS) it may do I/O on.
-    pub allowed: Shards<StateOther, Vec<Allowed>>,
-    /// Next [`Allowed::gen`].
-    allow_gen: AtomicU64,
 }
 
 impl DsState {
@@ -192,8 +199,6 @@ impl DsState {
             boot,
             clients: Mutex::new(ClientTable { clients: HashMap::new(), next_client: 1, next_session: 1 }),
             sessions: Shards::new(),
-            allowed: Shards::new(),
-            allow_gen: AtomicU64::new(1),
         }
     }
 
@@ -238,29 +243,69 @@ impl DsState {
         }
         dead.len()
     }
+}
 
-    /// CTL_PROC_STATEID_ALLOW: allows (or re-allows with new access bits)
-    /// `other` on `a.fh`. False when the table is full.
-    pub fn allow(&self, other: StateOther, mut a: Allowed) -> bool {
-        a.gen = self.allow_gen.fetch_add(1, Ordering::Relaxed);
-        let mut shard = self.allowed.shard(&other);
-        if !shard.contains_key(&other) && shard.len() >= MAX_ALLOWED_STATEIDS / SHARDS {
+/// The stateids the MDS allowed (CTL_PROC_STATEID_ALLOW): per stateid
+/// `other`, the objects (usually one per DS) it may do I/O on. No lock:
+/// each owner (the control plane's authoritative copy, each reactor's
+/// replica) has its own. Lookups hash a 12-byte key and allocate nothing.
+#[derive(Debug, Default)]
+pub struct AllowedTable {
+    map: HashMap<StateOther, Vec<Allowed>>,
+}
+
+impl AllowedTable {
+    pub fn new() -> AllowedTable {
+        AllowedTable::default()
+    }
+
+    /// Stateids allowed.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Whether [`AllowedTable::allow`] of `other` on `fh` fits in the bounds
+    /// ([`MAX_ALLOWED_STATEIDS`], [`MAX_OBJECTS_PER_STATEID`]).
+    pub fn admits(&self, other: &StateOther, fh: &DsFh) -> bool {
+        match self.map.get(other) {
+            Some(objs) => objs.len() < MAX_OBJECTS_PER_STATEID || objs.iter().any(|x| x.fh == *fh),
+            None => self.map.len() < MAX_ALLOWED_STATEIDS,
+        }
+    }
+
+    /// Allows (or re-allows with new access bits and generation) `other` on
+    /// `a.fh`. False, and nothing changed, when the table is full
+    /// ([`AllowedTable::admits`]).
+    pub fn allow(&mut self, other: StateOther, a: Allowed) -> bool {
+        if !self.admits(&other, &a.fh) {
             return false;
         }
-        let objs = shard.entry(other).or_default();
-        if let Some(x) = objs.iter_mut().find(|x| x.fh == a.fh) {
-            *x = a;
-        } else if objs.len() < MAX_OBJECTS_PER_STATEID {
-            objs.push(a);
-        } else {
-            return false;
+        let objs = self.map.entry(other).or_default();
+        match objs.iter_mut().find(|x| x.fh == a.fh) {
+            Some(x) => *x = a,
+            None => objs.push(a),
         }
         true
     }
 
     /// CTL_PROC_STATEID_REVOKE. True when it was known.
-    pub fn revoke(&self, other: &StateOther) -> bool {
-        self.allowed.remove(other).is_some()
+    pub fn revoke(&mut self, other: &StateOther) -> bool {
+        self.map.remove(other).is_some()
+    }
+
+    /// After the MDS restarted (new epoch) the stateids of its previous
+    /// instance mean nothing: drops those allowed before generation `gen`
+    /// (taken before sending REGISTER, so whatever the new MDS pushes in
+    /// answer to it stays).
+    pub fn forget_before(&mut self, gen: u64) {
+        self.map.retain(|_, v| {
+            v.retain(|a| a.gen >= gen);
+            !v.is_empty()
+        });
     }
 
     /// Tight coupling check for READ/WRITE: the stateid's `other` must be one
@@ -278,11 +323,8 @@ impl DsState {
         if sid.other == [0u8; 12] || sid.other == [0xffu8; 12] {
             return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
-        let a = {
-            let shard = self.allowed.shard(&sid.other);
-            let objs = shard.get(&sid.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
-            *objs.iter().find(|x| x.fh == *fh).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?
-        };
+        let objs = self.map.get(&sid.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
+        let a = objs.iter().find(|x| x.fh == *fh).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
         if write && a.access & OPEN4_SHARE_ACCESS_WRITE == 0 {
             return Err(nfsstat4::NFS4ERR_OPENMODE);
         }
@@ -290,22 +332,6 @@ impl DsState {
             return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
         Ok(())
-    }
-
-    /// The generation the next allowance gets.
-    pub fn allow_generation(&self) -> u64 {
-        self.allow_gen.load(Ordering::Relaxed)
-    }
-
-    /// After the MDS restarted (new epoch) the stateids of its previous
-    /// instance mean nothing: drops those allowed before generation `gen`
-    /// (taken before sending REGISTER, so whatever the new MDS pushes in
-    /// answer to it stays).
-    pub fn forget_allowed_before(&self, gen: u64) {
-        self.allowed.retain(|_, v| {
-            v.retain(|a| a.gen >= gen);
-            !v.is_empty()
-        });
     }
 }
 
@@ -318,13 +344,17 @@ mod tests {
         stateid4 { seqid, other: [o; 12] }
     }
 
+    fn allowed(fh: DsFh, access: u32, gen: u64) -> Allowed {
+        Allowed { fh, access, mds_clientid: 9, gen }
+    }
+
     #[test]
     fn stateid_checks() {
-        let st = DsState::new(7);
+        let mut st = AllowedTable::new();
         let fh = DsFh { stripe: 0, ino: 5, generation: 1 };
         let other_fh = DsFh { stripe: 1, ino: 5, generation: 1 };
-        assert!(st.allow([1; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9, gen: 0 }));
-        assert!(st.allow([2; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE, mds_clientid: 9, gen: 0 }));
+        assert!(st.allow([1; 12], allowed(fh, OPEN4_SHARE_ACCESS_READ, 1)));
+        assert!(st.allow([2; 12], allowed(fh, OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE, 2)));
         // any seqid, 0 included
         for seq in [0, 1, 77, u32::MAX] {
             assert_eq!(st.check_io(&sid(seq, 1), &fh, false), Ok(()));
@@ -333,9 +363,9 @@ mod tests {
         assert_eq!(st.check_io(&sid(0, 1), &fh, true), Err(nfsstat4::NFS4ERR_OPENMODE));
         assert_eq!(st.check_io(&sid(0, 2), &other_fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
         // a second object for the same stateid, and widening its access
-        assert!(st.allow([1; 12], Allowed { fh: other_fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9, gen: 0 }));
+        assert!(st.allow([1; 12], allowed(other_fh, OPEN4_SHARE_ACCESS_READ, 3)));
         assert_eq!(st.check_io(&sid(0, 1), &other_fh, false), Ok(()));
-        assert!(st.allow([1; 12], Allowed { fh: other_fh, access: OPEN4_SHARE_ACCESS_BOTH, mds_clientid: 9, gen: 0 }));
+        assert!(st.allow([1; 12], allowed(other_fh, OPEN4_SHARE_ACCESS_BOTH, 4)));
         assert_eq!(st.check_io(&sid(0, 1), &other_fh, true), Ok(()));
         assert_eq!(st.check_io(&sid(0, 1), &fh, true), Err(nfsstat4::NFS4ERR_OPENMODE));
         assert_eq!(st.check_io(&sid(0, 3), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
@@ -347,13 +377,31 @@ mod tests {
         assert!(st.revoke(&[2; 12]));
         assert!(!st.revoke(&[2; 12]));
         assert_eq!(st.check_io(&sid(0, 2), &fh, true), Err(nfsstat4::NFS4ERR_BAD_STATEID));
-        let g = st.allow_generation();
-        assert!(st.allow([4; 12], Allowed { fh, access: OPEN4_SHARE_ACCESS_READ, mds_clientid: 9, gen: 0 }));
-        st.forget_allowed_before(g);
+        // forgetting by generation: [1;12] on fh has gen 1, on other_fh 4
+        assert!(st.allow([4; 12], allowed(fh, OPEN4_SHARE_ACCESS_READ, 5)));
+        st.forget_before(4);
         assert_eq!(st.check_io(&sid(0, 1), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(0, 1), &other_fh, false), Ok(()));
         assert_eq!(st.check_io(&sid(0, 4), &fh, false), Ok(()));
-        st.forget_allowed_before(u64::MAX);
-        assert!(st.allowed.is_empty());
+        st.forget_before(u64::MAX);
+        assert!(st.is_empty());
+    }
+
+    #[test]
+    fn allowed_table_bounds() {
+        let mut st = AllowedTable::new();
+        let fh = |i: u64| DsFh { stripe: 0, ino: i, generation: 1 };
+        for i in 0..MAX_OBJECTS_PER_STATEID as u64 {
+            assert!(st.allow([1; 12], allowed(fh(i), OPEN4_SHARE_ACCESS_READ, 1)));
+        }
+        let last = fh(MAX_OBJECTS_PER_STATEID as u64);
+        assert!(!st.admits(&[1; 12], &last));
+        assert!(!st.allow([1; 12], allowed(last, OPEN4_SHARE_ACCESS_READ, 2)));
+        assert_eq!(st.check_io(&sid(0, 1), &last, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        // re-allowing a known object always fits
+        assert!(st.admits(&[1; 12], &fh(0)));
+        assert!(st.allow([1; 12], allowed(fh(0), OPEN4_SHARE_ACCESS_BOTH, 3)));
+        assert_eq!(st.len(), 1);
     }
 
     #[test]

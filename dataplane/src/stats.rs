@@ -149,6 +149,10 @@ pub struct DsStats {
     pub connections_refused: AtomicU64,
     /// Control program calls served.
     pub control_calls: AtomicU64,
+    /// Control calls published to the reactors (allow, revoke, create, remove).
+    pub control_updates: AtomicU64,
+    /// Of those, refused or not applied by every reactor in time.
+    pub control_update_failures: AtomicU64,
     pub control_bytes_read: AtomicU64,
     pub control_bytes_written: AtomicU64,
     /// I/O submitted through io_uring vs plain syscalls.
@@ -172,6 +176,8 @@ pub struct DsStatsSnapshot {
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub control_calls: u64,
+    pub control_updates: u64,
+    pub control_update_failures: u64,
     pub control_bytes_read: u64,
     pub control_bytes_written: u64,
     pub uring_ops: u64,
@@ -222,6 +228,8 @@ impl DsStats {
             connections_accepted: g(&self.connections_accepted),
             connections_refused: g(&self.connections_refused),
             control_calls: g(&self.control_calls),
+            control_updates: g(&self.control_updates),
+            control_update_failures: g(&self.control_update_failures),
             control_bytes_read: g(&self.control_bytes_read),
             control_bytes_written: g(&self.control_bytes_written),
             uring_ops: g(&self.uring_ops),

@@ -1,8 +1,13 @@
 //! Object storage: one file per DS filehandle under `<data_dir>/objects`,
 //! the per-reactor aligned buffer pool, and the per-reactor I/O engine.
 //!
-//! [`ObjectStore`] is shared by every reactor and the control program: a
-//! sharded cache of open objects. Each object has a buffered descriptor and,
+//! [`ObjectStore`] is the object directory: it opens, creates and removes
+//! objects and caches nothing. Each reactor keeps its own cache of open
+//! objects ([`crate::bus::Replica`]), which the control program keeps right
+//! through the control updates (a created object is handed to every
+//! reactor, a removed one dropped by every reactor before OBJ_REMOVE is
+//! answered); the control program's own proxy I/O opens the buffered
+//! descriptor per call. An open object has a buffered descriptor and,
 //! when O_DIRECT is enabled and the file system accepts it, a second one
 //! opened with O_DIRECT. Aligned requests (offset and length multiples of
 //! 4096, buffer from the pool) use the O_DIRECT descriptor; everything else
@@ -18,7 +23,7 @@
 
 use crate::config::IO_ALIGN;
 use crate::fh::DsFh;
-use crate::state::{lock, Shards};
+use crate::state::lock;
 use crate::stats::{bump, DsStats};
 use io_uring::{opcode, types, IoUring};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -32,8 +37,6 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Open objects cached per shard (16 shards).
-const OPEN_OBJECTS_PER_SHARD: usize = 256;
 /// Submission queue entries per reactor ring (one request in flight today).
 const RING_ENTRIES: u32 = 64;
 
@@ -65,7 +68,6 @@ pub struct ObjectStore {
     dir: PathBuf,
     /// O_DIRECT wanted by the config and accepted by the file system.
     direct: bool,
-    objects: Shards<DsFh, Arc<Object>>,
     /// Serialises creation so the directory fsync covers each new entry.
     create_lock: Mutex<()>,
 }
@@ -89,7 +91,7 @@ impl ObjectStore {
                 format!("{}: the file system refuses O_DIRECT; object I/O is buffered", dir.display())
             });
         }
-        Ok(ObjectStore { dir, direct, objects: Shards::new(), create_lock: Mutex::new(()) })
+        Ok(ObjectStore { dir, direct, create_lock: Mutex::new(()) })
     }
 
     pub fn uses_o_direct(&self) -> bool {
@@ -117,60 +119,48 @@ impl ObjectStore {
         Ok(Object { fh: *fh, file, direct })
     }
 
-    /// The object, opening it if needed; NotFound when it does not exist.
-    /// Looking up and opening happen under the shard lock so a concurrent
-    /// removal cannot leave a descriptor of a removed object in the cache.
-    pub fn get(&self, fh: &DsFh) -> io::Result<Arc<Object>> {
+    /// Opens an existing object (both descriptors); NotFound when it does
+    /// not exist (never created, or removed).
+    pub fn open_object(&self, fh: &DsFh) -> io::Result<Object> {
         if fh.is_root() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "the root handle is no object"));
         }
-        let mut shard = self.objects.shard(fh);
-        if let Some(o) = shard.get(fh) {
-            return Ok(o.clone());
-        }
-        let o = Arc::new(self.open_file(fh, false)?);
-        if shard.len() >= OPEN_OBJECTS_PER_SHARD {
-            // Evict one; its users keep their Arc until they finish.
-            if let Some(k) = shard.keys().next().copied() {
-                shard.remove(&k);
-            }
-        }
-        shard.insert(*fh, o.clone());
-        Ok(o)
+        self.open_file(fh, false)
     }
 
-    /// CTL_PROC_OBJ_CREATE: idempotent; the new directory entry is made durable.
-    pub fn create(&self, fh: &DsFh) -> io::Result<()> {
+    /// Opens an existing object's buffered descriptor only (control-program
+    /// proxy I/O); NotFound when it does not exist.
+    pub fn open_buffered(&self, fh: &DsFh) -> io::Result<File> {
+        if fh.is_root() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the root handle is no object"));
+        }
+        OpenOptions::new().read(true).write(true).open(self.path(fh))
+    }
+
+    /// CTL_PROC_OBJ_CREATE: idempotent; the new directory entry is made
+    /// durable. Returns the object, open.
+    pub fn create(&self, fh: &DsFh) -> io::Result<Arc<Object>> {
         if fh.is_root() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "the root handle is no object"));
         }
         let _g = lock(&self.create_lock);
         let existed = self.path(fh).exists();
-        {
-            let mut shard = self.objects.shard(fh);
-            if !shard.contains_key(fh) {
-                let o = Arc::new(self.open_file(fh, true)?);
-                if shard.len() < OPEN_OBJECTS_PER_SHARD {
-                    shard.insert(*fh, o);
-                }
-            }
-        }
+        let o = Arc::new(self.open_file(fh, true)?);
         if !existed {
             File::open(&self.dir)?.sync_all()?;
         }
-        Ok(())
+        Ok(o)
     }
 
-    /// CTL_PROC_OBJ_REMOVE: idempotent. Afterwards the handle is STALE.
+    /// CTL_PROC_OBJ_REMOVE: idempotent; true when it existed. Descriptors
+    /// already open (reactor caches) stay usable until dropped: the caller
+    /// has every reactor drop them.
     pub fn remove(&self, fh: &DsFh) -> io::Result<bool> {
-        let mut shard = self.objects.shard(fh);
-        shard.remove(fh);
         let r = match std::fs::remove_file(self.path(fh)) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(e),
         };
-        drop(shard);
         if r {
             File::open(&self.dir)?.sync_all()?;
         }
@@ -486,10 +476,10 @@ mod tests {
 
     fn roundtrip(store: &ObjectStore, engine: &Engine) {
         let fh = DsFh { stripe: 0, ino: 42, generation: 3 };
-        assert_eq!(store.get(&fh).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(store.open_object(&fh).unwrap_err().kind(), io::ErrorKind::NotFound);
         store.create(&fh).unwrap();
         store.create(&fh).unwrap(); // idempotent
-        let obj = store.get(&fh).unwrap();
+        let obj = store.open_object(&fh).unwrap();
         let aligned: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
         let odd: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
         engine.write(&obj, 0, &aligned).ok().unwrap();
@@ -513,7 +503,8 @@ mod tests {
         assert_eq!(n, 0);
         assert!(store.remove(&fh).unwrap());
         assert!(!store.remove(&fh).unwrap());
-        assert_eq!(store.get(&fh).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(store.open_object(&fh).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(store.open_buffered(&fh).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
@@ -556,8 +547,7 @@ mod tests {
         let store = ObjectStore::open(dir.path(), true).unwrap();
         let engine = Engine::new(BufPool::new(1, 64 * 1024), Arc::new(DsStats::default()), true);
         let fh = DsFh { stripe: 0, ino: 1, generation: 1 };
-        store.create(&fh).unwrap();
-        let obj = store.get(&fh).unwrap();
+        let obj = store.create(&fh).unwrap();
         let held = engine.read(&obj, 0, 10).ok().unwrap();
         assert!(matches!(engine.read(&obj, 0, 10), Err(IoError::NoBuffer)));
         // writes fall back to buffered I/O instead

@@ -6,14 +6,15 @@ use crate::fh::DsFh;
 use pnfs_protocol::wire::*;
 
 /// BADHANDLE for a handle not in the DS format, STALE for an object that
-/// was never created or was removed.
+/// was never created or was removed (the reactor's open-object cache drops
+/// an object before its OBJ_REMOVE is answered).
 pub fn putfh(ds: &Ds, c: &mut Compound, a: &PUTFH4args, rb: &mut ReplyBuf) -> nfsstat4 {
     c.current_fh = None;
     c.current_obj = None;
     let r = (|| {
         let fh = DsFh::parse(&a.object)?;
         if !fh.is_root() {
-            let obj = ds.store.get(&fh).map_err(|e| match e.kind() {
+            let obj = c.replica.object(&ds.store, &fh).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => nfsstat4::NFS4ERR_STALE,
                 _ => {
                     log::warn!("opening object {}: {e}", fh.object_name());

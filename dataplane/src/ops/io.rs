@@ -45,7 +45,7 @@ fn engine_status(ds: &Ds, e: IoError) -> nfsstat4 {
 pub fn read(ds: &Ds, c: &mut Compound, a: &READ4args, rb: &mut ReplyBuf) -> nfsstat4 {
     let r = (|| -> NfsResult<(Option<PoolBuf>, usize, bool)> {
         let (fh, obj) = c.object()?;
-        ds.state.check_io(&a.stateid, &fh, false)?;
+        c.replica.check_io(&a.stateid, &fh, false)?;
         let budget = c.max_response.saturating_sub(REPLY_OVERHEAD);
         let count = (a.count as usize).min(ds.cfg.max_io()).min(budget);
         if a.offset > i64::MAX as u64 || count == 0 {
@@ -79,7 +79,7 @@ pub fn read(ds: &Ds, c: &mut Compound, a: &READ4args, rb: &mut ReplyBuf) -> nfss
 pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nfsstat4 {
     let r = (|| -> NfsResult<WRITE4resok> {
         let (fh, obj) = c.object()?;
-        ds.state.check_io(&a.stateid, &fh, true)?;
+        c.replica.check_io(&a.stateid, &fh, true)?;
         if a.data.len() > ds.cfg.max_io() {
             return Err(nfsstat4::NFS4ERR_INVAL);
         }

@@ -456,11 +456,13 @@ mod tests {
         let session = new_session(&ds, 2);
         let engine = Engine::new(BufPool::new(1, 64 * 1024), Arc::new(DsStats::default()), false);
         let conn = ConnInfo { id: 1, peer: "127.0.0.1".parse().unwrap() };
+        let replica = ds.bus.replica(0);
         let mk = || Compound {
             minor: 1,
             cred: Credential::None,
             conn: &conn,
             engine: &engine,
+            replica: &replica,
             session: None,
             slot: None,
             current_fh: None,
