@@ -344,6 +344,11 @@ fn ds_end_to_end() {
     assert_eq!(ctl.simple(CTL_PROC_OBJ_REMOVE, &obj), ctl_status::CTL_OK);
     assert_eq!(status_of(&mut c, vec![putfh(&fh), read(sid(rw))]), nfsstat4::NFS4ERR_STALE);
     assert_eq!(status_of(&mut c, vec![putfh(&DsFh { stripe: 0, ino: 5, generation: 5 }.to_bytes())]), nfsstat4::NFS4ERR_STALE);
+    // Every reactor had the object open (the reads above): each dropped it
+    // before OBJ_REMOVE was answered.
+    for (i, o) in others.iter_mut().enumerate() {
+        assert_eq!(status_of(o, vec![putfh(&fh), read(sid(rw))]), nfsstat4::NFS4ERR_STALE, "client {i}");
+    }
     let st: ctl_stat_res = ctl.call(CTL_PROC_OBJ_STAT, &obj);
     assert_eq!(st.csr_status, ctl_status::CTL_NOENT);
 
@@ -364,6 +369,9 @@ fn ds_end_to_end() {
     }
     assert!(s.connections_accepted >= 7);
     assert_eq!(s.control_bytes_written, 5);
+    // Published to the reactors: 3 creates, 2 allows (not the invalid ones),
+    // 2 revokes, 2 removes; none failed.
+    assert_eq!((s.control_updates, s.control_update_failures), (9, 0));
     // One aligned O_DIRECT write copied once; READ payloads are never copied
     // (only tiny cached replies are flattened).
     eprintln!("{s:?}");
