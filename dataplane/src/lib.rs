@@ -8,17 +8,19 @@
 //!
 //! `reactor` (threads, sockets, RPC records) -> `compound` (session gate and
 //! dispatch table) -> `ops::*` (one file per operation group) -> `ds` (the
-//! shared server object) -> `state` (clients, sessions, allowed stateids),
-//! `storage` (objects, buffer pools, io_uring). `control` is the MDS <-> DS
-//! control protocol (server and registration client); `config` the `[ds]`
-//! table; `stats` the counters.
+//! shared server object) -> `state` (clients, sessions, the allowed-stateid
+//! table), `bus` (the reactors' own copies of control-plane state and the
+//! queues that update them), `storage` (objects, buffer pools, io_uring).
+//! `control` is the MDS <-> DS control protocol (server and registration
+//! client); `config` the `[ds]` table; `stats` the counters.
 //!
 //! # Threads and sharing
 //!
 //! - `ds.reactors` reactor threads (`ds-reactor-N`), each optionally pinned
 //!   to a core from `ds.cores`, each with its own SO_REUSEPORT listener on
 //!   `ds.bind`, a tokio current-thread runtime, its own connections, its own
-//!   aligned buffer pool and its own io_uring. A COMPOUND runs to completion
+//!   aligned buffer pool, its own io_uring and its own copy of the
+//!   control-plane state ([`bus::Replica`]). A COMPOUND runs to completion
 //!   on the reactor that read it; storage I/O is submitted to the reactor's
 //!   ring and waited for right there (submit-and-wait per request: the
 //!   simple first step; completion-driven I/O comes with line-rate tuning).
@@ -27,12 +29,34 @@
 //! - One registration thread (`ds-register`): registers with the MDS and
 //!   heartbeats, blocking only itself.
 //!
-//! State that every reactor needs (clients, sessions, allowed stateids, the
-//! open-object cache) is shared, behind sharded mutexes ([`state::Shards`],
-//! 16 shards picked by key hash); no lock is held across I/O or an await.
-//! Client records, touched only by EXCHANGE_ID / CREATE_SESSION / DESTROY /
-//! expiry, sit behind one mutex. Buffers and rings are per reactor and never
-//! shared, so they need no locks at all.
+//! # Control plane -> reactors: queues only
+//!
+//! What the MDS decides and every READ/WRITE/PUTFH checks - the stateids
+//! it allowed (STATEID_ALLOW, STATEID_REVOKE, forgetting an old MDS epoch's)
+//! and which objects exist (OBJ_CREATE, OBJ_REMOVE -> STALE) - is owned by
+//! each reactor: plain maps, no lock, no allocation to look up. The control
+//! plane reaches it only through one bounded lock-free queue per reactor
+//! (`crossbeam_queue::ArrayQueue`): it pushes every update to every
+//! reactor, wakes them, and answers the MDS only once each reactor has
+//! applied it (its applied-sequence counter reached the update's), so a
+//! layout the MDS hands out right after STATEID_ALLOW works on whichever
+//! reactor the client's I/O lands, and after STATEID_REVOKE or OBJ_REMOVE
+//! no reactor has I/O of the old state in flight. Reactors also drain their
+//! queue before every COMPOUND. A reactor never waits for the control
+//! plane; the control plane waits for reactors only boundedly (full queue:
+//! it waits for room, never drops; past the bound the control call fails
+//! with CTL_IO). Details and invariants in [`bus`].
+//!
+//! # Shared state
+//!
+//! Clients and sessions are NFS-session state, not control-plane state:
+//! clients create them on whatever reactor their connection reached and use
+//! them from every reactor their connections reach, so they stay shared,
+//! behind sharded mutexes ([`state::Shards`], 16 shards picked by key
+//! hash); no lock is held across I/O or an await. Client records, touched
+//! only by EXCHANGE_ID / CREATE_SESSION / DESTROY / expiry, sit behind one
+//! mutex. Buffers, rings and the replicas are per reactor and never shared,
+//! so they need no locks at all.
 //!
 //! # Storage
 //!
@@ -48,7 +72,7 @@
 //!
 //! READ and WRITE need a stateid the MDS pushed with CTL_PROC_STATEID_ALLOW
 //! for that very object (matched on `other`, any seqid); see
-//! [`state::DsState::check_io`] for the exact errors.
+//! [`state::AllowedTable::check_io`] for the exact errors.
 //!
 //! # Simplified for now
 //!
