@@ -172,7 +172,7 @@ pub fn layout_recall_file<'a>(fh: &'a [u8], stateid: stateid4, iomode: layoutiom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ChannelLimits, Slot};
+    use crate::state::{ChannelLimits, SlotTable};
 
     fn session(conns: Vec<u64>) -> Session {
         let lim = ChannelLimits { max_request: 4096, max_response: 4096, max_response_cached: 0, max_ops: 2, max_requests: 1 };
@@ -183,7 +183,7 @@ mod tests {
             back: lim,
             cb_program: 0x4000_0000,
             minor: 2,
-            slots: Mutex::new(vec![Slot::default()]),
+            slots: Mutex::new(SlotTable::new(1)),
             back_conns: Mutex::new(conns),
         }
     }

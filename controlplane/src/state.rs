@@ -13,25 +13,7 @@ use std::time::{Duration, Instant};
 pub type SessionId = [u8; 16];
 pub type StateOther = [u8; 12];
 
-/// One slot of a session's fore channel (RFC 8881 2.10.6.1).
-#[derive(Debug, Default)]
-pub struct Slot {
-    pub seqid: u32,
-    pub in_progress: bool,
-    /// Encoded COMPOUND4res of the last request, when it was cached.
-    pub reply: Option<Arc<Vec<u8>>>,
-    /// The last request was executed but its reply not kept.
-    pub uncached: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct ChannelLimits {
-    pub max_request: u32,
-    pub max_response: u32,
-    pub max_response_cached: u32,
-    pub max_ops: u32,
-    pub max_requests: u32,
-}
+pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
 
 pub struct Session {
     pub id: SessionId,
@@ -43,7 +25,7 @@ pub struct Session {
     /// (the Linux client finds the session only among clients of that
     /// minor version and answers NFS4ERR_BADSESSION otherwise).
     pub minor: u32,
-    pub slots: Mutex<Vec<Slot>>,
+    pub slots: Mutex<SlotTable>,
     /// Connection ids bound for the back channel.
     pub back_conns: Mutex<Vec<u64>>,
 }

@@ -6,6 +6,7 @@
 
 pub mod record;
 pub mod rpc;
+pub mod session;
 pub mod xdr;
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 use crate::compound::{reply, Compound};
 use crate::mds::{Mds, CLIENT_RECORD_PREFIX};
 use crate::namespace::NfsResult;
-use crate::state::{ChannelLimits, Client, Session, Slot};
+use crate::state::{Client, Session};
+use pnfs_protocol::session::{negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode};
 use std::sync::{Arc, Mutex};
@@ -28,14 +29,6 @@ const CLIENT_FLAGS: u32 = FLAG_SUPP_MOVED_REFER
     | FLAG_USE_PNFS_MDS
     | FLAG_USE_PNFS_DS
     | FLAG_UPD_CONFIRMED_REC_A;
-
-const CREATE_SESSION4_FLAG_PERSIST: u32 = 0x1;
-const CREATE_SESSION4_FLAG_CONN_BACK_CHAN: u32 = 0x2;
-const CREATE_SESSION4_FLAG_CONN_RDMA: u32 = 0x4;
-
-/// Replies up to this size are cached even without sa_cachethis: cheap, and
-/// it lets a retransmission be answered exactly.
-const ALWAYS_CACHE_BYTES: usize = 4096;
 
 fn client_record_key(owner: &[u8]) -> Vec<u8> {
     let mut k = CLIENT_RECORD_PREFIX.to_vec();
@@ -144,31 +137,6 @@ fn principal_of(cred: &pnfs_protocol::rpc::Credential) -> Option<(u32, u32)> {
     }
 }
 
-fn negotiate_fore(m: &Mds, asked: &channel_attrs4) -> ChannelLimits {
-    let max_record = m.cfg.max_record_bytes;
-    ChannelLimits {
-        max_request: asked.ca_maxrequestsize.min(max_record),
-        max_response: asked.ca_maxresponsesize.min(max_record),
-        max_response_cached: asked.ca_maxresponsesize_cached.min(64 * 1024),
-        // The Linux client refuses fewer ops than it asked for (8); OPEN with
-        // LAYOUTGET needs more, so offer our maximum.
-        max_ops: m.cfg.max_ops.max(asked.ca_maxoperations.min(m.cfg.max_ops)),
-        max_requests: asked.ca_maxrequests.clamp(1, m.cfg.session_slots),
-    }
-}
-
-fn attrs_of(l: &ChannelLimits) -> channel_attrs4 {
-    channel_attrs4 {
-        ca_headerpadsize: 0,
-        ca_maxrequestsize: l.max_request,
-        ca_maxresponsesize: l.max_response,
-        ca_maxresponsesize_cached: l.max_response_cached,
-        ca_maxoperations: l.max_ops,
-        ca_maxrequests: l.max_requests,
-        ca_rdma_ird: vec![],
-    }
-}
-
 pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mut Encoder) -> nfsstat4 {
     match create_session_inner(m, c, a) {
         Ok(bytes) => {
@@ -196,31 +164,10 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
     if a.csa_sequence != client.cs_sequence {
         return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
     }
-    if a.csa_flags & !(CREATE_SESSION4_FLAG_PERSIST | CREATE_SESSION4_FLAG_CONN_BACK_CHAN | CREATE_SESSION4_FLAG_CONN_RDMA) != 0 {
-        return Err(nfsstat4::NFS4ERR_INVAL);
-    }
-    let fa = &a.csa_fore_chan_attrs;
-    if fa.ca_maxrequests == 0 || fa.ca_maxoperations == 0 {
-        return Err(nfsstat4::NFS4ERR_INVAL);
-    }
-    // A session must at least carry a small COMPOUND with SEQUENCE.
-    if fa.ca_maxrequestsize < 256 || fa.ca_maxresponsesize < 256 {
-        return Err(nfsstat4::NFS4ERR_TOOSMALL);
-    }
-    let fore = negotiate_fore(m, fa);
-    let ba = &a.csa_back_chan_attrs;
-    // The back channel must fit a CB_SEQUENCE + CB_RECALL-sized call.
-    if ba.ca_maxrequestsize < 128 || ba.ca_maxresponsesize < 64 || ba.ca_maxoperations < 2 {
-        return Err(nfsstat4::NFS4ERR_TOOSMALL);
-    }
-    // Back channel: echo what the client offered (it checks every value).
-    let back = ChannelLimits {
-        max_request: ba.ca_maxrequestsize,
-        max_response: ba.ca_maxresponsesize,
-        max_response_cached: ba.ca_maxresponsesize_cached,
-        max_ops: ba.ca_maxoperations,
-        max_requests: ba.ca_maxrequests.max(1),
-    };
+    let (fore, back) = negotiate(
+        a,
+        ServerLimits { max_record: m.cfg.max_record_bytes, max_ops: m.cfg.max_ops, slots: m.cfg.session_slots },
+    )?;
     let clientid = a.csa_clientid;
     let sid = st.new_sessionid(clientid);
     let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
@@ -231,7 +178,7 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
         back,
         cb_program: a.csa_cb_program,
         minor: c.minor,
-        slots: Mutex::new((0..fore.max_requests).map(|_| Slot::default()).collect()),
+        slots: Mutex::new(SlotTable::new(fore.max_requests)),
         back_conns: Mutex::new(if flags != 0 { vec![c.conn.id] } else { vec![] }),
     });
     st.sessions.insert(sid, session);
@@ -245,8 +192,8 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
         csr_sessionid: sid,
         csr_sequence: a.csa_sequence,
         csr_flags: flags,
-        csr_fore_chan_attrs: attrs_of(&fore),
-        csr_back_chan_attrs: attrs_of(&back),
+        csr_fore_chan_attrs: fore.to_attrs(),
+        csr_back_chan_attrs: back.to_attrs(),
     };
     let mut enc = Encoder::new();
     res.encode(&mut enc).map_err(|_| nfsstat4::NFS4ERR_SERVERFAULT)?;
@@ -359,26 +306,10 @@ pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<Seque
         return Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE);
     }
     let mut slots = session.slots.lock().unwrap_or_else(|p| p.into_inner());
-    let nslots = slots.len() as u32;
-    let slot = slots.get_mut(a.sa_slotid as usize).ok_or(nfsstat4::NFS4ERR_BADSLOT)?;
-    if a.sa_sequenceid == slot.seqid && slot.seqid != 0 {
-        if slot.in_progress {
-            return Err(nfsstat4::NFS4ERR_DELAY);
-        }
-        return match &slot.reply {
-            Some(r) => Ok(SequenceOutcome::Replay(r.clone())),
-            None => Err(nfsstat4::NFS4ERR_RETRY_UNCACHED_REP),
-        };
+    let nslots = slots.len();
+    if let SlotUse::Replay(r) = slots.begin(a.sa_slotid, a.sa_sequenceid)? {
+        return Ok(SequenceOutcome::Replay(r));
     }
-    if a.sa_sequenceid != slot.seqid.wrapping_add(1) {
-        return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
-    }
-    if slot.in_progress {
-        return Err(nfsstat4::NFS4ERR_DELAY);
-    }
-    slot.seqid = a.sa_sequenceid;
-    slot.in_progress = true;
-    slot.reply = None;
     drop(slots);
     c.max_response = session.fore.max_response as usize;
     c.session = Some(session.clone());
@@ -397,12 +328,7 @@ pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<Seque
 /// Ends a request on its slot, keeping the reply for retransmissions.
 pub fn finish_slot(session: &Session, slot: u32, reply: &[u8], cache_this: bool) {
     let mut slots = session.slots.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = slots.get_mut(slot as usize) {
-        s.in_progress = false;
-        let keep = (cache_this && reply.len() <= session.fore.max_response_cached as usize) || reply.len() <= ALWAYS_CACHE_BYTES;
-        s.reply = keep.then(|| Arc::new(reply.to_vec()));
-        s.uncached = !keep;
-    }
+    slots.finish(slot, reply, cache_this, session.fore.max_response_cached);
 }
 
 pub fn reclaim_complete(m: &Mds, c: &mut Compound, a: &RECLAIM_COMPLETE4args, e: &mut Encoder) -> nfsstat4 {

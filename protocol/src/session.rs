@@ -1,0 +1,220 @@
+//! NFSv4.1 session machinery shared by the MDS and the data servers
+//! (RFC 8881 2.10.6, 18.36, 18.46): channel attribute negotiation, the
+//! CREATE_SESSION argument rules, and the fore-channel slot table with its
+//! reply cache. Pure protocol state: no I/O, no storage.
+
+use crate::wire::{channel_attrs4, nfsstat4, CREATE_SESSION4args};
+use std::sync::Arc;
+
+pub const CREATE_SESSION4_FLAG_PERSIST: u32 = 0x1;
+pub const CREATE_SESSION4_FLAG_CONN_BACK_CHAN: u32 = 0x2;
+pub const CREATE_SESSION4_FLAG_CONN_RDMA: u32 = 0x4;
+
+/// Replies up to this size are kept even without sa_cachethis: cheap, and a
+/// retransmission is then answered exactly.
+pub const ALWAYS_CACHE_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelLimits {
+    pub max_request: u32,
+    pub max_response: u32,
+    pub max_response_cached: u32,
+    pub max_ops: u32,
+    pub max_requests: u32,
+}
+
+impl ChannelLimits {
+    pub fn to_attrs(&self) -> channel_attrs4 {
+        channel_attrs4 {
+            ca_headerpadsize: 0,
+            ca_maxrequestsize: self.max_request,
+            ca_maxresponsesize: self.max_response,
+            ca_maxresponsesize_cached: self.max_response_cached,
+            ca_maxoperations: self.max_ops,
+            ca_maxrequests: self.max_requests,
+            ca_rdma_ird: vec![],
+        }
+    }
+}
+
+/// What a server offers on the fore channel.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub max_record: u32,
+    pub max_ops: u32,
+    pub slots: u32,
+}
+
+/// Checks CREATE_SESSION's flags and channel attributes and returns the
+/// negotiated (fore, back) limits. The back channel echoes what the client
+/// offered (Linux checks every value); the fore channel never offers fewer
+/// operations than asked (Linux refuses that) nor more slots than `slots`.
+pub fn negotiate(a: &CREATE_SESSION4args, ours: ServerLimits) -> Result<(ChannelLimits, ChannelLimits), nfsstat4> {
+    let known = CREATE_SESSION4_FLAG_PERSIST | CREATE_SESSION4_FLAG_CONN_BACK_CHAN | CREATE_SESSION4_FLAG_CONN_RDMA;
+    if a.csa_flags & !known != 0 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    let fa = &a.csa_fore_chan_attrs;
+    if fa.ca_maxrequests == 0 || fa.ca_maxoperations == 0 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    // A session must at least carry a small COMPOUND with SEQUENCE.
+    if fa.ca_maxrequestsize < 256 || fa.ca_maxresponsesize < 256 {
+        return Err(nfsstat4::NFS4ERR_TOOSMALL);
+    }
+    let ba = &a.csa_back_chan_attrs;
+    // The back channel must fit a CB_SEQUENCE + CB_RECALL-sized call.
+    if ba.ca_maxrequestsize < 128 || ba.ca_maxresponsesize < 64 || ba.ca_maxoperations < 2 {
+        return Err(nfsstat4::NFS4ERR_TOOSMALL);
+    }
+    let fore = ChannelLimits {
+        max_request: fa.ca_maxrequestsize.min(ours.max_record),
+        max_response: fa.ca_maxresponsesize.min(ours.max_record),
+        max_response_cached: fa.ca_maxresponsesize_cached.min(64 * 1024),
+        max_ops: ours.max_ops.max(fa.ca_maxoperations.min(ours.max_ops)),
+        max_requests: fa.ca_maxrequests.clamp(1, ours.slots),
+    };
+    let back = ChannelLimits {
+        max_request: ba.ca_maxrequestsize,
+        max_response: ba.ca_maxresponsesize,
+        max_response_cached: ba.ca_maxresponsesize_cached,
+        max_ops: ba.ca_maxoperations,
+        max_requests: ba.ca_maxrequests.max(1),
+    };
+    Ok((fore, back))
+}
+
+#[derive(Debug, Default)]
+pub struct Slot {
+    pub seqid: u32,
+    pub in_progress: bool,
+    /// Encoded COMPOUND4res of the last request, when it was kept.
+    pub reply: Option<Arc<Vec<u8>>>,
+}
+
+/// Outcome of SEQUENCE on a slot.
+#[derive(Debug)]
+pub enum SlotUse {
+    /// A new request: execute it, then `finish`.
+    New,
+    /// A retransmission: send this cached COMPOUND4res as it was.
+    Replay(Arc<Vec<u8>>),
+}
+
+/// The fore-channel slot table of one session. An error leaves the slot
+/// untouched (an erroring SEQUENCE must not advance it).
+#[derive(Debug)]
+pub struct SlotTable {
+    slots: Vec<Slot>,
+}
+
+impl SlotTable {
+    pub fn new(n: u32) -> SlotTable {
+        assert!(n > 0, "a session has at least one slot");
+        SlotTable { slots: (0..n).map(|_| Slot::default()).collect() }
+    }
+
+    pub fn len(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn begin(&mut self, slotid: u32, seqid: u32) -> Result<SlotUse, nfsstat4> {
+        let slot = self.slots.get_mut(slotid as usize).ok_or(nfsstat4::NFS4ERR_BADSLOT)?;
+        if seqid == slot.seqid && slot.seqid != 0 {
+            if slot.in_progress {
+                return Err(nfsstat4::NFS4ERR_DELAY);
+            }
+            return match &slot.reply {
+                Some(r) => Ok(SlotUse::Replay(r.clone())),
+                None => Err(nfsstat4::NFS4ERR_RETRY_UNCACHED_REP),
+            };
+        }
+        if seqid != slot.seqid.wrapping_add(1) {
+            return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
+        }
+        if slot.in_progress {
+            return Err(nfsstat4::NFS4ERR_DELAY);
+        }
+        slot.seqid = seqid;
+        slot.in_progress = true;
+        slot.reply = None;
+        Ok(SlotUse::New)
+    }
+
+    /// Ends the request on `slotid`, keeping its reply when the client asked
+    /// (within `max_cached`) or when it is small.
+    pub fn finish(&mut self, slotid: u32, reply: &[u8], cache_this: bool, max_cached: u32) {
+        if let Some(s) = self.slots.get_mut(slotid as usize) {
+            s.in_progress = false;
+            let keep = (cache_this && reply.len() <= max_cached as usize) || reply.len() <= ALWAYS_CACHE_BYTES;
+            s.reply = keep.then(|| Arc::new(reply.to_vec()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_rules() {
+        let mut t = SlotTable::new(2);
+        assert_eq!(t.begin(2, 1).unwrap_err(), nfsstat4::NFS4ERR_BADSLOT);
+        assert_eq!(t.begin(0, 2).unwrap_err(), nfsstat4::NFS4ERR_SEQ_MISORDERED);
+        assert!(matches!(t.begin(0, 1), Ok(SlotUse::New)));
+        // Retransmission while executing.
+        assert_eq!(t.begin(0, 1).unwrap_err(), nfsstat4::NFS4ERR_DELAY);
+        t.finish(0, b"reply", false, 0);
+        match t.begin(0, 1) {
+            Ok(SlotUse::Replay(r)) => assert_eq!(&r[..], b"reply"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(t.begin(0, 2), Ok(SlotUse::New)));
+        t.finish(0, &vec![0u8; ALWAYS_CACHE_BYTES + 1], false, 1 << 20);
+        assert_eq!(t.begin(0, 2).unwrap_err(), nfsstat4::NFS4ERR_RETRY_UNCACHED_REP);
+        // Errors did not move the slot: the next seqid still works.
+        assert!(matches!(t.begin(0, 3), Ok(SlotUse::New)));
+        // Seqids wrap.
+        let mut w = SlotTable::new(1);
+        w.slots[0].seqid = u32::MAX;
+        assert!(matches!(w.begin(0, 0), Ok(SlotUse::New)));
+    }
+
+    fn attrs(req: u32, ops: u32, reqs: u32) -> channel_attrs4 {
+        channel_attrs4 {
+            ca_headerpadsize: 0,
+            ca_maxrequestsize: req,
+            ca_maxresponsesize: req,
+            ca_maxresponsesize_cached: 4096,
+            ca_maxoperations: ops,
+            ca_maxrequests: reqs,
+            ca_rdma_ird: vec![],
+        }
+    }
+
+    #[test]
+    fn negotiation() {
+        let ours = ServerLimits { max_record: 1 << 20, max_ops: 64, slots: 128 };
+        let mut a = CREATE_SESSION4args {
+            csa_clientid: 1,
+            csa_sequence: 1,
+            csa_flags: CREATE_SESSION4_FLAG_CONN_BACK_CHAN,
+            csa_fore_chan_attrs: attrs(2 << 20, 8, 1024),
+            csa_back_chan_attrs: attrs(4096, 2, 16),
+            csa_cb_program: 0x4000_0000,
+            csa_sec_parms: vec![],
+        };
+        let (fore, back) = negotiate(&a, ours).unwrap();
+        assert_eq!((fore.max_request, fore.max_ops, fore.max_requests), (1 << 20, 64, 128));
+        assert_eq!(back.to_attrs(), attrs(4096, 2, 16));
+        a.csa_flags = 0x10;
+        assert_eq!(negotiate(&a, ours).unwrap_err(), nfsstat4::NFS4ERR_INVAL);
+        a.csa_flags = 0;
+        a.csa_back_chan_attrs = attrs(10, 2, 16);
+        assert_eq!(negotiate(&a, ours).unwrap_err(), nfsstat4::NFS4ERR_TOOSMALL);
+    }
+}
