@@ -117,23 +117,7 @@ impl Lease {
     }
 }
 
-/// One slot of a session's fore channel (RFC 8881 2.10.6.1).
-#[derive(Debug, Default)]
-pub struct Slot {
-    pub seqid: u32,
-    pub in_progress: bool,
-    /// Encoded COMPOUND4res of the last request, when it was cached.
-    pub reply: Option<Arc<Vec<u8>>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelLimits {
-    pub max_request: u32,
-    pub max_response: u32,
-    pub max_response_cached: u32,
-    pub max_ops: u32,
-    pub max_requests: u32,
-}
+pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
 
 pub struct Session {
     pub id: SessionId,
@@ -141,7 +125,7 @@ pub struct Session {
     pub fore: ChannelLimits,
     pub back: ChannelLimits,
     pub cb_program: u32,
-    pub slots: Mutex<Vec<Slot>>,
+    pub slots: Mutex<SlotTable>,
     /// Connection ids bound for the back channel (a DS sends no callbacks;
     /// kept so BIND_CONN_TO_SESSION answers truthfully).
     pub back_conns: Mutex<Vec<u64>>,
@@ -421,7 +405,7 @@ mod tests {
                 fore: limits,
                 back: limits,
                 cb_program: 0,
-                slots: Mutex::new(vec![Slot::default()]),
+                slots: Mutex::new(SlotTable::new(1)),
                 back_conns: Mutex::new(vec![]),
                 lease: lease.clone(),
             }),

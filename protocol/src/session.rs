@@ -148,11 +148,29 @@ impl SlotTable {
     /// Ends the request on `slotid`, keeping its reply when the client asked
     /// (within `max_cached`) or when it is small.
     pub fn finish(&mut self, slotid: u32, reply: &[u8], cache_this: bool, max_cached: u32) {
+        let kept = keep_reply(reply.len(), cache_this, max_cached).then(|| Arc::new(reply.to_vec()));
+        self.finish_with(slotid, kept);
+    }
+
+    /// Ends the request on `slotid` with the reply to keep (None: not kept),
+    /// for callers that build the cached copy only when `keep_reply` says so.
+    pub fn finish_with(&mut self, slotid: u32, kept: Option<Arc<Vec<u8>>>) {
         if let Some(s) = self.slots.get_mut(slotid as usize) {
             s.in_progress = false;
-            let keep = (cache_this && reply.len() <= max_cached as usize) || reply.len() <= ALWAYS_CACHE_BYTES;
-            s.reply = keep.then(|| Arc::new(reply.to_vec()));
+            s.reply = kept;
         }
+    }
+}
+
+/// Whether a reply of `len` bytes is kept in the slot.
+pub fn keep_reply(len: usize, cache_this: bool, max_cached: u32) -> bool {
+    (cache_this && len <= max_cached as usize) || len <= ALWAYS_CACHE_BYTES
+}
+
+impl SlotTable {
+    #[cfg(test)]
+    fn force_seqid(&mut self, slotid: usize, seqid: u32) {
+        self.slots[slotid].seqid = seqid;
     }
 }
 
@@ -180,7 +198,7 @@ mod tests {
         assert!(matches!(t.begin(0, 3), Ok(SlotUse::New)));
         // Seqids wrap.
         let mut w = SlotTable::new(1);
-        w.slots[0].seqid = u32::MAX;
+        w.force_seqid(0, u32::MAX);
         assert!(matches!(w.begin(0, 0), Ok(SlotUse::New)));
     }
 

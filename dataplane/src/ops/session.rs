@@ -8,7 +8,8 @@
 
 use crate::compound::{reply, Compound, NfsResult, ReplyBuf, DS_MAX_OPS};
 use crate::ds::Ds;
-use crate::state::{ChannelLimits, Client, Lease, Session, Slot, MAX_CLIENTS, MAX_SESSIONS_PER_CLIENT};
+use crate::state::{Client, Lease, Session, MAX_CLIENTS, MAX_SESSIONS_PER_CLIENT};
+use pnfs_protocol::session::{keep_reply, negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
 use crate::stats::bump;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode};
@@ -31,14 +32,6 @@ const CLIENT_FLAGS: u32 = FLAG_SUPP_MOVED_REFER
     | FLAG_USE_PNFS_MDS
     | FLAG_USE_PNFS_DS
     | FLAG_UPD_CONFIRMED_REC_A;
-
-const CREATE_SESSION4_FLAG_PERSIST: u32 = 0x1;
-const CREATE_SESSION4_FLAG_CONN_BACK_CHAN: u32 = 0x2;
-const CREATE_SESSION4_FLAG_CONN_RDMA: u32 = 0x4;
-
-/// Replies up to this size are cached even without sa_cachethis (as on the
-/// MDS): cheap, and it lets a retransmission be answered exactly.
-const ALWAYS_CACHE_BYTES: usize = 4096;
 
 pub fn exchange_id(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args, rb: &mut ReplyBuf) -> nfsstat4 {
     reply(rb, exchange_id_inner(ds, c, a))
@@ -139,30 +132,6 @@ fn principal_of(cred: &pnfs_protocol::rpc::Credential) -> Option<(u32, u32)> {
     }
 }
 
-pub fn negotiate_fore(ds: &Ds, asked: &channel_attrs4) -> ChannelLimits {
-    let max_record = ds.cfg.max_record_bytes;
-    ChannelLimits {
-        max_request: asked.ca_maxrequestsize.min(max_record),
-        max_response: asked.ca_maxresponsesize.min(max_record),
-        max_response_cached: asked.ca_maxresponsesize_cached.min(64 * 1024),
-        // The Linux client refuses fewer ops than it asked for; offer ours.
-        max_ops: DS_MAX_OPS,
-        max_requests: asked.ca_maxrequests.clamp(1, ds.cfg.session_slots),
-    }
-}
-
-fn attrs_of(l: &ChannelLimits) -> channel_attrs4 {
-    channel_attrs4 {
-        ca_headerpadsize: 0,
-        ca_maxrequestsize: l.max_request,
-        ca_maxresponsesize: l.max_response,
-        ca_maxresponsesize_cached: l.max_response_cached,
-        ca_maxoperations: l.max_ops,
-        ca_maxrequests: l.max_requests,
-        ca_rdma_ird: vec![],
-    }
-}
-
 pub fn create_session(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
     match create_session_inner(ds, c, a) {
         Ok(bytes) => {
@@ -190,32 +159,13 @@ fn create_session_inner(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
     if a.csa_sequence != client.cs_sequence {
         return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
     }
-    if a.csa_flags & !(CREATE_SESSION4_FLAG_PERSIST | CREATE_SESSION4_FLAG_CONN_BACK_CHAN | CREATE_SESSION4_FLAG_CONN_RDMA) != 0 {
-        return Err(nfsstat4::NFS4ERR_INVAL);
-    }
     if client.sessions.len() >= MAX_SESSIONS_PER_CLIENT {
         return Err(nfsstat4::NFS4ERR_NOSPC);
     }
-    let fa = &a.csa_fore_chan_attrs;
-    if fa.ca_maxrequests == 0 || fa.ca_maxoperations == 0 {
-        return Err(nfsstat4::NFS4ERR_INVAL);
-    }
-    if fa.ca_maxrequestsize < 256 || fa.ca_maxresponsesize < 256 {
-        return Err(nfsstat4::NFS4ERR_TOOSMALL);
-    }
-    let fore = negotiate_fore(ds, fa);
-    let ba = &a.csa_back_chan_attrs;
-    if ba.ca_maxrequestsize < 128 || ba.ca_maxresponsesize < 64 || ba.ca_maxoperations < 2 {
-        return Err(nfsstat4::NFS4ERR_TOOSMALL);
-    }
-    // Back channel: echo what the client offered (it checks every value).
-    let back = ChannelLimits {
-        max_request: ba.ca_maxrequestsize,
-        max_response: ba.ca_maxresponsesize,
-        max_response_cached: ba.ca_maxresponsesize_cached,
-        max_ops: ba.ca_maxoperations,
-        max_requests: ba.ca_maxrequests.max(1),
-    };
+    let (fore, back) = negotiate(
+        a,
+        ServerLimits { max_record: ds.cfg.max_record_bytes, max_ops: DS_MAX_OPS, slots: ds.cfg.session_slots },
+    )?;
     let clientid = a.csa_clientid;
     let lease = client.lease.clone();
     let sid = st.new_sessionid(&mut t, clientid);
@@ -226,7 +176,7 @@ fn create_session_inner(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
         fore,
         back,
         cb_program: a.csa_cb_program,
-        slots: Mutex::new((0..fore.max_requests).map(|_| Slot::default()).collect()),
+        slots: Mutex::new(SlotTable::new(fore.max_requests)),
         back_conns: Mutex::new(if flags != 0 { vec![c.conn.id] } else { vec![] }),
         lease: lease.clone(),
     });
@@ -235,8 +185,8 @@ fn create_session_inner(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
         csr_sessionid: sid,
         csr_sequence: a.csa_sequence,
         csr_flags: flags,
-        csr_fore_chan_attrs: attrs_of(&fore),
-        csr_back_chan_attrs: attrs_of(&back),
+        csr_fore_chan_attrs: fore.to_attrs(),
+        csr_back_chan_attrs: back.to_attrs(),
     };
     let mut enc = Encoder::new();
     res.encode(&mut enc).map_err(|_| nfsstat4::NFS4ERR_SERVERFAULT)?;
@@ -338,27 +288,10 @@ pub fn sequence(ds: &Ds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<Seque
         return Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE);
     }
     let mut slots = crate::state::lock(&session.slots);
-    let nslots = slots.len() as u32;
-    assert!(nslots > 0, "session without slots");
-    let slot = slots.get_mut(a.sa_slotid as usize).ok_or(nfsstat4::NFS4ERR_BADSLOT)?;
-    if a.sa_sequenceid == slot.seqid && slot.seqid != 0 {
-        if slot.in_progress {
-            return Err(nfsstat4::NFS4ERR_DELAY);
-        }
-        return match &slot.reply {
-            Some(r) => Ok(SequenceOutcome::Replay(r.clone())),
-            None => Err(nfsstat4::NFS4ERR_RETRY_UNCACHED_REP),
-        };
+    let nslots = slots.len();
+    if let SlotUse::Replay(r) = slots.begin(a.sa_slotid, a.sa_sequenceid)? {
+        return Ok(SequenceOutcome::Replay(r));
     }
-    if a.sa_sequenceid != slot.seqid.wrapping_add(1) {
-        return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
-    }
-    if slot.in_progress {
-        return Err(nfsstat4::NFS4ERR_DELAY);
-    }
-    slot.seqid = a.sa_sequenceid;
-    slot.in_progress = true;
-    slot.reply = None;
     drop(slots);
     c.max_response = session.fore.max_response as usize;
     c.session = Some(session.clone());
@@ -377,19 +310,14 @@ pub fn sequence(ds: &Ds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<Seque
 /// READ replies are not cached unless small (Linux never sets sa_cachethis
 /// for I/O), so the cache never holds bulk data.
 pub fn finish_slot(ds: &Ds, session: &Session, slot: u32, rb: &ReplyBuf, cache_this: bool) {
-    let len = rb.body_len();
-    let keep = (cache_this && len <= session.fore.max_response_cached as usize) || len <= ALWAYS_CACHE_BYTES;
+    let keep = keep_reply(rb.body_len(), cache_this, session.fore.max_response_cached);
     let bytes = keep.then(|| {
         if rb.payload.is_some() {
             bump(&ds.stats.payload_copies, 1);
         }
         Arc::new(rb.flat_body())
     });
-    let mut slots = crate::state::lock(&session.slots);
-    if let Some(s) = slots.get_mut(slot as usize) {
-        s.in_progress = false;
-        s.reply = bytes;
-    }
+    crate::state::lock(&session.slots).finish_with(slot, bytes);
 }
 
 pub fn reclaim_complete(ds: &Ds, c: &mut Compound, a: &RECLAIM_COMPLETE4args, rb: &mut ReplyBuf) -> nfsstat4 {
@@ -418,6 +346,7 @@ mod tests {
     use crate::stats::DsStats;
     use crate::storage::{BufPool, Engine};
     use pnfs_protocol::rpc::Credential;
+    use crate::state::ChannelLimits;
 
     fn ds() -> (tempfile::TempDir, Arc<Ds>) {
         let dir = tempfile::tempdir().unwrap();
@@ -438,7 +367,7 @@ mod tests {
             fore: limits(slots),
             back: limits(1),
             cb_program: 0,
-            slots: Mutex::new((0..slots).map(|_| Slot::default()).collect()),
+            slots: Mutex::new(SlotTable::new(slots)),
             back_conns: Mutex::new(vec![]),
             lease,
         });
@@ -492,7 +421,7 @@ mod tests {
         assert_eq!(run(&seq(0, 5, false), b"x"), Err(nfsstat4::NFS4ERR_SEQ_MISORDERED));
         assert_eq!(run(&seq(2, 1, false), b"x"), Err(nfsstat4::NFS4ERR_BADSLOT));
         // large uncached reply -> RETRY_UNCACHED_REP on replay
-        let big = vec![0u8; ALWAYS_CACHE_BYTES + 1];
+        let big = vec![0u8; pnfs_protocol::session::ALWAYS_CACHE_BYTES + 1];
         assert_eq!(run(&seq(0, 2, false), &big), Ok(None));
         assert_eq!(run(&seq(0, 2, false), b"x"), Err(nfsstat4::NFS4ERR_RETRY_UNCACHED_REP));
         // in progress -> DELAY for both the replay and the next seqid
@@ -500,9 +429,7 @@ mod tests {
         assert!(matches!(sequence(&ds, &mut c, &seq(1, 1, false)), Ok(SequenceOutcome::New(_))));
         assert_eq!(run(&seq(1, 1, false), b"x"), Err(nfsstat4::NFS4ERR_DELAY));
         assert_eq!(run(&seq(1, 2, false), b"x"), Err(nfsstat4::NFS4ERR_DELAY));
-        // seqid wraps
-        crate::state::lock(&session.slots)[1] = Slot { seqid: u32::MAX, in_progress: false, reply: None };
-        assert_eq!(run(&seq(1, 0, false), b"w"), Ok(None));
+        // (seqid wrap-around is covered by pnfs_protocol::session's tests)
         // unknown session
         let mut a = seq(0, 3, false);
         a.sa_sessionid = [1; 16];
