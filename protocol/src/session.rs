@@ -14,6 +14,100 @@ pub const CREATE_SESSION4_FLAG_CONN_RDMA: u32 = 0x4;
 /// retransmission is then answered exactly.
 pub const ALWAYS_CACHE_BYTES: usize = 4096;
 
+// EXCHANGE_ID flags (RFC 8881 18.35, RFC 7862 15.1).
+pub const EXCHGID4_FLAG_SUPP_MOVED_REFER: u32 = 0x1;
+pub const EXCHGID4_FLAG_SUPP_MOVED_MIGR: u32 = 0x2;
+pub const EXCHGID4_FLAG_SUPP_FENCE_OPS: u32 = 0x4;
+pub const EXCHGID4_FLAG_BIND_PRINC_STATEID: u32 = 0x100;
+pub const EXCHGID4_FLAG_USE_NON_PNFS: u32 = 0x10000;
+pub const EXCHGID4_FLAG_USE_PNFS_MDS: u32 = 0x20000;
+pub const EXCHGID4_FLAG_USE_PNFS_DS: u32 = 0x40000;
+pub const EXCHGID4_FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
+pub const EXCHGID4_FLAG_CONFIRMED_R: u32 = 0x8000_0000;
+/// Flags a client may send. SUPP_FENCE_OPS is the server's to set.
+const CLIENT_FLAGS: u32 = EXCHGID4_FLAG_SUPP_MOVED_REFER
+    | EXCHGID4_FLAG_SUPP_MOVED_MIGR
+    | EXCHGID4_FLAG_BIND_PRINC_STATEID
+    | EXCHGID4_FLAG_USE_NON_PNFS
+    | EXCHGID4_FLAG_USE_PNFS_MDS
+    | EXCHGID4_FLAG_USE_PNFS_DS
+    | EXCHGID4_FLAG_UPD_CONFIRMED_REC_A;
+
+/// AUTH_SYS uid/gid that created a client ID; None for AUTH_NONE.
+pub type Principal = Option<(u32, u32)>;
+
+pub fn principal_of(cred: &crate::rpc::Credential) -> Principal {
+    match cred {
+        crate::rpc::Credential::Sys { uid, gid, .. } => Some((*uid, *gid)),
+        _ => None,
+    }
+}
+
+/// A client record of the same owner, as EXCHANGE_ID needs to see it.
+#[derive(Debug, Clone)]
+pub struct KnownClient {
+    pub clientid: u64,
+    pub confirmed: bool,
+    pub verifier: [u8; 8],
+    pub principal: Principal,
+    /// Holds sessions or state: another principal may not take it over.
+    pub busy: bool,
+}
+
+/// What EXCHANGE_ID does with the client table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExchangeIdPlan {
+    /// Answer with this existing client ID (CONFIRMED_R when confirmed).
+    Reuse { clientid: u64, confirmed: bool },
+    /// Purge these records, then create a new unconfirmed client ID. (A
+    /// confirmed record of a rebooted client stays until the new one is
+    /// confirmed by CREATE_SESSION.)
+    Create { purge: Vec<u64> },
+}
+
+/// EXCHANGE_ID's rules (RFC 8881 18.35.4-5) over the records of one owner.
+pub fn plan_exchange_id(
+    a: &crate::wire::EXCHANGE_ID4args,
+    principal: Principal,
+    known: &[KnownClient],
+) -> Result<ExchangeIdPlan, nfsstat4> {
+    use crate::wire::state_protect4_a;
+    if a.eia_flags & !CLIENT_FLAGS != 0 {
+        return Err(nfsstat4::NFS4ERR_INVAL);
+    }
+    match a.eia_state_protect {
+        state_protect4_a::SP4_NONE => {}
+        // Machine credentials need RPCSEC_GSS, which we do not offer.
+        state_protect4_a::SP4_MACH_CRED(_) => return Err(nfsstat4::NFS4ERR_INVAL),
+        state_protect4_a::SP4_SSV(_) => return Err(nfsstat4::NFS4ERR_ENCR_ALG_UNSUPP),
+    }
+    let verifier = a.eia_clientowner.co_verifier;
+    let confirmed = known.iter().find(|k| k.confirmed);
+    if a.eia_flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A != 0 {
+        return match confirmed {
+            Some(k) if k.principal != principal => Err(nfsstat4::NFS4ERR_PERM),
+            Some(k) if k.verifier == verifier => Ok(ExchangeIdPlan::Reuse { clientid: k.clientid, confirmed: true }),
+            Some(_) => Err(nfsstat4::NFS4ERR_NOT_SAME),
+            None => Err(nfsstat4::NFS4ERR_NOENT),
+        };
+    }
+    let mut purge: Vec<u64> = known.iter().filter(|k| !k.confirmed).map(|k| k.clientid).collect();
+    match confirmed {
+        // Another principal claiming a confirmed owner: only when that
+        // client holds nothing (case 3); its record goes.
+        Some(k) if k.principal != principal => {
+            if k.busy {
+                return Err(nfsstat4::NFS4ERR_CLID_INUSE);
+            }
+            purge.push(k.clientid);
+        }
+        // The same client instance: same client ID.
+        Some(k) if k.verifier == verifier => return Ok(ExchangeIdPlan::Reuse { clientid: k.clientid, confirmed: true }),
+        _ => {}
+    }
+    Ok(ExchangeIdPlan::Create { purge })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelLimits {
     pub max_request: u32,
@@ -200,6 +294,37 @@ mod tests {
         let mut w = SlotTable::new(1);
         w.force_seqid(0, u32::MAX);
         assert!(matches!(w.begin(0, 0), Ok(SlotUse::New)));
+    }
+
+    #[test]
+    fn exchange_id_plans() {
+        use crate::wire::*;
+        let args = |verf: u8, flags: u32| EXCHANGE_ID4args {
+            eia_clientowner: client_owner4 { co_verifier: [verf; 8], co_ownerid: b"o".as_slice().into() },
+            eia_flags: flags,
+            eia_state_protect: state_protect4_a::SP4_NONE,
+            eia_client_impl_id: vec![],
+        };
+        let me = Some((0, 0));
+        let k = |id, confirmed, verf, principal, busy| KnownClient { clientid: id, confirmed, verifier: [verf; 8], principal, busy };
+        assert_eq!(plan_exchange_id(&args(1, 0), me, &[]), Ok(ExchangeIdPlan::Create { purge: vec![] }));
+        assert_eq!(plan_exchange_id(&args(1, EXCHGID4_FLAG_SUPP_FENCE_OPS), me, &[]), Err(nfsstat4::NFS4ERR_INVAL));
+        // same instance
+        assert_eq!(plan_exchange_id(&args(1, 0), me, &[k(7, true, 1, me, true)]), Ok(ExchangeIdPlan::Reuse { clientid: 7, confirmed: true }));
+        // rebooted client: new ID, confirmed record kept; unconfirmed ones go
+        assert_eq!(
+            plan_exchange_id(&args(2, 0), me, &[k(7, true, 1, me, true), k(8, false, 3, me, false)]),
+            Ok(ExchangeIdPlan::Create { purge: vec![8] })
+        );
+        // another principal: only when the old client holds nothing
+        let other = Some((5, 5));
+        assert_eq!(plan_exchange_id(&args(1, 0), other, &[k(7, true, 1, me, true)]), Err(nfsstat4::NFS4ERR_CLID_INUSE));
+        assert_eq!(plan_exchange_id(&args(1, 0), other, &[k(7, true, 1, me, false)]), Ok(ExchangeIdPlan::Create { purge: vec![7] }));
+        // update of a confirmed record
+        let upd = EXCHGID4_FLAG_UPD_CONFIRMED_REC_A;
+        assert_eq!(plan_exchange_id(&args(1, upd), me, &[]), Err(nfsstat4::NFS4ERR_NOENT));
+        assert_eq!(plan_exchange_id(&args(2, upd), me, &[k(7, true, 1, me, true)]), Err(nfsstat4::NFS4ERR_NOT_SAME));
+        assert_eq!(plan_exchange_id(&args(1, upd), other, &[k(7, true, 1, me, true)]), Err(nfsstat4::NFS4ERR_PERM));
     }
 
     fn attrs(req: u32, ops: u32, reqs: u32) -> channel_attrs4 {

@@ -6,29 +6,13 @@ use crate::compound::{reply, Compound};
 use crate::mds::{Mds, CLIENT_RECORD_PREFIX};
 use crate::namespace::NfsResult;
 use crate::state::{Client, Session};
-use pnfs_protocol::session::{negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
+use pnfs_protocol::session::{
+    plan_exchange_id, principal_of, ExchangeIdPlan, KnownClient, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_NON_PNFS, EXCHGID4_FLAG_USE_PNFS_MDS,
+    negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-const FLAG_SUPP_MOVED_REFER: u32 = 0x1;
-const FLAG_SUPP_MOVED_MIGR: u32 = 0x2;
-const FLAG_SUPP_FENCE_OPS: u32 = 0x4;
-const FLAG_BIND_PRINC_STATEID: u32 = 0x100;
-const FLAG_USE_NON_PNFS: u32 = 0x10000;
-const FLAG_USE_PNFS_MDS: u32 = 0x20000;
-const FLAG_USE_PNFS_DS: u32 = 0x40000;
-const FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
-const FLAG_CONFIRMED_R: u32 = 0x8000_0000;
-const CLIENT_FLAGS: u32 = FLAG_SUPP_MOVED_REFER
-    | FLAG_SUPP_MOVED_MIGR
-    | FLAG_SUPP_FENCE_OPS
-    | FLAG_BIND_PRINC_STATEID
-    | FLAG_USE_NON_PNFS
-    | FLAG_USE_PNFS_MDS
-    | FLAG_USE_PNFS_DS
-    | FLAG_UPD_CONFIRMED_REC_A;
 
 fn client_record_key(owner: &[u8]) -> Vec<u8> {
     let mut k = CLIENT_RECORD_PREFIX.to_vec();
@@ -41,83 +25,51 @@ pub fn exchange_id(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args, e: &mut Enco
 }
 
 fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
-    let flags = a.eia_flags;
-    // SUPP_FENCE_OPS exists only from NFSv4.2 on.
-    // SUPP_FENCE_OPS is the server's to set (RFC 7862 15.1); a client may not.
-    if flags & !(CLIENT_FLAGS & !FLAG_SUPP_FENCE_OPS) != 0 {
-        return Err(nfsstat4::NFS4ERR_INVAL);
-    }
     let principal = principal_of(&c.cred);
-    match a.eia_state_protect {
-        state_protect4_a::SP4_NONE => {}
-        // Machine credentials need RPCSEC_GSS, which we do not offer.
-        state_protect4_a::SP4_MACH_CRED(_) => return Err(nfsstat4::NFS4ERR_INVAL),
-        state_protect4_a::SP4_SSV(_) => return Err(nfsstat4::NFS4ERR_ENCR_ALG_UNSUPP),
-    }
     let owner = a.eia_clientowner.co_ownerid.to_vec();
-    let verifier = a.eia_clientowner.co_verifier;
-    let mut st = m.state();
-    drop(st);
     m.release_conflicting_expired();
-    st = m.state();
-    let existing = st.find_client_by_owner(&owner);
-    let confirmed = existing.iter().copied().find(|id| st.clients[id].confirmed);
-    let (clientid, confirmed_r) = if flags & FLAG_UPD_CONFIRMED_REC_A != 0 {
-        match confirmed {
-            Some(id) if st.clients[&id].principal != principal => return Err(nfsstat4::NFS4ERR_PERM),
-            Some(id) if st.clients[&id].verifier == verifier => (id, true),
-            Some(_) => return Err(nfsstat4::NFS4ERR_NOT_SAME),
-            None => return Err(nfsstat4::NFS4ERR_NOENT),
-        }
-    } else {
-        // Another principal claiming a confirmed owner: allowed only when
-        // that client holds no state (RFC 8881 18.35.5 case 3).
-        if let Some(id) = confirmed.filter(|id| st.clients[id].principal != principal) {
-            let busy = st.states.values().any(|s| s.clientid == id) || !st.clients[&id].sessions.is_empty();
-            if busy {
-                return Err(nfsstat4::NFS4ERR_CLID_INUSE);
+    let mut st = m.state();
+    let known: Vec<KnownClient> = st
+        .find_client_by_owner(&owner)
+        .into_iter()
+        .map(|id| {
+            let cl = &st.clients[&id];
+            let busy = !cl.sessions.is_empty() || st.states.values().any(|s| s.clientid == id);
+            KnownClient { clientid: id, confirmed: cl.confirmed, verifier: cl.verifier, principal: cl.principal, busy }
+        })
+        .collect();
+    let (clientid, confirmed_r) = match plan_exchange_id(a, principal, &known)? {
+        ExchangeIdPlan::Reuse { clientid, confirmed } => (clientid, confirmed),
+        ExchangeIdPlan::Create { purge } => {
+            for id in purge {
+                st.purge_client(id);
             }
-            st.purge_client(id);
-        }
-        let confirmed = confirmed.filter(|id| st.clients.contains_key(id));
-        match confirmed {
-            // Same client instance: same clientid.
-            Some(id) if st.clients[&id].verifier == verifier => (id, true),
-            _ => {
-                // New client, or a rebooted one (its old record is purged when
-                // the new one is confirmed). An unconfirmed record is replaced.
-                for id in existing {
-                    if st.clients.get(&id).is_some_and(|c| !c.confirmed) {
-                        st.purge_client(id);
-                    }
-                }
-                let id = st.new_clientid();
-                let may_reclaim = st.reclaimable.contains_key(&owner);
-                st.clients.insert(
-                    id,
-                    Client {
-                        clientid: id,
-                        owner: owner.clone(),
-                        verifier,
-                        confirmed: false,
-                        cs_sequence: 1,
-                        cs_reply: None,
-                        last_renewed: Instant::now(),
-                        sessions: vec![],
-                        reclaim_complete: false,
-                        may_reclaim,
-                        principal,
-                    },
-                );
-                (id, false)
-            }
+            let id = st.new_clientid();
+            let may_reclaim = st.reclaimable.contains_key(&owner);
+            st.clients.insert(
+                id,
+                Client {
+                    clientid: id,
+                    owner,
+                    verifier: a.eia_clientowner.co_verifier,
+                    confirmed: false,
+                    cs_sequence: 1,
+                    cs_reply: None,
+                    last_renewed: Instant::now(),
+                    sessions: vec![],
+                    reclaim_complete: false,
+                    may_reclaim,
+                    principal,
+                },
+            );
+            (id, false)
         }
     };
     let client = &st.clients[&clientid];
     // Never both: the Linux client refuses MDS together with NON_PNFS.
-    let mut rflags = if m.pnfs.is_some() { FLAG_USE_PNFS_MDS } else { FLAG_USE_NON_PNFS };
+    let mut rflags = if m.pnfs.is_some() { EXCHGID4_FLAG_USE_PNFS_MDS } else { EXCHGID4_FLAG_USE_NON_PNFS };
     if confirmed_r {
-        rflags |= FLAG_CONFIRMED_R;
+        rflags |= EXCHGID4_FLAG_CONFIRMED_R;
     }
     Ok(EXCHANGE_ID4resok {
         eir_clientid: clientid,
@@ -128,13 +80,6 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
         eir_server_scope: m.server_owner.clone().into(),
         eir_server_impl_id: vec![],
     })
-}
-
-fn principal_of(cred: &pnfs_protocol::rpc::Credential) -> Option<(u32, u32)> {
-    match cred {
-        pnfs_protocol::rpc::Credential::Sys { uid, gid, .. } => Some((*uid, *gid)),
-        _ => None,
-    }
 }
 
 pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mut Encoder) -> nfsstat4 {

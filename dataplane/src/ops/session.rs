@@ -9,109 +9,72 @@
 use crate::compound::{reply, Compound, NfsResult, ReplyBuf, DS_MAX_OPS};
 use crate::ds::Ds;
 use crate::state::{Client, Lease, Session, MAX_CLIENTS, MAX_SESSIONS_PER_CLIENT};
-use pnfs_protocol::session::{keep_reply, negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
+use pnfs_protocol::session::{
+    plan_exchange_id, principal_of, ExchangeIdPlan, KnownClient, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_PNFS_DS,
+    keep_reply, negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
 use crate::stats::bump;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode};
 use std::sync::{Arc, Mutex};
-
-const FLAG_SUPP_MOVED_REFER: u32 = 0x1;
-const FLAG_SUPP_MOVED_MIGR: u32 = 0x2;
-const FLAG_SUPP_FENCE_OPS: u32 = 0x4;
-const FLAG_BIND_PRINC_STATEID: u32 = 0x100;
-const FLAG_USE_NON_PNFS: u32 = 0x10000;
-const FLAG_USE_PNFS_MDS: u32 = 0x20000;
-pub const FLAG_USE_PNFS_DS: u32 = 0x40000;
-const FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
-pub const FLAG_CONFIRMED_R: u32 = 0x8000_0000;
-const CLIENT_FLAGS: u32 = FLAG_SUPP_MOVED_REFER
-    | FLAG_SUPP_MOVED_MIGR
-    | FLAG_SUPP_FENCE_OPS
-    | FLAG_BIND_PRINC_STATEID
-    | FLAG_USE_NON_PNFS
-    | FLAG_USE_PNFS_MDS
-    | FLAG_USE_PNFS_DS
-    | FLAG_UPD_CONFIRMED_REC_A;
 
 pub fn exchange_id(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args, rb: &mut ReplyBuf) -> nfsstat4 {
     reply(rb, exchange_id_inner(ds, c, a))
 }
 
 fn exchange_id_inner(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
-    let flags = a.eia_flags;
-    // SUPP_FENCE_OPS is the server's to set (RFC 7862 15.1); a client may not.
-    if flags & !(CLIENT_FLAGS & !FLAG_SUPP_FENCE_OPS) != 0 {
-        return Err(nfsstat4::NFS4ERR_INVAL);
-    }
     let principal = principal_of(&c.cred);
-    match a.eia_state_protect {
-        state_protect4_a::SP4_NONE => {}
-        state_protect4_a::SP4_MACH_CRED(_) => return Err(nfsstat4::NFS4ERR_INVAL),
-        state_protect4_a::SP4_SSV(_) => return Err(nfsstat4::NFS4ERR_ENCR_ALG_UNSUPP),
-    }
     let owner = a.eia_clientowner.co_ownerid.to_vec();
-    let verifier = a.eia_clientowner.co_verifier;
     ds.state.expire(ds.lease());
     let st = &ds.state;
     let mut t = st.clients();
-    let existing: Vec<u64> = t.clients.values().filter(|cl| cl.owner == owner).map(|cl| cl.clientid).collect();
-    let confirmed = existing.iter().copied().find(|id| t.clients[id].confirmed);
-    let (clientid, confirmed_r) = if flags & FLAG_UPD_CONFIRMED_REC_A != 0 {
-        match confirmed {
-            Some(id) if t.clients[&id].principal != principal => return Err(nfsstat4::NFS4ERR_PERM),
-            Some(id) if t.clients[&id].verifier == verifier => (id, true),
-            Some(_) => return Err(nfsstat4::NFS4ERR_NOT_SAME),
-            None => return Err(nfsstat4::NFS4ERR_NOENT),
-        }
-    } else {
-        // Another principal claiming a confirmed owner: allowed only when
-        // that client holds nothing (RFC 8881 18.35.5 case 3).
-        if let Some(id) = confirmed.filter(|id| t.clients[id].principal != principal) {
-            if !t.clients[&id].sessions.is_empty() {
-                return Err(nfsstat4::NFS4ERR_CLID_INUSE);
+    let known: Vec<KnownClient> = t
+        .clients
+        .values()
+        .filter(|cl| cl.owner == owner)
+        .map(|cl| KnownClient {
+            clientid: cl.clientid,
+            confirmed: cl.confirmed,
+            verifier: cl.verifier,
+            principal: cl.principal,
+            busy: !cl.sessions.is_empty(),
+        })
+        .collect();
+    let (clientid, confirmed_r) = match plan_exchange_id(a, principal, &known)? {
+        ExchangeIdPlan::Reuse { clientid, confirmed } => (clientid, confirmed),
+        ExchangeIdPlan::Create { purge } => {
+            for id in purge {
+                st.purge_client(&mut t, id);
             }
-            st.purge_client(&mut t, id);
-        }
-        let confirmed = confirmed.filter(|id| t.clients.contains_key(id));
-        match confirmed {
-            Some(id) if t.clients[&id].verifier == verifier => (id, true),
-            _ => {
-                for id in existing {
-                    if t.clients.get(&id).is_some_and(|cl| !cl.confirmed) {
-                        st.purge_client(&mut t, id);
-                    }
-                }
-                if t.clients.len() >= MAX_CLIENTS {
-                    log::warn!("DS client table full ({MAX_CLIENTS}); EXCHANGE_ID answered DELAY");
-                    return Err(nfsstat4::NFS4ERR_DELAY);
-                }
-                let id = st.new_clientid(&mut t);
-                t.clients.insert(
-                    id,
-                    Client {
-                        clientid: id,
-                        owner: owner.clone(),
-                        verifier,
-                        confirmed: false,
-                        cs_sequence: 1,
-                        cs_reply: None,
-                        sessions: vec![],
-                        reclaim_complete: false,
-                        principal,
-                        lease: Lease::new(),
-                    },
-                );
-                (id, false)
+            if t.clients.len() >= MAX_CLIENTS {
+                log::warn!("DS client table full ({MAX_CLIENTS}); EXCHANGE_ID answered DELAY");
+                return Err(nfsstat4::NFS4ERR_DELAY);
             }
+            let id = st.new_clientid(&mut t);
+            t.clients.insert(
+                id,
+                Client {
+                    clientid: id,
+                    owner,
+                    verifier: a.eia_clientowner.co_verifier,
+                    confirmed: false,
+                    cs_sequence: 1,
+                    cs_reply: None,
+                    sessions: vec![],
+                    reclaim_complete: false,
+                    principal,
+                    lease: Lease::new(),
+                },
+            );
+            (id, false)
         }
     };
     let client = &t.clients[&clientid];
     client.lease.renew();
     // A data server answers USE_PNFS_DS whatever the client asked for: the
     // Linux client refuses a DS without it (nfs4_init_ds_session -> ENODEV).
-    let mut rflags = FLAG_USE_PNFS_DS;
+    let mut rflags = EXCHGID4_FLAG_USE_PNFS_DS;
     if confirmed_r {
-        rflags |= FLAG_CONFIRMED_R;
+        rflags |= EXCHGID4_FLAG_CONFIRMED_R;
     }
     Ok(EXCHANGE_ID4resok {
         eir_clientid: clientid,
@@ -123,13 +86,6 @@ fn exchange_id_inner(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
         eir_server_scope: ds.server_owner.clone().into(),
         eir_server_impl_id: vec![],
     })
-}
-
-fn principal_of(cred: &pnfs_protocol::rpc::Credential) -> Option<(u32, u32)> {
-    match cred {
-        pnfs_protocol::rpc::Credential::Sys { uid, gid, .. } => Some((*uid, *gid)),
-        _ => None,
-    }
 }
 
 pub fn create_session(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
