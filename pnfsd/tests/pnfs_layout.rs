@@ -233,16 +233,7 @@ fn client_keeping_a_recalled_layout_is_fenced() {
         .compound_ok(
             vec![
                 putfh(&fh),
-                nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-                    loga_signal_layout_avail: false,
-                    loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                    loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
-                    loga_offset: 0,
-                    loga_length: u64::MAX,
-                    loga_minlength: 4096,
-                    loga_stateid: stateid4 { seqid: 0, other: open_sid.other },
-                    loga_maxcount: 4096,
-                }),
+                whole_file_layoutget(stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096),
             ],
             |r| match &r[1] {
                 nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(_)) => Ok(()),
@@ -332,16 +323,7 @@ fn directory_xattr_sets_the_stripe_count() {
         c.compound_ok(
             vec![
                 putfh(&fh),
-                nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-                    loga_signal_layout_avail: false,
-                    loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                    loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
-                    loga_offset: 0,
-                    loga_length: u64::MAX,
-                    loga_minlength: 4096,
-                    loga_stateid: stateid4 { seqid: 0, other: sid.other },
-                    loga_maxcount: 4096,
-                }),
+                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096),
             ],
             |r| match &r[1] {
                 nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => {
@@ -374,16 +356,7 @@ fn return_on_close_drops_the_layout_at_last_close() {
         .compound_ok(
             vec![
                 putfh(&fh),
-                nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-                    loga_signal_layout_avail: false,
-                    loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                    loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
-                    loga_offset: 0,
-                    loga_length: u64::MAX,
-                    loga_minlength: 4096,
-                    loga_stateid: stateid4 { seqid: 0, other: sid.other },
-                    loga_maxcount: 4096,
-                }),
+                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096),
             ],
             |r| match &r[1] {
                 nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok((ok.logr_return_on_close, ok.logr_stateid.clone())),
@@ -402,6 +375,20 @@ fn return_on_close_drops_the_layout_at_last_close() {
     assert_eq!(test(&mut c, &lsid), nfsstat4::NFS4_OK);
     c.close(&fh, &sid).unwrap();
     assert_eq!(test(&mut c, &lsid), nfsstat4::NFS4ERR_BAD_STATEID);
+}
+
+/// LAYOUTGET of a whole file, as the Linux files layout driver asks.
+fn whole_file_layoutget(sid: stateid4, iomode: layoutiomode4, maxcount: u32) -> nfs_argop4<'static> {
+    nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+        loga_signal_layout_avail: false,
+        loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+        loga_iomode: iomode,
+        loga_offset: 0,
+        loga_length: u64::MAX,
+        loga_minlength: 4096,
+        loga_stateid: sid,
+        loga_maxcount: maxcount,
+    })
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
@@ -453,16 +440,7 @@ fn layouts_devices_and_io_through_the_mds() {
     let layoutget = |c: &mut Client, sid: stateid4, iomode: layoutiomode4, maxcount: u32| {
         let ops = vec![
             putfh(&fh),
-            nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-                loga_signal_layout_avail: false,
-                loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                loga_iomode: iomode,
-                loga_offset: 0,
-                loga_length: u64::MAX,
-                loga_minlength: 4096,
-                loga_stateid: sid,
-                loga_maxcount: maxcount,
-            }),
+            whole_file_layoutget(sid, iomode, maxcount),
         ];
         let reply = c.compound(ops).unwrap();
         let res = reply.res().unwrap();
