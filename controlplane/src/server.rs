@@ -114,17 +114,14 @@ impl Server {
                 Ok(n) => n,
                 Err(e) => break Err(e),
             };
-            let mut off = 0;
-            while off < n {
-                let (used, rec) = match records.feed(&buf[off..n]) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        log::warn!("closing connection from {peer}: {e}");
-                        break 'read Ok(());
-                    }
-                };
-                off += used;
-                let Some(rec) = rec else { continue };
+            let recs = match records.feed_all(&buf[..n]) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("closing connection from {peer}: {e}");
+                    break 'read Ok(());
+                }
+            };
+            for rec in recs {
                 let Ok(permit) = inflight.clone().acquire_owned().await else { break 'read Ok(()) };
                 let me = self.clone();
                 let conn = conn.clone();
@@ -133,12 +130,7 @@ impl Server {
                     let reply = std::panic::catch_unwind(AssertUnwindSafe(|| me.handle_record(&conn, &rec)))
                         .unwrap_or_else(|_| {
                             log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
-                            rpc::parse_message(&rec)
-                                .ok()
-                                .and_then(|m| match m {
-                                    Message::Call { header, .. } => Some(rpc::accepted_reply(header.xid, AcceptStat::SystemErr)),
-                                    _ => None,
-                                })
+                            rpc::system_err_reply(&rec)
                         });
                     if let Some(r) = reply {
                         let _ = tx.blocking_send(r);

@@ -134,27 +134,21 @@ async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Res
             Ok(n) => n,
             Err(e) => break Err(e),
         };
-        let mut off = 0;
-        while off < n {
-            let (used, rec) = match records.feed(&buf[off..n]) {
-                Ok(x) => x,
-                Err(e) => {
-                    log::warn!("closing control connection: {e}");
-                    break 'read Ok(());
-                }
-            };
-            off += used;
-            let Some(rec) = rec else { continue };
+        let recs = match records.feed_all(&buf[..n]) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("closing control connection: {e}");
+                break 'read Ok(());
+            }
+        };
+        for rec in recs {
             let Ok(permit) = inflight.clone().acquire_owned().await else { break 'read Ok(()) };
             let (ds, tx) = (ds.clone(), tx.clone());
             tokio::task::spawn_blocking(move || {
                 let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec)))
                     .unwrap_or_else(|_| {
                         log::error!("internal error in a control call; answered SYSTEM_ERR");
-                        match rpc::parse_message(&rec) {
-                            Ok(Message::Call { header, .. }) => Some(rpc::accepted_reply(header.xid, AcceptStat::SystemErr)),
-                            _ => None,
-                        }
+                        rpc::system_err_reply(&rec)
                     });
                 if let Some(r) = reply {
                     let _ = tx.blocking_send(r);

@@ -138,6 +138,15 @@ pub fn prog_mismatch_reply(xid: u32, low: u32, high: u32) -> Vec<u8> {
     e.into_inner()
 }
 
+/// SYSTEM_ERR for a call whose handling failed internally (a caught panic);
+/// None when `record` is not a call.
+pub fn system_err_reply(record: &[u8]) -> Option<Vec<u8>> {
+    match parse_message(record) {
+        Ok(Message::Call { header, .. }) => Some(accepted_reply(header.xid, AcceptStat::SystemErr)),
+        _ => None,
+    }
+}
+
 pub fn accepted_reply(xid: u32, stat: AcceptStat) -> Vec<u8> {
     let mut e = Encoder::new();
     begin_accepted_reply(&mut e, xid, stat);

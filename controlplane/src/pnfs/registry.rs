@@ -225,11 +225,8 @@ async fn control_connection(pnfs: Arc<Pnfs>, mut sock: TcpStream) -> std::io::Re
         if n == 0 {
             return Ok(());
         }
-        let mut off = 0;
-        while off < n {
-            let (used, rec) = rr.feed(&buf[off..n]).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            off += used;
-            let Some(rec) = rec else { continue };
+        let recs = rr.feed_all(&buf[..n]).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        for rec in recs {
             let p = pnfs.clone();
             let reply = tokio::task::spawn_blocking(move || handle_control(&p, &rec)).await.ok().flatten();
             if let Some(r) = reply {
