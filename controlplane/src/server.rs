@@ -193,3 +193,38 @@ impl Server {
         }
     }
 }
+
+/// Runs an MDS (pNFS control listener included) on ephemeral loopback ports
+/// in a background thread with its own runtime, for tests and embedding.
+/// `cfg.bind` / `cfg.control_bind` are ignored. Returns (NFS address,
+/// control address) once the NFS port answers.
+pub fn spawn_on_loopback(cfg: crate::MdsConfig) -> std::io::Result<(SocketAddr, SocketAddr)> {
+    let nfs = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let ctl = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addrs = (nfs.local_addr()?, ctl.local_addr()?);
+    nfs.set_nonblocking(true)?;
+    ctl.set_nonblocking(true)?;
+    let mds = Mds::open(cfg).map_err(std::io::Error::other)?;
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return log::error!("MDS runtime: {e}"),
+        };
+        rt.block_on(async move {
+            let (Ok(nfs), Ok(ctl)) = (TcpListener::from_std(nfs), TcpListener::from_std(ctl)) else {
+                return log::error!("MDS listeners could not join the runtime");
+            };
+            if let Err(e) = Server::new(mds).serve_with_control(nfs, Some(ctl)).await {
+                log::error!("MDS stopped: {e}");
+            }
+        });
+    });
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(addrs.0).is_err() {
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            return Err(std::io::Error::other("MDS did not answer within 10 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(addrs)
+}

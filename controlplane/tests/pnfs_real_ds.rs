@@ -9,7 +9,7 @@ use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
 use pnfs_client::Client;
 use pnfs_mds::pnfs::client::CtlClient;
 use pnfs_mds::pnfs::parse_uaddr;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const SU: u64 = 64 * 1024;
@@ -22,26 +22,7 @@ fn start_mds(dir: &std::path::Path) -> (SocketAddr, SocketAddr) {
     );
     let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
-    let nfs = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ctl = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addrs = (nfs.local_addr().unwrap(), ctl.local_addr().unwrap());
-    nfs.set_nonblocking(true).unwrap();
-    ctl.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(async move {
-            let mds = pnfs_mds::Mds::open(cfg).unwrap();
-            let nfs = tokio::net::TcpListener::from_std(nfs).unwrap();
-            let ctl = tokio::net::TcpListener::from_std(ctl).unwrap();
-            pnfs_mds::Server::new(mds).serve_with_control(nfs, Some(ctl)).await.unwrap();
-        });
-    });
-    let t = Instant::now();
-    while TcpStream::connect(addrs.0).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "MDS did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    addrs
+    pnfs_mds::server::spawn_on_loopback(cfg).unwrap()
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
