@@ -21,6 +21,8 @@
 /// The wire types [`Client::compound`] takes and returns.
 pub use pnfs_protocol;
 
+pub mod layout;
+
 use pnfs_protocol::record::{RecordReader, LAST_FRAGMENT};
 use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::wire::*;
