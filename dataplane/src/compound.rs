@@ -10,6 +10,7 @@ use crate::bus::Replica;
 use crate::ds::Ds;
 use crate::fh::DsFh;
 use crate::ops;
+use crate::recv::Detached;
 use crate::state::Session;
 use crate::stats::{bump, OpKind};
 use crate::storage::{Engine, Object, PoolBuf};
@@ -114,6 +115,10 @@ pub struct Compound<'c> {
     pub current_obj: Option<Arc<Object>>,
     /// Size of the request record, for the session's max request size.
     pub request_len: usize,
+    /// WRITE data received beside the record (zero-copy receive): belongs
+    /// to the third op, a WRITE whose decoded data is empty; see
+    /// [`crate::recv`]. Taken by that WRITE.
+    pub detached: Option<Detached>,
     pub op_count: usize,
     /// Byte budget for this reply (session max response size).
     pub max_response: usize,
@@ -266,6 +271,7 @@ impl Dispatcher {
         replica: &Replica,
         cred: Credential,
         args: &[u8],
+        detached: Option<Detached>,
         rb: &mut ReplyBuf,
     ) -> CompoundOutcome {
         replica.sync();
@@ -293,7 +299,9 @@ impl Dispatcher {
             slot: None,
             current_fh: None,
             current_obj: None,
-            request_len: args.len(),
+            // The detached WRITE data is part of the request all the same.
+            request_len: args.len() + detached.as_ref().map_or(0, Detached::wire_len),
+            detached,
             op_count: count,
             max_response: ds.cfg.max_record_bytes as usize,
         };

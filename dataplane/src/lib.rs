@@ -6,7 +6,8 @@
 //!
 //! # Layers
 //!
-//! `reactor` (threads, sockets, RPC records) -> `compound` (session gate and
+//! `reactor` (threads, sockets) with `recv` (RPC records in, zero-copy
+//! WRITE data) -> `compound` (session gate and
 //! dispatch table) -> `ops::*` (one file per operation group) -> `ds` (the
 //! shared server object) -> `state` (clients, sessions, the allowed-stateid
 //! table), `bus` (the reactors' own copies of control-plane state and the
@@ -76,9 +77,10 @@
 //!
 //! # Simplified for now
 //!
-//! Storage I/O blocks its reactor for one request; WRITE payloads are
-//! received into a per-connection record buffer and copied into an aligned
-//! buffer for O_DIRECT (1 copy); the control program is unauthenticated;
+//! Storage I/O blocks its reactor for one request; only large
+//! `SEQUENCE, PUTFH, WRITE` calls get their data received straight into an
+//! aligned pool buffer ([`recv`]), other WRITEs are copied from the record
+//! into one for O_DIRECT (1 copy); the control program is unauthenticated;
 //! only IPv4 "tcp" data addresses are registered.
 
 pub mod bus;
@@ -89,6 +91,7 @@ pub mod ds;
 pub mod fh;
 pub mod ops;
 pub mod reactor;
+pub mod recv;
 pub mod state;
 pub mod stats;
 pub mod storage;

@@ -7,8 +7,10 @@
 //! over the listening sockets; a connection never leaves the reactor that
 //! accepted it.
 //!
-//! A request is executed on the reactor thread as soon as its record is
-//! complete, including its storage I/O (submit-and-wait on the reactor's
+//! Records are read by [`crate::recv`]: a large WRITE's data goes by recv()
+//! straight into a pool buffer, the rest of the record into the
+//! connection's buffer. A request is executed on the reactor thread as soon
+//! as its record is complete, including its storage I/O (submit-and-wait on the reactor's
 //! ring): simple and allocation-free, at the price that a slow disk stalls
 //! that reactor's other connections for the duration of one I/O. Replies go
 //! to a per-connection writer task, so socket writes overlap the next
@@ -19,12 +21,14 @@
 //! Bounds: connections per reactor (`max_connections_per_reactor`, excess
 //! connections are closed at once), replies queued per connection
 //! ([`MAX_QUEUED_REPLIES`]; the connection stops reading when full), record
-//! size (`max_record_bytes`, larger closes the connection) and READ buffers
-//! (the pool; empty = NFS4ERR_DELAY).
+//! size (`max_record_bytes`, larger closes the connection) and READ/WRITE
+//! buffers (the pool; empty = NFS4ERR_DELAY for READ, the ordinary receive
+//! path for WRITE).
 
 use crate::bus::Replica;
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf};
 use crate::ds::Ds;
+use crate::recv::{self, Detached, RecordIn};
 use crate::stats::bump;
 use crate::storage::{BufPool, Engine};
 use crate::Stop;
@@ -39,8 +43,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -190,33 +194,6 @@ enum Outgoing {
     Reply(ReplyBuf),
 }
 
-/// Reads one record (all fragments) into `buf[..len]`, growing `buf` only
-/// when needed (no zero-fill per request). Ok(None) at a clean EOF.
-async fn read_record(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
-    let mut total = 0usize;
-    loop {
-        let mut hdr = [0u8; 4];
-        match rd.read_exact(&mut hdr).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && total == 0 => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        let h = u32::from_be_bytes(hdr);
-        let len = (h & !LAST_FRAGMENT) as usize;
-        if total + len > max {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("RPC record of {} bytes exceeds ds.max_record_bytes", total + len)));
-        }
-        if buf.len() < total + len {
-            buf.resize(total + len, 0);
-        }
-        rd.read_exact(&mut buf[total..total + len]).await?;
-        total += len;
-        if h & LAST_FRAGMENT != 0 {
-            return Ok(Some(total));
-        }
-    }
-}
-
 async fn connection(
     ds: Arc<Ds>,
     engine: Rc<Engine>,
@@ -232,15 +209,28 @@ async fn connection(
     let (tx, rx) = mpsc::channel::<Outgoing>(MAX_QUEUED_REPLIES);
     let writer = tokio::task::spawn_local(writer(wr, rx));
     let max = ds.cfg.max_record_bytes as usize;
+    let max_io = ds.cfg.max_io();
     let mut buf = Vec::new();
     let result = loop {
-        let len = match read_record(&mut rd, &mut buf, max).await {
-            Ok(Some(n)) => n,
+        let mut rin = match RecordIn::start(&mut rd, max).await {
+            Ok(Some(r)) => r,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
+        let (len, detached) = match recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io).await {
+            Ok((len, detached, path)) => {
+                match path {
+                    recv::Path::ZeroCopy => bump(&ds.stats.zero_copy_writes, 1),
+                    recv::Path::NoBuffer => bump(&ds.stats.zero_copy_no_buffer, 1),
+                    recv::Path::Ordinary => {}
+                }
+                (len, detached)
+            }
+            Err(e) => break Err(e),
+        };
+        debug_assert!(rin.done());
         let rec = &buf[..len];
-        let out = std::panic::catch_unwind(AssertUnwindSafe(|| handle_record(&ds, &conn, &engine, &replica, &dispatcher, rec))).unwrap_or_else(|_| {
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| handle_record(&ds, &conn, &engine, &replica, &dispatcher, rec, detached))).unwrap_or_else(|_| {
             log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
             match rpc::parse_message(rec) {
                 Ok(Message::Call { header, .. }) => Some(flat(rpc::accepted_reply(header.xid, AcceptStat::SystemErr))),
@@ -321,7 +311,17 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Res
 }
 
 /// One RPC record in, at most one RPC reply out.
-fn handle_record(ds: &Ds, conn: &ConnInfo, engine: &Engine, replica: &Replica, dispatcher: &Dispatcher, rec: &[u8]) -> Option<Outgoing> {
+/// `detached`: the WRITE data of a zero-copy record (see [`crate::recv`]);
+/// dropped (back to the pool) whenever the COMPOUND does not use it.
+fn handle_record(
+    ds: &Ds,
+    conn: &ConnInfo,
+    engine: &Engine,
+    replica: &Replica,
+    dispatcher: &Dispatcher,
+    rec: &[u8],
+    detached: Option<Detached>,
+) -> Option<Outgoing> {
     let msg = match rpc::parse_message(rec) {
         Ok(m) => m,
         Err(rpc::RpcError::Unreadable) => return None,
@@ -355,7 +355,7 @@ fn handle_record(ds: &Ds, conn: &ConnInfo, engine: &Engine, replica: &Replica, d
             e.put_u32(0); // record mark, patched by the writer
             rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
             let mut rb = ReplyBuf::new(e);
-            match dispatcher.run(ds, conn, engine, replica, header.cred, args, &mut rb) {
+            match dispatcher.run(ds, conn, engine, replica, header.cred, args, detached, &mut rb) {
                 CompoundOutcome::Done => Some(Outgoing::Reply(rb)),
                 CompoundOutcome::Replay(bytes) => {
                     rb.truncate(rb.base);

@@ -4,8 +4,12 @@
 //! (NFS and control-program I/O alike), one per copy of one request's
 //! payload, whatever its size. Kernel copies (socket buffers, page cache) are
 //! not counted. Where copies happen today:
-//! - NFS WRITE with O_DIRECT: record buffer -> aligned pool buffer (1). With
-//!   buffered I/O the payload is written straight from the record (0).
+//! - NFS WRITE received zero-copy (a large SEQUENCE, PUTFH, WRITE call; see
+//!   [`crate::recv`]): recv() into an aligned pool buffer, written from it
+//!   with O_DIRECT or buffered (0).
+//! - Other NFS WRITEs with O_DIRECT (small records, or the pool was empty at
+//!   receive): record buffer -> aligned pool buffer (1). With buffered I/O
+//!   the payload is written straight from the record (0).
 //! - NFS READ: read into a pool buffer that is written to the socket as its
 //!   own iovec (0); only a small reply kept in the session reply cache is
 //!   flattened (1).
@@ -143,6 +147,10 @@ pub struct DsStats {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub payload_copies: AtomicU64,
+    /// WRITEs whose data was received straight into a pool buffer.
+    pub zero_copy_writes: AtomicU64,
+    /// Large WRITEs received the ordinary way because the pool was empty.
+    pub zero_copy_no_buffer: AtomicU64,
     /// Requests refused with NFS4ERR_DELAY because a reactor's buffer pool was empty.
     pub buffer_pool_exhausted: AtomicU64,
     pub connections_accepted: AtomicU64,
@@ -172,6 +180,8 @@ pub struct DsStatsSnapshot {
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub payload_copies: u64,
+    pub zero_copy_writes: u64,
+    pub zero_copy_no_buffer: u64,
     pub buffer_pool_exhausted: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
@@ -224,6 +234,8 @@ impl DsStats {
             bytes_read: g(&self.bytes_read),
             bytes_written: g(&self.bytes_written),
             payload_copies: g(&self.payload_copies),
+            zero_copy_writes: g(&self.zero_copy_writes),
+            zero_copy_no_buffer: g(&self.zero_copy_no_buffer),
             buffer_pool_exhausted: g(&self.buffer_pool_exhausted),
             connections_accepted: g(&self.connections_accepted),
             connections_refused: g(&self.connections_refused),

@@ -420,33 +420,46 @@ impl Engine {
 
     /// Writes all of `data` at `offset`. Aligned writes go through O_DIRECT
     /// from a pool buffer (one counted copy); the rest, or any write when the
-    /// pool is empty, are buffered writes straight from `data`.
+    /// pool is empty, are buffered writes straight from `data`. WRITEs
+    /// received zero-copy use [`Engine::write_pooled`] instead.
     pub fn write(&self, obj: &Object, offset: u64, data: &[u8]) -> Result<(), IoError> {
-        if let (Some(d), true) = (&obj.direct, is_aligned(offset) && is_aligned(data.len() as u64) && !data.is_empty()) {
-            if data.len() <= self.pool.buf_size() {
-                if let Some(mut buf) = self.pool.take() {
-                    buf.as_mut_slice()[..data.len()].copy_from_slice(data);
-                    bump(&self.stats.payload_copies, 1);
-                    bump(&self.stats.direct_ops, 1);
-                    let idx = buf.index();
-                    let mut done = 0;
-                    while done < data.len() {
-                        let n = self.pwrite(d, &buf.as_slice()[done..data.len()], offset + done as u64, Some(idx))?;
-                        if n == 0 {
-                            return Err(IoError::Io(io::Error::new(io::ErrorKind::WriteZero, "short write")));
-                        }
-                        done += n;
-                        if !is_aligned(done as u64) && done < data.len() {
-                            // Cannot continue with O_DIRECT; finish buffered.
-                            self.write_buffered(&obj.file, offset + done as u64, &data[done..])?;
-                            break;
-                        }
-                    }
-                    return Ok(());
-                }
+        if obj.direct.is_some() && is_aligned(offset) && is_aligned(data.len() as u64) && !data.is_empty() && data.len() <= self.pool.buf_size() {
+            if let Some(mut buf) = self.pool.take() {
+                buf.as_mut_slice()[..data.len()].copy_from_slice(data);
+                bump(&self.stats.payload_copies, 1);
+                return self.write_pooled(obj, offset, &buf, data.len());
             }
         }
         self.write_buffered(&obj.file, offset, data)?;
+        Ok(())
+    }
+
+    /// Writes `buf[..len]` at `offset` with no copy: O_DIRECT from the
+    /// (registered) pool buffer when offset and length are aligned,
+    /// otherwise a buffered write from it.
+    pub fn write_pooled(&self, obj: &Object, offset: u64, buf: &PoolBuf, len: usize) -> Result<(), IoError> {
+        assert!(len <= buf.capacity(), "write longer than its buffer");
+        let data = &buf.as_slice()[..len];
+        match &obj.direct {
+            Some(d) if is_aligned(offset) && is_aligned(len as u64) && len > 0 => {
+                bump(&self.stats.direct_ops, 1);
+                let idx = buf.index();
+                let mut done = 0;
+                while done < len {
+                    let n = self.pwrite(d, &data[done..], offset + done as u64, Some(idx))?;
+                    if n == 0 {
+                        return Err(IoError::Io(io::Error::new(io::ErrorKind::WriteZero, "short write")));
+                    }
+                    done += n;
+                    if !is_aligned(done as u64) && done < len {
+                        // Cannot continue with O_DIRECT; finish buffered.
+                        self.write_buffered(&obj.file, offset + done as u64, &data[done..])?;
+                        break;
+                    }
+                }
+            }
+            _ => self.write_buffered(&obj.file, offset, data)?,
+        }
         Ok(())
     }
 

@@ -353,6 +353,7 @@ mod tests {
             current_fh: None,
             current_obj: None,
             request_len: 100,
+            detached: None,
             op_count: 2,
             max_response: 1 << 20,
         };

@@ -1,0 +1,435 @@
+//! Receiving RPC records, with zero-copy WRITE payloads.
+//!
+//! A record is read fragment by fragment ([`RecordIn`]) into the
+//! connection's ordinary buffer, except that a large `SEQUENCE, PUTFH,
+//! WRITE, ...` call has its WRITE data received by recv() straight into an
+//! aligned buffer from the reactor's pool ([`read_call`]):
+//!
+//! 1. the call header and COMPOUND prefix are read with exact-size reads
+//!    that never go past the start of the WRITE data, parsed again after
+//!    each read ([`parse_write_prefix`] says how many bytes it needs at
+//!    least, so there are 2 or 3 reads for a Linux client's header);
+//! 2. the data goes into the pool buffer, its XDR pad is dropped;
+//! 3. the data length in the header buffer is set to 0 and the rest of the
+//!    record (later ops) follows it there, so the ordinary COMPOUND decoder
+//!    sees a WRITE with no data; the data travels beside the record as a
+//!    [`Detached`] payload, which the WRITE op uses instead.
+//!
+//! Any other shape, a prefix that does not parse, a data length outside
+//! (0, max I/O], or an empty pool: the rest of the record goes into the
+//! ordinary buffer and the ordinary path answers it. A record that ends
+//! inside the WRITE data is rebuilt in the ordinary buffer (a rare, broken
+//! request), so the decoder answers it as before (BADXDR). Limits are the
+//! ordinary path's: `max_record_bytes` per record, checked at every
+//! fragment header before its bytes are read, and bounded lengths (RFC 5531
+//! auth bodies, NFS4_OPAQUE_LIMIT tag, NFS4_FHSIZE handle) before any
+//! buffer grows.
+
+use crate::storage::{BufPool, PoolBuf};
+use pnfs_protocol::record::LAST_FRAGMENT;
+use pnfs_protocol::rpc;
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Records at least this long (first fragment, or any record of several
+/// fragments) are tried for the zero-copy WRITE path; smaller ones are read
+/// whole with one read, which is cheaper than the exact-size header reads.
+pub const FAST_PATH_MIN_RECORD: usize = 8 * 1024;
+
+const OP_SEQUENCE: u32 = 53;
+const OP_PUTFH: u32 = 22;
+const OP_WRITE: u32 = 38;
+const NFS4_OPAQUE_LIMIT: u32 = 1024;
+const NFS4_FHSIZE: u32 = 128;
+
+/// Bytes from the record start to the end of WRITE's data length when every
+/// variable-length field (cred, verf, tag, filehandle) is empty: RPC call
+/// header 24 + cred 8 + verf 8 + tag 4 + minorversion and numops 8 +
+/// SEQUENCE 4+32 + PUTFH 4+4 + WRITE 4+16+8+4+4.
+pub const FIXED_PREFIX: usize = 24 + 8 + 8 + 4 + 8 + 36 + 8 + 36;
+
+/// WRITE data received into a pool buffer beside its record.
+pub struct Detached {
+    pub buf: PoolBuf,
+    /// Data bytes (the WRITE's real data length).
+    pub len: usize,
+}
+
+impl Detached {
+    /// Bytes it took on the wire (data and XDR pad).
+    pub fn wire_len(&self) -> usize {
+        self.len + pad4(self.len)
+    }
+}
+
+fn pad4(n: usize) -> usize {
+    (4 - n % 4) % 4
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Prefix {
+    /// At least this many bytes (from the record start) are needed to go on.
+    Need(usize),
+    /// Not a `SEQUENCE, PUTFH, WRITE` call this path takes.
+    NotFast,
+    /// The prefix is complete: `prefix_len` bytes, the last 4 of which (at
+    /// `len_at`) are WRITE's data length `data_len`.
+    Write { len_at: usize, data_len: usize, prefix_len: usize },
+}
+
+/// Parses as much of a `SEQUENCE, PUTFH, WRITE` call prefix as `b` holds.
+/// Never reads past the data length; `Need(n)` is always more than
+/// `b.len()` and at most the full prefix length, so reading up to it never
+/// consumes WRITE data.
+pub fn parse_write_prefix(b: &[u8]) -> Prefix {
+    // Known padded lengths of the variable fields so far; the unknown ones
+    // count as empty, which makes FIXED_PREFIX + extra a lower bound of the
+    // prefix length that grows as the fields become known.
+    let mut extra = 0usize;
+    let mut pos = 0usize;
+    macro_rules! need {
+        () => {{
+            debug_assert!(FIXED_PREFIX + extra > b.len());
+            return Prefix::Need(FIXED_PREFIX + extra);
+        }};
+    }
+    macro_rules! u32_ {
+        () => {{
+            let Some(w) = b.get(pos..pos + 4) else { need!() };
+            pos += 4;
+            u32::from_be_bytes([w[0], w[1], w[2], w[3]])
+        }};
+    }
+    macro_rules! expect {
+        ($v:expr) => {{
+            if u32_!() != $v {
+                return Prefix::NotFast;
+            }
+        }};
+    }
+    macro_rules! skip {
+        ($n:expr) => {{
+            if b.len() < pos + $n {
+                need!()
+            }
+            pos += $n;
+        }};
+    }
+    macro_rules! opaque {
+        ($max:expr) => {{
+            let n = u32_!();
+            if n > $max {
+                return Prefix::NotFast;
+            }
+            let n = n as usize + pad4(n as usize);
+            extra += n;
+            skip!(n);
+        }};
+    }
+    let _xid = u32_!();
+    expect!(rpc::MSG_CALL);
+    expect!(rpc::RPC_VERSION);
+    expect!(rpc::NFS4_PROGRAM);
+    expect!(rpc::NFS_V4);
+    expect!(rpc::PROC_COMPOUND);
+    let flavor = u32_!();
+    if flavor != rpc::AUTH_NONE && flavor != rpc::AUTH_SYS {
+        return Prefix::NotFast;
+    }
+    opaque!(rpc::MAX_AUTH_BYTES); // cred body
+    let _verf_flavor = u32_!();
+    opaque!(rpc::MAX_AUTH_BYTES); // verf body
+    opaque!(NFS4_OPAQUE_LIMIT); // tag
+    let minor = u32_!();
+    if !(1..=2).contains(&minor) {
+        return Prefix::NotFast;
+    }
+    if u32_!() < 3 {
+        return Prefix::NotFast;
+    }
+    expect!(OP_SEQUENCE);
+    skip!(32);
+    expect!(OP_PUTFH);
+    opaque!(NFS4_FHSIZE);
+    expect!(OP_WRITE);
+    skip!(16 + 8); // stateid, offset
+    if u32_!() > 2 {
+        return Prefix::NotFast; // not a stable_how4: the decoder says BADXDR
+    }
+    let len_at = pos;
+    let data_len = u32_!() as usize;
+    debug_assert_eq!(pos, FIXED_PREFIX + extra);
+    Prefix::Write { len_at, data_len, prefix_len: pos }
+}
+
+/// One record being read from a stream, fragment by fragment.
+pub struct RecordIn {
+    /// Bytes of the current fragment not read yet.
+    frag_left: usize,
+    last: bool,
+    /// Sum of the fragment lengths seen so far (bounded by `max`).
+    declared: usize,
+    max: usize,
+}
+
+impl RecordIn {
+    /// Reads the first fragment header; Ok(None) at a clean EOF.
+    pub async fn start<R: AsyncRead + Unpin>(rd: &mut R, max: usize) -> io::Result<Option<RecordIn>> {
+        let mut r = RecordIn { frag_left: 0, last: false, declared: 0, max };
+        let mut hdr = [0u8; 4];
+        match rd.read_exact(&mut hdr).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        r.header(hdr)?;
+        Ok(Some(r))
+    }
+
+    fn header(&mut self, hdr: [u8; 4]) -> io::Result<()> {
+        let h = u32::from_be_bytes(hdr);
+        let len = (h & !LAST_FRAGMENT) as usize;
+        if self.declared + len > self.max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("RPC record of {} bytes exceeds ds.max_record_bytes", self.declared + len),
+            ));
+        }
+        self.declared += len;
+        self.frag_left = len;
+        self.last = h & LAST_FRAGMENT != 0;
+        Ok(())
+    }
+
+    /// Whether the first fragment is large, or more follow: worth the
+    /// zero-copy attempt.
+    pub fn worth_fast_path(&self) -> bool {
+        self.frag_left >= FAST_PATH_MIN_RECORD || !self.last
+    }
+
+    /// True once every byte of the record was read.
+    pub fn done(&self) -> bool {
+        self.frag_left == 0 && self.last
+    }
+
+    /// Moves to the next fragment when the current one is used up; false at
+    /// the end of the record.
+    async fn next<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> io::Result<bool> {
+        while self.frag_left == 0 {
+            if self.last {
+                return Ok(false);
+            }
+            let mut hdr = [0u8; 4];
+            rd.read_exact(&mut hdr).await?;
+            self.header(hdr)?;
+        }
+        Ok(true)
+    }
+
+    /// Fills `dst` with record bytes, or fewer when the record ends first;
+    /// returns how many. Never reads past the record or past `dst`.
+    pub async fn read<R: AsyncRead + Unpin>(&mut self, rd: &mut R, dst: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < dst.len() && self.next(rd).await? {
+            let n = self.frag_left.min(dst.len() - done);
+            rd.read_exact(&mut dst[done..done + n]).await?;
+            self.frag_left -= n;
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Reads the rest of the record into `buf[at..]`, growing `buf` only
+    /// when needed (no zero-fill per request); returns the record's end.
+    pub async fn read_rest<R: AsyncRead + Unpin>(&mut self, rd: &mut R, buf: &mut Vec<u8>, mut at: usize) -> io::Result<usize> {
+        while self.next(rd).await? {
+            let n = self.frag_left;
+            if buf.len() < at + n {
+                buf.resize(at + n, 0);
+            }
+            rd.read_exact(&mut buf[at..at + n]).await?;
+            self.frag_left = 0;
+            at += n;
+        }
+        Ok(at)
+    }
+}
+
+/// What [`read_call`] did, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Ordinary,
+    /// WRITE data went straight into a pool buffer.
+    ZeroCopy,
+    /// The shape fit but the pool was empty.
+    NoBuffer,
+}
+
+/// Reads the rest of the record `rin` started into `buf[..len]`, with the
+/// WRITE data of a large `SEQUENCE, PUTFH, WRITE` call detached into a pool
+/// buffer (module documentation). `max_data` bounds the data taken this way.
+pub async fn read_call<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rin: &mut RecordIn,
+    buf: &mut Vec<u8>,
+    pool: &BufPool,
+    max_data: usize,
+) -> io::Result<(usize, Option<Detached>, Path)> {
+    let mut have = 0usize;
+    let mut path = Path::Ordinary;
+    if rin.worth_fast_path() {
+        loop {
+            match parse_write_prefix(&buf[..have]) {
+                Prefix::Need(n) => {
+                    debug_assert!(n > have);
+                    if buf.len() < n {
+                        buf.resize(n, 0);
+                    }
+                    have += rin.read(rd, &mut buf[have..n]).await?;
+                    if have < n {
+                        // The record ended: it is all in `buf`.
+                        debug_assert!(rin.done());
+                        return Ok((have, None, path));
+                    }
+                }
+                Prefix::NotFast => break,
+                Prefix::Write { len_at, data_len, prefix_len } => {
+                    debug_assert_eq!(prefix_len, have);
+                    if data_len == 0 || data_len > max_data || data_len > pool.buf_size() {
+                        break;
+                    }
+                    let Some(mut pb) = pool.take() else {
+                        path = Path::NoBuffer;
+                        break;
+                    };
+                    let got = rin.read(rd, &mut pb.as_mut_slice()[..data_len]).await?;
+                    let mut pad = [0u8; 3];
+                    let want_pad = pad4(data_len);
+                    let got_pad = if got == data_len { rin.read(rd, &mut pad[..want_pad]).await? } else { 0 };
+                    if got < data_len || got_pad < want_pad {
+                        // Truncated inside the data: rebuild the record as
+                        // sent, for the ordinary decoder to refuse.
+                        debug_assert!(rin.done());
+                        let end = have + got + got_pad;
+                        if buf.len() < end {
+                            buf.resize(end, 0);
+                        }
+                        buf[have..have + got].copy_from_slice(&pb.as_slice()[..got]);
+                        buf[have + got..end].copy_from_slice(&pad[..got_pad]);
+                        return Ok((end, None, path));
+                    }
+                    buf[len_at..len_at + 4].copy_from_slice(&0u32.to_be_bytes());
+                    let end = rin.read_rest(rd, buf, have).await?;
+                    return Ok((end, Some(Detached { buf: pb, len: data_len }), Path::ZeroCopy));
+                }
+            }
+        }
+    }
+    let end = rin.read_rest(rd, buf, have).await?;
+    Ok((end, None, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pnfs_protocol::wire::*;
+    use pnfs_protocol::{Encoder, Opaque, XdrEncode};
+
+    /// A COMPOUND call record body: SEQUENCE, PUTFH, WRITE(data), then `more` GETFHs.
+    fn write_call(xid: u32, tag: &[u8], fh: &[u8], data: &[u8], more: usize) -> Vec<u8> {
+        let mut e = Encoder::new();
+        rpc::begin_call(&mut e, xid, rpc::NFS4_PROGRAM, rpc::NFS_V4, rpc::PROC_COMPOUND, true);
+        e.put_opaque(tag, 1024).unwrap();
+        e.put_u32(1);
+        e.put_u32(3 + more as u32);
+        let ops = [
+            nfs_argop4::OP_SEQUENCE(SEQUENCE4args {
+                sa_sessionid: [1; 16],
+                sa_sequenceid: 1,
+                sa_slotid: 0,
+                sa_highest_slotid: 0,
+                sa_cachethis: false,
+            }),
+            nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(fh) }),
+            nfs_argop4::OP_WRITE(WRITE4args {
+                stateid: stateid4 { seqid: 1, other: [2; 12] },
+                offset: 4096,
+                stable: stable_how4::UNSTABLE4,
+                data: Opaque::borrowed(data),
+            }),
+        ];
+        for op in &ops {
+            op.encode(&mut e).unwrap();
+        }
+        for _ in 0..more {
+            nfs_argop4::OP_GETFH.encode(&mut e).unwrap();
+        }
+        e.into_inner()
+    }
+
+    #[test]
+    fn prefix_needs_grow_and_stop_at_the_data() {
+        let data = vec![7u8; 10_001];
+        for (tag, fh) in [(&b""[..], &[9u8; 16][..]), (&b"tag!x"[..], &[1u8; 128][..])] {
+            let rec = write_call(5, tag, fh, &data, 1);
+            let mut have = 0;
+            let mut steps = 0;
+            let (len_at, prefix_len) = loop {
+                match parse_write_prefix(&rec[..have]) {
+                    Prefix::Need(n) => {
+                        assert!(n > have && n <= rec.len() - data.len(), "need {n} with {have}");
+                        have = n;
+                        steps += 1;
+                    }
+                    Prefix::Write { len_at, data_len, prefix_len } => {
+                        assert_eq!(data_len, data.len());
+                        break (len_at, prefix_len);
+                    }
+                    Prefix::NotFast => panic!("not fast"),
+                }
+            };
+            assert!(steps <= 5, "{steps} reads");
+            assert_eq!(prefix_len, have);
+            assert_eq!(&rec[prefix_len..prefix_len + 100], &data[..100]);
+            assert_eq!(u32::from_be_bytes(rec[len_at..len_at + 4].try_into().unwrap()) as usize, data.len());
+        }
+    }
+
+    #[test]
+    fn other_shapes_are_not_fast() {
+        let rec = write_call(5, b"", &[9; 16], &[1; 100], 0);
+        // READ instead of WRITE.
+        let mut r = rec.clone();
+        let at = rec.len() - 100 - 36;
+        r[at..at + 4].copy_from_slice(&25u32.to_be_bytes());
+        assert_eq!(parse_write_prefix(&r), Prefix::NotFast);
+        // Wrong program, minor version 0, a handle longer than NFS4_FHSIZE.
+        let mut r = rec.clone();
+        r[12..16].copy_from_slice(&100005u32.to_be_bytes());
+        assert_eq!(parse_write_prefix(&r), Prefix::NotFast);
+        let mut e = Encoder::new();
+        rpc::begin_call(&mut e, 1, rpc::NFS4_PROGRAM, rpc::NFS_V4, rpc::PROC_COMPOUND, false);
+        e.put_u32(0);
+        e.put_u32(0); // minor 0
+        e.put_u32(3);
+        assert_eq!(parse_write_prefix(&e.buf), Prefix::NotFast);
+        let mut e = Encoder::new();
+        rpc::begin_call(&mut e, 1, rpc::NFS4_PROGRAM, rpc::NFS_V4, rpc::PROC_COMPOUND, false);
+        e.put_u32(0);
+        e.put_u32(1);
+        e.put_u32(3);
+        e.put_u32(OP_SEQUENCE);
+        e.buf.extend_from_slice(&[0; 32]);
+        e.put_u32(OP_PUTFH);
+        e.put_u32(129);
+        assert_eq!(parse_write_prefix(&e.buf), Prefix::NotFast);
+        // A huge claimed cred length is refused before anything is needed.
+        let mut r = rec.clone();
+        r[28..32].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
+        assert_eq!(parse_write_prefix(&r[..32]), Prefix::NotFast);
+        // Cut anywhere: Need, never a panic.
+        for cut in 0..rec.len() - 100 {
+            assert!(matches!(parse_write_prefix(&rec[..cut]), Prefix::Need(n) if n > cut));
+        }
+    }
+}
