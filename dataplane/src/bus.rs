@@ -51,7 +51,7 @@
 
 use crate::fh::DsFh;
 use crate::state::{lock, Allowed, AllowedTable, StateOther};
-use crate::storage::{Object, ObjectStore};
+use crate::storage::{Engine, Object, ObjectStore};
 use crossbeam_queue::ArrayQueue;
 use pnfs_protocol::wire::{nfsstat4, stateid4};
 use std::cell::{Cell, RefCell};
@@ -244,6 +244,7 @@ impl Bus {
             allowed: RefCell::new(AllowedTable::new()),
             objects: RefCell::new(HashMap::with_capacity(per_reactor)),
             max_objects: per_reactor,
+            engine: RefCell::new(None),
         }
     }
 
@@ -310,9 +311,39 @@ pub struct Replica {
     allowed: RefCell<AllowedTable>,
     objects: RefCell<HashMap<DsFh, Arc<Object>>>,
     max_objects: usize,
+    /// The reactor's engine, whose registered-file table follows the cache.
+    engine: RefCell<Option<Rc<Engine>>>,
 }
 
 impl Replica {
+    /// From now on objects entering this cache get their descriptors
+    /// installed in `engine`'s registered-file table, and leaving it removed.
+    pub fn attach_engine(&self, engine: Rc<Engine>) {
+        assert!(self.objects.borrow().is_empty(), "engine attached after objects were cached");
+        *self.engine.borrow_mut() = Some(engine);
+    }
+
+    /// Puts `o` in the cache (replacing the entry of its handle), keeping
+    /// the engine's file table in step.
+    fn cache_insert(&self, objects: &mut HashMap<DsFh, Arc<Object>>, o: Arc<Object>) {
+        let engine = self.engine.borrow();
+        if let Some(e) = engine.as_ref() {
+            if let Some(old) = objects.get(&o.fh).filter(|old| !Arc::ptr_eq(old, &o)) {
+                e.remove_files(old);
+            }
+            e.install_files(&o);
+        }
+        objects.insert(o.fh, o);
+    }
+
+    fn cache_remove(&self, objects: &mut HashMap<DsFh, Arc<Object>>, fh: &DsFh) {
+        if let Some(old) = objects.remove(fh) {
+            if let Some(e) = self.engine.borrow().as_ref() {
+                e.remove_files(&old);
+            }
+        }
+    }
+
     fn mailbox(&self) -> &Mailbox {
         &self.shared.mailboxes[self.index]
     }
@@ -347,10 +378,10 @@ impl Replica {
             Update::ObjCreated(o) => {
                 let mut objects = self.objects.borrow_mut();
                 if objects.len() < self.max_objects || objects.contains_key(&o.fh) {
-                    objects.insert(o.fh, o);
+                    self.cache_insert(&mut objects, o);
                 }
             }
-            Update::ObjRemoved(fh) => drop(self.objects.borrow_mut().remove(&fh)),
+            Update::ObjRemoved(fh) => self.cache_remove(&mut self.objects.borrow_mut(), &fh),
         }
     }
 
@@ -390,10 +421,10 @@ impl Replica {
         let mut objects = self.objects.borrow_mut();
         if objects.len() >= self.max_objects {
             if let Some(k) = objects.keys().next().copied() {
-                objects.remove(&k);
+                self.cache_remove(&mut objects, &k);
             }
         }
-        objects.insert(*fh, o.clone());
+        self.cache_insert(&mut objects, o.clone());
         Ok(o)
     }
 
@@ -406,6 +437,11 @@ impl Replica {
 impl Drop for Replica {
     /// A reactor that ends is no longer waited for.
     fn drop(&mut self) {
+        // The engine may outlive us: no slot may keep naming a descriptor
+        // that closes with its object.
+        if let Some(e) = self.engine.borrow().as_ref() {
+            self.objects.borrow().values().for_each(|o| e.remove_files(o));
+        }
         self.mailbox().attached.store(false, Ordering::Release);
         self.shared.wake_waiters();
     }

@@ -60,6 +60,11 @@ pub struct DsConfig {
     /// NFS connections one reactor serves at once; more are refused. Default 1024.
     #[serde(default = "default_conns")]
     pub max_connections_per_reactor: usize,
+    /// Slots of each reactor's io_uring registered-file table; each cached
+    /// open object takes one or two (buffered and O_DIRECT descriptor). A
+    /// full table, or 0, means plain descriptors. Default 1024.
+    #[serde(default = "default_fixed_files")]
+    pub fixed_files_per_reactor: u32,
 }
 
 fn default_bind() -> SocketAddr {
@@ -95,6 +100,9 @@ fn default_true() -> bool {
 fn default_conns() -> usize {
     1024
 }
+fn default_fixed_files() -> u32 {
+    1024
+}
 
 /// Alignment of I/O buffers, offsets and lengths for O_DIRECT.
 pub const IO_ALIGN: usize = 4096;
@@ -119,6 +127,7 @@ impl DsConfig {
             heartbeat_ms: default_heartbeat(),
             o_direct: true,
             max_connections_per_reactor: default_conns(),
+            fixed_files_per_reactor: default_fixed_files(),
         }
     }
 
@@ -172,6 +181,9 @@ impl DsConfig {
         }
         if self.max_connections_per_reactor == 0 {
             return Err("ds.max_connections_per_reactor: must be at least 1".into());
+        }
+        if self.fixed_files_per_reactor > 65536 {
+            return Err("ds.fixed_files_per_reactor: must be at most 65536".into());
         }
         Ok(())
     }
@@ -243,6 +255,7 @@ data_dir = "/tmp/ds1"
         assert_eq!(c.max_io(), 1 << 20);
         assert_eq!(c.session_slots, 64);
         assert!(c.o_direct);
+        assert_eq!(c.fixed_files_per_reactor, 1024);
         assert_eq!(c.advertised().unwrap(), "127.0.0.1:2049".parse().unwrap());
 
         let mut bad = c.clone();
@@ -256,6 +269,9 @@ data_dir = "/tmp/ds1"
         let mut bad = c.clone();
         bad.buffer_size = 5000;
         assert!(bad.validate().unwrap_err().starts_with("ds.buffer_size:"));
+        let mut bad = c.clone();
+        bad.fixed_files_per_reactor = 1 << 20;
+        assert!(bad.validate().unwrap_err().starts_with("ds.fixed_files_per_reactor:"));
         let mut bad = c.clone();
         bad.reactors = 0;
         assert!(bad.validate().unwrap_err().starts_with("ds.reactors:"));

@@ -129,12 +129,16 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
         }
     };
     let pool = BufPool::new(ds.cfg.buffers_per_reactor, ds.cfg.buffer_size);
-    let engine = Rc::new(Engine::new(pool, ds.stats.clone(), true));
+    let mut engine = Engine::new(pool, ds.stats.clone(), true);
+    let fixed_files = engine.enable_fixed_files(ds.cfg.fixed_files_per_reactor);
+    let engine = Rc::new(engine);
     // Attached before `ready`: the control program starts after every reactor.
     let replica = Rc::new(ds.bus.replica(i));
+    replica.attach_engine(engine.clone());
     log::debug!(
-        "reactor {i}: io_uring {}, O_DIRECT {}, {} buffers of {} bytes",
+        "reactor {i}: io_uring {} (registered files {}), O_DIRECT {}, {} buffers of {} bytes",
         if engine.uses_uring() { "on" } else { "off" },
+        if fixed_files { "on" } else { "off" },
         if ds.store.uses_o_direct() { "on" } else { "off" },
         ds.cfg.buffers_per_reactor,
         ds.cfg.buffer_size

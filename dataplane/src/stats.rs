@@ -167,6 +167,10 @@ pub struct DsStats {
     pub uring_ops: AtomicU64,
     pub syscall_ops: AtomicU64,
     pub direct_ops: AtomicU64,
+    /// io_uring I/O naming a registered file slot instead of a descriptor.
+    pub fixed_file_ops: AtomicU64,
+    /// Descriptors left unregistered because a reactor's file table was full.
+    pub fixed_files_full: AtomicU64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -193,6 +197,8 @@ pub struct DsStatsSnapshot {
     pub uring_ops: u64,
     pub syscall_ops: u64,
     pub direct_ops: u64,
+    pub fixed_file_ops: u64,
+    pub fixed_files_full: u64,
 }
 
 impl DsStatsSnapshot {
@@ -247,6 +253,8 @@ impl DsStats {
             uring_ops: g(&self.uring_ops),
             syscall_ops: g(&self.syscall_ops),
             direct_ops: g(&self.direct_ops),
+            fixed_file_ops: g(&self.fixed_file_ops),
+            fixed_files_full: g(&self.fixed_files_full),
         }
     }
 }

@@ -17,9 +17,15 @@
 //!
 //! [`Engine`] belongs to one reactor thread (it is not `Send`): an io_uring
 //! with the reactor's pool buffers registered (fixed buffers), used with
-//! submit-and-wait per request. When io_uring cannot be set up it falls back
-//! to pread/pwrite; when buffer registration fails, to unregistered uring
-//! reads/writes. Each fallback is logged once per process.
+//! submit-and-wait per request, and a sparse registered-file table
+//! (`ds.fixed_files_per_reactor` slots): the reactor's open-object cache
+//! installs an object's descriptors when it takes the object in and removes
+//! them when it evicts or drops it, and I/O names the slot (`Fixed`)
+//! instead of the fd, sparing the kernel the per-request fd lookup. When
+//! io_uring cannot be set up it falls back to pread/pwrite; when buffer
+//! registration fails, to unregistered uring reads/writes; when file
+//! registration is refused (Linux < 5.19) or the table is full, to plain
+//! descriptors. Each fallback is logged once per process.
 
 use crate::config::IO_ALIGN;
 use crate::fh::DsFh;
@@ -31,7 +37,8 @@ use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
+use std::collections::HashMap;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +50,7 @@ const RING_ENTRIES: u32 = 64;
 static LOGGED_NO_DIRECT: AtomicBool = AtomicBool::new(false);
 static LOGGED_NO_URING: AtomicBool = AtomicBool::new(false);
 static LOGGED_NO_REGISTER: AtomicBool = AtomicBool::new(false);
+static LOGGED_NO_FIXED_FILES: AtomicBool = AtomicBool::new(false);
 
 fn log_once(flag: &AtomicBool, msg: impl FnOnce() -> String) {
     if !flag.swap(true, Ordering::Relaxed) {
@@ -289,9 +297,21 @@ impl From<io::Error> for IoError {
     }
 }
 
+/// The ring's registered files: slot -> fd and back. A descriptor is in
+/// it only while the reactor's open-object cache holds its object, which
+/// keeps the descriptor open, so a fd number found here is that file.
+struct FileTable {
+    /// The fd registered in each slot, -1 for a free one.
+    slots: Vec<RawFd>,
+    free: Vec<u32>,
+    by_fd: HashMap<RawFd, u32>,
+}
+
 pub struct Engine {
     ring: Option<RefCell<IoUring>>,
     registered: bool,
+    /// Sparse registered-file table, when enabled and supported.
+    files: RefCell<Option<FileTable>>,
     pub pool: BufPool,
     stats: Arc<DsStats>,
 }
@@ -322,7 +342,7 @@ impl Engine {
                 }),
             }
         }
-        Engine { ring: ring.map(RefCell::new), registered, pool, stats }
+        Engine { ring: ring.map(RefCell::new), registered, files: RefCell::new(None), pool, stats }
     }
 
     pub fn uses_uring(&self) -> bool {
@@ -349,15 +369,35 @@ impl Engine {
         }
     }
 
+    /// The io_uring entry for a read or write of `len` bytes at `ptr`:
+    /// fixed buffer `buf_idx` when the pool is registered, and the file's
+    /// registered slot when it has one (else its descriptor).
+    fn rw_entry(&self, f: &File, ptr: *mut u8, len: u32, off: u64, buf_idx: Option<u16>, write: bool) -> io_uring::squeue::Entry {
+        let buf_idx = buf_idx.filter(|_| self.registered);
+        macro_rules! build {
+            ($fd:expr) => {
+                match (write, buf_idx) {
+                    (false, Some(i)) => opcode::ReadFixed::new($fd, ptr, len, i).offset(off).build(),
+                    (false, None) => opcode::Read::new($fd, ptr, len).offset(off).build(),
+                    (true, Some(i)) => opcode::WriteFixed::new($fd, ptr, len, i).offset(off).build(),
+                    (true, None) => opcode::Write::new($fd, ptr, len).offset(off).build(),
+                }
+            };
+        }
+        let fd = f.as_raw_fd();
+        match self.fixed_slot(fd) {
+            Some(slot) => {
+                bump(&self.stats.fixed_file_ops, 1);
+                build!(types::Fixed(slot))
+            }
+            None => build!(types::Fd(fd)),
+        }
+    }
+
     fn pread(&self, f: &File, buf: &mut [u8], off: u64, fixed: Option<u16>) -> io::Result<usize> {
         match &self.ring {
             Some(r) => {
-                let len = buf.len() as u32;
-                let fd = types::Fd(f.as_raw_fd());
-                let e = match fixed.filter(|_| self.registered) {
-                    Some(i) => opcode::ReadFixed::new(fd, buf.as_mut_ptr(), len, i).offset(off).build(),
-                    None => opcode::Read::new(fd, buf.as_mut_ptr(), len).offset(off).build(),
-                };
+                let e = self.rw_entry(f, buf.as_mut_ptr(), buf.len() as u32, off, fixed, false);
                 self.submit(r, e)
             }
             None => {
@@ -370,12 +410,8 @@ impl Engine {
     fn pwrite(&self, f: &File, buf: &[u8], off: u64, fixed: Option<u16>) -> io::Result<usize> {
         match &self.ring {
             Some(r) => {
-                let len = buf.len() as u32;
-                let fd = types::Fd(f.as_raw_fd());
-                let e = match fixed.filter(|_| self.registered) {
-                    Some(i) => opcode::WriteFixed::new(fd, buf.as_ptr(), len, i).offset(off).build(),
-                    None => opcode::Write::new(fd, buf.as_ptr(), len).offset(off).build(),
-                };
+                // The kernel only reads the buffer of a write.
+                let e = self.rw_entry(f, buf.as_ptr() as *mut u8, buf.len() as u32, off, fixed, true);
                 self.submit(r, e)
             }
             None => {
@@ -383,6 +419,90 @@ impl Engine {
                 f.write_at(buf, off)
             }
         }
+    }
+
+    // -- Registered files ---------------------------------------------------
+
+    /// Registers a sparse file table of `slots` entries on the ring, used by
+    /// [`Engine::install_files`]. False (and no table) without io_uring,
+    /// with `slots` 0, or when the kernel refuses it (before Linux 5.19).
+    pub fn enable_fixed_files(&mut self, slots: u32) -> bool {
+        let Some(r) = &self.ring else { return false };
+        if slots == 0 {
+            return false;
+        }
+        if let Err(e) = r.borrow().submitter().register_files_sparse(slots) {
+            log_once(&LOGGED_NO_FIXED_FILES, || format!("io_uring file registration refused ({e}); using plain descriptors"));
+            return false;
+        }
+        *self.files.borrow_mut() = Some(FileTable {
+            slots: vec![-1; slots as usize],
+            free: (0..slots).rev().collect(),
+            by_fd: HashMap::with_capacity(slots as usize),
+        });
+        true
+    }
+
+    /// Installs the object's descriptors in free slots of the file table
+    /// (the reactor's open-object cache calls this when it takes the
+    /// object in). A full table, or a refused update, leaves a descriptor
+    /// unregistered: its I/O uses the plain fd.
+    pub fn install_files(&self, obj: &Object) {
+        let (Some(r), mut files) = (&self.ring, self.files.borrow_mut()) else { return };
+        let Some(t) = files.as_mut() else { return };
+        for f in std::iter::once(&obj.file).chain(obj.direct.iter()) {
+            let fd = f.as_raw_fd();
+            if t.by_fd.contains_key(&fd) {
+                continue;
+            }
+            let Some(slot) = t.free.pop() else {
+                bump(&self.stats.fixed_files_full, 1);
+                continue;
+            };
+            match r.borrow().submitter().register_files_update(slot, &[fd]) {
+                Ok(1) => {
+                    t.slots[slot as usize] = fd;
+                    t.by_fd.insert(fd, slot);
+                }
+                r => {
+                    log::debug!("registering fd {fd} in slot {slot}: {r:?}");
+                    t.free.push(slot);
+                }
+            }
+        }
+    }
+
+    /// Removes the object's descriptors from the file table (the cache
+    /// evicted or dropped it). Must come before the descriptors can close:
+    /// a slot keeps its file open, and fd numbers are looked up by value.
+    pub fn remove_files(&self, obj: &Object) {
+        let (Some(r), mut files) = (&self.ring, self.files.borrow_mut()) else { return };
+        let Some(t) = files.as_mut() else { return };
+        for f in std::iter::once(&obj.file).chain(obj.direct.iter()) {
+            let fd = f.as_raw_fd();
+            let Some(slot) = t.by_fd.remove(&fd) else { continue };
+            debug_assert_eq!(t.slots[slot as usize], fd);
+            if let Err(e) = r.borrow().submitter().register_files_update(slot, &[-1]) {
+                // The slot stays taken (and its file open) rather than be reused wrongly.
+                log::warn!("unregistering file slot {slot}: {e}");
+                continue;
+            }
+            t.slots[slot as usize] = -1;
+            t.free.push(slot);
+        }
+    }
+
+    /// Registered descriptors (tests, metrics).
+    pub fn fixed_files_in_use(&self) -> usize {
+        self.files.borrow().as_ref().map_or(0, |t| t.by_fd.len())
+    }
+
+    fn fixed_slot(&self, fd: RawFd) -> Option<u32> {
+        let files = self.files.borrow();
+        let t = files.as_ref()?;
+        let slot = *t.by_fd.get(&fd)?;
+        debug_assert_eq!(t.slots[slot as usize], fd);
+        Some(slot)
     }
 
     /// Reads up to `count` bytes at `offset` into a pool buffer; returns the
@@ -478,7 +598,8 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // The ring must go before the registered buffers it points at.
+        // The ring must go before the registered buffers it points at (its
+        // registered files go with it).
         self.ring = None;
     }
 }
@@ -552,6 +673,64 @@ mod tests {
         let store = ObjectStore::open(dir.path(), false).unwrap();
         assert!(!store.uses_o_direct());
         roundtrip(&store, &engine);
+    }
+
+    #[test]
+    fn registered_files_follow_install_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path(), true).unwrap();
+        let stats = Arc::new(DsStats::default());
+        let mut engine = Engine::new(BufPool::new(2, 64 * 1024), stats.clone(), true);
+        assert!(!engine.enable_fixed_files(0));
+        if !engine.uses_uring() || !engine.enable_fixed_files(1 + store.uses_o_direct() as u32) {
+            eprintln!("no io_uring file registration here; skipped");
+            return;
+        }
+        let fds = 1 + store.uses_o_direct() as usize; // room for one object
+        let a = store.create(&DsFh { stripe: 0, ino: 1, generation: 1 }).unwrap();
+        let b = store.create(&DsFh { stripe: 0, ino: 2, generation: 1 }).unwrap();
+        let fixed_ops = || stats.fixed_file_ops.load(Ordering::Relaxed);
+        let io = |o: &Object| {
+            engine.write(o, 0, &[5u8; 4096]).ok().unwrap();
+            engine.write(o, 4096 + 3, b"tail").ok().unwrap();
+            let (buf, n) = engine.read(o, 0, 8192).ok().unwrap();
+            assert_eq!(n, 4096 + 3 + 4);
+            assert_eq!(&buf.as_slice()[4096 + 3..n], b"tail");
+        };
+        engine.install_files(&a);
+        engine.install_files(&a); // already there: no second slot
+        assert_eq!(engine.fixed_files_in_use(), fds);
+        io(&a);
+        assert_eq!(fixed_ops(), 3, "every I/O of a names its slot");
+        // Full table: b keeps its plain descriptors and works all the same.
+        engine.install_files(&b);
+        assert_eq!(stats.fixed_files_full.load(Ordering::Relaxed), fds as u64);
+        io(&b);
+        assert_eq!(fixed_ops(), 3);
+        engine.remove_files(&a);
+        engine.remove_files(&a);
+        assert_eq!(engine.fixed_files_in_use(), 0);
+        engine.install_files(&b);
+        assert_eq!(engine.fixed_files_in_use(), fds);
+        io(&b);
+        assert_eq!(fixed_ops(), 6);
+        engine.remove_files(&b);
+
+        // The reactor's open-object cache drives the table: opened objects
+        // come in, removed ones go out.
+        let engine = Rc::new(engine);
+        let bus = crate::bus::Bus::with_bounds(1, 16, std::time::Duration::from_millis(10));
+        let replica = bus.replica(0);
+        replica.attach_engine(engine.clone());
+        replica.object(&store, &a.fh).unwrap();
+        assert_eq!(engine.fixed_files_in_use(), fds);
+        let _ = bus.publish(crate::bus::Update::ObjRemoved(a.fh)); // applied by sync below
+        replica.sync();
+        assert_eq!(engine.fixed_files_in_use(), 0);
+        replica.object(&store, &b.fh).unwrap();
+        assert_eq!(engine.fixed_files_in_use(), fds);
+        drop(replica);
+        assert_eq!(engine.fixed_files_in_use(), 0, "a dropped cache leaves no slot behind");
     }
 
     #[test]
