@@ -417,7 +417,7 @@ impl Replica {
         if let Some(o) = self.objects.borrow().get(fh) {
             return Ok(o.clone());
         }
-        let o = Arc::new(store.open_object(fh)?);
+        let o = store.open_object(fh)?;
         let mut objects = self.objects.borrow_mut();
         if objects.len() >= self.max_objects {
             if let Some(k) = objects.keys().next().copied() {

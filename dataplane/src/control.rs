@@ -282,7 +282,9 @@ fn obj_truncate(ds: &Ds, a: &ctl_truncate_args) -> ctl_status {
             return Err(ctl_status::CTL_INVAL);
         }
         let f = ds.store.open_buffered(&fh).map_err(|e| io_ctl(&e))?;
-        f.set_len(a.cta_size).map_err(|e| io_ctl(&e))
+        let r = f.set_len(a.cta_size);
+        ds.store.mark_written(&fh);
+        r.map_err(|e| io_ctl(&e))
     })())
 }
 
@@ -303,7 +305,10 @@ fn obj_write(ds: &Ds, a: &ctl_write_args) -> ctl_status {
         }
         let f = ds.store.open_buffered(&fh).map_err(|e| io_ctl(&e))?;
         // Straight from the received record: no userspace copy.
-        f.write_all_at(&a.cwa_data, a.cwa_offset).map_err(|e| io_ctl(&e))?;
+        let r = f.write_all_at(&a.cwa_data, a.cwa_offset);
+        // Reactors' COMMITs must not take the object for clean now.
+        ds.store.mark_written(&fh);
+        r.map_err(|e| io_ctl(&e))?;
         if a.cwa_stable {
             f.sync_data().map_err(|e| io_ctl(&e))?;
         }

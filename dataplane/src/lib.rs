@@ -66,7 +66,8 @@
 //! striping). Aligned I/O uses an O_DIRECT descriptor and registered pool
 //! buffers; unaligned I/O, or a file system refusing O_DIRECT (checked once
 //! at start, logged once), uses buffered I/O; a kernel without io_uring
-//! gets pread/pwrite (logged once). COMMIT and stable writes are fdatasync.
+//! gets pread/pwrite (logged once). COMMIT and stable writes are fdatasync
+//! (through the ring), skipped when the object has no write since its last.
 //! See [`stats`] for where payload bytes are copied.
 //!
 //! # Tight coupling

@@ -171,6 +171,12 @@ pub struct DsStats {
     pub fixed_file_ops: AtomicU64,
     /// Descriptors left unregistered because a reactor's file table was full.
     pub fixed_files_full: AtomicU64,
+    /// fdatasyncs issued for COMMIT and stable WRITE (NFS; compare with
+    /// the commit op count: a COMMIT on a clean object issues none).
+    pub fdatasyncs: AtomicU64,
+    /// COMMITs and stable WRITEs answered without a sync: nothing written
+    /// since the object's last one.
+    pub commits_clean: AtomicU64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -199,6 +205,8 @@ pub struct DsStatsSnapshot {
     pub direct_ops: u64,
     pub fixed_file_ops: u64,
     pub fixed_files_full: u64,
+    pub fdatasyncs: u64,
+    pub commits_clean: u64,
 }
 
 impl DsStatsSnapshot {
@@ -255,6 +263,8 @@ impl DsStats {
             direct_ops: g(&self.direct_ops),
             fixed_file_ops: g(&self.fixed_file_ops),
             fixed_files_full: g(&self.fixed_files_full),
+            fdatasyncs: g(&self.fdatasyncs),
+            commits_clean: g(&self.commits_clean),
         }
     }
 }

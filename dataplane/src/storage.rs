@@ -2,7 +2,12 @@
 //! the per-reactor aligned buffer pool, and the per-reactor I/O engine.
 //!
 //! [`ObjectStore`] is the object directory: it opens, creates and removes
-//! objects and caches nothing. Each reactor keeps its own cache of open
+//! objects, and knows (weakly) the live object of each handle, so every
+//! reactor opening a handle gets the same [`Object`] and with it the same
+//! dirty generation: a COMMIT on a clean object (no write completed since
+//! its last fdatasync, on any reactor or by the control program) answers
+//! without a syscall, and one on a dirty object issues a single fdatasync
+//! covering every write acknowledged before it. Each reactor keeps its own cache of open
 //! objects ([`crate::bus::Replica`]), which the control program keeps right
 //! through the control updates (a created object is handed to every
 //! reactor, a removed one dropped by every reactor before OBJ_REMOVE is
@@ -42,7 +47,8 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, Weak};
 
 /// Submission queue entries per reactor ring (one request in flight today).
 const RING_ENTRIES: u32 = 64;
@@ -64,11 +70,36 @@ pub struct Object {
     pub file: File,
     /// The same file opened with O_DIRECT, when enabled and supported.
     pub direct: Option<File>,
+    /// Dirty generation: writes completed through this object (any
+    /// reactor, and control-program writes while it is live), counted
+    /// after each write returned; starts at 1 because writes made before it
+    /// was opened may not be durable yet.
+    written: AtomicU64,
+    /// The `written` value read just before the last successful fdatasync
+    /// started: every write counted up to it is durable.
+    synced: AtomicU64,
 }
 
 impl Object {
     pub fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
+    }
+
+    /// Counts a completed write; call after it returned, before it is acknowledged.
+    pub fn mark_written(&self) {
+        self.written.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The generation a sync starting now must reach, or None when every
+    /// write completed so far is durable already.
+    pub fn unsynced(&self) -> Option<u64> {
+        let w = self.written.load(Ordering::SeqCst);
+        (self.synced.load(Ordering::SeqCst) < w).then_some(w)
+    }
+
+    /// A sync that started after [`Object::unsynced`] returned `w` succeeded.
+    pub fn mark_synced(&self, w: u64) {
+        self.synced.fetch_max(w, Ordering::SeqCst);
     }
 }
 
@@ -78,6 +109,30 @@ pub struct ObjectStore {
     direct: bool,
     /// Serialises creation so the directory fsync covers each new entry.
     create_lock: Mutex<()>,
+    /// The live object of each handle, so all reactors share one [`Object`]
+    /// per file and with it its dirty generation (a COMMIT on one reactor
+    /// must see writes made on another). Dead entries are pruned as it grows.
+    live: Mutex<Live>,
+}
+
+struct Live {
+    map: HashMap<DsFh, Weak<Object>>,
+    /// Size after the last prune: the next comes at twice that.
+    pruned_at: usize,
+}
+
+impl Live {
+    fn get(&self, fh: &DsFh) -> Option<Arc<Object>> {
+        self.map.get(fh).and_then(Weak::upgrade)
+    }
+
+    fn insert(&mut self, o: &Arc<Object>) {
+        self.map.insert(o.fh, Arc::downgrade(o));
+        if self.map.len() >= 2 * self.pruned_at.max(64) {
+            self.map.retain(|_, w| w.strong_count() > 0);
+            self.pruned_at = self.map.len();
+        }
+    }
 }
 
 /// Opens a probe file with O_DIRECT to see whether the file system takes it.
@@ -99,7 +154,7 @@ impl ObjectStore {
                 format!("{}: the file system refuses O_DIRECT; object I/O is buffered", dir.display())
             });
         }
-        Ok(ObjectStore { dir, direct, create_lock: Mutex::new(()) })
+        Ok(ObjectStore { dir, direct, create_lock: Mutex::new(()), live: Mutex::new(Live { map: HashMap::new(), pruned_at: 0 }) })
     }
 
     pub fn uses_o_direct(&self) -> bool {
@@ -124,16 +179,34 @@ impl ObjectStore {
         } else {
             None
         };
-        Ok(Object { fh: *fh, file, direct })
+        Ok(Object { fh: *fh, file, direct, written: AtomicU64::new(1), synced: AtomicU64::new(0) })
     }
 
-    /// Opens an existing object (both descriptors); NotFound when it does
-    /// not exist (never created, or removed).
-    pub fn open_object(&self, fh: &DsFh) -> io::Result<Object> {
+    /// The existing object: the live one when some reactor has it, else
+    /// opened (both descriptors); NotFound when it does not exist (never
+    /// created, or removed).
+    pub fn open_object(&self, fh: &DsFh) -> io::Result<Arc<Object>> {
         if fh.is_root() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "the root handle is no object"));
         }
-        self.open_file(fh, false)
+        // Held while opening, so a concurrent remove either sees our entry
+        // or makes our open fail.
+        let mut live = lock(&self.live);
+        if let Some(o) = live.get(fh) {
+            return Ok(o);
+        }
+        let o = Arc::new(self.open_file(fh, false)?);
+        live.insert(&o);
+        Ok(o)
+    }
+
+    /// A write to the object's file made outside the engine (control
+    /// program proxy I/O) completed: the live object, if any, is dirty.
+    /// Objects opened later start dirty anyway.
+    pub fn mark_written(&self, fh: &DsFh) {
+        if let Some(o) = lock(&self.live).get(fh) {
+            o.mark_written();
+        }
     }
 
     /// Opens an existing object's buffered descriptor only (control-program
@@ -153,7 +226,13 @@ impl ObjectStore {
         }
         let _g = lock(&self.create_lock);
         let existed = self.path(fh).exists();
+        let mut live = lock(&self.live);
+        if let Some(o) = live.get(fh).filter(|_| existed) {
+            return Ok(o);
+        }
         let o = Arc::new(self.open_file(fh, true)?);
+        live.insert(&o);
+        drop(live);
         if !existed {
             File::open(&self.dir)?.sync_all()?;
         }
@@ -164,11 +243,14 @@ impl ObjectStore {
     /// already open (reactor caches) stay usable until dropped: the caller
     /// has every reactor drop them.
     pub fn remove(&self, fh: &DsFh) -> io::Result<bool> {
+        let mut live = lock(&self.live);
+        live.map.remove(fh);
         let r = match std::fs::remove_file(self.path(fh)) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(e),
         };
+        drop(live);
         if r {
             File::open(&self.dir)?.sync_all()?;
         }
@@ -421,6 +503,36 @@ impl Engine {
         }
     }
 
+    // -- Durability ---------------------------------------------------------
+
+    /// Makes every write completed through `obj` before this call durable
+    /// (COMMIT, stable WRITE): nothing to do when it is clean, else one
+    /// fdatasync (IORING_OP_FSYNC with DATASYNC on the ring). Ok(true) when
+    /// it synced. On error the object stays dirty, so the next COMMIT syncs.
+    pub fn commit(&self, obj: &Object) -> io::Result<bool> {
+        let Some(w) = obj.unsynced() else {
+            bump(&self.stats.commits_clean, 1);
+            return Ok(false);
+        };
+        bump(&self.stats.fdatasyncs, 1);
+        match &self.ring {
+            Some(r) => {
+                let fd = obj.file.as_raw_fd();
+                let e = match self.fixed_slot(fd) {
+                    Some(slot) => opcode::Fsync::new(types::Fixed(slot)),
+                    None => opcode::Fsync::new(types::Fd(fd)),
+                };
+                self.submit(r, e.flags(types::FsyncFlags::DATASYNC).build())?;
+            }
+            None => {
+                bump(&self.stats.syscall_ops, 1);
+                obj.file.sync_data()?;
+            }
+        }
+        obj.mark_synced(w);
+        Ok(true)
+    }
+
     // -- Registered files ---------------------------------------------------
 
     /// Registers a sparse file table of `slots` entries on the ring, used by
@@ -550,14 +662,22 @@ impl Engine {
                 return self.write_pooled(obj, offset, &buf, data.len());
             }
         }
-        self.write_buffered(&obj.file, offset, data)?;
-        Ok(())
+        let r = self.write_buffered(&obj.file, offset, data);
+        obj.mark_written();
+        r.map_err(IoError::Io)
     }
 
     /// Writes `buf[..len]` at `offset` with no copy: O_DIRECT from the
     /// (registered) pool buffer when offset and length are aligned,
     /// otherwise a buffered write from it.
     pub fn write_pooled(&self, obj: &Object, offset: u64, buf: &PoolBuf, len: usize) -> Result<(), IoError> {
+        let r = self.write_pooled_inner(obj, offset, buf, len);
+        // Even a failed write may have changed some bytes: dirty either way.
+        obj.mark_written();
+        r
+    }
+
+    fn write_pooled_inner(&self, obj: &Object, offset: u64, buf: &PoolBuf, len: usize) -> Result<(), IoError> {
         assert!(len <= buf.capacity(), "write longer than its buffer");
         let data = &buf.as_slice()[..len];
         match &obj.direct {
@@ -731,6 +851,53 @@ mod tests {
         assert_eq!(engine.fixed_files_in_use(), fds);
         drop(replica);
         assert_eq!(engine.fixed_files_in_use(), 0, "a dropped cache leaves no slot behind");
+    }
+
+    #[test]
+    fn commit_syncs_only_dirty_objects_shared_by_every_opener() {
+        for uring in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = ObjectStore::open(dir.path(), true).unwrap();
+            let stats = Arc::new(DsStats::default());
+            let engine = Engine::new(BufPool::new(2, 64 * 1024), stats.clone(), uring);
+            let fh = DsFh { stripe: 0, ino: 9, generation: 1 };
+            let a = store.create(&fh).unwrap();
+            let b = store.open_object(&fh).unwrap();
+            assert!(Arc::ptr_eq(&a, &b), "one live object per handle");
+            assert!(Arc::ptr_eq(&a, &store.create(&fh).unwrap()));
+            assert!(engine.commit(&a).unwrap(), "a new object may hold unsynced writes");
+            assert!(!engine.commit(&b).unwrap(), "clean: no syscall");
+            // A write through one opener (reactor) dirties it for all.
+            engine.write(&a, 0, &[1u8; 4096]).ok().unwrap();
+            assert!(engine.commit(&b).unwrap());
+            assert!(!engine.commit(&a).unwrap());
+            engine.write(&b, 10, b"odd").ok().unwrap();
+            assert!(engine.commit(&a).unwrap());
+            // Control-program writes mark the live object.
+            store.mark_written(&fh);
+            assert!(engine.commit(&a).unwrap());
+            // A write counted after a sync read its generation stays dirty.
+            a.mark_written();
+            let w = a.unsynced().unwrap();
+            a.mark_written();
+            a.mark_synced(w);
+            assert!(a.unsynced().is_some());
+            assert!(engine.commit(&a).unwrap());
+            let s = stats.snapshot();
+            assert_eq!((s.fdatasyncs, s.commits_clean), (5, 2));
+            assert_eq!(s.uring_ops > 0, engine.uses_uring());
+            // Once nobody holds it, the next open is a new object, dirty again.
+            drop((a, b));
+            let c = store.open_object(&fh).unwrap();
+            assert!(c.unsynced().is_some());
+            drop(c);
+            // Removed and created again: a new object, not the removed one.
+            let old = store.open_object(&fh).unwrap();
+            assert!(store.remove(&fh).unwrap());
+            assert_eq!(store.open_object(&fh).unwrap_err().kind(), io::ErrorKind::NotFound);
+            let new = store.create(&fh).unwrap();
+            assert!(!Arc::ptr_eq(&old, &new));
+        }
     }
 
     #[test]

@@ -357,6 +357,9 @@ fn ds_end_to_end() {
     assert_eq!(s.bytes_written, (1 << 20) + tail.len() as u64);
     assert!(s.bytes_read >= (1 << 20) + 4096 * 4);
     assert!(s.op("write") >= 3 && s.op("read") >= 8 && s.op("commit") == 1 && s.op("notsupp") == 2);
+    // The FILE_SYNC write synced everything written before; the COMMIT
+    // after it found the object clean.
+    assert_eq!((s.fdatasyncs, s.commits_clean), (1, 1));
     // Every failed op counts as an error of its kind (NOTSUPP always fails;
     // PUTFH of a removed object is STALE); each kind's latency histogram
     // counts its ops.

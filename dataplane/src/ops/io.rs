@@ -4,7 +4,9 @@
 //! WRITE answers UNSTABLE4 for UNSTABLE4 requests (data in the page cache or
 //! written O_DIRECT without a cache flush) with the per-boot write verifier,
 //! so the client COMMITs and then LAYOUTCOMMITs to the MDS; DATA_SYNC4 and
-//! FILE_SYNC4 requests are fdatasync'ed and answered DATA_SYNC4, never
+//! FILE_SYNC4 requests are fdatasync'ed (unless nothing is unsynced: an
+//! object's dirty generation tells, see [`crate::storage::Engine::commit`])
+//! and answered DATA_SYNC4, never
 //! FILE_SYNC4: the file's size and mtime live on the MDS, which learns them
 //! only from LAYOUTCOMMIT, and a files-layout client (Linux) skips
 //! LAYOUTCOMMIT after a FILE_SYNC4 reply from a data server, so a small
@@ -98,7 +100,7 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
         }
         let stable = a.stable != stable_how4::UNSTABLE4;
         if stable {
-            obj.file.sync_data().map_err(|e| io_status(&e))?;
+            c.engine.commit(&obj).map_err(|e| io_status(&e))?;
         }
         bump(&ds.stats.bytes_written, len as u64);
         Ok(WRITE4resok {
@@ -111,14 +113,17 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
     reply(rb, r)
 }
 
-/// COMMIT: fdatasync of the whole object (the client sends offset 0, count 0).
+/// COMMIT: of the whole object (the client sends offset 0, count 0). An
+/// object with no write since its last fdatasync answers at once; else one
+/// fdatasync, which covers every write acknowledged before this COMMIT
+/// arrived, on any reactor (see [`crate::storage::Object`]).
 pub fn commit(ds: &Ds, c: &mut Compound, a: &COMMIT4args, rb: &mut ReplyBuf) -> nfsstat4 {
     let r = (|| {
         let (_, obj) = c.object()?;
         if a.offset.checked_add(a.count as u64).is_none() {
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
-        obj.file.sync_data().map_err(|e| io_status(&e))?;
+        c.engine.commit(&obj).map_err(|e| io_status(&e))?;
         Ok(COMMIT4resok { writeverf: ds.write_verifier })
     })();
     reply(rb, r)
