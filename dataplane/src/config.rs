@@ -65,6 +65,32 @@ pub struct DsConfig {
     /// full table, or 0, means plain descriptors. Default 1024.
     #[serde(default = "default_fixed_files")]
     pub fixed_files_per_reactor: u32,
+    /// How an idle reactor waits for work: see [`PollMode`]. Default adaptive.
+    #[serde(default)]
+    pub poll_mode: PollMode,
+    /// Adaptive mode: how long a reactor keeps polling after its last
+    /// request before it sleeps in epoll, in microseconds. Default 50.
+    #[serde(default = "default_poll_spin_us")]
+    pub poll_spin_us: u32,
+}
+
+/// How a reactor waits for sockets when it has nothing to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PollMode {
+    /// Sleeps in epoll at once: no CPU when idle, a wake-up per request
+    /// that arrives on an idle reactor.
+    Park,
+    /// Never sleeps: polls its sockets (epoll with zero timeout) in a
+    /// loop, one core at 100 % per reactor, for dedicated appliance cores
+    /// (pin them with `cores`). Sets SO_BUSY_POLL on accepted sockets
+    /// where allowed.
+    Busy,
+    /// Polls for `poll_spin_us` after each request, then sleeps: the next
+    /// request of a busy client finds the reactor awake, an idle reactor
+    /// costs nothing.
+    #[default]
+    Adaptive,
 }
 
 fn default_bind() -> SocketAddr {
@@ -103,6 +129,9 @@ fn default_conns() -> usize {
 fn default_fixed_files() -> u32 {
     1024
 }
+fn default_poll_spin_us() -> u32 {
+    50
+}
 
 /// Alignment of I/O buffers, offsets and lengths for O_DIRECT.
 pub const IO_ALIGN: usize = 4096;
@@ -128,6 +157,8 @@ impl DsConfig {
             o_direct: true,
             max_connections_per_reactor: default_conns(),
             fixed_files_per_reactor: default_fixed_files(),
+            poll_mode: PollMode::default(),
+            poll_spin_us: default_poll_spin_us(),
         }
     }
 
@@ -184,6 +215,9 @@ impl DsConfig {
         }
         if self.fixed_files_per_reactor > 65536 {
             return Err("ds.fixed_files_per_reactor: must be at most 65536".into());
+        }
+        if self.poll_spin_us > 1_000_000 {
+            return Err("ds.poll_spin_us: must be at most 1000000 (1 s)".into());
         }
         Ok(())
     }
@@ -256,6 +290,15 @@ data_dir = "/tmp/ds1"
         assert_eq!(c.session_slots, 64);
         assert!(c.o_direct);
         assert_eq!(c.fixed_files_per_reactor, 1024);
+        assert_eq!((c.poll_mode, c.poll_spin_us), (PollMode::Adaptive, 50));
+        for (m, want) in [("park", PollMode::Park), ("busy", PollMode::Busy), ("adaptive", PollMode::Adaptive)] {
+            let c: DsConfig = toml::from_str(&format!("{toml}\npoll_mode = \"{m}\"")).unwrap();
+            assert_eq!(c.poll_mode, want);
+        }
+        assert!(toml::from_str::<DsConfig>(&format!("{toml}\npoll_mode = \"spin\"")).is_err());
+        let mut bad = c.clone();
+        bad.poll_spin_us = 2_000_000;
+        assert!(bad.validate().unwrap_err().starts_with("ds.poll_spin_us:"));
         assert_eq!(c.advertised().unwrap(), "127.0.0.1:2049".parse().unwrap());
 
         let mut bad = c.clone();

@@ -97,7 +97,7 @@ pub mod state;
 pub mod stats;
 pub mod storage;
 
-pub use config::DsConfig;
+pub use config::{DsConfig, PollMode};
 pub use ds::Ds;
 pub use fh::DsFh;
 pub use stats::{DsStats, DsStatsSnapshot};

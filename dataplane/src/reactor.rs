@@ -18,6 +18,11 @@
 //! are popped from the reactor's queue before each COMPOUND and when the
 //! control plane wakes the reactor's update task.
 //!
+//! Waiting (`ds.poll_mode`): park sleeps in epoll whenever there is
+//! nothing to run; busy never sleeps (a poller task keeps the runtime
+//! polling its sockets with a zero timeout); adaptive polls like busy for
+//! `ds.poll_spin_us` after the last request, then parks (see [`poller`]).
+//!
 //! Bounds: connections per reactor (`max_connections_per_reactor`, excess
 //! connections are closed at once), replies queued per connection
 //! ([`MAX_QUEUED_REPLIES`]; the connection stops reading when full), record
@@ -29,7 +34,8 @@ use crate::bus::Replica;
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf};
 use crate::ds::Ds;
 use crate::recv::{self, Detached, RecordIn};
-use crate::stats::bump;
+use crate::config::PollMode;
+use crate::stats::{bump, DsStats};
 use crate::storage::{BufPool, Engine};
 use crate::Stop;
 use pnfs_protocol::record::LAST_FRAGMENT;
@@ -43,6 +49,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -145,15 +152,21 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
     );
     let _ = ready.send(Ok(()));
     let mut stopped = stop.subscribe();
+    let activity = Rc::new(Activity::new(ds.cfg.poll_mode));
     local.block_on(&rt, async move {
         let dispatcher = Rc::new(Dispatcher::new());
         let conns = Rc::new(Cell::new(0usize));
         tokio::task::spawn_local(replica.clone().serve());
+        if ds.cfg.poll_mode != PollMode::Park {
+            let spin = Duration::from_micros(ds.cfg.poll_spin_us as u64);
+            tokio::task::spawn_local(poller(ds.cfg.poll_mode, spin, activity.clone(), ds.stats.clone()));
+        }
         loop {
             tokio::select! {
                 _ = stopped.wait_for(|s| *s) => break,
                 r = listener.accept() => match r {
                     Ok((sock, peer)) => {
+                        activity.touch();
                         if conns.get() >= ds.cfg.max_connections_per_reactor {
                             bump(&ds.stats.connections_refused, 1);
                             log::warn!("reactor {i}: refusing connection from {peer}: ds.max_connections_per_reactor reached");
@@ -162,10 +175,14 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
                         bump(&ds.stats.connections_accepted, 1);
                         conns.set(conns.get() + 1);
                         let guard = ConnGuard(conns.clone());
-                        let (ds, engine, replica, dispatcher) = (ds.clone(), engine.clone(), replica.clone(), dispatcher.clone());
+                        if ds.cfg.poll_mode == PollMode::Busy {
+                            set_busy_poll(&sock, ds.cfg.poll_spin_us);
+                        }
+                        let (ds, engine, replica, dispatcher, activity) =
+                            (ds.clone(), engine.clone(), replica.clone(), dispatcher.clone(), activity.clone());
                         tokio::task::spawn_local(async move {
                             let _guard = guard;
-                            if let Err(e) = connection(ds, engine, replica, dispatcher, sock, peer).await {
+                            if let Err(e) = connection(ds, engine, replica, dispatcher, activity, sock, peer).await {
                                 log::debug!("connection {peer}: {e}");
                             }
                         });
@@ -180,6 +197,88 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
         }
     });
     log::debug!("reactor {i} stopped");
+}
+
+/// When the reactor last had work, for the poller (adaptive mode).
+struct Activity {
+    /// None in park mode: nothing to keep up to date.
+    last: Option<Cell<Instant>>,
+    /// The poller sleeps and waits for `wake`.
+    parked: Cell<bool>,
+    wake: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new(mode: PollMode) -> Activity {
+        let last = (mode != PollMode::Park).then(|| Cell::new(Instant::now()));
+        Activity { last, parked: Cell::new(false), wake: tokio::sync::Notify::new() }
+    }
+
+    /// A request (or connection) arrived: keep polling for a while.
+    #[inline]
+    fn touch(&self) {
+        if let Some(l) = &self.last {
+            l.set(Instant::now());
+            if self.parked.replace(false) {
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Spins counted locally and added to the shared counter in batches, so a
+/// spinning reactor does not keep a shared cache line busy.
+const SPIN_FLUSH: u64 = 4096;
+
+/// Keeps the reactor's runtime polling its sockets instead of sleeping in
+/// epoll: a task that only yields leaves the current-thread scheduler with
+/// deferred work, so it polls the I/O driver with a zero timeout and comes
+/// back at once. Busy: forever. Adaptive: until `spin` passed since the
+/// last activity, then it parks until a connection touches `activity`
+/// (until then the reactor sleeps in epoll like in park mode).
+async fn poller(mode: PollMode, spin: Duration, activity: Rc<Activity>, stats: Arc<DsStats>) {
+    debug_assert!(mode != PollMode::Park);
+    let mut spins = 0u64;
+    loop {
+        let spinning = mode == PollMode::Busy || activity.last.as_ref().is_some_and(|l| l.get().elapsed() < spin);
+        if spinning {
+            spins += 1;
+            if spins == SPIN_FLUSH {
+                bump(&stats.poll_spins, spins);
+                spins = 0;
+            }
+            tokio::task::yield_now().await;
+        } else {
+            bump(&stats.poll_spins, spins);
+            spins = 0;
+            bump(&stats.reactor_parks, 1);
+            activity.parked.set(true);
+            // Wakes on touch(); a permit left by an earlier touch just means
+            // one extra round.
+            activity.wake.notified().await;
+        }
+    }
+}
+
+/// SO_BUSY_POLL (busy mode): the kernel may poll the device queue for this
+/// socket instead of waiting for an interrupt. Needs CAP_NET_ADMIN above
+/// net.core.busy_read; refused is fine.
+fn set_busy_poll(sock: &TcpStream, us: u32) {
+    use std::os::unix::io::AsRawFd;
+    let v: libc::c_int = us.max(1).min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: a valid socket and a c_int option value of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BUSY_POLL,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        log::trace!("SO_BUSY_POLL: {}", io::Error::last_os_error());
+    }
 }
 
 struct ConnGuard(Rc<Cell<usize>>);
@@ -203,6 +302,7 @@ async fn connection(
     engine: Rc<Engine>,
     replica: Rc<Replica>,
     dispatcher: Rc<Dispatcher>,
+    activity: Rc<Activity>,
     sock: TcpStream,
     peer: SocketAddr,
 ) -> io::Result<()> {
@@ -221,6 +321,7 @@ async fn connection(
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
+        activity.touch();
         let (len, detached) = match recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io).await {
             Ok((len, detached, path)) => {
                 match path {

@@ -177,6 +177,11 @@ pub struct DsStats {
     /// COMMITs and stable WRITEs answered without a sync: nothing written
     /// since the object's last one.
     pub commits_clean: AtomicU64,
+    /// Poller rounds (busy and adaptive poll modes): zero-timeout polls of
+    /// a reactor's sockets instead of sleeping.
+    pub poll_spins: AtomicU64,
+    /// Times an adaptive reactor stopped polling and went to sleep in epoll.
+    pub reactor_parks: AtomicU64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -207,6 +212,8 @@ pub struct DsStatsSnapshot {
     pub fixed_files_full: u64,
     pub fdatasyncs: u64,
     pub commits_clean: u64,
+    pub poll_spins: u64,
+    pub reactor_parks: u64,
 }
 
 impl DsStatsSnapshot {
@@ -265,6 +272,8 @@ impl DsStats {
             fixed_files_full: g(&self.fixed_files_full),
             fdatasyncs: g(&self.fdatasyncs),
             commits_clean: g(&self.commits_clean),
+            poll_spins: g(&self.poll_spins),
+            reactor_parks: g(&self.reactor_parks),
         }
     }
 }

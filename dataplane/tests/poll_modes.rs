@@ -1,0 +1,64 @@
+//! Each `ds.poll_mode` serves requests; busy polls while idle, adaptive
+//! polls after activity and then sleeps, park never polls.
+
+use pnfs_client::pnfs_protocol::wire::*;
+use pnfs_client::Client;
+use pnfs_ds::{DsConfig, PollMode};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn every_poll_mode_serves() {
+    for mode in [PollMode::Park, PollMode::Busy, PollMode::Adaptive] {
+        let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = DsConfig::new("poll", dir.path().to_path_buf(), &dead.to_string());
+        cfg.bind = "127.0.0.1:0".parse().unwrap();
+        cfg.control_bind = "127.0.0.1:0".parse().unwrap();
+        cfg.reactors = 1;
+        cfg.buffers_per_reactor = 2;
+        cfg.poll_mode = mode;
+        cfg.poll_spin_us = 200;
+        let h = pnfs_ds::run(cfg).unwrap();
+        let mut c = Client::connect(h.nfs_addr(), 1).unwrap();
+        for _ in 0..3 {
+            assert_eq!(c.compound(vec![nfs_argop4::OP_PUTROOTFH]).unwrap().status().unwrap(), nfsstat4::NFS4_OK, "{mode:?}");
+        }
+        match mode {
+            PollMode::Park => {
+                std::thread::sleep(Duration::from_millis(50));
+                let s = h.stats();
+                assert_eq!((s.poll_spins, s.reactor_parks), (0, 0));
+            }
+            PollMode::Busy => {
+                // Idle, and still polling.
+                wait_for("busy polling", || h.stats().poll_spins > 0);
+                let before = h.stats().poll_spins;
+                wait_for("more busy polling", || h.stats().poll_spins > before);
+                assert_eq!(h.stats().reactor_parks, 0);
+            }
+            PollMode::Adaptive => {
+                // Goes to sleep once idle, and wakes for the next request.
+                wait_for("a park", || h.stats().reactor_parks >= 1);
+                let parks = h.stats().reactor_parks;
+                std::thread::sleep(Duration::from_millis(20));
+                assert_eq!(h.stats().reactor_parks, parks, "parked means no polling rounds");
+                assert_eq!(c.compound(vec![nfs_argop4::OP_PUTROOTFH]).unwrap().status().unwrap(), nfsstat4::NFS4_OK);
+                wait_for("a park after the request", || h.stats().reactor_parks > parks);
+                assert!(h.stats().poll_spins > 0);
+            }
+        }
+        h.shutdown();
+        let t = Instant::now();
+        h.join();
+        assert!(t.elapsed() < Duration::from_secs(5), "{mode:?}: shutdown took {:?}", t.elapsed());
+    }
+}
