@@ -21,7 +21,7 @@
 //! Waiting (`ds.poll_mode`): park sleeps in epoll whenever there is
 //! nothing to run; busy never sleeps (a poller task keeps the runtime
 //! polling its sockets with a zero timeout); adaptive polls like busy for
-//! `ds.poll_spin_us` after the last request, then parks (see [`poller`]).
+//! `ds.poll_spin_us` after the last request, then parks (see `poller`).
 //!
 //! Bounds: connections per reactor (`max_connections_per_reactor`, excess
 //! connections are closed at once), replies queued per connection
