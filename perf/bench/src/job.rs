@@ -1,0 +1,1070 @@
+//! One job: its own connection and session to the server (the MDS), with
+//! pNFS one more per data server, and a single-threaded loop that keeps up
+//! to `qd` COMPOUNDs in flight over all of them (fio-like: qd per job
+//! overall, spread over the data servers the offsets map to): it sends
+//! while fewer than qd are outstanding, then waits (poll) for one reply.
+
+use crate::hist::Histogram;
+use crate::opts::Workload;
+use crate::pattern;
+use crate::pipe::{decode_compound, poll_readable, status_name, PResult, Pipe};
+use pnfs_client::layout::{DeviceAddrs, FileLayout};
+use pnfs_client::pnfs_protocol::wire::*;
+use pnfs_client::pnfs_protocol::xdr::{Decoder, Opaque, XdrDecode};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// The GETATTR bitmap the Linux client sends to revalidate a file: type,
+/// change, size, fsid, fileid | mode, numlinks, owner, owner_group, rawdev,
+/// space_used, time_access, time_metadata, time_modify, mounted_on_fileid.
+pub const LINUX_GETATTR: [u32; 2] = [
+    (1 << FATTR4_TYPE) | (1 << FATTR4_CHANGE) | (1 << FATTR4_SIZE) | (1 << FATTR4_FSID) | (1 << FATTR4_FILEID),
+    (1 << (FATTR4_MODE - 32))
+        | (1 << (FATTR4_NUMLINKS - 32))
+        | (1 << (FATTR4_OWNER - 32))
+        | (1 << (FATTR4_OWNER_GROUP - 32))
+        | (1 << (FATTR4_RAWDEV - 32))
+        | (1 << (FATTR4_SPACE_USED - 32))
+        | (1 << (FATTR4_TIME_ACCESS - 32))
+        | (1 << (FATTR4_TIME_METADATA - 32))
+        | (1 << (FATTR4_TIME_MODIFY - 32))
+        | (1 << (FATTR4_MOUNTED_ON_FILEID - 32)),
+];
+
+/// A part of one file a job works on.
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub file: u32,
+    pub start: u64,
+    pub len: u64,
+}
+
+pub enum Stop {
+    /// Bytes moved after the ramp.
+    Bytes(u64),
+    /// Seconds measured after the ramp.
+    Runtime(f64),
+}
+
+pub struct Plan {
+    pub id: usize,
+    pub server: SocketAddr,
+    pub minor: u32,
+    pub workload: Workload,
+    /// The untimed fill phase (seqwrite, stamped blocks).
+    pub fill: bool,
+    pub bs: u64,
+    pub qd: usize,
+    pub regions: Vec<Region>,
+    pub dir_fh: Vec<u8>,
+    /// Filehandles of the job's files (getattr), by region.
+    pub fhs: Vec<Vec<u8>>,
+    pub pnfs: bool,
+    pub stable_file: bool,
+    pub stamp: bool,
+    pub verify: bool,
+    pub ramp: Duration,
+    pub stop: Stop,
+    /// All jobs meet here after setup (the measured interval starts) and
+    /// after the workload (before the untimed teardown).
+    pub start: Arc<Barrier>,
+    pub done: Arc<Barrier>,
+}
+
+#[derive(Default)]
+pub struct JobResult {
+    pub hist: Histogram,
+    pub bytes: u64,
+    pub requests: u64,
+    pub cycles: u64,
+    pub errors: u64,
+    pub verify_errors: u64,
+    pub first_error: Option<String>,
+    pub mds_ops: u64,
+    pub ds_requests: u64,
+    pub mds_io_requests: u64,
+    pub measure_start: Option<Instant>,
+    pub end: Option<Instant>,
+    pub layouts: usize,
+    pub no_layout_reason: Option<String>,
+    pub straddle_warned: bool,
+    pub effective_bs: u64,
+}
+
+struct LayoutCtx {
+    fl: FileLayout,
+    stripe_indices: Vec<u32>,
+    /// Data server index (in the device) -> pipe index.
+    pipe_of_ds: Vec<usize>,
+    sid: stateid4,
+}
+
+struct FileCtx {
+    file: u32,
+    fh: Vec<u8>,
+    open_sid: stateid4,
+    layout: Option<LayoutCtx>,
+    /// End of the furthest write through the data servers (LAYOUTCOMMIT).
+    ds_written_end: u64,
+    /// (pipe, fh index or usize::MAX for the MDS fh) written UNSTABLE since the last COMMIT.
+    dirty: Vec<(usize, usize)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Commit,
+    Getattr,
+    Open,
+    Close,
+}
+
+#[derive(Clone, Copy)]
+struct Req {
+    region: u32,
+    off: u64,
+}
+
+#[derive(Clone, Copy)]
+struct InFlight {
+    t: Instant,
+    kind: Kind,
+    req: Req,
+    measured: bool,
+    via_ds: bool,
+    buf: u16,
+    chain: u32,
+}
+
+const NO_BUF: u16 = u16::MAX;
+
+fn err(e: impl Into<String>) -> String {
+    e.into()
+}
+
+pub fn file_name(i: u32) -> String {
+    format!("f{i}")
+}
+
+fn putfh_words(b: &mut Vec<u8>, fh: &[u8]) {
+    b.extend_from_slice(&(nfs_opnum4::OP_PUTFH as u32).to_be_bytes());
+    b.extend_from_slice(&(fh.len() as u32).to_be_bytes());
+    b.extend_from_slice(fh);
+    b.extend_from_slice(&[0u8; 3][..(4 - fh.len() % 4) % 4]);
+}
+
+fn stateid_words(b: &mut Vec<u8>, s: &stateid4) {
+    b.extend_from_slice(&s.seqid.to_be_bytes());
+    b.extend_from_slice(&s.other);
+}
+
+fn layout_unavailable(st: nfsstat4) -> bool {
+    matches!(
+        st,
+        nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE
+            | nfsstat4::NFS4ERR_NOTSUPP
+            | nfsstat4::NFS4ERR_UNKNOWN_LAYOUTTYPE
+            | nfsstat4::NFS4ERR_LAYOUTTRYLATER
+            | nfsstat4::NFS4ERR_OP_ILLEGAL
+    )
+}
+
+struct Job {
+    p: Plan,
+    pipes: Vec<Pipe>,
+    files: Vec<FileCtx>,
+    res: JobResult,
+    inflight: Vec<Vec<InFlight>>,
+    bufs: Vec<Vec<u8>>,
+    free_bufs: Vec<u16>,
+    shared_payload: Vec<u8>,
+    rng: u64,
+    pfds: Vec<libc::pollfd>,
+    fds: Vec<std::os::fd::RawFd>,
+    fd_pipe: Vec<usize>,
+    rot: usize,
+    outstanding: usize,
+    owner: Vec<u8>,
+    clientid: u64,
+}
+
+/// Runs a job: setup (untimed), then waits at the start barrier, runs the
+/// workload, tears down (untimed).
+pub fn run(p: Plan) -> PResult<JobResult> {
+    let (start, done) = (p.start.clone(), p.done.clone());
+    let r = setup(p);
+    // Always meet the barriers, so that nobody waits forever.
+    start.wait();
+    let mut job = match r {
+        Ok(j) => j,
+        Err(e) => {
+            done.wait();
+            return Err(e);
+        }
+    };
+    let w = job.run_workload();
+    done.wait();
+    w?;
+    job.teardown()?;
+    Ok(job.res)
+}
+
+fn setup(p: Plan) -> PResult<Job> {
+    let slots = p.qd;
+    let mds = Pipe::connect(p.server, p.minor, slots, p.bs, true)?;
+    if p.bs > mds.max_io() && p.workload.is_data() {
+        return Err(format!("--bs {} exceeds what the server's session allows ({} bytes)", p.bs, mds.max_io()));
+    }
+    let clientid = mds.clientid;
+    let mut job = Job {
+        owner: format!("pnfs-bench-job{}", p.id).into_bytes(),
+        res: JobResult { effective_bs: p.bs, ..Default::default() },
+        inflight: vec![],
+        bufs: vec![],
+        free_bufs: vec![],
+        shared_payload: vec![],
+        rng: 0x9E37_79B9_7F4A_7C15 ^ (p.id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        pfds: Vec::with_capacity(16),
+        fds: Vec::with_capacity(16),
+        fd_pipe: Vec::with_capacity(16),
+        rot: 0,
+        outstanding: 0,
+        clientid,
+        pipes: vec![mds],
+        files: vec![],
+        p,
+    };
+    if job.p.workload.is_data() {
+        job.open_files()?;
+    }
+    // Buffers: stamped writes need one payload per request in flight.
+    let bs = job.res.effective_bs as usize;
+    if job.p.workload.is_write() || job.p.fill {
+        if job.p.stamp {
+            job.bufs = (0..job.p.qd)
+                .map(|_| {
+                    let mut b = vec![0u8; bs];
+                    pattern::init(&mut b);
+                    b
+                })
+                .collect();
+            job.free_bufs = (0..job.p.qd as u16).collect();
+        } else {
+            job.shared_payload = vec![0u8; bs];
+            pattern::init(&mut job.shared_payload);
+            pattern::stamp(&mut job.shared_payload, 0, 0);
+        }
+    }
+    job.inflight = job
+        .pipes
+        .iter()
+        .map(|pp| {
+            vec![
+                InFlight {
+                    t: Instant::now(),
+                    kind: Kind::Read,
+                    req: Req { region: 0, off: 0 },
+                    measured: false,
+                    via_ds: false,
+                    buf: NO_BUF,
+                    chain: 0
+                };
+                pp.slots
+            ]
+        })
+        .collect();
+    Ok(job)
+}
+
+impl Job {
+    /// OPEN (+ LAYOUTGET in the same COMPOUND) every file, GETDEVICEINFO
+    /// for new devices, one connection per data server.
+    fn open_files(&mut self) -> PResult<()> {
+        let write = self.p.workload.is_write() || self.p.fill;
+        let mut devices: HashMap<[u8; 16], DeviceAddrs> = HashMap::new();
+        let mut ds_pipe: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut seen = Vec::new();
+        for r in self.p.regions.clone() {
+            if seen.contains(&r.file) {
+                continue;
+            }
+            seen.push(r.file);
+            let name = file_name(r.file);
+            let how = if write {
+                openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 { attrmask: vec![], attr_vals: Opaque::owned(vec![]) }))
+            } else {
+                openflag4::default(opentype4::OPEN4_NOCREATE)
+            };
+            let mut ops = vec![
+                nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&self.p.dir_fh) }),
+                nfs_argop4::OP_OPEN(OPEN4args {
+                    seqid: 0,
+                    share_access: if write { OPEN4_SHARE_ACCESS_BOTH } else { OPEN4_SHARE_ACCESS_READ },
+                    share_deny: OPEN4_SHARE_DENY_NONE,
+                    owner: state_owner4 { clientid: self.clientid, owner: Opaque::borrowed(&self.owner) },
+                    openhow: how,
+                    claim: open_claim4::CLAIM_NULL(Opaque::borrowed(name.as_bytes())),
+                }),
+                nfs_argop4::OP_GETFH,
+            ];
+            if self.p.pnfs {
+                ops.push(nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+                    loga_signal_layout_avail: false,
+                    loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                    loga_iomode: if write { layoutiomode4::LAYOUTIOMODE4_RW } else { layoutiomode4::LAYOUTIOMODE4_READ },
+                    loga_offset: 0,
+                    loga_length: u64::MAX,
+                    loga_minlength: 0,
+                    loga_stateid: stateid4 { seqid: 1, other: [0; 12] }, // the current stateid (OPEN's)
+                    loga_maxcount: 64 * 1024,
+                }));
+            }
+            let body = self.pipes[0].call(&ops)?;
+            let res = decode_compound(&body)?;
+            let (open_sid, fh) = match (res.resarray.get(1), res.resarray.get(2)) {
+                (Some(nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(o))), Some(nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(g)))) => {
+                    (o.stateid.clone(), g.object.to_vec())
+                }
+                _ => return Err(format!("OPEN {name}: {}", status_name(res.status as u32))),
+            };
+            let mut layout = None;
+            match res.resarray.get(3) {
+                Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok))) => {
+                    let l = ok
+                        .logr_layout
+                        .iter()
+                        .find(|l| l.lo_content.loc_type == layouttype4::LAYOUT4_NFSV4_1_FILES && l.lo_offset == 0)
+                        .ok_or_else(|| format!("LAYOUTGET {name}: no files layout from offset 0"))?;
+                    let fl = FileLayout::decode(&l.lo_content.loc_body).map_err(|e| format!("LAYOUTGET {name}: {e}"))?;
+                    let covers = l.lo_length == u64::MAX || l.lo_length >= r.start + r.len;
+                    if !covers {
+                        self.res.no_layout_reason = Some(format!("layout of {name} covers only {} bytes", l.lo_length));
+                    } else {
+                        layout = Some((fl, ok.logr_stateid.clone()));
+                    }
+                }
+                Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4ERR_LAYOUTTRYLATER(_))) => {
+                    self.res.no_layout_reason = Some("LAYOUTGET: NFS4ERR_LAYOUTTRYLATER".into());
+                }
+                Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::default(st))) if layout_unavailable(*st) => {
+                    self.res.no_layout_reason = Some(format!("LAYOUTGET: {st:?}"));
+                }
+                Some(nfs_resop4::OP_LAYOUTGET(_)) => return Err(format!("LAYOUTGET {name}: {}", status_name(res.status as u32))),
+                _ if self.p.pnfs && res.status != nfsstat4::NFS4_OK => {
+                    return Err(format!("OPEN {name}: {}", status_name(res.status as u32)))
+                }
+                _ => {}
+            }
+            drop(res);
+            let layout = match layout {
+                None => None,
+                Some((fl, sid)) => {
+                    if !devices.contains_key(&fl.device_id) {
+                        let body = self.pipes[0].call(&[nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
+                            gdia_device_id: fl.device_id,
+                            gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                            gdia_maxcount: 64 * 1024,
+                            gdia_notify_types: vec![],
+                        })])?;
+                        let res = decode_compound(&body)?;
+                        let dev = match res.resarray.first() {
+                            Some(nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok))) => {
+                                DeviceAddrs::decode(&ok.gdir_device_addr.da_addr_body)?
+                            }
+                            _ => return Err(format!("GETDEVICEINFO: {}", status_name(res.status as u32))),
+                        };
+                        devices.insert(fl.device_id, dev);
+                    }
+                    let dev = &devices[&fl.device_id];
+                    fl.check(dev).map_err(|e| format!("layout of {name}: {e}"))?;
+                    let mut pipe_of_ds = Vec::with_capacity(dev.ds_lists.len());
+                    for ds in 0..dev.ds_lists.len() {
+                        let addr = dev.tcp_addr(ds).ok_or_else(|| format!("data server {ds}: no TCP universal address"))?;
+                        let pi = match ds_pipe.get(&addr) {
+                            Some(i) => *i,
+                            None => {
+                                let pipe = Pipe::connect(addr, self.p.minor, self.p.qd, self.p.bs, false)?;
+                                if self.p.bs > pipe.max_io() {
+                                    return Err(format!("--bs {} exceeds data server {addr}'s session limit", self.p.bs));
+                                }
+                                self.pipes.push(pipe);
+                                ds_pipe.insert(addr, self.pipes.len() - 1);
+                                self.pipes.len() - 1
+                            }
+                        };
+                        pipe_of_ds.push(pi);
+                    }
+                    // The fill phase writes whole stripe units when they are smaller than bs.
+                    if self.p.fill && fl.stripe_unit < self.res.effective_bs && fl.stripe_unit % 512 == 0 {
+                        self.res.effective_bs = fl.stripe_unit;
+                    }
+                    self.res.layouts += 1;
+                    Some(LayoutCtx { stripe_indices: dev.stripe_indices.clone(), pipe_of_ds, fl, sid })
+                }
+            };
+            self.files.push(FileCtx { file: r.file, fh, open_sid, layout, ds_written_end: 0, dirty: Vec::new() });
+        }
+        Ok(())
+    }
+
+    fn file_ix(&self, file: u32) -> usize {
+        self.files.iter().position(|f| f.file == file).unwrap_or(0)
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn note_error(&mut self, what: String) {
+        self.res.errors += 1;
+        if self.res.first_error.is_none() {
+            self.res.first_error = Some(what);
+        }
+    }
+
+    fn run_workload(&mut self) -> PResult<()> {
+        match self.p.workload {
+            _ if self.p.fill && self.p.regions.iter().all(|r| r.len == 0) => Ok(()), // create only
+            _ if self.p.fill => self.run_data(),
+            w if w.is_data() => self.run_data(),
+            _ => self.run_meta(),
+        }
+    }
+
+    /// Waits for one reply on any connection with requests outstanding.
+    fn wait_reply(&mut self) -> PResult<(usize, crate::pipe::Reply)> {
+        let pi = match (0..self.pipes.len()).find(|&i| self.pipes[i].outstanding > 0 && self.pipes[i].buffered()) {
+            Some(i) => i,
+            None => {
+                self.fds.clear();
+                self.fd_pipe.clear();
+                for (i, pp) in self.pipes.iter().enumerate() {
+                    if pp.outstanding > 0 {
+                        self.fds.push(pp.fd());
+                        self.fd_pipe.push(i);
+                    }
+                }
+                if self.fds.is_empty() {
+                    return Err("internal: waiting with nothing outstanding".into());
+                }
+                self.rot = self.rot.wrapping_add(1);
+                let k = poll_readable(&self.fds, &mut self.pfds, self.rot).map_err(|e| format!("poll: {e}"))?;
+                self.fd_pipe[k]
+            }
+        };
+        let r = self.pipes[pi].recv()?;
+        self.outstanding -= 1;
+        Ok((pi, r))
+    }
+
+    fn stamp_mode(&self) -> bool {
+        self.p.stamp && !self.bufs.is_empty()
+    }
+
+    /// Sends one READ or WRITE; false when the target connection has no
+    /// free slot (try again after a reply).
+    fn issue_io(&mut self, req: Req, measured: bool) -> PResult<bool> {
+        let write = self.p.workload.is_write() || self.p.fill;
+        let bs = self.res.effective_bs;
+        let region = &self.p.regions[req.region as usize];
+        let file_no = region.file;
+        let fi = self.file_ix(file_no);
+        let f = &self.files[fi];
+        let mut target = (0usize, usize::MAX, req.off, false);
+        if let Some(l) = &f.layout {
+            match l.fl.locate(req.off, l.stripe_indices.len(), &l.stripe_indices) {
+                Some(loc) if loc.unit_left >= bs => target = (l.pipe_of_ds[loc.ds], loc.fh, loc.object_offset, true),
+                _ => {
+                    if !self.res.straddle_warned {
+                        self.res.straddle_warned = true;
+                        eprintln!(
+                            "pnfs-bench: job {}: a {bs}-byte request at {} crosses a {}-byte stripe unit: sent through the MDS (use --bs <= stripe unit)",
+                            self.p.id, req.off, l.fl.stripe_unit
+                        );
+                    }
+                }
+            }
+        }
+        let (pi, fh_ix, obj_off, via_ds) = target;
+        if !self.pipes[pi].has_free_slot() {
+            return Ok(false);
+        }
+        let buf_ix = if write && self.stamp_mode() {
+            match self.free_bufs.pop() {
+                Some(b) => b,
+                None => return Ok(false),
+            }
+        } else {
+            NO_BUF
+        };
+        let f = &self.files[fi];
+        let (fh, sid) = match (&f.layout, via_ds) {
+            (Some(l), true) => (&l.fl.fhs[fh_ix], stateid4 { seqid: 0, other: f.open_sid.other }),
+            _ => (&f.fh, f.open_sid.clone()),
+        };
+        let pipe = &mut self.pipes[pi];
+        let slot = pipe.start(2).ok_or("internal: no slot")?;
+        let b = pipe.buf(slot);
+        putfh_words(b, fh);
+        if write {
+            b.extend_from_slice(&(nfs_opnum4::OP_WRITE as u32).to_be_bytes());
+            stateid_words(b, &sid);
+            b.extend_from_slice(&obj_off.to_be_bytes());
+            let stable = if self.p.stable_file { stable_how4::FILE_SYNC4 } else { stable_how4::UNSTABLE4 };
+            b.extend_from_slice(&(stable as u32).to_be_bytes());
+            b.extend_from_slice(&(bs as u32).to_be_bytes());
+            let payload: &[u8] = if buf_ix != NO_BUF {
+                let pb = &mut self.bufs[buf_ix as usize];
+                pattern::stamp(pb, file_no, req.off);
+                pb
+            } else {
+                &self.shared_payload
+            };
+            pipe.send(slot, payload)?;
+            let f = &mut self.files[fi];
+            let key = (pi, if via_ds { fh_ix } else { usize::MAX });
+            if !self.p.stable_file && !f.dirty.contains(&key) {
+                f.dirty.push(key);
+            }
+            if via_ds {
+                f.ds_written_end = f.ds_written_end.max(req.off + bs);
+            }
+        } else {
+            b.extend_from_slice(&(nfs_opnum4::OP_READ as u32).to_be_bytes());
+            stateid_words(b, &sid);
+            b.extend_from_slice(&obj_off.to_be_bytes());
+            b.extend_from_slice(&(bs as u32).to_be_bytes());
+            pipe.send(slot, &[])?;
+        }
+        self.inflight[pi][slot as usize] = InFlight {
+            t: Instant::now(),
+            kind: if write { Kind::Write } else { Kind::Read },
+            req,
+            measured,
+            via_ds,
+            buf: buf_ix,
+            chain: 0,
+        };
+        self.outstanding += 1;
+        Ok(true)
+    }
+
+    /// Handles one I/O reply; returns a request to resend (NFS4ERR_DELAY).
+    fn complete_io(&mut self, pi: usize, r: crate::pipe::Reply) -> Option<Req> {
+        let inf = self.inflight[pi][r.slot as usize];
+        if inf.buf != NO_BUF {
+            self.free_bufs.push(inf.buf);
+        }
+        let lat = inf.t.elapsed();
+        if r.status == nfsstat4::NFS4ERR_DELAY as u32 {
+            std::thread::sleep(Duration::from_millis(1));
+            return Some(inf.req);
+        }
+        if r.status != 0 {
+            let what = format!("{:?} at offset {} on {}: {}", kind_name(inf.kind), inf.req.off, self.pipes[pi].addr, status_name(r.status));
+            self.note_error(what);
+            return None;
+        }
+        let data = self.pipes[pi].results(&r);
+        let mut d = Decoder::new(data);
+        let parsed: Result<u64, String> = (|| {
+            let _ = (d.get_u32(), d.get_u32()); // PUTFH result
+            let _op = d.get_u32().map_err(err_s)?;
+            let _st = d.get_u32().map_err(err_s)?;
+            match inf.kind {
+                Kind::Write => Ok(d.get_u32().map_err(err_s)? as u64),
+                _ => {
+                    let _eof = d.get_u32().map_err(err_s)?;
+                    let n = d.get_u32().map_err(err_s)? as usize;
+                    let bytes = d.take(n).map_err(err_s)?;
+                    if self.p.verify {
+                        let region = &self.p.regions[inf.req.region as usize];
+                        if let Err(e) = pattern::check(bytes, region.file, inf.req.off) {
+                            return Err(format!("verify: {e}"));
+                        }
+                    }
+                    Ok(n as u64)
+                }
+            }
+        })();
+        match parsed {
+            Ok(n) => {
+                if inf.measured {
+                    self.res.bytes += n;
+                    self.res.requests += 1;
+                    self.res.hist.record(lat.as_nanos() as u64);
+                    if inf.via_ds {
+                        self.res.ds_requests += 1;
+                    } else {
+                        self.res.mds_io_requests += 1;
+                    }
+                }
+                if n < self.res.effective_bs && inf.measured {
+                    self.note_error(format!("short {} of {n} bytes at {}", kind_name(inf.kind), inf.req.off));
+                }
+            }
+            Err(e) => {
+                if e.starts_with("verify") {
+                    self.res.verify_errors += 1;
+                }
+                self.note_error(e);
+            }
+        }
+        None
+    }
+
+    fn run_data(&mut self) -> PResult<()> {
+        let write = self.p.workload.is_write() || self.p.fill;
+        let bs = self.res.effective_bs;
+        let random = self.p.workload.is_random() && !self.p.fill;
+        let t0 = Instant::now();
+        let measure_start = t0 + self.p.ramp;
+        let mut measuring = self.p.ramp.is_zero();
+        let mut mds_sent0 = self.pipes[0].sent;
+        if measuring {
+            self.res.measure_start = Some(t0);
+        }
+        let deadline = match self.p.stop {
+            Stop::Runtime(s) => Some(measure_start + Duration::from_secs_f64(s)),
+            Stop::Bytes(_) => None,
+        };
+        let budget = match self.p.stop {
+            Stop::Bytes(b) => b,
+            Stop::Runtime(_) => u64::MAX,
+        };
+        let mut issued: u64 = 0; // measured bytes issued
+        let (mut ri, mut off) = (0usize, 0u64); // sequential cursor
+        let mut pending: Option<Req> = None;
+        let mut retry: VecDeque<Req> = VecDeque::with_capacity(self.p.qd);
+        let mut commit_file: Option<u32> = None;
+        let mut stopping = false;
+        let mut since_check = 0u32;
+        loop {
+            if !measuring && Instant::now() >= measure_start {
+                measuring = true;
+                self.res.measure_start = Some(Instant::now());
+                mds_sent0 = self.pipes[0].sent;
+            }
+            while !stopping && commit_file.is_none() && self.outstanding < self.p.qd {
+                let req = match pending.take().or_else(|| retry.pop_front()) {
+                    Some(r) => r,
+                    None => {
+                        if measuring && issued >= budget {
+                            stopping = true;
+                            break;
+                        }
+                        since_check += 1;
+                        if let Some(d) = deadline {
+                            if since_check >= 8 || self.outstanding == 0 {
+                                since_check = 0;
+                                if Instant::now() >= d {
+                                    stopping = true;
+                                    break;
+                                }
+                            }
+                        }
+                        let req = if random {
+                            let n = self.p.regions.len() as u64;
+                            let r = (self.next_rand() % n) as usize;
+                            let blocks = self.p.regions[r].len / bs;
+                            let blk = self.next_rand() % blocks.max(1);
+                            Req { region: r as u32, off: self.p.regions[r].start + blk * bs }
+                        } else {
+                            let reg = &self.p.regions[ri];
+                            let req = Req { region: ri as u32, off: reg.start + off };
+                            off += bs;
+                            if off + bs > reg.len {
+                                // End of this region's pass.
+                                if write && !self.p.stable_file {
+                                    commit_file = Some(reg.file);
+                                }
+                                off = 0;
+                                ri = (ri + 1) % self.p.regions.len();
+                            }
+                            req
+                        };
+                        if measuring {
+                            issued += bs;
+                        }
+                        req
+                    }
+                };
+                if !self.issue_io(req, measuring)? {
+                    pending = Some(req);
+                    break;
+                }
+            }
+            if self.outstanding == 0 {
+                if let Some(f) = commit_file.take() {
+                    self.commit_file(f)?;
+                    continue;
+                }
+                if stopping {
+                    break;
+                }
+                if pending.is_some() || !retry.is_empty() {
+                    return Err("internal: a request cannot be sent with nothing outstanding".into());
+                }
+                continue;
+            }
+            let (pi, r) = self.wait_reply()?;
+            if let Some(again) = self.complete_io(pi, r) {
+                retry.push_back(again);
+            }
+            if self.res.errors > 1000 && self.res.requests == 0 {
+                return Err(format!("job {}: only errors: {}", self.p.id, self.res.first_error.clone().unwrap_or_default()));
+            }
+        }
+        // Unstable writes end with COMMITs and LAYOUTCOMMIT: counted in time.
+        if write {
+            for f in self.files.iter().map(|f| f.file).collect::<Vec<_>>() {
+                self.commit_file(f)?;
+            }
+            self.layoutcommit()?;
+        }
+        self.res.end = Some(Instant::now());
+        if self.res.measure_start.is_none() {
+            self.res.measure_start = self.res.end;
+        }
+        self.res.mds_ops = self.pipes[0].sent - mds_sent0;
+        Ok(())
+    }
+
+    /// COMMITs everything written UNSTABLE to `file` since the last COMMIT
+    /// (each data server object, or the MDS file), in parallel.
+    fn commit_file(&mut self, file: u32) -> PResult<()> {
+        let fi = self.file_ix(file);
+        let dirty = std::mem::take(&mut self.files[fi].dirty);
+        let via_mds = self.files[fi].layout.as_ref().is_some_and(|l| l.fl.commit_through_mds);
+        let mut sent_mds = false;
+        for (pi, fh_ix) in dirty {
+            let f = &self.files[fi];
+            let (pi, fh) = match (&f.layout, fh_ix) {
+                (Some(l), i) if i != usize::MAX && !via_mds => (pi, l.fl.fhs[i].clone()),
+                _ => {
+                    if sent_mds {
+                        continue;
+                    }
+                    sent_mds = true;
+                    (0, f.fh.clone())
+                }
+            };
+            while !self.pipes[pi].has_free_slot() {
+                let r = self.pipes[pi].recv()?;
+                self.outstanding -= 1;
+                self.commit_reply(pi, r);
+            }
+            let pipe = &mut self.pipes[pi];
+            let slot = pipe.start(2).ok_or("internal: no slot")?;
+            let b = pipe.buf(slot);
+            putfh_words(b, &fh);
+            b.extend_from_slice(&(nfs_opnum4::OP_COMMIT as u32).to_be_bytes());
+            b.extend_from_slice(&0u64.to_be_bytes());
+            b.extend_from_slice(&0u32.to_be_bytes());
+            pipe.send(slot, &[])?;
+            self.inflight[pi][slot as usize].kind = Kind::Commit;
+            self.inflight[pi][slot as usize].buf = NO_BUF;
+            self.outstanding += 1;
+        }
+        while self.outstanding > 0 {
+            let (pi, r) = self.wait_reply()?;
+            self.commit_reply(pi, r);
+        }
+        Ok(())
+    }
+
+    fn commit_reply(&mut self, pi: usize, r: crate::pipe::Reply) {
+        if r.status != 0 {
+            self.note_error(format!("COMMIT on {}: {}", self.pipes[pi].addr, status_name(r.status)));
+        }
+    }
+
+    /// LAYOUTCOMMIT the new size of files written through the data servers.
+    fn layoutcommit(&mut self) -> PResult<()> {
+        for fi in 0..self.files.len() {
+            let f = &self.files[fi];
+            let (Some(l), end) = (&f.layout, f.ds_written_end) else { continue };
+            if end == 0 {
+                continue;
+            }
+            let ops = [
+                nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&f.fh) }),
+                nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
+                    loca_offset: 0,
+                    loca_length: end,
+                    loca_reclaim: false,
+                    loca_stateid: l.sid.clone(),
+                    loca_last_write_offset: newoffset4::TRUE(end - 1),
+                    loca_time_modify: newtime4::FALSE,
+                    loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: Opaque::owned(vec![]) },
+                }),
+            ];
+            let body = self.pipes[0].call(&ops)?;
+            let st = decode_compound(&body)?.status;
+            if st != nfsstat4::NFS4_OK {
+                self.note_error(format!("LAYOUTCOMMIT f{}: {st:?}", f.file));
+            }
+            self.files[fi].ds_written_end = 0;
+        }
+        Ok(())
+    }
+
+    /// LAYOUTRETURN and CLOSE every file (untimed).
+    fn teardown(&mut self) -> PResult<()> {
+        for f in &self.files {
+            if let Some(l) = &f.layout {
+                let ops = [
+                    nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&f.fh) }),
+                    nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
+                        lora_reclaim: false,
+                        lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                        lora_iomode: layoutiomode4::LAYOUTIOMODE4_ANY,
+                        lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
+                            lrf_offset: 0,
+                            lrf_length: u64::MAX,
+                            lrf_stateid: l.sid.clone(),
+                            lrf_body: Opaque::owned(vec![]),
+                        }),
+                    }),
+                ];
+                // A failed return only leaves state on the server until the lease ends.
+                let _ = self.pipes[0].call(&ops);
+            }
+            let ops = [
+                nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&f.fh) }),
+                nfs_argop4::OP_CLOSE(CLOSE4args { seqid: 0, open_stateid: f.open_sid.clone() }),
+            ];
+            let _ = self.pipes[0].call(&ops);
+        }
+        Ok(())
+    }
+
+    /// Metadata workloads: every chain (one per qd) keeps one COMPOUND in
+    /// flight on the MDS connection.
+    fn run_meta(&mut self) -> PResult<()> {
+        let olc = self.p.workload == Workload::OpenLayoutClose;
+        let qd = self.p.qd.min(self.pipes[0].slots);
+        let nfiles = self.p.regions.len();
+        let owners: Vec<Vec<u8>> = (0..qd).map(|c| format!("pnfs-bench-job{}-chain{c}", self.p.id).into_bytes()).collect();
+        let names: Vec<Vec<u8>> = self.p.regions.iter().map(|r| file_name(r.file).into_bytes()).collect();
+        // Per chain: file index, filehandle and stateid of its open.
+        let mut chain_file: Vec<usize> = (0..qd).map(|c| c % nfiles).collect();
+        let mut chain_fh: Vec<Vec<u8>> = vec![Vec::with_capacity(128); qd];
+        let mut chain_sid: Vec<stateid4> = vec![stateid4 { seqid: 0, other: [0; 12] }; qd];
+        let mut next_file = qd % nfiles;
+        let t0 = Instant::now();
+        let measure_start = t0 + self.p.ramp;
+        let mut measuring = self.p.ramp.is_zero();
+        let mut mds_sent0 = self.pipes[0].sent;
+        if measuring {
+            self.res.measure_start = Some(t0);
+        }
+        let runtime = match self.p.stop {
+            Stop::Runtime(s) => s,
+            Stop::Bytes(_) => 10.0,
+        };
+        let deadline = measure_start + Duration::from_secs_f64(runtime);
+        let mut stopping = false;
+        let mut layoutget = self.p.pnfs;
+        let mut gfile = 0usize;
+        // Start every chain.
+        let mut to_start: Vec<(u32, Kind)> = (0..qd as u32).map(|c| (c, if olc { Kind::Open } else { Kind::Getattr })).collect();
+        loop {
+            let now = Instant::now();
+            if !measuring && now >= measure_start {
+                measuring = true;
+                self.res.measure_start = Some(now);
+                mds_sent0 = self.pipes[0].sent;
+            }
+            if !stopping && now >= deadline {
+                stopping = true;
+            }
+            while let Some((c, kind)) = to_start.pop() {
+                let cu = c as usize;
+                if stopping && kind != Kind::Close {
+                    continue;
+                }
+                let pipe = &mut self.pipes[0];
+                let Some(slot) = pipe.start(match kind {
+                    Kind::Open => {
+                        if layoutget {
+                            4
+                        } else {
+                            3
+                        }
+                    }
+                    _ => 2,
+                }) else {
+                    to_start.push((c, kind));
+                    break;
+                };
+                match kind {
+                    Kind::Open => {
+                        let name = &names[chain_file[cu]];
+                        let open = nfs_argop4::OP_OPEN(OPEN4args {
+                            seqid: 0,
+                            share_access: OPEN4_SHARE_ACCESS_READ,
+                            share_deny: OPEN4_SHARE_DENY_NONE,
+                            owner: state_owner4 { clientid: self.clientid, owner: Opaque::borrowed(&owners[cu]) },
+                            openhow: openflag4::default(opentype4::OPEN4_NOCREATE),
+                            claim: open_claim4::CLAIM_NULL(Opaque::borrowed(name)),
+                        });
+                        let putfh = nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&self.p.dir_fh) });
+                        if layoutget {
+                            let lg = nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+                                loga_signal_layout_avail: false,
+                                loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                                loga_iomode: layoutiomode4::LAYOUTIOMODE4_READ,
+                                loga_offset: 0,
+                                loga_length: u64::MAX,
+                                loga_minlength: 0,
+                                loga_stateid: stateid4 { seqid: 1, other: [0; 12] },
+                                loga_maxcount: 64 * 1024,
+                            });
+                            pipe.push_ops(slot, &[putfh, open, nfs_argop4::OP_GETFH, lg])?;
+                        } else {
+                            pipe.push_ops(slot, &[putfh, open, nfs_argop4::OP_GETFH])?;
+                        }
+                    }
+                    Kind::Close => {
+                        let b = pipe.buf(slot);
+                        putfh_words(b, &chain_fh[cu]);
+                        b.extend_from_slice(&(nfs_opnum4::OP_CLOSE as u32).to_be_bytes());
+                        b.extend_from_slice(&0u32.to_be_bytes());
+                        stateid_words(b, &chain_sid[cu]);
+                    }
+                    _ => {
+                        let fh = &self.p.fhs[gfile];
+                        gfile = (gfile + 1) % self.p.fhs.len();
+                        let b = pipe.buf(slot);
+                        putfh_words(b, fh);
+                        b.extend_from_slice(&(nfs_opnum4::OP_GETATTR as u32).to_be_bytes());
+                        b.extend_from_slice(&2u32.to_be_bytes());
+                        b.extend_from_slice(&LINUX_GETATTR[0].to_be_bytes());
+                        b.extend_from_slice(&LINUX_GETATTR[1].to_be_bytes());
+                    }
+                }
+                pipe.send(slot, &[])?;
+                self.inflight[0][slot as usize] =
+                    InFlight { t: Instant::now(), kind, req: Req { region: 0, off: 0 }, measured: measuring, via_ds: false, buf: NO_BUF, chain: c };
+                self.outstanding += 1;
+            }
+            if self.outstanding == 0 {
+                break;
+            }
+            let (_, r) = self.wait_reply()?;
+            let inf = self.inflight[0][r.slot as usize];
+            let lat = inf.t.elapsed().as_nanos() as u64;
+            let c = inf.chain as usize;
+            if r.status == nfsstat4::NFS4ERR_DELAY as u32 && !r.seq_ok {
+                std::thread::sleep(Duration::from_millis(1));
+                to_start.push((inf.chain, inf.kind));
+                continue;
+            }
+            if inf.measured {
+                self.res.hist.record(lat);
+                self.res.requests += 1;
+            }
+            match inf.kind {
+                Kind::Getattr => {
+                    if r.status != 0 {
+                        self.note_error(format!("GETATTR: {}", status_name(r.status)));
+                    } else if inf.measured {
+                        self.res.cycles += 1;
+                    }
+                    to_start.push((inf.chain, Kind::Getattr));
+                }
+                Kind::Open => {
+                    // Results after SEQUENCE: PUTFH, OPEN, GETFH[, LAYOUTGET].
+                    let data = self.pipes[0].results(&r);
+                    let mut d = Decoder::new(data);
+                    let mut opened = false;
+                    let mut failed: Option<String> = None;
+                    let mut lg_unavailable: Option<String> = None;
+                    while d.remaining() > 0 {
+                        let Ok(res) = nfs_resop4::decode(&mut d) else {
+                            failed = Some("undecodable OPEN reply".into());
+                            break;
+                        };
+                        match res {
+                            nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(o)) => {
+                                chain_sid[c] = o.stateid.clone();
+                                opened = true;
+                            }
+                            nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(g)) => {
+                                chain_fh[c].clear();
+                                chain_fh[c].extend_from_slice(&g.object);
+                            }
+                            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::default(st)) if layout_unavailable(st) => {
+                                lg_unavailable = Some(format!("LAYOUTGET: {st:?}"));
+                            }
+                            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4ERR_LAYOUTTRYLATER(_)) => {
+                                lg_unavailable = Some("LAYOUTGET: NFS4ERR_LAYOUTTRYLATER".into());
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some(why) = lg_unavailable {
+                        // The server has no layouts for us: go on without LAYOUTGET.
+                        layoutget = false;
+                        self.res.no_layout_reason = Some(why);
+                    } else if r.status != 0 && failed.is_none() {
+                        failed = Some(format!("OPEN+LAYOUTGET f{}: {}", chain_file[c], status_name(r.status)));
+                    }
+                    if let Some(e) = failed {
+                        self.note_error(e);
+                    }
+                    if opened && !chain_fh[c].is_empty() {
+                        to_start.push((inf.chain, Kind::Close));
+                    } else {
+                        chain_file[c] = next_file;
+                        next_file = (next_file + 1) % nfiles;
+                        to_start.push((inf.chain, Kind::Open));
+                    }
+                }
+                Kind::Close => {
+                    if r.status != 0 {
+                        self.note_error(format!("CLOSE: {}", status_name(r.status)));
+                    } else if inf.measured {
+                        self.res.cycles += 1;
+                    }
+                    chain_file[c] = next_file;
+                    next_file = (next_file + 1) % nfiles;
+                    to_start.push((inf.chain, Kind::Open));
+                }
+                _ => {}
+            }
+            if self.res.errors > 1000 && self.res.cycles == 0 {
+                return Err(format!("job {}: only errors: {}", self.p.id, self.res.first_error.clone().unwrap_or_default()));
+            }
+        }
+        self.res.end = Some(Instant::now());
+        if self.res.measure_start.is_none() {
+            self.res.measure_start = self.res.end;
+        }
+        self.res.mds_ops = self.pipes[0].sent - mds_sent0;
+        Ok(())
+    }
+}
+
+fn err_s(e: impl std::fmt::Display) -> String {
+    err(e.to_string())
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Read => "READ",
+        Kind::Write => "WRITE",
+        Kind::Commit => "COMMIT",
+        Kind::Getattr => "GETATTR",
+        Kind::Open => "OPEN",
+        Kind::Close => "CLOSE",
+    }
+}
