@@ -36,7 +36,7 @@ fn bounds(b: usize) -> (u64, u64) {
     }
     let shift = (b / SUB - 1) as u32;
     let lo = ((SUB + b % SUB) as u64) << shift;
-    (lo, lo + (1u64 << shift) - 1)
+    (lo, lo + ((1u64 << shift) - 1))
 }
 
 impl Histogram {

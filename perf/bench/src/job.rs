@@ -258,6 +258,9 @@ fn setup(p: Plan) -> PResult<Job> {
             pattern::stamp(&mut job.shared_payload, 0, 0);
         }
     }
+    if let Some(pp) = job.pipes.iter().find(|pp| pp.slots < job.p.qd) {
+        eprintln!("pnfs-bench: job {}: {} granted {} session slots; at most that many requests are in flight there", job.p.id, pp.addr, pp.slots);
+    }
     job.inflight = job
         .pipes
         .iter()
@@ -294,7 +297,11 @@ impl Job {
             seen.push(r.file);
             let name = file_name(r.file);
             let how = if write {
-                openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 { attrmask: vec![], attr_vals: Opaque::owned(vec![]) }))
+                // mode 0644, so that other clients (and people) can read the files.
+                openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 {
+                    attrmask: vec![0, 1 << (FATTR4_MODE - 32)],
+                    attr_vals: Opaque::owned(0o644u32.to_be_bytes().to_vec()),
+                }))
             } else {
                 openflag4::default(opentype4::OPEN4_NOCREATE)
             };
@@ -1002,6 +1009,7 @@ impl Job {
                                 chain_fh[c].clear();
                                 chain_fh[c].extend_from_slice(&g.object);
                             }
+                            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(_)) => self.res.layouts += 1,
                             nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::default(st)) if layout_unavailable(st) => {
                                 lg_unavailable = Some(format!("LAYOUTGET: {st:?}"));
                             }

@@ -329,7 +329,7 @@ fn report(o: &Opts, r: &Run, pnfs_asked: bool, no_pnfs_reason: Option<String>) {
     let lat = |q: f64| hist.quantile(q) as f64 / 1000.0;
     let cpu_per_gib = r.cpu.filter(|_| data && gib > 0.0).map(|c| c / gib);
     let ops_per_cpu = r.cpu.filter(|c| !data && *c > 0.0).map(|c| cycles as f64 / c);
-    let pnfs_used = pnfs_asked && (layouts > 0 || (!data && no_layout.is_none()));
+    let pnfs_used = pnfs_asked && layouts > 0;
     let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.4}"));
     if o.json {
         let mut s = String::from("{");
@@ -361,7 +361,12 @@ fn report(o: &Opts, r: &Run, pnfs_asked: bool, no_pnfs_reason: Option<String>) {
             o.jobs,
             o.files,
             o.size,
-            if pnfs_used { format!("pNFS ({layouts} layouts)") } else { format!("no pNFS ({})", no_layout.clone().unwrap_or_default()) }
+            match (pnfs_used, o.workload) {
+                (_, Workload::Getattr) => "GETATTR on the MDS".to_string(),
+                (true, Workload::OpenLayoutClose) => format!("pNFS ({layouts} LAYOUTGETs granted)"),
+                (true, _) => format!("pNFS ({layouts} layouts)"),
+                (false, _) => format!("no pNFS ({})", no_layout.clone().unwrap_or_default()),
+            }
         );
         if data {
             println!(

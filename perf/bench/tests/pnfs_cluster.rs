@@ -1,0 +1,109 @@
+//! pnfs-bench against a real MDS with two real data servers (in-process,
+//! loopback ports): seqwrite then seqread with --verify go straight to the
+//! data servers (no READ/WRITE through the MDS) and read back what was
+//! written; --no-pnfs moves the same data through the MDS; the metadata
+//! workloads run without errors.
+
+use pnfs_client::pnfs_protocol::wire::*;
+use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
+use pnfs_mds::pnfs::client::CtlClient;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn start_cluster(dir: &std::path::Path) -> (SocketAddr, Vec<pnfs_ds::DsHandle>) {
+    let text = format!(
+        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
+         stripe_unit = 65536\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
+        dir.display()
+    );
+    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
+    cfg.validate().unwrap();
+    let (nfs, ctl) = pnfs_mds::server::spawn_on_loopback(cfg).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..2 {
+        let mut cfg = pnfs_ds::config::DsConfig::new(&format!("ds{i}"), dir.join(format!("ds{i}")), &ctl.to_string());
+        cfg.bind = "127.0.0.1:0".parse().unwrap();
+        cfg.control_bind = "127.0.0.1:0".parse().unwrap();
+        cfg.reactors = 1;
+        cfg.o_direct = false;
+        handles.push(pnfs_ds::run(cfg).unwrap());
+    }
+    // Both data servers registered once a heartbeat is accepted.
+    let t = Instant::now();
+    for i in 0..2 {
+        loop {
+            let a = ctl_heartbeat_args {
+                cha_ds_id: format!("ds{i}").into_bytes().into(),
+                cha_free_bytes: 1 << 30,
+                cha_bytes_read: 0,
+                cha_bytes_written: 0,
+            };
+            let body = CtlClient::new().call(&ctl.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a).unwrap();
+            if ctl_heartbeat_res::decode(&mut Decoder::new(&body)).unwrap().chr_status == ctl_status::CTL_OK {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "data server {i} did not register");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    (nfs, handles)
+}
+
+/// Runs pnfs-bench with --json; returns the JSON line.
+fn bench(server: SocketAddr, args: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pnfs-bench"))
+        .args(["--server", &server.to_string(), "--path", "/export", "--json"])
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "pnfs-bench {args}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    stdout.lines().last().unwrap_or_default().to_string()
+}
+
+/// The number after `"key":` in a flat JSON object.
+fn num(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} missing in {json}")) + pat.len();
+    let end = json[at..].find([',', '}']).unwrap() + at;
+    json[at..end].parse().unwrap_or_else(|_| panic!("{key} in {json}"))
+}
+
+#[test]
+fn pnfs_write_then_verified_read_go_to_the_data_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, handles) = start_cluster(dir.path());
+
+    let w = bench(server, "--workload seqwrite --bs 64k --qd 8 --jobs 2 --files 2 --size 1m --verify");
+    assert_eq!(num(&w, "errors"), 0.0, "{w}");
+    assert_eq!(num(&w, "bytes"), (2 << 20) as f64, "{w}");
+    assert!(num(&w, "ds_requests") == 32.0 && num(&w, "mds_io_requests") == 0.0, "{w}");
+    assert!(w.contains("\"pnfs\":true"), "{w}");
+
+    let r = bench(server, "--workload seqread --bs 64k --qd 8 --jobs 2 --files 2 --size 1m --verify");
+    assert!(num(&r, "errors") == 0.0 && num(&r, "verify_errors") == 0.0, "{r}");
+    assert_eq!(num(&r, "bytes"), (2 << 20) as f64, "{r}");
+    assert!(num(&r, "ds_requests") == 32.0 && num(&r, "mds_io_requests") == 0.0, "{r}");
+
+    // Random reads at queue depth over the stamped data, and the MDS path.
+    let r = bench(server, "--workload randread --bs 4k --qd 32 --files 2 --size 1m --bytes 1m --verify");
+    assert!(num(&r, "errors") == 0.0 && num(&r, "ds_requests") == 256.0, "{r}");
+    let r = bench(server, "--workload seqread --bs 64k --qd 4 --files 2 --size 1m --no-pnfs --verify");
+    assert!(num(&r, "errors") == 0.0 && num(&r, "ds_requests") == 0.0 && num(&r, "mds_io_requests") == 32.0, "{r}");
+    assert!(r.contains("\"pnfs\":false"), "{r}");
+
+    // A request crossing a stripe unit goes through the MDS (and still verifies).
+    let r = bench(server, "--workload seqread --bs 128k --qd 4 --files 1 --size 1m --verify");
+    assert!(num(&r, "errors") == 0.0 && num(&r, "mds_io_requests") == 8.0, "{r}");
+
+    // Metadata workloads: the prepare phase creates the files.
+    let m = bench(server, "--workload open-layout-close --files 8 --qd 4 --runtime 0.5");
+    assert!(num(&m, "errors") == 0.0 && num(&m, "cycles") > 0.0, "{m}");
+    assert!(num(&m, "mds_ops") >= 2.0 * num(&m, "cycles"), "{m}");
+    let g = bench(server, "--workload getattr --files 8 --qd 4 --runtime 0.5");
+    assert!(num(&g, "errors") == 0.0 && num(&g, "ops") > 0.0, "{g}");
+    for h in handles {
+        h.shutdown();
+    }
+}
