@@ -369,7 +369,7 @@ impl Job {
             let layout = match layout {
                 None => None,
                 Some((fl, sid)) => {
-                    if !devices.contains_key(&fl.device_id) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = devices.entry(fl.device_id) {
                         let body = self.pipes[0].call(&[nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
                             gdia_device_id: fl.device_id,
                             gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
@@ -383,7 +383,7 @@ impl Job {
                             }
                             _ => return Err(format!("GETDEVICEINFO: {}", status_name(res.status as u32))),
                         };
-                        devices.insert(fl.device_id, dev);
+                        slot.insert(dev);
                     }
                     let dev = &devices[&fl.device_id];
                     fl.check(dev).map_err(|e| format!("layout of {name}: {e}"))?;
