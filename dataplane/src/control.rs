@@ -37,7 +37,6 @@ use pnfs_protocol::xdr::encode_to_vec;
 use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -281,17 +280,13 @@ fn obj_truncate(ds: &Ds, a: &ctl_truncate_args) -> ctl_status {
         if a.cta_size > i64::MAX as u64 {
             return Err(ctl_status::CTL_INVAL);
         }
-        let f = ds.store.open_buffered(&fh).map_err(|e| io_ctl(&e))?;
-        let r = f.set_len(a.cta_size);
-        ds.store.mark_written(&fh);
-        r.map_err(|e| io_ctl(&e))
+        ds.store.truncate(&fh, a.cta_size).map_err(|e| io_ctl(&e))
     })())
 }
 
 fn obj_commit(ds: &Ds, fh: &[u8]) -> ctl_status {
     flatten((|| {
-        let f = ds.store.open_buffered(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
-        f.sync_data().map_err(|e| io_ctl(&e))
+        ds.store.sync(&object_fh(fh)?).map_err(|e| io_ctl(&e))
     })())
 }
 
@@ -303,15 +298,8 @@ fn obj_write(ds: &Ds, a: &ctl_write_args) -> ctl_status {
         if end > i64::MAX as u64 {
             return Err(ctl_status::CTL_INVAL);
         }
-        let f = ds.store.open_buffered(&fh).map_err(|e| io_ctl(&e))?;
         // Straight from the received record: no userspace copy.
-        let r = f.write_all_at(&a.cwa_data, a.cwa_offset);
-        // Reactors' COMMITs must not take the object for clean now.
-        ds.store.mark_written(&fh);
-        r.map_err(|e| io_ctl(&e))?;
-        if a.cwa_stable {
-            f.sync_data().map_err(|e| io_ctl(&e))?;
-        }
+        ds.store.write_at(&fh, a.cwa_offset, &a.cwa_data, a.cwa_stable).map_err(|e| io_ctl(&e))?;
         bump(&ds.stats.control_bytes_written, a.cwa_data.len() as u64);
         Ok(())
     })())
@@ -320,29 +308,17 @@ fn obj_write(ds: &Ds, a: &ctl_write_args) -> ctl_status {
 fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
     let r = (|| {
         let fh = object_fh(&a.cra_fh)?;
-        let f = ds.store.open_buffered(&fh).map_err(|e| io_ctl(&e))?;
-        let size = f.metadata().map_err(|e| io_ctl(&e))?.len();
-        if a.cra_offset >= size {
-            return Ok((Vec::new(), true));
-        }
         // The MDS proxies whole stripe pieces and treats a short read as the
         // object's end, so honour the count up to a generous bound.
-        let n = (a.cra_count as u64).min(CTL_MAX_READ).min(size - a.cra_offset) as usize;
-        let mut data = vec![0u8; n];
-        let mut done = 0;
-        while done < n {
-            match f.read_at(&mut data[done..], a.cra_offset + done as u64) {
-                Ok(0) => break,
-                Ok(k) => done += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_ctl(&e)),
-            }
+        let n = (a.cra_count as u64).min(CTL_MAX_READ) as usize;
+        let (data, eof) = ds.store.read_at(&fh, a.cra_offset, n).map_err(|e| io_ctl(&e))?;
+        if data.is_empty() {
+            return Ok((data, eof));
         }
-        data.truncate(done);
         // Encoding the reply copies the data once more.
         bump(&ds.stats.payload_copies, 1);
-        bump(&ds.stats.control_bytes_read, done as u64);
-        Ok((data, a.cra_offset + done as u64 >= size))
+        bump(&ds.stats.control_bytes_read, data.len() as u64);
+        Ok((data, eof))
     })();
     match r {
         Ok((data, eof)) => ctl_read_res { crs_status: ctl_status::CTL_OK, crs_eof: eof, crs_data: Opaque::owned(data) },
@@ -352,15 +328,14 @@ fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
 
 fn obj_stat(ds: &Ds, fh: &[u8]) -> ctl_stat_res {
     let r = (|| {
-        let f = ds.store.open_buffered(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
-        f.metadata().map_err(|e| io_ctl(&e))
+        ds.store.stat(&object_fh(fh)?).map_err(|e| io_ctl(&e))
     })();
     match r {
         Ok(m) => ctl_stat_res {
             csr_status: ctl_status::CTL_OK,
-            csr_size: m.len(),
-            csr_space_used: m.blocks() * 512,
-            csr_mtime: nfstime4 { seconds: m.mtime(), nseconds: m.mtime_nsec() as u32 },
+            csr_size: m.size,
+            csr_space_used: m.space_used,
+            csr_mtime: nfstime4 { seconds: m.mtime.0, nseconds: m.mtime.1 },
         },
         Err(s) => ctl_stat_res { csr_status: s, csr_size: 0, csr_space_used: 0, csr_mtime: nfstime4 { seconds: 0, nseconds: 0 } },
     }

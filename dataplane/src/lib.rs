@@ -96,6 +96,7 @@ pub mod recv;
 pub mod state;
 pub mod stats;
 pub mod storage;
+pub mod volume;
 
 pub use config::{DsConfig, PollMode};
 pub use ds::Ds;

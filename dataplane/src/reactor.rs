@@ -138,6 +138,10 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
     let pool = BufPool::new(ds.cfg.buffers_per_reactor, ds.cfg.buffer_size);
     let mut engine = Engine::new(pool, ds.stats.clone(), true);
     let fixed_files = engine.enable_fixed_files(ds.cfg.fixed_files_per_reactor);
+    if let Some(vol) = ds.store.volume() {
+        // One slot for the whole volume, for as long as the reactor runs.
+        engine.attach_volume(vol);
+    }
     let engine = Rc::new(engine);
     // Attached before `ready`: the control program starts after every reactor.
     let replica = Rc::new(ds.bus.replica(i));

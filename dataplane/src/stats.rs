@@ -177,6 +177,14 @@ pub struct DsStats {
     /// COMMITs and stable WRITEs answered without a sync: nothing written
     /// since the object's last one.
     pub commits_clean: AtomicU64,
+    /// Volume backend: COMMITs and stable WRITEs answered without a flush
+    /// because a volume flush made for other objects already covered
+    /// every write of this one (one flush covers the whole volume).
+    pub commits_covered: AtomicU64,
+    /// Volume backend: object-table entries and bitmap blocks written.
+    pub volume_meta_writes: AtomicU64,
+    /// Volume backend: extents allocated (each zeroed first).
+    pub volume_extents_allocated: AtomicU64,
     /// Poller rounds (busy and adaptive poll modes): zero-timeout polls of
     /// a reactor's sockets instead of sleeping.
     pub poll_spins: AtomicU64,
@@ -212,6 +220,9 @@ pub struct DsStatsSnapshot {
     pub fixed_files_full: u64,
     pub fdatasyncs: u64,
     pub commits_clean: u64,
+    pub commits_covered: u64,
+    pub volume_meta_writes: u64,
+    pub volume_extents_allocated: u64,
     pub poll_spins: u64,
     pub reactor_parks: u64,
 }
@@ -272,6 +283,9 @@ impl DsStats {
             fixed_files_full: g(&self.fixed_files_full),
             fdatasyncs: g(&self.fdatasyncs),
             commits_clean: g(&self.commits_clean),
+            commits_covered: g(&self.commits_covered),
+            volume_meta_writes: g(&self.volume_meta_writes),
+            volume_extents_allocated: g(&self.volume_extents_allocated),
             poll_spins: g(&self.poll_spins),
             reactor_parks: g(&self.reactor_parks),
         }

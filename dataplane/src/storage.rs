@@ -1,5 +1,16 @@
-//! Object storage: one file per DS filehandle under `<data_dir>/objects`,
-//! the per-reactor aligned buffer pool, and the per-reactor I/O engine.
+//! Object storage: one file per DS filehandle under `<data_dir>/objects`
+//! (`ds.backing = "files"`) or every object on one volume, a block device
+//! or big file (`ds.backing = "volume"`, [`crate::volume`]); the
+//! per-reactor aligned buffer pool, and the per-reactor I/O engine.
+//!
+//! READ/WRITE/COMMIT ([`Engine`]) and the control program
+//! ([`ObjectStore`]'s create/remove/truncate/read_at/write_at/sync/stat)
+//! see [`Object`] and the store only; which backend holds an object is an
+//! enum inside them. Everything below about descriptors and files is the
+//! files backend; the volume backend has one buffered and one O_DIRECT
+//! descriptor for the whole volume (the latter registered once in each
+//! reactor's file table by [`Engine::attach_volume`]) and maps object
+//! ranges to extents ([`crate::volume::Volume::map_range`]).
 //!
 //! [`ObjectStore`] is the object directory: it opens, creates and removes
 //! objects, and knows (weakly) the live object of each handle, so every
@@ -36,6 +47,8 @@ use crate::config::IO_ALIGN;
 use crate::fh::DsFh;
 use crate::state::lock;
 use crate::stats::{bump, DsStats};
+use crate::volume::{Commit, VolObj, Volume, VolumeOptions};
+pub use crate::volume::ObjStat;
 use io_uring::{opcode, types, IoUring};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::cell::RefCell;
@@ -67,9 +80,7 @@ fn log_once(flag: &AtomicBool, msg: impl FnOnce() -> String) {
 #[derive(Debug)]
 pub struct Object {
     pub fh: DsFh,
-    pub file: File,
-    /// The same file opened with O_DIRECT, when enabled and supported.
-    pub direct: Option<File>,
+    backing: Backing,
     /// Dirty generation: writes completed through this object (any
     /// reactor, and control-program writes while it is live), counted
     /// after each write returned; starts at 1 because writes made before it
@@ -80,9 +91,55 @@ pub struct Object {
     synced: AtomicU64,
 }
 
+/// Where an object's bytes are.
+#[derive(Debug)]
+enum Backing {
+    /// Its own file, and the same file opened with O_DIRECT when enabled
+    /// and supported.
+    File { file: File, direct: Option<File> },
+    /// Extents of the volume.
+    Volume { vol: Arc<Volume>, vo: Arc<VolObj> },
+}
+
+fn file_stat(m: &std::fs::Metadata) -> ObjStat {
+    use std::os::unix::fs::MetadataExt;
+    ObjStat {
+        size: m.len(),
+        // ctime moves on every data or size change of the object file.
+        change: (m.ctime() as u64).wrapping_mul(1_000_000_000).wrapping_add(m.ctime_nsec() as u64),
+        space_used: m.blocks() * 512,
+        mtime: (m.mtime(), m.mtime_nsec() as u32),
+    }
+}
+
 impl Object {
+    fn new(fh: DsFh, backing: Backing) -> Object {
+        Object { fh, backing, written: AtomicU64::new(1), synced: AtomicU64::new(0) }
+    }
+
     pub fn size(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        match &self.backing {
+            Backing::File { file, .. } => Ok(file.metadata()?.len()),
+            Backing::Volume { vo, .. } => Ok(vo.size()),
+        }
+    }
+
+    /// Size, change, space used, mtime (GETATTR).
+    pub fn stat(&self) -> io::Result<ObjStat> {
+        match &self.backing {
+            Backing::File { file, .. } => Ok(file_stat(&file.metadata()?)),
+            Backing::Volume { vol, vo } => Ok(vo.attrs(vol.geometry().extent_bytes)),
+        }
+    }
+
+    /// The object's own descriptors (files backend; a volume object has
+    /// none, the volume's are registered once per reactor).
+    fn own_files(&self) -> impl Iterator<Item = &File> {
+        let (a, b) = match &self.backing {
+            Backing::File { file, direct } => (Some(file), direct.as_ref()),
+            Backing::Volume { .. } => (None, None),
+        };
+        a.into_iter().chain(b)
     }
 
     /// Counts a completed write; call after it returned, before it is acknowledged.
@@ -97,6 +154,14 @@ impl Object {
         (self.synced.load(Ordering::SeqCst) < w).then_some(w)
     }
 
+    /// Whether aligned I/O can go O_DIRECT.
+    fn has_direct(&self) -> bool {
+        match &self.backing {
+            Backing::File { direct, .. } => direct.is_some(),
+            Backing::Volume { vol, .. } => vol.uses_o_direct(),
+        }
+    }
+
     /// A sync that started after [`Object::unsynced`] returned `w` succeeded.
     pub fn mark_synced(&self, w: u64) {
         self.synced.fetch_max(w, Ordering::SeqCst);
@@ -104,7 +169,7 @@ impl Object {
 }
 
 pub struct ObjectStore {
-    dir: PathBuf,
+    kind: StoreKind,
     /// O_DIRECT wanted by the config and accepted by the file system.
     direct: bool,
     /// Serialises creation so the directory fsync covers each new entry.
@@ -113,6 +178,12 @@ pub struct ObjectStore {
     /// per file and with it its dirty generation (a COMMIT on one reactor
     /// must see writes made on another). Dead entries are pruned as it grows.
     live: Mutex<Live>,
+}
+
+enum StoreKind {
+    /// `<data_dir>/objects`.
+    Files { dir: PathBuf },
+    Volume(Arc<Volume>),
 }
 
 struct Live {
@@ -154,18 +225,58 @@ impl ObjectStore {
                 format!("{}: the file system refuses O_DIRECT; object I/O is buffered", dir.display())
             });
         }
-        Ok(ObjectStore { dir, direct, create_lock: Mutex::new(()), live: Mutex::new(Live { map: HashMap::new(), pruned_at: 0 }) })
+        Ok(ObjectStore::with_kind(StoreKind::Files { dir }, direct))
+    }
+
+    fn with_kind(kind: StoreKind, direct: bool) -> ObjectStore {
+        ObjectStore { kind, direct, create_lock: Mutex::new(()), live: Mutex::new(Live { map: HashMap::new(), pruned_at: 0 }) }
+    }
+
+    /// The volume backend: opens (or formats) the volume; the error names
+    /// the volume and what is wrong with it.
+    pub fn open_volume(o: &VolumeOptions, stats: Arc<DsStats>) -> Result<ObjectStore, String> {
+        let vol = Volume::open(o, stats)?;
+        let direct = vol.uses_o_direct();
+        Ok(ObjectStore::with_kind(StoreKind::Volume(vol), direct))
+    }
+
+    /// The volume, when that is the backend.
+    pub fn volume(&self) -> Option<&Arc<Volume>> {
+        match &self.kind {
+            StoreKind::Volume(v) => Some(v),
+            StoreKind::Files { .. } => None,
+        }
+    }
+
+    /// (capacity, free) bytes for registration and heartbeats: the file
+    /// system holding `data_dir`, or the volume's data area.
+    pub fn capacity(&self, data_dir: &Path) -> (u64, u64) {
+        match &self.kind {
+            StoreKind::Volume(v) => v.capacity(),
+            StoreKind::Files { .. } => crate::ds::statvfs(data_dir).unwrap_or((0, 0)),
+        }
     }
 
     pub fn uses_o_direct(&self) -> bool {
         self.direct
     }
 
+    fn dir(&self) -> &Path {
+        match &self.kind {
+            StoreKind::Files { dir } => dir,
+            StoreKind::Volume(v) => v.path(),
+        }
+    }
+
     fn path(&self, fh: &DsFh) -> PathBuf {
-        self.dir.join(fh.object_name())
+        self.dir().join(fh.object_name())
     }
 
     fn open_file(&self, fh: &DsFh, create: bool) -> io::Result<Object> {
+        if let StoreKind::Volume(vol) = &self.kind {
+            let vo = if create { vol.create(fh)? } else { vol.lookup(fh).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))? };
+            return Ok(Object::new(*fh, Backing::Volume { vol: vol.clone(), vo }));
+        }
         let path = self.path(fh);
         let file = OpenOptions::new().read(true).write(true).create(create).open(&path)?;
         let direct = if self.direct {
@@ -179,7 +290,7 @@ impl ObjectStore {
         } else {
             None
         };
-        Ok(Object { fh: *fh, file, direct, written: AtomicU64::new(1), synced: AtomicU64::new(0) })
+        Ok(Object::new(*fh, Backing::File { file, direct }))
     }
 
     /// The existing object: the live one when some reactor has it, else
@@ -215,6 +326,9 @@ impl ObjectStore {
         if fh.is_root() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "the root handle is no object"));
         }
+        if self.volume().is_some() {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "volume objects have no file"));
+        }
         OpenOptions::new().read(true).write(true).open(self.path(fh))
     }
 
@@ -225,6 +339,16 @@ impl ObjectStore {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "the root handle is no object"));
         }
         let _g = lock(&self.create_lock);
+        if let StoreKind::Volume(vol) = &self.kind {
+            let vo = vol.create(fh)?;
+            let mut live = lock(&self.live);
+            if let Some(o) = live.get(fh).filter(|o| matches!(&o.backing, Backing::Volume { vo: v, .. } if Arc::ptr_eq(v, &vo))) {
+                return Ok(o);
+            }
+            let o = Arc::new(Object::new(*fh, Backing::Volume { vol: vol.clone(), vo }));
+            live.insert(&o);
+            return Ok(o);
+        }
         let existed = self.path(fh).exists();
         let mut live = lock(&self.live);
         if let Some(o) = live.get(fh).filter(|_| existed) {
@@ -234,7 +358,7 @@ impl ObjectStore {
         live.insert(&o);
         drop(live);
         if !existed {
-            File::open(&self.dir)?.sync_all()?;
+            File::open(self.dir())?.sync_all()?;
         }
         Ok(o)
     }
@@ -245,6 +369,9 @@ impl ObjectStore {
     pub fn remove(&self, fh: &DsFh) -> io::Result<bool> {
         let mut live = lock(&self.live);
         live.map.remove(fh);
+        if let StoreKind::Volume(vol) = &self.kind {
+            return vol.remove(fh);
+        }
         let r = match std::fs::remove_file(self.path(fh)) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
@@ -252,17 +379,107 @@ impl ObjectStore {
         };
         drop(live);
         if r {
-            File::open(&self.dir)?.sync_all()?;
+            File::open(self.dir())?.sync_all()?;
         }
         Ok(r)
     }
 
     /// Number of objects on disk (a directory scan; for tests and tools).
     pub fn count_objects(&self) -> io::Result<usize> {
-        Ok(std::fs::read_dir(&self.dir)?
+        if let StoreKind::Volume(vol) = &self.kind {
+            return Ok(vol.object_count());
+        }
+        Ok(std::fs::read_dir(self.dir())?
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_str().and_then(DsFh::from_object_name).is_some())
             .count())
+    }
+
+    fn vol_obj(vol: &Volume, fh: &DsFh) -> io::Result<Arc<VolObj>> {
+        vol.lookup(fh).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    /// CTL_PROC_OBJ_TRUNCATE: the object's size becomes `size` (durable);
+    /// the live object is marked written.
+    pub fn truncate(&self, fh: &DsFh, size: u64) -> io::Result<()> {
+        let r = match &self.kind {
+            StoreKind::Volume(vol) => vol.truncate(&*Self::vol_obj(vol, fh)?, size),
+            StoreKind::Files { .. } => self.open_buffered(fh)?.set_len(size),
+        };
+        self.mark_written(fh);
+        r
+    }
+
+    /// CTL_PROC_OBJ_WRITE: plain (buffered) write of `data` at `offset`;
+    /// `stable` makes it durable before returning.
+    pub fn write_at(&self, fh: &DsFh, offset: u64, data: &[u8], stable: bool) -> io::Result<()> {
+        match &self.kind {
+            StoreKind::Volume(vol) => {
+                let vo = Self::vol_obj(vol, fh)?;
+                let r = vol.write_plain(&vo, offset, data);
+                self.mark_written(fh);
+                r?;
+                if stable {
+                    vol.commit_plain(&vo)?;
+                }
+            }
+            StoreKind::Files { .. } => {
+                let f = self.open_buffered(fh)?;
+                let r = f.write_all_at(data, offset);
+                // Reactors' COMMITs must not take the object for clean now.
+                self.mark_written(fh);
+                r?;
+                if stable {
+                    f.sync_data()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// CTL_PROC_OBJ_READ: up to `count` bytes at `offset` and whether they
+    /// reach the object's end.
+    pub fn read_at(&self, fh: &DsFh, offset: u64, count: usize) -> io::Result<(Vec<u8>, bool)> {
+        let size = self.stat(fh)?.size;
+        if offset >= size {
+            return Ok((Vec::new(), true));
+        }
+        let n = (count as u64).min(size - offset) as usize;
+        let mut data = vec![0u8; n];
+        let done = match &self.kind {
+            StoreKind::Volume(vol) => vol.read_plain(&*Self::vol_obj(vol, fh)?, offset, &mut data)?,
+            StoreKind::Files { .. } => {
+                let f = self.open_buffered(fh)?;
+                let mut done = 0;
+                while done < n {
+                    match f.read_at(&mut data[done..], offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(k) => done += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                done
+            }
+        };
+        data.truncate(done);
+        Ok((data, offset + done as u64 >= size))
+    }
+
+    /// CTL_PROC_OBJ_COMMIT: everything written to the object is durable.
+    pub fn sync(&self, fh: &DsFh) -> io::Result<()> {
+        match &self.kind {
+            StoreKind::Volume(vol) => vol.commit_plain(&*Self::vol_obj(vol, fh)?).map(drop),
+            StoreKind::Files { .. } => self.open_buffered(fh)?.sync_data(),
+        }
+    }
+
+    /// CTL_PROC_OBJ_STAT: size, change, space used, mtime.
+    pub fn stat(&self, fh: &DsFh) -> io::Result<ObjStat> {
+        match &self.kind {
+            StoreKind::Volume(vol) => Ok(Self::vol_obj(vol, fh)?.attrs(vol.geometry().extent_bytes)),
+            StoreKind::Files { .. } => Ok(file_stat(&self.open_buffered(fh)?.metadata()?)),
+        }
     }
 }
 
@@ -510,14 +727,39 @@ impl Engine {
     /// fdatasync (IORING_OP_FSYNC with DATASYNC on the ring). Ok(true) when
     /// it synced. On error the object stays dirty, so the next COMMIT syncs.
     pub fn commit(&self, obj: &Object) -> io::Result<bool> {
+        let file = match &obj.backing {
+            Backing::File { file, .. } => file,
+            Backing::Volume { vol, vo } => {
+                // The volume's own generations decide (one flush covers
+                // every object); see crate::volume.
+                let out = vol.commit(vo, &mut || {
+                    bump(&self.stats.fdatasyncs, 1);
+                    self.fdatasync(vol.flush_file())
+                })?;
+                match out {
+                    Commit::Clean => bump(&self.stats.commits_clean, 1),
+                    Commit::Covered => bump(&self.stats.commits_covered, 1),
+                    Commit::Flushed => {}
+                }
+                return Ok(out == Commit::Flushed);
+            }
+        };
         let Some(w) = obj.unsynced() else {
             bump(&self.stats.commits_clean, 1);
             return Ok(false);
         };
         bump(&self.stats.fdatasyncs, 1);
+        self.fdatasync(file)?;
+        obj.mark_synced(w);
+        Ok(true)
+    }
+
+    /// One fdatasync of `f`: IORING_OP_FSYNC(DATASYNC) on the ring (its
+    /// fixed slot when registered), else the syscall.
+    fn fdatasync(&self, f: &File) -> io::Result<()> {
         match &self.ring {
             Some(r) => {
-                let fd = obj.file.as_raw_fd();
+                let fd = f.as_raw_fd();
                 let e = match self.fixed_slot(fd) {
                     Some(slot) => opcode::Fsync::new(types::Fixed(slot)),
                     None => opcode::Fsync::new(types::Fd(fd)),
@@ -526,11 +768,40 @@ impl Engine {
             }
             None => {
                 bump(&self.stats.syscall_ops, 1);
-                obj.file.sync_data()?;
+                f.sync_data()?;
             }
         }
-        obj.mark_synced(w);
-        Ok(true)
+        Ok(())
+    }
+
+    /// Registers the volume's O_DIRECT descriptor (or its buffered one
+    /// without O_DIRECT) in a slot of the file table for good: one slot
+    /// serves every object of the volume. False when there is no table or
+    /// it is full.
+    pub fn attach_volume(&self, vol: &Volume) -> bool {
+        let f = vol.direct_file().unwrap_or(vol.buffered_file());
+        let (Some(r), mut files) = (&self.ring, self.files.borrow_mut()) else { return false };
+        let Some(t) = files.as_mut() else { return false };
+        let fd = f.as_raw_fd();
+        if t.by_fd.contains_key(&fd) {
+            return true;
+        }
+        let Some(slot) = t.free.pop() else {
+            bump(&self.stats.fixed_files_full, 1);
+            return false;
+        };
+        match r.borrow().submitter().register_files_update(slot, &[fd]) {
+            Ok(1) => {
+                t.slots[slot as usize] = fd;
+                t.by_fd.insert(fd, slot);
+                true
+            }
+            r => {
+                log::debug!("registering the volume fd {fd} in slot {slot}: {r:?}");
+                t.free.push(slot);
+                false
+            }
+        }
     }
 
     // -- Registered files ---------------------------------------------------
@@ -562,7 +833,7 @@ impl Engine {
     pub fn install_files(&self, obj: &Object) {
         let (Some(r), mut files) = (&self.ring, self.files.borrow_mut()) else { return };
         let Some(t) = files.as_mut() else { return };
-        for f in std::iter::once(&obj.file).chain(obj.direct.iter()) {
+        for f in obj.own_files() {
             let fd = f.as_raw_fd();
             if t.by_fd.contains_key(&fd) {
                 continue;
@@ -590,7 +861,7 @@ impl Engine {
     pub fn remove_files(&self, obj: &Object) {
         let (Some(r), mut files) = (&self.ring, self.files.borrow_mut()) else { return };
         let Some(t) = files.as_mut() else { return };
-        for f in std::iter::once(&obj.file).chain(obj.direct.iter()) {
+        for f in obj.own_files() {
             let fd = f.as_raw_fd();
             let Some(slot) = t.by_fd.remove(&fd) else { continue };
             debug_assert_eq!(t.slots[slot as usize], fd);
@@ -620,11 +891,15 @@ impl Engine {
     /// Reads up to `count` bytes at `offset` into a pool buffer; returns the
     /// buffer and the number of bytes read (short only at end of object).
     pub fn read(&self, obj: &Object, offset: u64, count: usize) -> Result<(PoolBuf, usize), IoError> {
+        let (file, direct) = match &obj.backing {
+            Backing::File { file, direct } => (file, direct),
+            Backing::Volume { vol, vo } => return self.read_volume(vol, vo, offset, count),
+        };
         let mut buf = self.pool.take().ok_or(IoError::NoBuffer)?;
         let count = count.min(buf.capacity() - IO_ALIGN);
         let idx = buf.index();
         let mut done = 0usize;
-        match &obj.direct {
+        match direct {
             Some(d) if is_aligned(offset) => {
                 bump(&self.stats.direct_ops, 1);
                 // Round the length up to the alignment; the slack is ours.
@@ -639,7 +914,7 @@ impl Engine {
             }
             _ => {
                 while done < count {
-                    let n = self.pread(&obj.file, &mut buf.as_mut_slice()[done..count], offset + done as u64, Some(idx))?;
+                    let n = self.pread(file, &mut buf.as_mut_slice()[done..count], offset + done as u64, Some(idx))?;
                     if n == 0 {
                         break;
                     }
@@ -650,21 +925,66 @@ impl Engine {
         Ok((buf, done.min(count)))
     }
 
+    /// [`Engine::read`] of a volume object: the range is clamped to the
+    /// object's size and cut at extent boundaries; holes are zero-filled,
+    /// extents read O_DIRECT into the registered buffer when the offset is
+    /// aligned (length rounded up), else buffered.
+    fn read_volume(&self, vol: &Volume, vo: &VolObj, offset: u64, count: usize) -> Result<(PoolBuf, usize), IoError> {
+        let mut buf = self.pool.take().ok_or(IoError::NoBuffer)?;
+        let count = count.min(buf.capacity() - IO_ALIGN);
+        let idx = buf.index();
+        let _io = vo.begin_io()?;
+        let size = vo.size();
+        if offset >= size || count == 0 {
+            return Ok((buf, 0));
+        }
+        let count = (count as u64).min(size - offset) as usize;
+        let direct = vol.direct_file().filter(|_| is_aligned(offset));
+        let want = if direct.is_some() {
+            bump(&self.stats.direct_ops, 1);
+            count.div_ceil(IO_ALIGN) * IO_ALIGN
+        } else {
+            count
+        };
+        let data = buf.as_mut_slice();
+        vol.map_range(vo, offset, want, false, |at, len, place| {
+            let dst = &mut data[at..at + len];
+            let Some(place) = place else {
+                dst.fill(0);
+                return Ok(());
+            };
+            let f = direct.unwrap_or(vol.buffered_file());
+            let mut done = 0;
+            while done < len {
+                let n = self.pread(f, &mut dst[done..], place + done as u64, Some(idx))?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the volume"));
+                }
+                done += n;
+            }
+            Ok(())
+        })?;
+        Ok((buf, count))
+    }
+
     /// Writes all of `data` at `offset`. Aligned writes go through O_DIRECT
     /// from a pool buffer (one counted copy); the rest, or any write when the
     /// pool is empty, are buffered writes straight from `data`. WRITEs
     /// received zero-copy use [`Engine::write_pooled`] instead.
     pub fn write(&self, obj: &Object, offset: u64, data: &[u8]) -> Result<(), IoError> {
-        if obj.direct.is_some() && is_aligned(offset) && is_aligned(data.len() as u64) && !data.is_empty() && data.len() <= self.pool.buf_size() {
+        if obj.has_direct() && is_aligned(offset) && is_aligned(data.len() as u64) && !data.is_empty() && data.len() <= self.pool.buf_size() {
             if let Some(mut buf) = self.pool.take() {
                 buf.as_mut_slice()[..data.len()].copy_from_slice(data);
                 bump(&self.stats.payload_copies, 1);
                 return self.write_pooled(obj, offset, &buf, data.len());
             }
         }
-        let r = self.write_buffered(&obj.file, offset, data);
+        let r = match &obj.backing {
+            Backing::File { file, .. } => self.write_buffered(file, offset, data).map_err(IoError::Io),
+            Backing::Volume { vol, vo } => self.write_volume(vol, vo, offset, data, None),
+        };
         obj.mark_written();
-        r.map_err(IoError::Io)
+        r
     }
 
     /// Writes `buf[..len]` at `offset` with no copy: O_DIRECT from the
@@ -680,7 +1000,11 @@ impl Engine {
     fn write_pooled_inner(&self, obj: &Object, offset: u64, buf: &PoolBuf, len: usize) -> Result<(), IoError> {
         assert!(len <= buf.capacity(), "write longer than its buffer");
         let data = &buf.as_slice()[..len];
-        match &obj.direct {
+        let (file, direct) = match &obj.backing {
+            Backing::File { file, direct } => (file, direct),
+            Backing::Volume { vol, vo } => return self.write_volume(vol, vo, offset, data, Some(buf.index())),
+        };
+        match direct {
             Some(d) if is_aligned(offset) && is_aligned(len as u64) && len > 0 => {
                 bump(&self.stats.direct_ops, 1);
                 let idx = buf.index();
@@ -693,14 +1017,52 @@ impl Engine {
                     done += n;
                     if !is_aligned(done as u64) && done < len {
                         // Cannot continue with O_DIRECT; finish buffered.
-                        self.write_buffered(&obj.file, offset + done as u64, &data[done..])?;
+                        self.write_buffered(file, offset + done as u64, &data[done..])?;
                         break;
                     }
                 }
             }
-            _ => self.write_buffered(&obj.file, offset, data)?,
+            _ => self.write_buffered(file, offset, data)?,
         }
         Ok(())
+    }
+
+    /// Writes `data` to a volume object: EFBIG past the largest object,
+    /// extents allocated (and zeroed) on first write, ENOSPC when the volume
+    /// is full. O_DIRECT from the registered buffer `buf_idx` when `data`
+    /// is a pool buffer and offset and length are aligned; else buffered.
+    fn write_volume(&self, vol: &Volume, vo: &VolObj, offset: u64, data: &[u8], buf_idx: Option<u16>) -> Result<(), IoError> {
+        let end = vol.check_range(offset, data.len())?;
+        let _io = vo.begin_io()?;
+        let direct = vol
+            .direct_file()
+            .filter(|_| buf_idx.is_some() && is_aligned(offset) && is_aligned(data.len() as u64) && !data.is_empty());
+        if direct.is_some() {
+            bump(&self.stats.direct_ops, 1);
+        }
+        let r = vol.map_range(vo, offset, data.len(), true, |at, len, place| {
+            let place = place.expect("map_range allocates");
+            match direct {
+                Some(d) => {
+                    let mut done = 0;
+                    while done < len {
+                        let n = self.pwrite(d, &data[at + done..at + len], place + done as u64, buf_idx)?;
+                        if n == 0 {
+                            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+                        }
+                        done += n;
+                        if !is_aligned(done as u64) && done < len {
+                            // Cannot go on O_DIRECT from here; finish buffered.
+                            return self.write_buffered(vol.buffered_file(), place + done as u64, &data[at + done..at + len]);
+                        }
+                    }
+                    Ok(())
+                }
+                None => self.write_buffered(vol.buffered_file(), place, &data[at..at + len]),
+            }
+        });
+        vol.note_write(vo, end, r.is_ok());
+        r.map_err(IoError::Io)
     }
 
     fn write_buffered(&self, f: &File, offset: u64, data: &[u8]) -> io::Result<()> {

@@ -7,7 +7,6 @@ use crate::ds::Ds;
 use crate::fh::DsFh;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
-use std::os::unix::fs::MetadataExt;
 
 pub const FATTR4_SUPPORTED_ATTRS: u32 = 0;
 pub const FATTR4_TYPE: u32 = 1;
@@ -114,19 +113,10 @@ fn attrs_of(c: &Compound) -> NfsResult<(DsFh, ObjAttrs)> {
         return Ok((fh, a));
     }
     let (_, obj) = c.object()?;
-    let m = obj.file.metadata().map_err(|e| crate::ops::io::io_status(&e))?;
-    // ctime moves on every data or size change of the object file.
-    let change = (m.ctime() as u64).wrapping_mul(1_000_000_000).wrapping_add(m.ctime_nsec() as u64);
+    let m = obj.stat().map_err(|e| crate::ops::io::io_status(&e))?;
     Ok((
         fh,
-        ObjAttrs {
-            ftype: nfs_ftype4::NF4REG,
-            size: m.len(),
-            change,
-            fileid: fh.ino,
-            space_used: m.blocks() * 512,
-            mtime: (m.mtime(), m.mtime_nsec() as u32),
-        },
+        ObjAttrs { ftype: nfs_ftype4::NF4REG, size: m.size, change: m.change, fileid: fh.ino, space_used: m.space_used, mtime: m.mtime },
     ))
 }
 
