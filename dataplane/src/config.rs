@@ -72,6 +72,38 @@ pub struct DsConfig {
     /// request before it sleeps in epoll, in microseconds. Default 50.
     #[serde(default = "default_poll_spin_us")]
     pub poll_spin_us: u32,
+    /// Where objects live: one file each under data_dir ("files", the
+    /// default) or extents of one volume ("volume", see `volume`).
+    #[serde(default)]
+    pub backing: Backing,
+    /// backing = "volume": a block device (/dev/nvme0n1) or a regular file
+    /// (created, and extended to `volume_bytes`). Formatted when its first
+    /// 4 KiB are zeros; anything else not a pnfsd volume is refused.
+    #[serde(default)]
+    pub volume: Option<PathBuf>,
+    /// Size of a volume file; ignored for a block device. Required to
+    /// create the file.
+    #[serde(default)]
+    pub volume_bytes: Option<u64>,
+    /// Extent size: a power of two, at least 4096. An object is at most
+    /// 1008 extents long. Fixed at format. Default 64 MiB.
+    #[serde(default = "default_extent_bytes")]
+    pub volume_extent_bytes: u64,
+    /// Objects the volume holds at most (8 KiB of table each). Fixed at
+    /// format. Default 65536.
+    #[serde(default = "default_volume_max_objects")]
+    pub volume_max_objects: u32,
+}
+
+/// Where a data server keeps its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backing {
+    /// One file per object under `data_dir/objects`.
+    #[default]
+    Files,
+    /// Extents of one block device or big file ([`crate::volume`]).
+    Volume,
 }
 
 /// How a reactor waits for sockets when it has nothing to run.
@@ -132,6 +164,12 @@ fn default_fixed_files() -> u32 {
 fn default_poll_spin_us() -> u32 {
     50
 }
+fn default_extent_bytes() -> u64 {
+    64 << 20
+}
+fn default_volume_max_objects() -> u32 {
+    65536
+}
 
 /// Alignment of I/O buffers, offsets and lengths for O_DIRECT.
 pub const IO_ALIGN: usize = 4096;
@@ -159,6 +197,11 @@ impl DsConfig {
             fixed_files_per_reactor: default_fixed_files(),
             poll_mode: PollMode::default(),
             poll_spin_us: default_poll_spin_us(),
+            backing: Backing::Files,
+            volume: None,
+            volume_bytes: None,
+            volume_extent_bytes: default_extent_bytes(),
+            volume_max_objects: default_volume_max_objects(),
         }
     }
 
@@ -219,7 +262,35 @@ impl DsConfig {
         if self.poll_spin_us > 1_000_000 {
             return Err("ds.poll_spin_us: must be at most 1000000 (1 s)".into());
         }
+        match (self.backing, &self.volume) {
+            (Backing::Volume, None) => return Err("ds.volume: required with backing = \"volume\"".into()),
+            (Backing::Files, Some(_)) => return Err("ds.volume: set, but ds.backing is \"files\" (set backing = \"volume\")".into()),
+            _ => {}
+        }
+        let e = self.volume_extent_bytes;
+        if !e.is_power_of_two() || e < IO_ALIGN as u64 || e > 1 << 30 {
+            return Err("ds.volume_extent_bytes: must be a power of two between 4096 and 1 GiB".into());
+        }
+        if self.volume_max_objects == 0 || self.volume_max_objects > 1 << 22 {
+            return Err("ds.volume_max_objects: must be between 1 and 4194304".into());
+        }
+        if self.volume_bytes.is_some_and(|b| b % IO_ALIGN as u64 != 0) {
+            return Err("ds.volume_bytes: must be a multiple of 4096".into());
+        }
         Ok(())
+    }
+
+    /// The volume backend's options (backing = "volume").
+    pub fn volume_options(&self) -> Result<crate::volume::VolumeOptions, String> {
+        let path = self.volume.clone().ok_or("ds.volume: required with backing = \"volume\"")?;
+        Ok(crate::volume::VolumeOptions {
+            path,
+            bytes: self.volume_bytes,
+            extent_bytes: self.volume_extent_bytes,
+            max_objects: self.volume_max_objects,
+            ds_id: self.id.clone(),
+            o_direct: self.o_direct,
+        })
     }
 
     /// Largest READ/WRITE payload: a buffer less the alignment slack used to
@@ -322,5 +393,29 @@ data_dir = "/tmp/ds1"
         bad.cores = vec![100_000];
         assert!(bad.validate().unwrap_err().starts_with("ds.cores:"));
         assert!(toml::from_str::<DsConfig>(&format!("{toml}\nbogus = 1")).is_err());
+
+        // Backing.
+        assert_eq!((c.backing, c.volume_extent_bytes, c.volume_max_objects), (Backing::Files, 64 << 20, 65536));
+        let v: DsConfig = toml::from_str(&format!("{toml}\nbacking = \"volume\"\nvolume = \"/dev/nvme0n1\"")).unwrap();
+        v.validate().unwrap();
+        assert_eq!(v.volume_options().unwrap().path, PathBuf::from("/dev/nvme0n1"));
+        let mut bad = v.clone();
+        bad.volume = None;
+        assert!(bad.validate().unwrap_err().starts_with("ds.volume:"));
+        let mut bad = c.clone();
+        bad.volume = Some("/x".into());
+        assert!(bad.validate().unwrap_err().starts_with("ds.volume:"));
+        for x in [3 << 20, 2048, 2 << 30] {
+            let mut bad = v.clone();
+            bad.volume_extent_bytes = x;
+            assert!(bad.validate().unwrap_err().starts_with("ds.volume_extent_bytes:"));
+        }
+        let mut bad = v.clone();
+        bad.volume_max_objects = 0;
+        assert!(bad.validate().unwrap_err().starts_with("ds.volume_max_objects:"));
+        let mut bad = v.clone();
+        bad.volume_bytes = Some(5000);
+        assert!(bad.validate().unwrap_err().starts_with("ds.volume_bytes:"));
+        assert!(toml::from_str::<DsConfig>(&format!("{toml}\nbacking = \"raw\"")).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! bus (the control plane's only way to the reactors' own state), counters.
 
 use crate::bus::Bus;
-use crate::config::DsConfig;
+use crate::config::{Backing, DsConfig};
 use crate::state::DsState;
 use crate::stats::DsStats;
 use crate::storage::ObjectStore;
@@ -75,8 +75,12 @@ impl Ds {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("ds.data_dir {}: {e}", cfg.data_dir.display()))?;
         let install = install_id(&cfg.data_dir)?;
-        let store = ObjectStore::open(&cfg.data_dir, cfg.o_direct)
-            .map_err(|e| format!("ds.data_dir {}: {e}", cfg.data_dir.display()))?;
+        let stats = Arc::new(DsStats::default());
+        let store = match cfg.backing {
+            Backing::Files => ObjectStore::open(&cfg.data_dir, cfg.o_direct)
+                .map_err(|e| format!("ds.data_dir {}: {e}", cfg.data_dir.display()))?,
+            Backing::Volume => ObjectStore::open_volume(&cfg.volume_options()?, stats.clone()).map_err(|e| format!("ds.volume: {e}"))?,
+        };
         let boot = u32::from_be_bytes(random_bytes::<4>()) | 1;
         let mut write_verifier = random_bytes::<8>();
         write_verifier[..4].copy_from_slice(&boot.to_be_bytes());
@@ -85,7 +89,7 @@ impl Ds {
             state: DsState::new(boot),
             store,
             bus: Bus::new(cfg.reactors),
-            stats: Arc::new(DsStats::default()),
+            stats,
             write_verifier,
             cfg,
         }))
@@ -95,9 +99,10 @@ impl Ds {
         Duration::from_secs(self.cfg.lease_seconds as u64)
     }
 
-    /// (capacity, free) bytes of the file system holding data_dir.
+    /// (capacity, free) bytes: of the file system holding data_dir, or of
+    /// the volume's data area.
     pub fn capacity(&self) -> (u64, u64) {
-        statvfs(&self.cfg.data_dir).unwrap_or((0, 0))
+        self.store.capacity(&self.cfg.data_dir)
     }
 }
 

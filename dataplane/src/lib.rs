@@ -62,8 +62,9 @@
 //! # Storage
 //!
 //! Each object is one file, `<data_dir>/objects/<hex of the 16-byte DS
-//! filehandle>` (format in [`fh`]); offsets are object offsets (dense
-//! striping). Aligned I/O uses an O_DIRECT descriptor and registered pool
+//! filehandle>` (format in [`fh`]), or with `ds.backing = "volume"` a set
+//! of extents of one block device or big file ([`volume`]); offsets are
+//! object offsets (dense striping). Aligned I/O uses an O_DIRECT descriptor and registered pool
 //! buffers; unaligned I/O, or a file system refusing O_DIRECT (checked once
 //! at start, logged once), uses buffered I/O; a kernel without io_uring
 //! gets pread/pwrite (logged once). COMMIT and stable writes are fdatasync
@@ -98,7 +99,7 @@ pub mod stats;
 pub mod storage;
 pub mod volume;
 
-pub use config::{DsConfig, PollMode};
+pub use config::{Backing, DsConfig, PollMode};
 pub use ds::Ds;
 pub use fh::DsFh;
 pub use stats::{DsStats, DsStatsSnapshot};
@@ -232,10 +233,14 @@ pub fn run(cfg: DsConfig) -> Result<DsHandle, String> {
     }
     log::info!(
         "ds {:?} serving NFS on {nfs_addr} (clients use {advertised}) with {} reactor(s), control on {control_addr}, \
-         registering with {}; O_DIRECT {}",
+         registering with {}; objects {}, O_DIRECT {}",
         cfg.id,
         cfg.reactors,
         cfg.mds_control,
+        match ds.store.volume() {
+            Some(v) => format!("on volume {}", v.path().display()),
+            None => format!("in {}", cfg.data_dir.join("objects").display()),
+        },
         if ds.store.uses_o_direct() { "on" } else { "off" }
     );
     Ok(DsHandle { ds, nfs_addr, control_addr, stop, threads })

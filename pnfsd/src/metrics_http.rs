@@ -48,7 +48,7 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_sum{{ds=\"{id}\",op=\"{op}\"}} {}", seconds(h.sum_ns));
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_count{{ds=\"{id}\",op=\"{op}\"}} {}", h.count);
     }
-    let counters: [(&str, &str, u64); 16] = [
+    let counters: [(&str, &str, u64); 19] = [
         ("compounds", "COMPOUNDs executed (replays included)", s.compounds),
         ("replays", "COMPOUNDs answered from the reply cache", s.replays),
         ("read_bytes", "READ payload bytes sent to clients", s.bytes_read),
@@ -63,6 +63,9 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         ("fixed_files_full", "descriptors left unregistered because a reactor file table was full", s.fixed_files_full),
         ("fdatasyncs", "fdatasyncs issued for COMMIT and stable WRITE (compare pnfs_ds_ops_total op=commit)", s.fdatasyncs),
         ("commits_clean", "COMMITs and stable WRITEs answered without a sync (object clean)", s.commits_clean),
+        ("commits_covered", "volume backend: COMMITs and stable WRITEs answered without a flush because a volume flush for other objects covered them", s.commits_covered),
+        ("volume_meta_writes", "volume backend: object-table entries and bitmap blocks written", s.volume_meta_writes),
+        ("volume_extents_allocated", "volume backend: extents allocated (zeroed first)", s.volume_extents_allocated),
         ("poll_spins", "reactor polling rounds instead of sleeping (busy/adaptive poll mode)", s.poll_spins),
         ("reactor_parks", "times an adaptive reactor stopped polling and slept", s.reactor_parks),
     ];
