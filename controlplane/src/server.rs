@@ -122,6 +122,19 @@ impl Server {
                 }
             };
             for rec in recs {
+                if runs_inline(&rec) {
+                    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_record(&conn, &rec)))
+                        .unwrap_or_else(|_| {
+                            log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
+                            rpc::system_err_reply(&rec)
+                        });
+                    if let Some(r) = reply {
+                        if tx.send(r).await.is_err() {
+                            break 'read Ok(());
+                        }
+                    }
+                    continue;
+                }
                 let Ok(permit) = inflight.clone().acquire_owned().await else { break 'read Ok(()) };
                 let me = self.clone();
                 let conn = conn.clone();
@@ -191,6 +204,19 @@ impl Server {
             }
             _ => Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
         }
+    }
+}
+
+/// A NULL call, or a COMPOUND of operations that never wait (see
+/// `compound::runs_inline`): answered on the connection's task.
+fn runs_inline(rec: &[u8]) -> bool {
+    match rpc::parse_message(rec) {
+        Ok(Message::Call { header, args }) => match header.proc_ {
+            rpc::PROC_NULL => true,
+            rpc::PROC_COMPOUND => crate::compound::runs_inline(args),
+            _ => false,
+        },
+        _ => false,
     }
 }
 

@@ -261,44 +261,67 @@ impl Bus {
     /// Publishes `u` to every reactor and waits until each has applied it;
     /// returns its sequence number. See the module documentation for the
     /// errors and what each leaves behind.
-    pub fn publish(&self, mut u: Update) -> Result<u64, PublishError> {
+    pub fn publish(&self, u: Update) -> Result<u64, PublishError> {
+        let mut r = self.publish_batch(vec![u]);
+        r.pop().expect("one result per update")
+    }
+
+    /// Publishes `updates` in order and waits once, until every reactor
+    /// applied the last one queued: one wait, and usually one wake-up of
+    /// each reactor, for the whole batch. One result per update, in order; a refused update (table full)
+    /// does not stop the others.
+    pub fn publish_batch(&self, updates: Vec<Update>) -> Vec<Result<u64, PublishError>> {
         let deadline = Instant::now() + self.timeout;
-        let seq = {
+        let mut out = Vec::with_capacity(updates.len());
+        let mut last = None;
+        {
             let mut p = lock(&self.publisher);
-            if let Update::Allow { other, allowed } = &u {
-                if !p.master.admits(other, &allowed.fh) {
-                    return Err(PublishError::Refused);
+            for mut u in updates {
+                if let Update::Allow { other, allowed } = &u {
+                    if !p.master.admits(other, &allowed.fh) {
+                        out.push(Err(PublishError::Refused));
+                        continue;
+                    }
+                }
+                // Only publishers push, one at a time under this lock, and the
+                // reactors only pop: room seen here is still there below.
+                if !self.shared.wait_until(deadline, || self.shared.all_have_room()) {
+                    out.push(Err(PublishError::QueueFull));
+                    continue;
+                }
+                let seq = p.next_seq;
+                p.next_seq += 1;
+                self.next_seq.store(p.next_seq, Ordering::Release);
+                if let Update::Allow { allowed, .. } = &mut u {
+                    allowed.gen = seq;
+                }
+                for mb in self.shared.attached() {
+                    let pushed = mb.queue.push((seq, u.clone()));
+                    assert!(pushed.is_ok(), "control queue full after room was seen");
+                    // Wakes the reactor once: later notifies before it runs
+                    // only leave the permit set.
+                    mb.wake.notify_one();
+                }
+                match &u {
+                    Update::Allow { other, allowed } => assert!(p.master.allow(*other, *allowed), "admitted allow refused"),
+                    Update::Revoke { other } => drop(p.master.revoke(other)),
+                    Update::ForgetBefore { seq } => p.master.forget_before(*seq),
+                    Update::ObjCreated(_) | Update::ObjRemoved(_) => {}
+                }
+                out.push(Ok(seq));
+                last = Some(seq);
+            }
+        }
+        if let Some(last) = last {
+            if !self.shared.wait_until(deadline, || self.shared.all_applied(last)) {
+                for r in out.iter_mut() {
+                    if r.is_ok() {
+                        *r = Err(PublishError::NotApplied);
+                    }
                 }
             }
-            // Only publishers push, one at a time under this lock, and the
-            // reactors only pop: room seen here is still there below.
-            if !self.shared.wait_until(deadline, || self.shared.all_have_room()) {
-                return Err(PublishError::QueueFull);
-            }
-            let seq = p.next_seq;
-            p.next_seq += 1;
-            self.next_seq.store(p.next_seq, Ordering::Release);
-            if let Update::Allow { allowed, .. } = &mut u {
-                allowed.gen = seq;
-            }
-            for mb in self.shared.attached() {
-                let pushed = mb.queue.push((seq, u.clone()));
-                assert!(pushed.is_ok(), "control queue full after room was seen");
-                mb.wake.notify_one();
-            }
-            match &u {
-                Update::Allow { other, allowed } => assert!(p.master.allow(*other, *allowed), "admitted allow refused"),
-                Update::Revoke { other } => drop(p.master.revoke(other)),
-                Update::ForgetBefore { seq } => p.master.forget_before(*seq),
-                Update::ObjCreated(_) | Update::ObjRemoved(_) => {}
-            }
-            seq
-        };
-        if self.shared.wait_until(deadline, || self.shared.all_applied(seq)) {
-            Ok(seq)
-        } else {
-            Err(PublishError::NotApplied)
         }
+        out
     }
 }
 

@@ -197,6 +197,7 @@ pub fn handle_call(ds: &Ds, rec: &[u8]) -> Option<Vec<u8>> {
         CTL_PROC_STATEID_REVOKE => call(args, &mut e, |a: ctl_revoke_args| ctl_res {
             cr_status: flatten(publish(ds, "STATEID_REVOKE", Update::Revoke { other: a.cva_stateid.other })),
         }),
+        CTL_PROC_STATEID_BATCH => call(args, &mut e, |a: ctl_batch_args| stateid_batch(ds, &a)),
         _ => return Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
     };
     match r {
@@ -243,17 +244,16 @@ fn publish(ds: &Ds, what: &str, u: Update) -> Result<(), ctl_status> {
     bump(&ds.stats.control_updates, 1);
     ds.bus.publish(u).map(|_| ()).map_err(|e| {
         bump(&ds.stats.control_update_failures, 1);
-        match e {
-            PublishError::Refused => {
-                log::warn!("{what} refused: {e}");
-                ctl_status::CTL_NOSPC
-            }
-            PublishError::QueueFull | PublishError::NotApplied => {
-                log::warn!("{what} failed: {e}; answered CTL_IO");
-                ctl_status::CTL_IO
-            }
-        }
+        log::warn!("{what} failed: {e}");
+        publish_status(e)
     })
+}
+
+fn publish_status(e: PublishError) -> ctl_status {
+    match e {
+        PublishError::Refused => ctl_status::CTL_NOSPC,
+        PublishError::QueueFull | PublishError::NotApplied => ctl_status::CTL_IO,
+    }
 }
 
 fn obj_create(ds: &Ds, fh: &[u8]) -> ctl_status {
@@ -342,20 +342,53 @@ fn obj_stat(ds: &Ds, fh: &[u8]) -> ctl_stat_res {
 }
 
 fn stateid_allow(ds: &Ds, a: &ctl_stateid_args) -> ctl_status {
-    flatten((|| {
-        let fh = object_fh(&a.csa_fh)?;
-        let other = a.csa_stateid.other;
-        if other == [0; 12] || other == [0xff; 12] {
-            return Err(ctl_status::CTL_INVAL);
+    flatten(allow_update(a).and_then(|u| publish(ds, "STATEID_ALLOW", u)))
+}
+
+/// The bus update for a STATEID_ALLOW, or why it is refused.
+fn allow_update(a: &ctl_stateid_args) -> Result<Update, ctl_status> {
+    let fh = object_fh(&a.csa_fh)?;
+    let other = a.csa_stateid.other;
+    if other == [0; 12] || other == [0xff; 12] {
+        return Err(ctl_status::CTL_INVAL);
+    }
+    let known = OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE;
+    if a.csa_access & known == 0 || a.csa_access & !known != 0 {
+        return Err(ctl_status::CTL_INVAL);
+    }
+    // gen is set to the update's sequence number when published.
+    let allowed = crate::state::Allowed { fh, access: a.csa_access, mds_clientid: a.csa_clientid, gen: 0 };
+    Ok(Update::Allow { other, allowed })
+}
+
+/// CTL_PROC_STATEID_BATCH: the valid changes go to the reactors as one
+/// batch (one wait for all); one status per change, in order.
+fn stateid_batch(ds: &Ds, a: &ctl_batch_args) -> ctl_batch_res {
+    let mut status = vec![ctl_status::CTL_OK; a.cba_changes.len()];
+    let mut updates = Vec::with_capacity(a.cba_changes.len());
+    let mut index = Vec::with_capacity(a.cba_changes.len());
+    for (i, c) in a.cba_changes.iter().enumerate() {
+        let u = match c {
+            ctl_stateid_change::CTL_CHANGE_ALLOW(a) => allow_update(a),
+            ctl_stateid_change::CTL_CHANGE_REVOKE(r) => Ok(Update::Revoke { other: r.cva_stateid.other }),
+        };
+        match u {
+            Ok(u) => {
+                updates.push(u);
+                index.push(i);
+            }
+            Err(s) => status[i] = s,
         }
-        let known = OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE;
-        if a.csa_access & known == 0 || a.csa_access & !known != 0 {
-            return Err(ctl_status::CTL_INVAL);
+    }
+    bump(&ds.stats.control_updates, updates.len() as u64);
+    for (i, r) in index.into_iter().zip(ds.bus.publish_batch(updates)) {
+        if let Err(e) = r {
+            bump(&ds.stats.control_update_failures, 1);
+            log::warn!("STATEID_BATCH change {i} failed: {e}");
+            status[i] = publish_status(e);
         }
-        // gen is set to the update's sequence number when published.
-        let allowed = crate::state::Allowed { fh, access: a.csa_access, mds_clientid: a.csa_clientid, gen: 0 };
-        publish(ds, "STATEID_ALLOW", Update::Allow { other, allowed })
-    })())
+    }
+    ctl_batch_res { cbr_status: status }
 }
 
 // ---------------------------------------------------------------------------

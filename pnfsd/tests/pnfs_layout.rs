@@ -39,6 +39,15 @@ fn ok_reply<T: XdrEncode>(xid: u32, res: &T) -> Vec<u8> {
 }
 
 impl FakeDs {
+    fn allow(&self, a: &ctl_stateid_args) {
+        self.allowed.lock().unwrap().insert(a.csa_stateid.other, (a.csa_clientid, a.csa_fh.to_vec(), a.csa_access));
+    }
+
+    fn revoke(&self, a: &ctl_revoke_args) {
+        self.allowed.lock().unwrap().remove(&a.cva_stateid.other);
+        self.revoked.lock().unwrap().push(a.cva_stateid.other);
+    }
+
     fn handle(&self, rec: &[u8]) -> Vec<u8> {
         let Ok(Message::Call { header, args }) = rpc::parse_message(rec) else { panic!("not a call") };
         assert_eq!(header.prog, PNFSCTL_DS_PROGRAM);
@@ -98,15 +107,22 @@ impl FakeDs {
                 ok_reply(xid, &res)
             }
             CTL_PROC_STATEID_ALLOW => {
-                let a = ctl_stateid_args::decode(&mut d).unwrap();
-                self.allowed.lock().unwrap().insert(a.csa_stateid.other, (a.csa_clientid, a.csa_fh.to_vec(), a.csa_access));
+                self.allow(&ctl_stateid_args::decode(&mut d).unwrap());
                 ok_reply(xid, &ok)
             }
             CTL_PROC_STATEID_REVOKE => {
-                let a = ctl_revoke_args::decode(&mut d).unwrap();
-                self.allowed.lock().unwrap().remove(&a.cva_stateid.other);
-                self.revoked.lock().unwrap().push(a.cva_stateid.other);
+                self.revoke(&ctl_revoke_args::decode(&mut d).unwrap());
                 ok_reply(xid, &ok)
+            }
+            CTL_PROC_STATEID_BATCH => {
+                let a = ctl_batch_args::decode(&mut d).unwrap();
+                for c in &a.cba_changes {
+                    match c {
+                        ctl_stateid_change::CTL_CHANGE_ALLOW(a) => self.allow(a),
+                        ctl_stateid_change::CTL_CHANGE_REVOKE(r) => self.revoke(r),
+                    }
+                }
+                ok_reply(xid, &ctl_batch_res { cbr_status: vec![ctl_status::CTL_OK; a.cba_changes.len()] })
             }
             p => panic!("unexpected control procedure {p}"),
         }

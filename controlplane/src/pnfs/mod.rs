@@ -20,6 +20,7 @@
 //! control RPC is ever made while holding either.
 
 pub mod client;
+pub mod push;
 pub mod registry;
 pub mod striped;
 
@@ -273,6 +274,8 @@ pub struct Pnfs {
     place_lock: Mutex<()>,
     rotor: AtomicU32,
     pushed: Mutex<HashMap<StateOther, Pushed>>,
+    /// Per data server: its stateid pushes, batched (see `push`).
+    batchers: Mutex<HashMap<u32, Arc<push::PushBatcher>>>,
     devices: Mutex<BTreeSet<deviceid4>>,
 }
 
@@ -339,6 +342,7 @@ impl Pnfs {
             place_lock: Mutex::new(()),
             rotor: AtomicU32::new(epoch as u32),
             pushed: Mutex::new(HashMap::new()),
+            batchers: Mutex::new(HashMap::new()),
             devices: Mutex::new(devices),
         }))
     }
@@ -566,18 +570,24 @@ impl Pnfs {
         }
     }
 
-    fn stateid_allow(&self, ds: u32, p: &Pushed, fh: &[u8]) -> io::Result<()> {
-        let a = ctl_stateid_args {
+    fn allow_change(p: &Pushed, fh: &[u8]) -> ctl_stateid_change<'static> {
+        ctl_stateid_change::CTL_CHANGE_ALLOW(ctl_stateid_args {
             csa_stateid: stateid4 { seqid: 0, other: p.stateid.other },
             csa_clientid: p.clientid,
-            csa_fh: fh.into(),
+            csa_fh: pnfs_protocol::Opaque::owned(fh.to_vec()),
             csa_access: p.access,
-        };
-        self.simple(ds, CTL_PROC_STATEID_ALLOW, &a)
+        })
     }
 
-    fn stateid_revoke(&self, ds: u32, other: &StateOther) -> io::Result<()> {
-        self.simple(ds, CTL_PROC_STATEID_REVOKE, &ctl_revoke_args { cva_stateid: stateid4 { seqid: 0, other: *other } })
+    /// Sends `changes` to data server `ds` through its batcher: together
+    /// with concurrent callers' changes, one CTL_PROC_STATEID_BATCH call.
+    fn push_changes(&self, ds: u32, changes: Vec<ctl_stateid_change<'static>>) -> Vec<Result<(), String>> {
+        let batcher = self.batchers.lock().unwrap().entry(ds).or_default().clone();
+        batcher.push(changes, |c| {
+            let body = self.call(ds, CTL_PROC_STATEID_BATCH, &ctl_batch_args { cba_changes: c.to_vec() })?;
+            let r = ctl_batch_res::decode(&mut Decoder::new(&body)).map_err(client::bad_reply)?;
+            Ok(r.cbr_status)
+        })
     }
 
     // ---- tight coupling: stateids the data servers accept ----
@@ -606,11 +616,18 @@ impl Pnfs {
                 }
             }
         }
+        let mut by_ds: BTreeMap<u32, Vec<(StateOther, ctl_stateid_change<'static>)>> = BTreeMap::new();
         for (d, p, fh) in work {
-            if let Err(e) = self.stateid_allow(d, &p, &fh) {
-                log::warn!("STATEID_ALLOW to data server {d} failed: {e}");
-                if let Some(q) = self.pushed.lock().unwrap().get_mut(&p.stateid.other) {
-                    q.ds.remove(&d);
+            by_ds.entry(d).or_default().push((p.stateid.other, Self::allow_change(&p, &fh)));
+        }
+        for (d, items) in by_ds {
+            let (others, changes): (Vec<StateOther>, Vec<_>) = items.into_iter().unzip();
+            for (other, r) in others.iter().zip(self.push_changes(d, changes)) {
+                if let Err(e) = r {
+                    log::warn!("STATEID_ALLOW to data server {d} failed: {e}");
+                    if let Some(q) = self.pushed.lock().unwrap().get_mut(other) {
+                        q.ds.remove(&d);
+                    }
                 }
             }
         }
@@ -630,9 +647,17 @@ impl Pnfs {
 
     /// Sends STATEID_REVOKE for stateids taken with `take_gone`.
     pub fn revoke(&self, gone: Vec<(StateOther, Vec<u32>)>) {
+        let mut by_ds: BTreeMap<u32, Vec<ctl_stateid_change<'static>>> = BTreeMap::new();
         for (other, ds) in gone {
             for d in ds {
-                if let Err(e) = self.stateid_revoke(d, &other) {
+                by_ds.entry(d).or_default().push(ctl_stateid_change::CTL_CHANGE_REVOKE(ctl_revoke_args {
+                    cva_stateid: stateid4 { seqid: 0, other },
+                }));
+            }
+        }
+        for (d, changes) in by_ds {
+            for r in self.push_changes(d, changes) {
+                if let Err(e) = r {
                     log::warn!("STATEID_REVOKE to data server {d} failed: {e}");
                 }
             }
@@ -652,9 +677,12 @@ impl Pnfs {
         if !work.is_empty() {
             log::info!("data server {ds} registered again; pushing {} stateid(s)", work.len());
         }
-        for (p, fh) in work {
-            if let Err(e) = self.stateid_allow(ds, &p, &fh) {
-                log::warn!("re-pushing a stateid to data server {ds} failed: {e}");
+        for chunk in work.chunks(CTL_MAX_BATCH as usize) {
+            let changes = chunk.iter().map(|(p, fh)| Self::allow_change(p, fh)).collect();
+            for r in self.push_changes(ds, changes) {
+                if let Err(e) = r {
+                    log::warn!("re-pushing a stateid to data server {ds} failed: {e}");
+                }
             }
         }
     }
