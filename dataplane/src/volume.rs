@@ -1573,6 +1573,45 @@ mod tests {
         assert!(e.contains(&format!("slot {slot_a}")) && e.contains("corrupt"), "{e}");
     }
 
+    /// A real block device (its size from BLKGETSIZE64, zeroing with
+    /// BLKZEROOUT). DESTROYS its contents: runs only when
+    /// PNFS_DS_TEST_BLOCKDEV names one (e.g. a loop device).
+    #[test]
+    fn block_device_when_one_is_given() {
+        let Some(dev) = std::env::var_os("PNFS_DS_TEST_BLOCKDEV") else {
+            eprintln!("PNFS_DS_TEST_BLOCKDEV unset; skipped");
+            return;
+        };
+        let path = PathBuf::from(dev);
+        OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&[0u8; 4096], 0).unwrap();
+        let o = VolumeOptions { bytes: None, ..opts(&path, 0, 8) };
+        let t = open_with(&o, true);
+        let g = vol(&t).geometry();
+        let dev_size = device_size(&File::open(&path).unwrap()).unwrap();
+        assert_eq!(g.volume_bytes, dev_size);
+        let a = t.store.create(&fh(1)).unwrap();
+        let d = pattern(7, 3 * EXT as usize);
+        t.engine.write(&a, 1000, &d).ok().unwrap();
+        write_pooled(&t, &a, 4 * EXT, &d[..EXT as usize]).ok().unwrap();
+        assert!(read(&t, &a, 1000, d.len()) == d);
+        t.store.truncate(&fh(1), EXT + 777).unwrap();
+        t.store.truncate(&fh(1), 2 * EXT).unwrap();
+        let back = read(&t, &a, EXT, EXT as usize);
+        assert!(back[..777] == d[EXT as usize - 1000..EXT as usize - 223]);
+        assert!(back[777..].iter().all(|b| *b == 0));
+        // The truncate's flush covered the writes before it.
+        assert!(!t.engine.commit(&a).unwrap());
+        drop(a);
+        drop(t);
+        let t = open_with(&o, true);
+        let a = t.store.open_object(&fh(1)).unwrap();
+        assert_eq!(a.size().unwrap(), 2 * EXT);
+        assert!(read(&t, &a, 1000, 1000)[..] == d[..1000]);
+        assert!(t.store.remove(&fh(1)).unwrap());
+        let (cap, free) = vol(&t).capacity();
+        assert_eq!(cap, free);
+    }
+
     #[test]
     fn damaged_superblock_is_an_error_naming_the_volume() {
         let dir = tempfile::tempdir().unwrap();
