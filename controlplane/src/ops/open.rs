@@ -183,6 +183,18 @@ fn no_delegation(share_access: u32) -> open_delegation4<'static> {
 }
 
 fn open_by_name(m: &Mds, c: &Compound, a: &OPEN4args, dir: &Inode, dirfh: FileHandle, name: &[u8]) -> NfsResult<Target> {
+    open_by_name_once(m, c, a, dir, dirfh, name, true)
+}
+
+fn open_by_name_once(
+    m: &Mds,
+    c: &Compound,
+    a: &OPEN4args,
+    dir: &Inode,
+    dirfh: FileHandle,
+    name: &[u8],
+    may_retry: bool,
+) -> NfsResult<Target> {
     crate::namespace::valid_name(name)?;
     let ex = m.export(dirfh.export_id)?;
     let who = ex.caller(&c.cred);
@@ -250,7 +262,13 @@ fn open_by_name(m: &Mds, c: &Compound, a: &OPEN4args, dir: &Inode, dirfh: FileHa
     m.check_access(dir, &who, ACCESS4_MODIFY)?;
     let _ = ctx;
     let obj = NewObject { kind: nfs_ftype4::NF4REG, symlink: vec![], rdev: (0, 0) };
-    let (before, after, inode) = m.create_object(dir.ino, name, &obj, &attrs, &who, verifier)?;
+    let (before, after, inode) = match m.create_object(dir.ino, name, &obj, &attrs, &who, verifier) {
+        // A concurrent OPEN created the name after our lookup: answer as if
+        // it had existed then (UNCHECKED opens it, GUARDED and EXCLUSIVE
+        // decide on the existing file), once.
+        Err(nfsstat4::NFS4ERR_EXIST) if may_retry => return open_by_name_once(m, c, a, dir, dirfh, name, false),
+        r => r?,
+    };
     Ok(Target {
         fh: m.fh_for(dirfh.export_id, &inode),
         inode,
