@@ -140,6 +140,9 @@ struct InFlight {
 }
 
 const NO_BUF: u16 = u16::MAX;
+/// How long I/O may be answered only NFS4ERR_DELAY before the requests
+/// count as errors (the pipe layer retries other calls for as long).
+const MAX_DELAYED: Duration = Duration::from_secs(60);
 
 fn err(e: impl Into<String>) -> String {
     e.into()
@@ -180,6 +183,9 @@ struct Job {
     inflight: Vec<Vec<InFlight>>,
     bufs: Vec<Vec<u8>>,
     free_bufs: Vec<u16>,
+    /// Since when I/O has been answered only NFS4ERR_DELAY (a data server
+    /// down and never back must not keep the tool retrying forever).
+    delayed_since: Option<Instant>,
     shared_payload: Vec<u8>,
     rng: u64,
     pfds: Vec<libc::pollfd>,
@@ -225,6 +231,7 @@ fn setup(p: Plan) -> PResult<Job> {
         inflight: vec![],
         bufs: vec![],
         free_bufs: vec![],
+        delayed_since: None,
         shared_payload: vec![],
         rng: 0x9E37_79B9_7F4A_7C15 ^ (p.id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
         pfds: Vec::with_capacity(16),
@@ -571,8 +578,13 @@ impl Job {
         }
         let lat = inf.t.elapsed();
         if r.status == nfsstat4::NFS4ERR_DELAY as u32 {
-            std::thread::sleep(Duration::from_millis(1));
-            return Some(inf.req);
+            let since = *self.delayed_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < MAX_DELAYED {
+                std::thread::sleep(Duration::from_millis(1));
+                return Some(inf.req);
+            }
+        } else {
+            self.delayed_since = None;
         }
         if r.status != 0 {
             let what = format!("{:?} at offset {} on {}: {}", kind_name(inf.kind), inf.req.off, self.pipes[pi].addr, status_name(r.status));
