@@ -5,7 +5,19 @@
 //! Replies are built in a [`ReplyBuf`]: the encoded bytes plus at most one
 //! attached pool buffer holding READ data, which the connection writes as
 //! its own iovec (no copy of the payload into the reply).
+//!
+//! A READ that is the last op of its COMPOUND may be deferred when the
+//! reactor runs reads asynchronously ([`Dispatcher::run`] with
+//! `defer_read`): the READ prepares its [`ReadJob`] (pool buffer taken, so
+//! an empty pool is still NFS4ERR_DELAY), and the COMPOUND stops there
+//! with [`CompoundOutcome::Pending`]: every earlier op's result is encoded,
+//! the session slot stays in progress (a retransmission meanwhile gets
+//! NFS4ERR_DELAY). When the read completes, [`Suspended::resume`] encodes
+//! the READ result, applies the reply-size checks every op gets, patches
+//! the COMPOUND status and op count and only then records the final reply
+//! in the slot's reply cache.
 
+use crate::aio::ReadJob;
 use crate::bus::Replica;
 use crate::ds::Ds;
 use crate::fh::DsFh;
@@ -122,6 +134,12 @@ pub struct Compound<'c> {
     pub op_count: usize,
     /// Byte budget for this reply (session max response size).
     pub max_response: usize,
+    /// The current op may hand its read over as [`Compound::deferred`]
+    /// (a READ that is the COMPOUND's last op, asynchronous reads on).
+    pub can_defer: bool,
+    /// The read of a deferred READ: the COMPOUND ends with
+    /// [`CompoundOutcome::Pending`].
+    pub deferred: Option<ReadJob>,
 }
 
 impl Compound<'_> {
@@ -239,6 +257,59 @@ pub enum CompoundOutcome {
     Replay(Arc<Vec<u8>>),
     /// Arguments could not be decoded at all: RPC GARBAGE_ARGS.
     Garbage,
+    /// The last op, a READ, waits for its read: run the job, then
+    /// [`Suspended::resume`] finishes the reply in the same ReplyBuf.
+    Pending(Suspended, ReadJob),
+}
+
+/// A COMPOUND stopped at its last op, a READ whose read is in flight:
+/// what is needed to finish its reply (see the module documentation).
+pub struct Suspended {
+    status_at: usize,
+    count_at: usize,
+    done: u32,
+    op_start: usize,
+    opnum: i32,
+    session: Option<Arc<Session>>,
+    slot: Option<u32>,
+    cache_this: bool,
+    max_response: usize,
+    /// The op's latency starts here (end of the previous op).
+    mark: Instant,
+}
+
+impl Suspended {
+    /// Finishes the reply with the READ's result (`r`: data buffer, bytes,
+    /// eof) and records it in the session slot.
+    pub fn resume(self, ds: &Ds, rb: &mut ReplyBuf, r: NfsResult<(PoolBuf, usize, bool)>) {
+        assert!(rb.e.len() == self.op_start + 4, "resumed on another reply");
+        let st = ops::io::encode_read(ds, rb, r);
+        let cached_limit = self.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
+        let st = size_checks(rb, st, self.op_start, self.opnum, self.max_response, self.cache_this, cached_limit);
+        ds.stats.op(OpKind::Read, st == nfsstat4::NFS4_OK, self.mark.elapsed());
+        rb.e.patch_u32(self.status_at, st as u32);
+        rb.e.patch_u32(self.count_at, self.done);
+        if let (Some(session), Some(slot)) = (&self.session, self.slot) {
+            ops::session::finish_slot(ds, session, slot, rb, self.cache_this);
+        }
+    }
+}
+
+/// The reply-size rules every op result passes: above the session's max
+/// response size, REP_TOO_BIG; a cached reply above the cache's limit,
+/// REP_TOO_BIG_TO_CACHE (the result is replaced by the error).
+fn size_checks(rb: &mut ReplyBuf, mut st: nfsstat4, op_start: usize, opnum: i32, max_response: usize, cache_this: bool, cached_limit: usize) -> nfsstat4 {
+    if rb.body_len() > max_response {
+        rb.truncate(op_start);
+        rb.e.put_i32(opnum);
+        st = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG));
+    }
+    if cache_this && st == nfsstat4::NFS4_OK && rb.body_len() > cached_limit {
+        rb.truncate(op_start);
+        rb.e.put_i32(opnum);
+        st = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE));
+    }
+    st
 }
 
 impl Default for Dispatcher {
@@ -261,7 +332,9 @@ impl Dispatcher {
 
     /// Runs one COMPOUND, appending the COMPOUND4res to `rb`. Control
     /// updates queued for this reactor are applied first, so the COMPOUND
-    /// sees every one published before it started.
+    /// sees every one published before it started. `defer_read`: a READ
+    /// that is the last op may end the COMPOUND as
+    /// [`CompoundOutcome::Pending`] instead of reading synchronously.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -273,6 +346,7 @@ impl Dispatcher {
         args: &[u8],
         detached: Option<Detached>,
         rb: &mut ReplyBuf,
+        defer_read: bool,
     ) -> CompoundOutcome {
         replica.sync();
         bump(&ds.stats.compounds, 1);
@@ -304,6 +378,8 @@ impl Dispatcher {
             detached,
             op_count: count,
             max_response: ds.cfg.max_record_bytes as usize,
+            can_defer: false,
+            deferred: None,
         };
         let mut status = nfsstat4::NFS4_OK;
         let mut done = 0u32;
@@ -381,21 +457,30 @@ impl Dispatcher {
                         Err(s) => break 'op (kind, reply::<()>(rb, Err(s))),
                     }
                 }
-                let mut st = match handler {
+                c.can_defer = defer_read && i + 1 == count && op == nfs_opnum4::OP_READ && rb.payload.is_none();
+                let st = match handler {
                     Some((_, f)) => f(ds, &mut c, &arg, rb),
                     None => reply::<()>(rb, Err(nfsstat4::NFS4ERR_NOTSUPP)),
                 };
-                if rb.body_len() > c.max_response {
-                    rb.truncate(op_start);
-                    rb.e.put_i32(opnum);
-                    st = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG));
+                if let Some(job) = c.deferred.take() {
+                    // Nothing of the READ's result is encoded yet.
+                    assert!(c.can_defer && rb.e.len() == op_start + 4, "a deferred read must be the last op, unencoded");
+                    let s = Suspended {
+                        status_at,
+                        count_at,
+                        done,
+                        op_start,
+                        opnum,
+                        session: c.session.take(),
+                        slot: c.slot,
+                        cache_this,
+                        max_response: c.max_response,
+                        mark,
+                    };
+                    return CompoundOutcome::Pending(s, job);
                 }
                 let cached_limit = c.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
-                if cache_this && st == nfsstat4::NFS4_OK && rb.body_len() > cached_limit {
-                    rb.truncate(op_start);
-                    rb.e.put_i32(opnum);
-                    st = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE));
-                }
+                let st = size_checks(rb, st, op_start, opnum, c.max_response, cache_this, cached_limit);
                 (kind, st)
             };
             let now = Instant::now();

@@ -72,6 +72,13 @@ pub struct DsConfig {
     /// request before it sleeps in epoll, in microseconds. Default 50.
     #[serde(default = "default_poll_spin_us")]
     pub poll_spin_us: u32,
+    /// READs one reactor keeps in flight on its io_uring at once (each
+    /// holds a pool buffer, so the pool bounds it too: the effective limit
+    /// is the smaller of this and `buffers_per_reactor`); a connection with
+    /// more waits for one to finish. 0 makes READs synchronous (one I/O at
+    /// a time per reactor). Default 256.
+    #[serde(default = "default_max_inflight_io")]
+    pub max_inflight_io_per_reactor: usize,
     /// Where objects live: one file each under data_dir ("files", the
     /// default) or extents of one volume ("volume", see `volume`).
     #[serde(default)]
@@ -170,6 +177,9 @@ fn default_extent_bytes() -> u64 {
 fn default_volume_max_objects() -> u32 {
     65536
 }
+fn default_max_inflight_io() -> usize {
+    256
+}
 
 /// Alignment of I/O buffers, offsets and lengths for O_DIRECT.
 pub const IO_ALIGN: usize = 4096;
@@ -202,6 +212,7 @@ impl DsConfig {
             volume_bytes: None,
             volume_extent_bytes: default_extent_bytes(),
             volume_max_objects: default_volume_max_objects(),
+            max_inflight_io_per_reactor: default_max_inflight_io(),
         }
     }
 
@@ -277,6 +288,9 @@ impl DsConfig {
         if self.volume_bytes.is_some_and(|b| b % IO_ALIGN as u64 != 0) {
             return Err("ds.volume_bytes: must be a multiple of 4096".into());
         }
+        if self.max_inflight_io_per_reactor > 32768 {
+            return Err("ds.max_inflight_io_per_reactor: must be at most 32768".into());
+        }
         Ok(())
     }
 
@@ -291,6 +305,11 @@ impl DsConfig {
             ds_id: self.id.clone(),
             o_direct: self.o_direct,
         })
+    }
+
+    /// READs a reactor keeps in flight: the key, bounded by the pool.
+    pub fn inflight_io(&self) -> usize {
+        self.max_inflight_io_per_reactor.min(self.buffers_per_reactor)
     }
 
     /// Largest READ/WRITE payload: a buffer less the alignment slack used to

@@ -85,6 +85,7 @@
 //! into one for O_DIRECT (1 copy); the control program is unauthenticated;
 //! only IPv4 "tcp" data addresses are registered.
 
+pub mod aio;
 pub mod bus;
 pub mod compound;
 pub mod config;

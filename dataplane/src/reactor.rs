@@ -7,14 +7,28 @@
 //! over the listening sockets; a connection never leaves the reactor that
 //! accepted it.
 //!
-//! Records are read by [`crate::recv`]: a large WRITE's data goes by recv()
-//! straight into a pool buffer, the rest of the record into the
-//! connection's buffer. A request is executed on the reactor thread as soon
-//! as its record is complete, including its storage I/O (submit-and-wait on the reactor's
-//! ring): simple and allocation-free, at the price that a slow disk stalls
-//! that reactor's other connections for the duration of one I/O. Replies go
-//! to a per-connection writer task, so socket writes overlap the next
-//! request. Nothing here ever waits for the control plane: control updates
+//! Records are read by [`crate::recv`]: one recv() takes every pipelined
+//! record the socket has into the connection's receive buffer, a large
+//! WRITE's data goes by recv() straight into a pool buffer. A request is
+//! executed on the reactor thread as soon as its record is complete.
+//!
+//! READs (the last op of their COMPOUND, i.e. every SEQUENCE, PUTFH, READ)
+//! are asynchronous ([`crate::aio`], up to `ds.max_inflight_io_per_reactor`
+//! per reactor): the COMPOUND stops at the READ with its read prepared on
+//! the ring, and the connection goes on with its next buffered record;
+//! once the receive buffer holds no more records (the reader is about to
+//! recv()), every prepared read goes to the kernel with one
+//! io_uring_enter. The reactor's reaper task wakes on the ring's eventfd,
+//! reaps completions in batches, finishes each COMPOUND
+//! ([`crate::compound::Suspended::resume`]: reply encoded, session slot
+//! and reply cache updated) and queues its reply. Replies can therefore
+//! leave out of order (clients match them by xid). WRITE and COMMIT stay
+//! synchronous (submit-and-wait on the same ring), as do READs when
+//! io_uring is unavailable or the key is 0.
+//!
+//! Replies go to a per-connection writer task that takes every queued
+//! reply at once and writes them with one writev (so socket writes overlap
+//! the next requests). Nothing here ever waits for the control plane: control updates
 //! are popped from the reactor's queue before each COMPOUND and when the
 //! control plane wakes the reactor's update task.
 //!
@@ -24,16 +38,21 @@
 //! `ds.poll_spin_us` after the last request, then parks (see `poller`).
 //!
 //! Bounds: connections per reactor (`max_connections_per_reactor`, excess
-//! connections are closed at once), replies queued per connection
-//! ([`MAX_QUEUED_REPLIES`]; the connection stops reading when full), record
+//! connections are closed at once), requests in progress or with replies
+//! queued per connection ([`MAX_QUEUED_REPLIES`]: a reply slot is reserved
+//! before each record is read, so the connection stops reading when they
+//! are all taken and a completion never waits for room), reads in flight
+//! per reactor (`inflight_io`: a connection finding none free waits before
+//! executing its next record), record
 //! size (`max_record_bytes`, larger closes the connection) and READ/WRITE
 //! buffers (the pool; empty = NFS4ERR_DELAY for READ, the ordinary receive
 //! path for WRITE).
 
+use crate::aio::{Aio, ReadDone, ReadJob};
 use crate::bus::Replica;
-use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf};
+use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf, Suspended};
 use crate::ds::Ds;
-use crate::recv::{self, Detached, RecordIn};
+use crate::recv::{self, ConnReader, Detached, RecordIn};
 use crate::config::PollMode;
 use crate::stats::{bump, DsStats};
 use crate::storage::{BufPool, Engine};
@@ -53,10 +72,25 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
 
-/// Replies waiting for the socket per connection.
-pub const MAX_QUEUED_REPLIES: usize = 16;
+/// Requests per connection in progress (reads in flight) or with their
+/// reply waiting for the socket: at least a client's session slots
+/// (default 64), so a pipelining client is never throttled here.
+pub const MAX_QUEUED_REPLIES: usize = 128;
+
+/// Replies the writer takes from its queue for one writev.
+const WRITE_BATCH: usize = 64;
+
+/// A READ whose read is in flight: its suspended COMPOUND, the reply
+/// started for it and the reserved place in its connection's reply queue.
+struct PendingRead {
+    susp: Suspended,
+    rb: ReplyBuf,
+    permit: OwnedPermit<Outgoing>,
+}
+
+type ReadAio = Aio<PendingRead>;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -136,7 +170,8 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
         }
     };
     let pool = BufPool::new(ds.cfg.buffers_per_reactor, ds.cfg.buffer_size);
-    let mut engine = Engine::new(pool, ds.stats.clone(), true);
+    let inflight = ds.cfg.inflight_io();
+    let mut engine = Engine::with_ring_entries(pool, ds.stats.clone(), true, inflight as u32);
     let fixed_files = engine.enable_fixed_files(ds.cfg.fixed_files_per_reactor);
     if let Some(vol) = ds.store.volume() {
         // One slot for the whole volume, for as long as the reactor runs.
@@ -158,6 +193,14 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
     let mut stopped = stop.subscribe();
     let activity = Rc::new(Activity::new(ds.cfg.poll_mode));
     local.block_on(&rt, async move {
+        let aio = if inflight > 0 { Aio::new(engine.clone(), inflight).map(Rc::new) } else { None };
+        log::debug!("reactor {i}: READs {}", match &aio {
+            Some(a) => format!("asynchronous, up to {} in flight", a.limit()),
+            None => "synchronous".into(),
+        });
+        if let Some(a) = &aio {
+            tokio::task::spawn_local(reaper(ds.clone(), a.clone(), activity.clone()));
+        }
         let dispatcher = Rc::new(Dispatcher::new());
         let conns = Rc::new(Cell::new(0usize));
         tokio::task::spawn_local(replica.clone().serve());
@@ -182,11 +225,11 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
                         if ds.cfg.poll_mode == PollMode::Busy {
                             set_busy_poll(&sock, ds.cfg.poll_spin_us);
                         }
-                        let (ds, engine, replica, dispatcher, activity) =
-                            (ds.clone(), engine.clone(), replica.clone(), dispatcher.clone(), activity.clone());
+                        let (ds, engine, aio, replica, dispatcher, activity) =
+                            (ds.clone(), engine.clone(), aio.clone(), replica.clone(), dispatcher.clone(), activity.clone());
                         tokio::task::spawn_local(async move {
                             let _guard = guard;
-                            if let Err(e) = connection(ds, engine, replica, dispatcher, activity, sock, peer).await {
+                            if let Err(e) = connection(ds, engine, aio, replica, dispatcher, activity, sock, peer).await {
                                 log::debug!("connection {peer}: {e}");
                             }
                         });
@@ -301,9 +344,11 @@ enum Outgoing {
     Reply(ReplyBuf),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     ds: Arc<Ds>,
     engine: Rc<Engine>,
+    aio: Option<Rc<ReadAio>>,
     replica: Rc<Replica>,
     dispatcher: Rc<Dispatcher>,
     activity: Rc<Activity>,
@@ -313,23 +358,49 @@ async fn connection(
     let _ = sock.set_nodelay(true);
     let conn = ConnInfo { id: NEXT_CONN.fetch_add(1, Ordering::Relaxed), peer: peer.ip() };
     log::debug!("connection {} from {peer}", conn.id);
-    let (mut rd, wr) = sock.into_split();
+    let (rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<Outgoing>(MAX_QUEUED_REPLIES);
     let writer = tokio::task::spawn_local(writer(wr, rx));
+    // Before the reader waits for the socket: every read the buffered
+    // records prepared goes to the kernel in one submit.
+    let before_recv = aio.clone().map(|a| Rc::new(move || a.submit()) as Rc<dyn Fn()>);
+    let mut rd = ConnReader::new(rd, recv::RECV_BUFFER, before_recv);
     let max = ds.cfg.max_record_bytes as usize;
     let max_io = ds.cfg.max_io();
     let mut buf = Vec::new();
     let result = loop {
+        // A place in the reply queue for this record's reply, before reading it.
+        let permit = match tx.clone().try_reserve_owned() {
+            Ok(p) => p,
+            Err(TrySendError::Full(t)) => {
+                if let Some(a) = &aio {
+                    a.submit();
+                }
+                match t.reserve_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break Ok(()),
+                }
+            }
+            Err(TrySendError::Closed(_)) => break Ok(()),
+        };
         let mut rin = match RecordIn::start(&mut rd, max).await {
             Ok(Some(r)) => r,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
         activity.touch();
+        // After a large record (a WRITE's data, most likely) the next one
+        // is read exactly, so that a stream of large WRITEs never has data
+        // in the receive buffer; small ones switch back to greedy reads.
+        rd.exact = rin.worth_fast_path();
         let (len, detached) = match recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io).await {
             Ok((len, detached, path)) => {
                 match path {
                     recv::Path::ZeroCopy => bump(&ds.stats.zero_copy_writes, 1),
+                    recv::Path::ZeroCopyPartly => {
+                        bump(&ds.stats.zero_copy_writes, 1);
+                        bump(&ds.stats.payload_copies, 1);
+                    }
                     recv::Path::NoBuffer => bump(&ds.stats.zero_copy_no_buffer, 1),
                     recv::Path::Ordinary => {}
                 }
@@ -338,23 +409,82 @@ async fn connection(
             Err(e) => break Err(e),
         };
         debug_assert!(rin.done());
+        // Room for a read in flight, should this be a READ.
+        if let Some(a) = &aio {
+            a.room().await;
+        }
+        let defer = aio.as_ref().is_some_and(|a| a.has_room());
         let rec = &buf[..len];
-        let out = std::panic::catch_unwind(AssertUnwindSafe(|| handle_record(&ds, &conn, &engine, &replica, &dispatcher, rec, detached))).unwrap_or_else(|_| {
-            log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
-            match rpc::parse_message(rec) {
-                Ok(Message::Call { header, .. }) => Some(flat(rpc::accepted_reply(header.xid, AcceptStat::SystemErr))),
-                _ => None,
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| handle_record(&ds, &conn, &engine, &replica, &dispatcher, rec, detached, defer)))
+            .unwrap_or_else(|_| {
+                log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
+                match rpc::parse_message(rec) {
+                    Ok(Message::Call { header, .. }) => Handled::Reply(flat(rpc::accepted_reply(header.xid, AcceptStat::SystemErr))),
+                    _ => Handled::Nothing,
+                }
+            });
+        match out {
+            Handled::Nothing => {}
+            Handled::Reply(out) => {
+                permit.send(out);
             }
-        });
-        if let Some(out) = out {
-            if tx.send(out).await.is_err() {
-                break Ok(());
+            Handled::Pending(susp, rb, job) => {
+                let aio = aio.as_ref().expect("reads are deferred only with asynchronous I/O");
+                if let Err((job, PendingRead { susp, mut rb, permit })) = aio.start(job, PendingRead { susp, rb, permit }) {
+                    // Not queued (the ring refused it): read it here.
+                    let (obj, offset, count) = (job.obj.clone(), job.offset, job.count);
+                    drop(job);
+                    let r = match engine.read(&obj, offset, count) {
+                        Ok((b, n)) => crate::ops::io::finish_read(&ds, &obj, offset, Ok((b, n))),
+                        Err(crate::storage::IoError::NoBuffer) => Err(pnfs_protocol::wire::nfsstat4::NFS4ERR_DELAY),
+                        Err(crate::storage::IoError::Io(e)) => crate::ops::io::finish_read(&ds, &obj, offset, Err(e)),
+                    };
+                    susp.resume(&ds, &mut rb, r);
+                    permit.send(Outgoing::Reply(rb));
+                }
             }
         }
     };
+    if let Some(a) = &aio {
+        a.submit();
+    }
     drop(tx);
+    // Reads still in flight hold senders: the writer ends after their replies.
     let _ = writer.await;
     result
+}
+
+/// The reactor's completion task: wakes on the ring's eventfd, finishes
+/// every READ whose read completed and queues its reply.
+async fn reaper(ds: Arc<Ds>, aio: Rc<ReadAio>, activity: Rc<Activity>) {
+    loop {
+        if let Err(e) = aio.wait().await {
+            log::error!("io_uring completion wait: {e}; READs of this reactor stall");
+            return;
+        }
+        let n = aio.reap(|p, job, r| complete_read(&ds, p, job, r));
+        if n > 0 {
+            activity.touch();
+        }
+        // Rests of short reads.
+        aio.submit();
+    }
+}
+
+fn complete_read(ds: &Ds, p: PendingRead, job: ReadJob, r: ReadDone) {
+    let PendingRead { susp, mut rb, permit } = p;
+    let xid = rb.e.buf.get(4..8).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let ReadJob { obj, offset, buf, .. } = job;
+        let r = crate::ops::io::finish_read(ds, &obj, offset, r.map(|n| (buf, n)));
+        susp.resume(ds, &mut rb, r);
+        Outgoing::Reply(rb)
+    }))
+    .unwrap_or_else(|_| {
+        log::error!("internal error while finishing a READ; answered SYSTEM_ERR");
+        flat(rpc::accepted_reply(xid, AcceptStat::SystemErr))
+    });
+    permit.send(out);
 }
 
 fn flat(msg: Vec<u8>) -> Outgoing {
@@ -364,23 +494,31 @@ fn flat(msg: Vec<u8>) -> Outgoing {
     Outgoing::Flat(v)
 }
 
+/// Writes replies as they are queued: every reply waiting (up to
+/// [`WRITE_BATCH`]) goes out in one writev.
 async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
-    while let Some(out) = rx.recv().await {
-        let r = match out {
-            Outgoing::Flat(v) => wr.write_all(&v).await,
-            Outgoing::Reply(mut rb) => {
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        for out in batch.iter_mut() {
+            if let Outgoing::Reply(rb) = out {
                 let total = rb.e.len() - 4 + rb.payload.as_ref().map_or(0, |p| p.len);
                 assert!(total < LAST_FRAGMENT as usize, "reply larger than one fragment");
                 rb.e.patch_u32(0, LAST_FRAGMENT | total as u32);
-                match &rb.payload {
-                    None => wr.write_all(&rb.e.buf).await,
-                    Some(p) => {
-                        let parts = [&rb.e.buf[..p.at], &p.buf.as_slice()[..p.len], &rb.e.buf[p.at..]];
-                        write_all_vectored(&mut wr, &parts).await
-                    }
-                }
             }
-        };
+        }
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(3 * batch.len());
+        for out in &batch {
+            match out {
+                Outgoing::Flat(v) => parts.push(v),
+                Outgoing::Reply(rb) => match &rb.payload {
+                    None => parts.push(&rb.e.buf),
+                    Some(p) => parts.extend([&rb.e.buf[..p.at], &p.buf.as_slice()[..p.len], &rb.e.buf[p.at..]]),
+                },
+            }
+        }
+        let r = write_all_vectored(&mut wr, &parts).await;
+        drop(parts);
+        batch.clear();
         if r.is_err() {
             break;
         }
@@ -419,9 +557,20 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Res
     Ok(())
 }
 
-/// One RPC record in, at most one RPC reply out.
+/// What a record came to.
+enum Handled {
+    /// Nothing to answer (an unreadable record, an RPC reply).
+    Nothing,
+    Reply(Outgoing),
+    /// A COMPOUND waiting for its READ's read: start the job, then resume.
+    Pending(Suspended, ReplyBuf, ReadJob),
+}
+
+/// One RPC record in, at most one RPC reply out (now, or once its read is
+/// done: `defer_read`, see [`Dispatcher::run`]).
 /// `detached`: the WRITE data of a zero-copy record (see [`crate::recv`]);
 /// dropped (back to the pool) whenever the COMPOUND does not use it.
+#[allow(clippy::too_many_arguments)]
 fn handle_record(
     ds: &Ds,
     conn: &ConnInfo,
@@ -430,50 +579,52 @@ fn handle_record(
     dispatcher: &Dispatcher,
     rec: &[u8],
     detached: Option<Detached>,
-) -> Option<Outgoing> {
+    defer_read: bool,
+) -> Handled {
     let msg = match rpc::parse_message(rec) {
         Ok(m) => m,
-        Err(rpc::RpcError::Unreadable) => return None,
-        Err(rpc::RpcError::Garbage { xid }) => return Some(flat(rpc::accepted_reply(xid, AcceptStat::GarbageArgs))),
+        Err(rpc::RpcError::Unreadable) => return Handled::Nothing,
+        Err(rpc::RpcError::Garbage { xid }) => return Handled::Reply(flat(rpc::accepted_reply(xid, AcceptStat::GarbageArgs))),
     };
     let (header, args) = match msg {
         Message::Call { header, args } => (header, args),
         Message::Reply { xid, .. } => {
             log::debug!("ignoring RPC reply xid {xid:#x} on connection {}", conn.id);
-            return None;
+            return Handled::Nothing;
         }
     };
     let xid = header.xid;
     if header.rpcvers != rpc::RPC_VERSION {
-        return Some(flat(rpc::rpc_mismatch_reply(xid)));
+        return Handled::Reply(flat(rpc::rpc_mismatch_reply(xid)));
     }
     if header.prog != rpc::NFS4_PROGRAM {
-        return Some(flat(rpc::accepted_reply(xid, AcceptStat::ProgUnavail)));
+        return Handled::Reply(flat(rpc::accepted_reply(xid, AcceptStat::ProgUnavail)));
     }
     if header.vers != rpc::NFS_V4 {
-        return Some(flat(rpc::prog_mismatch_reply(xid, rpc::NFS_V4, rpc::NFS_V4)));
+        return Handled::Reply(flat(rpc::prog_mismatch_reply(xid, rpc::NFS_V4, rpc::NFS_V4)));
     }
     if let Credential::Unsupported(flavor) = header.cred {
         log::debug!("refusing auth flavor {flavor} from {}", conn.peer);
-        return Some(flat(rpc::auth_error_reply(xid, AuthStat::BadCred)));
+        return Handled::Reply(flat(rpc::auth_error_reply(xid, AuthStat::BadCred)));
     }
     match header.proc_ {
-        rpc::PROC_NULL => Some(flat(rpc::accepted_reply(xid, AcceptStat::Success))),
+        rpc::PROC_NULL => Handled::Reply(flat(rpc::accepted_reply(xid, AcceptStat::Success))),
         rpc::PROC_COMPOUND => {
             let mut e = Encoder::with_buffer(Vec::with_capacity(512));
             e.put_u32(0); // record mark, patched by the writer
             rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
             let mut rb = ReplyBuf::new(e);
-            match dispatcher.run(ds, conn, engine, replica, header.cred, args, detached, &mut rb) {
-                CompoundOutcome::Done => Some(Outgoing::Reply(rb)),
+            match dispatcher.run(ds, conn, engine, replica, header.cred, args, detached, &mut rb, defer_read) {
+                CompoundOutcome::Done => Handled::Reply(Outgoing::Reply(rb)),
+                CompoundOutcome::Pending(susp, job) => Handled::Pending(susp, rb, job),
                 CompoundOutcome::Replay(bytes) => {
                     rb.truncate(rb.base);
                     rb.e.buf.extend_from_slice(&bytes);
-                    Some(Outgoing::Reply(rb))
+                    Handled::Reply(Outgoing::Reply(rb))
                 }
-                CompoundOutcome::Garbage => Some(flat(rpc::accepted_reply(xid, AcceptStat::GarbageArgs))),
+                CompoundOutcome::Garbage => Handled::Reply(flat(rpc::accepted_reply(xid, AcceptStat::GarbageArgs))),
             }
         }
-        _ => Some(flat(rpc::accepted_reply(xid, AcceptStat::ProcUnavail))),
+        _ => Handled::Reply(flat(rpc::accepted_reply(xid, AcceptStat::ProcUnavail))),
     }
 }

@@ -24,12 +24,96 @@
 //! fragment header before its bytes are read, and bounded lengths (RFC 5531
 //! auth bodies, NFS4_OPAQUE_LIMIT tag, NFS4_FHSIZE handle) before any
 //! buffer grows.
+//!
+//! Under both sits the connection's [`ConnReader`]: a small read takes as
+//! many bytes as the socket has (one recv() for many pipelined records,
+//! which are then parsed from memory), a large one (a WRITE's data) goes
+//! straight from the socket into its destination. After a large record
+//! (at least [`FAST_PATH_MIN_RECORD`]) the reader switches to exact reads,
+//! so a stream of large WRITEs never has data land in the connection
+//! buffer; the first small record switches it back. Data of a large WRITE
+//! that follows a small record in the same recv() is copied from the
+//! buffer ([`Path::ZeroCopyPartly`], counted as a payload copy).
 
 use crate::storage::{BufPool, PoolBuf};
 use pnfs_protocol::record::LAST_FRAGMENT;
 use pnfs_protocol::rpc;
 use std::io;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+/// Bytes one greedy recv() may take into a connection's buffer.
+pub const RECV_BUFFER: usize = 64 * 1024;
+
+/// Reads asking at least this much, with nothing buffered, go straight to
+/// the socket (WRITE data, large records) instead of through the buffer.
+pub const DIRECT_READ_MIN: usize = 16 * 1024;
+
+/// Bytes a reader holds that were received but not consumed yet.
+pub trait Buffered {
+    fn buffered(&self) -> usize;
+}
+
+impl Buffered for &[u8] {
+    fn buffered(&self) -> usize {
+        0
+    }
+}
+
+/// A connection's read side with a receive buffer (module documentation).
+pub struct ConnReader<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+    /// Reads take only the bytes asked for, straight from the socket.
+    pub exact: bool,
+    /// Called before each read from the socket, i.e. once every buffered
+    /// record was taken: the reactor submits the I/O those records prepared.
+    before_recv: Option<Rc<dyn Fn()>>,
+}
+
+impl<R> ConnReader<R> {
+    /// Starts in exact mode (a connection's first record may be a large WRITE).
+    pub fn new(inner: R, capacity: usize, before_recv: Option<Rc<dyn Fn()>>) -> ConnReader<R> {
+        assert!(capacity > 0, "receive buffer of 0 bytes");
+        ConnReader { inner, buf: vec![0u8; capacity].into_boxed_slice(), pos: 0, end: 0, exact: true, before_recv }
+    }
+}
+
+impl<R> Buffered for ConnReader<R> {
+    fn buffered(&self) -> usize {
+        self.end - self.pos
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ConnReader<R> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, dst: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if me.pos == me.end {
+            if let Some(f) = &me.before_recv {
+                f();
+            }
+            if me.exact || dst.remaining() >= DIRECT_READ_MIN.min(me.buf.len()) {
+                return Pin::new(&mut me.inner).poll_read(cx, dst);
+            }
+            let mut rb = ReadBuf::new(&mut me.buf);
+            ready!(Pin::new(&mut me.inner).poll_read(cx, &mut rb))?;
+            me.pos = 0;
+            me.end = rb.filled().len();
+            if me.end == 0 {
+                return Poll::Ready(Ok(())); // EOF
+            }
+        }
+        debug_assert!(me.pos < me.end && me.end <= me.buf.len());
+        let n = dst.remaining().min(me.end - me.pos);
+        dst.put_slice(&me.buf[me.pos..me.pos + n]);
+        me.pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
 
 /// Records at least this long (first fragment, or any record of several
 /// fragments) are tried for the zero-copy WRITE path; smaller ones are read
@@ -173,7 +257,8 @@ pub struct RecordIn {
 }
 
 impl RecordIn {
-    /// Reads the first fragment header; Ok(None) at a clean EOF.
+    /// Reads the first fragment header; Ok(None) at a clean EOF (also one
+    /// inside the header: a peer that sent a partial mark and left).
     pub async fn start<R: AsyncRead + Unpin>(rd: &mut R, max: usize) -> io::Result<Option<RecordIn>> {
         let mut r = RecordIn { frag_left: 0, last: false, declared: 0, max };
         let mut hdr = [0u8; 4];
@@ -261,6 +346,9 @@ pub enum Path {
     Ordinary,
     /// WRITE data went straight into a pool buffer.
     ZeroCopy,
+    /// As ZeroCopy, but part of the data had been received into the
+    /// connection buffer already and was copied from there.
+    ZeroCopyPartly,
     /// The shape fit but the pool was empty.
     NoBuffer,
 }
@@ -268,7 +356,7 @@ pub enum Path {
 /// Reads the rest of the record `rin` started into `buf[..len]`, with the
 /// WRITE data of a large `SEQUENCE, PUTFH, WRITE` call detached into a pool
 /// buffer (module documentation). `max_data` bounds the data taken this way.
-pub async fn read_call<R: AsyncRead + Unpin>(
+pub async fn read_call<R: AsyncRead + Unpin + Buffered>(
     rd: &mut R,
     rin: &mut RecordIn,
     buf: &mut Vec<u8>,
@@ -302,6 +390,7 @@ pub async fn read_call<R: AsyncRead + Unpin>(
                         path = Path::NoBuffer;
                         break;
                     };
+                    let copied = rd.buffered() > 0;
                     let got = rin.read(rd, &mut pb.as_mut_slice()[..data_len]).await?;
                     let mut pad = [0u8; 3];
                     let want_pad = pad4(data_len);
@@ -320,7 +409,8 @@ pub async fn read_call<R: AsyncRead + Unpin>(
                     }
                     buf[len_at..len_at + 4].copy_from_slice(&0u32.to_be_bytes());
                     let end = rin.read_rest(rd, buf, have).await?;
-                    return Ok((end, Some(Detached { buf: pb, len: data_len }), Path::ZeroCopy));
+                    let path = if copied { Path::ZeroCopyPartly } else { Path::ZeroCopy };
+                    return Ok((end, Some(Detached { buf: pb, len: data_len }), path));
                 }
             }
         }

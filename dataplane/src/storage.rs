@@ -33,7 +33,10 @@
 //!
 //! [`Engine`] belongs to one reactor thread (it is not `Send`): an io_uring
 //! with the reactor's pool buffers registered (fixed buffers), used with
-//! submit-and-wait per request, and a sparse registered-file table
+//! submit-and-wait per request by WRITE, COMMIT and the synchronous READ
+//! path, and by [`crate::aio`] for READs kept in flight (completions that
+//! a submit-and-wait reaps for those are kept for [`crate::aio`] in
+//! `foreign`), and a sparse registered-file table
 //! (`ds.fixed_files_per_reactor` slots): the reactor's open-object cache
 //! installs an object's descriptors when it takes the object in and removes
 //! them when it evicts or drops it, and I/O names the slot (`Fixed`)
@@ -63,8 +66,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
 
-/// Submission queue entries per reactor ring (one request in flight today).
+/// Submission queue entries of a reactor ring without asynchronous reads
+/// ([`Engine::with_ring_entries`] sizes it for the in-flight limit).
 const RING_ENTRIES: u32 = 64;
+
+/// `user_data` of the engine's own submit-and-wait entries; any other value
+/// belongs to the asynchronous reads of [`crate::aio`].
+pub(crate) const SYNC_TAG: u64 = u64::MAX;
 
 static LOGGED_NO_DIRECT: AtomicBool = AtomicBool::new(false);
 static LOGGED_NO_URING: AtomicBool = AtomicBool::new(false);
@@ -152,6 +160,15 @@ impl Object {
     pub fn unsynced(&self) -> Option<u64> {
         let w = self.written.load(Ordering::SeqCst);
         (self.synced.load(Ordering::SeqCst) < w).then_some(w)
+    }
+
+    /// The files backend's descriptors (buffered, O_DIRECT when there is
+    /// one), for [`crate::aio`]; None for a volume object.
+    pub(crate) fn files(&self) -> Option<(&File, Option<&File>)> {
+        match &self.backing {
+            Backing::File { file, direct } => Some((file, direct.as_ref())),
+            Backing::Volume { .. } => None,
+        }
     }
 
     /// Whether aligned I/O can go O_DIRECT.
@@ -580,7 +597,7 @@ impl Drop for PoolBuf {
 // ---------------------------------------------------------------------------
 // Per-reactor I/O engine.
 
-fn is_aligned(x: u64) -> bool {
+pub(crate) fn is_aligned(x: u64) -> bool {
     x.is_multiple_of(IO_ALIGN as u64)
 }
 
@@ -609,6 +626,10 @@ struct FileTable {
 pub struct Engine {
     ring: Option<RefCell<IoUring>>,
     registered: bool,
+    /// Completions of asynchronous reads reaped by [`Engine::submit`]
+    /// while it waited for its own: (user_data, result), for [`crate::aio`].
+    /// Bounded by the reads in flight (each has one entry at a time).
+    foreign: RefCell<Vec<(u64, i32)>>,
     /// Sparse registered-file table, when enabled and supported.
     files: RefCell<Option<FileTable>>,
     pub pool: BufPool,
@@ -618,8 +639,16 @@ pub struct Engine {
 impl Engine {
     /// `use_uring` false forces the pread/pwrite path (tests).
     pub fn new(pool: BufPool, stats: Arc<DsStats>, use_uring: bool) -> Engine {
+        Engine::with_ring_entries(pool, stats, use_uring, RING_ENTRIES)
+    }
+
+    /// As [`Engine::new`] with a ring of `entries` submission entries
+    /// (rounded up to a power of two by the kernel; the completion queue is
+    /// twice that), for [`crate::aio`]'s in-flight limit.
+    pub fn with_ring_entries(pool: BufPool, stats: Arc<DsStats>, use_uring: bool, entries: u32) -> Engine {
+        let entries = entries.clamp(RING_ENTRIES, 32768);
         let ring = if use_uring {
-            match IoUring::new(RING_ENTRIES) {
+            match IoUring::new(entries) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     log_once(&LOGGED_NO_URING, || format!("io_uring unavailable ({e}); object I/O uses pread/pwrite"));
@@ -641,29 +670,69 @@ impl Engine {
                 }),
             }
         }
-        Engine { ring: ring.map(RefCell::new), registered, files: RefCell::new(None), pool, stats }
+        Engine { ring: ring.map(RefCell::new), registered, foreign: RefCell::new(Vec::new()), files: RefCell::new(None), pool, stats }
     }
 
     pub fn uses_uring(&self) -> bool {
         self.ring.is_some()
     }
 
-    /// Submits one entry and waits for its completion.
+    /// Submits one entry and waits for its completion. Completions of
+    /// asynchronous reads reaped meanwhile are kept in `foreign`.
     fn submit(&self, ring: &RefCell<IoUring>, e: io_uring::squeue::Entry) -> io::Result<usize> {
         let mut ring = ring.borrow_mut();
+        if ring.submission().is_full() {
+            // Asynchronous reads prepared but not submitted yet: send them first.
+            ring.submit()?;
+        }
         // SAFETY: the buffer named in `e` stays valid until the completion
         // is reaped below; we wait for it before returning.
-        unsafe { ring.submission().push(&e.user_data(1)).map_err(|_| io::Error::other("submission queue full"))? };
+        unsafe { ring.submission().push(&e.user_data(SYNC_TAG)).map_err(|_| io::Error::other("submission queue full"))? };
         loop {
             match ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return Err(e),
             }
-            if let Some(cqe) = ring.completion().next() {
+            let mut mine = None;
+            for cqe in ring.completion() {
+                if cqe.user_data() == SYNC_TAG && mine.is_none() {
+                    mine = Some(cqe.result());
+                } else {
+                    self.foreign.borrow_mut().push((cqe.user_data(), cqe.result()));
+                }
+            }
+            if let Some(r) = mine {
                 bump(&self.stats.uring_ops, 1);
-                let r = cqe.result();
                 return if r < 0 { Err(io::Error::from_raw_os_error(-r)) } else { Ok(r as usize) };
+            }
+        }
+    }
+
+    /// The ring, for [`crate::aio`].
+    pub(crate) fn ring(&self) -> Option<&RefCell<IoUring>> {
+        self.ring.as_ref()
+    }
+
+    /// Completions [`Engine::submit`] reaped for [`crate::aio`], moved into `out`.
+    pub(crate) fn take_foreign(&self, out: &mut Vec<(u64, i32)>) {
+        out.append(&mut self.foreign.borrow_mut());
+    }
+
+    pub(crate) fn stats(&self) -> &DsStats {
+        &self.stats
+    }
+
+    /// Sends entries prepared by [`crate::aio`] to the kernel; must come
+    /// before a registered-file slot changes, since a prepared entry names
+    /// its slot by number and the kernel resolves it at submission.
+    fn flush_prepared(&self) {
+        if let Some(r) = &self.ring {
+            let mut r = r.borrow_mut();
+            if !r.submission().is_empty() {
+                if let Err(e) = r.submit() {
+                    log::warn!("io_uring submit: {e}");
+                }
             }
         }
     }
@@ -671,7 +740,7 @@ impl Engine {
     /// The io_uring entry for a read or write of `len` bytes at `ptr`:
     /// fixed buffer `buf_idx` when the pool is registered, and the file's
     /// registered slot when it has one (else its descriptor).
-    fn rw_entry(&self, f: &File, ptr: *mut u8, len: u32, off: u64, buf_idx: Option<u16>, write: bool) -> io_uring::squeue::Entry {
+    pub(crate) fn rw_entry(&self, f: &File, ptr: *mut u8, len: u32, off: u64, buf_idx: Option<u16>, write: bool) -> io_uring::squeue::Entry {
         let buf_idx = buf_idx.filter(|_| self.registered);
         macro_rules! build {
             ($fd:expr) => {
@@ -831,6 +900,7 @@ impl Engine {
     /// object in). A full table, or a refused update, leaves a descriptor
     /// unregistered: its I/O uses the plain fd.
     pub fn install_files(&self, obj: &Object) {
+        self.flush_prepared();
         let (Some(r), mut files) = (&self.ring, self.files.borrow_mut()) else { return };
         let Some(t) = files.as_mut() else { return };
         for f in obj.own_files() {
@@ -859,6 +929,7 @@ impl Engine {
     /// evicted or dropped it). Must come before the descriptors can close:
     /// a slot keeps its file open, and fd numbers are looked up by value.
     pub fn remove_files(&self, obj: &Object) {
+        self.flush_prepared();
         let (Some(r), mut files) = (&self.ring, self.files.borrow_mut()) else { return };
         let Some(t) = files.as_mut() else { return };
         for f in obj.own_files() {

@@ -15,7 +15,8 @@
 use crate::compound::{reply, Compound, NfsResult, ReplyBuf};
 use crate::ds::Ds;
 use crate::stats::bump;
-use crate::storage::{IoError, PoolBuf};
+use crate::aio::ReadJob;
+use crate::storage::{IoError, Object, PoolBuf};
 use pnfs_protocol::wire::*;
 
 /// Headroom kept in a reply for the COMPOUND and RPC headers around data.
@@ -45,32 +46,64 @@ fn engine_status(ds: &Ds, e: IoError) -> nfsstat4 {
 }
 
 pub fn read(ds: &Ds, c: &mut Compound, a: &READ4args, rb: &mut ReplyBuf) -> nfsstat4 {
-    let r = (|| -> NfsResult<(Option<PoolBuf>, usize, bool)> {
+    let r = (|| -> NfsResult<Option<(Option<PoolBuf>, usize, bool)>> {
         let (fh, obj) = c.object()?;
         c.replica.check_io(&a.stateid, &fh, false)?;
         let budget = c.max_response.saturating_sub(REPLY_OVERHEAD);
         let count = (a.count as usize).min(ds.cfg.max_io()).min(budget);
         if a.offset > i64::MAX as u64 || count == 0 {
             let size = obj.size().map_err(|e| io_status(&e))?;
-            return Ok((None, 0, a.offset >= size));
+            return Ok(Some((None, 0, a.offset >= size)));
+        }
+        if c.can_defer && ReadJob::supported(&obj) {
+            // Asynchronous: the reactor runs the read, then encodes the
+            // result with `finish_read` and `encode_read`.
+            let buf = c.engine.pool.take().ok_or_else(|| engine_status(ds, IoError::NoBuffer))?;
+            c.deferred = Some(ReadJob { obj, offset: a.offset, count, buf });
+            return Ok(None);
         }
         let (buf, n) = c.engine.read(&obj, a.offset, count).map_err(|e| engine_status(ds, e))?;
         let size = obj.size().map_err(|e| io_status(&e))?;
         bump(&ds.stats.bytes_read, n as u64);
-        Ok((Some(buf), n, a.offset + n as u64 >= size))
+        Ok(Some((Some(buf), n, a.offset + n as u64 >= size)))
     })();
+    match r {
+        Ok(None) => nfsstat4::NFS4_OK, // deferred: nothing encoded yet
+        Ok(Some((Some(buf), n, eof))) => encode_read(ds, rb, Ok((buf, n, eof))),
+        Ok(Some((None, _, eof))) => encode_empty_read(rb, eof),
+        Err(s) => encode_read(ds, rb, Err(s)),
+    }
+}
+
+/// The READ result of a deferred read that completed: (buffer, bytes,
+/// eof), eof from the object's size now.
+pub fn finish_read(ds: &Ds, obj: &Object, offset: u64, done: std::io::Result<(PoolBuf, usize)>) -> NfsResult<(PoolBuf, usize, bool)> {
+    let (buf, n) = done.map_err(|e| io_status(&e))?;
+    let size = obj.size().map_err(|e| io_status(&e))?;
+    bump(&ds.stats.bytes_read, n as u64);
+    Ok((buf, n, offset + n as u64 >= size))
+}
+
+fn encode_empty_read(rb: &mut ReplyBuf, eof: bool) -> nfsstat4 {
+    rb.e.put_i32(nfsstat4::NFS4_OK as i32);
+    rb.e.put_bool(eof);
+    rb.e.put_u32(0);
+    nfsstat4::NFS4_OK
+}
+
+/// Encodes a READ result; the data buffer is attached to the reply (or
+/// copied into it when the reply carries one already).
+pub fn encode_read(ds: &Ds, rb: &mut ReplyBuf, r: NfsResult<(PoolBuf, usize, bool)>) -> nfsstat4 {
     match r {
         Err(s) => reply::<()>(rb, Err(s)),
         Ok((buf, n, eof)) => {
             rb.e.put_i32(nfsstat4::NFS4_OK as i32);
             rb.e.put_bool(eof);
             rb.e.put_u32(n as u32);
-            if let Some(buf) = buf {
-                if let Err(buf) = rb.attach(buf, n) {
-                    // A second READ in one COMPOUND: copy it into the reply.
-                    rb.e.buf.extend_from_slice(&buf.as_slice()[..n]);
-                    bump(&ds.stats.payload_copies, 1);
-                }
+            if let Err(buf) = rb.attach(buf, n) {
+                // A second READ in one COMPOUND: copy it into the reply.
+                rb.e.buf.extend_from_slice(&buf.as_slice()[..n]);
+                bump(&ds.stats.payload_copies, 1);
             }
             rb.e.buf.extend_from_slice(&[0u8; 3][..(4 - n % 4) % 4]);
             nfsstat4::NFS4_OK

@@ -356,6 +356,8 @@ mod tests {
             detached: None,
             op_count: 2,
             max_response: 1 << 20,
+            can_defer: false,
+            deferred: None,
         };
         let run = |a: &SEQUENCE4args, body: &[u8]| -> Result<Option<Vec<u8>>, nfsstat4> {
             let mut c = mk();
