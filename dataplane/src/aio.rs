@@ -221,9 +221,10 @@ impl<T> Aio<T> {
                 }
             }
         }
-        // Also entries a submit-and-wait sent meanwhile: the queue is empty now.
-        debug_assert!(r.submission().is_empty());
-        self.prepared.set(0);
+        // Entries the kernel did not take (a kernel without
+        // IORING_SETUP_SUBMIT_ALL stops at one it cannot start) stay
+        // queued for the next submit.
+        self.prepared.set(r.submission().len() as u32);
     }
 
     /// Processes every completion available now, calling `f` for each
@@ -281,8 +282,11 @@ impl<T> Aio<T> {
     }
 
     /// Waits for completions: returns once some may be there (spurious
-    /// returns are fine; call [`Aio::reap`]).
+    /// returns are fine; call [`Aio::reap`]). Submits what is prepared
+    /// first (the rests of short reads a reap queued), so nothing waits
+    /// for an entry still in the submission queue.
     pub async fn wait(&self) -> io::Result<()> {
+        self.submit();
         let mut g = self.efd.readable().await?;
         g.clear_ready();
         Ok(())

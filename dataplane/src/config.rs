@@ -389,6 +389,11 @@ data_dir = "/tmp/ds1"
         let mut bad = c.clone();
         bad.poll_spin_us = 2_000_000;
         assert!(bad.validate().unwrap_err().starts_with("ds.poll_spin_us:"));
+        // In-flight READs: 256 by default, bounded by the pool (64 buffers).
+        assert_eq!((c.max_inflight_io_per_reactor, c.inflight_io()), (256, 64));
+        let mut bad = c.clone();
+        bad.max_inflight_io_per_reactor = 40_000;
+        assert!(bad.validate().unwrap_err().starts_with("ds.max_inflight_io_per_reactor:"));
         assert_eq!(c.advertised().unwrap(), "127.0.0.1:2049".parse().unwrap());
 
         let mut bad = c.clone();

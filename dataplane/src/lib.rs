@@ -11,7 +11,8 @@
 //! dispatch table) -> `ops::*` (one file per operation group) -> `ds` (the
 //! shared server object) -> `state` (clients, sessions, the allowed-stateid
 //! table), `bus` (the reactors' own copies of control-plane state and the
-//! queues that update them), `storage` (objects, buffer pools, io_uring).
+//! queues that update them), `storage` (objects, buffer pools, io_uring),
+//! `aio` (READs kept in flight on the reactor's ring).
 //! `control` is the MDS <-> DS control protocol (server and registration
 //! client); `config` the `[ds]` table; `stats` the counters.
 //!
@@ -21,10 +22,13 @@
 //!   to a core from `ds.cores`, each with its own SO_REUSEPORT listener on
 //!   `ds.bind`, a tokio current-thread runtime, its own connections, its own
 //!   aligned buffer pool, its own io_uring and its own copy of the
-//!   control-plane state ([`bus::Replica`]). A COMPOUND runs to completion
-//!   on the reactor that read it; storage I/O is submitted to the reactor's
-//!   ring and waited for right there (submit-and-wait per request: the
-//!   simple first step; completion-driven I/O comes with line-rate tuning).
+//!   control-plane state ([`bus::Replica`]). A COMPOUND runs on the
+//!   reactor that read it. READs are completion-driven ([`aio`]): up to
+//!   `ds.max_inflight_io_per_reactor` in flight per ring, the reads of all
+//!   pipelined records a recv() brought in submitted with one
+//!   io_uring_enter, completions reaped in batches on the ring's eventfd
+//!   and their COMPOUNDs finished then (replies may leave out of order).
+//!   WRITE and COMMIT are still submitted and waited for right there.
 //! - One control thread (`ds-control`): the control program server, its
 //!   calls on a small blocking pool, and the lease reaper.
 //! - One registration thread (`ds-register`): registers with the MDS and
@@ -79,7 +83,8 @@
 //!
 //! # Simplified for now
 //!
-//! Storage I/O blocks its reactor for one request; only large
+//! WRITE and COMMIT I/O blocks its reactor for one request (READs do
+//! not, see [`aio`]); only large
 //! `SEQUENCE, PUTFH, WRITE` calls get their data received straight into an
 //! aligned pool buffer ([`recv`]), other WRITEs are copied from the record
 //! into one for O_DIRECT (1 copy); the control program is unauthenticated;
