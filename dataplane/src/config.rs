@@ -100,6 +100,13 @@ pub struct DsConfig {
     /// format. Default 65536.
     #[serde(default = "default_volume_max_objects")]
     pub volume_max_objects: u32,
+    /// backing = "volume" on an NVMe namespace (`volume = "/dev/nvmeXnY"`):
+    /// aligned data READ/WRITE and COMMIT flushes go as NVMe commands
+    /// through io_uring passthrough on the namespace's generic device
+    /// `/dev/ngXnY` (derived from the name); metadata and unaligned I/O
+    /// keep the block device. Needs o_direct. See [`crate::nvme`]. Default false.
+    #[serde(default)]
+    pub volume_passthrough: bool,
 }
 
 /// Where a data server keeps its objects.
@@ -213,6 +220,7 @@ impl DsConfig {
             volume_extent_bytes: default_extent_bytes(),
             volume_max_objects: default_volume_max_objects(),
             max_inflight_io_per_reactor: default_max_inflight_io(),
+            volume_passthrough: false,
         }
     }
 
@@ -291,6 +299,22 @@ impl DsConfig {
         if self.max_inflight_io_per_reactor > 32768 {
             return Err("ds.max_inflight_io_per_reactor: must be at most 32768".into());
         }
+        if self.volume_passthrough {
+            if self.backing != Backing::Volume {
+                return Err("ds.volume_passthrough: needs backing = \"volume\"".into());
+            }
+            if !self.o_direct {
+                return Err("ds.volume_passthrough: needs o_direct = true".into());
+            }
+            if let Some(v) = &self.volume {
+                if crate::nvme::generic_device_of(v).is_none() {
+                    return Err(format!(
+                        "ds.volume_passthrough: ds.volume {} is not an NVMe namespace block device (/dev/nvmeXnY)",
+                        v.display()
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -304,6 +328,7 @@ impl DsConfig {
             max_objects: self.volume_max_objects,
             ds_id: self.id.clone(),
             o_direct: self.o_direct,
+            passthrough: self.volume_passthrough,
         })
     }
 
@@ -437,6 +462,23 @@ data_dir = "/tmp/ds1"
         let mut bad = v.clone();
         bad.volume_max_objects = 0;
         assert!(bad.validate().unwrap_err().starts_with("ds.volume_max_objects:"));
+        // NVMe passthrough.
+        assert!(!v.volume_options().unwrap().passthrough);
+        let p: DsConfig = toml::from_str(&format!("{toml}\nbacking = \"volume\"\nvolume = \"/dev/nvme0n1\"\nvolume_passthrough = true")).unwrap();
+        p.validate().unwrap();
+        assert!(p.volume_options().unwrap().passthrough);
+        for f in [
+            |b: &mut DsConfig| b.o_direct = false,
+            |b: &mut DsConfig| b.volume = Some("/dev/sda".into()),
+            |b: &mut DsConfig| b.volume = Some("/srv/vol.img".into()),
+        ] {
+            let mut bad = p.clone();
+            f(&mut bad);
+            assert!(bad.validate().unwrap_err().starts_with("ds.volume_passthrough:"));
+        }
+        let mut bad = c.clone();
+        bad.volume_passthrough = true;
+        assert!(bad.validate().unwrap_err().starts_with("ds.volume_passthrough:"));
         let mut bad = v.clone();
         bad.volume_bytes = Some(5000);
         assert!(bad.validate().unwrap_err().starts_with("ds.volume_bytes:"));

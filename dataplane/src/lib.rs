@@ -97,6 +97,7 @@ pub mod config;
 pub mod control;
 pub mod ds;
 pub mod fh;
+pub mod nvme;
 pub mod ops;
 pub mod reactor;
 pub mod recv;

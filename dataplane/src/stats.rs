@@ -167,6 +167,8 @@ pub struct DsStats {
     pub uring_ops: AtomicU64,
     pub syscall_ops: AtomicU64,
     pub direct_ops: AtomicU64,
+    /// Volume backend: NVMe commands sent through io_uring passthrough.
+    pub passthrough_ops: AtomicU64,
     /// io_uring I/O naming a registered file slot instead of a descriptor.
     pub fixed_file_ops: AtomicU64,
     /// Descriptors left unregistered because a reactor's file table was full.
@@ -216,6 +218,7 @@ pub struct DsStatsSnapshot {
     pub uring_ops: u64,
     pub syscall_ops: u64,
     pub direct_ops: u64,
+    pub passthrough_ops: u64,
     pub fixed_file_ops: u64,
     pub fixed_files_full: u64,
     pub fdatasyncs: u64,
@@ -279,6 +282,7 @@ impl DsStats {
             uring_ops: g(&self.uring_ops),
             syscall_ops: g(&self.syscall_ops),
             direct_ops: g(&self.direct_ops),
+            passthrough_ops: g(&self.passthrough_ops),
             fixed_file_ops: g(&self.fixed_file_ops),
             fixed_files_full: g(&self.fixed_files_full),
             fdatasyncs: g(&self.fdatasyncs),

@@ -10,7 +10,9 @@
 //! files backend; the volume backend has one buffered and one O_DIRECT
 //! descriptor for the whole volume (the latter registered once in each
 //! reactor's file table by [`Engine::attach_volume`]) and maps object
-//! ranges to extents ([`crate::volume::Volume::map_range`]).
+//! ranges to extents ([`crate::volume::Volume::map_range`]); with
+//! `ds.volume_passthrough` each engine also has an NVMe passthrough ring
+//! for the volume's aligned data I/O and flushes ([`crate::nvme`]).
 //!
 //! [`ObjectStore`] is the object directory: it opens, creates and removes
 //! objects, and knows (weakly) the live object of each handle, so every
@@ -78,6 +80,20 @@ static LOGGED_NO_DIRECT: AtomicBool = AtomicBool::new(false);
 static LOGGED_NO_URING: AtomicBool = AtomicBool::new(false);
 static LOGGED_NO_REGISTER: AtomicBool = AtomicBool::new(false);
 static LOGGED_NO_FIXED_FILES: AtomicBool = AtomicBool::new(false);
+static LOGGED_NO_PASSTHROUGH: AtomicBool = AtomicBool::new(false);
+
+/// A reactor's NVMe passthrough ring ([`crate::nvme`]): 128-byte SQEs and
+/// 32-byte CQEs, the pool buffers registered, the generic device in fixed
+/// file slot 0 (or its descriptor when file registration is refused).
+struct PtRing {
+    ring: IoUring<io_uring::squeue::Entry128, io_uring::cqueue::Entry32>,
+    registered: bool,
+    fixed_file: bool,
+    fd: RawFd,
+    nsid: u32,
+    lba_shift: u32,
+    max_bytes: u32,
+}
 
 fn log_once(flag: &AtomicBool, msg: impl FnOnce() -> String) {
     if !flag.swap(true, Ordering::Relaxed) {
@@ -632,6 +648,9 @@ pub struct Engine {
     foreign: RefCell<Vec<(u64, i32)>>,
     /// Sparse registered-file table, when enabled and supported.
     files: RefCell<Option<FileTable>>,
+    /// NVMe passthrough of the attached volume, when it has it and the
+    /// ring could be set up ([`Engine::attach_volume`]).
+    pt: RefCell<Option<PtRing>>,
     pub pool: BufPool,
     stats: Arc<DsStats>,
 }
@@ -670,11 +689,98 @@ impl Engine {
                 }),
             }
         }
-        Engine { ring: ring.map(RefCell::new), registered, foreign: RefCell::new(Vec::new()), files: RefCell::new(None), pool, stats }
+        Engine { ring: ring.map(RefCell::new), registered, foreign: RefCell::new(Vec::new()), files: RefCell::new(None), pt: RefCell::new(None), pool, stats }
     }
 
     pub fn uses_uring(&self) -> bool {
         self.ring.is_some()
+    }
+
+    /// Whether the attached volume's aligned data I/O goes as NVMe commands.
+    pub fn uses_passthrough(&self) -> bool {
+        self.pt.borrow().is_some()
+    }
+
+    /// Sets up the passthrough ring for `vol`'s namespace and probes it
+    /// with a read of the first 4 KiB; None (logged once) when anything
+    /// fails: the reactor then uses O_DIRECT.
+    fn setup_passthrough(&self, vol: &Volume) -> Option<PtRing> {
+        let p = vol.passthrough()?;
+        self.ring.as_ref()?;
+        let fail = |what: &str, e: io::Error| {
+            log_once(&LOGGED_NO_PASSTHROUGH, || {
+                format!("NVMe passthrough on {}: {what}: {e}; the volume's data I/O uses O_DIRECT", p.path.display())
+            });
+            None
+        };
+        let ring = match IoUring::<io_uring::squeue::Entry128, io_uring::cqueue::Entry32>::builder().build(RING_ENTRIES) {
+            Ok(r) => r,
+            Err(e) => return fail("io_uring with SQE128|CQE32", e),
+        };
+        // SAFETY: as in new(): the pool outlives the ring (Drop).
+        let registered = unsafe { ring.submitter().register_buffers(&self.pool.iovecs()) }.is_ok();
+        let fd = p.dev.as_raw_fd();
+        let fixed_file = ring.submitter().register_files(&[fd]).is_ok();
+        let pt = PtRing { ring, registered, fixed_file, fd, nsid: p.nsid, lba_shift: p.lba_shift, max_bytes: p.max_bytes };
+        let Some(mut b) = self.pool.take() else { return fail("probe", io::Error::other("no free buffer")) };
+        let idx = b.index();
+        if let Err(e) = self.pt_rw(&pt, false, b.as_mut_slice()[..IO_ALIGN].as_mut_ptr(), IO_ALIGN, 0, Some(idx)) {
+            return fail("probe read of LBA 0", e);
+        }
+        Some(pt)
+    }
+
+    /// Reads or writes `len` bytes at device offset `dev_off` to/from
+    /// `ptr` (inside pool buffer `buf_idx`) as NVMe commands of at most
+    /// `max_bytes` each, one at a time. The range must be whole LBAs.
+    fn pt_rw(&self, pt: &PtRing, write: bool, ptr: *mut u8, len: usize, dev_off: u64, buf_idx: Option<u16>) -> io::Result<()> {
+        let (op, what) = if write { (crate::nvme::OP_WRITE, "write") } else { (crate::nvme::OP_READ, "read") };
+        let mut done = 0usize;
+        while done < len {
+            let n = (len - done).min(pt.max_bytes as usize);
+            let addr = ptr as u64 + done as u64;
+            let cmd = crate::nvme::encode_rw(op, pt.nsid, pt.lba_shift, dev_off + done as u64, addr, n as u32)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+            self.pt_submit(pt, cmd, buf_idx, what)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Submits one NVMe command and waits for it.
+    fn pt_submit(&self, pt: &PtRing, cmd: [u8; 80], buf_idx: Option<u16>, what: &str) -> io::Result<()> {
+        let mut e = if pt.fixed_file {
+            opcode::UringCmd80::new(types::Fixed(0), crate::nvme::NVME_URING_CMD_IO)
+        } else {
+            opcode::UringCmd80::new(types::Fd(pt.fd), crate::nvme::NVME_URING_CMD_IO)
+        }
+        .cmd(cmd);
+        if let Some(i) = buf_idx.filter(|_| pt.registered) {
+            e = e.buf_index(Some(i));
+        }
+        let e = e.build().user_data(2);
+        // The ring is only used from this (the reactor's) thread, one
+        // command at a time; a shared borrow of the PtRing suffices.
+        let ring = &pt.ring;
+        // SAFETY: the buffer named in the command stays valid until its
+        // completion is reaped below.
+        unsafe {
+            let mut sq = ring.submission_shared();
+            sq.push(&e).map_err(|_| io::Error::other("submission queue full"))?;
+        }
+        loop {
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+            // SAFETY: only this thread touches the completion queue.
+            if let Some(cqe) = unsafe { ring.completion_shared() }.next() {
+                bump(&self.stats.uring_ops, 1);
+                bump(&self.stats.passthrough_ops, 1);
+                return crate::nvme::completion_result(cqe.result(), what);
+            }
+        }
     }
 
     /// Submits one entry and waits for its completion. Completions of
@@ -803,7 +909,13 @@ impl Engine {
                 // every object); see crate::volume.
                 let out = vol.commit(vo, &mut || {
                     bump(&self.stats.fdatasyncs, 1);
-                    self.fdatasync(vol.flush_file())
+                    // With passthrough, buffered data writes are written
+                    // back before they return (Volume::buffered_data_io):
+                    // an NVMe Flush of the device's cache covers them all.
+                    match self.pt.borrow().as_ref() {
+                        Some(pt) => self.pt_submit(pt, crate::nvme::encode_flush(pt.nsid), None, "flush"),
+                        None => self.fdatasync(vol.flush_file()),
+                    }
                 })?;
                 match out {
                     Commit::Clean => bump(&self.stats.commits_clean, 1),
@@ -848,6 +960,10 @@ impl Engine {
     /// serves every object of the volume. False when there is no table or
     /// it is full.
     pub fn attach_volume(&self, vol: &Volume) -> bool {
+        if vol.passthrough().is_some() && self.pt.borrow().is_none() {
+            let pt = self.setup_passthrough(vol);
+            *self.pt.borrow_mut() = pt;
+        }
         let f = vol.direct_file().unwrap_or(vol.buffered_file());
         let (Some(r), mut files) = (&self.ring, self.files.borrow_mut()) else { return false };
         let Some(t) = files.as_mut() else { return false };
@@ -1017,6 +1133,8 @@ impl Engine {
         } else {
             count
         };
+        let pt = self.pt.borrow();
+        let pt = pt.as_ref().filter(|_| direct.is_some());
         let data = buf.as_mut_slice();
         vol.map_range(vo, offset, want, false, |at, len, place| {
             let dst = &mut data[at..at + len];
@@ -1024,7 +1142,22 @@ impl Engine {
                 dst.fill(0);
                 return Ok(());
             };
-            let f = direct.unwrap_or(vol.buffered_file());
+            if let Some(pt) = pt.filter(|_| vol.passthrough().is_some_and(|p| p.fits(place, len))) {
+                return self.pt_rw(pt, false, dst.as_mut_ptr(), len, place, Some(idx));
+            }
+            let Some(f) = direct else {
+                return vol.buffered_data_io(place, len, false, |f| {
+                    let mut done = 0;
+                    while done < len {
+                        let n = self.pread(f, &mut dst[done..], place + done as u64, Some(idx))?;
+                        if n == 0 {
+                            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the volume"));
+                        }
+                        done += n;
+                    }
+                    Ok(())
+                });
+            };
             let mut done = 0;
             while done < len {
                 let n = self.pread(f, &mut dst[done..], place + done as u64, Some(idx))?;
@@ -1111,8 +1244,14 @@ impl Engine {
         if direct.is_some() {
             bump(&self.stats.direct_ops, 1);
         }
+        let pt = self.pt.borrow();
+        let pt = pt.as_ref().filter(|_| direct.is_some());
         let r = vol.map_range(vo, offset, data.len(), true, |at, len, place| {
             let place = place.expect("map_range allocates");
+            if let Some(pt) = pt.filter(|_| vol.passthrough().is_some_and(|p| p.fits(place, len))) {
+                // The kernel only reads the buffer of a write.
+                return self.pt_rw(pt, true, data[at..].as_ptr() as *mut u8, len, place, buf_idx);
+            }
             match direct {
                 Some(d) => {
                     let mut done = 0;
@@ -1124,12 +1263,13 @@ impl Engine {
                         done += n;
                         if !is_aligned(done as u64) && done < len {
                             // Cannot go on O_DIRECT from here; finish buffered.
-                            return self.write_buffered(vol.buffered_file(), place + done as u64, &data[at + done..at + len]);
+                            let p = place + done as u64;
+                            return vol.buffered_data_io(p, len - done, true, |f| self.write_buffered(f, p, &data[at + done..at + len]));
                         }
                     }
                     Ok(())
                 }
-                None => self.write_buffered(vol.buffered_file(), place, &data[at..at + len]),
+                None => vol.buffered_data_io(place, len, true, |f| self.write_buffered(f, place, &data[at..at + len])),
             }
         });
         vol.note_write(vo, end, r.is_ok());
@@ -1154,6 +1294,7 @@ impl Drop for Engine {
         // The ring must go before the registered buffers it points at (its
         // registered files go with it).
         self.ring = None;
+        *self.pt.get_mut() = None;
     }
 }
 

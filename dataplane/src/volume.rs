@@ -79,11 +79,11 @@
 //!
 //! # Not here
 //!
-//! NVMe passthrough (io_uring `IORING_OP_URING_CMD` on the `/dev/ngXnY`
-//! character device, NVMe read/write/flush commands built in the SQE) would
-//! replace the `Read`/`Write`/`Fsync` entries the engine builds for the
-//! volume descriptor: [`Volume::map_range`] already turns an object range
-//! into device offsets, which become starting LBAs. Objects longer than
+//! NVMe passthrough (`ds.volume_passthrough = true`: io_uring
+//! `IORING_OP_URING_CMD` on the `/dev/ngXnY` character device, NVMe
+//! read/write/flush commands built in the SQE) is in [`crate::nvme`]: the
+//! device offsets [`Volume::map_range`] yields become starting LBAs; the
+//! metadata keeps the block device's descriptors. Objects longer than
 //! 1008 extents (an indirect map), online growth of the volume, and a
 //! per-object mtime more precise than "last write seen by this boot" are
 //! not implemented.
@@ -270,6 +270,10 @@ pub struct VolumeOptions {
     /// The DS id, recorded in the superblock at format and checked at open.
     pub ds_id: String,
     pub o_direct: bool,
+    /// Aligned data I/O and flushes as NVMe commands on the namespace's
+    /// generic device ([`crate::nvme`]); needs an NVMe namespace block
+    /// device and O_DIRECT.
+    pub passthrough: bool,
 }
 
 /// Result of [`Volume::commit`].
@@ -448,6 +452,8 @@ pub struct Volume {
     direct: Option<File>,
     /// O_DSYNC (and O_DIRECT when possible) descriptor for table entries.
     meta: File,
+    /// NVMe passthrough, when enabled.
+    passthrough: Option<crate::nvme::Passthrough>,
     alloc: Mutex<Alloc>,
     index: Mutex<Index>,
     /// Volume write generations: each data write takes the next one; a
@@ -525,6 +531,29 @@ impl Volume {
         } else {
             None
         };
+        let passthrough = if o.passthrough {
+            if !blockdev {
+                return Err(e("ds.volume_passthrough needs an NVMe namespace block device (/dev/nvmeXnY)".into()));
+            }
+            if direct.is_none() {
+                return Err(e("ds.volume_passthrough needs O_DIRECT (ds.o_direct = true, and accepted by the device)".into()));
+            }
+            let pt = crate::nvme::Passthrough::open(&o.path).map_err(e)?;
+            // Passthrough writes do not invalidate the page cache: no
+            // readahead into it (see buffered_data_io).
+            // SAFETY: plain syscall on our descriptor.
+            unsafe { libc::posix_fadvise(buffered.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+            log::info!(
+                "volume {p}: NVMe passthrough on {} (nsid {}, {}-byte LBAs, at most {} bytes per command)",
+                pt.path.display(),
+                pt.nsid,
+                1u32 << pt.lba_shift,
+                pt.max_bytes
+            );
+            Some(pt)
+        } else {
+            None
+        };
         let meta_flags = libc::O_DSYNC | if direct.is_some() { libc::O_DIRECT } else { 0 };
         let meta = OpenOptions::new()
             .read(true)
@@ -541,6 +570,7 @@ impl Volume {
             buffered,
             direct,
             meta,
+            passthrough,
             alloc: Mutex::new(Alloc { bits: vec![], free: 0, hint: 0 }),
             index: Mutex::new(Index { by_fh: HashMap::new(), free_slots: vec![], seqs: vec![] }),
             written: AtomicU64::new(1),
@@ -761,9 +791,49 @@ impl Volume {
         self.direct.as_ref()
     }
 
-    /// The buffered descriptor (unaligned I/O).
+    /// The buffered descriptor (unaligned I/O). Data I/O through it goes
+    /// through [`Volume::buffered_data_io`].
     pub fn buffered_file(&self) -> &File {
         &self.buffered
+    }
+
+    /// NVMe passthrough, when enabled.
+    pub fn passthrough(&self) -> Option<&crate::nvme::Passthrough> {
+        self.passthrough.as_ref()
+    }
+
+    /// Runs `f` (data I/O through the buffered descriptor on
+    /// `[place, place + len)` of the volume). With passthrough, which does
+    /// not invalidate the page cache, the cached pages of the range are
+    /// dropped before (a stale page would serve a read or a
+    /// read-modify-write) and, for a write, written back (and waited for)
+    /// and dropped after; after a read, dropped. Outside such a call the
+    /// page cache therefore holds no data pages passthrough could make
+    /// stale, and a later passthrough flush covers what was written.
+    pub fn buffered_data_io<R>(&self, place: u64, len: usize, write: bool, f: impl FnOnce(&File) -> io::Result<R>) -> io::Result<R> {
+        if self.passthrough.is_none() {
+            return f(&self.buffered);
+        }
+        let fd = self.buffered.as_raw_fd();
+        let start = place & !(BLOCK - 1);
+        let n = (place + len as u64).div_ceil(BLOCK) * BLOCK - start;
+        let drop_pages = || {
+            // SAFETY: plain syscall on our descriptor.
+            unsafe { libc::posix_fadvise(fd, start as i64, n as i64, libc::POSIX_FADV_DONTNEED) };
+        };
+        drop_pages();
+        let r = f(&self.buffered);
+        if write {
+            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            // SAFETY: plain syscall on our descriptor.
+            if unsafe { libc::sync_file_range(fd, start as i64, n as i64, flags) } != 0 {
+                let x = io::Error::last_os_error();
+                drop_pages();
+                return Err(x);
+            }
+        }
+        drop_pages();
+        r
     }
 
     /// The descriptor a flush goes to.
@@ -1038,7 +1108,7 @@ impl Volume {
                 buf[at..at + len].fill(0);
                 Ok(())
             }
-            Some(p) => self.buffered.read_exact_at(&mut buf[at..at + len], p),
+            Some(p) => self.buffered_data_io(p, len, false, |f| f.read_exact_at(&mut buf[at..at + len], p)),
         })?;
         Ok(n)
     }
@@ -1049,7 +1119,8 @@ impl Volume {
         let end = self.check_range(off, data.len())?;
         let _g = vo.begin_io()?;
         let r = self.map_range(vo, off, data.len(), true, |at, len, place| {
-            self.buffered.write_all_at(&data[at..at + len], place.expect("allocated"))
+            let p = place.expect("allocated");
+            self.buffered_data_io(p, len, true, |f| f.write_all_at(&data[at..at + len], p))
         });
         self.note_write(vo, end, r.is_ok());
         r
@@ -1169,7 +1240,7 @@ impl Volume {
         static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         while len > 0 {
             let n = len.min(ZEROS.len() as u64) as usize;
-            self.buffered.write_all_at(&ZEROS[..n], off)?;
+            self.buffered_data_io(off, n, true, |f| f.write_all_at(&ZEROS[..n], off))?;
             off += n as u64;
             len -= n as u64;
         }
@@ -1252,7 +1323,7 @@ mod tests {
     const KIB: usize = 1024;
 
     fn opts(path: &Path, bytes: u64, max_objects: u32) -> VolumeOptions {
-        VolumeOptions { path: path.into(), bytes: Some(bytes), extent_bytes: EXT, max_objects, ds_id: "ds-vol".into(), o_direct: true }
+        VolumeOptions { path: path.into(), bytes: Some(bytes), extent_bytes: EXT, max_objects, ds_id: "ds-vol".into(), o_direct: true, passthrough: false }
     }
 
     fn fh(i: u64) -> DsFh {
@@ -1610,6 +1681,64 @@ mod tests {
         assert!(t.store.remove(&fh(1)).unwrap());
         let (cap, free) = vol(&t).capacity();
         assert_eq!(cap, free);
+    }
+
+    #[test]
+    fn passthrough_needs_an_nvme_block_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = VolumeOptions { passthrough: true, ..opts(&dir.path().join("vol"), 2 << 20, 4) };
+        let e = Volume::open(&o, Arc::new(DsStats::default())).unwrap_err();
+        assert!(e.contains("volume_passthrough") && e.contains("NVMe"), "{e}");
+    }
+
+    /// Destroys what is on the namespace: only when PNFS_DS_TEST_NVME
+    /// names one, as its generic device (/dev/ng0n1) or its block device
+    /// (/dev/nvme0n1). Its first 4 KiB are zeroed, so it is formatted.
+    #[test]
+    fn nvme_passthrough_when_one_is_given() {
+        let Some(dev) = std::env::var_os("PNFS_DS_TEST_NVME") else {
+            eprintln!("PNFS_DS_TEST_NVME unset (an NVMe namespace, /dev/ngXnY or /dev/nvmeXnY, to overwrite); skipped");
+            return;
+        };
+        let mut path = PathBuf::from(dev);
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if let Some(rest) = name.strip_prefix("ng") {
+            path = path.with_file_name(format!("nvme{rest}"));
+        }
+        OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&[0u8; 4096], 0).unwrap();
+        let o = VolumeOptions { bytes: None, passthrough: true, ..opts(&path, 0, 8) };
+        let t = open_with(&o, true);
+        assert!(t.engine.uses_passthrough(), "passthrough ring not set up (see the log)");
+        let a = t.store.create(&fh(1)).unwrap();
+        let d = pattern(11, 3 * EXT as usize);
+        // Aligned, across extent boundaries: NVMe writes from the registered buffer.
+        write_pooled(&t, &a, EXT / 2, &d[..2 * EXT as usize]).ok().unwrap();
+        let pt_writes = t.stats.snapshot().passthrough_ops;
+        assert!(pt_writes >= 3, "{pt_writes}");
+        // Unaligned: the block device's buffered path, then read back by passthrough.
+        t.engine.write(&a, 3 * EXT + 100, &d[..5000]).ok().unwrap();
+        assert!(read(&t, &a, EXT / 2, 2 * EXT as usize) == d[..2 * EXT as usize]);
+        assert!(read(&t, &a, 3 * EXT, 8192)[100..5100] == d[..5000]);
+        // Coherence: an unaligned read (page cache), an aligned passthrough
+        // overwrite of the same block, an unaligned read again sees it.
+        assert!(read(&t, &a, EXT / 2 + 10, 100)[..] == d[10..110]);
+        let e = pattern(99, 4096);
+        write_pooled(&t, &a, EXT / 2, &e).ok().unwrap();
+        assert!(read(&t, &a, EXT / 2 + 10, 100)[..] == e[10..110]);
+        let mut plain = vec![0u8; 100];
+        vol(&t).read_plain(&t.store.volume().unwrap().lookup(&fh(1)).unwrap(), EXT / 2 + 10, &mut plain).unwrap();
+        assert!(plain[..] == e[10..110]);
+        // COMMIT: an NVMe flush.
+        let before = t.stats.snapshot().passthrough_ops;
+        assert!(t.engine.commit(&a).unwrap());
+        assert_eq!(t.stats.snapshot().passthrough_ops, before + 1);
+        drop(a);
+        drop(t);
+        let t = open_with(&o, true);
+        let a = t.store.open_object(&fh(1)).unwrap();
+        assert!(read(&t, &a, EXT / 2, 4096)[..] == e[..]);
+        assert!(read(&t, &a, EXT / 2 + 4096, 4096)[..] == d[4096..8192]);
+        assert!(t.store.remove(&fh(1)).unwrap());
     }
 
     #[test]
