@@ -733,6 +733,15 @@ impl Engine {
     /// Reads or writes `len` bytes at device offset `dev_off` to/from
     /// `ptr` (inside pool buffer `buf_idx`) as NVMe commands of at most
     /// `max_bytes` each, one at a time. The range must be whole LBAs.
+    /// Test hook: one passthrough read or write of `buf[..len]` at `dev_off`.
+    #[cfg(test)]
+    pub(crate) fn pt_rw_test(&self, write: bool, buf: &mut PoolBuf, len: usize, dev_off: u64) -> io::Result<()> {
+        let pt = self.pt.borrow();
+        let pt = pt.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+        let idx = buf.index();
+        self.pt_rw(pt, write, buf.as_mut_slice().as_mut_ptr(), len, dev_off, Some(idx))
+    }
+
     fn pt_rw(&self, pt: &PtRing, write: bool, ptr: *mut u8, len: usize, dev_off: u64, buf_idx: Option<u16>) -> io::Result<()> {
         let (op, what) = if write { (crate::nvme::OP_WRITE, "write") } else { (crate::nvme::OP_READ, "read") };
         let mut done = 0usize;

@@ -1728,6 +1728,12 @@ mod tests {
         let mut plain = vec![0u8; 100];
         vol(&t).read_plain(&t.store.volume().unwrap().lookup(&fh(1)).unwrap(), EXT / 2 + 10, &mut plain).unwrap();
         assert!(plain[..] == e[10..110]);
+        // An NVMe error status (LBA out of range past the namespace's end) is EIO.
+        let mut b = t.engine.pool.take().unwrap();
+        let end = vol(&t).geometry().volume_bytes;
+        let err = t.engine.pt_rw_test(false, &mut b, 4096, end).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        drop(b);
         // COMMIT: an NVMe flush.
         let before = t.stats.snapshot().passthrough_ops;
         assert!(t.engine.commit(&a).unwrap());
