@@ -453,29 +453,39 @@ impl Job {
     }
 
     /// Waits for one reply on any connection with requests outstanding.
+    /// Every readable connection is drained as data arrives (`Pipe::pump`);
+    /// a reply is taken only once it is whole, so no connection waits for
+    /// another's data.
     fn wait_reply(&mut self) -> PResult<(usize, crate::pipe::Reply)> {
-        let pi = match (0..self.pipes.len()).find(|&i| self.pipes[i].outstanding > 0 && self.pipes[i].buffered()) {
-            Some(i) => i,
-            None => {
-                self.fds.clear();
-                self.fd_pipe.clear();
-                for (i, pp) in self.pipes.iter().enumerate() {
-                    if pp.outstanding > 0 {
-                        self.fds.push(pp.fd());
-                        self.fd_pipe.push(i);
-                    }
-                }
-                if self.fds.is_empty() {
-                    return Err("internal: waiting with nothing outstanding".into());
-                }
-                self.rot = self.rot.wrapping_add(1);
-                let k = poll_readable(&self.fds, &mut self.pfds, self.rot).map_err(|e| format!("poll: {e}"))?;
-                self.fd_pipe[k]
+        loop {
+            let n = self.pipes.len();
+            self.rot = self.rot.wrapping_add(1);
+            if let Some(pi) = (0..n).map(|k| (k + self.rot) % n).find(|&i| self.pipes[i].outstanding > 0 && self.pipes[i].buffered()) {
+                let r = self.pipes[pi].recv()?;
+                self.outstanding -= 1;
+                return Ok((pi, r));
             }
-        };
-        let r = self.pipes[pi].recv()?;
-        self.outstanding -= 1;
-        Ok((pi, r))
+            self.fds.clear();
+            self.fd_pipe.clear();
+            for (i, pp) in self.pipes.iter().enumerate() {
+                if pp.outstanding > 0 {
+                    self.fds.push(pp.fd());
+                    self.fd_pipe.push(i);
+                }
+            }
+            if self.fds.is_empty() {
+                return Err("internal: waiting with nothing outstanding".into());
+            }
+            let k = poll_readable(&self.fds, &mut self.pfds, self.rot).map_err(|e| format!("poll: {e}"))?;
+            // Drain every connection poll found readable, not just one.
+            for j in 0..self.fds.len() {
+                if j == k || self.pfds[j].revents != 0 {
+                    let pi = self.fd_pipe[j];
+                    let addr = self.pipes[pi].addr;
+                    self.pipes[pi].pump().map_err(|e| format!("{addr}: receive: {e}"))?;
+                }
+            }
+        }
     }
 
     fn stamp_mode(&self) -> bool {

@@ -300,9 +300,57 @@ impl Pipe {
         }
     }
 
-    /// True when a reply may be read without waiting for the network.
+    /// True when a whole record (every fragment) is buffered, so `recv`
+    /// returns without waiting for the network.
     pub fn buffered(&self) -> bool {
-        self.rend > self.rstart
+        let mut at = self.rstart;
+        loop {
+            if self.rend - at < 4 {
+                return false;
+            }
+            let mark = u32::from_be_bytes(self.rbuf[at..at + 4].try_into().unwrap());
+            let end = at + 4 + (mark & 0x7fff_ffff) as usize;
+            if end > self.rend {
+                return false;
+            }
+            if mark & 0x8000_0000 != 0 {
+                return true;
+            }
+            at = end;
+        }
+    }
+
+    /// Reads what the socket has, without waiting: a job with several
+    /// connections must drain each as its data arrives, or one connection
+    /// (a slow link, a big reply) holds the others' data in their socket
+    /// buffers until their windows close. Ok(false) when nothing was there.
+    pub fn pump(&mut self) -> io::Result<bool> {
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        } else if self.rend == self.rbuf.len() {
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
+            self.rstart = 0;
+        }
+        if self.rend == self.rbuf.len() {
+            return Ok(false); // a whole record's worth is buffered
+        }
+        let room = &mut self.rbuf[self.rend..];
+        // SAFETY: a valid socket and a writable buffer of `room.len()` bytes.
+        let n = unsafe { libc::recv(self.stream.as_raw_fd(), room.as_mut_ptr().cast(), room.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(false),
+                _ => Err(e),
+            };
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+        }
+        self.rend += n as usize;
+        Ok(true)
     }
 
     /// Assembles the next record in the receive buffer: (start, length).
