@@ -35,15 +35,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 
-/// One READ for the engine: `count` bytes at `offset` of `obj` into `buf`
-/// (taken from the pool by the caller, so an empty pool is its DELAY).
-/// Files backend only: a volume object's reads map extents and stay
+/// One READ or WRITE for the engine. A read: `count` bytes at `offset` of
+/// `obj` into `buf` (taken from the pool by the caller, so an empty pool is
+/// its DELAY). A write (`write`): `buf[..count]` to `offset`; the object's
+/// dirty generation counts it when it completed (failed or not), before
+/// the caller sees the outcome, as [`Engine::write_pooled`] does.
+/// Files backend only: a volume object's I/O maps extents and stays
 /// synchronous ([`ReadJob::supported`]).
 pub struct ReadJob {
     pub obj: Arc<Object>,
     pub offset: u64,
     pub count: usize,
     pub buf: PoolBuf,
+    pub write: bool,
 }
 
 impl ReadJob {
@@ -75,6 +79,8 @@ pub struct Aio<T> {
     prepared: Cell<u32>,
     /// Completions copied out of the ring, reused by every reap.
     scratch: RefCell<Vec<(u64, i32)>>,
+    /// Writes in flight (counted in the table too).
+    writes: Cell<u32>,
     /// Woken when an entry frees up.
     room: tokio::sync::Notify,
     efd: AsyncFd<OwnedFd>,
@@ -120,6 +126,7 @@ impl<T> Aio<T> {
             table: RefCell::new((0..limit).map(|_| None).collect()),
             free: RefCell::new((0..limit as u32).rev().collect()),
             prepared: Cell::new(0),
+            writes: Cell::new(0),
             scratch: RefCell::new(Vec::with_capacity(2 * sq)),
             room: tokio::sync::Notify::new(),
             efd,
@@ -132,6 +139,11 @@ impl<T> Aio<T> {
 
     pub fn in_flight(&self) -> usize {
         self.limit() - self.free.borrow().len()
+    }
+
+    /// Writes in flight (prepared or submitted, not reaped).
+    pub fn writes_in_flight(&self) -> usize {
+        self.writes.get() as usize
     }
 
     pub fn has_room(&self) -> bool {
@@ -155,9 +167,12 @@ impl<T> Aio<T> {
     /// back when the table is full (callers wait for [`Aio::room`] first).
     pub fn start(&self, job: ReadJob, ctx: T) -> Result<(), (ReadJob, T)> {
         let Some((_, direct_file)) = job.obj.files() else { return Err((job, ctx)) };
-        let direct = direct_file.is_some() && is_aligned(job.offset);
+        if job.write && (job.count == 0 || job.count > job.buf.capacity()) {
+            return Err((job, ctx));
+        }
+        let direct = direct_file.is_some() && is_aligned(job.offset) && (!job.write || is_aligned(job.count as u64));
         let Some(idx) = self.free.borrow_mut().pop() else { return Err((job, ctx)) };
-        let count = job.count.min(job.buf.capacity() - IO_ALIGN);
+        let count = if job.write { job.count } else { job.count.min(job.buf.capacity() - IO_ALIGN) };
         let mut e = Inflight { job: ReadJob { count, ..job }, done: 0, direct, ctx };
         if direct {
             bump(&self.engine.stats().direct_ops, 1);
@@ -165,6 +180,10 @@ impl<T> Aio<T> {
         if let Err(()) = self.push(idx, &mut e) {
             self.free.borrow_mut().push(idx);
             return Err((e.job, e.ctx));
+        }
+        if e.job.write {
+            self.writes.set(self.writes.get() + 1);
+            bump(&self.engine.stats().async_writes, 1);
         }
         let mut t = self.table.borrow_mut();
         debug_assert!(t[idx as usize].is_none(), "in-flight entry {idx} reused");
@@ -185,7 +204,7 @@ impl<T> Aio<T> {
         let buf = &mut e.job.buf.as_mut_slice()[e.done..end];
         let sqe = self
             .engine
-            .rw_entry(file, buf.as_mut_ptr(), buf.len() as u32, e.job.offset + e.done as u64, Some(e.job.buf.index()), false)
+            .rw_entry(file, buf.as_mut_ptr(), buf.len() as u32, e.job.offset + e.done as u64, Some(e.job.buf.index()), e.job.write)
             .user_data(idx as u64);
         let mut r = ring.borrow_mut();
         if r.submission().is_full() {
@@ -251,6 +270,25 @@ impl<T> Aio<T> {
             };
             let failed = if res < 0 {
                 Some(io::Error::from_raw_os_error(-res))
+            } else if e.job.write {
+                let n = res as usize;
+                e.done += n;
+                if n == 0 {
+                    Some(io::Error::new(io::ErrorKind::WriteZero, "short write"))
+                } else if e.done >= e.job.count {
+                    None
+                } else {
+                    // A short write: the rest, buffered once it cannot go
+                    // on O_DIRECT (as the synchronous path does).
+                    if e.direct && !is_aligned(e.done as u64) {
+                        e.direct = false;
+                    }
+                    if self.push(idx as u32, &mut e).is_ok() {
+                        self.table.borrow_mut()[idx] = Some(e);
+                        continue;
+                    }
+                    Some(io::Error::other("io_uring submission queue full"))
+                }
             } else {
                 let n = res as usize;
                 e.done += n;
@@ -267,6 +305,12 @@ impl<T> Aio<T> {
             };
             self.free.borrow_mut().push(idx as u32);
             finished += 1;
+            if e.job.write {
+                self.writes.set(self.writes.get() - 1);
+                // Even a failed write may have changed some bytes: dirty
+                // either way, and counted before anyone acknowledges it.
+                e.job.obj.mark_written();
+            }
             let out = match failed {
                 Some(err) => Err(err),
                 None => Ok(e.done.min(e.job.count)),
@@ -290,6 +334,41 @@ impl<T> Aio<T> {
         let mut g = self.efd.readable().await?;
         g.clear_ready();
         Ok(())
+    }
+
+    /// Blocks until no write is in flight, handing every read or write
+    /// that completes meanwhile to `f` (COMMIT and stable WRITE: every
+    /// write acknowledged or about to be is counted in its object's dirty
+    /// generation before they look at it).
+    pub fn drain_writes(&self, mut f: impl FnMut(T, ReadJob, ReadDone)) {
+        while self.writes.get() > 0 {
+            self.submit();
+            let Some(ring) = self.engine.ring() else { return };
+            if self.reap(&mut f) == 0 {
+                match ring.borrow().submitter().submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e) => {
+                        log::error!("io_uring wait for writes: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits while the pool is empty and writes in flight will give
+    /// buffers back (so a WRITE's data is received into a pool buffer
+    /// rather than copied, and a READ finds one).
+    pub async fn buffer(&self, pool: &crate::storage::BufPool) {
+        while pool.available() == 0 && self.writes.get() > 0 {
+            self.submit();
+            let n = self.room.notified();
+            if pool.available() > 0 || self.writes.get() == 0 {
+                break;
+            }
+            n.await;
+        }
     }
 
     /// Blocks until every read in flight completed, handing each to `f`
@@ -376,7 +455,7 @@ mod tests {
                     while next < reqs.len() && aio.has_room() {
                         let (offset, count) = reqs[next];
                         let buf = engine.pool.take().unwrap();
-                        assert!(aio.start(ReadJob { obj: obj.clone(), offset, count, buf }, next).is_ok());
+                        assert!(aio.start(ReadJob { obj: obj.clone(), offset, count, buf, write: false }, next).is_ok());
                         next += 1;
                     }
                     assert!(aio.in_flight() <= 8);
@@ -421,7 +500,7 @@ mod tests {
             assert_eq!(aio.limit(), 16);
             for i in 0..4u64 {
                 let buf = engine.pool.take().unwrap();
-                aio.start(ReadJob { obj: obj.clone(), offset: i * 65536, count: 60000, buf }, marker.clone()).ok().unwrap();
+                aio.start(ReadJob { obj: obj.clone(), offset: i * 65536, count: 60000, buf, write: false }, marker.clone()).ok().unwrap();
             }
             assert!(engine.pool.take().is_none());
             // A synchronous read on the same ring meanwhile keeps the others' completions.
@@ -446,7 +525,7 @@ mod tests {
             let Some(aio) = Aio::<u32>::new(engine.clone(), 8) else { return };
             for i in 0..4u32 {
                 let buf = engine.pool.take().unwrap();
-                aio.start(ReadJob { obj: obj.clone(), offset: i as u64 * 4096, count: 4096, buf }, i).ok().unwrap();
+                aio.start(ReadJob { obj: obj.clone(), offset: i as u64 * 4096, count: 4096, buf, write: false }, i).ok().unwrap();
             }
             aio.submit();
             // Synchronous I/O: it waits for its own completion only.

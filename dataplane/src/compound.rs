@@ -15,7 +15,9 @@
 //! NFS4ERR_DELAY). When the read completes, [`Suspended::resume`] encodes
 //! the READ result, applies the reply-size checks every op gets, patches
 //! the COMPOUND status and op count and only then records the final reply
-//! in the slot's reply cache.
+//! in the slot's reply cache. An UNSTABLE4 WRITE that is the last op is
+//! deferred the same way (its data in a pool buffer, see
+//! [`crate::ops::io::write`]) and finished by [`Suspended::resume_write`].
 
 use crate::aio::ReadJob;
 use crate::bus::Replica;
@@ -137,9 +139,12 @@ pub struct Compound<'c> {
     /// The current op may hand its read over as [`Compound::deferred`]
     /// (a READ that is the COMPOUND's last op, asynchronous reads on).
     pub can_defer: bool,
-    /// The read of a deferred READ: the COMPOUND ends with
+    /// The I/O of a deferred READ or WRITE: the COMPOUND ends with
     /// [`CompoundOutcome::Pending`].
     pub deferred: Option<ReadJob>,
+    /// Waits for the reactor's writes in flight (asynchronous WRITEs), so
+    /// that COMMIT and stable WRITE see them in the dirty generations.
+    pub drain: Option<&'c dyn Fn()>,
 }
 
 impl Compound<'_> {
@@ -154,6 +159,13 @@ impl Compound<'_> {
             Some(o) => Ok((fh, o.clone())),
             None if fh.is_root() => Err(nfsstat4::NFS4ERR_ISDIR),
             None => Err(nfsstat4::NFS4ERR_STALE),
+        }
+    }
+
+    /// Completes every write in flight on this reactor (see [`Compound::drain`]).
+    pub fn drain_writes(&self) {
+        if let Some(d) = self.drain {
+            d();
         }
     }
 
@@ -257,8 +269,9 @@ pub enum CompoundOutcome {
     Replay(Arc<Vec<u8>>),
     /// Arguments could not be decoded at all: RPC GARBAGE_ARGS.
     Garbage,
-    /// The last op, a READ, waits for its read: run the job, then
-    /// [`Suspended::resume`] finishes the reply in the same ReplyBuf.
+    /// The last op, a READ or an UNSTABLE4 WRITE, waits for its I/O: run
+    /// the job, then [`Suspended::resume`] (or [`Suspended::resume_write`])
+    /// finishes the reply in the same ReplyBuf.
     Pending(Suspended, ReadJob),
 }
 
@@ -276,6 +289,7 @@ pub struct Suspended {
     max_response: usize,
     /// The op's latency starts here (end of the previous op).
     mark: Instant,
+    kind: OpKind,
 }
 
 impl Suspended {
@@ -283,10 +297,24 @@ impl Suspended {
     /// eof) and records it in the session slot.
     pub fn resume(self, ds: &Ds, rb: &mut ReplyBuf, r: NfsResult<(PoolBuf, usize, bool)>) {
         assert!(rb.e.len() == self.op_start + 4, "resumed on another reply");
+        debug_assert!(self.kind == OpKind::Read);
         let st = ops::io::encode_read(ds, rb, r);
+        self.finish(ds, rb, st);
+    }
+
+    /// Finishes the reply with the WRITE's result and records it in the
+    /// session slot.
+    pub fn resume_write(self, ds: &Ds, rb: &mut ReplyBuf, r: NfsResult<WRITE4resok>) {
+        assert!(rb.e.len() == self.op_start + 4, "resumed on another reply");
+        debug_assert!(self.kind == OpKind::Write);
+        let st = reply(rb, r);
+        self.finish(ds, rb, st);
+    }
+
+    fn finish(self, ds: &Ds, rb: &mut ReplyBuf, st: nfsstat4) {
         let cached_limit = self.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
         let st = size_checks(rb, st, self.op_start, self.opnum, self.max_response, self.cache_this, cached_limit);
-        ds.stats.op(OpKind::Read, st == nfsstat4::NFS4_OK, self.mark.elapsed());
+        ds.stats.op(self.kind, st == nfsstat4::NFS4_OK, self.mark.elapsed());
         rb.e.patch_u32(self.status_at, st as u32);
         rb.e.patch_u32(self.count_at, self.done);
         if let (Some(session), Some(slot)) = (&self.session, self.slot) {
@@ -347,6 +375,7 @@ impl Dispatcher {
         detached: Option<Detached>,
         rb: &mut ReplyBuf,
         defer_read: bool,
+        drain: Option<&dyn Fn()>,
     ) -> CompoundOutcome {
         replica.sync();
         bump(&ds.stats.compounds, 1);
@@ -380,6 +409,7 @@ impl Dispatcher {
             max_response: ds.cfg.max_record_bytes as usize,
             can_defer: false,
             deferred: None,
+            drain,
         };
         let mut status = nfsstat4::NFS4_OK;
         let mut done = 0u32;
@@ -457,7 +487,9 @@ impl Dispatcher {
                         Err(s) => break 'op (kind, reply::<()>(rb, Err(s))),
                     }
                 }
-                c.can_defer = defer_read && i + 1 == count && op == nfs_opnum4::OP_READ && rb.payload.is_none();
+                c.can_defer = defer_read
+                    && i + 1 == count
+                    && ((op == nfs_opnum4::OP_READ && rb.payload.is_none()) || op == nfs_opnum4::OP_WRITE);
                 let st = match handler {
                     Some((_, f)) => f(ds, &mut c, &arg, rb),
                     None => reply::<()>(rb, Err(nfsstat4::NFS4ERR_NOTSUPP)),
@@ -476,6 +508,7 @@ impl Dispatcher {
                         cache_this,
                         max_response: c.max_response,
                         mark,
+                        kind,
                     };
                     return CompoundOutcome::Pending(s, job);
                 }

@@ -22,9 +22,18 @@
 //! reaps completions in batches, finishes each COMPOUND
 //! ([`crate::compound::Suspended::resume`]: reply encoded, session slot
 //! and reply cache updated) and queues its reply. Replies can therefore
-//! leave out of order (clients match them by xid). WRITE and COMMIT stay
-//! synchronous (submit-and-wait on the same ring), as do READs when
-//! io_uring is unavailable or the key is 0.
+//! leave out of order (clients match them by xid). UNSTABLE4 WRITEs that
+//! are the last op of their COMPOUND, with their data in a pool buffer
+//! (received there, or aligned and copied into one), go the same way on
+//! files-backend objects; the object's dirty generation counts a write
+//! when it completed, before its reply is encoded. COMMIT and stable
+//! WRITEs first complete every write in flight on the reactor (blocking
+//! reap, finishing those COMPOUNDs), then check the dirty generation, so
+//! "every acknowledged write is durable" holds. Those, other WRITEs and
+//! the volume backend stay synchronous (submit-and-wait on the same
+//! ring), as does everything when io_uring is unavailable or the key is 0.
+//! While writes in flight hold every pool buffer, a connection waits for
+//! one before receiving its next record.
 //!
 //! Replies go to a per-connection writer task that takes every queued
 //! reply at once and writes them with one writev (so socket writes overlap
@@ -393,6 +402,11 @@ async fn connection(
         // is read exactly, so that a stream of large WRITEs never has data
         // in the receive buffer; small ones switch back to greedy reads.
         rd.exact = rin.worth_fast_path();
+        // Writes in flight hold pool buffers: when they hold them all, wait
+        // for one back (so this record's WRITE data still lands in one).
+        if let Some(a) = &aio {
+            a.buffer(&engine.pool).await;
+        }
         let (len, detached) = match recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io).await {
             Ok((len, detached, path)) => {
                 match path {
@@ -415,7 +429,13 @@ async fn connection(
         }
         let defer = aio.as_ref().is_some_and(|a| a.has_room());
         let rec = &buf[..len];
-        let out = std::panic::catch_unwind(AssertUnwindSafe(|| handle_record(&ds, &conn, &engine, &replica, &dispatcher, rec, detached, defer)))
+        // COMMIT and stable WRITE first complete the writes in flight.
+        let drain_fn = aio.as_ref().map(|a| {
+            let ds = &ds;
+            move || a.drain_writes(|p, job, r| complete_io(ds, p, job, r))
+        });
+        let drain = drain_fn.as_ref().map(|f| f as &dyn Fn());
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| handle_record(&ds, &conn, &engine, &replica, &dispatcher, rec, detached, defer, drain)))
             .unwrap_or_else(|_| {
                 log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
                 match rpc::parse_message(rec) {
@@ -431,6 +451,20 @@ async fn connection(
             Handled::Pending(susp, rb, job) => {
                 let aio = aio.as_ref().expect("reads are deferred only with asynchronous I/O");
                 if let Err((job, PendingRead { susp, mut rb, permit })) = aio.start(job, PendingRead { susp, rb, permit }) {
+                    if job.write {
+                        // Not queued (the ring refused it): write it here.
+                        let r = engine.write_pooled(&job.obj, job.offset, &job.buf, job.count);
+                        let count = job.count;
+                        drop(job);
+                        let r = match r {
+                            Ok(()) => crate::ops::io::finish_write(&ds, Ok(count)),
+                            Err(crate::storage::IoError::NoBuffer) => Err(pnfs_protocol::wire::nfsstat4::NFS4ERR_DELAY),
+                            Err(crate::storage::IoError::Io(e)) => crate::ops::io::finish_write(&ds, Err(e)),
+                        };
+                        susp.resume_write(&ds, &mut rb, r);
+                        permit.send(Outgoing::Reply(rb));
+                        continue;
+                    }
                     // Not queued (the ring refused it): read it here.
                     let (obj, offset, count) = (job.obj.clone(), job.offset, job.count);
                     drop(job);
@@ -462,7 +496,7 @@ async fn reaper(ds: Arc<Ds>, aio: Rc<ReadAio>, activity: Rc<Activity>) {
             log::error!("io_uring completion wait: {e}; READs of this reactor stall");
             return;
         }
-        let n = aio.reap(|p, job, r| complete_read(&ds, p, job, r));
+        let n = aio.reap(|p, job, r| complete_io(&ds, p, job, r));
         if n > 0 {
             activity.touch();
         }
@@ -471,17 +505,23 @@ async fn reaper(ds: Arc<Ds>, aio: Rc<ReadAio>, activity: Rc<Activity>) {
     }
 }
 
-fn complete_read(ds: &Ds, p: PendingRead, job: ReadJob, r: ReadDone) {
+fn complete_io(ds: &Ds, p: PendingRead, job: ReadJob, r: ReadDone) {
     let PendingRead { susp, mut rb, permit } = p;
     let xid = rb.e.buf.get(4..8).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if job.write {
+            // The buffer goes back to the pool now; the object counted the write.
+            drop(job);
+            susp.resume_write(ds, &mut rb, crate::ops::io::finish_write(ds, r));
+            return Outgoing::Reply(rb);
+        }
         let ReadJob { obj, offset, buf, .. } = job;
         let r = crate::ops::io::finish_read(ds, &obj, offset, r.map(|n| (buf, n)));
         susp.resume(ds, &mut rb, r);
         Outgoing::Reply(rb)
     }))
     .unwrap_or_else(|_| {
-        log::error!("internal error while finishing a READ; answered SYSTEM_ERR");
+        log::error!("internal error while finishing a READ or WRITE; answered SYSTEM_ERR");
         flat(rpc::accepted_reply(xid, AcceptStat::SystemErr))
     });
     permit.send(out);
@@ -580,6 +620,7 @@ fn handle_record(
     rec: &[u8],
     detached: Option<Detached>,
     defer_read: bool,
+    drain: Option<&dyn Fn()>,
 ) -> Handled {
     let msg = match rpc::parse_message(rec) {
         Ok(m) => m,
@@ -614,7 +655,7 @@ fn handle_record(
             e.put_u32(0); // record mark, patched by the writer
             rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
             let mut rb = ReplyBuf::new(e);
-            match dispatcher.run(ds, conn, engine, replica, header.cred, args, detached, &mut rb, defer_read) {
+            match dispatcher.run(ds, conn, engine, replica, header.cred, args, detached, &mut rb, defer_read, drain) {
                 CompoundOutcome::Done => Handled::Reply(Outgoing::Reply(rb)),
                 CompoundOutcome::Pending(susp, job) => Handled::Pending(susp, rb, job),
                 CompoundOutcome::Replay(bytes) => {

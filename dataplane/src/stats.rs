@@ -151,6 +151,8 @@ pub struct DsStats {
     pub zero_copy_writes: AtomicU64,
     /// Large WRITEs received the ordinary way because the pool was empty.
     pub zero_copy_no_buffer: AtomicU64,
+    /// UNSTABLE4 WRITEs run asynchronously (completion-driven) on the ring.
+    pub async_writes: AtomicU64,
     /// Requests refused with NFS4ERR_DELAY because a reactor's buffer pool was empty.
     pub buffer_pool_exhausted: AtomicU64,
     pub connections_accepted: AtomicU64,
@@ -207,6 +209,7 @@ pub struct DsStatsSnapshot {
     pub payload_copies: u64,
     pub zero_copy_writes: u64,
     pub zero_copy_no_buffer: u64,
+    pub async_writes: u64,
     pub buffer_pool_exhausted: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
@@ -271,6 +274,7 @@ impl DsStats {
             payload_copies: g(&self.payload_copies),
             zero_copy_writes: g(&self.zero_copy_writes),
             zero_copy_no_buffer: g(&self.zero_copy_no_buffer),
+            async_writes: g(&self.async_writes),
             buffer_pool_exhausted: g(&self.buffer_pool_exhausted),
             connections_accepted: g(&self.connections_accepted),
             connections_refused: g(&self.connections_refused),

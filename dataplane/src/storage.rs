@@ -188,7 +188,7 @@ impl Object {
     }
 
     /// Whether aligned I/O can go O_DIRECT.
-    fn has_direct(&self) -> bool {
+    pub(crate) fn has_direct(&self) -> bool {
         match &self.backing {
             Backing::File { direct, .. } => direct.is_some(),
             Backing::Volume { vol, .. } => vol.uses_o_direct(),

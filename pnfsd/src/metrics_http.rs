@@ -48,7 +48,7 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_sum{{ds=\"{id}\",op=\"{op}\"}} {}", seconds(h.sum_ns));
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_count{{ds=\"{id}\",op=\"{op}\"}} {}", h.count);
     }
-    let counters: [(&str, &str, u64); 19] = [
+    let counters: [(&str, &str, u64); 20] = [
         ("compounds", "COMPOUNDs executed (replays included)", s.compounds),
         ("replays", "COMPOUNDs answered from the reply cache", s.replays),
         ("read_bytes", "READ payload bytes sent to clients", s.bytes_read),
@@ -59,6 +59,7 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         ("connections_accepted", "client connections accepted", s.connections_accepted),
         ("zero_copy_writes", "WRITE payloads received straight into an aligned pool buffer", s.zero_copy_writes),
         ("zero_copy_no_buffer", "large WRITEs received the ordinary way because the pool was empty", s.zero_copy_no_buffer),
+        ("async_writes", "UNSTABLE4 WRITEs completed asynchronously on the io_uring", s.async_writes),
         ("fixed_file_ops", "io_uring I/O naming a registered file slot", s.fixed_file_ops),
         ("fixed_files_full", "descriptors left unregistered because a reactor file table was full", s.fixed_files_full),
         ("fdatasyncs", "fdatasyncs issued for COMMIT and stable WRITE (compare pnfs_ds_ops_total op=commit)", s.fdatasyncs),

@@ -16,7 +16,7 @@ use crate::compound::{reply, Compound, NfsResult, ReplyBuf};
 use crate::ds::Ds;
 use crate::stats::bump;
 use crate::aio::ReadJob;
-use crate::storage::{IoError, Object, PoolBuf};
+use crate::storage::{is_aligned, IoError, Object, PoolBuf};
 use pnfs_protocol::wire::*;
 
 /// Headroom kept in a reply for the COMPOUND and RPC headers around data.
@@ -59,7 +59,7 @@ pub fn read(ds: &Ds, c: &mut Compound, a: &READ4args, rb: &mut ReplyBuf) -> nfss
             // Asynchronous: the reactor runs the read, then encodes the
             // result with `finish_read` and `encode_read`.
             let buf = c.engine.pool.take().ok_or_else(|| engine_status(ds, IoError::NoBuffer))?;
-            c.deferred = Some(ReadJob { obj, offset: a.offset, count, buf });
+            c.deferred = Some(ReadJob { obj, offset: a.offset, count, buf, write: false });
             return Ok(None);
         }
         let (buf, n) = c.engine.read(&obj, a.offset, count).map_err(|e| engine_status(ds, e))?;
@@ -114,7 +114,7 @@ pub fn encode_read(ds: &Ds, rb: &mut ReplyBuf, r: NfsResult<(PoolBuf, usize, boo
 pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nfsstat4 {
     // Zero-copy receive left the data in a pool buffer and 0 as its length
     // in the record; taken first, so it never outlives this op.
-    let detached = c.detached.take().filter(|_| a.data.is_empty());
+    let mut detached = c.detached.take().filter(|_| a.data.is_empty());
     let len = detached.as_ref().map_or(a.data.len(), |d| d.len);
     let r = (|| -> NfsResult<WRITE4resok> {
         let (fh, obj) = c.object()?;
@@ -126,12 +126,37 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
         if end > i64::MAX as u64 {
             return Err(nfsstat4::NFS4ERR_FBIG);
         }
+        let stable = a.stable != stable_how4::UNSTABLE4;
+        if c.can_defer && !stable && len > 0 && ReadJob::supported(&obj) {
+            // Asynchronous: data in a pool buffer (received there, or an
+            // aligned write that would be copied into one anyway); the
+            // reactor runs the write, then encodes with `finish_write`.
+            let buf = match detached.take() {
+                Some(d) => Some(d.buf),
+                None if obj.has_direct() && is_aligned(a.offset) && is_aligned(len as u64) && len <= c.engine.pool.buf_size() => {
+                    c.engine.pool.take().map(|mut b| {
+                        b.as_mut_slice()[..len].copy_from_slice(&a.data);
+                        bump(&ds.stats.payload_copies, 1);
+                        b
+                    })
+                }
+                None => None,
+            };
+            if let Some(buf) = buf {
+                c.deferred = Some(ReadJob { obj, offset: a.offset, count: len, buf, write: true });
+                return Err(DEFERRED);
+            }
+        }
+        if stable {
+            // Writes of this reactor still in flight are counted in their
+            // objects' dirty generations before the sync looks at it.
+            c.drain_writes();
+        }
         match &detached {
             Some(d) => c.engine.write_pooled(&obj, a.offset, &d.buf, d.len).map_err(|e| engine_status(ds, e))?,
             None if !a.data.is_empty() => c.engine.write(&obj, a.offset, &a.data).map_err(|e| engine_status(ds, e))?,
             None => {}
         }
-        let stable = a.stable != stable_how4::UNSTABLE4;
         if stable {
             c.engine.commit(&obj).map_err(|e| io_status(&e))?;
         }
@@ -143,7 +168,21 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
             writeverf: ds.write_verifier,
         })
     })();
-    reply(rb, r)
+    match r {
+        Err(DEFERRED) if c.deferred.is_some() => nfsstat4::NFS4_OK, // nothing encoded yet
+        r => reply(rb, r),
+    }
+}
+
+/// Stands for "deferred" inside `write` (never encoded).
+const DEFERRED: nfsstat4 = nfsstat4::NFS4ERR_DELAY;
+
+/// The WRITE result of a deferred write that completed (`done`: bytes
+/// written or the error; its object's dirty generation counted it).
+pub fn finish_write(ds: &Ds, done: std::io::Result<usize>) -> NfsResult<WRITE4resok> {
+    let n = done.map_err(|e| io_status(&e))?;
+    bump(&ds.stats.bytes_written, n as u64);
+    Ok(WRITE4resok { count: n as u32, committed: stable_how4::UNSTABLE4, writeverf: ds.write_verifier })
 }
 
 /// COMMIT: of the whole object (the client sends offset 0, count 0). An
@@ -156,6 +195,9 @@ pub fn commit(ds: &Ds, c: &mut Compound, a: &COMMIT4args, rb: &mut ReplyBuf) -> 
         if a.offset.checked_add(a.count as u64).is_none() {
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
+        // Writes of this reactor still in flight complete (and are counted
+        // in their objects' dirty generations) before the COMMIT looks.
+        c.drain_writes();
         c.engine.commit(&obj).map_err(|e| io_status(&e))?;
         Ok(COMMIT4resok { writeverf: ds.write_verifier })
     })();

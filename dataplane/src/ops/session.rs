@@ -358,6 +358,7 @@ mod tests {
             max_response: 1 << 20,
             can_defer: false,
             deferred: None,
+            drain: None,
         };
         let run = |a: &SEQUENCE4args, body: &[u8]| -> Result<Option<Vec<u8>>, nfsstat4> {
             let mut c = mk();

@@ -142,7 +142,12 @@ impl Replies {
             if let Some(r) = self.pending.pop_front() {
                 return Some(r);
             }
-            let n = s.read(&mut buf).ok()?;
+            let n = match s.read(&mut buf) {
+                Ok(n) => n,
+                // A signal to this thread (a read() is not retried by std).
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            };
             if n == 0 {
                 return None;
             }
