@@ -4,70 +4,47 @@
 //! synchronous reads (limit 0); an empty pool still answers DELAY; a
 //! connection that goes away with reads in flight leaves nothing behind.
 
+mod common;
+
+use common::{Replies, MIB, RW};
 use pnfs_client::pnfs_protocol;
 use pnfs_client::Client;
-use pnfs_ds::control::CtlClient;
-use pnfs_ds::{DsConfig, DsFh};
-use pnfs_protocol::record::RecordReader;
+use pnfs_ds::DsConfig;
 use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
-const KIB: usize = 1024;
-const MIB: usize = 1 << 20;
 const FILE: usize = 4 * MIB;
-const RW: [u8; 12] = [7; 12];
 
+/// The shared DS setup (one object, RW allowed, a session) with the object
+/// holding `data` and the session's slot count at hand.
 struct Setup {
-    h: pnfs_ds::DsHandle,
-    _dir: tempfile::TempDir,
-    fh: [u8; 16],
+    base: common::Setup,
     data: Vec<u8>,
-    sessionid: sessionid4,
     slots: u32,
-    _client: Client,
 }
 
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect()
+impl std::ops::Deref for Setup {
+    type Target = common::Setup;
+    fn deref(&self) -> &common::Setup {
+        &self.base
+    }
 }
 
 fn setup(configure: impl FnOnce(&mut DsConfig)) -> Setup {
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DsConfig::new("aio", dir.path().to_path_buf(), &dead.to_string());
-    cfg.bind = "127.0.0.1:0".parse().unwrap();
-    cfg.control_bind = "127.0.0.1:0".parse().unwrap();
-    cfg.reactors = 1;
-    cfg.buffers_per_reactor = 16;
-    configure(&mut cfg);
-    let h = pnfs_ds::run(cfg).unwrap();
-    let mut ctl = CtlClient::connect(&h.control_addr().to_string(), Duration::from_secs(2)).unwrap();
-    let dfh = DsFh { stripe: 0, ino: 91, generation: 1 };
-    let fh = dfh.to_bytes();
-    fn call(ctl: &mut CtlClient, p: u32, a: &impl XdrEncode) -> ctl_status {
-        let body = ctl.call(PNFSCTL_DS_PROGRAM, p, a).unwrap();
-        ctl_res::decode(&mut Decoder::new(&body)).unwrap().cr_status
-    }
-    assert_eq!(call(&mut ctl, CTL_PROC_OBJ_CREATE, &ctl_obj_args { coa_fh: Opaque::borrowed(&fh) }), ctl_status::CTL_OK);
-    let allow = ctl_stateid_args {
-        csa_stateid: stateid4 { seqid: 1, other: RW },
-        csa_clientid: 1,
-        csa_fh: Opaque::borrowed(&fh),
-        csa_access: OPEN4_SHARE_ACCESS_BOTH,
-    };
-    assert_eq!(call(&mut ctl, CTL_PROC_STATEID_ALLOW, &allow), ctl_status::CTL_OK);
-    let data = pattern(FILE);
-    std::fs::write(dir.path().join("objects").join(dfh.object_name()), &data).unwrap();
-    let client = Client::connect(h.nfs_addr(), 1).unwrap();
-    let slots = client.session().slots;
+    let base = common::setup(|cfg| {
+        cfg.buffers_per_reactor = 16;
+        configure(cfg);
+    });
+    let data = common::pattern(0, FILE);
+    std::fs::write(&base.path, &data).unwrap();
+    let slots = base._client.session().slots;
     assert!(slots >= 64);
-    let sessionid = client.session().sessionid;
-    Setup { h, _dir: dir, fh, data, sessionid, slots, _client: client }
+    Setup { base, data, slots }
 }
 
 /// A framed SEQUENCE, PUTFH, READ call.
@@ -106,39 +83,9 @@ fn read_result(rec: &[u8]) -> (u32, nfsstat4, Option<(Vec<u8>, bool)>) {
     (xid, res.status, r)
 }
 
-struct Replies {
-    rr: RecordReader,
-    pending: std::collections::VecDeque<Vec<u8>>,
-}
-
-impl Replies {
-    fn new() -> Replies {
-        Replies { rr: RecordReader::new(4 * MIB), pending: Default::default() }
-    }
-    fn next(&mut self, s: &mut TcpStream) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 256 * KIB];
-        loop {
-            if let Some(r) = self.pending.pop_front() {
-                return Some(r);
-            }
-            let n = match s.read(&mut buf) {
-                Ok(n) => n,
-                // A signal to this thread (a read() is not retried by std).
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return None,
-            };
-            if n == 0 {
-                return None;
-            }
-            self.pending.extend(self.rr.feed_all(&buf[..n]).unwrap());
-        }
-    }
-}
-
 fn nfs(s: &Setup) -> TcpStream {
-    let sock = TcpStream::connect(s.h.nfs_addr()).unwrap();
+    let sock = common::nfs(s.h.nfs_addr());
     sock.set_nodelay(true).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     sock
 }
 
@@ -207,7 +154,7 @@ fn pipelined_reads_beyond_the_in_flight_limit_all_complete() {
         assert!(st.direct_ops > 0);
     }
     s.h.shutdown();
-    s.h.join();
+    s.base.h.join();
 }
 
 #[test]
@@ -239,7 +186,7 @@ fn small_reads_pipelined_with_the_default_limit() {
     let (got, _) = c.read(&s.fh, &stateid4 { seqid: 1, other: RW }, 8192, 100).unwrap();
     assert!(got == s.data[8192..8292]);
     s.h.shutdown();
-    s.h.join();
+    s.base.h.join();
 }
 
 #[test]
@@ -251,7 +198,7 @@ fn synchronous_reads_when_the_limit_is_zero() {
     sorted.sort();
     assert_eq!(order, sorted);
     s.h.shutdown();
-    s.h.join();
+    s.base.h.join();
 }
 
 #[test]
@@ -298,7 +245,7 @@ fn empty_pool_is_still_delay() {
         assert!(r.unwrap().0 == s.data[o..o + MIB]);
     }
     s.h.shutdown();
-    s.h.join();
+    s.base.h.join();
 }
 
 #[test]
@@ -346,5 +293,5 @@ fn closing_with_reads_in_flight_leaks_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     s.h.shutdown();
-    s.h.join();
+    s.base.h.join();
 }

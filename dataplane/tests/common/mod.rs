@@ -1,6 +1,7 @@
 //! Helpers shared by the DS integration tests that speak raw RPC records
-//! over TCP (zero_copy.rs, volume.rs): a DS with one object and a session,
-//! WRITE records with odd fragmentation, reply readers.
+//! over TCP (zero_copy.rs, volume.rs, async_reads.rs, async_writes.rs): a DS
+//! with one object and a session, WRITE records with odd fragmentation,
+//! reply readers.
 #![allow(dead_code)]
 
 use pnfs_client::pnfs_protocol;
