@@ -254,3 +254,32 @@ pub fn spawn_on_loopback(cfg: crate::MdsConfig) -> std::io::Result<(SocketAddr, 
     }
     Ok(addrs)
 }
+
+/// Waits until the MDS whose control listener is `ctl` knows data server
+/// `ds_id` (a heartbeat in its name is accepted), for tests and scripts
+/// that start data servers next to [`spawn_on_loopback`].
+pub fn wait_ds_registered(ctl: SocketAddr, ds_id: &str, timeout: std::time::Duration) -> Result<(), String> {
+    use pnfs_protocol::wire::*;
+    use pnfs_protocol::{Decoder, XdrDecode};
+    let t = std::time::Instant::now();
+    loop {
+        let a = ctl_heartbeat_args {
+            cha_ds_id: ds_id.as_bytes().into(),
+            cha_free_bytes: 1 << 30,
+            cha_bytes_read: 0,
+            cha_bytes_written: 0,
+        };
+        let known = crate::pnfs::client::CtlClient::new()
+            .call(&ctl.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a)
+            .ok()
+            .and_then(|body| ctl_heartbeat_res::decode(&mut Decoder::new(&body)).ok())
+            .is_some_and(|r| r.chr_status == ctl_status::CTL_OK);
+        if known {
+            return Ok(());
+        }
+        if t.elapsed() >= timeout {
+            return Err(format!("data server {ds_id} did not register with {ctl} within {timeout:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -7,10 +7,9 @@
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
 use pnfs_client::Client;
-use pnfs_mds::pnfs::client::CtlClient;
 use pnfs_mds::pnfs::parse_uaddr;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SU: u64 = 64 * 1024;
 
@@ -47,22 +46,8 @@ fn client_writes_stripes_to_real_data_servers() {
     let (fh, open_sid) = c.open(&root, "f", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
     let sid0 = stateid4 { seqid: 0, other: open_sid.other };
     // Wait until both data servers registered (a heartbeat is then known).
-    let t = Instant::now();
     for i in 0..2 {
-        loop {
-            let a = ctl_heartbeat_args {
-                cha_ds_id: format!("ds{i}").into_bytes().into(),
-                cha_free_bytes: 1 << 30,
-                cha_bytes_read: 0,
-                cha_bytes_written: 0,
-            };
-            let body = CtlClient::new().call(&ctl_addr.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a).unwrap();
-            if ctl_heartbeat_res::decode(&mut Decoder::new(&body)).unwrap().chr_status == ctl_status::CTL_OK {
-                break;
-            }
-            assert!(t.elapsed() < Duration::from_secs(10), "data server {i} did not register");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        pnfs_mds::server::wait_ds_registered(ctl_addr, &format!("ds{i}"), Duration::from_secs(10)).unwrap();
     }
     let ops = vec![
         putfh(&fh),

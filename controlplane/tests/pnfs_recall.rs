@@ -9,13 +9,11 @@
 //!   NFS4ERR_DELAY (the client retries), and succeeds once it is back.
 
 use pnfs_client::pnfs_protocol::wire::*;
-use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
 use pnfs_client::{CallbackHandler, Client};
-use pnfs_mds::pnfs::client::CtlClient;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SU: u64 = 64 * 1024;
 
@@ -41,21 +39,7 @@ fn start_ds(dir: &Path, i: usize, ctl: SocketAddr) -> pnfs_ds::DsHandle {
 
 /// Waits until data server `i` has (re-)registered: its heartbeat is known.
 fn wait_registered(ctl: SocketAddr, i: usize) {
-    let t = Instant::now();
-    loop {
-        let a = ctl_heartbeat_args {
-            cha_ds_id: format!("ds{i}").into_bytes().into(),
-            cha_free_bytes: 1 << 30,
-            cha_bytes_read: 0,
-            cha_bytes_written: 0,
-        };
-        let body = CtlClient::new().call(&ctl.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a).unwrap();
-        if ctl_heartbeat_res::decode(&mut Decoder::new(&body)).unwrap().chr_status == ctl_status::CTL_OK {
-            return;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "data server {i} did not register");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    pnfs_mds::server::wait_ds_registered(ctl, &format!("ds{i}"), Duration::from_secs(10)).unwrap();
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {

@@ -4,12 +4,9 @@
 //! written; --no-pnfs moves the same data through the MDS; the metadata
 //! workloads run without errors.
 
-use pnfs_client::pnfs_protocol::wire::*;
-use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
-use pnfs_mds::pnfs::client::CtlClient;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn start_cluster(dir: &std::path::Path) -> (SocketAddr, Vec<pnfs_ds::DsHandle>) {
     let text = format!(
@@ -30,22 +27,8 @@ fn start_cluster(dir: &std::path::Path) -> (SocketAddr, Vec<pnfs_ds::DsHandle>) 
         handles.push(pnfs_ds::run(cfg).unwrap());
     }
     // Both data servers registered once a heartbeat is accepted.
-    let t = Instant::now();
     for i in 0..2 {
-        loop {
-            let a = ctl_heartbeat_args {
-                cha_ds_id: format!("ds{i}").into_bytes().into(),
-                cha_free_bytes: 1 << 30,
-                cha_bytes_read: 0,
-                cha_bytes_written: 0,
-            };
-            let body = CtlClient::new().call(&ctl.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a).unwrap();
-            if ctl_heartbeat_res::decode(&mut Decoder::new(&body)).unwrap().chr_status == ctl_status::CTL_OK {
-                break;
-            }
-            assert!(t.elapsed() < Duration::from_secs(10), "data server {i} did not register");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        pnfs_mds::server::wait_ds_registered(ctl, &format!("ds{i}"), Duration::from_secs(10)).unwrap();
     }
     (nfs, handles)
 }
