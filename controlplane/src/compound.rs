@@ -10,6 +10,7 @@ use crate::mds::Mds;
 use crate::namespace::{Inode, NfsResult};
 use crate::ops;
 use crate::state::Session;
+use pnfs_protocol::session::session_gate;
 use pnfs_protocol::rpc::Credential;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
@@ -252,18 +253,6 @@ fn is_v42_op(op: nfs_opnum4) -> bool {
     (op as i32) >= nfs_opnum4::OP_ALLOCATE as i32 && op != nfs_opnum4::OP_ILLEGAL
 }
 
-/// Ops that may come without a SEQUENCE, as the only op of their COMPOUND.
-fn sessionless(op: nfs_opnum4) -> bool {
-    matches!(
-        op,
-        nfs_opnum4::OP_EXCHANGE_ID
-            | nfs_opnum4::OP_CREATE_SESSION
-            | nfs_opnum4::OP_DESTROY_SESSION
-            | nfs_opnum4::OP_DESTROY_CLIENTID
-            | nfs_opnum4::OP_BIND_CONN_TO_SESSION
-    )
-}
-
 pub enum CompoundOutcome {
     Reply(Vec<u8>),
     /// Arguments could not be decoded at all: RPC GARBAGE_ARGS.
@@ -354,21 +343,7 @@ impl Dispatcher {
             };
             done += 1;
             // Session gate (RFC 8881 2.10.6 and 18.46).
-            let gate = if i == 0 {
-                if op == nfs_opnum4::OP_SEQUENCE {
-                    None
-                } else if sessionless(op) {
-                    (count > 1).then_some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
-                } else {
-                    Some(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
-                }
-            } else if op == nfs_opnum4::OP_SEQUENCE {
-                Some(nfsstat4::NFS4ERR_SEQUENCE_POS)
-            } else if sessionless(op) && c.session.is_none() {
-                Some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
-            } else {
-                None
-            };
+            let gate = session_gate(op, i, count, c.session.is_some());
             if let Some(s) = gate {
                 status = reply::<()>(&mut e, Err(s));
                 break;

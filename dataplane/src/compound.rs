@@ -28,6 +28,7 @@ use crate::recv::Detached;
 use crate::state::Session;
 use crate::stats::{bump, OpKind};
 use crate::storage::{Engine, Object, PoolBuf};
+use pnfs_protocol::session::session_gate;
 use pnfs_protocol::rpc::Credential;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
@@ -250,18 +251,6 @@ pub struct Dispatcher {
     table: Vec<Option<(OpKind, OpFn)>>,
 }
 
-/// Ops that may come without a SEQUENCE, as the only op of their COMPOUND.
-fn sessionless(op: nfs_opnum4) -> bool {
-    matches!(
-        op,
-        nfs_opnum4::OP_EXCHANGE_ID
-            | nfs_opnum4::OP_CREATE_SESSION
-            | nfs_opnum4::OP_DESTROY_SESSION
-            | nfs_opnum4::OP_DESTROY_CLIENTID
-            | nfs_opnum4::OP_BIND_CONN_TO_SESSION
-    )
-}
-
 pub enum CompoundOutcome {
     /// The COMPOUND4res is in the ReplyBuf.
     Done,
@@ -454,21 +443,7 @@ impl Dispatcher {
                     }
                 };
                 // Session gate (RFC 8881 2.10.6 and 18.46).
-                let gate = if i == 0 {
-                    if op == nfs_opnum4::OP_SEQUENCE {
-                        None
-                    } else if sessionless(op) {
-                        (count > 1).then_some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
-                    } else {
-                        Some(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
-                    }
-                } else if op == nfs_opnum4::OP_SEQUENCE {
-                    Some(nfsstat4::NFS4ERR_SEQUENCE_POS)
-                } else if sessionless(op) && c.session.is_none() {
-                    Some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
-                } else {
-                    None
-                };
+                let gate = session_gate(op, i, count, c.session.is_some());
                 if let Some(s) = gate {
                     break 'op (kind, reply::<()>(rb, Err(s)));
                 }

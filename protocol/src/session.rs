@@ -3,7 +3,7 @@
 //! CREATE_SESSION argument rules, and the fore-channel slot table with its
 //! reply cache. Pure protocol state: no I/O, no storage.
 
-use crate::wire::{channel_attrs4, nfsstat4, CREATE_SESSION4args};
+use crate::wire::{channel_attrs4, nfs_opnum4, nfsstat4, CREATE_SESSION4args};
 use std::sync::Arc;
 
 pub const CREATE_SESSION4_FLAG_PERSIST: u32 = 0x1;
@@ -359,5 +359,56 @@ mod tests {
         a.csa_flags = 0;
         a.csa_back_chan_attrs = attrs(10, 2, 16);
         assert_eq!(negotiate(&a, ours).unwrap_err(), nfsstat4::NFS4ERR_TOOSMALL);
+    }
+}
+
+/// Operations that may come without a SEQUENCE first (RFC 8881 18.46.3).
+pub fn sessionless(op: nfs_opnum4) -> bool {
+    matches!(
+        op,
+        nfs_opnum4::OP_EXCHANGE_ID
+            | nfs_opnum4::OP_CREATE_SESSION
+            | nfs_opnum4::OP_DESTROY_SESSION
+            | nfs_opnum4::OP_DESTROY_CLIENTID
+            | nfs_opnum4::OP_BIND_CONN_TO_SESSION
+    )
+}
+
+/// The session gate (RFC 8881 2.10.6 and 18.46): the error for operation
+/// `op` at position `index` of a COMPOUND of `count` operations, given
+/// whether a SEQUENCE already established a session; None = may run.
+pub fn session_gate(op: nfs_opnum4, index: usize, count: usize, in_session: bool) -> Option<nfsstat4> {
+    if index == 0 {
+        if op == nfs_opnum4::OP_SEQUENCE {
+            None
+        } else if sessionless(op) {
+            (count > 1).then_some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
+        } else {
+            Some(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
+        }
+    } else if op == nfs_opnum4::OP_SEQUENCE {
+        Some(nfsstat4::NFS4ERR_SEQUENCE_POS)
+    } else if sessionless(op) && !in_session {
+        Some(nfsstat4::NFS4ERR_NOT_ONLY_OP)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    #[test]
+    fn session_gate_follows_rfc8881() {
+        use nfs_opnum4::*;
+        assert_eq!(session_gate(OP_SEQUENCE, 0, 3, false), None);
+        assert_eq!(session_gate(OP_EXCHANGE_ID, 0, 1, false), None);
+        assert_eq!(session_gate(OP_EXCHANGE_ID, 0, 2, false), Some(nfsstat4::NFS4ERR_NOT_ONLY_OP));
+        assert_eq!(session_gate(OP_PUTFH, 0, 2, false), Some(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION));
+        assert_eq!(session_gate(OP_SEQUENCE, 1, 2, true), Some(nfsstat4::NFS4ERR_SEQUENCE_POS));
+        assert_eq!(session_gate(OP_DESTROY_SESSION, 1, 2, true), None);
+        assert_eq!(session_gate(OP_DESTROY_SESSION, 1, 2, false), Some(nfsstat4::NFS4ERR_NOT_ONLY_OP));
+        assert_eq!(session_gate(OP_GETATTR, 2, 3, true), None);
     }
 }
