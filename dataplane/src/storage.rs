@@ -1154,30 +1154,26 @@ impl Engine {
             if let Some(pt) = pt.filter(|_| vol.passthrough().is_some_and(|p| p.fits(place, len))) {
                 return self.pt_rw(pt, false, dst.as_mut_ptr(), len, place, Some(idx));
             }
-            let Some(f) = direct else {
-                return vol.buffered_data_io(place, len, false, |f| {
-                    let mut done = 0;
-                    while done < len {
-                        let n = self.pread(f, &mut dst[done..], place + done as u64, Some(idx))?;
-                        if n == 0 {
-                            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the volume"));
-                        }
-                        done += n;
-                    }
-                    Ok(())
-                });
-            };
-            let mut done = 0;
-            while done < len {
-                let n = self.pread(f, &mut dst[done..], place + done as u64, Some(idx))?;
-                if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the volume"));
-                }
-                done += n;
+            match direct {
+                Some(f) => self.pread_full(f, dst, place, idx),
+                None => vol.buffered_data_io(place, len, false, |f| self.pread_full(f, dst, place, idx)),
             }
-            Ok(())
         })?;
         Ok((buf, count))
+    }
+
+    /// Fills all of `dst` from `f` at `place` (a volume extent: ending
+    /// early means the volume is shorter than its superblock says).
+    fn pread_full(&self, f: &File, dst: &mut [u8], place: u64, idx: u16) -> io::Result<()> {
+        let mut done = 0;
+        while done < dst.len() {
+            let n = self.pread(f, &mut dst[done..], place + done as u64, Some(idx))?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the volume"));
+            }
+            done += n;
+        }
+        Ok(())
     }
 
     /// Writes all of `data` at `offset`. Aligned writes go through O_DIRECT
