@@ -139,6 +139,13 @@ struct InFlight {
     chain: u32,
 }
 
+/// The measured interval of a run (see `Job::begin_window`).
+struct Window {
+    start: Instant,
+    open: bool,
+    mds_sent0: u64,
+}
+
 const NO_BUF: u16 = u16::MAX;
 /// How long I/O may be answered only NFS4ERR_DELAY before the requests
 /// count as errors (the pipe layer retries other calls for as long).
@@ -649,19 +656,39 @@ impl Job {
         None
     }
 
+    /// Starts a run's clock: the measured window opens after the ramp.
+    fn begin_window(&mut self) -> Window {
+        let now = Instant::now();
+        let mut w = Window { start: now + self.p.ramp, open: false, mds_sent0: 0 };
+        self.tick_window(&mut w, now);
+        w
+    }
+
+    /// Opens the window once the ramp is over: results and MDS COMPOUNDs
+    /// count from then.
+    fn tick_window(&mut self, w: &mut Window, now: Instant) {
+        if !w.open && now >= w.start {
+            w.open = true;
+            self.res.measure_start = Some(now);
+            w.mds_sent0 = self.pipes[0].sent;
+        }
+    }
+
+    fn end_window(&mut self, w: Window) {
+        self.res.end = Some(Instant::now());
+        if self.res.measure_start.is_none() {
+            self.res.measure_start = self.res.end;
+        }
+        self.res.mds_ops = self.pipes[0].sent - w.mds_sent0;
+    }
+
     fn run_data(&mut self) -> PResult<()> {
         let write = self.p.workload.is_write() || self.p.fill;
         let bs = self.res.effective_bs;
         let random = self.p.workload.is_random() && !self.p.fill;
-        let t0 = Instant::now();
-        let measure_start = t0 + self.p.ramp;
-        let mut measuring = self.p.ramp.is_zero();
-        let mut mds_sent0 = self.pipes[0].sent;
-        if measuring {
-            self.res.measure_start = Some(t0);
-        }
+        let mut w = self.begin_window();
         let deadline = match self.p.stop {
-            Stop::Runtime(s) => Some(measure_start + Duration::from_secs_f64(s)),
+            Stop::Runtime(s) => Some(w.start + Duration::from_secs_f64(s)),
             Stop::Bytes(_) => None,
         };
         let budget = match self.p.stop {
@@ -676,16 +703,12 @@ impl Job {
         let mut stopping = false;
         let mut since_check = 0u32;
         loop {
-            if !measuring && Instant::now() >= measure_start {
-                measuring = true;
-                self.res.measure_start = Some(Instant::now());
-                mds_sent0 = self.pipes[0].sent;
-            }
+            self.tick_window(&mut w, Instant::now());
             while !stopping && commit_file.is_none() && self.outstanding < self.p.qd {
                 let req = match pending.take().or_else(|| retry.pop_front()) {
                     Some(r) => r,
                     None => {
-                        if measuring && issued >= budget {
+                        if w.open && issued >= budget {
                             stopping = true;
                             break;
                         }
@@ -719,13 +742,13 @@ impl Job {
                             }
                             req
                         };
-                        if measuring {
+                        if w.open {
                             issued += bs;
                         }
                         req
                     }
                 };
-                if !self.issue_io(req, measuring)? {
+                if !self.issue_io(req, w.open)? {
                     pending = Some(req);
                     break;
                 }
@@ -758,11 +781,7 @@ impl Job {
             }
             self.layoutcommit()?;
         }
-        self.res.end = Some(Instant::now());
-        if self.res.measure_start.is_none() {
-            self.res.measure_start = self.res.end;
-        }
-        self.res.mds_ops = self.pipes[0].sent - mds_sent0;
+        self.end_window(w);
         Ok(())
     }
 
@@ -888,18 +907,12 @@ impl Job {
         let mut chain_fh: Vec<Vec<u8>> = vec![Vec::with_capacity(128); qd];
         let mut chain_sid: Vec<stateid4> = vec![stateid4 { seqid: 0, other: [0; 12] }; qd];
         let mut next_file = qd % nfiles;
-        let t0 = Instant::now();
-        let measure_start = t0 + self.p.ramp;
-        let mut measuring = self.p.ramp.is_zero();
-        let mut mds_sent0 = self.pipes[0].sent;
-        if measuring {
-            self.res.measure_start = Some(t0);
-        }
+        let mut w = self.begin_window();
         let runtime = match self.p.stop {
             Stop::Runtime(s) => s,
             Stop::Bytes(_) => 10.0,
         };
-        let deadline = measure_start + Duration::from_secs_f64(runtime);
+        let deadline = w.start + Duration::from_secs_f64(runtime);
         let mut stopping = false;
         let mut layoutget = self.p.pnfs;
         let mut gfile = 0usize;
@@ -907,11 +920,7 @@ impl Job {
         let mut to_start: Vec<(u32, Kind)> = (0..qd as u32).map(|c| (c, if olc { Kind::Open } else { Kind::Getattr })).collect();
         loop {
             let now = Instant::now();
-            if !measuring && now >= measure_start {
-                measuring = true;
-                self.res.measure_start = Some(now);
-                mds_sent0 = self.pipes[0].sent;
-            }
+            self.tick_window(&mut w, now);
             if !stopping && now >= deadline {
                 stopping = true;
             }
@@ -982,7 +991,7 @@ impl Job {
                 }
                 pipe.send(slot, &[])?;
                 self.inflight[0][slot as usize] =
-                    InFlight { t: Instant::now(), kind, req: Req { region: 0, off: 0 }, measured: measuring, via_ds: false, buf: NO_BUF, chain: c };
+                    InFlight { t: Instant::now(), kind, req: Req { region: 0, off: 0 }, measured: w.open, via_ds: false, buf: NO_BUF, chain: c };
                 self.outstanding += 1;
             }
             if self.outstanding == 0 {
@@ -1075,11 +1084,7 @@ impl Job {
                 return Err(format!("job {}: only errors: {}", self.p.id, self.res.first_error.clone().unwrap_or_default()));
             }
         }
-        self.res.end = Some(Instant::now());
-        if self.res.measure_start.is_none() {
-            self.res.measure_start = self.res.end;
-        }
-        self.res.mds_ops = self.pipes[0].sent - mds_sent0;
+        self.end_window(w);
         Ok(())
     }
 }
