@@ -12,7 +12,7 @@ use pnfs_client::Client;
 use pnfs_ds::DsConfig;
 use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::wire::*;
-use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
+use pnfs_protocol::{Decoder, XdrDecode};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpStream;
@@ -49,27 +49,7 @@ fn setup(configure: impl FnOnce(&mut DsConfig)) -> Setup {
 
 /// A framed SEQUENCE, PUTFH, READ call.
 fn read_call(s: &Setup, xid: u32, slot: u32, seq: u32, offset: u64, count: u32) -> Vec<u8> {
-    let mut e = Encoder::new();
-    e.put_u32(0); // record mark
-    rpc::begin_call(&mut e, xid, rpc::NFS4_PROGRAM, rpc::NFS_V4, rpc::PROC_COMPOUND, true);
-    e.put_opaque(b"", 1024).unwrap();
-    e.put_u32(1);
-    e.put_u32(3);
-    nfs_argop4::OP_SEQUENCE(SEQUENCE4args {
-        sa_sessionid: s.sessionid,
-        sa_sequenceid: seq,
-        sa_slotid: slot,
-        sa_highest_slotid: s.slots - 1,
-        sa_cachethis: false,
-    })
-    .encode(&mut e)
-    .unwrap();
-    nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&s.fh) }).encode(&mut e).unwrap();
-    nfs_argop4::OP_READ(READ4args { stateid: stateid4 { seqid: 1, other: RW }, offset, count }).encode(&mut e).unwrap();
-    let mut v = e.into_inner();
-    let n = v.len() as u32 - 4;
-    v[..4].copy_from_slice(&(0x8000_0000 | n).to_be_bytes());
-    v
+    common::frame(&common::call_body(s, xid, slot, seq, &[common::read_op(offset, count)]), &[])
 }
 
 /// (xid, COMPOUND status, READ data and eof when it succeeded).

@@ -11,29 +11,18 @@ use common::*;
 use pnfs_client::pnfs_protocol;
 use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::wire::*;
-use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
+use pnfs_protocol::{Decoder, Opaque, XdrDecode};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpStream;
 
 /// SEQUENCE (slot, seq), PUTFH, then `op`, framed as one record.
 fn call(s: &Setup, xid: u32, slot: u32, seq: u32, op: nfs_argop4) -> Vec<u8> {
-    let mut e = Encoder::new();
-    rpc::begin_call(&mut e, xid, rpc::NFS4_PROGRAM, rpc::NFS_V4, rpc::PROC_COMPOUND, true);
-    e.put_opaque(b"aw", 1024).unwrap();
-    e.put_u32(1);
-    e.put_u32(3);
-    nfs_argop4::OP_SEQUENCE(SEQUENCE4args { sa_sessionid: s.sessionid, sa_sequenceid: seq, sa_slotid: slot, sa_highest_slotid: 63, sa_cachethis: false })
-        .encode(&mut e)
-        .unwrap();
-    nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&s.fh) }).encode(&mut e).unwrap();
-    op.encode(&mut e).unwrap();
-    frame(&e.into_inner(), &[])
+    frame(&call_body(s, xid, slot, seq, &[op]), &[])
 }
 
 fn write_call(s: &Setup, xid: u32, slot: u32, seq: u32, offset: u64, data: &[u8]) -> Vec<u8> {
-    let w = WRITE4args { stateid: stateid4 { seqid: 1, other: RW }, offset, stable: stable_how4::UNSTABLE4, data: Opaque::borrowed(data) };
-    call(s, xid, slot, seq, nfs_argop4::OP_WRITE(w))
+    call(s, xid, slot, seq, write_op(offset, data))
 }
 
 fn commit_call(s: &Setup, xid: u32, slot: u32, seq: u32) -> Vec<u8> {
@@ -41,7 +30,7 @@ fn commit_call(s: &Setup, xid: u32, slot: u32, seq: u32) -> Vec<u8> {
 }
 
 fn read_call(s: &Setup, xid: u32, slot: u32, seq: u32, offset: u64, count: u32) -> Vec<u8> {
-    call(s, xid, slot, seq, nfs_argop4::OP_READ(READ4args { stateid: stateid4 { seqid: 1, other: RW }, offset, count }))
+    call(s, xid, slot, seq, read_op(offset, count))
 }
 
 /// (xid, status, COMMIT verifier) of a COMMIT reply, None if it is not one.

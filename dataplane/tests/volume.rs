@@ -13,7 +13,7 @@ use pnfs_ds::control::CtlClient;
 use pnfs_ds::{Backing, DsConfig};
 use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::wire::*;
-use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
+use pnfs_protocol::{Decoder, Opaque, XdrDecode};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -30,26 +30,6 @@ fn on_volume(c: &mut DsConfig) {
     c.buffers_per_reactor = 16;
 }
 
-/// RPC call body: SEQUENCE (slot, seqid 1), PUTFH, READ.
-fn read_record(s: &Setup, xid: u32, slot: u32, offset: u64, count: u32) -> Vec<u8> {
-    let mut e = Encoder::new();
-    rpc::begin_call(&mut e, xid, rpc::NFS4_PROGRAM, rpc::NFS_V4, rpc::PROC_COMPOUND, true);
-    e.put_opaque(b"vol", 1024).unwrap();
-    e.put_u32(1);
-    e.put_u32(3);
-    nfs_argop4::OP_SEQUENCE(SEQUENCE4args {
-        sa_sessionid: s.sessionid,
-        sa_sequenceid: 1,
-        sa_slotid: slot,
-        sa_highest_slotid: 63,
-        sa_cachethis: false,
-    })
-    .encode(&mut e)
-    .unwrap();
-    nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&s.fh) }).encode(&mut e).unwrap();
-    nfs_argop4::OP_READ(READ4args { stateid: stateid4 { seqid: 1, other: RW }, offset, count }).encode(&mut e).unwrap();
-    e.into_inner()
-}
 
 /// (xid, status, (eof, data)) of a READ reply record.
 fn read_result(rec: &[u8]) -> (u32, nfsstat4, Option<(bool, Vec<u8>)>) {
@@ -111,7 +91,7 @@ fn pipelined_io_on_a_volume_file_survives_a_restart() {
     reads.push((size - 4096, MIB as u32, writes[n + 1].1[MIB - 4096..].to_vec()));
     let mut stream = Vec::new();
     for (i, (off, count, _)) in reads.iter().enumerate() {
-        stream.extend(frame(&read_record(&s, 300 + i as u32, 20 + i as u32, *off, *count), &[]));
+        stream.extend(frame(&call_body(&s, 300 + i as u32, 20 + i as u32, 1, &[read_op(*off, *count)]), &[]));
     }
     sock.write_all(&stream).unwrap();
     for (i, (off, _, want)) in reads.iter().enumerate() {

@@ -73,16 +73,16 @@ pub fn create_and_allow(h: &pnfs_ds::DsHandle, fh: &[u8]) {
     assert_eq!(ctl_call(&mut ctl, CTL_PROC_STATEID_ALLOW, &allow), ctl_status::CTL_OK);
 }
 
-/// RPC call body: SEQUENCE (slot, seqid 1), PUTFH, WRITE, then `tail` ops.
-pub fn write_record(s: &Setup, xid: u32, slot: u32, offset: u64, data: &[u8], tail: &[nfs_argop4]) -> Vec<u8> {
+/// RPC call body: SEQUENCE (slot, seq), PUTFH of the object, then `ops`.
+pub fn call_body(s: &Setup, xid: u32, slot: u32, seq: u32, ops: &[nfs_argop4]) -> Vec<u8> {
     let mut e = Encoder::new();
     rpc::begin_call(&mut e, xid, rpc::NFS4_PROGRAM, rpc::NFS_V4, rpc::PROC_COMPOUND, true);
-    e.put_opaque(b"zc", 1024).unwrap();
+    e.put_opaque(b"ds-test", 1024).unwrap();
     e.put_u32(1);
-    e.put_u32(3 + tail.len() as u32);
+    e.put_u32(2 + ops.len() as u32);
     nfs_argop4::OP_SEQUENCE(SEQUENCE4args {
         sa_sessionid: s.sessionid,
-        sa_sequenceid: 1,
+        sa_sequenceid: seq,
         sa_slotid: slot,
         sa_highest_slotid: 63,
         sa_cachethis: false,
@@ -90,13 +90,25 @@ pub fn write_record(s: &Setup, xid: u32, slot: u32, offset: u64, data: &[u8], ta
     .encode(&mut e)
     .unwrap();
     nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&s.fh) }).encode(&mut e).unwrap();
-    nfs_argop4::OP_WRITE(WRITE4args { stateid: stateid4 { seqid: 1, other: RW }, offset, stable: stable_how4::UNSTABLE4, data: Opaque::borrowed(data) })
-        .encode(&mut e)
-        .unwrap();
-    for op in tail {
+    for op in ops {
         op.encode(&mut e).unwrap();
     }
     e.into_inner()
+}
+
+/// UNSTABLE WRITE of `data` at `offset` with the read-write stateid [`RW`].
+pub fn write_op(offset: u64, data: &[u8]) -> nfs_argop4<'_> {
+    nfs_argop4::OP_WRITE(WRITE4args { stateid: stateid4 { seqid: 1, other: RW }, offset, stable: stable_how4::UNSTABLE4, data: Opaque::borrowed(data) })
+}
+
+/// READ with the read-write stateid [`RW`].
+pub fn read_op(offset: u64, count: u32) -> nfs_argop4<'static> {
+    nfs_argop4::OP_READ(READ4args { stateid: stateid4 { seqid: 1, other: RW }, offset, count })
+}
+
+/// RPC call body: SEQUENCE (slot, seqid 1), PUTFH, WRITE, then `tail` ops.
+pub fn write_record(s: &Setup, xid: u32, slot: u32, offset: u64, data: &[u8], tail: &[nfs_argop4]) -> Vec<u8> {
+    call_body(s, xid, slot, 1, &[&[write_op(offset, data)], tail].concat())
 }
 
 /// Record marking with the given fragment sizes (the rest in the last one).
