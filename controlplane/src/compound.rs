@@ -86,6 +86,9 @@ pub fn reply<T: XdrEncode>(e: &mut Encoder, r: NfsResult<T>) -> nfsstat4 {
 /// The current inode of the compound.
 pub fn current_inode(m: &Mds, c: &Compound) -> NfsResult<(FileHandle, Inode)> {
     let fh = c.fh()?;
+    if !m.visible(fh.export_id, fh.ino) {
+        return Err(nfsstat4::NFS4ERR_STALE);
+    }
     let i = m.ns.get(fh.ino)?;
     if i.generation != fh.generation {
         return Err(nfsstat4::NFS4ERR_STALE);

@@ -20,6 +20,12 @@ pub struct MdsConfig {
     pub metadata_dir: PathBuf,
     /// Directory holding file data (one file per NFS file).
     pub data_dir: PathBuf,
+    /// The cluster key (`pnfsd --make-cluster-key FILE`): tags filehandles
+    /// and authenticates control traffic with the data servers, which need a
+    /// copy (their ds.cluster_key_file). Default `<metadata_dir>/cluster.key`,
+    /// made at first start when missing. Must be mode 0600.
+    #[serde(default)]
+    pub cluster_key_file: Option<PathBuf>,
     #[serde(default = "default_lease")]
     pub lease_seconds: u32,
     /// Grace period after a restart for reclaims; defaults to the lease.
@@ -174,6 +180,11 @@ impl MdsConfig {
             }
         }
         Ok(())
+    }
+
+    /// Where the cluster key lives (see `cluster_key_file`).
+    pub fn cluster_key_path(&self) -> PathBuf {
+        self.cluster_key_file.clone().unwrap_or_else(|| self.metadata_dir.join("cluster.key"))
     }
 
     /// True when the pNFS MDS role (files layouts over data servers) is on.

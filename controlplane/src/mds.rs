@@ -10,6 +10,7 @@ use crate::namespace::{Inode, Namespace, NewObject, NfsResult, SetAttrs, ROOT_IN
 use crate::pnfs::{striped::StripedStore, Pnfs};
 use crate::state::{StateKind, StateTable};
 use pnfs_kv::{KvStore, RedbStore};
+use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
 use pnfs_protocol::wire::*;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,11 +38,19 @@ pub struct Mds {
     state: Mutex<StateTable>,
     pub exports: Vec<Export>,
     pub pseudo: Export,
+    /// The pseudo filesystem: the root and the directories on the way to
+    /// each export root. Through the pseudo export (id 0, when "/" is not
+    /// exported) only these are visible; anything else under them is not
+    /// exported and is NOENT.
+    pseudo_inos: std::collections::HashSet<u64>,
     /// Stable across restarts: clients recognise us after a reboot.
     pub server_owner: Vec<u8>,
     /// Changes every boot: clients resend UNSTABLE writes when it changes.
     pub write_verifier: [u8; 8],
     pub boot_epoch: u32,
+    /// Seals and checks the filehandles this MDS hands out: a handle built
+    /// off the wire without the cluster key is NFS4ERR_BADHANDLE.
+    pub fh_key: TagKey,
     /// Backchannel calls (CB_LAYOUTRECALL) and their pending replies.
     pub callbacks: crate::callback::Callbacks,
     /// Recalled layouts not yet returned: (layout stateid, client, inode,
@@ -65,6 +74,12 @@ impl Mds {
     }
 
     pub fn with_stores(cfg: MdsConfig, store: Arc<dyn KvStore>, data: Arc<dyn DataStore>) -> Result<Arc<Mds>, String> {
+        let key_path = cfg.cluster_key_path();
+        if let Some(dir) = key_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("mds.cluster_key_file {}: {e}", key_path.display()))?;
+        }
+        let cluster_key =
+            ClusterKey::load_or_create(&key_path).map_err(|e| format!("mds.cluster_key_file: {e}"))?;
         let ns = Namespace::open(store).map_err(|e| format!("metadata store: {e}"))?;
         let server_id = match ns.list_records(SERVER_ID_KEY).map_err(|e| format!("metadata store: {e:?}"))?.pop() {
             Some((_, v)) => v,
@@ -90,8 +105,9 @@ impl Mds {
         write_verifier[4..].copy_from_slice(&(t as u32).to_be_bytes());
 
         let mut exports = Vec::new();
+        let mut pseudo_inos = std::collections::HashSet::new();
         for (i, e) in cfg.exports.iter().enumerate() {
-            let root_ino = mkdir_p(&ns, &e.path).map_err(|s| format!("mds.exports[{i}].path {}: {s:?}", e.path))?;
+            let root_ino = mkdir_p(&ns, &e.path, &mut pseudo_inos).map_err(|s| format!("mds.exports[{i}].path {}: {s:?}", e.path))?;
             exports.push(Export::new(i as u16 + 1, e, root_ino));
         }
         let reclaimable: Vec<Vec<u8>> = ns
@@ -103,7 +119,7 @@ impl Mds {
         if !reclaimable.is_empty() {
             log::info!("{} client(s) may reclaim state; grace period {} s", reclaimable.len(), cfg.grace());
         }
-        let pnfs = if cfg.pnfs_enabled() { Some(Pnfs::new(&cfg, ns.store().clone(), boots)?) } else { None };
+        let pnfs = if cfg.pnfs_enabled() { Some(Pnfs::new(&cfg, ns.store().clone(), boots, cluster_key.clone())?) } else { None };
         let data: Arc<dyn DataStore> = match &pnfs {
             Some(p) => Arc::new(StripedStore::new(data, p.clone())),
             None => data,
@@ -111,6 +127,7 @@ impl Mds {
         let state = StateTable::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64));
         Ok(Arc::new(Mds {
             pseudo: Export::pseudo(ROOT_INO),
+            pseudo_inos,
             ns,
             data,
             pnfs,
@@ -119,6 +136,7 @@ impl Mds {
             server_owner: server_id,
             write_verifier,
             boot_epoch,
+            fh_key: cluster_key.derive(Purpose::MdsFileHandle),
             callbacks: crate::callback::Callbacks::new(Duration::from_secs(CALLBACK_TIMEOUT_SECS)),
             pending_recalls: Mutex::new(Vec::new()),
             cfg,
@@ -144,6 +162,12 @@ impl Mds {
     /// PUTROOTFH lands in an export of "/" when there is one, else the pseudo root.
     pub fn root_export(&self) -> &Export {
         self.exports.iter().find(|e| e.root_ino == ROOT_INO).unwrap_or(&self.pseudo)
+    }
+
+    /// False for an object reached through the pseudo export that is not a
+    /// pseudo directory: not exported, so not to be seen.
+    pub fn visible(&self, export_id: u16, ino: u64) -> bool {
+        export_id != 0 || self.root_export().id != 0 || self.pseudo_inos.contains(&ino)
     }
 
     /// The export whose root is `ino`, if any (entering it by LOOKUP).
@@ -484,7 +508,7 @@ impl Mds {
         // The inode may be gone already (REMOVE): the state names the filehandle.
         let metrics = crate::metrics::metrics();
         for (other, seqid, clientid, fh, granted_by, sessions) in work {
-            let fhb = fh.to_bytes();
+            let fhb = fh.to_bytes(&self.fh_key);
             let sid = stateid4 { seqid, other };
             let mut outcome = Err(CbError::NoBackChannel);
             for s in &sessions {
@@ -623,8 +647,11 @@ pub fn io_err(e: std::io::Error) -> nfsstat4 {
     }
 }
 
-fn mkdir_p(ns: &Namespace, path: &str) -> NfsResult<u64> {
+/// Creates `path` as needed; every directory on the way (root and the
+/// export root included) goes into `on_path`.
+fn mkdir_p(ns: &Namespace, path: &str, on_path: &mut std::collections::HashSet<u64>) -> NfsResult<u64> {
     let mut ino = ROOT_INO;
+    on_path.insert(ino);
     for comp in path.split('/').filter(|c| !c.is_empty()) {
         ino = match ns.lookup(ino, comp.as_bytes()) {
             Ok(i) => i.ino,
@@ -635,6 +662,7 @@ fn mkdir_p(ns: &Namespace, path: &str) -> NfsResult<u64> {
             }
             Err(e) => return Err(e),
         };
+        on_path.insert(ino);
     }
     Ok(ino)
 }

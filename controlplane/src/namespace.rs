@@ -297,7 +297,7 @@ impl Namespace {
                 let now = Time::now();
                 let root = Inode {
                     ino: ROOT_INO,
-                    generation: 1,
+                    generation: pnfs_protocol::seal::random_nonzero_u32(),
                     kind: nfs_ftype4::NF4DIR as u32,
                     mode: 0o777,
                     uid: 0,
@@ -379,7 +379,9 @@ impl Namespace {
             let default_mode = if is_dir { 0o755 } else { 0o644 };
             let mut inode = Inode {
                 ino: next,
-                generation: 1,
+                // Random, so a handle for a reused or guessed inode number
+                // is STALE even before its tag is checked.
+                generation: pnfs_protocol::seal::random_nonzero_u32(),
                 kind: obj.kind as u32,
                 mode: attrs.mode.unwrap_or(default_mode) & 0o7777,
                 uid: attrs.uid.unwrap_or(owner.0),

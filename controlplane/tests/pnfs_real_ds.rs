@@ -35,6 +35,7 @@ fn client_writes_stripes_to_real_data_servers() {
     let mut handles = Vec::new();
     for i in 0..2 {
         let mut cfg = pnfs_ds::config::DsConfig::new(&format!("ds{i}"), dir.path().join(format!("ds{i}")), &ctl_addr.to_string());
+        cfg.cluster_key_file = Some(dir.path().join("meta/cluster.key"));
         cfg.bind = "127.0.0.1:0".parse().unwrap();
         cfg.control_bind = "127.0.0.1:0".parse().unwrap();
         cfg.reactors = 1;

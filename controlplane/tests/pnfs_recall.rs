@@ -30,6 +30,7 @@ fn start_mds(dir: &Path) -> (SocketAddr, SocketAddr) {
 
 fn start_ds(dir: &Path, i: usize, ctl: SocketAddr) -> pnfs_ds::DsHandle {
     let mut cfg = pnfs_ds::config::DsConfig::new(&format!("ds{i}"), dir.join(format!("ds{i}")), &ctl.to_string());
+        cfg.cluster_key_file = Some(dir.join("meta/cluster.key"));
     cfg.bind = "127.0.0.1:0".parse().unwrap();
     cfg.control_bind = "127.0.0.1:0".parse().unwrap();
     cfg.reactors = 1;

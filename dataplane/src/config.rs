@@ -28,6 +28,11 @@ pub struct DsConfig {
     /// Directory holding the objects (one file per DS filehandle) and the
     /// DS identity file - required.
     pub data_dir: PathBuf,
+    /// The cluster key, a copy of the MDS's (its mds.cluster_key_file,
+    /// default `<metadata_dir>/cluster.key`) - required: it checks client
+    /// filehandles and authenticates control traffic. Must be mode 0600.
+    #[serde(default)]
+    pub cluster_key_file: Option<PathBuf>,
     /// Reactor threads serving NFS connections. Default 2.
     #[serde(default = "default_reactors")]
     pub reactors: usize,
@@ -201,6 +206,7 @@ impl DsConfig {
             control_bind: default_control_bind(),
             mds_control: mds_control.into(),
             data_dir,
+            cluster_key_file: None,
             reactors: default_reactors(),
             cores: vec![],
             buffers_per_reactor: default_buffers(),
@@ -226,6 +232,9 @@ impl DsConfig {
 
     /// Checks cross-field rules; the error names the offending key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.cluster_key_file.is_none() {
+            return Err("ds.cluster_key_file: required: a copy of the MDS's cluster key (mds.cluster_key_file, default <metadata_dir>/cluster.key); `pnfsd --make-cluster-key FILE` makes a new one".into());
+        }
         if self.id.is_empty() || self.id.len() > 64 {
             return Err("ds.id: must be 1 to 64 bytes".into());
         }
@@ -396,9 +405,13 @@ id = "ds1"
 bind = "127.0.0.1:2049"
 mds_control = "127.0.0.1:20491"
 data_dir = "/tmp/ds1"
+cluster_key_file = "/etc/pnfsd/cluster.key"
 "#;
         let c: DsConfig = toml::from_str(toml).unwrap();
         c.validate().unwrap();
+        let keyless: DsConfig = toml::from_str(&toml.replace("cluster_key_file", "#")).unwrap();
+        let e = keyless.validate().unwrap_err();
+        assert!(e.starts_with("ds.cluster_key_file: required") && e.contains("--make-cluster-key"), "{e}");
         assert_eq!(c.reactors, 2);
         assert_eq!(c.buffer_size, (1 << 20) + 4096);
         assert_eq!(c.max_io(), 1 << 20);

@@ -216,8 +216,11 @@ fn call<'a, A: XdrDecode<'a>, R: XdrEncode>(args: &'a [u8], e: &mut Encoder, f: 
     f(a).encode(e).map_err(|err| log::error!("encoding a control reply: {err}"))
 }
 
-fn object_fh(b: &[u8]) -> Result<DsFh, ctl_status> {
-    match DsFh::parse(b) {
+/// The object a control call names: its bare identity, or the sealed form
+/// clients hold (checked like theirs).
+fn object_fh(ds: &Ds, b: &[u8]) -> Result<DsFh, ctl_status> {
+    let fh = if b.len() == pnfs_protocol::ds_handle::SEALED_LEN { DsFh::open(b, &ds.fh_key) } else { DsFh::parse(b) };
+    match fh {
         Ok(fh) if !fh.is_root() => Ok(fh),
         _ => Err(ctl_status::CTL_INVAL),
     }
@@ -258,7 +261,7 @@ fn publish_status(e: PublishError) -> ctl_status {
 
 fn obj_create(ds: &Ds, fh: &[u8]) -> ctl_status {
     flatten((|| {
-        let o = ds.store.create(&object_fh(fh)?).map_err(|e| io_ctl(&e))?;
+        let o = ds.store.create(&object_fh(ds, fh)?).map_err(|e| io_ctl(&e))?;
         publish(ds, "OBJ_CREATE", Update::ObjCreated(o))
     })())
 }
@@ -268,7 +271,7 @@ fn obj_create(ds: &Ds, fh: &[u8]) -> ctl_status {
 /// drops it with the update) or finds it gone (STALE).
 fn obj_remove(ds: &Ds, fh: &[u8]) -> ctl_status {
     flatten((|| {
-        let fh = object_fh(fh)?;
+        let fh = object_fh(ds, fh)?;
         ds.store.remove(&fh).map_err(|e| io_ctl(&e))?;
         publish(ds, "OBJ_REMOVE", Update::ObjRemoved(fh))
     })())
@@ -276,7 +279,7 @@ fn obj_remove(ds: &Ds, fh: &[u8]) -> ctl_status {
 
 fn obj_truncate(ds: &Ds, a: &ctl_truncate_args) -> ctl_status {
     flatten((|| {
-        let fh = object_fh(&a.cta_fh)?;
+        let fh = object_fh(ds, &a.cta_fh)?;
         if a.cta_size > i64::MAX as u64 {
             return Err(ctl_status::CTL_INVAL);
         }
@@ -286,14 +289,14 @@ fn obj_truncate(ds: &Ds, a: &ctl_truncate_args) -> ctl_status {
 
 fn obj_commit(ds: &Ds, fh: &[u8]) -> ctl_status {
     flatten((|| {
-        ds.store.sync(&object_fh(fh)?).map_err(|e| io_ctl(&e))
+        ds.store.sync(&object_fh(ds, fh)?).map_err(|e| io_ctl(&e))
     })())
 }
 
 fn obj_write(ds: &Ds, a: &ctl_write_args) -> ctl_status {
     flatten((|| {
         // The record limit (ds.max_record_bytes) bounds the data.
-        let fh = object_fh(&a.cwa_fh)?;
+        let fh = object_fh(ds, &a.cwa_fh)?;
         let end = a.cwa_offset.checked_add(a.cwa_data.len() as u64).ok_or(ctl_status::CTL_INVAL)?;
         if end > i64::MAX as u64 {
             return Err(ctl_status::CTL_INVAL);
@@ -307,7 +310,7 @@ fn obj_write(ds: &Ds, a: &ctl_write_args) -> ctl_status {
 
 fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
     let r = (|| {
-        let fh = object_fh(&a.cra_fh)?;
+        let fh = object_fh(ds, &a.cra_fh)?;
         // The MDS proxies whole stripe pieces and treats a short read as the
         // object's end, so honour the count up to a generous bound.
         let n = (a.cra_count as u64).min(CTL_MAX_READ) as usize;
@@ -328,7 +331,7 @@ fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
 
 fn obj_stat(ds: &Ds, fh: &[u8]) -> ctl_stat_res {
     let r = (|| {
-        ds.store.stat(&object_fh(fh)?).map_err(|e| io_ctl(&e))
+        ds.store.stat(&object_fh(ds, fh)?).map_err(|e| io_ctl(&e))
     })();
     match r {
         Ok(m) => ctl_stat_res {
@@ -342,12 +345,12 @@ fn obj_stat(ds: &Ds, fh: &[u8]) -> ctl_stat_res {
 }
 
 fn stateid_allow(ds: &Ds, a: &ctl_stateid_args) -> ctl_status {
-    flatten(allow_update(a).and_then(|u| publish(ds, "STATEID_ALLOW", u)))
+    flatten(allow_update(ds, a).and_then(|u| publish(ds, "STATEID_ALLOW", u)))
 }
 
 /// The bus update for a STATEID_ALLOW, or why it is refused.
-fn allow_update(a: &ctl_stateid_args) -> Result<Update, ctl_status> {
-    let fh = object_fh(&a.csa_fh)?;
+fn allow_update(ds: &Ds, a: &ctl_stateid_args) -> Result<Update, ctl_status> {
+    let fh = object_fh(ds, &a.csa_fh)?;
     let other = a.csa_stateid.other;
     if other == [0; 12] || other == [0xff; 12] {
         return Err(ctl_status::CTL_INVAL);
@@ -369,7 +372,7 @@ fn stateid_batch(ds: &Ds, a: &ctl_batch_args) -> ctl_batch_res {
     let mut index = Vec::with_capacity(a.cba_changes.len());
     for (i, c) in a.cba_changes.iter().enumerate() {
         let u = match c {
-            ctl_stateid_change::CTL_CHANGE_ALLOW(a) => allow_update(a),
+            ctl_stateid_change::CTL_CHANGE_ALLOW(a) => allow_update(ds, a),
             ctl_stateid_change::CTL_CHANGE_REVOKE(r) => Ok(Update::Revoke { other: r.cva_stateid.other }),
         };
         match u {

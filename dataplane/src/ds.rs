@@ -4,6 +4,7 @@
 
 use crate::bus::Bus;
 use crate::config::{Backing, DsConfig};
+use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
 use crate::state::DsState;
 use crate::stats::DsStats;
 use crate::storage::ObjectStore;
@@ -27,6 +28,11 @@ pub struct Ds {
     pub server_owner: Vec<u8>,
     /// Changes every boot, so clients resend UNSTABLE writes after a restart.
     pub write_verifier: [u8; 8],
+    /// The cluster's secret (ds.cluster_key_file); control traffic keys
+    /// derive from it.
+    pub cluster_key: ClusterKey,
+    /// Checks the tag of every filehandle a client presents (PUTFH).
+    pub fh_key: TagKey,
 }
 
 /// Random bytes from the kernel; a time-and-pid mix if /dev/urandom fails.
@@ -73,6 +79,8 @@ pub fn install_id(data_dir: &Path) -> Result<String, String> {
 impl Ds {
     pub fn open(cfg: DsConfig) -> Result<Arc<Ds>, String> {
         cfg.validate()?;
+        let key_path = cfg.cluster_key_file.as_deref().ok_or("ds.cluster_key_file: required")?;
+        let cluster_key = ClusterKey::load(key_path).map_err(|e| format!("ds.cluster_key_file: {e}"))?;
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("ds.data_dir {}: {e}", cfg.data_dir.display()))?;
         let install = install_id(&cfg.data_dir)?;
         let stats = Arc::new(DsStats::default());
@@ -91,6 +99,8 @@ impl Ds {
             bus: Bus::new(cfg.reactors),
             stats,
             write_verifier,
+            fh_key: cluster_key.derive(Purpose::DsFileHandle),
+            cluster_key,
             cfg,
         }))
     }

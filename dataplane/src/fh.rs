@@ -11,12 +11,18 @@
 //! | 4..12 | inode of the MDS file, u64 big-endian  |
 //! | 12..16| generation of that inode, u32 big-endian |
 //!
+//! Clients never see this form alone: they get it sealed with a tag keyed by
+//! the cluster key (`pnfs_protocol::ds_handle`, 32 bytes), and PUTFH takes
+//! nothing else ([`DsFh::open`]). Control calls carry the bare 16 bytes.
+//!
 //! Inode 0 is never an object: `D 1 0 0 | 0 | 0` is the DS's root handle
 //! (PUTROOTFH), a directory with no entries. An object is stored as the file
 //! `<data_dir>/objects/<32 hex digits of the handle>`; a handle with no such
 //! file (never created, or removed) is NFS4ERR_STALE, a handle of any other
 //! shape is NFS4ERR_BADHANDLE.
 
+use pnfs_protocol::ds_handle;
+use pnfs_protocol::seal::TagKey;
 use pnfs_protocol::wire::nfsstat4;
 
 pub const FH_LEN: usize = 16;
@@ -59,6 +65,17 @@ impl DsFh {
             return Err(nfsstat4::NFS4ERR_BADHANDLE);
         }
         Ok(fh)
+    }
+
+    /// The handle a client gets (GETFH, FATTR4_FILEHANDLE).
+    pub fn seal(&self, key: &TagKey) -> [u8; ds_handle::SEALED_LEN] {
+        ds_handle::seal(key, &self.to_bytes())
+    }
+
+    /// A client's handle: BADHANDLE unless its tag is ours and unaltered.
+    pub fn open(b: &[u8], key: &TagKey) -> Result<DsFh, nfsstat4> {
+        let identity = ds_handle::open(key, b).ok_or(nfsstat4::NFS4ERR_BADHANDLE)?;
+        DsFh::parse(&identity)
     }
 
     pub fn is_root(&self) -> bool {
@@ -115,5 +132,18 @@ mod tests {
         assert_eq!(DsFh::parse(&b).unwrap_err(), nfsstat4::NFS4ERR_BADHANDLE);
         assert_eq!(DsFh::from_object_name("zz"), None);
         assert_eq!(DsFh::from_object_name(&DsFh::ROOT.object_name()), None);
+    }
+
+    #[test]
+    fn clients_need_the_sealed_form() {
+        let key = TagKey::ephemeral();
+        let fh = DsFh { stripe: 1, ino: 42, generation: 0x5eed };
+        assert_eq!(DsFh::open(&fh.seal(&key), &key).unwrap(), fh);
+        assert_eq!(DsFh::open(&fh.to_bytes(), &key).unwrap_err(), nfsstat4::NFS4ERR_BADHANDLE);
+        // A neighbour's identity with this handle's tag: refused.
+        let mut forged = fh.seal(&key);
+        forged[11] = 43;
+        assert_eq!(DsFh::open(&forged, &key).unwrap_err(), nfsstat4::NFS4ERR_BADHANDLE);
+        assert_eq!(DsFh::open(&fh.seal(&TagKey::ephemeral()), &key).unwrap_err(), nfsstat4::NFS4ERR_BADHANDLE);
     }
 }

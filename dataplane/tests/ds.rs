@@ -186,6 +186,7 @@ fn ds_end_to_end() {
     let (mds_addr, mds) = fake_mds();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = DsConfig::new("ds-test", dir.path().to_path_buf(), &mds_addr.to_string());
+    cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
     cfg.bind = "127.0.0.1:0".parse().unwrap();
     cfg.control_bind = "127.0.0.1:0".parse().unwrap();
     cfg.reactors = 2;
@@ -215,7 +216,7 @@ fn ds_end_to_end() {
 
     // The MDS creates an object and allows two stateids on it.
     let mut ctl = Ctl { c: CtlClient::connect(&h.control_addr().to_string(), Duration::from_secs(2)).unwrap() };
-    let fh = DsFh { stripe: 1, ino: 1234, generation: 5 }.to_bytes();
+    let fh = DsFh { stripe: 1, ino: 1234, generation: 5 }.seal(&h.ds().fh_key);
     let obj = ctl_obj_args { coa_fh: Opaque::borrowed(&fh) };
     assert_eq!(ctl.simple(CTL_PROC_OBJ_CREATE, &obj), ctl_status::CTL_OK);
     assert_eq!(ctl.simple(CTL_PROC_OBJ_CREATE, &obj), ctl_status::CTL_OK, "create is idempotent");
@@ -286,7 +287,7 @@ fn ds_end_to_end() {
     let write_ro = nfs_argop4::OP_WRITE(WRITE4args { stateid: sid(ro), offset: 0, stable: stable_how4::UNSTABLE4, data: Opaque::borrowed(b"x") });
     assert_eq!(status_of(&mut c, vec![putfh(&fh), write_ro]), nfsstat4::NFS4ERR_OPENMODE);
     // A stateid allowed on one object is no good on another.
-    let fh2 = DsFh { stripe: 0, ino: 99, generation: 1 }.to_bytes();
+    let fh2 = DsFh { stripe: 0, ino: 99, generation: 1 }.seal(&h.ds().fh_key);
     assert_eq!(ctl.simple(CTL_PROC_OBJ_CREATE, &ctl_obj_args { coa_fh: Opaque::borrowed(&fh2) }), ctl_status::CTL_OK);
     assert_eq!(status_of(&mut c, vec![putfh(&fh2), read(sid(rw))]), nfsstat4::NFS4ERR_BAD_STATEID);
 
@@ -303,11 +304,19 @@ fn ds_end_to_end() {
     assert_eq!(status_of(&mut c, vec![putfh(&fh), nfs_argop4::OP_SAVEFH]), nfsstat4::NFS4ERR_NOTSUPP);
     // Handles: garbage -> BADHANDLE; the root is a directory.
     assert_eq!(status_of(&mut c, vec![putfh(b"not a ds handle")]), nfsstat4::NFS4ERR_BADHANDLE);
+    // An attacker who knows the layout of handles: the bare identity, a
+    // neighbour's identity under this handle's tag, another cluster's tag.
+    assert_eq!(status_of(&mut c, vec![putfh(&fh[..16]), read(sid(rw))]), nfsstat4::NFS4ERR_BADHANDLE, "bare identity");
+    let mut neighbour = fh;
+    neighbour[11] ^= 1;
+    assert_eq!(status_of(&mut c, vec![putfh(&neighbour), read(sid(rw))]), nfsstat4::NFS4ERR_BADHANDLE, "altered inode");
+    let foreign = DsFh { stripe: 1, ino: 1234, generation: 5 }.seal(&pnfs_protocol::seal::TagKey::ephemeral());
+    assert_eq!(status_of(&mut c, vec![putfh(&foreign), read(sid(rw))]), nfsstat4::NFS4ERR_BADHANDLE, "foreign key");
     assert_eq!(status_of(&mut c, vec![nfs_argop4::OP_PUTROOTFH, read(sid(rw))]), nfsstat4::NFS4ERR_ISDIR);
     let r = c.compound(vec![nfs_argop4::OP_PUTROOTFH, nfs_argop4::OP_GETFH]).unwrap();
     let res = r.res().unwrap();
     let Some(nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(g))) = res.resarray.get(2) else { panic!() };
-    assert_eq!(&g.object[..], &DsFh::ROOT.to_bytes());
+    assert_eq!(&g.object[..], &DsFh::ROOT.seal(&h.ds().fh_key));
 
     // Control-program view of the same object.
     let st: ctl_stat_res = ctl.call(CTL_PROC_OBJ_STAT, &obj);
@@ -343,7 +352,7 @@ fn ds_end_to_end() {
     assert_eq!(ctl.simple(CTL_PROC_OBJ_REMOVE, &obj), ctl_status::CTL_OK);
     assert_eq!(ctl.simple(CTL_PROC_OBJ_REMOVE, &obj), ctl_status::CTL_OK);
     assert_eq!(status_of(&mut c, vec![putfh(&fh), read(sid(rw))]), nfsstat4::NFS4ERR_STALE);
-    assert_eq!(status_of(&mut c, vec![putfh(&DsFh { stripe: 0, ino: 5, generation: 5 }.to_bytes())]), nfsstat4::NFS4ERR_STALE);
+    assert_eq!(status_of(&mut c, vec![putfh(&DsFh { stripe: 0, ino: 5, generation: 5 }.seal(&h.ds().fh_key))]), nfsstat4::NFS4ERR_STALE);
     // Every reactor had the object open (the reads above): each dropped it
     // before OBJ_REMOVE was answered.
     for (i, o) in others.iter_mut().enumerate() {
@@ -391,6 +400,7 @@ fn starts_without_an_mds_and_bad_config_is_refused() {
     let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = DsConfig::new("lonely", dir.path().to_path_buf(), &dead.to_string());
+    cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
     cfg.bind = "127.0.0.1:0".parse().unwrap();
     cfg.control_bind = "127.0.0.1:0".parse().unwrap();
     cfg.reactors = 1;
@@ -433,6 +443,7 @@ fn malformed_input_is_answered_or_closed() {
     let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = DsConfig::new("rough", dir.path().to_path_buf(), &dead.to_string());
+    cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
     cfg.bind = "127.0.0.1:0".parse().unwrap();
     cfg.control_bind = "127.0.0.1:0".parse().unwrap();
     cfg.reactors = 1;

@@ -21,6 +21,7 @@ fn every_poll_mode_serves() {
         let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = DsConfig::new("poll", dir.path().to_path_buf(), &dead.to_string());
+        cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
         cfg.bind = "127.0.0.1:0".parse().unwrap();
         cfg.control_bind = "127.0.0.1:0".parse().unwrap();
         cfg.reactors = 1;

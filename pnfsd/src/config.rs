@@ -129,6 +129,7 @@ bind = "127.0.0.1:2050"
 control_bind = "127.0.0.1:20491"
 mds_control = "127.0.0.1:20490"
 data_dir = "/tmp/ds1"
+cluster_key_file = "/tmp/ds1.key"
 "#;
         let c = parse(ds).unwrap();
         assert_eq!(c.ds.unwrap().reactors, 2);

@@ -11,12 +11,16 @@ pnfsd - pNFS v4.2 storage appliance daemon
 
 USAGE:
     pnfsd --config FILE [--check | --fsck]
+    pnfsd --make-cluster-key FILE
     pnfsd --help | --version
 
 OPTIONS:
     -c, --config FILE   TOML configuration (see pnfsd.example.toml)
         --check         validate the configuration and exit
         --fsck          check the metadata store's namespace (server stopped) and exit
+        --make-cluster-key FILE
+                        write a new random cluster key (mode 0600; never overwrites) and exit;
+                        copy it to every node as mds.cluster_key_file / ds.cluster_key_file
     -h, --help          print this help
     -V, --version       print the version
 
@@ -43,6 +47,16 @@ fn main() -> ExitCode {
                 Some(p) => config_path = Some(p),
                 None => return fail("--config needs a file name"),
             },
+            "--make-cluster-key" => {
+                let Some(p) = args.next() else { return fail("--make-cluster-key needs a file name") };
+                return match pnfs_protocol::seal::ClusterKey::create(std::path::Path::new(&p)) {
+                    Ok(_) => {
+                        println!("{p}: new cluster key written; copy it (mode 0600) to every MDS and DS node");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e),
+                };
+            }
             "--check" => check_only = true,
             "--fsck" => fsck = true,
             other => return fail(&format!("unknown argument {other:?}; see pnfsd --help")),

@@ -458,7 +458,8 @@ fn layouts_devices_and_io_through_the_mds() {
     assert_eq!(body.nfl_fh_list.len(), 2);
     assert!(body.nfl_first_stripe_index < 2);
     for (j, f) in body.nfl_fh_list.iter().enumerate() {
-        assert_eq!(f.len(), 16);
+        // 16-byte identity plus the cluster key's 16-byte tag.
+        assert_eq!(f.len(), 32);
         assert_eq!((f[0], f[1], f[2]), (b'D', 1, j as u8));
     }
     // A second LAYOUTGET with the layout stateid bumps the same stateid.
@@ -478,7 +479,7 @@ fn layouts_devices_and_io_through_the_mds() {
         assert_eq!(*clientid, c.session().clientid);
         assert_eq!(*access, OPEN4_SHARE_ACCESS_BOTH);
         // Stripe set is in DS index order: DS i holds stripe i.
-        assert_eq!(&dsfh[..], &body.nfl_fh_list[i][..]);
+        assert_eq!(&dsfh[..], &body.nfl_fh_list[i][..16], "control calls name the identity; clients get it sealed");
     }
 
     // GETDEVICEINFO: too small first, then the real thing.
@@ -540,7 +541,7 @@ fn layouts_devices_and_io_through_the_mds() {
         let j = ((o / SU + first) % 2) as usize;
         let obj = (o / (SU * 2)) * SU + o % SU;
         let objs = ds[j].objects.lock().unwrap();
-        let object = objs.get(&body.nfl_fh_list[j][..]).unwrap();
+        let object = objs.get(&body.nfl_fh_list[j][..16]).unwrap();
         assert_eq!(object.get(obj as usize), Some(b), "file offset {o} (stripe {j}, object offset {obj})");
     }
     let mut back = Vec::new();
@@ -630,7 +631,7 @@ fn layouts_devices_and_io_through_the_mds() {
         Ok(())
     })
     .unwrap();
-    let total: usize = (0..2).map(|j| ds[j].objects.lock().unwrap()[&body.nfl_fh_list[j][..]].len()).sum();
+    let total: usize = (0..2).map(|j| ds[j].objects.lock().unwrap()[&body.nfl_fh_list[j][..16]].len()).sum();
     assert_eq!(total, 100_000);
 
     // CLOSE revokes the open stateid on the data servers; REMOVE removes the objects.
@@ -641,7 +642,7 @@ fn layouts_devices_and_io_through_the_mds() {
     }
     c.remove(&root, "f").unwrap();
     for (j, d) in ds.iter().enumerate() {
-        assert_eq!(d.removed.lock().unwrap().as_slice(), &[body.nfl_fh_list[j].to_vec()]);
+        assert_eq!(d.removed.lock().unwrap().as_slice(), &[body.nfl_fh_list[j][..16].to_vec()]);
         assert!(d.objects.lock().unwrap().is_empty());
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! This crate knows nothing of storage or sockets.
 
+pub mod ds_handle;
 pub mod record;
 pub mod rpc;
+pub mod seal;
 pub mod session;
 pub mod xdr;
 

@@ -11,7 +11,7 @@ use pnfs_protocol::Encoder;
 pub fn getattr(m: &Mds, c: &mut Compound, a: &GETATTR4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         let (fh, i) = current_inode(m, c)?;
-        let fhb = fh.to_bytes();
+        let fhb = fh.to_bytes(&m.fh_key);
         let cx = m.attr_context(c.minor, &fhb, &i);
         Ok(GETATTR4resok { obj_attributes: encode_fattr(&i, &a.attr_request, &cx) })
     })();
@@ -108,7 +108,7 @@ pub fn access(m: &Mds, c: &mut Compound, a: &ACCESS4args, e: &mut Encoder) -> nf
 
 fn verify_common(m: &Mds, c: &mut Compound, given: &fattr4) -> NfsResult<bool> {
     let (fh, i) = current_inode(m, c)?;
-    let fhb = fh.to_bytes();
+    let fhb = fh.to_bytes(&m.fh_key);
     let cx = m.attr_context(c.minor, &fhb, &i);
     attrs_match(&i, given, &cx)
 }

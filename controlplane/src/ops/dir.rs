@@ -183,8 +183,12 @@ fn readdir_inner(m: &Mds, c: &mut Compound, a: &READDIR4args, e: &mut Encoder) -
     'pages: loop {
         let (page, last) = m.ns.readdir(dir.ino, after, 128)?;
         for ent in page {
+            if !m.visible(fh.export_id, ent.inode.ino) {
+                after = ent.cookie;
+                continue;
+            }
             let efh = m.fh_for(fh.export_id, &ent.inode);
-            let efhb = efh.to_bytes();
+            let efhb = efh.to_bytes(&m.fh_key);
             let cx = m.attr_context(c.minor, &efhb, &ent.inode);
             let attrs = encode_fattr(&ent.inode, &a.attr_request, &cx);
             let mut item = Encoder::new();

@@ -20,7 +20,7 @@ pub fn check_export(m: &Mds, c: &Compound, export_id: u16) -> NfsResult<()> {
 
 pub fn putfh(m: &Mds, c: &mut Compound, a: &PUTFH4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
-        let fh = FileHandle::parse(&a.object)?;
+        let fh = FileHandle::parse(&a.object, &m.fh_key)?;
         check_export(m, c, fh.export_id)?;
         c.set_fh(fh);
         // Fail early for a handle whose object is gone, unless a client still
@@ -45,8 +45,8 @@ pub fn putrootfh(m: &Mds, c: &mut Compound, e: &mut Encoder) -> nfsstat4 {
     reply(e, r)
 }
 
-pub fn getfh(_m: &Mds, c: &mut Compound, e: &mut Encoder) -> nfsstat4 {
-    let r = c.fh().map(|fh| GETFH4resok { object: fh.to_bytes().to_vec().into() });
+pub fn getfh(m: &Mds, c: &mut Compound, e: &mut Encoder) -> nfsstat4 {
+    let r = c.fh().map(|fh| GETFH4resok { object: fh.to_bytes(&m.fh_key).to_vec().into() });
     reply(e, r)
 }
 
@@ -89,6 +89,9 @@ pub fn lookup(m: &Mds, c: &mut Compound, a: &LOOKUP4args, e: &mut Encoder) -> nf
         let ex = m.export(fh.export_id)?;
         m.check_access(&dir, &ex.caller(&c.cred), ACCESS4_LOOKUP)?;
         let child = m.ns.lookup(dir.ino, &a.objname)?;
+        if !m.visible(fh.export_id, child.ino) {
+            return Err(nfsstat4::NFS4ERR_NOENT);
+        }
         // Entering an export's root moves the handle into that export.
         let export_id = match m.export_rooted_at(child.ino) {
             Some(x) => {

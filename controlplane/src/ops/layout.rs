@@ -132,7 +132,7 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
     if !p.all_alive(&set) {
         return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE);
     }
-    let body = set.layout_body(i.ino);
+    let body = set.layout_body(i.ino, p.ds_fh_key());
     if layoutget_resok_size(body.len()) > a.loga_maxcount as usize {
         return Err(nfsstat4::NFS4ERR_TOOSMALL);
     }

@@ -199,6 +199,7 @@ fn open_by_name_once(
     let ex = m.export(dirfh.export_id)?;
     let who = ex.caller(&c.cred);
     let existing = match m.ns.lookup(dir.ino, name) {
+        Ok(i) if !m.visible(dirfh.export_id, i.ino) => return Err(nfsstat4::NFS4ERR_NOENT),
         Ok(i) => Some(i),
         Err(nfsstat4::NFS4ERR_NOENT) => None,
         Err(e) => return Err(e),

@@ -29,6 +29,8 @@ use crate::namespace::Namespace;
 use crate::state::StateOther;
 use client::CtlClient;
 use pnfs_kv::{key::u64_be, transact, KvError, KvStore};
+use pnfs_protocol::ds_handle;
+use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
 use registry::Registry;
@@ -156,9 +158,10 @@ impl StripeSet {
         (n > 0 && stripe_unit > 0 && first < n as u32).then_some(StripeSet { stripe_unit, first, generation, ds })
     }
 
-    /// The nfsv4_1_file_layout4 body for file `ino`.
-    pub fn layout_body(&self, ino: u64) -> Vec<u8> {
-        let fhs: Vec<[u8; DS_FH_LEN]> = (0..self.count()).map(|j| self.ds_fh(j, ino)).collect();
+    /// The nfsv4_1_file_layout4 body for file `ino`; its DS filehandles are
+    /// sealed with `fh_key` (the data servers accept no others).
+    pub fn layout_body(&self, ino: u64, fh_key: &TagKey) -> Vec<u8> {
+        let fhs: Vec<[u8; ds_handle::SEALED_LEN]> = (0..self.count()).map(|j| ds_handle::seal(fh_key, &self.ds_fh(j, ino))).collect();
         let body = nfsv4_1_file_layout4 {
             nfl_deviceid: self.deviceid(),
             nfl_util: self.stripe_unit | NFL4_UFLG_DENSE,
@@ -277,6 +280,10 @@ pub struct Pnfs {
     /// Per data server: its stateid pushes, batched (see `push`).
     batchers: Mutex<HashMap<u32, Arc<push::PushBatcher>>>,
     devices: Mutex<BTreeSet<deviceid4>>,
+    /// The cluster's secret: DS filehandle tags and control traffic keys.
+    pub cluster_key: ClusterKey,
+    /// Seals the DS filehandles clients get in layouts.
+    ds_fh_key: TagKey,
 }
 
 fn set_key(ino: u64) -> Vec<u8> {
@@ -320,7 +327,12 @@ fn kv_io(e: KvError) -> io::Error {
 }
 
 impl Pnfs {
-    pub fn new(cfg: &MdsConfig, store: Arc<dyn KvStore>, epoch: u64) -> Result<Arc<Pnfs>, String> {
+    /// The key that seals DS filehandles in layouts.
+    pub fn ds_fh_key(&self) -> &TagKey {
+        &self.ds_fh_key
+    }
+
+    pub fn new(cfg: &MdsConfig, store: Arc<dyn KvStore>, epoch: u64, cluster_key: ClusterKey) -> Result<Arc<Pnfs>, String> {
         let pcfg = PnfsConfig {
             stripe_unit: cfg.stripe_unit,
             stripe_count: cfg.stripe_count,
@@ -344,6 +356,8 @@ impl Pnfs {
             pushed: Mutex::new(HashMap::new()),
             batchers: Mutex::new(HashMap::new()),
             devices: Mutex::new(devices),
+            ds_fh_key: cluster_key.derive(Purpose::DsFileHandle),
+            cluster_key,
         }))
     }
 
@@ -764,14 +778,15 @@ mod tests {
     #[test]
     fn layout_body_fits_with_every_data_server() {
         let s = StripeSet { stripe_unit: 1 << 20, first: 7, generation: 1, ds: (0..MAX_DATA_SERVERS as u32).collect() };
-        let b = s.layout_body(42);
+        let key = TagKey::ephemeral();
+        let b = s.layout_body(42, &key);
         assert!(b.len() <= MAX_LAYOUT_BODY, "{} bytes", b.len());
         let l = nfsv4_1_file_layout4::decode(&mut Decoder::new(&b)).unwrap();
         assert_eq!(l.nfl_fh_list.len(), MAX_DATA_SERVERS);
         assert_eq!(l.nfl_util & NFL4_UFLG_STRIPE_UNIT_SIZE_MASK, 1 << 20);
         assert_eq!(l.nfl_util & NFL4_UFLG_DENSE, NFL4_UFLG_DENSE);
         assert_eq!(l.nfl_pattern_offset, 0);
-        assert_eq!(&l.nfl_fh_list[3][..], &ds_fh(3, 42, 1)[..]);
+        assert_eq!(ds_handle::open(&key, &l.nfl_fh_list[3]), Some(ds_fh(3, 42, 1)), "sealed DS handles");
         assert_eq!(ds_of_deviceid(&l.nfl_deviceid).unwrap().len(), MAX_DATA_SERVERS);
     }
 }

@@ -91,7 +91,7 @@ fn encode(ds: &Ds, fh: &DsFh, a: &ObjAttrs, request: &[u32]) -> fattr4<'static> 
             }
             FATTR4_LEASE_TIME => e.put_u32(ds.cfg.lease_seconds),
             FATTR4_FILEHANDLE => {
-                let _ = e.put_opaque(&fh.to_bytes(), NFS4_FHSIZE);
+                let _ = e.put_opaque(&fh.seal(&ds.fh_key), NFS4_FHSIZE);
             }
             FATTR4_FILEID => e.put_u64(a.fileid),
             FATTR4_MAXREAD | FATTR4_MAXWRITE => e.put_u64(ds.cfg.max_io() as u64),

@@ -307,6 +307,7 @@ mod tests {
     fn ds() -> (tempfile::TempDir, Arc<Ds>) {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = DsConfig::new("t", dir.path().to_path_buf(), "127.0.0.1:1");
+        cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
         cfg.bind = "127.0.0.1:2049".parse().unwrap();
         (dir, Ds::open(cfg).unwrap())
     }

@@ -23,7 +23,8 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
     /// The config the DS runs with (to start it again on the same data).
     pub cfg: DsConfig,
-    pub fh: [u8; 16],
+    /// The object's handle as clients hold it (sealed with the cluster key).
+    pub fh: [u8; 32],
     /// The object's file (files backend).
     pub path: std::path::PathBuf,
     pub sessionid: sessionid4,
@@ -37,6 +38,7 @@ pub fn setup(configure: impl FnOnce(&mut DsConfig)) -> Setup {
     let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = DsConfig::new("zc", dir.path().to_path_buf(), &dead.to_string());
+    cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
     cfg.bind = "127.0.0.1:0".parse().unwrap();
     cfg.control_bind = "127.0.0.1:0".parse().unwrap();
     cfg.reactors = 1;
@@ -44,7 +46,7 @@ pub fn setup(configure: impl FnOnce(&mut DsConfig)) -> Setup {
     configure(&mut cfg);
     let h = pnfs_ds::run(cfg.clone()).unwrap();
     let dfh = DsFh { stripe: 0, ino: 77, generation: 1 };
-    let fh = dfh.to_bytes();
+    let fh = dfh.seal(&h.ds().fh_key);
     create_and_allow(&h, &fh);
     let client = Client::connect(h.nfs_addr(), 1).unwrap();
     assert!(client.session().slots >= 32);
