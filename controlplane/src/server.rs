@@ -257,8 +257,15 @@ pub fn spawn_on_loopback(cfg: crate::MdsConfig) -> std::io::Result<(SocketAddr, 
 
 /// Waits until the MDS whose control listener is `ctl` knows data server
 /// `ds_id` (a heartbeat in its name is accepted), for tests and scripts
-/// that start data servers next to [`spawn_on_loopback`].
-pub fn wait_ds_registered(ctl: SocketAddr, ds_id: &str, timeout: std::time::Duration) -> Result<(), String> {
+/// that start data servers next to [`spawn_on_loopback`]. `key_file`: the
+/// cluster key (the MDS's mds.cluster_key_file).
+pub fn wait_ds_registered(
+    ctl: SocketAddr,
+    key_file: &std::path::Path,
+    ds_id: &str,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let key = pnfs_protocol::seal::ClusterKey::load(key_file)?;
     use pnfs_protocol::wire::*;
     use pnfs_protocol::{Decoder, XdrDecode};
     let t = std::time::Instant::now();
@@ -269,7 +276,7 @@ pub fn wait_ds_registered(ctl: SocketAddr, ds_id: &str, timeout: std::time::Dura
             cha_bytes_read: 0,
             cha_bytes_written: 0,
         };
-        let known = crate::pnfs::client::CtlClient::new()
+        let known = crate::pnfs::client::CtlClient::new(pnfs_protocol::control_auth::ControlKeys::new(&key), 0)
             .call(&ctl.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a)
             .ok()
             .and_then(|body| ctl_heartbeat_res::decode(&mut Decoder::new(&body)).ok())

@@ -48,7 +48,7 @@ fn client_writes_stripes_to_real_data_servers() {
     let sid0 = stateid4 { seqid: 0, other: open_sid.other };
     // Wait until both data servers registered (a heartbeat is then known).
     for i in 0..2 {
-        pnfs_mds::server::wait_ds_registered(ctl_addr, &format!("ds{i}"), Duration::from_secs(10)).unwrap();
+        pnfs_mds::server::wait_ds_registered(ctl_addr, &dir.path().join("meta/cluster.key"), &format!("ds{i}"), Duration::from_secs(10)).unwrap();
     }
     let ops = vec![
         putfh(&fh),

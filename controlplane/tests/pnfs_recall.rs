@@ -39,8 +39,8 @@ fn start_ds(dir: &Path, i: usize, ctl: SocketAddr) -> pnfs_ds::DsHandle {
 }
 
 /// Waits until data server `i` has (re-)registered: its heartbeat is known.
-fn wait_registered(ctl: SocketAddr, i: usize) {
-    pnfs_mds::server::wait_ds_registered(ctl, &format!("ds{i}"), Duration::from_secs(10)).unwrap();
+fn wait_registered(dir: &Path, ctl: SocketAddr, i: usize) {
+    pnfs_mds::server::wait_ds_registered(ctl, &dir.join("meta/cluster.key"), &format!("ds{i}"), Duration::from_secs(10)).unwrap();
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
@@ -105,7 +105,7 @@ fn layout_recalls_reach_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
     let handles: Vec<_> = (0..2).map(|i| start_ds(dir.path(), i, ctl_addr)).collect();
-    (0..2).for_each(|i| wait_registered(ctl_addr, i));
+    (0..2).for_each(|i| wait_registered(dir.path(), ctl_addr, i));
 
     // The holder: a 4.2 client with a back channel; it answers recalls with
     // whatever `answer` holds and records them.
@@ -226,7 +226,7 @@ fn read_through_the_mds_waits_while_a_data_server_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
     let mut handles: Vec<_> = (0..2).map(|i| Some(start_ds(dir.path(), i, ctl_addr))).collect();
-    (0..2).for_each(|i| wait_registered(ctl_addr, i));
+    (0..2).for_each(|i| wait_registered(dir.path(), ctl_addr, i));
     let mut c = Client::connect(nfs_addr, 1).unwrap();
     let root = c.lookup_path("/export").unwrap();
     // 4 stripe units: both data servers hold some.
@@ -244,7 +244,7 @@ fn read_through_the_mds_waits_while_a_data_server_is_down() {
 
     // It comes back (new ports, same identity and data): the read works.
     handles[1] = Some(start_ds(dir.path(), 1, ctl_addr));
-    wait_registered(ctl_addr, 1);
+    wait_registered(dir.path(), ctl_addr, 1);
     c.set_retry_for(Duration::from_secs(10));
     assert_eq!(c.read_file(&root, "f").unwrap(), data);
     for h in handles.into_iter().flatten() {

@@ -22,7 +22,10 @@
 //!   it are forgotten (the MDS re-pushes the valid ones on REGISTER), by a
 //!   bus update too.
 //!
-//! The control program has no authentication: bind it to a private network.
+//! Every call, both ways, carries the cluster key's tag and every reply a
+//! tag bound to its call (pnfs_protocol::control_auth): a call without one,
+//! a replayed one, or one from an MDS epoch older than the newest this DS
+//! has seen is answered AUTH_ERROR and its connection closed.
 
 use crate::bus::{PublishError, Update};
 use crate::config::universal_address;
@@ -30,13 +33,15 @@ use crate::ds::Ds;
 use crate::fh::DsFh;
 use crate::stats::bump;
 use crate::Stop;
+use pnfs_protocol::control_auth::{now_ms, CallChecker, CallSigner, ControlKeys, ReplyError, Verified};
 use pnfs_protocol::record::{record_header, RecordReader};
-use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
+use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Message};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::xdr::encode_to_vec;
 use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,6 +50,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// Control connections served at once (the MDS needs a few).
 const MAX_CONTROL_CONNECTIONS: usize = 64;
+/// A control connection must send an authentic call this soon after it
+/// opens, and is closed after this long without one.
+const FIRST_CALL_DEADLINE: Duration = Duration::from_secs(10);
+const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Calls one control connection may have executing at once.
 const MAX_INFLIGHT_PER_CONNECTION: usize = 32;
 /// Largest OBJ_READ answered in full (the MDS's largest max_io_bytes).
@@ -115,6 +124,7 @@ pub fn start_server(ds: Arc<Ds>, listener: std::net::TcpListener, stop: Arc<Stop
 
 async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Result<()> {
     let _ = sock.set_nodelay(true);
+    let peer = sock.peer_addr().ok();
     let (mut rd, mut wr) = sock.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_INFLIGHT_PER_CONNECTION);
     let writer = tokio::spawn(async move {
@@ -126,12 +136,16 @@ async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Res
     });
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONNECTION));
     let mut records = RecordReader::new(ds.cfg.max_record_bytes as usize);
+    let mut checker = CallChecker::new(ds.control_keys.clone());
+    let mut authenticated = false;
     let mut buf = vec![0u8; 64 * 1024];
     let result = 'read: loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(e) => break Err(e),
+        let wait = if authenticated { CONTROL_IDLE_TIMEOUT } else { FIRST_CALL_DEADLINE };
+        let n = match tokio::time::timeout(wait, rd.read(&mut buf)).await {
+            Err(_) => break Err(io::Error::new(io::ErrorKind::TimedOut, "no authentic control call in time")),
+            Ok(Ok(0)) => break Ok(()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => break Err(e),
         };
         let recs = match records.feed_all(&buf[..n]) {
             Ok(r) => r,
@@ -141,10 +155,28 @@ async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Res
             }
         };
         for rec in recs {
+            // Checked in arrival order (sequence numbers), before any work.
+            let verified = match checker.check(&rec, now_ms(), &ds.control_recent) {
+                Ok(v) if v.epoch < ds.mds_epoch.load(Ordering::Acquire) => {
+                    log::warn!("refusing a control call from {peer:?}: MDS epoch {} is older than {} (a fenced MDS)", v.epoch, ds.mds_epoch.load(Ordering::Acquire));
+                    let _ = tx.send(rpc::auth_error_reply(v.xid, AuthStat::RejectedCred)).await;
+                    break 'read Ok(());
+                }
+                Ok(v) => v,
+                Err(None) => break 'read Ok(()),
+                Err(Some(d)) => {
+                    // The caller pays: told why, and the connection is closed.
+                    log::warn!("refusing a control call from {peer:?}: {}", d.why);
+                    let _ = tx.send(rpc::auth_error_reply(d.xid, d.stat)).await;
+                    break 'read Ok(());
+                }
+            };
+            authenticated = true;
+            ds.mds_epoch.fetch_max(verified.epoch, Ordering::AcqRel);
             let Ok(permit) = inflight.clone().acquire_owned().await else { break 'read Ok(()) };
             let (ds, tx) = (ds.clone(), tx.clone());
             tokio::task::spawn_blocking(move || {
-                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec)))
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec, &verified)))
                     .unwrap_or_else(|_| {
                         log::error!("internal error in a control call; answered SYSTEM_ERR");
                         rpc::system_err_reply(&rec)
@@ -161,8 +193,8 @@ async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Res
     result
 }
 
-/// One control RPC record in, at most one reply out.
-pub fn handle_call(ds: &Ds, rec: &[u8]) -> Option<Vec<u8>> {
+/// One authenticated control RPC record in, at most one reply out.
+pub fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Vec<u8>> {
     let (header, args) = match rpc::parse_message(rec) {
         Ok(Message::Call { header, args }) => (header, args),
         Ok(Message::Reply { .. }) | Err(rpc::RpcError::Unreadable) => return None,
@@ -178,12 +210,9 @@ pub fn handle_call(ds: &Ds, rec: &[u8]) -> Option<Vec<u8>> {
     if header.vers != PNFSCTL_VERSION {
         return Some(rpc::prog_mismatch_reply(xid, PNFSCTL_VERSION, PNFSCTL_VERSION));
     }
-    if let Credential::Unsupported(_) = header.cred {
-        return Some(rpc::auth_error_reply(xid, AuthStat::BadCred));
-    }
     bump(&ds.stats.control_calls, 1);
     let mut e = Encoder::new();
-    rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
+    verified.begin_reply(&mut e);
     let r = match header.proc_ {
         0 => Ok(()),
         CTL_PROC_OBJ_CREATE => call(args, &mut e, |a: ctl_obj_args| ctl_res { cr_status: obj_create(ds, &a.coa_fh) }),
@@ -201,7 +230,11 @@ pub fn handle_call(ds: &Ds, rec: &[u8]) -> Option<Vec<u8>> {
         _ => return Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
     };
     match r {
-        Ok(()) => Some(e.into_inner()),
+        Ok(()) => {
+            let mut reply = e.into_inner();
+            verified.seal_reply(&ds.control_keys, &mut reply);
+            Some(reply)
+        }
         Err(()) => Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
     }
 }
@@ -403,14 +436,18 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A synchronous ONC RPC client for the MDS control program.
+/// Every call is signed (cluster key) and every reply's tag checked.
 pub struct CtlClient {
     stream: TcpStream,
     records: RecordReader,
     xid: u32,
+    signer: CallSigner,
 }
 
 impl CtlClient {
-    pub fn connect(addr: &str, timeout: Duration) -> io::Result<CtlClient> {
+    /// `epoch`: the MDS epoch calls speak for (0 from a data server; tests
+    /// playing the MDS name one).
+    pub fn connect(addr: &str, timeout: Duration, keys: ControlKeys, epoch: u64) -> io::Result<CtlClient> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to nothing"));
         for a in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&a, timeout) {
@@ -419,7 +456,8 @@ impl CtlClient {
                     stream.set_read_timeout(Some(CALL_TIMEOUT))?;
                     stream.set_write_timeout(Some(CALL_TIMEOUT))?;
                     let xid = u32::from_be_bytes(crate::ds::random_bytes::<4>());
-                    return Ok(CtlClient { stream, records: RecordReader::new(1 << 20), xid });
+                    let signer = CallSigner::new(keys, epoch);
+                    return Ok(CtlClient { stream, records: RecordReader::new(1 << 20), xid, signer });
                 }
                 Err(e) => last = e,
             }
@@ -431,10 +469,10 @@ impl CtlClient {
     pub fn call(&mut self, prog: u32, proc_: u32, args: &impl XdrEncode) -> io::Result<Vec<u8>> {
         self.xid = self.xid.wrapping_add(1);
         let xid = self.xid;
+        let args = encode_to_vec(args).map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let mut e = Encoder::new();
         e.put_u32(0);
-        rpc::begin_call(&mut e, xid, prog, PNFSCTL_VERSION, proc_, false);
-        args.encode(&mut e).map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+        let sent = self.signer.encode_call(&mut e, xid, prog, PNFSCTL_VERSION, proc_, &args, now_ms());
         let len = e.len() - 4;
         e.patch_u32(0, pnfs_protocol::record::LAST_FRAGMENT | len as u32);
         self.stream.write_all(&e.buf)?;
@@ -450,13 +488,11 @@ impl CtlClient {
                     self.records.feed(&buf[off..n]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 off += used;
                 let Some(rec) = rec else { continue };
-                match rpc::parse_message(&rec) {
-                    Ok(Message::Reply { xid: rx, .. }) if rx != xid => continue,
-                    Ok(Message::Reply { accepted: Some(0), body, .. }) => return Ok(body.to_vec()),
-                    Ok(Message::Reply { accepted, .. }) => {
-                        return Err(io::Error::other(format!("control call refused (accept_stat {accepted:?})")))
-                    }
-                    _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unparseable control reply")),
+                match self.signer.open_reply(sent, &rec) {
+                    Err(ReplyError::OtherXid) => continue,
+                    Ok(body) => return Ok(body.to_vec()),
+                    Err(e @ ReplyError::Refused(_)) => return Err(io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())),
+                    Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
                 }
             }
         }
@@ -554,7 +590,7 @@ impl Registration {
             }
         };
         'outer: while !stop.is_stopped() {
-            let mut client = match CtlClient::connect(&mds, CALL_TIMEOUT) {
+            let mut client = match CtlClient::connect(&mds, CALL_TIMEOUT, self.ds.control_keys.clone(), 0) {
                 Ok(c) => c,
                 Err(e) => {
                     note(format!("MDS control {mds} unreachable ({e}); retrying with backoff"));
@@ -606,6 +642,8 @@ impl Registration {
                     }
                 }
                 epoch = Some(res.crr_mds_epoch);
+                // The MDS we registered with fences older ones.
+                self.ds.mds_epoch.fetch_max(res.crr_mds_epoch, Ordering::AcqRel);
                 backoff = BACKOFF_MIN;
                 note(format!("registered with MDS {mds} as {:?} (MDS epoch {})", self.ds.cfg.id, res.crr_mds_epoch));
                 let period = Duration::from_millis(if res.crr_heartbeat_ms > 0 {

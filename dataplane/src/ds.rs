@@ -4,7 +4,9 @@
 
 use crate::bus::Bus;
 use crate::config::{Backing, DsConfig};
+use pnfs_protocol::control_auth::{ControlKeys, RecentConnections};
 use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
+use std::sync::atomic::AtomicU64;
 use crate::state::DsState;
 use crate::stats::DsStats;
 use crate::storage::ObjectStore;
@@ -33,6 +35,13 @@ pub struct Ds {
     pub cluster_key: ClusterKey,
     /// Checks the tag of every filehandle a client presents (PUTFH).
     pub fh_key: TagKey,
+    /// Signs our control calls to the MDS, checks the MDS's calls to us.
+    pub control_keys: ControlKeys,
+    /// Control connection ids seen lately (replay protection).
+    pub control_recent: RecentConnections,
+    /// The newest MDS epoch seen (REGISTER replies, authentic calls): calls
+    /// from an older one, a fenced or superseded MDS, are refused.
+    pub mds_epoch: AtomicU64,
 }
 
 /// Random bytes from the kernel; a time-and-pid mix if /dev/urandom fails.
@@ -100,6 +109,9 @@ impl Ds {
             stats,
             write_verifier,
             fh_key: cluster_key.derive(Purpose::DsFileHandle),
+            control_keys: ControlKeys::new(&cluster_key),
+            control_recent: RecentConnections::default(),
+            mds_epoch: AtomicU64::new(0),
             cluster_key,
             cfg,
         }))

@@ -87,8 +87,7 @@
 //! not, see [`aio`]); only large
 //! `SEQUENCE, PUTFH, WRITE` calls get their data received straight into an
 //! aligned pool buffer ([`recv`]), other WRITEs are copied from the record
-//! into one for O_DIRECT (1 copy); the control program is unauthenticated;
-//! only IPv4 "tcp" data addresses are registered.
+//! into one for O_DIRECT (1 copy); only IPv4 "tcp" data addresses are registered.
 
 pub mod aio;
 pub mod bus;
@@ -181,6 +180,13 @@ impl DsHandle {
 
     pub fn ds(&self) -> &Arc<Ds> {
         &self.ds
+    }
+
+    /// A control connection to this DS as its MDS makes them (the cluster
+    /// key, the newest MDS epoch it knows): for tests and tools.
+    pub fn control_client(&self) -> std::io::Result<control::CtlClient> {
+        let epoch = self.ds.mds_epoch.load(std::sync::atomic::Ordering::Acquire);
+        control::CtlClient::connect(&self.control_addr.to_string(), std::time::Duration::from_secs(2), self.ds.control_keys.clone(), epoch)
     }
 
     pub fn stats(&self) -> DsStatsSnapshot {

@@ -6,6 +6,7 @@ use pnfs_client::pnfs_protocol;
 use pnfs_client::Client;
 use pnfs_ds::control::CtlClient;
 use pnfs_ds::{DsConfig, DsFh};
+use pnfs_protocol::control_auth::{now_ms, CallChecker, CallSigner, ControlKeys, RecentConnections};
 use pnfs_protocol::record::{record_header, RecordReader};
 use pnfs_protocol::rpc::{self, AcceptStat, Message};
 use pnfs_protocol::wire::*;
@@ -29,7 +30,7 @@ struct FakeMds {
 
 /// Answers REGISTER (epoch 7, heartbeat every 100 ms) and HEARTBEAT; the
 /// first heartbeat gets CTL_UNKNOWN_DS, so the DS must register again.
-fn fake_mds() -> (SocketAddr, Arc<FakeMds>) {
+fn fake_mds(keys: ControlKeys) -> (SocketAddr, Arc<FakeMds>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(FakeMds::default());
@@ -37,8 +38,10 @@ fn fake_mds() -> (SocketAddr, Arc<FakeMds>) {
     std::thread::spawn(move || {
         for sock in l.incoming() {
             let Ok(mut sock) = sock else { return };
-            let s = s.clone();
+            let (s, keys) = (s.clone(), keys.clone());
             std::thread::spawn(move || {
+                let mut checker = CallChecker::new(keys.clone());
+                let recent = RecentConnections::default();
                 let mut rr = RecordReader::new(1 << 20);
                 let mut buf = [0u8; 4096];
                 loop {
@@ -53,8 +56,9 @@ fn fake_mds() -> (SocketAddr, Arc<FakeMds>) {
                         let Some(rec) = rec else { continue };
                         let Ok(Message::Call { header, args }) = rpc::parse_message(&rec) else { panic!("bad call") };
                         assert_eq!((header.prog, header.vers), (PNFSCTL_MDS_PROGRAM, PNFSCTL_VERSION));
+                        let v = checker.check(&rec, now_ms(), &recent).expect("the DS signs its control calls");
                         let mut e = Encoder::new();
-                        rpc::begin_accepted_reply(&mut e, header.xid, AcceptStat::Success);
+                        v.begin_reply(&mut e);
                         let mut d = Decoder::new(args);
                         match header.proc_ {
                             CTL_PROC_REGISTER => {
@@ -84,7 +88,8 @@ fn fake_mds() -> (SocketAddr, Arc<FakeMds>) {
                             }
                             p => panic!("unexpected MDS control proc {p}"),
                         }
-                        let msg = e.into_inner();
+                        let mut msg = e.into_inner();
+                        v.seal_reply(&keys, &mut msg);
                         if sock.write_all(&record_header(msg.len())).is_err() || sock.write_all(&msg).is_err() {
                             return;
                         }
@@ -183,10 +188,12 @@ const USE_PNFS_DS: u32 = 0x40000;
 
 #[test]
 fn ds_end_to_end() {
-    let (mds_addr, mds) = fake_mds();
     let dir = tempfile::tempdir().unwrap();
+    let key_file = pnfs_protocol::seal::ClusterKey::test_file_in(dir.path());
+    let key = pnfs_protocol::seal::ClusterKey::load(&key_file).unwrap();
+    let (mds_addr, mds) = fake_mds(ControlKeys::new(&key));
     let mut cfg = DsConfig::new("ds-test", dir.path().to_path_buf(), &mds_addr.to_string());
-    cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
+    cfg.cluster_key_file = Some(key_file);
     cfg.bind = "127.0.0.1:0".parse().unwrap();
     cfg.control_bind = "127.0.0.1:0".parse().unwrap();
     cfg.reactors = 2;
@@ -215,7 +222,7 @@ fn ds_end_to_end() {
     }
 
     // The MDS creates an object and allows two stateids on it.
-    let mut ctl = Ctl { c: CtlClient::connect(&h.control_addr().to_string(), Duration::from_secs(2)).unwrap() };
+    let mut ctl = Ctl { c: h.control_client().unwrap() };
     let fh = DsFh { stripe: 1, ino: 1234, generation: 5 }.seal(&h.ds().fh_key);
     let obj = ctl_obj_args { coa_fh: Opaque::borrowed(&fh) };
     assert_eq!(ctl.simple(CTL_PROC_OBJ_CREATE, &obj), ctl_status::CTL_OK);
@@ -458,19 +465,33 @@ fn malformed_input_is_answered_or_closed() {
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(&0xffff_fff0u32.to_be_bytes()).unwrap();
         assert!(read_reply(&mut s).is_none());
-        // A call header cut short: GARBAGE_ARGS.
-        let mut s = TcpStream::connect(addr).unwrap();
-        let junk = [0, 0, 0, 9, 0, 0, 0, 0, 0, 0];
-        s.write_all(&record_header(junk.len())).unwrap();
-        s.write_all(&junk).unwrap();
-        assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::GarbageArgs as u32));
-        // Wrong program: PROG_UNAVAIL.
-        let mut e = Encoder::new();
-        rpc::begin_call(&mut e, 5, 100005, 3, 0, false);
-        s.write_all(&record_header(e.len())).unwrap();
-        s.write_all(&e.buf).unwrap();
-        assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::ProgUnavail as u32));
     }
+    // A call header cut short: GARBAGE_ARGS on NFS; on the control program
+    // an AUTH_ERROR (nothing unauthenticated is parsed further) and closed.
+    let junk = [0, 0, 0, 9, 0, 0, 0, 0, 0, 0];
+    let mut s = TcpStream::connect(h.nfs_addr()).unwrap();
+    s.write_all(&record_header(junk.len())).unwrap();
+    s.write_all(&junk).unwrap();
+    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::GarbageArgs as u32));
+    // Wrong program: PROG_UNAVAIL.
+    let mut e = Encoder::new();
+    rpc::begin_call(&mut e, 5, 100005, 3, 0, false);
+    s.write_all(&record_header(e.len())).unwrap();
+    s.write_all(&e.buf).unwrap();
+    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::ProgUnavail as u32));
+    let mut s = TcpStream::connect(h.control_addr()).unwrap();
+    s.write_all(&record_header(junk.len())).unwrap();
+    s.write_all(&junk).unwrap();
+    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), None, "denied");
+    assert!(read_reply(&mut s).is_none(), "and closed");
+    // Signed, but for another program: PROG_UNAVAIL.
+    let mut signer = CallSigner::new(h.ds().control_keys.clone(), 0);
+    let mut s = TcpStream::connect(h.control_addr()).unwrap();
+    let mut e = Encoder::new();
+    signer.encode_call(&mut e, 5, 100005, 3, 0, &[], now_ms());
+    s.write_all(&record_header(e.len())).unwrap();
+    s.write_all(&e.buf).unwrap();
+    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::ProgUnavail as u32));
     // COMPOUND with undecodable arguments: GARBAGE_ARGS or an NFS error, never a hang.
     let mut s = TcpStream::connect(h.nfs_addr()).unwrap();
     for body in [&[0u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 22][..], &[0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff][..], &[0xff; 3][..]] {
@@ -482,12 +503,13 @@ fn malformed_input_is_answered_or_closed() {
         let rec = read_reply(&mut s).unwrap();
         assert!(accept_stat(&rec).is_some());
     }
-    // Control call with trailing junk after its arguments: GARBAGE_ARGS.
+    // Control call (signed) with trailing junk after its arguments: GARBAGE_ARGS.
     let mut s = TcpStream::connect(h.control_addr()).unwrap();
+    let mut args = Encoder::new();
+    ctl_obj_args { coa_fh: Opaque::borrowed(&DsFh { stripe: 0, ino: 3, generation: 1 }.to_bytes()) }.encode(&mut args).unwrap();
+    args.put_u32(1);
     let mut e = Encoder::new();
-    rpc::begin_call(&mut e, 7, PNFSCTL_DS_PROGRAM, PNFSCTL_VERSION, CTL_PROC_OBJ_CREATE, false);
-    ctl_obj_args { coa_fh: Opaque::borrowed(&DsFh { stripe: 0, ino: 3, generation: 1 }.to_bytes()) }.encode(&mut e).unwrap();
-    e.put_u32(1);
+    CallSigner::new(h.ds().control_keys.clone(), 0).encode_call(&mut e, 7, PNFSCTL_DS_PROGRAM, PNFSCTL_VERSION, CTL_PROC_OBJ_CREATE, &args.buf, now_ms());
     s.write_all(&record_header(e.len())).unwrap();
     s.write_all(&e.buf).unwrap();
     assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::GarbageArgs as u32));

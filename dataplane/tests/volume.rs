@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use pnfs_client::pnfs_protocol;
 use pnfs_client::Client;
-use pnfs_ds::control::CtlClient;
 use pnfs_ds::{Backing, DsConfig};
 use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::wire::*;
@@ -43,7 +42,7 @@ fn read_result(rec: &[u8]) -> (u32, nfsstat4, Option<(bool, Vec<u8>)>) {
 }
 
 fn obj_size(h: &pnfs_ds::DsHandle, fh: &[u8]) -> u64 {
-    let mut ctl = CtlClient::connect(&h.control_addr().to_string(), Duration::from_secs(2)).unwrap();
+    let mut ctl = h.control_client().unwrap();
     let body = ctl.call(PNFSCTL_DS_PROGRAM, CTL_PROC_OBJ_STAT, &ctl_obj_args { coa_fh: Opaque::borrowed(fh) }).unwrap();
     let r = ctl_stat_res::decode(&mut Decoder::new(&body)).unwrap();
     assert_eq!(r.csr_status, ctl_status::CTL_OK);

@@ -9,8 +9,10 @@
 //! LAYOUTCOMMITs a larger size, returns the layout, and closes and removes
 //! the file (stateid revoked, objects removed on the data servers).
 
+use pnfs_client::pnfs_protocol::control_auth::{now_ms, CallChecker, ControlKeys, RecentConnections, Verified};
 use pnfs_client::pnfs_protocol::record::{record_header, RecordReader};
-use pnfs_client::pnfs_protocol::rpc::{self, AcceptStat, Message};
+use pnfs_client::pnfs_protocol::rpc::{self, Message};
+use pnfs_client::pnfs_protocol::seal::ClusterKey;
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
 use pnfs_client::Client;
@@ -31,11 +33,16 @@ struct FakeDs {
     removed: Mutex<Vec<Vec<u8>>>,
 }
 
-fn ok_reply<T: XdrEncode>(xid: u32, res: &T) -> Vec<u8> {
+fn ok_reply<T: XdrEncode>(v: &Verified, res: &T) -> Vec<u8> {
     let mut e = Encoder::new();
-    rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
+    v.begin_reply(&mut e);
     res.encode(&mut e).unwrap();
     e.into_inner()
+}
+
+/// The cluster key the MDS made in `dir` (mds.metadata_dir = dir/meta).
+fn control_keys(dir: &std::path::Path) -> ControlKeys {
+    ControlKeys::new(&ClusterKey::load(&dir.join("meta/cluster.key")).unwrap())
 }
 
 impl FakeDs {
@@ -48,11 +55,10 @@ impl FakeDs {
         self.revoked.lock().unwrap().push(a.cva_stateid.other);
     }
 
-    fn handle(&self, rec: &[u8]) -> Vec<u8> {
+    fn handle(&self, rec: &[u8], v: &Verified) -> Vec<u8> {
         let Ok(Message::Call { header, args }) = rpc::parse_message(rec) else { panic!("not a call") };
         assert_eq!(header.prog, PNFSCTL_DS_PROGRAM);
         assert_eq!(header.vers, PNFSCTL_VERSION);
-        let xid = header.xid;
         let mut d = Decoder::new(args);
         let ok = ctl_res { cr_status: ctl_status::CTL_OK };
         let mut objs = self.objects.lock().unwrap();
@@ -60,18 +66,18 @@ impl FakeDs {
             CTL_PROC_OBJ_CREATE => {
                 let a = ctl_obj_args::decode(&mut d).unwrap();
                 objs.entry(a.coa_fh.to_vec()).or_default();
-                ok_reply(xid, &ok)
+                ok_reply(v, &ok)
             }
             CTL_PROC_OBJ_TRUNCATE => {
                 let a = ctl_truncate_args::decode(&mut d).unwrap();
                 objs.entry(a.cta_fh.to_vec()).or_default().resize(a.cta_size as usize, 0);
-                ok_reply(xid, &ok)
+                ok_reply(v, &ok)
             }
             CTL_PROC_OBJ_REMOVE => {
                 let a = ctl_obj_args::decode(&mut d).unwrap();
                 objs.remove(&a.coa_fh[..]);
                 self.removed.lock().unwrap().push(a.coa_fh.to_vec());
-                ok_reply(xid, &ok)
+                ok_reply(v, &ok)
             }
             CTL_PROC_OBJ_WRITE => {
                 let a = ctl_write_args::decode(&mut d).unwrap();
@@ -81,7 +87,7 @@ impl FakeDs {
                     o.resize(end, 0);
                 }
                 o[a.cwa_offset as usize..end].copy_from_slice(&a.cwa_data);
-                ok_reply(xid, &ok)
+                ok_reply(v, &ok)
             }
             CTL_PROC_OBJ_READ => {
                 let a = ctl_read_args::decode(&mut d).unwrap();
@@ -89,9 +95,9 @@ impl FakeDs {
                 let s = (a.cra_offset as usize).min(o.len());
                 let e = (s + a.cra_count as usize).min(o.len());
                 let res = ctl_read_res { crs_status: ctl_status::CTL_OK, crs_eof: e == o.len(), crs_data: o[s..e].to_vec().into() };
-                ok_reply(xid, &res)
+                ok_reply(v, &res)
             }
-            CTL_PROC_OBJ_COMMIT => ok_reply(xid, &ok),
+            CTL_PROC_OBJ_COMMIT => ok_reply(v, &ok),
             CTL_PROC_OBJ_STAT => {
                 let a = ctl_obj_args::decode(&mut d).unwrap();
                 let (status, len) = match objs.get(&a.coa_fh[..]) {
@@ -104,15 +110,15 @@ impl FakeDs {
                     csr_space_used: len,
                     csr_mtime: nfstime4 { seconds: 0, nseconds: 0 },
                 };
-                ok_reply(xid, &res)
+                ok_reply(v, &res)
             }
             CTL_PROC_STATEID_ALLOW => {
                 self.allow(&ctl_stateid_args::decode(&mut d).unwrap());
-                ok_reply(xid, &ok)
+                ok_reply(v, &ok)
             }
             CTL_PROC_STATEID_REVOKE => {
                 self.revoke(&ctl_revoke_args::decode(&mut d).unwrap());
-                ok_reply(xid, &ok)
+                ok_reply(v, &ok)
             }
             CTL_PROC_STATEID_BATCH => {
                 let a = ctl_batch_args::decode(&mut d).unwrap();
@@ -122,22 +128,26 @@ impl FakeDs {
                         ctl_stateid_change::CTL_CHANGE_REVOKE(r) => self.revoke(r),
                     }
                 }
-                ok_reply(xid, &ctl_batch_res { cbr_status: vec![ctl_status::CTL_OK; a.cba_changes.len()] })
+                ok_reply(v, &ctl_batch_res { cbr_status: vec![ctl_status::CTL_OK; a.cba_changes.len()] })
             }
             p => panic!("unexpected control procedure {p}"),
         }
     }
 
-    /// Serves the control program on a fresh port; returns its address.
-    fn start(self: &Arc<Self>) -> SocketAddr {
+    /// Serves the control program on a fresh port, checking the calls as a
+    /// real DS does with the key the MDS in `dir` made; returns its address.
+    fn start(self: &Arc<Self>, dir: &std::path::Path) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let me = self.clone();
+        let keys = control_keys(dir);
+        let recent = Arc::new(RecentConnections::default());
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { return };
-                let me = me.clone();
+                let (me, keys, recent) = (me.clone(), keys.clone(), recent.clone());
                 std::thread::spawn(move || {
+                    let mut checker = CallChecker::new(keys.clone());
                     let mut rr = RecordReader::new(8 << 20);
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
@@ -150,7 +160,9 @@ impl FakeDs {
                             let (used, rec) = rr.feed(&buf[off..n]).unwrap();
                             off += used;
                             if let Some(rec) = rec {
-                                let r = me.handle(&rec);
+                                let v = checker.check(&rec, now_ms(), &recent).expect("the MDS signs its control calls");
+                                let mut r = me.handle(&rec, &v);
+                                v.seal_reply(&keys, &mut r);
                                 s.write_all(&record_header(r.len())).unwrap();
                                 s.write_all(&r).unwrap();
                             }
@@ -163,7 +175,7 @@ impl FakeDs {
     }
 }
 
-fn register(mds_control: SocketAddr, id: &str, uaddr: &str, control: SocketAddr) -> ctl_register_res {
+fn register(dir: &std::path::Path, mds_control: SocketAddr, id: &str, uaddr: &str, control: SocketAddr) -> ctl_register_res {
     let args = ctl_register_args {
         cra_ds_id: id.as_bytes().into(),
         cra_client_addrs: vec![netaddr4 { na_r_netid: "tcp".into(), na_r_addr: uaddr.into() }],
@@ -171,7 +183,7 @@ fn register(mds_control: SocketAddr, id: &str, uaddr: &str, control: SocketAddr)
         cra_capacity_bytes: 1 << 40,
         cra_free_bytes: 1 << 39,
     };
-    let body = CtlClient::new().call(&mds_control.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER, &args).unwrap();
+    let body = CtlClient::new(control_keys(dir), 0).call(&mds_control.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER, &args).unwrap();
     ctl_register_res::decode(&mut Decoder::new(&body)).unwrap()
 }
 
@@ -218,8 +230,8 @@ fn client_keeping_a_recalled_layout_is_fenced() {
     let (nfs_addr, ctl_addr) = start_mds_with_lease(dir.path(), lease);
     let ds: Vec<Arc<FakeDs>> = (0..2).map(|_| Arc::new(FakeDs::default())).collect();
     for (i, d) in ds.iter().enumerate() {
-        let control = d.start();
-        assert_eq!(register(ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
+        let control = d.start(dir.path());
+        assert_eq!(register(dir.path(), ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
     }
     let mut a = Client::connect(nfs_addr, 1).unwrap();
     let root = a.lookup_path("/export").unwrap();
@@ -294,8 +306,8 @@ fn directory_xattr_sets_the_stripe_count() {
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
     let ds: Vec<Arc<FakeDs>> = (0..3).map(|_| Arc::new(FakeDs::default())).collect();
     for (i, d) in ds.iter().enumerate() {
-        let control = d.start();
-        assert_eq!(register(ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
+        let control = d.start(dir.path());
+        assert_eq!(register(dir.path(), ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
     }
     let mut c = Client::connect(nfs_addr, 2).unwrap();
     let root = c.lookup_path("/export").unwrap();
@@ -342,8 +354,8 @@ fn return_on_close_drops_the_layout_at_last_close() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds_cfg(dir.path(), 60, "layout_return_on_close = true");
     let d = Arc::new(FakeDs::default());
-    let control = d.start();
-    assert_eq!(register(ctl_addr, "ds-0", "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
+    let control = d.start(dir.path());
+    assert_eq!(register(dir.path(), ctl_addr, "ds-0", "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
     let mut c = Client::connect(nfs_addr, 1).unwrap();
     let root = c.lookup_path("/export").unwrap();
     let (fh, sid) = c.open(&root, "roc", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
@@ -397,15 +409,15 @@ fn layouts_devices_and_io_through_the_mds() {
     let ds: Vec<Arc<FakeDs>> = (0..2).map(|_| Arc::new(FakeDs::default())).collect();
     let uaddrs = ["127.0.0.1.78.81", "127.0.0.2.78.82"];
     for (i, d) in ds.iter().enumerate() {
-        let control = d.start();
-        let r = register(ctl_addr, &format!("ds-{i}"), uaddrs[i], control);
+        let control = d.start(dir.path());
+        let r = register(dir.path(), ctl_addr, &format!("ds-{i}"), uaddrs[i], control);
         assert_eq!(r.crr_status, ctl_status::CTL_OK);
         assert!(r.crr_heartbeat_ms > 0);
     }
     // Heartbeats: known DS ok, unknown DS told to register.
     let hb = |id: &str| {
         let a = ctl_heartbeat_args { cha_ds_id: id.as_bytes().into(), cha_free_bytes: 1 << 39, cha_bytes_read: 0, cha_bytes_written: 0 };
-        let body = CtlClient::new().call(&ctl_addr.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a).unwrap();
+        let body = CtlClient::new(control_keys(dir.path()), 0).call(&ctl_addr.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &a).unwrap();
         ctl_heartbeat_res::decode(&mut Decoder::new(&body)).unwrap().chr_status
     };
     assert_eq!(hb("ds-0"), ctl_status::CTL_OK);

@@ -4,6 +4,7 @@
 //!
 //! This crate knows nothing of storage or sockets.
 
+pub mod control_auth;
 pub mod ds_handle;
 pub mod record;
 pub mod rpc;

@@ -189,8 +189,13 @@ impl TagKey {
             return false;
         }
         let want: [u8; N] = self.tag(parts);
-        want.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        constant_time_eq(&want, tag)
     }
+}
+
+/// Equality whose time does not depend on where the bytes differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

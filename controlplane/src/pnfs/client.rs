@@ -2,10 +2,12 @@
 //! (and, from tests and data servers, to the MDS's). Connections are pooled
 //! per address: a caller takes one out, uses it, and puts it back, so
 //! concurrent calls to one DS use separate connections and no lock is held
-//! during a call.
+//! during a call. Every call is signed with the cluster key and every
+//! reply's tag checked (pnfs_protocol::control_auth); each pooled
+//! connection keeps its own signer (connection id and sequence numbers).
 
+use pnfs_protocol::control_auth::{now_ms, CallSigner, ControlKeys, ReplyError};
 use pnfs_protocol::record::{RecordReader, LAST_FRAGMENT};
-use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode, XdrError};
 use std::collections::HashMap;
@@ -37,13 +39,12 @@ pub fn status_result(s: ctl_status) -> io::Result<()> {
     }
 }
 
-/// One call on an open stream: sends the record, returns the result bytes
-/// of an accepted SUCCESS reply with the matching xid.
-pub fn call_on(stream: &mut TcpStream, xid: u32, prog: u32, proc_: u32, args: &[u8]) -> io::Result<Vec<u8>> {
-    let mut e = Encoder::with_buffer(Vec::with_capacity(args.len() + 64));
+/// One signed call on an open stream: sends the record, returns the result
+/// bytes of an authentic accepted SUCCESS reply with the matching xid.
+pub fn call_on(stream: &mut TcpStream, signer: &mut CallSigner, xid: u32, prog: u32, proc_: u32, args: &[u8]) -> io::Result<Vec<u8>> {
+    let mut e = Encoder::with_buffer(Vec::with_capacity(args.len() + 128));
     e.put_u32(0);
-    rpc::begin_call(&mut e, xid, prog, PNFSCTL_VERSION, proc_, true);
-    e.buf.extend_from_slice(args);
+    let sent = signer.encode_call(&mut e, xid, prog, PNFSCTL_VERSION, proc_, args, now_ms());
     let len = e.len() - 4;
     if len >= LAST_FRAGMENT as usize {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "control call too large"));
@@ -62,12 +63,10 @@ pub fn call_on(stream: &mut TcpStream, xid: u32, prog: u32, proc_: u32, args: &[
         if used != n {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected bytes after a control reply"));
         }
-        return match rpc::parse_message(&rec) {
-            Ok(Message::Reply { xid: rx, accepted: Some(0), body }) if rx == xid => Ok(body.to_vec()),
-            Ok(Message::Reply { xid: rx, accepted, .. }) if rx == xid => {
-                Err(io::Error::other(format!("control call not accepted ({accepted:?})")))
-            }
-            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected control reply")),
+        return match signer.open_reply(sent, &rec) {
+            Ok(body) => Ok(body.to_vec()),
+            Err(e @ ReplyError::Refused(_)) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
         };
     }
 }
@@ -89,20 +88,17 @@ pub fn connect(addr: &str) -> io::Result<TcpStream> {
 }
 
 pub struct CtlClient {
-    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    idle: Mutex<HashMap<String, Vec<(TcpStream, CallSigner)>>>,
     xid: AtomicU32,
-}
-
-impl Default for CtlClient {
-    fn default() -> Self {
-        Self::new()
-    }
+    keys: ControlKeys,
+    /// The MDS epoch calls speak for (data servers refuse older ones).
+    epoch: u64,
 }
 
 impl CtlClient {
-    pub fn new() -> Self {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        CtlClient { idle: Mutex::new(HashMap::new()), xid: AtomicU32::new(seed) }
+    pub fn new(keys: ControlKeys, epoch: u64) -> Self {
+        let seed = u32::from_ne_bytes(pnfs_protocol::seal::random_bytes());
+        CtlClient { idle: Mutex::new(HashMap::new()), xid: AtomicU32::new(seed), keys, epoch }
     }
 
     /// Calls `proc_` of `prog` at `addr`. A pooled connection that fails is
@@ -113,21 +109,22 @@ impl CtlClient {
         args.encode(&mut e).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let args = e.into_inner();
         let pooled = self.idle.lock().unwrap().get_mut(addr).and_then(|v| v.pop());
-        if let Some(mut s) = pooled {
+        if let Some((mut s, mut signer)) = pooled {
             let xid = self.xid.fetch_add(1, Ordering::Relaxed);
-            if let Ok(r) = call_on(&mut s, xid, prog, proc_, &args) {
-                self.put_back(addr, s);
+            if let Ok(r) = call_on(&mut s, &mut signer, xid, prog, proc_, &args) {
+                self.put_back(addr, (s, signer));
                 return Ok(r);
             }
         }
         let mut s = connect(addr)?;
+        let mut signer = CallSigner::new(self.keys.clone(), self.epoch);
         let xid = self.xid.fetch_add(1, Ordering::Relaxed);
-        let r = call_on(&mut s, xid, prog, proc_, &args)?;
-        self.put_back(addr, s);
+        let r = call_on(&mut s, &mut signer, xid, prog, proc_, &args)?;
+        self.put_back(addr, (s, signer));
         Ok(r)
     }
 
-    fn put_back(&self, addr: &str, s: TcpStream) {
+    fn put_back(&self, addr: &str, s: (TcpStream, CallSigner)) {
         let mut idle = self.idle.lock().unwrap();
         let v = idle.entry(addr.to_string()).or_default();
         if v.len() < IDLE_PER_ADDR {

@@ -28,6 +28,7 @@ use crate::config::MdsConfig;
 use crate::namespace::Namespace;
 use crate::state::StateOther;
 use client::CtlClient;
+use pnfs_protocol::control_auth::{ControlKeys, RecentConnections};
 use pnfs_kv::{key::u64_be, transact, KvError, KvStore};
 use pnfs_protocol::ds_handle;
 use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
@@ -284,6 +285,15 @@ pub struct Pnfs {
     pub cluster_key: ClusterKey,
     /// Seals the DS filehandles clients get in layouts.
     ds_fh_key: TagKey,
+    /// Checks the data servers' control calls.
+    pub control_keys: ControlKeys,
+    /// Control connection ids seen lately (replay protection).
+    pub control_recent: RecentConnections,
+    /// Data servers whose allowed stateids are to be pushed again (they
+    /// registered); one worker thread drains it.
+    repush_pending: Mutex<BTreeSet<u32>>,
+    repush_wake: std::sync::Condvar,
+    repush_started: std::sync::atomic::AtomicBool,
 }
 
 fn set_key(ino: u64) -> Vec<u8> {
@@ -348,7 +358,7 @@ impl Pnfs {
         Ok(Arc::new(Pnfs {
             cfg: pcfg,
             registry,
-            ctl: CtlClient::new(),
+            ctl: CtlClient::new(ControlKeys::new(&cluster_key), epoch),
             ns,
             sets: Mutex::new(HashMap::new()),
             place_lock: Mutex::new(()),
@@ -357,6 +367,11 @@ impl Pnfs {
             batchers: Mutex::new(HashMap::new()),
             devices: Mutex::new(devices),
             ds_fh_key: cluster_key.derive(Purpose::DsFileHandle),
+            control_keys: ControlKeys::new(&cluster_key),
+            control_recent: RecentConnections::default(),
+            repush_pending: Mutex::new(BTreeSet::new()),
+            repush_wake: std::sync::Condvar::new(),
+            repush_started: std::sync::atomic::AtomicBool::new(false),
             cluster_key,
         }))
     }
@@ -674,6 +689,39 @@ impl Pnfs {
                 if let Err(e) = r {
                     log::warn!("STATEID_REVOKE to data server {d} failed: {e}");
                 }
+            }
+        }
+    }
+
+    /// Has data server `ds`'s allowed stateids pushed again, after the
+    /// REGISTER reply is out, by the one repush worker (no thread per
+    /// REGISTER; repeated requests for one DS coalesce).
+    pub fn request_repush(self: &Arc<Self>, ds: u32) {
+        let mut pending = self.repush_pending.lock().unwrap();
+        if !self.repush_started.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new().name("mds-repush".into()).spawn(move || Self::repush_worker(weak));
+            if let Err(e) = spawned {
+                log::error!("starting the stateid repush thread: {e}");
+                self.repush_started.store(false, Ordering::Release);
+            }
+        }
+        pending.insert(ds);
+        self.repush_wake.notify_one();
+    }
+
+    fn repush_worker(weak: std::sync::Weak<Pnfs>) {
+        loop {
+            let Some(p) = weak.upgrade() else { return };
+            let next = {
+                let mut pending = p.repush_pending.lock().unwrap();
+                if pending.is_empty() {
+                    pending = p.repush_wake.wait_timeout(pending, Duration::from_secs(1)).unwrap().0;
+                }
+                pending.pop_first()
+            };
+            if let Some(ds) = next {
+                p.repush(ds);
             }
         }
     }

@@ -8,14 +8,19 @@
 //! coming (mds.ds_dead_after_ms); HEARTBEAT from a DS not registered since
 //! this MDS started answers CTL_UNKNOWN_DS so it registers again (and gets
 //! its allowed stateids pushed again).
+//!
+//! Every call must carry the cluster key's tag (pnfs_protocol::control_auth);
+//! anything else is answered AUTH_ERROR and the connection closed, so no
+//! one without the key registers a DS or moves a known DS's addresses.
 
 use super::{Pnfs, MAX_DATA_SERVERS};
 use pnfs_kv::{key::u64_be, transact, KvError, KvStore};
+use pnfs_protocol::control_auth::{now_ms, CallChecker, Verified};
 use pnfs_protocol::record::{record_header, RecordReader};
 use pnfs_protocol::rpc::{self, AcceptStat, Message};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -203,33 +208,100 @@ impl Registry {
     }
 }
 
-/// Accepts data server control connections until the listener fails.
+/// Control connections served at once, and from one address.
+const MAX_CONTROL_CONNECTIONS: usize = 64;
+const MAX_CONTROL_CONNECTIONS_PER_ADDRESS: usize = 16;
+/// A control connection must send an authentic call this soon after it
+/// opens, and is closed after this long without one.
+const FIRST_CALL_DEADLINE: Duration = Duration::from_secs(10);
+const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Accepts data server control connections until the listener fails. They
+/// are served on a thread of their own with its own runtime, so no NFS
+/// client load (busy workers, a full blocking pool) delays a REGISTER or a
+/// heartbeat into a data server being declared dead.
 pub async fn serve_control(pnfs: Arc<Pnfs>, listener: TcpListener) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("mds-control".into()).spawn(move || {
+        let r = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| rt.block_on(accept_control(pnfs, listener)));
+        let _ = done_tx.send(r);
+    })?;
+    done_rx.await.unwrap_or_else(|_| Err(std::io::Error::other("control thread ended")))
+}
+
+async fn accept_control(pnfs: Arc<Pnfs>, listener: std::net::TcpListener) -> std::io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let conns = Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    let per_addr: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     loop {
         let (sock, peer) = listener.accept().await?;
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            log::warn!("refusing control connection from {peer}: {MAX_CONTROL_CONNECTIONS} open");
+            continue;
+        };
+        {
+            let mut n = per_addr.lock().unwrap();
+            let c = n.entry(peer.ip()).or_insert(0);
+            if *c >= MAX_CONTROL_CONNECTIONS_PER_ADDRESS {
+                log::warn!("refusing control connection from {peer}: {MAX_CONTROL_CONNECTIONS_PER_ADDRESS} open from that address");
+                continue;
+            }
+            *c += 1;
+        }
         let _ = sock.set_nodelay(true);
-        let p = pnfs.clone();
+        let (p, per_addr) = (pnfs.clone(), per_addr.clone());
         tokio::spawn(async move {
             if let Err(e) = control_connection(p, sock).await {
                 log::debug!("control connection {peer}: {e}");
             }
+            let mut n = per_addr.lock().unwrap();
+            if let Some(c) = n.get_mut(&peer.ip()) {
+                *c -= 1;
+                if *c == 0 {
+                    n.remove(&peer.ip());
+                }
+            }
+            drop(permit);
         });
     }
 }
 
 async fn control_connection(pnfs: Arc<Pnfs>, mut sock: TcpStream) -> std::io::Result<()> {
     let mut rr = RecordReader::new(MAX_CONTROL_RECORD);
+    let mut checker = CallChecker::new(pnfs.control_keys.clone());
+    let mut authenticated = false;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = sock.read(&mut buf).await?;
+        let wait = if authenticated { CONTROL_IDLE_TIMEOUT } else { FIRST_CALL_DEADLINE };
+        let n = match tokio::time::timeout(wait, sock.read(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no authentic call in time")),
+        };
         if n == 0 {
             return Ok(());
         }
         let recs = rr.feed_all(&buf[..n]).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         for rec in recs {
-            let p = pnfs.clone();
-            let reply = tokio::task::spawn_blocking(move || handle_control(&p, &rec)).await.ok().flatten();
-            if let Some(r) = reply {
+            let verified = match checker.check(&rec, now_ms(), &pnfs.control_recent) {
+                Ok(v) => v,
+                Err(None) => return Ok(()),
+                Err(Some(d)) => {
+                    // The caller pays: it is told why, and loses the connection.
+                    log::warn!("refusing control call from {:?}: {}", sock.peer_addr().ok(), d.why);
+                    let r = rpc::auth_error_reply(d.xid, d.stat);
+                    sock.write_all(&record_header(r.len())).await?;
+                    sock.write_all(&r).await?;
+                    return Ok(());
+                }
+            };
+            authenticated = true;
+            // Quick calls (a heartbeat is a map update; REGISTER writes one
+            // record when a DS is new or moved), run right here.
+            if let Some(r) = handle_control(&pnfs, &rec, &verified) {
                 sock.write_all(&record_header(r.len())).await?;
                 sock.write_all(&r).await?;
             }
@@ -237,15 +309,17 @@ async fn control_connection(pnfs: Arc<Pnfs>, mut sock: TcpStream) -> std::io::Re
     }
 }
 
-fn encode_reply<T: XdrEncode>(xid: u32, res: &T) -> Vec<u8> {
+fn encode_reply<T: XdrEncode>(pnfs: &Pnfs, v: &Verified, res: &T) -> Vec<u8> {
     let mut e = Encoder::new();
-    rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
+    v.begin_reply(&mut e);
     let _ = res.encode(&mut e);
-    e.into_inner()
+    let mut r = e.into_inner();
+    v.seal_reply(&pnfs.control_keys, &mut r);
+    r
 }
 
-/// One control RPC record in, at most one reply out.
-pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8]) -> Option<Vec<u8>> {
+/// One authenticated control RPC record in, at most one reply out.
+pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8], v: &Verified) -> Option<Vec<u8>> {
     let (header, args) = match rpc::parse_message(rec) {
         Ok(Message::Call { header, args }) => (header, args),
         Ok(Message::Reply { .. }) | Err(rpc::RpcError::Unreadable) => return None,
@@ -263,7 +337,7 @@ pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8]) -> Option<Vec<u8>> {
     }
     let garbage = || Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs));
     match header.proc_ {
-        rpc::PROC_NULL => Some(rpc::accepted_reply(xid, AcceptStat::Success)),
+        rpc::PROC_NULL => Some(encode_reply(pnfs, v, &())),
         CTL_PROC_REGISTER => {
             let Ok(a) = ctl_register_args::decode(&mut Decoder::new(args)) else { return garbage() };
             let reg = &pnfs.registry;
@@ -280,8 +354,7 @@ pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8]) -> Option<Vec<u8>> {
                     }
                     // Re-push its allowed stateids once the reply is out.
                     let _ = again;
-                    let p = pnfs.clone();
-                    std::thread::spawn(move || p.repush(index));
+                    pnfs.request_repush(index);
                     ctl_status::CTL_OK
                 }
                 Err(RegisterError::Invalid(why)) => {
@@ -298,7 +371,7 @@ pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8]) -> Option<Vec<u8>> {
                 }
             };
             let res = ctl_register_res { crr_status: status, crr_mds_epoch: reg.epoch, crr_heartbeat_ms: reg.heartbeat_ms() };
-            Some(encode_reply(xid, &res))
+            Some(encode_reply(pnfs, v, &res))
         }
         CTL_PROC_HEARTBEAT => {
             let Ok(a) = ctl_heartbeat_args::decode(&mut Decoder::new(args)) else { return garbage() };
@@ -307,7 +380,7 @@ pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8]) -> Option<Vec<u8>> {
             } else {
                 ctl_status::CTL_UNKNOWN_DS
             };
-            Some(encode_reply(xid, &ctl_heartbeat_res { chr_status: status }))
+            Some(encode_reply(pnfs, v, &ctl_heartbeat_res { chr_status: status }))
         }
         _ => Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
     }

@@ -64,7 +64,7 @@ pub fn ctl_call(ctl: &mut CtlClient, p: u32, a: &impl XdrEncode) -> ctl_status {
 /// As the MDS does: OBJ_CREATE `fh` (idempotent) and STATEID_ALLOW the
 /// read-write stateid [`RW`] for it.
 pub fn create_and_allow(h: &pnfs_ds::DsHandle, fh: &[u8]) {
-    let mut ctl = CtlClient::connect(&h.control_addr().to_string(), Duration::from_secs(2)).unwrap();
+    let mut ctl = h.control_client().unwrap();
     assert_eq!(ctl_call(&mut ctl, CTL_PROC_OBJ_CREATE, &ctl_obj_args { coa_fh: Opaque::borrowed(fh) }), ctl_status::CTL_OK);
     let allow = ctl_stateid_args {
         csa_stateid: stateid4 { seqid: 1, other: RW },

@@ -29,7 +29,7 @@ fn start_cluster(dir: &std::path::Path) -> (SocketAddr, Vec<pnfs_ds::DsHandle>) 
     }
     // Both data servers registered once a heartbeat is accepted.
     for i in 0..2 {
-        pnfs_mds::server::wait_ds_registered(ctl, &format!("ds{i}"), Duration::from_secs(10)).unwrap();
+        pnfs_mds::server::wait_ds_registered(ctl, &dir.join("meta/cluster.key"), &format!("ds{i}"), Duration::from_secs(10)).unwrap();
     }
     (nfs, handles)
 }

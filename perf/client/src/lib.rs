@@ -22,6 +22,7 @@
 pub use pnfs_protocol;
 
 pub mod layout;
+pub mod net;
 
 use pnfs_protocol::record::{RecordReader, LAST_FRAGMENT};
 use pnfs_protocol::rpc::{self, Message};

@@ -1,0 +1,18 @@
+//! Sockets for tests that play an attacker on the storage network.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A TCP connection to `remote` from local address `local` (e.g. 127.0.0.2,
+/// a second host on loopback), with 10 s read/write timeouts so a test that
+/// expects an answer never hangs.
+pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(remote), socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(local, 0).into())?;
+    sock.connect_timeout(&remote.into(), Duration::from_secs(5))?;
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    Ok(s)
+}
