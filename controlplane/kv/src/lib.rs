@@ -125,6 +125,16 @@ pub trait KvTxn: Send {
         self.scan(prefix, end.as_deref(), limit)
     }
 
+    /// [`scan`](KvTxn::scan) returning keys only: backends do not copy or
+    /// transfer the values (listing names whose values may be large).
+    fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>>;
+
+    /// [`scan_keys`](KvTxn::scan_keys) of all keys starting with `prefix`.
+    fn scan_keys_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+        let end = key::prefix_end(prefix);
+        self.scan_keys(prefix, end.as_deref(), limit)
+    }
+
     /// Atomically and durably applies the buffered writes, or fails with
     /// [`KvError::Conflict`] having written nothing.
     fn commit(self: Box<Self>) -> Result<()>;
@@ -215,6 +225,14 @@ impl KvTxn for ConflictTracker<'_> {
     }
     fn scan_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<KvPair>> {
         let r = self.inner.scan_prefix(prefix, limit);
+        self.track(r)
+    }
+    fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let r = self.inner.scan_keys(start, end, limit);
+        self.track(r)
+    }
+    fn scan_keys_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+        let r = self.inner.scan_keys_prefix(prefix, limit);
         self.track(r)
     }
     fn commit(self: Box<Self>) -> Result<()> {

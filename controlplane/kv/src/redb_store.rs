@@ -23,7 +23,7 @@ use std::path::Path;
 
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable, TableDefinition};
 
-use crate::merge::{bounds, merge_scan, Overlay};
+use crate::merge::{bounds, merge_scan, merge_scan_keys, Overlay};
 use crate::{key, KvError, KvPair, KvStore, KvTxn, Result};
 
 /// The single table holding all keys.
@@ -123,6 +123,25 @@ impl KvTxn for RedbTxn<'_> {
                 Ok((k.value().to_vec(), v.value().to_vec()))
             });
         merge_scan(base, &self.writes, range, limit)
+    }
+
+    fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let Some(range) = bounds(start, end) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The value guards are dropped unread: nothing of a value is copied.
+        let base = self
+            .snap
+            .range::<&[u8]>(range)
+            .map_err(KvError::backend)?
+            .map(|item| {
+                let (k, _) = item.map_err(KvError::backend)?;
+                Ok(k.value().to_vec())
+            });
+        merge_scan_keys(base, &self.writes, range, limit)
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
