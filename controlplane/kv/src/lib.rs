@@ -27,6 +27,8 @@
 //!   range, also `get` a guard key that every writer of the range writes
 //!   (e.g. the parent directory's inode record).
 //! * A transaction that wrote nothing always commits successfully.
+//! * A full disk is [`KvError::NoSpace`], not a permanent failure: once space
+//!   is freed, new transactions succeed again without a restart.
 //! * Keys must be non-empty and at most [`key::MAX_KEY_LEN`] bytes (etcd and
 //!   TiKV reject empty keys). Values may be empty; backends must accept values
 //!   of at least 1 MiB.
@@ -44,7 +46,7 @@ mod redb_store;
 
 pub use key::prefix_end;
 pub use mem::MemStore;
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbStore, REOPEN_INTERVAL};
 
 /// A key-value pair as returned by scans.
 pub type KvPair = (Vec<u8>, Vec<u8>);
@@ -63,6 +65,12 @@ pub enum KvError {
     RetriesExhausted { attempts: u32 },
     /// The caller passed something the store cannot accept (e.g. empty key).
     InvalidArgument(String),
+    /// The store's disk (or quota) is full; nothing was written. Retrying
+    /// after space is freed succeeds (the redb backend reopens its file).
+    NoSpace(String),
+    /// The store is reopening after an I/O error and cannot serve this call
+    /// yet; nothing was written. Retrying shortly may succeed.
+    Unavailable(String),
     /// I/O, corruption or other backend failure; the message is for humans.
     Backend(String),
 }
@@ -86,6 +94,8 @@ impl fmt::Display for KvError {
                 write!(f, "transaction still conflicting after {attempts} attempts")
             }
             KvError::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            KvError::NoSpace(m) => write!(f, "no space left for the store: {m}"),
+            KvError::Unavailable(m) => write!(f, "store unavailable, retry: {m}"),
             KvError::Backend(m) => write!(f, "storage backend error: {m}"),
         }
     }
