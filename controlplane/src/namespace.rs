@@ -143,6 +143,16 @@ impl From<nfsstat4> for TxErr {
 fn map_err(e: TxErr) -> nfsstat4 {
     match e {
         TxErr::Nfs(s) => s,
+        // A full disk or a store reopening is logged once by the store, not
+        // per request.
+        TxErr::Kv(KvError::NoSpace(m)) => {
+            log::debug!("metadata store: no space: {m}");
+            nfsstat4::NFS4ERR_NOSPC
+        }
+        TxErr::Kv(KvError::Unavailable(m)) => {
+            log::debug!("metadata store: {m}");
+            nfsstat4::NFS4ERR_DELAY
+        }
         TxErr::Kv(e) => {
             log::error!("metadata store: {e}");
             match e {

@@ -89,6 +89,9 @@ fn full_disk_answers_nospace_and_the_store_recovers_when_space_is_freed() {
         put(&store, &acked_key(n), &value).unwrap();
         acked += 1;
     }
+    // A transaction begun before the failure keeps the old handle (and so
+    // the file) open: the store cannot reopen until it is gone.
+    let mut old = store.begin().unwrap();
     let ballast = fill(fs.path());
 
     // Transactions that need new pages now fail; every answer is NoSpace
@@ -117,6 +120,14 @@ fn full_disk_answers_nospace_and_the_store_recovers_when_space_is_freed() {
     // repaired) on the still-full disk: reads of acknowledged data work,
     // and writes are refused up front for a while.
     std::thread::sleep(REOPEN_INTERVAL + REOPEN_INTERVAL / 5);
+    assert!(matches!(store.begin().err(), Some(KvError::Unavailable(_))), "reopen while an old transaction holds the file");
+    match old.get(&acked_key(1)) {
+        Ok(v) => assert_eq!(v.as_deref(), Some(value.as_slice())), // from redb's cache
+        Err(e) => assert!(matches!(e, KvError::NoSpace(_)), "old transaction after the failure: {e:?}"),
+    }
+    old.put(b"late/old", b"x").unwrap();
+    // Its commit is refused; nothing of it is written.
+    assert!(matches!(old.commit(), Err(KvError::NoSpace(_) | KvError::Conflict)));
     let mut t = store.begin().expect("begin on a full disk after the pause");
     assert_eq!(t.get(&acked_key(0)).unwrap().as_deref(), Some(value.as_slice()), "read on a full disk");
     drop(t);
