@@ -24,7 +24,11 @@ pub trait DataStore: Send + Sync {
     /// (0 past its end). The caller zero-fills up to the NFS file size.
     fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes; when `stable`, data is durable (fdatasync) before returning.
-    fn write(&self, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<()>;
+    /// Returns whether the bytes are durable now (a store may make them so
+    /// even when not asked): the WRITE reply then says FILE_SYNC4, and an
+    /// UNSTABLE4 answer is only given for bytes that this MDS holds, which
+    /// its per-boot write verifier covers.
+    fn write(&self, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<bool>;
     /// Makes all earlier writes to `ino` durable.
     fn commit(&self, ino: u64) -> io::Result<()>;
     fn truncate(&self, ino: u64, size: u64) -> io::Result<()>;
@@ -125,13 +129,13 @@ impl DataStore for LocalFileStore {
         Ok(done)
     }
 
-    fn write(&self, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<()> {
+    fn write(&self, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<bool> {
         let f = self.file(ino, true)?.expect("created");
         f.write_all_at(data, offset)?;
         if stable {
             f.sync_data()?;
         }
-        Ok(())
+        Ok(stable)
     }
 
     fn commit(&self, ino: u64) -> io::Result<()> {

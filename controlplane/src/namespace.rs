@@ -143,6 +143,16 @@ impl From<nfsstat4> for TxErr {
 fn map_err(e: TxErr) -> nfsstat4 {
     match e {
         TxErr::Nfs(s) => s,
+        // A full disk or a store reopening is logged once by the store, not
+        // per request.
+        TxErr::Kv(KvError::NoSpace(m)) => {
+            log::debug!("metadata store: no space: {m}");
+            nfsstat4::NFS4ERR_NOSPC
+        }
+        TxErr::Kv(KvError::Unavailable(m)) => {
+            log::debug!("metadata store: {m}");
+            nfsstat4::NFS4ERR_DELAY
+        }
         TxErr::Kv(e) => {
             log::error!("metadata store: {e}");
             match e {
@@ -265,7 +275,7 @@ fn unlink_inode(t: &mut dyn KvTxn, target: &mut Inode, now: &Time) -> Result<Opt
     let last = if target.is_dir() { true } else { target.nlink <= 1 };
     if last {
         t.delete(&inode_key(target.ino))?;
-        for (k, _) in t.scan_prefix(&xattr_prefix(target.ino), usize::MAX)? {
+        for k in t.scan_keys_prefix(&xattr_prefix(target.ino), usize::MAX)? {
             t.delete(&k)?;
         }
         Ok(Some(target.ino))
@@ -661,7 +671,8 @@ impl Namespace {
                 setxattr_option4::SETXATTR4_REPLACE if !exists => return Err(nfsstat4::NFS4ERR_NOXATTR.into()),
                 _ => {}
             }
-            if !exists && t.scan_prefix(&xattr_prefix(ino), MAX_XATTRS_PER_FILE)?.len() >= MAX_XATTRS_PER_FILE {
+            // Counted by key: loading every value (up to 64 KiB each) to count names cost up to 64 MiB.
+            if !exists && t.scan_keys_prefix(&xattr_prefix(ino), MAX_XATTRS_PER_FILE)?.len() >= MAX_XATTRS_PER_FILE {
                 return Err(nfsstat4::NFS4ERR_NOSPC.into());
             }
             t.put(&key, value)?;
@@ -687,12 +698,12 @@ impl Namespace {
         })
     }
 
-    /// All xattr names of `ino`, in order.
+    /// All xattr names of `ino`, in order (keys only: values are not read).
     pub fn listxattrs(&self, ino: u64) -> NfsResult<Vec<Vec<u8>>> {
         self.run(|t| {
             get_inode(t, ino)?;
             let p = xattr_prefix(ino);
-            Ok(t.scan_prefix(&p, MAX_XATTRS_PER_FILE)?.into_iter().map(|(k, _)| k[p.len()..].to_vec()).collect())
+            Ok(t.scan_keys_prefix(&p, MAX_XATTRS_PER_FILE)?.into_iter().map(|k| k[p.len()..].to_vec()).collect())
         })
     }
 
@@ -867,5 +878,62 @@ mod tests {
         assert_eq!(ns.listxattrs(f.ino).unwrap(), vec![b"user.a".to_vec()]);
         ns.removexattr(f.ino, b"user.a").unwrap();
         assert_eq!(ns.getxattr(f.ino, b"user.a").unwrap_err(), nfsstat4::NFS4ERR_NOXATTR);
+    }
+
+    /// A store that counts the value bytes its scans hand out.
+    struct CountingStore {
+        inner: MemStore,
+        scanned_value_bytes: std::sync::atomic::AtomicUsize,
+    }
+
+    struct CountingTxn<'a> {
+        inner: Box<dyn KvTxn + 'a>,
+        counter: &'a std::sync::atomic::AtomicUsize,
+    }
+
+    impl KvStore for CountingStore {
+        fn begin(&self) -> pnfs_kv::Result<Box<dyn KvTxn + '_>> {
+            Ok(Box::new(CountingTxn { inner: self.inner.begin()?, counter: &self.scanned_value_bytes }))
+        }
+    }
+
+    impl KvTxn for CountingTxn<'_> {
+        fn get(&mut self, key: &[u8]) -> pnfs_kv::Result<Option<Vec<u8>>> {
+            self.inner.get(key)
+        }
+        fn put(&mut self, key: &[u8], value: &[u8]) -> pnfs_kv::Result<()> {
+            self.inner.put(key, value)
+        }
+        fn delete(&mut self, key: &[u8]) -> pnfs_kv::Result<()> {
+            self.inner.delete(key)
+        }
+        fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> pnfs_kv::Result<Vec<pnfs_kv::KvPair>> {
+            let r = self.inner.scan(start, end, limit)?;
+            let n: usize = r.iter().map(|(_, v)| v.len()).sum();
+            self.counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(r)
+        }
+        fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> pnfs_kv::Result<Vec<Vec<u8>>> {
+            self.inner.scan_keys(start, end, limit)
+        }
+        fn commit(self: Box<Self>) -> pnfs_kv::Result<()> {
+            self.inner.commit()
+        }
+    }
+
+    /// Listing and counting names must not read the (up to 64 KiB) values.
+    #[test]
+    fn xattr_names_without_values() {
+        let store = Arc::new(CountingStore { inner: MemStore::new(), scanned_value_bytes: Default::default() });
+        let ns = Namespace::open(store.clone()).unwrap();
+        let (_, _, f) = ns.create(ROOT_INO, b"x", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+        let big = vec![0xabu8; MAX_XATTR_VALUE];
+        for n in 0..8 {
+            ns.setxattr(f.ino, format!("user.{n}").as_bytes(), &big, setxattr_option4::SETXATTR4_EITHER).unwrap();
+        }
+        assert_eq!(ns.listxattrs(f.ino).unwrap().len(), 8);
+        ns.remove(ROOT_INO, b"x").unwrap();
+        let read = store.scanned_value_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(read < MAX_XATTR_VALUE, "scans returned {read} value bytes to set, list and drop 8 names");
     }
 }

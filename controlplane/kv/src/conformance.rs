@@ -35,6 +35,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("binary_keys_order", binary_keys_order),
     ("scan_bounds_and_limit", scan_bounds_and_limit),
     ("scan_prefix", scan_prefix),
+    ("scan_keys", scan_keys),
     ("read_your_writes_get", read_your_writes_get),
     ("read_your_writes_scan", read_your_writes_scan),
     ("abort_on_drop", abort_on_drop),
@@ -67,7 +68,7 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@gen $make;
             get_put_delete, overwrite, delete_missing_key, empty_value, invalid_keys,
-            large_value, binary_keys_order, scan_bounds_and_limit, scan_prefix,
+            large_value, binary_keys_order, scan_bounds_and_limit, scan_prefix, scan_keys,
             read_your_writes_get, read_your_writes_scan, abort_on_drop, snapshot_reads,
             conflict_read_modify_write, conflict_racing_threads, conflict_on_written_key,
             conflict_writes_nothing, disjoint_txns_both_commit, transact_app_error_aborts,
@@ -274,6 +275,39 @@ pub fn scan_prefix(store: &dyn KvStore) {
     assert_eq!(keys(&t.scan_prefix(b"dir/", 2).unwrap()).len(), 2);
     assert_eq!(t.scan_prefix(b"", 100).unwrap().len(), 7);
     assert!(t.scan_prefix(b"nope", 100).unwrap().is_empty());
+}
+
+/// Key-only scans return exactly the keys `scan` would, in the same order,
+/// bounds and limits, with the transaction's own writes merged in.
+pub fn scan_keys(store: &dyn KvStore) {
+    fill(store, &[b"a", b"b", b"c", b"d", b"x/1", b"x/2", b"x/3", b"y"]);
+    put(store, b"x/big", &vec![7u8; 1 << 20]);
+    let mut t = store.begin().unwrap();
+    t.put(b"x/0", b"new").unwrap();
+    t.delete(b"x/2").unwrap();
+    t.put(b"bb", b"").unwrap();
+    for (start, end, limit) in [
+        (&b""[..], None, usize::MAX),
+        (b"b", Some(&b"d"[..]), 100),
+        (b"bb", Some(b"dd"), 100),
+        (b"", None, 3),
+        (b"", None, 0),
+        (b"c", Some(b"c"), 10),
+        (b"d", Some(b"b"), 10),
+        (b"z", None, 10),
+    ] {
+        let want = keys(&t.scan(start, end, limit).unwrap());
+        assert_eq!(t.scan_keys(start, end, limit).unwrap(), want, "{start:?}..{end:?} limit {limit}");
+    }
+    assert_eq!(
+        t.scan_keys_prefix(b"x/", 100).unwrap(),
+        vec![b"x/0".to_vec(), b"x/1".to_vec(), b"x/3".to_vec(), b"x/big".to_vec()]
+    );
+    assert_eq!(t.scan_keys_prefix(b"x/", 2).unwrap().len(), 2);
+    assert!(t.scan_keys_prefix(b"nope", 100).unwrap().is_empty());
+    drop(t);
+    // Others see only what was committed.
+    assert_eq!(store.begin().unwrap().scan_keys_prefix(b"x/", 100).unwrap().len(), 4);
 }
 
 /// Point reads see the transaction's own puts and deletes.

@@ -27,6 +27,8 @@
 //!   range, also `get` a guard key that every writer of the range writes
 //!   (e.g. the parent directory's inode record).
 //! * A transaction that wrote nothing always commits successfully.
+//! * A full disk is [`KvError::NoSpace`], not a permanent failure: once space
+//!   is freed, new transactions succeed again without a restart.
 //! * Keys must be non-empty and at most [`key::MAX_KEY_LEN`] bytes (etcd and
 //!   TiKV reject empty keys). Values may be empty; backends must accept values
 //!   of at least 1 MiB.
@@ -44,7 +46,7 @@ mod redb_store;
 
 pub use key::prefix_end;
 pub use mem::MemStore;
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbStore, REOPEN_INTERVAL};
 
 /// A key-value pair as returned by scans.
 pub type KvPair = (Vec<u8>, Vec<u8>);
@@ -63,6 +65,12 @@ pub enum KvError {
     RetriesExhausted { attempts: u32 },
     /// The caller passed something the store cannot accept (e.g. empty key).
     InvalidArgument(String),
+    /// The store's disk (or quota) is full; nothing was written. Retrying
+    /// after space is freed succeeds (the redb backend reopens its file).
+    NoSpace(String),
+    /// The store is reopening after an I/O error and cannot serve this call
+    /// yet; nothing was written. Retrying shortly may succeed.
+    Unavailable(String),
     /// I/O, corruption or other backend failure; the message is for humans.
     Backend(String),
 }
@@ -86,6 +94,8 @@ impl fmt::Display for KvError {
                 write!(f, "transaction still conflicting after {attempts} attempts")
             }
             KvError::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            KvError::NoSpace(m) => write!(f, "no space left for the store: {m}"),
+            KvError::Unavailable(m) => write!(f, "store unavailable, retry: {m}"),
             KvError::Backend(m) => write!(f, "storage backend error: {m}"),
         }
     }
@@ -123,6 +133,16 @@ pub trait KvTxn: Send {
     fn scan_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<KvPair>> {
         let end = key::prefix_end(prefix);
         self.scan(prefix, end.as_deref(), limit)
+    }
+
+    /// [`scan`](KvTxn::scan) returning keys only: backends do not copy or
+    /// transfer the values (listing names whose values may be large).
+    fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>>;
+
+    /// [`scan_keys`](KvTxn::scan_keys) of all keys starting with `prefix`.
+    fn scan_keys_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+        let end = key::prefix_end(prefix);
+        self.scan_keys(prefix, end.as_deref(), limit)
     }
 
     /// Atomically and durably applies the buffered writes, or fails with
@@ -215,6 +235,14 @@ impl KvTxn for ConflictTracker<'_> {
     }
     fn scan_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<KvPair>> {
         let r = self.inner.scan_prefix(prefix, limit);
+        self.track(r)
+    }
+    fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let r = self.inner.scan_keys(start, end, limit);
+        self.track(r)
+    }
+    fn scan_keys_prefix(&mut self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+        let r = self.inner.scan_keys_prefix(prefix, limit);
         self.track(r)
     }
     fn commit(self: Box<Self>) -> Result<()> {

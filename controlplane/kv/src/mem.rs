@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::merge::{bounds, merge_scan, Overlay};
+use crate::merge::{bounds, merge_scan, merge_scan_keys, Overlay};
 use crate::{key, KvError, KvPair, KvStore, KvTxn, Result};
 
 /// In-memory [`KvStore`]; nothing survives the process.
@@ -147,6 +147,23 @@ impl KvTxn for MemTxn<'_> {
             .range::<[u8], _>(range)
             .filter_map(|(k, vs)| visible(vs, ts).map(|v| Ok((k.clone(), v.to_vec()))));
         merge_scan(base, &self.writes, range, limit)
+    }
+
+    fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let Some(range) = bounds(start, end) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = self.store.lock();
+        let ts = self.start_ts;
+        let base = inner
+            .data
+            .range::<[u8], _>(range)
+            .filter(|(_, vs)| visible(vs, ts).is_some())
+            .map(|(k, _)| Ok(k.clone()));
+        merge_scan_keys(base, &self.writes, range, limit)
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {

@@ -34,6 +34,34 @@ pub(crate) fn merge_scan<I>(
 where
     I: Iterator<Item = Result<KvPair>>,
 {
+    merge(base, overlay, range, limit, |v| v.to_vec())
+}
+
+/// [`merge_scan`] of keys only: neither the snapshot's values nor the
+/// overlay's are copied.
+pub(crate) fn merge_scan_keys<I>(
+    base: I,
+    overlay: &Overlay,
+    range: KeyRange<'_>,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>>
+where
+    I: Iterator<Item = Result<Vec<u8>>>,
+{
+    let base = base.map(|r| r.map(|k| (k, ())));
+    Ok(merge(base, overlay, range, limit, |_| ())?.into_iter().map(|(k, ())| k).collect())
+}
+
+fn merge<I, V>(
+    base: I,
+    overlay: &Overlay,
+    range: KeyRange<'_>,
+    limit: usize,
+    value: impl Fn(&[u8]) -> V,
+) -> Result<Vec<(Vec<u8>, V)>>
+where
+    I: Iterator<Item = Result<(Vec<u8>, V)>>,
+{
     enum Pick {
         Base,
         Overlay,
@@ -68,7 +96,7 @@ where
         }
         if matches!(pick, Pick::Overlay | Pick::Both) {
             if let Some((k, Some(v))) = over.next() {
-                out.push((k.clone(), v.clone()));
+                out.push((k.clone(), value(v)));
             }
         }
     }

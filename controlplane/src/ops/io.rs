@@ -75,7 +75,8 @@ pub fn write(m: &Mds, c: &mut Compound, a: &WRITE4args, e: &mut Encoder) -> nfss
             return Err(nfsstat4::NFS4ERR_FBIG);
         }
         let stable = a.stable != stable_how4::UNSTABLE4;
-        m.data.write(i.ino, a.offset, &a.data, stable).map_err(io_err)?;
+        // Data on the DSes is always written stable (see StripedStore::write).
+        let durable = m.data.write(i.ino, a.offset, &a.data, stable).map_err(io_err)?;
         crate::metrics::metrics().write_bytes.inc_by(a.data.len() as u64);
         // Size and mtime go to the metadata store in their own transaction;
         // the data store's fdatasync above made the bytes durable first.
@@ -84,7 +85,7 @@ pub fn write(m: &Mds, c: &mut Compound, a: &WRITE4args, e: &mut Encoder) -> nfss
         }
         Ok(WRITE4resok {
             count: a.data.len() as u32,
-            committed: if stable { stable_how4::FILE_SYNC4 } else { stable_how4::UNSTABLE4 },
+            committed: if durable { stable_how4::FILE_SYNC4 } else { stable_how4::UNSTABLE4 },
             writeverf: m.write_verifier,
         })
     })();

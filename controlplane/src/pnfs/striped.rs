@@ -129,9 +129,19 @@ impl DataStore for StripedStore {
         Ok(got_end)
     }
 
-    fn write(&self, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<()> {
+    /// A WRITE through the MDS to striped data goes stable to the data
+    /// servers, and the reply says FILE_SYNC4. Answering UNSTABLE4 would need
+    /// a verifier that changes when any DS touched restarts (the MDS's own
+    /// does not: a DS crash before COMMIT lost acknowledged bytes and the
+    /// client, seeing the same verifier, never resent them). Carrying the DS
+    /// verifiers back would need them in the control protocol and one
+    /// combined verifier per file that WRITE and COMMIT agree on; going
+    /// stable is simpler and plainly correct. The cost, an fdatasync on the
+    /// DS per proxied WRITE, falls on the fallback path only: clients with a
+    /// layout write to the DSes directly and get the DS's own verifier.
+    fn write(&self, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<bool> {
         match self.locate(ino, true)? {
-            Where::Striped(set) => self.write_striped(&set, ino, offset, data, stable),
+            Where::Striped(set) => self.write_striped(&set, ino, offset, data, true).map(|()| true),
             _ => self.local.write(ino, offset, data, stable),
         }
     }
@@ -207,7 +217,9 @@ impl DataStore for StripedStore {
         let mut at = offset;
         while at < end {
             let n = ((end - at) as usize).min(ZERO_CHUNK);
-            self.write_striped(&set, ino, at, &zeros[..n], false)?;
+            // Stable: DEALLOCATE has no COMMIT, and a DS that restarted
+            // before syncing would bring the old bytes back.
+            self.write_striped(&set, ino, at, &zeros[..n], true)?;
             at += n as u64;
         }
         Ok(())
@@ -235,6 +247,9 @@ impl DataStore for StripedStore {
             let want = ((len - done) as usize).min(buf.len());
             let n = self.read(src, src_off + done, &mut buf[..want])?;
             buf[n..want].fill(0);
+            // Stable on the DSes for the reason given at `write`: the COMMIT
+            // COPY sends afterwards would not notice a DS that restarted and
+            // lost the bytes in between. The local store is committed after.
             self.write(dst, dst_off + done, &buf[..want], false)?;
             done += want as u64;
         }
