@@ -332,8 +332,14 @@ fn device_key(id: &deviceid4) -> Vec<u8> {
     k
 }
 
+/// A store error as the I/O error `mds::io_err` maps to the right NFS
+/// status: a full metadata disk is NOSPC, a store reopening is DELAY.
 fn kv_io(e: KvError) -> io::Error {
-    io::Error::other(format!("metadata store: {e}"))
+    match e {
+        KvError::NoSpace(_) => io::Error::from_raw_os_error(libc::ENOSPC),
+        KvError::Unavailable(m) => io::Error::new(io::ErrorKind::NotConnected, format!("metadata store: {m}")),
+        e => io::Error::other(format!("metadata store: {e}")),
+    }
 }
 
 impl Pnfs {
