@@ -24,6 +24,7 @@ fn start_mds(dir: &std::path::Path) -> (SocketAddr, SocketAddr) {
 
 fn ds_config(dir: &std::path::Path, ctl: SocketAddr, bind: SocketAddr, control_bind: SocketAddr) -> pnfs_ds::config::DsConfig {
     let mut cfg = pnfs_ds::config::DsConfig::new("ds0", dir.join("ds0"), &ctl.to_string());
+    cfg.cluster_key_file = Some(dir.join("meta/cluster.key"));
     cfg.bind = bind;
     cfg.control_bind = control_bind;
     cfg.reactors = 1;
@@ -38,7 +39,7 @@ fn proxied_unstable_write_survives_a_ds_restart_or_changes_the_verifier() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let ds = pnfs_ds::run(ds_config(dir.path(), ctl_addr, any, any)).unwrap();
     let (ds_nfs, ds_ctl) = (ds.nfs_addr(), ds.control_addr());
-    pnfs_mds::server::wait_ds_registered(ctl_addr, "ds0", Duration::from_secs(10)).unwrap();
+    pnfs_mds::server::wait_ds_registered(ctl_addr, &dir.path().join("meta/cluster.key"), "ds0", Duration::from_secs(10)).unwrap();
 
     let mut c = Client::connect(nfs_addr, 1).unwrap();
     c.set_timeout(Duration::from_secs(20));
@@ -66,7 +67,7 @@ fn proxied_unstable_write_survives_a_ds_restart_or_changes_the_verifier() {
     ds.shutdown();
     ds.join();
     let ds = pnfs_ds::run(ds_config(dir.path(), ctl_addr, ds_nfs, ds_ctl)).unwrap();
-    pnfs_mds::server::wait_ds_registered(ctl_addr, "ds0", Duration::from_secs(10)).unwrap();
+    pnfs_mds::server::wait_ds_registered(ctl_addr, &dir.path().join("meta/cluster.key"), "ds0", Duration::from_secs(10)).unwrap();
 
     if committed == stable_how4::UNSTABLE4 {
         let ops = vec![
