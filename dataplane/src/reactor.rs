@@ -61,6 +61,7 @@ use crate::aio::{Aio, ReadDone, ReadJob};
 use crate::bus::Replica;
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf, Suspended};
 use crate::ds::Ds;
+use crate::fh::DsFh;
 use crate::recv::{self, ConnReader, Detached, RecordIn};
 use crate::config::PollMode;
 use crate::stats::{bump, DsStats};
@@ -69,9 +70,10 @@ use crate::Stop;
 use pnfs_protocol::record::LAST_FRAGMENT;
 use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
 use pnfs_protocol::Encoder;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,7 +213,7 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
             tokio::task::spawn_local(reaper(ds.clone(), a.clone(), activity.clone()));
         }
         let dispatcher = Rc::new(Dispatcher::new());
-        let conns = Rc::new(Cell::new(0usize));
+        let conns = Rc::new(Conns::new(ds.cfg.max_connections_per_reactor));
         tokio::task::spawn_local(replica.clone().serve());
         if ds.cfg.poll_mode != PollMode::Park {
             let spin = Duration::from_micros(ds.cfg.poll_spin_us as u64);
@@ -223,14 +225,22 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
                 r = listener.accept() => match r {
                     Ok((sock, peer)) => {
                         activity.touch();
-                        if conns.get() >= ds.cfg.max_connections_per_reactor {
-                            bump(&ds.stats.connections_refused, 1);
-                            log::warn!("reactor {i}: refusing connection from {peer}: ds.max_connections_per_reactor reached");
-                            continue;
-                        }
+                        // Dropping the socket closes it at once.
+                        let guard = match conns.admit(peer.ip(), ds.cfg.max_connections_per_address, ds.cfg.max_connections_per_reactor) {
+                            Ok(g) => g,
+                            Err(Refused::PerAddress) => {
+                                bump(&ds.stats.connections_refused, 1);
+                                bump(&ds.stats.connections_refused_per_address, 1);
+                                log::debug!("reactor {i}: refusing connection from {peer}: ds.max_connections_per_address reached");
+                                continue;
+                            }
+                            Err(Refused::Total) => {
+                                bump(&ds.stats.connections_refused, 1);
+                                log::warn!("reactor {i}: refusing connection from {peer}: ds.max_connections_per_reactor reached");
+                                continue;
+                            }
+                        };
                         bump(&ds.stats.connections_accepted, 1);
-                        conns.set(conns.get() + 1);
-                        let guard = ConnGuard(conns.clone());
                         if ds.cfg.poll_mode == PollMode::Busy {
                             set_busy_poll(&sock, ds.cfg.poll_spin_us);
                         }
@@ -337,11 +347,62 @@ fn set_busy_poll(sock: &TcpStream, us: u32) {
     }
 }
 
-struct ConnGuard(Rc<Cell<usize>>);
+/// A reactor's connections: the total and how many each client address
+/// holds. Reactor-local (each reactor accepts and serves its own), so no
+/// lock; touched only at accept and close.
+struct Conns {
+    total: Cell<usize>,
+    per_address: RefCell<HashMap<IpAddr, u32>>,
+}
+
+enum Refused {
+    PerAddress,
+    Total,
+}
+
+impl Conns {
+    fn new(max_total: usize) -> Conns {
+        // Distinct addresses never outnumber the connections: sized for
+        // the usual load, the map rarely grows.
+        Conns { total: Cell::new(0), per_address: RefCell::new(HashMap::with_capacity(max_total.min(4096))) }
+    }
+
+    /// Counts a new connection from `ip`, or says which cap it hits. The
+    /// per-address cap is checked first, so an address that floods the
+    /// reactor is refused before it fills the total.
+    fn admit(self: &Rc<Self>, ip: IpAddr, per_address: usize, total: usize) -> Result<ConnGuard, Refused> {
+        let ip = ip.to_canonical();
+        let mut map = self.per_address.borrow_mut();
+        let n = map.get(&ip).copied().unwrap_or(0);
+        if n as usize >= per_address {
+            return Err(Refused::PerAddress);
+        }
+        if self.total.get() >= total {
+            return Err(Refused::Total);
+        }
+        map.insert(ip, n + 1);
+        self.total.set(self.total.get() + 1);
+        Ok(ConnGuard { conns: self.clone(), ip })
+    }
+}
+
+/// One counted connection; uncounted when dropped.
+struct ConnGuard {
+    conns: Rc<Conns>,
+    ip: IpAddr,
+}
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        let c = &self.conns;
+        c.total.set(c.total.get() - 1);
+        let mut map = c.per_address.borrow_mut();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -369,46 +430,74 @@ async fn connection(
     log::debug!("connection {} from {peer}", conn.id);
     let (rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<Outgoing>(MAX_QUEUED_REPLIES);
-    let writer = tokio::task::spawn_local(writer(wr, rx));
+    let mut writer = tokio::task::spawn_local(writer(wr, rx));
     // Before the reader waits for the socket: every read the buffered
     // records prepared goes to the kernel in one submit.
     let before_recv = aio.clone().map(|a| Rc::new(move || a.submit()) as Rc<dyn Fn()>);
     let mut rd = ConnReader::new(rd, recv::RECV_BUFFER, before_recv);
     let max = ds.cfg.max_record_bytes as usize;
     let max_io = ds.cfg.max_io();
+    let (idle, record_time) = (ds.cfg.idle_timeout(), ds.cfg.record_timeout());
+    let admit = |h: &recv::WriteHead| admit_write(&ds, &replica, h);
     let mut buf = Vec::new();
+    // Closed for a timeout: replies still queued are not waited for.
+    let mut timed_out = false;
     let result = loop {
-        // A place in the reply queue for this record's reply, before reading it.
-        let permit = match tx.clone().try_reserve_owned() {
-            Ok(p) => p,
-            Err(TrySendError::Full(t)) => {
-                if let Some(a) = &aio {
-                    a.submit();
+        // Waiting for the next request, i.e. for a place in the reply queue
+        // (reserved before the record is read) and then its first bytes:
+        // at most `idle`. A peer that stops reading its replies stops here too.
+        let mut hdr = [0u8; 4];
+        let waited = tokio::time::timeout(idle, async {
+            let permit = match tx.clone().try_reserve_owned() {
+                Ok(p) => p,
+                Err(TrySendError::Full(t)) => {
+                    if let Some(a) = &aio {
+                        a.submit();
+                    }
+                    match t.reserve_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return Ok(None),
+                    }
                 }
-                match t.reserve_owned().await {
-                    Ok(p) => p,
-                    Err(_) => break Ok(()),
-                }
+                Err(TrySendError::Closed(_)) => return Ok(None),
+            };
+            let n = RecordIn::first_bytes(&mut rd, &mut hdr).await?;
+            Ok::<_, io::Error>((n > 0).then_some((permit, n)))
+        })
+        .await;
+        let (permit, have) = match waited {
+            Ok(Ok(Some(w))) => w,
+            Ok(Ok(None)) => break Ok(()),
+            Ok(Err(e)) => break Err(e),
+            Err(_) => {
+                bump(&ds.stats.connections_idle_closed, 1);
+                timed_out = true;
+                break Err(io::Error::new(io::ErrorKind::TimedOut, "no request for ds.idle_timeout_seconds"));
             }
-            Err(TrySendError::Closed(_)) => break Ok(()),
         };
-        let mut rin = match RecordIn::start(&mut rd, max).await {
-            Ok(Some(r)) => r,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        };
-        activity.touch();
-        // After a large record (a WRITE's data, most likely) the next one
-        // is read exactly, so that a stream of large WRITEs never has data
-        // in the receive buffer; small ones switch back to greedy reads.
-        rd.exact = rin.worth_fast_path();
-        // Writes in flight hold pool buffers: when they hold them all, wait
-        // for one back (so this record's WRITE data still lands in one).
-        if let Some(a) = &aio {
-            a.buffer(&engine.pool).await;
-        }
-        let (len, detached) = match recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io).await {
-            Ok((len, detached, path)) => {
+        // From its first byte, the record has `record_time` to arrive
+        // whole; a stalled one closes the connection and whatever pool
+        // buffer its data was going into goes back.
+        let deadline = tokio::time::Instant::now() + record_time;
+        let got = tokio::time::timeout_at(deadline, async {
+            let Some(mut rin) = RecordIn::start(&mut rd, hdr, have, max).await? else { return Ok(None) };
+            activity.touch();
+            // After a large record (a WRITE's data, most likely) the next one
+            // is read exactly, so that a stream of large WRITEs never has data
+            // in the receive buffer; small ones switch back to greedy reads.
+            rd.exact = rin.worth_fast_path();
+            // Writes in flight hold pool buffers: when they hold them all, wait
+            // for one back (so this record's WRITE data still lands in one).
+            if let Some(a) = &aio {
+                a.buffer(&engine.pool).await;
+            }
+            let r = recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io, &admit).await?;
+            debug_assert!(rin.done());
+            Ok::<_, io::Error>(Some(r))
+        })
+        .await;
+        let (len, detached) = match got {
+            Ok(Ok(Some((len, detached, path)))) => {
                 match path {
                     recv::Path::ZeroCopy => bump(&ds.stats.zero_copy_writes, 1),
                     recv::Path::ZeroCopyPartly => {
@@ -416,13 +505,19 @@ async fn connection(
                         bump(&ds.stats.payload_copies, 1);
                     }
                     recv::Path::NoBuffer => bump(&ds.stats.zero_copy_no_buffer, 1),
-                    recv::Path::Ordinary => {}
+                    // Counted by `admit_write`, when it said no.
+                    recv::Path::NotAdmitted | recv::Path::Ordinary => {}
                 }
                 (len, detached)
             }
-            Err(e) => break Err(e),
+            Ok(Ok(None)) => break Ok(()),
+            Ok(Err(e)) => break Err(e),
+            Err(_) => {
+                bump(&ds.stats.records_timed_out, 1);
+                timed_out = true;
+                break Err(io::Error::new(io::ErrorKind::TimedOut, "record not complete within ds.record_timeout_seconds"));
+            }
         };
-        debug_assert!(rin.done());
         // Room for a read in flight, should this be a READ.
         if let Some(a) = &aio {
             a.room().await;
@@ -483,9 +578,29 @@ async fn connection(
         a.submit();
     }
     drop(tx);
-    // Reads still in flight hold senders: the writer ends after their replies.
-    let _ = writer.await;
+    // Reads still in flight hold senders: the writer ends after their
+    // replies, unless the peer does not take them (then it is cut off).
+    if timed_out || tokio::time::timeout(idle, &mut writer).await.is_err() {
+        writer.abort();
+    }
     result
+}
+
+/// Whether a large WRITE may take a pool buffer before its data arrives
+/// ([`recv::read_call`]): its session exists, its handle parses and its
+/// stateid allows writing that object, as SEQUENCE and WRITE will check
+/// (with the control updates applied first, as before a COMPOUND). A
+/// refusal only means its data is not kept: the COMPOUND still answers.
+fn admit_write(ds: &Ds, replica: &Replica, h: &recv::WriteHead) -> bool {
+    let ok = ds.state.sessions.shard(h.sessionid).contains_key(h.sessionid)
+        && DsFh::parse(h.fh).is_ok_and(|fh| {
+            replica.sync();
+            replica.check_io(&h.stateid, &fh, true).is_ok()
+        });
+    if !ok {
+        bump(&ds.stats.writes_not_admitted, 1);
+    }
+    ok
 }
 
 /// The reactor's completion task: wakes on the ring's eventfd, finishes
