@@ -75,6 +75,12 @@ pub struct DsConfig {
     /// it was receiving WRITE data into goes back). Default 30.
     #[serde(default = "default_record_timeout")]
     pub record_timeout_seconds: u32,
+    /// DS client IDs kept at most. When full, EXCHANGE_ID first evicts the
+    /// longest-silent unconfirmed client, then one silent for over a
+    /// lease, and answers NFS4ERR_DELAY only when every client is live.
+    /// Default 16384.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
     /// Slots of each reactor's io_uring registered-file table; each cached
     /// open object takes one or two (buffered and O_DIRECT descriptor). A
     /// full table, or 0, means plain descriptors. Default 1024.
@@ -196,6 +202,9 @@ fn default_idle_timeout() -> u32 {
 fn default_record_timeout() -> u32 {
     30
 }
+fn default_max_clients() -> usize {
+    crate::state::MAX_CLIENTS
+}
 fn default_fixed_files() -> u32 {
     1024
 }
@@ -238,6 +247,7 @@ impl DsConfig {
             max_connections_per_address: default_conns_per_address(),
             idle_timeout_seconds: default_idle_timeout(),
             record_timeout_seconds: default_record_timeout(),
+            max_clients: default_max_clients(),
             fixed_files_per_reactor: default_fixed_files(),
             poll_mode: PollMode::default(),
             poll_spin_us: default_poll_spin_us(),
@@ -310,6 +320,9 @@ impl DsConfig {
         }
         if self.record_timeout_seconds == 0 || self.record_timeout_seconds > 3600 {
             return Err("ds.record_timeout_seconds: must be between 1 and 3600".into());
+        }
+        if self.max_clients == 0 || self.max_clients > 1 << 20 {
+            return Err("ds.max_clients: must be between 1 and 1048576".into());
         }
         if self.fixed_files_per_reactor > 65536 {
             return Err("ds.fixed_files_per_reactor: must be at most 65536".into());
@@ -468,11 +481,13 @@ data_dir = "/tmp/ds1"
         assert_eq!(c.advertised().unwrap(), "127.0.0.1:2049".parse().unwrap());
         // Connection bounds.
         assert_eq!((c.max_connections_per_address, c.idle_timeout_seconds, c.record_timeout_seconds), (64, 300, 30));
-        let cases: [(fn(&mut DsConfig), &str); 4] = [
+        assert_eq!(c.max_clients, 16384);
+        let cases: [(fn(&mut DsConfig), &str); 5] = [
             (|b: &mut DsConfig| b.max_connections_per_address = 0, "ds.max_connections_per_address:"),
             (|b: &mut DsConfig| b.idle_timeout_seconds = 0, "ds.idle_timeout_seconds:"),
             (|b: &mut DsConfig| b.record_timeout_seconds = 0, "ds.record_timeout_seconds:"),
             (|b: &mut DsConfig| b.record_timeout_seconds = 4000, "ds.record_timeout_seconds:"),
+            (|b: &mut DsConfig| b.max_clients = 0, "ds.max_clients:"),
         ];
         for (f, key) in cases {
             let mut bad = c.clone();

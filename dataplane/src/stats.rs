@@ -171,6 +171,11 @@ pub struct DsStats {
     /// stateid did not check: no pool buffer was taken, the data was
     /// received and dropped.
     pub writes_not_admitted: AtomicU64,
+    /// Clients dropped to make room in a full table (`ds.max_clients`):
+    /// unconfirmed ones, or silent for over a lease.
+    pub clients_evicted: AtomicU64,
+    /// EXCHANGE_IDs answered NFS4ERR_DELAY: the table full of live clients.
+    pub clients_refused: AtomicU64,
     /// Control program calls served.
     pub control_calls: AtomicU64,
     /// Control calls published to the reactors (allow, revoke, create, remove).
@@ -231,6 +236,8 @@ pub struct DsStatsSnapshot {
     pub connections_idle_closed: u64,
     pub records_timed_out: u64,
     pub writes_not_admitted: u64,
+    pub clients_evicted: u64,
+    pub clients_refused: u64,
     pub control_calls: u64,
     pub control_updates: u64,
     pub control_update_failures: u64,
@@ -300,6 +307,8 @@ impl DsStats {
             connections_idle_closed: g(&self.connections_idle_closed),
             records_timed_out: g(&self.records_timed_out),
             writes_not_admitted: g(&self.writes_not_admitted),
+            clients_evicted: g(&self.clients_evicted),
+            clients_refused: g(&self.clients_refused),
             control_calls: g(&self.control_calls),
             control_updates: g(&self.control_updates),
             control_update_failures: g(&self.control_update_failures),

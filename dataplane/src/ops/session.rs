@@ -8,7 +8,7 @@
 
 use crate::compound::{reply, Compound, NfsResult, ReplyBuf, DS_MAX_OPS};
 use crate::ds::Ds;
-use crate::state::{Client, Lease, Session, MAX_CLIENTS, MAX_SESSIONS_PER_CLIENT};
+use crate::state::{Client, ClientTable, DsState, Lease, Session, MAX_SESSIONS_PER_CLIENT};
 use pnfs_protocol::session::{
     plan_exchange_id, principal_of, ExchangeIdPlan, KnownClient, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_PNFS_DS,
     keep_reply, negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
@@ -16,6 +16,7 @@ use crate::stats::bump;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub fn exchange_id(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args, rb: &mut ReplyBuf) -> nfsstat4 {
     reply(rb, exchange_id_inner(ds, c, a))
@@ -45,8 +46,9 @@ fn exchange_id_inner(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
             for id in purge {
                 st.purge_client(&mut t, id);
             }
-            if t.clients.len() >= MAX_CLIENTS {
-                log::warn!("DS client table full ({MAX_CLIENTS}); EXCHANGE_ID answered DELAY");
+            if !make_room(ds, st, &mut t) {
+                bump(&ds.stats.clients_refused, 1);
+                log::warn!("DS client table full (ds.max_clients {}, every client live); EXCHANGE_ID answered DELAY", ds.cfg.max_clients);
                 return Err(nfsstat4::NFS4ERR_DELAY);
             }
             let id = st.new_clientid(&mut t);
@@ -86,6 +88,33 @@ fn exchange_id_inner(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
         eir_server_scope: ds.server_owner.clone().into(),
         eir_server_impl_id: vec![],
     })
+}
+
+/// Makes room for one more client when the table holds `ds.max_clients`;
+/// false when every client is live. An EXCHANGE_ID alone costs its sender
+/// nothing, so the unconfirmed client silent longest goes first (a real
+/// client confirms within a round trip); then a confirmed one silent for
+/// over a lease (`expire` keeps those half a lease longer while there is
+/// room: a client whose renewal is late). Scans the table only when full.
+fn make_room(ds: &Ds, st: &DsState, t: &mut ClientTable) -> bool {
+    if t.clients.len() < ds.cfg.max_clients {
+        return true;
+    }
+    let lease = ds.lease();
+    let victim = |confirmed: bool, older_than: Duration| {
+        t.clients
+            .values()
+            .filter(|cl| cl.confirmed == confirmed)
+            .map(|cl| (cl.lease.idle_for(), cl.clientid))
+            .filter(|(idle, _)| *idle >= older_than)
+            .max()
+            .map(|(_, id)| id)
+    };
+    let Some(id) = victim(false, Duration::ZERO).or_else(|| victim(true, lease)) else { return false };
+    st.purge_client(t, id);
+    bump(&ds.stats.clients_evicted, 1);
+    log::debug!("DS client table full: evicted client {id:#x}");
+    true
 }
 
 pub fn create_session(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
