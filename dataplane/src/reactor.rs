@@ -440,14 +440,23 @@ async fn connection(
     let (idle, record_time) = (ds.cfg.idle_timeout(), ds.cfg.record_timeout());
     let admit = |h: &recv::WriteHead| admit_write(&ds, &replica, h);
     let mut buf = Vec::new();
+    // The connection's two deadlines, each one timer for the connection's
+    // life, moved on per record: moving a registered timer later is one
+    // atomic update, where a timer per record would take the timer
+    // driver's lock to register and to drop it.
+    let mut last_start = tokio::time::Instant::now();
+    let mut idle_timer = std::pin::pin!(tokio::time::sleep_until(last_start + idle));
+    let mut record_timer = std::pin::pin!(tokio::time::sleep_until(last_start + record_time));
     // Closed for a timeout: replies still queued are not waited for.
     let mut timed_out = false;
     let result = loop {
         // Waiting for the next request, i.e. for a place in the reply queue
         // (reserved before the record is read) and then its first bytes:
-        // at most `idle`. A peer that stops reading its replies stops here too.
+        // until `idle` after the last request began. A peer that stops
+        // reading its replies stops here too.
         let mut hdr = [0u8; 4];
-        let waited = tokio::time::timeout(idle, async {
+        idle_timer.as_mut().reset(last_start + idle);
+        let waited = before(idle_timer.as_mut(), async {
             let permit = match tx.clone().try_reserve_owned() {
                 Ok(p) => p,
                 Err(TrySendError::Full(t)) => {
@@ -466,10 +475,10 @@ async fn connection(
         })
         .await;
         let (permit, have) = match waited {
-            Ok(Ok(Some(w))) => w,
-            Ok(Ok(None)) => break Ok(()),
-            Ok(Err(e)) => break Err(e),
-            Err(_) => {
+            Some(Ok(Some(w))) => w,
+            Some(Ok(None)) => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            None => {
                 bump(&ds.stats.connections_idle_closed, 1);
                 timed_out = true;
                 break Err(io::Error::new(io::ErrorKind::TimedOut, "no request for ds.idle_timeout_seconds"));
@@ -478,8 +487,9 @@ async fn connection(
         // From its first byte, the record has `record_time` to arrive
         // whole; a stalled one closes the connection and whatever pool
         // buffer its data was going into goes back.
-        let deadline = tokio::time::Instant::now() + record_time;
-        let got = tokio::time::timeout_at(deadline, async {
+        last_start = tokio::time::Instant::now();
+        record_timer.as_mut().reset(last_start + record_time);
+        let got = before(record_timer.as_mut(), async {
             let Some(mut rin) = RecordIn::start(&mut rd, hdr, have, max).await? else { return Ok(None) };
             activity.touch();
             // After a large record (a WRITE's data, most likely) the next one
@@ -497,7 +507,7 @@ async fn connection(
         })
         .await;
         let (len, detached) = match got {
-            Ok(Ok(Some((len, detached, path)))) => {
+            Some(Ok(Some((len, detached, path)))) => {
                 match path {
                     recv::Path::ZeroCopy => bump(&ds.stats.zero_copy_writes, 1),
                     recv::Path::ZeroCopyPartly => {
@@ -510,9 +520,9 @@ async fn connection(
                 }
                 (len, detached)
             }
-            Ok(Ok(None)) => break Ok(()),
-            Ok(Err(e)) => break Err(e),
-            Err(_) => {
+            Some(Ok(None)) => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            None => {
                 bump(&ds.stats.records_timed_out, 1);
                 timed_out = true;
                 break Err(io::Error::new(io::ErrorKind::TimedOut, "record not complete within ds.record_timeout_seconds"));
@@ -584,6 +594,19 @@ async fn connection(
         writer.abort();
     }
     result
+}
+
+/// `f`'s output, or None once `timer` fired first (`f` is dropped).
+async fn before<F: std::future::Future>(mut timer: std::pin::Pin<&mut tokio::time::Sleep>, f: F) -> Option<F::Output> {
+    use std::future::Future as _;
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Whether a large WRITE may take a pool buffer before its data arrives
