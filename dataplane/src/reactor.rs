@@ -90,6 +90,10 @@ use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
 /// (default 64), so a pipelining client is never throttled here.
 pub const MAX_QUEUED_REPLIES: usize = 128;
 
+/// Record buffer bytes a connection keeps while it waits for its next
+/// request; a larger one (grown for a big record) is freed.
+const KEEP_IDLE_BUFFER: usize = 2 * recv::GROW_STEP;
+
 /// Replies the writer takes from its queue for one writev.
 const WRITE_BATCH: usize = 64;
 
@@ -470,7 +474,18 @@ async fn connection(
                 }
                 Err(TrySendError::Closed(_)) => return Ok(None),
             };
-            let n = RecordIn::first_bytes(&mut rd, &mut hdr).await?;
+            // A record buffer grown large (a big record on the ordinary
+            // path) is not kept while the connection waits: idle
+            // connections hold at most KEEP_IDLE_BUFFER each.
+            let mut first = std::pin::pin!(RecordIn::first_bytes(&mut rd, &mut hdr));
+            let n = std::future::poll_fn(|cx| {
+                let p = std::future::Future::poll(first.as_mut(), cx);
+                if p.is_pending() && buf.capacity() > KEEP_IDLE_BUFFER {
+                    buf = Vec::new();
+                }
+                p
+            })
+            .await?;
             Ok::<_, io::Error>((n > 0).then_some((permit, n)))
         })
         .await;
