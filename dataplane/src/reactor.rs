@@ -46,8 +46,16 @@
 //! polling its sockets with a zero timeout); adaptive polls like busy for
 //! `ds.poll_spin_us` after the last request, then parks (see `poller`).
 //!
-//! Bounds: connections per reactor (`max_connections_per_reactor`, excess
-//! connections are closed at once), requests in progress or with replies
+//! Bounds: connections per reactor (`max_connections_per_reactor`) and
+//! per client address on a reactor (`max_connections_per_address`, checked
+//! first, so one address's flood leaves room for others); excess
+//! connections are closed at once. A connection that starts no request for
+//! `idle_timeout_seconds` (or stops taking its replies that long), or whose
+//! record does not arrive whole within `record_timeout_seconds` of its
+//! first byte, is closed; record buffers grow with the bytes received, and
+//! a large one is freed while its connection waits. A large WRITE takes a
+//! pool buffer only once its session, handle and stateid check
+//! (`admit_write`): bogus ones cannot pin the pool. Requests in progress or with replies
 //! queued per connection ([`MAX_QUEUED_REPLIES`]: a reply slot is reserved
 //! before each record is read, so the connection stops reading when they
 //! are all taken and a completion never waits for room), reads in flight

@@ -15,13 +15,21 @@
 //!    sees a WRITE with no data; the data travels beside the record as a
 //!    [`Detached`] payload, which the WRITE op uses instead.
 //!
+//! Before a pool buffer is taken, the reactor checks the WRITE's session,
+//! handle and stateid as sent ([`WriteHead`]); refused, the data is read in
+//! [`GROW_STEP`] pieces and dropped, and the WRITE goes on with no data
+//! (its COMPOUND answers BADSESSION, BAD_STATEID... or DELAY), so a sender
+//! that never finishes its data holds no pool buffer.
+//!
 //! Any other shape, a prefix that does not parse, a data length outside
 //! (0, max I/O], or an empty pool: the rest of the record goes into the
 //! ordinary buffer and the ordinary path answers it. A record that ends
 //! inside the WRITE data is rebuilt in the ordinary buffer (a rare, broken
 //! request), so the decoder answers it as before (BADXDR). Limits are the
 //! ordinary path's: `max_record_bytes` per record, checked at every
-//! fragment header before its bytes are read, and bounded lengths (RFC 5531
+//! fragment header before its bytes are read, a buffer that grows at most
+//! [`GROW_STEP`] ahead of the bytes received (never by the length a
+//! fragment header claims), and bounded lengths (RFC 5531
 //! auth bodies, NFS4_OPAQUE_LIMIT tag, NFS4_FHSIZE handle) before any
 //! buffer grows.
 //!
