@@ -637,6 +637,9 @@ async fn before<F: std::future::Future>(mut timer: std::pin::Pin<&mut tokio::tim
 /// stateid allows writing that object, as SEQUENCE and WRITE will check
 /// (with the control updates applied first, as before a COMPOUND). A
 /// refusal only means its data is not kept: the COMPOUND still answers.
+/// The handle is read as PUTFH reads it (`ops::filehandle::putfh`): keep
+/// the two in step, or every real WRITE is refused here and answered DELAY
+/// (tests/bounds.rs checks that a real one is admitted).
 fn admit_write(ds: &Ds, replica: &Replica, h: &recv::WriteHead) -> bool {
     let ok = ds.state.sessions.shard(h.sessionid).contains_key(h.sessionid)
         && DsFh::parse(h.fh).is_ok_and(|fh| {

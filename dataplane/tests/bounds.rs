@@ -136,6 +136,14 @@ fn half_sent_writes_with_bogus_sessions_do_not_pin_the_pool() {
     let st = s.h.stats();
     assert!(st.writes_not_admitted >= 100, "{} WRITEs not admitted", st.writes_not_admitted);
     assert_eq!(st.buffer_pool_exhausted, 0);
+    // A real large WRITE is admitted: its data goes into a pool buffer.
+    let mut sock = nfs(s.h.nfs_addr());
+    sock.write_all(&frame(&common::write_record(&s, 2000, 2, 0, &data, &[]), &[])).unwrap();
+    let (_, status, w) = common::write_result(&Replies::new().next(&mut sock).expect("the WRITE was not answered"));
+    assert_eq!(status, nfsstat4::NFS4_OK, "a legitimate WRITE");
+    assert!(matches!(w, Some(WRITE4res::NFS4_OK(ok)) if ok.count as usize == data.len()));
+    let after = s.h.stats();
+    assert_eq!((after.writes_not_admitted, after.zero_copy_writes), (st.writes_not_admitted, st.zero_copy_writes + 1));
     drop(held);
 }
 
