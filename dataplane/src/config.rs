@@ -75,10 +75,10 @@ pub struct DsConfig {
     /// it was receiving WRITE data into goes back). Default 30.
     #[serde(default = "default_record_timeout")]
     pub record_timeout_seconds: u32,
-    /// DS client IDs kept at most. When full, EXCHANGE_ID first evicts the
-    /// longest-silent unconfirmed client, then one silent for over a
-    /// lease, and answers NFS4ERR_DELAY only when every client is live.
-    /// Default 16384.
+    /// DS client IDs kept at most. When full, EXCHANGE_ID evicts up to a
+    /// sixteenth of them: unconfirmed ones (longest silent first), then
+    /// ones silent for over a lease; it answers NFS4ERR_DELAY only when
+    /// every client is live. Default 16384.
     #[serde(default = "default_max_clients")]
     pub max_clients: usize,
     /// Slots of each reactor's io_uring registered-file table; each cached
