@@ -509,28 +509,37 @@ async fn connection(
         };
         // From its first byte, the record has `record_time` to arrive
         // whole; a stalled one closes the connection and whatever pool
-        // buffer its data was going into goes back.
+        // buffer its data was going into goes back. (Only the peer's bytes
+        // count: not the wait for a pool buffer below.)
         last_start = tokio::time::Instant::now();
         record_timer.as_mut().reset(last_start + record_time);
-        let got = before(record_timer.as_mut(), async {
-            let Some(mut rin) = RecordIn::start(&mut rd, hdr, have, max).await? else { return Ok(None) };
-            activity.touch();
-            // After a large record (a WRITE's data, most likely) the next one
-            // is read exactly, so that a stream of large WRITEs never has data
-            // in the receive buffer; small ones switch back to greedy reads.
-            rd.exact = rin.worth_fast_path();
-            // Writes in flight hold pool buffers: when they hold them all, wait
-            // for one back (so this record's WRITE data still lands in one).
-            if let Some(a) = &aio {
-                a.buffer(&engine.pool).await;
+        let record_late = || {
+            bump(&ds.stats.records_timed_out, 1);
+            io::Error::new(io::ErrorKind::TimedOut, "record not complete within ds.record_timeout_seconds")
+        };
+        let mut rin = match before(record_timer.as_mut(), RecordIn::start(&mut rd, hdr, have, max)).await {
+            Some(Ok(Some(r))) => r,
+            Some(Ok(None)) => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            None => {
+                timed_out = true;
+                break Err(record_late());
             }
-            let r = recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io, &admit).await?;
-            debug_assert!(rin.done());
-            Ok::<_, io::Error>(Some(r))
-        })
-        .await;
+        };
+        activity.touch();
+        // After a large record (a WRITE's data, most likely) the next one
+        // is read exactly, so that a stream of large WRITEs never has data
+        // in the receive buffer; small ones switch back to greedy reads.
+        rd.exact = rin.worth_fast_path();
+        // Writes in flight hold pool buffers: when they hold them all, wait
+        // for one back (so this record's WRITE data still lands in one).
+        if let Some(a) = &aio {
+            a.buffer(&engine.pool).await;
+        }
+        let got = before(record_timer.as_mut(), recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io, &admit)).await;
         let (len, detached) = match got {
-            Some(Ok(Some((len, detached, path)))) => {
+            Some(Ok((len, detached, path))) => {
+                debug_assert!(rin.done());
                 match path {
                     recv::Path::ZeroCopy => bump(&ds.stats.zero_copy_writes, 1),
                     recv::Path::ZeroCopyPartly => {
@@ -543,12 +552,10 @@ async fn connection(
                 }
                 (len, detached)
             }
-            Some(Ok(None)) => break Ok(()),
             Some(Err(e)) => break Err(e),
             None => {
-                bump(&ds.stats.records_timed_out, 1);
                 timed_out = true;
-                break Err(io::Error::new(io::ErrorKind::TimedOut, "record not complete within ds.record_timeout_seconds"));
+                break Err(record_late());
             }
         };
         // Room for a read in flight, should this be a READ.
