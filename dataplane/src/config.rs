@@ -72,7 +72,9 @@ pub struct DsConfig {
     pub idle_timeout_seconds: u32,
     /// Once a record's first byte arrived, the whole record must arrive
     /// within this; otherwise the connection is closed (and a pool buffer
-    /// it was receiving WRITE data into goes back). Default 30.
+    /// it was receiving WRITE data into goes back). Likewise a peer that
+    /// takes no bytes of its waiting replies this long (READ replies hold
+    /// pool buffers). Default 30.
     #[serde(default = "default_record_timeout")]
     pub record_timeout_seconds: u32,
     /// DS client IDs kept at most. When full, EXCHANGE_ID evicts up to a

@@ -442,7 +442,7 @@ async fn connection(
     log::debug!("connection {} from {peer}", conn.id);
     let (rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<Outgoing>(MAX_QUEUED_REPLIES);
-    let mut writer = tokio::task::spawn_local(writer(wr, rx));
+    let mut writer = tokio::task::spawn_local(writer(wr, rx, ds.cfg.record_timeout(), ds.stats.clone()));
     // Before the reader waits for the socket: every read the buffered
     // records prepared goes to the kernel in one submit.
     let before_recv = aio.clone().map(|a| Rc::new(move || a.submit()) as Rc<dyn Fn()>);
@@ -707,8 +707,13 @@ fn flat(msg: Vec<u8>) -> Outgoing {
 
 /// Writes replies as they are queued: every reply waiting (up to
 /// [`WRITE_BATCH`]) goes out in one writev.
-async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+/// `stall`: a peer that takes no reply bytes this long while replies wait
+/// is cut off (the queued replies, and the pool buffers of READ replies,
+/// go back at once instead of after the idle timeout).
+async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, stall: Duration, stats: Arc<DsStats>) {
     let mut batch: Vec<Outgoing> = Vec::with_capacity(WRITE_BATCH);
+    // Armed only when a write would block.
+    let mut timer = std::pin::pin!(tokio::time::sleep(stall));
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         for out in batch.iter_mut() {
             if let Outgoing::Reply(rb) = out {
@@ -727,17 +732,21 @@ async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
                 },
             }
         }
-        let r = write_all_vectored(&mut wr, &parts).await;
+        let r = write_all_vectored(&mut wr, &parts, stall, timer.as_mut()).await;
         drop(parts);
         batch.clear();
-        if r.is_err() {
+        if let Err(e) = r {
+            if e.kind() == io::ErrorKind::TimedOut {
+                bump(&stats.replies_stalled, 1);
+            }
             break;
         }
     }
 }
 
-/// Writes every byte of `parts` with as few writev calls as the socket allows.
-async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Result<()> {
+/// Writes every byte of `parts` with as few writev calls as the socket
+/// allows; TimedOut when one writev waits `stall` for room.
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]], stall: Duration, mut timer: std::pin::Pin<&mut tokio::time::Sleep>) -> io::Result<()> {
     let mut idx = 0;
     let mut off = 0;
     while idx < parts.len() {
@@ -749,7 +758,21 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Res
         let mut slices = Vec::with_capacity(parts.len() - idx);
         slices.push(IoSlice::new(&parts[idx][off..]));
         slices.extend(parts[idx + 1..].iter().map(|p| IoSlice::new(p)));
-        let mut n = wr.write_vectored(&slices).await?;
+        let mut write = std::pin::pin!(wr.write_vectored(&slices));
+        let mut armed = false;
+        let mut n = std::future::poll_fn(|cx| {
+            use std::future::Future as _;
+            if let std::task::Poll::Ready(r) = write.as_mut().poll(cx) {
+                return std::task::Poll::Ready(r);
+            }
+            if !armed {
+                // The socket is full: from now the peer has `stall` to take some.
+                timer.as_mut().reset(tokio::time::Instant::now() + stall);
+                armed = true;
+            }
+            timer.as_mut().poll(cx).map(|()| Err(io::Error::new(io::ErrorKind::TimedOut, "peer took no reply bytes for ds.record_timeout_seconds")))
+        })
+        .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

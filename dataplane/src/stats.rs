@@ -171,6 +171,9 @@ pub struct DsStats {
     /// stateid did not check: no pool buffer was taken, the data was
     /// received and dropped.
     pub writes_not_admitted: AtomicU64,
+    /// Connections cut off because the peer took no reply bytes for
+    /// `ds.record_timeout_seconds` while replies waited.
+    pub replies_stalled: AtomicU64,
     /// Clients dropped to make room in a full table (`ds.max_clients`):
     /// unconfirmed ones, or silent for over a lease.
     pub clients_evicted: AtomicU64,
@@ -236,6 +239,7 @@ pub struct DsStatsSnapshot {
     pub connections_idle_closed: u64,
     pub records_timed_out: u64,
     pub writes_not_admitted: u64,
+    pub replies_stalled: u64,
     pub clients_evicted: u64,
     pub clients_refused: u64,
     pub control_calls: u64,
@@ -307,6 +311,7 @@ impl DsStats {
             connections_idle_closed: g(&self.connections_idle_closed),
             records_timed_out: g(&self.records_timed_out),
             writes_not_admitted: g(&self.writes_not_admitted),
+            replies_stalled: g(&self.replies_stalled),
             clients_evicted: g(&self.clients_evicted),
             clients_refused: g(&self.clients_refused),
             control_calls: g(&self.control_calls),

@@ -216,6 +216,43 @@ fn stalled_partial_records_and_idle_connections_are_closed() {
     assert_eq!(status, nfsstat4::NFS4_OK);
 }
 
+/// A peer with a real session that sends READs and never takes the
+/// replies: each reply holds a pool buffer until it is written, so a few
+/// such connections pinned the pool (READs answered DELAY) until the idle
+/// timeout. Now a peer that takes no reply bytes for
+/// `ds.record_timeout_seconds` is cut off and the buffers go back.
+#[test]
+fn replies_never_taken_do_not_pin_the_pool() {
+    let s = common::setup(|c| {
+        c.buffers_per_reactor = 8;
+        c.record_timeout_seconds = 1;
+    });
+    std::fs::write(&s.path, common::pattern(5, MIB)).unwrap();
+    // A small receive window, so the DS's socket fills at once.
+    let sock = {
+        use socket2::{Domain, Socket, Type};
+        let sk = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sk.set_recv_buffer_size(4096).unwrap();
+        sk.bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        sk.connect(&s.h.nfs_addr().into()).unwrap();
+        TcpStream::from(sk)
+    };
+    let mut out = Vec::new();
+    for slot in 2..10u32 {
+        out.extend_from_slice(&frame(&call_body(&s, slot, slot, 1, &[read_op(0, MIB as u32)]), &[]));
+    }
+    (&sock).write_all(&out).unwrap();
+    let t0 = Instant::now();
+    while s.h.stats().replies_stalled == 0 && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, n, _) = legit_read(&s, 1, 1);
+    assert_eq!(status, nfsstat4::NFS4_OK, "a READ while a peer leaves its replies untaken");
+    assert_eq!(n, Some(65536));
+    assert!(s.h.stats().replies_stalled >= 1);
+    drop(sock);
+}
+
 /// An EXCHANGE_ID call record with owner `owner`.
 fn exchange_id(xid: u32, owner: &[u8]) -> Vec<u8> {
     let mut e = Encoder::new();
