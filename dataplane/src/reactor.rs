@@ -50,20 +50,20 @@
 //! per client address on a reactor (`max_connections_per_address`, checked
 //! first, so one address's flood leaves room for others); excess
 //! connections are closed at once. A connection that starts no request for
-//! `idle_timeout_seconds` (or stops taking its replies that long), or whose
-//! record does not arrive whole within `record_timeout_seconds` of its
-//! first byte, is closed; record buffers grow with the bytes received, and
-//! a large one is freed while its connection waits. A large WRITE takes a
-//! pool buffer only once its session, handle and stateid check
-//! (`admit_write`): bogus ones cannot pin the pool. Requests in progress or with replies
-//! queued per connection ([`MAX_QUEUED_REPLIES`]: a reply slot is reserved
-//! before each record is read, so the connection stops reading when they
-//! are all taken and a completion never waits for room), reads in flight
-//! per reactor (`inflight_io`: a connection finding none free waits before
-//! executing its next record), record
-//! size (`max_record_bytes`, larger closes the connection) and READ/WRITE
-//! buffers (the pool; empty = NFS4ERR_DELAY for READ, the ordinary receive
-//! path for WRITE).
+//! `idle_timeout_seconds`, whose record does not arrive whole within
+//! `record_timeout_seconds` of its first byte, or that takes no bytes of
+//! its waiting replies that long (READ replies hold pool buffers), is
+//! closed. Record buffers grow with the bytes received, and a large one is
+//! freed while its connection waits. A large WRITE takes a pool buffer
+//! only once its session, handle and stateid check (`admit_write`): bogus
+//! ones cannot pin the pool. Requests in progress or with replies queued
+//! per connection ([`MAX_QUEUED_REPLIES`]: a reply slot is reserved before
+//! each record is read, so the connection stops reading when they are all
+//! taken and a completion never waits for room), reads in flight per
+//! reactor (`inflight_io`: a connection finding none free waits before
+//! executing its next record), record size (`max_record_bytes`, larger
+//! closes the connection) and READ/WRITE buffers (the pool; empty =
+//! NFS4ERR_DELAY for READ, the ordinary receive path for WRITE).
 
 use crate::aio::{Aio, ReadDone, ReadJob};
 use crate::bus::Replica;
