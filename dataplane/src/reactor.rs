@@ -226,6 +226,8 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
         }
         let dispatcher = Rc::new(Dispatcher::new());
         let conns = Rc::new(Conns::new(ds.cfg.max_connections_per_reactor));
+        // A full reactor is logged at most every 10 s (a flood would fill the log).
+        let mut warned: Option<Instant> = None;
         tokio::task::spawn_local(replica.clone().serve());
         if ds.cfg.poll_mode != PollMode::Park {
             let spin = Duration::from_micros(ds.cfg.poll_spin_us as u64);
@@ -248,7 +250,10 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
                             }
                             Err(Refused::Total) => {
                                 bump(&ds.stats.connections_refused, 1);
-                                log::warn!("reactor {i}: refusing connection from {peer}: ds.max_connections_per_reactor reached");
+                                if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                                    warned = Some(Instant::now());
+                                    log::warn!("reactor {i}: refusing connections (this one from {peer}): ds.max_connections_per_reactor reached; see the connections_refused counter");
+                                }
                                 continue;
                             }
                         };
