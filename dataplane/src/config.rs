@@ -65,6 +65,29 @@ pub struct DsConfig {
     /// NFS connections one reactor serves at once; more are refused. Default 1024.
     #[serde(default = "default_conns")]
     pub max_connections_per_reactor: usize,
+    /// Connections one client address may hold on one reactor; more from
+    /// that address are closed at once (checked before the reactor's
+    /// total, so a flood from one address does not lock out the others).
+    /// Default 64.
+    #[serde(default = "default_conns_per_address")]
+    pub max_connections_per_address: usize,
+    /// A connection with no request for this long is closed (also one
+    /// that stops reading its replies this long). Default 300.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u32,
+    /// Once a record's first byte arrived, the whole record must arrive
+    /// within this; otherwise the connection is closed (and a pool buffer
+    /// it was receiving WRITE data into goes back). Likewise a peer that
+    /// takes no bytes of its waiting replies this long (READ replies hold
+    /// pool buffers). Default 30.
+    #[serde(default = "default_record_timeout")]
+    pub record_timeout_seconds: u32,
+    /// DS client IDs kept at most. When full, EXCHANGE_ID evicts up to a
+    /// sixteenth of them: unconfirmed ones (longest silent first), then
+    /// ones silent for over a lease; it answers NFS4ERR_DELAY only when
+    /// every client is live. Default 16384.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
     /// Slots of each reactor's io_uring registered-file table; each cached
     /// open object takes one or two (buffered and O_DIRECT descriptor). A
     /// full table, or 0, means plain descriptors. Default 1024.
@@ -177,6 +200,18 @@ fn default_true() -> bool {
 fn default_conns() -> usize {
     1024
 }
+fn default_conns_per_address() -> usize {
+    64
+}
+fn default_idle_timeout() -> u32 {
+    300
+}
+fn default_record_timeout() -> u32 {
+    30
+}
+fn default_max_clients() -> usize {
+    crate::state::MAX_CLIENTS
+}
 fn default_fixed_files() -> u32 {
     1024
 }
@@ -217,6 +252,10 @@ impl DsConfig {
             heartbeat_ms: default_heartbeat(),
             o_direct: true,
             max_connections_per_reactor: default_conns(),
+            max_connections_per_address: default_conns_per_address(),
+            idle_timeout_seconds: default_idle_timeout(),
+            record_timeout_seconds: default_record_timeout(),
+            max_clients: default_max_clients(),
             fixed_files_per_reactor: default_fixed_files(),
             poll_mode: PollMode::default(),
             poll_spin_us: default_poll_spin_us(),
@@ -284,6 +323,18 @@ impl DsConfig {
         if self.max_connections_per_reactor == 0 {
             return Err("ds.max_connections_per_reactor: must be at least 1".into());
         }
+        if self.max_connections_per_address == 0 {
+            return Err("ds.max_connections_per_address: must be at least 1".into());
+        }
+        if self.idle_timeout_seconds == 0 || self.idle_timeout_seconds > 86_400 {
+            return Err("ds.idle_timeout_seconds: must be between 1 and 86400".into());
+        }
+        if self.record_timeout_seconds == 0 || self.record_timeout_seconds > 3600 {
+            return Err("ds.record_timeout_seconds: must be between 1 and 3600".into());
+        }
+        if self.max_clients == 0 || self.max_clients > 1 << 20 {
+            return Err("ds.max_clients: must be between 1 and 1048576".into());
+        }
         if self.fixed_files_per_reactor > 65536 {
             return Err("ds.fixed_files_per_reactor: must be at most 65536".into());
         }
@@ -350,6 +401,16 @@ impl DsConfig {
     /// round O_DIRECT reads up.
     pub fn max_io(&self) -> usize {
         self.buffer_size - IO_ALIGN
+    }
+
+    /// See `idle_timeout_seconds`.
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.idle_timeout_seconds as u64)
+    }
+
+    /// See `record_timeout_seconds`.
+    pub fn record_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.record_timeout_seconds as u64)
     }
 
     /// The address clients are told to use.
@@ -433,6 +494,21 @@ cluster_key_file = "/etc/pnfsd/cluster.key"
         bad.max_inflight_io_per_reactor = 40_000;
         assert!(bad.validate().unwrap_err().starts_with("ds.max_inflight_io_per_reactor:"));
         assert_eq!(c.advertised().unwrap(), "127.0.0.1:2049".parse().unwrap());
+        // Connection bounds.
+        assert_eq!((c.max_connections_per_address, c.idle_timeout_seconds, c.record_timeout_seconds), (64, 300, 30));
+        assert_eq!(c.max_clients, 16384);
+        let cases: [(fn(&mut DsConfig), &str); 5] = [
+            (|b: &mut DsConfig| b.max_connections_per_address = 0, "ds.max_connections_per_address:"),
+            (|b: &mut DsConfig| b.idle_timeout_seconds = 0, "ds.idle_timeout_seconds:"),
+            (|b: &mut DsConfig| b.record_timeout_seconds = 0, "ds.record_timeout_seconds:"),
+            (|b: &mut DsConfig| b.record_timeout_seconds = 4000, "ds.record_timeout_seconds:"),
+            (|b: &mut DsConfig| b.max_clients = 0, "ds.max_clients:"),
+        ];
+        for (f, key) in cases {
+            let mut bad = c.clone();
+            f(&mut bad);
+            assert!(bad.validate().unwrap_err().starts_with(key), "{key}");
+        }
 
         let mut bad = c.clone();
         bad.bind = "0.0.0.0:2049".parse().unwrap();

@@ -46,21 +46,30 @@
 //! polling its sockets with a zero timeout); adaptive polls like busy for
 //! `ds.poll_spin_us` after the last request, then parks (see `poller`).
 //!
-//! Bounds: connections per reactor (`max_connections_per_reactor`, excess
-//! connections are closed at once), requests in progress or with replies
-//! queued per connection ([`MAX_QUEUED_REPLIES`]: a reply slot is reserved
-//! before each record is read, so the connection stops reading when they
-//! are all taken and a completion never waits for room), reads in flight
-//! per reactor (`inflight_io`: a connection finding none free waits before
-//! executing its next record), record
-//! size (`max_record_bytes`, larger closes the connection) and READ/WRITE
-//! buffers (the pool; empty = NFS4ERR_DELAY for READ, the ordinary receive
-//! path for WRITE).
+//! Bounds: connections per reactor (`max_connections_per_reactor`) and
+//! per client address on a reactor (`max_connections_per_address`, checked
+//! first, so one address's flood leaves room for others); excess
+//! connections are closed at once. A connection that starts no request for
+//! `idle_timeout_seconds`, whose record does not arrive whole within
+//! `record_timeout_seconds` of its first byte, or that takes no bytes of
+//! its waiting replies that long (READ replies hold pool buffers), is
+//! closed. Record buffers grow with the bytes received, and a large one is
+//! freed while its connection waits. A large WRITE takes a pool buffer
+//! only once its session, handle and stateid check (`admit_write`): bogus
+//! ones cannot pin the pool. Requests in progress or with replies queued
+//! per connection ([`MAX_QUEUED_REPLIES`]: a reply slot is reserved before
+//! each record is read, so the connection stops reading when they are all
+//! taken and a completion never waits for room), reads in flight per
+//! reactor (`inflight_io`: a connection finding none free waits before
+//! executing its next record), record size (`max_record_bytes`, larger
+//! closes the connection) and READ/WRITE buffers (the pool; empty =
+//! NFS4ERR_DELAY for READ, the ordinary receive path for WRITE).
 
 use crate::aio::{Aio, ReadDone, ReadJob};
 use crate::bus::Replica;
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf, Suspended};
 use crate::ds::Ds;
+use crate::fh::DsFh;
 use crate::recv::{self, ConnReader, Detached, RecordIn};
 use crate::config::PollMode;
 use crate::stats::{bump, DsStats};
@@ -69,9 +78,10 @@ use crate::Stop;
 use pnfs_protocol::record::LAST_FRAGMENT;
 use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
 use pnfs_protocol::Encoder;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +97,10 @@ use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
 /// reply waiting for the socket: at least a client's session slots
 /// (default 64), so a pipelining client is never throttled here.
 pub const MAX_QUEUED_REPLIES: usize = 128;
+
+/// Record buffer bytes a connection keeps while it waits for its next
+/// request; a larger one (grown for a big record) is freed.
+const KEEP_IDLE_BUFFER: usize = 2 * recv::GROW_STEP;
 
 /// Replies the writer takes from its queue for one writev.
 const WRITE_BATCH: usize = 64;
@@ -211,7 +225,9 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
             tokio::task::spawn_local(reaper(ds.clone(), a.clone(), activity.clone()));
         }
         let dispatcher = Rc::new(Dispatcher::new());
-        let conns = Rc::new(Cell::new(0usize));
+        let conns = Rc::new(Conns::new(ds.cfg.max_connections_per_reactor));
+        // A full reactor is logged at most every 10 s (a flood would fill the log).
+        let mut warned: Option<Instant> = None;
         tokio::task::spawn_local(replica.clone().serve());
         if ds.cfg.poll_mode != PollMode::Park {
             let spin = Duration::from_micros(ds.cfg.poll_spin_us as u64);
@@ -223,14 +239,25 @@ fn reactor_thread(i: usize, ds: Arc<Ds>, l: std::net::TcpListener, stop: Arc<Sto
                 r = listener.accept() => match r {
                     Ok((sock, peer)) => {
                         activity.touch();
-                        if conns.get() >= ds.cfg.max_connections_per_reactor {
-                            bump(&ds.stats.connections_refused, 1);
-                            log::warn!("reactor {i}: refusing connection from {peer}: ds.max_connections_per_reactor reached");
-                            continue;
-                        }
+                        // Dropping the socket closes it at once.
+                        let guard = match conns.admit(peer.ip(), ds.cfg.max_connections_per_address, ds.cfg.max_connections_per_reactor) {
+                            Ok(g) => g,
+                            Err(Refused::PerAddress) => {
+                                bump(&ds.stats.connections_refused, 1);
+                                bump(&ds.stats.connections_refused_per_address, 1);
+                                log::debug!("reactor {i}: refusing connection from {peer}: ds.max_connections_per_address reached");
+                                continue;
+                            }
+                            Err(Refused::Total) => {
+                                bump(&ds.stats.connections_refused, 1);
+                                if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                                    warned = Some(Instant::now());
+                                    log::warn!("reactor {i}: refusing connections (this one from {peer}): ds.max_connections_per_reactor reached; see the connections_refused counter");
+                                }
+                                continue;
+                            }
+                        };
                         bump(&ds.stats.connections_accepted, 1);
-                        conns.set(conns.get() + 1);
-                        let guard = ConnGuard(conns.clone());
                         if ds.cfg.poll_mode == PollMode::Busy {
                             set_busy_poll(&sock, ds.cfg.poll_spin_us);
                         }
@@ -337,11 +364,62 @@ fn set_busy_poll(sock: &TcpStream, us: u32) {
     }
 }
 
-struct ConnGuard(Rc<Cell<usize>>);
+/// A reactor's connections: the total and how many each client address
+/// holds. Reactor-local (each reactor accepts and serves its own), so no
+/// lock; touched only at accept and close.
+struct Conns {
+    total: Cell<usize>,
+    per_address: RefCell<HashMap<IpAddr, u32>>,
+}
+
+enum Refused {
+    PerAddress,
+    Total,
+}
+
+impl Conns {
+    fn new(max_total: usize) -> Conns {
+        // Distinct addresses never outnumber the connections: sized for
+        // the usual load, the map rarely grows.
+        Conns { total: Cell::new(0), per_address: RefCell::new(HashMap::with_capacity(max_total.min(4096))) }
+    }
+
+    /// Counts a new connection from `ip`, or says which cap it hits. The
+    /// per-address cap is checked first, so an address that floods the
+    /// reactor is refused before it fills the total.
+    fn admit(self: &Rc<Self>, ip: IpAddr, per_address: usize, total: usize) -> Result<ConnGuard, Refused> {
+        let ip = ip.to_canonical();
+        let mut map = self.per_address.borrow_mut();
+        let n = map.get(&ip).copied().unwrap_or(0);
+        if n as usize >= per_address {
+            return Err(Refused::PerAddress);
+        }
+        if self.total.get() >= total {
+            return Err(Refused::Total);
+        }
+        map.insert(ip, n + 1);
+        self.total.set(self.total.get() + 1);
+        Ok(ConnGuard { conns: self.clone(), ip })
+    }
+}
+
+/// One counted connection; uncounted when dropped.
+struct ConnGuard {
+    conns: Rc<Conns>,
+    ip: IpAddr,
+}
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        let c = &self.conns;
+        c.total.set(c.total.get() - 1);
+        let mut map = c.per_address.borrow_mut();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -369,33 +447,89 @@ async fn connection(
     log::debug!("connection {} from {peer}", conn.id);
     let (rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<Outgoing>(MAX_QUEUED_REPLIES);
-    let writer = tokio::task::spawn_local(writer(wr, rx));
+    let mut writer = tokio::task::spawn_local(writer(wr, rx, ds.cfg.record_timeout(), ds.stats.clone()));
     // Before the reader waits for the socket: every read the buffered
     // records prepared goes to the kernel in one submit.
     let before_recv = aio.clone().map(|a| Rc::new(move || a.submit()) as Rc<dyn Fn()>);
     let mut rd = ConnReader::new(rd, recv::RECV_BUFFER, before_recv);
     let max = ds.cfg.max_record_bytes as usize;
     let max_io = ds.cfg.max_io();
+    let (idle, record_time) = (ds.cfg.idle_timeout(), ds.cfg.record_timeout());
+    let admit = |h: &recv::WriteHead| admit_write(&ds, &replica, h);
     let mut buf = Vec::new();
+    // The connection's two deadlines, each one timer for the connection's
+    // life, moved on per record: moving a registered timer later is one
+    // atomic update, where a timer per record would take the timer
+    // driver's lock to register and to drop it.
+    let mut last_start = tokio::time::Instant::now();
+    let mut idle_timer = std::pin::pin!(tokio::time::sleep_until(last_start + idle));
+    let mut record_timer = std::pin::pin!(tokio::time::sleep_until(last_start + record_time));
+    // Closed for a timeout: replies still queued are not waited for.
+    let mut timed_out = false;
     let result = loop {
-        // A place in the reply queue for this record's reply, before reading it.
-        let permit = match tx.clone().try_reserve_owned() {
-            Ok(p) => p,
-            Err(TrySendError::Full(t)) => {
-                if let Some(a) = &aio {
-                    a.submit();
+        // Waiting for the next request, i.e. for a place in the reply queue
+        // (reserved before the record is read) and then its first bytes:
+        // until `idle` after the last request began. A peer that stops
+        // reading its replies stops here too.
+        let mut hdr = [0u8; 4];
+        idle_timer.as_mut().reset(last_start + idle);
+        let waited = before(idle_timer.as_mut(), async {
+            let permit = match tx.clone().try_reserve_owned() {
+                Ok(p) => p,
+                Err(TrySendError::Full(t)) => {
+                    if let Some(a) = &aio {
+                        a.submit();
+                    }
+                    match t.reserve_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return Ok(None),
+                    }
                 }
-                match t.reserve_owned().await {
-                    Ok(p) => p,
-                    Err(_) => break Ok(()),
+                Err(TrySendError::Closed(_)) => return Ok(None),
+            };
+            // A record buffer grown large (a big record on the ordinary
+            // path) is not kept while the connection waits: idle
+            // connections hold at most KEEP_IDLE_BUFFER each.
+            let mut first = std::pin::pin!(RecordIn::first_bytes(&mut rd, &mut hdr));
+            let n = std::future::poll_fn(|cx| {
+                let p = std::future::Future::poll(first.as_mut(), cx);
+                if p.is_pending() && buf.capacity() > KEEP_IDLE_BUFFER {
+                    buf = Vec::new();
                 }
+                p
+            })
+            .await?;
+            Ok::<_, io::Error>((n > 0).then_some((permit, n)))
+        })
+        .await;
+        let (permit, have) = match waited {
+            Some(Ok(Some(w))) => w,
+            Some(Ok(None)) => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            None => {
+                bump(&ds.stats.connections_idle_closed, 1);
+                timed_out = true;
+                break Err(io::Error::new(io::ErrorKind::TimedOut, "no request for ds.idle_timeout_seconds"));
             }
-            Err(TrySendError::Closed(_)) => break Ok(()),
         };
-        let mut rin = match RecordIn::start(&mut rd, max).await {
-            Ok(Some(r)) => r,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
+        // From its first byte, the record has `record_time` to arrive
+        // whole; a stalled one closes the connection and whatever pool
+        // buffer its data was going into goes back. (Only the peer's bytes
+        // count: not the wait for a pool buffer below.)
+        last_start = tokio::time::Instant::now();
+        record_timer.as_mut().reset(last_start + record_time);
+        let record_late = || {
+            bump(&ds.stats.records_timed_out, 1);
+            io::Error::new(io::ErrorKind::TimedOut, "record not complete within ds.record_timeout_seconds")
+        };
+        let mut rin = match before(record_timer.as_mut(), RecordIn::start(&mut rd, hdr, have, max)).await {
+            Some(Ok(Some(r))) => r,
+            Some(Ok(None)) => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            None => {
+                timed_out = true;
+                break Err(record_late());
+            }
         };
         activity.touch();
         // After a large record (a WRITE's data, most likely) the next one
@@ -407,8 +541,10 @@ async fn connection(
         if let Some(a) = &aio {
             a.buffer(&engine.pool).await;
         }
-        let (len, detached) = match recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io).await {
-            Ok((len, detached, path)) => {
+        let got = before(record_timer.as_mut(), recv::read_call(&mut rd, &mut rin, &mut buf, &engine.pool, max_io, &admit)).await;
+        let (len, detached) = match got {
+            Some(Ok((len, detached, path))) => {
+                debug_assert!(rin.done());
                 match path {
                     recv::Path::ZeroCopy => bump(&ds.stats.zero_copy_writes, 1),
                     recv::Path::ZeroCopyPartly => {
@@ -416,13 +552,17 @@ async fn connection(
                         bump(&ds.stats.payload_copies, 1);
                     }
                     recv::Path::NoBuffer => bump(&ds.stats.zero_copy_no_buffer, 1),
-                    recv::Path::Ordinary => {}
+                    // Counted by `admit_write`, when it said no.
+                    recv::Path::NotAdmitted | recv::Path::Ordinary => {}
                 }
                 (len, detached)
             }
-            Err(e) => break Err(e),
+            Some(Err(e)) => break Err(e),
+            None => {
+                timed_out = true;
+                break Err(record_late());
+            }
         };
-        debug_assert!(rin.done());
         // Room for a read in flight, should this be a READ.
         if let Some(a) = &aio {
             a.room().await;
@@ -483,9 +623,45 @@ async fn connection(
         a.submit();
     }
     drop(tx);
-    // Reads still in flight hold senders: the writer ends after their replies.
-    let _ = writer.await;
+    // Reads still in flight hold senders: the writer ends after their
+    // replies, unless the peer does not take them (then it is cut off).
+    if timed_out || tokio::time::timeout(idle, &mut writer).await.is_err() {
+        writer.abort();
+    }
     result
+}
+
+/// `f`'s output, or None once `timer` fired first (`f` is dropped).
+async fn before<F: std::future::Future>(mut timer: std::pin::Pin<&mut tokio::time::Sleep>, f: F) -> Option<F::Output> {
+    use std::future::Future as _;
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// Whether a large WRITE may take a pool buffer before its data arrives
+/// ([`recv::read_call`]): its session exists, its handle parses and its
+/// stateid allows writing that object, as SEQUENCE and WRITE will check
+/// (with the control updates applied first, as before a COMPOUND). A
+/// refusal only means its data is not kept: the COMPOUND still answers.
+/// The handle is read as PUTFH reads it (`ops::filehandle::putfh`): keep
+/// the two in step, or every real WRITE is refused here and answered DELAY
+/// (tests/bounds.rs checks that a real one is admitted).
+fn admit_write(ds: &Ds, replica: &Replica, h: &recv::WriteHead) -> bool {
+    let ok = ds.state.sessions.shard(h.sessionid).contains_key(h.sessionid)
+        && DsFh::parse(h.fh).is_ok_and(|fh| {
+            replica.sync();
+            replica.check_io(&h.stateid, &fh, true).is_ok()
+        });
+    if !ok {
+        bump(&ds.stats.writes_not_admitted, 1);
+    }
+    ok
 }
 
 /// The reactor's completion task: wakes on the ring's eventfd, finishes
@@ -536,8 +712,13 @@ fn flat(msg: Vec<u8>) -> Outgoing {
 
 /// Writes replies as they are queued: every reply waiting (up to
 /// [`WRITE_BATCH`]) goes out in one writev.
-async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+/// `stall`: a peer that takes no reply bytes this long while replies wait
+/// is cut off (the queued replies, and the pool buffers of READ replies,
+/// go back at once instead of after the idle timeout).
+async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, stall: Duration, stats: Arc<DsStats>) {
     let mut batch: Vec<Outgoing> = Vec::with_capacity(WRITE_BATCH);
+    // Armed only when a write would block.
+    let mut timer = std::pin::pin!(tokio::time::sleep(stall));
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         for out in batch.iter_mut() {
             if let Outgoing::Reply(rb) = out {
@@ -556,17 +737,21 @@ async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
                 },
             }
         }
-        let r = write_all_vectored(&mut wr, &parts).await;
+        let r = write_all_vectored(&mut wr, &parts, stall, timer.as_mut()).await;
         drop(parts);
         batch.clear();
-        if r.is_err() {
+        if let Err(e) = r {
+            if e.kind() == io::ErrorKind::TimedOut {
+                bump(&stats.replies_stalled, 1);
+            }
             break;
         }
     }
 }
 
-/// Writes every byte of `parts` with as few writev calls as the socket allows.
-async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Result<()> {
+/// Writes every byte of `parts` with as few writev calls as the socket
+/// allows; TimedOut when one writev waits `stall` for room.
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]], stall: Duration, mut timer: std::pin::Pin<&mut tokio::time::Sleep>) -> io::Result<()> {
     let mut idx = 0;
     let mut off = 0;
     while idx < parts.len() {
@@ -578,7 +763,21 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Res
         let mut slices = Vec::with_capacity(parts.len() - idx);
         slices.push(IoSlice::new(&parts[idx][off..]));
         slices.extend(parts[idx + 1..].iter().map(|p| IoSlice::new(p)));
-        let mut n = wr.write_vectored(&slices).await?;
+        let mut write = std::pin::pin!(wr.write_vectored(&slices));
+        let mut armed = false;
+        let mut n = std::future::poll_fn(|cx| {
+            use std::future::Future as _;
+            if let std::task::Poll::Ready(r) = write.as_mut().poll(cx) {
+                return std::task::Poll::Ready(r);
+            }
+            if !armed {
+                // The socket is full: from now the peer has `stall` to take some.
+                timer.as_mut().reset(tokio::time::Instant::now() + stall);
+                armed = true;
+            }
+            timer.as_mut().poll(cx).map(|()| Err(io::Error::new(io::ErrorKind::TimedOut, "peer took no reply bytes for ds.record_timeout_seconds")))
+        })
+        .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

@@ -15,13 +15,21 @@
 //!    sees a WRITE with no data; the data travels beside the record as a
 //!    [`Detached`] payload, which the WRITE op uses instead.
 //!
+//! Before a pool buffer is taken, the reactor checks the WRITE's session,
+//! handle and stateid as sent ([`WriteHead`]); refused, the data is read in
+//! [`GROW_STEP`] pieces and dropped, and the WRITE goes on with no data
+//! (its COMPOUND answers BADSESSION, BAD_STATEID... or DELAY), so a sender
+//! that never finishes its data holds no pool buffer.
+//!
 //! Any other shape, a prefix that does not parse, a data length outside
 //! (0, max I/O], or an empty pool: the rest of the record goes into the
 //! ordinary buffer and the ordinary path answers it. A record that ends
 //! inside the WRITE data is rebuilt in the ordinary buffer (a rare, broken
 //! request), so the decoder answers it as before (BADXDR). Limits are the
 //! ordinary path's: `max_record_bytes` per record, checked at every
-//! fragment header before its bytes are read, and bounded lengths (RFC 5531
+//! fragment header before its bytes are read, a buffer that grows at most
+//! [`GROW_STEP`] ahead of the bytes received (never by the length a
+//! fragment header claims), and bounded lengths (RFC 5531
 //! auth bodies, NFS4_OPAQUE_LIMIT tag, NFS4_FHSIZE handle) before any
 //! buffer grows.
 //!
@@ -38,6 +46,7 @@
 use crate::storage::{BufPool, PoolBuf};
 use pnfs_protocol::record::LAST_FRAGMENT;
 use pnfs_protocol::rpc;
+use pnfs_protocol::wire::stateid4;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -115,6 +124,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for ConnReader<R> {
     }
 }
 
+/// How far a record buffer grows ahead of the bytes received (see
+/// [`RecordIn::read_rest`]); also the most a WRITE's dropped data takes.
+pub const GROW_STEP: usize = 64 * 1024;
+
 /// Records at least this long (first fragment, or any record of several
 /// fragments) are tried for the zero-copy WRITE path; smaller ones are read
 /// whole with one read, which is cheaper than the exact-size header reads.
@@ -134,7 +147,10 @@ pub const FIXED_PREFIX: usize = 24 + 8 + 8 + 4 + 8 + 36 + 8 + 36;
 
 /// WRITE data received into a pool buffer beside its record.
 pub struct Detached {
-    pub buf: PoolBuf,
+    /// None: the WRITE was not admitted ([`read_call`]) and its data was
+    /// received and dropped; a WRITE that gets this far anyway (its
+    /// session or stateid appeared meanwhile) answers NFS4ERR_DELAY.
+    pub buf: Option<PoolBuf>,
     /// Data bytes (the WRITE's real data length).
     pub len: usize,
 }
@@ -157,8 +173,42 @@ pub enum Prefix {
     /// Not a `SEQUENCE, PUTFH, WRITE` call this path takes.
     NotFast,
     /// The prefix is complete: `prefix_len` bytes, the last 4 of which (at
-    /// `len_at`) are WRITE's data length `data_len`.
-    Write { len_at: usize, data_len: usize, prefix_len: usize },
+    /// `len_at`) are WRITE's data length `data_len`; `head` says where the
+    /// fields admission looks at are.
+    Write { len_at: usize, data_len: usize, prefix_len: usize, head: HeadAt },
+}
+
+/// Offsets in a parsed prefix of what [`WriteHead`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadAt {
+    session_at: usize,
+    fh_at: usize,
+    fh_len: usize,
+    stateid_at: usize,
+}
+
+/// What decides whether a large WRITE may take a pool buffer before its
+/// data arrives: SEQUENCE's session id, PUTFH's handle and WRITE's stateid,
+/// as sent (nothing checked yet).
+pub struct WriteHead<'a> {
+    pub sessionid: &'a [u8; 16],
+    pub fh: &'a [u8],
+    pub stateid: stateid4,
+}
+
+impl HeadAt {
+    /// The fields in `prefix` (the bytes [`parse_write_prefix`] parsed).
+    pub fn view<'a>(&self, prefix: &'a [u8]) -> WriteHead<'a> {
+        let s = self.stateid_at;
+        WriteHead {
+            sessionid: prefix[self.session_at..self.session_at + 16].try_into().expect("16 bytes"),
+            fh: &prefix[self.fh_at..self.fh_at + self.fh_len],
+            stateid: stateid4 {
+                seqid: u32::from_be_bytes(prefix[s..s + 4].try_into().expect("4 bytes")),
+                other: prefix[s + 4..s + 16].try_into().expect("12 bytes"),
+            },
+        }
+    }
 }
 
 /// Parses as much of a `SEQUENCE, PUTFH, WRITE` call prefix as `b` holds.
@@ -232,10 +282,19 @@ pub fn parse_write_prefix(b: &[u8]) -> Prefix {
         return Prefix::NotFast;
     }
     expect!(OP_SEQUENCE);
+    let session_at = pos;
     skip!(32);
     expect!(OP_PUTFH);
-    opaque!(NFS4_FHSIZE);
+    let fh_len = u32_!();
+    if fh_len > NFS4_FHSIZE {
+        return Prefix::NotFast;
+    }
+    let fh_at = pos;
+    let fh_len = fh_len as usize;
+    extra += fh_len + pad4(fh_len);
+    skip!(fh_len + pad4(fh_len));
     expect!(OP_WRITE);
+    let stateid_at = pos;
     skip!(16 + 8); // stateid, offset
     if u32_!() > 2 {
         return Prefix::NotFast; // not a stable_how4: the decoder says BADXDR
@@ -243,7 +302,7 @@ pub fn parse_write_prefix(b: &[u8]) -> Prefix {
     let len_at = pos;
     let data_len = u32_!() as usize;
     debug_assert_eq!(pos, FIXED_PREFIX + extra);
-    Prefix::Write { len_at, data_len, prefix_len: pos }
+    Prefix::Write { len_at, data_len, prefix_len: pos, head: HeadAt { session_at, fh_at, fh_len, stateid_at } }
 }
 
 /// One record being read from a stream, fragment by fragment.
@@ -257,12 +316,20 @@ pub struct RecordIn {
 }
 
 impl RecordIn {
-    /// Reads the first fragment header; Ok(None) at a clean EOF (also one
-    /// inside the header: a peer that sent a partial mark and left).
-    pub async fn start<R: AsyncRead + Unpin>(rd: &mut R, max: usize) -> io::Result<Option<RecordIn>> {
+    /// Waits for the first bytes of a record (up to its 4-byte mark) into
+    /// `hdr`; how many, 0 at EOF. Split from [`RecordIn::start`] so that
+    /// the wait for a request (idle) and the time a record takes once it
+    /// began can have different limits.
+    pub async fn first_bytes<R: AsyncRead + Unpin>(rd: &mut R, hdr: &mut [u8; 4]) -> io::Result<usize> {
+        rd.read(hdr).await
+    }
+
+    /// Reads the rest of the first fragment header (`have` bytes of it in
+    /// `hdr` already); Ok(None) at an EOF inside it (a peer that sent a
+    /// partial mark and left).
+    pub async fn start<R: AsyncRead + Unpin>(rd: &mut R, mut hdr: [u8; 4], have: usize, max: usize) -> io::Result<Option<RecordIn>> {
         let mut r = RecordIn { frag_left: 0, last: false, declared: 0, max };
-        let mut hdr = [0u8; 4];
-        match rd.read_exact(&mut hdr).await {
+        match rd.read_exact(&mut hdr[have..]).await {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e),
@@ -325,18 +392,39 @@ impl RecordIn {
     }
 
     /// Reads the rest of the record into `buf[at..]`, growing `buf` only
-    /// when needed (no zero-fill per request); returns the record's end.
+    /// when needed (no zero-fill per request), and then by at most
+    /// [`GROW_STEP`] ahead of the bytes received: a peer that claims a
+    /// large fragment and sends little costs little; returns the record's end.
     pub async fn read_rest<R: AsyncRead + Unpin>(&mut self, rd: &mut R, buf: &mut Vec<u8>, mut at: usize) -> io::Result<usize> {
         while self.next(rd).await? {
-            let n = self.frag_left;
+            let n = self.frag_left.min(GROW_STEP.max(buf.len().saturating_sub(at)));
             if buf.len() < at + n {
                 buf.resize(at + n, 0);
             }
             rd.read_exact(&mut buf[at..at + n]).await?;
-            self.frag_left = 0;
+            self.frag_left -= n;
             at += n;
         }
         Ok(at)
+    }
+
+    /// Reads and drops up to `n` record bytes through `scratch` (never
+    /// grown past [`GROW_STEP`]); returns how many, fewer when the record
+    /// ended.
+    async fn skip<R: AsyncRead + Unpin>(&mut self, rd: &mut R, scratch: &mut Vec<u8>, at: usize, n: usize) -> io::Result<usize> {
+        let mut done = 0;
+        while done < n {
+            let step = (n - done).min(GROW_STEP);
+            if scratch.len() < at + step {
+                scratch.resize(at + step, 0);
+            }
+            let got = self.read(rd, &mut scratch[at..at + step]).await?;
+            done += got;
+            if got < step {
+                break;
+            }
+        }
+        Ok(done)
     }
 }
 
@@ -351,17 +439,24 @@ pub enum Path {
     ZeroCopyPartly,
     /// The shape fit but the pool was empty.
     NoBuffer,
+    /// The shape fit but admission refused it: the data was dropped.
+    NotAdmitted,
 }
 
 /// Reads the rest of the record `rin` started into `buf[..len]`, with the
 /// WRITE data of a large `SEQUENCE, PUTFH, WRITE` call detached into a pool
 /// buffer (module documentation). `max_data` bounds the data taken this way.
+/// `admit` is asked before a pool buffer is taken for the data (which the
+/// sender may never finish sending): refused, the data is received in
+/// small steps and dropped, and the record goes on with a zero data
+/// length and an empty [`Detached`], for the COMPOUND to answer.
 pub async fn read_call<R: AsyncRead + Unpin + Buffered>(
     rd: &mut R,
     rin: &mut RecordIn,
     buf: &mut Vec<u8>,
     pool: &BufPool,
     max_data: usize,
+    admit: &dyn Fn(&WriteHead) -> bool,
 ) -> io::Result<(usize, Option<Detached>, Path)> {
     let mut have = 0usize;
     let mut path = Path::Ordinary;
@@ -381,9 +476,26 @@ pub async fn read_call<R: AsyncRead + Unpin + Buffered>(
                     }
                 }
                 Prefix::NotFast => break,
-                Prefix::Write { len_at, data_len, prefix_len } => {
+                Prefix::Write { len_at, data_len, prefix_len, head } => {
                     debug_assert_eq!(prefix_len, have);
-                    if data_len == 0 || data_len > max_data || data_len > pool.buf_size() {
+                    if data_len == 0 {
+                        break;
+                    }
+                    if !admit(&head.view(&buf[..have])) {
+                        let got = rin.skip(rd, buf, have, data_len).await?;
+                        let want_pad = pad4(data_len);
+                        let got_pad = if got == data_len { rin.skip(rd, buf, have, want_pad).await? } else { 0 };
+                        if got < data_len || got_pad < want_pad {
+                            // Ended inside the data: the prefix alone, for
+                            // the decoder to refuse.
+                            debug_assert!(rin.done());
+                            return Ok((have, None, Path::NotAdmitted));
+                        }
+                        buf[len_at..len_at + 4].copy_from_slice(&0u32.to_be_bytes());
+                        let end = rin.read_rest(rd, buf, have).await?;
+                        return Ok((end, Some(Detached { buf: None, len: data_len }), Path::NotAdmitted));
+                    }
+                    if data_len > max_data || data_len > pool.buf_size() {
                         break;
                     }
                     let Some(mut pb) = pool.take() else {
@@ -410,7 +522,7 @@ pub async fn read_call<R: AsyncRead + Unpin + Buffered>(
                     buf[len_at..len_at + 4].copy_from_slice(&0u32.to_be_bytes());
                     let end = rin.read_rest(rd, buf, have).await?;
                     let path = if copied { Path::ZeroCopyPartly } else { Path::ZeroCopy };
-                    return Ok((end, Some(Detached { buf: pb, len: data_len }), path));
+                    return Ok((end, Some(Detached { buf: Some(pb), len: data_len }), path));
                 }
             }
         }
@@ -471,8 +583,11 @@ mod tests {
                         have = n;
                         steps += 1;
                     }
-                    Prefix::Write { len_at, data_len, prefix_len } => {
+                    Prefix::Write { len_at, data_len, prefix_len, head } => {
                         assert_eq!(data_len, data.len());
+                        let h = head.view(&rec[..prefix_len]);
+                        assert_eq!((h.sessionid, h.fh), (&[1u8; 16], fh));
+                        assert_eq!((h.stateid.seqid, h.stateid.other), (1, [2u8; 12]));
                         break (len_at, prefix_len);
                     }
                     Prefix::NotFast => panic!("not fast"),
@@ -483,6 +598,88 @@ mod tests {
             assert_eq!(&rec[prefix_len..prefix_len + 100], &data[..100]);
             assert_eq!(u32::from_be_bytes(rec[len_at..len_at + 4].try_into().unwrap()) as usize, data.len());
         }
+    }
+
+    /// A reader that has some bytes, then never more (a stalled peer).
+    struct Stalls<'a>(&'a [u8]);
+
+    impl AsyncRead for Stalls<'_> {
+        fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, dst: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            if self.0.is_empty() {
+                return Poll::Pending;
+            }
+            let n = dst.remaining().min(self.0.len());
+            dst.put_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Buffered for Stalls<'_> {
+        fn buffered(&self) -> usize {
+            0
+        }
+    }
+
+    /// Polls `f` once: whatever it left behind is what a stalled record costs.
+    fn poll_once<F: std::future::Future>(f: F) -> Poll<F::Output> {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        f.as_mut().poll(&mut cx)
+    }
+
+    #[test]
+    fn record_buffer_grows_with_the_bytes_not_the_claim() {
+        // A 2 MiB fragment claimed, 1000 bytes of it sent, then nothing.
+        let mut stream = (LAST_FRAGMENT | (2 << 20)).to_be_bytes().to_vec();
+        stream.extend_from_slice(&[5u8; 1000]);
+        let mut rd = Stalls(&stream);
+        let mut hdr = [0u8; 4];
+        assert!(matches!(poll_once(RecordIn::first_bytes(&mut rd, &mut hdr)), Poll::Ready(Ok(4))));
+        let Poll::Ready(Ok(Some(mut rin))) = poll_once(RecordIn::start(&mut rd, hdr, 4, 4 << 20)) else { panic!("no record") };
+        let mut buf = Vec::new();
+        let pool = BufPool::new(1, 64 * 1024);
+        assert!(poll_once(read_call(&mut rd, &mut rin, &mut buf, &pool, 60 * 1024, &|_| true)).is_pending());
+        // At most one step past what arrived (the prefix parse read some of it).
+        assert!(buf.len() <= 1000 + GROW_STEP, "{} bytes for 1000 received", buf.len());
+        assert!(buf.capacity() <= 2 * GROW_STEP, "{} bytes reserved for 1000 received", buf.capacity());
+    }
+
+    #[test]
+    fn unadmitted_write_data_is_dropped_without_a_pool_buffer() {
+        let data = pattern(100_000);
+        let body = write_call(9, b"", &[9; 16], &data, 1);
+        let mut stream = (LAST_FRAGMENT | body.len() as u32).to_be_bytes().to_vec();
+        stream.extend_from_slice(&body);
+        let mut rd = &stream[4..];
+        let pool = BufPool::new(1, 128 * 1024);
+        let Poll::Ready(Ok(Some(mut rin))) = poll_once(RecordIn::start(&mut rd, stream[..4].try_into().unwrap(), 4, 4 << 20)) else {
+            panic!("no record")
+        };
+        let mut buf = Vec::new();
+        let seen = std::cell::Cell::new(0);
+        let admit = |h: &WriteHead| {
+            assert_eq!((h.sessionid, h.fh), (&[1u8; 16], &[9u8; 16][..]));
+            seen.set(seen.get() + 1);
+            false
+        };
+        let Poll::Ready(Ok((len, Some(d), path))) = poll_once(read_call(&mut rd, &mut rin, &mut buf, &pool, 120 * 1024, &admit)) else {
+            panic!("not read")
+        };
+        assert_eq!((path, d.len, d.buf.is_none(), seen.get()), (Path::NotAdmitted, data.len(), true, 1));
+        assert!(rin.done() && rd.is_empty());
+        assert_eq!(pool.available(), 1);
+        assert!(buf.len() <= len + GROW_STEP, "dropped data took {} bytes", buf.len());
+        // The record as the decoder sees it: the WRITE with no data, then GETFH.
+        let prefix = body.len() - data.len() - 4;
+        assert_eq!(len, prefix + 4);
+        assert_eq!(&buf[..prefix - 4], &body[..prefix - 4]);
+        assert_eq!(&buf[prefix - 4..len], &[0, 0, 0, 0, 0, 0, 0, 10]);
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
     }
 
     #[test]

@@ -156,7 +156,29 @@ pub struct DsStats {
     /// Requests refused with NFS4ERR_DELAY because a reactor's buffer pool was empty.
     pub buffer_pool_exhausted: AtomicU64,
     pub connections_accepted: AtomicU64,
+    /// Connections closed at accept: a reactor's total or one address's
+    /// share (`ds.max_connections_per_address`) was reached.
     pub connections_refused: AtomicU64,
+    /// Of those, refused for the per-address cap.
+    pub connections_refused_per_address: AtomicU64,
+    /// Connections closed because they sent nothing for
+    /// `ds.idle_timeout_seconds` (or did not read their replies).
+    pub connections_idle_closed: AtomicU64,
+    /// Connections closed because a record did not complete within
+    /// `ds.record_timeout_seconds` of its first byte.
+    pub records_timed_out: AtomicU64,
+    /// Large WRITEs whose SEQUENCE named no session, or whose handle or
+    /// stateid did not check: no pool buffer was taken, the data was
+    /// received and dropped.
+    pub writes_not_admitted: AtomicU64,
+    /// Connections cut off because the peer took no reply bytes for
+    /// `ds.record_timeout_seconds` while replies waited.
+    pub replies_stalled: AtomicU64,
+    /// Clients dropped to make room in a full table (`ds.max_clients`):
+    /// unconfirmed ones, or silent for over a lease.
+    pub clients_evicted: AtomicU64,
+    /// EXCHANGE_IDs answered NFS4ERR_DELAY: the table full of live clients.
+    pub clients_refused: AtomicU64,
     /// Control program calls served.
     pub control_calls: AtomicU64,
     /// Control calls published to the reactors (allow, revoke, create, remove).
@@ -213,6 +235,13 @@ pub struct DsStatsSnapshot {
     pub buffer_pool_exhausted: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub connections_refused_per_address: u64,
+    pub connections_idle_closed: u64,
+    pub records_timed_out: u64,
+    pub writes_not_admitted: u64,
+    pub replies_stalled: u64,
+    pub clients_evicted: u64,
+    pub clients_refused: u64,
     pub control_calls: u64,
     pub control_updates: u64,
     pub control_update_failures: u64,
@@ -278,6 +307,13 @@ impl DsStats {
             buffer_pool_exhausted: g(&self.buffer_pool_exhausted),
             connections_accepted: g(&self.connections_accepted),
             connections_refused: g(&self.connections_refused),
+            connections_refused_per_address: g(&self.connections_refused_per_address),
+            connections_idle_closed: g(&self.connections_idle_closed),
+            records_timed_out: g(&self.records_timed_out),
+            writes_not_admitted: g(&self.writes_not_admitted),
+            replies_stalled: g(&self.replies_stalled),
+            clients_evicted: g(&self.clients_evicted),
+            clients_refused: g(&self.clients_refused),
             control_calls: g(&self.control_calls),
             control_updates: g(&self.control_updates),
             control_update_failures: g(&self.control_update_failures),

@@ -48,7 +48,7 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_sum{{ds=\"{id}\",op=\"{op}\"}} {}", seconds(h.sum_ns));
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_count{{ds=\"{id}\",op=\"{op}\"}} {}", h.count);
     }
-    let counters: [(&str, &str, u64); 20] = [
+    let counters: [(&str, &str, u64); 28] = [
         ("compounds", "COMPOUNDs executed (replays included)", s.compounds),
         ("replays", "COMPOUNDs answered from the reply cache", s.replays),
         ("read_bytes", "READ payload bytes sent to clients", s.bytes_read),
@@ -69,6 +69,14 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         ("volume_extents_allocated", "volume backend: extents allocated (zeroed first)", s.volume_extents_allocated),
         ("poll_spins", "reactor polling rounds instead of sleeping (busy/adaptive poll mode)", s.poll_spins),
         ("reactor_parks", "times an adaptive reactor stopped polling and slept", s.reactor_parks),
+        ("connections_refused", "client connections closed at accept (reactor total or per-address cap reached)", s.connections_refused),
+        ("connections_refused_per_address", "client connections closed at accept because their address had ds.max_connections_per_address", s.connections_refused_per_address),
+        ("connections_idle_closed", "client connections closed after ds.idle_timeout_seconds without a request", s.connections_idle_closed),
+        ("records_timed_out", "client connections closed because a record did not complete within ds.record_timeout_seconds", s.records_timed_out),
+        ("writes_not_admitted", "large WRITEs whose session, handle or stateid did not check before the data: no pool buffer taken, data dropped", s.writes_not_admitted),
+        ("replies_stalled", "client connections cut off because they took no reply bytes for ds.record_timeout_seconds", s.replies_stalled),
+        ("clients_evicted", "client IDs dropped to make room in a full table (unconfirmed, or silent for over a lease)", s.clients_evicted),
+        ("clients_refused", "EXCHANGE_IDs answered NFS4ERR_DELAY because ds.max_clients live clients exist", s.clients_refused),
     ];
     for (name, help, v) in counters {
         let _ = writeln!(t, "# TYPE pnfs_ds_{name} counter\n# HELP pnfs_ds_{name} {help}.\npnfs_ds_{name}_total{{ds=\"{id}\"}} {v}");

@@ -16,6 +16,7 @@ use crate::compound::{reply, Compound, NfsResult, ReplyBuf};
 use crate::ds::Ds;
 use crate::stats::bump;
 use crate::aio::ReadJob;
+use crate::recv::Detached;
 use crate::storage::{is_aligned, IoError, Object, PoolBuf};
 use pnfs_protocol::wire::*;
 
@@ -119,6 +120,11 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
     let r = (|| -> NfsResult<WRITE4resok> {
         let (fh, obj) = c.object()?;
         c.replica.check_io(&a.stateid, &fh, true)?;
+        if detached.as_ref().is_some_and(|d| d.buf.is_none()) {
+            // Dropped at receive (not admitted then, see crate::recv): the
+            // client sends it again.
+            return Err(nfsstat4::NFS4ERR_DELAY);
+        }
         if len > ds.cfg.max_io() {
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
@@ -132,7 +138,7 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
             // aligned write that would be copied into one anyway); the
             // reactor runs the write, then encodes with `finish_write`.
             let buf = match detached.take() {
-                Some(d) => Some(d.buf),
+                Some(d) => d.buf,
                 None if obj.has_direct() && is_aligned(a.offset) && is_aligned(len as u64) && len <= c.engine.pool.buf_size() => {
                     c.engine.pool.take().map(|mut b| {
                         b.as_mut_slice()[..len].copy_from_slice(&a.data);
@@ -153,7 +159,8 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
             c.drain_writes();
         }
         match &detached {
-            Some(d) => c.engine.write_pooled(&obj, a.offset, &d.buf, d.len).map_err(|e| engine_status(ds, e))?,
+            Some(Detached { buf: Some(b), len }) => c.engine.write_pooled(&obj, a.offset, b, *len).map_err(|e| engine_status(ds, e))?,
+            Some(Detached { buf: None, .. }) => return Err(nfsstat4::NFS4ERR_DELAY), // (answered above)
             None if !a.data.is_empty() => c.engine.write(&obj, a.offset, &a.data).map_err(|e| engine_status(ds, e))?,
             None => {}
         }

@@ -8,7 +8,7 @@
 
 use crate::compound::{reply, Compound, NfsResult, ReplyBuf, DS_MAX_OPS};
 use crate::ds::Ds;
-use crate::state::{Client, Lease, Session, MAX_CLIENTS, MAX_SESSIONS_PER_CLIENT};
+use crate::state::{Client, ClientTable, DsState, Lease, Session, MAX_SESSIONS_PER_CLIENT};
 use pnfs_protocol::session::{
     plan_exchange_id, principal_of, ExchangeIdPlan, KnownClient, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_PNFS_DS,
     keep_reply, negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
@@ -16,6 +16,8 @@ use crate::stats::bump;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode};
 use std::sync::{Arc, Mutex};
+use std::cmp::Reverse;
+use std::time::Duration;
 
 pub fn exchange_id(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args, rb: &mut ReplyBuf) -> nfsstat4 {
     reply(rb, exchange_id_inner(ds, c, a))
@@ -24,7 +26,9 @@ pub fn exchange_id(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args, rb: &mut Rep
 fn exchange_id_inner(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
     let principal = principal_of(&c.cred);
     let owner = a.eia_clientowner.co_ownerid.to_vec();
-    ds.state.expire(ds.lease());
+    // No expire() here: the lease reaper (control runtime, every quarter
+    // lease) does it, and a full table makes room below; a scan of every
+    // client per call made a flood of EXCHANGE_IDs hold the table's lock.
     let st = &ds.state;
     let mut t = st.clients();
     let known: Vec<KnownClient> = t
@@ -45,8 +49,9 @@ fn exchange_id_inner(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
             for id in purge {
                 st.purge_client(&mut t, id);
             }
-            if t.clients.len() >= MAX_CLIENTS {
-                log::warn!("DS client table full ({MAX_CLIENTS}); EXCHANGE_ID answered DELAY");
+            if !make_room(ds, st, &mut t) {
+                bump(&ds.stats.clients_refused, 1);
+                log::warn!("DS client table full (ds.max_clients {}, every client live); EXCHANGE_ID answered DELAY", ds.cfg.max_clients);
                 return Err(nfsstat4::NFS4ERR_DELAY);
             }
             let id = st.new_clientid(&mut t);
@@ -88,6 +93,42 @@ fn exchange_id_inner(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
     })
 }
 
+/// Makes room for one more client when the table holds `ds.max_clients`;
+/// false when every client is live. An EXCHANGE_ID alone costs its sender
+/// nothing, so unconfirmed clients go first, longest silent first (a real
+/// client confirms within a round trip); then confirmed ones silent for
+/// over a lease (the reaper keeps those half a lease longer while there
+/// is room: a client whose renewal is late). Scans the table only when
+/// full, and then frees a sixteenth of it, so that a flood pays one scan
+/// per many calls.
+fn make_room(ds: &Ds, st: &DsState, t: &mut ClientTable) -> bool {
+    let max = ds.cfg.max_clients;
+    if t.clients.len() < max {
+        return true;
+    }
+    let lease = ds.lease();
+    let mut victims: Vec<(bool, Reverse<Duration>, u64)> = t
+        .clients
+        .values()
+        .map(|cl| (cl.confirmed, Reverse(cl.lease.idle_for()), cl.clientid))
+        .filter(|(confirmed, Reverse(idle), _)| !confirmed || *idle > lease)
+        .collect();
+    if victims.is_empty() {
+        return false;
+    }
+    let batch = (max / 16).max(1);
+    if victims.len() > batch {
+        victims.select_nth_unstable(batch - 1);
+        victims.truncate(batch);
+    }
+    for (_, _, id) in &victims {
+        st.purge_client(t, *id);
+    }
+    bump(&ds.stats.clients_evicted, victims.len() as u64);
+    log::debug!("DS client table full (ds.max_clients {max}): evicted {} unconfirmed or silent clients", victims.len());
+    true
+}
+
 pub fn create_session(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
     match create_session_inner(ds, c, a) {
         Ok(bytes) => {
@@ -101,7 +142,6 @@ pub fn create_session(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args, rb: &m
 
 /// Returns the encoded CREATE_SESSION4resok (kept for replays).
 fn create_session_inner(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args) -> NfsResult<Vec<u8>> {
-    ds.state.expire(ds.lease());
     let st = &ds.state;
     let mut t = st.clients();
     let client = t.clients.get(&a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
@@ -395,5 +435,39 @@ mod tests {
         let mut a = seq(0, 3, false);
         a.sa_sessionid = [1; 16];
         assert_eq!(run(&a, b"x"), Err(nfsstat4::NFS4ERR_BADSESSION));
+    }
+
+    #[test]
+    fn a_full_client_table_evicts_unconfirmed_clients_not_live_ones() {
+        let (_d, ds) = ds();
+        let max = ds.cfg.max_clients as u64;
+        let client = |id: u64, confirmed: bool| Client {
+            clientid: id,
+            owner: id.to_be_bytes().to_vec(),
+            verifier: [0; 8],
+            confirmed,
+            cs_sequence: 1,
+            cs_reply: None,
+            sessions: vec![],
+            reclaim_complete: false,
+            principal: None,
+            lease: Lease::new(),
+        };
+        let mut t = ds.state.clients();
+        // 100 live confirmed clients, the rest of the table unconfirmed.
+        for id in 1..=max {
+            t.clients.insert(id, client(id, id <= 100));
+        }
+        assert!(make_room(&ds, &ds.state, &mut t));
+        assert_eq!(t.clients.len() as u64, max - max / 16);
+        assert!((1..=100).all(|id| t.clients.contains_key(&id)), "a live client was evicted");
+        assert!(make_room(&ds, &ds.state, &mut t), "room left: nothing to evict");
+        // Every client confirmed and live: no room.
+        for id in 1..=max {
+            t.clients.insert(id, client(id, true));
+        }
+        assert!(!make_room(&ds, &ds.state, &mut t));
+        assert_eq!(t.clients.len() as u64, max);
+        assert_eq!(ds.stats.clients_evicted.load(std::sync::atomic::Ordering::Relaxed), max / 16);
     }
 }
