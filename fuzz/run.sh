@@ -6,8 +6,8 @@
 #
 # cargo-fuzz needs nightly-only rustc flags (-Zsanitizer, -Cpasses=sancov);
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Install the tool
-# once with `cargo install cargo-fuzz`. FUZZ_TARGET=compound_roundtrip picks
-# the other target.
+# once with `cargo install cargo-fuzz`. FUZZ_TARGET=compound_roundtrip or
+# FUZZ_TARGET=control_decode picks another target.
 #
 # New inputs go to fuzz/corpus/<target> (kept between runs, gitignored); the
 # committed seeds in fuzz/seeds are read as extra corpus; crashes land in

@@ -654,7 +654,7 @@ async fn before<F: std::future::Future>(mut timer: std::pin::Pin<&mut tokio::tim
 /// (tests/bounds.rs checks that a real one is admitted).
 fn admit_write(ds: &Ds, replica: &Replica, h: &recv::WriteHead) -> bool {
     let ok = ds.state.sessions.shard(h.sessionid).contains_key(h.sessionid)
-        && DsFh::parse(h.fh).is_ok_and(|fh| {
+        && DsFh::open(h.fh, &ds.fh_key).is_ok_and(|fh| {
             replica.sync();
             replica.check_io(&h.stateid, &fh, true).is_ok()
         });
