@@ -202,6 +202,11 @@ impl MdsConfig {
         if self.idle_timeout_seconds == 0 || self.idle_timeout_seconds > 86_400 {
             return Err("mds.idle_timeout_seconds: must be between 1 and 86400".into());
         }
+        // A client renews its lease at least once a lease period; closing
+        // its connection sooner would cut its back channel for nothing.
+        if self.idle_timeout_seconds < self.lease_seconds {
+            return Err("mds.idle_timeout_seconds: must be at least mds.lease_seconds (raise it or lower the lease)".into());
+        }
         if self.record_timeout_seconds == 0 || self.record_timeout_seconds > self.idle_timeout_seconds {
             return Err("mds.record_timeout_seconds: must be at least 1 and at most mds.idle_timeout_seconds".into());
         }

@@ -129,6 +129,8 @@ pub struct Server {
     next_conn: AtomicU64,
     limits: Arc<ConnLimits>,
     refusal_log: LogLimiter,
+    /// Closures for timeouts (a slowloris flood must not fill the log).
+    closure_log: LogLimiter,
     /// COMPOUNDs executing on blocking threads, all connections together.
     blocking: Arc<Semaphore>,
 }
@@ -143,6 +145,7 @@ impl Server {
             next_conn: AtomicU64::new(1),
             limits,
             refusal_log: LogLimiter::new(Duration::from_secs(10)),
+            closure_log: LogLimiter::new(Duration::from_secs(10)),
             blocking,
         })
     }
@@ -244,6 +247,7 @@ impl Server {
         // Callbacks to this client go out on this connection when it is bound
         // to a session's back channel.
         self.mds.callbacks.register_conn(conn.id, queue.clone());
+        let me = self.clone();
         let writer = tokio::spawn(async move {
             while let Some(msg) = out.recv().await {
                 let hdr = record_header(msg.len());
@@ -255,8 +259,7 @@ impl Server {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break,
                     Err(_) => {
-                        log::info!("closing connection from {peer}: it read none of its replies for {idle:?} (mds.idle_timeout_seconds)");
-                        metrics().connection_closed("replies_unread");
+                        me.closed(peer, "replies_unread", &format!("it read none of its replies for {idle:?} (mds.idle_timeout_seconds)"));
                         break;
                     }
                 }
@@ -289,14 +292,13 @@ impl Server {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => break Err(e),
                 Err(_) => {
-                    metrics().connection_closed(reason);
                     if reason == "idle" {
+                        // Routine (clients leave connections open): no log line.
+                        metrics().connection_closed(reason);
                         log::debug!("closing connection from {peer}: no request for {idle:?} (mds.idle_timeout_seconds)");
                     } else {
-                        log::info!(
-                            "closing connection from {peer}: a record was not complete within {record_timeout:?} \
-                             (mds.record_timeout_seconds)"
-                        );
+                        let why = format!("a record was not complete within {record_timeout:?} (mds.record_timeout_seconds)");
+                        self.closed(peer, reason, &why);
                     }
                     break Ok(());
                 }
@@ -317,6 +319,11 @@ impl Server {
                 partial_since = Some(now);
             }
             for rec in recs {
+                // Checked per record too: one read can hold hundreds of
+                // small requests, each of which may earn a large reply.
+                if !queue.wait_for_room(budget).await {
+                    break 'read Ok(());
+                }
                 if runs_inline(&rec) {
                     let reply = std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_record(&conn, &rec)))
                         .unwrap_or_else(|_| {
@@ -356,6 +363,15 @@ impl Server {
         // they are done and sent, or when the peer stops reading.
         let _ = writer.await;
         result
+    }
+
+    /// Counts a connection the server closed and logs it, at most one line
+    /// per 10 s.
+    fn closed(&self, peer: SocketAddr, reason: &str, why: &str) {
+        metrics().connection_closed(reason);
+        if let Some(held_back) = self.closure_log.allow(Instant::now()) {
+            log::info!("closing connection from {peer}: {why} ({held_back} more closed for a timeout since the last such line)");
+        }
     }
 
     /// One RPC record in, at most one RPC reply out.
