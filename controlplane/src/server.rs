@@ -507,3 +507,43 @@ pub fn wait_ds_registered(ctl: SocketAddr, ds_id: &str, timeout: std::time::Dura
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reply_queue_holds_its_reader_back_not_its_senders() {
+        let (q, mut rx) = ReplyQueue::new();
+        // Senders never wait, even far past the budget.
+        for _ in 0..10 {
+            q.send(vec![0; 1000]).unwrap();
+        }
+        assert!(q.over(5000));
+        // The reader waits until the writer takes enough.
+        let waiting = {
+            let q = q.clone();
+            tokio::spawn(async move { q.wait_for_room(5000).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        for _ in 0..5 {
+            rx.recv().await.unwrap();
+        }
+        // 5000 queued is still at the budget.
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        rx.recv().await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap());
+        // Many small replies count too.
+        let (q2, _rx2) = ReplyQueue::new();
+        for _ in 0..REPLY_BUDGET_COUNT {
+            q2.send(vec![]).unwrap();
+        }
+        assert!(q2.over(usize::MAX));
+        // A writer that went away (peer gone or timed out) ends the wait.
+        drop(rx);
+        assert!(!q.wait_for_room(1).await);
+        assert!(q.send(vec![1]).is_err());
+    }
+}

@@ -396,3 +396,31 @@ fn unread_replies_do_not_starve_new_clients_or_the_control_listener() {
     // Requests written before the write timed out may have been partial.
     assert!(got + 64 >= *sent, "the flooding connection got {got} of {sent} replies once it read them");
 }
+
+#[test]
+fn connection_limit_keys_have_defaults_and_are_validated() {
+    let base = "metadata_dir = \"/m\"\ndata_dir = \"/d\"\n";
+    let parse = |extra: &str| {
+        let cfg: pnfs_mds::MdsConfig = toml::from_str(&format!("{base}{extra}\n[[exports]]\npath = \"/export\"\n")).unwrap();
+        cfg.validate().map(|_| cfg)
+    };
+    let d = parse("").unwrap();
+    assert_eq!(
+        (d.max_connections_per_address, d.idle_timeout_seconds, d.record_timeout_seconds, d.reply_budget_bytes),
+        (64, 300, 30, 4 << 20)
+    );
+    for (extra, key) in [
+        ("max_connections_per_address = 0", "mds.max_connections_per_address"),
+        ("max_connections = 0", "mds.max_connections"),
+        ("idle_timeout_seconds = 0", "mds.idle_timeout_seconds"),
+        ("idle_timeout_seconds = 60", "mds.idle_timeout_seconds"), // below the 90 s lease
+        ("record_timeout_seconds = 0", "mds.record_timeout_seconds"),
+        ("record_timeout_seconds = 301", "mds.record_timeout_seconds"),
+        ("reply_budget_bytes = 1000", "mds.reply_budget_bytes"),
+        ("max_requests_per_connection = 0", "mds.max_requests_per_connection"),
+        ("max_requests_in_flight = 500", "mds.max_requests_in_flight"),
+    ] {
+        let err = parse(extra).err().unwrap_or_else(|| panic!("{extra} accepted"));
+        assert!(err.starts_with(key), "{extra}: {err}");
+    }
+}
