@@ -37,7 +37,7 @@ type ReplyTx = mpsc::Sender<Vec<u8>>;
 
 /// Per-connection senders and calls waiting for replies.
 pub struct Callbacks {
-    conns: Mutex<HashMap<u64, tokio::sync::mpsc::Sender<Vec<u8>>>>,
+    conns: Mutex<HashMap<u64, crate::server::ReplyQueue>>,
     pending: Mutex<HashMap<u32, ReplyTx>>,
     /// Back-channel slot 0 sequence per session; the mutex also serialises
     /// calls on a session, so the client's slot is never double-booked.
@@ -62,7 +62,7 @@ impl Callbacks {
     }
 
     /// A connection's outgoing record queue (messages without record marks).
-    pub fn register_conn(&self, conn_id: u64, tx: tokio::sync::mpsc::Sender<Vec<u8>>) {
+    pub fn register_conn(&self, conn_id: u64, tx: crate::server::ReplyQueue) {
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(conn_id, tx);
     }
 
@@ -128,7 +128,9 @@ impl Callbacks {
         args.encode(&mut e).map_err(|err| CbError::Rpc(err.to_string()))?;
         let (rtx, rrx) = mpsc::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(xid, rtx);
-        if tx.blocking_send(e.into_inner()).is_err() {
+        // Queued without waiting (the connection's reply budget applies to
+        // its reader, never to this thread).
+        if tx.send(e.into_inner()).is_err() {
             self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&xid);
             return Err(CbError::NoBackChannel);
         }
@@ -191,7 +193,7 @@ mod tests {
     #[test]
     fn call_round_trip_over_a_fake_back_channel() {
         let cbs = Arc::new(Callbacks::new(Duration::from_secs(5)));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let (tx, mut rx) = crate::server::ReplyQueue::new();
         cbs.register_conn(9, tx);
         let client = {
             let cbs = cbs.clone();
@@ -229,7 +231,7 @@ mod tests {
     fn no_back_channel_and_timeout() {
         let cbs = Callbacks::new(Duration::from_millis(50));
         assert_eq!(cbs.call(&session(vec![]), vec![]), Err(CbError::NoBackChannel));
-        let (tx, _rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let (tx, _rx) = crate::server::ReplyQueue::new();
         cbs.register_conn(1, tx);
         assert_eq!(cbs.call(&session(vec![1]), vec![]), Err(CbError::Timeout));
     }

@@ -45,6 +45,32 @@ pub struct MdsConfig {
     pub max_ops: u32,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    // Connection bounds: what one address or one connection may hold.
+    /// Connections one client address may hold (IPv6: one /64); checked
+    /// before max_connections, so a flood from one address costs only it.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// A connection with no request (no byte received) for this long is closed,
+    /// and so is one whose peer reads none of its replies for this long.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u32,
+    /// A record whose first byte arrived must be complete within this, else
+    /// the connection is closed (slow or stalled senders).
+    #[serde(default = "default_record_timeout")]
+    pub record_timeout_seconds: u32,
+    /// Reply bytes one connection may have queued unread; while they are,
+    /// that connection's requests are not read (the slow reader waits, no
+    /// server thread does).
+    #[serde(default = "default_reply_budget")]
+    pub reply_budget_bytes: u32,
+    /// COMPOUNDs one connection may have executing on blocking threads.
+    #[serde(default = "default_max_requests_per_connection")]
+    pub max_requests_per_connection: u32,
+    /// COMPOUNDs all connections together may have executing on blocking
+    /// threads; the rest of the runtime's 512 are kept for the lease reaper,
+    /// the control listener and heartbeats.
+    #[serde(default = "default_max_requests_in_flight")]
+    pub max_requests_in_flight: u32,
     /// Open data-file descriptors kept cached.
     #[serde(default = "default_open_files")]
     pub open_file_cache: usize,
@@ -118,6 +144,27 @@ fn default_max_ops() -> u32 {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_max_connections_per_address() -> usize {
+    64
+}
+fn default_idle_timeout() -> u32 {
+    300
+}
+fn default_record_timeout() -> u32 {
+    30
+}
+fn default_reply_budget() -> u32 {
+    4 * 1024 * 1024
+}
+fn default_max_requests_per_connection() -> u32 {
+    128
+}
+fn default_max_requests_in_flight() -> u32 {
+    384
+}
+/// Blocking threads the MDS may fill with COMPOUNDs (tokio's pool is 512;
+/// 64 stay free for the reaper, control listener and heartbeats).
+pub const MAX_REQUESTS_IN_FLIGHT_LIMIT: u32 = 448;
 fn default_open_files() -> usize {
     256
 }
@@ -151,6 +198,34 @@ impl MdsConfig {
         }
         if self.max_ops < 8 || self.max_ops > 1024 {
             return Err("mds.max_ops: must be between 8 and 1024 (the Linux client needs at least 8)".into());
+        }
+        if self.max_connections == 0 {
+            return Err("mds.max_connections: must be at least 1".into());
+        }
+        if self.max_connections_per_address == 0 {
+            return Err("mds.max_connections_per_address: must be at least 1".into());
+        }
+        if self.idle_timeout_seconds == 0 || self.idle_timeout_seconds > 86_400 {
+            return Err("mds.idle_timeout_seconds: must be between 1 and 86400".into());
+        }
+        // A client renews its lease at least once a lease period; closing
+        // its connection sooner would cut its back channel for nothing.
+        if self.idle_timeout_seconds < self.lease_seconds {
+            return Err("mds.idle_timeout_seconds: must be at least mds.lease_seconds (raise it or lower the lease)".into());
+        }
+        if self.record_timeout_seconds == 0 || self.record_timeout_seconds > self.idle_timeout_seconds {
+            return Err("mds.record_timeout_seconds: must be at least 1 and at most mds.idle_timeout_seconds".into());
+        }
+        if self.reply_budget_bytes < 64 * 1024 {
+            return Err("mds.reply_budget_bytes: must be at least 65536".into());
+        }
+        if self.max_requests_per_connection == 0 || self.max_requests_per_connection > self.max_requests_in_flight {
+            return Err("mds.max_requests_per_connection: must be at least 1 and at most mds.max_requests_in_flight".into());
+        }
+        if self.max_requests_in_flight > MAX_REQUESTS_IN_FLIGHT_LIMIT {
+            return Err(format!(
+                "mds.max_requests_in_flight: at most {MAX_REQUESTS_IN_FLIGHT_LIMIT} (the rest of the 512 blocking threads serve leases and data servers)"
+            ));
         }
         if self.stripe_unit == 0 || !self.stripe_unit.is_multiple_of(64) {
             return Err("mds.stripe_unit: must be a nonzero multiple of 64 bytes".into());

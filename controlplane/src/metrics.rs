@@ -19,6 +19,11 @@ struct OpLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -31,6 +36,8 @@ pub struct MdsMetrics {
     pub write_bytes: Counter,
     pub layouts_outstanding: Gauge,
     recalls: Family<OutcomeLabel, Counter>,
+    conns_refused: Family<ReasonLabel, Counter>,
+    conns_closed: Family<ReasonLabel, Counter>,
 }
 
 const MAX_OPNUM: usize = 80;
@@ -68,7 +75,19 @@ impl MdsMetrics {
         registry.register("write_bytes", "WRITE payload bytes received by the MDS itself", write_bytes.clone());
         registry.register("layouts_outstanding", "Layouts held by clients", layouts_outstanding.clone());
         registry.register("layout_recalls", "CB_LAYOUTRECALL calls by outcome", recalls.clone());
-        MdsMetrics { registry, per_op, read_bytes, write_bytes, layouts_outstanding, recalls }
+        let conns_refused = Family::<ReasonLabel, Counter>::default();
+        let conns_closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "NFS connections closed at accept, by the cap reached (per_address, total)",
+            conns_refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "NFS connections the server closed, by reason (idle, record_timeout, replies_unread, record_too_large)",
+            conns_closed.clone(),
+        );
+        MdsMetrics { registry, per_op, read_bytes, write_bytes, layouts_outstanding, recalls, conns_refused, conns_closed }
     }
 
     pub fn observe_op(&self, opnum: i32, ok: bool, took: Duration) {
@@ -83,6 +102,14 @@ impl MdsMetrics {
 
     pub fn recall(&self, outcome: &str) {
         self.recalls.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn connection_refused(&self, reason: &str) {
+        self.conns_refused.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+
+    pub fn connection_closed(&self, reason: &str) {
+        self.conns_closed.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
     }
 
     /// OpenMetrics text without the trailing `# EOF` (the HTTP endpoint

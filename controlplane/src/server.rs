@@ -4,29 +4,150 @@
 
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher};
 use crate::mds::Mds;
+use crate::metrics::metrics;
+use pnfs_protocol::conn_limits::{ConnLimits, LogLimiter};
 use pnfs_protocol::record::{record_header, RecordReader};
 use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
-/// Requests one connection may have executing at once (the session slot
-/// table bounds well-behaved clients; this bounds the rest).
-const MAX_INFLIGHT_PER_CONNECTION: usize = 256;
+/// Replies one connection may have queued unread, whatever their size
+/// (mds.reply_budget_bytes bounds their bytes).
+const REPLY_BUDGET_COUNT: usize = 1024;
+
+/// A connection's outgoing messages (RPC replies, and callbacks when it is a
+/// back channel), without record marks. Queuing never waits, so no server
+/// thread ever blocks on a slow reader; the connection's reader checks
+/// [`ReplyQueue::wait_for_room`] before taking more requests instead.
+#[derive(Clone)]
+pub struct ReplyQueue {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<Queued>,
+}
+
+struct Queued {
+    bytes: AtomicUsize,
+    count: AtomicUsize,
+    closed: AtomicBool,
+    /// Signalled when the writer takes a message or goes away.
+    drained: Notify,
+}
+
+/// The writer's end of a [`ReplyQueue`].
+pub struct ReplyReceiver {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<Queued>,
+}
+
+/// The connection is gone.
+#[derive(Debug)]
+pub struct Closed;
+
+impl ReplyQueue {
+    pub fn new() -> (ReplyQueue, ReplyReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(Queued {
+            bytes: AtomicUsize::new(0),
+            count: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            drained: Notify::new(),
+        });
+        (ReplyQueue { tx, queued: queued.clone() }, ReplyReceiver { rx, queued })
+    }
+
+    /// Queues `msg` for the writer without waiting.
+    pub fn send(&self, msg: Vec<u8>) -> Result<(), Closed> {
+        let len = msg.len();
+        self.queued.bytes.fetch_add(len, Ordering::Relaxed);
+        self.queued.count.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(msg).map_err(|_| {
+            self.queued.bytes.fetch_sub(len, Ordering::Relaxed);
+            self.queued.count.fetch_sub(1, Ordering::Relaxed);
+            Closed
+        })
+    }
+
+    fn over(&self, budget_bytes: usize) -> bool {
+        self.queued.bytes.load(Ordering::Relaxed) >= budget_bytes
+            || self.queued.count.load(Ordering::Relaxed) >= REPLY_BUDGET_COUNT
+    }
+
+    /// Waits until the queued replies are under budget; false when the
+    /// writer went away (the peer stopped reading for the idle timeout).
+    async fn wait_for_room(&self, budget_bytes: usize) -> bool {
+        loop {
+            if self.queued.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            if !self.over(budget_bytes) {
+                return true;
+            }
+            self.queued.drained.notified().await;
+        }
+    }
+}
+
+impl ReplyReceiver {
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        let msg = self.rx.recv().await?;
+        self.taken(msg.len());
+        Some(msg)
+    }
+
+    /// For threads outside the runtime (tests).
+    pub fn blocking_recv(&mut self) -> Option<Vec<u8>> {
+        let msg = self.rx.blocking_recv()?;
+        self.taken(msg.len());
+        Some(msg)
+    }
+
+    fn taken(&self, len: usize) {
+        self.queued.bytes.fetch_sub(len, Ordering::Relaxed);
+        self.queued.count.fetch_sub(1, Ordering::Relaxed);
+        // One waiter at most (the connection's reader); a stored permit
+        // covers a wake-up that comes before it waits.
+        self.queued.drained.notify_one();
+    }
+}
+
+impl Drop for ReplyReceiver {
+    fn drop(&mut self) {
+        self.queued.closed.store(true, Ordering::Release);
+        self.queued.drained.notify_one();
+    }
+}
 
 pub struct Server {
     mds: Arc<Mds>,
     dispatcher: Arc<Dispatcher>,
     next_conn: AtomicU64,
+    limits: Arc<ConnLimits>,
+    refusal_log: LogLimiter,
+    /// Closures for timeouts (a slowloris flood must not fill the log).
+    closure_log: LogLimiter,
+    /// COMPOUNDs executing on blocking threads, all connections together.
+    blocking: Arc<Semaphore>,
 }
 
 impl Server {
     pub fn new(mds: Arc<Mds>) -> Arc<Server> {
-        Arc::new(Server { mds, dispatcher: Arc::new(Dispatcher::new()), next_conn: AtomicU64::new(1) })
+        let limits = ConnLimits::new(mds.cfg.max_connections_per_address, mds.cfg.max_connections);
+        let blocking = Arc::new(Semaphore::new(mds.cfg.max_requests_in_flight as usize));
+        Arc::new(Server {
+            mds,
+            dispatcher: Arc::new(Dispatcher::new()),
+            next_conn: AtomicU64::new(1),
+            limits,
+            refusal_log: LogLimiter::new(Duration::from_secs(10)),
+            closure_log: LogLimiter::new(Duration::from_secs(10)),
+            blocking,
+        })
     }
 
     /// Accepts connections until the listener fails. With pNFS on, the
@@ -60,8 +181,9 @@ impl Server {
                 }
             });
         }
-        let conns = Arc::new(Semaphore::new(self.mds.cfg.max_connections));
         let reaper = self.clone();
+        // The reaper's blocking thread is always free: client COMPOUNDs hold
+        // at most mds.max_requests_in_flight of the pool.
         tokio::spawn(async move {
             let period = reaper.mds.lease() / 4;
             let mut tick = tokio::time::interval(period.max(std::time::Duration::from_secs(1)));
@@ -72,11 +194,35 @@ impl Server {
             }
         });
         loop {
-            let (sock, peer) = listener.accept().await?;
-            let Ok(permit) = conns.clone().try_acquire_owned() else {
-                log::warn!("refusing connection from {peer}: mds.max_connections reached");
-                drop(sock);
-                continue;
+            let (sock, peer) = match listener.accept().await {
+                Ok(a) => a,
+                // Out of descriptors or the like: a flood must not stop the
+                // listener; wait a little for connections to close.
+                Err(e) if is_transient_accept_error(&e) => {
+                    log::warn!("accept: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let slot = match self.limits.admit(peer.ip()) {
+                Ok(s) => s,
+                Err(why) => {
+                    metrics().connection_refused(why.as_str());
+                    if let Some(held_back) = self.refusal_log.allow(Instant::now()) {
+                        let (from_addr, total) = self.limits.held(peer.ip());
+                        log::warn!(
+                            "refusing connection from {peer}: {} reached ({from_addr} from its address, {total} in all; \
+                             {held_back} more refused since the last such line); raise it if this is a legitimate client",
+                            match why {
+                                pnfs_protocol::conn_limits::Refusal::PerAddress => "mds.max_connections_per_address",
+                                pnfs_protocol::conn_limits::Refusal::Total => "mds.max_connections",
+                            }
+                        );
+                    }
+                    drop(sock);
+                    continue;
+                }
             };
             let _ = sock.set_nodelay(true);
             let me = self.clone();
@@ -84,44 +230,100 @@ impl Server {
                 if let Err(e) = me.connection(sock, peer).await {
                     log::debug!("connection {peer}: {e}");
                 }
-                drop(permit);
+                drop(slot);
             });
         }
     }
 
     async fn connection(self: Arc<Self>, sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+        let cfg = &self.mds.cfg;
+        let idle = Duration::from_secs(cfg.idle_timeout_seconds as u64);
+        let record_timeout = Duration::from_secs(cfg.record_timeout_seconds as u64);
+        let budget = cfg.reply_budget_bytes as usize;
         let conn = Arc::new(ConnInfo { id: self.next_conn.fetch_add(1, Ordering::Relaxed), peer: peer.ip() });
         log::debug!("connection {} from {peer}", conn.id);
         let (mut rd, mut wr) = sock.into_split();
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_INFLIGHT_PER_CONNECTION);
+        let (queue, mut out) = ReplyQueue::new();
         // Callbacks to this client go out on this connection when it is bound
         // to a session's back channel.
-        self.mds.callbacks.register_conn(conn.id, tx.clone());
+        self.mds.callbacks.register_conn(conn.id, queue.clone());
+        let me = self.clone();
         let writer = tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
+            while let Some(msg) = out.recv().await {
                 let hdr = record_header(msg.len());
-                if wr.write_all(&hdr).await.is_err() || wr.write_all(&msg).await.is_err() {
-                    break;
+                let write = async {
+                    wr.write_all(&hdr).await?;
+                    wr.write_all(&msg).await
+                };
+                match tokio::time::timeout(idle, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        me.closed(peer, "replies_unread", &format!("it read none of its replies for {idle:?} (mds.idle_timeout_seconds)"));
+                        break;
+                    }
                 }
             }
+            // Dropping `out` wakes a reader waiting for reply room.
         });
-        let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONNECTION));
-        let mut records = RecordReader::new(self.mds.cfg.max_record_bytes as usize);
+        let per_conn = Arc::new(Semaphore::new(cfg.max_requests_per_connection as usize));
+        let mut records = RecordReader::new(cfg.max_record_bytes as usize);
         let mut buf = vec![0u8; 64 * 1024];
+        // When the first byte of the record now buffered arrived, moved on by
+        // the time the server itself spent (so its own backpressure never
+        // counts against the peer).
+        let mut partial_since: Option<Instant> = None;
+        let mut busy_since: Option<Instant> = None;
         let result = 'read: loop {
-            let n = match rd.read(&mut buf).await {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) => break Err(e),
+            // Backpressure: a peer that leaves its replies unread gets no
+            // more requests read; only this connection waits.
+            if !queue.wait_for_room(budget).await {
+                break Ok(());
+            }
+            if let (Some(p), Some(b)) = (partial_since.as_mut(), busy_since) {
+                *p += b.elapsed();
+            }
+            let (wait, reason) = match partial_since {
+                Some(t) => ((t + record_timeout).saturating_duration_since(Instant::now()), "record_timeout"),
+                None => (idle, "idle"),
             };
+            let n = match tokio::time::timeout(wait, rd.read(&mut buf)).await {
+                Ok(Ok(0)) => break Ok(()),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => break Err(e),
+                Err(_) => {
+                    if reason == "idle" {
+                        // Routine (clients leave connections open): no log line.
+                        metrics().connection_closed(reason);
+                        log::debug!("closing connection from {peer}: no request for {idle:?} (mds.idle_timeout_seconds)");
+                    } else {
+                        let why = format!("a record was not complete within {record_timeout:?} (mds.record_timeout_seconds)");
+                        self.closed(peer, reason, &why);
+                    }
+                    break Ok(());
+                }
+            };
+            let now = Instant::now();
+            busy_since = Some(now);
             let recs = match records.feed_all(&buf[..n]) {
                 Ok(r) => r,
                 Err(e) => {
+                    metrics().connection_closed("record_too_large");
                     log::warn!("closing connection from {peer}: {e}");
                     break 'read Ok(());
                 }
             };
+            if records.is_idle() {
+                partial_since = None;
+            } else if partial_since.is_none() || !recs.is_empty() {
+                partial_since = Some(now);
+            }
             for rec in recs {
+                // Checked per record too: one read can hold hundreds of
+                // small requests, each of which may earn a large reply.
+                if !queue.wait_for_room(budget).await {
+                    break 'read Ok(());
+                }
                 if runs_inline(&rec) {
                     let reply = std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_record(&conn, &rec)))
                         .unwrap_or_else(|_| {
@@ -129,16 +331,19 @@ impl Server {
                             rpc::system_err_reply(&rec)
                         });
                     if let Some(r) = reply {
-                        if tx.send(r).await.is_err() {
+                        if queue.send(r).is_err() {
                             break 'read Ok(());
                         }
                     }
                     continue;
                 }
-                let Ok(permit) = inflight.clone().acquire_owned().await else { break 'read Ok(()) };
+                // Per connection first, so one connection queues on its own
+                // permits, not on everyone's.
+                let Ok(mine) = per_conn.clone().acquire_owned().await else { break 'read Ok(()) };
+                let Ok(shared) = self.blocking.clone().acquire_owned().await else { break 'read Ok(()) };
                 let me = self.clone();
                 let conn = conn.clone();
-                let tx = tx.clone();
+                let queue = queue.clone();
                 tokio::task::spawn_blocking(move || {
                     let reply = std::panic::catch_unwind(AssertUnwindSafe(|| me.handle_record(&conn, &rec)))
                         .unwrap_or_else(|_| {
@@ -146,16 +351,27 @@ impl Server {
                             rpc::system_err_reply(&rec)
                         });
                     if let Some(r) = reply {
-                        let _ = tx.blocking_send(r);
+                        let _ = queue.send(r);
                     }
-                    drop(permit);
+                    drop((mine, shared));
                 });
             }
         };
         self.mds.callbacks.unregister_conn(conn.id);
-        drop(tx);
+        drop(queue);
+        // Replies still executing hold queue clones; the writer ends when
+        // they are done and sent, or when the peer stops reading.
         let _ = writer.await;
         result
+    }
+
+    /// Counts a connection the server closed and logs it, at most one line
+    /// per 10 s.
+    fn closed(&self, peer: SocketAddr, reason: &str, why: &str) {
+        metrics().connection_closed(reason);
+        if let Some(held_back) = self.closure_log.allow(Instant::now()) {
+            log::info!("closing connection from {peer}: {why} ({held_back} more closed for a timeout since the last such line)");
+        }
     }
 
     /// One RPC record in, at most one RPC reply out.
@@ -205,6 +421,14 @@ impl Server {
             _ => Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
         }
     }
+}
+
+/// accept() failures that say "try again later" rather than "the listener
+/// is broken" (descriptor or memory exhaustion, a peer that reset first).
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory)
+        || matches!(e.raw_os_error(), Some(23) | Some(24) | Some(105)) // ENFILE, EMFILE, ENOBUFS
 }
 
 /// A NULL call, or a COMPOUND of operations that never wait (see
@@ -288,5 +512,45 @@ pub fn wait_ds_registered(
             return Err(format!("data server {ds_id} did not register with {ctl} within {timeout:?}"));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reply_queue_holds_its_reader_back_not_its_senders() {
+        let (q, mut rx) = ReplyQueue::new();
+        // Senders never wait, even far past the budget.
+        for _ in 0..10 {
+            q.send(vec![0; 1000]).unwrap();
+        }
+        assert!(q.over(5000));
+        // The reader waits until the writer takes enough.
+        let waiting = {
+            let q = q.clone();
+            tokio::spawn(async move { q.wait_for_room(5000).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        for _ in 0..5 {
+            rx.recv().await.unwrap();
+        }
+        // 5000 queued is still at the budget.
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        rx.recv().await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap());
+        // Many small replies count too.
+        let (q2, _rx2) = ReplyQueue::new();
+        for _ in 0..REPLY_BUDGET_COUNT {
+            q2.send(vec![]).unwrap();
+        }
+        assert!(q2.over(usize::MAX));
+        // A writer that went away (peer gone or timed out) ends the wait.
+        drop(rx);
+        assert!(!q.wait_for_room(1).await);
+        assert!(q.send(vec![1]).is_err());
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! This crate knows nothing of storage or sockets.
 
+pub mod conn_limits;
 pub mod control_auth;
 pub mod ds_handle;
 pub mod record;

@@ -3,11 +3,16 @@
 //! Sans-I/O: the connection feeds received bytes in, whole records come out.
 //! A record whose fragments add up to more than `max_record` bytes is refused
 //! as soon as a fragment header claims it, before its bytes are buffered, so
-//! the caller can close the connection.
+//! the caller can close the connection. The buffer grows as bytes arrive,
+//! never by the length a header claims: a peer that claims 2 MiB and sends
+//! 1 KiB costs about 1 KiB.
 
 use std::fmt;
 
 pub const LAST_FRAGMENT: u32 = 0x8000_0000;
+
+/// The most the record buffer grows ahead of the bytes that arrived.
+const GROW_AHEAD: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordError {
@@ -68,7 +73,6 @@ impl RecordReader {
                         if claimed > self.max_record as u64 {
                             return Err(RecordError::TooLarge { claimed, max: self.max_record });
                         }
-                        self.record.reserve(len);
                         self.state = State::Body { left: len, last };
                         if let Some(r) = self.finish_if_done() {
                             return Ok((used, Some(r)));
@@ -77,6 +81,14 @@ impl RecordReader {
                 }
                 State::Body { left, .. } => {
                     let n = (*left).min(data.len() - used);
+                    let spare = self.record.capacity() - self.record.len();
+                    if spare < n {
+                        // Double (at least GROW_AHEAD), never past this
+                        // fragment's end: amortised growth, bounded by what
+                        // the peer really sent.
+                        let ahead = self.record.len().max(GROW_AHEAD).min(*left);
+                        self.record.reserve_exact(ahead.max(n));
+                    }
                     self.record.extend_from_slice(&data[used..used + n]);
                     *left -= n;
                     used += n;
@@ -171,6 +183,30 @@ mod tests {
             }
             prop_assert_eq!(all, records);
         }
+    }
+
+    #[test]
+    fn buffer_grows_with_arrived_bytes_not_the_claimed_length() {
+        let mut rr = RecordReader::new(4 << 20);
+        let mut wire = record_header(2 << 20).to_vec();
+        wire.extend_from_slice(&[7u8; 1024]);
+        assert_eq!(rr.feed(&wire).unwrap(), (wire.len(), None));
+        assert!(rr.record.capacity() <= 1024 + GROW_AHEAD, "capacity {}", rr.record.capacity());
+        // Fed in small pieces up to the end, it still completes, and the
+        // buffer never exceeds the record.
+        let mut left = (2 << 20) - 1024;
+        let chunk = [7u8; 1000];
+        let mut done = None;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            let (used, rec) = rr.feed(&chunk[..n]).unwrap();
+            assert_eq!(used, n);
+            assert!(rr.record.capacity() <= 2 << 20);
+            left -= n;
+            done = rec.or(done);
+        }
+        assert_eq!(done.map(|r| r.len()), Some(2 << 20));
+        assert!(rr.is_idle());
     }
 
     #[test]
