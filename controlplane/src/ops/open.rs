@@ -148,7 +148,7 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
                 seqid: 1,
                 kind: StateKind::Open { owner: a.owner.owner.to_vec(), access, deny },
                 revoked: false,
-            });
+            })?;
             stateid(&other, 1)
         }
     };
