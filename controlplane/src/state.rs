@@ -239,11 +239,15 @@ impl StateTable {
         }
     }
 
-    /// A random client ID, not 0 (never sent by anyone) and not in use.
-    pub fn new_clientid(&mut self) -> u64 {
+    /// A client ID not in use: the tag of `owner` (high half, so a data
+    /// server can tell whether a DS client is the owner of a stateid:
+    /// [`pnfs_protocol::session::owner_tag`]), then 32 random bits, not 0.
+    /// Knowing a client ID gains nobody anything without its principal.
+    pub fn new_clientid(&mut self, owner: &[u8]) -> u64 {
+        let tag = (pnfs_protocol::session::owner_tag(owner) as u64) << 32;
         loop {
-            let id = self.ids.next_u64();
-            if id != 0 && !self.clients.contains_key(&id) {
+            let id = tag | (self.ids.next_u64() & 0xffff_ffff);
+            if id as u32 != 0 && !self.clients.contains_key(&id) {
                 return id;
             }
         }

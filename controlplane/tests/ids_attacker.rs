@@ -13,6 +13,7 @@ use proto::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+use proto::wire::nfsv4_1_file_layout4;
 
 /// One raw NFSv4.1 connection from `src` with AUTH_SYS `uid`.
 struct Raw {
@@ -241,4 +242,72 @@ fn one_client_holds_at_most_16_sessions() {
     assert_eq!(a.create_session(id, seq), Err(nfsstat4::NFS4ERR_NOSPC));
     assert_eq!(a.destroy_session(sids[0]), nfsstat4::NFS4_OK);
     a.create_session(id, seq).expect("room again after DESTROY_SESSION");
+}
+
+/// The victim's stateid, valid on the data server for the victim, presented
+/// there by another client (its own session, its own owner): refused.
+#[test]
+fn data_server_refuses_another_clients_stateid() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
+         [[exports]]\npath = \"/export\"\nroot_squash = false\n",
+        dir.path().display()
+    );
+    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
+    let (nfs_addr, ctl_addr) = pnfs_mds::server::spawn_on_loopback(cfg).unwrap();
+    let mut dcfg = pnfs_ds::config::DsConfig::new("ds0", dir.path().join("ds0"), &ctl_addr.to_string());
+    dcfg.bind = "127.0.0.1:0".parse().unwrap();
+    dcfg.control_bind = "127.0.0.1:0".parse().unwrap();
+    dcfg.reactors = 1;
+    dcfg.o_direct = false;
+    let ds = pnfs_ds::run(dcfg).unwrap();
+    pnfs_mds::server::wait_ds_registered(ctl_addr, "ds0", Duration::from_secs(10)).unwrap();
+
+    let mut c = Client::connect(nfs_addr, 1).unwrap();
+    let root = c.lookup_path("/export").unwrap();
+    let (fh, open_sid) = c.open(&root, "secret", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+    c.write(&fh, &open_sid, 0, b"the victim's data", stable_how4::FILE_SYNC4).unwrap();
+    let sid0 = stateid4 { seqid: 0, other: open_sid.other };
+    let layoutget = nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+        loga_signal_layout_avail: false,
+        loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+        loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
+        loga_offset: 0,
+        loga_length: u64::MAX,
+        loga_minlength: 4096,
+        loga_stateid: sid0.clone(),
+        loga_maxcount: 4096,
+    });
+    let body = c
+        .compound_ok(vec![nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&fh) }), layoutget], |r| match &r[1] {
+            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok(ok.logr_layout[0].lo_content.loc_body.to_vec()),
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    let layout = nfsv4_1_file_layout4::decode(&mut Decoder::new(&body)).unwrap();
+    let ds_fh = layout.nfl_fh_list[0].to_vec();
+    let ds_addr = SocketAddr::from(([127, 0, 0, 1], ds.nfs_addr().port()));
+    let read = |fh: &[u8]| -> Vec<nfs_argop4<'static>> {
+        vec![
+            nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::owned(fh.to_vec()) }),
+            nfs_argop4::OP_READ(READ4args { stateid: sid0.clone(), offset: 0, count: 4096 }),
+        ]
+    };
+    // The victim, as the same client with the data server, reads.
+    let mut mine = Client::connect_as(ds_addr, &c).unwrap();
+    let got = mine
+        .compound_ok(read(&ds_fh), |r| match &r[1] {
+            nfs_resop4::OP_READ(READ4res::NFS4_OK(ok)) => Ok(ok.data.to_vec()),
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    assert_eq!(&got[..17], b"the victim's data");
+    // Another client, from another address, with the stateid it sniffed or guessed.
+    let mut a = Raw::connect("127.0.0.2", ds_addr, 0);
+    let (_, sid) = a.session(b"attacker");
+    let mut ops = vec![sequence(sid, 1)];
+    ops.extend(read(&ds_fh));
+    assert_eq!(a.status(ops), nfsstat4::NFS4ERR_BAD_STATEID, "a stateid of another client was accepted");
+    ds.shutdown();
 }

@@ -108,6 +108,22 @@ pub fn plan_exchange_id(
     Ok(ExchangeIdPlan::Create { purge })
 }
 
+/// The tag of a client owner (`co_ownerid`) that an MDS client ID carries
+/// in its high 32 bits, so that a data server, told by the MDS which client
+/// ID holds a stateid, can check that the DS client presenting it is that
+/// client: the Linux client (like `pnfs-client`) uses one owner string with
+/// the MDS and its data servers. A public function, not a secret: it binds
+/// a stateid to an owner; it does not authenticate. Never 0 (a DS reads 0
+/// as "allowed without naming a client").
+pub fn owner_tag(owner: &[u8]) -> u32 {
+    (siphash24(0x706e_6673_2d6f_776e, 0x6572_2d74_6167_2d31, owner) as u32).max(1)
+}
+
+/// The owner tag an MDS client ID carries ([`owner_tag`]); 0 for none.
+pub fn clientid_owner_tag(clientid: u64) -> u32 {
+    (clientid >> 32) as u32
+}
+
 /// Mints unpredictable identifiers (client IDs, session IDs, stateid
 /// `other`s): SipHash-2-4, under a key drawn from the kernel at start, of a
 /// counter. Someone who saw any number of them cannot tell the next one nor
@@ -417,6 +433,14 @@ mod tests {
         assert_eq!(plan_exchange_id(&args(1, upd), me, &[]), Err(nfsstat4::NFS4ERR_NOENT));
         assert_eq!(plan_exchange_id(&args(2, upd), me, &[k(7, true, 1, me, true)]), Err(nfsstat4::NFS4ERR_NOT_SAME));
         assert_eq!(plan_exchange_id(&args(1, upd), other, &[k(7, true, 1, me, true)]), Err(nfsstat4::NFS4ERR_PERM));
+    }
+
+    #[test]
+    fn owner_tags() {
+        assert_eq!(owner_tag(b"Linux NFSv4.2 host1"), owner_tag(b"Linux NFSv4.2 host1"));
+        assert_ne!(owner_tag(b"Linux NFSv4.2 host1"), owner_tag(b"Linux NFSv4.2 host2"));
+        assert_ne!(owner_tag(b""), 0);
+        assert_eq!(clientid_owner_tag((owner_tag(b"x") as u64) << 32 | 5), owner_tag(b"x"));
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
                     return Err(nfsstat4::NFS4ERR_DELAY);
                 }
             }
-            let id = st.new_clientid();
+            let id = st.new_clientid(&owner);
             let may_reclaim = st.reclaimable.contains_key(&owner);
             st.clients.insert(
                 id,
