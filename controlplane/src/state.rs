@@ -424,6 +424,85 @@ impl StateTable {
 mod tests {
     use super::*;
 
+    fn open_rec(clientid: u64, ino: u64) -> StateRec {
+        StateRec { clientid, ino, seqid: 1, kind: StateKind::Open { owner: b"o".to_vec(), access: 1, deny: 0 }, revoked: false }
+    }
+
+    fn client(t: &mut StateTable, owner: &str, addr: &str, confirmed: bool) -> u64 {
+        let id = t.new_clientid(owner.as_bytes());
+        t.clients.insert(
+            id,
+            Client {
+                clientid: id,
+                owner: owner.as_bytes().to_vec(),
+                verifier: [0; 8],
+                confirmed,
+                cs_sequence: 1,
+                cs_reply: None,
+                last_renewed: Instant::now(),
+                sessions: vec![],
+                reclaim_complete: false,
+                may_reclaim: false,
+                principal: None,
+                addr: addr.parse().unwrap(),
+            },
+        );
+        id
+    }
+
+    #[test]
+    fn state_caps_and_counts() {
+        let mut t = StateTable::new(5, vec![], Duration::from_secs(1));
+        t.caps = StateCaps { max_clients: 8, max_clients_per_address: 4, max_sessions_per_client: 1, max_states_per_client: 3, max_states: 5 };
+        let mut mine = vec![];
+        for i in 0..3 {
+            let other = t.new_state(open_rec(1, i)).unwrap();
+            assert_eq!(other[..4], 5u32.to_be_bytes(), "the boot epoch heads every stateid");
+            mine.push(other);
+        }
+        assert_eq!(t.new_state(open_rec(1, 9)), Err(nfsstat4::NFS4ERR_NOSPC), "the client's own cap");
+        t.new_state(open_rec(2, 1)).unwrap();
+        t.new_state(open_rec(3, 1)).unwrap();
+        assert_eq!(t.new_state(open_rec(4, 1)), Err(nfsstat4::NFS4ERR_DELAY), "the server's cap");
+        assert_eq!((t.states.held_by(1), t.states.held_by(2), t.states.len()), (3, 1, 5));
+        t.states.remove(&mine[0]);
+        t.states.retain(|_, r| r.clientid != 2);
+        assert_eq!((t.states.held_by(1), t.states.held_by(2), t.states.len()), (2, 0, 3));
+        t.purge_client(1);
+        assert_eq!((t.states.held_by(1), t.states.len()), (0, 1));
+    }
+
+    #[test]
+    fn full_client_table_costs_the_offender() {
+        let lease = Duration::from_secs(60);
+        let mut t = StateTable::new(1, vec![], lease);
+        t.caps = StateCaps { max_clients: 8, max_clients_per_address: 4, ..StateCaps::default() };
+        let victim = client(&mut t, "victim", "127.0.0.1", true);
+        let pending = client(&mut t, "victim-pending", "127.0.0.1", false);
+        let mut theirs: Vec<u64> = (0..3).map(|i| client(&mut t, &format!("u{i}"), "127.0.0.2", false)).collect();
+        theirs.push(client(&mut t, "c0", "127.0.0.2", true));
+        // The attacker's address is at its cap: its own unconfirmed ones go.
+        let gone = t.make_room_for_client("127.0.0.2".parse().unwrap(), lease).unwrap();
+        assert_eq!(gone.len(), 3);
+        assert!(t.clients.contains_key(&victim) && t.clients.contains_key(&pending) && t.clients.contains_key(&theirs[3]));
+        // Confirmed and renewed ones stay: DELAY, for that address only.
+        for i in 1..4 {
+            client(&mut t, &format!("c{i}"), "127.0.0.2", true);
+        }
+        assert!(t.make_room_for_client("127.0.0.2".parse().unwrap(), lease).is_err());
+        assert!(t.make_room_for_client("127.0.0.1".parse().unwrap(), lease).unwrap().is_empty());
+        // A full table: unconfirmed clients of any address make room.
+        client(&mut t, "d0", "127.0.0.3", true);
+        client(&mut t, "d1", "127.0.0.3", true);
+        assert_eq!(t.clients.len(), 8);
+        let gone = t.make_room_for_client("127.0.0.4".parse().unwrap(), lease).unwrap();
+        assert_eq!(gone.iter().map(|c| c.clientid).collect::<Vec<_>>(), vec![pending]);
+        // Client IDs carry the owner's tag and are not sequential.
+        assert_eq!(victim >> 32, pnfs_protocol::session::owner_tag(b"victim") as u64);
+        let (a, b) = (t.new_clientid(b"x"), t.new_clientid(b"x"));
+        assert!((a as u32).abs_diff(b as u32) > 1 << 8, "{a:#x} {b:#x}");
+    }
+
     #[test]
     fn posix_lock_split_and_conflict() {
         let mut t = StateTable::new(1, vec![], Duration::from_secs(1));

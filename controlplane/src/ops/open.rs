@@ -75,6 +75,10 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
             // RFC 8881 18.51.3: no new state before RECLAIM_COMPLETE.
             return Err(nfsstat4::NFS4ERR_GRACE);
         }
+        // Over a state cap: refused before a file is created for nothing.
+        if matches!(a.openhow, openflag4::OPEN4_CREATE(_)) {
+            st.admit_state(clientid)?;
+        }
     }
     let (fh0, cur) = current_inode(m, c)?;
     let ex = m.export(fh0.export_id)?;
