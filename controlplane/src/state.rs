@@ -452,6 +452,7 @@ mod tests {
 
     #[test]
     fn state_caps_and_counts() {
+        use pnfs_protocol::wire::stateid4;
         let mut t = StateTable::new(5, vec![], Duration::from_secs(1));
         t.caps = StateCaps { max_clients: 8, max_clients_per_address: 4, max_sessions_per_client: 1, max_states_per_client: 3, max_states: 5 };
         let mut mine = vec![];
@@ -461,6 +462,14 @@ mod tests {
             mine.push(other);
         }
         assert_eq!(t.new_state(open_rec(1, 9)), Err(nfsstat4::NFS4ERR_NOSPC), "the client's own cap");
+        // Unknown stateids: of an earlier boot STALE, of this one BAD.
+        use crate::ops::stateid::find;
+        let mut gone = stateid4 { seqid: 1, other: mine[0] };
+        gone.other[11] ^= 1;
+        assert_eq!(find(&t, 1, &gone).err(), Some(nfsstat4::NFS4ERR_BAD_STATEID));
+        gone.other[..4].copy_from_slice(&4u32.to_be_bytes());
+        assert_eq!(find(&t, 1, &gone).err(), Some(nfsstat4::NFS4ERR_STALE_STATEID));
+        assert!(find(&t, 1, &stateid4 { seqid: 1, other: mine[0] }).is_ok());
         t.new_state(open_rec(2, 1)).unwrap();
         t.new_state(open_rec(3, 1)).unwrap();
         assert_eq!(t.new_state(open_rec(4, 1)), Err(nfsstat4::NFS4ERR_DELAY), "the server's cap");

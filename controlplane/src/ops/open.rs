@@ -377,6 +377,8 @@ pub fn test_stateid(m: &Mds, c: &mut Compound, a: &TEST_STATEID4args, e: &mut En
                 }
                 match find(&st, clientid, s) {
                     Ok(_) => nfsstat4::NFS4_OK,
+                    // Not among TEST_STATEID's codes (RFC 8881 18.48.3).
+                    Err(nfsstat4::NFS4ERR_STALE_STATEID) => nfsstat4::NFS4ERR_BAD_STATEID,
                     Err(e) => e,
                 }
             })
