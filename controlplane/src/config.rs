@@ -43,6 +43,27 @@ pub struct MdsConfig {
     /// Operations per COMPOUND.
     #[serde(default = "default_max_ops")]
     pub max_ops: u32,
+    /// Client IDs kept at most. When full, unconfirmed clients and expired
+    /// ones holding nothing make room; otherwise a new client's EXCHANGE_ID
+    /// is answered NFS4ERR_DELAY (those already in are not affected).
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    /// Client IDs whose EXCHANGE_ID came from one address; past it that
+    /// address's own unconfirmed and expired clients make room, otherwise
+    /// its EXCHANGE_ID is answered NFS4ERR_DELAY.
+    #[serde(default = "default_max_clients_per_address")]
+    pub max_clients_per_address: usize,
+    /// Sessions one client may hold; CREATE_SESSION past it: NFS4ERR_NOSPC.
+    #[serde(default = "default_max_sessions_per_client")]
+    pub max_sessions_per_client: usize,
+    /// Opens, locks and layouts one client may hold; past it OPEN and LOCK
+    /// answer NFS4ERR_NOSPC, LAYOUTGET NFS4ERR_LAYOUTTRYLATER.
+    #[serde(default = "default_max_states_per_client")]
+    pub max_states_per_client: usize,
+    /// Opens, locks and layouts of all clients together; past it OPEN and
+    /// LOCK answer NFS4ERR_DELAY, LAYOUTGET NFS4ERR_LAYOUTTRYLATER.
+    #[serde(default = "default_max_states")]
+    pub max_states: usize,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     // Connection bounds: what one address or one connection may hold.
@@ -141,6 +162,21 @@ fn default_slots() -> u32 {
 fn default_max_ops() -> u32 {
     64
 }
+fn default_max_clients() -> usize {
+    4096
+}
+fn default_max_clients_per_address() -> usize {
+    1024
+}
+fn default_max_sessions_per_client() -> usize {
+    16
+}
+fn default_max_states_per_client() -> usize {
+    65536
+}
+fn default_max_states() -> usize {
+    1_000_000
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -226,6 +262,18 @@ impl MdsConfig {
             return Err(format!(
                 "mds.max_requests_in_flight: at most {MAX_REQUESTS_IN_FLIGHT_LIMIT} (the rest of the 512 blocking threads serve leases and data servers)"
             ));
+        }
+        if self.max_clients == 0 {
+            return Err("mds.max_clients: must be at least 1".into());
+        }
+        if self.max_clients_per_address == 0 || self.max_clients_per_address > self.max_clients {
+            return Err("mds.max_clients_per_address: must be at least 1 and at most mds.max_clients".into());
+        }
+        if self.max_sessions_per_client == 0 {
+            return Err("mds.max_sessions_per_client: must be at least 1".into());
+        }
+        if self.max_states_per_client == 0 || self.max_states < self.max_states_per_client {
+            return Err("mds.max_states_per_client: must be at least 1 and at most mds.max_states".into());
         }
         if self.stripe_unit == 0 || !self.stripe_unit.is_multiple_of(64) {
             return Err("mds.stripe_unit: must be a nonzero multiple of 64 bytes".into());

@@ -124,7 +124,14 @@ impl Mds {
             Some(p) => Arc::new(StripedStore::new(data, p.clone())),
             None => data,
         };
-        let state = StateTable::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64));
+        let mut state = StateTable::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64));
+        state.caps = crate::state::StateCaps {
+            max_clients: cfg.max_clients,
+            max_clients_per_address: cfg.max_clients_per_address,
+            max_sessions_per_client: cfg.max_sessions_per_client,
+            max_states_per_client: cfg.max_states_per_client,
+            max_states: cfg.max_states,
+        };
         Ok(Arc::new(Mds {
             pseudo: Export::pseudo(ROOT_INO),
             pseudo_inos,

@@ -93,7 +93,8 @@ fn client_writes_stripes_to_real_data_servers() {
         .iter()
         .map(|l| parse_uaddr(&String::from_utf8(l[0].na_r_addr.to_vec()).unwrap()).unwrap())
         .collect();
-    let mut ds_clients: Vec<Client> = ds_addrs.iter().map(|a| Client::connect(a, 1).unwrap()).collect();
+    // The same client owner as with the MDS: the DS checks the stateid is ours.
+    let mut ds_clients: Vec<Client> = ds_addrs.iter().map(|a| Client::connect_as(a, &c).unwrap()).collect();
 
     // Write 3 stripe units + a bit, as the Linux files layout driver would.
     let data: Vec<u8> = (0..(3 * SU as usize + 1000)).map(|i| (i % 253) as u8).collect();

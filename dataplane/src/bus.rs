@@ -424,8 +424,8 @@ impl Replica {
 
     /// The tight coupling check of READ/WRITE against this reactor's copy
     /// ([`AllowedTable::check_io`]). No lock, no allocation.
-    pub fn check_io(&self, sid: &stateid4, fh: &DsFh, write: bool) -> Result<(), nfsstat4> {
-        self.allowed.borrow().check_io(sid, fh, write)
+    pub fn check_io(&self, sid: &stateid4, fh: &DsFh, write: bool, client_tag: u32) -> Result<(), nfsstat4> {
+        self.allowed.borrow().check_io(sid, fh, write, client_tag)
     }
 
     /// Stateids this reactor knows.
@@ -530,7 +530,7 @@ mod tests {
                         replica.sync();
                     }
                     if let Some((d, running)) = &p.io {
-                        assert_eq!(replica.check_io(&sid(p.other), &p.fh, true), Ok(()));
+                        assert_eq!(replica.check_io(&sid(p.other), &p.fh, true, 0), Ok(()));
                         running.store(true, Ordering::SeqCst);
                         std::thread::sleep(*d);
                         running.store(false, Ordering::SeqCst);
@@ -541,8 +541,8 @@ mod tests {
                     };
                     let _ = p.reply.send(Seen {
                         applied: replica.applied(),
-                        read: replica.check_io(&sid(p.other), &p.fh, false),
-                        write: replica.check_io(&sid(p.other), &p.fh, true),
+                        read: replica.check_io(&sid(p.other), &p.fh, false, 0),
+                        write: replica.check_io(&sid(p.other), &p.fh, true, 0),
                         open: replica.has_open(&p.fh),
                         putfh,
                     });
@@ -652,7 +652,7 @@ mod tests {
         // authoritative table, not queued.
         assert_eq!((bus.next_seq(), bus.allowed_len()), (3, 2));
         assert_eq!(replica.sync(), 2);
-        assert_eq!(replica.check_io(&sid(3), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(replica.check_io(&sid(3), &fh, false, 0), Err(nfsstat4::NFS4ERR_BAD_STATEID));
         assert_eq!((replica.applied(), replica.allowed_len()), (2, 2));
 
         // Full again; a publisher waits for room, then for the apply, while
@@ -686,9 +686,9 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(150));
         assert_eq!(replica.applied(), 3);
         for o in 1..=3 {
-            assert_eq!(replica.check_io(&sid(o), &fh, false), Ok(()), "stateid {o}");
+            assert_eq!(replica.check_io(&sid(o), &fh, false, 0), Ok(()), "stateid {o}");
         }
-        assert_eq!(replica.check_io(&sid(3), &fh, true), Ok(()));
+        assert_eq!(replica.check_io(&sid(3), &fh, true, 0), Ok(()));
 
         // A reactor that has ended is not waited for.
         drop(replica);

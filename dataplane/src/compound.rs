@@ -173,6 +173,11 @@ impl Compound<'_> {
     pub fn clientid(&self) -> NfsResult<u64> {
         self.session.as_ref().map(|s| s.clientid).ok_or(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
     }
+
+    /// The owner tag of the session's client (stateids are bound to it).
+    pub fn owner_tag(&self) -> NfsResult<u32> {
+        self.session.as_ref().map(|s| s.owner_tag).ok_or(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
+    }
 }
 
 pub type OpFn = for<'a, 'c> fn(&Ds, &mut Compound<'c>, &nfs_argop4<'a>, &mut ReplyBuf) -> nfsstat4;

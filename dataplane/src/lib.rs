@@ -78,8 +78,12 @@
 //! # Tight coupling
 //!
 //! READ and WRITE need a stateid the MDS pushed with CTL_PROC_STATEID_ALLOW
-//! for that very object (matched on `other`, any seqid); see
-//! [`state::AllowedTable::check_io`] for the exact errors.
+//! for that very object (matched on `other`, any seqid), presented by the
+//! client it was given to: the DS session's client owner must carry the tag
+//! in the high half of the MDS client ID pushed with it
+//! ([`pnfs_protocol::session::owner_tag`]; clients use one owner string with
+//! the MDS and its data servers). See [`state::AllowedTable::check_io`] for
+//! the exact errors.
 //!
 //! # Simplified for now
 //!

@@ -653,11 +653,14 @@ async fn before<F: std::future::Future>(mut timer: std::pin::Pin<&mut tokio::tim
 /// the two in step, or every real WRITE is refused here and answered DELAY
 /// (tests/bounds.rs checks that a real one is admitted).
 fn admit_write(ds: &Ds, replica: &Replica, h: &recv::WriteHead) -> bool {
-    let ok = ds.state.sessions.shard(h.sessionid).contains_key(h.sessionid)
-        && DsFh::open(h.fh, &ds.fh_key).is_ok_and(|fh| {
+    // The session's owner tag: the stateid must be its client's (finding 4).
+    let tag = ds.state.sessions.shard(h.sessionid).get(h.sessionid).map(|s| s.owner_tag);
+    let ok = tag.is_some_and(|tag| {
+        DsFh::open(h.fh, &ds.fh_key).is_ok_and(|fh| {
             replica.sync();
-            replica.check_io(&h.stateid, &fh, true).is_ok()
-        });
+            replica.check_io(&h.stateid, &fh, true, tag).is_ok()
+        })
+    });
     if !ok {
         bump(&ds.stats.writes_not_admitted, 1);
     }

@@ -18,6 +18,7 @@
 //! in the same order (see [`crate::bus`]).
 
 use crate::fh::DsFh;
+use pnfs_protocol::session::{clientid_owner_tag, IdMinter};
 use pnfs_protocol::wire::{nfsstat4, stateid4, OPEN4_SHARE_ACCESS_READ, OPEN4_SHARE_ACCESS_WRITE};
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -122,6 +123,10 @@ pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
 pub struct Session {
     pub id: SessionId,
     pub clientid: u64,
+    /// Tag of the client's owner ([`pnfs_protocol::session::owner_tag`]):
+    /// the stateids it may use are those the MDS allowed to a client ID
+    /// carrying the same tag.
+    pub owner_tag: u32,
     pub fore: ChannelLimits,
     pub back: ChannelLimits,
     pub cb_program: u32,
@@ -151,8 +156,8 @@ pub struct Client {
 
 pub struct ClientTable {
     pub clients: HashMap<u64, Client>,
-    next_client: u32,
-    next_session: u64,
+    /// Client and session IDs: unguessable (RFC 8881 2.10.3).
+    ids: IdMinter,
 }
 
 /// What the MDS allowed for one stateid (CTL_PROC_STATEID_ALLOW).
@@ -161,7 +166,10 @@ pub struct Allowed {
     pub fh: DsFh,
     /// OPEN4_SHARE_ACCESS_* bits.
     pub access: u32,
-    /// The MDS client ID holding it (informational: DS client IDs differ).
+    /// The MDS client ID holding it. Its high half is the tag of that
+    /// client's owner ([`pnfs_protocol::session::owner_tag`]): only a DS
+    /// client with the same owner may use the stateid (0: any client, for
+    /// control callers that name none).
     pub mds_clientid: u64,
     /// Order of allowance: the sequence number of the control update that
     /// carried it (set by [`crate::bus::Bus::publish`]).
@@ -170,8 +178,9 @@ pub struct Allowed {
 
 /// NFS-session state shared by every reactor (clients and sessions).
 pub struct DsState {
-    /// Random per boot: the high half of client IDs, the head of session IDs,
-    /// so nothing from an earlier boot is mistaken for current state.
+    /// Random per boot: the high half of client IDs (the low half is
+    /// random), so no client ID of an earlier boot is mistaken for a
+    /// current one. Session IDs are all random.
     pub boot: u32,
     pub clients: Mutex<ClientTable>,
     pub sessions: Shards<SessionId, Arc<Session>>,
@@ -181,7 +190,7 @@ impl DsState {
     pub fn new(boot: u32) -> DsState {
         DsState {
             boot,
-            clients: Mutex::new(ClientTable { clients: HashMap::new(), next_client: 1, next_session: 1 }),
+            clients: Mutex::new(ClientTable { clients: HashMap::new(), ids: IdMinter::new() }),
             sessions: Shards::new(),
         }
     }
@@ -190,18 +199,24 @@ impl DsState {
         lock(&self.clients)
     }
 
+    /// The boot, then 32 random bits (not 0); not in use.
     pub fn new_clientid(&self, t: &mut ClientTable) -> u64 {
-        let id = ((self.boot as u64) << 32) | t.next_client as u64;
-        t.next_client = t.next_client.wrapping_add(1).max(1);
-        id
+        loop {
+            let id = ((self.boot as u64) << 32) | (t.ids.next_u64() & 0xffff_ffff);
+            if id as u32 != 0 && !t.clients.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
-    pub fn new_sessionid(&self, t: &mut ClientTable, clientid: u64) -> SessionId {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&clientid.to_be_bytes());
-        id[8..].copy_from_slice(&t.next_session.to_be_bytes());
-        t.next_session += 1;
-        id
+    /// 16 random bytes; not in use.
+    pub fn new_sessionid(&self, t: &mut ClientTable) -> SessionId {
+        loop {
+            let id = t.ids.next_16();
+            if self.sessions.get(&id).is_none() {
+                return id;
+            }
+        }
     }
 
     /// Removes a client and its sessions (caller holds the client table).
@@ -298,17 +313,25 @@ impl AllowedTable {
     /// refused: no operation on a DS produces a current stateid and RFC 8881
     /// 13.9.1 forbids special stateids for DS I/O.
     ///
-    /// Errors: unknown, revoked, special or another object's stateid ->
-    /// NFS4ERR_BAD_STATEID; WRITE through a stateid without WRITE access ->
+    /// `client_tag` is the owner tag of the DS client presenting it (its
+    /// session's [`Session::owner_tag`]); a stateid the MDS allowed to a
+    /// client of another owner is refused as if unknown.
+    ///
+    /// Errors: unknown, revoked, special, another client's or another
+    /// object's stateid -> NFS4ERR_BAD_STATEID; WRITE through a stateid without WRITE access ->
     /// NFS4ERR_OPENMODE (RFC 8881 8.2.2/18.38.3, as the MDS would answer; the
     /// Linux client then redoes the I/O through the MDS). READ is allowed
     /// with any access the open has (knfsd does the same for write-only opens).
-    pub fn check_io(&self, sid: &stateid4, fh: &DsFh, write: bool) -> Result<(), nfsstat4> {
+    pub fn check_io(&self, sid: &stateid4, fh: &DsFh, write: bool, client_tag: u32) -> Result<(), nfsstat4> {
         if sid.other == [0u8; 12] || sid.other == [0xffu8; 12] {
             return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
         let objs = self.map.get(&sid.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
         let a = objs.iter().find(|x| x.fh == *fh).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
+        let owner = clientid_owner_tag(a.mds_clientid);
+        if owner != 0 && owner != client_tag {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
         if write && a.access & OPEN4_SHARE_ACCESS_WRITE == 0 {
             return Err(nfsstat4::NFS4ERR_OPENMODE);
         }
@@ -322,6 +345,7 @@ impl AllowedTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pnfs_protocol::session::owner_tag;
     use pnfs_protocol::wire::OPEN4_SHARE_ACCESS_BOTH;
 
     fn sid(seqid: u32, o: u8) -> stateid4 {
@@ -341,34 +365,60 @@ mod tests {
         assert!(st.allow([2; 12], allowed(fh, OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE, 2)));
         // any seqid, 0 included
         for seq in [0, 1, 77, u32::MAX] {
-            assert_eq!(st.check_io(&sid(seq, 1), &fh, false), Ok(()));
-            assert_eq!(st.check_io(&sid(seq, 2), &fh, true), Ok(()));
+            assert_eq!(st.check_io(&sid(seq, 1), &fh, false, 0), Ok(()));
+            assert_eq!(st.check_io(&sid(seq, 2), &fh, true, 0), Ok(()));
         }
-        assert_eq!(st.check_io(&sid(0, 1), &fh, true), Err(nfsstat4::NFS4ERR_OPENMODE));
-        assert_eq!(st.check_io(&sid(0, 2), &other_fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(0, 1), &fh, true, 0), Err(nfsstat4::NFS4ERR_OPENMODE));
+        assert_eq!(st.check_io(&sid(0, 2), &other_fh, false, 0), Err(nfsstat4::NFS4ERR_BAD_STATEID));
         // a second object for the same stateid, and widening its access
         assert!(st.allow([1; 12], allowed(other_fh, OPEN4_SHARE_ACCESS_READ, 3)));
-        assert_eq!(st.check_io(&sid(0, 1), &other_fh, false), Ok(()));
+        assert_eq!(st.check_io(&sid(0, 1), &other_fh, false, 0), Ok(()));
         assert!(st.allow([1; 12], allowed(other_fh, OPEN4_SHARE_ACCESS_BOTH, 4)));
-        assert_eq!(st.check_io(&sid(0, 1), &other_fh, true), Ok(()));
-        assert_eq!(st.check_io(&sid(0, 1), &fh, true), Err(nfsstat4::NFS4ERR_OPENMODE));
-        assert_eq!(st.check_io(&sid(0, 3), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(0, 1), &other_fh, true, 0), Ok(()));
+        assert_eq!(st.check_io(&sid(0, 1), &fh, true, 0), Err(nfsstat4::NFS4ERR_OPENMODE));
+        assert_eq!(st.check_io(&sid(0, 3), &fh, false, 0), Err(nfsstat4::NFS4ERR_BAD_STATEID));
         // special stateids
-        assert_eq!(st.check_io(&sid(0, 0), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
-        assert_eq!(st.check_io(&sid(1, 0), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
-        assert_eq!(st.check_io(&sid(u32::MAX, 0xff), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(0, 0), &fh, false, 0), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(1, 0), &fh, false, 0), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(u32::MAX, 0xff), &fh, false, 0), Err(nfsstat4::NFS4ERR_BAD_STATEID));
         // revoke
         assert!(st.revoke(&[2; 12]));
         assert!(!st.revoke(&[2; 12]));
-        assert_eq!(st.check_io(&sid(0, 2), &fh, true), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(0, 2), &fh, true, 0), Err(nfsstat4::NFS4ERR_BAD_STATEID));
         // forgetting by generation: [1;12] on fh has gen 1, on other_fh 4
         assert!(st.allow([4; 12], allowed(fh, OPEN4_SHARE_ACCESS_READ, 5)));
         st.forget_before(4);
-        assert_eq!(st.check_io(&sid(0, 1), &fh, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
-        assert_eq!(st.check_io(&sid(0, 1), &other_fh, false), Ok(()));
-        assert_eq!(st.check_io(&sid(0, 4), &fh, false), Ok(()));
+        assert_eq!(st.check_io(&sid(0, 1), &fh, false, 0), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(0, 1), &other_fh, false, 0), Ok(()));
+        assert_eq!(st.check_io(&sid(0, 4), &fh, false, 0), Ok(()));
         st.forget_before(u64::MAX);
         assert!(st.is_empty());
+    }
+
+    #[test]
+    fn stateids_bound_to_their_client() {
+        let mut st = AllowedTable::new();
+        let fh = DsFh { stripe: 0, ino: 5, generation: 1 };
+        let (a, b) = (owner_tag(b"client A"), owner_tag(b"client B"));
+        let access = OPEN4_SHARE_ACCESS_READ;
+        assert!(st.allow([1; 12], Allowed { fh, access, mds_clientid: (a as u64) << 32 | 77, gen: 1 }));
+        assert_eq!(st.check_io(&sid(0, 1), &fh, false, a), Ok(()));
+        assert_eq!(st.check_io(&sid(0, 1), &fh, false, b), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        // Allowed naming no client: any client (control callers' own stateids).
+        assert!(st.allow([2; 12], Allowed { fh, access, mds_clientid: 77, gen: 2 }));
+        assert_eq!(st.check_io(&sid(0, 2), &fh, false, b), Ok(()));
+    }
+
+    #[test]
+    fn ids_are_not_sequential() {
+        let st = DsState::new(3);
+        let mut t = st.clients();
+        let (c1, c2) = (st.new_clientid(&mut t), st.new_clientid(&mut t));
+        assert_eq!((c1 >> 32, c2 >> 32), (3, 3));
+        assert!((c1 as u32).abs_diff(c2 as u32) > 1 << 8, "{c1:#x} {c2:#x}");
+        let (s1, s2) = (st.new_sessionid(&mut t), st.new_sessionid(&mut t));
+        assert_ne!(s1[..8], s2[..8]);
+        assert_ne!(s1[8..], s2[8..]);
     }
 
     #[test]
@@ -381,7 +431,7 @@ mod tests {
         let last = fh(MAX_OBJECTS_PER_STATEID as u64);
         assert!(!st.admits(&[1; 12], &last));
         assert!(!st.allow([1; 12], allowed(last, OPEN4_SHARE_ACCESS_READ, 2)));
-        assert_eq!(st.check_io(&sid(0, 1), &last, false), Err(nfsstat4::NFS4ERR_BAD_STATEID));
+        assert_eq!(st.check_io(&sid(0, 1), &last, false, 0), Err(nfsstat4::NFS4ERR_BAD_STATEID));
         // re-allowing a known object always fits
         assert!(st.admits(&[1; 12], &fh(0)));
         assert!(st.allow([1; 12], allowed(fh(0), OPEN4_SHARE_ACCESS_BOTH, 3)));
@@ -395,13 +445,14 @@ mod tests {
         let id = st.new_clientid(&mut t);
         assert_eq!(id >> 32, 1);
         let lease = Lease::new();
-        let sid = st.new_sessionid(&mut t, id);
+        let sid = st.new_sessionid(&mut t);
         let limits = ChannelLimits { max_request: 1, max_response: 1, max_response_cached: 1, max_ops: 1, max_requests: 1 };
         st.sessions.insert(
             sid,
             Arc::new(Session {
                 id: sid,
                 clientid: id,
+                owner_tag: 0,
                 fore: limits,
                 back: limits,
                 cb_program: 0,

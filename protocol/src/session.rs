@@ -108,6 +108,114 @@ pub fn plan_exchange_id(
     Ok(ExchangeIdPlan::Create { purge })
 }
 
+/// The tag of a client owner (`co_ownerid`) that an MDS client ID carries
+/// in its high 32 bits, so that a data server, told by the MDS which client
+/// ID holds a stateid, can check that the DS client presenting it is that
+/// client: the Linux client (like `pnfs-client`) uses one owner string with
+/// the MDS and its data servers. A public function, not a secret: it binds
+/// a stateid to an owner; it does not authenticate. Never 0 (a DS reads 0
+/// as "allowed without naming a client").
+pub fn owner_tag(owner: &[u8]) -> u32 {
+    (siphash24(0x706e_6673_2d6f_776e, 0x6572_2d74_6167_2d31, owner) as u32).max(1)
+}
+
+/// The owner tag an MDS client ID carries ([`owner_tag`]); 0 for none.
+pub fn clientid_owner_tag(clientid: u64) -> u32 {
+    (clientid >> 32) as u32
+}
+
+/// Mints unpredictable identifiers (client IDs, session IDs, stateid
+/// `other`s): SipHash-2-4, under a key drawn from the kernel at start, of a
+/// counter. Someone who saw any number of them cannot tell the next one nor
+/// a neighbour (RFC 8881 2.10.3 wants client IDs, session IDs and stateids
+/// hard to guess); a counter per minter keeps the cost to one hash.
+/// Outputs may collide like random numbers would: callers that need
+/// uniqueness skip values their tables already hold.
+#[derive(Debug)]
+pub struct IdMinter {
+    k0: u64,
+    k1: u64,
+    next: u64,
+}
+
+impl IdMinter {
+    /// A minter keyed by the kernel's random source.
+    pub fn new() -> IdMinter {
+        let mut k = [0u8; 16];
+        // getrandom(2) only fails before the kernel's pool is seeded on very
+        // old kernels or with a broken seccomp policy: ids would be guessable,
+        // which is worse than not starting.
+        getrandom::fill(&mut k).expect("the kernel's random source (getrandom) is needed for unguessable ids");
+        IdMinter::with_key(k)
+    }
+
+    /// A minter with a given key (tests).
+    pub fn with_key(k: [u8; 16]) -> IdMinter {
+        IdMinter {
+            k0: u64::from_le_bytes(k[..8].try_into().expect("8 bytes")),
+            k1: u64::from_le_bytes(k[8..].try_into().expect("8 bytes")),
+            next: 0,
+        }
+    }
+
+    /// The next 64 unpredictable bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.next = self.next.wrapping_add(1);
+        siphash24(self.k0, self.k1, &self.next.to_le_bytes())
+    }
+
+    /// The next 16 unpredictable bytes (a session ID).
+    pub fn next_16(&mut self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.next_u64().to_be_bytes());
+        id[8..].copy_from_slice(&self.next_u64().to_be_bytes());
+        id
+    }
+}
+
+impl Default for IdMinter {
+    fn default() -> Self {
+        IdMinter::new()
+    }
+}
+
+/// SipHash-2-4 (Aumasson and Bernstein, 2012): a keyed pseudo-random
+/// function with a 128-bit key and a 64-bit output.
+pub fn siphash24(k0: u64, k1: u64, msg: &[u8]) -> u64 {
+    let mut v = [k0 ^ 0x736f6d6570736575, k1 ^ 0x646f72616e646f6d, k0 ^ 0x6c7967656e657261, k1 ^ 0x7465646279746573];
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    let compress = |v: &mut [u64; 4], m: u64| {
+        v[3] ^= m;
+        round(v);
+        round(v);
+        v[0] ^= m;
+    };
+    let mut chunks = msg.chunks_exact(8);
+    for c in &mut chunks {
+        compress(&mut v, u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    }
+    let mut last = [0u8; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    last[7] = msg.len() as u8;
+    compress(&mut v, u64::from_le_bytes(last));
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelLimits {
     pub max_request: u32,
@@ -325,6 +433,46 @@ mod tests {
         assert_eq!(plan_exchange_id(&args(1, upd), me, &[]), Err(nfsstat4::NFS4ERR_NOENT));
         assert_eq!(plan_exchange_id(&args(2, upd), me, &[k(7, true, 1, me, true)]), Err(nfsstat4::NFS4ERR_NOT_SAME));
         assert_eq!(plan_exchange_id(&args(1, upd), other, &[k(7, true, 1, me, true)]), Err(nfsstat4::NFS4ERR_PERM));
+    }
+
+    #[test]
+    fn owner_tags() {
+        assert_eq!(owner_tag(b"Linux NFSv4.2 host1"), owner_tag(b"Linux NFSv4.2 host1"));
+        assert_ne!(owner_tag(b"Linux NFSv4.2 host1"), owner_tag(b"Linux NFSv4.2 host2"));
+        assert_ne!(owner_tag(b""), 0);
+        assert_eq!(clientid_owner_tag((owner_tag(b"x") as u64) << 32 | 5), owner_tag(b"x"));
+    }
+
+    #[test]
+    fn siphash_reference_vectors() {
+        // From the SipHash paper (appendix A) and its reference vectors.h.
+        let (k0, k1) = (0x0706050403020100, 0x0f0e0d0c0b0a0908);
+        let msg: Vec<u8> = (0..15).collect();
+        assert_eq!(siphash24(k0, k1, &msg), 0xa129ca6149be45e5);
+        assert_eq!(siphash24(k0, k1, &[]), 0x726fdb47dd0e0e31);
+        assert_eq!(siphash24(k0, k1, &msg[..8]), 0x93f5f5799a932462);
+    }
+
+    #[test]
+    fn minted_ids_are_not_neighbours() {
+        // As an attacker who saw a run of ids: no two of them are close, and
+        // two servers (two keys) never mint the same sequence.
+        let mut m = IdMinter::new();
+        let mut ids: Vec<u64> = (0..1000).map(|_| m.next_u64()).collect();
+        let mut other = IdMinter::new();
+        assert_ne!(ids[..4], (0..4).map(|_| other.next_u64()).collect::<Vec<_>>()[..]);
+        ids.sort_unstable();
+        let min_gap = ids.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+        // 1000 uniform 64-bit values: the smallest gap is below 2^32 with
+        // probability about 1000^2 / 2^33, i.e. 1e-4.
+        assert!(min_gap > 1 << 32, "ids too close: {min_gap:#x}");
+        // Each output bit is set about half the time.
+        for bit in 0..64 {
+            let ones = ids.iter().filter(|x| *x >> bit & 1 == 1).count();
+            assert!((350..650).contains(&ones), "bit {bit} set {ones} times of 1000");
+        }
+        let s = m.next_16();
+        assert_ne!(s[..8], s[8..]);
     }
 
     fn attrs(req: u32, ops: u32, reqs: u32) -> channel_attrs4 {

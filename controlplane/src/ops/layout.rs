@@ -147,7 +147,9 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
                 seqid: 0,
                 kind: StateKind::Layout { iomodes: 0, fh_export: fh.export_id, fh_generation: i.generation, granted_by: None },
                 revoked: false,
-            }),
+            })
+            // Over a state cap: the client uses the MDS for I/O meanwhile.
+            .map_err(|_| nfsstat4::NFS4ERR_LAYOUTTRYLATER)?,
         };
         let rec = st.states.get_mut(&other).expect("found or created");
         let by = c.session.as_ref().zip(c.slot).map(|(s, slot)| (s.id, slot, c.sequenceid));
@@ -387,8 +389,8 @@ mod tests {
             seqid: 2,
             kind: StateKind::Open { owner: b"o".to_vec(), access: 3, deny: 0 },
             revoked: false,
-        });
-        let lay = st.new_state(StateRec { clientid: 7, ino: 9, seqid: 3, kind: StateKind::Layout { iomodes: 1, fh_export: 1, fh_generation: 1, granted_by: None }, revoked: false });
+        }).unwrap();
+        let lay = st.new_state(StateRec { clientid: 7, ino: 9, seqid: 3, kind: StateKind::Layout { iomodes: 1, fh_export: 1, fh_generation: 1, granted_by: None }, revoked: false }).unwrap();
         // open stateid: seqid 0 or current; older is OLD, newer BAD
         assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 0)).is_ok());
         assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 2)).is_ok());

@@ -94,7 +94,7 @@ fn lock_inner(m: &Mds, c: &mut Compound, a: &LOCK4args) -> NfsResult<LockResult>
                     seqid: 0,
                     kind: StateKind::Lock { owner: owner.clone(), open: os.other },
                     revoked: false,
-                }),
+                })?,
             };
             (other, owner, access)
         }

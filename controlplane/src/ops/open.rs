@@ -75,6 +75,10 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
             // RFC 8881 18.51.3: no new state before RECLAIM_COMPLETE.
             return Err(nfsstat4::NFS4ERR_GRACE);
         }
+        // Over a state cap: refused before a file is created for nothing.
+        if matches!(a.openhow, openflag4::OPEN4_CREATE(_)) {
+            st.admit_state(clientid)?;
+        }
     }
     let (fh0, cur) = current_inode(m, c)?;
     let ex = m.export(fh0.export_id)?;
@@ -148,7 +152,7 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
                 seqid: 1,
                 kind: StateKind::Open { owner: a.owner.owner.to_vec(), access, deny },
                 revoked: false,
-            });
+            })?;
             stateid(&other, 1)
         }
     };
@@ -374,6 +378,8 @@ pub fn test_stateid(m: &Mds, c: &mut Compound, a: &TEST_STATEID4args, e: &mut En
                 }
                 match find(&st, clientid, s) {
                     Ok(_) => nfsstat4::NFS4_OK,
+                    // Not among TEST_STATEID's codes (RFC 8881 18.48.3).
+                    Err(nfsstat4::NFS4ERR_STALE_STATEID) => nfsstat4::NFS4ERR_BAD_STATEID,
                     Err(e) => e,
                 }
             })

@@ -34,17 +34,27 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
         .into_iter()
         .map(|id| {
             let cl = &st.clients[&id];
-            let busy = !cl.sessions.is_empty() || st.states.values().any(|s| s.clientid == id);
+            let busy = !cl.sessions.is_empty() || st.states.held_by(id) > 0;
             KnownClient { clientid: id, confirmed: cl.confirmed, verifier: cl.verifier, principal: cl.principal, busy }
         })
         .collect();
+    let mut evicted = vec![];
     let (clientid, confirmed_r) = match plan_exchange_id(a, principal, &known)? {
         ExchangeIdPlan::Reuse { clientid, confirmed } => (clientid, confirmed),
         ExchangeIdPlan::Create { purge } => {
             for id in purge {
                 st.purge_client(id);
             }
-            let id = st.new_clientid();
+            match st.make_room_for_client(c.conn.peer, m.lease()) {
+                Ok(gone) => evicted = gone,
+                Err(gone) => {
+                    drop(st);
+                    forget_records(m, &gone);
+                    log::warn!("client table full for {}: EXCHANGE_ID answered NFS4ERR_DELAY", c.conn.peer);
+                    return Err(nfsstat4::NFS4ERR_DELAY);
+                }
+            }
+            let id = st.new_clientid(&owner);
             let may_reclaim = st.reclaimable.contains_key(&owner);
             st.clients.insert(
                 id,
@@ -60,12 +70,15 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
                     reclaim_complete: false,
                     may_reclaim,
                     principal,
+                    addr: c.conn.peer,
                 },
             );
             (id, false)
         }
     };
-    let client = &st.clients[&clientid];
+    let cs_sequence = st.clients[&clientid].cs_sequence;
+    drop(st);
+    forget_records(m, &evicted);
     // Never both: the Linux client refuses MDS together with NON_PNFS.
     let mut rflags = if m.pnfs.is_some() { EXCHGID4_FLAG_USE_PNFS_MDS } else { EXCHGID4_FLAG_USE_NON_PNFS };
     if confirmed_r {
@@ -73,13 +86,34 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
     }
     Ok(EXCHANGE_ID4resok {
         eir_clientid: clientid,
-        eir_sequenceid: client.cs_sequence,
+        eir_sequenceid: cs_sequence,
         eir_flags: rflags,
         eir_state_protect: state_protect4_r::SP4_NONE,
         eir_server_owner: server_owner4 { so_minor_id: 0, so_major_id: m.server_owner.clone().into() },
         eir_server_scope: m.server_owner.clone().into(),
         eir_server_impl_id: vec![],
     })
+}
+
+/// Persisted records of confirmed clients dropped to make room go too.
+fn forget_records(m: &Mds, gone: &[Client]) {
+    for cl in gone.iter().filter(|cl| cl.confirmed) {
+        let _ = m.ns.delete_record(&client_record_key(&cl.owner));
+    }
+}
+
+/// RFC 8881 2.10.8.3 with SP4_NONE: only the principal that created a
+/// client ID (its AUTH_SYS uid/gid at EXCHANGE_ID), calling from an address
+/// some export allows, may destroy it or its sessions or bind connections
+/// to them; knowing the ID is not enough. Anyone else: NFS4ERR_WRONG_CRED.
+fn check_owner(m: &Mds, c: &Compound, owner: Option<&Client>) -> NfsResult<()> {
+    if !m.exports.iter().any(|e| e.allows(&c.conn.peer)) {
+        return Err(nfsstat4::NFS4ERR_WRONG_CRED);
+    }
+    match owner {
+        Some(cl) if cl.principal != principal_of(&c.cred) => Err(nfsstat4::NFS4ERR_WRONG_CRED),
+        _ => Ok(()),
+    }
 }
 
 pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mut Encoder) -> nfsstat4 {
@@ -109,12 +143,15 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
     if a.csa_sequence != client.cs_sequence {
         return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
     }
+    if client.sessions.len() >= st.caps.max_sessions_per_client {
+        return Err(nfsstat4::NFS4ERR_NOSPC);
+    }
     let (fore, back) = negotiate(
         a,
         ServerLimits { max_record: m.cfg.max_record_bytes, max_ops: m.cfg.max_ops, slots: m.cfg.session_slots },
     )?;
     let clientid = a.csa_clientid;
-    let sid = st.new_sessionid(clientid);
+    let sid = st.new_sessionid();
     let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
     let session = Arc::new(Session {
         id: sid,
@@ -166,7 +203,9 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
 pub fn destroy_session(m: &Mds, c: &mut Compound, a: &DESTROY_SESSION4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         let mut st = m.state();
-        let s = st.sessions.remove(&a.dsa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+        let s = st.sessions.get(&a.dsa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+        check_owner(m, c, st.clients.get(&s.clientid))?;
+        let s = st.sessions.remove(&a.dsa_sessionid).expect("found above");
         if let Some(cl) = st.clients.get_mut(&s.clientid) {
             cl.sessions.retain(|x| *x != a.dsa_sessionid);
         }
@@ -179,12 +218,12 @@ pub fn destroy_session(m: &Mds, c: &mut Compound, a: &DESTROY_SESSION4args, e: &
     reply(e, r)
 }
 
-pub fn destroy_clientid(m: &Mds, _c: &mut Compound, a: &DESTROY_CLIENTID4args, e: &mut Encoder) -> nfsstat4 {
+pub fn destroy_clientid(m: &Mds, c: &mut Compound, a: &DESTROY_CLIENTID4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         let mut st = m.state();
         let cl = st.clients.get(&a.dca_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-        let has_state = st.states.values().any(|s| s.clientid == a.dca_clientid);
-        if !cl.sessions.is_empty() || has_state {
+        check_owner(m, c, Some(cl))?;
+        if !cl.sessions.is_empty() || st.states.held_by(a.dca_clientid) > 0 {
             return Err(nfsstat4::NFS4ERR_CLIENTID_BUSY);
         }
         let cl = st.purge_client(a.dca_clientid).expect("exists");
@@ -199,6 +238,7 @@ pub fn bind_conn_to_session(m: &Mds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4
     let r = (|| {
         let st = m.state();
         let s = st.sessions.get(&a.bctsa_sessid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?.clone();
+        check_owner(m, c, st.clients.get(&s.clientid))?;
         drop(st);
         let (back, dir) = match a.bctsa_dir {
             channel_dir_from_client4::CDFC4_FORE => (false, channel_dir_from_server4::CDFS4_FORE),
@@ -233,7 +273,7 @@ pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<Seque
         let mut st = m.state();
         let s = st.sessions.get(&a.sa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?.clone();
         // Fenced state (a recalled layout kept too long) is announced until freed.
-        let revoked = st.states.values().any(|r| r.clientid == s.clientid && r.revoked);
+        let revoked = st.states.held_by(s.clientid) > 0 && st.states.values().any(|r| r.clientid == s.clientid && r.revoked);
         match st.clients.get_mut(&s.clientid) {
             Some(cl) => cl.last_renewed = Instant::now(),
             None => return Err(nfsstat4::NFS4ERR_BADSESSION),

@@ -32,8 +32,10 @@ pub fn resolve(c: &Compound, s: &stateid4) -> NfsResult<stateid4> {
 }
 
 /// Finds a state of `clientid`, checking the seqid (0 = current version).
+/// A stateid of an earlier server instance (another boot epoch in its
+/// first 4 bytes) is NFS4ERR_STALE_STATEID, so the client recovers its lease.
 pub fn find<'t>(st: &'t StateTable, clientid: u64, s: &stateid4) -> NfsResult<&'t StateRec> {
-    let rec = st.states.get(&s.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
+    let rec = st.states.get(&s.other).ok_or_else(|| unknown(st, &s.other))?;
     if rec.clientid != clientid {
         return Err(nfsstat4::NFS4ERR_BAD_STATEID);
     }
@@ -42,6 +44,16 @@ pub fn find<'t>(st: &'t StateTable, clientid: u64, s: &stateid4) -> NfsResult<&'
     }
     check_seqid(rec.seqid, s.seqid)?;
     Ok(rec)
+}
+
+/// The error for an `other` not in the table: STALE when minted by another
+/// boot, BAD otherwise.
+pub fn unknown(st: &StateTable, other: &StateOther) -> nfsstat4 {
+    if other[..4] != st.epoch.to_be_bytes() {
+        nfsstat4::NFS4ERR_STALE_STATEID
+    } else {
+        nfsstat4::NFS4ERR_BAD_STATEID
+    }
 }
 
 pub fn check_seqid(current: u32, given: u32) -> NfsResult<()> {

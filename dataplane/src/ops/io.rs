@@ -49,7 +49,7 @@ fn engine_status(ds: &Ds, e: IoError) -> nfsstat4 {
 pub fn read(ds: &Ds, c: &mut Compound, a: &READ4args, rb: &mut ReplyBuf) -> nfsstat4 {
     let r = (|| -> NfsResult<Option<(Option<PoolBuf>, usize, bool)>> {
         let (fh, obj) = c.object()?;
-        c.replica.check_io(&a.stateid, &fh, false)?;
+        c.replica.check_io(&a.stateid, &fh, false, c.owner_tag()?)?;
         let budget = c.max_response.saturating_sub(REPLY_OVERHEAD);
         let count = (a.count as usize).min(ds.cfg.max_io()).min(budget);
         if a.offset > i64::MAX as u64 || count == 0 {
@@ -119,7 +119,7 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
     let len = detached.as_ref().map_or(a.data.len(), |d| d.len);
     let r = (|| -> NfsResult<WRITE4resok> {
         let (fh, obj) = c.object()?;
-        c.replica.check_io(&a.stateid, &fh, true)?;
+        c.replica.check_io(&a.stateid, &fh, true, c.owner_tag()?)?;
         if detached.as_ref().is_some_and(|d| d.buf.is_none()) {
             // Dropped at receive (not admitted then, see crate::recv): the
             // client sends it again.

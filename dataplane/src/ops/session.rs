@@ -164,11 +164,13 @@ fn create_session_inner(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
     )?;
     let clientid = a.csa_clientid;
     let lease = client.lease.clone();
-    let sid = st.new_sessionid(&mut t, clientid);
+    let owner_tag = pnfs_protocol::session::owner_tag(&client.owner);
+    let sid = st.new_sessionid(&mut t);
     let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
     let session = Arc::new(Session {
         id: sid,
         clientid,
+        owner_tag,
         fore,
         back,
         cb_program: a.csa_cb_program,
@@ -213,7 +215,9 @@ fn create_session_inner(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
 pub fn destroy_session(ds: &Ds, c: &mut Compound, a: &DESTROY_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
     let r = (|| {
         let mut t = ds.state.clients();
-        let s = ds.state.sessions.remove(&a.dsa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+        let s = ds.state.sessions.get(&a.dsa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+        check_owner(c, t.clients.get(&s.clientid))?;
+        ds.state.sessions.remove(&a.dsa_sessionid);
         if let Some(cl) = t.clients.get_mut(&s.clientid) {
             cl.sessions.retain(|x| *x != a.dsa_sessionid);
         }
@@ -226,10 +230,11 @@ pub fn destroy_session(ds: &Ds, c: &mut Compound, a: &DESTROY_SESSION4args, rb: 
     reply(rb, r)
 }
 
-pub fn destroy_clientid(ds: &Ds, _c: &mut Compound, a: &DESTROY_CLIENTID4args, rb: &mut ReplyBuf) -> nfsstat4 {
+pub fn destroy_clientid(ds: &Ds, c: &mut Compound, a: &DESTROY_CLIENTID4args, rb: &mut ReplyBuf) -> nfsstat4 {
     let r = (|| {
         let mut t = ds.state.clients();
         let cl = t.clients.get(&a.dca_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+        check_owner(c, Some(cl))?;
         if !cl.sessions.is_empty() {
             return Err(nfsstat4::NFS4ERR_CLIENTID_BUSY);
         }
@@ -239,9 +244,20 @@ pub fn destroy_clientid(ds: &Ds, _c: &mut Compound, a: &DESTROY_CLIENTID4args, r
     reply(rb, r)
 }
 
+/// RFC 8881 2.10.8.3 with SP4_NONE: only the principal that created a
+/// client ID (AUTH_SYS uid/gid at EXCHANGE_ID) may destroy it or its
+/// sessions or bind connections to them: NFS4ERR_WRONG_CRED for others.
+fn check_owner(c: &Compound, owner: Option<&Client>) -> NfsResult<()> {
+    match owner {
+        Some(cl) if cl.principal != principal_of(&c.cred) => Err(nfsstat4::NFS4ERR_WRONG_CRED),
+        _ => Ok(()),
+    }
+}
+
 pub fn bind_conn_to_session(ds: &Ds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
     let r = (|| {
         let s = ds.state.sessions.get(&a.bctsa_sessid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+        check_owner(c, ds.state.clients().clients.get(&s.clientid))?;
         let (back, dir) = match a.bctsa_dir {
             channel_dir_from_client4::CDFC4_FORE => (false, channel_dir_from_server4::CDFS4_FORE),
             channel_dir_from_client4::CDFC4_BACK => (true, channel_dir_from_server4::CDFS4_BACK),
@@ -361,6 +377,7 @@ mod tests {
         let s = Arc::new(Session {
             id: [9; 16],
             clientid: 1,
+            owner_tag: 0,
             fore: limits(slots),
             back: limits(1),
             cb_program: 0,

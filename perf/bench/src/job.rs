@@ -407,7 +407,7 @@ impl Job {
                         let pi = match ds_pipe.get(&addr) {
                             Some(i) => *i,
                             None => {
-                                let pipe = Pipe::connect(addr, self.p.minor, self.p.qd, self.p.bs, false)?;
+                                let pipe = Pipe::connect_as(addr, &self.pipes[0], self.p.qd, self.p.bs)?;
                                 if self.p.bs > pipe.max_io() {
                                     return Err(format!("--bs {} exceeds data server {addr}'s session limit", self.p.bs));
                                 }

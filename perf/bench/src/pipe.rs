@@ -61,6 +61,8 @@ pub struct Pipe {
     pub outstanding: usize,
     /// COMPOUNDs sent (session setup not included).
     pub sent: u64,
+    /// Client owner and verifier of its EXCHANGE_ID.
+    owner: (Vec<u8>, [u8; 8]),
 }
 
 fn owner() -> (Vec<u8>, [u8; 8]) {
@@ -86,6 +88,24 @@ impl Pipe {
     /// room for `io` bytes of READ/WRITE payload. `reclaim_complete` for a
     /// metadata server (its grace period need not wait for us).
     pub fn connect(addr: SocketAddr, minor: u32, want_slots: usize, io: u64, reclaim_complete: bool) -> PResult<Pipe> {
+        Self::connect_owned(addr, minor, want_slots, io, reclaim_complete, owner())
+    }
+
+    /// Like [`Pipe::connect`] (to a data server), as the same client as
+    /// `mds`: data servers accept a stateid only from the client the MDS
+    /// gave it to (the same client owner).
+    pub fn connect_as(addr: SocketAddr, mds: &Pipe, want_slots: usize, io: u64) -> PResult<Pipe> {
+        Self::connect_owned(addr, mds.minor, want_slots, io, false, mds.owner.clone())
+    }
+
+    fn connect_owned(
+        addr: SocketAddr,
+        minor: u32,
+        want_slots: usize,
+        io: u64,
+        reclaim_complete: bool,
+        owner: (Vec<u8>, [u8; 8]),
+    ) -> PResult<Pipe> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| io_err("connect", &addr, e))?;
         stream.set_nodelay(true).map_err(|e| io_err("TCP_NODELAY", &addr, e))?;
         stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| io_err("timeout", &addr, e))?;
@@ -114,8 +134,9 @@ impl Pipe {
             rend: 0,
             outstanding: 0,
             sent: 0,
+            owner,
         };
-        let (own, verf) = owner();
+        let (own, verf) = p.owner.clone();
         let eid = nfs_argop4::OP_EXCHANGE_ID(EXCHANGE_ID4args {
             eia_clientowner: client_owner4 { co_verifier: verf, co_ownerid: Opaque::borrowed(&own) },
             eia_flags: 0,

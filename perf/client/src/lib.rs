@@ -244,7 +244,28 @@ impl Client {
         Self::connect_with(addr, minor, None)
     }
 
+    /// Like [`Client::connect`], as the same client (owner and verifier) as
+    /// `other`: what a pNFS client does with the data servers of a layout,
+    /// which accept a stateid only from the client the MDS gave it to.
+    pub fn connect_as(addr: impl ToSocketAddrs, other: &Client) -> Result<Client> {
+        Self::connect_owned(addr, other.minor, None, (other.owner.clone(), other.verifier))
+    }
+
+    /// The client owner (`co_ownerid`) this client uses.
+    pub fn owner(&self) -> &[u8] {
+        &self.owner
+    }
+
     fn connect_with(addr: impl ToSocketAddrs, minor: u32, callbacks: Option<CallbackHandler>) -> Result<Client> {
+        Self::connect_owned(addr, minor, callbacks, unique_owner())
+    }
+
+    fn connect_owned(
+        addr: impl ToSocketAddrs,
+        minor: u32,
+        callbacks: Option<CallbackHandler>,
+        (owner, verifier): (Vec<u8>, [u8; 8]),
+    ) -> Result<Client> {
         if !(1..=2).contains(&minor) {
             return Err(Error::Protocol(format!("minor version {minor} is not 1 or 2")));
         }
@@ -252,7 +273,6 @@ impl Client {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")))?;
-        let (owner, verifier) = unique_owner();
         let mut c = Client {
             addr,
             callbacks,
