@@ -3,36 +3,19 @@
 //! cluster's key, or replayed, neither adds a data server nor moves a known
 //! one's addresses.
 
-use pnfs_client::net::connect_from;
+use pnfs_client::net::{connect_from, read_record, send_record};
 use pnfs_client::pnfs_protocol::control_auth::{now_ms, CallSigner, ControlKeys};
-use pnfs_client::pnfs_protocol::record::{record_header, RecordReader};
 use pnfs_client::pnfs_protocol::rpc::{self, Message};
 use pnfs_client::pnfs_protocol::seal::ClusterKey;
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
 use pnfs_mds::pnfs::client::CtlClient;
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
 
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
-fn read_record(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut rr = RecordReader::new(1 << 20);
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        if let (_, Some(rec)) = rr.feed(&buf[..n]).ok()? {
-            return Some(rec);
-        }
-    }
-}
-
 fn call(s: &mut TcpStream, msg: &[u8]) -> Option<Vec<u8>> {
-    s.write_all(&record_header(msg.len())).unwrap();
-    s.write_all(msg).unwrap();
+    send_record(s, msg).ok()?;
     read_record(s)
 }
 

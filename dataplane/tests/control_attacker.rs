@@ -3,38 +3,17 @@
 //! key, replayed from a recording, or from a fenced (older) MDS epoch are
 //! all refused, and the object they aimed at is unchanged.
 
-use pnfs_client::net::connect_from;
+use pnfs_client::net::{connect_from, read_record, send_record};
 use pnfs_client::pnfs_protocol;
 use pnfs_ds::{DsConfig, DsFh};
 use pnfs_protocol::control_auth::{now_ms, CallSigner, ControlKeys};
-use pnfs_protocol::record::{record_header, RecordReader};
 use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::seal::ClusterKey;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-
-fn read_record(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut rr = RecordReader::new(1 << 20);
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        if let (_, Some(rec)) = rr.feed(&buf[..n]).ok()? {
-            return Some(rec);
-        }
-    }
-}
-
-fn send(s: &mut TcpStream, msg: &[u8]) {
-    s.write_all(&record_header(msg.len())).unwrap();
-    s.write_all(msg).unwrap();
-}
 
 fn encode<T: XdrEncode>(a: &T) -> Vec<u8> {
     let mut e = Encoder::new();
@@ -103,7 +82,7 @@ fn unauthenticated_forged_replayed_and_fenced_control_calls_are_refused() {
         let mut e = Encoder::new();
         rpc::begin_call(&mut e, 1, PNFSCTL_DS_PROGRAM, PNFSCTL_VERSION, *proc_, true);
         e.buf.extend_from_slice(args);
-        send(&mut s, &e.buf);
+        send_record(&mut s, &e.buf).unwrap();
         assert!(denied(read_record(&mut s)), "unauthenticated proc {proc_}");
         assert!(read_record(&mut s).is_none(), "connection closed after proc {proc_}");
     }
@@ -112,7 +91,7 @@ fn unauthenticated_forged_replayed_and_fenced_control_calls_are_refused() {
     let mut foreign = CallSigner::new(ControlKeys::new(&ClusterKey::generate().unwrap()), 5);
     for (proc_, args) in &attacks {
         let mut s = connect_from(ATTACKER, ctl).unwrap();
-        send(&mut s, &signed(&mut foreign, 2, *proc_, args));
+        send_record(&mut s, &signed(&mut foreign, 2, *proc_, args)).unwrap();
         assert!(denied(read_record(&mut s)), "foreign-key proc {proc_}");
     }
 
@@ -121,21 +100,21 @@ fn unauthenticated_forged_replayed_and_fenced_control_calls_are_refused() {
     let mut genuine = CallSigner::new(keys.clone(), 5);
     let truncate = signed(&mut genuine, 3, CTL_PROC_OBJ_TRUNCATE, &encode(&ctl_truncate_args { cta_fh: Opaque::borrowed(&fh), cta_size: 10 }));
     let mut s = TcpStream::connect(ctl).unwrap();
-    send(&mut s, &truncate);
+    send_record(&mut s, &truncate).unwrap();
     assert!(!denied(read_record(&mut s)), "the genuine call works");
     assert_eq!(size(&mut mds), 10);
     assert_eq!(status(mds.call(PNFSCTL_DS_PROGRAM, CTL_PROC_OBJ_WRITE, &write).unwrap()), ctl_status::CTL_OK);
-    send(&mut s, &truncate);
+    send_record(&mut s, &truncate).unwrap();
     assert!(denied(read_record(&mut s)), "replayed on its connection");
     let mut s = connect_from(ATTACKER, ctl).unwrap();
-    send(&mut s, &truncate);
+    send_record(&mut s, &truncate).unwrap();
     assert!(denied(read_record(&mut s)), "replayed on a new connection");
     assert_eq!(size(&mut mds), 100, "the replays changed nothing");
 
     // 4. A fenced MDS (epoch 4, same key) once epoch 5 spoke: denied.
     let mut old_mds = CallSigner::new(keys, 4);
     let mut s = TcpStream::connect(ctl).unwrap();
-    send(&mut s, &signed(&mut old_mds, 4, CTL_PROC_OBJ_REMOVE, &encode(&obj)));
+    send_record(&mut s, &signed(&mut old_mds, 4, CTL_PROC_OBJ_REMOVE, &encode(&obj))).unwrap();
     assert!(denied(read_record(&mut s)), "older MDS epoch");
     assert_eq!(size(&mut mds), 100);
 

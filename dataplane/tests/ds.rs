@@ -3,6 +3,7 @@
 //! remove) and speaks NFSv4.1 to it as the Linux client does for pNFS I/O.
 
 use pnfs_client::pnfs_protocol;
+use pnfs_client::net::read_record;
 use pnfs_client::Client;
 use pnfs_ds::control::CtlClient;
 use pnfs_ds::{DsConfig, DsFh};
@@ -430,21 +431,6 @@ fn starts_without_an_mds_and_bad_config_is_refused() {
     assert!(pnfs_ds::run(bad).err().unwrap().starts_with("ds.bind"));
 }
 
-/// Reads one reply record (None when the server closed the connection).
-fn read_reply(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut rr = RecordReader::new(1 << 20);
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        if let (_, Some(rec)) = rr.feed(&buf[..n]).ok()? {
-            return Some(rec);
-        }
-    }
-}
-
 #[test]
 fn malformed_input_is_answered_or_closed() {
     let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -464,7 +450,7 @@ fn malformed_input_is_answered_or_closed() {
         // A record claiming 2 GiB: the connection is closed, nothing allocated.
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(&0xffff_fff0u32.to_be_bytes()).unwrap();
-        assert!(read_reply(&mut s).is_none());
+        assert!(read_record(&mut s).is_none());
     }
     // A call header cut short: GARBAGE_ARGS on NFS; on the control program
     // an AUTH_ERROR (nothing unauthenticated is parsed further) and closed.
@@ -472,18 +458,18 @@ fn malformed_input_is_answered_or_closed() {
     let mut s = TcpStream::connect(h.nfs_addr()).unwrap();
     s.write_all(&record_header(junk.len())).unwrap();
     s.write_all(&junk).unwrap();
-    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::GarbageArgs as u32));
+    assert_eq!(accept_stat(&read_record(&mut s).unwrap()), Some(AcceptStat::GarbageArgs as u32));
     // Wrong program: PROG_UNAVAIL.
     let mut e = Encoder::new();
     rpc::begin_call(&mut e, 5, 100005, 3, 0, false);
     s.write_all(&record_header(e.len())).unwrap();
     s.write_all(&e.buf).unwrap();
-    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::ProgUnavail as u32));
+    assert_eq!(accept_stat(&read_record(&mut s).unwrap()), Some(AcceptStat::ProgUnavail as u32));
     let mut s = TcpStream::connect(h.control_addr()).unwrap();
     s.write_all(&record_header(junk.len())).unwrap();
     s.write_all(&junk).unwrap();
-    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), None, "denied");
-    assert!(read_reply(&mut s).is_none(), "and closed");
+    assert_eq!(accept_stat(&read_record(&mut s).unwrap()), None, "denied");
+    assert!(read_record(&mut s).is_none(), "and closed");
     // Signed, but for another program: PROG_UNAVAIL.
     let mut signer = CallSigner::new(h.ds().control_keys.clone(), 0);
     let mut s = TcpStream::connect(h.control_addr()).unwrap();
@@ -491,7 +477,7 @@ fn malformed_input_is_answered_or_closed() {
     signer.encode_call(&mut e, 5, 100005, 3, 0, &[], now_ms());
     s.write_all(&record_header(e.len())).unwrap();
     s.write_all(&e.buf).unwrap();
-    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::ProgUnavail as u32));
+    assert_eq!(accept_stat(&read_record(&mut s).unwrap()), Some(AcceptStat::ProgUnavail as u32));
     // COMPOUND with undecodable arguments: GARBAGE_ARGS or an NFS error, never a hang.
     let mut s = TcpStream::connect(h.nfs_addr()).unwrap();
     for body in [&[0u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 22][..], &[0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff][..], &[0xff; 3][..]] {
@@ -500,7 +486,7 @@ fn malformed_input_is_answered_or_closed() {
         e.buf.extend_from_slice(body);
         s.write_all(&record_header(e.len())).unwrap();
         s.write_all(&e.buf).unwrap();
-        let rec = read_reply(&mut s).unwrap();
+        let rec = read_record(&mut s).unwrap();
         assert!(accept_stat(&rec).is_some());
     }
     // Control call (signed) with trailing junk after its arguments: GARBAGE_ARGS.
@@ -512,7 +498,7 @@ fn malformed_input_is_answered_or_closed() {
     CallSigner::new(h.ds().control_keys.clone(), 0).encode_call(&mut e, 7, PNFSCTL_DS_PROGRAM, PNFSCTL_VERSION, CTL_PROC_OBJ_CREATE, &args.buf, now_ms());
     s.write_all(&record_header(e.len())).unwrap();
     s.write_all(&e.buf).unwrap();
-    assert_eq!(accept_stat(&read_reply(&mut s).unwrap()), Some(AcceptStat::GarbageArgs as u32));
+    assert_eq!(accept_stat(&read_record(&mut s).unwrap()), Some(AcceptStat::GarbageArgs as u32));
     // Still serving.
     let mut c = Client::connect(h.nfs_addr(), 1).unwrap();
     assert_eq!(c.compound(vec![nfs_argop4::OP_PUTROOTFH]).unwrap().status().unwrap(), nfsstat4::NFS4_OK);

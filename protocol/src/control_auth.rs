@@ -18,7 +18,7 @@
 //! Epochs: calls from the MDS name its epoch (its boot); the DS refuses
 //! calls from an epoch older than the newest it knows (a fenced MDS).
 
-use crate::rpc::{AuthStat, AUTH_NONE, MAX_AUTH_BYTES, MSG_CALL, MSG_REPLY, RPC_VERSION};
+use crate::rpc::{AuthStat, AUTH_NONE, MAX_AUTH_BYTES, MSG_CALL, MSG_REPLY};
 use crate::seal::{random_bytes, ClusterKey, Purpose, TagKey};
 use crate::xdr::{Decoder, Encoder};
 use std::collections::HashMap;
@@ -128,12 +128,7 @@ impl CallSigner {
         cred[32..40].copy_from_slice(&self.epoch.to_be_bytes());
         let tag = call_tag(&self.keys, &head(xid, prog, vers, proc_), &cred[..40], args);
         cred[40..].copy_from_slice(&tag);
-        e.put_u32(xid);
-        e.put_u32(MSG_CALL);
-        e.put_u32(RPC_VERSION);
-        e.put_u32(prog);
-        e.put_u32(vers);
-        e.put_u32(proc_);
+        crate::rpc::put_call_head(e, xid, prog, vers, proc_);
         e.put_u32(AUTH_PNFS_CTL);
         e.put_opaque(&cred, MAX_AUTH_BYTES).expect("credential fits");
         e.put_u32(AUTH_NONE);

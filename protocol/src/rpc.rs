@@ -176,14 +176,17 @@ pub fn rpc_mismatch_reply(xid: u32) -> Vec<u8> {
     e.into_inner()
 }
 
+/// The words of a call before its credential: xid, CALL, RPC version,
+/// program, version, procedure.
+pub fn put_call_head(e: &mut Encoder, xid: u32, prog: u32, vers: u32, proc_: u32) {
+    for w in [xid, MSG_CALL, RPC_VERSION, prog, vers, proc_] {
+        e.put_u32(w);
+    }
+}
+
 /// Starts a call (used for backchannel CB_COMPOUND) with AUTH_NONE or AUTH_SYS root credentials.
 pub fn begin_call(e: &mut Encoder, xid: u32, prog: u32, vers: u32, proc_: u32, auth_sys_root: bool) {
-    e.put_u32(xid);
-    e.put_u32(MSG_CALL);
-    e.put_u32(RPC_VERSION);
-    e.put_u32(prog);
-    e.put_u32(vers);
-    e.put_u32(proc_);
+    put_call_head(e, xid, prog, vers, proc_);
     if auth_sys_root {
         e.put_u32(AUTH_SYS);
         let mut body = Encoder::new();

@@ -1,6 +1,6 @@
 //! Sockets for tests that play an attacker on the storage network.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -15,4 +15,26 @@ pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> 
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     Ok(s)
+}
+
+/// Sends `msg` as one RPC record.
+pub fn send_record(s: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
+    s.write_all(&pnfs_protocol::record::record_header(msg.len()))?;
+    s.write_all(msg)
+}
+
+/// Reads one record (up to 1 MiB); None when the peer closed the
+/// connection, timed out or sent something that is not a record.
+pub fn read_record(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut rr = pnfs_protocol::record::RecordReader::new(1 << 20);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let (_, Some(rec)) = rr.feed(&buf[..n]).ok()? {
+            return Some(rec);
+        }
+    }
 }
