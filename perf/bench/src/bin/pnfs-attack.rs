@@ -486,6 +486,7 @@ fn exchange(o: &Opts, conn: usize, quota: u64, x: &Exchange, deadline: Instant, 
             x.conn_lost.fetch_add(1, Relaxed);
             next_n -= left;
             stream = None;
+            std::thread::sleep(o.reopen.min(deadline.saturating_duration_since(Instant::now())));
         }
     }
     x.done.fetch_add(1, Relaxed);
