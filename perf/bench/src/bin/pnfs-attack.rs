@@ -20,7 +20,8 @@
 //!
 //! Prints one JSON line on stdout with what was achieved. Per target (mds,
 //! ds1, ...): `opened` connections, `connect_failed` (connect() failed),
-//! `slow_connects` (connect() took 1 s or more: a full listen backlog),
+//! `slow_connects` (connect() took 1 s or more: a full listen backlog) and
+//! `slow_connects_s` (when the first and the last of them began, seconds),
 //! `refused` (closed by the server within 1 s of opening: a connection cap
 //! at accept), `closed_by_server` (closed later: idle or record deadline),
 //! `peak_held` / `held_at_end` (open for 1 s or longer: what the server
@@ -163,6 +164,10 @@ struct Target {
     /// connect() took REFUSED_WITHIN or longer: the listen backlog was full
     /// and SYNs were dropped (the listener accepts slower than the flood).
     slow_connects: AtomicU64,
+    /// When the first and last slow connect began (ms since the start;
+    /// first is u64::MAX while there was none).
+    slow_first_ms: AtomicU64,
+    slow_last_ms: AtomicU64,
     refused: AtomicU64,
     closed_by_server: AtomicU64,
     /// Open (as far as this side knows) and held: open for REFUSED_WITHIN
@@ -261,6 +266,7 @@ fn hold(
     deadline: Instant,
     stop: &AtomicBool,
 ) {
+    let start = deadline - Duration::from_secs_f64(o.seconds);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(slots.len());
     let mut idx: Vec<usize> = Vec::with_capacity(slots.len());
@@ -275,6 +281,9 @@ fn hold(
             let r = connect_from(o.from, addrs[s.target]).and_then(|c| c.set_nonblocking(true).map(|()| c));
             if began.elapsed() >= REFUSED_WITHIN {
                 t.slow_connects.fetch_add(1, Relaxed);
+                let at = began.saturating_duration_since(start).as_millis() as u64;
+                t.slow_first_ms.fetch_min(at, Relaxed);
+                t.slow_last_ms.fetch_max(at, Relaxed);
             }
             match r {
                 Ok(c) => {
@@ -522,7 +531,8 @@ fn main() -> ExitCode {
 
     let mut addrs = vec![o.mds];
     addrs.extend(&o.ds);
-    let targets: Arc<Vec<Target>> = Arc::new(addrs.iter().map(|_| Target::default()).collect());
+    let targets: Arc<Vec<Target>> =
+        Arc::new(addrs.iter().map(|_| Target { slow_first_ms: AtomicU64::new(u64::MAX), ..Target::default() }).collect());
     let x = Arc::new(Exchange::default());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -606,7 +616,7 @@ fn main() -> ExitCode {
         failed += g(&t.connect_failed);
         s += &format!(
             "{}{{\"role\":\"{}\",\"addr\":\"{a}\",\"idle_slots\":{},\"slowloris_slots\":{},\"opened\":{},\
-             \"connect_failed\":{},\"slow_connects\":{},\"refused\":{},\"closed_by_server\":{},\"peak_held\":{},\"held_at_end\":{},\
+             \"connect_failed\":{},\"slow_connects\":{},\"slow_connects_s\":[{}],\"refused\":{},\"closed_by_server\":{},\"peak_held\":{},\"held_at_end\":{},\
              \"slowloris_bytes\":{},\"slowloris_written\":{},\"unexpected_bytes\":{}}}",
             if i == 0 { "" } else { "," },
             if i == 0 { "mds".to_string() } else { format!("ds{i}") },
@@ -615,6 +625,10 @@ fn main() -> ExitCode {
             g(&t.opened),
             g(&t.connect_failed),
             g(&t.slow_connects),
+            match g(&t.slow_first_ms) {
+                u64::MAX => String::new(),
+                f => format!("{:.1},{:.1}", f as f64 / 1e3, g(&t.slow_last_ms) as f64 / 1e3),
+            },
             g(&t.refused),
             g(&t.closed_by_server),
             t.peak_held.load(Relaxed),
