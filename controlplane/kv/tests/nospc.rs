@@ -6,61 +6,14 @@
 //! and once space is freed the store must work again, with every
 //! acknowledged transaction intact and nothing of the refused ones.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+
 use std::time::{Duration, Instant};
+use tmpfs::{fill, Tmpfs};
 
 use pnfs_kv::key::u64_be;
 use pnfs_kv::{KvError, KvStore, RedbStore, REOPEN_INTERVAL};
-
-/// A tmpfs of `size` mounted on a fresh temporary directory; unmounted
-/// (lazily, in case something still holds it) on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("running mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-        }
-        Ok(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
-
-/// Writes a file until the file system is full; returns its path.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("ballast");
-    let mut f = File::create(&path).unwrap();
-    let chunk = vec![0xa5u8; 4096];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-            Err(e) => panic!("filling the tmpfs: {e}"),
-        }
-    }
-    path
-}
 
 fn put(store: &RedbStore, key: &[u8], value: &[u8]) -> Result<(), KvError> {
     let mut t = store.begin()?;
