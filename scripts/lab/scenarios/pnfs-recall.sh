@@ -135,7 +135,8 @@ step_writers() {
     pw1=$(pnfs_writes)
     lr1=$(op_count LAYOUTRETURN)
     info "guest passes: $n; pnfs_write events +$((pw1 - pw0)); LAYOUTRETURN +$((lr1 - lr0))"
-    [ -s /tmp/wl.fail ] && fail "guest write passes failed: $(cat /tmp/wl.fail | tr '\n' ' ') $(tail -n1 /tmp/wl.err)"
+    # dd's own error lines ("dd: ..."), not its record counts, say why.
+    [ -s /tmp/wl.fail ] && fail "guest write passes failed: $(cat /tmp/wl.fail | tr '\n' ' ') $(grep '^dd:' /tmp/wl.err | tail -n2 | tr '\n' ' ')"
     [ "$n" -ge $((n0 + 2)) ] || fail "the guest writer did not finish two passes after the host write (at $n, host done at $n0)"
     [ $((pw1 - pw0)) -gt 0 ] || fail "the guest's writes did not go through the layout (pnfs_write +0)"
     remount
