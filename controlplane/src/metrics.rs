@@ -38,6 +38,8 @@ pub struct MdsMetrics {
     recalls: Family<OutcomeLabel, Counter>,
     conns_refused: Family<ReasonLabel, Counter>,
     conns_closed: Family<ReasonLabel, Counter>,
+    /// Control calls refused (no or a wrong cluster-key tag, a replay).
+    pub control_refused: Counter,
 }
 
 const MAX_OPNUM: usize = 80;
@@ -87,7 +89,13 @@ impl MdsMetrics {
             "NFS connections the server closed, by reason (idle, record_timeout, replies_unread, record_too_large)",
             conns_closed.clone(),
         );
-        MdsMetrics { registry, per_op, read_bytes, write_bytes, layouts_outstanding, recalls, conns_refused, conns_closed }
+        let control_refused = Counter::default();
+        registry.register(
+            "control_refused",
+            "Data-server control calls refused: no or a wrong cluster-key tag, or a replay",
+            control_refused.clone(),
+        );
+        MdsMetrics { registry, per_op, read_bytes, write_bytes, layouts_outstanding, recalls, conns_refused, conns_closed, control_refused }
     }
 
     pub fn observe_op(&self, opnum: i32, ok: bool, took: Duration) {

@@ -158,6 +158,7 @@ async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Res
             // Checked in arrival order (sequence numbers), before any work.
             let verified = match checker.check(&rec, now_ms(), &ds.control_recent) {
                 Ok(v) if v.epoch < ds.mds_epoch.load(Ordering::Acquire) => {
+                    bump(&ds.stats.control_refused, 1);
                     log::warn!("refusing a control call from {peer:?}: MDS epoch {} is older than {} (a fenced MDS)", v.epoch, ds.mds_epoch.load(Ordering::Acquire));
                     let _ = tx.send(rpc::auth_error_reply(v.xid, AuthStat::RejectedCred)).await;
                     break 'read Ok(());
@@ -165,6 +166,7 @@ async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Res
                 Ok(v) => v,
                 Err(None) => break 'read Ok(()),
                 Err(Some(d)) => {
+                    bump(&ds.stats.control_refused, 1);
                     // The caller pays: told why, and the connection is closed.
                     log::warn!("refusing a control call from {peer:?}: {}", d.why);
                     let _ = tx.send(rpc::auth_error_reply(d.xid, d.stat)).await;

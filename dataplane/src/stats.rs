@@ -181,6 +181,9 @@ pub struct DsStats {
     pub clients_refused: AtomicU64,
     /// Control program calls served.
     pub control_calls: AtomicU64,
+    /// Control calls refused (no or a wrong cluster-key tag, a replay, an
+    /// older MDS epoch): a wrong key on some node, or an attacker.
+    pub control_refused: AtomicU64,
     /// Control calls published to the reactors (allow, revoke, create, remove).
     pub control_updates: AtomicU64,
     /// Of those, refused or not applied by every reactor in time.
@@ -243,6 +246,7 @@ pub struct DsStatsSnapshot {
     pub clients_evicted: u64,
     pub clients_refused: u64,
     pub control_calls: u64,
+    pub control_refused: u64,
     pub control_updates: u64,
     pub control_update_failures: u64,
     pub control_bytes_read: u64,
@@ -315,6 +319,7 @@ impl DsStats {
             clients_evicted: g(&self.clients_evicted),
             clients_refused: g(&self.clients_refused),
             control_calls: g(&self.control_calls),
+            control_refused: g(&self.control_refused),
             control_updates: g(&self.control_updates),
             control_update_failures: g(&self.control_update_failures),
             control_bytes_read: g(&self.control_bytes_read),

@@ -118,6 +118,8 @@ fn unauthenticated_forged_replayed_and_fenced_control_calls_are_refused() {
     assert!(denied(read_record(&mut s)), "older MDS epoch");
     assert_eq!(size(&mut mds), 100);
 
+    // Every refusal was counted (5 unsigned, 5 foreign-key, 2 replays, 1 fenced).
+    assert_eq!(h.stats().control_refused, 13);
     // The object still holds the MDS's bytes.
     let b = mds.call(PNFSCTL_DS_PROGRAM, CTL_PROC_OBJ_READ, &ctl_read_args { cra_fh: Opaque::borrowed(&fh), cra_offset: 0, cra_count: 100 }).unwrap();
     let r = ctl_read_res::decode(&mut Decoder::new(&b)).unwrap();

@@ -290,6 +290,7 @@ async fn control_connection(pnfs: Arc<Pnfs>, mut sock: TcpStream) -> std::io::Re
                 Ok(v) => v,
                 Err(None) => return Ok(()),
                 Err(Some(d)) => {
+                    crate::metrics::metrics().control_refused.inc();
                     // The caller pays: it is told why, and loses the connection.
                     log::warn!("refusing control call from {:?}: {}", sock.peer_addr().ok(), d.why);
                     let r = rpc::auth_error_reply(d.xid, d.stat);
