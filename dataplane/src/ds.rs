@@ -10,10 +10,9 @@ use std::sync::atomic::AtomicU64;
 use crate::state::DsState;
 use crate::stats::DsStats;
 use crate::storage::ObjectStore;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// File in data_dir holding this installation's random id.
 pub const IDENTITY_FILE: &str = "ds-identity";
@@ -44,21 +43,8 @@ pub struct Ds {
     pub mds_epoch: AtomicU64,
 }
 
-/// Random bytes from the kernel; a time-and-pid mix if /dev/urandom fails.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-        let mut x = t ^ ((std::process::id() as u64) << 32) ^ (&b as *const _ as u64);
-        for byte in b.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *byte = x as u8;
-        }
-    }
-    b
-}
+/// Random bytes from the kernel (one source for every id and key).
+pub use pnfs_protocol::seal::random_bytes;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
