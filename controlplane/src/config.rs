@@ -2,7 +2,7 @@
 //! the server enforces is here, with its default.
 
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,8 +278,8 @@ impl MdsConfig {
         if self.stripe_unit == 0 || !self.stripe_unit.is_multiple_of(64) {
             return Err("mds.stripe_unit: must be a nonzero multiple of 64 bytes".into());
         }
-        if self.stripe_count > crate::pnfs::MAX_DATA_SERVERS as u32 {
-            return Err(format!("mds.stripe_count: at most {} (0 = all live data servers)", crate::pnfs::MAX_DATA_SERVERS));
+        if self.stripe_count > pnfs_protocol::mds_ds::MAX_DATA_SERVERS as u32 {
+            return Err(format!("mds.stripe_count: at most {} (0 = all live data servers)", pnfs_protocol::mds_ds::MAX_DATA_SERVERS));
         }
         if self.ds_dead_after_ms < 1000 {
             return Err("mds.ds_dead_after_ms: must be at least 1000".into());
@@ -295,11 +295,11 @@ impl MdsConfig {
                 return Err(format!("mds.exports[{i}].path: must be an absolute path without . or .. ({:?})", e.path));
             }
             for c in &e.clients {
-                crate::export::parse_client_pattern(c)
+                parse_client_pattern(c)
                     .map_err(|why| format!("mds.exports[{i}].clients: {why}"))?;
             }
             if let Some(su) = e.stripe_unit {
-                crate::pnfs::check_stripe_unit(su).map_err(|why| format!("mds.exports[{i}].stripe_unit: {why}"))?;
+                check_stripe_unit(su).map_err(|why| format!("mds.exports[{i}].stripe_unit: {why}"))?;
             }
         }
         Ok(())
@@ -318,4 +318,28 @@ impl MdsConfig {
     pub fn grace(&self) -> u32 {
         self.grace_seconds.unwrap_or(self.lease_seconds)
     }
+}
+
+/// A stripe unit the Linux files layout driver accepts (multiple of 64,
+/// not zero) and that our 1 MiB-oriented buffers handle.
+pub fn check_stripe_unit(su: u32) -> Result<(), String> {
+    if su == 0 || su % 64 != 0 || su > 64 << 20 {
+        return Err(format!("{su} must be a non-zero multiple of 64 up to 64 MiB"));
+    }
+    Ok(())
+}
+
+/// An export's client pattern: an IP address or a CIDR block (`10.0.2.0/24`).
+pub fn parse_client_pattern(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        Some(b) => b.parse::<u8>().ok().filter(|b| *b <= max).ok_or(format!("{s:?} has a bad prefix length"))?,
+        None => max,
+    };
+    Ok((ip, bits))
 }

@@ -1,7 +1,7 @@
 //! Exports: which subtree a client may reach, read-only or not, and how its
 //! credentials map (root squash).
 
-use crate::config::ExportConfig;
+use crate::config::{parse_client_pattern, ExportConfig};
 use pnfs_protocol::rpc::Credential;
 use std::net::IpAddr;
 
@@ -32,20 +32,6 @@ impl Caller {
     pub fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.gids.contains(&gid)
     }
-}
-
-pub fn parse_client_pattern(s: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, bits) = match s.split_once('/') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    let ip: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let bits = match bits {
-        Some(b) => b.parse::<u8>().ok().filter(|b| *b <= max).ok_or(format!("{s:?} has a bad prefix length"))?,
-        None => max,
-    };
-    Ok((ip, bits))
 }
 
 fn matches(net: &(IpAddr, u8), ip: &IpAddr) -> bool {

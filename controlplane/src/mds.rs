@@ -7,7 +7,7 @@ use crate::datastore::{DataStore, LocalFileStore};
 use crate::export::{Caller, Export};
 use crate::fh::FileHandle;
 use crate::namespace::{Inode, Namespace, NewObject, NfsResult, SetAttrs, ROOT_INO};
-use crate::pnfs::{striped::StripedStore, Pnfs};
+use crate::pnfs::{striped::StripedStore, Pnfs, PnfsConfig};
 use crate::state::{StateKind, StateTable};
 use pnfs_kv::{KvStore, RedbStore};
 use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
@@ -119,7 +119,8 @@ impl Mds {
         if !reclaimable.is_empty() {
             log::info!("{} client(s) may reclaim state; grace period {} s", reclaimable.len(), cfg.grace());
         }
-        let pnfs = if cfg.pnfs_enabled() { Some(Pnfs::new(&cfg, ns.store().clone(), boots, cluster_key.clone())?) } else { None };
+        let pcfg = PnfsConfig { stripe_unit: cfg.stripe_unit, stripe_count: cfg.stripe_count, dead_after: Duration::from_millis(cfg.ds_dead_after_ms) };
+        let pnfs = if cfg.pnfs_enabled() { Some(Pnfs::new(pcfg, ns.store().clone(), boots, cluster_key.clone())?) } else { None };
         let data: Arc<dyn DataStore> = match &pnfs {
             Some(p) => Arc::new(StripedStore::new(data, p.clone())),
             None => data,

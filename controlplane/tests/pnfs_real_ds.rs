@@ -7,7 +7,7 @@
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
 use pnfs_client::Client;
-use pnfs_mds::pnfs::parse_uaddr;
+use pnfs_client::pnfs_protocol::mds_ds::uaddr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -91,7 +91,7 @@ fn client_writes_stripes_to_real_data_servers() {
     let ds_addrs: Vec<SocketAddr> = dev
         .nflda_multipath_ds_list
         .iter()
-        .map(|l| parse_uaddr(&String::from_utf8(l[0].na_r_addr.to_vec()).unwrap()).unwrap())
+        .map(|l| uaddr::parse(&String::from_utf8(l[0].na_r_addr.to_vec()).unwrap()).unwrap())
         .collect();
     // The same client owner as with the MDS: the DS checks the stateid is ours.
     let mut ds_clients: Vec<Client> = ds_addrs.iter().map(|a| Client::connect_as(a, &c).unwrap()).collect();

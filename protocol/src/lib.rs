@@ -6,7 +6,7 @@
 
 pub mod conn_limits;
 pub mod control_auth;
-pub mod ds_handle;
+pub mod mds_ds;
 pub mod record;
 pub mod rpc;
 pub mod seal;
@@ -22,4 +22,6 @@ pub mod wire {
     include!(concat!(env!("OUT_DIR"), "/wire.rs"));
 }
 
+/// The DS handle format, also reachable by its old path.
+pub use mds_ds::ds_handle;
 pub use xdr::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode, XdrError};

@@ -2,7 +2,7 @@
 //! (nfsv4_1_file_layout4) and GETDEVICEINFO (nfsv4_1_file_layout_ds_addr4).
 
 use super::StripeSet;
-use pnfs_protocol::ds_handle;
+use pnfs_protocol::mds_ds::ds_handle;
 use pnfs_protocol::seal::TagKey;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode};
@@ -49,7 +49,7 @@ pub fn device_addr_body(lists: &[Vec<(String, String)>]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pnfs::device::{ds_fh, ds_of_deviceid, MAX_DATA_SERVERS};
+    use pnfs_protocol::mds_ds::{deviceid, MAX_DATA_SERVERS};
     use pnfs_protocol::{Decoder, XdrDecode};
 
     #[test]
@@ -63,7 +63,7 @@ mod tests {
         assert_eq!(l.nfl_util & NFL4_UFLG_STRIPE_UNIT_SIZE_MASK, 1 << 20);
         assert_eq!(l.nfl_util & NFL4_UFLG_DENSE, NFL4_UFLG_DENSE);
         assert_eq!(l.nfl_pattern_offset, 0);
-        assert_eq!(ds_handle::open(&key, &l.nfl_fh_list[3]), Some(ds_fh(3, 42, 1)), "sealed DS handles");
-        assert_eq!(ds_of_deviceid(&l.nfl_deviceid).unwrap().len(), MAX_DATA_SERVERS);
+        assert_eq!(ds_handle::open(&key, &l.nfl_fh_list[3]), Some(s.ds_fh(3, 42)), "sealed DS handles");
+        assert_eq!(deviceid::decode(&l.nfl_deviceid).unwrap().len(), MAX_DATA_SERVERS);
     }
 }

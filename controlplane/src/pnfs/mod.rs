@@ -10,7 +10,7 @@
 //! - `stripe`: stripe sets (the dense offset mapping) and placement policies.
 //! - `placement`: choosing data servers for a new file, persisting its
 //!   stripe set (`L` records) and caching it.
-//! - `device`: device IDs, DS filehandles and universal addresses.
+//! - `device`: the device IDs handed out and their data servers' addresses.
 //! - `layout`: the files-layout bodies of LAYOUTGET and GETDEVICEINFO.
 //! - `objects`: control calls on one data server's objects.
 //! - `stateids`: the stateids pushed to data servers (tight coupling,
@@ -36,12 +36,12 @@ pub mod stateids;
 pub mod stripe;
 pub mod striped;
 
-pub use device::{deviceid_of, ds_fh, ds_of_deviceid, parse_uaddr, uaddr, DS_FH_LEN, MAX_DATA_SERVERS};
+pub use pnfs_protocol::mds_ds::MAX_DATA_SERVERS;
 pub use layout::{device_addr_body, MAX_LAYOUT_BODY};
 pub use placement::PlaceError;
-pub use stripe::{check_stripe_unit, Piece, Policy, StripeSet};
+pub use crate::config::check_stripe_unit;
+pub use stripe::{Piece, Policy, StripeSet};
 
-use crate::config::MdsConfig;
 use crate::namespace::Namespace;
 use crate::state::StateOther;
 use client::CtlClient;
@@ -59,6 +59,8 @@ use std::time::Duration;
 
 const MAX_TXN_RETRIES: u32 = 16;
 
+/// The MDS configuration's pNFS keys (`mds.stripe_unit`, `mds.stripe_count`,
+/// `mds.ds_dead_after_ms`).
 #[derive(Debug, Clone, Copy)]
 pub struct PnfsConfig {
     pub stripe_unit: u32,
@@ -109,12 +111,7 @@ impl Pnfs {
         &self.ds_fh_key
     }
 
-    pub fn new(cfg: &MdsConfig, store: Arc<dyn KvStore>, epoch: u64, cluster_key: ClusterKey) -> Result<Arc<Pnfs>, String> {
-        let pcfg = PnfsConfig {
-            stripe_unit: cfg.stripe_unit,
-            stripe_count: cfg.stripe_count,
-            dead_after: Duration::from_millis(cfg.ds_dead_after_ms),
-        };
+    pub fn new(pcfg: PnfsConfig, store: Arc<dyn KvStore>, epoch: u64, cluster_key: ClusterKey) -> Result<Arc<Pnfs>, String> {
         let registry = Registry::load(store.clone(), pcfg.dead_after, epoch).map_err(|e| format!("metadata store: {e}"))?;
         let devices = transact(&*store, MAX_TXN_RETRIES, |t| t.scan_prefix(b"V", usize::MAX))
             .map_err(|e: KvError| format!("metadata store: {e}"))?

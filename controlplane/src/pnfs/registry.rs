@@ -16,6 +16,7 @@
 use super::{Pnfs, MAX_DATA_SERVERS};
 use pnfs_kv::{key::u64_be, transact, KvError, KvStore};
 use pnfs_protocol::control_auth::{now_ms, CallChecker, Verified};
+use pnfs_protocol::mds_ds::uaddr;
 use pnfs_protocol::record::{record_header, RecordReader};
 use pnfs_protocol::rpc::{self, AcceptStat, Message};
 use pnfs_protocol::wire::*;
@@ -130,8 +131,8 @@ impl Registry {
             else {
                 return Err(RegisterError::Invalid("client address is not UTF-8".into()));
             };
-            if netid.starts_with("tcp") && super::parse_uaddr(&addr).is_none() {
-                return Err(RegisterError::Invalid(format!("{netid} address {addr:?} is not a universal address")));
+            if netid.starts_with("tcp") {
+                uaddr::parse_netaddr(&netid, &addr).map_err(|e| RegisterError::Invalid(format!("{netid} address {addr:?}: {e}")))?;
             }
             addrs.push((netid, addr));
         }

@@ -1,8 +1,10 @@
 //! Stripe sets: how one file's bytes map onto objects on data servers
 //! (RFC 8881 13.4: dense packing, first stripe index), their persisted
-//! form, and the placement policy of new files.
+//! form, and the placement policy of new files (its stripe unit is checked
+//! by `config::check_stripe_unit`).
 
-use super::device::{deviceid_of, ds_fh, DS_FH_LEN, MAX_DATA_SERVERS};
+use pnfs_protocol::mds_ds::ds_handle::{Identity, IDENTITY_LEN};
+use pnfs_protocol::mds_ds::{deviceid, MAX_DATA_SERVERS};
 use pnfs_protocol::wire::deviceid4;
 use pnfs_protocol::{Decoder, Encoder};
 
@@ -86,11 +88,12 @@ impl StripeSet {
     }
 
     pub fn deviceid(&self) -> deviceid4 {
-        deviceid_of(&self.ds)
+        deviceid::encode(&self.ds).expect("stripe sets hold DS indices below MAX_DATA_SERVERS")
     }
 
-    pub fn ds_fh(&self, j: u32, ino: u64) -> [u8; DS_FH_LEN] {
-        ds_fh(j as u8, ino, self.generation)
+    /// The identity of stripe object `j` (the bare DS filehandle).
+    pub fn ds_fh(&self, j: u32, ino: u64) -> [u8; IDENTITY_LEN] {
+        Identity { stripe: j as u8, ino, generation: self.generation }.to_bytes()
     }
 
     pub(super) fn encode(&self) -> Vec<u8> {
@@ -110,7 +113,8 @@ impl StripeSet {
         let generation = d.get_u32().ok()?;
         let n = d.get_count(MAX_DATA_SERVERS as u32).ok()?;
         let ds = (0..n).map(|_| d.get_u32()).collect::<Result<Vec<_>, _>>().ok()?;
-        (n > 0 && stripe_unit > 0 && first < n as u32).then_some(StripeSet { stripe_unit, first, generation, ds })
+        let indices_ok = ds.iter().all(|d| (*d as usize) < MAX_DATA_SERVERS);
+        (n > 0 && stripe_unit > 0 && first < n as u32 && indices_ok).then_some(StripeSet { stripe_unit, first, generation, ds })
     }
 }
 
@@ -119,15 +123,6 @@ impl StripeSet {
 pub struct Policy {
     pub stripe_count: u32,
     pub stripe_unit: u32,
-}
-
-/// A stripe unit the Linux files layout driver accepts (multiple of 64,
-/// not zero) and that our 1 MiB-oriented buffers handle.
-pub fn check_stripe_unit(su: u32) -> Result<(), String> {
-    if su == 0 || su % 64 != 0 || su > 64 << 20 {
-        return Err(format!("{su} must be a non-zero multiple of 64 up to 64 MiB"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -183,5 +178,10 @@ mod tests {
         let s = set(4, 3, 1 << 20);
         assert_eq!(StripeSet::decode(&s.encode()), Some(s));
         assert_eq!(StripeSet::decode(&[0; 12]), None, "no data servers");
+        let mut bad = set(1, 0, 64);
+        bad.ds = vec![MAX_DATA_SERVERS as u32];
+        assert_eq!(StripeSet::decode(&bad.encode()), None, "DS index out of range");
+        let fh = set(4, 3, 64).ds_fh(2, 0x0102030405060708);
+        assert_eq!(fh, [b'D', 1, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 1]);
     }
 }
