@@ -50,9 +50,10 @@
 //! never touch it. A reactor that has ended (shutdown) is skipped.
 
 use crate::fh::DsFh;
-use crate::state::{lock, Allowed, AllowedTable, StateOther};
+use crate::state::{Allowed, AllowedTable, StateOther};
 use crate::storage::{Engine, Object, ObjectStore};
 use crossbeam_queue::ArrayQueue;
+use pnfs_protocol::sync::lock;
 use pnfs_protocol::wire::{nfsstat4, stateid4};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

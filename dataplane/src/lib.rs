@@ -114,6 +114,7 @@ pub use ds::Ds;
 pub use fh::DsFh;
 pub use stats::{DsStats, DsStatsSnapshot};
 
+use pnfs_protocol::sync::lock;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -134,13 +135,13 @@ impl Stop {
     }
 
     pub fn stop(&self) {
-        *state::lock(&self.flag) = true;
+        *lock(&self.flag) = true;
         self.cv.notify_all();
         self.tx.send_replace(true);
     }
 
     pub fn is_stopped(&self) -> bool {
-        *state::lock(&self.flag)
+        *lock(&self.flag)
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -150,7 +151,7 @@ impl Stop {
     /// Sleeps up to `d`; true when stopped meanwhile.
     pub fn sleep(&self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
-        let mut g = state::lock(&self.flag);
+        let mut g = lock(&self.flag);
         while !*g {
             let now = Instant::now();
             if now >= deadline {

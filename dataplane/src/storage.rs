@@ -50,11 +50,11 @@
 
 use crate::config::IO_ALIGN;
 use crate::fh::DsFh;
-use crate::state::lock;
 use crate::stats::{bump, DsStats};
 use crate::volume::{Commit, VolObj, Volume, VolumeOptions};
 pub use crate::volume::ObjStat;
 use io_uring::{opcode, types, IoUring};
+use pnfs_protocol::sync::lock;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};

@@ -90,8 +90,8 @@
 
 use crate::config::IO_ALIGN;
 use crate::fh::{DsFh, FH_LEN};
-use crate::state::lock;
 use crate::stats::{bump, DsStats};
+use pnfs_protocol::sync::{self, lock};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -363,7 +363,7 @@ impl VolObj {
 
     /// Shared I/O access; ESTALE once removed.
     pub(crate) fn begin_io(&self) -> io::Result<RwLockReadGuard<'_, ()>> {
-        let g = self.io.read().unwrap_or_else(|p| p.into_inner());
+        let g = sync::read(&self.io);
         if self.removed.load(Ordering::SeqCst) {
             return Err(errno(libc::ESTALE));
         }
@@ -885,7 +885,7 @@ impl Volume {
     /// reusable once the removal is durable.
     pub fn remove(&self, fh: &DsFh) -> io::Result<bool> {
         let Some(vo) = self.lookup(fh) else { return Ok(false) };
-        let _w = vo.io.write().unwrap_or_else(|p| p.into_inner());
+        let _w = sync::write(&vo.io);
         if vo.removed.load(Ordering::SeqCst) {
             return Ok(false);
         }
@@ -911,7 +911,7 @@ impl Volume {
         if size > self.geo.max_object_bytes() {
             return Err(errno(libc::EFBIG));
         }
-        let _w = vo.io.write().unwrap_or_else(|p| p.into_inner());
+        let _w = sync::write(&vo.io);
         if vo.removed.load(Ordering::SeqCst) {
             return Err(errno(libc::ESTALE));
         }
@@ -1257,7 +1257,7 @@ impl Volume {
         let objs: Vec<Arc<VolObj>> = lock(&self.index).by_fh.values().cloned().collect();
         self.flush()?;
         for vo in objs {
-            let _r = vo.io.read().unwrap_or_else(|p| p.into_inner());
+            let _r = sync::read(&vo.io);
             if vo.removed.load(Ordering::SeqCst) || !vo.meta_dirty.load(Ordering::SeqCst) {
                 continue;
             }
