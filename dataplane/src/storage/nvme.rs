@@ -27,7 +27,7 @@
 //! page cache, so in this mode the buffered descriptor is opened with
 //! readahead off (POSIX_FADV_RANDOM) and every buffered data I/O drops the
 //! cached pages of its range before, and writes them back and drops them
-//! after ([`crate::volume::Volume::buffered_data_io`]): outside a buffered
+//! after ([`crate::storage::volume::Volume::buffered_data_io`]): outside a buffered
 //! op the page cache holds no data pages that could go stale. When the
 //! passthrough ring cannot be set up, or a probe read of LBA 0 through it
 //! fails at attach, the reactor logs why (once) and uses O_DIRECT.

@@ -1,6 +1,6 @@
 //! Object storage: one file per DS filehandle under `<data_dir>/objects`
 //! (`ds.backing = "files"`) or every object on one volume, a block device
-//! or big file (`ds.backing = "volume"`, [`crate::volume`]); the
+//! or big file (`ds.backing = "volume"`, [`crate::storage::volume`]); the
 //! per-reactor aligned buffer pool, and the per-reactor I/O engine.
 //!
 //! READ/WRITE/COMMIT ([`Engine`]) and the control program
@@ -10,9 +10,9 @@
 //! files backend; the volume backend has one buffered and one O_DIRECT
 //! descriptor for the whole volume (the latter registered once in each
 //! reactor's file table by [`Engine::attach_volume`]) and maps object
-//! ranges to extents ([`crate::volume::Volume::map_range`]); with
+//! ranges to extents ([`crate::storage::volume::Volume::map_range`]); with
 //! `ds.volume_passthrough` each engine also has an NVMe passthrough ring
-//! for the volume's aligned data I/O and flushes ([`crate::nvme`]).
+//! for the volume's aligned data I/O and flushes ([`crate::storage::nvme`]).
 //!
 //! [`ObjectStore`] is the object directory: it opens, creates and removes
 //! objects, and knows (weakly) the live object of each handle, so every
@@ -22,7 +22,7 @@
 //! without a syscall, and one on a dirty object issues a single fdatasync
 //! covering every write acknowledged before it. Each reactor keeps its own cache of open
 //! objects ([`crate::bus::Replica`]), which the control program keeps right
-//! through the control updates (a created object is handed to every
+//! through the bus updates (a created object is handed to every
 //! reactor, a removed one dropped by every reactor before OBJ_REMOVE is
 //! answered); the control program's own proxy I/O opens the buffered
 //! descriptor per call. An open object has a buffered descriptor and,
@@ -36,8 +36,8 @@
 //! [`Engine`] belongs to one reactor thread (it is not `Send`): an io_uring
 //! with the reactor's pool buffers registered (fixed buffers), used with
 //! submit-and-wait per request by WRITE, COMMIT and the synchronous READ
-//! path, and by [`crate::aio`] for READs kept in flight (completions that
-//! a submit-and-wait reaps for those are kept for [`crate::aio`] in
+//! path, and by [`crate::storage::aio`] for READs kept in flight (completions that
+//! a submit-and-wait reaps for those are kept for [`crate::storage::aio`] in
 //! `foreign`), and a sparse registered-file table
 //! (`ds.fixed_files_per_reactor` slots): the reactor's open-object cache
 //! installs an object's descriptors when it takes the object in and removes
@@ -48,11 +48,15 @@
 //! registration is refused (Linux < 5.19) or the table is full, to plain
 //! descriptors. Each fallback is logged once per process.
 
+pub mod aio;
+pub mod nvme;
+pub mod volume;
+
 use crate::config::IO_ALIGN;
 use crate::fh::DsFh;
 use crate::stats::{bump, DsStats};
-use crate::volume::{Commit, VolObj, Volume, VolumeOptions};
-pub use crate::volume::ObjStat;
+use crate::storage::volume::{Commit, VolObj, Volume, VolumeOptions};
+pub use crate::storage::volume::ObjStat;
 use io_uring::{opcode, types, IoUring};
 use pnfs_protocol::sync::lock;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -73,7 +77,7 @@ use std::sync::{Arc, Mutex, Weak};
 const RING_ENTRIES: u32 = 64;
 
 /// `user_data` of the engine's own submit-and-wait entries; any other value
-/// belongs to the asynchronous reads of [`crate::aio`].
+/// belongs to the asynchronous reads of [`crate::storage::aio`].
 pub(crate) const SYNC_TAG: u64 = u64::MAX;
 
 static LOGGED_NO_DIRECT: AtomicBool = AtomicBool::new(false);
@@ -82,7 +86,7 @@ static LOGGED_NO_REGISTER: AtomicBool = AtomicBool::new(false);
 static LOGGED_NO_FIXED_FILES: AtomicBool = AtomicBool::new(false);
 static LOGGED_NO_PASSTHROUGH: AtomicBool = AtomicBool::new(false);
 
-/// A reactor's NVMe passthrough ring ([`crate::nvme`]): 128-byte SQEs and
+/// A reactor's NVMe passthrough ring ([`crate::storage::nvme`]): 128-byte SQEs and
 /// 32-byte CQEs, the pool buffers registered, the generic device in fixed
 /// file slot 0 (or its descriptor when file registration is refused).
 struct PtRing {
@@ -179,7 +183,7 @@ impl Object {
     }
 
     /// The files backend's descriptors (buffered, O_DIRECT when there is
-    /// one), for [`crate::aio`]; None for a volume object.
+    /// one), for [`crate::storage::aio`]; None for a volume object.
     pub(crate) fn files(&self) -> Option<(&File, Option<&File>)> {
         match &self.backing {
             Backing::File { file, direct } => Some((file, direct.as_ref())),
@@ -643,7 +647,7 @@ pub struct Engine {
     ring: Option<RefCell<IoUring>>,
     registered: bool,
     /// Completions of asynchronous reads reaped by [`Engine::submit`]
-    /// while it waited for its own: (user_data, result), for [`crate::aio`].
+    /// while it waited for its own: (user_data, result), for [`crate::storage::aio`].
     /// Bounded by the reads in flight (each has one entry at a time).
     foreign: RefCell<Vec<(u64, i32)>>,
     /// Sparse registered-file table, when enabled and supported.
@@ -663,7 +667,7 @@ impl Engine {
 
     /// As [`Engine::new`] with a ring of `entries` submission entries
     /// (rounded up to a power of two by the kernel; the completion queue is
-    /// twice that), for [`crate::aio`]'s in-flight limit.
+    /// twice that), for [`crate::storage::aio`]'s in-flight limit.
     pub fn with_ring_entries(pool: BufPool, stats: Arc<DsStats>, use_uring: bool, entries: u32) -> Engine {
         let entries = entries.clamp(RING_ENTRIES, 32768);
         let ring = if use_uring {
@@ -743,12 +747,12 @@ impl Engine {
     }
 
     fn pt_rw(&self, pt: &PtRing, write: bool, ptr: *mut u8, len: usize, dev_off: u64, buf_idx: Option<u16>) -> io::Result<()> {
-        let (op, what) = if write { (crate::nvme::OP_WRITE, "write") } else { (crate::nvme::OP_READ, "read") };
+        let (op, what) = if write { (crate::storage::nvme::OP_WRITE, "write") } else { (crate::storage::nvme::OP_READ, "read") };
         let mut done = 0usize;
         while done < len {
             let n = (len - done).min(pt.max_bytes as usize);
             let addr = ptr as u64 + done as u64;
-            let cmd = crate::nvme::encode_rw(op, pt.nsid, pt.lba_shift, dev_off + done as u64, addr, n as u32)
+            let cmd = crate::storage::nvme::encode_rw(op, pt.nsid, pt.lba_shift, dev_off + done as u64, addr, n as u32)
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
             self.pt_submit(pt, cmd, buf_idx, what)?;
             done += n;
@@ -759,9 +763,9 @@ impl Engine {
     /// Submits one NVMe command and waits for it.
     fn pt_submit(&self, pt: &PtRing, cmd: [u8; 80], buf_idx: Option<u16>, what: &str) -> io::Result<()> {
         let mut e = if pt.fixed_file {
-            opcode::UringCmd80::new(types::Fixed(0), crate::nvme::NVME_URING_CMD_IO)
+            opcode::UringCmd80::new(types::Fixed(0), crate::storage::nvme::NVME_URING_CMD_IO)
         } else {
-            opcode::UringCmd80::new(types::Fd(pt.fd), crate::nvme::NVME_URING_CMD_IO)
+            opcode::UringCmd80::new(types::Fd(pt.fd), crate::storage::nvme::NVME_URING_CMD_IO)
         }
         .cmd(cmd);
         if let Some(i) = buf_idx.filter(|_| pt.registered) {
@@ -787,7 +791,7 @@ impl Engine {
             if let Some(cqe) = unsafe { ring.completion_shared() }.next() {
                 bump(&self.stats.uring_ops, 1);
                 bump(&self.stats.passthrough_ops, 1);
-                return crate::nvme::completion_result(cqe.result(), what);
+                return crate::storage::nvme::completion_result(cqe.result(), what);
             }
         }
     }
@@ -824,12 +828,12 @@ impl Engine {
         }
     }
 
-    /// The ring, for [`crate::aio`].
+    /// The ring, for [`crate::storage::aio`].
     pub(crate) fn ring(&self) -> Option<&RefCell<IoUring>> {
         self.ring.as_ref()
     }
 
-    /// Completions [`Engine::submit`] reaped for [`crate::aio`], moved into `out`.
+    /// Completions [`Engine::submit`] reaped for [`crate::storage::aio`], moved into `out`.
     pub(crate) fn take_foreign(&self, out: &mut Vec<(u64, i32)>) {
         out.append(&mut self.foreign.borrow_mut());
     }
@@ -838,7 +842,7 @@ impl Engine {
         &self.stats
     }
 
-    /// Sends entries prepared by [`crate::aio`] to the kernel; must come
+    /// Sends entries prepared by [`crate::storage::aio`] to the kernel; must come
     /// before a registered-file slot changes, since a prepared entry names
     /// its slot by number and the kernel resolves it at submission.
     fn flush_prepared(&self) {
@@ -915,14 +919,14 @@ impl Engine {
             Backing::File { file, .. } => file,
             Backing::Volume { vol, vo } => {
                 // The volume's own generations decide (one flush covers
-                // every object); see crate::volume.
+                // every object); see crate::storage::volume.
                 let out = vol.commit(vo, &mut || {
                     bump(&self.stats.fdatasyncs, 1);
                     // With passthrough, buffered data writes are written
                     // back before they return (Volume::buffered_data_io):
                     // an NVMe Flush of the device's cache covers them all.
                     match self.pt.borrow().as_ref() {
-                        Some(pt) => self.pt_submit(pt, crate::nvme::encode_flush(pt.nsid), None, "flush"),
+                        Some(pt) => self.pt_submit(pt, crate::storage::nvme::encode_flush(pt.nsid), None, "flush"),
                         None => self.fdatasync(vol.flush_file()),
                     }
                 })?;
