@@ -1,13 +1,15 @@
-//! The control bus: how control-plane updates reach the reactors.
+//! The update bus: how what the MDS link ([`crate::mds_link`]) is told
+//! reaches the reactors. (Internal to the DS: not the MDS <-> DS control
+//! protocol, not the MDS crate.)
 //!
 //! The per-I/O state a reactor consults on every READ/WRITE/PUTFH - the
 //! stateids the MDS allowed and the open objects - is owned by each reactor
 //! as a [`Replica`]: plain maps behind a `RefCell`, touched by that reactor
-//! thread only, no lock. The control plane (the control program's calls,
+//! thread only, no lock. The MDS link (the control program's calls,
 //! the registration thread) changes it only by [`Bus::publish`]ing an
 //! [`Update`]; the bus gives it a sequence number and pushes it onto every
 //! reactor's bounded lock-free queue (`crossbeam_queue::ArrayQueue`, one
-//! per reactor, [`QUEUE_CAPACITY`] entries). The control plane also keeps
+//! per reactor, [`QUEUE_CAPACITY`] entries). The MDS link also keeps
 //! the authoritative [`AllowedTable`] (it decides CTL_NOSPC); since every
 //! replica applies the same updates in the same order from the same empty
 //! start, they stay identical to it, which [`Replica::sync`] asserts
@@ -25,13 +27,13 @@
 //! (a reactor runs a request to completion before it drains its queue).
 //!
 //! A reactor applies its queue ([`Replica::sync`]) before executing every
-//! COMPOUND and whenever the control plane wakes it (a `tokio::sync::Notify`
+//! COMPOUND and whenever the MDS link wakes it (a `tokio::sync::Notify`
 //! per reactor, served by [`Replica::serve`] on the reactor's runtime), so
 //! an idle reactor acknowledges within a wake-up. Publishers wait by parking
 //! their own thread; a reactor that applied something unparks the threads
 //! registered in a small lock-free queue of waiters (register, then re-check,
 //! with a SeqCst fence on both sides, so no wake-up is lost; a short park
-//! timeout is the safety net). A reactor never waits for the control plane:
+//! timeout is the safety net). A reactor never waits for the MDS link:
 //! it only pops queues and unparks threads.
 //!
 //! # Bounds
@@ -50,9 +52,10 @@
 //! never touch it. A reactor that has ended (shutdown) is skipped.
 
 use crate::fh::DsFh;
-use crate::state::{lock, Allowed, AllowedTable, StateOther};
+use crate::state::{Allowed, AllowedTable, StateOther};
 use crate::storage::{Engine, Object, ObjectStore};
 use crossbeam_queue::ArrayQueue;
+use pnfs_protocol::sync::lock;
 use pnfs_protocol::wire::{nfsstat4, stateid4};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -79,7 +82,7 @@ const MAX_WAITERS: usize = 64;
 /// missed, and the poll period of one that could not register.
 const MAX_PARK: Duration = Duration::from_millis(5);
 
-/// A change to reactor-owned state, made by the control plane.
+/// A change to reactor-owned state, made by the MDS link.
 #[derive(Debug, Clone)]
 pub enum Update {
     /// CTL_PROC_STATEID_ALLOW (its `gen` is set to the sequence number).
@@ -111,7 +114,7 @@ impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             PublishError::Refused => "allowed-stateid table full",
-            PublishError::QueueFull => "a reactor's control queue stayed full",
+            PublishError::QueueFull => "a reactor's update queue stayed full",
             PublishError::NotApplied => "a reactor did not apply the update in time",
         })
     }
@@ -157,7 +160,7 @@ impl Shared {
         }
     }
 
-    /// Parks the calling (control-plane) thread until `done()` or `deadline`.
+    /// Parks the calling (MDS-link) thread until `done()` or `deadline`.
     fn wait_until(&self, deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
         let me = thread::current();
         loop {
@@ -189,7 +192,7 @@ struct Publisher {
     master: AllowedTable,
 }
 
-/// The control plane's end: see the module documentation.
+/// The MDS link's end: see the module documentation.
 pub struct Bus {
     shared: Arc<Shared>,
     publisher: Mutex<Publisher>,
@@ -233,7 +236,7 @@ impl Bus {
     /// update is published (reactors start before the control program).
     pub fn replica(&self, i: usize) -> Replica {
         let p = lock(&self.publisher);
-        assert_eq!(p.next_seq, FIRST_SEQ, "reactor {i} attached after control updates were published");
+        assert_eq!(p.next_seq, FIRST_SEQ, "reactor {i} attached after bus updates were published");
         let mb = &self.shared.mailboxes[i];
         assert!(!mb.attached.swap(true, Ordering::AcqRel), "reactor {i} attached twice");
         let per_reactor = (OPEN_OBJECTS_TOTAL / self.reactors()).max(OPEN_OBJECTS_MIN);
@@ -297,7 +300,7 @@ impl Bus {
                 }
                 for mb in self.shared.attached() {
                     let pushed = mb.queue.push((seq, u.clone()));
-                    assert!(pushed.is_ok(), "control queue full after room was seen");
+                    assert!(pushed.is_ok(), "update queue full after room was seen");
                     // Wakes the reactor once: later notifies before it runs
                     // only leave the permit set.
                     mb.wake.notify_one();
@@ -325,7 +328,7 @@ impl Bus {
     }
 }
 
-/// One reactor's own copy of the control-plane state (see the module
+/// One reactor's own copy of the MDS-decided state (see the module
 /// documentation). Not `Send`: it lives on its reactor thread.
 pub struct Replica {
     shared: Arc<Shared>,
@@ -378,7 +381,7 @@ impl Replica {
         let mut n = 0;
         while let Some((seq, u)) = mb.queue.pop() {
             let expected = self.applied.get() + 1;
-            assert_eq!(seq, expected, "reactor {}: control update out of order", self.index);
+            assert_eq!(seq, expected, "reactor {}: bus update out of order", self.index);
             self.apply(u);
             self.applied.set(seq);
             n += 1;
@@ -394,7 +397,7 @@ impl Replica {
         match u {
             Update::Allow { other, allowed } => {
                 let ok = self.allowed.borrow_mut().allow(other, allowed);
-                assert!(ok, "reactor {}: an allow the control plane admitted does not fit", self.index);
+                assert!(ok, "reactor {}: an allow the MDS link admitted does not fit", self.index);
             }
             Update::Revoke { other } => drop(self.allowed.borrow_mut().revoke(&other)),
             Update::ForgetBefore { seq } => self.allowed.borrow_mut().forget_before(seq),
@@ -408,7 +411,7 @@ impl Replica {
         }
     }
 
-    /// Applies updates whenever the control plane wakes this reactor; runs
+    /// Applies updates whenever the MDS link wakes this reactor; runs
     /// until its runtime drops it.
     pub async fn serve(self: Rc<Self>) {
         loop {
@@ -506,7 +509,7 @@ mod tests {
         reply: oneshot::Sender<Seen>,
     }
 
-    /// A reactor as in `reactor.rs`: a current-thread runtime serving its
+    /// A reactor as in `transport/reactor.rs`: a current-thread runtime serving its
     /// replica's wake-ups, a busy task that keeps the thread occupied in
     /// short blocking stretches (requests doing I/O), and "requests" that
     /// read the replica.
@@ -718,7 +721,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "attached after control updates were published")]
+    #[should_panic(expected = "attached after bus updates were published")]
     fn late_replica_is_refused() {
         let bus = Bus::with_bounds(2, 4, Duration::from_millis(10));
         let _r = bus.replica(0);

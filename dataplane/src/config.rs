@@ -132,7 +132,7 @@ pub struct DsConfig {
     /// aligned data READ/WRITE and COMMIT flushes go as NVMe commands
     /// through io_uring passthrough on the namespace's generic device
     /// `/dev/ngXnY` (derived from the name); metadata and unaligned I/O
-    /// keep the block device. Needs o_direct. See [`crate::nvme`]. Default false.
+    /// keep the block device. Needs o_direct. See [`crate::storage::nvme`]. Default false.
     #[serde(default)]
     pub volume_passthrough: bool,
 }
@@ -144,7 +144,7 @@ pub enum Backing {
     /// One file per object under `data_dir/objects`.
     #[default]
     Files,
-    /// Extents of one block device or big file ([`crate::volume`]).
+    /// Extents of one block device or big file ([`crate::storage::volume`]).
     Volume,
 }
 
@@ -367,7 +367,7 @@ impl DsConfig {
                 return Err("ds.volume_passthrough: needs o_direct = true".into());
             }
             if let Some(v) = &self.volume {
-                if crate::nvme::generic_device_of(v).is_none() {
+                if crate::storage::nvme::generic_device_of(v).is_none() {
                     return Err(format!(
                         "ds.volume_passthrough: ds.volume {} is not an NVMe namespace block device (/dev/nvmeXnY)",
                         v.display()
@@ -379,9 +379,9 @@ impl DsConfig {
     }
 
     /// The volume backend's options (backing = "volume").
-    pub fn volume_options(&self) -> Result<crate::volume::VolumeOptions, String> {
+    pub fn volume_options(&self) -> Result<crate::storage::volume::VolumeOptions, String> {
         let path = self.volume.clone().ok_or("ds.volume: required with backing = \"volume\"")?;
-        Ok(crate::volume::VolumeOptions {
+        Ok(crate::storage::volume::VolumeOptions {
             path,
             bytes: self.volume_bytes,
             extent_bytes: self.volume_extent_bytes,

@@ -1,6 +1,6 @@
 //! The data server object shared by every reactor and the control program:
-//! configuration, identity, client/session state, object store, the control
-//! bus (the control plane's only way to the reactors' own state), counters.
+//! configuration, identity, client/session state, object store, the update
+//! bus (the MDS link's only way to the reactors' own state), counters.
 
 use crate::bus::Bus;
 use crate::config::{Backing, DsConfig};
@@ -21,7 +21,7 @@ pub struct Ds {
     pub cfg: DsConfig,
     pub state: DsState,
     pub store: ObjectStore,
-    /// Control updates to the reactors (allowed stateids, objects).
+    /// The update bus to the reactors (allowed stateids, objects).
     pub bus: Bus,
     pub stats: Arc<DsStats>,
     /// `pnfs-ds:<id>:<install id>`: server_owner major id and server scope.

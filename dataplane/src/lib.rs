@@ -4,17 +4,27 @@
 //! out, and serves them to NFSv4.1 clients doing pNFS I/O (files layout,
 //! tightly coupled: RFC 8881 chapter 13).
 //!
-//! # Layers
+//! # Layers, one folder (or file) each
 //!
-//! `reactor` (threads, sockets) with `recv` (RPC records in, zero-copy
-//! WRITE data) -> `compound` (session gate and
-//! dispatch table) -> `ops::*` (one file per operation group) -> `ds` (the
-//! shared server object) -> `state` (clients, sessions, the allowed-stateid
-//! table), `bus` (the reactors' own copies of control-plane state and the
-//! queues that update them), `storage` (objects, buffer pools, io_uring),
-//! `aio` (READs kept in flight on the reactor's ring).
-//! `control` is the MDS <-> DS control protocol (server and registration
-//! client); `config` the `[ds]` table; `stats` the counters.
+//! | path | layer |
+//! |---|---|
+//! | `transport/` | [`transport::reactor`] (threads, sockets, reply writers) and [`transport::recv`] (RPC records in, zero-copy WRITE data) |
+//! | `compound.rs`, `ops/` | the NFSv4.1 DS subset: [`compound`] (session gate and dispatch table), [`ops`] (one file per operation group) |
+//! | `state.rs` | NFS session state: clients, sessions, the allowed-stateid table |
+//! | `mds_link/` | the DS's end of the MDS <-> DS control protocol: the control program the MDS calls, registration and heartbeats |
+//! | `bus.rs` | the update bus: how what the MDS link is told reaches every reactor's own copy ([`bus::Replica`]) |
+//! | `storage/` | objects and the engines that move their bytes: the object store, buffer pools, the per-reactor io_uring engine, asynchronous I/O ([`storage::aio`]), the volume backend ([`storage::volume`]), NVMe passthrough |
+//! | `ds.rs`, `config.rs`, `stats.rs`, `fh.rs` | the shared server object, the `[ds]` table, the counters, the DS filehandle |
+//!
+//! A layer uses the ones below it in this order (transport -> NFS ops ->
+//! state, bus -> storage), never one above; `ds.rs` ties them together.
+//!
+//! Three things were all called "control"; here they have a name each.
+//! `controlplane` is the MDS crate. The *control protocol* is the MDS <-> DS
+//! RPC program (`protocol/xdr/control.x`, `CTL_*` calls); the DS's end of it
+//! is the *MDS link* ([`mds_link`]). The *update bus* ([`bus`]) is internal
+//! to the DS: the MDS link publishes [`bus::Update`]s on it and the
+//! reactors apply them.
 //!
 //! # Threads and sharing
 //!
@@ -22,39 +32,39 @@
 //!   to a core from `ds.cores`, each with its own SO_REUSEPORT listener on
 //!   `ds.bind`, a tokio current-thread runtime, its own connections, its own
 //!   aligned buffer pool, its own io_uring and its own copy of the
-//!   control-plane state ([`bus::Replica`]). A COMPOUND runs on the
-//!   reactor that read it. READs are completion-driven ([`aio`]): up to
+//!   MDS-decided state ([`bus::Replica`]). A COMPOUND runs on the
+//!   reactor that read it. READs are completion-driven ([`storage::aio`]): up to
 //!   `ds.max_inflight_io_per_reactor` in flight per ring, the reads of all
 //!   pipelined records a recv() brought in submitted with one
 //!   io_uring_enter, completions reaped in batches on the ring's eventfd
 //!   and their COMPOUNDs finished then (replies may leave out of order).
 //!   WRITE and COMMIT are still submitted and waited for right there.
-//! - One control thread (`ds-control`): the control program server, its
+//! - One MDS-link thread (`ds-control`): the control program server, its
 //!   calls on a small blocking pool, and the lease reaper.
 //! - One registration thread (`ds-register`): registers with the MDS and
 //!   heartbeats, blocking only itself.
 //!
-//! # Control plane -> reactors: queues only
+//! # MDS link -> reactors: the update bus, queues only
 //!
 //! What the MDS decides and every READ/WRITE/PUTFH checks - the stateids
 //! it allowed (STATEID_ALLOW, STATEID_REVOKE, forgetting an old MDS epoch's)
 //! and which objects exist (OBJ_CREATE, OBJ_REMOVE -> STALE) - is owned by
-//! each reactor: plain maps, no lock, no allocation to look up. The control
-//! plane reaches it only through one bounded lock-free queue per reactor
+//! each reactor: plain maps, no lock, no allocation to look up. The MDS
+//! link reaches it only through one bounded lock-free queue per reactor
 //! (`crossbeam_queue::ArrayQueue`): it pushes every update to every
 //! reactor, wakes them, and answers the MDS only once each reactor has
 //! applied it (its applied-sequence counter reached the update's), so a
 //! layout the MDS hands out right after STATEID_ALLOW works on whichever
 //! reactor the client's I/O lands, and after STATEID_REVOKE or OBJ_REMOVE
 //! no reactor has I/O of the old state in flight. Reactors also drain their
-//! queue before every COMPOUND. A reactor never waits for the control
-//! plane; the control plane waits for reactors only boundedly (full queue:
+//! queue before every COMPOUND. A reactor never waits for the MDS link;
+//! the MDS link waits for reactors only boundedly (full queue:
 //! it waits for room, never drops; past the bound the control call fails
 //! with CTL_IO). Details and invariants in [`bus`].
 //!
 //! # Shared state
 //!
-//! Clients and sessions are NFS-session state, not control-plane state:
+//! Clients and sessions are NFS-session state, not MDS-decided state:
 //! clients create them on whatever reactor their connection reached and use
 //! them from every reactor their connections reach, so they stay shared,
 //! behind sharded mutexes ([`state::Shards`], 16 shards picked by key
@@ -67,7 +77,7 @@
 //!
 //! Each object is one file, `<data_dir>/objects/<hex of the 16-byte DS
 //! filehandle>` (format in [`fh`]), or with `ds.backing = "volume"` a set
-//! of extents of one block device or big file ([`volume`]); offsets are
+//! of extents of one block device or big file ([`storage::volume`]); offsets are
 //! object offsets (dense striping). Aligned I/O uses an O_DIRECT descriptor and registered pool
 //! buffers; unaligned I/O, or a file system refusing O_DIRECT (checked once
 //! at start, logged once), uses buffered I/O; a kernel without io_uring
@@ -88,32 +98,34 @@
 //! # Simplified for now
 //!
 //! WRITE and COMMIT I/O blocks its reactor for one request (READs do
-//! not, see [`aio`]); only large
+//! not, see [`storage::aio`]); only large
 //! `SEQUENCE, PUTFH, WRITE` calls get their data received straight into an
-//! aligned pool buffer ([`recv`]), other WRITEs are copied from the record
+//! aligned pool buffer ([`transport::recv`]), other WRITEs are copied from the record
 //! into one for O_DIRECT (1 copy); only IPv4 "tcp" data addresses are registered.
 
-pub mod aio;
 pub mod bus;
 pub mod compound;
 pub mod config;
-pub mod control;
 pub mod ds;
 pub mod fh;
-pub mod nvme;
+pub mod mds_link;
 pub mod ops;
-pub mod reactor;
-pub mod recv;
 pub mod state;
 pub mod stats;
 pub mod storage;
-pub mod volume;
+pub mod transport;
+
+// The paths compound.rs names them by (it is being rewritten with the
+// shared session engine; drop these once it uses the new ones).
+pub(crate) use storage::aio;
+pub(crate) use transport::recv;
 
 pub use config::{Backing, DsConfig, PollMode};
 pub use ds::Ds;
 pub use fh::DsFh;
 pub use stats::{DsStats, DsStatsSnapshot};
 
+use pnfs_protocol::sync::lock;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -134,13 +146,13 @@ impl Stop {
     }
 
     pub fn stop(&self) {
-        *state::lock(&self.flag) = true;
+        *lock(&self.flag) = true;
         self.cv.notify_all();
         self.tx.send_replace(true);
     }
 
     pub fn is_stopped(&self) -> bool {
-        *state::lock(&self.flag)
+        *lock(&self.flag)
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -150,7 +162,7 @@ impl Stop {
     /// Sleeps up to `d`; true when stopped meanwhile.
     pub fn sleep(&self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
-        let mut g = state::lock(&self.flag);
+        let mut g = lock(&self.flag);
         while !*g {
             let now = Instant::now();
             if now >= deadline {
@@ -188,9 +200,9 @@ impl DsHandle {
 
     /// A control connection to this DS as its MDS makes them (the cluster
     /// key, the newest MDS epoch it knows): for tests and tools.
-    pub fn control_client(&self) -> std::io::Result<control::CtlClient> {
+    pub fn control_client(&self) -> std::io::Result<mds_link::CtlClient> {
         let epoch = self.ds.mds_epoch.load(std::sync::atomic::Ordering::Acquire);
-        control::CtlClient::connect(&self.control_addr.to_string(), std::time::Duration::from_secs(2), self.ds.control_keys.clone(), epoch)
+        mds_link::CtlClient::connect(&self.control_addr.to_string(), std::time::Duration::from_secs(2), self.ds.control_keys.clone(), epoch)
     }
 
     pub fn stats(&self) -> DsStatsSnapshot {
@@ -227,7 +239,7 @@ impl DsHandle {
 pub fn run(cfg: DsConfig) -> Result<DsHandle, String> {
     let ds = Ds::open(cfg)?;
     let cfg = &ds.cfg;
-    let listeners = reactor::bind_listeners(cfg.bind, cfg.reactors).map_err(|e| format!("ds.bind {}: {e}", cfg.bind))?;
+    let listeners = transport::reactor::bind_listeners(cfg.bind, cfg.reactors).map_err(|e| format!("ds.bind {}: {e}", cfg.bind))?;
     let nfs_addr = listeners[0].local_addr().map_err(|e| format!("ds.bind: {e}"))?;
     let control = std::net::TcpListener::bind(cfg.control_bind).map_err(|e| format!("ds.control_bind {}: {e}", cfg.control_bind))?;
     let control_addr = control.local_addr().map_err(|e| format!("ds.control_bind: {e}"))?;
@@ -236,10 +248,10 @@ pub fn run(cfg: DsConfig) -> Result<DsHandle, String> {
         None => nfs_addr,
     };
     let stop = Stop::new();
-    let mut threads = reactor::start(ds.clone(), listeners, stop.clone())?;
+    let mut threads = transport::reactor::start(ds.clone(), listeners, stop.clone())?;
     let started = (|| {
-        threads.push(control::start_server(ds.clone(), control, stop.clone())?);
-        let reg = control::Registration { ds: ds.clone(), advertised, control: control_addr };
+        threads.push(mds_link::start_server(ds.clone(), control, stop.clone())?);
+        let reg = mds_link::Registration { ds: ds.clone(), advertised, control: control_addr };
         threads.push(reg.start(stop.clone())?);
         Ok::<(), String>(())
     })();

@@ -41,9 +41,7 @@ pub const MAX_CLIENTS: usize = 16 * 1024;
 /// Sessions per client.
 pub const MAX_SESSIONS_PER_CLIENT: usize = 16;
 
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use pnfs_protocol::sync::lock;
 
 /// A hash map split into independently locked shards.
 pub struct Shards<K, V> {

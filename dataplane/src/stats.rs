@@ -5,7 +5,7 @@
 //! payload, whatever its size. Kernel copies (socket buffers, page cache) are
 //! not counted. Where copies happen today:
 //! - NFS WRITE received zero-copy (a large SEQUENCE, PUTFH, WRITE call; see
-//!   [`crate::recv`]): recv() into an aligned pool buffer, written from it
+//!   [`crate::transport::recv`]): recv() into an aligned pool buffer, written from it
 //!   with O_DIRECT or buffered (0).
 //! - Other NFS WRITEs with O_DIRECT (small records, or the pool was empty at
 //!   receive): record buffer -> aligned pool buffer (1). With buffered I/O

@@ -52,13 +52,13 @@ fn unauthenticated_forged_replayed_and_fenced_control_calls_are_refused() {
 
     // The MDS (epoch 5) creates the object and writes 100 bytes.
     let keys = h.ds().control_keys.clone();
-    let mut mds = pnfs_ds::control::CtlClient::connect(&ctl.to_string(), std::time::Duration::from_secs(2), keys.clone(), 5).unwrap();
+    let mut mds = pnfs_ds::mds_link::CtlClient::connect(&ctl.to_string(), std::time::Duration::from_secs(2), keys.clone(), 5).unwrap();
     let status = |body: Vec<u8>| ctl_res::decode(&mut Decoder::new(&body)).unwrap().cr_status;
     assert_eq!(status(mds.call(PNFSCTL_DS_PROGRAM, CTL_PROC_OBJ_CREATE, &obj).unwrap()), ctl_status::CTL_OK);
     let data = vec![0x5au8; 100];
     let write = ctl_write_args { cwa_fh: Opaque::borrowed(&fh), cwa_offset: 0, cwa_data: Opaque::borrowed(&data), cwa_stable: true };
     assert_eq!(status(mds.call(PNFSCTL_DS_PROGRAM, CTL_PROC_OBJ_WRITE, &write).unwrap()), ctl_status::CTL_OK);
-    let size = |mds: &mut pnfs_ds::control::CtlClient| {
+    let size = |mds: &mut pnfs_ds::mds_link::CtlClient| {
         let b = mds.call(PNFSCTL_DS_PROGRAM, CTL_PROC_OBJ_STAT, &obj).unwrap();
         ctl_stat_res::decode(&mut Decoder::new(&b)).unwrap().csr_size
     };

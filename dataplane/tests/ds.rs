@@ -5,7 +5,7 @@
 use pnfs_client::pnfs_protocol;
 use pnfs_client::net::read_record;
 use pnfs_client::Client;
-use pnfs_ds::control::CtlClient;
+use pnfs_ds::mds_link::CtlClient;
 use pnfs_ds::{DsConfig, DsFh};
 use pnfs_protocol::control_auth::{now_ms, CallChecker, CallSigner, ControlKeys, RecentConnections};
 use pnfs_protocol::record::{record_header, RecordReader};

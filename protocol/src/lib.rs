@@ -11,6 +11,7 @@ pub mod record;
 pub mod rpc;
 pub mod seal;
 pub mod session;
+pub mod sync;
 pub mod xdr;
 
 #[cfg(test)]

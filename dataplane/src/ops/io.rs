@@ -15,8 +15,8 @@
 use crate::compound::{reply, Compound, NfsResult, ReplyBuf};
 use crate::ds::Ds;
 use crate::stats::bump;
-use crate::aio::ReadJob;
-use crate::recv::Detached;
+use crate::storage::aio::ReadJob;
+use crate::transport::recv::Detached;
 use crate::storage::{is_aligned, IoError, Object, PoolBuf};
 use pnfs_protocol::wire::*;
 
@@ -121,7 +121,7 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
         let (fh, obj) = c.object()?;
         c.replica.check_io(&a.stateid, &fh, true, c.owner_tag()?)?;
         if detached.as_ref().is_some_and(|d| d.buf.is_none()) {
-            // Dropped at receive (not admitted then, see crate::recv): the
+            // Dropped at receive (not admitted then, see crate::transport::recv): the
             // client sends it again.
             return Err(nfsstat4::NFS4ERR_DELAY);
         }

@@ -6,7 +6,7 @@
 
 use pnfs_client::pnfs_protocol;
 use pnfs_client::Client;
-use pnfs_ds::control::CtlClient;
+use pnfs_ds::mds_link::CtlClient;
 use pnfs_ds::{DsConfig, DsFh};
 use pnfs_protocol::record::RecordReader;
 use pnfs_protocol::rpc::{self, Message};

@@ -27,15 +27,22 @@
 //! page cache, so in this mode the buffered descriptor is opened with
 //! readahead off (POSIX_FADV_RANDOM) and every buffered data I/O drops the
 //! cached pages of its range before, and writes them back and drops them
-//! after ([`crate::volume::Volume::buffered_data_io`]): outside a buffered
+//! after ([`crate::storage::volume::Volume::buffered_data_io`]): outside a buffered
 //! op the page cache holds no data pages that could go stale. When the
 //! passthrough ring cannot be set up, or a probe read of LBA 0 through it
 //! fails at attach, the reactor logs why (once) and uses O_DIRECT.
 
+use super::engine::{Engine, RING_ENTRIES};
+use super::log_once;
+use super::volume::Volume;
+use crate::config::IO_ALIGN;
+use crate::stats::bump;
+use io_uring::{opcode, types, IoUring};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 /// NVMe I/O command opcodes.
 pub const OP_FLUSH: u8 = 0x00;
@@ -181,6 +188,123 @@ pub fn completion_result(res: i32, what: &str) -> io::Result<()> {
                 );
             }
             Err(io::Error::from_raw_os_error(libc::EIO))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A reactor's passthrough ring, part of its I/O engine, part of its I/O engine.
+
+/// A reactor's NVMe passthrough ring: 128-byte SQEs and
+/// 32-byte CQEs, the pool buffers registered, the generic device in fixed
+/// file slot 0 (or its descriptor when file registration is refused).
+pub(super) struct PtRing {
+    ring: IoUring<io_uring::squeue::Entry128, io_uring::cqueue::Entry32>,
+    registered: bool,
+    fixed_file: bool,
+    fd: RawFd,
+    nsid: u32,
+    lba_shift: u32,
+    max_bytes: u32,
+}
+
+static LOGGED_NO_PASSTHROUGH: AtomicBool = AtomicBool::new(false);
+
+impl Engine {
+
+    /// Sets up the passthrough ring for `vol`'s namespace and probes it
+    /// with a read of the first 4 KiB; None (logged once) when anything
+    /// fails: the reactor then uses O_DIRECT.
+    pub(super) fn setup_passthrough(&self, vol: &Volume) -> Option<PtRing> {
+        let p = vol.passthrough()?;
+        self.ring.as_ref()?;
+        let fail = |what: &str, e: io::Error| {
+            log_once(&LOGGED_NO_PASSTHROUGH, || {
+                format!("NVMe passthrough on {}: {what}: {e}; the volume's data I/O uses O_DIRECT", p.path.display())
+            });
+            None
+        };
+        let ring = match IoUring::<io_uring::squeue::Entry128, io_uring::cqueue::Entry32>::builder().build(RING_ENTRIES) {
+            Ok(r) => r,
+            Err(e) => return fail("io_uring with SQE128|CQE32", e),
+        };
+        // SAFETY: as in new(): the pool outlives the ring (Drop).
+        let registered = unsafe { ring.submitter().register_buffers(&self.pool.iovecs()) }.is_ok();
+        let fd = p.dev.as_raw_fd();
+        let fixed_file = ring.submitter().register_files(&[fd]).is_ok();
+        let pt = PtRing { ring, registered, fixed_file, fd, nsid: p.nsid, lba_shift: p.lba_shift, max_bytes: p.max_bytes };
+        let Some(mut b) = self.pool.take() else { return fail("probe", io::Error::other("no free buffer")) };
+        let idx = b.index();
+        if let Err(e) = self.pt_rw(&pt, false, b.as_mut_slice()[..IO_ALIGN].as_mut_ptr(), IO_ALIGN, 0, Some(idx)) {
+            return fail("probe read of LBA 0", e);
+        }
+        Some(pt)
+    }
+
+    /// Test hook: one passthrough read or write of `buf[..len]` at `dev_off`.
+    #[cfg(test)]
+    pub(crate) fn pt_rw_test(&self, write: bool, buf: &mut super::PoolBuf, len: usize, dev_off: u64) -> io::Result<()> {
+        let pt = self.pt.borrow();
+        let pt = pt.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+        let idx = buf.index();
+        self.pt_rw(pt, write, buf.as_mut_slice().as_mut_ptr(), len, dev_off, Some(idx))
+    }
+
+    /// Reads or writes `len` bytes at device offset `dev_off` to/from
+    /// `ptr` (inside pool buffer `buf_idx`) as NVMe commands of at most
+    /// `max_bytes` each, one at a time. The range must be whole LBAs.
+    pub(super) fn pt_rw(&self, pt: &PtRing, write: bool, ptr: *mut u8, len: usize, dev_off: u64, buf_idx: Option<u16>) -> io::Result<()> {
+        let (op, what) = if write { (OP_WRITE, "write") } else { (OP_READ, "read") };
+        let mut done = 0usize;
+        while done < len {
+            let n = (len - done).min(pt.max_bytes as usize);
+            let addr = ptr as u64 + done as u64;
+            let cmd = encode_rw(op, pt.nsid, pt.lba_shift, dev_off + done as u64, addr, n as u32)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+            self.pt_submit(pt, cmd, buf_idx, what)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// An NVMe Flush of the device's volatile cache (the volume's COMMIT).
+    pub(super) fn pt_flush(&self, pt: &PtRing) -> io::Result<()> {
+        self.pt_submit(pt, encode_flush(pt.nsid), None, "flush")
+    }
+
+    /// Submits one NVMe command and waits for it.
+    fn pt_submit(&self, pt: &PtRing, cmd: [u8; 80], buf_idx: Option<u16>, what: &str) -> io::Result<()> {
+        let mut e = if pt.fixed_file {
+            opcode::UringCmd80::new(types::Fixed(0), NVME_URING_CMD_IO)
+        } else {
+            opcode::UringCmd80::new(types::Fd(pt.fd), NVME_URING_CMD_IO)
+        }
+        .cmd(cmd);
+        if let Some(i) = buf_idx.filter(|_| pt.registered) {
+            e = e.buf_index(Some(i));
+        }
+        let e = e.build().user_data(2);
+        // The ring is only used from this (the reactor's) thread, one
+        // command at a time; a shared borrow of the PtRing suffices.
+        let ring = &pt.ring;
+        // SAFETY: the buffer named in the command stays valid until its
+        // completion is reaped below.
+        unsafe {
+            let mut sq = ring.submission_shared();
+            sq.push(&e).map_err(|_| io::Error::other("submission queue full"))?;
+        }
+        loop {
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+            // SAFETY: only this thread touches the completion queue.
+            if let Some(cqe) = unsafe { ring.completion_shared() }.next() {
+                bump(&self.stats.uring_ops, 1);
+                bump(&self.stats.passthrough_ops, 1);
+                return completion_result(cqe.result(), what);
+            }
         }
     }
 }

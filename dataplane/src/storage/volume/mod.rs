@@ -81,7 +81,7 @@
 //!
 //! NVMe passthrough (`ds.volume_passthrough = true`: io_uring
 //! `IORING_OP_URING_CMD` on the `/dev/ngXnY` character device, NVMe
-//! read/write/flush commands built in the SQE) is in [`crate::nvme`]: the
+//! read/write/flush commands built in the SQE) is in [`crate::storage::nvme`]: the
 //! device offsets [`Volume::map_range`] yields become starting LBAs; the
 //! metadata keeps the block device's descriptors. Objects longer than
 //! 1008 extents (an indirect map), online growth of the volume, and a
@@ -90,8 +90,8 @@
 
 use crate::config::IO_ALIGN;
 use crate::fh::{DsFh, FH_LEN};
-use crate::state::lock;
 use crate::stats::{bump, DsStats};
+use pnfs_protocol::sync::{self, lock};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -271,7 +271,7 @@ pub struct VolumeOptions {
     pub ds_id: String,
     pub o_direct: bool,
     /// Aligned data I/O and flushes as NVMe commands on the namespace's
-    /// generic device ([`crate::nvme`]); needs an NVMe namespace block
+    /// generic device ([`crate::storage::nvme`]); needs an NVMe namespace block
     /// device and O_DIRECT.
     pub passthrough: bool,
 }
@@ -363,7 +363,7 @@ impl VolObj {
 
     /// Shared I/O access; ESTALE once removed.
     pub(crate) fn begin_io(&self) -> io::Result<RwLockReadGuard<'_, ()>> {
-        let g = self.io.read().unwrap_or_else(|p| p.into_inner());
+        let g = sync::read(&self.io);
         if self.removed.load(Ordering::SeqCst) {
             return Err(errno(libc::ESTALE));
         }
@@ -453,7 +453,7 @@ pub struct Volume {
     /// O_DSYNC (and O_DIRECT when possible) descriptor for table entries.
     meta: File,
     /// NVMe passthrough, when enabled.
-    passthrough: Option<crate::nvme::Passthrough>,
+    passthrough: Option<crate::storage::nvme::Passthrough>,
     alloc: Mutex<Alloc>,
     index: Mutex<Index>,
     /// Volume write generations: each data write takes the next one; a
@@ -538,7 +538,7 @@ impl Volume {
             if direct.is_none() {
                 return Err(e("ds.volume_passthrough needs O_DIRECT (ds.o_direct = true, and accepted by the device)".into()));
             }
-            let pt = crate::nvme::Passthrough::open(&o.path).map_err(e)?;
+            let pt = crate::storage::nvme::Passthrough::open(&o.path).map_err(e)?;
             // Passthrough writes do not invalidate the page cache: no
             // readahead into it (see buffered_data_io).
             // SAFETY: plain syscall on our descriptor.
@@ -798,7 +798,7 @@ impl Volume {
     }
 
     /// NVMe passthrough, when enabled.
-    pub fn passthrough(&self) -> Option<&crate::nvme::Passthrough> {
+    pub fn passthrough(&self) -> Option<&crate::storage::nvme::Passthrough> {
         self.passthrough.as_ref()
     }
 
@@ -885,7 +885,7 @@ impl Volume {
     /// reusable once the removal is durable.
     pub fn remove(&self, fh: &DsFh) -> io::Result<bool> {
         let Some(vo) = self.lookup(fh) else { return Ok(false) };
-        let _w = vo.io.write().unwrap_or_else(|p| p.into_inner());
+        let _w = sync::write(&vo.io);
         if vo.removed.load(Ordering::SeqCst) {
             return Ok(false);
         }
@@ -911,7 +911,7 @@ impl Volume {
         if size > self.geo.max_object_bytes() {
             return Err(errno(libc::EFBIG));
         }
-        let _w = vo.io.write().unwrap_or_else(|p| p.into_inner());
+        let _w = sync::write(&vo.io);
         if vo.removed.load(Ordering::SeqCst) {
             return Err(errno(libc::ESTALE));
         }
@@ -1257,7 +1257,7 @@ impl Volume {
         let objs: Vec<Arc<VolObj>> = lock(&self.index).by_fh.values().cloned().collect();
         self.flush()?;
         for vo in objs {
-            let _r = vo.io.read().unwrap_or_else(|p| p.into_inner());
+            let _r = sync::read(&vo.io);
             if vo.removed.load(Ordering::SeqCst) || !vo.meta_dirty.load(Ordering::SeqCst) {
                 continue;
             }

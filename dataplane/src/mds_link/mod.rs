@@ -1,4 +1,8 @@
-//! The MDS <-> DS control protocol (protocol/xdr/control.x), DS side.
+//! The MDS link: the DS's end of the MDS <-> DS control protocol
+//! (protocol/xdr/control.x). Named so because "control" already names the
+//! MDS crate (`controlplane`) and the protocol itself; the DS-internal
+//! queues this module publishes on are the update bus ([`crate::bus`]).
+//!
 //!
 //! - Server: PNFSCTL_DS_PROGRAM version PNFSCTL_VERSION on `ds.control_bind`,
 //!   ONC RPC over TCP with record marking, answered like the MDS answers
@@ -8,7 +12,7 @@
 //!   buffered descriptor, opened per call), so proxy I/O never touches a
 //!   reactor. The same runtime runs the lease reaper for idle DS clients.
 //! - Calls that change what reactors check on every request (OBJ_CREATE,
-//!   OBJ_REMOVE, STATEID_ALLOW, STATEID_REVOKE) are published on the control
+//!   OBJ_REMOVE, STATEID_ALLOW, STATEID_REVOKE) are published on the update
 //!   bus ([`crate::bus`]) and answered only once every reactor has applied
 //!   them; one that cannot be (a reactor stalled past the bus timeout) is
 //!   answered CTL_IO. OBJ_REMOVE unlinks the file before publishing, so no
@@ -277,7 +281,7 @@ fn flatten(r: Result<(), ctl_status>) -> ctl_status {
     r.err().unwrap_or(ctl_status::CTL_OK)
 }
 
-/// Publishes `u` on the control bus; Ok once every reactor applied it.
+/// Publishes `u` on the update bus; Ok once every reactor applied it.
 fn publish(ds: &Ds, what: &str, u: Update) -> Result<(), ctl_status> {
     bump(&ds.stats.control_updates, 1);
     ds.bus.publish(u).map(|_| ()).map_err(|e| {

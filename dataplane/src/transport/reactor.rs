@@ -1,19 +1,19 @@
 //! Reactors: `ds.reactors` threads, each (optionally) pinned to a core,
 //! each with its own SO_REUSEPORT listening socket on the NFS address, a
 //! tokio current-thread runtime, its own connections, buffer pool and
-//! io_uring ([`Engine`]), and its own copy of the control-plane state
+//! io_uring ([`Engine`]), and its own copy of the MDS-decided state
 //! ([`Replica`]: allowed stateids, open objects), kept current from its
-//! control queue (see [`crate::bus`]). The kernel spreads new connections
+//! update-bus queue (see [`crate::bus`]). The kernel spreads new connections
 //! over the listening sockets; a connection never leaves the reactor that
 //! accepted it.
 //!
-//! Records are read by [`crate::recv`]: one recv() takes every pipelined
+//! Records are read by [`crate::transport::recv`]: one recv() takes every pipelined
 //! record the socket has into the connection's receive buffer, a large
 //! WRITE's data goes by recv() straight into a pool buffer. A request is
 //! executed on the reactor thread as soon as its record is complete.
 //!
 //! READs (the last op of their COMPOUND, i.e. every SEQUENCE, PUTFH, READ)
-//! are asynchronous ([`crate::aio`], up to `ds.max_inflight_io_per_reactor`
+//! are asynchronous ([`crate::storage::aio`], up to `ds.max_inflight_io_per_reactor`
 //! per reactor): the COMPOUND stops at the READ with its read prepared on
 //! the ring, and the connection goes on with its next buffered record;
 //! once the receive buffer holds no more records (the reader is about to
@@ -37,9 +37,9 @@
 //!
 //! Replies go to a per-connection writer task that takes every queued
 //! reply at once and writes them with one writev (so socket writes overlap
-//! the next requests). Nothing here ever waits for the control plane: control updates
+//! the next requests). Nothing here ever waits for the MDS link: bus updates
 //! are popped from the reactor's queue before each COMPOUND and when the
-//! control plane wakes the reactor's update task.
+//! MDS link wakes the reactor's update task.
 //!
 //! Waiting (`ds.poll_mode`): park sleeps in epoll whenever there is
 //! nothing to run; busy never sleeps (a poller task keeps the runtime
@@ -65,12 +65,12 @@
 //! closes the connection) and READ/WRITE buffers (the pool; empty =
 //! NFS4ERR_DELAY for READ, the ordinary receive path for WRITE).
 
-use crate::aio::{Aio, ReadDone, ReadJob};
+use crate::storage::aio::{Aio, ReadDone, ReadJob};
 use crate::bus::Replica;
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf, Suspended};
 use crate::ds::Ds;
 use crate::fh::DsFh;
-use crate::recv::{self, ConnReader, Detached, RecordIn};
+use crate::transport::recv::{self, ConnReader, Detached, RecordIn};
 use crate::config::PollMode;
 use crate::stats::{bump, DsStats};
 use crate::storage::{BufPool, Engine};
@@ -647,7 +647,7 @@ async fn before<F: std::future::Future>(mut timer: std::pin::Pin<&mut tokio::tim
 /// Whether a large WRITE may take a pool buffer before its data arrives
 /// ([`recv::read_call`]): its session exists, its handle parses and its
 /// stateid allows writing that object, as SEQUENCE and WRITE will check
-/// (with the control updates applied first, as before a COMPOUND). A
+/// (with the bus updates applied first, as before a COMPOUND). A
 /// refusal only means its data is not kept: the COMPOUND still answers.
 /// The handle is read as PUTFH reads it (`ops::filehandle::putfh`): keep
 /// the two in step, or every real WRITE is refused here and answered DELAY
@@ -810,7 +810,7 @@ enum Handled {
 
 /// One RPC record in, at most one RPC reply out (now, or once its read is
 /// done: `defer_read`, see [`Dispatcher::run`]).
-/// `detached`: the WRITE data of a zero-copy record (see [`crate::recv`]);
+/// `detached`: the WRITE data of a zero-copy record (see [`crate::transport::recv`]);
 /// dropped (back to the pool) whenever the COMPOUND does not use it.
 #[allow(clippy::too_many_arguments)]
 fn handle_record(
