@@ -181,6 +181,8 @@ pub trait Plane {
     fn dispatch(&mut self, op: nfs_opnum4, arg: &nfs_argop4<'_>, rb: &mut Self::Reply) -> OpStep<Self::Job>;
     /// One op's result is final (`op` None: an illegal or missing op).
     fn op_done(&mut self, _op: Option<nfs_opnum4>, _status: nfsstat4) {}
+    /// A copy of the finished reply went into the slot's cache.
+    fn reply_cached(&mut self, _rb: &Self::Reply) {}
 }
 
 /// How a COMPOUND ended.
@@ -376,7 +378,9 @@ pub fn run<P: Plane>(p: &mut P, args: &[u8], rb: &mut P::Reply) -> Outcome<P::Se
         }
     }
     let c = p.state();
-    close(rb, status_at, count_at, status, done, c.session.as_deref(), c.slot, c.cache_this);
+    if close(rb, status_at, count_at, status, done, c.session.as_deref(), c.slot, c.cache_this) {
+        p.reply_cached(rb);
+    }
     Outcome::Done
 }
 
