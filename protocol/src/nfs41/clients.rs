@@ -299,3 +299,136 @@ pub fn check_principal<X>(owner: Option<&ClientRecord<X>>, principal: Principal)
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::nfs41::sessions::Session;
+    use crate::session::{EXCHGID4_FLAG_UPD_CONFIRMED_REC_A, IdMinter};
+    use crate::wire::{client_owner4, state_protect4_a};
+    use std::sync::Arc;
+
+    pub type Sessions = HashMap<SessionId, Arc<Session<()>>>;
+
+    /// Policies of a test plane: busy when it has sessions or `held`
+    /// says so; the purged records are kept to be looked at.
+    #[derive(Default)]
+    pub struct Hooks {
+        pub held: Vec<u64>,
+        pub room: Option<Room>,
+        pub purged: Vec<u64>,
+    }
+
+    impl ClientHooks<()> for Hooks {
+        fn busy(&self, c: &ClientRecord<()>) -> bool {
+            !c.sessions.is_empty() || self.held.contains(&c.clientid)
+        }
+        fn clientid_high(&self, owner: &[u8]) -> u32 {
+            owner.len() as u32
+        }
+        fn new_client(&mut self, _owner: &[u8]) {}
+        fn make_room(&mut self, _t: &ClientTable<()>) -> Room {
+            self.room.take().unwrap_or(Room { purge: vec![], fits: true })
+        }
+        fn purged(&mut self, c: ClientRecord<()>) {
+            self.purged.push(c.clientid);
+        }
+    }
+
+    pub fn args(owner: &[u8], verf: u8, flags: u32) -> EXCHANGE_ID4args<'_> {
+        EXCHANGE_ID4args {
+            eia_clientowner: client_owner4 { co_verifier: [verf; 8], co_ownerid: owner.into() },
+            eia_flags: flags,
+            eia_state_protect: state_protect4_a::SP4_NONE,
+            eia_client_impl_id: vec![],
+        }
+    }
+
+    pub fn table() -> ClientTable<()> {
+        ClientTable::with_minter(IdMinter::with_key([7; 16]))
+    }
+
+    const ME: Principal = Some((1000, 1000));
+    const OTHER: Principal = Some((2000, 2000));
+
+    fn confirm(t: &mut ClientTable<()>, id: u64) {
+        t.get_mut(id).unwrap().confirmed = true;
+    }
+
+    /// RFC 8881 18.35.4's cases, through the table.
+    #[test]
+    fn exchange_id_cases() {
+        let (mut t, mut s, mut h) = (table(), Sessions::new(), Hooks::default());
+        // Case 1, a new owner: a new unconfirmed record; its high half is
+        // the plane's, sequenceid 1.
+        let a = t.exchange_id(&mut s, &mut h, &args(b"host", 1, 0), ME).unwrap();
+        assert_eq!((a.clientid >> 32, a.confirmed, a.sequenceid), (4, false, 1));
+        assert_eq!(t.of_owner(b"host"), &[a.clientid]);
+        // Case 4-like, an unconfirmed record retried: replaced by a new one.
+        let b = t.exchange_id(&mut s, &mut h, &args(b"host", 1, 0), ME).unwrap();
+        assert_ne!(b.clientid, a.clientid);
+        assert!(t.get(a.clientid).is_none());
+        assert_eq!(h.purged, vec![a.clientid]);
+        // Case 2, the same confirmed instance again: the same client ID.
+        confirm(&mut t, b.clientid);
+        let again = t.exchange_id(&mut s, &mut h, &args(b"host", 1, 0), ME).unwrap();
+        assert_eq!((again.clientid, again.confirmed), (b.clientid, true));
+        // Case 5, the client rebooted (new verifier): a new unconfirmed ID
+        // while the confirmed one stays until CREATE_SESSION confirms it.
+        let reboot = t.exchange_id(&mut s, &mut h, &args(b"host", 2, 0), ME).unwrap();
+        assert!(!reboot.confirmed && reboot.clientid != b.clientid);
+        assert!(t.get(b.clientid).is_some());
+        assert_eq!(t.of_owner(b"host").len(), 2);
+        // Case 3, another principal with a confirmed owner: refused while
+        // that client holds state, replaced when it holds none.
+        h.held.push(b.clientid);
+        assert_eq!(t.exchange_id(&mut s, &mut h, &args(b"host", 1, 0), OTHER), Err(nfsstat4::NFS4ERR_CLID_INUSE));
+        h.held.clear();
+        let taken = t.exchange_id(&mut s, &mut h, &args(b"host", 1, 0), OTHER).unwrap();
+        assert!(t.get(b.clientid).is_none() && t.get(reboot.clientid).is_none());
+        assert_eq!(t.of_owner(b"host"), &[taken.clientid]);
+        // Update of a confirmed record (6, 7, 8): only the same principal
+        // and verifier; none confirmed: NOENT.
+        let upd = EXCHGID4_FLAG_UPD_CONFIRMED_REC_A;
+        assert_eq!(t.exchange_id(&mut s, &mut h, &args(b"host", 1, upd), OTHER), Err(nfsstat4::NFS4ERR_NOENT));
+        confirm(&mut t, taken.clientid);
+        assert_eq!(t.exchange_id(&mut s, &mut h, &args(b"host", 1, upd), ME), Err(nfsstat4::NFS4ERR_PERM));
+        assert_eq!(t.exchange_id(&mut s, &mut h, &args(b"host", 9, upd), OTHER), Err(nfsstat4::NFS4ERR_NOT_SAME));
+        assert_eq!(t.exchange_id(&mut s, &mut h, &args(b"host", 1, upd), OTHER).map(|o| o.clientid), Ok(taken.clientid));
+        // Flags a client may not send.
+        assert_eq!(t.exchange_id(&mut s, &mut h, &args(b"x", 1, 0x4), ME), Err(nfsstat4::NFS4ERR_INVAL));
+    }
+
+    #[test]
+    fn a_full_table_makes_room_or_answers_delay() {
+        let (mut t, mut s, mut h) = (table(), Sessions::new(), Hooks::default());
+        let a = t.exchange_id(&mut s, &mut h, &args(b"a", 1, 0), ME).unwrap();
+        h.room = Some(Room { purge: vec![a.clientid], fits: true });
+        let b = t.exchange_id(&mut s, &mut h, &args(b"b", 1, 0), ME).unwrap();
+        assert!(t.get(a.clientid).is_none() && t.of_owner(b"a").is_empty());
+        assert_eq!(h.purged, vec![a.clientid]);
+        h.room = Some(Room { purge: vec![], fits: false });
+        assert_eq!(t.exchange_id(&mut s, &mut h, &args(b"c", 1, 0), ME), Err(nfsstat4::NFS4ERR_DELAY));
+        assert_eq!(t.len(), 1);
+        // Reusing a confirmed record needs no room.
+        confirm(&mut t, b.clientid);
+        h.room = Some(Room { purge: vec![], fits: false });
+        assert_eq!(t.exchange_id(&mut s, &mut h, &args(b"b", 1, 0), ME).map(|o| o.clientid), Ok(b.clientid));
+    }
+
+    #[test]
+    fn destroy_clientid_and_reclaim_complete() {
+        let (mut t, mut s, mut h) = (table(), Sessions::new(), Hooks::default());
+        let a = t.exchange_id(&mut s, &mut h, &args(b"a", 1, 0), ME).unwrap().clientid;
+        assert_eq!(t.destroy_clientid(&mut s, &h, a + 1, ME).unwrap_err(), nfsstat4::NFS4ERR_STALE_CLIENTID);
+        assert_eq!(t.destroy_clientid(&mut s, &h, a, OTHER).unwrap_err(), nfsstat4::NFS4ERR_WRONG_CRED);
+        h.held.push(a);
+        assert_eq!(t.destroy_clientid(&mut s, &h, a, ME).unwrap_err(), nfsstat4::NFS4ERR_CLIENTID_BUSY);
+        assert!(t.reclaim_complete(a).is_ok());
+        assert_eq!(t.reclaim_complete(a).unwrap_err(), nfsstat4::NFS4ERR_COMPLETE_ALREADY);
+        h.held.clear();
+        assert_eq!(t.destroy_clientid(&mut s, &h, a, ME).unwrap().clientid, a);
+        assert!(t.is_empty() && t.of_owner(b"a").is_empty());
+        assert_eq!(t.reclaim_complete(a).unwrap_err(), nfsstat4::NFS4ERR_STALE_CLIENTID);
+    }
+}

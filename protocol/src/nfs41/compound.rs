@@ -400,3 +400,284 @@ fn sequence<P: Plane>(p: &mut P, a: &SEQUENCE4args) -> Result<SequenceOutcome, n
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nfs41::clients::tests::Sessions;
+    use crate::session::{ChannelLimits, SlotTable};
+    use crate::Opaque;
+    use std::sync::Mutex;
+
+    /// A plane with a handful of ops: PUTROOTFH, SAVEFH/RESTOREFH, GETFH,
+    /// GETATTR (a result of `getattr_len` bytes), READ (suspends),
+    /// DESTROY_SESSION (of the COMPOUND's own session).
+    struct TestPlane {
+        core: CompoundState<u64, ()>,
+        sessions: Sessions,
+        getattr_len: usize,
+        done: Vec<(Option<nfs_opnum4>, nfsstat4)>,
+        cached: usize,
+    }
+
+    impl Plane for TestPlane {
+        type Fh = u64;
+        type SessionExt = ();
+        type Reply = Encoder;
+        type Job = u32;
+
+        fn state(&mut self) -> &mut CompoundState<u64, ()> {
+            &mut self.core
+        }
+        fn find_session(&mut self, id: &SessionId) -> Option<Arc<Session<()>>> {
+            self.sessions.get(id).cloned()
+        }
+        fn on_sequence(&mut self, _s: &Session<()>) -> Result<u32, nfsstat4> {
+            Ok(0)
+        }
+        fn dispatch(&mut self, op: nfs_opnum4, _arg: &nfs_argop4<'_>, rb: &mut Encoder) -> OpStep<u32> {
+            let c = &mut self.core;
+            OpStep::Done(match op {
+                nfs_opnum4::OP_PUTROOTFH => {
+                    c.current_fh = Some(1);
+                    reply(rb, Ok(()))
+                }
+                nfs_opnum4::OP_SAVEFH => reply(rb, c.save_fh()),
+                nfs_opnum4::OP_RESTOREFH => reply(rb, c.restore_fh()),
+                nfs_opnum4::OP_GETFH => reply(rb, c.fh()),
+                nfs_opnum4::OP_GETATTR => reply(rb, Ok(Opaque::owned(vec![0; self.getattr_len]))),
+                nfs_opnum4::OP_READ => return OpStep::Suspend(42),
+                nfs_opnum4::OP_DESTROY_SESSION => {
+                    let id = c.session.as_ref().unwrap().id;
+                    self.sessions.remove(&id);
+                    c.session_destroyed(&id);
+                    reply(rb, Ok(()))
+                }
+                _ => reply::<()>(rb, Err(nfsstat4::NFS4ERR_NOTSUPP)),
+            })
+        }
+        fn op_done(&mut self, op: Option<nfs_opnum4>, status: nfsstat4) {
+            self.done.push((op, status));
+        }
+        fn reply_cached(&mut self, _rb: &Encoder) {
+            self.cached += 1;
+        }
+    }
+
+    const SID: SessionId = [5; 16];
+
+    fn plane(limits: ChannelLimits) -> TestPlane {
+        let mut sessions = Sessions::new();
+        sessions.insert(
+            SID,
+            Arc::new(Session {
+                id: SID,
+                clientid: 1,
+                fore: limits,
+                back: limits,
+                cb_program: 0,
+                minor: 1,
+                slots: Mutex::new(SlotTable::new(limits.max_requests)),
+                back_conns: Mutex::new(vec![]),
+                ext: (),
+            }),
+        );
+        TestPlane { core: CompoundState::new(Credential::None, 0, 1 << 20), sessions, getattr_len: 8, done: vec![], cached: 0 }
+    }
+
+    fn limits() -> ChannelLimits {
+        ChannelLimits { max_request: 1 << 16, max_response: 1 << 16, max_response_cached: 1024, max_ops: 8, max_requests: 2 }
+    }
+
+    fn seq(slot: u32, seqid: u32, cachethis: bool) -> nfs_argop4<'static> {
+        nfs_argop4::OP_SEQUENCE(SEQUENCE4args {
+            sa_sessionid: SID,
+            sa_sequenceid: seqid,
+            sa_slotid: slot,
+            sa_highest_slotid: 1,
+            sa_cachethis: cachethis,
+        })
+    }
+
+    fn encode(minor: u32, ops: Vec<nfs_argop4<'_>>) -> Vec<u8> {
+        let mut e = Encoder::new();
+        COMPOUND4args { tag: b"tag".as_slice().into(), minorversion: minor, argarray: ops }.encode(&mut e).unwrap();
+        e.into_inner()
+    }
+
+    /// Runs a COMPOUND on a fresh per-COMPOUND state of `p`.
+    fn run_on(p: &mut TestPlane, args: &[u8]) -> (Outcome<(), u32>, Encoder) {
+        p.core = CompoundState::new(Credential::None, args.len(), 1 << 20);
+        p.done.clear();
+        let mut rb = Encoder::new();
+        let out = run(p, args, &mut rb);
+        (out, rb)
+    }
+
+    /// (COMPOUND status, results, the last result's status).
+    fn head(rb: &Encoder) -> (nfsstat4, u32, nfsstat4) {
+        let mut d = Decoder::new(&rb.buf);
+        let status = d.get_u32().unwrap();
+        d.get_opaque(NFS4_OPAQUE_LIMIT).unwrap();
+        let count = d.get_u32().unwrap();
+        let mut last = nfsstat4::NFS4_OK;
+        // Results here are only a status when not OK; walk them by op.
+        for _ in 0..count {
+            let op = nfs_opnum4::from_i32(d.get_i32().unwrap()).unwrap();
+            last = nfsstat4::from_i32(d.get_i32().unwrap()).unwrap();
+            if last == nfsstat4::NFS4_OK {
+                match op {
+                    nfs_opnum4::OP_SEQUENCE => {
+                        d.take(16 + 4 * 5).unwrap();
+                    }
+                    nfs_opnum4::OP_GETFH => {
+                        d.get_u64().unwrap();
+                    }
+                    nfs_opnum4::OP_GETATTR => {
+                        d.get_opaque(u32::MAX).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(d.remaining(), 0, "trailing bytes in the reply");
+        (nfsstat4::from_i32(status as i32).unwrap(), count, last)
+    }
+
+    fn done(out: Outcome<(), u32>) {
+        assert!(matches!(out, Outcome::Done), "not Done");
+    }
+
+    #[test]
+    fn the_session_gate() {
+        let mut p = plane(limits());
+        let (out, rb) = run_on(&mut p, &encode(1, vec![nfs_argop4::OP_PUTROOTFH, nfs_argop4::OP_GETFH]));
+        done(out);
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_OP_NOT_IN_SESSION, 1, nfsstat4::NFS4ERR_OP_NOT_IN_SESSION));
+        let ds = nfs_argop4::OP_DESTROY_SESSION(DESTROY_SESSION4args { dsa_sessionid: SID });
+        let (_, rb) = run_on(&mut p, &encode(1, vec![ds.clone(), nfs_argop4::OP_PUTROOTFH]));
+        assert_eq!(head(&rb).0, nfsstat4::NFS4ERR_NOT_ONLY_OP);
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(0, 1, false), seq(1, 1, false)]));
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_SEQUENCE_POS, 2, nfsstat4::NFS4ERR_SEQUENCE_POS));
+        // Minor versions 1 and 2 only; no op runs.
+        let (out, rb) = run_on(&mut p, &encode(0, vec![nfs_argop4::OP_PUTROOTFH]));
+        done(out);
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_MINOR_VERS_MISMATCH, 0, nfsstat4::NFS4_OK));
+        assert!(p.done.is_empty());
+        // Unknown and missing ops.
+        // A SEQUENCE op: its number, the session ID, 3 numbers, a bool.
+        const SEQ_OP: usize = 4 + 16 + 3 * 4 + 4;
+        let mut args = encode(1, vec![seq(0, 2, false)]);
+        args.truncate(args.len() - SEQ_OP);
+        args.extend_from_slice(&99_999u32.to_be_bytes());
+        let (_, rb) = run_on(&mut p, &args);
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_OP_ILLEGAL, 1, nfsstat4::NFS4ERR_OP_ILLEGAL));
+        assert_eq!(p.done, vec![(None, nfsstat4::NFS4ERR_OP_ILLEGAL)]);
+        let mut args = encode(1, vec![seq(1, 1, false)]);
+        let at = args.len() - SEQ_OP - 4;
+        args[at..at + 4].copy_from_slice(&3u32.to_be_bytes()); // claims 3 ops, sends 1
+        let (_, rb) = run_on(&mut p, &args);
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_BADXDR, 2, nfsstat4::NFS4ERR_BADXDR));
+        let (out, _) = run_on(&mut p, &[0, 0, 0]);
+        assert!(matches!(out, Outcome::Garbage));
+    }
+
+    #[test]
+    fn slot_replay_and_misordered_seqid() {
+        let mut p = plane(limits());
+        let args = encode(1, vec![seq(0, 1, true), nfs_argop4::OP_PUTROOTFH, nfs_argop4::OP_SAVEFH, nfs_argop4::OP_GETFH]);
+        let (out, first) = run_on(&mut p, &args);
+        done(out);
+        assert_eq!(head(&first), (nfsstat4::NFS4_OK, 4, nfsstat4::NFS4_OK));
+        assert_eq!(p.cached, 1);
+        assert_eq!(p.done.len(), 4);
+        // The retransmission: the cached reply, byte for byte.
+        match run_on(&mut p, &args).0 {
+            Outcome::Replay(bytes) => assert_eq!(&bytes[..], &first.buf[..]),
+            _ => panic!("not a replay"),
+        }
+        // Misordered: refused on SEQUENCE, the slot not moved.
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(0, 3, false), nfs_argop4::OP_PUTROOTFH]));
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_SEQ_MISORDERED, 1, nfsstat4::NFS4ERR_SEQ_MISORDERED));
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(2, 1, false)]));
+        assert_eq!(head(&rb).0, nfsstat4::NFS4ERR_BADSLOT);
+        // An op error ends the COMPOUND; the reply is still cached (small).
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(0, 2, false), nfs_argop4::OP_RESTOREFH, nfs_argop4::OP_PUTROOTFH]));
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_NOFILEHANDLE, 2, nfsstat4::NFS4ERR_NOFILEHANDLE));
+        assert_eq!(p.cached, 2);
+        // An unknown session.
+        let mut other = SEQUENCE4args { sa_sessionid: [6; 16], sa_sequenceid: 1, sa_slotid: 0, sa_highest_slotid: 0, sa_cachethis: false };
+        let (_, rb) = run_on(&mut p, &encode(1, vec![nfs_argop4::OP_SEQUENCE(other.clone())]));
+        assert_eq!(head(&rb).0, nfsstat4::NFS4ERR_BADSESSION);
+        // A COMPOUND that destroys its own session caches nothing.
+        other.sa_sessionid = SID;
+        other.sa_sequenceid = 3;
+        let ds = nfs_argop4::OP_DESTROY_SESSION(DESTROY_SESSION4args { dsa_sessionid: SID });
+        let (_, rb) = run_on(&mut p, &encode(1, vec![nfs_argop4::OP_SEQUENCE(other), ds]));
+        assert_eq!(head(&rb), (nfsstat4::NFS4_OK, 2, nfsstat4::NFS4_OK));
+        assert_eq!(p.cached, 2);
+    }
+
+    #[test]
+    fn op_count_and_request_size_limits() {
+        let mut p = plane(ChannelLimits { max_ops: 3, max_request: 200, ..limits() });
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(0, 1, false), nfs_argop4::OP_PUTROOTFH, nfs_argop4::OP_GETFH, nfs_argop4::OP_GETFH]));
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_TOO_MANY_OPS, 1, nfsstat4::NFS4ERR_TOO_MANY_OPS));
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(0, 1, false), nfs_argop4::OP_PUTROOTFH, nfs_argop4::OP_GETFH]));
+        assert_eq!(head(&rb).0, nfsstat4::NFS4_OK, "the refusals did not take the slot");
+        let name = vec![b'n'; 200];
+        let lookup = nfs_argop4::OP_LOOKUP(LOOKUP4args { objname: name.as_slice().into() });
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(0, 2, false), lookup]));
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_REQ_TOO_BIG, 1, nfsstat4::NFS4ERR_REQ_TOO_BIG));
+    }
+
+    #[test]
+    fn reply_size_limits() {
+        let mut p = plane(ChannelLimits { max_response: 400, max_response_cached: 300, ..limits() });
+        // Too big for the session: the op's result becomes REP_TOO_BIG.
+        p.getattr_len = 500;
+        let getattr = || nfs_argop4::OP_GETATTR(GETATTR4args { attr_request: vec![] });
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(0, 1, false), nfs_argop4::OP_PUTROOTFH, getattr()]));
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_REP_TOO_BIG, 3, nfsstat4::NFS4ERR_REP_TOO_BIG));
+        assert!(rb.len() < 400);
+        // Fits the session (380 bytes) but not the cache the client asked for.
+        p.getattr_len = 300;
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(0, 2, true), nfs_argop4::OP_PUTROOTFH, getattr()]));
+        assert_eq!(head(&rb), (nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE, 3, nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE));
+        // Without sa_cachethis it is answered (and kept: small).
+        let (_, rb) = run_on(&mut p, &encode(1, vec![seq(0, 3, false), nfs_argop4::OP_PUTROOTFH, getattr()]));
+        assert_eq!(head(&rb), (nfsstat4::NFS4_OK, 3, nfsstat4::NFS4_OK));
+        assert_eq!(p.done.last(), Some(&(Some(nfs_opnum4::OP_GETATTR), nfsstat4::NFS4_OK)));
+    }
+
+    #[test]
+    fn a_suspended_last_op_resumes() {
+        let mut p = plane(limits());
+        let read = || nfs_argop4::OP_READ(READ4args { stateid: stateid4 { seqid: 0, other: [0; 12] }, offset: 0, count: 8 });
+        let args = encode(1, vec![seq(0, 1, true), nfs_argop4::OP_PUTROOTFH, read()]);
+        let (out, mut rb) = run_on(&mut p, &args);
+        let Outcome::Pending(susp, job) = out else { panic!("not suspended") };
+        assert_eq!(job, 42);
+        assert_eq!(susp.result_at(), rb.len());
+        assert_eq!(p.done.len(), 2, "the suspended op is not done yet");
+        // Meanwhile the slot is busy: a retransmission waits.
+        let (_, busy) = run_on(&mut p, &args);
+        assert_eq!(head(&busy).0, nfsstat4::NFS4ERR_DELAY);
+        // The plane encodes the result; the engine closes the COMPOUND.
+        let st = reply(&mut rb, Ok(Opaque::owned(vec![1; 8])));
+        let f = susp.finish(&mut rb, st);
+        assert_eq!(f, Finished { status: nfsstat4::NFS4_OK, cached: true });
+        let mut d = Decoder::new(&rb.buf);
+        assert_eq!((d.get_u32().unwrap(), d.get_opaque(64).unwrap().to_vec(), d.get_u32().unwrap()), (0, b"tag".to_vec(), 3));
+        match run_on(&mut p, &args).0 {
+            Outcome::Replay(bytes) => assert_eq!(&bytes[..], &rb.buf[..]),
+            _ => panic!("not a replay"),
+        }
+        // A suspended op's result is held to the limits too.
+        let mut p = plane(ChannelLimits { max_response: 300, ..limits() });
+        let (out, mut rb) = run_on(&mut p, &encode(1, vec![seq(0, 1, false), read()]));
+        let Outcome::Pending(susp, _) = out else { panic!("not suspended") };
+        let st = reply(&mut rb, Ok(Opaque::owned(vec![1; 400])));
+        assert_eq!(susp.finish(&mut rb, st).status, nfsstat4::NFS4ERR_REP_TOO_BIG);
+    }
+}

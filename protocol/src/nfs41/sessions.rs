@@ -336,3 +336,118 @@ pub fn sequence<S>(
         sr_status_flags: status_flags,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nfs41::clients::tests::{args, table, Hooks, Sessions};
+    use crate::XdrDecode;
+
+    const ME: Principal = Some((1000, 1000));
+    const OTHER: Principal = Some((2000, 2000));
+
+    fn attrs(size: u32) -> channel_attrs4 {
+        channel_attrs4 {
+            ca_headerpadsize: 0,
+            ca_maxrequestsize: size,
+            ca_maxresponsesize: size,
+            ca_maxresponsesize_cached: 4096,
+            ca_maxoperations: 8,
+            ca_maxrequests: 4,
+            ca_rdma_ird: vec![],
+        }
+    }
+
+    fn cs(clientid: u64, sequence: u32) -> CREATE_SESSION4args<'static> {
+        CREATE_SESSION4args {
+            csa_clientid: clientid,
+            csa_sequence: sequence,
+            csa_flags: CREATE_SESSION4_FLAG_CONN_BACK_CHAN,
+            csa_fore_chan_attrs: attrs(1 << 20),
+            csa_back_chan_attrs: attrs(4096),
+            csa_cb_program: 0x4000_0000,
+            csa_sec_parms: vec![],
+        }
+    }
+
+    fn ctx(principal: Principal) -> CreateSessionCtx {
+        CreateSessionCtx {
+            principal,
+            conn: 7,
+            minor: 1,
+            limits: ServerLimits { max_record: 1 << 20, max_ops: 16, slots: 2 },
+            max_sessions_per_client: 2,
+        }
+    }
+
+    #[test]
+    fn create_session_confirms_and_replays() {
+        let (mut t, mut s, mut h) = (table(), Sessions::new(), Hooks::default());
+        let id = t.exchange_id(&mut s, &mut h, &args(b"host", 1, 0), ME).unwrap().clientid;
+        assert_eq!(create_session(&mut t, &mut s, &mut h, &cs(id + 1, 1), ctx(ME), |_| ()).unwrap_err(), nfsstat4::NFS4ERR_STALE_CLIENTID);
+        // Only the principal of the EXCHANGE_ID confirms.
+        assert_eq!(create_session(&mut t, &mut s, &mut h, &cs(id, 1), ctx(OTHER), |_| ()).unwrap_err(), nfsstat4::NFS4ERR_CLID_INUSE);
+        assert_eq!(create_session(&mut t, &mut s, &mut h, &cs(id, 2), ctx(ME), |_| ()).unwrap_err(), nfsstat4::NFS4ERR_SEQ_MISORDERED);
+        // No reply to replay yet.
+        assert_eq!(create_session(&mut t, &mut s, &mut h, &cs(id, 0), ctx(ME), |_| ()).unwrap_err(), nfsstat4::NFS4ERR_SEQ_MISORDERED);
+        let first = create_session(&mut t, &mut s, &mut h, &cs(id, 1), ctx(ME), |_| ()).unwrap();
+        assert!(first.newly_confirmed);
+        let session = first.session.clone().unwrap();
+        let res = CREATE_SESSION4resok::decode(&mut crate::Decoder::new(&first.resok)).unwrap();
+        assert_eq!((res.csr_sessionid, res.csr_sequence), (session.id, 1));
+        assert_eq!(res.csr_fore_chan_attrs.ca_maxrequests, 2, "slots bounded by the server");
+        assert!(session.has_back_conn(7));
+        assert!(t.get(id).unwrap().confirmed);
+        assert_eq!(t.get(id).unwrap().sessions, vec![session.id]);
+        // A retransmission: the same bytes, no new session.
+        let replay = create_session(&mut t, &mut s, &mut h, &cs(id, 1), ctx(ME), |_| ()).unwrap();
+        assert_eq!((replay.resok, replay.session.is_none(), replay.newly_confirmed), (first.resok, true, false));
+        assert_eq!(s.len(), 1);
+        // An unknown flag: INVAL, the sequence not moved.
+        let mut bad = cs(id, 2);
+        bad.csa_flags = 0x80;
+        assert_eq!(create_session(&mut t, &mut s, &mut h, &bad, ctx(ME), |_| ()).unwrap_err(), nfsstat4::NFS4ERR_INVAL);
+        assert_eq!(t.get(id).unwrap().cs_sequence, 2);
+        // Once confirmed, the csa_sequence goes on; the sessions cap holds.
+        let second = create_session(&mut t, &mut s, &mut h, &cs(id, 2), ctx(ME), |_| ()).unwrap();
+        assert!(!second.newly_confirmed);
+        assert_eq!(create_session(&mut t, &mut s, &mut h, &cs(id, 3), ctx(ME), |_| ()).unwrap_err(), nfsstat4::NFS4ERR_NOSPC);
+        assert_eq!(t.get(id).unwrap().cs_sequence, 3);
+    }
+
+    #[test]
+    fn confirming_a_rebooted_client_purges_its_old_record() {
+        let (mut t, mut s, mut h) = (table(), Sessions::new(), Hooks::default());
+        let old = t.exchange_id(&mut s, &mut h, &args(b"host", 1, 0), ME).unwrap().clientid;
+        let old_session = create_session(&mut t, &mut s, &mut h, &cs(old, 1), ctx(ME), |_| ()).unwrap().session.unwrap();
+        let new = t.exchange_id(&mut s, &mut h, &args(b"host", 2, 0), ME).unwrap().clientid;
+        assert!(t.get(old).is_some(), "kept until the new instance is confirmed");
+        create_session(&mut t, &mut s, &mut h, &cs(new, 1), ctx(ME), |_| ()).unwrap();
+        assert!(t.get(old).is_none());
+        assert!(!s.contains_key(&old_session.id), "the old instance's sessions go with it");
+        assert_eq!(h.purged, vec![old]);
+        assert_eq!(t.of_owner(b"host"), &[new]);
+    }
+
+    #[test]
+    fn destroy_session_and_bind_conn() {
+        let (mut t, mut s, mut h) = (table(), Sessions::new(), Hooks::default());
+        let id = t.exchange_id(&mut s, &mut h, &args(b"host", 1, 0), ME).unwrap().clientid;
+        let mut a = cs(id, 1);
+        a.csa_flags = 0;
+        let session = create_session(&mut t, &mut s, &mut h, &a, ctx(ME), |_| ()).unwrap().session.unwrap();
+        assert!(!session.has_back_conn(7));
+        let bind = |dir, rdma| BIND_CONN_TO_SESSION4args { bctsa_sessid: session.id, bctsa_dir: dir, bctsa_use_conn_in_rdma_mode: rdma };
+        let r = bind_conn_to_session(&session, &bind(channel_dir_from_client4::CDFC4_FORE, false), 8).unwrap();
+        assert_eq!(r.bctsr_dir, channel_dir_from_server4::CDFS4_FORE);
+        assert!(!session.has_back_conn(8));
+        assert_eq!(bind_conn_to_session(&session, &bind(channel_dir_from_client4::CDFC4_BACK, true), 8).unwrap_err(), nfsstat4::NFS4ERR_INVAL);
+        let r = bind_conn_to_session(&session, &bind(channel_dir_from_client4::CDFC4_FORE_OR_BOTH, false), 8).unwrap();
+        assert_eq!(r.bctsr_dir, channel_dir_from_server4::CDFS4_BOTH);
+        assert!(session.has_back_conn(8));
+        assert_eq!(destroy_session(&mut t, &mut s, &session.id, OTHER).unwrap_err(), nfsstat4::NFS4ERR_WRONG_CRED);
+        assert!(destroy_session(&mut t, &mut s, &session.id, ME).is_ok());
+        assert!(t.get(id).unwrap().sessions.is_empty() && s.is_empty());
+        assert_eq!(destroy_session(&mut t, &mut s, &session.id, ME).unwrap_err(), nfsstat4::NFS4ERR_BADSESSION);
+    }
+}
