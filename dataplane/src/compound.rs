@@ -25,13 +25,13 @@ use crate::ds::Ds;
 use crate::fh::DsFh;
 use crate::ops;
 use crate::recv::Detached;
-use crate::state::Session;
+use crate::state::DsSession;
 use crate::stats::{bump, OpKind};
 use crate::storage::{Engine, Object, PoolBuf};
-use pnfs_protocol::session::session_gate;
+use pnfs_protocol::nfs41::{self, CompoundState, OpStep, Outcome, Plane, ReplyBuffer, Session, SessionId};
 use pnfs_protocol::rpc::Credential;
 use pnfs_protocol::wire::*;
-use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
+use pnfs_protocol::{Encoder, XdrEncode};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,29 +114,40 @@ impl ReplyBuf {
     }
 }
 
-/// Per-COMPOUND state carried between operations.
+impl ReplyBuffer for ReplyBuf {
+    fn encoder(&mut self) -> &mut Encoder {
+        &mut self.e
+    }
+    fn len(&self) -> usize {
+        self.e.len()
+    }
+    fn body_len(&self) -> usize {
+        ReplyBuf::body_len(self)
+    }
+    fn truncate(&mut self, pos: usize) {
+        ReplyBuf::truncate(self, pos)
+    }
+    fn cached_copy(&self) -> Vec<u8> {
+        self.flat_body()
+    }
+}
+
+/// Per-COMPOUND state carried between operations: the engine's
+/// ([`CompoundState`]: session, slot, current filehandle, limits; reached
+/// through `Deref`) and the DS's own.
 pub struct Compound<'c> {
-    pub minor: u32,
-    pub cred: Credential,
+    pub core: CompoundState<DsFh, DsSession>,
     pub conn: &'c ConnInfo,
     /// The reactor's I/O engine.
     pub engine: &'c Engine,
     /// The reactor's own allowed stateids and open objects.
     pub replica: &'c Replica,
-    pub session: Option<Arc<Session>>,
-    pub slot: Option<u32>,
-    pub current_fh: Option<DsFh>,
     /// The object of `current_fh`, opened by PUTFH.
     pub current_obj: Option<Arc<Object>>,
-    /// Size of the request record, for the session's max request size.
-    pub request_len: usize,
     /// WRITE data received beside the record (zero-copy receive): belongs
     /// to the third op, a WRITE whose decoded data is empty; see
     /// [`crate::recv`]. Taken by that WRITE.
     pub detached: Option<Detached>,
-    pub op_count: usize,
-    /// Byte budget for this reply (session max response size).
-    pub max_response: usize,
     /// The current op may hand its read over as [`Compound::deferred`]
     /// (a READ that is the COMPOUND's last op, asynchronous reads on).
     pub can_defer: bool,
@@ -146,11 +157,61 @@ pub struct Compound<'c> {
     /// Waits for the reactor's writes in flight (asynchronous WRITEs), so
     /// that COMMIT and stable WRITE see them in the dirty generations.
     pub drain: Option<&'c dyn Fn()>,
+    ds: &'c Ds,
+    table: &'c Dispatcher,
+    /// Asynchronous reads and writes: the last op may be deferred.
+    defer_read: bool,
+    /// End of the previous op: each op's latency runs from there to the
+    /// end of its result (one clock read per op).
+    mark: Instant,
+    /// Kind of the op that deferred its I/O.
+    deferred_kind: OpKind,
 }
 
-impl Compound<'_> {
-    pub fn fh(&self) -> NfsResult<DsFh> {
-        self.current_fh.ok_or(nfsstat4::NFS4ERR_NOFILEHANDLE)
+impl std::ops::Deref for Compound<'_> {
+    type Target = CompoundState<DsFh, DsSession>;
+    fn deref(&self) -> &Self::Target {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for Compound<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.core
+    }
+}
+
+impl<'c> Compound<'c> {
+    /// A COMPOUND of `request_len` bytes, before its header is read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ds: &'c Ds,
+        table: &'c Dispatcher,
+        conn: &'c ConnInfo,
+        engine: &'c Engine,
+        replica: &'c Replica,
+        cred: Credential,
+        request_len: usize,
+        detached: Option<Detached>,
+        defer_read: bool,
+        drain: Option<&'c dyn Fn()>,
+    ) -> Compound<'c> {
+        Compound {
+            core: CompoundState::new(cred, request_len, ds.cfg.max_record_bytes as usize),
+            conn,
+            engine,
+            replica,
+            current_obj: None,
+            detached,
+            can_defer: false,
+            deferred: None,
+            drain,
+            ds,
+            table,
+            defer_read,
+            mark: Instant::now(),
+            deferred_kind: OpKind::NotSupp,
+        }
     }
 
     /// The current object; ISDIR on the root handle.
@@ -170,13 +231,58 @@ impl Compound<'_> {
         }
     }
 
-    pub fn clientid(&self) -> NfsResult<u64> {
-        self.session.as_ref().map(|s| s.clientid).ok_or(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
-    }
-
     /// The owner tag of the session's client (stateids are bound to it).
     pub fn owner_tag(&self) -> NfsResult<u32> {
         self.session.as_ref().map(|s| s.owner_tag).ok_or(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
+    }
+}
+
+impl Plane for Compound<'_> {
+    type Fh = DsFh;
+    type SessionExt = DsSession;
+    type Reply = ReplyBuf;
+    type Job = ReadJob;
+
+    fn state(&mut self) -> &mut CompoundState<DsFh, DsSession> {
+        &mut self.core
+    }
+
+    fn find_session(&mut self, id: &SessionId) -> Option<Arc<Session<DsSession>>> {
+        self.ds.state.sessions.get(id)
+    }
+
+    fn on_sequence(&mut self, s: &Session<DsSession>) -> NfsResult<u32> {
+        s.lease.renew();
+        Ok(0)
+    }
+
+    fn dispatch(&mut self, op: nfs_opnum4, arg: &nfs_argop4<'_>, rb: &mut ReplyBuf) -> OpStep<ReadJob> {
+        let (ds, table) = (self.ds, self.table);
+        self.can_defer = self.defer_read
+            && self.core.is_last_op()
+            && ((op == nfs_opnum4::OP_READ && rb.payload.is_none()) || op == nfs_opnum4::OP_WRITE);
+        let st = match table.handler(op) {
+            Some((_, f)) => f(ds, self, arg, rb),
+            None => reply::<()>(rb, Err(nfsstat4::NFS4ERR_NOTSUPP)),
+        };
+        if let Some(job) = self.deferred.take() {
+            assert!(self.can_defer, "only the last op may defer its I/O");
+            self.deferred_kind = table.kind(Some(op));
+            return OpStep::Suspend(job);
+        }
+        OpStep::Done(st)
+    }
+
+    fn op_done(&mut self, op: Option<nfs_opnum4>, status: nfsstat4) {
+        let now = Instant::now();
+        self.ds.stats.op(self.table.kind(op), status == nfsstat4::NFS4_OK, now.saturating_duration_since(self.mark));
+        self.mark = now;
+    }
+
+    fn reply_cached(&mut self, rb: &ReplyBuf) {
+        if rb.payload.is_some() {
+            bump(&self.ds.stats.payload_copies, 1);
+        }
     }
 }
 
@@ -184,24 +290,7 @@ pub type OpFn = for<'a, 'c> fn(&Ds, &mut Compound<'c>, &nfs_argop4<'a>, &mut Rep
 
 /// Writes `status` and, on success, the result body.
 pub fn reply<T: XdrEncode>(rb: &mut ReplyBuf, r: NfsResult<T>) -> nfsstat4 {
-    let e = &mut rb.e;
-    let start = e.len();
-    match r {
-        Ok(v) => {
-            e.put_i32(nfsstat4::NFS4_OK as i32);
-            if let Err(err) = v.encode(e) {
-                log::error!("encoding a reply failed: {err}");
-                e.buf.truncate(start);
-                e.put_i32(nfsstat4::NFS4ERR_SERVERFAULT as i32);
-                return nfsstat4::NFS4ERR_SERVERFAULT;
-            }
-            nfsstat4::NFS4_OK
-        }
-        Err(s) => {
-            e.put_i32(s as i32);
-            s
-        }
-    }
+    nfs41::reply(&mut rb.e, r)
 }
 
 macro_rules! op {
@@ -269,18 +358,10 @@ pub enum CompoundOutcome {
     Pending(Suspended, ReadJob),
 }
 
-/// A COMPOUND stopped at its last op, a READ whose read is in flight:
-/// what is needed to finish its reply (see the module documentation).
+/// A COMPOUND stopped at its last op, a READ or WRITE whose I/O is in
+/// flight: the engine's part ([`nfs41::Suspended`]) and the op's stats.
 pub struct Suspended {
-    status_at: usize,
-    count_at: usize,
-    done: u32,
-    op_start: usize,
-    opnum: i32,
-    session: Option<Arc<Session>>,
-    slot: Option<u32>,
-    cache_this: bool,
-    max_response: usize,
+    core: nfs41::Suspended<DsSession>,
     /// The op's latency starts here (end of the previous op).
     mark: Instant,
     kind: OpKind,
@@ -290,7 +371,7 @@ impl Suspended {
     /// Finishes the reply with the READ's result (`r`: data buffer, bytes,
     /// eof) and records it in the session slot.
     pub fn resume(self, ds: &Ds, rb: &mut ReplyBuf, r: NfsResult<(PoolBuf, usize, bool)>) {
-        assert!(rb.e.len() == self.op_start + 4, "resumed on another reply");
+        assert!(rb.e.len() == self.core.result_at(), "resumed on another reply");
         debug_assert!(self.kind == OpKind::Read);
         let st = ops::io::encode_read(ds, rb, r);
         self.finish(ds, rb, st);
@@ -299,39 +380,19 @@ impl Suspended {
     /// Finishes the reply with the WRITE's result and records it in the
     /// session slot.
     pub fn resume_write(self, ds: &Ds, rb: &mut ReplyBuf, r: NfsResult<WRITE4resok>) {
-        assert!(rb.e.len() == self.op_start + 4, "resumed on another reply");
+        assert!(rb.e.len() == self.core.result_at(), "resumed on another reply");
         debug_assert!(self.kind == OpKind::Write);
         let st = reply(rb, r);
         self.finish(ds, rb, st);
     }
 
     fn finish(self, ds: &Ds, rb: &mut ReplyBuf, st: nfsstat4) {
-        let cached_limit = self.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
-        let st = size_checks(rb, st, self.op_start, self.opnum, self.max_response, self.cache_this, cached_limit);
-        ds.stats.op(self.kind, st == nfsstat4::NFS4_OK, self.mark.elapsed());
-        rb.e.patch_u32(self.status_at, st as u32);
-        rb.e.patch_u32(self.count_at, self.done);
-        if let (Some(session), Some(slot)) = (&self.session, self.slot) {
-            ops::session::finish_slot(ds, session, slot, rb, self.cache_this);
+        let f = self.core.finish(rb, st);
+        ds.stats.op(self.kind, f.status == nfsstat4::NFS4_OK, self.mark.elapsed());
+        if f.cached && rb.payload.is_some() {
+            bump(&ds.stats.payload_copies, 1);
         }
     }
-}
-
-/// The reply-size rules every op result passes: above the session's max
-/// response size, REP_TOO_BIG; a cached reply above the cache's limit,
-/// REP_TOO_BIG_TO_CACHE (the result is replaced by the error).
-fn size_checks(rb: &mut ReplyBuf, mut st: nfsstat4, op_start: usize, opnum: i32, max_response: usize, cache_this: bool, cached_limit: usize) -> nfsstat4 {
-    if rb.body_len() > max_response {
-        rb.truncate(op_start);
-        rb.e.put_i32(opnum);
-        st = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG));
-    }
-    if cache_this && st == nfsstat4::NFS4_OK && rb.body_len() > cached_limit {
-        rb.truncate(op_start);
-        rb.e.put_i32(opnum);
-        st = reply::<()>(rb, Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE));
-    }
-    st
 }
 
 impl Default for Dispatcher {
@@ -352,11 +413,24 @@ impl Dispatcher {
         Dispatcher { table }
     }
 
+    fn handler(&self, op: nfs_opnum4) -> Option<(OpKind, OpFn)> {
+        self.table.get(op as usize).copied().flatten()
+    }
+
+    /// The stats kind of an op (None: illegal or missing).
+    fn kind(&self, op: Option<nfs_opnum4>) -> OpKind {
+        match op {
+            None => OpKind::Illegal,
+            Some(nfs_opnum4::OP_SEQUENCE) => OpKind::Sequence,
+            Some(op) => self.handler(op).map_or(OpKind::NotSupp, |(kind, _)| kind),
+        }
+    }
+
     /// Runs one COMPOUND, appending the COMPOUND4res to `rb`. Control
     /// updates queued for this reactor are applied first, so the COMPOUND
     /// sees every one published before it started. `defer_read`: a READ
-    /// that is the last op may end the COMPOUND as
-    /// [`CompoundOutcome::Pending`] instead of reading synchronously.
+    /// or WRITE that is the last op may end the COMPOUND as
+    /// [`CompoundOutcome::Pending`] instead of doing its I/O synchronously.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -373,142 +447,19 @@ impl Dispatcher {
     ) -> CompoundOutcome {
         replica.sync();
         bump(&ds.stats.compounds, 1);
-        let mut d = Decoder::new(args);
-        let Ok(tag) = d.get_opaque(NFS4_OPAQUE_LIMIT) else { return CompoundOutcome::Garbage };
-        let Ok(minor) = d.get_u32() else { return CompoundOutcome::Garbage };
-        let status_at = rb.e.len();
-        rb.e.put_u32(0); // status, patched below
-        let _ = rb.e.put_opaque(&tag, NFS4_OPAQUE_LIMIT);
-        let count_at = rb.e.len();
-        rb.e.put_u32(0);
-        if !(1..=2).contains(&minor) {
-            rb.e.patch_u32(status_at, nfsstat4::NFS4ERR_MINOR_VERS_MISMATCH as u32);
-            return CompoundOutcome::Done;
-        }
-        let Ok(count) = d.get_count(u32::MAX) else { return CompoundOutcome::Garbage };
-        let mut c = Compound {
-            minor,
-            cred,
-            conn,
-            engine,
-            replica,
-            session: None,
-            slot: None,
-            current_fh: None,
-            current_obj: None,
-            // The detached WRITE data is part of the request all the same.
-            request_len: args.len() + detached.as_ref().map_or(0, Detached::wire_len),
-            detached,
-            op_count: count,
-            max_response: ds.cfg.max_record_bytes as usize,
-            can_defer: false,
-            deferred: None,
-            drain,
-        };
-        let mut status = nfsstat4::NFS4_OK;
-        let mut done = 0u32;
-        let mut cache_this = false;
-        // Each op's latency runs from the end of the previous one (or the
-        // COMPOUND's header) to the end of its result: one clock read per op.
-        let mut mark = Instant::now();
-        for i in 0..count {
-            let op_start = rb.e.len();
-            // Every result appended to the reply is recorded under its kind.
-            let (kind, op_status) = 'op: {
-                let opnum = match d.rest().get(..4) {
-                    Some(b) => i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                    None => {
-                        // Claimed more ops than were sent.
-                        rb.e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
-                        done += 1;
-                        break 'op (OpKind::Illegal, reply::<()>(rb, Err(nfsstat4::NFS4ERR_BADXDR)));
-                    }
-                };
-                let op = match nfs_opnum4::from_i32(opnum) {
-                    Some(op) if op != nfs_opnum4::OP_ILLEGAL && opnum >= 3 => op,
-                    _ => {
-                        rb.e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
-                        done += 1;
-                        break 'op (OpKind::Illegal, reply::<()>(rb, Err(nfsstat4::NFS4ERR_OP_ILLEGAL)));
-                    }
-                };
-                let handler = self.table.get(op as usize).copied().flatten();
-                let kind = match handler {
-                    _ if op == nfs_opnum4::OP_SEQUENCE => OpKind::Sequence,
-                    Some((kind, _)) => kind,
-                    None => OpKind::NotSupp,
-                };
-                rb.e.put_i32(opnum);
-                done += 1;
-                let arg = match nfs_argop4::decode(&mut d) {
-                    Ok(a) => a,
-                    Err(err) => {
-                        log::debug!("op {op:?}: undecodable arguments: {err}");
-                        break 'op (kind, reply::<()>(rb, Err(nfsstat4::NFS4ERR_BADXDR)));
-                    }
-                };
-                // Session gate (RFC 8881 2.10.6 and 18.46).
-                let gate = session_gate(op, i, count, c.session.is_some());
-                if let Some(s) = gate {
-                    break 'op (kind, reply::<()>(rb, Err(s)));
-                }
-                if op == nfs_opnum4::OP_SEQUENCE {
-                    let nfs_argop4::OP_SEQUENCE(sa) = &arg else { unreachable!("decoded by opnum") };
-                    match ops::session::sequence(ds, &mut c, sa) {
-                        Ok(ops::session::SequenceOutcome::New(res)) => {
-                            cache_this = sa.sa_cachethis;
-                            break 'op (kind, reply(rb, Ok(res)));
-                        }
-                        Ok(ops::session::SequenceOutcome::Replay(bytes)) => {
-                            ds.stats.op(kind, true, mark.elapsed());
-                            bump(&ds.stats.replays, 1);
-                            return CompoundOutcome::Replay(bytes);
-                        }
-                        Err(s) => break 'op (kind, reply::<()>(rb, Err(s))),
-                    }
-                }
-                c.can_defer = defer_read
-                    && i + 1 == count
-                    && ((op == nfs_opnum4::OP_READ && rb.payload.is_none()) || op == nfs_opnum4::OP_WRITE);
-                let st = match handler {
-                    Some((_, f)) => f(ds, &mut c, &arg, rb),
-                    None => reply::<()>(rb, Err(nfsstat4::NFS4ERR_NOTSUPP)),
-                };
-                if let Some(job) = c.deferred.take() {
-                    // Nothing of the READ's result is encoded yet.
-                    assert!(c.can_defer && rb.e.len() == op_start + 4, "a deferred read must be the last op, unencoded");
-                    let s = Suspended {
-                        status_at,
-                        count_at,
-                        done,
-                        op_start,
-                        opnum,
-                        session: c.session.take(),
-                        slot: c.slot,
-                        cache_this,
-                        max_response: c.max_response,
-                        mark,
-                        kind,
-                    };
-                    return CompoundOutcome::Pending(s, job);
-                }
-                let cached_limit = c.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
-                let st = size_checks(rb, st, op_start, opnum, c.max_response, cache_this, cached_limit);
-                (kind, st)
-            };
-            let now = Instant::now();
-            ds.stats.op(kind, op_status == nfsstat4::NFS4_OK, now.saturating_duration_since(mark));
-            mark = now;
-            status = op_status;
-            if status != nfsstat4::NFS4_OK {
-                break;
+        // The detached WRITE data is part of the request all the same.
+        let request_len = args.len() + detached.as_ref().map_or(0, Detached::wire_len);
+        let mut c = Compound::new(ds, self, conn, engine, replica, cred, request_len, detached, defer_read, drain);
+        match nfs41::compound::run(&mut c, args, rb) {
+            Outcome::Done => CompoundOutcome::Done,
+            Outcome::Replay(bytes) => {
+                bump(&ds.stats.replays, 1);
+                CompoundOutcome::Replay(bytes)
+            }
+            Outcome::Garbage => CompoundOutcome::Garbage,
+            Outcome::Pending(core, job) => {
+                CompoundOutcome::Pending(Suspended { core, mark: c.mark, kind: c.deferred_kind }, job)
             }
         }
-        rb.e.patch_u32(status_at, status as u32);
-        rb.e.patch_u32(count_at, done);
-        if let (Some(session), Some(slot)) = (&c.session, c.slot) {
-            ops::session::finish_slot(ds, session, slot, rb, cache_this);
-        }
-        CompoundOutcome::Done
     }
 }

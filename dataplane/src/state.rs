@@ -18,19 +18,18 @@
 //! in the same order (see [`crate::bus`]).
 
 use crate::fh::DsFh;
-use pnfs_protocol::session::{clientid_owner_tag, IdMinter};
+use pnfs_protocol::nfs41::clients::ClientTable as EngineClientTable;
+use pnfs_protocol::session::clientid_owner_tag;
 use pnfs_protocol::wire::{nfsstat4, stateid4, OPEN4_SHARE_ACCESS_READ, OPEN4_SHARE_ACCESS_WRITE};
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-pub type SessionId = [u8; 16];
+pub use pnfs_protocol::nfs41::{SessionId, Shards};
+pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
 pub type StateOther = [u8; 12];
 
-const SHARDS: usize = 16;
 /// Allowed stateids kept at most (the MDS revokes them on CLOSE/expiry);
 /// each reactor holds a copy of the table.
 pub const MAX_ALLOWED_STATEIDS: usize = 1 << 20;
@@ -42,55 +41,6 @@ pub const MAX_CLIENTS: usize = 16 * 1024;
 pub const MAX_SESSIONS_PER_CLIENT: usize = 16;
 
 pub use pnfs_protocol::sync::lock;
-
-/// A hash map split into independently locked shards.
-pub struct Shards<K, V> {
-    hasher: RandomState,
-    shards: Vec<Mutex<HashMap<K, V>>>,
-}
-
-impl<K: Hash + Eq, V: Clone> Shards<K, V> {
-    pub fn new() -> Self {
-        Shards { hasher: RandomState::new(), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
-    }
-
-    pub fn shard(&self, k: &K) -> MutexGuard<'_, HashMap<K, V>> {
-        let i = self.hasher.hash_one(k) as usize % SHARDS;
-        lock(&self.shards[i])
-    }
-
-    pub fn get(&self, k: &K) -> Option<V> {
-        self.shard(k).get(k).cloned()
-    }
-
-    pub fn insert(&self, k: K, v: V) -> Option<V> {
-        self.shard(&k).insert(k, v)
-    }
-
-    pub fn remove(&self, k: &K) -> Option<V> {
-        self.shard(k).remove(k)
-    }
-
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn retain(&self, mut f: impl FnMut(&K, &mut V) -> bool) {
-        for s in &self.shards {
-            lock(s).retain(|k, v| f(k, v));
-        }
-    }
-}
-
-impl<K: Hash + Eq, V: Clone> Default for Shards<K, V> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Milliseconds since this process started (lease bookkeeping in atomics).
 pub fn now_ms() -> u64 {
@@ -116,47 +66,30 @@ impl Lease {
     }
 }
 
-pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
-
-pub struct Session {
-    pub id: SessionId,
-    pub clientid: u64,
+/// What the DS keeps with a session, beside the engine's session record.
+#[derive(Debug)]
+pub struct DsSession {
     /// Tag of the client's owner ([`pnfs_protocol::session::owner_tag`]):
     /// the stateids it may use are those the MDS allowed to a client ID
     /// carrying the same tag.
     pub owner_tag: u32,
-    pub fore: ChannelLimits,
-    pub back: ChannelLimits,
-    pub cb_program: u32,
-    pub slots: Mutex<SlotTable>,
-    /// Connection ids bound for the back channel (a DS sends no callbacks;
-    /// kept so BIND_CONN_TO_SESSION answers truthfully).
-    pub back_conns: Mutex<Vec<u64>>,
+    /// The client's lease (shared by its sessions).
     pub lease: Arc<Lease>,
 }
 
+/// What the DS keeps with a client record: its lease. No persisted
+/// records, no grace period, no open state (a DS client's only "state" is
+/// its sessions).
 #[derive(Debug, Clone)]
-pub struct Client {
-    pub clientid: u64,
-    pub owner: Vec<u8>,
-    pub verifier: [u8; 8],
-    pub confirmed: bool,
-    /// Next expected csa_sequence for CREATE_SESSION.
-    pub cs_sequence: u32,
-    /// Last CREATE_SESSION reply (resok bytes) for replay detection.
-    pub cs_reply: Option<Vec<u8>>,
-    pub sessions: Vec<SessionId>,
-    pub reclaim_complete: bool,
-    /// Who created the client ID (AUTH_SYS uid/gid); None for AUTH_NONE.
-    pub principal: Option<(u32, u32)>,
+pub struct DsClient {
     pub lease: Arc<Lease>,
 }
 
-pub struct ClientTable {
-    pub clients: HashMap<u64, Client>,
-    /// Client and session IDs: unguessable (RFC 8881 2.10.3).
-    ids: IdMinter,
-}
+/// A DS session: the engine's record ([`pnfs_protocol::nfs41::Session`]),
+/// `owner_tag` and `lease` reached through it.
+pub type Session = pnfs_protocol::nfs41::Session<DsSession>;
+pub type Client = pnfs_protocol::nfs41::ClientRecord<DsClient>;
+pub type ClientTable = EngineClientTable<DsClient>;
 
 /// What the MDS allowed for one stateid (CTL_PROC_STATEID_ALLOW).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,44 +119,16 @@ pub struct DsState {
 
 impl DsState {
     pub fn new(boot: u32) -> DsState {
-        DsState {
-            boot,
-            clients: Mutex::new(ClientTable { clients: HashMap::new(), ids: IdMinter::new() }),
-            sessions: Shards::new(),
-        }
+        DsState { boot, clients: Mutex::new(ClientTable::new()), sessions: Shards::new() }
     }
 
     pub fn clients(&self) -> MutexGuard<'_, ClientTable> {
         lock(&self.clients)
     }
 
-    /// The boot, then 32 random bits (not 0); not in use.
-    pub fn new_clientid(&self, t: &mut ClientTable) -> u64 {
-        loop {
-            let id = ((self.boot as u64) << 32) | (t.ids.next_u64() & 0xffff_ffff);
-            if id as u32 != 0 && !t.clients.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
-    /// 16 random bytes; not in use.
-    pub fn new_sessionid(&self, t: &mut ClientTable) -> SessionId {
-        loop {
-            let id = t.ids.next_16();
-            if self.sessions.get(&id).is_none() {
-                return id;
-            }
-        }
-    }
-
     /// Removes a client and its sessions (caller holds the client table).
     pub fn purge_client(&self, t: &mut ClientTable, clientid: u64) -> Option<Client> {
-        let c = t.clients.remove(&clientid)?;
-        for sid in &c.sessions {
-            self.sessions.remove(sid);
-        }
-        Some(c)
+        t.purge(&mut &self.sessions, clientid)
     }
 
     /// Drops clients silent for longer than `lease` (plus half a lease of
@@ -231,12 +136,9 @@ impl DsState {
     pub fn expire(&self, lease: Duration) -> usize {
         let limit = lease + lease / 2;
         let mut t = self.clients();
-        let dead: Vec<u64> =
-            t.clients.values().filter(|c| c.lease.idle_for() > limit).map(|c| c.clientid).collect();
-        for id in &dead {
-            if let Some(c) = self.purge_client(&mut t, *id) {
-                log::info!("DS client {:#x} expired after {:?} of silence", id, c.lease.idle_for());
-            }
+        let dead = t.expire(&mut &self.sessions, |c| c.ext.lease.idle_for() > limit);
+        for c in &dead {
+            log::info!("DS client {:#x} expired after {:?} of silence", c.clientid, c.ext.lease.idle_for());
         }
         dead.len()
     }
@@ -411,10 +313,10 @@ mod tests {
     fn ids_are_not_sequential() {
         let st = DsState::new(3);
         let mut t = st.clients();
-        let (c1, c2) = (st.new_clientid(&mut t), st.new_clientid(&mut t));
+        let (c1, c2) = (t.new_clientid(st.boot), t.new_clientid(st.boot));
         assert_eq!((c1 >> 32, c2 >> 32), (3, 3));
         assert!((c1 as u32).abs_diff(c2 as u32) > 1 << 8, "{c1:#x} {c2:#x}");
-        let (s1, s2) = (st.new_sessionid(&mut t), st.new_sessionid(&mut t));
+        let (s1, s2) = (t.new_sessionid(&mut &st.sessions), t.new_sessionid(&mut &st.sessions));
         assert_ne!(s1[..8], s2[..8]);
         assert_ne!(s1[8..], s2[8..]);
     }
@@ -440,45 +342,42 @@ mod tests {
     fn expiry_purges_sessions() {
         let st = DsState::new(1);
         let mut t = st.clients();
-        let id = st.new_clientid(&mut t);
+        let id = t.new_clientid(st.boot);
         assert_eq!(id >> 32, 1);
         let lease = Lease::new();
-        let sid = st.new_sessionid(&mut t);
+        let sid = t.new_sessionid(&mut &st.sessions);
         let limits = ChannelLimits { max_request: 1, max_response: 1, max_response_cached: 1, max_ops: 1, max_requests: 1 };
         st.sessions.insert(
             sid,
             Arc::new(Session {
                 id: sid,
                 clientid: id,
-                owner_tag: 0,
                 fore: limits,
                 back: limits,
                 cb_program: 0,
+                minor: 1,
                 slots: Mutex::new(SlotTable::new(1)),
                 back_conns: Mutex::new(vec![]),
-                lease: lease.clone(),
+                ext: DsSession { owner_tag: 0, lease: lease.clone() },
             }),
         );
-        t.clients.insert(
-            id,
-            Client {
-                clientid: id,
-                owner: b"o".to_vec(),
-                verifier: [0; 8],
-                confirmed: true,
-                cs_sequence: 2,
-                cs_reply: None,
-                sessions: vec![sid],
-                reclaim_complete: false,
-                principal: None,
-                lease,
-            },
-        );
+        t.insert(Client {
+            clientid: id,
+            owner: b"o".to_vec(),
+            verifier: [0; 8],
+            confirmed: true,
+            principal: None,
+            cs_sequence: 2,
+            cs_reply: None,
+            sessions: vec![sid],
+            reclaim_complete: false,
+            ext: DsClient { lease },
+        });
         drop(t);
         assert_eq!(st.expire(Duration::from_secs(60)), 0);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(st.expire(Duration::from_millis(5)), 1);
         assert!(st.sessions.get(&sid).is_none());
-        assert!(st.clients().clients.is_empty());
+        assert!(st.clients().is_empty());
     }
 }

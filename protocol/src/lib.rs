@@ -7,6 +7,7 @@
 pub mod conn_limits;
 pub mod control_auth;
 pub mod mds_ds;
+pub mod nfs41;
 pub mod record;
 pub mod rpc;
 pub mod seal;
