@@ -18,7 +18,7 @@ use pnfs_client::pnfs_protocol::xdr::{Decoder, Opaque, XdrDecode};
 use pnfs_client::Client;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -61,6 +61,8 @@ struct Counts {
     closed: AtomicU64,
     /// Threads whose clients could not all connect and open.
     failed_setup: AtomicU64,
+    /// Threads done setting up (failed or not).
+    ready: AtomicU64,
 }
 
 /// Sends `n` COMPOUNDs on `pipe`, `qd` at a time: `build(i, pipe, slot)`
@@ -176,57 +178,67 @@ fn close_all(h: &mut Holder, counts: &Counts) -> PResult<()> {
     )
 }
 
-/// One thread's share of the clients: connect and open (then meet `ready`),
-/// renew until told to stop, close.
-fn thread(
-    server: SocketAddr,
-    o: Arc<Opts>,
-    mine: Vec<(usize, Vec<u8>)>,
-    counts: Arc<Counts>,
-    ready: Arc<Barrier>,
-    deadline: Option<Instant>,
-) -> PResult<()> {
-    let setup = (|| {
-        let mut hs = Vec::with_capacity(mine.len());
-        for (i, dir) in &mine {
-            let pipe = Pipe::connect(server, o.minor, o.qd as usize, 0, true).map_err(|e| format!("client {i}: {e}"))?;
-            let mut h = Holder { pipe, owner: format!("pnfs-bench-hold-c{i}").into_bytes(), dir: dir.clone(), held: vec![] };
-            open_all(&mut h, o.hold_opens, &counts).map_err(|e| format!("client {i}: {e}"))?;
-            hs.push(h);
+/// SEQUENCE on every client's session (renews its lease).
+fn renew_all(hs: &mut [Holder], counts: &Counts) -> PResult<()> {
+    for h in hs.iter_mut() {
+        let slot = h.pipe.start(0).ok_or("internal: no free slot")?;
+        h.pipe.send(slot, &[])?;
+    }
+    for h in hs.iter_mut() {
+        let r = h.pipe.recv()?;
+        if r.status == 0 {
+            counts.renewals.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counts.errors.fetch_add(1, Ordering::Relaxed);
+            eprintln!("pnfs-bench: hold: SEQUENCE (lease renewal) of {}: {}", String::from_utf8_lossy(&h.owner), status_name(r.status));
         }
-        Ok::<_, String>(hs)
+    }
+    Ok(())
+}
+
+/// One thread's share of the clients: connect and open (renewing the
+/// leases of those already set up: setting up 100,000 opens can take
+/// longer than a lease), count itself ready, renew until told to stop,
+/// close.
+fn thread(server: SocketAddr, o: Arc<Opts>, mine: Vec<(usize, Vec<u8>)>, counts: Arc<Counts>, deadline: Option<Instant>) -> PResult<()> {
+    let renew = Duration::from_secs_f64(o.renew);
+    let mut last = Instant::now();
+    let mut hs = Vec::with_capacity(mine.len());
+    let setup = (|| {
+        for (i, dir) in &mine {
+            if STOP.load(Ordering::Relaxed) {
+                break;
+            }
+            let pipe = Pipe::connect(server, o.minor, o.qd as usize, 0, true).map_err(|e| format!("client {i}: {e}"))?;
+            hs.push(Holder { pipe, owner: format!("pnfs-bench-hold-c{i}").into_bytes(), dir: dir.clone(), held: vec![] });
+            let h = hs.last_mut().expect("just pushed");
+            open_all(h, o.hold_opens, &counts).map_err(|e| format!("client {i}: {e}"))?;
+            if last.elapsed() >= renew {
+                last = Instant::now();
+                renew_all(&mut hs, &counts)?;
+            }
+        }
+        Ok::<_, String>(())
     })();
     if setup.is_err() {
         counts.failed_setup.fetch_add(1, Ordering::Relaxed);
     }
-    ready.wait();
-    let mut hs = setup?;
-    let renew = Duration::from_secs_f64(o.renew);
-    let mut last = Instant::now();
-    while !STOP.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+    counts.ready.fetch_add(1, Ordering::Relaxed);
+    let mut r = setup;
+    while r.is_ok() && !STOP.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(100));
-        if last.elapsed() < renew {
-            continue;
-        }
-        last = Instant::now();
-        for h in hs.iter_mut() {
-            let slot = h.pipe.start(0).ok_or("internal: no free slot")?;
-            h.pipe.send(slot, &[])?;
-        }
-        for h in hs.iter_mut() {
-            let r = h.pipe.recv()?;
-            if r.status == 0 {
-                counts.renewals.fetch_add(1, Ordering::Relaxed);
-            } else {
-                counts.errors.fetch_add(1, Ordering::Relaxed);
-                eprintln!("pnfs-bench: hold: SEQUENCE (lease renewal) of {}: {}", String::from_utf8_lossy(&h.owner), status_name(r.status));
-            }
+        if last.elapsed() >= renew {
+            last = Instant::now();
+            r = renew_all(&mut hs, &counts);
         }
     }
     for h in hs.iter_mut() {
-        close_all(h, &counts)?;
+        let c = close_all(h, &counts);
+        if r.is_ok() {
+            r = c;
+        }
     }
-    Ok(())
+    r
 }
 
 pub fn run(o: &Opts, server: SocketAddr, c: &mut Client, parent: &[u8]) -> Result<(), String> {
@@ -256,17 +268,18 @@ pub fn run(o: &Opts, server: SocketAddr, c: &mut Client, parent: &[u8]) -> Resul
         shares[i % threads].push((i, mkdir(c, &top, &format!("c{i}"))?));
     }
     let counts = Arc::new(Counts::default());
-    let ready = Arc::new(Barrier::new(threads + 1));
     let oa = Arc::new(o.clone());
     let deadline = o.runtime.map(|r| Instant::now() + Duration::from_secs_f64(r));
     let handles: Vec<_> = shares
         .into_iter()
         .map(|mine| {
-            let (oa, counts, ready) = (oa.clone(), counts.clone(), ready.clone());
-            std::thread::spawn(move || thread(server, oa, mine, counts, ready, deadline))
+            let (oa, counts) = (oa.clone(), counts.clone());
+            std::thread::spawn(move || thread(server, oa, mine, counts, deadline))
         })
         .collect();
-    ready.wait();
+    while counts.ready.load(Ordering::Relaxed) < threads as u64 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let setup_s = t.elapsed().as_secs_f64();
     let held = counts.opened.load(Ordering::Relaxed);
     if counts.failed_setup.load(Ordering::Relaxed) > 0 {
