@@ -104,11 +104,12 @@ if hold:
     out.append(f"Held: {hold['held']:,} opens by {hold['clients']:,} clients, set up in {hold['setup_s']:.1f} s "
                f"(OPEN CREATE, untimed), {hold['renewals']:,} lease renewals during the held rows, "
                f"{hold['closed']:,} closed at the end, {hold['errors']} errors.")
-if ("profile", "open-layout-close") in runs:
-    p = runs[("profile", "open-layout-close")][0]
-    out.append("")
-    out.append(f"Profiled run (perf record -g on the MDS): {p['cycles_per_s']:,.0f} cycles/s, "
-               f"{fmt(p['ops_per_server_cpu_s'])} per server CPU s.")
+for tag, what in (("ours", "no opens held"), ("held", "opens held")):
+    if ("profile-" + tag, "open-layout-close") in runs:
+        p = runs[("profile-" + tag, "open-layout-close")][0]
+        out.append("")
+        out.append(f"Profiled run ({what}; perf record on the MDS): {p['cycles_per_s']:,.0f} cycles/s, "
+                   f"{fmt(p['ops_per_server_cpu_s'])} per server CPU s (profile-olc-{tag}.txt).")
 text = "\n".join(out) + "\n"
 print(text)
 if a.markdown:

@@ -234,6 +234,9 @@ fn thread(server: SocketAddr, o: Arc<Opts>, mine: Vec<(usize, Vec<u8>)>, counts:
     }
     for h in hs.iter_mut() {
         let c = close_all(h, &counts);
+        if c.is_ok() {
+            let _ = h.pipe.destroy_client();
+        }
         if r.is_ok() {
             r = c;
         }
@@ -282,7 +285,9 @@ pub fn run(o: &Opts, server: SocketAddr, c: &mut Client, parent: &[u8]) -> Resul
     }
     let setup_s = t.elapsed().as_secs_f64();
     let held = counts.opened.load(Ordering::Relaxed);
-    if counts.failed_setup.load(Ordering::Relaxed) > 0 {
+    if STOP.load(Ordering::Relaxed) {
+        eprintln!("pnfs-bench: hold: stopped during setup; closing what was opened");
+    } else if counts.failed_setup.load(Ordering::Relaxed) > 0 {
         STOP.store(true, Ordering::Relaxed);
         eprintln!("pnfs-bench: hold: setup failed; closing what was opened");
     } else {

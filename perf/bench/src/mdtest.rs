@@ -208,7 +208,13 @@ fn job(server: SocketAddr, minor: u32, id: usize, qd: usize, dir: Vec<u8>, nfile
     }
     match failed {
         Some(e) => Err(e),
-        None => Ok(out),
+        None => {
+            // Best effort: a server without DESTROY_CLIENTID lets the lease expire.
+            if let Some(p) = pipe.as_mut() {
+                let _ = p.destroy_client();
+            }
+            Ok(out)
+        }
     }
 }
 
