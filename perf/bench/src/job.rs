@@ -222,6 +222,8 @@ pub fn run(p: Plan) -> PResult<JobResult> {
     done.wait();
     w?;
     job.teardown()?;
+    // Best effort: a server without DESTROY_CLIENTID lets the lease expire.
+    let _ = job.pipes[0].destroy_client();
     Ok(job.res)
 }
 

@@ -5,7 +5,9 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 mod hist;
+mod hold;
 mod job;
+mod mdtest;
 mod opts;
 mod pattern;
 mod pipe;
@@ -79,7 +81,7 @@ fn cpu_seconds(pid: u32) -> Result<f64, String> {
     Ok((u + st) as f64 / tck)
 }
 
-fn cpu_total(pids: &[u32]) -> Result<f64, String> {
+pub(crate) fn cpu_total(pids: &[u32]) -> Result<f64, String> {
     pids.iter().map(|p| cpu_seconds(*p)).sum()
 }
 
@@ -157,6 +159,11 @@ fn run(o: &Opts) -> Result<(), String> {
         },
         Err(e) => return Err(format!("LOOKUP {}/{}: {e}", o.path, o.dir)),
     };
+    match o.workload {
+        Workload::Mdtest => return mdtest::run(o, server, &mut c, &dir),
+        Workload::Hold => return hold::run(o, server, &mut c, &dir),
+        _ => {}
+    }
     let types = layout_types(&mut c, &dir)?;
     let server_files_layouts = types.contains(&(layouttype4::LAYOUT4_NFSV4_1_FILES as u32));
     let pnfs = !o.no_pnfs && server_files_layouts;

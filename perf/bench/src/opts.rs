@@ -11,7 +11,7 @@ usage: pnfs-bench --server HOST:PORT --workload W [options]
   --dir NAME           directory under the export holding the files
                        (default pnfs-bench; created if missing)
   --workload W         seqread | seqwrite | randread | randwrite |
-                       open-layout-close | getattr
+                       open-layout-close | getattr | mdtest | hold
   --bs SIZE            block size per READ/WRITE (default 1m; 4k, 1m, ...;
                        a multiple of 512). Offsets are multiples of bs.
   --qd N               requests in flight per job (default 16): COMPOUNDs
@@ -36,9 +36,22 @@ usage: pnfs-bench --server HOST:PORT --workload W [options]
   --no-pnfs            ignore layouts: all I/O through the server connection
   --server-pid PID     sample utime+stime of PID (repeatable) around the
                        measured interval: server CPU s, CPU s/GiB, ops/CPU s
+  --hold-clients N     hold: clients (each its own connection and session;
+                       default 1000)
+  --hold-opens M       hold: files each client opens and holds (default 100)
+  --renew SECS         hold: lease renewal period (default 15)
   --minor 1|2          NFSv4 minor version (default 1)
   --json               one JSON object on stdout instead of a summary
   --help               this text
+
+mdtest: each job (creator) its own directory mdtest-j<id> under --dir with
+--files files: create (OPEN CREATE + CLOSE), stat (LOOKUP + GETATTR),
+remove (REMOVE), each phase timed (and its server CPU sampled) apart; --qd
+files in flight per job (default 1 for mdtest). hold: background state for
+the other workloads: --hold-clients clients each open --hold-opens files
+(in hold/c<i> under --dir) and hold them, renewing their leases, until
+SIGTERM/SIGINT or --runtime; then CLOSE all. --jobs threads share the
+clients. Prints \"pnfs-bench: hold: ready: ...\" on stderr once all are held.
 
 Read and metadata workloads first create missing files and fill files
 shorter than --size (untimed, seqwrite 1m qd 16). Latency is per COMPOUND
@@ -53,6 +66,8 @@ pub enum Workload {
     RandWrite,
     OpenLayoutClose,
     Getattr,
+    Mdtest,
+    Hold,
 }
 
 impl Workload {
@@ -64,13 +79,15 @@ impl Workload {
             Workload::RandWrite => "randwrite",
             Workload::OpenLayoutClose => "open-layout-close",
             Workload::Getattr => "getattr",
+            Workload::Mdtest => "mdtest",
+            Workload::Hold => "hold",
         }
     }
     pub fn is_write(self) -> bool {
         matches!(self, Workload::SeqWrite | Workload::RandWrite)
     }
     pub fn is_data(self) -> bool {
-        !matches!(self, Workload::OpenLayoutClose | Workload::Getattr)
+        !matches!(self, Workload::OpenLayoutClose | Workload::Getattr | Workload::Mdtest | Workload::Hold)
     }
     pub fn is_random(self) -> bool {
         matches!(self, Workload::RandRead | Workload::RandWrite)
@@ -97,6 +114,10 @@ pub struct Opts {
     pub stable_file: bool,
     pub verify: bool,
     pub minor: u32,
+    pub hold_clients: u32,
+    pub hold_opens: u32,
+    /// Seconds between lease renewals (hold).
+    pub renew: f64,
 }
 
 /// Parses "4096", "4k", "1m", "2g", "1t" (binary units; "kib"/"kb"/"k" alike).
@@ -158,8 +179,12 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         stable_file: false,
         verify: false,
         minor: 1,
+        hold_clients: 1000,
+        hold_opens: 100,
+        renew: 15.0,
     };
     let mut size = None;
+    let mut qd = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (name, inline) = match a.split_once('=') {
@@ -207,9 +232,11 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
                             "randwrite" => Workload::RandWrite,
                             "open-layout-close" => Workload::OpenLayoutClose,
                             "getattr" => Workload::Getattr,
+                            "mdtest" => Workload::Mdtest,
+                            "hold" => Workload::Hold,
                             _ => {
                                 return Err(format!(
-                                "--workload: '{v}' is not one of seqread, seqwrite, randread, randwrite, open-layout-close, getattr"
+                                "--workload: '{v}' is not one of seqread, seqwrite, randread, randwrite, open-layout-close, getattr, mdtest, hold"
                             ))
                             }
                         })
@@ -221,7 +248,16 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
                         }
                         o.bs = bs
                     }
-                    "--qd" => o.qd = parse_count("--qd", &v, 1024)?,
+                    "--qd" => qd = Some(parse_count("--qd", &v, 1024)?),
+                    "--hold-clients" => o.hold_clients = parse_count("--hold-clients", &v, 100_000)?,
+                    "--hold-opens" => o.hold_opens = parse_count("--hold-opens", &v, 1_000_000)?,
+                    "--renew" => {
+                        let r = parse_secs(&v).map_err(|e| format!("--renew: {e}"))?;
+                        if r < 0.1 {
+                            return Err("--renew: must be at least 0.1 seconds".into());
+                        }
+                        o.renew = r
+                    }
                     "--jobs" => o.jobs = parse_count("--jobs", &v, 1024)?,
                     "--files" => o.files = parse_count("--files", &v, 1_000_000)?,
                     "--size" => size = Some(parse_size(&v).map_err(|e| format!("--size: {e}"))?),
@@ -265,6 +301,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
     }
     o.server = server.ok_or("--server HOST:PORT is required (see --help)")?;
     o.workload = workload.ok_or("--workload is required (see --help)")?;
+    o.qd = qd.unwrap_or(if o.workload == Workload::Mdtest { 1 } else { 16 });
     o.size = size.unwrap_or(if o.workload.is_data() { 256 << 20 } else { 0 });
     if o.runtime.is_some() && o.bytes.is_some() {
         return Err("--runtime and --bytes exclude each other".into());
@@ -321,6 +358,10 @@ mod tests {
         assert!(o.json && !o.stable_file && o.workload.is_random());
         let o = parse(&args("--server h:1 --workload getattr")).unwrap();
         assert_eq!(o.size, 0);
+        let o = parse(&args("--server h:1 --workload mdtest --jobs 64 --files 100")).unwrap();
+        assert_eq!((o.workload, o.qd, o.jobs, o.files), (Workload::Mdtest, 1, 64, 100));
+        let o = parse(&args("--server h:1 --workload hold --hold-clients 10 --hold-opens 5 --renew 2")).unwrap();
+        assert_eq!((o.hold_clients, o.hold_opens, o.renew, o.qd), (10, 5, 2.0, 16));
     }
 
     #[test]
@@ -340,6 +381,8 @@ mod tests {
             "--server h:1 --workload seqread --bogus 1",
             "--server h:1 --workload seqread --qd",
             "--server h:1 --workload getattr --bytes 1g",
+            "--server h:1 --workload hold --hold-clients 0",
+            "--server h:1 --workload hold --renew 0",
         ] {
             let e = parse(&args(bad)).unwrap_err();
             assert!(!e.is_empty() && !e.contains('\n'), "{bad}: {e}");

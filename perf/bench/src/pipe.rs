@@ -449,6 +449,27 @@ impl Pipe {
         }
     }
 
+    /// Ends this client on the server (DESTROY_SESSION, DESTROY_CLIENTID),
+    /// so that its record does not linger until its lease expires (the
+    /// server's reaping would land in a later measurement). Call with
+    /// nothing outstanding and no state held (CLOSE first).
+    pub fn destroy_client(&mut self) -> PResult<()> {
+        if self.outstanding != 0 {
+            return Err("internal: destroy_client with requests outstanding".into());
+        }
+        let ds = nfs_argop4::OP_DESTROY_SESSION(DESTROY_SESSION4args { dsa_sessionid: self.sessionid });
+        let st = decode_compound(&self.call_sessionless(&ds)?)?.status;
+        if st != nfsstat4::NFS4_OK {
+            return Err(format!("{}: DESTROY_SESSION: {st:?}", self.addr));
+        }
+        let dc = nfs_argop4::OP_DESTROY_CLIENTID(DESTROY_CLIENTID4args { dca_clientid: self.clientid });
+        let st = decode_compound(&self.call_sessionless(&dc)?)?.status;
+        if st != nfsstat4::NFS4_OK {
+            return Err(format!("{}: DESTROY_CLIENTID: {st:?}", self.addr));
+        }
+        Ok(())
+    }
+
     /// One COMPOUND (`ops` after SEQUENCE) with nothing else outstanding;
     /// NFS4ERR_DELAY/GRACE are retried for up to 60 s. Returns the whole
     /// COMPOUND4res (decode with [`decode_compound`]).

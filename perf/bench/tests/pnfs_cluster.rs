@@ -91,3 +91,54 @@ fn pnfs_write_then_verified_read_go_to_the_data_servers() {
         h.shutdown();
     }
 }
+
+/// mdtest: every job creates, stats and removes its files in its own
+/// directory; all three phases count every file, while another process
+/// holds opens (the hold workload: clients each holding files open,
+/// renewing their leases, closing everything at the end).
+#[test]
+fn mdtest_phases_count_every_file_while_opens_are_held() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, handles) = start_cluster(dir.path());
+
+    let mut hold = Command::new(env!("CARGO_BIN_EXE_pnfs-bench"))
+        .args(["--server", &server.to_string(), "--path", "/export", "--json", "--workload", "hold"])
+        .args("--jobs 2 --hold-clients 3 --hold-opens 4 --renew 0.2 --runtime 30".split_whitespace())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(hold.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("hold:") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "hold exited before it was ready");
+    }
+    assert!(line.contains("hold: ready: 12 opens held by 3 clients"), "{line}");
+
+    let m = bench(server, "--workload mdtest --jobs 3 --qd 2 --files 5");
+    assert_eq!(num(&m, "errors"), 0.0, "{m}");
+    for phase in ["create", "stat", "remove"] {
+        assert!(m.contains(&format!("\"{phase}\":{{\"ops\":15,")), "{phase}: {m}");
+    }
+    assert!(m.contains("\"creators\":6"), "{m}");
+    // The job directories are gone, the held files are still there.
+    let mut c = pnfs_client::Client::connect(server, 1).unwrap();
+    let top = c.lookup_path("/export/pnfs-bench").unwrap();
+    let names = c.readdir(&top).unwrap();
+    assert!(names.iter().all(|n| !n.starts_with("mdtest-j")), "{names:?}");
+    let held_dir = c.lookup(&top, "hold").unwrap();
+    assert_eq!(c.readdir(&held_dir).unwrap().len(), 3);
+
+    // SIGTERM: every held open is closed, and nothing failed.
+    // SAFETY: kill(2) on the child's pid.
+    unsafe { libc::kill(hold.id() as i32, libc::SIGTERM) };
+    let out = hold.wait_with_output().unwrap();
+    let j = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{j}");
+    assert!(num(&j, "held") == 12.0 && num(&j, "closed") == 12.0 && num(&j, "errors") == 0.0, "{j}");
+    for h in handles {
+        h.shutdown();
+    }
+}
