@@ -8,7 +8,6 @@ use super::log_once;
 use crate::fh::DsFh;
 use crate::stats::DsStats;
 use crate::storage::volume::{VolObj, Volume, VolumeOptions};
-pub use crate::storage::volume::ObjStat;
 use pnfs_protocol::sync::lock;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -19,6 +18,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 static LOGGED_NO_DIRECT: AtomicBool = AtomicBool::new(false);
+
+/// Attributes of an object of either backend (GETATTR, control OBJ_STAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjStat {
+    pub size: u64,
+    pub change: u64,
+    pub space_used: u64,
+    pub mtime: (i64, u32),
+}
 
 #[derive(Debug)]
 pub struct Object {
