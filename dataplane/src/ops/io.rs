@@ -16,8 +16,7 @@ use crate::compound::{reply, Compound, NfsResult, ReplyBuf};
 use crate::ds::Ds;
 use crate::stats::bump;
 use crate::storage::aio::ReadJob;
-use crate::transport::recv::Detached;
-use crate::storage::{is_aligned, IoError, Object, PoolBuf};
+use crate::storage::{is_aligned, Detached, IoError, Object, PoolBuf};
 use pnfs_protocol::wire::*;
 
 /// Headroom kept in a reply for the COMPOUND and RPC headers around data.

@@ -25,7 +25,7 @@
 //! Dropping an [`Aio`] waits for its reads in flight (the kernel may still
 //! write into their buffers).
 
-use crate::config::IO_ALIGN;
+use crate::storage::IO_ALIGN;
 use crate::storage::{is_aligned, Engine, Object, PoolBuf, SYNC_TAG};
 use crate::stats::bump;
 use std::cell::{Cell, RefCell};

@@ -3,10 +3,12 @@
 //! rings; an empty pool is NFS4ERR_DELAY), single aligned blocks
 //! ([`Aligned`], the volume's metadata I/O) and the alignment rule.
 
-use crate::config::IO_ALIGN;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::cell::RefCell;
 use std::rc::Rc;
+
+/// Alignment of I/O buffers, offsets and lengths for O_DIRECT.
+pub const IO_ALIGN: usize = 4096;
 
 /// Whether an offset or length suits O_DIRECT.
 pub(crate) fn is_aligned(x: u64) -> bool {
@@ -102,6 +104,24 @@ impl Drop for PoolBuf {
         let mut free = self.pool.free.borrow_mut();
         debug_assert!(!free.contains(&self.idx), "buffer returned twice");
         free.push(self.idx);
+    }
+}
+
+/// WRITE data the transport received into a pool buffer beside its
+/// record ([`crate::transport::recv`]), for the WRITE op to write from.
+pub struct Detached {
+    /// None: the WRITE was not admitted ([`crate::transport::recv::read_call`]) and its data was
+    /// received and dropped; a WRITE that gets this far anyway (its
+    /// session or stateid appeared meanwhile) answers NFS4ERR_DELAY.
+    pub buf: Option<PoolBuf>,
+    /// Data bytes (the WRITE's real data length).
+    pub len: usize,
+}
+
+impl Detached {
+    /// Bytes it took on the wire (data and XDR pad).
+    pub fn wire_len(&self) -> usize {
+        self.len + (4 - self.len % 4) % 4
     }
 }
 

@@ -6,7 +6,7 @@
 use super::format::{put_u64, BITS_PER_BLOCK, BLOCK};
 use super::object::VolObj;
 use super::{errno, Volume};
-use crate::config::IO_ALIGN;
+use crate::storage::IO_ALIGN;
 use crate::stats::bump;
 use crate::storage::buffers::Aligned;
 use pnfs_protocol::sync::lock;

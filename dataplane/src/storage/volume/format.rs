@@ -5,7 +5,7 @@
 use super::object::VolObj;
 use super::Volume;
 use super::VolumeOptions;
-use crate::config::IO_ALIGN;
+use crate::storage::IO_ALIGN;
 use crate::fh::{DsFh, FH_LEN};
 use crate::storage::buffers::Aligned;
 use std::io;

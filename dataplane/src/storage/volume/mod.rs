@@ -106,7 +106,7 @@ mod tests;
 pub use format::{Geometry, MAP_LEN};
 pub use object::VolObj;
 
-use crate::config::IO_ALIGN;
+use crate::storage::IO_ALIGN;
 use crate::fh::DsFh;
 use crate::stats::{bump, DsStats};
 use crate::storage::buffers::Aligned;

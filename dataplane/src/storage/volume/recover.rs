@@ -6,7 +6,7 @@ use super::alloc::{bitmap_block, Alloc};
 use super::format::{decode_entry, Entry, BLOCK, BITS_PER_BLOCK};
 use super::object::VolObj;
 use super::{Index, Volume};
-use crate::config::IO_ALIGN;
+use crate::storage::IO_ALIGN;
 use crate::fh::DsFh;
 use crate::storage::buffers::Aligned;
 use pnfs_protocol::sync::lock;
