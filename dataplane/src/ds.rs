@@ -25,7 +25,7 @@ pub struct Ds {
     pub bus: Bus,
     pub stats: Arc<DsStats>,
     /// `pnfs-ds:<id>:<install id>`: server_owner major id and server scope.
-    /// Never the MDS's (RFC 8881 2.10.5; see docs/pnfs-server-notes.md 1.3).
+    /// Never the MDS's (RFC 8881 2.10.5; see docs/client-interop.md 1.2).
     pub server_owner: Vec<u8>,
     /// Changes every boot, so clients resend UNSTABLE writes after a restart.
     pub write_verifier: [u8; 8],
