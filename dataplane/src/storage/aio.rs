@@ -6,7 +6,7 @@
 //! last one), completed in batches ([`Aio::reap`]).
 //!
 //! Bookkeeping is a pre-allocated table of in-flight reads; an entry's
-//! index is the `user_data` of its SQE ([`crate::storage::SYNC_TAG`] is the
+//! index is the `user_data` of its SQE (`SYNC_TAG` in engine.rs is the
 //! engine's own submit-and-wait). An entry owns everything the kernel or
 //! the reply needs until its completion: the pool buffer, the object (so
 //! the descriptor stays open) and the caller's context `T` (for the

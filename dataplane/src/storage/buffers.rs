@@ -1,7 +1,7 @@
 //! Aligned memory for O_DIRECT: the per-reactor buffer pool ([`BufPool`],
 //! a fixed set of `IO_ALIGN`-aligned buffers registered with the reactor's
 //! rings; an empty pool is NFS4ERR_DELAY), single aligned blocks
-//! ([`Aligned`], the volume's metadata I/O) and the alignment rule.
+//! (`Aligned`, the volume's metadata I/O) and the alignment rule.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::cell::RefCell;

@@ -91,10 +91,11 @@
 //!
 //! # Files
 //!
-//! This file holds the [`Volume`] (open, object create/remove/truncate,
+//! `mod.rs` holds the [`Volume`] (open, object create/remove/truncate,
 //! COMMIT, mapping object ranges to extents, plain I/O for the control
-//! program); [`format`] the on-disk format, [`object`] the in-memory
-//! object, [`alloc`] extent allocation, [`recover`] the start-up scan.
+//! program); `format.rs` the on-disk format, `object.rs` the in-memory
+//! object, `alloc.rs` extent allocation, `recover.rs` the start-up scan,
+//! `tests.rs` the tests.
 
 mod alloc;
 pub mod format;
