@@ -1,6 +1,7 @@
 //! DS configuration (the `[ds]` table of pnfsd's TOML file). Every limit the
 //! data server enforces is here, with its default.
 
+use crate::storage::IO_ALIGN;
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -227,9 +228,6 @@ fn default_volume_max_objects() -> u32 {
 fn default_max_inflight_io() -> usize {
     256
 }
-
-/// Alignment of I/O buffers, offsets and lengths for O_DIRECT.
-pub const IO_ALIGN: usize = 4096;
 
 impl DsConfig {
     /// A config with every default and the required keys given (tests, embedding).

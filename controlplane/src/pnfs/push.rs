@@ -46,7 +46,7 @@ impl PushBatcher {
         changes: Vec<ctl_stateid_change<'static>>,
         send: impl Fn(&[ctl_stateid_change<'static>]) -> std::io::Result<Vec<ctl_status>>,
     ) -> Vec<Result<(), String>> {
-        let mut q = self.q.lock().unwrap();
+        let mut q = self.q.lock().unwrap_or_else(|p| p.into_inner());
         let mut tickets = Vec::with_capacity(changes.len());
         for change in changes {
             let ticket = q.next_ticket;
@@ -59,7 +59,7 @@ impl PushBatcher {
                 return tickets.iter().map(|t| q.done.remove(t).expect("answered")).collect();
             }
             if q.leader {
-                q = self.cv.wait(q).unwrap();
+                q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             q.leader = true;
@@ -68,7 +68,7 @@ impl PushBatcher {
             drop(q);
             let changes: Vec<ctl_stateid_change<'static>> = batch.iter().map(|b| b.change.clone()).collect();
             let answer = send(&changes);
-            q = self.q.lock().unwrap();
+            q = self.q.lock().unwrap_or_else(|p| p.into_inner());
             for (i, b) in batch.iter().enumerate() {
                 let r = match &answer {
                     Err(e) => Err(e.to_string()),

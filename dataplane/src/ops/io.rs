@@ -15,9 +15,8 @@
 use crate::compound::{reply, Compound, NfsResult, ReplyBuf};
 use crate::ds::Ds;
 use crate::stats::bump;
-use crate::storage::aio::ReadJob;
-use crate::transport::recv::Detached;
-use crate::storage::{is_aligned, IoError, Object, PoolBuf};
+use crate::storage::aio::IoJob;
+use crate::storage::{is_aligned, Detached, IoError, Object, PoolBuf};
 use pnfs_protocol::wire::*;
 
 /// Headroom kept in a reply for the COMPOUND and RPC headers around data.
@@ -56,11 +55,11 @@ pub fn read(ds: &Ds, c: &mut Compound, a: &READ4args, rb: &mut ReplyBuf) -> nfss
             let size = obj.size().map_err(|e| io_status(&e))?;
             return Ok(Some((None, 0, a.offset >= size)));
         }
-        if c.can_defer && ReadJob::supported(&obj) {
+        if c.can_defer && IoJob::supported(&obj) {
             // Asynchronous: the reactor runs the read, then encodes the
             // result with `finish_read` and `encode_read`.
             let buf = c.engine.pool.take().ok_or_else(|| engine_status(ds, IoError::NoBuffer))?;
-            c.deferred = Some(ReadJob { obj, offset: a.offset, count, buf, write: false });
+            c.deferred = Some(IoJob { obj, offset: a.offset, count, buf, write: false });
             return Ok(None);
         }
         let (buf, n) = c.engine.read(&obj, a.offset, count).map_err(|e| engine_status(ds, e))?;
@@ -133,7 +132,7 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
             return Err(nfsstat4::NFS4ERR_FBIG);
         }
         let stable = a.stable != stable_how4::UNSTABLE4;
-        if c.can_defer && !stable && len > 0 && ReadJob::supported(&obj) {
+        if c.can_defer && !stable && len > 0 && IoJob::supported(&obj) {
             // Asynchronous: data in a pool buffer (received there, or an
             // aligned write that would be copied into one anyway); the
             // reactor runs the write, then encodes with `finish_write`.
@@ -149,7 +148,7 @@ pub fn write(ds: &Ds, c: &mut Compound, a: &WRITE4args, rb: &mut ReplyBuf) -> nf
                 None => None,
             };
             if let Some(buf) = buf {
-                c.deferred = Some(ReadJob { obj, offset: a.offset, count: len, buf, write: true });
+                c.deferred = Some(IoJob { obj, offset: a.offset, count: len, buf, write: true });
                 return Err(DEFERRED);
             }
         }

@@ -1,12 +1,12 @@
-//! Asynchronous READs on a reactor's io_uring: up to
-//! `ds.max_inflight_io_per_reactor` reads in flight per reactor, prepared
-//! one by one ([`Aio::start`]: an SQE naming the registered pool buffer and
+//! Asynchronous I/O on a reactor's io_uring (READs, and UNSTABLE WRITEs
+//! from pool buffers): up to `ds.max_inflight_io_per_reactor` jobs
+//! ([`IoJob`]) in flight per reactor, prepared one by one ([`Aio::start`]: an SQE naming the registered pool buffer and
 //! the file's registered slot) and sent to the kernel together
 //! ([`Aio::submit`]: one io_uring_enter for every read prepared since the
 //! last one), completed in batches ([`Aio::reap`]).
 //!
 //! Bookkeeping is a pre-allocated table of in-flight reads; an entry's
-//! index is the `user_data` of its SQE ([`crate::storage::SYNC_TAG`] is the
+//! index is the `user_data` of its SQE (`SYNC_TAG` in engine.rs is the
 //! engine's own submit-and-wait). An entry owns everything the kernel or
 //! the reply needs until its completion: the pool buffer, the object (so
 //! the descriptor stays open) and the caller's context `T` (for the
@@ -25,7 +25,7 @@
 //! Dropping an [`Aio`] waits for its reads in flight (the kernel may still
 //! write into their buffers).
 
-use crate::config::IO_ALIGN;
+use crate::storage::IO_ALIGN;
 use crate::storage::{is_aligned, Engine, Object, PoolBuf, SYNC_TAG};
 use crate::stats::bump;
 use std::cell::{Cell, RefCell};
@@ -41,8 +41,8 @@ use tokio::io::unix::AsyncFd;
 /// dirty generation counts it when it completed (failed or not), before
 /// the caller sees the outcome, as [`Engine::write_pooled`] does.
 /// Files backend only: a volume object's I/O maps extents and stays
-/// synchronous ([`ReadJob::supported`]).
-pub struct ReadJob {
+/// synchronous ([`IoJob::supported`]).
+pub struct IoJob {
     pub obj: Arc<Object>,
     pub offset: u64,
     pub count: usize,
@@ -50,21 +50,25 @@ pub struct ReadJob {
     pub write: bool,
 }
 
-impl ReadJob {
-    /// Whether reads of `obj` can go asynchronous (it is a file of its own).
+impl IoJob {
+    /// Whether I/O on `obj` can go asynchronous (it is a file of its own).
     pub fn supported(obj: &Object) -> bool {
         obj.files().is_some()
     }
 }
 
-/// The outcome of a read, with its job given back (the data is in
-/// `job.buf`): the bytes read (short only at the end of the object, at most
-/// `job.count`) or the error.
-pub type ReadDone = io::Result<usize>;
+/// The outcome of a job, with the job given back: for a read the bytes
+/// read into `job.buf` (short only at the end of the object, at most
+/// `job.count`), for a write the bytes written; or the error.
+pub type IoDone = io::Result<usize>;
+
+/// The names compound.rs still uses (it is being rewritten with the shared
+/// session engine); drop them once it says IoJob.
+pub type ReadJob = IoJob;
 
 struct Inflight<T> {
-    job: ReadJob,
-    /// Bytes read so far.
+    job: IoJob,
+    /// Bytes read or written so far.
     done: usize,
     /// Through the O_DIRECT descriptor (length rounded up to the alignment).
     direct: bool,
@@ -101,13 +105,13 @@ impl<T> Aio<T> {
         // SAFETY: plain syscall; the result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
-            log::warn!("eventfd: {}; READs stay synchronous", io::Error::last_os_error());
+            log::warn!("eventfd: {}; READs and WRITEs stay synchronous", io::Error::last_os_error());
             return None;
         }
         // SAFETY: a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         if let Err(e) = ring.borrow().submitter().register_eventfd(fd.as_raw_fd()) {
-            log::warn!("io_uring eventfd registration: {e}; READs stay synchronous");
+            log::warn!("io_uring eventfd registration: {e}; READs and WRITEs stay synchronous");
             return None;
         }
         // SAFETY: the AsyncFd owns the descriptor, which stays open as long
@@ -116,7 +120,7 @@ impl<T> Aio<T> {
             Ok(a) => a,
             Err(e) => {
                 let e = e.into_parts().1;
-                log::warn!("eventfd registration with the runtime: {e}; READs stay synchronous");
+                log::warn!("eventfd registration with the runtime: {e}; READs and WRITEs stay synchronous");
                 let _ = ring.borrow().submitter().unregister_eventfd();
                 return None;
             }
@@ -165,7 +169,7 @@ impl<T> Aio<T> {
 
     /// Prepares the read (SQE pushed, not submitted): Err gives everything
     /// back when the table is full (callers wait for [`Aio::room`] first).
-    pub fn start(&self, job: ReadJob, ctx: T) -> Result<(), (ReadJob, T)> {
+    pub fn start(&self, job: IoJob, ctx: T) -> Result<(), (IoJob, T)> {
         let Some((_, direct_file)) = job.obj.files() else { return Err((job, ctx)) };
         if job.write && (job.count == 0 || job.count > job.buf.capacity()) {
             return Err((job, ctx));
@@ -173,7 +177,7 @@ impl<T> Aio<T> {
         let direct = direct_file.is_some() && is_aligned(job.offset) && (!job.write || is_aligned(job.count as u64));
         let Some(idx) = self.free.borrow_mut().pop() else { return Err((job, ctx)) };
         let count = if job.write { job.count } else { job.count.min(job.buf.capacity() - IO_ALIGN) };
-        let mut e = Inflight { job: ReadJob { count, ..job }, done: 0, direct, ctx };
+        let mut e = Inflight { job: IoJob { count, ..job }, done: 0, direct, ctx };
         if direct {
             bump(&self.engine.stats().direct_ops, 1);
         }
@@ -249,7 +253,7 @@ impl<T> Aio<T> {
     /// Processes every completion available now, calling `f` for each
     /// finished read; returns how many finished. Short reads are
     /// resubmitted (call [`Aio::submit`] afterwards).
-    pub fn reap(&self, mut f: impl FnMut(T, ReadJob, ReadDone)) -> usize {
+    pub fn reap(&self, mut f: impl FnMut(T, IoJob, IoDone)) -> usize {
         let Some(ring) = self.engine.ring() else { return 0 };
         let mut cqes = std::mem::take(&mut *self.scratch.borrow_mut());
         debug_assert!(cqes.is_empty());
@@ -340,7 +344,7 @@ impl<T> Aio<T> {
     /// that completes meanwhile to `f` (COMMIT and stable WRITE: every
     /// write acknowledged or about to be is counted in its object's dirty
     /// generation before they look at it).
-    pub fn drain_writes(&self, mut f: impl FnMut(T, ReadJob, ReadDone)) {
+    pub fn drain_writes(&self, mut f: impl FnMut(T, IoJob, IoDone)) {
         while self.writes.get() > 0 {
             self.submit();
             let Some(ring) = self.engine.ring() else { return };
@@ -373,7 +377,7 @@ impl<T> Aio<T> {
 
     /// Blocks until every read in flight completed, handing each to `f`
     /// (reactor shutdown, tests).
-    pub fn drain(&self, mut f: impl FnMut(T, ReadJob, ReadDone)) {
+    pub fn drain(&self, mut f: impl FnMut(T, IoJob, IoDone)) {
         while self.in_flight() > 0 {
             self.submit();
             if let Some(ring) = self.engine.ring() {
@@ -455,7 +459,7 @@ mod tests {
                     while next < reqs.len() && aio.has_room() {
                         let (offset, count) = reqs[next];
                         let buf = engine.pool.take().unwrap();
-                        assert!(aio.start(ReadJob { obj: obj.clone(), offset, count, buf, write: false }, next).is_ok());
+                        assert!(aio.start(IoJob { obj: obj.clone(), offset, count, buf, write: false }, next).is_ok());
                         next += 1;
                     }
                     assert!(aio.in_flight() <= 8);
@@ -500,7 +504,7 @@ mod tests {
             assert_eq!(aio.limit(), 16);
             for i in 0..4u64 {
                 let buf = engine.pool.take().unwrap();
-                aio.start(ReadJob { obj: obj.clone(), offset: i * 65536, count: 60000, buf, write: false }, marker.clone()).ok().unwrap();
+                aio.start(IoJob { obj: obj.clone(), offset: i * 65536, count: 60000, buf, write: false }, marker.clone()).ok().unwrap();
             }
             assert!(engine.pool.take().is_none());
             // A synchronous read on the same ring meanwhile keeps the others' completions.
@@ -525,7 +529,7 @@ mod tests {
             let Some(aio) = Aio::<u32>::new(engine.clone(), 8) else { return };
             for i in 0..4u32 {
                 let buf = engine.pool.take().unwrap();
-                aio.start(ReadJob { obj: obj.clone(), offset: i as u64 * 4096, count: 4096, buf, write: false }, i).ok().unwrap();
+                aio.start(IoJob { obj: obj.clone(), offset: i as u64 * 4096, count: 4096, buf, write: false }, i).ok().unwrap();
             }
             aio.submit();
             // Synchronous I/O: it waits for its own completion only.

@@ -1,11 +1,14 @@
 //! Aligned memory for O_DIRECT: the per-reactor buffer pool ([`BufPool`],
 //! a fixed set of `IO_ALIGN`-aligned buffers registered with the reactor's
-//! rings; an empty pool is NFS4ERR_DELAY) and the alignment rule.
+//! rings; an empty pool is NFS4ERR_DELAY), single aligned blocks
+//! (`Aligned`, the volume's metadata I/O) and the alignment rule.
 
-use crate::config::IO_ALIGN;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::cell::RefCell;
 use std::rc::Rc;
+
+/// Alignment of I/O buffers, offsets and lengths for O_DIRECT.
+pub const IO_ALIGN: usize = 4096;
 
 /// Whether an offset or length suits O_DIRECT.
 pub(crate) fn is_aligned(x: u64) -> bool {
@@ -101,5 +104,60 @@ impl Drop for PoolBuf {
         let mut free = self.pool.free.borrow_mut();
         debug_assert!(!free.contains(&self.idx), "buffer returned twice");
         free.push(self.idx);
+    }
+}
+
+/// WRITE data the transport received into a pool buffer beside its
+/// record ([`crate::transport::recv`]), for the WRITE op to write from.
+pub struct Detached {
+    /// None: the WRITE was not admitted ([`crate::transport::recv::read_call`]) and its data was
+    /// received and dropped; a WRITE that gets this far anyway (its
+    /// session or stateid appeared meanwhile) answers NFS4ERR_DELAY.
+    pub buf: Option<PoolBuf>,
+    /// Data bytes (the WRITE's real data length).
+    pub len: usize,
+}
+
+impl Detached {
+    /// Bytes it took on the wire (data and XDR pad).
+    pub fn wire_len(&self) -> usize {
+        self.len + (4 - self.len % 4) % 4
+    }
+}
+
+/// A heap buffer aligned for O_DIRECT.
+pub(crate) struct Aligned {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is owned exclusively; access goes through &/&mut self.
+unsafe impl Send for Aligned {}
+unsafe impl Sync for Aligned {}
+
+impl Aligned {
+    pub(crate) fn new(len: usize) -> Aligned {
+        let layout = Layout::from_size_align(len.max(IO_ALIGN), IO_ALIGN).expect("valid layout");
+        // SAFETY: non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Aligned { ptr, len: layout.size() }
+    }
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr/len from the allocation, owned by us.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above; &mut self makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new() with this layout.
+        unsafe { dealloc(self.ptr, Layout::from_size_align(self.len, IO_ALIGN).expect("valid layout")) }
     }
 }

@@ -15,7 +15,7 @@ use super::log_once;
 use super::nvme::PtRing;
 use super::object::{Backing, Object};
 use super::volume::{Commit, VolObj, Volume};
-use crate::config::IO_ALIGN;
+use crate::storage::IO_ALIGN;
 use crate::stats::{bump, DsStats};
 use io_uring::{opcode, types, IoUring};
 use std::cell::RefCell;

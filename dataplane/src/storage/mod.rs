@@ -71,7 +71,7 @@ pub mod object;
 pub mod volume;
 
 pub(crate) use buffers::is_aligned;
-pub use buffers::{BufPool, PoolBuf};
+pub use buffers::{BufPool, Detached, PoolBuf, IO_ALIGN};
 pub(crate) use engine::SYNC_TAG;
 pub use engine::{Engine, IoError};
 pub use object::{probe_o_direct, ObjStat, Object, ObjectStore};

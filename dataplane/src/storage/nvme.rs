@@ -35,7 +35,7 @@
 use super::engine::{Engine, RING_ENTRIES};
 use super::log_once;
 use super::volume::Volume;
-use crate::config::IO_ALIGN;
+use crate::storage::IO_ALIGN;
 use crate::stats::bump;
 use io_uring::{opcode, types, IoUring};
 use std::fs::{File, OpenOptions};

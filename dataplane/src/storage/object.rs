@@ -8,7 +8,6 @@ use super::log_once;
 use crate::fh::DsFh;
 use crate::stats::DsStats;
 use crate::storage::volume::{VolObj, Volume, VolumeOptions};
-pub use crate::storage::volume::ObjStat;
 use pnfs_protocol::sync::lock;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -19,6 +18,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 static LOGGED_NO_DIRECT: AtomicBool = AtomicBool::new(false);
+
+/// Attributes of an object of either backend (GETATTR, control OBJ_STAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjStat {
+    pub size: u64,
+    pub change: u64,
+    pub space_used: u64,
+    pub mtime: (i64, u32),
+}
 
 #[derive(Debug)]
 pub struct Object {
@@ -158,6 +166,19 @@ impl Live {
     }
 }
 
+/// (capacity, free) bytes of the file system holding `p`.
+pub fn statvfs(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    let f = s.f_frsize as u64;
+    Some((s.f_blocks as u64 * f, s.f_bavail as u64 * f))
+}
+
 /// Opens a probe file with O_DIRECT to see whether the file system takes it.
 pub fn probe_o_direct(dir: &Path) -> bool {
     let p = dir.join(".o_direct_probe");
@@ -205,7 +226,7 @@ impl ObjectStore {
     pub fn capacity(&self, data_dir: &Path) -> (u64, u64) {
         match &self.kind {
             StoreKind::Volume(v) => v.capacity(),
-            StoreKind::Files { .. } => crate::ds::statvfs(data_dir).unwrap_or((0, 0)),
+            StoreKind::Files { .. } => statvfs(data_dir).unwrap_or((0, 0)),
         }
     }
 
@@ -432,5 +453,18 @@ impl ObjectStore {
             StoreKind::Volume(vol) => Ok(Self::vol_obj(vol, fh)?.attrs(vol.geometry().extent_bytes)),
             StoreKind::Files { .. } => Ok(file_stat(&self.open_buffered(fh)?.metadata()?)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statvfs_sizes_the_file_system() {
+        let d = tempfile::tempdir().unwrap();
+        let (cap, free) = statvfs(d.path()).unwrap();
+        assert!(cap > 0 && free <= cap);
+        assert!(statvfs(&d.path().join("missing")).is_none());
     }
 }

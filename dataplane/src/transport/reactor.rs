@@ -65,7 +65,7 @@
 //! closes the connection) and READ/WRITE buffers (the pool; empty =
 //! NFS4ERR_DELAY for READ, the ordinary receive path for WRITE).
 
-use crate::storage::aio::{Aio, ReadDone, ReadJob};
+use crate::storage::aio::{Aio, IoDone, IoJob};
 use crate::bus::Replica;
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher, ReplyBuf, Suspended};
 use crate::ds::Ds;
@@ -105,15 +105,16 @@ const KEEP_IDLE_BUFFER: usize = 2 * recv::GROW_STEP;
 /// Replies the writer takes from its queue for one writev.
 const WRITE_BATCH: usize = 64;
 
-/// A READ whose read is in flight: its suspended COMPOUND, the reply
-/// started for it and the reserved place in its connection's reply queue.
-struct PendingRead {
+/// A READ or WRITE whose I/O is in flight: its suspended COMPOUND, the
+/// reply started for it and the reserved place in its connection's reply
+/// queue.
+struct PendingIo {
     susp: Suspended,
     rb: ReplyBuf,
     permit: OwnedPermit<Outgoing>,
 }
 
-type ReadAio = Aio<PendingRead>;
+type ReactorAio = Aio<PendingIo>;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -435,7 +436,7 @@ enum Outgoing {
 async fn connection(
     ds: Arc<Ds>,
     engine: Rc<Engine>,
-    aio: Option<Rc<ReadAio>>,
+    aio: Option<Rc<ReactorAio>>,
     replica: Rc<Replica>,
     dispatcher: Rc<Dispatcher>,
     activity: Rc<Activity>,
@@ -590,7 +591,7 @@ async fn connection(
             }
             Handled::Pending(susp, rb, job) => {
                 let aio = aio.as_ref().expect("reads are deferred only with asynchronous I/O");
-                if let Err((job, PendingRead { susp, mut rb, permit })) = aio.start(job, PendingRead { susp, rb, permit }) {
+                if let Err((job, PendingIo { susp, mut rb, permit })) = aio.start(job, PendingIo { susp, rb, permit }) {
                     if job.write {
                         // Not queued (the ring refused it): write it here.
                         let r = engine.write_pooled(&job.obj, job.offset, &job.buf, job.count);
@@ -669,7 +670,7 @@ fn admit_write(ds: &Ds, replica: &Replica, h: &recv::WriteHead) -> bool {
 
 /// The reactor's completion task: wakes on the ring's eventfd, finishes
 /// every READ whose read completed and queues its reply.
-async fn reaper(ds: Arc<Ds>, aio: Rc<ReadAio>, activity: Rc<Activity>) {
+async fn reaper(ds: Arc<Ds>, aio: Rc<ReactorAio>, activity: Rc<Activity>) {
     loop {
         if let Err(e) = aio.wait().await {
             log::error!("io_uring completion wait: {e}; READs of this reactor stall");
@@ -684,8 +685,8 @@ async fn reaper(ds: Arc<Ds>, aio: Rc<ReadAio>, activity: Rc<Activity>) {
     }
 }
 
-fn complete_io(ds: &Ds, p: PendingRead, job: ReadJob, r: ReadDone) {
-    let PendingRead { susp, mut rb, permit } = p;
+fn complete_io(ds: &Ds, p: PendingIo, job: IoJob, r: IoDone) {
+    let PendingIo { susp, mut rb, permit } = p;
     let xid = rb.e.buf.get(4..8).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
         if job.write {
@@ -694,7 +695,7 @@ fn complete_io(ds: &Ds, p: PendingRead, job: ReadJob, r: ReadDone) {
             susp.resume_write(ds, &mut rb, crate::ops::io::finish_write(ds, r));
             return Outgoing::Reply(rb);
         }
-        let ReadJob { obj, offset, buf, .. } = job;
+        let IoJob { obj, offset, buf, .. } = job;
         let r = crate::ops::io::finish_read(ds, &obj, offset, r.map(|n| (buf, n)));
         susp.resume(ds, &mut rb, r);
         Outgoing::Reply(rb)
@@ -804,12 +805,12 @@ enum Handled {
     /// Nothing to answer (an unreadable record, an RPC reply).
     Nothing,
     Reply(Outgoing),
-    /// A COMPOUND waiting for its READ's read: start the job, then resume.
-    Pending(Suspended, ReplyBuf, ReadJob),
+    /// A COMPOUND waiting for its READ's or WRITE's I/O: start the job, then resume.
+    Pending(Suspended, ReplyBuf, IoJob),
 }
 
-/// One RPC record in, at most one RPC reply out (now, or once its read is
-/// done: `defer_read`, see [`Dispatcher::run`]).
+/// One RPC record in, at most one RPC reply out (now, or once its I/O is
+/// done: `defer_io`, see [`Dispatcher::run`]).
 /// `detached`: the WRITE data of a zero-copy record (see [`crate::transport::recv`]);
 /// dropped (back to the pool) whenever the COMPOUND does not use it.
 #[allow(clippy::too_many_arguments)]
@@ -821,7 +822,7 @@ fn handle_record(
     dispatcher: &Dispatcher,
     rec: &[u8],
     detached: Option<Detached>,
-    defer_read: bool,
+    defer_io: bool,
     drain: Option<&dyn Fn()>,
 ) -> Handled {
     let msg = match rpc::parse_message(rec) {
@@ -857,7 +858,7 @@ fn handle_record(
             e.put_u32(0); // record mark, patched by the writer
             rpc::begin_accepted_reply(&mut e, xid, AcceptStat::Success);
             let mut rb = ReplyBuf::new(e);
-            match dispatcher.run(ds, conn, engine, replica, header.cred, args, detached, &mut rb, defer_read, drain) {
+            match dispatcher.run(ds, conn, engine, replica, header.cred, args, detached, &mut rb, defer_io, drain) {
                 CompoundOutcome::Done => Handled::Reply(Outgoing::Reply(rb)),
                 CompoundOutcome::Pending(susp, job) => Handled::Pending(susp, rb, job),
                 CompoundOutcome::Replay(bytes) => {

@@ -43,7 +43,10 @@
 //! that follows a small record in the same recv() is copied from the
 //! buffer ([`Path::ZeroCopyPartly`], counted as a payload copy).
 
-use crate::storage::{BufPool, PoolBuf};
+use crate::storage::BufPool;
+/// Defined with the pool buffers so the WRITE op takes it from storage,
+/// not from the transport above it.
+pub use crate::storage::Detached;
 use pnfs_protocol::record::LAST_FRAGMENT;
 use pnfs_protocol::rpc;
 use pnfs_protocol::wire::stateid4;
@@ -144,23 +147,6 @@ const NFS4_FHSIZE: u32 = 128;
 /// header 24 + cred 8 + verf 8 + tag 4 + minorversion and numops 8 +
 /// SEQUENCE 4+32 + PUTFH 4+4 + WRITE 4+16+8+4+4.
 pub const FIXED_PREFIX: usize = 24 + 8 + 8 + 4 + 8 + 36 + 8 + 36;
-
-/// WRITE data received into a pool buffer beside its record.
-pub struct Detached {
-    /// None: the WRITE was not admitted ([`read_call`]) and its data was
-    /// received and dropped; a WRITE that gets this far anyway (its
-    /// session or stateid appeared meanwhile) answers NFS4ERR_DELAY.
-    pub buf: Option<PoolBuf>,
-    /// Data bytes (the WRITE's real data length).
-    pub len: usize,
-}
-
-impl Detached {
-    /// Bytes it took on the wire (data and XDR pad).
-    pub fn wire_len(&self) -> usize {
-        self.len + pad4(self.len)
-    }
-}
 
 fn pad4(n: usize) -> usize {
     (4 - n % 4) % 4
