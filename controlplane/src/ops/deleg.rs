@@ -475,7 +475,7 @@ pub fn want_delegation(m: &Mds, c: &mut Compound, a: &WANT_DELEGATION4args, e: &
             return Ok(none_because(why_no_delegation4::WND4_IS_DIR));
         }
         let want = a.wda_want & OPEN4_SHARE_ACCESS_WANT_DELEG_MASK;
-        if a.wda_want & !(OPEN4_SHARE_ACCESS_WANT_DELEG_MASK | 0x30000) != 0 {
+        if a.wda_want & !(OPEN4_SHARE_ACCESS_WANT_DELEG_MASK | 0x30000 | 0x30_0000) != 0 {
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
         // The access of the client's opens decides the kind, as at OPEN.

@@ -40,7 +40,9 @@ pub fn open(m: &Mds, c: &mut Compound, a: &OPEN4args, e: &mut Encoder) -> nfssta
 
 fn validate_share(access: u32, deny: u32) -> NfsResult<(u32, u32)> {
     let acc = access & OPEN4_SHARE_ACCESS_MASK;
-    if acc == 0 || access & !(OPEN4_SHARE_ACCESS_MASK | OPEN4_SHARE_WANT_MASK | 0x30000) != 0 || deny > 3 {
+    // 0x30000: SIGNAL/PUSH_DELEG_WHEN_*; 0x300000: RFC 9754's WANT_DELEG_TIMESTAMPS
+    // and WANT_OPEN_XOR_DELEGATION, not offered (open_arguments) and ignored.
+    if acc == 0 || access & !(OPEN4_SHARE_ACCESS_MASK | OPEN4_SHARE_WANT_MASK | 0x30000 | 0x30_0000) != 0 || deny > 3 {
         return Err(nfsstat4::NFS4ERR_INVAL);
     }
     Ok((acc, deny))
