@@ -226,3 +226,83 @@ fn switch_off_and_no_deleg_grant_none() {
     let (_, _, d) = open(&mut a, &root, "h", OPEN4_SHARE_ACCESS_READ).unwrap();
     assert!(matches!(d, open_delegation4::OPEN_DELEGATE_READ(_)), "{d:?}");
 }
+
+/// Tight coupling (RFC 8881 13.9.2): the data server accepts I/O with the
+/// delegation stateid once the holder has a layout, and refuses it after
+/// DELEGRETURN.
+#[test]
+fn delegation_stateids_reach_the_data_servers() {
+    use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
+         stripe_unit = 65536\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
+        dir.path().display()
+    );
+    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
+    cfg.validate().unwrap();
+    let (addr, ctl) = pnfs_mds::server::spawn_on_loopback(cfg).unwrap();
+    let mut dcfg = pnfs_ds::config::DsConfig::new("ds0", dir.path().join("ds0"), &ctl.to_string());
+    dcfg.cluster_key_file = Some(dir.path().join("meta/cluster.key"));
+    dcfg.bind = "127.0.0.1:0".parse().unwrap();
+    dcfg.control_bind = "127.0.0.1:0".parse().unwrap();
+    dcfg.reactors = 1;
+    dcfg.o_direct = false;
+    let _ds = pnfs_ds::run(dcfg).unwrap();
+    pnfs_mds::server::wait_ds_registered(ctl, &dir.path().join("meta/cluster.key"), "ds0", Duration::from_secs(10)).unwrap();
+
+    let (mut a, _) = holder(addr);
+    let root = a.lookup_path("/export").unwrap();
+    let (fh, _open, d) = open(&mut a, &root, "p", OPEN4_SHARE_ACCESS_BOTH | OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG).unwrap();
+    let dsid = deleg_stateid(&d);
+    let putfh = |fh: &[u8]| nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.to_vec().into() });
+    // LAYOUTGET with the delegation stateid, as the Linux client does.
+    let ops = vec![
+        putfh(&fh),
+        nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+            loga_signal_layout_avail: false,
+            loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+            loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
+            loga_offset: 0,
+            loga_length: u64::MAX,
+            loga_minlength: 4096,
+            loga_stateid: dsid.clone(),
+            loga_maxcount: 4096,
+        }),
+    ];
+    let body = a
+        .compound_ok(ops, |r| match &r[1] {
+            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok(ok.logr_layout[0].lo_content.loc_body.to_vec()),
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    let layout = nfsv4_1_file_layout4::decode(&mut Decoder::new(&body)).unwrap();
+    let devinfo = vec![nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
+        gdia_device_id: layout.nfl_deviceid,
+        gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+        gdia_maxcount: 4096,
+        gdia_notify_types: vec![],
+    })];
+    let dev = a
+        .compound_ok(devinfo, |r| match &r[0] {
+            nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok)) => Ok(ok.gdir_device_addr.da_addr_body.to_vec()),
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    let dev = nfsv4_1_file_layout_ds_addr4::decode(&mut Decoder::new(&dev)).unwrap();
+    let ds_addr = pnfs_mds::pnfs::parse_uaddr(&String::from_utf8(dev.nflda_multipath_ds_list[0][0].na_r_addr.to_vec()).unwrap()).unwrap();
+    let mut ds = Client::connect_as(ds_addr, &a).unwrap();
+    ds.set_retry_for(Duration::ZERO);
+    let write = |ds: &mut Client, sid: &stateid4| {
+        let ops = vec![
+            putfh(&layout.nfl_fh_list[0]),
+            nfs_argop4::OP_WRITE(WRITE4args { stateid: sid.clone(), offset: 0, stable: stable_how4::FILE_SYNC4, data: b"via ds".to_vec().into() }),
+        ];
+        ds.compound_ok(ops, |_| Ok(()))
+    };
+    write(&mut ds, &dsid).unwrap();
+    delegreturn(&mut a, &fh, &dsid).unwrap();
+    // The revocation is pushed before DELEGRETURN is answered.
+    let r = write(&mut ds, &dsid);
+    assert!(matches!(r, Err(Error::Nfs { .. })), "a returned delegation still writes on the data server: {r:?}");
+}
