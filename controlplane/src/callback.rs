@@ -365,6 +365,58 @@ mod tests {
     }
 
     #[test]
+    fn getattr_results_and_callback_credentials() {
+        // A CB_GETATTR answer: change 7, size 100 (in bit order).
+        let mut vals = Encoder::new();
+        vals.put_u64(7);
+        vals.put_u64(100);
+        let vals = vals.into_inner();
+        let res = |attrmask: Vec<u32>| {
+            let r = CB_COMPOUND4res {
+                status: nfsstat4::NFS4_OK,
+                tag: b"".as_slice().into(),
+                resarray: vec![nfs_cb_resop4::OP_CB_GETATTR(CB_GETATTR4res::NFS4_OK(CB_GETATTR4resok {
+                    obj_attributes: fattr4 { attrmask, attr_vals: vals.as_slice().into() },
+                }))],
+            };
+            pnfs_protocol::xdr::encode_to_vec(&r).unwrap()
+        };
+        assert_eq!(getattr_results(&res(vec![(1 << 3) | (1 << 4)])), Some((7, 100)));
+        assert_eq!(getattr_results(&res(vec![1 << 4])), None, "no change attribute");
+        assert_eq!(getattr_results(&res(vec![1 << 1 | 1 << 3 | 1 << 4])), None, "an attribute of unknown length first");
+
+        // The credential the client asked for in its sec_parms is sent.
+        let cbs = Arc::new(Callbacks::new(Duration::from_secs(5)));
+        let (tx, mut rx) = crate::server::ReplyQueue::new();
+        cbs.register_conn(9, tx);
+        let s = session(vec![9]);
+        assert!(cbs.has_back_channel(&s));
+        let sys = authsys_parms { stamp: 1, machinename: b"m".as_slice().into(), uid: 17, gid: 19, gids: vec![] };
+        cbs.set_security(&s.id, &[callback_sec_parms4::AUTH_SYS(sys)]);
+        cbs.set_program(&s.id, 0x4000_0001);
+        let client = {
+            let cbs = cbs.clone();
+            std::thread::spawn(move || {
+                let call = rx.blocking_recv().unwrap();
+                let rpc::Message::Call { header, .. } = rpc::parse_message(&call).unwrap() else { panic!() };
+                assert_eq!(header.prog, 0x4000_0001);
+                let rpc::Credential::Sys { uid, gid, .. } = header.cred else { panic!("{:?}", header.cred) };
+                let mut e = Encoder::new();
+                rpc::begin_accepted_reply(&mut e, header.xid, rpc::AcceptStat::Success);
+                e.put_u32(0);
+                e.put_opaque(b"", 16).unwrap();
+                e.put_u32(0);
+                assert!(cbs.deliver_reply(header.xid, e.into_inner()));
+                (uid, gid)
+            })
+        };
+        cbs.call(&s, vec![]).unwrap();
+        assert_eq!(client.join().unwrap(), (17, 19));
+        cbs.unregister_conn(9);
+        assert!(!cbs.has_back_channel(&s));
+    }
+
+    #[test]
     fn no_back_channel_and_timeout() {
         let cbs = Callbacks::new(Duration::from_millis(50));
         assert_eq!(cbs.call(&session(vec![]), vec![]), Err(CbError::NoBackChannel));
