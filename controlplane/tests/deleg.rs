@@ -7,7 +7,8 @@
 //!   delegation loses it after a lease: the conflicting OPEN goes ahead, the
 //!   holder sees DELEG_REVOKED (I/O, TEST_STATEID) and
 //!   SEQ4_STATUS_RECALLABLE_STATE_REVOKED until FREE_STATEID;
-//! - `delegations = false` grants none, and WANT_NO_DELEG is honoured.
+//! - `delegations = false` grants none, and WANT_NO_DELEG is honoured;
+//!   WANT_DELEGATION grants one later, OPEN with CLAIM_DELEG_CUR_FH opens under it.
 
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::{CallbackHandler, Client, Error};
@@ -225,6 +226,52 @@ fn switch_off_and_no_deleg_grant_none() {
     assert!(matches!(d, open_delegation4::OPEN_DELEGATE_NONE_EXT(open_none_delegation4::default(why_no_delegation4::WND4_NOT_WANTED))), "{d:?}");
     let (_, _, d) = open(&mut a, &root, "h", OPEN4_SHARE_ACCESS_READ).unwrap();
     assert!(matches!(d, open_delegation4::OPEN_DELEGATE_READ(_)), "{d:?}");
+
+    // WANT_DELEGATION on a file opened without one; then an OPEN under it.
+    let (fh, open_sid, d) = open(&mut a, &root, "w", OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WANT_NO_DELEG).unwrap();
+    assert!(matches!(d, open_delegation4::OPEN_DELEGATE_NONE_EXT(_)), "{d:?}");
+    let want = |a: &mut Client, want: u32| {
+        let ops = vec![
+            nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.as_slice().into() }),
+            nfs_argop4::OP_WANT_DELEGATION(WANT_DELEGATION4args { wda_want: want, wda_claim: deleg_claim4::CLAIM_FH }),
+        ];
+        a.compound_ok(ops, |r| match &r[1] {
+            nfs_resop4::OP_WANT_DELEGATION(WANT_DELEGATION4res::NFS4_OK(d)) => {
+                let sid = match d {
+                    open_delegation4::OPEN_DELEGATE_READ(r) => Some(r.stateid.clone()),
+                    _ => None,
+                };
+                Ok((sid, format!("{d:?}")))
+            }
+            other => panic!("{other:?}"),
+        })
+        .unwrap()
+    };
+    assert!(want(&mut a, OPEN4_SHARE_ACCESS_WANT_CANCEL).1.contains("WND4_CANCELLED"));
+    let (sid, got) = want(&mut a, OPEN4_SHARE_ACCESS_WANT_READ_DELEG);
+    let sid = sid.unwrap_or_else(|| panic!("no read delegation: {got}"));
+    let (_, again) = want(&mut a, OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG);
+    assert!(again.contains("WND4_NOT_SUPP_UPGRADE"), "{again}");
+    // An open under the delegation (CLAIM_DELEG_CUR_FH), as the Linux client
+    // sends when it returns one; a stateid that is no delegation is refused.
+    let clientid = a.session().clientid;
+    let open_cur = |a: &mut Client, s: &stateid4| {
+        let ops = vec![
+            nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.as_slice().into() }),
+            nfs_argop4::OP_OPEN(OPEN4args {
+                seqid: 0,
+                share_access: OPEN4_SHARE_ACCESS_READ,
+                share_deny: OPEN4_SHARE_DENY_NONE,
+                owner: state_owner4 { clientid, owner: b"other-owner".as_slice().into() },
+                openhow: openflag4::default(opentype4::OPEN4_NOCREATE),
+                claim: open_claim4::CLAIM_DELEG_CUR_FH(s.clone()),
+            }),
+        ];
+        a.compound_ok(ops, |_| Ok(()))
+    };
+    open_cur(&mut a, &sid).unwrap();
+    let r = open_cur(&mut a, &open_sid);
+    assert!(matches!(r, Err(Error::Nfs { status: nfsstat4::NFS4ERR_BAD_STATEID, .. })), "{r:?}");
 }
 
 /// Tight coupling (RFC 8881 13.9.2): the data server accepts I/O with the

@@ -214,7 +214,7 @@ pub fn break_conflicts(m: &Mds, caller: Option<u64>, ino: u64, write: bool) -> N
                 if Some(d.clientid) == caller || !(write || d.write) {
                     continue;
                 }
-                if !st.states.get(&other).is_some_and(|r| !r.revoked) {
+                if st.states.get(&other).is_none_or(|r| r.revoked) {
                     st.delegs.remove(&other); // its state went with the client
                     continue;
                 }
