@@ -24,7 +24,9 @@ use crate::state::deleg::{delegations_outstanding, write_delegations_outstanding
 use crate::state::{Session, SessionId, StateKind, StateOther, StateRec, StateTable};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// CB_RECALLs answered NFS4ERR_DELAY or BAD_STATEID (the client has not yet
@@ -283,23 +285,63 @@ fn start_recalls(m: &Mds, st: &mut StateTable, others: &[StateOther], now: Insta
     work
 }
 
-/// Sends the CB_RECALLs from a thread of their own: the conflicting
-/// operation answers NFS4ERR_DELAY at once and the holder's answer may come
-/// in on the caller's own connection.
+/// CB_RECALLs waiting for a sender, and the sender threads running. Each
+/// delegation is recalled once, so the queue holds at most the delegations
+/// outstanding; the threads are bounded so a flood of conflicts (or holders
+/// that never answer, each costing a callback timeout) cannot take the
+/// process's threads.
+static RECALL_QUEUE: Mutex<VecDeque<RecallJob>> = Mutex::new(VecDeque::new());
+static RECALL_SENDERS: AtomicUsize = AtomicUsize::new(0);
+const MAX_RECALL_SENDERS: usize = 16;
+
+struct RecallJob {
+    cbs: Arc<Callbacks>,
+    fh: [u8; 32],
+    recall: Recall,
+}
+
+fn next_recall() -> Option<RecallJob> {
+    RECALL_QUEUE.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+}
+
+/// Sends the CB_RECALLs from sender threads: the conflicting operation
+/// answers NFS4ERR_DELAY at once, and the holder's answer may come in on
+/// the caller's own connection.
 fn send_recalls(m: &Mds, work: Vec<Recall>) {
     if work.is_empty() {
         return;
     }
-    let cbs = m.callbacks.clone();
-    let calls: Vec<([u8; 32], Recall)> = work.into_iter().map(|r| (r.fh.to_bytes(&m.fh_key), r)).collect();
-    let spawned = std::thread::Builder::new().name("cb-recall".into()).spawn(move || {
-        for (fhb, r) in calls {
-            recall_one(&cbs, &fhb, &r);
+    let n = work.len();
+    {
+        let mut q = RECALL_QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+        q.extend(work.into_iter().map(|r| RecallJob { cbs: m.callbacks.clone(), fh: r.fh.to_bytes(&m.fh_key), recall: r }));
+    }
+    for _ in 0..n {
+        if RECALL_SENDERS.fetch_add(1, Ordering::SeqCst) >= MAX_RECALL_SENDERS {
+            RECALL_SENDERS.fetch_sub(1, Ordering::SeqCst);
+            return; // the running senders take it
         }
-    });
-    if let Err(e) = spawned {
-        // The holder then loses the delegation when the recall falls due.
-        log::warn!("cannot start a thread for CB_RECALL: {e}");
+        if let Err(e) = std::thread::Builder::new().name("cb-recall".into()).spawn(recall_sender) {
+            RECALL_SENDERS.fetch_sub(1, Ordering::SeqCst);
+            // A running sender takes the job, or the holder loses the
+            // delegation when the recall falls due.
+            log::warn!("cannot start a thread for CB_RECALL: {e}");
+            return;
+        }
+    }
+}
+
+fn recall_sender() {
+    loop {
+        while let Some(job) = next_recall() {
+            recall_one(&job.cbs, &job.fh, &job.recall);
+        }
+        RECALL_SENDERS.fetch_sub(1, Ordering::SeqCst);
+        // A job queued after the last look, while every sender was leaving.
+        if RECALL_QUEUE.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return;
+        }
+        RECALL_SENDERS.fetch_add(1, Ordering::SeqCst);
     }
 }
 
