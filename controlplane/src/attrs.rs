@@ -58,6 +58,8 @@ pub const FATTR4_CLONE_BLKSIZE: u32 = 77;
 pub const FATTR4_CHANGE_ATTR_TYPE: u32 = 79;
 pub const FATTR4_MODE_UMASK: u32 = 81;
 pub const FATTR4_XATTR_SUPPORT: u32 = 82;
+/// What OPEN supports (RFC 9754): clients learn delegations are wanted.
+pub const FATTR4_OPEN_ARGUMENTS: u32 = 86;
 
 /// Attributes we answer in NFSv4.1.
 const SUPPORTED_V41: &[u32] = &[
@@ -73,7 +75,8 @@ const SUPPORTED_V41: &[u32] = &[
     FATTR4_LAYOUT_BLKSIZE, FATTR4_SUPPATTR_EXCLCREAT,
 ];
 /// Added in NFSv4.2.
-const SUPPORTED_V42_EXTRA: &[u32] = &[FATTR4_CLONE_BLKSIZE, FATTR4_CHANGE_ATTR_TYPE, FATTR4_MODE_UMASK, FATTR4_XATTR_SUPPORT];
+const SUPPORTED_V42_EXTRA: &[u32] =
+    &[FATTR4_CLONE_BLKSIZE, FATTR4_CHANGE_ATTR_TYPE, FATTR4_MODE_UMASK, FATTR4_XATTR_SUPPORT, FATTR4_OPEN_ARGUMENTS];
 /// Attributes a client may set.
 const WRITABLE: &[u32] = &[
     FATTR4_SIZE, FATTR4_MODE, FATTR4_OWNER, FATTR4_OWNER_GROUP, FATTR4_TIME_ACCESS_SET, FATTR4_TIME_MODIFY_SET,
@@ -236,6 +239,15 @@ pub fn encode_fattr(i: &Inode, req: &[u32], cx: &AttrContext) -> fattr4<'static>
             FATTR4_CLONE_BLKSIZE => e.put_u32(4096),
             FATTR4_CHANGE_ATTR_TYPE => e.put_u32(0), // NFS4_CHANGE_TYPE_IS_MONOTONIC_INCR
             FATTR4_XATTR_SUPPORT => e.put_bool(true),
+            FATTR4_OPEN_ARGUMENTS => {
+                // One-word bitmaps of the values OPEN accepts: share access
+                // READ/WRITE/BOTH, every deny, WANT_* up to CANCEL (no
+                // timestamps), claims but DELEGATE_PREV/DELEG_PREV_FH, every createmode.
+                for word in [0b1110u32, 0b1111, 0b11_1111, 0b11_0111, 0b1111] {
+                    e.put_u32(1);
+                    e.put_u32(word);
+                }
+            }
             // Write-only attributes are never returned.
             FATTR4_TIME_ACCESS_SET | FATTR4_TIME_MODIFY_SET | FATTR4_MODE_UMASK => continue,
             _ => continue,

@@ -35,6 +35,55 @@ pub enum CbError {
 
 type ReplyTx = mpsc::Sender<Vec<u8>>;
 
+/// The credential callbacks on a session carry: the first usable entry of
+/// csa_sec_parms (CREATE_SESSION) or bca_sec_parms (BACKCHANNEL_CTL). The
+/// Linux client accepts anything; pynfs checks it is what it asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CbCred {
+    None,
+    Sys { machinename: Vec<u8>, uid: u32, gid: u32, gids: Vec<u32> },
+}
+
+impl CbCred {
+    /// The first flavor we can send (RPCSEC_GSS is skipped); None when the
+    /// client offered none of ours.
+    pub fn choose(parms: &[callback_sec_parms4<'_>]) -> Option<CbCred> {
+        parms.iter().find_map(|p| match p {
+            callback_sec_parms4::AUTH_NONE => Some(CbCred::None),
+            callback_sec_parms4::AUTH_SYS(a) => Some(CbCred::Sys {
+                machinename: a.machinename.to_vec(),
+                uid: a.uid,
+                gid: a.gid,
+                gids: a.gids.iter().copied().take(16).collect(),
+            }),
+            callback_sec_parms4::RPCSEC_GSS(_) => None,
+        })
+    }
+
+    fn encode(&self, e: &mut Encoder) {
+        match self {
+            CbCred::None => {
+                e.put_u32(rpc::AUTH_NONE);
+                e.put_u32(0);
+            }
+            CbCred::Sys { machinename, uid, gid, gids } => {
+                e.put_u32(rpc::AUTH_SYS);
+                let mut body = Encoder::new();
+                body.put_u32(0); // stamp
+                let name = &machinename[..machinename.len().min(255)];
+                body.put_opaque(name, 255).expect("bounded above");
+                body.put_u32(*uid);
+                body.put_u32(*gid);
+                body.put_u32(gids.len() as u32);
+                gids.iter().for_each(|g| body.put_u32(*g));
+                e.put_opaque(&body.into_inner(), rpc::MAX_AUTH_BYTES).expect("bounded above");
+            }
+        }
+        e.put_u32(rpc::AUTH_NONE); // verifier
+        e.put_u32(0);
+    }
+}
+
 /// Per-connection senders and calls waiting for replies.
 pub struct Callbacks {
     conns: Mutex<HashMap<u64, crate::server::ReplyQueue>>,
@@ -42,6 +91,10 @@ pub struct Callbacks {
     /// Back-channel slot 0 sequence per session; the mutex also serialises
     /// calls on a session, so the client's slot is never double-booked.
     slots: Mutex<HashMap<SessionId, Arc<Mutex<u32>>>>,
+    /// Credential per session (absent: AUTH_SYS root, as before).
+    creds: Mutex<HashMap<SessionId, CbCred>>,
+    /// Callback program per session, when BACKCHANNEL_CTL changed it.
+    programs: Mutex<HashMap<SessionId, u32>>,
     next_xid: AtomicU32,
     timeout: Duration,
 }
@@ -56,6 +109,8 @@ impl Callbacks {
             conns: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
+            creds: Mutex::new(HashMap::new()),
+            programs: Mutex::new(HashMap::new()),
             next_xid: AtomicU32::new(seed | 0x8000_0000),
             timeout,
         }
@@ -81,6 +136,28 @@ impl Callbacks {
 
     pub fn forget_session(&self, id: &SessionId) {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.creds.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.programs.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// BACKCHANNEL_CTL's new callback program for the session.
+    pub fn set_program(&self, id: &SessionId, program: u32) {
+        self.programs.lock().unwrap_or_else(|p| p.into_inner()).insert(*id, program);
+    }
+
+    /// Sets the credential of the session's callbacks from the client's
+    /// sec_parms; keeps the old one when none is usable.
+    pub fn set_security(&self, id: &SessionId, parms: &[callback_sec_parms4<'_>]) {
+        if let Some(cred) = CbCred::choose(parms) {
+            self.creds.lock().unwrap_or_else(|p| p.into_inner()).insert(*id, cred);
+        }
+    }
+
+    /// Whether a connection bound for the session's back channel is still up.
+    pub fn has_back_channel(&self, session: &Session) -> bool {
+        let conns = session.back_conns.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.iter().any(|id| map.contains_key(id))
     }
 
     /// Sends CB_SEQUENCE + `ops` on the session's back channel and waits for
@@ -97,6 +174,18 @@ impl Callbacks {
         ops: Vec<nfs_cb_argop4<'_>>,
         referring: Vec<referring_call_list4>,
     ) -> Result<(), CbError> {
+        self.call_for_results(session, ops, referring).map(|_| ())
+    }
+
+    /// `call_referring` that returns the CB_COMPOUND4res bytes (status,
+    /// tag, results) of a successful call, for callbacks that carry data
+    /// back (CB_GETATTR).
+    pub fn call_for_results(
+        &self,
+        session: &Session,
+        ops: Vec<nfs_cb_argop4<'_>>,
+        referring: Vec<referring_call_list4>,
+    ) -> Result<Vec<u8>, CbError> {
         let conns: Vec<u64> = session.back_conns.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let tx = {
             let map = self.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,7 +213,16 @@ impl Callbacks {
         let args = CB_COMPOUND4args { tag: b"".as_slice().into(), minorversion: session.minor, callback_ident: 0, argarray };
         let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
         let mut e = Encoder::new();
-        rpc::begin_call(&mut e, xid, session.cb_program, CB_VERSION, CB_PROC_COMPOUND, true);
+        let cred = self.creds.lock().unwrap_or_else(|p| p.into_inner()).get(&session.id).cloned();
+        let program = self.programs.lock().unwrap_or_else(|p| p.into_inner()).get(&session.id).copied();
+        let program = program.unwrap_or(session.cb_program);
+        match cred {
+            Some(cred) => {
+                rpc::put_call_head(&mut e, xid, program, CB_VERSION, CB_PROC_COMPOUND);
+                cred.encode(&mut e);
+            }
+            None => rpc::begin_call(&mut e, xid, program, CB_VERSION, CB_PROC_COMPOUND, true),
+        }
         args.encode(&mut e).map_err(|err| CbError::Rpc(err.to_string()))?;
         let (rtx, rrx) = mpsc::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(xid, rtx);
@@ -145,7 +243,7 @@ impl Callbacks {
                 let mut d = pnfs_protocol::Decoder::new(body);
                 let status = d.get_i32().map_err(|e| CbError::Rpc(e.to_string()))?;
                 match nfsstat4::from_i32(status) {
-                    Some(nfsstat4::NFS4_OK) => Ok(()),
+                    Some(nfsstat4::NFS4_OK) => Ok(body.to_vec()),
                     Some(s) => Err(CbError::Status(s)),
                     None => Err(CbError::Rpc(format!("unknown CB_COMPOUND status {status}"))),
                 }
@@ -169,6 +267,45 @@ pub fn layout_recall_file<'a>(fh: &'a [u8], stateid: stateid4, iomode: layoutiom
             lor_stateid: stateid,
         }),
     })
+}
+
+/// CB_RECALL of a delegation (RFC 8881 20.2).
+pub fn deleg_recall<'a>(fh: &'a [u8], stateid: stateid4) -> nfs_cb_argop4<'a> {
+    nfs_cb_argop4::OP_CB_RECALL(CB_RECALL4args { stateid, truncate: false, fh: fh.into() })
+}
+
+/// CB_GETATTR of size and change (RFC 8881 20.1).
+pub fn deleg_getattr(fh: &[u8]) -> nfs_cb_argop4<'_> {
+    let bits = crate::attrs::bitmap_from(&[crate::attrs::FATTR4_CHANGE, crate::attrs::FATTR4_SIZE]);
+    nfs_cb_argop4::OP_CB_GETATTR(CB_GETATTR4args { fh: fh.into(), attr_request: bits })
+}
+
+/// (change, size) out of a CB_COMPOUND4res whose second result is a
+/// CB_GETATTR; None when it does not hold both.
+pub fn getattr_results(res: &[u8]) -> Option<(u64, u64)> {
+    use pnfs_protocol::XdrDecode;
+    let r = CB_COMPOUND4res::decode(&mut pnfs_protocol::Decoder::new(res)).ok()?;
+    let attrs = r.resarray.iter().find_map(|op| match op {
+        nfs_cb_resop4::OP_CB_GETATTR(CB_GETATTR4res::NFS4_OK(ok)) => Some(&ok.obj_attributes),
+        _ => None,
+    })?;
+    let mut d = pnfs_protocol::Decoder::new(&attrs.attr_vals);
+    let (mut change, mut size) = (None, None);
+    // Values come in bit order; past size nothing of ours follows.
+    for (w, word) in attrs.attrmask.iter().enumerate().take(2) {
+        for b in 0..32 {
+            if word & (1 << b) == 0 {
+                continue;
+            }
+            match w as u32 * 32 + b {
+                crate::attrs::FATTR4_CHANGE => change = Some(d.get_u64().ok()?),
+                crate::attrs::FATTR4_SIZE => size = Some(d.get_u64().ok()?),
+                bit if bit < crate::attrs::FATTR4_SIZE => return None, // unasked and of unknown length
+                _ => break,
+            }
+        }
+    }
+    Some((change?, size?))
 }
 
 #[cfg(test)]
@@ -225,6 +362,58 @@ mod tests {
         let r = cbs.call(&s, vec![layout_recall_file(&fh, stateid4 { seqid: 2, other: [5; 12] }, layoutiomode4::LAYOUTIOMODE4_ANY)]);
         client.join().unwrap();
         assert_eq!(r, Err(CbError::Status(nfsstat4::NFS4ERR_NOMATCHING_LAYOUT)));
+    }
+
+    #[test]
+    fn getattr_results_and_callback_credentials() {
+        // A CB_GETATTR answer: change 7, size 100 (in bit order).
+        let mut vals = Encoder::new();
+        vals.put_u64(7);
+        vals.put_u64(100);
+        let vals = vals.into_inner();
+        let res = |attrmask: Vec<u32>| {
+            let r = CB_COMPOUND4res {
+                status: nfsstat4::NFS4_OK,
+                tag: b"".as_slice().into(),
+                resarray: vec![nfs_cb_resop4::OP_CB_GETATTR(CB_GETATTR4res::NFS4_OK(CB_GETATTR4resok {
+                    obj_attributes: fattr4 { attrmask, attr_vals: vals.as_slice().into() },
+                }))],
+            };
+            pnfs_protocol::xdr::encode_to_vec(&r).unwrap()
+        };
+        assert_eq!(getattr_results(&res(vec![(1 << 3) | (1 << 4)])), Some((7, 100)));
+        assert_eq!(getattr_results(&res(vec![1 << 4])), None, "no change attribute");
+        assert_eq!(getattr_results(&res(vec![1 << 1 | 1 << 3 | 1 << 4])), None, "an attribute of unknown length first");
+
+        // The credential the client asked for in its sec_parms is sent.
+        let cbs = Arc::new(Callbacks::new(Duration::from_secs(5)));
+        let (tx, mut rx) = crate::server::ReplyQueue::new();
+        cbs.register_conn(9, tx);
+        let s = session(vec![9]);
+        assert!(cbs.has_back_channel(&s));
+        let sys = authsys_parms { stamp: 1, machinename: b"m".as_slice().into(), uid: 17, gid: 19, gids: vec![] };
+        cbs.set_security(&s.id, &[callback_sec_parms4::AUTH_SYS(sys)]);
+        cbs.set_program(&s.id, 0x4000_0001);
+        let client = {
+            let cbs = cbs.clone();
+            std::thread::spawn(move || {
+                let call = rx.blocking_recv().unwrap();
+                let rpc::Message::Call { header, .. } = rpc::parse_message(&call).unwrap() else { panic!() };
+                assert_eq!(header.prog, 0x4000_0001);
+                let rpc::Credential::Sys { uid, gid, .. } = header.cred else { panic!("{:?}", header.cred) };
+                let mut e = Encoder::new();
+                rpc::begin_accepted_reply(&mut e, header.xid, rpc::AcceptStat::Success);
+                e.put_u32(0);
+                e.put_opaque(b"", 16).unwrap();
+                e.put_u32(0);
+                assert!(cbs.deliver_reply(header.xid, e.into_inner()));
+                (uid, gid)
+            })
+        };
+        cbs.call(&s, vec![]).unwrap();
+        assert_eq!(client.join().unwrap(), (17, 19));
+        cbs.unregister_conn(9);
+        assert!(!cbs.has_back_channel(&s));
     }
 
     #[test]

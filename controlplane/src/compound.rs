@@ -166,6 +166,8 @@ pub fn runs_inline(args: &[u8]) -> bool {
             None => return false,
         };
         match op {
+            // A GETATTR may wait for a CB_GETATTR (ops/deleg.rs).
+            Some(nfs_opnum4::OP_GETATTR) if crate::state::deleg::write_delegations_outstanding() => return false,
             Some(op) if INLINE_OPS.contains(&op) => {}
             _ => return false,
         }
@@ -211,7 +213,11 @@ fn dispatch_table() -> Vec<(nfs_opnum4, OpFn)> {
         op!(OP_CLOSE, open::close),
         op!(OP_TEST_STATEID, open::test_stateid),
         op!(OP_FREE_STATEID, open::free_stateid),
-        op!(OP_DELEGRETURN, open::delegreturn),
+        // delegations
+        op!(OP_DELEGRETURN, deleg::delegreturn),
+        op!(OP_DELEGPURGE, deleg::delegpurge),
+        op!(OP_WANT_DELEGATION, deleg::want_delegation),
+        op!(OP_BACKCHANNEL_CTL, deleg::backchannel_ctl),
         // data
         op!(OP_READ, io::read),
         op!(OP_WRITE, io::write),

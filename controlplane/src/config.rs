@@ -115,6 +115,16 @@ pub struct MdsConfig {
     /// clients keep layouts across open/close cycles.
     #[serde(default)]
     pub layout_return_on_close: bool,
+    // Delegations (controlplane/src/state/deleg.rs, ops/deleg.rs).
+    /// Read and write delegations granted at OPEN by the policy in ops/deleg.rs.
+    #[serde(default = "default_true")]
+    pub delegations: bool,
+    /// Delegations outstanding in all (past it OPEN grants none: WND4_RESOURCE).
+    #[serde(default = "default_max_delegations")]
+    pub max_delegations: usize,
+    /// After a recall, no new delegation on that file for this long.
+    #[serde(default = "default_delegation_recall_cooldown")]
+    pub delegation_recall_cooldown_seconds: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +186,12 @@ fn default_max_states_per_client() -> usize {
 }
 fn default_max_states() -> usize {
     1_000_000
+}
+fn default_max_delegations() -> usize {
+    100_000
+}
+fn default_delegation_recall_cooldown() -> u32 {
+    30
 }
 fn default_max_connections() -> usize {
     1024
@@ -274,6 +290,12 @@ impl MdsConfig {
         }
         if self.max_states_per_client == 0 || self.max_states < self.max_states_per_client {
             return Err("mds.max_states_per_client: must be at least 1 and at most mds.max_states".into());
+        }
+        if self.max_delegations > self.max_states {
+            return Err("mds.max_delegations: must be at most mds.max_states (0 grants none)".into());
+        }
+        if self.delegation_recall_cooldown_seconds > 3600 {
+            return Err("mds.delegation_recall_cooldown_seconds: at most 3600".into());
         }
         if self.stripe_unit == 0 || !self.stripe_unit.is_multiple_of(64) {
             return Err("mds.stripe_unit: must be a nonzero multiple of 64 bytes".into());

@@ -52,7 +52,7 @@ pub struct Mds {
     /// off the wire without the cluster key is NFS4ERR_BADHANDLE.
     pub fh_key: TagKey,
     /// Backchannel calls (CB_LAYOUTRECALL) and their pending replies.
-    pub callbacks: crate::callback::Callbacks,
+    pub callbacks: Arc<crate::callback::Callbacks>,
     /// Recalled layouts not yet returned: (layout stateid, client, inode,
     /// deadline). A client that keeps one past the deadline (a lease) is
     /// fenced: its I/O stateids on that file are revoked on the DSes.
@@ -145,7 +145,7 @@ impl Mds {
             write_verifier,
             boot_epoch,
             fh_key: cluster_key.derive(Purpose::MdsFileHandle),
-            callbacks: crate::callback::Callbacks::new(Duration::from_secs(CALLBACK_TIMEOUT_SECS)),
+            callbacks: Arc::new(crate::callback::Callbacks::new(Duration::from_secs(CALLBACK_TIMEOUT_SECS))),
             pending_recalls: Mutex::new(Vec::new()),
             cfg,
         }))
@@ -376,6 +376,7 @@ impl Mds {
 
     fn expire_idle(&self, idle: Duration) {
         self.fence_overdue_recalls();
+        crate::ops::deleg::revoke_overdue(self);
         // Once grace is over, records of clients that never came back go.
         let gone = {
             let mut st = self.state();

@@ -137,7 +137,8 @@ fn layout_recalls_reach_the_holder() {
     };
     let mut a = Client::connect_with_callbacks(nfs_addr, 2, handler).unwrap();
     let root = a.lookup_path("/export").unwrap();
-    let (fh, open_sid) = a.open(&root, "f", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+    // No delegation: this holder answers layout recalls only.
+    let (fh, open_sid) = a.open(&root, "f", true, OPEN4_SHARE_ACCESS_BOTH | OPEN4_SHARE_ACCESS_WANT_NO_DELEG).unwrap();
     a.write(&fh, &open_sid, 0, &[7u8; 1000], stable_how4::FILE_SYNC4).unwrap();
     let lsid = layoutget(&mut a, &fh, &stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_RW);
     assert_eq!(lsid.seqid, 1);

@@ -11,6 +11,7 @@ use pnfs_protocol::Encoder;
 pub fn getattr(m: &Mds, c: &mut Compound, a: &GETATTR4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         let (fh, i) = current_inode(m, c)?;
+        let i = crate::ops::deleg::attrs_for_reader(m, c, i, &a.attr_request)?;
         let fhb = fh.to_bytes(&m.fh_key);
         let cx = m.attr_context(c.minor, &fhb, &i);
         Ok(GETATTR4resok { obj_attributes: encode_fattr(&i, &a.attr_request, &cx) })
@@ -64,6 +65,7 @@ fn setattr_inner(m: &Mds, c: &mut Compound, a: &SETATTR4args) -> NfsResult<Vec<u
             _ => {}
         }
     }
+    crate::ops::deleg::break_conflicts(m, c.clientid().ok(), i.ino, true)?;
     if let Some(size) = attrs.size {
         if i.is_dir() {
             return Err(nfsstat4::NFS4ERR_ISDIR);

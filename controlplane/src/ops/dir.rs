@@ -79,6 +79,7 @@ pub fn remove(m: &Mds, c: &mut Compound, a: &REMOVE4args, e: &mut Encoder) -> nf
         valid_name(&a.target)?;
         writable_dir(m, c, fh, &dir)?;
         sticky_ok(m, c, fh, &dir, &a.target)?;
+        crate::ops::deleg::break_for_name(m, c, dir.ino, &a.target)?;
         let (before, after, unlinked) = m.ns.remove(dir.ino, &a.target)?;
         if let Some(ino) = unlinked.freed_ino {
             m.recall_layouts_for(ino, c.clientid().ok(), "remove");
@@ -104,6 +105,7 @@ pub fn rename(m: &Mds, c: &mut Compound, a: &RENAME4args, e: &mut Encoder) -> nf
         writable_dir(m, c, src_fh, &src)?;
         writable_dir(m, c, dst_fh, &dst)?;
         sticky_ok(m, c, src_fh, &src, &a.oldname)?;
+        crate::ops::deleg::break_for_name(m, c, src.ino, &a.oldname).and(crate::ops::deleg::break_for_name(m, c, dst.ino, &a.newname))?;
         let ((sb, sa), (db, da), unlinked) = m.ns.rename(src.ino, &a.oldname, dst.ino, &a.newname)?;
         if let Some(ino) = unlinked.freed_ino {
             m.recall_layouts_for(ino, c.clientid().ok(), "rename over");
@@ -131,6 +133,7 @@ pub fn link(m: &Mds, c: &mut Compound, a: &LINK4args, e: &mut Encoder) -> nfssta
         }
         valid_name(&a.newname)?;
         writable_dir(m, c, dir_fh, &dir)?;
+        crate::ops::deleg::break_conflicts(m, c.clientid().ok(), src.ino, true)?;
         let (before, after) = m.ns.link(src.ino, dir.ino, &a.newname)?;
         Ok(LINK4resok { cinfo: change_info4 { atomic: true, before, after } })
     })();

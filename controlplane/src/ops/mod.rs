@@ -2,6 +2,7 @@
 //! dispatch table in `compound.rs` maps each opnum to its handler here.
 
 pub mod attr;
+pub mod deleg;
 pub mod dir;
 pub mod filehandle;
 pub mod io;

@@ -1,5 +1,5 @@
-//! Open state: OPEN, OPEN_DOWNGRADE, CLOSE, TEST_STATEID, FREE_STATEID,
-//! DELEGRETURN (RFC 8881 18.16-18.20, 18.48, 18.38, 18.6).
+//! Open state: OPEN, OPEN_DOWNGRADE, CLOSE, TEST_STATEID, FREE_STATEID
+//! (RFC 8881 18.16-18.20, 18.48, 18.38). Delegations: ops/deleg.rs.
 
 use crate::attrs::{decode_settable, SetContext};
 use crate::compound::{current_inode, reply, Compound};
@@ -40,7 +40,9 @@ pub fn open(m: &Mds, c: &mut Compound, a: &OPEN4args, e: &mut Encoder) -> nfssta
 
 fn validate_share(access: u32, deny: u32) -> NfsResult<(u32, u32)> {
     let acc = access & OPEN4_SHARE_ACCESS_MASK;
-    if acc == 0 || access & !(OPEN4_SHARE_ACCESS_MASK | OPEN4_SHARE_WANT_MASK | 0x30000) != 0 || deny > 3 {
+    // 0x30000: SIGNAL/PUSH_DELEG_WHEN_*; 0x300000: RFC 9754's WANT_DELEG_TIMESTAMPS
+    // and WANT_OPEN_XOR_DELEGATION, not offered (open_arguments) and ignored.
+    if acc == 0 || access & !(OPEN4_SHARE_ACCESS_MASK | OPEN4_SHARE_WANT_MASK | 0x30000 | 0x30_0000) != 0 || deny > 3 {
         return Err(nfsstat4::NFS4ERR_INVAL);
     }
     Ok((acc, deny))
@@ -95,7 +97,20 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
             let cinfo = change_info4 { atomic: true, before: cur.change, after: cur.change };
             Target { fh: fh0, inode: cur, cinfo, attrset: vec![], created: false }
         }
-        // We never hand out delegations, so there is nothing to claim.
+        // Opens under a delegation the client holds (ops/deleg.rs).
+        open_claim4::CLAIM_DELEG_CUR_FH(sid) if !matches!(a.openhow, openflag4::OPEN4_CREATE(_)) => {
+            crate::ops::deleg::check_claim_cur(m, clientid, fh0.ino, &resolve(c, sid)?)?;
+            let cinfo = change_info4 { atomic: true, before: cur.change, after: cur.change };
+            Target { fh: fh0, inode: cur, cinfo, attrset: vec![], created: false }
+        }
+        open_claim4::CLAIM_DELEGATE_CUR(d) if !matches!(a.openhow, openflag4::OPEN4_CREATE(_)) => {
+            need_dir(cur.kind)?;
+            let t = open_by_name(m, c, a, &cur, fh0, &d.file)?;
+            crate::ops::deleg::check_claim_cur(m, clientid, t.inode.ino, &d.delegate_stateid)?;
+            t
+        }
+        open_claim4::CLAIM_DELEG_CUR_FH(_) | open_claim4::CLAIM_DELEGATE_CUR(_) => return Err(nfsstat4::NFS4ERR_INVAL),
+        // Delegations do not survive a restart: nothing to claim.
         _ => return Err(nfsstat4::NFS4ERR_NOTSUPP),
     };
     let i = &target.inode;
@@ -122,6 +137,7 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
             m.check_access(i, &who, need)?;
         }
     }
+    crate::ops::deleg::break_for_open(m, clientid, i.ino, access)?;
     // Clients whose lease ran out lose their conflicting state (courtesy).
     m.release_conflicting_expired();
     let mut st = m.state();
@@ -164,26 +180,12 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
         cinfo: target.cinfo,
         rflags: OPEN4_RESULT_LOCKTYPE_POSIX,
         attrset: target.attrset,
-        delegation: no_delegation(a.share_access),
+        delegation: crate::ops::deleg::at_open(m, c, clientid, (target.fh, &target.inode), a.share_access, &a.claim),
     })
 }
 
 fn rec_ino(st: &crate::state::StateTable, other: &crate::state::StateOther) -> Option<u64> {
     st.states.get(other).map(|r| r.ino)
-}
-
-/// We do not grant delegations; a client that said what it wants is told why.
-fn no_delegation(share_access: u32) -> open_delegation4<'static> {
-    match share_access & OPEN4_SHARE_ACCESS_WANT_DELEG_MASK {
-        OPEN4_SHARE_ACCESS_WANT_NO_PREFERENCE => open_delegation4::OPEN_DELEGATE_NONE,
-        OPEN4_SHARE_ACCESS_WANT_NO_DELEG => {
-            open_delegation4::OPEN_DELEGATE_NONE_EXT(open_none_delegation4::default(why_no_delegation4::WND4_NOT_WANTED))
-        }
-        OPEN4_SHARE_ACCESS_WANT_CANCEL => {
-            open_delegation4::OPEN_DELEGATE_NONE_EXT(open_none_delegation4::default(why_no_delegation4::WND4_CANCELLED))
-        }
-        _ => open_delegation4::OPEN_DELEGATE_NONE_EXT(open_none_delegation4::WND4_RESOURCE(false)),
-    }
 }
 
 fn open_by_name(m: &Mds, c: &Compound, a: &OPEN4args, dir: &Inode, dirfh: FileHandle, name: &[u8]) -> NfsResult<Target> {
@@ -248,6 +250,7 @@ fn open_by_name_once(
                     if who.uid != i.uid {
                         m.check_access(&i, &who, ACCESS4_MODIFY)?;
                     }
+                    crate::ops::deleg::break_conflicts(m, c.clientid().ok(), i.ino, true)?;
                     if size < i.size {
                         m.recall_layouts_for(i.ino, c.clientid().ok(), "truncate");
                     }
@@ -407,26 +410,9 @@ pub fn free_stateid(m: &Mds, c: &mut Compound, a: &FREE_STATEID4args, e: &mut En
                     return Err(nfsstat4::NFS4ERR_LOCKS_HELD);
                 }
             }
-            StateKind::Deleg => {}
+            StateKind::Deleg { .. } => crate::ops::deleg::free_check(&rec)?,
             // A layout stateid freed with layouts held: as if all were returned.
             StateKind::Layout { .. } => {}
-        }
-        st.states.remove(&s.other);
-        Ok(())
-    })();
-    m.revoke_ds_stateids();
-    reply(e, r)
-}
-
-pub fn delegreturn(m: &Mds, c: &mut Compound, a: &DELEGRETURN4args, e: &mut Encoder) -> nfsstat4 {
-    let r = (|| {
-        current_inode(m, c)?;
-        let clientid = c.clientid()?;
-        let s = resolve(c, &a.deleg_stateid)?;
-        let mut st = m.state();
-        let rec = find(&st, clientid, &s)?;
-        if rec.kind != StateKind::Deleg {
-            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
         st.states.remove(&s.other);
         Ok(())

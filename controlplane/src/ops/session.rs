@@ -164,6 +164,7 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
         back_conns: Mutex::new(if flags != 0 { vec![c.conn.id] } else { vec![] }),
     });
     st.sessions.insert(sid, session);
+    m.callbacks.set_security(&sid, &a.csa_sec_parms);
     let client = st.clients.get_mut(&clientid).expect("checked above");
     let was_confirmed = client.confirmed;
     client.confirmed = true;
@@ -206,6 +207,7 @@ pub fn destroy_session(m: &Mds, c: &mut Compound, a: &DESTROY_SESSION4args, e: &
         let s = st.sessions.get(&a.dsa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
         check_owner(m, c, st.clients.get(&s.clientid))?;
         let s = st.sessions.remove(&a.dsa_sessionid).expect("found above");
+        m.callbacks.forget_session(&a.dsa_sessionid);
         if let Some(cl) = st.clients.get_mut(&s.clientid) {
             cl.sessions.retain(|x| *x != a.dsa_sessionid);
         }

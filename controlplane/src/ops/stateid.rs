@@ -40,7 +40,7 @@ pub fn find<'t>(st: &'t StateTable, clientid: u64, s: &stateid4) -> NfsResult<&'
         return Err(nfsstat4::NFS4ERR_BAD_STATEID);
     }
     if rec.revoked {
-        return Err(nfsstat4::NFS4ERR_ADMIN_REVOKED);
+        return Err(crate::ops::deleg::revoked_status(rec));
     }
     check_seqid(rec.seqid, s.seqid)?;
     Ok(rec)
@@ -75,7 +75,7 @@ pub fn io_access(st: &StateTable, rec: &StateRec) -> Option<u32> {
             Some(StateRec { kind: StateKind::Open { access, .. }, .. }) => Some(*access),
             _ => None,
         },
-        StateKind::Deleg => Some(OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE),
+        StateKind::Deleg { write } => Some(crate::ops::deleg::share_access(*write)),
         StateKind::Layout { .. } => None,
     }
 }
@@ -106,7 +106,7 @@ pub fn check_io_stateid(m: &Mds, c: &Compound, s: &stateid4, ino: u64, mode: IoM
             Some(StateRec { kind: StateKind::Open { access, .. }, .. }) => *access,
             _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
         },
-        StateKind::Deleg => OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE,
+        StateKind::Deleg { write } => crate::ops::deleg::share_access(*write),
         // Layout stateids are never valid for I/O (RFC 8881 13.9.1).
         StateKind::Layout { .. } => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
     };

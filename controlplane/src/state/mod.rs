@@ -5,6 +5,8 @@
 //! keep their slot tables behind their own mutex so SEQUENCE does not hold
 //! the global lock while a compound runs.
 
+pub mod deleg;
+
 use pnfs_protocol::session::IdMinter;
 use pnfs_protocol::wire::nfsstat4;
 use std::collections::HashMap;
@@ -58,7 +60,8 @@ pub struct Client {
 pub enum StateKind {
     Open { owner: Vec<u8>, access: u32, deny: u32 },
     Lock { owner: Vec<u8>, open: StateOther },
-    Deleg,
+    /// A read or write delegation; the rest is in `delegs` (state/deleg.rs).
+    Deleg { write: bool },
     /// Layout stateid (one per client and file): the layout iomodes held,
     /// as a bit set of LAYOUT_READ / LAYOUT_RW.
     /// `fh_export` and `fh_generation` complete the filehandle the client
@@ -203,6 +206,7 @@ pub struct StateTable {
     pub sessions: HashMap<SessionId, Arc<Session>>,
     pub states: StateMap,
     pub locks: HashMap<u64, Vec<ByteLock>>,
+    pub delegs: deleg::DelegTable,
     pub caps: StateCaps,
     /// Client IDs, session IDs and stateids: unguessable (RFC 8881 2.10.3).
     ids: IdMinter,
@@ -220,6 +224,7 @@ impl StateTable {
             sessions: HashMap::new(),
             states: StateMap::default(),
             locks: HashMap::new(),
+            delegs: deleg::DelegTable::default(),
             caps: StateCaps::default(),
             ids: IdMinter::new(),
             reclaimable: reclaimable.into_iter().map(|o| (o, false)).collect(),
@@ -311,6 +316,7 @@ impl StateTable {
         if self.states.held_by(clientid) > 0 {
             self.states.retain(|_, st| st.clientid != clientid);
         }
+        self.delegs.forget_client(clientid);
         // Locked files only (unconfirmed clients hold none: cheap for them).
         if !self.locks.is_empty() {
             for locks in self.locks.values_mut() {

@@ -1,0 +1,560 @@
+//! Delegations (RFC 8881 10.2-10.4): the grant decision at OPEN and
+//! WANT_DELEGATION, recalls on conflict, CB_GETATTR for write delegations,
+//! revocation of recalls not honoured within a lease, DELEGRETURN,
+//! DELEGPURGE and BACKCHANNEL_CTL. Bookkeeping is in `state/deleg.rs`.
+//!
+//! Policy: a read delegation when no other client has the file open for
+//! writing, a write delegation (for opens with write access) when no other
+//! client has it open at all; never while another client holds a
+//! conflicting delegation, when the client has no working back channel,
+//! within `mds.delegation_recall_cooldown_seconds` of a recall of the file,
+//! past `mds.max_delegations`, or with `mds.delegations = false`. An
+//! operation of another client that conflicts (OPEN, SETATTR, REMOVE,
+//! RENAME, LINK) starts a CB_RECALL and answers NFS4ERR_DELAY until the
+//! holder returned the delegation (DELEGRETURN) or lost it (revoked a
+//! lease after the recall), as knfsd does; the Linux client retries.
+
+use crate::callback::{deleg_getattr, deleg_recall, getattr_results, CbError, Callbacks};
+use crate::compound::{current_inode, reply, Compound};
+use crate::fh::FileHandle;
+use crate::mds::Mds;
+use crate::namespace::{Inode, NfsResult};
+use crate::ops::stateid::{find, resolve, stateid};
+use crate::state::deleg::{delegations_outstanding, write_delegations_outstanding, Deleg};
+use crate::state::{Session, SessionId, StateKind, StateOther, StateRec, StateTable};
+use pnfs_protocol::wire::*;
+use pnfs_protocol::Encoder;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// CB_RECALLs answered NFS4ERR_DELAY or BAD_STATEID (the client has not yet
+/// seen the OPEN reply that granted it) are sent again this many times.
+const RECALL_RETRIES: u32 = 4;
+
+/// Share access a delegation stateid grants for I/O.
+pub fn share_access(write: bool) -> u32 {
+    if write {
+        OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE
+    } else {
+        OPEN4_SHARE_ACCESS_READ
+    }
+}
+
+/// The error for a revoked stateid: DELEG_REVOKED for a delegation (RFC
+/// 8881 10.2.1), ADMIN_REVOKED for the rest.
+pub fn revoked_status(rec: &StateRec) -> nfsstat4 {
+    match rec.kind {
+        StateKind::Deleg { .. } => nfsstat4::NFS4ERR_DELEG_REVOKED,
+        _ => nfsstat4::NFS4ERR_ADMIN_REVOKED,
+    }
+}
+
+fn none_because(why: why_no_delegation4) -> open_delegation4<'static> {
+    open_delegation4::OPEN_DELEGATE_NONE_EXT(match why {
+        why_no_delegation4::WND4_CONTENTION => open_none_delegation4::WND4_CONTENTION(false),
+        why_no_delegation4::WND4_RESOURCE => open_none_delegation4::WND4_RESOURCE(false),
+        other => open_none_delegation4::default(other),
+    })
+}
+
+/// The delegation OPEN answers (after the open state exists). `share_access`
+/// carries the client's OPEN4_SHARE_ACCESS_WANT_* bits.
+pub fn at_open(m: &Mds, c: &Compound, clientid: u64, target: (FileHandle, &Inode), share_access: u32, claim: &open_claim4) -> open_delegation4<'static> {
+    // Reclaims and opens under a delegation get no new one.
+    if !matches!(claim, open_claim4::CLAIM_NULL(_) | open_claim4::CLAIM_FH) {
+        return open_delegation4::OPEN_DELEGATE_NONE;
+    }
+    decide(m, c, clientid, target, share_access & OPEN4_SHARE_ACCESS_MASK, share_access & OPEN4_SHARE_ACCESS_WANT_DELEG_MASK)
+}
+
+const OPEN4_SHARE_ACCESS_MASK: u32 = 0x3;
+
+/// The grant decision for `access` (READ/WRITE bits) and `want` (the
+/// WANT_* value). A client that said what it wants is told why it got
+/// none (od_whynone); one that did not gets OPEN_DELEGATE_NONE.
+fn decide(m: &Mds, c: &Compound, clientid: u64, (fh, inode): (FileHandle, &Inode), access: u32, want: u32) -> open_delegation4<'static> {
+    let write = match want {
+        OPEN4_SHARE_ACCESS_WANT_NO_DELEG => return none_because(why_no_delegation4::WND4_NOT_WANTED),
+        OPEN4_SHARE_ACCESS_WANT_CANCEL => return none_because(why_no_delegation4::WND4_CANCELLED),
+        OPEN4_SHARE_ACCESS_WANT_READ_DELEG => false,
+        OPEN4_SHARE_ACCESS_WANT_NO_PREFERENCE | OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG | OPEN4_SHARE_ACCESS_WANT_ANY_DELEG => {
+            access & OPEN4_SHARE_ACCESS_WRITE != 0
+        }
+        _ => return none_because(why_no_delegation4::WND4_NOT_WANTED),
+    };
+    let none = |why| if want == OPEN4_SHARE_ACCESS_WANT_NO_PREFERENCE { open_delegation4::OPEN_DELEGATE_NONE } else { none_because(why) };
+    if !m.cfg.delegations || m.cfg.max_delegations == 0 {
+        return none(why_no_delegation4::WND4_RESOURCE);
+    }
+    if inode.ftype() != nfs_ftype4::NF4REG {
+        return none(why_no_delegation4::WND4_NOT_SUPP_FTYPE);
+    }
+    let ino = inode.ino;
+    let now = Instant::now();
+    let granted = {
+        let mut st = m.state();
+        if let Some(mine) = st.delegs.held(clientid, ino) {
+            // One delegation per client and file; no upgrades or downgrades.
+            let held_write = st.delegs.get(&mine).is_some_and(|d| d.write);
+            return match (held_write, want) {
+                (false, OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG) => none_because(why_no_delegation4::WND4_NOT_SUPP_UPGRADE),
+                (true, OPEN4_SHARE_ACCESS_WANT_READ_DELEG) => none_because(why_no_delegation4::WND4_NOT_SUPP_DOWNGRADE),
+                _ => open_delegation4::OPEN_DELEGATE_NONE,
+            };
+        }
+        if st.delegs.len() >= m.cfg.max_delegations {
+            return none(why_no_delegation4::WND4_RESOURCE);
+        }
+        // Cheap first: clients without a back channel (benchmarks) stop here.
+        if !back_channel_up(&m.callbacks, &sessions_of(&st, clientid)) {
+            return none(why_no_delegation4::WND4_RESOURCE);
+        }
+        if st.delegs.recently_recalled(ino, now) || conflicts_for_grant(&st, clientid, ino, write) {
+            return none(why_no_delegation4::WND4_CONTENTION);
+        }
+        let rec = StateRec { clientid, ino, seqid: 1, kind: StateKind::Deleg { write }, revoked: false };
+        let Ok(other) = st.new_state(rec) else { return none(why_no_delegation4::WND4_RESOURCE) };
+        let granted_by = c.session.as_ref().zip(c.slot).map(|(s, slot)| (s.id, slot, c.sequenceid));
+        st.delegs.insert(
+            other,
+            Deleg {
+                clientid,
+                ino,
+                write,
+                fh_export: fh.export_id,
+                fh_generation: fh.generation,
+                granted_by,
+                recall_deadline: None,
+                seen_change: Some(inode.change),
+                change_bumps: 0,
+            },
+        );
+        stateid(&other, 1)
+    };
+    // Tight coupling: the data servers accept I/O with it (RFC 8881 13.9.2).
+    crate::ops::layout::allow_new_stateid(m, clientid, ino, &granted);
+    log::debug!("{} delegation of inode {ino} to client {clientid:x}", if write { "write" } else { "read" });
+    let permissions = nfsace4 { r#type: ACE4_ACCESS_ALLOWED_ACE_TYPE, flag: 0, access_mask: 0, who: b"".as_slice().into() };
+    if write {
+        open_delegation4::OPEN_DELEGATE_WRITE(open_write_delegation4 {
+            stateid: granted,
+            recall: false,
+            space_limit: nfs_space_limit4::NFS_LIMIT_SIZE(u64::MAX),
+            permissions,
+        })
+    } else {
+        open_delegation4::OPEN_DELEGATE_READ(open_read_delegation4 { stateid: granted, recall: false, permissions })
+    }
+}
+
+/// Whether other clients' opens or delegations on `ino` forbid a new
+/// delegation. The open scan goes through the whole state map (as OPEN's
+/// share check does) until the state layer offers opens by inode: the one
+/// full scan left here, reached only by clients with a back channel.
+fn conflicts_for_grant(st: &StateTable, clientid: u64, ino: u64, write: bool) -> bool {
+    let theirs_deleg = st
+        .delegs
+        .on_ino(ino)
+        .iter()
+        .filter_map(|o| st.delegs.get(o))
+        .any(|d| d.clientid != clientid && (write || d.write || d.recall_deadline.is_some()));
+    theirs_deleg
+        || st.states.values().any(|r| {
+            r.ino == ino
+                && r.clientid != clientid
+                && !r.revoked
+                && matches!(r.kind, StateKind::Open { access, .. } if write || access & OPEN4_SHARE_ACCESS_WRITE != 0)
+        })
+}
+
+fn sessions_of(st: &StateTable, clientid: u64) -> Vec<Arc<Session>> {
+    let Some(c) = st.clients.get(&clientid) else { return vec![] };
+    c.sessions.iter().filter_map(|id| st.sessions.get(id).cloned()).collect()
+}
+
+fn back_channel_up(cbs: &Callbacks, sessions: &[Arc<Session>]) -> bool {
+    sessions.iter().any(|s| cbs.has_back_channel(s))
+}
+
+/// An OPEN of `ino` by `clientid` for `access`: other clients' delegations
+/// it conflicts with are recalled (NFS4ERR_DELAY meanwhile).
+pub fn break_for_open(m: &Mds, clientid: u64, ino: u64, access: u32) -> NfsResult<()> {
+    break_conflicts(m, Some(clientid), ino, access & OPEN4_SHARE_ACCESS_WRITE != 0)
+}
+
+/// REMOVE or RENAME of `name` in `dir`: the file's delegations held by
+/// other clients are recalled first.
+pub fn break_for_name(m: &Mds, c: &Compound, dir: u64, name: &[u8]) -> NfsResult<()> {
+    if !delegations_outstanding() {
+        return Ok(());
+    }
+    match m.ns.lookup(dir, name) {
+        Ok(i) => break_conflicts(m, c.clientid().ok(), i.ino, true),
+        Err(_) => Ok(()), // the operation itself reports it
+    }
+}
+
+/// Recalls the delegations of clients other than `caller` on `ino` that a
+/// change (`write`: writes, SETATTR, names) or a read open conflicts with.
+/// Ok when none is left; NFS4ERR_DELAY while one is being recalled. A
+/// recall not honoured within a lease is revoked here (and periodically,
+/// [`revoke_overdue`]), and the operation goes ahead.
+pub fn break_conflicts(m: &Mds, caller: Option<u64>, ino: u64, write: bool) -> NfsResult<()> {
+    if !delegations_outstanding() {
+        return Ok(());
+    }
+    for first in [true, false] {
+        let now = Instant::now();
+        let mut revoked = false;
+        let (conflicting, work) = {
+            let mut st = m.state();
+            let mut conflicting = vec![];
+            for other in st.delegs.on_ino(ino) {
+                let Some(d) = st.delegs.get(&other) else { continue };
+                if Some(d.clientid) == caller || !(write || d.write) {
+                    continue;
+                }
+                if st.states.get(&other).is_none_or(|r| r.revoked) {
+                    st.delegs.remove(&other); // its state went with the client
+                    continue;
+                }
+                if d.recall_deadline.is_some_and(|t| t <= now) {
+                    revoke(&mut st, &other);
+                    revoked = true;
+                    continue;
+                }
+                conflicting.push(other);
+            }
+            // A holder whose lease ran out loses it first (courtesy ends).
+            let expired = conflicting.iter().filter_map(|o| st.delegs.get(o)).any(|d| {
+                st.clients.get(&d.clientid).is_none_or(|cl| now.duration_since(cl.last_renewed) > m.lease())
+            });
+            if first && expired {
+                (conflicting, None)
+            } else {
+                let work = start_recalls(m, &mut st, &conflicting, now);
+                (conflicting, Some(work))
+            }
+        };
+        if revoked {
+            m.revoke_ds_stateids();
+        }
+        let Some(work) = work else {
+            m.release_conflicting_expired();
+            continue;
+        };
+        if conflicting.is_empty() {
+            return Ok(());
+        }
+        send_recalls(m, work);
+        return Err(nfsstat4::NFS4ERR_DELAY);
+    }
+    Err(nfsstat4::NFS4ERR_DELAY)
+}
+
+/// What one CB_RECALL needs, gathered under the state lock.
+struct Recall {
+    sid: stateid4,
+    clientid: u64,
+    fh: FileHandle,
+    granted_by: Option<(SessionId, u32, u32)>,
+    sessions: Vec<Arc<Session>>,
+}
+
+/// Marks the delegations recalled (deadline: a lease from now) and gathers
+/// the calls for those not recalled before.
+fn start_recalls(m: &Mds, st: &mut StateTable, others: &[StateOther], now: Instant) -> Vec<Recall> {
+    let cooldown = Duration::from_secs(m.cfg.delegation_recall_cooldown_seconds as u64);
+    let mut work = vec![];
+    for other in others {
+        if !st.delegs.start_recall(other, now, now + m.lease(), cooldown) {
+            continue;
+        }
+        let (Some(d), Some(r)) = (st.delegs.get(other), st.states.get(other)) else { continue };
+        let fh = FileHandle { export_id: d.fh_export, ino: d.ino, generation: d.fh_generation };
+        work.push(Recall {
+            sid: stateid(other, r.seqid),
+            clientid: d.clientid,
+            fh,
+            granted_by: d.granted_by,
+            sessions: sessions_of(st, d.clientid),
+        });
+    }
+    work
+}
+
+/// CB_RECALLs waiting for a sender, and the sender threads running. Each
+/// delegation is recalled once, so the queue holds at most the delegations
+/// outstanding; the threads are bounded so a flood of conflicts (or holders
+/// that never answer, each costing a callback timeout) cannot take the
+/// process's threads.
+static RECALL_QUEUE: Mutex<VecDeque<RecallJob>> = Mutex::new(VecDeque::new());
+static RECALL_SENDERS: AtomicUsize = AtomicUsize::new(0);
+const MAX_RECALL_SENDERS: usize = 16;
+
+struct RecallJob {
+    cbs: Arc<Callbacks>,
+    fh: [u8; 32],
+    recall: Recall,
+}
+
+fn next_recall() -> Option<RecallJob> {
+    RECALL_QUEUE.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+}
+
+/// Sends the CB_RECALLs from sender threads: the conflicting operation
+/// answers NFS4ERR_DELAY at once, and the holder's answer may come in on
+/// the caller's own connection.
+fn send_recalls(m: &Mds, work: Vec<Recall>) {
+    if work.is_empty() {
+        return;
+    }
+    let n = work.len();
+    {
+        let mut q = RECALL_QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+        q.extend(work.into_iter().map(|r| RecallJob { cbs: m.callbacks.clone(), fh: r.fh.to_bytes(&m.fh_key), recall: r }));
+    }
+    for _ in 0..n {
+        if RECALL_SENDERS.fetch_add(1, Ordering::SeqCst) >= MAX_RECALL_SENDERS {
+            RECALL_SENDERS.fetch_sub(1, Ordering::SeqCst);
+            return; // the running senders take it
+        }
+        if let Err(e) = std::thread::Builder::new().name("cb-recall".into()).spawn(recall_sender) {
+            RECALL_SENDERS.fetch_sub(1, Ordering::SeqCst);
+            // A running sender takes the job, or the holder loses the
+            // delegation when the recall falls due.
+            log::warn!("cannot start a thread for CB_RECALL: {e}");
+            return;
+        }
+    }
+}
+
+fn recall_sender() {
+    loop {
+        while let Some(job) = next_recall() {
+            recall_one(&job.cbs, &job.fh, &job.recall);
+        }
+        RECALL_SENDERS.fetch_sub(1, Ordering::SeqCst);
+        // A job queued after the last look, while every sender was leaving.
+        if RECALL_QUEUE.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return;
+        }
+        RECALL_SENDERS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn recall_one(cbs: &Callbacks, fhb: &[u8], r: &Recall) {
+    let mut outcome = Err(CbError::NoBackChannel);
+    for s in r.sessions.iter().filter(|s| cbs.has_back_channel(s)) {
+        for retry in 0..=RECALL_RETRIES {
+            let referring: Vec<referring_call_list4> = r
+                .granted_by
+                .filter(|(sess, _, _)| *sess == s.id)
+                .map(|(sess, slot, seq)| referring_call_list4 {
+                    rcl_sessionid: sess,
+                    rcl_referring_calls: vec![referring_call4 { rc_sequenceid: seq, rc_slotid: slot }],
+                })
+                .into_iter()
+                .collect();
+            outcome = cbs.call_referring(s, vec![deleg_recall(fhb, r.sid.clone())], referring);
+            let again = matches!(outcome, Err(CbError::Status(nfsstat4::NFS4ERR_DELAY | nfsstat4::NFS4ERR_BAD_STATEID)));
+            if !again || retry == RECALL_RETRIES {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50 << retry));
+        }
+        if !matches!(outcome, Err(CbError::NoBackChannel)) {
+            break;
+        }
+    }
+    match outcome {
+        Ok(()) => log::debug!("delegation of inode {} recalled from client {:x}", r.fh.ino, r.clientid),
+        // It is revoked when the recall falls due.
+        Err(e) => log::warn!("CB_RECALL of inode {} to client {:x} failed: {e:?}", r.fh.ino, r.clientid),
+    }
+}
+
+/// Takes a delegation away: the conflicting operation may go ahead, the
+/// holder sees NFS4ERR_DELEG_REVOKED and RECALLABLE_STATE_REVOKED until it
+/// frees the stateid. The caller revokes it on the data servers
+/// (`Mds::revoke_ds_stateids`) once the lock is released.
+fn revoke(st: &mut StateTable, other: &StateOther) {
+    if let Some(d) = st.delegs.remove(other) {
+        log::warn!("client {:x} did not return a recalled delegation of inode {} within a lease; revoked", d.clientid, d.ino);
+    }
+    if let Some(r) = st.states.get_mut(other) {
+        r.revoked = true;
+    }
+}
+
+/// Revokes the recalled delegations whose holders let a lease pass
+/// (called with lease expiry). Costs O(recalls due).
+pub fn revoke_overdue(m: &Mds) {
+    let due = {
+        let mut st = m.state();
+        let due = st.delegs.take_overdue(Instant::now());
+        due.iter().for_each(|o| revoke(&mut st, o));
+        due.len()
+    };
+    if due > 0 {
+        m.revoke_ds_stateids();
+    }
+}
+
+/// GETATTR of size or change by a client other than the holder of a write
+/// delegation on the file: the holder knows better (it may have cached
+/// writes), so it is asked with CB_GETATTR (RFC 8881 10.4.3) and its size
+/// and change are answered. A holder that does not answer is recalled
+/// instead (NFS4ERR_DELAY meanwhile).
+pub fn attrs_for_reader(m: &Mds, c: &Compound, mut i: Inode, request: &[u32]) -> NfsResult<Inode> {
+    use crate::attrs::{bitmap_has, FATTR4_CHANGE, FATTR4_SIZE};
+    if !write_delegations_outstanding() || !(bitmap_has(request, FATTR4_SIZE) || bitmap_has(request, FATTR4_CHANGE)) {
+        return Ok(i);
+    }
+    let caller = c.clientid().ok();
+    let (other, fh, sessions) = {
+        let st = m.state();
+        let holder = st
+            .delegs
+            .on_ino(i.ino)
+            .into_iter()
+            .find(|o| st.delegs.get(o).is_some_and(|d| d.write && Some(d.clientid) != caller));
+        let Some(other) = holder else { return Ok(i) };
+        let d = st.delegs.get(&other).expect("listed");
+        if d.recall_deadline.is_some() {
+            // Being returned: the holder is flushing; ask again soon.
+            drop(st);
+            return break_conflicts(m, caller, i.ino, true).map(|_| i);
+        }
+        let fh = FileHandle { export_id: d.fh_export, ino: d.ino, generation: d.fh_generation };
+        (other, fh, sessions_of(&st, d.clientid))
+    };
+    let fhb = fh.to_bytes(&m.fh_key);
+    let mut answer = None;
+    for s in sessions.iter().filter(|s| m.callbacks.has_back_channel(s)) {
+        match m.callbacks.call_for_results(s, vec![deleg_getattr(&fhb)], vec![]) {
+            Ok(res) => {
+                answer = getattr_results(&res);
+                break;
+            }
+            Err(CbError::NoBackChannel) => continue,
+            Err(e) => {
+                log::debug!("CB_GETATTR of inode {} failed: {e:?}", i.ino);
+                break;
+            }
+        }
+    }
+    let Some((change, size)) = answer else {
+        return break_conflicts(m, caller, i.ino, true).map(|_| i);
+    };
+    let mut st = m.state();
+    let Some(d) = st.delegs.get_mut(&other) else { return Ok(i) }; // returned meanwhile: ours is current
+    if d.seen_change != Some(change) {
+        d.seen_change = Some(change);
+        d.change_bumps += 1;
+    }
+    i.change += d.change_bumps;
+    i.size = size;
+    Ok(i)
+}
+
+/// OPEN with CLAIM_DELEGATE_CUR or CLAIM_DELEG_CUR_FH: `sid` must be a
+/// delegation of the client on `ino`.
+pub fn check_claim_cur(m: &Mds, clientid: u64, ino: u64, sid: &stateid4) -> NfsResult<()> {
+    let st = m.state();
+    let rec = find(&st, clientid, sid)?;
+    if !matches!(rec.kind, StateKind::Deleg { .. }) || rec.ino != ino {
+        return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+    }
+    Ok(())
+}
+
+/// FREE_STATEID of a delegation still in force: it must be returned first.
+pub fn free_check(rec: &StateRec) -> NfsResult<()> {
+    match rec.kind {
+        StateKind::Deleg { .. } if !rec.revoked => Err(nfsstat4::NFS4ERR_LOCKS_HELD),
+        _ => Ok(()),
+    }
+}
+
+pub fn delegreturn(m: &Mds, c: &mut Compound, a: &DELEGRETURN4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        // The file may have been removed meanwhile (by the holder itself).
+        let fh = c.fh()?;
+        let clientid = c.clientid()?;
+        let s = resolve(c, &a.deleg_stateid)?;
+        let mut st = m.state();
+        let rec = find(&st, clientid, &s)?;
+        if !matches!(rec.kind, StateKind::Deleg { .. }) || rec.ino != fh.ino {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        st.states.remove(&s.other);
+        st.delegs.remove(&s.other);
+        Ok(())
+    })();
+    m.revoke_ds_stateids();
+    reply(e, r)
+}
+
+/// DELEGPURGE (RFC 8881 18.5): only for servers that keep delegations
+/// across restarts for CLAIM_DELEGATE_PREV; ours do not.
+pub fn delegpurge(_m: &Mds, _c: &mut Compound, _a: &DELEGPURGE4args, e: &mut Encoder) -> nfsstat4 {
+    reply::<()>(e, Err(nfsstat4::NFS4ERR_NOTSUPP))
+}
+
+/// WANT_DELEGATION (RFC 8881 18.49) on the current file, same policy as OPEN.
+pub fn want_delegation(m: &Mds, c: &mut Compound, a: &WANT_DELEGATION4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let clientid = c.clientid()?;
+        match a.wda_claim {
+            deleg_claim4::CLAIM_FH => {}
+            // Delegations do not survive a restart: nothing to reclaim.
+            deleg_claim4::CLAIM_PREVIOUS(_) => return Err(nfsstat4::NFS4ERR_NO_GRACE),
+            deleg_claim4::CLAIM_DELEG_PREV_FH => return Err(nfsstat4::NFS4ERR_NOTSUPP),
+        }
+        let (fh, i) = current_inode(m, c)?;
+        if i.is_dir() {
+            return Ok(none_because(why_no_delegation4::WND4_IS_DIR));
+        }
+        let want = a.wda_want & OPEN4_SHARE_ACCESS_WANT_DELEG_MASK;
+        if a.wda_want & !(OPEN4_SHARE_ACCESS_WANT_DELEG_MASK | 0x30000 | 0x30_0000) != 0 {
+            return Err(nfsstat4::NFS4ERR_INVAL);
+        }
+        // The access of the client's opens decides the kind, as at OPEN.
+        let access = {
+            let st = m.state();
+            st.states
+                .values()
+                .filter(|r| r.clientid == clientid && r.ino == i.ino && !r.revoked)
+                .fold(0, |acc, r| match r.kind {
+                    StateKind::Open { access, .. } => acc | access,
+                    _ => acc,
+                })
+        };
+        if access == 0 && want != OPEN4_SHARE_ACCESS_WANT_CANCEL && want != OPEN4_SHARE_ACCESS_WANT_NO_DELEG {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID); // no open to delegate
+        }
+        // NO_PREFERENCE here means "any" (the client asked by calling).
+        let want = if want == OPEN4_SHARE_ACCESS_WANT_NO_PREFERENCE { OPEN4_SHARE_ACCESS_WANT_ANY_DELEG } else { want };
+        Ok(decide(m, c, clientid, (fh, &i), access, want))
+    })();
+    // WANT_DELEGATION4resok is the open_delegation4 itself.
+    reply(e, r)
+}
+
+/// BACKCHANNEL_CTL (RFC 8881 18.33): the program and credential of the
+/// session's callbacks.
+pub fn backchannel_ctl(m: &Mds, c: &mut Compound, a: &BACKCHANNEL_CTL4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let s = c.session.clone().ok_or(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)?;
+        if crate::callback::CbCred::choose(&a.bca_sec_parms).is_none() {
+            return Err(nfsstat4::NFS4ERR_INVAL);
+        }
+        m.callbacks.set_program(&s.id, a.bca_cb_program);
+        m.callbacks.set_security(&s.id, &a.bca_sec_parms);
+        Ok(())
+    })();
+    reply(e, r)
+}
