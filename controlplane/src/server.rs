@@ -1,8 +1,39 @@
 //! The NFS listener: TCP connections, RPC record marking, ONC RPC call
-//! checks, and COMPOUND execution on blocking threads (metadata commits
-//! fsync), with replies written back in completion order.
+//! checks, and COMPOUND execution.
+//!
+//! Request path (issue 8: no thread hand-off per request). A connection is
+//! one tokio task that reads records, runs them and writes the replies:
+//!
+//! * COMPOUNDs of operations that never wait for another client or for file
+//!   data I/O (`compound::runs_inline`: the metadata operations, OPEN,
+//!   LAYOUTGET, CLOSE, LOCK, SETATTR, CREATE, REMOVE, RENAME among them) run
+//!   on the connection's task. Their metadata commits are made with
+//!   durability deferred (`pnfs_kv::defer_durability`): visible at once, not
+//!   yet fsynced. A reply that depends on nothing undurable (the store's
+//!   visible commits are all durable) is written to the socket by the
+//!   connection's task itself, all replies of one read in one write. Any
+//!   other reply is held by the [`GroupCommitter`]: one thread syncs the
+//!   store once for every commit made visible meanwhile (all connections
+//!   together) and then queues the replies it made durable; still durable
+//!   before the reply, with one fsync and one hand-off per batch.
+//! * Other COMPOUNDs (READ, WRITE, COMMIT, and anything long or odd) run on
+//!   the blocking pool as before; their commits are durable when they
+//!   return (concurrent ones share fsyncs through the store's group commit).
+//!   The shared semaphore bounds the blocking threads all connections
+//!   together may hold (mds.max_requests_in_flight); the per-connection
+//!   semaphore bounds what one connection has executing or held for
+//!   durability (mds.max_requests_per_connection), so one connection queues
+//!   on its own permits.
+//! * Replies from the pool, held replies and callbacks go through the
+//!   connection's [`ReplyQueue`] to its writer task; the connection's task
+//!   and the writer share the socket's write half under a lock, so records
+//!   never interleave. The reply budget (mds.reply_budget_bytes and
+//!   [`REPLY_BUDGET_COUNT`]) stops reading from a peer that leaves replies
+//!   unread, and the idle timeout closes it.
+//! * A panic while running a request answers SYSTEM_ERR (catch_unwind).
 
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher};
+use crate::group_commit::GroupCommitter;
 use crate::mds::Mds;
 use crate::metrics::metrics;
 use pnfs_protocol::conn_limits::{ConnLimits, LogLimiter};
@@ -20,6 +51,10 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 /// Replies one connection may have queued unread, whatever their size
 /// (mds.reply_budget_bytes bounds their bytes).
 const REPLY_BUDGET_COUNT: usize = 1024;
+
+/// Replies a connection's task wrote itself are sent once they reach this
+/// many bytes, or before the task waits for anything.
+const DIRECT_FLUSH_BYTES: usize = 64 * 1024;
 
 /// A connection's outgoing messages (RPC replies, and callbacks when it is a
 /// back channel), without record marks. Queuing never waits, so no server
@@ -133,13 +168,18 @@ pub struct Server {
     closure_log: LogLimiter,
     /// COMPOUNDs executing on blocking threads, all connections together.
     blocking: Arc<Semaphore>,
+    /// Syncs the metadata store for replies of COMPOUNDs run inline.
+    committer: Arc<GroupCommitter>,
 }
 
 impl Server {
     pub fn new(mds: Arc<Mds>) -> Arc<Server> {
         let limits = ConnLimits::new(mds.cfg.max_connections_per_address, mds.cfg.max_connections);
         let blocking = Arc::new(Semaphore::new(mds.cfg.max_requests_in_flight as usize));
+        // Without its thread nothing held would ever be sent: not a server.
+        let committer = GroupCommitter::start(mds.ns.store().clone()).expect("starting the group-commit thread");
         Arc::new(Server {
+            committer,
             mds,
             dispatcher: Arc::new(Dispatcher::new()),
             next_conn: AtomicU64::new(1),
@@ -242,16 +282,21 @@ impl Server {
         let budget = cfg.reply_budget_bytes as usize;
         let conn = Arc::new(ConnInfo { id: self.next_conn.fetch_add(1, Ordering::Relaxed), peer: peer.ip() });
         log::debug!("connection {} from {peer}", conn.id);
-        let (mut rd, mut wr) = sock.into_split();
+        let (mut rd, wr) = sock.into_split();
+        // Shared by this task (replies it runs itself) and the writer task
+        // (everything else); whole records under the lock.
+        let wr = Arc::new(tokio::sync::Mutex::new(wr));
         let (queue, mut out) = ReplyQueue::new();
         // Callbacks to this client go out on this connection when it is bound
         // to a session's back channel.
         self.mds.callbacks.register_conn(conn.id, queue.clone());
         let me = self.clone();
+        let writer_half = wr.clone();
         let writer = tokio::spawn(async move {
             while let Some(msg) = out.recv().await {
                 let hdr = record_header(msg.len());
                 let write = async {
+                    let mut wr = writer_half.lock().await;
                     wr.write_all(&hdr).await?;
                     wr.write_all(&msg).await
                 };
@@ -274,7 +319,12 @@ impl Server {
         // counts against the peer).
         let mut partial_since: Option<Instant> = None;
         let mut busy_since: Option<Instant> = None;
+        // Replies this task wrote itself, record-marked, sent before it waits.
+        let mut direct: Vec<u8> = Vec::new();
         let result = 'read: loop {
+            if !self.flush_direct(&wr, &mut direct, peer, idle).await {
+                break Ok(());
+            }
             // Backpressure: a peer that leaves its replies unread gets no
             // more requests read; only this connection waits.
             if !queue.wait_for_room(budget).await {
@@ -324,22 +374,44 @@ impl Server {
                 if !queue.wait_for_room(budget).await {
                     break 'read Ok(());
                 }
+                // Per connection first, so one connection queues on its own
+                // permits, not on everyone's.
+                let mine = match per_conn.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // Waiting on this connection's own requests: send
+                        // what this task has written so far first.
+                        if !self.flush_direct(&wr, &mut direct, peer, idle).await {
+                            break 'read Ok(());
+                        }
+                        let Ok(p) = per_conn.clone().acquire_owned().await else { break 'read Ok(()) };
+                        p
+                    }
+                };
                 if runs_inline(&rec) {
-                    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_record(&conn, &rec)))
-                        .unwrap_or_else(|_| {
+                    let (reply, _) = pnfs_kv::defer_durability(|| {
+                        std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_record(&conn, &rec))).unwrap_or_else(|_| {
                             log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
                             rpc::system_err_reply(&rec)
-                        });
-                    if let Some(r) = reply {
-                        if queue.send(r).is_err() {
-                            break 'read Ok(());
+                        })
+                    });
+                    let Some(r) = reply else { continue };
+                    match self.committer.pending() {
+                        // Durable before the reply: the committer sends it.
+                        Some(seq) => self.committer.hold(seq, r, queue.clone(), mine),
+                        None => {
+                            direct.extend_from_slice(&record_header(r.len()));
+                            direct.extend_from_slice(&r);
+                            if direct.len() >= DIRECT_FLUSH_BYTES && !self.flush_direct(&wr, &mut direct, peer, idle).await {
+                                break 'read Ok(());
+                            }
                         }
                     }
                     continue;
                 }
-                // Per connection first, so one connection queues on its own
-                // permits, not on everyone's.
-                let Ok(mine) = per_conn.clone().acquire_owned().await else { break 'read Ok(()) };
+                if !self.flush_direct(&wr, &mut direct, peer, idle).await {
+                    break 'read Ok(());
+                }
                 let Ok(shared) = self.blocking.clone().acquire_owned().await else { break 'read Ok(()) };
                 let me = self.clone();
                 let conn = conn.clone();
@@ -363,6 +435,38 @@ impl Server {
         // they are done and sent, or when the peer stops reading.
         let _ = writer.await;
         result
+    }
+
+    /// Writes the replies this task produced itself; false when the
+    /// connection is to close (write error, or the peer read none of them
+    /// for the idle timeout).
+    async fn flush_direct(
+        &self,
+        wr: &tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+        direct: &mut Vec<u8>,
+        peer: SocketAddr,
+        idle: Duration,
+    ) -> bool {
+        if direct.is_empty() {
+            return true;
+        }
+        let write = async {
+            let mut w = wr.lock().await;
+            w.write_all(direct).await
+        };
+        let ok = match tokio::time::timeout(idle, write).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.closed(peer, "replies_unread", &format!("it read none of its replies for {idle:?} (mds.idle_timeout_seconds)"));
+                false
+            }
+        };
+        direct.clear();
+        if direct.capacity() > 4 * DIRECT_FLUSH_BYTES {
+            direct.shrink_to(DIRECT_FLUSH_BYTES);
+        }
+        ok
     }
 
     /// Counts a connection the server closed and logs it, at most one line
