@@ -38,7 +38,7 @@ use crate::mds::Mds;
 use crate::metrics::metrics;
 use pnfs_protocol::conn_limits::{ConnLimits, LogLimiter};
 use pnfs_protocol::record::{record_header, RecordReader};
-use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
+use pnfs_protocol::rpc::{self, AcceptStat, Checked, Message};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -51,6 +51,19 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 /// Replies one connection may have queued unread, whatever their size
 /// (mds.reply_budget_bytes bounds their bytes).
 const REPLY_BUDGET_COUNT: usize = 1024;
+
+/// Requests a connection's task runs before it sends their pushes and
+/// lets their replies go (the rest of a read's records wait their turn).
+const MAX_RAN_UNRELEASED: usize = 64;
+
+/// Requests run on a connection's task whose replies wait for their
+/// deferred stateid pushes.
+#[derive(Default)]
+struct Ran {
+    replies: Vec<(Vec<u8>, tokio::sync::OwnedSemaphorePermit)>,
+    /// Changes queued by `push::defer_pushes`, not yet flushed.
+    pushes: usize,
+}
 
 /// Replies a connection's task wrote itself are sent once they reach this
 /// many bytes, or before the task waits for anything.
@@ -321,7 +334,10 @@ impl Server {
         let mut busy_since: Option<Instant> = None;
         // Replies this task wrote itself, record-marked, sent before it waits.
         let mut direct: Vec<u8> = Vec::new();
+        // Replies of requests run here whose pushes are not flushed yet.
+        let mut ran = Ran::default();
         let result = 'read: loop {
+            self.release(&mut ran, &mut direct, &queue);
             if !self.flush_direct(&wr, &mut direct, peer, idle).await {
                 break Ok(());
             }
@@ -371,6 +387,7 @@ impl Server {
             for rec in recs {
                 // Checked per record too: one read can hold hundreds of
                 // small requests, each of which may earn a large reply.
+                self.release(&mut ran, &mut direct, &queue);
                 if !queue.wait_for_room(budget).await {
                     break 'read Ok(());
                 }
@@ -381,6 +398,7 @@ impl Server {
                     Err(_) => {
                         // Waiting on this connection's own requests: send
                         // what this task has written so far first.
+                        self.release(&mut ran, &mut direct, &queue);
                         if !self.flush_direct(&wr, &mut direct, peer, idle).await {
                             break 'read Ok(());
                         }
@@ -389,26 +407,27 @@ impl Server {
                     }
                 };
                 if runs_inline(&rec) {
-                    let (reply, _) = pnfs_kv::defer_durability(|| {
-                        std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_record(&conn, &rec))).unwrap_or_else(|_| {
-                            log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
-                            rpc::system_err_reply(&rec)
+                    let ((reply, _), pushes) = crate::pnfs::push::defer_pushes(|| {
+                        pnfs_kv::defer_durability(|| {
+                            std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_record(&conn, &rec))).unwrap_or_else(|_| {
+                                log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
+                                rpc::system_err_reply(&rec)
+                            })
                         })
                     });
-                    let Some(r) = reply else { continue };
-                    match self.committer.pending() {
-                        // Durable before the reply: the committer sends it.
-                        Some(seq) => self.committer.hold(seq, r, queue.clone(), mine),
-                        None => {
-                            direct.extend_from_slice(&record_header(r.len()));
-                            direct.extend_from_slice(&r);
-                            if direct.len() >= DIRECT_FLUSH_BYTES && !self.flush_direct(&wr, &mut direct, peer, idle).await {
-                                break 'read Ok(());
-                            }
+                    ran.pushes += pushes;
+                    if let Some(r) = reply {
+                        ran.replies.push((r, mine));
+                    }
+                    if ran.replies.len() >= MAX_RAN_UNRELEASED || direct.len() >= DIRECT_FLUSH_BYTES {
+                        self.release(&mut ran, &mut direct, &queue);
+                        if !self.flush_direct(&wr, &mut direct, peer, idle).await {
+                            break 'read Ok(());
                         }
                     }
                     continue;
                 }
+                self.release(&mut ran, &mut direct, &queue);
                 if !self.flush_direct(&wr, &mut direct, peer, idle).await {
                     break 'read Ok(());
                 }
@@ -435,6 +454,32 @@ impl Server {
         // they are done and sent, or when the peer stops reading.
         let _ = writer.await;
         result
+    }
+
+    /// Lets the replies of requests run on the connection's task go: sends
+    /// their deferred stateid pushes first (one call per data server for
+    /// all of them), then appends each reply to `direct`, or has the
+    /// committer hold it while a commit it may depend on is not durable.
+    fn release(&self, ran: &mut Ran, direct: &mut Vec<u8>, queue: &ReplyQueue) {
+        if ran.pushes > 0 {
+            if let Some(p) = &self.mds.pnfs {
+                p.flush_pushes();
+            }
+            ran.pushes = 0;
+        }
+        if ran.replies.is_empty() {
+            return;
+        }
+        let pending = self.committer.pending();
+        for (r, permit) in ran.replies.drain(..) {
+            match pending {
+                Some(seq) => self.committer.hold(seq, r, queue.clone(), permit),
+                None => {
+                    direct.extend_from_slice(&record_header(r.len()));
+                    direct.extend_from_slice(&r);
+                }
+            }
+        }
     }
 
     /// Writes the replies this task produced itself; false when the
@@ -480,35 +525,19 @@ impl Server {
 
     /// One RPC record in, at most one RPC reply out.
     fn handle_record(&self, conn: &ConnInfo, rec: &[u8]) -> Option<Vec<u8>> {
-        let msg = match rpc::parse_message(rec) {
-            Ok(m) => m,
-            Err(rpc::RpcError::Unreadable) => return None,
-            Err(rpc::RpcError::Garbage { xid }) => return Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
-        };
-        let (header, args) = match msg {
-            Message::Call { header, args } => (header, args),
-            Message::Reply { xid, .. } => {
+        let (header, args) = match rpc::NFS4_CALLS.check(rec) {
+            Checked::Call { header, args } => (header, args),
+            Checked::Reply { xid, .. } => {
                 // A reply to one of our callbacks.
                 if !self.mds.callbacks.deliver_reply(xid, rec.to_vec()) {
                     log::debug!("RPC reply xid {xid:#x} on connection {} matches no callback", conn.id);
                 }
                 return None;
             }
+            Checked::Refused(reply) => return Some(reply),
+            Checked::Unreadable => return None,
         };
         let xid = header.xid;
-        if header.rpcvers != rpc::RPC_VERSION {
-            return Some(rpc::rpc_mismatch_reply(xid));
-        }
-        if header.prog != rpc::NFS4_PROGRAM {
-            return Some(rpc::accepted_reply(xid, AcceptStat::ProgUnavail));
-        }
-        if header.vers != rpc::NFS_V4 {
-            return Some(rpc::prog_mismatch_reply(xid, rpc::NFS_V4, rpc::NFS_V4));
-        }
-        if let Credential::Unsupported(flavor) = header.cred {
-            log::debug!("refusing auth flavor {flavor} from {}", conn.peer);
-            return Some(rpc::auth_error_reply(xid, AuthStat::BadCred));
-        }
         match header.proc_ {
             rpc::PROC_NULL => Some(rpc::accepted_reply(xid, AcceptStat::Success)),
             rpc::PROC_COMPOUND => {
