@@ -41,9 +41,9 @@
 //! backend may share it among concurrent commits:
 //!
 //! * Every commit that writes gets a [`CommitSeq`], increasing in commit
-//!   order. [`KvStore::durable_seq`] is the highest one known durable; a
-//!   commit is durable once `durable_seq() >= its seq`. Sequence 0 is
-//!   always durable.
+//!   order. [`KvStore::durable_seq`] is the highest one known durable;
+//!   [`KvStore::check_durable`] says whether one commit is durable yet (or
+//!   was lost by a failed sync). Sequence 0 is always durable.
 //! * [`KvTxn::commit_visible`] applies the writes atomically and makes them
 //!   visible to later snapshots, but returns before they are durable; the
 //!   caller must not report the change to anyone until it is (a server
