@@ -582,12 +582,17 @@ fn runs_inline(rec: &[u8]) -> bool {
 /// `cfg.bind` / `cfg.control_bind` are ignored. Returns (NFS address,
 /// control address) once the NFS port answers.
 pub fn spawn_on_loopback(cfg: crate::MdsConfig) -> std::io::Result<(SocketAddr, SocketAddr)> {
+    spawn_mds_on_loopback(Mds::open(cfg).map_err(std::io::Error::other)?)
+}
+
+/// [`spawn_on_loopback`] for an MDS already opened (tests that look at its
+/// stores).
+pub fn spawn_mds_on_loopback(mds: Arc<Mds>) -> std::io::Result<(SocketAddr, SocketAddr)> {
     let nfs = std::net::TcpListener::bind("127.0.0.1:0")?;
     let ctl = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addrs = (nfs.local_addr()?, ctl.local_addr()?);
     nfs.set_nonblocking(true)?;
     ctl.set_nonblocking(true)?;
-    let mds = Mds::open(cfg).map_err(std::io::Error::other)?;
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(rt) => rt,
