@@ -118,12 +118,31 @@ macro_rules! op {
     };
 }
 
-/// Operations that never wait for the network, the disk (beyond reads of
-/// the metadata store, which do not wait for writers) or another client. A
+/// Operations that never wait for another client or for file data I/O. A
 /// COMPOUND made only of these runs on its connection's task instead of a
 /// blocking-pool thread: two thread hand-offs fewer per request, which were
-/// most of the MDS's CPU for GETATTR-like traffic.
+/// most of the MDS's CPU. Metadata commits do not wait there either: the
+/// server runs them with durability deferred and holds the reply until a
+/// group commit made them durable (server.rs). What may still wait on the
+/// task: a data server's answer when a file is first placed (LAYOUTGET),
+/// truncated or removed (no MDS thread is needed for that answer);
+/// callbacks (recalls) go out from threads of their own.
 const INLINE_OPS: &[nfs_opnum4] = &[
+    nfs_opnum4::OP_OPEN,
+    nfs_opnum4::OP_OPEN_DOWNGRADE,
+    nfs_opnum4::OP_CLOSE,
+    nfs_opnum4::OP_LAYOUTGET,
+    nfs_opnum4::OP_LAYOUTRETURN,
+    nfs_opnum4::OP_LAYOUTCOMMIT,
+    nfs_opnum4::OP_LOCK,
+    nfs_opnum4::OP_LOCKT,
+    nfs_opnum4::OP_LOCKU,
+    nfs_opnum4::OP_SETATTR,
+    nfs_opnum4::OP_CREATE,
+    nfs_opnum4::OP_REMOVE,
+    nfs_opnum4::OP_RENAME,
+    nfs_opnum4::OP_LINK,
+    nfs_opnum4::OP_FREE_STATEID,
     nfs_opnum4::OP_SEQUENCE,
     nfs_opnum4::OP_PUTFH,
     nfs_opnum4::OP_PUTROOTFH,

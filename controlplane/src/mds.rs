@@ -29,6 +29,18 @@ const CALLBACK_TIMEOUT_SECS: u64 = 5;
 /// (after 50, 100, 200, 400 ms).
 const RECALL_DELAY_RETRIES: u32 = 4;
 
+/// One CB_LAYOUTRECALL to send: layout stateid, its new seqid, client,
+/// filehandle, the LAYOUTGET that granted it (session, slot, sequence), and
+/// the client's sessions to try.
+type LayoutRecallWork = (
+    crate::state::StateOther,
+    u32,
+    u64,
+    FileHandle,
+    Option<(crate::state::SessionId, u32, u32)>,
+    Vec<Arc<crate::state::Session>>,
+);
+
 pub struct Mds {
     pub cfg: MdsConfig,
     pub ns: Namespace,
@@ -57,6 +69,9 @@ pub struct Mds {
     /// deadline). A client that keeps one past the deadline (a lease) is
     /// fenced: its I/O stateids on that file are revoked on the DSes.
     pending_recalls: Mutex<Vec<(crate::state::StateOther, u64, u64, std::time::Instant)>>,
+    /// This MDS, for work that outlives a request (recalls wait for client
+    /// answers on a thread of their own, never on a request's thread).
+    me: std::sync::Weak<Mds>,
 }
 
 
@@ -133,7 +148,8 @@ impl Mds {
             max_states_per_client: cfg.max_states_per_client,
             max_states: cfg.max_states,
         };
-        Ok(Arc::new(Mds {
+        Ok(Arc::new_cyclic(|me| Mds {
+            me: me.clone(),
             pseudo: Export::pseudo(ROOT_INO),
             pseudo_inos,
             ns,
@@ -354,6 +370,15 @@ impl Mds {
     /// Deletes data of an inode whose last link went away.
     pub fn free_data(&self, ino: Option<u64>) {
         if let Some(ino) = ino {
+            // The unlink may be committed with durability deferred (server.rs):
+            // data goes only once a crash can no longer bring the name back.
+            let store = self.ns.store();
+            if !store.check_durable(store.visible_seq()).unwrap_or(false) {
+                if let Err(e) = store.sync() {
+                    log::warn!("keeping data of inode {ino}: its unlink is not durable ({e})");
+                    return;
+                }
+            }
             if let Err(e) = self.data.remove(ino) {
                 log::warn!("removing data of inode {ino}: {e}");
             }
@@ -487,10 +512,7 @@ impl Mds {
     /// client expects the recall to carry the next seqid. A client answering
     /// NOMATCHING_LAYOUT no longer holds it; the layout state goes.
     fn send_layout_recalls(&self, ino: u64, caller: Option<u64>, rw_only: bool, why: &str) {
-        use crate::callback::{layout_recall_file, CbError};
-        type Granted = Option<(crate::state::SessionId, u32, u32)>;
-        type Work = (crate::state::StateOther, u32, u64, FileHandle, Granted, Vec<Arc<crate::state::Session>>);
-        let work: Vec<Work> = {
+        let work: Vec<LayoutRecallWork> = {
             let mut st = self.state();
             let targets: Vec<_> = st
                 .states
@@ -514,6 +536,22 @@ impl Mds {
                 })
                 .collect()
         };
+        if work.is_empty() {
+            return;
+        }
+        // The seqids are bumped; the calls wait for clients (which may need
+        // this MDS to answer them first), so not on the request's thread.
+        let (Some(mds), why) = (self.me.upgrade(), why.to_string()) else { return };
+        let spawned = std::thread::Builder::new()
+            .name("layout-recall".into())
+            .spawn(move || mds.deliver_layout_recalls(ino, work, &why));
+        if let Err(e) = spawned {
+            log::warn!("CB_LAYOUTRECALL of inode {ino}: no thread for it ({e}); the layouts stay recalled on the DSes");
+        }
+    }
+
+    fn deliver_layout_recalls(&self, ino: u64, work: Vec<LayoutRecallWork>, why: &str) {
+        use crate::callback::{layout_recall_file, CbError};
         // The inode may be gone already (REMOVE): the state names the filehandle.
         let metrics = crate::metrics::metrics();
         for (other, seqid, clientid, fh, granted_by, sessions) in work {

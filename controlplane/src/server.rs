@@ -1,13 +1,44 @@
 //! The NFS listener: TCP connections, RPC record marking, ONC RPC call
-//! checks, and COMPOUND execution on blocking threads (metadata commits
-//! fsync), with replies written back in completion order.
+//! checks, and COMPOUND execution.
+//!
+//! Request path (issue 8: no thread hand-off per request). A connection is
+//! one tokio task that reads records, runs them and writes the replies:
+//!
+//! * COMPOUNDs of operations that never wait for another client or for file
+//!   data I/O (`compound::runs_inline`: the metadata operations, OPEN,
+//!   LAYOUTGET, CLOSE, LOCK, SETATTR, CREATE, REMOVE, RENAME among them) run
+//!   on the connection's task. Their metadata commits are made with
+//!   durability deferred (`pnfs_kv::defer_durability`): visible at once, not
+//!   yet fsynced. A reply that depends on nothing undurable (the store's
+//!   visible commits are all durable) is written to the socket by the
+//!   connection's task itself, all replies of one read in one write. Any
+//!   other reply is held by the [`GroupCommitter`]: one thread syncs the
+//!   store once for every commit made visible meanwhile (all connections
+//!   together) and then queues the replies it made durable; still durable
+//!   before the reply, with one fsync and one hand-off per batch.
+//! * Other COMPOUNDs (READ, WRITE, COMMIT, and anything long or odd) run on
+//!   the blocking pool as before; their commits are durable when they
+//!   return (concurrent ones share fsyncs through the store's group commit).
+//!   The shared semaphore bounds the blocking threads all connections
+//!   together may hold (mds.max_requests_in_flight); the per-connection
+//!   semaphore bounds what one connection has executing or held for
+//!   durability (mds.max_requests_per_connection), so one connection queues
+//!   on its own permits.
+//! * Replies from the pool, held replies and callbacks go through the
+//!   connection's [`ReplyQueue`] to its writer task; the connection's task
+//!   and the writer share the socket's write half under a lock, so records
+//!   never interleave. The reply budget (mds.reply_budget_bytes and
+//!   [`REPLY_BUDGET_COUNT`]) stops reading from a peer that leaves replies
+//!   unread, and the idle timeout closes it.
+//! * A panic while running a request answers SYSTEM_ERR (catch_unwind).
 
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher};
+use crate::group_commit::GroupCommitter;
 use crate::mds::Mds;
 use crate::metrics::metrics;
 use pnfs_protocol::conn_limits::{ConnLimits, LogLimiter};
 use pnfs_protocol::record::{record_header, RecordReader};
-use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
+use pnfs_protocol::rpc::{self, AcceptStat, Checked, Message};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +51,23 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 /// Replies one connection may have queued unread, whatever their size
 /// (mds.reply_budget_bytes bounds their bytes).
 const REPLY_BUDGET_COUNT: usize = 1024;
+
+/// Requests a connection's task runs before it sends their pushes and
+/// lets their replies go (the rest of a read's records wait their turn).
+const MAX_RAN_UNRELEASED: usize = 64;
+
+/// Requests run on a connection's task whose replies wait for their
+/// deferred stateid pushes.
+#[derive(Default)]
+struct Ran {
+    replies: Vec<(Vec<u8>, tokio::sync::OwnedSemaphorePermit)>,
+    /// Changes queued by `push::defer_pushes`, not yet flushed.
+    pushes: usize,
+}
+
+/// Replies a connection's task wrote itself are sent once they reach this
+/// many bytes, or before the task waits for anything.
+const DIRECT_FLUSH_BYTES: usize = 64 * 1024;
 
 /// A connection's outgoing messages (RPC replies, and callbacks when it is a
 /// back channel), without record marks. Queuing never waits, so no server
@@ -133,13 +181,18 @@ pub struct Server {
     closure_log: LogLimiter,
     /// COMPOUNDs executing on blocking threads, all connections together.
     blocking: Arc<Semaphore>,
+    /// Syncs the metadata store for replies of COMPOUNDs run inline.
+    committer: Arc<GroupCommitter>,
 }
 
 impl Server {
     pub fn new(mds: Arc<Mds>) -> Arc<Server> {
         let limits = ConnLimits::new(mds.cfg.max_connections_per_address, mds.cfg.max_connections);
         let blocking = Arc::new(Semaphore::new(mds.cfg.max_requests_in_flight as usize));
+        // Without its thread nothing held would ever be sent: not a server.
+        let committer = GroupCommitter::start(mds.ns.store().clone()).expect("starting the group-commit thread");
         Arc::new(Server {
+            committer,
             mds,
             dispatcher: Arc::new(Dispatcher::new()),
             next_conn: AtomicU64::new(1),
@@ -242,16 +295,21 @@ impl Server {
         let budget = cfg.reply_budget_bytes as usize;
         let conn = Arc::new(ConnInfo { id: self.next_conn.fetch_add(1, Ordering::Relaxed), peer: peer.ip() });
         log::debug!("connection {} from {peer}", conn.id);
-        let (mut rd, mut wr) = sock.into_split();
+        let (mut rd, wr) = sock.into_split();
+        // Shared by this task (replies it runs itself) and the writer task
+        // (everything else); whole records under the lock.
+        let wr = Arc::new(tokio::sync::Mutex::new(wr));
         let (queue, mut out) = ReplyQueue::new();
         // Callbacks to this client go out on this connection when it is bound
         // to a session's back channel.
         self.mds.callbacks.register_conn(conn.id, queue.clone());
         let me = self.clone();
+        let writer_half = wr.clone();
         let writer = tokio::spawn(async move {
             while let Some(msg) = out.recv().await {
                 let hdr = record_header(msg.len());
                 let write = async {
+                    let mut wr = writer_half.lock().await;
                     wr.write_all(&hdr).await?;
                     wr.write_all(&msg).await
                 };
@@ -274,7 +332,15 @@ impl Server {
         // counts against the peer).
         let mut partial_since: Option<Instant> = None;
         let mut busy_since: Option<Instant> = None;
+        // Replies this task wrote itself, record-marked, sent before it waits.
+        let mut direct: Vec<u8> = Vec::new();
+        // Replies of requests run here whose pushes are not flushed yet.
+        let mut ran = Ran::default();
         let result = 'read: loop {
+            self.release(&mut ran, &mut direct, &queue);
+            if !self.flush_direct(&wr, &mut direct, peer, idle).await {
+                break Ok(());
+            }
             // Backpressure: a peer that leaves its replies unread gets no
             // more requests read; only this connection waits.
             if !queue.wait_for_room(budget).await {
@@ -321,25 +387,50 @@ impl Server {
             for rec in recs {
                 // Checked per record too: one read can hold hundreds of
                 // small requests, each of which may earn a large reply.
+                self.release(&mut ran, &mut direct, &queue);
                 if !queue.wait_for_room(budget).await {
                     break 'read Ok(());
                 }
+                // Per connection first, so one connection queues on its own
+                // permits, not on everyone's.
+                let mine = match per_conn.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // Waiting on this connection's own requests: send
+                        // what this task has written so far first.
+                        self.release(&mut ran, &mut direct, &queue);
+                        if !self.flush_direct(&wr, &mut direct, peer, idle).await {
+                            break 'read Ok(());
+                        }
+                        let Ok(p) = per_conn.clone().acquire_owned().await else { break 'read Ok(()) };
+                        p
+                    }
+                };
                 if runs_inline(&rec) {
-                    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_record(&conn, &rec)))
-                        .unwrap_or_else(|_| {
-                            log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
-                            rpc::system_err_reply(&rec)
-                        });
+                    let ((reply, _), pushes) = crate::pnfs::push::defer_pushes(|| {
+                        pnfs_kv::defer_durability(|| {
+                            std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_record(&conn, &rec))).unwrap_or_else(|_| {
+                                log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
+                                rpc::system_err_reply(&rec)
+                            })
+                        })
+                    });
+                    ran.pushes += pushes;
                     if let Some(r) = reply {
-                        if queue.send(r).is_err() {
+                        ran.replies.push((r, mine));
+                    }
+                    if ran.replies.len() >= MAX_RAN_UNRELEASED || direct.len() >= DIRECT_FLUSH_BYTES {
+                        self.release(&mut ran, &mut direct, &queue);
+                        if !self.flush_direct(&wr, &mut direct, peer, idle).await {
                             break 'read Ok(());
                         }
                     }
                     continue;
                 }
-                // Per connection first, so one connection queues on its own
-                // permits, not on everyone's.
-                let Ok(mine) = per_conn.clone().acquire_owned().await else { break 'read Ok(()) };
+                self.release(&mut ran, &mut direct, &queue);
+                if !self.flush_direct(&wr, &mut direct, peer, idle).await {
+                    break 'read Ok(());
+                }
                 let Ok(shared) = self.blocking.clone().acquire_owned().await else { break 'read Ok(()) };
                 let me = self.clone();
                 let conn = conn.clone();
@@ -365,6 +456,64 @@ impl Server {
         result
     }
 
+    /// Lets the replies of requests run on the connection's task go: sends
+    /// their deferred stateid pushes first (one call per data server for
+    /// all of them), then appends each reply to `direct`, or has the
+    /// committer hold it while a commit it may depend on is not durable.
+    fn release(&self, ran: &mut Ran, direct: &mut Vec<u8>, queue: &ReplyQueue) {
+        if ran.pushes > 0 {
+            if let Some(p) = &self.mds.pnfs {
+                p.flush_pushes();
+            }
+            ran.pushes = 0;
+        }
+        if ran.replies.is_empty() {
+            return;
+        }
+        let pending = self.committer.pending();
+        for (r, permit) in ran.replies.drain(..) {
+            match pending {
+                Some(seq) => self.committer.hold(seq, r, queue.clone(), permit),
+                None => {
+                    direct.extend_from_slice(&record_header(r.len()));
+                    direct.extend_from_slice(&r);
+                }
+            }
+        }
+    }
+
+    /// Writes the replies this task produced itself; false when the
+    /// connection is to close (write error, or the peer read none of them
+    /// for the idle timeout).
+    async fn flush_direct(
+        &self,
+        wr: &tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+        direct: &mut Vec<u8>,
+        peer: SocketAddr,
+        idle: Duration,
+    ) -> bool {
+        if direct.is_empty() {
+            return true;
+        }
+        let write = async {
+            let mut w = wr.lock().await;
+            w.write_all(direct).await
+        };
+        let ok = match tokio::time::timeout(idle, write).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.closed(peer, "replies_unread", &format!("it read none of its replies for {idle:?} (mds.idle_timeout_seconds)"));
+                false
+            }
+        };
+        direct.clear();
+        if direct.capacity() > 4 * DIRECT_FLUSH_BYTES {
+            direct.shrink_to(DIRECT_FLUSH_BYTES);
+        }
+        ok
+    }
+
     /// Counts a connection the server closed and logs it, at most one line
     /// per 10 s.
     fn closed(&self, peer: SocketAddr, reason: &str, why: &str) {
@@ -376,35 +525,19 @@ impl Server {
 
     /// One RPC record in, at most one RPC reply out.
     fn handle_record(&self, conn: &ConnInfo, rec: &[u8]) -> Option<Vec<u8>> {
-        let msg = match rpc::parse_message(rec) {
-            Ok(m) => m,
-            Err(rpc::RpcError::Unreadable) => return None,
-            Err(rpc::RpcError::Garbage { xid }) => return Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
-        };
-        let (header, args) = match msg {
-            Message::Call { header, args } => (header, args),
-            Message::Reply { xid, .. } => {
+        let (header, args) = match rpc::NFS4_CALLS.check(rec) {
+            Checked::Call { header, args } => (header, args),
+            Checked::Reply { xid, .. } => {
                 // A reply to one of our callbacks.
                 if !self.mds.callbacks.deliver_reply(xid, rec.to_vec()) {
                     log::debug!("RPC reply xid {xid:#x} on connection {} matches no callback", conn.id);
                 }
                 return None;
             }
+            Checked::Refused(reply) => return Some(reply),
+            Checked::Unreadable => return None,
         };
         let xid = header.xid;
-        if header.rpcvers != rpc::RPC_VERSION {
-            return Some(rpc::rpc_mismatch_reply(xid));
-        }
-        if header.prog != rpc::NFS4_PROGRAM {
-            return Some(rpc::accepted_reply(xid, AcceptStat::ProgUnavail));
-        }
-        if header.vers != rpc::NFS_V4 {
-            return Some(rpc::prog_mismatch_reply(xid, rpc::NFS_V4, rpc::NFS_V4));
-        }
-        if let Credential::Unsupported(flavor) = header.cred {
-            log::debug!("refusing auth flavor {flavor} from {}", conn.peer);
-            return Some(rpc::auth_error_reply(xid, AuthStat::BadCred));
-        }
         match header.proc_ {
             rpc::PROC_NULL => Some(rpc::accepted_reply(xid, AcceptStat::Success)),
             rpc::PROC_COMPOUND => {
@@ -449,12 +582,17 @@ fn runs_inline(rec: &[u8]) -> bool {
 /// `cfg.bind` / `cfg.control_bind` are ignored. Returns (NFS address,
 /// control address) once the NFS port answers.
 pub fn spawn_on_loopback(cfg: crate::MdsConfig) -> std::io::Result<(SocketAddr, SocketAddr)> {
+    spawn_mds_on_loopback(Mds::open(cfg).map_err(std::io::Error::other)?)
+}
+
+/// [`spawn_on_loopback`] for an MDS already opened (tests that look at its
+/// stores).
+pub fn spawn_mds_on_loopback(mds: Arc<Mds>) -> std::io::Result<(SocketAddr, SocketAddr)> {
     let nfs = std::net::TcpListener::bind("127.0.0.1:0")?;
     let ctl = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addrs = (nfs.local_addr()?, ctl.local_addr()?);
     nfs.set_nonblocking(true)?;
     ctl.set_nonblocking(true)?;
-    let mds = Mds::open(cfg).map_err(std::io::Error::other)?;
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(rt) => rt,

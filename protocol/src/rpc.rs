@@ -119,6 +119,81 @@ pub fn parse_message(record: &[u8]) -> Result<Message<'_>, RpcError> {
     }
 }
 
+impl Credential {
+    /// The flavor the call carried.
+    pub fn flavor(&self) -> u32 {
+        match self {
+            Credential::None => AUTH_NONE,
+            Credential::Sys { .. } => AUTH_SYS,
+            Credential::Unsupported(f) => *f,
+        }
+    }
+}
+
+/// What one listener serves: the call-header check every listener runs
+/// (NFS on MDS and DS, the control programs on both), with one credential
+/// policy: a flavor outside `flavors` is AUTH_ERROR / AUTH_BADCRED. Checks
+/// run in RFC 5531 order: RPC version, program, version, credential,
+/// procedure. (The control listeners verify their sealed credential before
+/// this, in `control_auth`.)
+#[derive(Debug, Clone, Copy)]
+pub struct CallPolicy {
+    pub prog: u32,
+    pub vers: u32,
+    /// Procedures served; any other is PROC_UNAVAIL.
+    pub procs: &'static [u32],
+    /// Credential flavors accepted.
+    pub flavors: &'static [u32],
+}
+
+/// The NFSv4 program: NULL and COMPOUND, AUTH_NONE or AUTH_SYS.
+pub const NFS4_CALLS: CallPolicy =
+    CallPolicy { prog: NFS4_PROGRAM, vers: NFS_V4, procs: &[PROC_NULL, PROC_COMPOUND], flavors: &[AUTH_NONE, AUTH_SYS] };
+
+/// One record checked against a [`CallPolicy`].
+#[derive(Debug)]
+pub enum Checked<'a> {
+    /// A call the listener serves (program, version, procedure, flavor all
+    /// accepted).
+    Call { header: CallHeader, args: &'a [u8] },
+    /// A reply to one of our own calls (a back channel).
+    Reply { xid: u32, accepted: Option<u32>, body: &'a [u8] },
+    /// Refused: send this reply (RPC_MISMATCH, PROG_UNAVAIL, PROG_MISMATCH,
+    /// AUTH_ERROR, PROC_UNAVAIL or GARBAGE_ARGS).
+    Refused(Vec<u8>),
+    /// Not even an xid: nothing to answer.
+    Unreadable,
+}
+
+impl CallPolicy {
+    /// Parses `record` and checks its call header against this policy.
+    pub fn check<'a>(&self, record: &'a [u8]) -> Checked<'a> {
+        let (header, args) = match parse_message(record) {
+            Ok(Message::Call { header, args }) => (header, args),
+            Ok(Message::Reply { xid, accepted, body }) => return Checked::Reply { xid, accepted, body },
+            Err(RpcError::Unreadable) => return Checked::Unreadable,
+            Err(RpcError::Garbage { xid }) => return Checked::Refused(accepted_reply(xid, AcceptStat::GarbageArgs)),
+        };
+        let xid = header.xid;
+        if header.rpcvers != RPC_VERSION {
+            return Checked::Refused(rpc_mismatch_reply(xid));
+        }
+        if header.prog != self.prog {
+            return Checked::Refused(accepted_reply(xid, AcceptStat::ProgUnavail));
+        }
+        if header.vers != self.vers {
+            return Checked::Refused(prog_mismatch_reply(xid, self.vers, self.vers));
+        }
+        if !self.flavors.contains(&header.cred.flavor()) {
+            return Checked::Refused(auth_error_reply(xid, AuthStat::BadCred));
+        }
+        if !self.procs.contains(&header.proc_) {
+            return Checked::Refused(accepted_reply(xid, AcceptStat::ProcUnavail));
+        }
+        Checked::Call { header, args }
+    }
+}
+
 /// Starts an accepted reply (AUTH_NONE verifier); results are appended by the caller.
 pub fn begin_accepted_reply(e: &mut Encoder, xid: u32, stat: AcceptStat) {
     e.put_u32(xid);
@@ -224,6 +299,36 @@ mod tests {
             }
             m => panic!("{m:?}"),
         }
+    }
+
+    /// Each refusal of the one call-header check, in RFC 5531 order.
+    #[test]
+    fn call_policy_refuses_what_the_listener_does_not_serve() {
+        let call = |rpcvers: u32, prog: u32, vers: u32, proc_: u32, flavor: u32| {
+            let mut e = Encoder::new();
+            for w in [5, MSG_CALL, rpcvers, prog, vers, proc_, flavor, 0, AUTH_NONE, 0] {
+                e.put_u32(w);
+            }
+            e.into_inner()
+        };
+        let refused = |rec: &[u8]| match NFS4_CALLS.check(rec) {
+            Checked::Refused(r) => r,
+            other => panic!("not refused: {other:?}"),
+        };
+        let ok = call(RPC_VERSION, NFS4_PROGRAM, NFS_V4, PROC_COMPOUND, AUTH_NONE);
+        assert!(matches!(NFS4_CALLS.check(&ok), Checked::Call { .. }));
+        assert_eq!(refused(&call(3, NFS4_PROGRAM, NFS_V4, PROC_COMPOUND, AUTH_NONE)), rpc_mismatch_reply(5));
+        assert_eq!(refused(&call(RPC_VERSION, 100005, NFS_V4, PROC_COMPOUND, AUTH_NONE)), accepted_reply(5, AcceptStat::ProgUnavail));
+        assert_eq!(refused(&call(RPC_VERSION, NFS4_PROGRAM, 3, PROC_COMPOUND, AUTH_NONE)), prog_mismatch_reply(5, NFS_V4, NFS_V4));
+        // RPCSEC_GSS (6) is not a flavor this listener accepts.
+        assert_eq!(refused(&call(RPC_VERSION, NFS4_PROGRAM, NFS_V4, PROC_COMPOUND, 6)), auth_error_reply(5, AuthStat::BadCred));
+        assert_eq!(refused(&call(RPC_VERSION, NFS4_PROGRAM, NFS_V4, 2, AUTH_NONE)), accepted_reply(5, AcceptStat::ProcUnavail));
+        assert_eq!(refused(&ok[..10]), accepted_reply(5, AcceptStat::GarbageArgs));
+        assert!(matches!(NFS4_CALLS.check(&ok[..3]), Checked::Unreadable));
+        // The control programs' own flavor passes only where a policy names it.
+        let ctl = CallPolicy { prog: 7, vers: 1, procs: &[0, 1], flavors: &[0x7066_6331] };
+        assert!(matches!(ctl.check(&call(RPC_VERSION, 7, 1, 1, 0x7066_6331)), Checked::Call { .. }));
+        assert!(matches!(ctl.check(&call(RPC_VERSION, 7, 1, 1, AUTH_SYS)), Checked::Refused(_)));
     }
 
     #[test]

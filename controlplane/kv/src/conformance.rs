@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Barrier;
 
 use crate::key::{self, u64_be};
-use crate::{transact, KvError, KvPair, KvStore};
+use crate::{defer_durability, transact, KvError, KvPair, KvStore};
 
 /// One conformance check, run on a fresh empty store.
 pub type Check = fn(&dyn KvStore);
@@ -49,6 +49,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("transact_retries_exhausted", transact_retries_exhausted),
     ("transact_concurrent_counter", transact_concurrent_counter),
     ("many_keys_paged", many_keys_paged),
+    ("group_commit_one_sync_per_batch", group_commit_one_sync_per_batch),
+    ("group_commit_concurrent_commits_durable", group_commit_concurrent_commits_durable),
+    ("defer_durability_scope", defer_durability_scope),
 ];
 
 /// Runs every check, each on a fresh store from `make_store`.
@@ -72,7 +75,9 @@ macro_rules! conformance_tests {
             read_your_writes_get, read_your_writes_scan, abort_on_drop, snapshot_reads,
             conflict_read_modify_write, conflict_racing_threads, conflict_on_written_key,
             conflict_writes_nothing, disjoint_txns_both_commit, transact_app_error_aborts,
-            transact_retries_exhausted, transact_concurrent_counter, many_keys_paged);
+            transact_retries_exhausted, transact_concurrent_counter, many_keys_paged,
+            group_commit_one_sync_per_batch, group_commit_concurrent_commits_durable,
+            defer_durability_scope);
     };
     (@gen $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -594,4 +599,90 @@ pub fn many_keys_paged(store: &dyn KvStore) {
     assert_eq!(seen, N);
     assert_eq!(pages, N.div_ceil(PAGE as u64));
     assert_eq!(t.scan_prefix(b"m/", usize::MAX).unwrap().len() as u64, N);
+}
+
+/// Group commit: a batch of `commit_visible` calls (one of them conflicting)
+/// plus one `sync` costs at most one backend sync, and afterwards every
+/// commit of the batch is durable and visible; the conflicting one wrote
+/// nothing.
+pub fn group_commit_one_sync_per_batch(store: &dyn KvStore) {
+    const N: u64 = 16;
+    fill(store, &[b"guard"]);
+    let syncs_before = store.syncs();
+    let mut txns: Vec<_> = (0..N).map(|_| store.begin().unwrap()).collect();
+    // The last two race on one key: the second to commit conflicts.
+    for (i, t) in txns.iter_mut().enumerate() {
+        t.put(&[b"batch/".as_slice(), &u64_be(i as u64)].concat(), b"v").unwrap();
+        if i as u64 >= N - 2 {
+            incr(&mut **t, b"guard").unwrap();
+        }
+    }
+    let mut seqs = Vec::new();
+    let mut results = Vec::new();
+    for t in txns {
+        match t.commit_visible() {
+            Ok(seq) => seqs.push(seq),
+            Err(e) => results.push(e),
+        }
+    }
+    assert_eq!(results, vec![KvError::Conflict]);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]) || seqs.iter().all(|&s| s == 0), "sequences {seqs:?}");
+    // Visible before any sync.
+    assert_eq!(store.begin().unwrap().scan_prefix(b"batch/", usize::MAX).unwrap().len() as u64, N - 1);
+    let durable = store.sync().unwrap();
+    let last = *seqs.last().unwrap();
+    assert!(durable >= last, "sync returned {durable}, below commit {last}");
+    for &seq in &seqs {
+        assert!(store.check_durable(seq).unwrap(), "commit {seq} not durable after sync");
+    }
+    let syncs = store.syncs() - syncs_before;
+    assert!(syncs <= 1, "{N} commits and one sync cost {syncs} backend syncs (group commit batches them into one)");
+    // Nothing new to sync: no backend sync at all.
+    store.sync().unwrap();
+    assert_eq!(store.syncs() - syncs_before, syncs);
+    assert_eq!(counter(store, b"guard"), 1);
+}
+
+/// Plain `commit` from many threads at once: every commit lands and is
+/// durable when it returns, and they share syncs (never more than one each).
+pub fn group_commit_concurrent_commits_durable(store: &dyn KvStore) {
+    const THREADS: u64 = 8;
+    const EACH: u64 = 10;
+    let syncs_before = store.syncs();
+    let barrier = Barrier::new(THREADS as usize);
+    std::thread::scope(|s| {
+        for i in 0..THREADS {
+            let barrier = &barrier;
+            s.spawn(move || {
+                for j in 0..EACH {
+                    barrier.wait();
+                    let mut t = store.begin().unwrap();
+                    t.put(&[b"c/".as_slice(), &u64_be(i * EACH + j)].concat(), b"").unwrap();
+                    t.commit().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.begin().unwrap().scan_prefix(b"c/", usize::MAX).unwrap().len() as u64, THREADS * EACH);
+    assert!(store.check_durable(store.visible_seq()).unwrap(), "commits returned but are not durable");
+    assert!(store.syncs() - syncs_before <= THREADS * EACH);
+}
+
+/// Inside [`defer_durability`], `transact` commits visibly and reports the
+/// highest sequence; nested scopes report to the outer one; outside, commits
+/// are durable again.
+pub fn defer_durability_scope(store: &dyn KvStore) {
+    let (((), inner), outer) = defer_durability(|| {
+        transact(store, RETRIES, |t| t.put(b"d1", b"1")).unwrap();
+        defer_durability(|| transact(store, RETRIES, |t| t.put(b"d2", b"2")).unwrap())
+    });
+    assert!(outer >= inner);
+    assert_eq!(get(store, b"d1").as_deref(), Some(b"1".as_slice()));
+    assert_eq!(get(store, b"d2").as_deref(), Some(b"2".as_slice()));
+    assert!(outer <= store.visible_seq());
+    store.sync().unwrap();
+    assert!(store.check_durable(outer).unwrap());
+    // Outside a scope: durable on return.
+    transact(store, RETRIES, |t| t.put(b"d3", b"3")).unwrap();
+    assert!(store.check_durable(store.visible_seq()).unwrap());
 }

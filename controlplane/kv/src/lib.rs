@@ -34,7 +34,39 @@
 //!   of at least 1 MiB.
 //!
 //! Use [`transact`] to run a closure in a transaction with conflict retries.
+//!
+//! # Group commit (extension of the contract)
+//!
+//! Durability is what costs (one fsync per commit on a local disk), so a
+//! backend may share it among concurrent commits:
+//!
+//! * Every commit that writes gets a [`CommitSeq`], increasing in commit
+//!   order. [`KvStore::durable_seq`] is the highest one known durable;
+//!   [`KvStore::check_durable`] says whether one commit is durable yet (or
+//!   was lost by a failed sync). Sequence 0 is always durable.
+//! * [`KvTxn::commit_visible`] applies the writes atomically and makes them
+//!   visible to later snapshots, but returns before they are durable; the
+//!   caller must not report the change to anyone until it is (a server
+//!   holds the reply). Conflict and error rules are those of `commit`.
+//! * [`KvStore::sync`] makes every commit visible when it is called durable
+//!   with one sync of the backend; callers that arrive while a sync runs
+//!   wait for it and share the next one (leader/follower), so N concurrent
+//!   callers cost about two syncs, not N. [`KvStore::syncs`] counts them.
+//! * `commit` stays durable-on-return; backends with group commit implement
+//!   it as `commit_visible` + `sync`, so concurrent `commit` callers share
+//!   syncs too.
+//! * If a sync fails, commits made visible since the last durable one may be
+//!   lost (the redb backend reopens its file at the last durable commit):
+//!   whoever held replies for them must not send them.
+//!
+//! Backends whose `commit` is durable by itself (the in-memory store, remote
+//! stores that replicate before answering) keep the defaults: sequence 0
+//! everywhere, `sync` a no-op.
+//!
+//! [`defer_durability`] lets a server run request code unchanged while every
+//! [`transact`] inside commits with `commit_visible`.
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
@@ -47,6 +79,10 @@ mod redb_store;
 pub use key::prefix_end;
 pub use mem::MemStore;
 pub use redb_store::{RedbStore, REOPEN_INTERVAL};
+
+/// Position of a commit in a store's commit order (see "Group commit" in the
+/// crate docs). 0: before every commit, always durable.
+pub type CommitSeq = u64;
 
 /// A key-value pair as returned by scans.
 pub type KvPair = (Vec<u8>, Vec<u8>);
@@ -108,6 +144,37 @@ pub trait KvStore: Send + Sync {
     /// Starts a transaction on a fresh snapshot. Must not block on other
     /// open transactions.
     fn begin(&self) -> Result<Box<dyn KvTxn + '_>>;
+
+    /// The highest commit visible to new transactions (0 where commits are
+    /// durable when they return).
+    fn visible_seq(&self) -> CommitSeq {
+        0
+    }
+
+    /// The highest commit known durable; everything at or below it survives
+    /// a crash.
+    fn durable_seq(&self) -> CommitSeq {
+        0
+    }
+
+    /// Ok(true) once commit `seq` is durable, Ok(false) while it is not yet,
+    /// an error when it never will be (a failed sync lost it).
+    fn check_durable(&self, seq: CommitSeq) -> Result<bool> {
+        Ok(self.durable_seq() >= seq)
+    }
+
+    /// Makes every commit visible at the time of the call durable, sharing
+    /// one backend sync with concurrent callers, and returns the sequence now
+    /// durable (>= [`visible_seq`](KvStore::visible_seq) at the call).
+    fn sync(&self) -> Result<CommitSeq> {
+        Ok(self.durable_seq())
+    }
+
+    /// Backend syncs (fsyncs) done so far by group commit; 0 for backends
+    /// without it. For tests and metrics.
+    fn syncs(&self) -> u64 {
+        0
+    }
 }
 
 /// One optimistic transaction; see the crate docs for the exact contract.
@@ -148,6 +215,56 @@ pub trait KvTxn: Send {
     /// Atomically and durably applies the buffered writes, or fails with
     /// [`KvError::Conflict`] having written nothing.
     fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Applies the buffered writes atomically and makes them visible, like
+    /// `commit`, but may return before they are durable: they are once
+    /// [`KvStore::durable_seq`] reaches the returned sequence (or after
+    /// [`KvStore::sync`]). A transaction that wrote nothing returns 0.
+    fn commit_visible(self: Box<Self>) -> Result<CommitSeq> {
+        self.commit().map(|()| 0)
+    }
+}
+
+thread_local! {
+    /// Some(highest seq committed so far) while [`defer_durability`] runs on
+    /// this thread.
+    static DEFERRED: Cell<Option<CommitSeq>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with durability deferred on this thread: every [`transact`]
+/// inside commits with [`KvTxn::commit_visible`] instead of waiting for a
+/// sync. Returns `f`'s value and the highest sequence it committed (0 if
+/// none). The caller must hold back whatever `f` produced (a reply) until the
+/// store's [`durable_seq`](KvStore::durable_seq) reaches the store's
+/// [`visible_seq`](KvStore::visible_seq) as it was when `f` returned (which
+/// also covers changes of others that `f` read before they were durable).
+pub fn defer_durability<T>(f: impl FnOnce() -> T) -> (T, CommitSeq) {
+    struct Restore(Option<CommitSeq>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let inner = DEFERRED.with(|d| d.get()).unwrap_or(0);
+            // An enclosing scope learns the inner scope's commits too.
+            DEFERRED.with(|d| d.set(self.0.map(|outer| outer.max(inner))));
+        }
+    }
+    let outer = DEFERRED.with(|d| d.replace(Some(0)));
+    let restore = Restore(outer);
+    let value = f();
+    let seq = DEFERRED.with(|d| d.get()).unwrap_or(0);
+    drop(restore);
+    (value, seq)
+}
+
+/// Commits `txn` durably, or only visibly inside [`defer_durability`].
+fn commit_txn(txn: Box<dyn KvTxn + '_>) -> Result<()> {
+    match DEFERRED.with(|d| d.get()) {
+        None => txn.commit(),
+        Some(highest) => {
+            let seq = txn.commit_visible()?;
+            DEFERRED.with(|d| d.set(Some(highest.max(seq))));
+            Ok(())
+        }
+    }
 }
 
 /// Runs `f` in a transaction and commits it, retrying the whole closure on
@@ -173,7 +290,7 @@ where
             conflicted: false,
         };
         match f(&mut txn) {
-            Ok(value) => match txn.inner.commit() {
+            Ok(value) => match commit_txn(txn.inner) {
                 Ok(()) => return Ok(value),
                 Err(KvError::Conflict) => {}
                 Err(e) => return Err(e.into()),
@@ -247,6 +364,9 @@ impl KvTxn for ConflictTracker<'_> {
     }
     fn commit(self: Box<Self>) -> Result<()> {
         self.inner.commit()
+    }
+    fn commit_visible(self: Box<Self>) -> Result<CommitSeq> {
+        self.inner.commit_visible()
     }
 }
 

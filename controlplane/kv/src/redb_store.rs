@@ -12,11 +12,24 @@
 //!   (read-only transactions never touch the writer lock);
 //! * otherwise `commit` takes the redb write transaction, validates that every
 //!   key read with `get` or written has the same value now as in the snapshot
-//!   (else [`KvError::Conflict`]), applies the overlay and commits with
-//!   `Durability::Immediate` (fsync before returning). Validation and apply
+//!   (else [`KvError::Conflict`]), applies the overlay and commits it, durable
+//!   before returning (group commit, below). Validation and apply
 //!   happen under the single writer, so they are atomic with respect to other
 //!   commits. Comparing values instead of versions means an A→B→A change is not
 //!   a conflict, which is still serializable for point reads.
+//!
+//! Group commit: a commit applies with `Durability::None` (visible to later
+//! snapshots, pages written, no fsync) and gets the next [`CommitSeq`];
+//! durability comes from [`KvStore::sync`], an empty `Durability::Immediate`
+//! commit, which makes every earlier non-durable commit durable with one
+//! fsync. One caller syncs at a time (the leader); callers arriving
+//! meanwhile wait for it and, if their commit came too late for it, one of
+//! them leads the next sync for all of them. `commit` is `commit_visible` +
+//! `sync`, so blocking callers share fsyncs; a server that holds replies
+//! calls `commit_visible` and syncs once per batch (see pnfs-mds's server).
+//! A failed sync drops the handle like any I/O error: the reopened file is
+//! at the last durable commit, and the commits made visible since then are
+//! reported lost by [`KvStore::check_durable`] and `sync`.
 //!
 //! I/O errors (a full disk above all): after one, redb refuses every later
 //! call on that handle (`PreviousIo`) until the file is closed and opened
@@ -32,13 +45,14 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable, TableDefinition};
 
 use crate::merge::{bounds, merge_scan, merge_scan_keys, Overlay};
-use crate::{key, KvError, KvPair, KvStore, KvTxn, Result};
+use crate::{key, CommitSeq, KvError, KvPair, KvStore, KvTxn, Result};
 
 /// The single table holding all keys.
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
@@ -54,6 +68,18 @@ pub struct RedbStore {
     state: RwLock<State>,
     /// Held by the one thread reopening the file; others answer at once.
     reopening: Mutex<()>,
+    /// Sequence of the last commit made visible.
+    visible: AtomicU64,
+    /// Sequence up to which commits are durable.
+    durable: AtomicU64,
+    /// True while a sync (the leader's) runs; waiters sleep on `synced`.
+    syncing: Mutex<bool>,
+    synced: Condvar,
+    /// fsyncs of the file (all handles), counted by [`CountingFile`].
+    syncs: Arc<AtomicU64>,
+    /// Commits lost when the last handle failed (visible, never durable):
+    /// inclusive range, empty when start > end.
+    lost: Mutex<(CommitSeq, CommitSeq)>,
 }
 
 enum State {
@@ -70,7 +96,8 @@ impl RedbStore {
     /// unclean shutdown redb repairs the file here, which may take a while.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let db = Arc::new(open_db(path).map_err(|e| match e {
+        let syncs = Arc::new(AtomicU64::new(0));
+        let db = Arc::new(open_db(path, &syncs).map_err(|e| match e {
             // Only the reopen path waits for the file to be let go.
             KvError::Unavailable(_) => {
                 KvError::Backend(format!("open {}: already open (is another server using it?)", path.display()))
@@ -79,7 +106,17 @@ impl RedbStore {
         })?);
         log::debug!("redb: opened {}", path.display());
         let state = State::Open { db, opened: Instant::now(), refuse_writes: None };
-        Ok(Self { path: path.to_path_buf(), state: RwLock::new(state), reopening: Mutex::new(()) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            state: RwLock::new(state),
+            reopening: Mutex::new(()),
+            visible: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            syncing: Mutex::new(false),
+            synced: Condvar::new(),
+            syncs,
+            lost: Mutex::new((1, 0)),
+        })
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -100,7 +137,7 @@ impl RedbStore {
             State::Failed { error, .. } => error.clone(),
         };
         let now = Instant::now();
-        match open_db(&self.path) {
+        match open_db(&self.path, &self.syncs) {
             Ok(db) => {
                 log::warn!("redb: {} reopened after an I/O error ({cause})", self.path.display());
                 let db = Arc::new(db);
@@ -146,6 +183,9 @@ impl RedbStore {
         match &mut *st {
             State::Open { db: cur, opened, .. } if Arc::ptr_eq(cur, db) => {
                 log::error!("redb: {}: {err}; reopening it", self.path.display());
+                // The reopened file is at the last durable commit.
+                let lost = (self.durable.load(Ordering::Acquire) + 1, self.visible.load(Ordering::Acquire));
+                *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = lost;
                 *st = State::Failed { error: err.clone(), next_try: *opened + REOPEN_INTERVAL };
                 err
             }
@@ -171,8 +211,35 @@ fn io_error(e: io::Error) -> KvError {
     }
 }
 
-/// Opens (creating or repairing) the file and its table.
-fn open_db(path: &Path) -> Result<Database> {
+/// redb's file backend, counting fsyncs (what group commit saves).
+#[derive(Debug)]
+struct CountingFile {
+    file: redb::backends::FileBackend,
+    syncs: Arc<AtomicU64>,
+}
+
+impl redb::StorageBackend for CountingFile {
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.file.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.file.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write(offset, data)
+    }
+}
+
+/// Opens (creating or repairing) the file and its table; `syncs` counts
+/// the handle's fsyncs.
+fn open_db(path: &Path, syncs: &Arc<AtomicU64>) -> Result<Database> {
     let fail = |e: redb::Error| match e {
         redb::Error::DatabaseAlreadyOpen => {
             KvError::Unavailable(format!("{} is still held by an earlier handle", path.display()))
@@ -183,7 +250,17 @@ fn open_db(path: &Path) -> Result<Database> {
         },
         other => KvError::Backend(format!("open {}: {other}", path.display())),
     };
-    let db = Database::create(path).map_err(|e| fail(e.into()))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| fail(e.into()))?;
+    let file = redb::backends::FileBackend::new(file).map_err(|e| fail(e.into()))?;
+    let db = Database::builder()
+        .create_with_backend(CountingFile { file, syncs: syncs.clone() })
+        .map_err(|e| fail(e.into()))?;
     // Create the table up front so read transactions can always open it.
     let mut w = db.begin_write().map_err(|e| fail(e.into()))?;
     w.set_durability(Durability::Immediate);
@@ -192,7 +269,68 @@ fn open_db(path: &Path) -> Result<Database> {
     Ok(db)
 }
 
+impl RedbStore {
+    /// One empty `Durability::Immediate` commit: makes every non-durable
+    /// commit before it durable (one fsync).
+    fn sync_once(&self) -> Result<()> {
+        let db = self.handle()?;
+        let mut w = db.begin_write().map_err(|e| self.failed(&db, e))?;
+        w.set_durability(Durability::Immediate);
+        w.commit().map_err(|e| self.failed(&db, e))
+    }
+}
+
 impl KvStore for RedbStore {
+    fn visible_seq(&self) -> CommitSeq {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    fn durable_seq(&self) -> CommitSeq {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    fn check_durable(&self, seq: CommitSeq) -> Result<bool> {
+        let (from, to) = *self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        if (from..=to).contains(&seq) {
+            return Err(KvError::Backend(format!(
+                "commit {seq} was lost: {} failed before it was durable",
+                self.path.display()
+            )));
+        }
+        Ok(self.durable.load(Ordering::Acquire) >= seq)
+    }
+
+    fn sync(&self) -> Result<CommitSeq> {
+        let target = self.visible.load(Ordering::Acquire);
+        let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.check_durable(target)? {
+                return Ok(self.durable.load(Ordering::Acquire));
+            }
+            if !*syncing {
+                break;
+            }
+            // A sync runs; it may cover `target` (else lead the next one).
+            syncing = self.synced.wait(syncing).unwrap_or_else(|p| p.into_inner());
+        }
+        *syncing = true;
+        drop(syncing);
+        // Everything visible now is covered: its redb commit came before this
+        // sync's write transaction.
+        let upto = self.visible.load(Ordering::Acquire);
+        let result = self.sync_once();
+        if result.is_ok() {
+            self.durable.fetch_max(upto, Ordering::AcqRel);
+        }
+        *self.syncing.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.synced.notify_all();
+        result.map(|()| upto)
+    }
+
     fn begin(&self) -> Result<Box<dyn KvTxn + '_>> {
         let db = self.handle()?;
         let snap = db
@@ -288,14 +426,24 @@ impl KvTxn for RedbTxn<'_> {
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
+        let store = self.store;
+        let seq = self.commit_visible()?;
+        if !store.check_durable(seq)? {
+            store.sync()?;
+        }
+        Ok(())
+    }
+
+    fn commit_visible(self: Box<Self>) -> Result<CommitSeq> {
         if self.writes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         if let Some(e) = self.store.writes_refused(&self.db) {
             return Err(e);
         }
         let mut w = self.db.begin_write().map_err(|e| self.fail(e))?;
-        w.set_durability(Durability::Immediate);
+        // Durable with the next sync (group commit, see the module docs).
+        w.set_durability(Durability::None);
         {
             let mut table = w.open_table(TABLE).map_err(|e| self.fail(e))?;
             let checked = self
@@ -326,6 +474,9 @@ impl KvTxn for RedbTxn<'_> {
                 }
             }
         }
-        w.commit().map_err(|e| self.fail(e))
+        w.commit().map_err(|e| self.fail(e))?;
+        // After the redb commit: a sync that reads this sequence begins its
+        // write transaction after this commit and so covers it.
+        Ok(self.store.visible.fetch_add(1, Ordering::AcqRel) + 1)
     }
 }

@@ -22,6 +22,21 @@ impl KvStore for TempRedb {
     fn begin(&self) -> pnfs_kv::Result<Box<dyn KvTxn + '_>> {
         self.store.begin()
     }
+    fn visible_seq(&self) -> pnfs_kv::CommitSeq {
+        self.store.visible_seq()
+    }
+    fn durable_seq(&self) -> pnfs_kv::CommitSeq {
+        self.store.durable_seq()
+    }
+    fn check_durable(&self, seq: pnfs_kv::CommitSeq) -> pnfs_kv::Result<bool> {
+        self.store.check_durable(seq)
+    }
+    fn sync(&self) -> pnfs_kv::Result<pnfs_kv::CommitSeq> {
+        self.store.sync()
+    }
+    fn syncs(&self) -> u64 {
+        self.store.syncs()
+    }
 }
 
 fn temp_redb() -> Box<dyn KvStore> {

@@ -69,3 +69,26 @@ fn read_only_txn_runs_while_writer_is_busy() {
     });
     reader.commit().unwrap();
 }
+
+/// Commits made visible and then synced once survive a reopen, and the one
+/// sync was the only fsync of the batch.
+#[test]
+fn group_committed_batch_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let before = store.syncs();
+        let mut last = 0;
+        for i in 0u32..20 {
+            let mut t = store.begin().unwrap();
+            t.put(&i.to_be_bytes(), b"v").unwrap();
+            last = t.commit_visible().unwrap();
+        }
+        assert!(!store.check_durable(last).unwrap(), "commit_visible must not sync by itself");
+        assert!(store.sync().unwrap() >= last);
+        assert_eq!(store.syncs() - before, 1);
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.begin().unwrap().scan(b"", None, 100).unwrap().len(), 20);
+}

@@ -18,7 +18,7 @@ use pnfs_kv::{key::u64_be, transact, KvError, KvStore};
 use pnfs_protocol::control_auth::{now_ms, CallChecker, Verified};
 use pnfs_protocol::mds_ds::uaddr;
 use pnfs_protocol::record::{record_header, RecordReader};
-use pnfs_protocol::rpc::{self, AcceptStat, Message};
+use pnfs_protocol::rpc::{self, AcceptStat, Checked};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
 use std::collections::{BTreeMap, HashMap};
@@ -320,23 +320,23 @@ fn encode_reply<T: XdrEncode>(pnfs: &Pnfs, v: &Verified, res: &T) -> Vec<u8> {
     r
 }
 
+/// The MDS control program's call header (the sealed credential was
+/// verified by `CallChecker` before).
+const CONTROL_CALLS: rpc::CallPolicy = rpc::CallPolicy {
+    prog: PNFSCTL_MDS_PROGRAM,
+    vers: PNFSCTL_VERSION,
+    procs: &[rpc::PROC_NULL, CTL_PROC_REGISTER, CTL_PROC_HEARTBEAT],
+    flavors: &[pnfs_protocol::control_auth::AUTH_PNFS_CTL],
+};
+
 /// One authenticated control RPC record in, at most one reply out.
 pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8], v: &Verified) -> Option<Vec<u8>> {
-    let (header, args) = match rpc::parse_message(rec) {
-        Ok(Message::Call { header, args }) => (header, args),
-        Ok(Message::Reply { .. }) | Err(rpc::RpcError::Unreadable) => return None,
-        Err(rpc::RpcError::Garbage { xid }) => return Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
+    let (header, args) = match CONTROL_CALLS.check(rec) {
+        Checked::Call { header, args } => (header, args),
+        Checked::Reply { .. } | Checked::Unreadable => return None,
+        Checked::Refused(reply) => return Some(reply),
     };
     let xid = header.xid;
-    if header.rpcvers != rpc::RPC_VERSION {
-        return Some(rpc::rpc_mismatch_reply(xid));
-    }
-    if header.prog != PNFSCTL_MDS_PROGRAM {
-        return Some(rpc::accepted_reply(xid, AcceptStat::ProgUnavail));
-    }
-    if header.vers != PNFSCTL_VERSION {
-        return Some(rpc::prog_mismatch_reply(xid, PNFSCTL_VERSION, PNFSCTL_VERSION));
-    }
     let garbage = || Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs));
     match header.proc_ {
         rpc::PROC_NULL => Some(encode_reply(pnfs, v, &())),

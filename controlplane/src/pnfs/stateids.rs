@@ -5,7 +5,8 @@
 //! Lock order: the MDS state mutex may be held when taking `pushed`; no
 //! control RPC is ever made while holding either.
 
-use super::{client, Pnfs, StripeSet};
+use super::{client, push, Pnfs, StripeSet};
+use std::io;
 use crate::state::StateOther;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, XdrDecode};
@@ -38,11 +39,23 @@ impl Pnfs {
     /// with concurrent callers' changes, one CTL_PROC_STATEID_BATCH call.
     fn push_changes(&self, ds: u32, changes: Vec<ctl_stateid_change<'static>>) -> Vec<Result<(), String>> {
         let batcher = self.batchers.lock().unwrap_or_else(|p| p.into_inner()).entry(ds).or_default().clone();
-        batcher.push(changes, |c| {
-            let body = self.call(ds, CTL_PROC_STATEID_BATCH, &ctl_batch_args { cba_changes: c.to_vec() })?;
-            let r = ctl_batch_res::decode(&mut Decoder::new(&body)).map_err(client::bad_reply)?;
-            Ok(r.cbr_status)
-        })
+        batcher.push(changes, |c| self.send_batch(ds, c))
+    }
+
+    fn send_batch(&self, ds: u32, c: &[ctl_stateid_change<'static>]) -> io::Result<Vec<ctl_status>> {
+        let body = self.call(ds, CTL_PROC_STATEID_BATCH, &ctl_batch_args { cba_changes: c.to_vec() })?;
+        let r = ctl_batch_res::decode(&mut Decoder::new(&body)).map_err(client::bad_reply)?;
+        Ok(r.cbr_status)
+    }
+
+    /// Sends the changes queued inside `push::defer_pushes` (every data
+    /// server, one call each) and returns once they are answered.
+    pub fn flush_pushes(&self) {
+        let batchers: Vec<(u32, Arc<push::PushBatcher>)> =
+            self.batchers.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(d, b)| (*d, b.clone())).collect();
+        for (ds, b) in batchers {
+            b.flush(|c| self.send_batch(ds, c));
+        }
     }
 
     // ---- tight coupling: stateids the data servers accept ----

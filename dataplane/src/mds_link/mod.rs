@@ -39,7 +39,7 @@ use crate::stats::bump;
 use crate::Stop;
 use pnfs_protocol::control_auth::{now_ms, CallChecker, CallSigner, ControlKeys, ReplyError, Verified};
 use pnfs_protocol::record::{record_header, RecordReader};
-use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Message};
+use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Checked};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::xdr::encode_to_vec;
 use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
@@ -199,23 +199,35 @@ async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Res
     result
 }
 
+/// The DS control program's call header (the sealed credential was
+/// verified by `CallChecker` before).
+const CONTROL_CALLS: rpc::CallPolicy = rpc::CallPolicy {
+    prog: PNFSCTL_DS_PROGRAM,
+    vers: PNFSCTL_VERSION,
+    procs: &[
+        rpc::PROC_NULL,
+        CTL_PROC_OBJ_CREATE,
+        CTL_PROC_OBJ_TRUNCATE,
+        CTL_PROC_OBJ_REMOVE,
+        CTL_PROC_OBJ_READ,
+        CTL_PROC_OBJ_WRITE,
+        CTL_PROC_OBJ_COMMIT,
+        CTL_PROC_OBJ_STAT,
+        CTL_PROC_STATEID_ALLOW,
+        CTL_PROC_STATEID_REVOKE,
+        CTL_PROC_STATEID_BATCH,
+    ],
+    flavors: &[pnfs_protocol::control_auth::AUTH_PNFS_CTL],
+};
+
 /// One authenticated control RPC record in, at most one reply out.
 pub fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Vec<u8>> {
-    let (header, args) = match rpc::parse_message(rec) {
-        Ok(Message::Call { header, args }) => (header, args),
-        Ok(Message::Reply { .. }) | Err(rpc::RpcError::Unreadable) => return None,
-        Err(rpc::RpcError::Garbage { xid }) => return Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
+    let (header, args) = match CONTROL_CALLS.check(rec) {
+        Checked::Call { header, args } => (header, args),
+        Checked::Reply { .. } | Checked::Unreadable => return None,
+        Checked::Refused(reply) => return Some(reply),
     };
     let xid = header.xid;
-    if header.rpcvers != rpc::RPC_VERSION {
-        return Some(rpc::rpc_mismatch_reply(xid));
-    }
-    if header.prog != PNFSCTL_DS_PROGRAM {
-        return Some(rpc::accepted_reply(xid, AcceptStat::ProgUnavail));
-    }
-    if header.vers != PNFSCTL_VERSION {
-        return Some(rpc::prog_mismatch_reply(xid, PNFSCTL_VERSION, PNFSCTL_VERSION));
-    }
     bump(&ds.stats.control_calls, 1);
     let mut e = Encoder::new();
     verified.begin_reply(&mut e);

@@ -76,7 +76,7 @@ use crate::stats::{bump, DsStats};
 use crate::storage::{BufPool, Engine};
 use crate::Stop;
 use pnfs_protocol::record::LAST_FRAGMENT;
-use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Credential, Message};
+use pnfs_protocol::rpc::{self, AcceptStat, Checked};
 use pnfs_protocol::Encoder;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -580,7 +580,7 @@ async fn connection(
             .unwrap_or_else(|_| {
                 log::error!("internal error while handling a request from {}; answered SYSTEM_ERR", conn.peer);
                 match rpc::parse_message(rec) {
-                    Ok(Message::Call { header, .. }) => Handled::Reply(flat(rpc::accepted_reply(header.xid, AcceptStat::SystemErr))),
+                    Ok(rpc::Message::Call { header, .. }) => Handled::Reply(flat(rpc::accepted_reply(header.xid, AcceptStat::SystemErr))),
                     _ => Handled::Nothing,
                 }
             });
@@ -825,32 +825,16 @@ fn handle_record(
     defer_io: bool,
     drain: Option<&dyn Fn()>,
 ) -> Handled {
-    let msg = match rpc::parse_message(rec) {
-        Ok(m) => m,
-        Err(rpc::RpcError::Unreadable) => return Handled::Nothing,
-        Err(rpc::RpcError::Garbage { xid }) => return Handled::Reply(flat(rpc::accepted_reply(xid, AcceptStat::GarbageArgs))),
-    };
-    let (header, args) = match msg {
-        Message::Call { header, args } => (header, args),
-        Message::Reply { xid, .. } => {
+    let (header, args) = match rpc::NFS4_CALLS.check(rec) {
+        Checked::Call { header, args } => (header, args),
+        Checked::Reply { xid, .. } => {
             log::debug!("ignoring RPC reply xid {xid:#x} on connection {}", conn.id);
             return Handled::Nothing;
         }
+        Checked::Refused(reply) => return Handled::Reply(flat(reply)),
+        Checked::Unreadable => return Handled::Nothing,
     };
     let xid = header.xid;
-    if header.rpcvers != rpc::RPC_VERSION {
-        return Handled::Reply(flat(rpc::rpc_mismatch_reply(xid)));
-    }
-    if header.prog != rpc::NFS4_PROGRAM {
-        return Handled::Reply(flat(rpc::accepted_reply(xid, AcceptStat::ProgUnavail)));
-    }
-    if header.vers != rpc::NFS_V4 {
-        return Handled::Reply(flat(rpc::prog_mismatch_reply(xid, rpc::NFS_V4, rpc::NFS_V4)));
-    }
-    if let Credential::Unsupported(flavor) = header.cred {
-        log::debug!("refusing auth flavor {flavor} from {}", conn.peer);
-        return Handled::Reply(flat(rpc::auth_error_reply(xid, AuthStat::BadCred)));
-    }
     match header.proc_ {
         rpc::PROC_NULL => Handled::Reply(flat(rpc::accepted_reply(xid, AcceptStat::Success))),
         rpc::PROC_COMPOUND => {
