@@ -337,7 +337,7 @@ fn delegation_stateids_reach_the_data_servers() {
         })
         .unwrap();
     let dev = nfsv4_1_file_layout_ds_addr4::decode(&mut Decoder::new(&dev)).unwrap();
-    let ds_addr = pnfs_mds::pnfs::parse_uaddr(&String::from_utf8(dev.nflda_multipath_ds_list[0][0].na_r_addr.to_vec()).unwrap()).unwrap();
+    let ds_addr = pnfs_protocol::mds_ds::uaddr::parse(&String::from_utf8(dev.nflda_multipath_ds_list[0][0].na_r_addr.to_vec()).unwrap()).unwrap();
     let mut ds = Client::connect_as(ds_addr, &a).unwrap();
     ds.set_retry_for(Duration::ZERO);
     let write = |ds: &mut Client, sid: &stateid4| {
