@@ -5,14 +5,13 @@
 use crate::compound::{reply, Compound};
 use crate::mds::{Mds, CLIENT_RECORD_PREFIX};
 use crate::namespace::NfsResult;
-use crate::state::{Client, Session};
-use pnfs_protocol::nfs41::sessions;
+use crate::state::Client;
+use pnfs_protocol::nfs41::sessions::{self, Admission, CreateSessionCtx, CreateSessionRecord};
 use pnfs_protocol::session::{
     plan_exchange_id, principal_of, ExchangeIdPlan, KnownClient, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_NON_PNFS, EXCHGID4_FLAG_USE_PNFS_MDS,
-    negotiate, ServerLimits, SlotTable, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
+    ServerLimits};
 use pnfs_protocol::wire::*;
-use pnfs_protocol::{Encoder, XdrEncode};
-use std::sync::{Arc, Mutex};
+use pnfs_protocol::Encoder;
 use std::time::Instant;
 
 fn client_record_key(owner: &[u8]) -> Vec<u8> {
@@ -132,61 +131,38 @@ pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mu
 fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> NfsResult<Vec<u8>> {
     m.release_conflicting_expired();
     let mut st = m.state();
+    let ctx = CreateSessionCtx {
+        principal: principal_of(&c.cred),
+        conn: c.conn.id,
+        minor: c.minor,
+        limits: ServerLimits { max_record: m.cfg.max_record_bytes, max_ops: m.cfg.max_ops, slots: m.cfg.session_slots },
+        max_sessions_per_client: st.caps.max_sessions_per_client,
+    };
     let client = st.clients.get(&a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-    // Until confirmed, only the principal that did EXCHANGE_ID may confirm.
-    if !client.confirmed && client.principal != principal_of(&c.cred) {
-        return Err(nfsstat4::NFS4ERR_CLID_INUSE);
+    let record = CreateSessionRecord {
+        confirmed: client.confirmed,
+        principal: client.principal,
+        cs_sequence: client.cs_sequence,
+        cs_reply: client.cs_reply.as_deref(),
+        sessions: client.sessions.len(),
+    };
+    if let Admission::Replay(bytes) = sessions::admit_create_session(record, a, &ctx)? {
+        return Ok(bytes);
     }
-    if a.csa_sequence == client.cs_sequence.wrapping_sub(1) {
-        // Retransmission of the last CREATE_SESSION.
-        return client.cs_reply.clone().ok_or(nfsstat4::NFS4ERR_SEQ_MISORDERED);
-    }
-    if a.csa_sequence != client.cs_sequence {
-        return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
-    }
-    if client.sessions.len() >= st.caps.max_sessions_per_client {
-        return Err(nfsstat4::NFS4ERR_NOSPC);
-    }
-    let (fore, back) = negotiate(
-        a,
-        ServerLimits { max_record: m.cfg.max_record_bytes, max_ops: m.cfg.max_ops, slots: m.cfg.session_slots },
-    )?;
     let clientid = a.csa_clientid;
     let sid = st.new_sessionid();
-    let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
-    let session = Arc::new(Session {
-        id: sid,
-        clientid,
-        fore,
-        back,
-        cb_program: a.csa_cb_program,
-        minor: c.minor,
-        slots: Mutex::new(SlotTable::new(fore.max_requests)),
-        back_conns: Mutex::new(if flags != 0 { vec![c.conn.id] } else { vec![] }),
-        ext: (),
-    });
+    let (session, bytes) = sessions::new_session(sid, a, &ctx, ())?;
     st.sessions.insert(sid, session);
     let client = st.clients.get_mut(&clientid).expect("checked above");
     let was_confirmed = client.confirmed;
     client.confirmed = true;
     client.sessions.push(sid);
     client.last_renewed = Instant::now();
-    let owner = client.owner.clone();
-    let res = CREATE_SESSION4resok {
-        csr_sessionid: sid,
-        csr_sequence: a.csa_sequence,
-        csr_flags: flags,
-        csr_fore_chan_attrs: fore.to_attrs(),
-        csr_back_chan_attrs: back.to_attrs(),
-    };
-    let mut enc = Encoder::new();
-    res.encode(&mut enc).map_err(|_| nfsstat4::NFS4ERR_SERVERFAULT)?;
-    let bytes = enc.into_inner();
-    let client = st.clients.get_mut(&clientid).expect("checked above");
     client.cs_sequence = client.cs_sequence.wrapping_add(1);
     client.cs_reply = Some(bytes.clone());
     if !was_confirmed {
         // A confirmed record of an earlier instance of this client goes away.
+        let owner = client.owner.clone();
         let old: Vec<u64> = st
             .find_client_by_owner(&owner)
             .into_iter()
@@ -246,12 +222,8 @@ pub fn bind_conn_to_session(m: &Mds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4
 
 pub fn reclaim_complete(m: &Mds, c: &mut Compound, a: &RECLAIM_COMPLETE4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
-        let clientid = c.clientid()?;
-        if a.rca_one_fs {
-            // Per-file-system reclaim completion: we have one fs; accept.
-            c.fh()?;
-            return Ok(());
-        }
+        // Per-file-system reclaim completion: we have one fs; accept.
+        let Some(clientid) = c.reclaim_complete_scope(a)? else { return Ok(()) };
         let mut st = m.state();
         let cl = st.clients.get_mut(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
         if cl.reclaim_complete {
