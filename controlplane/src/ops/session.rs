@@ -1,6 +1,9 @@
 //! Client IDs and sessions: EXCHANGE_ID, CREATE_SESSION, DESTROY_SESSION,
-//! DESTROY_CLIENTID, BIND_CONN_TO_SESSION, SEQUENCE, RECLAIM_COMPLETE
-//! (RFC 8881 18.35-18.37, 18.46, 18.49-18.51).
+//! DESTROY_CLIENTID, BIND_CONN_TO_SESSION, RECLAIM_COMPLETE (RFC 8881
+//! 18.35-18.37, 18.49-18.51). SEQUENCE, the slots and the rules of
+//! CREATE_SESSION and BIND_CONN_TO_SESSION are the shared engine's
+//! ([`pnfs_protocol::nfs41`]); the client records are still the MDS's own
+//! table (crate::state), with persistence, grace and per-address caps.
 
 use crate::compound::{reply, Compound};
 use crate::mds::{Mds, CLIENT_RECORD_PREFIX};
