@@ -324,6 +324,7 @@ mod tests {
             minor: 2,
             slots: Mutex::new(SlotTable::new(1)),
             back_conns: Mutex::new(conns),
+            ext: (),
         }
     }
 

@@ -1,6 +1,8 @@
-//! COMPOUND processing (RFC 8881 section 16.2): session gate, the operation
-//! dispatch table, current/saved filehandle and stateid, reply encoding and
-//! the session reply cache.
+//! COMPOUND processing (RFC 8881 section 16.2): the MDS's side of the shared
+//! engine ([`pnfs_protocol::nfs41::compound`], which runs the loop: session
+//! gate, SEQUENCE and its slot, size limits, status patching, the session
+//! reply cache): the operation dispatch table, the current/saved stateid,
+//! lease renewal and the state flags SEQUENCE answers.
 //!
 //! Each operation handler gets its decoded arguments and writes its own
 //! result (status first) into the reply encoder, returning the status.
@@ -10,12 +12,15 @@ use crate::mds::Mds;
 use crate::namespace::{Inode, NfsResult};
 use crate::ops;
 use crate::state::Session;
-use pnfs_protocol::session::session_gate;
+use pnfs_protocol::nfs41::{self, CompoundState, OpStep, Outcome, Plane, SessionId};
 use pnfs_protocol::rpc::Credential;
 use pnfs_protocol::wire::*;
-use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
+use pnfs_protocol::{Decoder, Encoder, XdrDecode};
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+pub use pnfs_protocol::nfs41::reply;
 
 /// What a connection knows about itself.
 #[derive(Debug, Clone)]
@@ -24,64 +29,84 @@ pub struct ConnInfo {
     pub peer: IpAddr,
 }
 
-/// Per-COMPOUND state carried between operations.
+/// Per-COMPOUND state carried between operations: the engine's
+/// ([`CompoundState`]: session, slot, sequenceid, current and saved
+/// filehandles, limits; reached through `Deref`) and the MDS's own.
 pub struct Compound<'c> {
-    pub minor: u32,
-    pub cred: Credential,
+    pub core: CompoundState<FileHandle, ()>,
     pub conn: &'c ConnInfo,
-    pub session: Option<Arc<Session>>,
-    pub slot: Option<u32>,
-    /// The SEQUENCE's sequenceid (referring calls of callbacks).
-    pub sequenceid: u32,
-    pub current_fh: Option<FileHandle>,
-    pub saved_fh: Option<FileHandle>,
     pub current_stateid: Option<stateid4>,
     pub saved_stateid: Option<stateid4>,
-    /// Size of the request record, for the session's max request size.
-    pub request_len: usize,
-    pub op_count: usize,
-    /// Byte budget for this reply (session max response size).
-    pub max_response: usize,
+    mds: &'c Mds,
+    table: &'c Dispatcher,
+    /// SEQUENCE's status flags, found with its session under one lock.
+    seq_flags: u32,
+}
+
+impl std::ops::Deref for Compound<'_> {
+    type Target = CompoundState<FileHandle, ()>;
+    fn deref(&self) -> &Self::Target {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for Compound<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.core
+    }
 }
 
 impl Compound<'_> {
-    pub fn fh(&self) -> NfsResult<FileHandle> {
-        self.current_fh.ok_or(nfsstat4::NFS4ERR_NOFILEHANDLE)
-    }
-
-    pub fn clientid(&self) -> NfsResult<u64> {
-        self.session.as_ref().map(|s| s.clientid).ok_or(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION)
-    }
-
     /// Sets the current filehandle; the current stateid no longer applies.
     pub fn set_fh(&mut self, fh: FileHandle) {
-        self.current_fh = Some(fh);
+        self.core.current_fh = Some(fh);
         self.current_stateid = None;
     }
 }
 
-pub type OpFn = for<'a, 'c> fn(&Mds, &mut Compound<'c>, &nfs_argop4<'a>, &mut Encoder) -> nfsstat4;
+impl Plane for Compound<'_> {
+    type Fh = FileHandle;
+    type SessionExt = ();
+    type Reply = Encoder;
+    type Job = Infallible;
 
-/// Writes `status` and, on success, the result body.
-pub fn reply<T: XdrEncode>(e: &mut Encoder, r: NfsResult<T>) -> nfsstat4 {
-    let start = e.len();
-    match r {
-        Ok(v) => {
-            e.put_i32(nfsstat4::NFS4_OK as i32);
-            if let Err(err) = v.encode(e) {
-                log::error!("encoding a reply failed: {err}");
-                e.buf.truncate(start);
-                e.put_i32(nfsstat4::NFS4ERR_SERVERFAULT as i32);
-                return nfsstat4::NFS4ERR_SERVERFAULT;
-            }
-            nfsstat4::NFS4_OK
+    fn state(&mut self) -> &mut CompoundState<FileHandle, ()> {
+        &mut self.core
+    }
+
+    /// The session, with its client's lease renewed and the flags to
+    /// answer, under one lock of the state table.
+    fn find_session(&mut self, id: &SessionId) -> Option<Arc<Session>> {
+        let mut st = self.mds.state();
+        let s = st.sessions.get(id)?.clone();
+        // Fenced state (a recalled layout kept too long) is announced until freed.
+        let revoked = st.states.held_by(s.clientid) > 0 && st.states.values().any(|r| r.clientid == s.clientid && r.revoked);
+        st.clients.get_mut(&s.clientid)?.last_renewed = std::time::Instant::now();
+        self.seq_flags = if revoked { SEQ4_STATUS_RECALLABLE_STATE_REVOKED } else { 0 };
+        Some(s)
+    }
+
+    fn on_sequence(&mut self, _s: &Session) -> NfsResult<u32> {
+        Ok(self.seq_flags)
+    }
+
+    fn dispatch(&mut self, op: nfs_opnum4, arg: &nfs_argop4<'_>, e: &mut Encoder) -> OpStep<Infallible> {
+        let (m, table) = (self.mds, self.table);
+        let handler = if self.core.minor < 2 && is_v42_op(op) { None } else { table.table.get(op as usize).copied().flatten() };
+        let started = std::time::Instant::now();
+        let status = match handler {
+            Some(f) => f(m, self, arg, e),
+            None => reply::<()>(e, Err(nfsstat4::NFS4ERR_NOTSUPP)),
+        };
+        crate::metrics::metrics().observe_op(op as i32, status == nfsstat4::NFS4_OK, started.elapsed());
+        if log::log_enabled!(target: "pnfs_mds::ops", log::Level::Trace) {
+            trace_op(self, op, arg, status);
         }
-        Err(s) => {
-            e.put_i32(s as i32);
-            s
-        }
+        OpStep::Done(status)
     }
 }
+
+pub type OpFn = for<'a, 'c> fn(&Mds, &mut Compound<'c>, &nfs_argop4<'a>, &mut Encoder) -> nfsstat4;
 
 /// The current inode of the compound.
 pub fn current_inode(m: &Mds, c: &Compound) -> NfsResult<(FileHandle, Inode)> {
@@ -307,124 +332,22 @@ impl Dispatcher {
 
     /// Runs one COMPOUND and returns the encoded COMPOUND4res.
     pub fn run(&self, m: &Mds, conn: &ConnInfo, cred: Credential, args: &[u8]) -> CompoundOutcome {
-        let mut d = Decoder::new(args);
-        let Ok(tag) = d.get_opaque(NFS4_OPAQUE_LIMIT) else { return CompoundOutcome::Garbage };
-        let Ok(minor) = d.get_u32() else { return CompoundOutcome::Garbage };
-        let mut e = Encoder::with_buffer(Vec::with_capacity(512));
-        e.put_u32(0); // status, patched below
-        let _ = e.put_opaque(&tag, NFS4_OPAQUE_LIMIT);
-        let count_at = e.len();
-        e.put_u32(0);
-        if !(1..=2).contains(&minor) {
-            e.patch_u32(0, nfsstat4::NFS4ERR_MINOR_VERS_MISMATCH as u32);
-            return CompoundOutcome::Reply(e.into_inner());
-        }
-        let Ok(count) = d.get_count(u32::MAX) else { return CompoundOutcome::Garbage };
         let mut c = Compound {
-            minor,
-            cred,
+            core: CompoundState::new(cred, args.len(), m.cfg.max_record_bytes as usize),
             conn,
-            session: None,
-            slot: None,
-            sequenceid: 0,
-            current_fh: None,
-            saved_fh: None,
             current_stateid: None,
             saved_stateid: None,
-            request_len: args.len(),
-            op_count: count,
-            max_response: m.cfg.max_record_bytes as usize,
+            mds: m,
+            table: self,
+            seq_flags: 0,
         };
-        let mut status = nfsstat4::NFS4_OK;
-        let mut done = 0u32;
-        let mut cache_this = false;
-        for i in 0..count {
-            let op_start = e.len();
-            let opnum = match d.rest().get(..4) {
-                Some(b) => i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                None => {
-                    // Claimed more ops than were sent.
-                    e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
-                    status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_BADXDR));
-                    done += 1;
-                    break;
-                }
-            };
-            let op = match nfs_opnum4::from_i32(opnum) {
-                Some(op) if op != nfs_opnum4::OP_ILLEGAL && opnum >= 3 => op,
-                _ => {
-                    e.put_i32(nfs_opnum4::OP_ILLEGAL as i32);
-                    status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_OP_ILLEGAL));
-                    done += 1;
-                    break;
-                }
-            };
-            e.put_i32(opnum);
-            let arg = match nfs_argop4::decode(&mut d) {
-                Ok(a) => a,
-                Err(err) => {
-                    log::debug!("op {op:?}: undecodable arguments: {err}");
-                    status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_BADXDR));
-                    done += 1;
-                    break;
-                }
-            };
-            done += 1;
-            // Session gate (RFC 8881 2.10.6 and 18.46).
-            let gate = session_gate(op, i, count, c.session.is_some());
-            if let Some(s) = gate {
-                status = reply::<()>(&mut e, Err(s));
-                break;
-            }
-            if op == nfs_opnum4::OP_SEQUENCE {
-                let nfs_argop4::OP_SEQUENCE(sa) = &arg else { unreachable!("decoded by opnum") };
-                match ops::session::sequence(m, &mut c, sa) {
-                    Ok(ops::session::SequenceOutcome::New(res)) => {
-                        cache_this = sa.sa_cachethis;
-                        reply(&mut e, Ok(res));
-                        continue;
-                    }
-                    Ok(ops::session::SequenceOutcome::Replay(bytes)) => {
-                        return CompoundOutcome::Reply(bytes.to_vec());
-                    }
-                    Err(s) => {
-                        status = reply::<()>(&mut e, Err(s));
-                        break;
-                    }
-                }
-            }
-            let handler = if minor < 2 && is_v42_op(op) { None } else { self.table.get(op as usize).copied().flatten() };
-            let started = std::time::Instant::now();
-            status = match handler {
-                Some(f) => f(m, &mut c, &arg, &mut e),
-                None => reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_NOTSUPP)),
-            };
-            crate::metrics::metrics().observe_op(opnum, status == nfsstat4::NFS4_OK, started.elapsed());
-            if log::log_enabled!(target: "pnfs_mds::ops", log::Level::Trace) {
-                trace_op(&c, op, &arg, status);
-            }
-            if e.len() > c.max_response {
-                e.buf.truncate(op_start);
-                e.put_i32(opnum);
-                status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_REP_TOO_BIG));
-            }
-            let cached_limit = c.session.as_ref().map(|s| s.fore.max_response_cached as usize).unwrap_or(usize::MAX);
-            if cache_this && status == nfsstat4::NFS4_OK && e.len() > cached_limit {
-                e.buf.truncate(op_start);
-                e.put_i32(opnum);
-                status = reply::<()>(&mut e, Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE));
-            }
-            if status != nfsstat4::NFS4_OK {
-                break;
-            }
+        let mut e = Encoder::with_buffer(Vec::with_capacity(512));
+        match nfs41::compound::run(&mut c, args, &mut e) {
+            Outcome::Done => CompoundOutcome::Reply(e.into_inner()),
+            Outcome::Replay(bytes) => CompoundOutcome::Reply(bytes.to_vec()),
+            Outcome::Garbage => CompoundOutcome::Garbage,
+            Outcome::Pending(_, never) => match never {},
         }
-        e.patch_u32(0, status as u32);
-        e.patch_u32(count_at, done);
-        let bytes = e.into_inner();
-        if let (Some(session), Some(slot)) = (&c.session, c.slot) {
-            ops::session::finish_slot(session, slot, &bytes, cache_this);
-        }
-        CompoundOutcome::Reply(bytes)
     }
 }
 

@@ -1,6 +1,8 @@
-//! COMPOUND processing on the DS (RFC 8881 section 16.2), mirroring the MDS:
-//! session gate, the operation dispatch table, the current filehandle, reply
-//! encoding and the session reply cache.
+//! COMPOUND processing on the DS (RFC 8881 section 16.2): the DS's side of
+//! the engine both planes share ([`pnfs_protocol::nfs41::compound`], which
+//! runs the loop: session gate, SEQUENCE and its slot, size limits, status
+//! patching, the session reply cache): the operation dispatch table, the
+//! current object, per-op stats, and replies with an attached payload.
 //!
 //! Replies are built in a [`ReplyBuf`]: the encoded bytes plus at most one
 //! attached pool buffer holding READ data, which the connection writes as
@@ -10,12 +12,13 @@
 //! reactor runs reads asynchronously ([`Dispatcher::run`] with
 //! `defer_read`): the READ prepares its [`ReadJob`] (pool buffer taken, so
 //! an empty pool is still NFS4ERR_DELAY), and the COMPOUND stops there
-//! with [`CompoundOutcome::Pending`]: every earlier op's result is encoded,
-//! the session slot stays in progress (a retransmission meanwhile gets
-//! NFS4ERR_DELAY). When the read completes, [`Suspended::resume`] encodes
-//! the READ result, applies the reply-size checks every op gets, patches
-//! the COMPOUND status and op count and only then records the final reply
-//! in the slot's reply cache. An UNSTABLE4 WRITE that is the last op is
+//! with [`CompoundOutcome::Pending`] (the engine's [`OpStep::Suspend`]):
+//! every earlier op's result is encoded, the session slot stays in
+//! progress (a retransmission meanwhile gets NFS4ERR_DELAY). When the read
+//! completes, [`Suspended::resume`] encodes the READ result and the engine
+//! ([`nfs41::Suspended::finish`]) applies the reply-size checks every op
+//! gets, patches the COMPOUND status and op count and only then records
+//! the final reply in the slot's reply cache. An UNSTABLE4 WRITE that is the last op is
 //! deferred the same way (its data in a pool buffer, see
 //! [`crate::ops::io::write`]) and finished by [`Suspended::resume_write`].
 

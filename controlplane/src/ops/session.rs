@@ -1,17 +1,20 @@
 //! Client IDs and sessions: EXCHANGE_ID, CREATE_SESSION, DESTROY_SESSION,
-//! DESTROY_CLIENTID, BIND_CONN_TO_SESSION, SEQUENCE, RECLAIM_COMPLETE
-//! (RFC 8881 18.35-18.37, 18.46, 18.49-18.51).
+//! DESTROY_CLIENTID, BIND_CONN_TO_SESSION, RECLAIM_COMPLETE (RFC 8881
+//! 18.35-18.37, 18.49-18.51). SEQUENCE, the slots and the rules of
+//! CREATE_SESSION and BIND_CONN_TO_SESSION are the shared engine's
+//! ([`pnfs_protocol::nfs41`]); the client records are still the MDS's own
+//! table (crate::state), with persistence, grace and per-address caps.
 
 use crate::compound::{reply, Compound};
 use crate::mds::{Mds, CLIENT_RECORD_PREFIX};
 use crate::namespace::NfsResult;
-use crate::state::{Client, Session};
+use crate::state::Client;
+use pnfs_protocol::nfs41::sessions::{self, Admission, CreateSessionCtx, CreateSessionRecord};
 use pnfs_protocol::session::{
     plan_exchange_id, principal_of, ExchangeIdPlan, KnownClient, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_NON_PNFS, EXCHGID4_FLAG_USE_PNFS_MDS,
-    negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
+    ServerLimits};
 use pnfs_protocol::wire::*;
-use pnfs_protocol::{Encoder, XdrEncode};
-use std::sync::{Arc, Mutex};
+use pnfs_protocol::Encoder;
 use std::time::Instant;
 
 fn client_record_key(owner: &[u8]) -> Vec<u8> {
@@ -131,38 +134,27 @@ pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mu
 fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> NfsResult<Vec<u8>> {
     m.release_conflicting_expired();
     let mut st = m.state();
+    let ctx = CreateSessionCtx {
+        principal: principal_of(&c.cred),
+        conn: c.conn.id,
+        minor: c.minor,
+        limits: ServerLimits { max_record: m.cfg.max_record_bytes, max_ops: m.cfg.max_ops, slots: m.cfg.session_slots },
+        max_sessions_per_client: st.caps.max_sessions_per_client,
+    };
     let client = st.clients.get(&a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-    // Until confirmed, only the principal that did EXCHANGE_ID may confirm.
-    if !client.confirmed && client.principal != principal_of(&c.cred) {
-        return Err(nfsstat4::NFS4ERR_CLID_INUSE);
+    let record = CreateSessionRecord {
+        confirmed: client.confirmed,
+        principal: client.principal,
+        cs_sequence: client.cs_sequence,
+        cs_reply: client.cs_reply.as_deref(),
+        sessions: client.sessions.len(),
+    };
+    if let Admission::Replay(bytes) = sessions::admit_create_session(record, a, &ctx)? {
+        return Ok(bytes);
     }
-    if a.csa_sequence == client.cs_sequence.wrapping_sub(1) {
-        // Retransmission of the last CREATE_SESSION.
-        return client.cs_reply.clone().ok_or(nfsstat4::NFS4ERR_SEQ_MISORDERED);
-    }
-    if a.csa_sequence != client.cs_sequence {
-        return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
-    }
-    if client.sessions.len() >= st.caps.max_sessions_per_client {
-        return Err(nfsstat4::NFS4ERR_NOSPC);
-    }
-    let (fore, back) = negotiate(
-        a,
-        ServerLimits { max_record: m.cfg.max_record_bytes, max_ops: m.cfg.max_ops, slots: m.cfg.session_slots },
-    )?;
     let clientid = a.csa_clientid;
     let sid = st.new_sessionid();
-    let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
-    let session = Arc::new(Session {
-        id: sid,
-        clientid,
-        fore,
-        back,
-        cb_program: a.csa_cb_program,
-        minor: c.minor,
-        slots: Mutex::new(SlotTable::new(fore.max_requests)),
-        back_conns: Mutex::new(if flags != 0 { vec![c.conn.id] } else { vec![] }),
-    });
+    let (session, bytes) = sessions::new_session(sid, a, &ctx, ())?;
     st.sessions.insert(sid, session);
     m.callbacks.set_security(&sid, &a.csa_sec_parms);
     let client = st.clients.get_mut(&clientid).expect("checked above");
@@ -170,22 +162,11 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
     client.confirmed = true;
     client.sessions.push(sid);
     client.last_renewed = Instant::now();
-    let owner = client.owner.clone();
-    let res = CREATE_SESSION4resok {
-        csr_sessionid: sid,
-        csr_sequence: a.csa_sequence,
-        csr_flags: flags,
-        csr_fore_chan_attrs: fore.to_attrs(),
-        csr_back_chan_attrs: back.to_attrs(),
-    };
-    let mut enc = Encoder::new();
-    res.encode(&mut enc).map_err(|_| nfsstat4::NFS4ERR_SERVERFAULT)?;
-    let bytes = enc.into_inner();
-    let client = st.clients.get_mut(&clientid).expect("checked above");
     client.cs_sequence = client.cs_sequence.wrapping_add(1);
     client.cs_reply = Some(bytes.clone());
     if !was_confirmed {
         // A confirmed record of an earlier instance of this client goes away.
+        let owner = client.owner.clone();
         let old: Vec<u64> = st
             .find_client_by_owner(&owner)
             .into_iter()
@@ -211,10 +192,7 @@ pub fn destroy_session(m: &Mds, c: &mut Compound, a: &DESTROY_SESSION4args, e: &
         if let Some(cl) = st.clients.get_mut(&s.clientid) {
             cl.sessions.retain(|x| *x != a.dsa_sessionid);
         }
-        if c.session.as_ref().is_some_and(|cs| cs.id == a.dsa_sessionid) && c.slot.is_some() {
-            // The slot belongs to a session that is gone; nothing to cache.
-            c.slot = None;
-        }
+        c.session_destroyed(&a.dsa_sessionid);
         Ok(())
     })();
     reply(e, r)
@@ -242,90 +220,15 @@ pub fn bind_conn_to_session(m: &Mds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4
         let s = st.sessions.get(&a.bctsa_sessid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?.clone();
         check_owner(m, c, st.clients.get(&s.clientid))?;
         drop(st);
-        let (back, dir) = match a.bctsa_dir {
-            channel_dir_from_client4::CDFC4_FORE => (false, channel_dir_from_server4::CDFS4_FORE),
-            channel_dir_from_client4::CDFC4_BACK => (true, channel_dir_from_server4::CDFS4_BACK),
-            channel_dir_from_client4::CDFC4_FORE_OR_BOTH | channel_dir_from_client4::CDFC4_BACK_OR_BOTH => {
-                (true, channel_dir_from_server4::CDFS4_BOTH)
-            }
-        };
-        if a.bctsa_use_conn_in_rdma_mode {
-            return Err(nfsstat4::NFS4ERR_INVAL);
-        }
-        if back {
-            let mut bc = s.back_conns.lock().unwrap_or_else(|p| p.into_inner());
-            if !bc.contains(&c.conn.id) {
-                bc.push(c.conn.id);
-            }
-        }
-        Ok(BIND_CONN_TO_SESSION4resok { bctsr_sessid: s.id, bctsr_dir: dir, bctsr_use_conn_in_rdma_mode: false })
+        sessions::bind_conn_to_session(&s, a, c.conn.id)
     })();
     reply(e, r)
 }
 
-pub enum SequenceOutcome {
-    New(SEQUENCE4resok),
-    /// A retransmission: send this cached COMPOUND4res as it was.
-    Replay(Arc<Vec<u8>>),
-}
-
-/// SEQUENCE (RFC 8881 2.10.6.1, 18.46). An error here leaves the slot untouched.
-pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<SequenceOutcome> {
-    let (session, status_flags) = {
-        let mut st = m.state();
-        let s = st.sessions.get(&a.sa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?.clone();
-        // Fenced state (a recalled layout kept too long) is announced until freed.
-        let revoked = st.states.held_by(s.clientid) > 0 && st.states.values().any(|r| r.clientid == s.clientid && r.revoked);
-        match st.clients.get_mut(&s.clientid) {
-            Some(cl) => cl.last_renewed = Instant::now(),
-            None => return Err(nfsstat4::NFS4ERR_BADSESSION),
-        }
-        (s, if revoked { SEQ4_STATUS_RECALLABLE_STATE_REVOKED } else { 0 })
-    };
-    if c.op_count > session.fore.max_ops as usize {
-        return Err(nfsstat4::NFS4ERR_TOO_MANY_OPS);
-    }
-    if c.request_len > session.fore.max_request as usize {
-        return Err(nfsstat4::NFS4ERR_REQ_TOO_BIG);
-    }
-    // Even a lone SEQUENCE reply (about 80 bytes) could not be cached.
-    if a.sa_cachethis && session.fore.max_response_cached < 128 {
-        return Err(nfsstat4::NFS4ERR_REP_TOO_BIG_TO_CACHE);
-    }
-    let mut slots = session.slots.lock().unwrap_or_else(|p| p.into_inner());
-    let nslots = slots.len();
-    if let SlotUse::Replay(r) = slots.begin(a.sa_slotid, a.sa_sequenceid)? {
-        return Ok(SequenceOutcome::Replay(r));
-    }
-    drop(slots);
-    c.max_response = session.fore.max_response as usize;
-    c.session = Some(session.clone());
-    c.slot = Some(a.sa_slotid);
-    c.sequenceid = a.sa_sequenceid;
-    Ok(SequenceOutcome::New(SEQUENCE4resok {
-        sr_sessionid: a.sa_sessionid,
-        sr_sequenceid: a.sa_sequenceid,
-        sr_slotid: a.sa_slotid,
-        sr_highest_slotid: nslots - 1,
-        sr_target_highest_slotid: nslots - 1,
-        sr_status_flags: status_flags,
-    }))
-}
-
-/// Ends a request on its slot, keeping the reply for retransmissions.
-pub fn finish_slot(session: &Session, slot: u32, reply: &[u8], cache_this: bool) {
-    let mut slots = session.slots.lock().unwrap_or_else(|p| p.into_inner());
-    slots.finish(slot, reply, cache_this, session.fore.max_response_cached);
-}
-
 pub fn reclaim_complete(m: &Mds, c: &mut Compound, a: &RECLAIM_COMPLETE4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
-        let clientid = c.clientid()?;
-        if a.rca_one_fs {
-            // Per-file-system reclaim completion: we have one fs; accept.
-            c.fh()?;
-            return Ok(());
-        }
+        // Per-file-system reclaim completion: we have one fs; accept.
+        let Some(clientid) = c.reclaim_complete_scope(a)? else { return Ok(()) };
         let mut st = m.state();
         let cl = st.clients.get_mut(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
         if cl.reclaim_complete {

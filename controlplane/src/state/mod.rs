@@ -12,7 +12,7 @@ use pnfs_protocol::wire::nfsstat4;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub type SessionId = [u8; 16];
@@ -20,20 +20,11 @@ pub type StateOther = [u8; 12];
 
 pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
 
-pub struct Session {
-    pub id: SessionId,
-    pub clientid: u64,
-    pub fore: ChannelLimits,
-    pub back: ChannelLimits,
-    pub cb_program: u32,
-    /// Minor version of the CREATE_SESSION; CB_COMPOUNDs must carry it
-    /// (the Linux client finds the session only among clients of that
-    /// minor version and answers NFS4ERR_BADSESSION otherwise).
-    pub minor: u32,
-    pub slots: Mutex<SlotTable>,
-    /// Connection ids bound for the back channel.
-    pub back_conns: Mutex<Vec<u64>>,
-}
+/// A session: the engine's record ([`pnfs_protocol::nfs41::Session`]);
+/// its `minor` is that of the CREATE_SESSION, which CB_COMPOUNDs must carry
+/// (the Linux client finds the session only among clients of that minor
+/// version and answers NFS4ERR_BADSESSION otherwise).
+pub type Session = pnfs_protocol::nfs41::Session<()>;
 
 #[derive(Debug, Clone)]
 pub struct Client {

@@ -157,14 +157,10 @@ pub fn bind_conn_to_session(ds: &Ds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4
 }
 
 pub fn reclaim_complete(ds: &Ds, c: &mut Compound, a: &RECLAIM_COMPLETE4args, rb: &mut ReplyBuf) -> nfsstat4 {
-    let r = (|| {
-        let clientid = c.clientid()?;
-        if a.rca_one_fs {
-            c.fh()?;
-            return Ok(());
-        }
-        ds.state.clients().reclaim_complete(clientid).map(|_| ())
-    })();
+    let r = match c.reclaim_complete_scope(a) {
+        Ok(Some(clientid)) => ds.state.clients().reclaim_complete(clientid).map(|_| ()),
+        other => other.map(|_| ()),
+    };
     reply(rb, r)
 }
 

@@ -144,6 +144,18 @@ impl<F: Copy, S> CompoundState<F, S> {
         Ok(())
     }
 
+    /// RECLAIM_COMPLETE's scope (RFC 8881 18.51.3): the client ID whose
+    /// reclaims are complete, or None for one file system (the current
+    /// filehandle's; a server with one file system just accepts it).
+    pub fn reclaim_complete_scope(&self, a: &RECLAIM_COMPLETE4args) -> Result<Option<u64>, nfsstat4> {
+        let clientid = self.clientid()?;
+        if a.rca_one_fs {
+            self.fh()?;
+            return Ok(None);
+        }
+        Ok(Some(clientid))
+    }
+
     /// A DESTROY_SESSION in this COMPOUND destroyed `id`: if it is the
     /// COMPOUND's own session, its slot is gone and nothing is cached.
     pub fn session_destroyed(&mut self, id: &SessionId) {
@@ -679,5 +691,18 @@ mod tests {
         let Outcome::Pending(susp, _) = out else { panic!("not suspended") };
         let st = reply(&mut rb, Ok(Opaque::owned(vec![1; 400])));
         assert_eq!(susp.finish(&mut rb, st).status, nfsstat4::NFS4ERR_REP_TOO_BIG);
+    }
+
+    #[test]
+    fn reclaim_complete_scope() {
+        let mut p = plane(limits());
+        let all = RECLAIM_COMPLETE4args { rca_one_fs: false };
+        let one = RECLAIM_COMPLETE4args { rca_one_fs: true };
+        assert_eq!(p.core.reclaim_complete_scope(&all), Err(nfsstat4::NFS4ERR_OP_NOT_IN_SESSION));
+        p.core.session = p.sessions.get(&SID).cloned();
+        assert_eq!(p.core.reclaim_complete_scope(&all), Ok(Some(1)));
+        assert_eq!(p.core.reclaim_complete_scope(&one), Err(nfsstat4::NFS4ERR_NOFILEHANDLE));
+        p.core.current_fh = Some(1);
+        assert_eq!(p.core.reclaim_complete_scope(&one), Ok(None));
     }
 }

@@ -177,38 +177,64 @@ pub struct CreateSessionOk<S> {
     pub newly_confirmed: bool,
 }
 
-/// CREATE_SESSION (RFC 8881 18.36): the csa_sequence replay cache, the
-/// confirmation of the client ID (purging a confirmed record of an earlier
-/// instance of the same owner), channel negotiation. `ext` makes the
-/// plane's part of the session from the client's record.
-pub fn create_session<X, S>(
-    t: &mut ClientTable<X>,
-    sessions: &mut impl SessionStore<S>,
-    hooks: &mut impl ClientHooks<X>,
-    a: &CREATE_SESSION4args,
-    ctx: CreateSessionCtx,
-    ext: impl FnOnce(&super::ClientRecord<X>) -> S,
-) -> Result<CreateSessionOk<S>, nfsstat4> {
-    let client = t.get(a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-    // Until confirmed, only the principal that did EXCHANGE_ID may confirm.
-    if !client.confirmed && client.principal != ctx.principal {
+/// What CREATE_SESSION reads of its client's record.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateSessionRecord<'a> {
+    pub confirmed: bool,
+    pub principal: Principal,
+    /// The csa_sequence expected next.
+    pub cs_sequence: u32,
+    /// The reply to the last CREATE_SESSION.
+    pub cs_reply: Option<&'a [u8]>,
+    /// Sessions the client holds.
+    pub sessions: usize,
+}
+
+impl<'a, X> From<&'a super::ClientRecord<X>> for CreateSessionRecord<'a> {
+    fn from(c: &'a super::ClientRecord<X>) -> Self {
+        CreateSessionRecord {
+            confirmed: c.confirmed,
+            principal: c.principal,
+            cs_sequence: c.cs_sequence,
+            cs_reply: c.cs_reply.as_deref(),
+            sessions: c.sessions.len(),
+        }
+    }
+}
+
+/// What CREATE_SESSION does, its client's record seen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// A retransmission of the last CREATE_SESSION: answer its resok again.
+    Replay(Vec<u8>),
+    /// A new session: [`new_session`], then record it in the client.
+    New,
+}
+
+/// CREATE_SESSION's rules on the client record (RFC 8881 18.36.4): until
+/// confirmed only the principal of the EXCHANGE_ID may confirm; the
+/// csa_sequence replay cache; the sessions cap.
+pub fn admit_create_session(r: CreateSessionRecord, a: &CREATE_SESSION4args, ctx: &CreateSessionCtx) -> Result<Admission, nfsstat4> {
+    if !r.confirmed && r.principal != ctx.principal {
         return Err(nfsstat4::NFS4ERR_CLID_INUSE);
     }
-    if a.csa_sequence == client.cs_sequence.wrapping_sub(1) {
-        // Retransmission of the last CREATE_SESSION.
-        let resok = client.cs_reply.clone().ok_or(nfsstat4::NFS4ERR_SEQ_MISORDERED)?;
-        return Ok(CreateSessionOk { resok, session: None, newly_confirmed: false });
+    if a.csa_sequence == r.cs_sequence.wrapping_sub(1) {
+        return r.cs_reply.map(|b| Admission::Replay(b.to_vec())).ok_or(nfsstat4::NFS4ERR_SEQ_MISORDERED);
     }
-    if a.csa_sequence != client.cs_sequence {
+    if a.csa_sequence != r.cs_sequence {
         return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
     }
-    if client.sessions.len() >= ctx.max_sessions_per_client {
+    if r.sessions >= ctx.max_sessions_per_client {
         return Err(nfsstat4::NFS4ERR_NOSPC);
     }
+    Ok(Admission::New)
+}
+
+/// The session `sid` that CREATE_SESSION `a` asks for, its channels
+/// negotiated, and its encoded CREATE_SESSION4resok (the client's
+/// replay cache keeps it).
+pub fn new_session<S>(sid: SessionId, a: &CREATE_SESSION4args, ctx: &CreateSessionCtx, ext: S) -> Result<(Arc<Session<S>>, Vec<u8>), nfsstat4> {
     let (fore, back) = negotiate(a, ctx.limits)?;
-    let ext = ext(client);
-    let clientid = a.csa_clientid;
-    let sid = t.new_sessionid(sessions);
     let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
     let res = CREATE_SESSION4resok {
         csr_sessionid: sid,
@@ -219,10 +245,9 @@ pub fn create_session<X, S>(
     };
     let mut enc = Encoder::new();
     res.encode(&mut enc).map_err(|_| nfsstat4::NFS4ERR_SERVERFAULT)?;
-    let resok = enc.into_inner();
     let session = Arc::new(Session {
         id: sid,
-        clientid,
+        clientid: a.csa_clientid,
         fore,
         back,
         cb_program: a.csa_cb_program,
@@ -231,6 +256,30 @@ pub fn create_session<X, S>(
         back_conns: Mutex::new(if flags != 0 { vec![ctx.conn] } else { vec![] }),
         ext,
     });
+    Ok((session, enc.into_inner()))
+}
+
+/// CREATE_SESSION (RFC 8881 18.36) on the engine's client table: the
+/// rules ([`admit_create_session`]), the session ([`new_session`]), the
+/// confirmation of the client ID (purging a confirmed record of an
+/// earlier instance of the same owner). `ext` makes the plane's part of
+/// the session from the client's record.
+pub fn create_session<X, S>(
+    t: &mut ClientTable<X>,
+    sessions: &mut impl SessionStore<S>,
+    hooks: &mut impl ClientHooks<X>,
+    a: &CREATE_SESSION4args,
+    ctx: CreateSessionCtx,
+    ext: impl FnOnce(&super::ClientRecord<X>) -> S,
+) -> Result<CreateSessionOk<S>, nfsstat4> {
+    let client = t.get(a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+    if let Admission::Replay(resok) = admit_create_session(client.into(), a, &ctx)? {
+        return Ok(CreateSessionOk { resok, session: None, newly_confirmed: false });
+    }
+    let ext = ext(client);
+    let clientid = a.csa_clientid;
+    let sid = t.new_sessionid(sessions);
+    let (session, resok) = new_session(sid, a, &ctx, ext)?;
     sessions.insert(session.clone());
     let client = t.get_mut(clientid).expect("checked above");
     let newly_confirmed = !client.confirmed;
