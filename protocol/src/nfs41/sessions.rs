@@ -20,11 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub type SessionId = [u8; 16];
 
-/// A poisoned lock still holds consistent data here (every update is one
-/// assignment): use it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 /// One session; `ext` is what the plane keeps with it (reachable through
 /// `Deref`: `session.lease` for `session.ext.lease`).
