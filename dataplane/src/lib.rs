@@ -91,7 +91,7 @@
 //! not, see [`aio`]); only large
 //! `SEQUENCE, PUTFH, WRITE` calls get their data received straight into an
 //! aligned pool buffer ([`recv`]), other WRITEs are copied from the record
-//! into one for O_DIRECT (1 copy); only IPv4 "tcp" data addresses are registered.
+//! into one for O_DIRECT (1 copy).
 
 pub mod aio;
 pub mod bus;
