@@ -13,6 +13,7 @@ pub mod config;
 pub mod datastore;
 pub mod export;
 pub mod fh;
+pub mod keyspace;
 pub mod mds;
 pub mod metrics;
 pub mod namespace;

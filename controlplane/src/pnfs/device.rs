@@ -4,13 +4,12 @@
 //! (`pnfs_protocol::mds_ds::{deviceid, uaddr}`).
 
 use super::{Pnfs, StripeSet};
+use crate::keyspace;
 use pnfs_protocol::mds_ds::deviceid;
 use pnfs_protocol::wire::deviceid4;
 
 pub(super) fn device_key(id: &deviceid4) -> Vec<u8> {
-    let mut k = vec![b'V'];
-    k.extend_from_slice(id);
-    k
+    keyspace::with_bytes(keyspace::DEVICE_ID, id)
 }
 
 impl Pnfs {
