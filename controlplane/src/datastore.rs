@@ -79,7 +79,7 @@ impl LocalFileStore {
     }
 
     fn file(&self, ino: u64, create: bool) -> io::Result<Option<Arc<File>>> {
-        if let Some(f) = self.open_files.lock().unwrap().get(&ino) {
+        if let Some(f) = self.open_files.lock().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(Some(f.clone()));
         }
         let f = match OpenOptions::new().read(true).write(true).open(self.path(ino)) {
@@ -93,7 +93,7 @@ impl LocalFileStore {
             }
             Err(e) => return Err(e),
         };
-        let mut cache = self.open_files.lock().unwrap();
+        let mut cache = self.open_files.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= self.max_open {
             // Evict an arbitrary entry; in-flight users keep their Arc.
             if let Some(k) = cache.keys().next().copied() {
@@ -152,7 +152,7 @@ impl DataStore for LocalFileStore {
     }
 
     fn remove(&self, ino: u64) -> io::Result<()> {
-        self.open_files.lock().unwrap().remove(&ino);
+        self.open_files.lock().unwrap_or_else(|p| p.into_inner()).remove(&ino);
         match std::fs::remove_file(self.path(ino)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,

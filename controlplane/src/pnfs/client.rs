@@ -108,7 +108,7 @@ impl CtlClient {
         let mut e = Encoder::new();
         args.encode(&mut e).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let args = e.into_inner();
-        let pooled = self.idle.lock().unwrap().get_mut(addr).and_then(|v| v.pop());
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(addr).and_then(|v| v.pop());
         if let Some((mut s, mut signer)) = pooled {
             let xid = self.xid.fetch_add(1, Ordering::Relaxed);
             if let Ok(r) = call_on(&mut s, &mut signer, xid, prog, proc_, &args) {
@@ -125,7 +125,7 @@ impl CtlClient {
     }
 
     fn put_back(&self, addr: &str, s: (TcpStream, CallSigner)) {
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let v = idle.entry(addr.to_string()).or_default();
         if v.len() < IDLE_PER_ADDR {
             v.push(s);
@@ -134,6 +134,6 @@ impl CtlClient {
 
     /// Drops pooled connections to `addr` (its DS re-registered).
     pub fn forget(&self, addr: &str) {
-        self.idle.lock().unwrap().remove(addr);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
     }
 }

@@ -15,7 +15,7 @@ pub(super) fn device_key(id: &deviceid4) -> Vec<u8> {
 impl Pnfs {
     /// Device IDs handed out so far, ascending.
     pub fn device_ids(&self) -> Vec<deviceid4> {
-        self.devices.lock().unwrap().iter().copied().collect()
+        self.devices.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
     }
 
     /// Multipath address lists of a device, in stripe-index order; None if

@@ -20,6 +20,12 @@
 //! Lock order: the MDS state mutex may be held when taking `pushed`; no
 //! control RPC is ever made while holding either.
 //!
+//! Poisoned locks: as in the rest of the MDS, a lock whose holder panicked
+//! is taken anyway (`unwrap_or_else(|p| p.into_inner())`): one panicked
+//! request must not take the pNFS layer down with it, and the critical
+//! sections here are single map, set or cache updates. (`push.rs` keeps its
+//! own; it is edited elsewhere meanwhile.)
+//!
 //! Records in the namespace's KV store: `L` stripe sets, `H` placement
 //! hints, `S` data servers, `V` device IDs (see `keyspace`).
 

@@ -33,7 +33,7 @@ fn hint_key(ino: u64) -> Vec<u8> {
 impl Pnfs {
     /// The persisted stripe set of `ino`, if it has one.
     pub fn stripe_set(&self, ino: u64) -> io::Result<Option<Arc<StripeSet>>> {
-        if let Some(s) = self.sets.lock().unwrap().get(&ino) {
+        if let Some(s) = self.sets.lock().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(s.clone());
         }
         let raw = transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| t.get(&set_key(ino))).map_err(kv_io)?;
@@ -48,7 +48,7 @@ impl Pnfs {
     }
 
     fn cache_set(&self, ino: u64, set: Option<Arc<StripeSet>>) {
-        let mut c = self.sets.lock().unwrap();
+        let mut c = self.sets.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= STRIPE_SET_CACHE_MAX {
             c.clear();
         }
@@ -74,8 +74,8 @@ impl Pnfs {
         let rec = transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| t.get(&hint_key(ino))).ok().flatten();
         match rec {
             Some(v) if v.len() == 8 => Policy {
-                stripe_count: u32::from_be_bytes(v[..4].try_into().unwrap()),
-                stripe_unit: u32::from_be_bytes(v[4..].try_into().unwrap()),
+                stripe_count: u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+                stripe_unit: u32::from_be_bytes([v[4], v[5], v[6], v[7]]),
             },
             _ => self.policy(),
         }
@@ -114,7 +114,7 @@ impl Pnfs {
             return Ok(s);
         }
         let _g = self.place_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.sets.lock().unwrap().remove(&ino);
+        self.sets.lock().unwrap_or_else(|p| p.into_inner()).remove(&ino);
         if let Some(s) = self.stripe_set(ino).map_err(io)? {
             return Ok(s);
         }
@@ -128,7 +128,7 @@ impl Pnfs {
             }
         }
         let devid = set.deviceid();
-        let new_device = !self.devices.lock().unwrap().contains(&devid);
+        let new_device = !self.devices.lock().unwrap_or_else(|p| p.into_inner()).contains(&devid);
         let bytes = set.encode();
         transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| {
             t.put(&set_key(ino), &bytes)?;
@@ -139,7 +139,7 @@ impl Pnfs {
         })
         .map_err(|e| PlaceError::Io(e.to_string()))?;
         if new_device {
-            self.devices.lock().unwrap().insert(devid);
+            self.devices.lock().unwrap_or_else(|p| p.into_inner()).insert(devid);
         }
         log::debug!("inode {ino} striped over data servers {:?} (first stripe {})", set.ds, set.first);
         let set = Arc::new(set);

@@ -138,7 +138,7 @@ impl Registry {
         if addrs.is_empty() {
             return Err(RegisterError::Invalid("no client addresses".into()));
         }
-        let mut ds = self.ds.lock().unwrap();
+        let mut ds = self.ds.lock().unwrap_or_else(|p| p.into_inner());
         let existing = ds.values().find(|d| d.id == a.cra_ds_id[..]).map(|d| d.index);
         let index = match existing {
             Some(i) => i,
@@ -170,7 +170,7 @@ impl Registry {
 
     /// Records a heartbeat; false when the DS has not registered with this instance.
     pub fn heartbeat(&self, id: &[u8], free: u64) -> bool {
-        let mut ds = self.ds.lock().unwrap();
+        let mut ds = self.ds.lock().unwrap_or_else(|p| p.into_inner());
         match ds.values_mut().find(|d| d.id == id && d.last_seen.is_some()) {
             Some(d) => {
                 d.last_seen = Some(Instant::now());
@@ -186,16 +186,16 @@ impl Registry {
     }
 
     pub fn alive(&self, index: u32) -> bool {
-        self.ds.lock().unwrap().get(&index).is_some_and(|d| self.is_alive(d))
+        self.ds.lock().unwrap_or_else(|p| p.into_inner()).get(&index).is_some_and(|d| self.is_alive(d))
     }
 
     /// Live data servers, by index.
     pub fn live(&self) -> Vec<DsInfo> {
-        self.ds.lock().unwrap().values().filter(|d| self.is_alive(d)).cloned().collect()
+        self.ds.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|d| self.is_alive(d)).cloned().collect()
     }
 
     pub fn get(&self, index: u32) -> Option<DsInfo> {
-        self.ds.lock().unwrap().get(&index).cloned()
+        self.ds.lock().unwrap_or_else(|p| p.into_inner()).get(&index).cloned()
     }
 
     /// (total, free) bytes over the live data servers.
@@ -244,7 +244,7 @@ async fn accept_control(pnfs: Arc<Pnfs>, listener: std::net::TcpListener) -> std
             continue;
         };
         {
-            let mut n = per_addr.lock().unwrap();
+            let mut n = per_addr.lock().unwrap_or_else(|p| p.into_inner());
             let c = n.entry(peer.ip()).or_insert(0);
             if *c >= MAX_CONTROL_CONNECTIONS_PER_ADDRESS {
                 log::warn!("refusing control connection from {peer}: {MAX_CONTROL_CONNECTIONS_PER_ADDRESS} open from that address");
@@ -258,7 +258,7 @@ async fn accept_control(pnfs: Arc<Pnfs>, listener: std::net::TcpListener) -> std
             if let Err(e) = control_connection(p, sock).await {
                 log::debug!("control connection {peer}: {e}");
             }
-            let mut n = per_addr.lock().unwrap();
+            let mut n = per_addr.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = n.get_mut(&peer.ip()) {
                 *c -= 1;
                 if *c == 0 {

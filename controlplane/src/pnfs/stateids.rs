@@ -37,7 +37,7 @@ impl Pnfs {
     /// Sends `changes` to data server `ds` through its batcher: together
     /// with concurrent callers' changes, one CTL_PROC_STATEID_BATCH call.
     fn push_changes(&self, ds: u32, changes: Vec<ctl_stateid_change<'static>>) -> Vec<Result<(), String>> {
-        let batcher = self.batchers.lock().unwrap().entry(ds).or_default().clone();
+        let batcher = self.batchers.lock().unwrap_or_else(|p| p.into_inner()).entry(ds).or_default().clone();
         batcher.push(changes, |c| {
             let body = self.call(ds, CTL_PROC_STATEID_BATCH, &ctl_batch_args { cba_changes: c.to_vec() })?;
             let r = ctl_batch_res::decode(&mut Decoder::new(&body)).map_err(client::bad_reply)?;
@@ -52,7 +52,7 @@ impl Pnfs {
     pub fn allow(&self, clientid: u64, ino: u64, set: &StripeSet, stateids: &[(stateid4, u32)]) {
         let mut work: Vec<(u32, Pushed, Vec<u8>)> = Vec::new();
         {
-            let mut pushed = self.pushed.lock().unwrap();
+            let mut pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
             for (sid, access) in stateids {
                 let p = pushed.entry(sid.other).or_insert_with(|| Pushed {
                     stateid: sid.clone(),
@@ -80,7 +80,7 @@ impl Pnfs {
             for (other, r) in others.iter().zip(self.push_changes(d, changes)) {
                 if let Err(e) = r {
                     log::warn!("STATEID_ALLOW to data server {d} failed: {e}");
-                    if let Some(q) = self.pushed.lock().unwrap().get_mut(other) {
+                    if let Some(q) = self.pushed.lock().unwrap_or_else(|p| p.into_inner()).get_mut(other) {
                         q.ds.remove(&d);
                     }
                 }
@@ -89,13 +89,13 @@ impl Pnfs {
     }
 
     pub fn has_pushed(&self) -> bool {
-        !self.pushed.lock().unwrap().is_empty()
+        !self.pushed.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
     /// Removes pushed stateids for which `still_valid` is false; returns
     /// them with their data servers, for `revoke`.
     pub fn take_gone(&self, still_valid: impl Fn(&StateOther) -> bool) -> Vec<(StateOther, Vec<u32>)> {
-        let mut pushed = self.pushed.lock().unwrap();
+        let mut pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<StateOther> = pushed.keys().filter(|o| !still_valid(o)).copied().collect();
         gone.into_iter().filter_map(|o| pushed.remove(&o).map(|p| (o, p.ds.keys().copied().collect()))).collect()
     }
@@ -123,7 +123,7 @@ impl Pnfs {
     /// REGISTER reply is out, by the one repush worker (no thread per
     /// REGISTER; repeated requests for one DS coalesce).
     pub fn request_repush(self: &Arc<Self>, ds: u32) {
-        let mut pending = self.repush_pending.lock().unwrap();
+        let mut pending = self.repush_pending.lock().unwrap_or_else(|p| p.into_inner());
         if !self.repush_started.swap(true, Ordering::AcqRel) {
             let weak = Arc::downgrade(self);
             let spawned = std::thread::Builder::new().name("mds-repush".into()).spawn(move || Self::repush_worker(weak));
@@ -140,9 +140,9 @@ impl Pnfs {
         loop {
             let Some(p) = weak.upgrade() else { return };
             let next = {
-                let mut pending = p.repush_pending.lock().unwrap();
+                let mut pending = p.repush_pending.lock().unwrap_or_else(|p| p.into_inner());
                 if pending.is_empty() {
-                    pending = p.repush_wake.wait_timeout(pending, Duration::from_secs(1)).unwrap().0;
+                    pending = p.repush_wake.wait_timeout(pending, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
                 }
                 pending.pop_first()
             };
@@ -158,7 +158,7 @@ impl Pnfs {
         let work: Vec<(Pushed, Vec<u8>)> = self
             .pushed
             .lock()
-            .unwrap()
+            .unwrap_or_else(|p| p.into_inner())
             .values()
             .filter_map(|p| p.ds.get(&ds).map(|fh| (p.clone(), fh.clone())))
             .collect();
