@@ -41,6 +41,7 @@ pub mod stripe;
 pub mod striped;
 
 pub use pnfs_protocol::mds_ds::MAX_DATA_SERVERS;
+pub use device::parse_uaddr;
 pub use layout::{device_addr_body, MAX_LAYOUT_BODY};
 pub use placement::PlaceError;
 pub use crate::config::check_stripe_unit;
