@@ -1,7 +1,6 @@
 //! DS configuration (the `[ds]` table of pnfsd's TOML file). Every limit the
 //! data server enforces is here, with its default.
 
-use pnfs_protocol::mds_ds::uaddr;
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -441,7 +440,7 @@ pub fn universal_address(a: &SocketAddr) -> Result<(&'static str, String), Strin
     if a.port() == 0 {
         return Err(format!("{a} has no port"));
     }
-    Ok(uaddr::netaddr(a))
+    Ok(pnfs_protocol::mds_ds::uaddr::netaddr(a))
 }
 
 #[cfg(test)]

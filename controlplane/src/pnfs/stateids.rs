@@ -37,7 +37,7 @@ impl Pnfs {
     /// Sends `changes` to data server `ds` through its batcher: together
     /// with concurrent callers' changes, one CTL_PROC_STATEID_BATCH call.
     fn push_changes(&self, ds: u32, changes: Vec<ctl_stateid_change<'static>>) -> Vec<Result<(), String>> {
-        let batcher = self.batchers.lock().unwrap_or_else(|p| p.into_inner()).entry(ds).or_default().clone();
+        let batcher = self.batchers.lock().unwrap().entry(ds).or_default().clone();
         batcher.push(changes, |c| {
             let body = self.call(ds, CTL_PROC_STATEID_BATCH, &ctl_batch_args { cba_changes: c.to_vec() })?;
             let r = ctl_batch_res::decode(&mut Decoder::new(&body)).map_err(client::bad_reply)?;
