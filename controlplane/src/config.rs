@@ -345,7 +345,7 @@ impl MdsConfig {
 /// A stripe unit the Linux files layout driver accepts (multiple of 64,
 /// not zero) and that our 1 MiB-oriented buffers handle.
 pub fn check_stripe_unit(su: u32) -> Result<(), String> {
-    if su == 0 || su % 64 != 0 || su > 64 << 20 {
+    if su == 0 || !su.is_multiple_of(64) || su > 64 << 20 {
         return Err(format!("{su} must be a non-zero multiple of 64 up to 64 MiB"));
     }
     Ok(())
@@ -364,4 +364,23 @@ pub fn parse_client_pattern(s: &str) -> Result<(IpAddr, u8), String> {
         None => max,
     };
     Ok((ip, bits))
+}
+
+#[cfg(test)]
+mod value_checks {
+    use super::*;
+
+    #[test]
+    fn stripe_units_and_client_patterns() {
+        assert!(check_stripe_unit(64).is_ok());
+        assert!(check_stripe_unit(1 << 20).is_ok());
+        for bad in [0, 63, 100, (64 << 20) + 64] {
+            assert!(check_stripe_unit(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_client_pattern("10.0.2.0/24"), Ok(("10.0.2.0".parse().unwrap(), 24)));
+        assert_eq!(parse_client_pattern("::1"), Ok(("::1".parse().unwrap(), 128)));
+        for bad in ["10.0.0.0/33", "::/129", "host", "10.0.0.0/x", ""] {
+            assert!(parse_client_pattern(bad).is_err(), "{bad}");
+        }
+    }
 }

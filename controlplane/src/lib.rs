@@ -14,6 +14,7 @@ pub mod datastore;
 pub mod export;
 pub mod fh;
 pub mod group_commit;
+pub mod keyspace;
 pub mod mds;
 pub mod metrics;
 pub mod namespace;

@@ -6,6 +6,7 @@ use crate::config::MdsConfig;
 use crate::datastore::{DataStore, LocalFileStore};
 use crate::export::{Caller, Export};
 use crate::fh::FileHandle;
+use crate::keyspace::{self, BOOT_COUNT_KEY, SERVER_ID_KEY};
 use crate::namespace::{Inode, Namespace, NewObject, NfsResult, SetAttrs, ROOT_INO};
 use crate::pnfs::{striped::StripedStore, Pnfs, PnfsConfig};
 use crate::state::{StateKind, StateTable};
@@ -15,10 +16,8 @@ use pnfs_protocol::wire::*;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Key prefix of persisted client records (see `namespace` key layout).
-pub const CLIENT_RECORD_PREFIX: &[u8] = b"O";
-const SERVER_ID_KEY: &[u8] = b"Mserver_id";
-const BOOT_COUNT_KEY: &[u8] = b"Mboot_count";
+/// Key prefix of persisted client records (see `keyspace`).
+pub const CLIENT_RECORD_PREFIX: &[u8] = &[keyspace::CLIENT_RECORD];
 
 /// Leases an idle client keeps its state when nobody conflicts with it.
 const COURTESY_LEASES: u32 = 3;

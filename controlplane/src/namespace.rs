@@ -1,15 +1,11 @@
 //! The namespace (inodes, directory entries, symlinks, xattrs, counters) kept
 //! in the ordered KV store. Every mutation is one transaction.
 //!
-//! Key layout (all integers big-endian so keys sort numerically):
-//! - `I` ino                 -> Inode (rkyv)
-//! - `D` dir_ino name        -> DirEntry (ino, cookie) (rkyv)
-//! - `C` dir_ino cookie      -> name  (READDIR walks this, so cookies stay
-//!                              valid while the directory changes)
-//! - `X` ino name            -> xattr value
-//! - `Mnext_ino`             -> u64 counter
-//! - `O` owner               -> persisted client record (see `state`)
+//! Key layout: `I` inodes, `D` directory entries, `C` directory cookies,
+//! `X` xattrs, `Mnext_ino` (see `keyspace`, which lists every key of the
+//! store).
 
+use crate::keyspace::{self, DIRENT, DIR_COOKIE, INODE, NEXT_INO_KEY, XATTR};
 use pnfs_kv::{key::u64_be, transact, KvError, KvStore, KvTxn};
 use pnfs_protocol::wire::*;
 use rkyv::{Archive, Deserialize, Serialize};
@@ -182,29 +178,23 @@ where
 }
 
 fn inode_key(ino: u64) -> Vec<u8> {
-    let mut k = vec![b'I'];
-    k.extend_from_slice(&u64_be(ino));
-    k
+    keyspace::with_u64(INODE, ino)
 }
 
 fn dirent_key(dir: u64, name: &[u8]) -> Vec<u8> {
-    let mut k = vec![b'D'];
-    k.extend_from_slice(&u64_be(dir));
+    let mut k = keyspace::with_u64(DIRENT, dir);
     k.extend_from_slice(name);
     k
 }
 
 fn cookie_key(dir: u64, cookie: u64) -> Vec<u8> {
-    let mut k = vec![b'C'];
-    k.extend_from_slice(&u64_be(dir));
+    let mut k = keyspace::with_u64(DIR_COOKIE, dir);
     k.extend_from_slice(&u64_be(cookie));
     k
 }
 
 fn xattr_prefix(ino: u64) -> Vec<u8> {
-    let mut k = vec![b'X'];
-    k.extend_from_slice(&u64_be(ino));
-    k
+    keyspace::with_u64(XATTR, ino)
 }
 
 fn xattr_key(ino: u64, name: &[u8]) -> Vec<u8> {
@@ -213,7 +203,6 @@ fn xattr_key(ino: u64, name: &[u8]) -> Vec<u8> {
     k
 }
 
-const NEXT_INO_KEY: &[u8] = b"Mnext_ino";
 
 pub fn valid_name(name: &[u8]) -> NfsResult<()> {
     if name.is_empty() {
@@ -265,9 +254,7 @@ fn del_dirent(t: &mut dyn KvTxn, dir: u64, name: &[u8], e: &DirEntry) -> Result<
 }
 
 fn dir_is_empty(t: &mut dyn KvTxn, dir: u64) -> Result<bool, TxErr> {
-    let mut p = vec![b'C'];
-    p.extend_from_slice(&u64_be(dir));
-    Ok(t.scan_prefix(&p, 1)?.is_empty())
+    Ok(t.scan_prefix(&keyspace::with_u64(DIR_COOKIE, dir), 1)?.is_empty())
 }
 
 /// Drops one link of `target`; returns Some(ino) when the inode is gone.
@@ -576,8 +563,7 @@ impl Namespace {
                 return Err(nfsstat4::NFS4ERR_NOTDIR.into());
             }
             let start = cookie_key(dir, after.saturating_add(1).max(FIRST_COOKIE));
-            let mut end = vec![b'C'];
-            end.extend_from_slice(&u64_be(dir + 1));
+            let end = keyspace::with_u64(DIR_COOKIE, dir + 1);
             let rows = t.scan(&start, Some(&end), limit + 1)?;
             let eof = rows.len() <= limit;
             let mut out = Vec::with_capacity(rows.len().min(limit));
@@ -728,7 +714,7 @@ impl Namespace {
             let mut problems = Vec::new();
             let mut links: std::collections::HashMap<u64, u32> = Default::default();
             let mut subdirs: std::collections::HashMap<u64, u32> = Default::default();
-            for (k, v) in t.scan_prefix(b"D", usize::MAX)? {
+            for (k, v) in t.scan_prefix(&[DIRENT], usize::MAX)? {
                 let dir = pnfs_kv::key::decode_u64_be(&k[1..9]).unwrap_or(0);
                 let name = &k[9..];
                 let e: DirEntry = dec(&v)?;
@@ -747,7 +733,7 @@ impl Namespace {
                     _ => problems.push(format!("entry {dir}/{} has no cookie index", String::from_utf8_lossy(name))),
                 }
             }
-            for (_, v) in t.scan_prefix(b"I", usize::MAX)? {
+            for (_, v) in t.scan_prefix(&[INODE], usize::MAX)? {
                 let i: Inode = dec(&v)?;
                 if i.ino == ROOT_INO {
                     continue;
@@ -762,7 +748,7 @@ impl Namespace {
                     problems.push(format!("dir {} nlink {} but {} subdirs", i.ino, i.nlink, subdirs.get(&i.ino).copied().unwrap_or(0)));
                 }
             }
-            let c_count = t.scan_prefix(b"C", usize::MAX)?.len();
+            let c_count = t.scan_prefix(&[DIR_COOKIE], usize::MAX)?.len();
             let d_count = links.values().map(|v| *v as usize).sum::<usize>();
             if c_count != d_count && problems.is_empty() {
                 problems.push(format!("{c_count} cookie index rows for {d_count} entries"));

@@ -164,3 +164,103 @@ fn client_writes_stripes_to_real_data_servers() {
         h.shutdown();
     }
 }
+
+/// A data server bound only to the IPv6 loopback registers a `tcp6`
+/// universal address; the device address a client gets names it, and the
+/// client writes a stripe there that the MDS reads back (over the DS's
+/// IPv6 control address).
+#[test]
+fn data_server_on_ipv6_loopback() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        eprintln!("skipped: this machine has no IPv6 loopback ([::1]: {e})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) = start_mds(dir.path());
+    let mut cfg = pnfs_ds::config::DsConfig::new("ds6", dir.path().join("ds6"), &ctl_addr.to_string());
+    cfg.cluster_key_file = Some(dir.path().join("meta/cluster.key"));
+    cfg.bind = "[::1]:0".parse().unwrap();
+    cfg.control_bind = "[::1]:0".parse().unwrap();
+    cfg.reactors = 1;
+    cfg.o_direct = false;
+    cfg.validate().unwrap();
+    let handle = pnfs_ds::run(cfg).unwrap();
+    pnfs_mds::server::wait_ds_registered(ctl_addr, &dir.path().join("meta/cluster.key"), "ds6", Duration::from_secs(10)).unwrap();
+
+    let mut c = Client::connect(nfs_addr, 1).unwrap();
+    let root = c.lookup_path("/export").unwrap();
+    let (fh, open_sid) = c.open(&root, "v6", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+    let sid0 = stateid4 { seqid: 0, other: open_sid.other };
+    let ops = vec![
+        putfh(&fh),
+        nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+            loga_signal_layout_avail: false,
+            loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+            loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
+            loga_offset: 0,
+            loga_length: u64::MAX,
+            loga_minlength: 4096,
+            loga_stateid: sid0.clone(),
+            loga_maxcount: 4096,
+        }),
+    ];
+    let (lsid, body) = c
+        .compound_ok(ops, |r| match &r[1] {
+            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => {
+                Ok((ok.logr_stateid.clone(), ok.logr_layout[0].lo_content.loc_body.to_vec()))
+            }
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    let layout = nfsv4_1_file_layout4::decode(&mut Decoder::new(&body)).unwrap();
+    let dev = c
+        .compound_ok(
+            vec![nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
+                gdia_device_id: layout.nfl_deviceid,
+                gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+                gdia_maxcount: 4096,
+                gdia_notify_types: vec![],
+            })],
+            |r| match &r[0] {
+                nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok)) => Ok(ok.gdir_device_addr.da_addr_body.to_vec()),
+                other => panic!("{other:?}"),
+            },
+        )
+        .unwrap();
+    let dev = nfsv4_1_file_layout_ds_addr4::decode(&mut Decoder::new(&dev)).unwrap();
+    let na = &dev.nflda_multipath_ds_list[0][0];
+    let (netid, ua) = (std::str::from_utf8(&na.na_r_netid).unwrap(), std::str::from_utf8(&na.na_r_addr).unwrap());
+    assert_eq!(netid, "tcp6", "device address {ua:?}");
+    let ds_addr = uaddr::parse_netaddr(netid, ua).unwrap();
+    assert_eq!(ds_addr.ip(), "::1".parse::<std::net::IpAddr>().unwrap());
+    assert!(ua.starts_with("::1."), "{ua:?}");
+
+    let mut ds = Client::connect_as(ds_addr, &c).unwrap();
+    let data: Vec<u8> = (0..5000).map(|i| (i % 251) as u8).collect();
+    let write = vec![
+        putfh(&layout.nfl_fh_list[0]),
+        nfs_argop4::OP_WRITE(WRITE4args { stateid: sid0.clone(), offset: 0, stable: stable_how4::FILE_SYNC4, data: data.clone().into() }),
+    ];
+    ds.compound_ok(write, |_| Ok(())).unwrap();
+    c.compound_ok(
+        vec![
+            putfh(&fh),
+            nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
+                loca_offset: 0,
+                loca_length: data.len() as u64,
+                loca_reclaim: false,
+                loca_stateid: lsid,
+                loca_last_write_offset: newoffset4::TRUE(data.len() as u64 - 1),
+                loca_time_modify: newtime4::FALSE,
+                loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: vec![].into() },
+            }),
+        ],
+        |_| Ok(()),
+    )
+    .unwrap();
+    // The MDS finds the bytes on the data server (control calls over IPv6).
+    let (back, _) = c.read(&fh, &sid0, 0, data.len() as u32).unwrap();
+    assert!(back == data, "data read through the MDS differs");
+    c.close(&fh, &open_sid).unwrap();
+    handle.shutdown();
+}

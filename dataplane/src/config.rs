@@ -16,8 +16,9 @@ pub struct DsConfig {
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
     /// "host:port" clients use to reach `bind` (given to them through the
-    /// MDS in GETDEVICEINFO). Default: `bind`. Must be an IPv4 address then,
-    /// because it becomes a universal address "a.b.c.d.p1.p2".
+    /// MDS in GETDEVICEINFO). Default: `bind`, which then must not be a
+    /// wildcard. IPv4 or IPv6 (registered as netid "tcp" or "tcp6"); a name
+    /// resolving to both gives its IPv4 address.
     #[serde(default)]
     pub advertise: Option<String>,
     /// Where the MDS reaches this DS's control program. Default 0.0.0.0:20490.
@@ -421,27 +422,23 @@ impl DsConfig {
 }
 
 fn parse_advertise(a: &str) -> Result<SocketAddr, String> {
+    // IPv4 first when a name resolves to both (what clients most often reach).
     a.to_socket_addrs()
         .map_err(|e| format!("{a:?}: {e}"))?
-        .find(|s| s.is_ipv4())
-        .ok_or_else(|| format!("{a:?} resolves to no IPv4 address"))
+        .min_by_key(|s| s.is_ipv6())
+        .ok_or_else(|| format!("{a:?} resolves to no address"))
 }
 
-/// RFC 5665 universal address of an IPv4 socket address: "a.b.c.d.p1.p2".
-pub fn universal_address(a: &SocketAddr) -> Result<String, String> {
-    match a {
-        SocketAddr::V4(v4) => {
-            if v4.ip().is_unspecified() {
-                return Err(format!("{a} is a wildcard address clients cannot use"));
-            }
-            if v4.port() == 0 {
-                return Err(format!("{a} has no port"));
-            }
-            let [x, y, z, w] = v4.ip().octets();
-            Ok(format!("{x}.{y}.{z}.{w}.{}.{}", v4.port() >> 8, v4.port() & 255))
-        }
-        SocketAddr::V6(_) => Err(format!("{a}: only IPv4 data addresses (netid \"tcp\") are supported")),
+/// RFC 5665 universal address of the address clients use, with its netid
+/// ("tcp" for IPv4, "tcp6" for IPv6): `pnfs_protocol::mds_ds::uaddr`.
+pub fn universal_address(a: &SocketAddr) -> Result<(&'static str, String), String> {
+    if a.ip().is_unspecified() {
+        return Err(format!("{a} is a wildcard address clients cannot use"));
     }
+    if a.port() == 0 {
+        return Err(format!("{a} has no port"));
+    }
+    Ok(pnfs_protocol::mds_ds::uaddr::netaddr(a))
 }
 
 #[cfg(test)]
@@ -450,11 +447,16 @@ mod tests {
 
     #[test]
     fn uaddr_format() {
-        assert_eq!(universal_address(&"10.0.0.5:2049".parse().unwrap()).unwrap(), "10.0.0.5.8.1");
-        assert_eq!(universal_address(&"192.168.1.2:20049".parse().unwrap()).unwrap(), "192.168.1.2.78.81");
-        assert_eq!(universal_address(&"1.2.3.4:65535".parse().unwrap()).unwrap(), "1.2.3.4.255.255");
-        assert!(universal_address(&"0.0.0.0:2049".parse().unwrap()).is_err());
-        assert!(universal_address(&"[::1]:2049".parse().unwrap()).is_err());
+        let ua = |s: &str| universal_address(&s.parse().unwrap());
+        assert_eq!(ua("10.0.0.5:2049").unwrap(), ("tcp", "10.0.0.5.8.1".into()));
+        assert_eq!(ua("192.168.1.2:20049").unwrap(), ("tcp", "192.168.1.2.78.81".into()));
+        assert_eq!(ua("1.2.3.4:65535").unwrap(), ("tcp", "1.2.3.4.255.255".into()));
+        assert_eq!(ua("[::1]:2049").unwrap(), ("tcp6", "::1.8.1".into()));
+        assert_eq!(ua("[2001:db8::7]:20049").unwrap(), ("tcp6", "2001:db8::7.78.81".into()));
+        assert!(ua("0.0.0.0:2049").is_err());
+        assert!(ua("[::]:2049").is_err());
+        assert!(ua("10.0.0.5:0").is_err());
+        assert_eq!(parse_advertise("[::1]:2049").unwrap(), "[::1]:2049".parse().unwrap());
     }
 
     #[test]

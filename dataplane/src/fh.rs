@@ -1,6 +1,6 @@
 //! DS filehandles, minted by the MDS and opaque to clients.
 //!
-//! Format (16 bytes):
+//! Format (16 bytes, `pnfs_protocol::mds_ds::ds_handle::Identity`):
 //!
 //! | byte  | field                                  |
 //! |-------|----------------------------------------|
@@ -21,13 +21,11 @@
 //! file (never created, or removed) is NFS4ERR_STALE, a handle of any other
 //! shape is NFS4ERR_BADHANDLE.
 
-use pnfs_protocol::ds_handle;
+use pnfs_protocol::mds_ds::ds_handle::{self, Identity};
 use pnfs_protocol::seal::TagKey;
 use pnfs_protocol::wire::nfsstat4;
 
-pub const FH_LEN: usize = 16;
-const MAGIC: u8 = b'D';
-const VERSION: u8 = 1;
+pub const FH_LEN: usize = ds_handle::IDENTITY_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DsFh {
@@ -40,27 +38,13 @@ impl DsFh {
     pub const ROOT: DsFh = DsFh { stripe: 0, ino: 0, generation: 0 };
 
     pub fn to_bytes(&self) -> [u8; FH_LEN] {
-        let mut b = [0u8; FH_LEN];
-        b[0] = MAGIC;
-        b[1] = VERSION;
-        b[2] = self.stripe;
-        b[3] = 0;
-        b[4..12].copy_from_slice(&self.ino.to_be_bytes());
-        b[12..16].copy_from_slice(&self.generation.to_be_bytes());
-        b
+        Identity { stripe: self.stripe, ino: self.ino, generation: self.generation }.to_bytes()
     }
 
     /// BADHANDLE for anything not in the format above.
     pub fn parse(b: &[u8]) -> Result<DsFh, nfsstat4> {
-        let b: &[u8; FH_LEN] = b.try_into().map_err(|_| nfsstat4::NFS4ERR_BADHANDLE)?;
-        if b[0] != MAGIC || b[1] != VERSION || b[3] != 0 {
-            return Err(nfsstat4::NFS4ERR_BADHANDLE);
-        }
-        let fh = DsFh {
-            stripe: b[2],
-            ino: u64::from_be_bytes(b[4..12].try_into().expect("8 bytes")),
-            generation: u32::from_be_bytes(b[12..16].try_into().expect("4 bytes")),
-        };
+        let Identity { stripe, ino, generation } = Identity::parse(b).ok_or(nfsstat4::NFS4ERR_BADHANDLE)?;
+        let fh = DsFh { stripe, ino, generation };
         if fh.ino == 0 && fh != DsFh::ROOT {
             return Err(nfsstat4::NFS4ERR_BADHANDLE);
         }

@@ -101,7 +101,7 @@
 //! not, see [`storage::aio`]); only large
 //! `SEQUENCE, PUTFH, WRITE` calls get their data received straight into an
 //! aligned pool buffer ([`transport::recv`]), other WRITEs are copied from the record
-//! into one for O_DIRECT (1 copy); only IPv4 "tcp" data addresses are registered.
+//! into one for O_DIRECT (1 copy).
 
 pub mod bus;
 pub mod compound;

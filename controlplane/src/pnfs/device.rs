@@ -4,13 +4,19 @@
 //! (`pnfs_protocol::mds_ds::{deviceid, uaddr}`).
 
 use super::{Pnfs, StripeSet};
-use pnfs_protocol::mds_ds::deviceid;
+use crate::keyspace;
+use pnfs_protocol::mds_ds::{deviceid, uaddr};
 use pnfs_protocol::wire::deviceid4;
+use std::net::SocketAddr;
+
+/// The socket address of a universal address of either family
+/// (`pnfs_protocol::mds_ds::uaddr::parse`; tests use it on device addresses).
+pub fn parse_uaddr(s: &str) -> Option<SocketAddr> {
+    uaddr::parse(s).ok()
+}
 
 pub(super) fn device_key(id: &deviceid4) -> Vec<u8> {
-    let mut k = vec![b'V'];
-    k.extend_from_slice(id);
-    k
+    keyspace::with_bytes(keyspace::DEVICE_ID, id)
 }
 
 impl Pnfs {

@@ -20,10 +20,14 @@
 //! Lock order: the MDS state mutex may be held when taking `pushed`; no
 //! control RPC is ever made while holding either.
 //!
-//! Key layout added to the namespace's KV store (integers big-endian):
-//! - `L` ino        -> stripe set of the file (XDR: su, first, generation, ds<>)
-//! - `S` ds_index   -> registered data server (XDR, see registry)
-//! - `V` deviceid   -> empty: device IDs handed out (GETDEVICELIST)
+//! Poisoned locks: as in the rest of the MDS, a lock whose holder panicked
+//! is taken anyway (`unwrap_or_else(|p| p.into_inner())`): one panicked
+//! request must not take the pNFS layer down with it, and the critical
+//! sections here are single map, set or cache updates. (`push.rs` keeps its
+//! own; it is edited elsewhere meanwhile.)
+//!
+//! Records in the namespace's KV store: `L` stripe sets, `H` placement
+//! hints, `S` data servers, `V` device IDs (see `keyspace`).
 
 pub mod client;
 pub mod device;
@@ -37,6 +41,7 @@ pub mod stripe;
 pub mod striped;
 
 pub use pnfs_protocol::mds_ds::MAX_DATA_SERVERS;
+pub use device::parse_uaddr;
 pub use layout::{device_addr_body, MAX_LAYOUT_BODY};
 pub use placement::PlaceError;
 pub use crate::config::check_stripe_unit;
@@ -113,7 +118,7 @@ impl Pnfs {
 
     pub fn new(pcfg: PnfsConfig, store: Arc<dyn KvStore>, epoch: u64, cluster_key: ClusterKey) -> Result<Arc<Pnfs>, String> {
         let registry = Registry::load(store.clone(), pcfg.dead_after, epoch).map_err(|e| format!("metadata store: {e}"))?;
-        let devices = transact(&*store, MAX_TXN_RETRIES, |t| t.scan_prefix(b"V", usize::MAX))
+        let devices = transact(&*store, MAX_TXN_RETRIES, |t| t.scan_prefix(&[crate::keyspace::DEVICE_ID], usize::MAX))
             .map_err(|e: KvError| format!("metadata store: {e}"))?
             .into_iter()
             .filter_map(|(k, _)| <deviceid4>::try_from(&k[1..]).ok())

@@ -4,7 +4,8 @@
 
 use super::device::device_key;
 use super::{kv_io, Pnfs, Policy, StripeSet, MAX_TXN_RETRIES};
-use pnfs_kv::{key::u64_be, transact, KvError};
+use crate::keyspace::{self, PLACEMENT_HINT, STRIPE_SET};
+use pnfs_kv::{transact, KvError};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,17 +21,13 @@ pub enum PlaceError {
 }
 
 fn set_key(ino: u64) -> Vec<u8> {
-    let mut k = vec![b'L'];
-    k.extend_from_slice(&u64_be(ino));
-    k
+    keyspace::with_u64(STRIPE_SET, ino)
 }
 
 /// Placement policy recorded for a file at creation when it differs from
 /// the MDS-wide one (export or directory setting): `H` ino.
 fn hint_key(ino: u64) -> Vec<u8> {
-    let mut k = vec![b'H'];
-    k.extend_from_slice(&u64_be(ino));
-    k
+    keyspace::with_u64(PLACEMENT_HINT, ino)
 }
 
 impl Pnfs {
@@ -77,8 +74,8 @@ impl Pnfs {
         let rec = transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| t.get(&hint_key(ino))).ok().flatten();
         match rec {
             Some(v) if v.len() == 8 => Policy {
-                stripe_count: u32::from_be_bytes(v[..4].try_into().unwrap()),
-                stripe_unit: u32::from_be_bytes(v[4..].try_into().unwrap()),
+                stripe_count: u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+                stripe_unit: u32::from_be_bytes([v[4], v[5], v[6], v[7]]),
             },
             _ => self.policy(),
         }
@@ -163,7 +160,7 @@ impl Pnfs {
 
     /// Inodes with a stripe set (to find orphans after a crash).
     pub fn placed_inodes(&self) -> io::Result<Vec<u64>> {
-        let rows = transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| t.scan_prefix(b"L", usize::MAX)).map_err(kv_io)?;
+        let rows = transact(&*self.ns.store().clone(), MAX_TXN_RETRIES, |t| t.scan_prefix(&[STRIPE_SET], usize::MAX)).map_err(kv_io)?;
         Ok(rows.into_iter().filter_map(|(k, _)| pnfs_kv::key::decode_u64_be(&k[1..])).collect())
     }
 }

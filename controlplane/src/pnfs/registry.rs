@@ -14,7 +14,8 @@
 //! one without the key registers a DS or moves a known DS's addresses.
 
 use super::{Pnfs, MAX_DATA_SERVERS};
-use pnfs_kv::{key::u64_be, transact, KvError, KvStore};
+use crate::keyspace::{self, DATA_SERVER};
+use pnfs_kv::{transact, KvError, KvStore};
 use pnfs_protocol::control_auth::{now_ms, CallChecker, Verified};
 use pnfs_protocol::mds_ds::uaddr;
 use pnfs_protocol::record::{record_header, RecordReader};
@@ -77,9 +78,7 @@ impl DsInfo {
 }
 
 fn ds_key(index: u32) -> Vec<u8> {
-    let mut k = vec![b'S'];
-    k.extend_from_slice(&u64_be(index as u64));
-    k
+    keyspace::with_u64(DATA_SERVER, index as u64)
 }
 
 pub struct Registry {
@@ -98,7 +97,7 @@ pub enum RegisterError {
 
 impl Registry {
     pub fn load(store: Arc<dyn KvStore>, dead_after: Duration, epoch: u64) -> Result<Registry, KvError> {
-        let rows = transact(&*store, 16, |t| t.scan_prefix(b"S", usize::MAX))?;
+        let rows = transact(&*store, 16, |t| t.scan_prefix(&[DATA_SERVER], usize::MAX))?;
         let mut ds = BTreeMap::new();
         for (_, v) in rows {
             match DsInfo::decode(&v) {

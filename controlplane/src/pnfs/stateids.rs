@@ -171,7 +171,7 @@ impl Pnfs {
         let work: Vec<(Pushed, Vec<u8>)> = self
             .pushed
             .lock()
-            .unwrap()
+            .unwrap_or_else(|p| p.into_inner())
             .values()
             .filter_map(|p| p.ds.get(&ds).map(|fh| (p.clone(), fh.clone())))
             .collect();

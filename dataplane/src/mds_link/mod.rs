@@ -545,9 +545,9 @@ impl Registration {
         let (cap, free) = self.ds.capacity();
         Ok(ctl_register_args {
             cra_ds_id: Opaque::owned(self.ds.cfg.id.clone().into_bytes()),
-            cra_client_addrs: vec![netaddr4 {
-                na_r_netid: Opaque::owned(b"tcp".to_vec()),
-                na_r_addr: Opaque::owned(universal_address(&self.advertised)?.into_bytes()),
+            cra_client_addrs: vec![{
+                let (netid, addr) = universal_address(&self.advertised)?;
+                netaddr4 { na_r_netid: Opaque::owned(netid.as_bytes().to_vec()), na_r_addr: Opaque::owned(addr.into_bytes()) }
             }],
             cra_control_addr: Opaque::owned(control_addr_string(self.control, self.advertised).into_bytes()),
             cra_capacity_bytes: cap,

@@ -5,7 +5,8 @@
 
 use pnfs_protocol::wire::*;
 use pnfs_protocol::xdr::{Decoder, XdrDecode};
-use std::net::{IpAddr, SocketAddr};
+use pnfs_protocol::mds_ds::uaddr;
+use std::net::SocketAddr;
 
 /// A decoded files layout (one `layout4` of type LAYOUT4_NFSV4_1_FILES).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,23 +123,20 @@ impl DeviceAddrs {
     /// The first TCP address of data server `ds` (multipath lists are
     /// alternatives for one server; the first usable one is taken).
     pub fn tcp_addr(&self, ds: usize) -> Option<SocketAddr> {
-        self.ds_lists.get(ds)?.iter().filter(|(n, _)| n == "tcp" || n == "tcp6").find_map(|(_, a)| parse_uaddr(a))
+        self.ds_lists.get(ds)?.iter().find_map(|(n, a)| uaddr::parse_netaddr(n, a).ok())
     }
 }
 
 /// Parses a universal address "h1.h2.h3.h4.p1.p2" (IPv4) or
-/// "x:y::z.p1.p2" (IPv6) into a socket address.
+/// "x:y::z.p1.p2" (IPv6) into a socket address (the MDS-DS contract's
+/// `pnfs_protocol::mds_ds::uaddr`).
 pub fn parse_uaddr(s: &str) -> Option<SocketAddr> {
-    let mut parts = s.rsplitn(3, '.');
-    let p2: u16 = parts.next()?.parse().ok().filter(|p| *p < 256)?;
-    let p1: u16 = parts.next()?.parse().ok().filter(|p| *p < 256)?;
-    let ip: IpAddr = parts.next()?.parse().ok()?;
-    Some(SocketAddr::new(ip, p1 * 256 + p2))
+    uaddr::parse(s).ok()
 }
 
 /// The universal address of `a` (inverse of [`parse_uaddr`]).
 pub fn format_uaddr(a: &SocketAddr) -> String {
-    format!("{}.{}.{}", a.ip(), a.port() >> 8, a.port() & 0xff)
+    uaddr::format(a)
 }
 
 #[cfg(test)]

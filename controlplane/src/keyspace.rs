@@ -1,0 +1,111 @@
+//! The MDS's KV key space, all of it: every record the MDS keeps in its
+//! ordered KV store (`pnfs_kv::KvStore`) has a key starting with one of the
+//! single-byte prefixes below. A new kind of record gets its prefix here
+//! (the test checks that they stay distinct), never a literal elsewhere.
+//!
+//! Integers in keys are big-endian (`pnfs_kv::key::u64_be`), so a scan of
+//! a prefix walks them in numeric order.
+//!
+//! | prefix | key after the prefix | value | written by |
+//! |---|---|---|---|
+//! | `I` [`INODE`] | ino (u64) | `Inode` (rkyv) | `namespace` |
+//! | `D` [`DIRENT`] | dir ino (u64), name | `DirEntry` {ino, cookie} (rkyv) | `namespace` |
+//! | `C` [`DIR_COOKIE`] | dir ino (u64), cookie (u64) | entry name; READDIR walks these, so cookies stay valid while a directory changes | `namespace` |
+//! | `X` [`XATTR`] | ino (u64), xattr name | xattr value | `namespace` |
+//! | `M` [`META`] | a name: [`NEXT_INO_KEY`], [`SERVER_ID_KEY`], [`BOOT_COUNT_KEY`] | next inode number (u64); server id (bytes); boot count (u64, the MDS epoch) | `namespace`, `mds` |
+//! | `O` [`CLIENT_RECORD`] | client owner (`co_ownerid` bytes) | `1`: a client that may reclaim state after a restart | `mds`, `ops::session` |
+//! | `L` [`STRIPE_SET`] | ino (u64) | stripe set (XDR: stripe unit, first stripe index, generation, DS indices<>) | `pnfs::placement` |
+//! | `H` [`PLACEMENT_HINT`] | ino (u64) | placement policy of a file created under a non-default one: stripe count (u32), stripe unit (u32) | `pnfs::placement` |
+//! | `S` [`DATA_SERVER`] | DS index (u64) | registered data server (XDR: index, id, addresses, control address, capacity, free) | `pnfs::registry` |
+//! | `V` [`DEVICE_ID`] | device ID (16 bytes) | empty: a device ID handed out (GETDEVICELIST) | `pnfs::placement` |
+
+/// `I` ino -> Inode.
+pub const INODE: u8 = b'I';
+/// `D` dir_ino name -> DirEntry.
+pub const DIRENT: u8 = b'D';
+/// `C` dir_ino cookie -> name.
+pub const DIR_COOKIE: u8 = b'C';
+/// `X` ino name -> xattr value.
+pub const XATTR: u8 = b'X';
+/// `M` name -> a server-wide value (the keys below).
+pub const META: u8 = b'M';
+/// `O` owner -> `1`: a persisted client record.
+pub const CLIENT_RECORD: u8 = b'O';
+/// `L` ino -> stripe set.
+pub const STRIPE_SET: u8 = b'L';
+/// `H` ino -> placement hint.
+pub const PLACEMENT_HINT: u8 = b'H';
+/// `S` ds_index -> data server record.
+pub const DATA_SERVER: u8 = b'S';
+/// `V` deviceid -> empty.
+pub const DEVICE_ID: u8 = b'V';
+
+/// Every prefix with its name.
+pub const ALL: [(u8, &str); 10] = [
+    (INODE, "inode"),
+    (DIRENT, "directory entry"),
+    (DIR_COOKIE, "directory cookie"),
+    (XATTR, "xattr"),
+    (META, "server-wide value"),
+    (CLIENT_RECORD, "client record"),
+    (STRIPE_SET, "stripe set"),
+    (PLACEMENT_HINT, "placement hint"),
+    (DATA_SERVER, "data server"),
+    (DEVICE_ID, "device ID"),
+];
+
+/// Next inode number to hand out (u64).
+pub const NEXT_INO_KEY: &[u8] = b"Mnext_ino";
+/// This server's id, made at the first start (bytes; EXCHANGE_ID's server owner).
+pub const SERVER_ID_KEY: &[u8] = b"Mserver_id";
+/// Starts so far (u64): the MDS epoch.
+pub const BOOT_COUNT_KEY: &[u8] = b"Mboot_count";
+
+/// `prefix` followed by `n` big-endian: the key of an inode-, index- or
+/// directory-numbered record, or the scan prefix of one directory's rows.
+pub fn with_u64(prefix: u8, n: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(prefix);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// `prefix` followed by `bytes`.
+pub fn with_bytes(prefix: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + bytes.len());
+    k.push(prefix);
+    k.extend_from_slice(bytes);
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn prefixes_are_distinct() {
+        let set: BTreeSet<u8> = ALL.iter().map(|(p, _)| *p).collect();
+        assert_eq!(set.len(), ALL.len(), "two record kinds share a prefix: {ALL:?}");
+    }
+
+    #[test]
+    fn meta_keys_are_distinct_and_not_prefixes_of_each_other() {
+        let keys = [NEXT_INO_KEY, SERVER_ID_KEY, BOOT_COUNT_KEY];
+        for (i, a) in keys.iter().enumerate() {
+            assert_eq!(a[0], META, "{:?}", String::from_utf8_lossy(a));
+            for b in &keys[i + 1..] {
+                // They are read with a prefix scan (Namespace::list_records).
+                assert!(!a.starts_with(b) && !b.starts_with(a), "{a:?} / {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn numbered_keys_sort_numerically() {
+        assert_eq!(with_u64(INODE, 0x0102), [b'I', 0, 0, 0, 0, 0, 0, 1, 2]);
+        assert!(with_u64(INODE, 255) < with_u64(INODE, 256));
+        assert!(with_u64(DIR_COOKIE, u64::MAX) < with_u64(DIRENT, 0), "prefixes keep record kinds apart");
+        assert_eq!(with_bytes(CLIENT_RECORD, b"own"), b"Oown");
+    }
+}
