@@ -3,22 +3,15 @@
 //! (RFC 8881 18.35-18.37, 18.46, 18.49-18.51).
 
 use crate::compound::{reply, Compound};
-use crate::mds::{Mds, CLIENT_RECORD_PREFIX};
+use crate::mds::Mds;
 use crate::namespace::NfsResult;
-use crate::state::{Client, Session};
+use crate::state::{Client, Effects, Session};
 use pnfs_protocol::session::{
-    plan_exchange_id, principal_of, ExchangeIdPlan, KnownClient, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_NON_PNFS, EXCHGID4_FLAG_USE_PNFS_MDS,
+    plan_exchange_id, principal_of, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_NON_PNFS, EXCHGID4_FLAG_USE_PNFS_MDS,
     negotiate, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-fn client_record_key(owner: &[u8]) -> Vec<u8> {
-    let mut k = CLIENT_RECORD_PREFIX.to_vec();
-    k.extend_from_slice(owner);
-    k
-}
 
 pub fn exchange_id(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args, e: &mut Encoder) -> nfsstat4 {
     reply(e, exchange_id_inner(m, c, a))
@@ -26,59 +19,22 @@ pub fn exchange_id(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args, e: &mut Enco
 
 fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
     let principal = principal_of(&c.cred);
-    let owner = a.eia_clientowner.co_ownerid.to_vec();
+    let owner = &a.eia_clientowner.co_ownerid;
     m.release_conflicting_expired();
-    let mut st = m.state();
-    let known: Vec<KnownClient> = st
-        .find_client_by_owner(&owner)
-        .into_iter()
-        .map(|id| {
-            let cl = &st.clients[&id];
-            let busy = !cl.sessions.is_empty() || st.states.held_by(id) > 0;
-            KnownClient { clientid: id, confirmed: cl.confirmed, verifier: cl.verifier, principal: cl.principal, busy }
-        })
-        .collect();
-    let mut evicted = vec![];
-    let (clientid, confirmed_r) = match plan_exchange_id(a, principal, &known)? {
-        ExchangeIdPlan::Reuse { clientid, confirmed } => (clientid, confirmed),
-        ExchangeIdPlan::Create { purge } => {
-            for id in purge {
-                st.purge_client(id);
-            }
-            match st.make_room_for_client(c.conn.peer, m.lease()) {
-                Ok(gone) => evicted = gone,
-                Err(gone) => {
-                    drop(st);
-                    forget_records(m, &gone);
-                    log::warn!("client table full for {}: EXCHANGE_ID answered NFS4ERR_DELAY", c.conn.peer);
-                    return Err(nfsstat4::NFS4ERR_DELAY);
-                }
-            }
-            let id = st.new_clientid(&owner);
-            let may_reclaim = st.reclaimable.contains_key(&owner);
-            st.clients.insert(
-                id,
-                Client {
-                    clientid: id,
-                    owner,
-                    verifier: a.eia_clientowner.co_verifier,
-                    confirmed: false,
-                    cs_sequence: 1,
-                    cs_reply: None,
-                    last_renewed: Instant::now(),
-                    sessions: vec![],
-                    reclaim_complete: false,
-                    may_reclaim,
-                    principal,
-                    addr: c.conn.peer,
-                },
-            );
-            (id, false)
-        }
-    };
-    let cs_sequence = st.clients[&clientid].cs_sequence;
-    drop(st);
-    forget_records(m, &evicted);
+    let mut fx = Effects::default();
+    // A full client table costs the newcomer's address (NFS4ERR_DELAY);
+    // the records of clients dropped to make room go.
+    let r = m.state().exchange_id(
+        owner,
+        a.eia_clientowner.co_verifier,
+        principal,
+        c.conn.peer,
+        m.lease(),
+        |known| plan_exchange_id(a, principal, known),
+        &mut fx,
+    );
+    let _ = m.apply(fx);
+    let (clientid, confirmed_r, cs_sequence) = r?;
     // Never both: the Linux client refuses MDS together with NON_PNFS.
     let mut rflags = if m.pnfs.is_some() { EXCHGID4_FLAG_USE_PNFS_MDS } else { EXCHGID4_FLAG_USE_NON_PNFS };
     if confirmed_r {
@@ -93,13 +49,6 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
         eir_server_scope: m.server_owner.clone().into(),
         eir_server_impl_id: vec![],
     })
-}
-
-/// Persisted records of confirmed clients dropped to make room go too.
-fn forget_records(m: &Mds, gone: &[Client]) {
-    for cl in gone.iter().filter(|cl| cl.confirmed) {
-        let _ = m.ns.delete_record(&client_record_key(&cl.owner));
-    }
 }
 
 /// RFC 8881 2.10.8.3 with SP4_NONE: only the principal that created a
@@ -130,116 +79,70 @@ pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mu
 /// Returns the encoded CREATE_SESSION4resok (kept for replays).
 fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> NfsResult<Vec<u8>> {
     m.release_conflicting_expired();
-    let mut st = m.state();
-    let client = st.clients.get(&a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-    // Until confirmed, only the principal that did EXCHANGE_ID may confirm.
-    if !client.confirmed && client.principal != principal_of(&c.cred) {
-        return Err(nfsstat4::NFS4ERR_CLID_INUSE);
-    }
-    if a.csa_sequence == client.cs_sequence.wrapping_sub(1) {
-        // Retransmission of the last CREATE_SESSION.
-        return client.cs_reply.clone().ok_or(nfsstat4::NFS4ERR_SEQ_MISORDERED);
-    }
-    if a.csa_sequence != client.cs_sequence {
-        return Err(nfsstat4::NFS4ERR_SEQ_MISORDERED);
-    }
-    if client.sessions.len() >= st.caps.max_sessions_per_client {
-        return Err(nfsstat4::NFS4ERR_NOSPC);
-    }
-    let (fore, back) = negotiate(
-        a,
-        ServerLimits { max_record: m.cfg.max_record_bytes, max_ops: m.cfg.max_ops, slots: m.cfg.session_slots },
-    )?;
     let clientid = a.csa_clientid;
-    let sid = st.new_sessionid();
     let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
-    let session = Arc::new(Session {
-        id: sid,
-        clientid,
-        fore,
-        back,
-        cb_program: a.csa_cb_program,
-        minor: c.minor,
-        slots: Mutex::new(SlotTable::new(fore.max_requests)),
-        back_conns: Mutex::new(if flags != 0 { vec![c.conn.id] } else { vec![] }),
-    });
-    st.sessions.insert(sid, session);
-    let client = st.clients.get_mut(&clientid).expect("checked above");
-    let was_confirmed = client.confirmed;
-    client.confirmed = true;
-    client.sessions.push(sid);
-    client.last_renewed = Instant::now();
-    let owner = client.owner.clone();
-    let res = CREATE_SESSION4resok {
-        csr_sessionid: sid,
-        csr_sequence: a.csa_sequence,
-        csr_flags: flags,
-        csr_fore_chan_attrs: fore.to_attrs(),
-        csr_back_chan_attrs: back.to_attrs(),
+    let (minor, conn) = (c.minor, c.conn.id);
+    let make = |sid| {
+        let (fore, back) = negotiate(
+            a,
+            ServerLimits { max_record: m.cfg.max_record_bytes, max_ops: m.cfg.max_ops, slots: m.cfg.session_slots },
+        )?;
+        let session = Session {
+            id: sid,
+            clientid,
+            fore,
+            back,
+            cb_program: a.csa_cb_program,
+            minor,
+            slots: Mutex::new(SlotTable::new(fore.max_requests)),
+            back_conns: Mutex::new(if flags != 0 { vec![conn] } else { vec![] }),
+        };
+        let res = CREATE_SESSION4resok {
+            csr_sessionid: sid,
+            csr_sequence: a.csa_sequence,
+            csr_flags: flags,
+            csr_fore_chan_attrs: fore.to_attrs(),
+            csr_back_chan_attrs: back.to_attrs(),
+        };
+        let mut enc = Encoder::new();
+        res.encode(&mut enc).map_err(|_| nfsstat4::NFS4ERR_SERVERFAULT)?;
+        Ok((session, enc.into_inner()))
     };
-    let mut enc = Encoder::new();
-    res.encode(&mut enc).map_err(|_| nfsstat4::NFS4ERR_SERVERFAULT)?;
-    let bytes = enc.into_inner();
-    let client = st.clients.get_mut(&clientid).expect("checked above");
-    client.cs_sequence = client.cs_sequence.wrapping_add(1);
-    client.cs_reply = Some(bytes.clone());
-    if !was_confirmed {
-        // A confirmed record of an earlier instance of this client goes away.
-        let old: Vec<u64> = st
-            .find_client_by_owner(&owner)
-            .into_iter()
-            .filter(|id| *id != clientid && st.clients[id].confirmed)
-            .collect();
-        for id in old {
-            st.purge_client(id);
-        }
-        drop(st);
-        // Persist the client so it may reclaim after our restart.
-        m.ns.put_record(&client_record_key(&owner), b"1")?;
-    }
+    let mut fx = Effects::default();
+    let r = m.state().create_session(clientid, principal_of(&c.cred), a.csa_sequence, make, &mut fx);
+    // The first session confirms the client: its record is persisted so it
+    // may reclaim after our restart.
+    let persisted = m.apply(fx);
+    let bytes = r?;
+    persisted?;
     Ok(bytes)
 }
 
 pub fn destroy_session(m: &Mds, c: &mut Compound, a: &DESTROY_SESSION4args, e: &mut Encoder) -> nfsstat4 {
+    let mut fx = Effects::default();
     let r = (|| {
-        let mut st = m.state();
-        let s = st.sessions.get(&a.dsa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
-        check_owner(m, c, st.clients.get(&s.clientid))?;
-        let s = st.sessions.remove(&a.dsa_sessionid).expect("found above");
-        if let Some(cl) = st.clients.get_mut(&s.clientid) {
-            cl.sessions.retain(|x| *x != a.dsa_sessionid);
-        }
+        m.state().destroy_session(&a.dsa_sessionid, |owner| check_owner(m, c, owner), &mut fx)?;
         if c.session.as_ref().is_some_and(|cs| cs.id == a.dsa_sessionid) && c.slot.is_some() {
             // The slot belongs to a session that is gone; nothing to cache.
             c.slot = None;
         }
         Ok(())
     })();
+    let _ = m.apply(fx);
     reply(e, r)
 }
 
 pub fn destroy_clientid(m: &Mds, c: &mut Compound, a: &DESTROY_CLIENTID4args, e: &mut Encoder) -> nfsstat4 {
-    let r = (|| {
-        let mut st = m.state();
-        let cl = st.clients.get(&a.dca_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-        check_owner(m, c, Some(cl))?;
-        if !cl.sessions.is_empty() || st.states.held_by(a.dca_clientid) > 0 {
-            return Err(nfsstat4::NFS4ERR_CLIENTID_BUSY);
-        }
-        let cl = st.purge_client(a.dca_clientid).expect("exists");
-        drop(st);
-        m.ns.delete_record(&client_record_key(&cl.owner))?;
-        Ok(())
-    })();
+    let mut fx = Effects::default();
+    let r = m.state().destroy_clientid(a.dca_clientid, |cl| check_owner(m, c, Some(cl)), &mut fx);
+    // Its reclaim record goes.
+    let r = r.and(m.apply(fx));
     reply(e, r)
 }
 
 pub fn bind_conn_to_session(m: &Mds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
-        let st = m.state();
-        let s = st.sessions.get(&a.bctsa_sessid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?.clone();
-        check_owner(m, c, st.clients.get(&s.clientid))?;
-        drop(st);
+        let s = m.state().session_checked(&a.bctsa_sessid, |owner| check_owner(m, c, owner))?;
         let (back, dir) = match a.bctsa_dir {
             channel_dir_from_client4::CDFC4_FORE => (false, channel_dir_from_server4::CDFS4_FORE),
             channel_dir_from_client4::CDFC4_BACK => (true, channel_dir_from_server4::CDFS4_BACK),
@@ -269,17 +172,10 @@ pub enum SequenceOutcome {
 
 /// SEQUENCE (RFC 8881 2.10.6.1, 18.46). An error here leaves the slot untouched.
 pub fn sequence(m: &Mds, c: &mut Compound, a: &SEQUENCE4args) -> NfsResult<SequenceOutcome> {
-    let (session, status_flags) = {
-        let mut st = m.state();
-        let s = st.sessions.get(&a.sa_sessionid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?.clone();
-        // Fenced state (a recalled layout kept too long) is announced until freed.
-        let revoked = st.states.held_by(s.clientid) > 0 && st.states.values().any(|r| r.clientid == s.clientid && r.revoked);
-        match st.clients.get_mut(&s.clientid) {
-            Some(cl) => cl.last_renewed = Instant::now(),
-            None => return Err(nfsstat4::NFS4ERR_BADSESSION),
-        }
-        (s, if revoked { SEQ4_STATUS_RECALLABLE_STATE_REVOKED } else { 0 })
-    };
+    // The lease is renewed. Fenced state (a recalled layout kept too long)
+    // is announced until freed.
+    let (session, revoked) = m.state().sequence(&a.sa_sessionid)?;
+    let status_flags = if revoked { SEQ4_STATUS_RECALLABLE_STATE_REVOKED } else { 0 };
     if c.op_count > session.fore.max_ops as usize {
         return Err(nfsstat4::NFS4ERR_TOO_MANY_OPS);
     }
@@ -324,17 +220,7 @@ pub fn reclaim_complete(m: &Mds, c: &mut Compound, a: &RECLAIM_COMPLETE4args, e:
             c.fh()?;
             return Ok(());
         }
-        let mut st = m.state();
-        let cl = st.clients.get_mut(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-        if cl.reclaim_complete {
-            return Err(nfsstat4::NFS4ERR_COMPLETE_ALREADY);
-        }
-        cl.reclaim_complete = true;
-        let owner = cl.owner.clone();
-        if let Some(done) = st.reclaimable.get_mut(&owner) {
-            *done = true;
-        }
-        Ok(())
+        m.state().reclaim_complete(clientid)
     })();
     reply(e, r)
 }
