@@ -445,4 +445,12 @@ impl StateStore {
         }
         Ok(())
     }
+
+    /// Makes a client look silent for `by` (tests of expiry).
+    #[cfg(test)]
+    pub(super) fn age_client(&self, clientid: u64, by: Duration) {
+        let e = self.client(clientid).expect("known client");
+        let mut ci = e.lock();
+        ci.rec.last_renewed = Instant::now().checked_sub(by).expect("the clock is past `by`");
+    }
 }
