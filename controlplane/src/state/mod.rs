@@ -42,6 +42,9 @@
 //! 3. one `files` shard (at most one at a time);
 //! 4. one client entry ([`ClientEntry`]): a leaf; nothing is taken under it;
 //! 5. `pending_recalls`: a leaf, never held with any of the above.
+//!
+//! Outside this module, `Pnfs`'s table of pushed stateids may look a state
+//! up (a file shard) while held; nothing here takes it.
 
 mod clients;
 mod layouts;
@@ -174,7 +177,7 @@ impl Effects {
 
 /// Locks a mutex whatever a panicking holder left behind (the tables stay
 /// consistent per call: each call finishes its changes before unlocking).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
