@@ -80,8 +80,8 @@ const SESSION_SHARDS: usize = 16;
 pub enum StateKind {
     Open { owner: Vec<u8>, access: u32, deny: u32 },
     Lock { owner: Vec<u8>, open: StateOther },
-    /// A delegation (granted by `deleg.rs`).
-    Deleg,
+    /// A read or write delegation (granted by `deleg.rs`).
+    Deleg { write: bool },
     /// Layout stateid (one per client and file): the layout iomodes held,
     /// as a bit set of LAYOUT_READ / LAYOUT_RW.
     /// `fh_export` and `fh_generation` complete the filehandle the client
@@ -401,7 +401,7 @@ impl StateStore {
             }
             StateKind::Lock { owner, .. } => cof.lockers.push((owner.clone(), other)),
             StateKind::Layout { .. } => cof.layout = Some(other),
-            StateKind::Deleg => cof.delegs.push(other),
+            StateKind::Deleg { .. } => cof.delegs.push(other),
         }
         if self.journal {
             fx.records.push(StateChange::StatePut { other, rec: rec.clone() });
@@ -423,7 +423,7 @@ impl StateStore {
                     }
                     StateKind::Lock { .. } => cof.lockers.retain(|(_, o)| o != other),
                     StateKind::Layout { .. } => cof.layout = None,
-                    StateKind::Deleg => cof.delegs.retain(|o| o != other),
+                    StateKind::Deleg { .. } => cof.delegs.retain(|o| o != other),
                 }
                 {
                     let mut ci = cof.client.lock();

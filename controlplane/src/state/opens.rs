@@ -70,7 +70,8 @@ pub(super) fn io_access(states: &HashMap<StateOther, StateRec>, rec: &StateRec) 
             Some(StateRec { kind: StateKind::Open { access, .. }, .. }) => Some(*access),
             _ => None,
         },
-        StateKind::Deleg => Some(OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE),
+        // A read delegation allows reads only.
+        StateKind::Deleg { write } => Some(if *write { OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE } else { OPEN4_SHARE_ACCESS_READ }),
         StateKind::Layout { .. } => None,
     }
 }
@@ -264,7 +265,7 @@ impl StateStore {
                     return Err(nfsstat4::NFS4ERR_LOCKS_HELD);
                 }
             }
-            StateKind::Deleg | StateKind::Layout { .. } => {}
+            StateKind::Deleg { .. } | StateKind::Layout { .. } => {}
         }
         self.remove(sh, &s.other, fx);
         Ok(())
@@ -274,7 +275,7 @@ impl StateStore {
     pub fn delegreturn(&self, clientid: u64, s: &stateid4, fx: &mut Effects) -> NfsResult<()> {
         let mut guard = self.shard_of(&s.other);
         let sh = &mut *guard;
-        if self.checked(sh, clientid, s)?.kind != StateKind::Deleg {
+        if !matches!(self.checked(sh, clientid, s)?.kind, StateKind::Deleg { .. }) {
             return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
         self.remove(sh, &s.other, fx);
