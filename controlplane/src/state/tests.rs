@@ -470,3 +470,75 @@ fn round_with(st: &StateStore, a: u64, sa: SessionId, ca: &Arc<ClientEntry>, e: 
     v.push(visits(|| st.release_if_expired(&[e], Duration::ZERO, &mut Effects::default()).len()).1);
     v
 }
+
+/// Clients working at once on shared and separate files, one of them
+/// expiring meanwhile: no deadlock (the test ends), and every index agrees
+/// with the stateid table afterwards.
+#[test]
+fn concurrent_clients_keep_indexes_consistent() {
+    // A deadlock fails the test instead of hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    let body = std::thread::spawn(move || {
+        concurrent_body();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(120)) {
+        Ok(()) => body.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => body.join().unwrap(),
+        Err(e) => panic!("the clients did not finish in 120 s (a lock-order deadlock?): {e}"),
+    }
+}
+
+fn concurrent_body() {
+    let st = Arc::new(store(StateCaps::default()));
+    let ids: Vec<u64> = (0..4).map(|i| client(&st, &format!("w{i}")).0).collect();
+    let (doomed, _) = client(&st, "doomed");
+    let workers: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, &id)| {
+            let st = st.clone();
+            std::thread::spawn(move || {
+                let c = st.client(id).unwrap();
+                for k in 0..1500u64 {
+                    // Files 0..8 are shared by every worker; the rest are its own.
+                    let ino = if k % 3 == 0 { k % 8 } else { 100 + n as u64 * 1000 + k % 50 };
+                    let mut fx = Effects::default();
+                    let Ok(o) = st.open(&c, ino, b"o", R | W, 0, k % 5 == 0, &mut fx) else { continue };
+                    if k % 2 == 0 {
+                        let _ = st.layout_grant(id, ino, &stateid(&o.other, 0), LAYOUT_RW, 1, 1, None, &mut fx);
+                    }
+                    if let Ok(LockOutcome::Granted(l)) =
+                        st.lock(&c, ino, Locker::New { open: &stateid(&o.other, 0), owner: b"l" }, k, k + 1, true, &mut fx)
+                    {
+                        if k % 4 != 0 {
+                            st.locku(id, ino, &stateid(&l.other, 0), 0, u64::MAX, &mut fx).unwrap();
+                        }
+                    }
+                    if k % 4 != 0 {
+                        let _ = st.close(id, ino, &stateid(&o.other, 0), k % 8 == 1, &mut fx);
+                    }
+                    st.sequence(&st.client(id).unwrap().record().sessions[0]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let cd = st.client(doomed).unwrap();
+    for k in 0..200u64 {
+        let _ = st.open(&cd, k % 8, b"d", R, 0, false, &mut Effects::default());
+    }
+    st.release_if_expired(&[doomed], Duration::ZERO, &mut Effects::default());
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(st.client(doomed).is_err());
+    assert_eq!(st.held_by(doomed), 0);
+    assert_consistent(&st);
+    // Each worker's closes leave some states; all of them go with their clients.
+    for id in ids {
+        st.release_if_expired(&[id], Duration::ZERO, &mut Effects::default());
+    }
+    assert_eq!(st.states_held(), 0);
+    assert_eq!(st.layouts_held(), 0);
+    assert_consistent(&st);
+}
