@@ -149,8 +149,12 @@ impl StateStore {
         }
     }
 
-    fn add_client(&self, reg: &mut Registry, rec: Client) {
+    fn add_client(&self, reg: &mut Registry, rec: Client, fx: &mut Effects) {
         let id = rec.clientid;
+        if self.journal {
+            let (owner, verifier, principal, addr) = (rec.owner.clone(), rec.verifier, rec.principal, rec.addr);
+            fx.records.push(StateChange::ClientCreated { clientid: id, owner, verifier, principal, addr });
+        }
         reg.by_owner.entry(rec.owner.clone()).or_default().push(id);
         *reg.per_addr.entry(rec.addr).or_default() += 1;
         reg.count += 1;
@@ -215,6 +219,7 @@ impl StateStore {
                         principal,
                         addr,
                     },
+                    fx,
                 );
                 Ok((id, false, 1))
             }
@@ -297,6 +302,9 @@ impl StateStore {
             }
         }
         reg.count -= 1;
+        if self.journal {
+            fx.records.push(StateChange::ClientPurged { clientid });
+        }
         for sid in &rec.sessions {
             self.sessions.at(sid[0] as usize).remove(sid);
             if self.journal {

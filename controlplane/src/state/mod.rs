@@ -132,6 +132,11 @@ pub enum StateChange {
     /// Its reclaim record goes (expiry, DESTROY_CLIENTID, eviction, grace
     /// over without it coming back). Always emitted.
     ClientForgotten { owner: Vec<u8> },
+    /// Journal only: a client record created by EXCHANGE_ID.
+    ClientCreated { clientid: u64, owner: Vec<u8>, verifier: [u8; 8], principal: Option<(u32, u32)>, addr: std::net::IpAddr },
+    /// Journal only: a client and everything it held gone (its states'
+    /// removals are not journaled one by one).
+    ClientPurged { clientid: u64 },
     /// Journal only: a state created or changed (seqid, share, iomodes).
     StatePut { other: StateOther, rec: StateRec },
     /// Journal only: a state gone.

@@ -398,6 +398,13 @@ fn expiry_releases_one_client_and_keeps_indexes() {
 fn journal_records_every_change() {
     let mut st = store(StateCaps::default());
     st.set_journal(true);
+    let mut fx = Effects::default();
+    let plan = |_: &[pnfs_protocol::session::KnownClient]| Ok(ExchangeIdPlan::Create { purge: vec![] });
+    let (x, _, _) = st.exchange_id(b"x", [0; 8], None, "127.0.0.1".parse().unwrap(), LEASE, plan, &mut fx).unwrap();
+    assert!(matches!(&fx.records[..], [StateChange::ClientCreated { clientid, .. }] if *clientid == x));
+    let mut fx = Effects::default();
+    st.release_if_expired(&[x], Duration::ZERO, &mut fx);
+    assert_eq!(fx.records, vec![StateChange::ClientPurged { clientid: x }, StateChange::ClientForgotten { owner: b"x".to_vec() }]);
     let (a, _) = client(&st, "a");
     let c = st.client(a).unwrap();
     let mut fx = Effects::default();
