@@ -477,10 +477,58 @@ impl StateStore {
             return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
         if rec.revoked {
-            return Err(nfsstat4::NFS4ERR_ADMIN_REVOKED);
+            // RFC 8881 10.2.1: DELEG_REVOKED for a delegation.
+            return Err(match rec.kind {
+                StateKind::Deleg { .. } => nfsstat4::NFS4ERR_DELEG_REVOKED,
+                _ => nfsstat4::NFS4ERR_ADMIN_REVOKED,
+            });
         }
         check_seqid(rec.seqid, s.seqid)?;
         Ok(rec)
+    }
+
+    /// A copy of the state `s` names, checked as for any operation (client,
+    /// revocation, seqid).
+    pub fn find(&self, clientid: u64, s: &stateid4) -> NfsResult<StateRec> {
+        self.checked(&self.shard_of(&s.other), clientid, s).cloned()
+    }
+
+    /// Records a delegation of `client` on `ino` (the policy, and the
+    /// delegation's own bookkeeping, live in `deleg.rs`); allowed on the
+    /// data servers when the client holds a layout on the file. The caps
+    /// apply as to any state.
+    pub fn add_deleg(&self, client: &Arc<ClientEntry>, ino: u64, write: bool, fx: &mut Effects) -> NfsResult<stateid4> {
+        let mut guard = self.file_shard(ino);
+        let sh = &mut *guard;
+        let rec = StateRec { clientid: client.clientid, ino, seqid: 1, kind: StateKind::Deleg { write }, revoked: false };
+        let sid = stateid(&self.insert(sh, client, rec, fx)?, 1);
+        self.allow_if_layout(sh, client.clientid, ino, &sid, fx);
+        Ok(sid)
+    }
+
+    /// Marks a state revoked (a delegation not returned a lease after its
+    /// recall): refused from now on, told by SEQUENCE until FREE_STATEID,
+    /// and revoked on the data servers. False if it is gone.
+    pub fn revoke(&self, other: &StateOther, fx: &mut Effects) -> bool {
+        let mut guard = self.shard_of(other);
+        let sh = &mut *guard;
+        let Some(rec) = sh.states.get_mut(other) else { return false };
+        if !rec.revoked {
+            rec.revoked = true;
+            let (ino, clientid) = (rec.ino, rec.clientid);
+            if let Some(cof) = sh.files.get(&ino).and_then(|f| f.by_client.get(&clientid)) {
+                cof.client.lock().revoked += 1;
+            }
+            fx.ds_revoke.push(*other);
+            self.changed(sh, other, fx);
+        }
+        true
+    }
+
+    /// Removes a state whatever its kind (DELEGRETURN, DELEGPURGE).
+    pub fn remove_state(&self, other: &StateOther, fx: &mut Effects) -> Option<StateRec> {
+        let mut guard = self.shard_of(other);
+        self.remove(&mut guard, other, fx)
     }
 
     /// A copy of the state a stateid names, if any (tests, diagnostics).

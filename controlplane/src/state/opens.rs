@@ -18,10 +18,13 @@ pub enum IoMode {
 pub(crate) struct ShareCounts {
     access: [u32; 2],
     deny: [u32; 2],
+    /// Open stateids on the file.
+    opens: u32,
 }
 
 impl ShareCounts {
     pub(super) fn add(&mut self, access: u32, deny: u32) {
+        self.opens += 1;
         for b in 0..2 {
             self.access[b] += (access >> b) & 1;
             self.deny[b] += (deny >> b) & 1;
@@ -29,6 +32,7 @@ impl ShareCounts {
     }
 
     pub(super) fn sub(&mut self, access: u32, deny: u32) {
+        self.opens -= 1;
         for b in 0..2 {
             self.access[b] -= (access >> b) & 1;
             self.deny[b] -= (deny >> b) & 1;
@@ -296,6 +300,29 @@ impl StateStore {
             return Err(nfsstat4::NFS4ERR_OPENMODE);
         }
         Ok(())
+    }
+
+    /// Whether other clients' opens of `ino` forbid a delegation to
+    /// `clientid`: any open of theirs for a write delegation, an open for
+    /// writing for a read one. O(the client's own opens of the file).
+    pub fn others_open(&self, clientid: u64, ino: u64, write: bool) -> bool {
+        let sh = self.file_shard(ino);
+        let Some(file) = sh.files.get(&ino) else { return false };
+        let (mut mine, mut mine_writing) = (0, 0);
+        if let Some(cof) = file.by_client.get(&clientid) {
+            visit(cof.opens.len());
+            for (_, o) in &cof.opens {
+                mine += 1;
+                if matches!(sh.states.get(o).map(|r| &r.kind), Some(StateKind::Open { access, .. }) if access & OPEN4_SHARE_ACCESS_WRITE != 0) {
+                    mine_writing += 1;
+                }
+            }
+        }
+        if write {
+            file.share.opens > mine
+        } else {
+            file.share.access[1] > mine_writing
+        }
     }
 
     /// Whether `other` is a state still valid for I/O here (not revoked):

@@ -549,3 +549,31 @@ fn concurrent_body() {
     assert_eq!(st.layouts_held(), 0);
     assert_consistent(&st);
 }
+
+#[test]
+fn delegation_hooks() {
+    let st = store(StateCaps::default());
+    let (a, sa) = client(&st, "a");
+    let (b, _) = client(&st, "b");
+    let ca = st.client(a).unwrap();
+    assert!(!st.others_open(a, 9, true));
+    open(&st, a, 9, "o", R | W, 0).unwrap();
+    assert!(!st.others_open(a, 9, true), "its own opens do not count");
+    let ob = open(&st, b, 9, "o", R, 0).unwrap();
+    assert!(st.others_open(a, 9, true) && !st.others_open(a, 9, false), "a reader forbids a write delegation only");
+    assert!(st.others_open(b, 9, false), "a writer forbids a read delegation");
+    let mut fx = Effects::default();
+    let d = st.add_deleg(&ca, 9, false, &mut fx).unwrap();
+    assert_eq!(st.check_io(a, &d, 9, IoMode::Write), Err(nfsstat4::NFS4ERR_OPENMODE), "a read delegation reads only");
+    assert!(st.check_io(a, &d, 9, IoMode::Read).is_ok());
+    assert!(st.revoke(&d.other, &mut fx));
+    assert_eq!(st.find(a, &d).err(), Some(nfsstat4::NFS4ERR_DELEG_REVOKED));
+    assert!(st.sequence(&sa).unwrap().1);
+    st.free_stateid(a, &d, &mut fx).unwrap();
+    assert!(!st.sequence(&sa).unwrap().1);
+    let d = st.add_deleg(&ca, 9, false, &mut fx).unwrap();
+    assert_eq!(st.remove_state(&d.other, &mut fx).map(|r| r.kind), Some(StateKind::Deleg { write: false }));
+    st.close(b, 9, &ob, false, &mut fx).unwrap();
+    assert!(!st.others_open(a, 9, true));
+    assert_consistent(&st);
+}
