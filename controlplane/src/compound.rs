@@ -75,13 +75,10 @@ impl Plane for Compound<'_> {
     }
 
     /// The session, with its client's lease renewed and the flags to
-    /// answer, under one lock of the state table.
+    /// answer: O(1) in the state layer (one session, one client lookup).
     fn find_session(&mut self, id: &SessionId) -> Option<Arc<Session>> {
-        let mut st = self.mds.state();
-        let s = st.sessions.get(id)?.clone();
         // Fenced state (a recalled layout kept too long) is announced until freed.
-        let revoked = st.states.held_by(s.clientid) > 0 && st.states.values().any(|r| r.clientid == s.clientid && r.revoked);
-        st.clients.get_mut(&s.clientid)?.last_renewed = std::time::Instant::now();
+        let (s, revoked) = self.mds.state().sequence(id).ok()?;
         self.seq_flags = if revoked { SEQ4_STATUS_RECALLABLE_STATE_REVOKED } else { 0 };
         Some(s)
     }

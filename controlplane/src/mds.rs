@@ -9,11 +9,11 @@ use crate::fh::FileHandle;
 use crate::keyspace::{self, BOOT_COUNT_KEY, SERVER_ID_KEY};
 use crate::namespace::{Inode, Namespace, NewObject, NfsResult, SetAttrs, ROOT_INO};
 use crate::pnfs::{striped::StripedStore, Pnfs, PnfsConfig};
-use crate::state::{StateKind, StateTable};
+use crate::state::{Effects, LayoutRecall, PendingRecall, StateCaps, StateChange, StateStore};
 use pnfs_kv::{KvStore, RedbStore};
 use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
 use pnfs_protocol::wire::*;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Key prefix of persisted client records (see `keyspace`).
@@ -28,25 +28,13 @@ const CALLBACK_TIMEOUT_SECS: u64 = 5;
 /// (after 50, 100, 200, 400 ms).
 const RECALL_DELAY_RETRIES: u32 = 4;
 
-/// One CB_LAYOUTRECALL to send: layout stateid, its new seqid, client,
-/// filehandle, the LAYOUTGET that granted it (session, slot, sequence), and
-/// the client's sessions to try.
-type LayoutRecallWork = (
-    crate::state::StateOther,
-    u32,
-    u64,
-    FileHandle,
-    Option<(crate::state::SessionId, u32, u32)>,
-    Vec<Arc<crate::state::Session>>,
-);
-
 pub struct Mds {
     pub cfg: MdsConfig,
     pub ns: Namespace,
     pub data: Arc<dyn DataStore>,
     /// The pNFS MDS role (mds.control_bind set): DS registry, stripe sets.
     pub pnfs: Option<Arc<Pnfs>>,
-    state: Mutex<StateTable>,
+    state: StateStore,
     pub exports: Vec<Export>,
     pub pseudo: Export,
     /// The pseudo filesystem: the root and the directories on the way to
@@ -64,10 +52,6 @@ pub struct Mds {
     pub fh_key: TagKey,
     /// Backchannel calls (CB_LAYOUTRECALL) and their pending replies.
     pub callbacks: Arc<crate::callback::Callbacks>,
-    /// Recalled layouts not yet returned: (layout stateid, client, inode,
-    /// deadline). A client that keeps one past the deadline (a lease) is
-    /// fenced: its I/O stateids on that file are revoked on the DSes.
-    pending_recalls: Mutex<Vec<(crate::state::StateOther, u64, u64, std::time::Instant)>>,
     /// This MDS, for work that outlives a request (recalls wait for client
     /// answers on a thread of their own, never on a request's thread).
     me: std::sync::Weak<Mds>,
@@ -139,14 +123,14 @@ impl Mds {
             Some(p) => Arc::new(StripedStore::new(data, p.clone())),
             None => data,
         };
-        let mut state = StateTable::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64));
-        state.caps = crate::state::StateCaps {
+        let caps = StateCaps {
             max_clients: cfg.max_clients,
             max_clients_per_address: cfg.max_clients_per_address,
             max_sessions_per_client: cfg.max_sessions_per_client,
             max_states_per_client: cfg.max_states_per_client,
             max_states: cfg.max_states,
         };
+        let state = StateStore::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64), caps);
         Ok(Arc::new_cyclic(|me| Mds {
             me: me.clone(),
             pseudo: Export::pseudo(ROOT_INO),
@@ -154,20 +138,67 @@ impl Mds {
             ns,
             data,
             pnfs,
-            state: Mutex::new(state),
+            state,
             exports,
             server_owner: server_id,
             write_verifier,
             boot_epoch,
             fh_key: cluster_key.derive(Purpose::MdsFileHandle),
             callbacks: Arc::new(crate::callback::Callbacks::new(Duration::from_secs(CALLBACK_TIMEOUT_SECS))),
-            pending_recalls: Mutex::new(Vec::new()),
             cfg,
         }))
     }
 
-    pub fn state(&self) -> MutexGuard<'_, StateTable> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The state layer: every handler's way to clients, sessions, opens,
+    /// locks and layouts. What its calls return in `Effects` is applied
+    /// with [`Self::apply`].
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// Applies what a state call decided, with no state lock held: stateids
+    /// allowed on or revoked from the data servers, layout recalls, sizes
+    /// from the data servers, client records. An error writing a client
+    /// record (CREATE_SESSION's, needed for reclaim) is returned.
+    pub fn apply(&self, fx: Effects) -> NfsResult<()> {
+        if fx.is_empty() {
+            return Ok(());
+        }
+        if let Some(p) = &self.pnfs {
+            for a in &fx.ds_allow {
+                if let Ok(Some(set)) = p.stripe_set(a.ino) {
+                    p.allow(a.clientid, a.ino, &set, &[(a.stateid.clone(), a.access)]);
+                }
+            }
+            if !fx.ds_revoke.is_empty() && p.has_pushed() {
+                let gone = p.take_pushed(&fx.ds_revoke);
+                if !gone.is_empty() {
+                    p.revoke(gone);
+                }
+            }
+        }
+        for ino in fx.size_from_ds {
+            self.size_from_data_servers(ino);
+        }
+        if !fx.recalls.is_empty() {
+            self.send_layout_recalls(fx.recalls);
+        }
+        let mut result = Ok(());
+        for r in fx.records {
+            match r {
+                StateChange::ClientConfirmed { owner } => {
+                    if let Err(e) = self.ns.put_record(&client_record_key(&owner), b"1") {
+                        result = Err(e);
+                    }
+                }
+                StateChange::ClientForgotten { owner } => {
+                    let _ = self.ns.delete_record(&client_record_key(&owner));
+                }
+                // The rest is volatile on a single MDS (journal only).
+                _ => {}
+            }
+        }
+        result
     }
 
     pub fn lease(&self) -> Duration {
@@ -390,52 +421,47 @@ impl Mds {
     /// (`release_conflicting_expired`) or until COURTESY_LEASES leases passed.
     pub fn expire_leases(&self) {
         self.expire_idle(self.lease() * COURTESY_LEASES);
+        self.revoke_ds_stateids();
     }
 
     /// Before granting something that may conflict: clients whose lease ran
-    /// out lose their state now.
+    /// out lose their state now. Walks the clients (not the states); OPEN
+    /// and LOCK use [`Self::release_expired_holders`] instead.
     pub fn release_conflicting_expired(&self) {
         self.expire_idle(self.lease());
     }
 
+    /// Courtesy for an OPEN or LOCK refused because of `holders`: those
+    /// whose lease ran out lose their state now. True if any did (the
+    /// caller tries again, once).
+    pub fn release_expired_holders(&self, holders: &[u64]) -> bool {
+        if holders.is_empty() {
+            return false;
+        }
+        let mut fx = Effects::default();
+        let gone = self.state.release_if_expired(holders, self.lease(), &mut fx);
+        for c in &gone {
+            log::info!("client {:x} lease expired; its conflicting state was released", c.clientid);
+        }
+        let _ = self.apply(fx);
+        !gone.is_empty()
+    }
+
     fn expire_idle(&self, idle: Duration) {
-        self.fence_overdue_recalls();
-        crate::ops::deleg::revoke_overdue(self);
+        let st = self.state();
+        let mut fx = Effects::default();
+        for (clientid, ino) in st.fence_overdue(std::time::Instant::now(), &mut fx) {
+            crate::metrics::metrics().recall("fenced");
+            log::warn!("client {clientid:x} kept a recalled layout of inode {ino} for a lease; its stateids on the file are revoked");
+        }
+        crate::ops::deleg::revoke_overdue(self, &mut fx);
         // Once grace is over, records of clients that never came back go.
-        let gone = {
-            let mut st = self.state();
-            if st.in_grace() {
-                vec![]
-            } else {
-                let owners: Vec<Vec<u8>> = st.reclaimable.drain().filter(|(_, done)| !done).map(|(o, _)| o).collect();
-                owners.into_iter().filter(|o| st.find_client_by_owner(o).is_empty()).collect()
-            }
-        };
-        for owner in gone {
-            let mut key = CLIENT_RECORD_PREFIX.to_vec();
-            key.extend_from_slice(&owner);
-            let _ = self.ns.delete_record(&key);
-        }
-        let (dead, written) = {
-            let mut st = self.state();
-            let layouts = st.states.values().filter(|s| matches!(s.kind, StateKind::Layout { .. })).count();
-            crate::metrics::metrics().layouts_outstanding.set(layouts as i64);
-            let before: Vec<(u64, u64)> = rw_layouts(&st);
-            let dead = st.expire(idle);
-            let written: Vec<u64> =
-                before.into_iter().filter(|(c, _)| dead.iter().any(|d| d.clientid == *c)).map(|(_, ino)| ino).collect();
-            (dead, written)
-        };
-        for ino in written {
-            self.size_from_data_servers(ino);
-        }
-        for c in dead {
+        st.forget_unreclaimed(&mut fx);
+        for c in st.expire(idle, &mut fx) {
             log::info!("client {:x} lease expired; its state was released", c.clientid);
-            let mut key = CLIENT_RECORD_PREFIX.to_vec();
-            key.extend_from_slice(&c.owner);
-            let _ = self.ns.delete_record(&key);
         }
-        self.revoke_ds_stateids();
+        crate::metrics::metrics().layouts_outstanding.set(st.layouts_held() as i64);
+        let _ = self.apply(fx);
     }
 
     /// A client that wrote to data servers went away (lease expiry, fencing)
@@ -459,17 +485,16 @@ impl Mds {
     }
 
     /// Tight coupling: stateids allowed on data servers that no longer
-    /// exist here (CLOSE, FREE_STATEID, DELEGRETURN, lease expiry, client
-    /// purge) are revoked there. Never holds a lock across the RPCs.
+    /// exist here are revoked there. Each state call returns the stateids it
+    /// ended (`Effects::ds_revoke`); this walks every pushed stateid, as a
+    /// periodic reconciliation (an allow that raced a CLOSE). Never holds a
+    /// lock across the RPCs.
     pub fn revoke_ds_stateids(&self) {
         let Some(p) = &self.pnfs else { return };
         if !p.has_pushed() {
             return;
         }
-        let gone = {
-            let st = self.state();
-            p.take_gone(|o| st.states.get(o).is_some_and(|r| !r.revoked))
-        };
+        let gone = p.take_gone(|o| self.state.is_live(o));
         if !gone.is_empty() {
             p.revoke(gone);
         }
@@ -477,92 +502,68 @@ impl Mds {
 
     /// Layouts of clients other than `caller` on `ino` must be recalled
     /// before `why` (truncate, remove); see `Pnfs::recall_file_layouts`.
-    pub fn recall_layouts_for(&self, ino: u64, caller: Option<u64>, why: &str) {
+    pub fn recall_layouts_for(&self, ino: u64, caller: Option<u64>, why: &'static str) {
         self.recall_layouts(ino, caller, false, why);
     }
 
     /// Like `recall_layouts_for`, but only clients holding a read/write
     /// layout are asked (for their whole layout): a conflicting OPEN for
     /// write leaves read-only layout holders alone.
-    pub fn recall_rw_layouts_for(&self, ino: u64, caller: Option<u64>, why: &str) {
+    pub fn recall_rw_layouts_for(&self, ino: u64, caller: Option<u64>, why: &'static str) {
         self.recall_layouts(ino, caller, true, why);
     }
 
-    fn recall_layouts(&self, ino: u64, caller: Option<u64>, rw_only: bool, why: &str) {
-        let Some(p) = &self.pnfs else { return };
-        let mut holders: Vec<u64> = {
-            let st = self.state();
-            st.states
-                .values()
-                .filter(|r| r.ino == ino && recall_target(r, caller, rw_only))
-                .map(|r| r.clientid)
-                .collect()
-        };
-        holders.sort_unstable();
-        holders.dedup();
-        if !holders.is_empty() {
-            p.recall_file_layouts(ino, &holders, why);
-            self.send_layout_recalls(ino, caller, rw_only, why);
-        }
-    }
-
-    /// CB_LAYOUTRECALL to every other client holding a layout of `ino`
-    /// (RFC 8881 12.5.5). The layout stateid's seqid is bumped first, as the
-    /// client expects the recall to carry the next seqid. A client answering
-    /// NOMATCHING_LAYOUT no longer holds it; the layout state goes.
-    fn send_layout_recalls(&self, ino: u64, caller: Option<u64>, rw_only: bool, why: &str) {
-        let work: Vec<LayoutRecallWork> = {
-            let mut st = self.state();
-            let targets: Vec<_> = st
-                .states
-                .iter()
-                .filter(|(_, r)| r.ino == ino && recall_target(r, caller, rw_only))
-                .filter_map(|(k, r)| match r.kind {
-                    StateKind::Layout { fh_export, fh_generation, granted_by, .. } => {
-                        Some((*k, r.clientid, FileHandle { export_id: fh_export, ino, generation: fh_generation }, granted_by))
-                    }
-                    _ => None,
-                })
-                .collect();
-            targets
-                .into_iter()
-                .map(|(other, clientid, fh, granted_by)| {
-                    let rec = st.states.get_mut(&other).expect("listed");
-                    rec.seqid += 1;
-                    let seqid = rec.seqid;
-                    let sessions = st.sessions.values().filter(|s| s.clientid == clientid).cloned().collect();
-                    (other, seqid, clientid, fh, granted_by, sessions)
-                })
-                .collect()
-        };
-        if work.is_empty() {
+    fn recall_layouts(&self, ino: u64, caller: Option<u64>, rw_only: bool, why: &'static str) {
+        if self.pnfs.is_none() {
             return;
         }
-        // The seqids are bumped; the calls wait for clients (which may need
-        // this MDS to answer them first), so not on the request's thread.
-        let (Some(mds), why) = (self.me.upgrade(), why.to_string()) else { return };
-        let spawned = std::thread::Builder::new()
-            .name("layout-recall".into())
-            .spawn(move || mds.deliver_layout_recalls(ino, work, &why));
+        let mut fx = Effects::default();
+        self.state.recall_layouts(ino, caller, rw_only, why, &mut fx);
+        let _ = self.apply(fx);
+    }
+
+    /// CB_LAYOUTRECALL to each client of `recalls` (RFC 8881 12.5.5); their
+    /// seqids were bumped by the state layer. The data servers are told
+    /// here; the callbacks wait for clients (which may need this MDS to
+    /// answer them first), so they go from a thread of their own, never the
+    /// request's.
+    fn send_layout_recalls(&self, recalls: Vec<LayoutRecall>) {
+        let Some(p) = &self.pnfs else { return };
+        // (file, holder, why), one entry per holder of each file.
+        let mut by_file: Vec<(u64, u64, &'static str)> = recalls.iter().map(|r| (r.ino, r.clientid, r.why)).collect();
+        by_file.sort_unstable_by_key(|f| (f.0, f.1));
+        by_file.dedup_by_key(|f| (f.0, f.1));
+        for file in by_file.chunk_by(|a, b| a.0 == b.0) {
+            let holders: Vec<u64> = file.iter().map(|f| f.1).collect();
+            p.recall_file_layouts(file[0].0, &holders, file[0].2);
+        }
+        let Some(mds) = self.me.upgrade() else { return };
+        let spawned = std::thread::Builder::new().name("layout-recall".into()).spawn(move || mds.deliver_layout_recalls(recalls));
         if let Err(e) = spawned {
-            log::warn!("CB_LAYOUTRECALL of inode {ino}: no thread for it ({e}); the layouts stay recalled on the DSes");
+            log::warn!("CB_LAYOUTRECALL: no thread for it ({e}); the layouts stay recalled on the DSes");
         }
     }
 
-    fn deliver_layout_recalls(&self, ino: u64, work: Vec<LayoutRecallWork>, why: &str) {
+    /// The CB_LAYOUTRECALLs themselves. A client answering NOMATCHING_LAYOUT
+    /// no longer holds it; the layout state goes. The others have a lease to
+    /// return it ([`StateStore::fence_overdue`]).
+    fn deliver_layout_recalls(&self, recalls: Vec<LayoutRecall>) {
         use crate::callback::{layout_recall_file, CbError};
-        // The inode may be gone already (REMOVE): the state names the filehandle.
         let metrics = crate::metrics::metrics();
-        for (other, seqid, clientid, fh, granted_by, sessions) in work {
-            let fhb = fh.to_bytes(&self.fh_key);
-            let sid = stateid4 { seqid, other };
+        for r in recalls {
+            let (ino, clientid, why) = (r.ino, r.clientid, r.why);
+            // The inode may be gone already (REMOVE): the state names the filehandle.
+            let fhb = FileHandle { export_id: r.fh_export, ino, generation: r.fh_generation }.to_bytes(&self.fh_key);
+            let sid = stateid4 { seqid: r.seqid, other: r.other };
+            let sessions = self.state.sessions_of(clientid);
             let mut outcome = Err(CbError::NoBackChannel);
             for s in &sessions {
                 // NFS4ERR_DELAY: the client is busy with this layout (a
                 // LAYOUTGET reply in flight, a return under way); ask again.
                 for retry in 0..=RECALL_DELAY_RETRIES {
                     // The LAYOUTGET that granted this layout, when it came on this session.
-                    let referring: Vec<referring_call_list4> = granted_by
+                    let referring: Vec<referring_call_list4> = r
+                        .granted_by
                         .filter(|(sess, _, _)| *sess == s.id)
                         .map(|(sess, slot, seq)| referring_call_list4 {
                             rcl_sessionid: sess,
@@ -591,7 +592,9 @@ impl Mds {
                 }
                 Err(CbError::Status(nfsstat4::NFS4ERR_NOMATCHING_LAYOUT)) => {
                     metrics.recall("nomatching");
-                    self.state().states.remove(&other);
+                    let mut fx = Effects::default();
+                    self.state.layout_forget(&r.other, &mut fx);
+                    let _ = self.apply(fx);
                     continue;
                 }
                 Err(e) => {
@@ -601,65 +604,16 @@ impl Mds {
             }
             // The client has a lease's time to return the layout.
             let deadline = std::time::Instant::now() + self.lease();
-            self.pending_recalls.lock().unwrap_or_else(|p| p.into_inner()).push((other, clientid, ino, deadline));
-        }
-    }
-
-    /// Fences clients that kept a recalled layout past its deadline: the
-    /// layout goes and their open/lock stateids on the file are revoked
-    /// (ADMIN_REVOKED here, refused by the DSes), so they can no longer write
-    /// behind the MDS's back. SEQUENCE then tells them (RECALLABLE_STATE_REVOKED).
-    fn fence_overdue_recalls(&self) {
-        let now = std::time::Instant::now();
-        let due: Vec<_> = {
-            let mut pending = self.pending_recalls.lock().unwrap_or_else(|p| p.into_inner());
-            let (due, keep): (Vec<_>, Vec<_>) = pending.drain(..).partition(|r| r.3 <= now);
-            *pending = keep;
-            due
-        };
-        let mut fenced = false;
-        for (other, clientid, ino, _) in due {
-            let mut st = self.state();
-            let Some(layout) = st.states.remove(&other) else {
-                continue; // returned in time
-            };
-            let had_rw = matches!(layout.kind, StateKind::Layout { iomodes, .. } if iomodes & crate::state::LAYOUT_RW != 0);
-            for r in st.states.values_mut() {
-                if r.clientid == clientid && r.ino == ino && matches!(r.kind, StateKind::Open { .. } | StateKind::Lock { .. }) {
-                    r.revoked = true;
-                }
-            }
-            drop(st);
-            if had_rw {
-                self.size_from_data_servers(ino);
-            }
-            crate::metrics::metrics().recall("fenced");
-            log::warn!("client {clientid:x} kept a recalled layout of inode {ino} for a lease; its stateids on the file are revoked");
-            fenced = true;
-        }
-        if fenced {
-            self.revoke_ds_stateids();
+            self.state.note_recall(PendingRecall { other: r.other, clientid, ino, deadline });
         }
     }
 }
 
-/// A layout state to recall: another client's, read/write if `rw_only`.
-fn recall_target(r: &crate::state::StateRec, caller: Option<u64>, rw_only: bool) -> bool {
-    match r.kind {
-        StateKind::Layout { iomodes, .. } => {
-            Some(r.clientid) != caller && (!rw_only || iomodes & crate::state::LAYOUT_RW != 0)
-        }
-        _ => false,
-    }
-}
-
-/// (client, inode) of every read/write layout.
-fn rw_layouts(st: &StateTable) -> Vec<(u64, u64)> {
-    st.states
-        .values()
-        .filter(|r| matches!(r.kind, StateKind::Layout { iomodes, .. } if iomodes & crate::state::LAYOUT_RW != 0))
-        .map(|r| (r.clientid, r.ino))
-        .collect()
+/// Key of a client's persisted record (reclaim after a restart).
+pub fn client_record_key(owner: &[u8]) -> Vec<u8> {
+    let mut k = CLIENT_RECORD_PREFIX.to_vec();
+    k.extend_from_slice(owner);
+    k
 }
 
 /// Offline namespace check of the store named by `cfg` (server stopped).

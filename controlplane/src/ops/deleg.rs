@@ -13,15 +13,20 @@
 //! RENAME, LINK) starts a CB_RECALL and answers NFS4ERR_DELAY until the
 //! holder returned the delegation (DELEGRETURN) or lost it (revoked a
 //! lease after the recall), as knfsd does; the Linux client retries.
+//!
+//! A delegation's stateid is a state of the state layer
+//! (`StateStore::add_deleg`, `revoke`, `remove_state`); the table of
+//! `state/deleg.rs` (`StateStore::delegs`, a leaf lock) keeps the rest. No
+//! state-layer call is made while that table is locked.
 
 use crate::callback::{deleg_getattr, deleg_recall, getattr_results, CbError, Callbacks};
 use crate::compound::{current_inode, reply, Compound};
 use crate::fh::FileHandle;
 use crate::mds::Mds;
 use crate::namespace::{Inode, NfsResult};
-use crate::ops::stateid::{find, resolve, stateid};
-use crate::state::deleg::{delegations_outstanding, write_delegations_outstanding, Deleg};
-use crate::state::{Session, SessionId, StateKind, StateOther, StateRec, StateTable};
+use crate::ops::stateid::{resolve, stateid};
+use crate::state::deleg::{delegations_outstanding, write_delegations_outstanding, Deleg, DelegTable};
+use crate::state::{Effects, Session, SessionId, StateKind, StateOther, StateStore};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
 use std::collections::VecDeque;
@@ -32,24 +37,6 @@ use std::time::{Duration, Instant};
 /// CB_RECALLs answered NFS4ERR_DELAY or BAD_STATEID (the client has not yet
 /// seen the OPEN reply that granted it) are sent again this many times.
 const RECALL_RETRIES: u32 = 4;
-
-/// Share access a delegation stateid grants for I/O.
-pub fn share_access(write: bool) -> u32 {
-    if write {
-        OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE
-    } else {
-        OPEN4_SHARE_ACCESS_READ
-    }
-}
-
-/// The error for a revoked stateid: DELEG_REVOKED for a delegation (RFC
-/// 8881 10.2.1), ADMIN_REVOKED for the rest.
-pub fn revoked_status(rec: &StateRec) -> nfsstat4 {
-    match rec.kind {
-        StateKind::Deleg { .. } => nfsstat4::NFS4ERR_DELEG_REVOKED,
-        _ => nfsstat4::NFS4ERR_ADMIN_REVOKED,
-    }
-}
 
 fn none_because(why: why_no_delegation4) -> open_delegation4<'static> {
     open_delegation4::OPEN_DELEGATE_NONE_EXT(match why {
@@ -93,48 +80,66 @@ fn decide(m: &Mds, c: &Compound, clientid: u64, (fh, inode): (FileHandle, &Inode
     }
     let ino = inode.ino;
     let now = Instant::now();
-    let granted = {
-        let mut st = m.state();
-        if let Some(mine) = st.delegs.held(clientid, ino) {
+    let st = m.state();
+    let Ok(client) = st.client(clientid) else { return none(why_no_delegation4::WND4_RESOURCE) };
+    {
+        let delegs = st.delegs();
+        if let Some(mine) = delegs.held(clientid, ino) {
             // One delegation per client and file; no upgrades or downgrades.
-            let held_write = st.delegs.get(&mine).is_some_and(|d| d.write);
+            let held_write = delegs.get(&mine).is_some_and(|d| d.write);
             return match (held_write, want) {
                 (false, OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG) => none_because(why_no_delegation4::WND4_NOT_SUPP_UPGRADE),
                 (true, OPEN4_SHARE_ACCESS_WANT_READ_DELEG) => none_because(why_no_delegation4::WND4_NOT_SUPP_DOWNGRADE),
                 _ => open_delegation4::OPEN_DELEGATE_NONE,
             };
         }
-        if st.delegs.len() >= m.cfg.max_delegations {
+        if delegs.len() >= m.cfg.max_delegations {
             return none(why_no_delegation4::WND4_RESOURCE);
         }
-        // Cheap first: clients without a back channel (benchmarks) stop here.
-        if !back_channel_up(&m.callbacks, &sessions_of(&st, clientid)) {
-            return none(why_no_delegation4::WND4_RESOURCE);
+    }
+    // Cheap first: clients without a back channel (benchmarks) stop here.
+    if !back_channel_up(&m.callbacks, &st.sessions_of(clientid)) {
+        return none(why_no_delegation4::WND4_RESOURCE);
+    }
+    // (The table's lock is let go before the state layer is asked.)
+    let contention = contended(&st.delegs(), clientid, ino, write, now);
+    if contention || st.others_open(clientid, ino, write) {
+        return none(why_no_delegation4::WND4_CONTENTION);
+    }
+    // The state (allowed on the data servers when the client holds a
+    // layout of the file: tight coupling, RFC 8881 13.9.2), then its record.
+    let mut fx = Effects::default();
+    let Ok(granted) = st.add_deleg(&client, ino, write, &mut fx) else { return none(why_no_delegation4::WND4_RESOURCE) };
+    let granted_by = c.session.as_ref().zip(c.slot).map(|(s, slot)| (s.id, slot, c.sequenceid));
+    let raced = {
+        let mut delegs = st.delegs();
+        // Another grant on the file since the checks above loses to none.
+        let raced = delegs.held(clientid, ino).is_some() || contended(&delegs, clientid, ino, write, now);
+        if !raced {
+            delegs.insert(
+                granted.other,
+                Deleg {
+                    clientid,
+                    ino,
+                    write,
+                    fh_export: fh.export_id,
+                    fh_generation: fh.generation,
+                    granted_by,
+                    recall_deadline: None,
+                    seen_change: Some(inode.change),
+                    change_bumps: 0,
+                },
+            );
         }
-        if st.delegs.recently_recalled(ino, now) || conflicts_for_grant(&st, clientid, ino, write) {
-            return none(why_no_delegation4::WND4_CONTENTION);
-        }
-        let rec = StateRec { clientid, ino, seqid: 1, kind: StateKind::Deleg { write }, revoked: false };
-        let Ok(other) = st.new_state(rec) else { return none(why_no_delegation4::WND4_RESOURCE) };
-        let granted_by = c.session.as_ref().zip(c.slot).map(|(s, slot)| (s.id, slot, c.sequenceid));
-        st.delegs.insert(
-            other,
-            Deleg {
-                clientid,
-                ino,
-                write,
-                fh_export: fh.export_id,
-                fh_generation: fh.generation,
-                granted_by,
-                recall_deadline: None,
-                seen_change: Some(inode.change),
-                change_bumps: 0,
-            },
-        );
-        stateid(&other, 1)
+        raced
     };
-    // Tight coupling: the data servers accept I/O with it (RFC 8881 13.9.2).
-    crate::ops::layout::allow_new_stateid(m, clientid, ino, &granted);
+    if raced {
+        st.remove_state(&granted.other, &mut fx);
+    }
+    let _ = m.apply(fx);
+    if raced {
+        return none(why_no_delegation4::WND4_CONTENTION);
+    }
     log::debug!("{} delegation of inode {ino} to client {clientid:x}", if write { "write" } else { "read" });
     let permissions = nfsace4 { r#type: ACE4_ACCESS_ALLOWED_ACE_TYPE, flag: 0, access_mask: 0, who: b"".as_slice().into() };
     if write {
@@ -149,29 +154,15 @@ fn decide(m: &Mds, c: &Compound, clientid: u64, (fh, inode): (FileHandle, &Inode
     }
 }
 
-/// Whether other clients' opens or delegations on `ino` forbid a new
-/// delegation. The open scan goes through the whole state map (as OPEN's
-/// share check does) until the state layer offers opens by inode: the one
-/// full scan left here, reached only by clients with a back channel.
-fn conflicts_for_grant(st: &StateTable, clientid: u64, ino: u64, write: bool) -> bool {
-    let theirs_deleg = st
-        .delegs
-        .on_ino(ino)
-        .iter()
-        .filter_map(|o| st.delegs.get(o))
-        .any(|d| d.clientid != clientid && (write || d.write || d.recall_deadline.is_some()));
-    theirs_deleg
-        || st.states.values().any(|r| {
-            r.ino == ino
-                && r.clientid != clientid
-                && !r.revoked
-                && matches!(r.kind, StateKind::Open { access, .. } if write || access & OPEN4_SHARE_ACCESS_WRITE != 0)
-        })
-}
-
-fn sessions_of(st: &StateTable, clientid: u64) -> Vec<Arc<Session>> {
-    let Some(c) = st.clients.get(&clientid) else { return vec![] };
-    c.sessions.iter().filter_map(|id| st.sessions.get(id).cloned()).collect()
+/// Whether other clients' delegations on `ino` (or a recent recall of it)
+/// forbid a new delegation; their opens are `StateStore::others_open`'s.
+fn contended(delegs: &DelegTable, clientid: u64, ino: u64, write: bool, now: Instant) -> bool {
+    delegs.recently_recalled(ino, now)
+        || delegs
+            .on_ino(ino)
+            .iter()
+            .filter_map(|o| delegs.get(o))
+            .any(|d| d.clientid != clientid && (write || d.write || d.recall_deadline.is_some()))
 }
 
 fn back_channel_up(cbs: &Callbacks, sessions: &[Arc<Session>]) -> bool {
@@ -207,47 +198,43 @@ pub fn break_conflicts(m: &Mds, caller: Option<u64>, ino: u64, write: bool) -> N
     }
     for first in [true, false] {
         let now = Instant::now();
-        let mut revoked = false;
-        let (conflicting, work) = {
-            let mut st = m.state();
-            let mut conflicting = vec![];
-            for other in st.delegs.on_ino(ino) {
-                let Some(d) = st.delegs.get(&other) else { continue };
-                if Some(d.clientid) == caller || !(write || d.write) {
-                    continue;
-                }
-                if st.states.get(&other).is_none_or(|r| r.revoked) {
-                    st.delegs.remove(&other); // its state went with the client
-                    continue;
-                }
-                if d.recall_deadline.is_some_and(|t| t <= now) {
-                    revoke(&mut st, &other);
-                    revoked = true;
-                    continue;
-                }
-                conflicting.push(other);
-            }
-            // A holder whose lease ran out loses it first (courtesy ends).
-            let expired = conflicting.iter().filter_map(|o| st.delegs.get(o)).any(|d| {
-                st.clients.get(&d.clientid).is_none_or(|cl| now.duration_since(cl.last_renewed) > m.lease())
-            });
-            if first && expired {
-                (conflicting, None)
-            } else {
-                let work = start_recalls(m, &mut st, &conflicting, now);
-                (conflicting, Some(work))
-            }
+        let st = m.state();
+        let mut fx = Effects::default();
+        let candidates: Vec<(StateOther, u64, Option<Instant>)> = {
+            let delegs = st.delegs();
+            delegs
+                .on_ino(ino)
+                .into_iter()
+                .filter_map(|o| delegs.get(&o).map(|d| (o, d.clientid, d.recall_deadline, d.write)))
+                .filter(|(_, holder, _, dw)| Some(*holder) != caller && (write || *dw))
+                .map(|(o, holder, deadline, _)| (o, holder, deadline))
+                .collect()
         };
-        if revoked {
-            m.revoke_ds_stateids();
+        let mut conflicting = vec![];
+        for (other, holder, deadline) in candidates {
+            if !st.is_live(&other) {
+                st.delegs().remove(&other); // its state went with the client
+                continue;
+            }
+            if deadline.is_some_and(|t| t <= now) {
+                revoke(st, &other, &mut fx);
+                continue;
+            }
+            conflicting.push((other, holder));
         }
-        let Some(work) = work else {
-            m.release_conflicting_expired();
-            continue;
-        };
+        let _ = m.apply(fx);
+        // A holder whose lease ran out loses it first (courtesy ends).
+        if first {
+            let holders: Vec<u64> = conflicting.iter().map(|(_, h)| *h).collect();
+            if m.release_expired_holders(&holders) {
+                continue;
+            }
+        }
         if conflicting.is_empty() {
             return Ok(());
         }
+        let others: Vec<StateOther> = conflicting.iter().map(|(o, _)| *o).collect();
+        let work = start_recalls(m, st, &others, now);
         send_recalls(m, work);
         return Err(nfsstat4::NFS4ERR_DELAY);
     }
@@ -265,21 +252,26 @@ struct Recall {
 
 /// Marks the delegations recalled (deadline: a lease from now) and gathers
 /// the calls for those not recalled before.
-fn start_recalls(m: &Mds, st: &mut StateTable, others: &[StateOther], now: Instant) -> Vec<Recall> {
+fn start_recalls(m: &Mds, st: &StateStore, others: &[StateOther], now: Instant) -> Vec<Recall> {
     let cooldown = Duration::from_secs(m.cfg.delegation_recall_cooldown_seconds as u64);
     let mut work = vec![];
     for other in others {
-        if !st.delegs.start_recall(other, now, now + m.lease(), cooldown) {
-            continue;
-        }
-        let (Some(d), Some(r)) = (st.delegs.get(other), st.states.get(other)) else { continue };
+        let d = {
+            let mut delegs = st.delegs();
+            if !delegs.start_recall(other, now, now + m.lease(), cooldown) {
+                continue;
+            }
+            let Some(d) = delegs.get(other) else { continue };
+            d.clone()
+        };
+        let Some(r) = st.get(other) else { continue };
         let fh = FileHandle { export_id: d.fh_export, ino: d.ino, generation: d.fh_generation };
         work.push(Recall {
             sid: stateid(other, r.seqid),
             clientid: d.clientid,
             fh,
             granted_by: d.granted_by,
-            sessions: sessions_of(st, d.clientid),
+            sessions: st.sessions_of(d.clientid),
         });
     }
     work
@@ -378,28 +370,23 @@ fn recall_one(cbs: &Callbacks, fhb: &[u8], r: &Recall) {
 
 /// Takes a delegation away: the conflicting operation may go ahead, the
 /// holder sees NFS4ERR_DELEG_REVOKED and RECALLABLE_STATE_REVOKED until it
-/// frees the stateid. The caller revokes it on the data servers
-/// (`Mds::revoke_ds_stateids`) once the lock is released.
-fn revoke(st: &mut StateTable, other: &StateOther) {
-    if let Some(d) = st.delegs.remove(other) {
+/// frees the stateid. It is revoked on the data servers when the caller
+/// applies `fx`.
+fn revoke(st: &StateStore, other: &StateOther, fx: &mut Effects) {
+    let gone = st.delegs().remove(other);
+    if let Some(d) = gone {
         log::warn!("client {:x} did not return a recalled delegation of inode {} within a lease; revoked", d.clientid, d.ino);
     }
-    if let Some(r) = st.states.get_mut(other) {
-        r.revoked = true;
-    }
+    st.revoke(other, fx);
 }
 
 /// Revokes the recalled delegations whose holders let a lease pass
 /// (called with lease expiry). Costs O(recalls due).
-pub fn revoke_overdue(m: &Mds) {
-    let due = {
-        let mut st = m.state();
-        let due = st.delegs.take_overdue(Instant::now());
-        due.iter().for_each(|o| revoke(&mut st, o));
-        due.len()
-    };
-    if due > 0 {
-        m.revoke_ds_stateids();
+pub fn revoke_overdue(m: &Mds, fx: &mut Effects) {
+    let st = m.state();
+    let due = st.delegs().take_overdue(Instant::now());
+    for other in &due {
+        revoke(st, other, fx);
     }
 }
 
@@ -414,23 +401,18 @@ pub fn attrs_for_reader(m: &Mds, c: &Compound, mut i: Inode, request: &[u32]) ->
         return Ok(i);
     }
     let caller = c.clientid().ok();
-    let (other, fh, sessions) = {
-        let st = m.state();
-        let holder = st
-            .delegs
-            .on_ino(i.ino)
-            .into_iter()
-            .find(|o| st.delegs.get(o).is_some_and(|d| d.write && Some(d.clientid) != caller));
-        let Some(other) = holder else { return Ok(i) };
-        let d = st.delegs.get(&other).expect("listed");
-        if d.recall_deadline.is_some() {
-            // Being returned: the holder is flushing; ask again soon.
-            drop(st);
-            return break_conflicts(m, caller, i.ino, true).map(|_| i);
-        }
-        let fh = FileHandle { export_id: d.fh_export, ino: d.ino, generation: d.fh_generation };
-        (other, fh, sessions_of(&st, d.clientid))
+    let st = m.state();
+    let holder = {
+        let delegs = st.delegs();
+        delegs.on_ino(i.ino).into_iter().find_map(|o| delegs.get(&o).filter(|d| d.write && Some(d.clientid) != caller).map(|d| (o, d.clone())))
     };
+    let Some((other, d)) = holder else { return Ok(i) };
+    if d.recall_deadline.is_some() {
+        // Being returned: the holder is flushing; ask again soon.
+        return break_conflicts(m, caller, i.ino, true).map(|_| i);
+    }
+    let fh = FileHandle { export_id: d.fh_export, ino: d.ino, generation: d.fh_generation };
+    let sessions = st.sessions_of(d.clientid);
     let fhb = fh.to_bytes(&m.fh_key);
     let mut answer = None;
     for s in sessions.iter().filter(|s| m.callbacks.has_back_channel(s)) {
@@ -449,8 +431,8 @@ pub fn attrs_for_reader(m: &Mds, c: &Compound, mut i: Inode, request: &[u32]) ->
     let Some((change, size)) = answer else {
         return break_conflicts(m, caller, i.ino, true).map(|_| i);
     };
-    let mut st = m.state();
-    let Some(d) = st.delegs.get_mut(&other) else { return Ok(i) }; // returned meanwhile: ours is current
+    let mut delegs = st.delegs();
+    let Some(d) = delegs.get_mut(&other) else { return Ok(i) }; // returned meanwhile: ours is current
     if d.seen_change != Some(change) {
         d.seen_change = Some(change);
         d.change_bumps += 1;
@@ -463,38 +445,30 @@ pub fn attrs_for_reader(m: &Mds, c: &Compound, mut i: Inode, request: &[u32]) ->
 /// OPEN with CLAIM_DELEGATE_CUR or CLAIM_DELEG_CUR_FH: `sid` must be a
 /// delegation of the client on `ino`.
 pub fn check_claim_cur(m: &Mds, clientid: u64, ino: u64, sid: &stateid4) -> NfsResult<()> {
-    let st = m.state();
-    let rec = find(&st, clientid, sid)?;
+    let rec = m.state().find(clientid, sid)?;
     if !matches!(rec.kind, StateKind::Deleg { .. }) || rec.ino != ino {
         return Err(nfsstat4::NFS4ERR_BAD_STATEID);
     }
     Ok(())
 }
 
-/// FREE_STATEID of a delegation still in force: it must be returned first.
-pub fn free_check(rec: &StateRec) -> NfsResult<()> {
-    match rec.kind {
-        StateKind::Deleg { .. } if !rec.revoked => Err(nfsstat4::NFS4ERR_LOCKS_HELD),
-        _ => Ok(()),
-    }
-}
-
 pub fn delegreturn(m: &Mds, c: &mut Compound, a: &DELEGRETURN4args, e: &mut Encoder) -> nfsstat4 {
+    let mut fx = Effects::default();
     let r = (|| {
         // The file may have been removed meanwhile (by the holder itself).
         let fh = c.fh()?;
         let clientid = c.clientid()?;
         let s = resolve(c, &a.deleg_stateid)?;
-        let mut st = m.state();
-        let rec = find(&st, clientid, &s)?;
+        let st = m.state();
+        let rec = st.find(clientid, &s)?;
         if !matches!(rec.kind, StateKind::Deleg { .. }) || rec.ino != fh.ino {
             return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
-        st.states.remove(&s.other);
-        st.delegs.remove(&s.other);
+        st.remove_state(&s.other, &mut fx);
+        st.delegs().remove(&s.other);
         Ok(())
     })();
-    m.revoke_ds_stateids();
+    let _ = m.apply(fx);
     reply(e, r)
 }
 
@@ -523,16 +497,7 @@ pub fn want_delegation(m: &Mds, c: &mut Compound, a: &WANT_DELEGATION4args, e: &
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
         // The access of the client's opens decides the kind, as at OPEN.
-        let access = {
-            let st = m.state();
-            st.states
-                .values()
-                .filter(|r| r.clientid == clientid && r.ino == i.ino && !r.revoked)
-                .fold(0, |acc, r| match r.kind {
-                    StateKind::Open { access, .. } => acc | access,
-                    _ => acc,
-                })
-        };
+        let access = m.state().open_access_of(clientid, i.ino);
         if access == 0 && want != OPEN4_SHARE_ACCESS_WANT_CANCEL && want != OPEN4_SHARE_ACCESS_WANT_NO_DELEG {
             return Err(nfsstat4::NFS4ERR_BAD_STATEID); // no open to delegate
         }

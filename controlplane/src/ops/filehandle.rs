@@ -26,7 +26,7 @@ pub fn putfh(m: &Mds, c: &mut Compound, a: &PUTFH4args, e: &mut Encoder) -> nfss
         // Fail early for a handle whose object is gone, unless a client still
         // holds state on it (CLOSE after the file was removed must work).
         match current_inode(m, c) {
-            Err(nfsstat4::NFS4ERR_STALE) if m.state().states.values().any(|s| s.ino == fh.ino) => Ok(()),
+            Err(nfsstat4::NFS4ERR_STALE) if m.state().has_state_on(fh.ino) => Ok(()),
             Err(e) => Err(e),
             Ok(_) => Ok(()),
         }

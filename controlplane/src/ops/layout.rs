@@ -12,9 +12,9 @@
 use crate::compound::{current_inode, reply, Compound};
 use crate::mds::Mds;
 use crate::namespace::NfsResult;
-use crate::ops::stateid::{check_seqid, io_access, is_anonymous, is_bypass, resolve, stateid};
+use crate::ops::stateid::resolve;
 use crate::pnfs::{device_addr_body, PlaceError, Pnfs};
-use crate::state::{StateKind, StateOther, StateRec, StateTable, LAYOUT_READ, LAYOUT_RW};
+use crate::state::{Effects, LAYOUT_READ, LAYOUT_RW};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
 use std::sync::Arc;
@@ -39,46 +39,6 @@ fn pad4(n: usize) -> usize {
 pub fn layoutget_resok_size(body: usize) -> usize {
     // return_on_close, stateid, layout count, offset, length, iomode, type, body
     4 + 16 + 4 + 8 + 8 + 4 + 4 + 4 + pad4(body)
-}
-
-/// The layout state of `clientid` on `ino`, if any.
-fn layout_of(st: &StateTable, clientid: u64, ino: u64) -> Option<StateOther> {
-    st.states
-        .iter()
-        .find(|(_, r)| r.clientid == clientid && r.ino == ino && matches!(r.kind, StateKind::Layout { .. }))
-        .map(|(k, _)| *k)
-}
-
-/// Checks a layout stateid of `clientid` on `ino`: any seqid up to the
-/// current one is accepted (as knfsd does), a newer one is BAD_STATEID.
-fn check_layout_stateid<'t>(st: &'t StateTable, clientid: u64, ino: u64, s: &stateid4) -> NfsResult<&'t StateRec> {
-    let rec = st.states.get(&s.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
-    if rec.clientid != clientid || rec.ino != ino || !matches!(rec.kind, StateKind::Layout { .. }) {
-        return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-    }
-    if s.seqid > rec.seqid {
-        return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-    }
-    Ok(rec)
-}
-
-/// The stateid LAYOUTGET presents: a layout stateid of this client and
-/// file, or an open/lock/delegation stateid of it (seqid 0 = current).
-fn check_layoutget_stateid(st: &StateTable, clientid: u64, ino: u64, s: &stateid4) -> NfsResult<()> {
-    if is_anonymous(s) || is_bypass(s) || s.other == [0; 12] || s.other == [0xff; 12] {
-        return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-    }
-    let rec = st.states.get(&s.other).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
-    if rec.clientid != clientid || rec.ino != ino {
-        return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-    }
-    if rec.revoked {
-        return Err(nfsstat4::NFS4ERR_ADMIN_REVOKED);
-    }
-    match rec.kind {
-        StateKind::Layout { .. } => check_layout_stateid(st, clientid, ino, s).map(|_| ()),
-        _ => check_seqid(rec.seqid, s.seqid),
-    }
 }
 
 pub fn layoutget(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args, e: &mut Encoder) -> nfsstat4 {
@@ -108,13 +68,10 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
         return Err(nfsstat4::NFS4ERR_ROFS);
     }
     let sid = resolve(c, &a.loga_stateid)?;
-    {
-        let mut st = m.state();
-        if st.in_grace() {
-            return Err(nfsstat4::NFS4ERR_GRACE);
-        }
-        check_layoutget_stateid(&st, clientid, i.ino, &sid)?;
+    if m.state().in_grace() {
+        return Err(nfsstat4::NFS4ERR_GRACE);
     }
+    m.state().layoutget_check(clientid, i.ino, &sid)?;
     // Placement makes control calls: never under the state mutex.
     let set = match p.stripe_set(i.ino).map_err(crate::mds::io_err)? {
         Some(s) => s,
@@ -136,38 +93,13 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
     if layoutget_resok_size(body.len()) > a.loga_maxcount as usize {
         return Err(nfsstat4::NFS4ERR_TOOSMALL);
     }
-    let (lsid, push) = {
-        let mut st = m.state();
-        check_layoutget_stateid(&st, clientid, i.ino, &sid)?;
-        let other = match layout_of(&st, clientid, i.ino) {
-            Some(o) => o,
-            None => st.new_state(StateRec {
-                clientid,
-                ino: i.ino,
-                seqid: 0,
-                kind: StateKind::Layout { iomodes: 0, fh_export: fh.export_id, fh_generation: i.generation, granted_by: None },
-                revoked: false,
-            })
-            // Over a state cap: the client uses the MDS for I/O meanwhile.
-            .map_err(|_| nfsstat4::NFS4ERR_LAYOUTTRYLATER)?,
-        };
-        let rec = st.states.get_mut(&other).expect("found or created");
-        let by = c.session.as_ref().zip(c.slot).map(|(s, slot)| (s.id, slot, c.sequenceid));
-        if let StateKind::Layout { iomodes, granted_by, .. } = &mut rec.kind {
-            *iomodes |= want;
-            *granted_by = by;
-        }
-        rec.seqid += 1;
-        let lsid = stateid(&other, rec.seqid);
-        // Tight coupling: every I/O stateid of this client on this file.
-        let push: Vec<(stateid4, u32)> = st
-            .states
-            .iter()
-            .filter(|(_, r)| r.clientid == clientid && r.ino == i.ino && !r.revoked)
-            .filter_map(|(k, r)| io_access(&st, r).map(|acc| (stateid(k, r.seqid), acc)))
-            .collect();
-        (lsid, push)
-    };
+    let by = c.session.as_ref().zip(c.slot).map(|(s, slot)| (s.id, slot, c.sequenceid));
+    let mut fx = Effects::default();
+    // Tight coupling: the layout stateid with every I/O stateid of this
+    // client on this file.
+    let granted = m.state().layout_grant(clientid, i.ino, &sid, want, fh.export_id, i.generation, by, &mut fx);
+    let _ = m.apply(fx);
+    let (lsid, push) = granted?;
     p.allow(clientid, i.ino, &set, &push);
     c.current_stateid = Some(lsid.clone());
     Ok(LAYOUTGET4resok {
@@ -182,25 +114,6 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
     })
 }
 
-/// A new open or lock stateid of a client that holds a layout on the file
-/// is allowed on the file's data servers too.
-pub fn allow_new_stateid(m: &Mds, clientid: u64, ino: u64, sid: &stateid4) {
-    let Some(p) = &m.pnfs else { return };
-    let access = {
-        let st = m.state();
-        if layout_of(&st, clientid, ino).is_none() {
-            return;
-        }
-        match st.states.get(&sid.other).and_then(|r| io_access(&st, r)) {
-            Some(a) => a,
-            None => return,
-        }
-    };
-    if let Ok(Some(set)) = p.stripe_set(ino) {
-        p.allow(clientid, ino, &set, &[(sid.clone(), access)]);
-    }
-}
-
 pub fn layoutcommit(m: &Mds, c: &mut Compound, a: &LAYOUTCOMMIT4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         pnfs(m)?;
@@ -212,13 +125,10 @@ pub fn layoutcommit(m: &Mds, c: &mut Compound, a: &LAYOUTCOMMIT4args, e: &mut En
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
         let sid = resolve(c, &a.loca_stateid)?;
-        {
-            let mut st = m.state();
-            if a.loca_reclaim && !st.in_grace() {
-                return Err(nfsstat4::NFS4ERR_NO_GRACE);
-            }
-            check_layout_stateid(&st, clientid, i.ino, &sid)?;
+        if a.loca_reclaim && !m.state().in_grace() {
+            return Err(nfsstat4::NFS4ERR_NO_GRACE);
         }
+        m.state().layout_check(clientid, i.ino, &sid)?;
         let end = match a.loca_last_write_offset {
             newoffset4::TRUE(last) => Some(last.checked_add(1).ok_or(nfsstat4::NFS4ERR_INVAL)?),
             newoffset4::FALSE => None,
@@ -232,6 +142,7 @@ pub fn layoutcommit(m: &Mds, c: &mut Compound, a: &LAYOUTCOMMIT4args, e: &mut En
 }
 
 pub fn layoutreturn(m: &Mds, c: &mut Compound, a: &LAYOUTRETURN4args, e: &mut Encoder) -> nfsstat4 {
+    let mut fx = Effects::default();
     let r = (|| {
         pnfs(m)?;
         let clientid = c.clientid()?;
@@ -241,6 +152,9 @@ pub fn layoutreturn(m: &Mds, c: &mut Compound, a: &LAYOUTRETURN4args, e: &mut En
             layoutiomode4::LAYOUTIOMODE4_RW => LAYOUT_RW,
             layoutiomode4::LAYOUTIOMODE4_ANY => LAYOUT_READ | LAYOUT_RW,
         };
+        if a.lora_reclaim && !m.state().in_grace() {
+            return Err(nfsstat4::NFS4ERR_NO_GRACE);
+        }
         match &a.lora_layoutreturn {
             layoutreturn4::LAYOUTRETURN4_FILE(f) => {
                 // The file may be gone already: only its filehandle matters.
@@ -249,57 +163,26 @@ pub fn layoutreturn(m: &Mds, c: &mut Compound, a: &LAYOUTRETURN4args, e: &mut En
                     return Err(nfsstat4::NFS4ERR_INVAL);
                 }
                 let sid = resolve(c, &f.lrf_stateid)?;
-                let mut st = m.state();
-                if a.lora_reclaim && !st.in_grace() {
-                    return Err(nfsstat4::NFS4ERR_NO_GRACE);
-                }
-                check_layout_stateid(&st, clientid, fh.ino, &sid)?;
                 let whole = f.lrf_offset == 0 && f.lrf_length == u64::MAX;
-                let rec = st.states.get_mut(&sid.other).expect("checked");
-                let left = match &mut rec.kind {
-                    StateKind::Layout { iomodes, .. } => {
-                        if whole {
-                            *iomodes &= !bits;
-                        }
-                        *iomodes
+                match m.state().layout_return_file(clientid, fh.ino, &sid, bits, whole, &mut fx)? {
+                    None => {
+                        c.current_stateid = None;
+                        Ok(layoutreturn_stateid::FALSE)
                     }
-                    _ => unreachable!("checked to be a layout stateid"),
-                };
-                if left == 0 {
-                    st.states.remove(&sid.other);
-                    c.current_stateid = None;
-                    Ok(layoutreturn_stateid::FALSE)
-                } else {
-                    rec.seqid += 1;
-                    let s = stateid(&sid.other, rec.seqid);
-                    c.current_stateid = Some(s.clone());
-                    Ok(layoutreturn_stateid::TRUE(s))
+                    Some(s) => {
+                        c.current_stateid = Some(s.clone());
+                        Ok(layoutreturn_stateid::TRUE(s))
+                    }
                 }
             }
             // All our exports share one fsid, so FSID returns like ALL.
             layoutreturn4::default(_) => {
-                let mut st = m.state();
-                if a.lora_reclaim && !st.in_grace() {
-                    return Err(nfsstat4::NFS4ERR_NO_GRACE);
-                }
-                let mut drop = Vec::new();
-                for (k, r) in st.states.iter_mut().filter(|(_, r)| r.clientid == clientid) {
-                    if let StateKind::Layout { iomodes, .. } = &mut r.kind {
-                        *iomodes &= !bits;
-                        if *iomodes == 0 {
-                            drop.push(*k);
-                        } else {
-                            r.seqid += 1;
-                        }
-                    }
-                }
-                for k in drop {
-                    st.states.remove(&k);
-                }
+                m.state().layout_return_all(clientid, bits, &mut fx)?;
                 Ok(layoutreturn_stateid::FALSE)
             }
         }
     })();
+    let _ = m.apply(fx);
     reply(e, r)
 }
 
@@ -378,40 +261,5 @@ mod tests {
             ok.encode(&mut e).unwrap();
             assert_eq!(e.len(), layoutget_resok_size(n));
         }
-    }
-
-    #[test]
-    fn layout_stateid_checks() {
-        let mut st = StateTable::new(1, vec![], std::time::Duration::from_secs(1));
-        let open = st.new_state(StateRec {
-            clientid: 7,
-            ino: 9,
-            seqid: 2,
-            kind: StateKind::Open { owner: b"o".to_vec(), access: 3, deny: 0 },
-            revoked: false,
-        }).unwrap();
-        let lay = st.new_state(StateRec { clientid: 7, ino: 9, seqid: 3, kind: StateKind::Layout { iomodes: 1, fh_export: 1, fh_generation: 1, granted_by: None }, revoked: false }).unwrap();
-        // open stateid: seqid 0 or current; older is OLD, newer BAD
-        assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 0)).is_ok());
-        assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 2)).is_ok());
-        assert_eq!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 1)), Err(nfsstat4::NFS4ERR_OLD_STATEID));
-        assert_eq!(check_layoutget_stateid(&st, 7, 9, &stateid(&open, 3)), Err(nfsstat4::NFS4ERR_BAD_STATEID));
-        // layout stateid: anything up to current, not beyond
-        assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&lay, 1)).is_ok());
-        assert!(check_layoutget_stateid(&st, 7, 9, &stateid(&lay, 3)).is_ok());
-        assert_eq!(check_layoutget_stateid(&st, 7, 9, &stateid(&lay, 4)), Err(nfsstat4::NFS4ERR_BAD_STATEID));
-        // wrong client or file, special stateids
-        assert_eq!(check_layoutget_stateid(&st, 8, 9, &stateid(&lay, 1)), Err(nfsstat4::NFS4ERR_BAD_STATEID));
-        assert_eq!(check_layoutget_stateid(&st, 7, 10, &stateid(&open, 0)), Err(nfsstat4::NFS4ERR_BAD_STATEID));
-        assert_eq!(
-            check_layoutget_stateid(&st, 7, 9, &stateid4 { seqid: 0, other: [0; 12] }),
-            Err(nfsstat4::NFS4ERR_BAD_STATEID)
-        );
-        assert_eq!(layout_of(&st, 7, 9), Some(lay));
-        assert_eq!(layout_of(&st, 7, 10), None);
-        // a layout stateid is not an I/O stateid, and dies with its client
-        assert_eq!(io_access(&st, &st.states[&lay]), None);
-        st.purge_client(7);
-        assert!(st.states.is_empty());
     }
 }

@@ -8,7 +8,7 @@ use crate::mds::*;
 use crate::namespace::{Inode, NewObject, NfsResult, SetAttrs};
 use crate::ops::filehandle::need_dir;
 use crate::ops::stateid::*;
-use crate::state::{StateKind, StateRec};
+use crate::state::Effects;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
 
@@ -27,14 +27,10 @@ const OPEN4_SHARE_WANT_MASK: u32 = 0xff00;
 /// Writers are not serialised: each WRITE lands as sent, as with any NFS
 /// server without delegations.
 pub fn open(m: &Mds, c: &mut Compound, a: &OPEN4args, e: &mut Encoder) -> nfsstat4 {
-    let r = open_inner(m, c, a);
-    if let (Ok(ok), Ok(clientid), Some(fh)) = (&r, c.clientid(), c.current_fh) {
-        crate::ops::layout::allow_new_stateid(m, clientid, fh.ino, &ok.stateid);
-        let reclaim = matches!(a.claim, open_claim4::CLAIM_PREVIOUS(_));
-        if a.share_access & OPEN4_SHARE_ACCESS_WRITE != 0 && !reclaim {
-            m.recall_rw_layouts_for(fh.ino, Some(clientid), "conflicting open for write");
-        }
-    }
+    let mut fx = Effects::default();
+    let r = open_inner(m, c, a, &mut fx);
+    // The new stateid on the data servers, then the recalls.
+    let _ = m.apply(fx);
     reply(e, r)
 }
 
@@ -57,30 +53,16 @@ struct Target {
     created: bool,
 }
 
-fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<'static>> {
+fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args, fx: &mut Effects) -> NfsResult<OPEN4resok<'static>> {
     let clientid = c.clientid()?;
     let (access, deny) = validate_share(a.share_access, a.share_deny)?;
     // NFSv4.1 ignores the client ID inside the owner: the session's counts.
     let reclaim = matches!(a.claim, open_claim4::CLAIM_PREVIOUS(_));
-    {
-        let mut st = m.state();
-        let in_grace = st.in_grace();
-        let cl = st.clients.get(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-        if reclaim {
-            if !in_grace || !cl.may_reclaim {
-                return Err(nfsstat4::NFS4ERR_NO_GRACE);
-            }
-            if cl.reclaim_complete {
-                return Err(nfsstat4::NFS4ERR_NO_GRACE);
-            }
-        } else if in_grace || !cl.reclaim_complete {
-            // RFC 8881 18.51.3: no new state before RECLAIM_COMPLETE.
-            return Err(nfsstat4::NFS4ERR_GRACE);
-        }
-        // Over a state cap: refused before a file is created for nothing.
-        if matches!(a.openhow, openflag4::OPEN4_CREATE(_)) {
-            st.admit_state(clientid)?;
-        }
+    // Reclaims only in grace; no new state before RECLAIM_COMPLETE.
+    let client = m.state().state_gate(clientid, reclaim)?;
+    // Over a state cap: refused before a file is created for nothing.
+    if matches!(a.openhow, openflag4::OPEN4_CREATE(_)) {
+        m.state().admit_state(&client)?;
     }
     let (fh0, cur) = current_inode(m, c)?;
     let ex = m.export(fh0.export_id)?;
@@ -138,41 +120,20 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
         }
     }
     crate::ops::deleg::break_for_open(m, clientid, i.ino, access)?;
-    // Clients whose lease ran out lose their conflicting state (courtesy).
-    m.release_conflicting_expired();
-    let mut st = m.state();
-    // Share reservations against other owners' opens.
-    let mine = |r: &StateRec| r.clientid == clientid && matches!(&r.kind, StateKind::Open { owner, .. } if owner[..] == a.owner.owner[..]);
-    for r in st.states.values().filter(|r| r.ino == i.ino && !mine(r)) {
-        if let StateKind::Open { access: oa, deny: od, .. } = &r.kind {
-            if od & access != 0 || deny & oa != 0 {
-                return Err(nfsstat4::NFS4ERR_SHARE_DENIED);
-            }
+    // Share reservations against other owners' opens, and the open stateid
+    // (new, or this owner's upgraded), in one step of the state layer. An
+    // OPEN for write (not a reclaim) recalls others' read/write layouts.
+    // A conflicting client whose lease ran out loses its state (courtesy)
+    // and the OPEN is tried again, once.
+    let recall_rw = access & OPEN4_SHARE_ACCESS_WRITE != 0 && !reclaim;
+    let st = m.state();
+    let sid = match st.open(&client, i.ino, &a.owner.owner, access, deny, recall_rw, fx) {
+        Ok(sid) => sid,
+        Err(r) if m.release_expired_holders(&r.holders) => {
+            st.open(&client, i.ino, &a.owner.owner, access, deny, recall_rw, fx).map_err(|r| r.status)?
         }
-    }
-    let existing = st.states.iter_mut().find(|(_, r)| r.ino == i.ino && mine(r)).map(|(k, _)| *k);
-    let sid = match existing {
-        Some(other) => {
-            let r = st.states.get_mut(&other).expect("found");
-            if let StateKind::Open { access: oa, deny: od, .. } = &mut r.kind {
-                *oa |= access;
-                *od |= deny;
-            }
-            r.seqid += 1;
-            stateid(&other, r.seqid)
-        }
-        None => {
-            let other = st.new_state(StateRec {
-                clientid,
-                ino: i.ino,
-                seqid: 1,
-                kind: StateKind::Open { owner: a.owner.owner.to_vec(), access, deny },
-                revoked: false,
-            })?;
-            stateid(&other, 1)
-        }
+        Err(r) => return Err(r.status),
     };
-    drop(st);
     c.set_fh(target.fh);
     c.current_stateid = Some(sid.clone());
     Ok(OPEN4resok {
@@ -182,10 +143,6 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args) -> NfsResult<OPEN4resok<
         attrset: target.attrset,
         delegation: crate::ops::deleg::at_open(m, c, clientid, (target.fh, &target.inode), a.share_access, &a.claim),
     })
-}
-
-fn rec_ino(st: &crate::state::StateTable, other: &crate::state::StateOther) -> Option<u64> {
-    st.states.get(other).map(|r| r.ino)
 }
 
 fn open_by_name(m: &Mds, c: &Compound, a: &OPEN4args, dir: &Inode, dirfh: FileHandle, name: &[u8]) -> NfsResult<Target> {
@@ -287,105 +244,47 @@ fn open_by_name_once(
 }
 
 pub fn open_downgrade(m: &Mds, c: &mut Compound, a: &OPEN_DOWNGRADE4args, e: &mut Encoder) -> nfsstat4 {
+    let mut fx = Effects::default();
     let r = (|| {
         let (fh, _) = current_inode(m, c)?;
         let clientid = c.clientid()?;
         let s = resolve(c, &a.open_stateid)?;
         let (access, deny) = validate_share(a.share_access, a.share_deny)?;
-        let mut st = m.state();
-        let rec = find(&st, clientid, &s)?;
-        if rec.ino != fh.ino {
-            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-        }
-        let rec = st.states.get_mut(&s.other).expect("found");
-        match &mut rec.kind {
-            StateKind::Open { access: oa, deny: od, .. } => {
-                if access & !*oa != 0 || deny & !*od != 0 {
-                    return Err(nfsstat4::NFS4ERR_INVAL);
-                }
-                *oa = access;
-                *od = deny;
-            }
-            _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
-        }
-        rec.seqid += 1;
-        let sid = stateid(&s.other, rec.seqid);
+        let sid = m.state().open_downgrade(clientid, fh.ino, &s, access, deny, &mut fx)?;
         c.current_stateid = Some(sid.clone());
         Ok(OPEN_DOWNGRADE4resok { open_stateid: sid })
     })();
+    let _ = m.apply(fx);
     reply(e, r)
 }
 
 pub fn close(m: &Mds, c: &mut Compound, a: &CLOSE4args, e: &mut Encoder) -> nfsstat4 {
+    let mut fx = Effects::default();
     let r = (|| {
         // The file may have been removed meanwhile; CLOSE still works.
         let fh = c.fh()?;
         let clientid = c.clientid()?;
         let s = resolve(c, &a.open_stateid)?;
-        let mut st = m.state();
-        let rec = find(&st, clientid, &s)?;
-        if rec.ino != fh.ino {
-            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-        }
-        if !matches!(rec.kind, StateKind::Open { .. }) {
-            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-        }
-        // Lock states of this open go with it; held locks forbid the close.
-        let locks: Vec<_> = st
-            .states
-            .iter()
-            .filter(|(_, r)| matches!(&r.kind, StateKind::Lock { open, .. } if *open == s.other))
-            .map(|(k, r)| (*k, r.clone()))
-            .collect();
-        for (_, r) in &locks {
-            if let StateKind::Lock { owner, .. } = &r.kind {
-                if st.owner_holds_locks(r.ino, clientid, owner) {
-                    return Err(nfsstat4::NFS4ERR_LOCKS_HELD);
-                }
-            }
-        }
-        for (k, _) in locks {
-            st.states.remove(&k);
-        }
-        let ino = rec_ino(&st, &s.other);
-        st.states.remove(&s.other);
-        // return_on_close (RFC 8881 18.43.3): the last CLOSE of this client on
-        // the file returns its layout implicitly.
-        if m.cfg.layout_return_on_close {
-            if let Some(ino) = ino {
-                let still_open = st.states.values().any(|r| r.clientid == clientid && r.ino == ino && matches!(r.kind, StateKind::Open { .. }));
-                if !still_open {
-                    st.states.retain(|_, r| !(r.clientid == clientid && r.ino == ino && matches!(r.kind, StateKind::Layout { .. })));
-                }
-            }
-        }
+        // Its lock stateids go with it; with return_on_close (RFC 8881
+        // 18.43.3) the client's last CLOSE of the file returns its layout.
+        m.state().close(clientid, fh.ino, &s, m.cfg.layout_return_on_close, &mut fx)?;
         // RFC 8881 18.2.4: a closed stateid is answered with the invalid special stateid.
         let done = stateid4 { seqid: u32::MAX, other: [0; 12] };
         c.current_stateid = Some(done.clone());
         Ok(done)
     })();
-    m.revoke_ds_stateids();
+    // Ended stateids are revoked on the data servers.
+    let _ = m.apply(fx);
     reply(e, r)
 }
 
 pub fn test_stateid(m: &Mds, c: &mut Compound, a: &TEST_STATEID4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         let clientid = c.clientid()?;
-        let st = m.state();
         let codes = a
             .ts_stateids
             .iter()
-            .map(|s| {
-                if is_anonymous(s) || is_bypass(s) || s.other == [0; 12] {
-                    return nfsstat4::NFS4ERR_BAD_STATEID;
-                }
-                match find(&st, clientid, s) {
-                    Ok(_) => nfsstat4::NFS4_OK,
-                    // Not among TEST_STATEID's codes (RFC 8881 18.48.3).
-                    Err(nfsstat4::NFS4ERR_STALE_STATEID) => nfsstat4::NFS4ERR_BAD_STATEID,
-                    Err(e) => e,
-                }
-            })
+            .map(|s| if is_anonymous(s) || is_bypass(s) { nfsstat4::NFS4ERR_BAD_STATEID } else { m.state().test_stateid(clientid, s) })
             .collect();
         Ok(TEST_STATEID4resok { tsr_status_codes: codes })
     })();
@@ -393,30 +292,13 @@ pub fn test_stateid(m: &Mds, c: &mut Compound, a: &TEST_STATEID4args, e: &mut En
 }
 
 pub fn free_stateid(m: &Mds, c: &mut Compound, a: &FREE_STATEID4args, e: &mut Encoder) -> nfsstat4 {
+    let mut fx = Effects::default();
     let r = (|| {
         let clientid = c.clientid()?;
         let s = resolve(c, &a.fsa_stateid)?;
-        let mut st = m.state();
         // Revoked (fenced) state is freed whatever its kind.
-        if st.states.get(&s.other).is_some_and(|r| r.clientid == clientid && r.revoked) {
-            st.states.remove(&s.other);
-            return Ok(());
-        }
-        let rec = find(&st, clientid, &s)?.clone();
-        match &rec.kind {
-            StateKind::Open { .. } => return Err(nfsstat4::NFS4ERR_LOCKS_HELD),
-            StateKind::Lock { owner, .. } => {
-                if st.owner_holds_locks(rec.ino, clientid, owner) {
-                    return Err(nfsstat4::NFS4ERR_LOCKS_HELD);
-                }
-            }
-            StateKind::Deleg { .. } => crate::ops::deleg::free_check(&rec)?,
-            // A layout stateid freed with layouts held: as if all were returned.
-            StateKind::Layout { .. } => {}
-        }
-        st.states.remove(&s.other);
-        Ok(())
+        m.state().free_stateid(clientid, &s, &mut fx)
     })();
-    m.revoke_ds_stateids();
+    let _ = m.apply(fx);
     reply(e, r)
 }

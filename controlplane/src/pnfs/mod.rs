@@ -17,7 +17,7 @@
 //!   RFC 8881 13.9.2), sent in batches by `push`.
 //! - this file: the `Pnfs` facade the rest of the MDS holds.
 //!
-//! Lock order: the MDS state mutex may be held when taking `pushed`; no
+//! Lock order: `pushed` may be held while a state file shard is looked up (`take_gone`), never the other way; no
 //! control RPC is ever made while holding either.
 //!
 //! Poisoned locks: as in the rest of the MDS, a lock whose holder panicked

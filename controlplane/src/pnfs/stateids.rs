@@ -2,7 +2,7 @@
 //! pushed to them (allowed, revoked, pushed again after a DS restarts),
 //! batched per data server by `push`.
 //!
-//! Lock order: the MDS state mutex may be held when taking `pushed`; no
+//! Lock order: `pushed` may be held while a state file shard is looked up (`take_gone`), never the other way; no
 //! control RPC is ever made while holding either.
 
 use super::{client, push, Pnfs, StripeSet};
@@ -113,7 +113,14 @@ impl Pnfs {
         gone.into_iter().filter_map(|o| pushed.remove(&o).map(|p| (o, p.ds.keys().copied().collect()))).collect()
     }
 
-    /// Sends STATEID_REVOKE for stateids taken with `take_gone`.
+    /// Removes the pushed stateids among `others` (ended here); returns
+    /// them with their data servers, for `revoke`. Costs `others` only.
+    pub fn take_pushed(&self, others: &[StateOther]) -> Vec<(StateOther, Vec<u32>)> {
+        let mut pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+        others.iter().filter_map(|o| pushed.remove(o).map(|p| (*o, p.ds.keys().copied().collect()))).collect()
+    }
+
+    /// Sends STATEID_REVOKE for stateids taken with `take_gone` or `take_pushed`.
     pub fn revoke(&self, gone: Vec<(StateOther, Vec<u32>)>) {
         let mut by_ds: BTreeMap<u32, Vec<ctl_stateid_change<'static>>> = BTreeMap::new();
         for (other, ds) in gone {

@@ -2,8 +2,10 @@
 //! delegation on which file, recalls under way and files recalled lately.
 //!
 //! Every delegation also has a `StateRec` (kind `StateKind::Deleg`) in the
-//! state map, so stateid lookups, TEST_STATEID and the data-server pushes
-//! treat it like any stateid; this table adds what only delegations need,
+//! state layer (`StateStore::add_deleg`), so stateid lookups, TEST_STATEID,
+//! SEQUENCE's revoked flag and the data-server pushes treat it like any
+//! stateid; this table (behind `StateStore::delegs`, a leaf lock) adds what
+//! only delegations need,
 //! indexed by `other`, by inode and by client, so a conflict check costs
 //! O(delegations on that file) and never scans the table. The policy (when
 //! to grant, recall, revoke) lives in `ops/deleg.rs`.

@@ -1,57 +1,89 @@
-//! Client, session and open/lock state (RFC 8881 chapters 2.10, 8, 9).
+//! The state layer (RFC 8881 chapters 2.10, 8, 9, 12; the nfs-ganesha SAL
+//! split): clients, sessions, opens and share reservations, byte-range
+//! locks, layouts and (from `deleg.rs`) delegations, behind one API that the
+//! operation handlers call. No handler touches the tables.
 //!
-//! All of it lives in memory behind one mutex, except the client records
-//! needed for reclaim after a restart, which the caller persists. Sessions
-//! keep their slot tables behind their own mutex so SEQUENCE does not hold
-//! the global lock while a compound runs.
+//! Every call decides (a status, a stateid) and appends what must happen
+//! because of it to an [`Effects`]: stateids to allow or revoke on the data
+//! servers, layout recalls to send, files whose size the data servers know,
+//! and KV records to write. The caller applies them (`Mds::apply`) after
+//! the call returned, so no lock of this module is held across an RPC, a
+//! callback or a KV commit.
+//!
+//! Shape for clustering: every change is expressible as a [`StateChange`]
+//! record. The client records needed for reclaim after a restart are always
+//! emitted (the MDS persists them); with [`StateStore::set_journal`] on,
+//! every change of an open, lock, layout or session is emitted too, so a
+//! KV-backed store (several MDS nodes sharing a distributed KV) can replay
+//! them. That store would implement the same methods over the KV; the
+//! surface is kept narrow (ids and plain values in, decisions and effects
+//! out, no references into the tables) so it can.
+//!
+//! Cost: every operation costs O(1) or O(log n) in the number of states
+//! held (SEQUENCE, PUTFH, OPEN, CLOSE, LOCK, LAYOUTGET, LAYOUTRETURN of a
+//! file, revocation checks): states are indexed by stateid, by inode (and,
+//! within an inode, by client, then by owner), and each client keeps the
+//! set of its own stateids, so expiring one client costs its own states.
+//! Only the periodic lease reaper walks the clients (never the states).
+//!
+//! # Locks and their order
+//!
+//! Independent clients do not contend on one mutex: the states live in
+//! [`FILE_SHARDS`] shards chosen by inode (all states of one file in one
+//! shard, so an OPEN's share check and its new stateid are one atomic step);
+//! a stateid names its shard in its last byte. Clients and sessions are
+//! looked up in sharded maps; each client's own record sits behind its own
+//! mutex. Locks are always taken in this order, never the other way:
+//!
+//! 1. `registry` (client records by owner and address, grace): EXCHANGE_ID,
+//!    CREATE_SESSION, DESTROY_*, expiry only; never on SEQUENCE or OPEN;
+//! 2. a `clients` or `sessions` map shard: held only to look up, insert or
+//!    remove one entry; nothing else is taken while it is held;
+//! 3. one `files` shard (at most one at a time);
+//! 4. one client entry ([`ClientEntry`]): a leaf; nothing is taken under it;
+//! 5. `pending_recalls` and `delegs` (the delegation table, `deleg.rs`):
+//!    leaves, each taken last; nothing of the above is taken while one of
+//!    them is held, and never both at once.
+//!
+//! Outside this module, `Pnfs`'s table of pushed stateids may look a state
+//! up (a file shard) while held; nothing here takes it.
 
+mod clients;
 pub mod deleg;
+mod layouts;
+mod locks;
+mod opens;
+mod sessions;
+
+pub use clients::{Client, ClientEntry};
+pub use layouts::{LayoutRecall, PendingRecall, LAYOUT_READ, LAYOUT_RW};
+pub use locks::{lock_range, ByteLock, LockOutcome, Locker};
+pub use opens::{IoMode, OpenRefused};
+pub use sessions::Session;
+pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
 
 use pnfs_protocol::session::IdMinter;
-use pnfs_protocol::wire::nfsstat4;
+use pnfs_protocol::wire::{nfsstat4, stateid4};
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub type SessionId = [u8; 16];
 pub type StateOther = [u8; 12];
+type NfsResult<T> = Result<T, nfsstat4>;
 
-pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
-
-/// A session: the engine's record ([`pnfs_protocol::nfs41::Session`]);
-/// its `minor` is that of the CREATE_SESSION, which CB_COMPOUNDs must carry
-/// (the Linux client finds the session only among clients of that minor
-/// version and answers NFS4ERR_BADSESSION otherwise).
-pub type Session = pnfs_protocol::nfs41::Session<()>;
-
-#[derive(Debug, Clone)]
-pub struct Client {
-    pub clientid: u64,
-    pub owner: Vec<u8>,
-    pub verifier: [u8; 8],
-    pub confirmed: bool,
-    /// Next expected csa_sequence for CREATE_SESSION.
-    pub cs_sequence: u32,
-    /// Last CREATE_SESSION reply (resok bytes) for replay detection.
-    pub cs_reply: Option<Vec<u8>>,
-    pub last_renewed: Instant,
-    pub sessions: Vec<SessionId>,
-    pub reclaim_complete: bool,
-    /// Known from the previous server instance: may reclaim during grace.
-    pub may_reclaim: bool,
-    /// Who created the client ID (AUTH_SYS uid/gid); None for AUTH_NONE.
-    pub principal: Option<(u32, u32)>,
-    /// Address its EXCHANGE_ID came from (mds.max_clients_per_address).
-    pub addr: IpAddr,
-}
+/// Shards of the per-inode state (a power of two up to 256: the last byte
+/// of a stateid names its shard).
+pub const FILE_SHARDS: usize = 64;
+const CLIENT_SHARDS: usize = 16;
+const SESSION_SHARDS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateKind {
     Open { owner: Vec<u8>, access: u32, deny: u32 },
     Lock { owner: Vec<u8>, open: StateOther },
-    /// A read or write delegation; the rest is in `delegs` (state/deleg.rs).
+    /// A read or write delegation (granted by `deleg.rs`).
     Deleg { write: bool },
     /// Layout stateid (one per client and file): the layout iomodes held,
     /// as a bit set of LAYOUT_READ / LAYOUT_RW.
@@ -64,118 +96,21 @@ pub enum StateKind {
     Layout { iomodes: u32, fh_export: u16, fh_generation: u32, granted_by: Option<(SessionId, u32, u32)> },
 }
 
-pub const LAYOUT_READ: u32 = 1;
-pub const LAYOUT_RW: u32 = 2;
-
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateRec {
     pub clientid: u64,
     pub ino: u64,
     pub seqid: u32,
     pub kind: StateKind,
-    /// Lock stateids stay until FREE_STATEID/CLOSE; closed opens are gone.
+    /// Fenced (a recalled layout kept too long): refused with
+    /// ADMIN_REVOKED until FREE_STATEID.
     pub revoked: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ByteLock {
-    pub clientid: u64,
-    pub owner: Vec<u8>,
-    pub start: u64,
-    /// Exclusive end; u64::MAX means "to end of file".
-    pub end: u64,
-    pub write: bool,
-}
-
-impl ByteLock {
-    fn overlaps(&self, start: u64, end: u64) -> bool {
-        self.start < end && start < self.end
-    }
-}
-
-pub fn lock_range(offset: u64, length: u64) -> Result<(u64, u64), nfsstat4> {
-    if length == 0 {
-        return Err(nfsstat4::NFS4ERR_INVAL);
-    }
-    if length == u64::MAX {
-        return Ok((offset, u64::MAX));
-    }
-    match offset.checked_add(length) {
-        Some(end) => Ok((offset, end)),
-        None => Err(nfsstat4::NFS4ERR_INVAL),
-    }
-}
-
-/// The states by `other`, with how many each client holds, so the caps and
-/// "does this client hold anything" cost O(1). Reads go through `Deref`;
-/// every change goes through the methods below, which keep the counts. A
-/// state's `clientid` never changes once minted.
-#[derive(Debug, Default)]
-pub struct StateMap {
-    map: HashMap<StateOther, StateRec>,
-    per_client: HashMap<u64, usize>,
-}
-
-impl Deref for StateMap {
-    type Target = HashMap<StateOther, StateRec>;
-    fn deref(&self) -> &Self::Target {
-        &self.map
-    }
-}
-
-fn uncount(per_client: &mut HashMap<u64, usize>, clientid: u64) {
-    if let Some(n) = per_client.get_mut(&clientid) {
-        *n -= 1;
-        if *n == 0 {
-            per_client.remove(&clientid);
-        }
-    }
-}
-
-impl StateMap {
-    /// States `clientid` holds.
-    pub fn held_by(&self, clientid: u64) -> usize {
-        self.per_client.get(&clientid).copied().unwrap_or(0)
-    }
-
-    fn insert(&mut self, other: StateOther, rec: StateRec) {
-        *self.per_client.entry(rec.clientid).or_default() += 1;
-        if let Some(old) = self.map.insert(other, rec) {
-            uncount(&mut self.per_client, old.clientid);
-        }
-    }
-
-    pub fn get_mut(&mut self, other: &StateOther) -> Option<&mut StateRec> {
-        self.map.get_mut(other)
-    }
-
-    pub fn iter_mut(&mut self) -> std::collections::hash_map::IterMut<'_, StateOther, StateRec> {
-        self.map.iter_mut()
-    }
-
-    pub fn values_mut(&mut self) -> std::collections::hash_map::ValuesMut<'_, StateOther, StateRec> {
-        self.map.values_mut()
-    }
-
-    pub fn remove(&mut self, other: &StateOther) -> Option<StateRec> {
-        let r = self.map.remove(other)?;
-        uncount(&mut self.per_client, r.clientid);
-        Some(r)
-    }
-
-    pub fn retain(&mut self, mut keep: impl FnMut(&StateOther, &mut StateRec) -> bool) {
-        let per_client = &mut self.per_client;
-        self.map.retain(|k, r| {
-            let kept = keep(k, r);
-            if !kept {
-                uncount(per_client, r.clientid);
-            }
-            kept
-        });
-    }
-}
-
-/// Bounds on the state one MDS keeps (mds.max_* in the config).
+/// Bounds on the state one MDS keeps (mds.max_* in the config). Each is
+/// refused to the offender only: EXCHANGE_ID from a full address or table
+/// (NFS4ERR_DELAY), CREATE_SESSION past the client's sessions (NOSPC), a
+/// new state past the client's cap (NOSPC) or the server's (DELAY).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateCaps {
     pub max_clients: usize,
@@ -191,343 +126,459 @@ impl Default for StateCaps {
     }
 }
 
-pub struct StateTable {
-    pub epoch: u32,
-    pub clients: HashMap<u64, Client>,
-    pub sessions: HashMap<SessionId, Arc<Session>>,
-    pub states: StateMap,
-    pub locks: HashMap<u64, Vec<ByteLock>>,
-    pub delegs: deleg::DelegTable,
-    pub caps: StateCaps,
-    /// Client IDs, session IDs and stateids: unguessable (RFC 8881 2.10.3).
-    ids: IdMinter,
-    /// Owners allowed to reclaim (persisted client records of the last boot).
-    pub reclaimable: HashMap<Vec<u8>, bool>,
-    pub grace_until: Option<Instant>,
+/// A state change as a record: what a KV-backed store would write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateChange {
+    /// A client confirmed its first session: it may reclaim after a restart
+    /// (always emitted; the MDS persists it).
+    ClientConfirmed { owner: Vec<u8> },
+    /// Its reclaim record goes (expiry, DESTROY_CLIENTID, eviction, grace
+    /// over without it coming back). Always emitted.
+    ClientForgotten { owner: Vec<u8> },
+    /// Journal only: a client record created by EXCHANGE_ID.
+    ClientCreated { clientid: u64, owner: Vec<u8>, verifier: [u8; 8], principal: Option<(u32, u32)>, addr: std::net::IpAddr },
+    /// Journal only: a client and everything it held gone (its states'
+    /// removals are not journaled one by one).
+    ClientPurged { clientid: u64 },
+    /// Journal only: a state created or changed (seqid, share, iomodes).
+    StatePut { other: StateOther, rec: StateRec },
+    /// Journal only: a state gone.
+    StateRemoved { other: StateOther },
+    /// Journal only: the byte-range locks of a file after a change.
+    ByteLocks { ino: u64, locks: Vec<ByteLock> },
+    /// Journal only: a session created or destroyed.
+    SessionCreated { id: SessionId, clientid: u64 },
+    SessionDestroyed { id: SessionId },
 }
 
-impl StateTable {
-    pub fn new(epoch: u32, reclaimable: Vec<Vec<u8>>, grace: Duration) -> Self {
-        let grace_until = if reclaimable.is_empty() { None } else { Some(Instant::now() + grace) };
-        StateTable {
-            epoch,
-            clients: HashMap::new(),
-            sessions: HashMap::new(),
-            states: StateMap::default(),
-            locks: HashMap::new(),
-            delegs: deleg::DelegTable::default(),
-            caps: StateCaps::default(),
-            ids: IdMinter::new(),
-            reclaimable: reclaimable.into_iter().map(|o| (o, false)).collect(),
-            grace_until,
-        }
+/// A stateid to allow on the data servers of its file (tight coupling).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DsAllow {
+    pub clientid: u64,
+    pub ino: u64,
+    pub stateid: stateid4,
+    pub access: u32,
+}
+
+/// What the caller does after a state call, outside any lock of this module.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Stateids the data servers of the file must accept.
+    pub ds_allow: Vec<DsAllow>,
+    /// Stateids no longer valid (closed, freed, fenced, expired): revoked on
+    /// the data servers that were told of them.
+    pub ds_revoke: Vec<StateOther>,
+    /// CB_LAYOUTRECALLs to send (their seqids were bumped already).
+    pub recalls: Vec<LayoutRecall>,
+    /// Files written through a layout whose holder went away without
+    /// LAYOUTCOMMIT: the data servers know their size.
+    pub size_from_ds: Vec<u64>,
+    /// Records to write ([`StateChange`]).
+    pub records: Vec<StateChange>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.ds_allow.is_empty() && self.ds_revoke.is_empty() && self.recalls.is_empty() && self.size_from_ds.is_empty() && self.records.is_empty()
+    }
+}
+
+/// Locks a mutex whatever a panicking holder left behind (the tables stay
+/// consistent per call: each call finishes its changes before unlocking).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fixed set of mutexes chosen by key.
+pub(crate) struct Shards<T> {
+    slots: Box<[Mutex<T>]>,
+}
+
+impl<T> Shards<T> {
+    fn new(n: usize, mut make: impl FnMut() -> T) -> Self {
+        Shards { slots: (0..n).map(|_| Mutex::new(make())).collect() }
     }
 
-    pub fn in_grace(&mut self) -> bool {
-        match self.grace_until {
-            Some(t) if Instant::now() < t && self.reclaimable.values().any(|done| !done) => true,
-            Some(_) => {
-                log::info!("grace period over");
-                self.grace_until = None;
-                false
-            }
-            None => false,
-        }
+    fn at(&self, i: usize) -> MutexGuard<'_, T> {
+        lock(&self.slots[i % self.slots.len()])
     }
 
-    /// A client ID not in use: the tag of `owner` (high half, so a data
-    /// server can tell whether a DS client is the owner of a stateid:
-    /// [`pnfs_protocol::session::owner_tag`]), then 32 random bits, not 0.
-    /// Knowing a client ID gains nobody anything without its principal.
-    pub fn new_clientid(&mut self, owner: &[u8]) -> u64 {
-        let tag = (pnfs_protocol::session::owner_tag(owner) as u64) << 32;
-        loop {
-            let id = tag | (self.ids.next_u64() & 0xffff_ffff);
-            if id as u32 != 0 && !self.clients.contains_key(&id) {
-                return id;
-            }
-        }
+    fn all(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
+        self.slots.iter().map(lock)
+    }
+}
+
+/// Spreads sequential keys (inode numbers) over the shards.
+fn mix(k: u64) -> usize {
+    (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize
+}
+
+/// States of the files of one shard.
+pub(crate) struct FileShard {
+    /// Every state of these files, by stateid.
+    states: HashMap<StateOther, StateRec>,
+    /// The same states by inode, then client.
+    files: HashMap<u64, FileState>,
+    ids: IdMinter,
+}
+
+/// One file's state: share reservations (as counts), byte-range locks, and
+/// each client's stateids on it.
+#[derive(Default)]
+pub(crate) struct FileState {
+    by_client: HashMap<u64, ClientOnFile>,
+    share: opens::ShareCounts,
+    locks: Vec<ByteLock>,
+}
+
+impl FileState {
+    fn is_empty(&self) -> bool {
+        self.by_client.is_empty() && self.locks.is_empty()
+    }
+}
+
+/// One client's stateids on one file.
+pub(crate) struct ClientOnFile {
+    client: Arc<ClientEntry>,
+    /// Open stateids by open owner.
+    opens: Vec<(Vec<u8>, StateOther)>,
+    /// Lock stateids by lock owner.
+    lockers: Vec<(Vec<u8>, StateOther)>,
+    layout: Option<StateOther>,
+    /// Delegations.
+    delegs: Vec<StateOther>,
+}
+
+impl ClientOnFile {
+    fn is_empty(&self) -> bool {
+        self.opens.is_empty() && self.lockers.is_empty() && self.layout.is_none() && self.delegs.is_empty()
     }
 
-    /// A random session ID not in use.
-    pub fn new_sessionid(&mut self) -> SessionId {
-        loop {
-            let id = self.ids.next_16();
-            if !self.sessions.contains_key(&id) {
-                return id;
-            }
-        }
+    /// Every stateid of the client on the file.
+    fn others(&self) -> impl Iterator<Item = &StateOther> {
+        self.opens.iter().map(|(_, o)| o).chain(self.lockers.iter().map(|(_, o)| o)).chain(self.layout.iter()).chain(self.delegs.iter())
     }
+}
 
-    /// Whether `clientid` may hold one more state (OPEN, LOCK, LAYOUTGET):
-    /// NFS4ERR_NOSPC past its own cap (the client holds too much: its
-    /// application sees ENOSPC), NFS4ERR_DELAY past the server-wide one
-    /// (others may release some soon).
-    pub fn admit_state(&self, clientid: u64) -> Result<(), nfsstat4> {
-        if self.states.held_by(clientid) >= self.caps.max_states_per_client {
-            return Err(nfsstat4::NFS4ERR_NOSPC);
-        }
-        if self.states.len() >= self.caps.max_states {
-            return Err(nfsstat4::NFS4ERR_DELAY);
-        }
-        Ok(())
-    }
-
-    /// Records a new state under a fresh `other`: the boot epoch (stateids
-    /// of an earlier instance never match one of ours, here or on a data
-    /// server) then 8 random bytes. Checks the caps ([`Self::admit_state`]).
-    pub fn new_state(&mut self, rec: StateRec) -> Result<StateOther, nfsstat4> {
-        self.admit_state(rec.clientid)?;
-        let mut other = [0u8; 12];
-        other[..4].copy_from_slice(&self.epoch.to_be_bytes());
-        loop {
-            other[4..].copy_from_slice(&self.ids.next_u64().to_be_bytes());
-            // Not a special stateid's `other` (all zeros or all ones).
-            if other != [0; 12] && other != [0xff; 12] && !self.states.contains_key(&other) {
-                break;
-            }
-        }
-        self.states.insert(other, rec);
-        Ok(other)
-    }
-
-    /// Removes a client and everything it holds. Costs O(its sessions +
-    /// locked files) when it holds no state (unconfirmed or idle clients).
-    pub fn purge_client(&mut self, clientid: u64) -> Option<Client> {
-        let c = self.clients.remove(&clientid);
-        if let Some(c) = &c {
-            for sid in &c.sessions {
-                self.sessions.remove(sid);
-            }
-        }
-        // Sessions are listed in their client; this catches any that is not.
-        if c.is_none() {
-            self.sessions.retain(|_, s| s.clientid != clientid);
-        }
-        if self.states.held_by(clientid) > 0 {
-            self.states.retain(|_, st| st.clientid != clientid);
-        }
-        self.delegs.forget_client(clientid);
-        // Locked files only (unconfirmed clients hold none: cheap for them).
-        if !self.locks.is_empty() {
-            for locks in self.locks.values_mut() {
-                locks.retain(|l| l.clientid != clientid);
-            }
-            self.locks.retain(|_, v| !v.is_empty());
-        }
-        c
-    }
-
-    /// Makes room for one more client from `addr`, the offender paying:
-    /// when `addr` holds `caps.max_clients_per_address` clients, its own
-    /// unconfirmed ones and those whose lease ran out holding no open, lock
-    /// or layout go (a real client among them gets STALE_CLIENTID at
-    /// CREATE_SESSION and starts over); when the whole table is full
-    /// (`caps.max_clients`), such clients of any address go. Err when there
-    /// is still no room: the newcomer is answered NFS4ERR_DELAY and those
-    /// already in keep working. Ok and Err carry the clients dropped (the
-    /// caller deletes their records).
-    pub fn make_room_for_client(&mut self, addr: IpAddr, lease: Duration) -> Result<Vec<Client>, Vec<Client>> {
-        let mut gone = vec![];
-        let from_addr = self.clients.values().filter(|c| c.addr == addr).count();
-        if from_addr >= self.caps.max_clients_per_address {
-            gone = self.drop_idle_clients(lease, Some(addr));
-            if from_addr - gone.len() >= self.caps.max_clients_per_address {
-                return Err(gone);
-            }
-        }
-        if self.clients.len() >= self.caps.max_clients {
-            gone.extend(self.drop_idle_clients(lease, None));
-            if self.clients.len() >= self.caps.max_clients {
-                return Err(gone);
-            }
-        }
-        Ok(gone)
-    }
-
-    /// Drops the unconfirmed clients and the expired ones holding no state
-    /// (of `addr` only, if given).
-    fn drop_idle_clients(&mut self, lease: Duration, addr: Option<IpAddr>) -> Vec<Client> {
-        let now = Instant::now();
-        let idle: Vec<u64> = self
-            .clients
-            .values()
-            .filter(|c| addr.is_none_or(|a| c.addr == a))
-            .filter(|c| !c.confirmed || (now.duration_since(c.last_renewed) > lease && self.states.held_by(c.clientid) == 0))
-            .map(|c| c.clientid)
-            .collect();
-        if !idle.is_empty() {
-            let whose = addr.map_or("any address".to_string(), |a| a.to_string());
-            log::warn!("client table full: dropping {} unconfirmed or expired clients of {whose}", idle.len());
-        }
-        idle.into_iter().filter_map(|id| self.purge_client(id)).collect()
-    }
-
-    pub fn find_client_by_owner(&self, owner: &[u8]) -> Vec<u64> {
-        self.clients.values().filter(|c| c.owner == owner).map(|c| c.clientid).collect()
-    }
-
-    /// First lock of someone else that conflicts with the request.
-    pub fn lock_conflict(&self, ino: u64, clientid: u64, owner: &[u8], start: u64, end: u64, write: bool) -> Option<&ByteLock> {
-        self.locks.get(&ino)?.iter().find(|l| {
-            l.overlaps(start, end) && (l.write || write) && !(l.clientid == clientid && l.owner == owner)
-        })
-    }
-
-    /// POSIX semantics: the new range replaces this owner's overlapping ranges
-    /// (splitting them); `write == None` unlocks.
-    pub fn set_lock(&mut self, ino: u64, clientid: u64, owner: &[u8], start: u64, end: u64, write: Option<bool>) {
-        let locks = self.locks.entry(ino).or_default();
-        let mut keep = Vec::with_capacity(locks.len() + 2);
-        for l in locks.drain(..) {
-            if l.clientid != clientid || l.owner != owner || !l.overlaps(start, end) {
-                keep.push(l);
-                continue;
-            }
-            if l.start < start {
-                keep.push(ByteLock { end: start, ..l.clone() });
-            }
-            if l.end > end {
-                keep.push(ByteLock { start: end, ..l.clone() });
-            }
-        }
-        if let Some(w) = write {
-            keep.push(ByteLock { clientid, owner: owner.to_vec(), start, end, write: w });
-        }
-        *locks = keep;
-        if locks.is_empty() {
-            self.locks.remove(&ino);
-        }
-    }
-
-    pub fn owner_holds_locks(&self, ino: u64, clientid: u64, owner: &[u8]) -> bool {
-        self.locks.get(&ino).is_some_and(|v| v.iter().any(|l| l.clientid == clientid && l.owner == owner))
-    }
-
-    /// Clients whose lease ran out (RFC 8881 8.3): their state is dropped.
-    pub fn expire(&mut self, lease: Duration) -> Vec<Client> {
-        let now = Instant::now();
-        let dead: Vec<u64> = self
-            .clients
-            .values()
-            .filter(|c| now.duration_since(c.last_renewed) > lease)
-            .map(|c| c.clientid)
-            .collect();
-        dead.into_iter().filter_map(|id| self.purge_client(id)).collect()
-    }
+/// The state layer: see the module documentation.
+pub struct StateStore {
+    pub epoch: u32,
+    pub caps: StateCaps,
+    registry: Mutex<clients::Registry>,
+    clients: Shards<HashMap<u64, Arc<ClientEntry>>>,
+    sessions: Shards<HashMap<SessionId, Arc<Session>>>,
+    files: Shards<FileShard>,
+    /// States held, all clients together (mds.max_states).
+    total_states: AtomicUsize,
+    /// Layout stateids held (a metric).
+    layouts_held: AtomicUsize,
+    /// Set once grace is over: it never comes back in this instance.
+    grace_over: AtomicBool,
+    journal: bool,
+    pending_recalls: Mutex<Vec<PendingRecall>>,
+    /// What only delegations need (recalls, CB_GETATTR); their stateids
+    /// are states like any other.
+    delegs: Mutex<deleg::DelegTable>,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+thread_local! {
+    /// Table entries (states, per-file or per-client entries) this thread
+    /// looked at: the tests show an operation's cost does not grow with
+    /// the states held elsewhere.
+    pub(crate) static VISITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
-    fn open_rec(clientid: u64, ino: u64) -> StateRec {
-        StateRec { clientid, ino, seqid: 1, kind: StateKind::Open { owner: b"o".to_vec(), access: 1, deny: 0 }, revoked: false }
-    }
+/// Counts `n` table entries looked at (tests only).
+#[inline(always)]
+pub(crate) fn visit(n: usize) {
+    #[cfg(test)]
+    VISITS.with(|v| v.set(v.get() + n as u64));
+    #[cfg(not(test))]
+    let _ = n;
+}
 
-    fn client(t: &mut StateTable, owner: &str, addr: &str, confirmed: bool) -> u64 {
-        let id = t.new_clientid(owner.as_bytes());
-        t.clients.insert(
-            id,
-            Client {
-                clientid: id,
-                owner: owner.as_bytes().to_vec(),
-                verifier: [0; 8],
-                confirmed,
-                cs_sequence: 1,
-                cs_reply: None,
-                last_renewed: Instant::now(),
-                sessions: vec![],
-                reclaim_complete: false,
-                may_reclaim: false,
-                principal: None,
-                addr: addr.parse().unwrap(),
-            },
-        );
-        id
-    }
-
-    #[test]
-    fn state_caps_and_counts() {
-        use pnfs_protocol::wire::stateid4;
-        let mut t = StateTable::new(5, vec![], Duration::from_secs(1));
-        t.caps = StateCaps { max_clients: 8, max_clients_per_address: 4, max_sessions_per_client: 1, max_states_per_client: 3, max_states: 5 };
-        let mut mine = vec![];
-        for i in 0..3 {
-            let other = t.new_state(open_rec(1, i)).unwrap();
-            assert_eq!(other[..4], 5u32.to_be_bytes(), "the boot epoch heads every stateid");
-            mine.push(other);
+impl StateStore {
+    pub fn new(epoch: u32, reclaimable: Vec<Vec<u8>>, grace: Duration, caps: StateCaps) -> Self {
+        let grace_until = if reclaimable.is_empty() { None } else { Some(Instant::now() + grace) };
+        StateStore {
+            epoch,
+            caps,
+            grace_over: AtomicBool::new(grace_until.is_none()),
+            registry: Mutex::new(clients::Registry::new(reclaimable, grace_until)),
+            clients: Shards::new(CLIENT_SHARDS, HashMap::new),
+            sessions: Shards::new(SESSION_SHARDS, HashMap::new),
+            files: Shards::new(FILE_SHARDS, || FileShard { states: HashMap::new(), files: HashMap::new(), ids: IdMinter::new() }),
+            total_states: AtomicUsize::new(0),
+            layouts_held: AtomicUsize::new(0),
+            journal: false,
+            pending_recalls: Mutex::new(Vec::new()),
+            delegs: Mutex::new(deleg::DelegTable::default()),
         }
-        assert_eq!(t.new_state(open_rec(1, 9)), Err(nfsstat4::NFS4ERR_NOSPC), "the client's own cap");
-        // Unknown stateids: of an earlier boot STALE, of this one BAD.
-        use crate::ops::stateid::find;
-        let mut gone = stateid4 { seqid: 1, other: mine[0] };
-        gone.other[11] ^= 1;
-        assert_eq!(find(&t, 1, &gone).err(), Some(nfsstat4::NFS4ERR_BAD_STATEID));
-        gone.other[..4].copy_from_slice(&4u32.to_be_bytes());
-        assert_eq!(find(&t, 1, &gone).err(), Some(nfsstat4::NFS4ERR_STALE_STATEID));
-        assert!(find(&t, 1, &stateid4 { seqid: 1, other: mine[0] }).is_ok());
-        t.new_state(open_rec(2, 1)).unwrap();
-        t.new_state(open_rec(3, 1)).unwrap();
-        assert_eq!(t.new_state(open_rec(4, 1)), Err(nfsstat4::NFS4ERR_DELAY), "the server's cap");
-        assert_eq!((t.states.held_by(1), t.states.held_by(2), t.states.len()), (3, 1, 5));
-        t.states.remove(&mine[0]);
-        t.states.retain(|_, r| r.clientid != 2);
-        assert_eq!((t.states.held_by(1), t.states.held_by(2), t.states.len()), (2, 0, 3));
-        t.purge_client(1);
-        assert_eq!((t.states.held_by(1), t.states.len()), (0, 1));
     }
 
-    #[test]
-    fn full_client_table_costs_the_offender() {
-        let lease = Duration::from_secs(60);
-        let mut t = StateTable::new(1, vec![], lease);
-        t.caps = StateCaps { max_clients: 8, max_clients_per_address: 4, ..StateCaps::default() };
-        let victim = client(&mut t, "victim", "127.0.0.1", true);
-        let pending = client(&mut t, "victim-pending", "127.0.0.1", false);
-        let mut theirs: Vec<u64> = (0..3).map(|i| client(&mut t, &format!("u{i}"), "127.0.0.2", false)).collect();
-        theirs.push(client(&mut t, "c0", "127.0.0.2", true));
-        // The attacker's address is at its cap: its own unconfirmed ones go.
-        let gone = t.make_room_for_client("127.0.0.2".parse().unwrap(), lease).unwrap();
-        assert_eq!(gone.len(), 3);
-        assert!(t.clients.contains_key(&victim) && t.clients.contains_key(&pending) && t.clients.contains_key(&theirs[3]));
-        // Confirmed and renewed ones stay: DELAY, for that address only.
-        for i in 1..4 {
-            client(&mut t, &format!("c{i}"), "127.0.0.2", true);
+    /// Emits every change as a [`StateChange`] record (for a replicated
+    /// store; off on a single MDS, where only client records are durable).
+    pub fn set_journal(&mut self, on: bool) {
+        self.journal = on;
+    }
+
+    /// States held, all clients together.
+    pub fn states_held(&self) -> usize {
+        self.total_states.load(Ordering::Relaxed)
+    }
+
+    /// Layout stateids held, all clients together.
+    pub fn layouts_held(&self) -> usize {
+        self.layouts_held.load(Ordering::Relaxed)
+    }
+
+    fn file_shard(&self, ino: u64) -> MutexGuard<'_, FileShard> {
+        self.files.at(mix(ino) % FILE_SHARDS)
+    }
+
+    /// The shard a stateid names (its last byte); None for a stateid this
+    /// instance cannot have minted.
+    fn shard_of(&self, other: &StateOther) -> MutexGuard<'_, FileShard> {
+        self.files.at(other[11] as usize % FILE_SHARDS)
+    }
+
+    /// Whether any client holds state on `ino` (PUTFH of a removed file
+    /// still works for CLOSE, LOCKU, LAYOUTRETURN).
+    pub fn has_state_on(&self, ino: u64) -> bool {
+        visit(1);
+        self.file_shard(ino).files.contains_key(&ino)
+    }
+
+    /// The error for an `other` not in the table: STALE when minted by
+    /// another boot, BAD otherwise.
+    pub fn unknown(&self, other: &StateOther) -> nfsstat4 {
+        if other[..4] != self.epoch.to_be_bytes() {
+            nfsstat4::NFS4ERR_STALE_STATEID
+        } else {
+            nfsstat4::NFS4ERR_BAD_STATEID
         }
-        assert!(t.make_room_for_client("127.0.0.2".parse().unwrap(), lease).is_err());
-        assert!(t.make_room_for_client("127.0.0.1".parse().unwrap(), lease).unwrap().is_empty());
-        // A full table: unconfirmed clients of any address make room.
-        client(&mut t, "d0", "127.0.0.3", true);
-        client(&mut t, "d1", "127.0.0.3", true);
-        assert_eq!(t.clients.len(), 8);
-        let gone = t.make_room_for_client("127.0.0.4".parse().unwrap(), lease).unwrap();
-        assert_eq!(gone.iter().map(|c| c.clientid).collect::<Vec<_>>(), vec![pending]);
-        // Client IDs carry the owner's tag and are not sequential.
-        assert_eq!(victim >> 32, pnfs_protocol::session::owner_tag(b"victim") as u64);
-        let (a, b) = (t.new_clientid(b"x"), t.new_clientid(b"x"));
-        assert!((a as u32).abs_diff(b as u32) > 1 << 8, "{a:#x} {b:#x}");
     }
 
-    #[test]
-    fn posix_lock_split_and_conflict() {
-        let mut t = StateTable::new(1, vec![], Duration::from_secs(1));
-        t.set_lock(9, 1, b"a", 0, 100, Some(true));
-        assert!(t.lock_conflict(9, 2, b"b", 50, 60, false).is_some());
-        assert!(t.lock_conflict(9, 1, b"a", 50, 60, true).is_none());
-        // unlock the middle: two pieces remain
-        t.set_lock(9, 1, b"a", 40, 60, None);
-        assert!(t.lock_conflict(9, 2, b"b", 45, 55, true).is_none());
-        assert!(t.lock_conflict(9, 2, b"b", 30, 45, true).is_some());
-        assert_eq!(t.locks[&9].len(), 2);
-        // downgrade part to read: readers may share it
-        t.set_lock(9, 1, b"a", 0, 40, Some(false));
-        assert!(t.lock_conflict(9, 2, b"b", 0, 10, false).is_none());
-        assert!(t.lock_conflict(9, 2, b"b", 0, 10, true).is_some());
-        t.purge_client(1);
-        assert!(t.locks.is_empty());
-        assert_eq!(lock_range(5, u64::MAX).unwrap(), (5, u64::MAX));
-        assert_eq!(lock_range(5, 0).unwrap_err(), nfsstat4::NFS4ERR_INVAL);
-        assert_eq!(lock_range(u64::MAX - 1, 5).unwrap_err(), nfsstat4::NFS4ERR_INVAL);
+    /// Records a new state of `client` under a fresh `other`: the boot
+    /// epoch (stateids of an earlier instance never match one of ours, here
+    /// or on a data server), 7 random bytes, then the shard. Checks the caps:
+    /// NFS4ERR_NOSPC past the client's own (its application sees ENOSPC),
+    /// NFS4ERR_DELAY past the server-wide one (others may release some soon).
+    fn insert(&self, sh: &mut FileShard, client: &Arc<ClientEntry>, rec: StateRec, fx: &mut Effects) -> NfsResult<StateOther> {
+        let shard = mix(rec.ino) % FILE_SHARDS;
+        let mut other = [0u8; 12];
+        other[..4].copy_from_slice(&self.epoch.to_be_bytes());
+        loop {
+            other[4..].copy_from_slice(&sh.ids.next_u64().to_be_bytes());
+            other[11] = shard as u8;
+            // Not a special stateid's `other` (all zeros or all ones).
+            if other != [0; 12] && other != [0xff; 12] && !sh.states.contains_key(&other) {
+                break;
+            }
+        }
+        let is_layout = matches!(rec.kind, StateKind::Layout { .. });
+        {
+            let mut ci = client.lock();
+            if ci.gone {
+                return Err(nfsstat4::NFS4ERR_STALE_CLIENTID);
+            }
+            if ci.states.len() >= self.caps.max_states_per_client {
+                return Err(nfsstat4::NFS4ERR_NOSPC);
+            }
+            if self.total_states.fetch_add(1, Ordering::AcqRel) >= self.caps.max_states {
+                self.total_states.fetch_sub(1, Ordering::AcqRel);
+                return Err(nfsstat4::NFS4ERR_DELAY);
+            }
+            ci.states.insert(other);
+            if is_layout {
+                ci.layouts.insert(other);
+            }
+        }
+        if is_layout {
+            self.layouts_held.fetch_add(1, Ordering::Relaxed);
+        }
+        let file = sh.files.entry(rec.ino).or_default();
+        let cof = file.by_client.entry(rec.clientid).or_insert_with(|| ClientOnFile {
+            client: client.clone(),
+            opens: Vec::new(),
+            lockers: Vec::new(),
+            layout: None,
+            delegs: Vec::new(),
+        });
+        match &rec.kind {
+            StateKind::Open { owner, access, deny } => {
+                cof.opens.push((owner.clone(), other));
+                file.share.add(*access, *deny);
+            }
+            StateKind::Lock { owner, .. } => cof.lockers.push((owner.clone(), other)),
+            StateKind::Layout { .. } => cof.layout = Some(other),
+            StateKind::Deleg { .. } => cof.delegs.push(other),
+        }
+        if self.journal {
+            fx.records.push(StateChange::StatePut { other, rec: rec.clone() });
+        }
+        sh.states.insert(other, rec);
+        Ok(other)
+    }
+
+    /// Removes a state from every index; it is revoked on the data servers.
+    fn remove(&self, sh: &mut FileShard, other: &StateOther, fx: &mut Effects) -> Option<StateRec> {
+        let rec = sh.states.remove(other)?;
+        visit(1);
+        if let Some(file) = sh.files.get_mut(&rec.ino) {
+            if let Some(cof) = file.by_client.get_mut(&rec.clientid) {
+                match &rec.kind {
+                    StateKind::Open { access, deny, .. } => {
+                        cof.opens.retain(|(_, o)| o != other);
+                        file.share.sub(*access, *deny);
+                    }
+                    StateKind::Lock { .. } => cof.lockers.retain(|(_, o)| o != other),
+                    StateKind::Layout { .. } => cof.layout = None,
+                    StateKind::Deleg { .. } => cof.delegs.retain(|o| o != other),
+                }
+                {
+                    let mut ci = cof.client.lock();
+                    ci.states.remove(other);
+                    ci.layouts.remove(other);
+                    if rec.revoked {
+                        ci.revoked -= 1;
+                    }
+                }
+                if cof.is_empty() {
+                    file.by_client.remove(&rec.clientid);
+                }
+            }
+            if file.is_empty() {
+                sh.files.remove(&rec.ino);
+            }
+        }
+        self.total_states.fetch_sub(1, Ordering::AcqRel);
+        if matches!(rec.kind, StateKind::Layout { .. }) {
+            self.layouts_held.fetch_sub(1, Ordering::Relaxed);
+        }
+        fx.ds_revoke.push(*other);
+        if self.journal {
+            fx.records.push(StateChange::StateRemoved { other: *other });
+        }
+        Some(rec)
+    }
+
+    /// Journals a changed state (seqid, share, iomodes).
+    fn changed(&self, sh: &FileShard, other: &StateOther, fx: &mut Effects) {
+        if self.journal {
+            if let Some(rec) = sh.states.get(other) {
+                fx.records.push(StateChange::StatePut { other: *other, rec: rec.clone() });
+            }
+        }
+    }
+
+    /// A state of `clientid` by stateid, checking the seqid (0 = current
+    /// version). A stateid of an earlier server instance (another boot
+    /// epoch in its first 4 bytes) is NFS4ERR_STALE_STATEID, so the client
+    /// recovers its lease.
+    fn checked<'s>(&self, sh: &'s FileShard, clientid: u64, s: &stateid4) -> NfsResult<&'s StateRec> {
+        visit(1);
+        let rec = sh.states.get(&s.other).ok_or_else(|| self.unknown(&s.other))?;
+        if rec.clientid != clientid {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        if rec.revoked {
+            // RFC 8881 10.2.1: DELEG_REVOKED for a delegation.
+            return Err(match rec.kind {
+                StateKind::Deleg { .. } => nfsstat4::NFS4ERR_DELEG_REVOKED,
+                _ => nfsstat4::NFS4ERR_ADMIN_REVOKED,
+            });
+        }
+        check_seqid(rec.seqid, s.seqid)?;
+        Ok(rec)
+    }
+
+    /// A copy of the state `s` names, checked as for any operation (client,
+    /// revocation, seqid).
+    pub fn find(&self, clientid: u64, s: &stateid4) -> NfsResult<StateRec> {
+        self.checked(&self.shard_of(&s.other), clientid, s).cloned()
+    }
+
+    /// Records a delegation of `client` on `ino` (the policy, and the
+    /// delegation's own bookkeeping, live in `deleg.rs`); allowed on the
+    /// data servers when the client holds a layout on the file. The caps
+    /// apply as to any state.
+    pub fn add_deleg(&self, client: &Arc<ClientEntry>, ino: u64, write: bool, fx: &mut Effects) -> NfsResult<stateid4> {
+        let mut guard = self.file_shard(ino);
+        let sh = &mut *guard;
+        let rec = StateRec { clientid: client.clientid, ino, seqid: 1, kind: StateKind::Deleg { write }, revoked: false };
+        let sid = stateid(&self.insert(sh, client, rec, fx)?, 1);
+        self.allow_if_layout(sh, client.clientid, ino, &sid, fx);
+        Ok(sid)
+    }
+
+    /// Marks a state revoked (a delegation not returned a lease after its
+    /// recall): refused from now on, told by SEQUENCE until FREE_STATEID,
+    /// and revoked on the data servers. False if it is gone.
+    pub fn revoke(&self, other: &StateOther, fx: &mut Effects) -> bool {
+        let mut guard = self.shard_of(other);
+        let sh = &mut *guard;
+        let Some(rec) = sh.states.get_mut(other) else { return false };
+        if !rec.revoked {
+            rec.revoked = true;
+            let (ino, clientid) = (rec.ino, rec.clientid);
+            if let Some(cof) = sh.files.get(&ino).and_then(|f| f.by_client.get(&clientid)) {
+                cof.client.lock().revoked += 1;
+            }
+            fx.ds_revoke.push(*other);
+            self.changed(sh, other, fx);
+        }
+        true
+    }
+
+    /// Removes a state whatever its kind (DELEGRETURN, DELEGPURGE).
+    pub fn remove_state(&self, other: &StateOther, fx: &mut Effects) -> Option<StateRec> {
+        let mut guard = self.shard_of(other);
+        self.remove(&mut guard, other, fx)
+    }
+
+    /// A copy of the state a stateid names, if any (tests, diagnostics).
+    pub fn get(&self, other: &StateOther) -> Option<StateRec> {
+        self.shard_of(other).states.get(other).cloned()
+    }
+
+    /// The delegation table (lock order: a leaf, see the module docs).
+    pub fn delegs(&self) -> MutexGuard<'_, deleg::DelegTable> {
+        lock(&self.delegs)
+    }
+
+    /// The share access of `clientid`'s live opens of `ino`, together
+    /// (WANT_DELEGATION). O(the client's opens of the file).
+    pub fn open_access_of(&self, clientid: u64, ino: u64) -> u32 {
+        let sh = self.file_shard(ino);
+        let Some(cof) = sh.files.get(&ino).and_then(|f| f.by_client.get(&clientid)) else { return 0 };
+        visit(cof.opens.len());
+        cof.opens.iter().fold(0, |acc, (_, o)| match sh.states.get(o) {
+            Some(StateRec { kind: StateKind::Open { access, .. }, revoked: false, .. }) => acc | access,
+            _ => acc,
+        })
+    }
+
+    /// States `clientid` holds.
+    pub fn held_by(&self, clientid: u64) -> usize {
+        self.client(clientid).map_or(0, |c| c.lock().states.len())
     }
 }
+
+pub fn check_seqid(current: u32, given: u32) -> NfsResult<()> {
+    if given == 0 || given == current {
+        Ok(())
+    } else if given < current {
+        Err(nfsstat4::NFS4ERR_OLD_STATEID)
+    } else {
+        Err(nfsstat4::NFS4ERR_BAD_STATEID)
+    }
+}
+
+pub fn stateid(other: &StateOther, seqid: u32) -> stateid4 {
+    stateid4 { seqid, other: *other }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
