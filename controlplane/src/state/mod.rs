@@ -183,11 +183,10 @@ impl Effects {
     }
 }
 
-/// Locks a mutex whatever a panicking holder left behind (the tables stay
-/// consistent per call: each call finishes its changes before unlocking).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+// Mutexes are taken whatever a panicking holder left behind (the
+// workspace's policy, `pnfs_protocol::sync`; the tables stay consistent
+// per call: each call finishes its changes before unlocking).
+use pnfs_protocol::sync::lock;
 
 /// A fixed set of mutexes chosen by key.
 pub(crate) struct Shards<T> {
