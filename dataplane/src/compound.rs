@@ -10,7 +10,7 @@
 //!
 //! A READ that is the last op of its COMPOUND may be deferred when the
 //! reactor runs reads asynchronously ([`Dispatcher::run`] with
-//! `defer_read`): the READ prepares its [`ReadJob`] (pool buffer taken, so
+//! `defer_io`): the READ prepares its [`IoJob`] (pool buffer taken, so
 //! an empty pool is still NFS4ERR_DELAY), and the COMPOUND stops there
 //! with [`CompoundOutcome::Pending`] (the engine's [`OpStep::Suspend`]):
 //! every earlier op's result is encoded, the session slot stays in
@@ -22,12 +22,12 @@
 //! deferred the same way (its data in a pool buffer, see
 //! [`crate::ops::io::write`]) and finished by [`Suspended::resume_write`].
 
-use crate::aio::ReadJob;
+use crate::storage::aio::IoJob;
 use crate::bus::Replica;
 use crate::ds::Ds;
 use crate::fh::DsFh;
 use crate::ops;
-use crate::recv::Detached;
+use crate::storage::Detached;
 use crate::state::DsSession;
 use crate::stats::{bump, OpKind};
 use crate::storage::{Engine, Object, PoolBuf};
@@ -149,21 +149,21 @@ pub struct Compound<'c> {
     pub current_obj: Option<Arc<Object>>,
     /// WRITE data received beside the record (zero-copy receive): belongs
     /// to the third op, a WRITE whose decoded data is empty; see
-    /// [`crate::recv`]. Taken by that WRITE.
+    /// [`crate::transport::recv`]. Taken by that WRITE.
     pub detached: Option<Detached>,
     /// The current op may hand its read over as [`Compound::deferred`]
     /// (a READ that is the COMPOUND's last op, asynchronous reads on).
     pub can_defer: bool,
     /// The I/O of a deferred READ or WRITE: the COMPOUND ends with
     /// [`CompoundOutcome::Pending`].
-    pub deferred: Option<ReadJob>,
+    pub deferred: Option<IoJob>,
     /// Waits for the reactor's writes in flight (asynchronous WRITEs), so
     /// that COMMIT and stable WRITE see them in the dirty generations.
     pub drain: Option<&'c dyn Fn()>,
     ds: &'c Ds,
     table: &'c Dispatcher,
     /// Asynchronous reads and writes: the last op may be deferred.
-    defer_read: bool,
+    defer_io: bool,
     /// End of the previous op: each op's latency runs from there to the
     /// end of its result (one clock read per op).
     mark: Instant,
@@ -196,7 +196,7 @@ impl<'c> Compound<'c> {
         cred: Credential,
         request_len: usize,
         detached: Option<Detached>,
-        defer_read: bool,
+        defer_io: bool,
         drain: Option<&'c dyn Fn()>,
     ) -> Compound<'c> {
         Compound {
@@ -211,7 +211,7 @@ impl<'c> Compound<'c> {
             drain,
             ds,
             table,
-            defer_read,
+            defer_io,
             mark: Instant::now(),
             deferred_kind: OpKind::NotSupp,
         }
@@ -244,7 +244,7 @@ impl Plane for Compound<'_> {
     type Fh = DsFh;
     type SessionExt = DsSession;
     type Reply = ReplyBuf;
-    type Job = ReadJob;
+    type Job = IoJob;
 
     fn state(&mut self) -> &mut CompoundState<DsFh, DsSession> {
         &mut self.core
@@ -259,9 +259,9 @@ impl Plane for Compound<'_> {
         Ok(0)
     }
 
-    fn dispatch(&mut self, op: nfs_opnum4, arg: &nfs_argop4<'_>, rb: &mut ReplyBuf) -> OpStep<ReadJob> {
+    fn dispatch(&mut self, op: nfs_opnum4, arg: &nfs_argop4<'_>, rb: &mut ReplyBuf) -> OpStep<IoJob> {
         let (ds, table) = (self.ds, self.table);
-        self.can_defer = self.defer_read
+        self.can_defer = self.defer_io
             && self.core.is_last_op()
             && ((op == nfs_opnum4::OP_READ && rb.payload.is_none()) || op == nfs_opnum4::OP_WRITE);
         let st = match table.handler(op) {
@@ -358,7 +358,7 @@ pub enum CompoundOutcome {
     /// The last op, a READ or an UNSTABLE4 WRITE, waits for its I/O: run
     /// the job, then [`Suspended::resume`] (or [`Suspended::resume_write`])
     /// finishes the reply in the same ReplyBuf.
-    Pending(Suspended, ReadJob),
+    Pending(Suspended, IoJob),
 }
 
 /// A COMPOUND stopped at its last op, a READ or WRITE whose I/O is in
@@ -431,7 +431,7 @@ impl Dispatcher {
 
     /// Runs one COMPOUND, appending the COMPOUND4res to `rb`. Control
     /// updates queued for this reactor are applied first, so the COMPOUND
-    /// sees every one published before it started. `defer_read`: a READ
+    /// sees every one published before it started. `defer_io`: a READ
     /// or WRITE that is the last op may end the COMPOUND as
     /// [`CompoundOutcome::Pending`] instead of doing its I/O synchronously.
     #[allow(clippy::too_many_arguments)]
@@ -445,14 +445,14 @@ impl Dispatcher {
         args: &[u8],
         detached: Option<Detached>,
         rb: &mut ReplyBuf,
-        defer_read: bool,
+        defer_io: bool,
         drain: Option<&dyn Fn()>,
     ) -> CompoundOutcome {
         replica.sync();
         bump(&ds.stats.compounds, 1);
         // The detached WRITE data is part of the request all the same.
         let request_len = args.len() + detached.as_ref().map_or(0, Detached::wire_len);
-        let mut c = Compound::new(ds, self, conn, engine, replica, cred, request_len, detached, defer_read, drain);
+        let mut c = Compound::new(ds, self, conn, engine, replica, cred, request_len, detached, defer_io, drain);
         match nfs41::compound::run(&mut c, args, rb) {
             Outcome::Done => CompoundOutcome::Done,
             Outcome::Replay(bytes) => {

@@ -115,11 +115,6 @@ pub mod stats;
 pub mod storage;
 pub mod transport;
 
-// The paths compound.rs names them by (it is being rewritten with the
-// shared session engine; drop these once it uses the new ones).
-pub(crate) use storage::aio;
-pub(crate) use transport::recv;
-
 pub use config::{Backing, DsConfig, PollMode};
 pub use ds::Ds;
 pub use fh::DsFh;

@@ -62,10 +62,6 @@ impl IoJob {
 /// `job.count`), for a write the bytes written; or the error.
 pub type IoDone = io::Result<usize>;
 
-/// The names compound.rs still uses (it is being rewritten with the shared
-/// session engine); drop them once it says IoJob.
-pub type ReadJob = IoJob;
-
 struct Inflight<T> {
     job: IoJob,
     /// Bytes read or written so far.
