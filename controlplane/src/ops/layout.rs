@@ -49,6 +49,17 @@ fn layout_of(st: &StateTable, clientid: u64, ino: u64) -> Option<StateOther> {
         .map(|(k, _)| *k)
 }
 
+/// Whether `clientid` holds `ino` open (or delegated) for writing, through
+/// a stateid that was not revoked.
+fn writes_file(st: &StateTable, clientid: u64, ino: u64) -> bool {
+    st.states.values().any(|r| {
+        r.clientid == clientid
+            && r.ino == ino
+            && !r.revoked
+            && io_access(st, r).is_some_and(|acc| acc & OPEN4_SHARE_ACCESS_WRITE != 0)
+    })
+}
+
 /// Checks a layout stateid of `clientid` on `ino`: any seqid up to the
 /// current one is accepted (as knfsd does), a newer one is BAD_STATEID.
 fn check_layout_stateid<'t>(st: &'t StateTable, clientid: u64, ino: u64, s: &stateid4) -> NfsResult<&'t StateRec> {
@@ -212,19 +223,40 @@ pub fn layoutcommit(m: &Mds, c: &mut Compound, a: &LAYOUTCOMMIT4args, e: &mut En
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
         let sid = resolve(c, &a.loca_stateid)?;
-        {
-            let mut st = m.state();
-            if a.loca_reclaim && !st.in_grace() {
-                return Err(nfsstat4::NFS4ERR_NO_GRACE);
-            }
-            check_layout_stateid(&st, clientid, i.ino, &sid)?;
-        }
         let end = match a.loca_last_write_offset {
             newoffset4::TRUE(last) => Some(last.checked_add(1).ok_or(nfsstat4::NFS4ERR_INVAL)?),
             newoffset4::FALSE => None,
         };
+        let layout_gone = {
+            let mut st = m.state();
+            if a.loca_reclaim && !st.in_grace() {
+                return Err(nfsstat4::NFS4ERR_NO_GRACE);
+            }
+            match st.states.get(&sid.other) {
+                None => {
+                    if !writes_file(&st, clientid, i.ino) {
+                        return Err(nfsstat4::NFS4ERR_BADLAYOUT);
+                    }
+                    true
+                }
+                Some(_) => {
+                    check_layout_stateid(&st, clientid, i.ino, &sid)?;
+                    false
+                }
+            }
+        };
         // Size (when it grows), mtime, ctime and change in one transaction.
         let after = m.ns.note_write(i.ino, end.unwrap_or(0))?;
+        if layout_gone {
+            // The layout went (returned, or forgotten: a recall answered
+            // NOMATCHING_LAYOUT drops it) while this LAYOUTCOMMIT was on its
+            // way; Linux sends one just before answering a recall. The bytes
+            // it covers are on the data servers and the client still has the
+            // file open for writing, so the size moves all the same; the
+            // answer is BADLAYOUT (RFC 8881 18.42.4), which Linux takes as
+            // done. BAD_STATEID here failed the client's fsync with EIO.
+            return Err(nfsstat4::NFS4ERR_BADLAYOUT);
+        }
         let newsize = if after.size != i.size { newsize4::TRUE(after.size) } else { newsize4::FALSE };
         Ok(LAYOUTCOMMIT4resok { locr_newsize: newsize })
     })();
