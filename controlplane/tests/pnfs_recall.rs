@@ -222,6 +222,78 @@ fn layout_recalls_reach_the_holder() {
     }
 }
 
+/// The kernel-lab two-writers failure: Linux answers a CB_LAYOUTRECALL
+/// with NOMATCHING_LAYOUT after sending a LAYOUTCOMMIT for the DS writes it
+/// made through that layout (`initiate_file_draining`), and the MDS drops
+/// the layout state on NOMATCHING. The LAYOUTCOMMIT that arrives after
+/// that must not be BAD_STATEID: Linux maps it to EIO and the writer's
+/// fsync fails. It is BADLAYOUT (RFC 8881 18.42.4; Linux takes it as done),
+/// and the size still grows: the bytes are on the data servers. A client
+/// that has no write open on the file gets BADLAYOUT and moves nothing.
+#[test]
+fn layoutcommit_after_a_forgotten_layout_is_badlayout_and_keeps_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) = start_mds(dir.path());
+    let handles: Vec<_> = (0..2).map(|i| start_ds(dir.path(), i, ctl_addr)).collect();
+    (0..2).for_each(|i| wait_registered(dir.path(), ctl_addr, i));
+
+    let recalls = Arc::new(Mutex::new(0u32));
+    let handler: CallbackHandler = {
+        let recalls = recalls.clone();
+        Box::new(move |a: &CB_COMPOUND4args| {
+            if a.argarray.iter().any(|op| matches!(op, nfs_cb_argop4::OP_CB_LAYOUTRECALL(_))) {
+                *recalls.lock().unwrap() += 1;
+                return nfsstat4::NFS4ERR_NOMATCHING_LAYOUT;
+            }
+            nfsstat4::NFS4_OK
+        })
+    };
+    let mut a = Client::connect_with_callbacks(nfs_addr, 2, handler).unwrap();
+    let root = a.lookup_path("/export").unwrap();
+    let (fh, open_sid) = a.open(&root, "g", true, OPEN4_SHARE_ACCESS_BOTH | OPEN4_SHARE_ACCESS_WANT_NO_DELEG).unwrap();
+    a.write(&fh, &open_sid, 0, &[7u8; 1000], stable_how4::FILE_SYNC4).unwrap();
+    let lsid = layoutget(&mut a, &fh, &stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_RW);
+
+    // Another client opens for write: the recall is answered NOMATCHING.
+    let mut b = Client::connect(nfs_addr, 2).unwrap();
+    let broot = b.lookup_path("/export").unwrap();
+    let (mut a, bopen) = with_callbacks(a, Duration::from_millis(300), || b.open(&broot, "g", false, OPEN4_SHARE_ACCESS_BOTH).unwrap());
+    assert_eq!(*recalls.lock().unwrap(), 1, "one recall");
+
+    let layoutcommit = |c: &mut Client, fh: &[u8], last: u64| -> nfsstat4 {
+        let ops = vec![
+            putfh(fh),
+            nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
+                loca_offset: 0,
+                loca_length: last + 1,
+                loca_reclaim: false,
+                loca_stateid: lsid.clone(),
+                loca_last_write_offset: newoffset4::TRUE(last),
+                loca_time_modify: newtime4::FALSE,
+                loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: vec![].into() },
+            }),
+        ];
+        let reply = c.compound(ops).unwrap();
+        let res = reply.res().unwrap();
+        match &res.resarray[2] {
+            nfs_resop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4res::NFS4_OK(_)) => nfsstat4::NFS4_OK,
+            nfs_resop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4res::default(s)) => *s,
+            other => panic!("{other:?}"),
+        }
+    };
+    // The holder's LAYOUTCOMMIT for bytes it wrote up to 1 MiB.
+    assert_eq!(layoutcommit(&mut a, &fh, (1 << 20) - 1), nfsstat4::NFS4ERR_BADLAYOUT);
+    assert_eq!(a.getattr_size(&fh).unwrap(), 1 << 20, "the size moved");
+    // Without a write open: BADLAYOUT, and the size stays.
+    a.close(&fh, &open_sid).unwrap();
+    assert_eq!(layoutcommit(&mut a, &fh, (2 << 20) - 1), nfsstat4::NFS4ERR_BADLAYOUT);
+    assert_eq!(a.getattr_size(&fh).unwrap(), 1 << 20);
+    b.close(&bopen.0, &bopen.1).unwrap();
+    for h in handles {
+        h.shutdown();
+    }
+}
+
 #[test]
 fn read_through_the_mds_waits_while_a_data_server_is_down() {
     let dir = tempfile::tempdir().unwrap();

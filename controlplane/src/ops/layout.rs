@@ -128,13 +128,26 @@ pub fn layoutcommit(m: &Mds, c: &mut Compound, a: &LAYOUTCOMMIT4args, e: &mut En
         if a.loca_reclaim && !m.state().in_grace() {
             return Err(nfsstat4::NFS4ERR_NO_GRACE);
         }
-        m.state().layout_check(clientid, i.ino, &sid)?;
         let end = match a.loca_last_write_offset {
             newoffset4::TRUE(last) => Some(last.checked_add(1).ok_or(nfsstat4::NFS4ERR_INVAL)?),
             newoffset4::FALSE => None,
         };
+        let layout_gone = m.state().layout_commit_check(clientid, i.ino, &sid)?;
+        if layout_gone && m.state().open_access_of(clientid, i.ino) & OPEN4_SHARE_ACCESS_WRITE == 0 {
+            return Err(nfsstat4::NFS4ERR_BADLAYOUT);
+        }
         // Size (when it grows), mtime, ctime and change in one transaction.
         let after = m.ns.note_write(i.ino, end.unwrap_or(0))?;
+        if layout_gone {
+            // The layout went (returned, or forgotten: a recall answered
+            // NOMATCHING_LAYOUT drops it) while this LAYOUTCOMMIT was on its
+            // way; Linux sends one just before answering a recall. The bytes
+            // it covers are on the data servers and the client still has the
+            // file open for writing, so the size moves all the same; the
+            // answer is BADLAYOUT (RFC 8881 18.42.4), which Linux takes as
+            // done. BAD_STATEID here failed the client's fsync with EIO.
+            return Err(nfsstat4::NFS4ERR_BADLAYOUT);
+        }
         let newsize = if after.size != i.size { newsize4::TRUE(after.size) } else { newsize4::FALSE };
         Ok(LAYOUTCOMMIT4resok { locr_newsize: newsize })
     })();

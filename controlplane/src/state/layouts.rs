@@ -149,6 +149,18 @@ impl StateStore {
         Self::layout_checked(&self.shard_of(&s.other), clientid, ino, s).map(|_| ())
     }
 
+    /// LAYOUTCOMMIT's check of its layout stateid: true when the stateid
+    /// is gone altogether (returned, or dropped by a recall answered
+    /// NOMATCHING_LAYOUT while the LAYOUTCOMMIT was on its way); an error
+    /// when it names another client's, another file's or a newer layout.
+    pub fn layout_commit_check(&self, clientid: u64, ino: u64, s: &stateid4) -> NfsResult<bool> {
+        let sh = self.shard_of(&s.other);
+        if !sh.states.contains_key(&s.other) {
+            return Ok(true);
+        }
+        Self::layout_checked(&sh, clientid, ino, s).map(|_| false)
+    }
+
     /// LAYOUTRETURN of one file: `bits` returned when the whole file is
     /// (`whole`). Returns the layout stateid with its new seqid while some
     /// iomode is still held; None once the layout state is gone.
