@@ -180,6 +180,9 @@ impl Mds {
         for ino in fx.size_from_ds {
             self.size_from_data_servers(ino);
         }
+        for id in &fx.sessions_gone {
+            self.callbacks.forget_session(id);
+        }
         if !fx.recalls.is_empty() {
             self.send_layout_recalls(fx.recalls);
         }

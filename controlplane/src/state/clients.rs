@@ -307,6 +307,7 @@ impl StateStore {
         }
         for sid in &rec.sessions {
             self.sessions.at(sid[0] as usize).remove(sid);
+            fx.sessions_gone.push(*sid);
             if self.journal {
                 fx.records.push(StateChange::SessionDestroyed { id: *sid });
             }

@@ -175,11 +175,15 @@ pub struct Effects {
     pub size_from_ds: Vec<u64>,
     /// Records to write ([`StateChange`]).
     pub records: Vec<StateChange>,
+    /// Sessions that went with their client (purged, expired, replaced):
+    /// their callback bookkeeping goes too, or client churn would grow it
+    /// without bound.
+    pub sessions_gone: Vec<SessionId>,
 }
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.ds_allow.is_empty() && self.ds_revoke.is_empty() && self.recalls.is_empty() && self.size_from_ds.is_empty() && self.records.is_empty()
+        self.ds_allow.is_empty() && self.ds_revoke.is_empty() && self.recalls.is_empty() && self.size_from_ds.is_empty() && self.records.is_empty() && self.sessions_gone.is_empty()
     }
 }
 

@@ -381,6 +381,8 @@ fn expiry_releases_one_client_and_keeps_indexes() {
     assert_eq!(fx.ds_revoke.len(), 4);
     assert_eq!(fx.size_from_ds, vec![9]);
     assert!(fx.records.contains(&StateChange::ClientForgotten { owner: b"a".to_vec() }));
+    // Its session's callback bookkeeping is dropped by whoever applies fx.
+    assert_eq!(fx.sessions_gone, vec![sa]);
     assert_eq!(st.sequence(&sa).err(), Some(nfsstat4::NFS4ERR_BADSESSION));
     assert_eq!(st.held_by(a), 0);
     assert_eq!(st.layouts_held(), 0);
