@@ -255,6 +255,20 @@ impl Callbacks {
 }
 
 /// CB_LAYOUTRECALL of a whole file's layouts (RFC 8881 20.3).
+/// The referring call list of a recall sent on session `on`: the call that
+/// granted what is recalled, when it came on that session, so a client that
+/// has not processed that reply yet waits for it (RFC 8881 2.10.6.3).
+pub fn referring_to(granted_by: Option<(SessionId, u32, u32)>, on: &SessionId) -> Vec<referring_call_list4> {
+    granted_by
+        .filter(|(sess, _, _)| sess == on)
+        .map(|(sess, slot, seq)| referring_call_list4 {
+            rcl_sessionid: sess,
+            rcl_referring_calls: vec![referring_call4 { rc_sequenceid: seq, rc_slotid: slot }],
+        })
+        .into_iter()
+        .collect()
+}
+
 pub fn layout_recall_file<'a>(fh: &'a [u8], stateid: stateid4, iomode: layoutiomode4) -> nfs_cb_argop4<'a> {
     nfs_cb_argop4::OP_CB_LAYOUTRECALL(CB_LAYOUTRECALL4args {
         clora_type: layouttype4::LAYOUT4_NFSV4_1_FILES,

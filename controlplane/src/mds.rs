@@ -565,15 +565,7 @@ impl Mds {
                 // LAYOUTGET reply in flight, a return under way); ask again.
                 for retry in 0..=RECALL_DELAY_RETRIES {
                     // The LAYOUTGET that granted this layout, when it came on this session.
-                    let referring: Vec<referring_call_list4> = r
-                        .granted_by
-                        .filter(|(sess, _, _)| *sess == s.id)
-                        .map(|(sess, slot, seq)| referring_call_list4 {
-                            rcl_sessionid: sess,
-                            rcl_referring_calls: vec![referring_call4 { rc_sequenceid: seq, rc_slotid: slot }],
-                        })
-                        .into_iter()
-                        .collect();
+                    let referring = crate::callback::referring_to(r.granted_by, &s.id);
                     outcome = self.callbacks.call_referring(
                         s,
                         vec![layout_recall_file(&fhb, sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY)],

@@ -341,15 +341,7 @@ fn recall_one(cbs: &Callbacks, fhb: &[u8], r: &Recall) {
     let mut outcome = Err(CbError::NoBackChannel);
     for s in r.sessions.iter().filter(|s| cbs.has_back_channel(s)) {
         for retry in 0..=RECALL_RETRIES {
-            let referring: Vec<referring_call_list4> = r
-                .granted_by
-                .filter(|(sess, _, _)| *sess == s.id)
-                .map(|(sess, slot, seq)| referring_call_list4 {
-                    rcl_sessionid: sess,
-                    rcl_referring_calls: vec![referring_call4 { rc_sequenceid: seq, rc_slotid: slot }],
-                })
-                .into_iter()
-                .collect();
+            let referring = crate::callback::referring_to(r.granted_by, &s.id);
             outcome = cbs.call_referring(s, vec![deleg_recall(fhb, r.sid.clone())], referring);
             let again = matches!(outcome, Err(CbError::Status(nfsstat4::NFS4ERR_DELAY | nfsstat4::NFS4ERR_BAD_STATEID)));
             if !again || retry == RECALL_RETRIES {
