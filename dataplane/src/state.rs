@@ -89,6 +89,7 @@ pub struct DsClient {
 /// `owner_tag` and `lease` reached through it.
 pub type Session = pnfs_protocol::nfs41::Session<DsSession>;
 pub type Client = pnfs_protocol::nfs41::ClientRecord<DsClient>;
+pub type ClientEntry = pnfs_protocol::nfs41::clients::ClientEntry<DsClient>;
 pub type ClientTable = EngineClientTable<DsClient>;
 
 /// What the MDS allowed for one stateid (CTL_PROC_STATEID_ALLOW).
@@ -127,7 +128,7 @@ impl DsState {
     }
 
     /// Removes a client and its sessions (caller holds the client table).
-    pub fn purge_client(&self, t: &mut ClientTable, clientid: u64) -> Option<Client> {
+    pub fn purge_client(&self, t: &mut ClientTable, clientid: u64) -> Option<Arc<ClientEntry>> {
         t.purge(&mut &self.sessions, clientid)
     }
 
@@ -138,7 +139,7 @@ impl DsState {
         let mut t = self.clients();
         let dead = t.expire(&mut &self.sessions, |c| c.ext.lease.idle_for() > limit);
         for c in &dead {
-            log::info!("DS client {:#x} expired after {:?} of silence", c.clientid, c.ext.lease.idle_for());
+            log::info!("DS client {:#x} expired after {:?} of silence", c.clientid, c.lock().lease.idle_for());
         }
         dead.len()
     }

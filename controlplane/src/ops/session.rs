@@ -1,18 +1,18 @@
 //! Client IDs and sessions: EXCHANGE_ID, CREATE_SESSION, DESTROY_SESSION,
 //! DESTROY_CLIENTID, BIND_CONN_TO_SESSION, RECLAIM_COMPLETE (RFC 8881
-//! 18.35-18.37, 18.49-18.51). SEQUENCE, the slots and the rules of
-//! CREATE_SESSION and BIND_CONN_TO_SESSION are the shared engine's
-//! ([`pnfs_protocol::nfs41`]); the client records and the session table are
-//! the MDS's state layer (crate::state), with persistence, grace and
-//! per-address caps.
+//! 18.35-18.37, 18.49-18.51). The rules (client records, their owner and
+//! verifier cases, confirmation, principals, the slots, SEQUENCE) are the
+//! shared engine's ([`pnfs_protocol::nfs41`]), run by the MDS's state layer
+//! (crate::state) with what only the MDS adds: persistence, grace,
+//! per-address caps, the caller's address check.
 
 use crate::compound::{reply, Compound};
 use crate::mds::Mds;
 use crate::namespace::NfsResult;
-use crate::state::{Client, Effects};
+use crate::state::Effects;
 use pnfs_protocol::nfs41::sessions::{self, CreateSessionCtx};
 use pnfs_protocol::session::{
-    plan_exchange_id, principal_of, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_NON_PNFS, EXCHGID4_FLAG_USE_PNFS_MDS, ServerLimits};
+    principal_of, EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_USE_NON_PNFS, EXCHGID4_FLAG_USE_PNFS_MDS, ServerLimits};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
 
@@ -22,30 +22,21 @@ pub fn exchange_id(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args, e: &mut Enco
 
 fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResult<EXCHANGE_ID4resok<'static>> {
     let principal = principal_of(&c.cred);
-    let owner = &a.eia_clientowner.co_ownerid;
     m.release_conflicting_expired();
     let mut fx = Effects::default();
     // A full client table costs the newcomer's address (NFS4ERR_DELAY);
     // the records of clients dropped to make room go.
-    let r = m.state().exchange_id(
-        owner,
-        a.eia_clientowner.co_verifier,
-        principal,
-        c.conn.peer,
-        m.lease(),
-        |known| plan_exchange_id(a, principal, known),
-        &mut fx,
-    );
+    let r = m.state().exchange_id(a, principal, c.conn.peer, m.lease(), &mut fx);
     let _ = m.apply(fx);
-    let (clientid, confirmed_r, cs_sequence) = r?;
+    let ok = r?;
     // Never both: the Linux client refuses MDS together with NON_PNFS.
     let mut rflags = if m.pnfs.is_some() { EXCHGID4_FLAG_USE_PNFS_MDS } else { EXCHGID4_FLAG_USE_NON_PNFS };
-    if confirmed_r {
+    if ok.confirmed {
         rflags |= EXCHGID4_FLAG_CONFIRMED_R;
     }
     Ok(EXCHANGE_ID4resok {
-        eir_clientid: clientid,
-        eir_sequenceid: cs_sequence,
+        eir_clientid: ok.clientid,
+        eir_sequenceid: ok.sequenceid,
         eir_flags: rflags,
         eir_state_protect: state_protect4_r::SP4_NONE,
         eir_server_owner: server_owner4 { so_minor_id: 0, so_major_id: m.server_owner.clone().into() },
@@ -55,17 +46,15 @@ fn exchange_id_inner(m: &Mds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
 }
 
 /// RFC 8881 2.10.8.3 with SP4_NONE: only the principal that created a
-/// client ID (its AUTH_SYS uid/gid at EXCHANGE_ID), calling from an address
-/// some export allows, may destroy it or its sessions or bind connections
-/// to them; knowing the ID is not enough. Anyone else: NFS4ERR_WRONG_CRED.
-fn check_owner(m: &Mds, c: &Compound, owner: Option<&Client>) -> NfsResult<()> {
+/// client ID (its AUTH_SYS uid/gid at EXCHANGE_ID; the engine checks it)
+/// may destroy it or its sessions or bind connections to them, and on the
+/// MDS only from an address some export allows; knowing the ID is not
+/// enough. Anyone else: NFS4ERR_WRONG_CRED.
+fn check_address(m: &Mds, c: &Compound) -> NfsResult<()> {
     if !m.exports.iter().any(|e| e.allows(&c.conn.peer)) {
         return Err(nfsstat4::NFS4ERR_WRONG_CRED);
     }
-    match owner {
-        Some(cl) if cl.principal != principal_of(&c.cred) => Err(nfsstat4::NFS4ERR_WRONG_CRED),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 pub fn create_session(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args, e: &mut Encoder) -> nfsstat4 {
@@ -108,7 +97,7 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
 pub fn destroy_session(m: &Mds, c: &mut Compound, a: &DESTROY_SESSION4args, e: &mut Encoder) -> nfsstat4 {
     let mut fx = Effects::default();
     let r = (|| {
-        m.state().destroy_session(&a.dsa_sessionid, |owner| check_owner(m, c, owner), &mut fx)?;
+        m.state().destroy_session(&a.dsa_sessionid, principal_of(&c.cred), || check_address(m, c), &mut fx)?;
         m.callbacks.forget_session(&a.dsa_sessionid);
         c.session_destroyed(&a.dsa_sessionid);
         Ok(())
@@ -119,7 +108,7 @@ pub fn destroy_session(m: &Mds, c: &mut Compound, a: &DESTROY_SESSION4args, e: &
 
 pub fn destroy_clientid(m: &Mds, c: &mut Compound, a: &DESTROY_CLIENTID4args, e: &mut Encoder) -> nfsstat4 {
     let mut fx = Effects::default();
-    let r = m.state().destroy_clientid(a.dca_clientid, |cl| check_owner(m, c, Some(cl)), &mut fx);
+    let r = m.state().destroy_clientid(a.dca_clientid, principal_of(&c.cred), || check_address(m, c), &mut fx);
     // Its reclaim record goes.
     let r = r.and(m.apply(fx));
     reply(e, r)
@@ -127,7 +116,7 @@ pub fn destroy_clientid(m: &Mds, c: &mut Compound, a: &DESTROY_CLIENTID4args, e:
 
 pub fn bind_conn_to_session(m: &Mds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
-        let s = m.state().session_checked(&a.bctsa_sessid, |owner| check_owner(m, c, owner))?;
+        let s = m.state().session_checked(&a.bctsa_sessid, principal_of(&c.cred), || check_address(m, c))?;
         sessions::bind_conn_to_session(&s, a, c.conn.id)
     })();
     reply(e, r)

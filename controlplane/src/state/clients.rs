@@ -1,41 +1,31 @@
-//! Client records (RFC 8881 2.4, 18.35): the registry by owner and address,
-//! the caps on clients, reclaim and grace, lease expiry.
+//! Client records (RFC 8881 2.4, 18.35): EXCHANGE_ID, DESTROY_CLIENTID and
+//! RECLAIM_COMPLETE run on the shared engine's [`ClientTable`] (the owner
+//! and verifier rules, confirmed and unconfirmed records, the principal
+//! checks: [`pnfs_protocol::nfs41::clients`]). What only the MDS does comes
+//! in through [`MdsHooks`]: the caps on clients (per address and in all),
+//! the index by client ID that SEQUENCE and OPEN use without the registry,
+//! the records emitted for reclaim after a restart, and the purge of a
+//! client's states and sessions with its effects. Grace and lease expiry
+//! are here too.
 
 use super::*;
-use pnfs_protocol::session::{ExchangeIdPlan, KnownClient};
+use pnfs_protocol::nfs41::clients::{ClientHooks, ClientRecord, ClientTable, ExchangeIdOk, Room};
+use pnfs_protocol::nfs41::SessionStore;
+use pnfs_protocol::session::Principal;
+use pnfs_protocol::wire::EXCHANGE_ID4args;
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
+/// What the MDS keeps with a client record, beside the engine's fields
+/// (owner, verifier, confirmation, principal, sessions, csa_sequence),
+/// reachable through the record (`record.addr`).
 #[derive(Debug, Clone)]
-pub struct Client {
-    pub clientid: u64,
-    pub owner: Vec<u8>,
-    pub verifier: [u8; 8],
-    pub confirmed: bool,
-    /// Next expected csa_sequence for CREATE_SESSION.
-    pub cs_sequence: u32,
-    /// Last CREATE_SESSION reply (resok bytes) for replay detection.
-    pub cs_reply: Option<Vec<u8>>,
+pub struct MdsClient {
     pub last_renewed: Instant,
-    pub sessions: Vec<SessionId>,
-    pub reclaim_complete: bool,
     /// Known from the previous server instance: may reclaim during grace.
     pub may_reclaim: bool,
-    /// Who created the client ID (AUTH_SYS uid/gid); None for AUTH_NONE.
-    pub principal: Option<(u32, u32)>,
     /// Address its EXCHANGE_ID came from (mds.max_clients_per_address).
     pub addr: IpAddr,
-}
-
-/// One client: its record and the set of its stateids, behind its own
-/// mutex (a leaf in the lock order).
-pub struct ClientEntry {
-    pub clientid: u64,
-    inner: Mutex<ClientInner>,
-}
-
-pub(super) struct ClientInner {
-    pub(super) rec: Client,
     /// Every stateid the client holds (its count is the per-client cap).
     pub(super) states: HashSet<StateOther>,
     /// Its layout stateids (LAYOUTRETURN of all layouts).
@@ -46,54 +36,194 @@ pub(super) struct ClientInner {
     pub(super) gone: bool,
 }
 
-impl ClientEntry {
-    pub(super) fn lock(&self) -> MutexGuard<'_, ClientInner> {
-        lock(&self.inner)
-    }
+/// A client record: the engine's, with the MDS's part.
+pub type Client = ClientRecord<MdsClient>;
 
-    /// A copy of the record.
-    pub fn record(&self) -> Client {
-        self.lock().rec.clone()
-    }
-}
+/// One client: its record, with the set of its stateids, behind its own
+/// mutex (a leaf in the lock order).
+pub type ClientEntry = pnfs_protocol::nfs41::clients::ClientEntry<MdsClient>;
 
-/// Client records by owner and by address; grace. Taken on EXCHANGE_ID,
-/// CREATE_SESSION, DESTROY_CLIENTID and expiry only.
+/// Client records by ID and owner (the engine's table), by address; grace.
+/// Taken on EXCHANGE_ID, CREATE_SESSION, DESTROY_CLIENTID,
+/// RECLAIM_COMPLETE and expiry only.
 pub(super) struct Registry {
-    by_owner: HashMap<Vec<u8>, Vec<u64>>,
+    /// Client and session IDs are minted here: unguessable (RFC 8881 2.10.3).
+    pub(super) table: ClientTable<MdsClient>,
     per_addr: HashMap<IpAddr, usize>,
-    count: usize,
     /// Owners allowed to reclaim (persisted client records of the last
     /// boot), and whether each completed its reclaim.
     reclaimable: HashMap<Vec<u8>, bool>,
     reclaims_pending: usize,
     grace_until: Option<Instant>,
-    /// Client IDs and session IDs: unguessable (RFC 8881 2.10.3).
-    pub(super) ids: IdMinter,
 }
 
 impl Registry {
-    pub(super) fn owner_ids(&self, owner: &[u8]) -> Vec<u64> {
-        self.by_owner.get(owner).cloned().unwrap_or_default()
-    }
-
     pub(super) fn new(reclaimable: Vec<Vec<u8>>, grace_until: Option<Instant>) -> Self {
         let reclaimable: HashMap<Vec<u8>, bool> = reclaimable.into_iter().map(|o| (o, false)).collect();
-        Registry {
-            by_owner: HashMap::new(),
-            per_addr: HashMap::new(),
-            count: 0,
-            reclaims_pending: reclaimable.len(),
-            reclaimable,
-            grace_until,
-            ids: IdMinter::new(),
+        Registry { table: ClientTable::new(), per_addr: HashMap::new(), reclaims_pending: reclaimable.len(), reclaimable, grace_until }
+    }
+
+    /// The table and the MDS's hooks over the rest, for one engine call;
+    /// `caller` is the address and lease of an EXCHANGE_ID (new records,
+    /// making room), None for calls that only purge.
+    pub(super) fn engine<'a>(
+        &'a mut self,
+        st: &'a StateStore,
+        caller: Option<(IpAddr, Duration)>,
+        fx: &'a mut Effects,
+    ) -> (&'a mut ClientTable<MdsClient>, MdsHooks<'a>) {
+        let (addr, lease) = caller.unwrap_or((IpAddr::V4(Ipv4Addr::UNSPECIFIED), Duration::ZERO));
+        let hooks = MdsHooks { st, per_addr: &mut self.per_addr, reclaimable: &self.reclaimable, addr, lease, fx };
+        (&mut self.table, hooks)
+    }
+}
+
+/// The MDS's policies over the engine's client table.
+pub(super) struct MdsHooks<'a> {
+    st: &'a StateStore,
+    per_addr: &'a mut HashMap<IpAddr, usize>,
+    reclaimable: &'a HashMap<Vec<u8>, bool>,
+    /// The EXCHANGE_ID's caller and the lease.
+    addr: IpAddr,
+    lease: Duration,
+    fx: &'a mut Effects,
+}
+
+impl ClientHooks<MdsClient> for MdsHooks<'_> {
+    /// Sessions or any state (opens, locks, layouts, delegations).
+    fn busy(&self, c: &Client) -> bool {
+        !c.sessions.is_empty() || !c.states.is_empty()
+    }
+
+    /// The tag of `owner`, so a data server can tell whether a DS client is
+    /// the owner of a stateid ([`pnfs_protocol::session::owner_tag`]).
+    /// Knowing a client ID gains nobody anything without its principal.
+    fn clientid_high(&self, owner: &[u8]) -> u32 {
+        pnfs_protocol::session::owner_tag(owner)
+    }
+
+    fn new_client(&mut self, owner: &[u8]) -> MdsClient {
+        MdsClient {
+            last_renewed: Instant::now(),
+            may_reclaim: self.reclaimable.contains_key(owner),
+            addr: self.addr,
+            states: HashSet::new(),
+            layouts: HashSet::new(),
+            revoked: 0,
+            gone: false,
         }
+    }
+
+    fn added(&mut self, e: &Arc<ClientEntry>) {
+        let c = e.lock();
+        *self.per_addr.entry(c.addr).or_default() += 1;
+        if self.st.journal {
+            let (owner, verifier, principal, addr) = (c.owner.clone(), c.verifier, c.principal, c.addr);
+            self.fx.records.push(StateChange::ClientCreated { clientid: c.clientid, owner, verifier, principal, addr });
+        }
+        drop(c);
+        self.st.clients.at(StateStore::client_shard(e.clientid)).insert(e.clientid, e.clone());
+    }
+
+    /// Makes room for one more client from the caller's address, the
+    /// offender paying: when the address holds `caps.max_clients_per_address`
+    /// clients, its own unconfirmed ones and those whose lease ran out
+    /// holding no open, lock or layout go (a real client among them gets
+    /// STALE_CLIENTID at CREATE_SESSION and starts over); when the whole
+    /// table is full (`caps.max_clients`), such clients of any address go.
+    /// No fit (NFS4ERR_DELAY) when there is still no room: the newcomer
+    /// waits and those already in keep working. The reclaim records of
+    /// confirmed clients dropped are forgotten.
+    fn make_room(&mut self, t: &ClientTable<MdsClient>) -> Room {
+        let caps = self.st.caps;
+        let addr = self.addr;
+        let mut purge = vec![];
+        let from_addr = self.per_addr.get(&addr).copied().unwrap_or(0);
+        if from_addr >= caps.max_clients_per_address {
+            purge = self.idle_clients(t, Some(addr), &[]);
+            if from_addr - purge.len() >= caps.max_clients_per_address {
+                log::warn!("client table full for {addr}: EXCHANGE_ID answered NFS4ERR_DELAY");
+                return Room { purge, fits: false };
+            }
+        }
+        if t.len() - purge.len() >= caps.max_clients {
+            let more = self.idle_clients(t, None, &purge);
+            purge.extend(more);
+            if t.len() - purge.len() >= caps.max_clients {
+                log::warn!("client table full: EXCHANGE_ID from {addr} answered NFS4ERR_DELAY");
+                return Room { purge, fits: false };
+            }
+        }
+        Room { purge, fits: true }
+    }
+
+    /// Drops the client's states (and their byte-range locks), its
+    /// sessions' bookkeeping and its delegations' records. Costs what the
+    /// client holds, not what others do.
+    fn purged(&mut self, e: &Arc<ClientEntry>) {
+        let clientid = e.clientid;
+        self.st.clients.at(StateStore::client_shard(clientid)).remove(&clientid);
+        let (addr, sessions, states) = {
+            let mut ci = e.lock();
+            ci.gone = true;
+            (ci.addr, ci.sessions.clone(), std::mem::take(&mut ci.states))
+        };
+        if let Some(n) = self.per_addr.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_addr.remove(&addr);
+            }
+        }
+        self.st.purge_states(clientid, sessions, states, self.fx);
+    }
+}
+
+impl MdsHooks<'_> {
+    /// The unconfirmed clients and the expired ones holding no state (of
+    /// `addr` only, if given), but those in `except`; the reclaim records
+    /// of the confirmed ones are to be forgotten.
+    fn idle_clients(&mut self, t: &ClientTable<MdsClient>, addr: Option<IpAddr>, except: &[u64]) -> Vec<u64> {
+        let now = Instant::now();
+        let mut idle = vec![];
+        for e in t.values() {
+            visit(1);
+            let c = e.lock();
+            if addr.is_none_or(|a| c.addr == a)
+                && !except.contains(&c.clientid)
+                && (!c.confirmed || (now.duration_since(c.last_renewed) > self.lease && c.states.is_empty()))
+            {
+                if c.confirmed {
+                    self.fx.records.push(StateChange::ClientForgotten { owner: c.owner.clone() });
+                }
+                idle.push(c.clientid);
+            }
+        }
+        if !idle.is_empty() {
+            let whose = addr.map_or("any address".to_string(), |a| a.to_string());
+            log::warn!("client table full: dropping {} unconfirmed or expired clients of {whose}", idle.len());
+        }
+        idle
+    }
+}
+
+/// The MDS's sessions as the engine's [`SessionStore`].
+pub(super) struct MdsSessions<'a>(pub(super) &'a Shards<HashMap<SessionId, Arc<Session>>>);
+
+impl SessionStore<()> for MdsSessions<'_> {
+    fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
+        self.0.at(sessions::session_shard(id)).get(id).cloned()
+    }
+    fn insert(&mut self, s: Arc<Session>) {
+        self.0.at(sessions::session_shard(&s.id)).insert(s.id, s);
+    }
+    fn remove(&mut self, id: &SessionId) -> Option<Arc<Session>> {
+        self.0.at(sessions::session_shard(id)).remove(id)
     }
 }
 
 impl StateStore {
     fn client_shard(clientid: u64) -> usize {
-        // The low half is random (`new_clientid`).
+        // The low half is random (the engine's `new_clientid`).
         (clientid as u32 as usize) % CLIENT_SHARDS
     }
 
@@ -105,7 +235,7 @@ impl StateStore {
 
     /// Clients known, all addresses together.
     pub fn client_count(&self) -> usize {
-        lock(&self.registry).count
+        lock(&self.registry).table.len()
     }
 
     /// Every client entry (the lease reaper; costs the number of clients).
@@ -135,181 +265,34 @@ impl StateStore {
         }
     }
 
-    /// A client ID not in use: the tag of `owner` (high half, so a data
-    /// server can tell whether a DS client is the owner of a stateid:
-    /// [`pnfs_protocol::session::owner_tag`]), then 32 random bits, not 0.
-    /// Knowing a client ID gains nobody anything without its principal.
-    fn new_clientid(&self, reg: &mut Registry, owner: &[u8]) -> u64 {
-        let tag = (pnfs_protocol::session::owner_tag(owner) as u64) << 32;
-        loop {
-            let id = tag | (reg.ids.next_u64() & 0xffff_ffff);
-            if id as u32 != 0 && self.client(id).is_err() {
-                return id;
-            }
-        }
-    }
-
-    fn add_client(&self, reg: &mut Registry, rec: Client, fx: &mut Effects) {
-        let id = rec.clientid;
-        if self.journal {
-            let (owner, verifier, principal, addr) = (rec.owner.clone(), rec.verifier, rec.principal, rec.addr);
-            fx.records.push(StateChange::ClientCreated { clientid: id, owner, verifier, principal, addr });
-        }
-        reg.by_owner.entry(rec.owner.clone()).or_default().push(id);
-        *reg.per_addr.entry(rec.addr).or_default() += 1;
-        reg.count += 1;
-        let entry = Arc::new(ClientEntry {
-            clientid: id,
-            inner: Mutex::new(ClientInner { rec, states: HashSet::new(), layouts: HashSet::new(), revoked: 0, gone: false }),
-        });
-        self.clients.at(Self::client_shard(id)).insert(id, entry);
-    }
-
-    /// EXCHANGE_ID: `plan` decides over the records of `owner` (RFC 8881
-    /// 18.35.4); a new client is created if it says so, after making room
-    /// ([`Self::make_room`]). Returns the client ID, whether it is
-    /// confirmed, and the csa_sequence its CREATE_SESSION must carry.
-    #[allow(clippy::too_many_arguments)]
+    /// EXCHANGE_ID (RFC 8881 18.35.4) on the engine's table: reuses this
+    /// owner's confirmed record of the same instance, or purges what the
+    /// rules say and creates an unconfirmed one, after making room for it
+    /// (NFS4ERR_DELAY to a full address or table: see [`MdsHooks`]).
     pub fn exchange_id(
         &self,
-        owner: &[u8],
-        verifier: [u8; 8],
-        principal: Option<(u32, u32)>,
+        a: &EXCHANGE_ID4args,
+        principal: Principal,
         addr: IpAddr,
         lease: Duration,
-        plan: impl FnOnce(&[KnownClient]) -> NfsResult<ExchangeIdPlan>,
         fx: &mut Effects,
-    ) -> NfsResult<(u64, bool, u32)> {
+    ) -> NfsResult<ExchangeIdOk> {
         let mut reg = lock(&self.registry);
-        let ids = reg.by_owner.get(owner).cloned().unwrap_or_default();
-        let known: Vec<KnownClient> = ids
-            .iter()
-            .filter_map(|id| self.client(*id).ok())
-            .map(|e| {
-                let ci = e.lock();
-                let busy = !ci.rec.sessions.is_empty() || !ci.states.is_empty();
-                KnownClient { clientid: e.clientid, confirmed: ci.rec.confirmed, verifier: ci.rec.verifier, principal: ci.rec.principal, busy }
-            })
-            .collect();
-        match plan(&known)? {
-            ExchangeIdPlan::Reuse { clientid, confirmed } => {
-                let cs = self.client(clientid)?.lock().rec.cs_sequence;
-                Ok((clientid, confirmed, cs))
-            }
-            ExchangeIdPlan::Create { purge } => {
-                for id in purge {
-                    self.purge(&mut reg, id, fx);
-                }
-                self.make_room(&mut reg, addr, lease, fx)?;
-                let id = self.new_clientid(&mut reg, owner);
-                let may_reclaim = reg.reclaimable.contains_key(owner);
-                self.add_client(
-                    &mut reg,
-                    Client {
-                        clientid: id,
-                        owner: owner.to_vec(),
-                        verifier,
-                        confirmed: false,
-                        cs_sequence: 1,
-                        cs_reply: None,
-                        last_renewed: Instant::now(),
-                        sessions: vec![],
-                        reclaim_complete: false,
-                        may_reclaim,
-                        principal,
-                        addr,
-                    },
-                    fx,
-                );
-                Ok((id, false, 1))
-            }
-        }
+        let (table, mut hooks) = reg.engine(self, Some((addr, lease)), fx);
+        table.exchange_id(&mut MdsSessions(&self.sessions), &mut hooks, a, principal)
     }
 
-    /// Makes room for one more client from `addr`, the offender paying:
-    /// when `addr` holds `caps.max_clients_per_address` clients, its own
-    /// unconfirmed ones and those whose lease ran out holding no open, lock
-    /// or layout go (a real client among them gets STALE_CLIENTID at
-    /// CREATE_SESSION and starts over); when the whole table is full
-    /// (`caps.max_clients`), such clients of any address go. NFS4ERR_DELAY
-    /// when there is still no room: the newcomer waits and those already in
-    /// keep working. The records of confirmed clients dropped are forgotten.
-    fn make_room(&self, reg: &mut Registry, addr: IpAddr, lease: Duration, fx: &mut Effects) -> NfsResult<()> {
-        let from_addr = |reg: &Registry| reg.per_addr.get(&addr).copied().unwrap_or(0);
-        if from_addr(reg) >= self.caps.max_clients_per_address {
-            self.drop_idle_clients(reg, lease, Some(addr), fx);
-            if from_addr(reg) >= self.caps.max_clients_per_address {
-                log::warn!("client table full for {addr}: EXCHANGE_ID answered NFS4ERR_DELAY");
-                return Err(nfsstat4::NFS4ERR_DELAY);
-            }
-        }
-        if reg.count >= self.caps.max_clients {
-            self.drop_idle_clients(reg, lease, None, fx);
-            if reg.count >= self.caps.max_clients {
-                log::warn!("client table full: EXCHANGE_ID from {addr} answered NFS4ERR_DELAY");
-                return Err(nfsstat4::NFS4ERR_DELAY);
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops the unconfirmed clients and the expired ones holding no state
-    /// (of `addr` only, if given).
-    fn drop_idle_clients(&self, reg: &mut Registry, lease: Duration, addr: Option<IpAddr>, fx: &mut Effects) {
-        let now = Instant::now();
-        let idle: Vec<u64> = self
-            .all_clients()
-            .into_iter()
-            .filter(|e| {
-                let ci = e.lock();
-                addr.is_none_or(|a| ci.rec.addr == a)
-                    && (!ci.rec.confirmed || (now.duration_since(ci.rec.last_renewed) > lease && ci.states.is_empty()))
-            })
-            .map(|e| e.clientid)
-            .collect();
-        if !idle.is_empty() {
-            let whose = addr.map_or("any address".to_string(), |a| a.to_string());
-            log::warn!("client table full: dropping {} unconfirmed or expired clients of {whose}", idle.len());
-        }
-        for id in idle {
-            if let Some(c) = self.purge(reg, id, fx) {
-                if c.confirmed {
-                    fx.records.push(StateChange::ClientForgotten { owner: c.owner });
-                }
-            }
-        }
-    }
-
-    /// Removes a client and everything it holds: its sessions, states and
-    /// byte-range locks. Costs what the client holds, not what others do.
-    pub(super) fn purge(&self, reg: &mut Registry, clientid: u64, fx: &mut Effects) -> Option<Client> {
-        let entry = self.clients.at(Self::client_shard(clientid)).remove(&clientid)?;
-        let (rec, states) = {
-            let mut ci = entry.lock();
-            ci.gone = true;
-            (ci.rec.clone(), std::mem::take(&mut ci.states))
-        };
-        if let Some(ids) = reg.by_owner.get_mut(&rec.owner) {
-            ids.retain(|id| *id != clientid);
-            if ids.is_empty() {
-                reg.by_owner.remove(&rec.owner);
-            }
-        }
-        if let Some(n) = reg.per_addr.get_mut(&rec.addr) {
-            *n -= 1;
-            if *n == 0 {
-                reg.per_addr.remove(&rec.addr);
-            }
-        }
-        reg.count -= 1;
+    /// Removes what a purged client held: its sessions' bookkeeping (they
+    /// are out of the table already), its states and byte-range locks, its
+    /// delegations' records. Costs what the client holds.
+    fn purge_states(&self, clientid: u64, sessions: Vec<SessionId>, states: HashSet<StateOther>, fx: &mut Effects) {
         if self.journal {
             fx.records.push(StateChange::ClientPurged { clientid });
         }
-        for sid in &rec.sessions {
-            self.sessions.at(sid[0] as usize).remove(sid);
-            fx.sessions_gone.push(*sid);
+        for sid in sessions {
+            fx.sessions_gone.push(sid);
             if self.journal {
-                fx.records.push(StateChange::SessionDestroyed { id: *sid });
+                fx.records.push(StateChange::SessionDestroyed { id: sid });
             }
         }
         for other in states {
@@ -330,18 +313,17 @@ impl StateStore {
         }
         // Its delegations' own records (their states went above).
         self.delegs().forget_client(clientid);
-        Some(rec)
     }
 
     /// Clients whose lease ran out `idle` ago (RFC 8881 8.3): their state is
     /// dropped and their reclaim records forgotten. Walks the clients (the
     /// periodic reaper), never the states.
-    pub fn expire(&self, idle: Duration, fx: &mut Effects) -> Vec<Client> {
+    pub fn expire(&self, idle: Duration, fx: &mut Effects) -> Vec<Arc<ClientEntry>> {
         let now = Instant::now();
         let dead: Vec<u64> = self
             .all_clients()
             .into_iter()
-            .filter(|e| now.duration_since(e.lock().rec.last_renewed) > idle)
+            .filter(|e| now.duration_since(e.lock().last_renewed) > idle)
             .map(|e| e.clientid)
             .collect();
         if dead.is_empty() {
@@ -353,17 +335,19 @@ impl StateStore {
     /// Of `clientids`, those whose lease ran out `lease` ago lose their
     /// state now (a courteous server: an idle client keeps its state until
     /// another client conflicts with it). Returns the clients released.
-    pub fn release_if_expired(&self, clientids: &[u64], lease: Duration, fx: &mut Effects) -> Vec<Client> {
+    pub fn release_if_expired(&self, clientids: &[u64], lease: Duration, fx: &mut Effects) -> Vec<Arc<ClientEntry>> {
         let mut reg = lock(&self.registry);
         let now = Instant::now();
         let mut gone = vec![];
         for &id in clientids {
-            let expired = self.client(id).is_ok_and(|e| now.duration_since(e.lock().rec.last_renewed) > lease);
-            if expired {
-                if let Some(c) = self.purge(&mut reg, id, fx) {
-                    fx.records.push(StateChange::ClientForgotten { owner: c.owner.clone() });
-                    gone.push(c);
-                }
+            let expired = self.client(id).is_ok_and(|e| now.duration_since(e.lock().last_renewed) > lease);
+            if !expired {
+                continue;
+            }
+            let (table, mut hooks) = reg.engine(self, None, fx);
+            if let Some(c) = table.purge_with(&mut MdsSessions(&self.sessions), &mut hooks, id) {
+                fx.records.push(StateChange::ClientForgotten { owner: c.lock().owner.clone() });
+                gone.push(c);
             }
         }
         gone
@@ -381,42 +365,38 @@ impl StateStore {
         let owners: Vec<Vec<u8>> = reg.reclaimable.drain().filter(|(_, done)| !done).map(|(o, _)| o).collect();
         reg.reclaims_pending = 0;
         for owner in owners {
-            if !reg.by_owner.contains_key(&owner) {
+            if reg.table.of_owner(&owner).is_empty() {
                 fx.records.push(StateChange::ClientForgotten { owner });
             }
         }
     }
 
-    /// DESTROY_CLIENTID: `check` decides whether the caller may; a client
-    /// still holding sessions or state is NFS4ERR_CLIENTID_BUSY.
-    pub fn destroy_clientid(&self, clientid: u64, check: impl FnOnce(&Client) -> NfsResult<()>, fx: &mut Effects) -> NfsResult<()> {
+    /// DESTROY_CLIENTID (RFC 8881 18.50) on the engine's table: `admit`
+    /// checks the MDS's own rules first (the caller's address), then only
+    /// the client's principal may, and only while it holds no session or
+    /// state (NFS4ERR_CLIENTID_BUSY). Its reclaim record goes.
+    pub fn destroy_clientid(
+        &self,
+        clientid: u64,
+        principal: Principal,
+        admit: impl FnOnce() -> NfsResult<()>,
+        fx: &mut Effects,
+    ) -> NfsResult<()> {
         let mut reg = lock(&self.registry);
-        let entry = self.client(clientid)?;
-        {
-            let ci = entry.lock();
-            check(&ci.rec)?;
-            if !ci.rec.sessions.is_empty() || !ci.states.is_empty() {
-                return Err(nfsstat4::NFS4ERR_CLIENTID_BUSY);
-            }
+        if reg.table.get(clientid).is_none() {
+            return Err(nfsstat4::NFS4ERR_STALE_CLIENTID);
         }
-        if let Some(c) = self.purge(&mut reg, clientid, fx) {
-            fx.records.push(StateChange::ClientForgotten { owner: c.owner });
-        }
+        admit()?;
+        let (table, mut hooks) = reg.engine(self, None, fx);
+        let c = table.destroy_clientid(&mut MdsSessions(&self.sessions), &mut hooks, clientid, principal)?;
+        fx.records.push(StateChange::ClientForgotten { owner: c.lock().owner.clone() });
         Ok(())
     }
 
     /// RECLAIM_COMPLETE for the whole client.
     pub fn reclaim_complete(&self, clientid: u64) -> NfsResult<()> {
-        let owner = {
-            let entry = self.client(clientid)?;
-            let mut ci = entry.lock();
-            if ci.rec.reclaim_complete {
-                return Err(nfsstat4::NFS4ERR_COMPLETE_ALREADY);
-            }
-            ci.rec.reclaim_complete = true;
-            ci.rec.owner.clone()
-        };
         let mut reg = lock(&self.registry);
+        let owner = reg.table.reclaim_complete(clientid)?.lock().owner.clone();
         if let Some(done) = reg.reclaimable.get_mut(&owner) {
             if !*done {
                 *done = true;
@@ -435,10 +415,10 @@ impl StateStore {
         {
             let ci = entry.lock();
             if reclaim {
-                if !in_grace || !ci.rec.may_reclaim || ci.rec.reclaim_complete {
+                if !in_grace || !ci.may_reclaim || ci.reclaim_complete {
                     return Err(nfsstat4::NFS4ERR_NO_GRACE);
                 }
-            } else if in_grace || !ci.rec.reclaim_complete {
+            } else if in_grace || !ci.reclaim_complete {
                 return Err(nfsstat4::NFS4ERR_GRACE);
             }
         }
@@ -462,6 +442,6 @@ impl StateStore {
     pub(super) fn age_client(&self, clientid: u64, by: Duration) {
         let e = self.client(clientid).expect("known client");
         let mut ci = e.lock();
-        ci.rec.last_renewed = Instant::now().checked_sub(by).expect("the clock is past `by`");
+        ci.last_renewed = Instant::now().checked_sub(by).expect("the clock is past `by`");
     }
 }

@@ -35,8 +35,9 @@
 //! looked up in sharded maps; each client's own record sits behind its own
 //! mutex. Locks are always taken in this order, never the other way:
 //!
-//! 1. `registry` (client records by owner and address, grace): EXCHANGE_ID,
-//!    CREATE_SESSION, DESTROY_*, expiry only; never on SEQUENCE or OPEN;
+//! 1. `registry` (the engine's client table, by ID and owner; by address;
+//!    grace): EXCHANGE_ID, CREATE_SESSION, DESTROY_*, RECLAIM_COMPLETE,
+//!    expiry only; never on SEQUENCE or OPEN;
 //! 2. a `clients` or `sessions` map shard: held only to look up, insert or
 //!    remove one entry; nothing else is taken while it is held;
 //! 3. one `files` shard (at most one at a time);
@@ -55,7 +56,7 @@ mod locks;
 mod opens;
 mod sessions;
 
-pub use clients::{Client, ClientEntry};
+pub use clients::{Client, ClientEntry, MdsClient};
 pub use layouts::{LayoutRecall, PendingRecall, LAYOUT_READ, LAYOUT_RW};
 pub use locks::{lock_range, ByteLock, LockOutcome, Locker};
 pub use opens::{IoMode, OpenRefused};

@@ -2,8 +2,11 @@
 //! SEQUENCE's lookup and lease renewal. A session keeps its slot table
 //! behind its own mutex, so a COMPOUND holds no table lock while it runs.
 
+use super::clients::MdsSessions;
 use super::*;
-use pnfs_protocol::nfs41::sessions::{self as nfs41_sessions, Admission, CreateSessionCtx, CreateSessionRecord};
+use pnfs_protocol::nfs41::clients::check_principal;
+use pnfs_protocol::nfs41::sessions::{self as nfs41_sessions, CreateSessionCtx};
+use pnfs_protocol::session::Principal;
 use pnfs_protocol::wire::CREATE_SESSION4args;
 
 /// A session: the engine's record ([`pnfs_protocol::nfs41::Session`]);
@@ -12,7 +15,7 @@ use pnfs_protocol::wire::CREATE_SESSION4args;
 /// version and answers NFS4ERR_BADSESSION otherwise).
 pub type Session = pnfs_protocol::nfs41::Session<()>;
 
-fn session_shard(id: &SessionId) -> usize {
+pub(super) fn session_shard(id: &SessionId) -> usize {
     // Session IDs are random.
     id[0] as usize
 }
@@ -31,104 +34,68 @@ impl StateStore {
         let s = self.session(id).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
         let entry = self.client(s.clientid).map_err(|_| nfsstat4::NFS4ERR_BADSESSION)?;
         let mut ci = entry.lock();
-        ci.rec.last_renewed = Instant::now();
+        ci.last_renewed = Instant::now();
         let revoked = ci.revoked > 0;
         drop(ci);
         Ok((s, revoked))
     }
 
-    /// CREATE_SESSION (RFC 8881 18.36.4) with the shared engine's rules
-    /// (principal, csa_sequence replay cache, sessions cap) and session
-    /// record (channels negotiated; no I/O). Returns the reply bytes, which a
-    /// retransmission (csa_sequence one behind) gets again. The first
-    /// session confirms the client: a confirmed record of an earlier
-    /// instance of it goes, and its reclaim record is to be written.
-    /// The bool says whether a session was created (false for a replay).
+    /// CREATE_SESSION (RFC 8881 18.36) on the shared engine: its rules
+    /// (principal, csa_sequence replay cache, sessions cap), its session
+    /// record (channels negotiated; no I/O) and the confirmation of the
+    /// client (a confirmed record of an earlier instance of it goes).
+    /// Returns the reply bytes, which a retransmission (csa_sequence one
+    /// behind) gets again, and whether a session was created (false for a
+    /// replay). A newly confirmed client's reclaim record is to be written.
     pub fn create_session(&self, a: &CREATE_SESSION4args, ctx: &CreateSessionCtx, fx: &mut Effects) -> NfsResult<(Vec<u8>, bool)> {
         let clientid = a.csa_clientid;
         let mut reg = lock(&self.registry);
-        let entry = self.client(clientid)?;
-        let sid = loop {
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&reg.ids.next_u64().to_be_bytes());
-            id[8..].copy_from_slice(&reg.ids.next_u64().to_be_bytes());
-            if self.session(&id).is_none() {
-                break id;
-            }
-        };
-        let (session, bytes, owner, was_confirmed) = {
+        let (table, mut hooks) = reg.engine(self, None, fx);
+        let ok = nfs41_sessions::create_session(table, &mut MdsSessions(&self.sessions), &mut hooks, a, *ctx, |_| ())?;
+        let Some(session) = ok.session else { return Ok((ok.resok, false)) };
+        let owner = {
+            let entry = table.get(clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
             let mut ci = entry.lock();
-            let client = &mut ci.rec;
-            let record = CreateSessionRecord {
-                confirmed: client.confirmed,
-                principal: client.principal,
-                cs_sequence: client.cs_sequence,
-                cs_reply: client.cs_reply.as_deref(),
-                sessions: client.sessions.len(),
-            };
-            if let Admission::Replay(bytes) = nfs41_sessions::admit_create_session(record, a, ctx)? {
-                return Ok((bytes, false));
-            }
-            let (session, bytes) = nfs41_sessions::new_session(sid, a, ctx, ())?;
-            let was_confirmed = client.confirmed;
-            client.confirmed = true;
-            client.sessions.push(sid);
-            client.last_renewed = Instant::now();
-            client.cs_sequence = client.cs_sequence.wrapping_add(1);
-            client.cs_reply = Some(bytes.clone());
-            (session, bytes, client.owner.clone(), was_confirmed)
+            ci.last_renewed = Instant::now();
+            ci.owner.clone()
         };
-        self.sessions.at(session_shard(&sid)).insert(sid, session);
         if self.journal {
-            fx.records.push(StateChange::SessionCreated { id: sid, clientid });
+            fx.records.push(StateChange::SessionCreated { id: session.id, clientid });
         }
-        if !was_confirmed {
-            // A confirmed record of an earlier instance of this client goes away.
-            let old: Vec<u64> = reg.owner_ids(&owner).into_iter().filter(|id| *id != clientid).collect();
-            for id in old {
-                if self.client(id).is_ok_and(|e| e.lock().rec.confirmed) {
-                    self.purge(&mut reg, id, fx);
-                }
-            }
+        if ok.newly_confirmed {
             // Persisted so the client may reclaim after our restart.
             fx.records.push(StateChange::ClientConfirmed { owner });
         }
-        Ok((bytes, true))
+        Ok((ok.resok, true))
     }
 
-    /// DESTROY_SESSION; `check` decides whether the caller may (given the
-    /// session's client when it still exists).
-    pub fn destroy_session(&self, id: &SessionId, check: impl FnOnce(Option<&Client>) -> NfsResult<()>, fx: &mut Effects) -> NfsResult<()> {
-        let s = self.session(id).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
-        let entry = self.client(s.clientid).ok();
-        match &entry {
-            Some(e) => check(Some(&e.lock().rec))?,
-            None => check(None)?,
-        }
-        self.sessions.at(session_shard(id)).remove(id);
-        if let Some(e) = entry {
-            e.lock().rec.sessions.retain(|x| x != id);
-        }
+    /// DESTROY_SESSION (RFC 8881 18.37): `admit` checks the MDS's own rules
+    /// first (the caller's address), then only the client's principal may.
+    pub fn destroy_session(&self, id: &SessionId, principal: Principal, admit: impl FnOnce() -> NfsResult<()>, fx: &mut Effects) -> NfsResult<()> {
+        self.session(id).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
+        admit()?;
+        let mut reg = lock(&self.registry);
+        nfs41_sessions::destroy_session(&mut reg.table, &mut MdsSessions(&self.sessions), id, principal)?;
         if self.journal {
             fx.records.push(StateChange::SessionDestroyed { id: *id });
         }
         Ok(())
     }
 
-    /// The session for BIND_CONN_TO_SESSION, if `check` allows the caller.
-    pub fn session_checked(&self, id: &SessionId, check: impl FnOnce(Option<&Client>) -> NfsResult<()>) -> NfsResult<Arc<Session>> {
+    /// The session for BIND_CONN_TO_SESSION, if the caller may: `admit`
+    /// checks the MDS's own rules first, then the client's principal.
+    pub fn session_checked(&self, id: &SessionId, principal: Principal, admit: impl FnOnce() -> NfsResult<()>) -> NfsResult<Arc<Session>> {
         let s = self.session(id).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
-        match self.client(s.clientid) {
-            Ok(e) => check(Some(&e.lock().rec))?,
-            Err(_) => check(None)?,
-        }
+        admit()?;
+        let entry = self.client(s.clientid).ok();
+        check_principal(entry.as_ref().map(|e| e.lock()).as_deref(), principal)?;
         Ok(s)
     }
 
     /// The sessions of `clientid` (callbacks go over one of them).
     pub fn sessions_of(&self, clientid: u64) -> Vec<Arc<Session>> {
         let ids = match self.client(clientid) {
-            Ok(e) => e.lock().rec.sessions.clone(),
+            Ok(e) => e.lock().sessions.clone(),
             Err(_) => return vec![],
         };
         ids.iter().filter_map(|id| self.session(id)).collect()

@@ -3,7 +3,7 @@
 //! cost does not grow with the states held (table entries visited).
 
 use super::*;
-use pnfs_protocol::session::ExchangeIdPlan;
+use pnfs_protocol::wire::{client_owner4, state_protect4_a, EXCHANGE_ID4args};
 use pnfs_protocol::wire::{OPEN4_SHARE_ACCESS_READ as R, OPEN4_SHARE_ACCESS_WRITE as W};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -16,11 +16,19 @@ fn limits() -> ChannelLimits {
     ChannelLimits { max_request: 4096, max_response: 4096, max_response_cached: 0, max_ops: 8, max_requests: 1 }
 }
 
+fn exchange_args(owner: &[u8], verifier: u8) -> EXCHANGE_ID4args<'_> {
+    EXCHANGE_ID4args {
+        eia_clientowner: client_owner4 { co_verifier: [verifier; 8], co_ownerid: owner.into() },
+        eia_flags: 0,
+        eia_state_protect: state_protect4_a::SP4_NONE,
+        eia_client_impl_id: vec![],
+    }
+}
+
 /// A client (of `addr`) through EXCHANGE_ID, unconfirmed.
 fn exchange(st: &StateStore, owner: &str, addr: &str) -> NfsResult<u64> {
     let mut fx = Effects::default();
-    st.exchange_id(owner.as_bytes(), [0; 8], None, addr.parse().unwrap(), LEASE, |_| Ok(ExchangeIdPlan::Create { purge: vec![] }), &mut fx)
-        .map(|(id, _, _)| id)
+    st.exchange_id(&exchange_args(owner.as_bytes(), 0), None, addr.parse().unwrap(), LEASE, &mut fx).map(|ok| ok.clientid)
 }
 
 /// A confirmed client with one session, done reclaiming: ready for state.
@@ -402,8 +410,7 @@ fn journal_records_every_change() {
     let mut st = store(StateCaps::default());
     st.set_journal(true);
     let mut fx = Effects::default();
-    let plan = |_: &[pnfs_protocol::session::KnownClient]| Ok(ExchangeIdPlan::Create { purge: vec![] });
-    let (x, _, _) = st.exchange_id(b"x", [0; 8], None, "127.0.0.1".parse().unwrap(), LEASE, plan, &mut fx).unwrap();
+    let x = st.exchange_id(&exchange_args(b"x", 0), None, "127.0.0.1".parse().unwrap(), LEASE, &mut fx).unwrap().clientid;
     assert!(matches!(&fx.records[..], [StateChange::ClientCreated { clientid, .. }] if *clientid == x));
     let mut fx = Effects::default();
     st.release_if_expired(&[x], Duration::ZERO, &mut fx);

@@ -52,7 +52,7 @@ fn exchange_id_inner(ds: &Ds, c: &mut Compound, a: &EXCHANGE_ID4args) -> NfsResu
         }
     })?;
     if let Some(cl) = t.get(ok.clientid) {
-        cl.ext.lease.renew();
+        cl.lock().lease.renew();
     }
     // A data server answers USE_PNFS_DS whatever the client asked for: the
     // Linux client refuses a DS without it (nfs4_init_ds_session -> ENODEV).
@@ -88,7 +88,10 @@ fn make_room(ds: &Ds, t: &ClientTable) -> Room {
     let lease = ds.lease();
     let mut victims: Vec<(bool, Reverse<Duration>, u64)> = t
         .values()
-        .map(|cl| (cl.confirmed, Reverse(cl.ext.lease.idle_for()), cl.clientid))
+        .map(|e| {
+            let cl = e.lock();
+            (cl.confirmed, Reverse(cl.lease.idle_for()), cl.clientid)
+        })
         .filter(|(confirmed, Reverse(idle), _)| !confirmed || *idle > lease)
         .collect();
     if victims.is_empty() {
@@ -141,14 +144,15 @@ pub fn destroy_session(ds: &Ds, c: &mut Compound, a: &DESTROY_SESSION4args, rb: 
 
 pub fn destroy_clientid(ds: &Ds, c: &mut Compound, a: &DESTROY_CLIENTID4args, rb: &mut ReplyBuf) -> nfsstat4 {
     let mut t = ds.state.clients();
-    let r = t.destroy_clientid(&mut &ds.state.sessions, &DsHooks { ds }, a.dca_clientid, principal_of(&c.cred));
+    let r = t.destroy_clientid(&mut &ds.state.sessions, &mut DsHooks { ds }, a.dca_clientid, principal_of(&c.cred));
     reply(rb, r.map(|_| ()))
 }
 
 pub fn bind_conn_to_session(ds: &Ds, c: &mut Compound, a: &BIND_CONN_TO_SESSION4args, rb: &mut ReplyBuf) -> nfsstat4 {
     let r = (|| {
         let s = ds.state.sessions.get(&a.bctsa_sessid).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
-        check_principal(ds.state.clients().get(s.clientid), principal_of(&c.cred))?;
+        let client = ds.state.clients().get(s.clientid).cloned();
+        check_principal(client.as_ref().map(|c| c.lock()).as_deref(), principal_of(&c.cred))?;
         let res = sessions::bind_conn_to_session(&s, a, c.conn.id)?;
         s.lease.renew();
         Ok(res)

@@ -4,13 +4,24 @@
 //! RECLAIM_COMPLETE, over a table indexed by client ID and by owner.
 //!
 //! A plane keeps what only it needs in the record's `ext` (a lease, the
-//! caller's address) and decides through [`ClientHooks`] who is busy, how
-//! to make room in a full table and what to drop with a purged client.
+//! caller's address, the states it holds) and decides through
+//! [`ClientHooks`] who is busy, how to make room in a full table and what
+//! to drop with a purged client.
+//!
+//! Locking: the table (its maps by ID and by owner) is the caller's to
+//! lock, and every call that changes who is a client takes it `&mut`. Each
+//! record sits behind its own mutex ([`ClientEntry`]), a leaf: a plane may
+//! keep the entries in indexes of its own and reach one client (SEQUENCE,
+//! OPEN) without the table's lock, so independent clients do not contend.
+//! The engine never calls a [`SessionStore`] or a hook while it holds a
+//! record's lock (except [`ClientHooks::busy`], given the locked record).
 
 use super::sessions::{SessionId, SessionStore};
 use crate::session::{plan_exchange_id, ExchangeIdPlan, IdMinter, KnownClient, Principal};
+use crate::sync::lock;
 use crate::wire::{nfsstat4, EXCHANGE_ID4args};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One client ID.
 #[derive(Debug, Clone)]
@@ -31,8 +42,46 @@ pub struct ClientRecord<X> {
     pub cs_reply: Option<Vec<u8>>,
     pub sessions: Vec<SessionId>,
     pub reclaim_complete: bool,
-    /// What the plane keeps per client.
+    /// What the plane keeps per client (reachable through `Deref`:
+    /// `record.lease` for `record.ext.lease`).
     pub ext: X,
+}
+
+impl<X> std::ops::Deref for ClientRecord<X> {
+    type Target = X;
+    fn deref(&self) -> &X {
+        &self.ext
+    }
+}
+
+impl<X> std::ops::DerefMut for ClientRecord<X> {
+    fn deref_mut(&mut self) -> &mut X {
+        &mut self.ext
+    }
+}
+
+/// One client: its record behind its own mutex (a leaf in any lock order).
+#[derive(Debug)]
+pub struct ClientEntry<X> {
+    pub clientid: u64,
+    record: Mutex<ClientRecord<X>>,
+}
+
+impl<X> ClientEntry<X> {
+    pub fn new(record: ClientRecord<X>) -> ClientEntry<X> {
+        ClientEntry { clientid: record.clientid, record: Mutex::new(record) }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ClientRecord<X>> {
+        lock(&self.record)
+    }
+}
+
+impl<X: Clone> ClientEntry<X> {
+    /// A copy of the record.
+    pub fn record(&self) -> ClientRecord<X> {
+        self.lock().clone()
+    }
 }
 
 /// What a full client table does.
@@ -56,14 +105,17 @@ pub trait ClientHooks<X> {
     fn clientid_high(&self, owner: &[u8]) -> u32;
     /// The plane's part of a new record.
     fn new_client(&mut self, owner: &[u8]) -> X;
+    /// A new record is in the table (the plane indexes or persists it).
+    fn added(&mut self, _c: &Arc<ClientEntry<X>>) {}
     /// Asked before a new record is added: whom to evict, and whether it
     /// then fits.
     fn make_room(&mut self, _t: &ClientTable<X>) -> Room {
         Room { purge: vec![], fits: true }
     }
-    /// A client went (its sessions already out of the session store):
-    /// drop what the plane holds for it.
-    fn purged(&mut self, _c: ClientRecord<X>) {}
+    /// A client went (out of the table, its sessions already out of the
+    /// session store; the list stays in its record): drop what the plane
+    /// holds for it.
+    fn purged(&mut self, _c: &Arc<ClientEntry<X>>) {}
 }
 
 /// What EXCHANGE_ID answered.
@@ -79,7 +131,7 @@ pub struct ExchangeIdOk {
 /// The client records of one server, by client ID and by owner.
 #[derive(Debug)]
 pub struct ClientTable<X> {
-    clients: HashMap<u64, ClientRecord<X>>,
+    clients: HashMap<u64, Arc<ClientEntry<X>>>,
     by_owner: HashMap<Vec<u8>, Vec<u64>>,
     /// Client and session IDs: unguessable (RFC 8881 2.10.3).
     ids: IdMinter,
@@ -108,15 +160,11 @@ impl<X> ClientTable<X> {
         self.clients.is_empty()
     }
 
-    pub fn get(&self, clientid: u64) -> Option<&ClientRecord<X>> {
+    pub fn get(&self, clientid: u64) -> Option<&Arc<ClientEntry<X>>> {
         self.clients.get(&clientid)
     }
 
-    pub fn get_mut(&mut self, clientid: u64) -> Option<&mut ClientRecord<X>> {
-        self.clients.get_mut(&clientid)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &ClientRecord<X>> {
+    pub fn values(&self) -> impl Iterator<Item = &Arc<ClientEntry<X>>> {
         self.clients.values()
     }
 
@@ -127,17 +175,21 @@ impl<X> ClientTable<X> {
     }
 
     /// Adds (or replaces) a record.
-    pub fn insert(&mut self, c: ClientRecord<X>) {
+    pub fn insert(&mut self, c: ClientRecord<X>) -> Arc<ClientEntry<X>> {
         let id = c.clientid;
         let ids = self.by_owner.entry(c.owner.clone()).or_default();
         if !ids.contains(&id) {
             ids.push(id);
         }
-        if let Some(old) = self.clients.insert(id, c) {
-            if old.owner != self.clients[&id].owner {
-                self.unindex(&old.owner, id);
+        let owner = c.owner.clone();
+        let entry = Arc::new(ClientEntry::new(c));
+        if let Some(old) = self.clients.insert(id, entry.clone()) {
+            let old_owner = old.lock().owner.clone();
+            if old_owner != owner {
+                self.unindex(&old_owner, id);
             }
         }
+        entry
     }
 
     fn unindex(&mut self, owner: &[u8], id: u64) {
@@ -150,26 +202,34 @@ impl<X> ClientTable<X> {
     }
 
     /// Removes a record alone (its sessions stay: see [`ClientTable::purge`]).
-    pub fn remove(&mut self, clientid: u64) -> Option<ClientRecord<X>> {
+    pub fn remove(&mut self, clientid: u64) -> Option<Arc<ClientEntry<X>>> {
         let c = self.clients.remove(&clientid)?;
-        self.unindex(&c.owner, clientid);
+        let owner = c.lock().owner.clone();
+        self.unindex(&owner, clientid);
         Some(c)
     }
 
     /// Removes a client and its sessions.
-    pub fn purge<S>(&mut self, sessions: &mut impl SessionStore<S>, clientid: u64) -> Option<ClientRecord<X>> {
+    pub fn purge<S>(&mut self, sessions: &mut impl SessionStore<S>, clientid: u64) -> Option<Arc<ClientEntry<X>>> {
         let c = self.remove(clientid)?;
-        for sid in &c.sessions {
+        // Not under the record's lock: the store may take locks of its own.
+        let sids = c.lock().sessions.clone();
+        for sid in &sids {
             sessions.remove(sid);
         }
         Some(c)
     }
 
-    /// Purges `clientid`, handing the record to the plane.
-    fn purge_with<S>(&mut self, sessions: &mut impl SessionStore<S>, hooks: &mut impl ClientHooks<X>, clientid: u64) {
-        if let Some(c) = self.purge(sessions, clientid) {
-            hooks.purged(c);
-        }
+    /// Purges `clientid` and hands the record to the plane.
+    pub fn purge_with<S>(
+        &mut self,
+        sessions: &mut impl SessionStore<S>,
+        hooks: &mut impl ClientHooks<X>,
+        clientid: u64,
+    ) -> Option<Arc<ClientEntry<X>>> {
+        let c = self.purge(sessions, clientid)?;
+        hooks.purged(&c);
+        Some(c)
     }
 
     /// A client ID not in use: `high` in the high half, 32 random bits
@@ -209,12 +269,15 @@ impl<X> ClientTable<X> {
             .of_owner(owner)
             .iter()
             .filter_map(|id| self.clients.get(id))
-            .map(|cl| KnownClient {
-                clientid: cl.clientid,
-                confirmed: cl.confirmed,
-                verifier: cl.verifier,
-                principal: cl.principal,
-                busy: hooks.busy(cl),
+            .map(|e| {
+                let cl = e.lock();
+                KnownClient {
+                    clientid: cl.clientid,
+                    confirmed: cl.confirmed,
+                    verifier: cl.verifier,
+                    principal: cl.principal,
+                    busy: hooks.busy(&cl),
+                }
             })
             .collect();
         let (clientid, confirmed) = match plan_exchange_id(a, principal, &known)? {
@@ -232,7 +295,7 @@ impl<X> ClientTable<X> {
                 }
                 let id = self.new_clientid(hooks.clientid_high(owner));
                 let ext = hooks.new_client(owner);
-                self.insert(ClientRecord {
+                let entry = self.insert(ClientRecord {
                     clientid: id,
                     owner: owner.to_vec(),
                     verifier: a.eia_clientowner.co_verifier,
@@ -244,38 +307,43 @@ impl<X> ClientTable<X> {
                     reclaim_complete: false,
                     ext,
                 });
+                hooks.added(&entry);
                 (id, false)
             }
         };
-        Ok(ExchangeIdOk { clientid, confirmed, sequenceid: self.clients[&clientid].cs_sequence })
+        Ok(ExchangeIdOk { clientid, confirmed, sequenceid: self.clients[&clientid].lock().cs_sequence })
     }
 
     /// DESTROY_CLIENTID (RFC 8881 18.50): only its creator, only when it
-    /// holds nothing. Returns the record (the plane forgets what it
-    /// persisted of it).
+    /// holds nothing. Purges it through the plane's hook and returns it
+    /// (the plane forgets what it persisted of it).
     pub fn destroy_clientid<S>(
         &mut self,
         sessions: &mut impl SessionStore<S>,
-        hooks: &impl ClientHooks<X>,
+        hooks: &mut impl ClientHooks<X>,
         clientid: u64,
         principal: Principal,
-    ) -> Result<ClientRecord<X>, nfsstat4> {
-        let cl = self.clients.get(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-        check_principal(Some(cl), principal)?;
-        if hooks.busy(cl) {
-            return Err(nfsstat4::NFS4ERR_CLIENTID_BUSY);
+    ) -> Result<Arc<ClientEntry<X>>, nfsstat4> {
+        {
+            let cl = self.clients.get(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?.lock();
+            check_principal(Some(&cl), principal)?;
+            if hooks.busy(&cl) {
+                return Err(nfsstat4::NFS4ERR_CLIENTID_BUSY);
+            }
         }
-        Ok(self.purge(sessions, clientid).expect("found above"))
+        self.purge_with(sessions, hooks, clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)
     }
 
-    /// RECLAIM_COMPLETE for the whole server (RFC 8881 18.51): once per client.
-    pub fn reclaim_complete(&mut self, clientid: u64) -> Result<&mut ClientRecord<X>, nfsstat4> {
-        let cl = self.clients.get_mut(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+    /// RECLAIM_COMPLETE for the whole server (RFC 8881 18.51): once per
+    /// client. Returns the client.
+    pub fn reclaim_complete(&self, clientid: u64) -> Result<&Arc<ClientEntry<X>>, nfsstat4> {
+        let e = self.clients.get(&clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+        let mut cl = e.lock();
         if cl.reclaim_complete {
             return Err(nfsstat4::NFS4ERR_COMPLETE_ALREADY);
         }
         cl.reclaim_complete = true;
-        Ok(cl)
+        Ok(e)
     }
 
     /// Purges every client `expired` says is gone; returns them.
@@ -283,8 +351,8 @@ impl<X> ClientTable<X> {
         &mut self,
         sessions: &mut impl SessionStore<S>,
         expired: impl Fn(&ClientRecord<X>) -> bool,
-    ) -> Vec<ClientRecord<X>> {
-        let dead: Vec<u64> = self.clients.values().filter(|c| expired(c)).map(|c| c.clientid).collect();
+    ) -> Vec<Arc<ClientEntry<X>>> {
+        let dead: Vec<u64> = self.clients.values().filter(|e| expired(&e.lock())).map(|e| e.clientid).collect();
         dead.into_iter().filter_map(|id| self.purge(sessions, id)).collect()
     }
 }
@@ -306,7 +374,6 @@ pub(super) mod tests {
     use crate::nfs41::sessions::Session;
     use crate::session::{EXCHGID4_FLAG_UPD_CONFIRMED_REC_A, IdMinter};
     use crate::wire::{client_owner4, state_protect4_a};
-    use std::sync::Arc;
 
     pub type Sessions = HashMap<SessionId, Arc<Session<()>>>;
 
@@ -330,7 +397,7 @@ pub(super) mod tests {
         fn make_room(&mut self, _t: &ClientTable<()>) -> Room {
             self.room.take().unwrap_or(Room { purge: vec![], fits: true })
         }
-        fn purged(&mut self, c: ClientRecord<()>) {
+        fn purged(&mut self, c: &Arc<ClientEntry<()>>) {
             self.purged.push(c.clientid);
         }
     }
@@ -352,7 +419,7 @@ pub(super) mod tests {
     const OTHER: Principal = Some((2000, 2000));
 
     fn confirm(t: &mut ClientTable<()>, id: u64) {
-        t.get_mut(id).unwrap().confirmed = true;
+        t.get(id).unwrap().lock().confirmed = true;
     }
 
     /// RFC 8881 18.35.4's cases, through the table.
@@ -420,15 +487,16 @@ pub(super) mod tests {
     fn destroy_clientid_and_reclaim_complete() {
         let (mut t, mut s, mut h) = (table(), Sessions::new(), Hooks::default());
         let a = t.exchange_id(&mut s, &mut h, &args(b"a", 1, 0), ME).unwrap().clientid;
-        assert_eq!(t.destroy_clientid(&mut s, &h, a + 1, ME).unwrap_err(), nfsstat4::NFS4ERR_STALE_CLIENTID);
-        assert_eq!(t.destroy_clientid(&mut s, &h, a, OTHER).unwrap_err(), nfsstat4::NFS4ERR_WRONG_CRED);
+        assert_eq!(t.destroy_clientid(&mut s, &mut h, a + 1, ME).unwrap_err(), nfsstat4::NFS4ERR_STALE_CLIENTID);
+        assert_eq!(t.destroy_clientid(&mut s, &mut h, a, OTHER).unwrap_err(), nfsstat4::NFS4ERR_WRONG_CRED);
         h.held.push(a);
-        assert_eq!(t.destroy_clientid(&mut s, &h, a, ME).unwrap_err(), nfsstat4::NFS4ERR_CLIENTID_BUSY);
+        assert_eq!(t.destroy_clientid(&mut s, &mut h, a, ME).unwrap_err(), nfsstat4::NFS4ERR_CLIENTID_BUSY);
         assert!(t.reclaim_complete(a).is_ok());
         assert_eq!(t.reclaim_complete(a).unwrap_err(), nfsstat4::NFS4ERR_COMPLETE_ALREADY);
         h.held.clear();
-        assert_eq!(t.destroy_clientid(&mut s, &h, a, ME).unwrap().clientid, a);
+        assert_eq!(t.destroy_clientid(&mut s, &mut h, a, ME).unwrap().clientid, a);
         assert!(t.is_empty() && t.of_owner(b"a").is_empty());
+        assert_eq!(h.purged, vec![a], "the plane is told");
         assert_eq!(t.reclaim_complete(a).unwrap_err(), nfsstat4::NFS4ERR_STALE_CLIENTID);
     }
 }

@@ -268,30 +268,39 @@ pub fn create_session<X, S>(
     ctx: CreateSessionCtx,
     ext: impl FnOnce(&super::ClientRecord<X>) -> S,
 ) -> Result<CreateSessionOk<S>, nfsstat4> {
-    let client = t.get(a.csa_clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
-    if let Admission::Replay(resok) = admit_create_session(client.into(), a, &ctx)? {
-        return Ok(CreateSessionOk { resok, session: None, newly_confirmed: false });
-    }
-    let ext = ext(client);
     let clientid = a.csa_clientid;
+    let entry = t.get(clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?.clone();
+    let ext = {
+        let client = entry.lock();
+        if let Admission::Replay(resok) = admit_create_session((&*client).into(), a, &ctx)? {
+            return Ok(CreateSessionOk { resok, session: None, newly_confirmed: false });
+        }
+        ext(&client)
+    };
+    // The record's lock is not held while the store is: the table is
+    // (`&mut`), so nothing changes the record in between.
     let sid = t.new_sessionid(sessions);
     let (session, resok) = new_session(sid, a, &ctx, ext)?;
     sessions.insert(session.clone());
-    let client = t.get_mut(clientid).expect("checked above");
-    let newly_confirmed = !client.confirmed;
-    client.confirmed = true;
-    client.sessions.push(sid);
-    client.cs_sequence = client.cs_sequence.wrapping_add(1);
-    client.cs_reply = Some(resok.clone());
+    let (newly_confirmed, owner) = {
+        let mut client = entry.lock();
+        let newly_confirmed = !client.confirmed;
+        client.confirmed = true;
+        client.sessions.push(sid);
+        client.cs_sequence = client.cs_sequence.wrapping_add(1);
+        client.cs_reply = Some(resok.clone());
+        (newly_confirmed, client.owner.clone())
+    };
     if newly_confirmed {
         // A confirmed record of an earlier instance of this client goes away.
-        let owner = client.owner.clone();
-        let old: Vec<u64> =
-            t.of_owner(&owner).iter().copied().filter(|id| *id != clientid && t.get(*id).is_some_and(|c| c.confirmed)).collect();
+        let old: Vec<u64> = t
+            .of_owner(&owner)
+            .iter()
+            .copied()
+            .filter(|id| *id != clientid && t.get(*id).is_some_and(|c| c.lock().confirmed))
+            .collect();
         for id in old {
-            if let Some(c) = t.purge(sessions, id) {
-                hooks.purged(c);
-            }
+            t.purge_with(sessions, hooks, id);
         }
     }
     Ok(CreateSessionOk { resok, session: Some(session), newly_confirmed })
@@ -305,10 +314,11 @@ pub fn destroy_session<X, S>(
     principal: Principal,
 ) -> Result<Arc<Session<S>>, nfsstat4> {
     let s = sessions.get(id).ok_or(nfsstat4::NFS4ERR_BADSESSION)?;
-    check_principal(t.get(s.clientid), principal)?;
+    let client = t.get(s.clientid).cloned();
+    check_principal(client.as_ref().map(|c| c.lock()).as_deref(), principal)?;
     sessions.remove(id);
-    if let Some(cl) = t.get_mut(s.clientid) {
-        cl.sessions.retain(|x| x != id);
+    if let Some(cl) = client {
+        cl.lock().sessions.retain(|x| x != id);
     }
     Ok(s)
 }
@@ -442,8 +452,8 @@ mod tests {
         assert_eq!((res.csr_sessionid, res.csr_sequence), (session.id, 1));
         assert_eq!(res.csr_fore_chan_attrs.ca_maxrequests, 2, "slots bounded by the server");
         assert!(session.has_back_conn(7));
-        assert!(t.get(id).unwrap().confirmed);
-        assert_eq!(t.get(id).unwrap().sessions, vec![session.id]);
+        assert!(t.get(id).unwrap().lock().confirmed);
+        assert_eq!(t.get(id).unwrap().lock().sessions, vec![session.id]);
         // A retransmission: the same bytes, no new session.
         let replay = create_session(&mut t, &mut s, &mut h, &cs(id, 1), ctx(ME), |_| ()).unwrap();
         assert_eq!((replay.resok, replay.session.is_none(), replay.newly_confirmed), (first.resok, true, false));
@@ -452,12 +462,12 @@ mod tests {
         let mut bad = cs(id, 2);
         bad.csa_flags = 0x80;
         assert_eq!(create_session(&mut t, &mut s, &mut h, &bad, ctx(ME), |_| ()).unwrap_err(), nfsstat4::NFS4ERR_INVAL);
-        assert_eq!(t.get(id).unwrap().cs_sequence, 2);
+        assert_eq!(t.get(id).unwrap().lock().cs_sequence, 2);
         // Once confirmed, the csa_sequence goes on; the sessions cap holds.
         let second = create_session(&mut t, &mut s, &mut h, &cs(id, 2), ctx(ME), |_| ()).unwrap();
         assert!(!second.newly_confirmed);
         assert_eq!(create_session(&mut t, &mut s, &mut h, &cs(id, 3), ctx(ME), |_| ()).unwrap_err(), nfsstat4::NFS4ERR_NOSPC);
-        assert_eq!(t.get(id).unwrap().cs_sequence, 3);
+        assert_eq!(t.get(id).unwrap().lock().cs_sequence, 3);
     }
 
     #[test]
@@ -492,7 +502,7 @@ mod tests {
         assert!(session.has_back_conn(8));
         assert_eq!(destroy_session(&mut t, &mut s, &session.id, OTHER).unwrap_err(), nfsstat4::NFS4ERR_WRONG_CRED);
         assert!(destroy_session(&mut t, &mut s, &session.id, ME).is_ok());
-        assert!(t.get(id).unwrap().sessions.is_empty() && s.is_empty());
+        assert!(t.get(id).unwrap().lock().sessions.is_empty() && s.is_empty());
         assert_eq!(destroy_session(&mut t, &mut s, &session.id, ME).unwrap_err(), nfsstat4::NFS4ERR_BADSESSION);
     }
 }
