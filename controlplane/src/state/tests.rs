@@ -231,6 +231,67 @@ fn full_client_table_costs_the_offender() {
     assert_eq!(victim >> 32, pnfs_protocol::session::owner_tag(b"victim") as u64);
 }
 
+/// The engine's client rules (RFC 8881 18.35.4, 18.36, 18.50) through the
+/// MDS's store: what the MDS adds is the purge of a replaced client's
+/// states and sessions, and the records.
+#[test]
+fn rebooted_client_replaces_its_old_instance_with_its_state() {
+    let st = store(StateCaps::default());
+    let (old, old_session) = client(&st, "host");
+    let o = open(&st, old, 7, "o", R, 0).unwrap();
+    let mut fx = Effects::default();
+    let me = Some((1000, 1000));
+    // The same instance again: the same client ID, confirmed.
+    let again = st.exchange_id(&exchange_args(b"host", 0), None, "127.0.0.1".parse().unwrap(), LEASE, &mut fx).unwrap();
+    assert_eq!((again.clientid, again.confirmed, again.sequenceid), (old, true, 2));
+    // Another principal may not take over an owner that holds state.
+    let taken = st.exchange_id(&exchange_args(b"host", 0), me, "127.0.0.1".parse().unwrap(), LEASE, &mut fx);
+    assert_eq!(taken.err(), Some(nfsstat4::NFS4ERR_CLID_INUSE));
+    // Rebooted (new verifier): a new unconfirmed ID; the old one keeps its
+    // state until the new one is confirmed.
+    let new = st.exchange_id(&exchange_args(b"host", 1), None, "127.0.0.1".parse().unwrap(), LEASE, &mut fx).unwrap();
+    assert!(!new.confirmed && new.clientid != old);
+    assert_eq!(st.held_by(old), 1);
+    assert_eq!(st.client_count(), 2);
+    let mut fx = Effects::default();
+    let ctx = pnfs_protocol::nfs41::sessions::CreateSessionCtx {
+        principal: None,
+        conn: 1,
+        minor: 1,
+        limits: pnfs_protocol::session::ServerLimits { max_record: 4096, max_ops: 8, slots: 1 },
+        max_sessions_per_client: 4,
+    };
+    let a = pnfs_protocol::wire::CREATE_SESSION4args {
+        csa_clientid: new.clientid,
+        csa_sequence: 1,
+        csa_flags: 0,
+        csa_fore_chan_attrs: limits().to_attrs(),
+        csa_back_chan_attrs: limits().to_attrs(),
+        csa_cb_program: 0,
+        csa_sec_parms: vec![],
+    };
+    st.create_session(&a, &ctx, &mut fx).unwrap();
+    assert_eq!(st.client(old).err(), Some(nfsstat4::NFS4ERR_STALE_CLIENTID));
+    assert_eq!(fx.ds_revoke, vec![o.other], "the old instance's open went with it");
+    assert_eq!(fx.sessions_gone, vec![old_session]);
+    assert!(fx.records.contains(&StateChange::ClientConfirmed { owner: b"host".to_vec() }));
+    assert_eq!((st.client_count(), st.states_held()), (1, 0));
+    assert_eq!(st.sequence(&old_session).err(), Some(nfsstat4::NFS4ERR_BADSESSION));
+    // DESTROY_CLIENTID: only its principal, only when it holds nothing; its
+    // reclaim record goes.
+    let mut fx = Effects::default();
+    assert_eq!(st.destroy_clientid(new.clientid, me, || Ok(()), &mut fx), Err(nfsstat4::NFS4ERR_WRONG_CRED));
+    assert_eq!(st.destroy_clientid(new.clientid, None, || Ok(()), &mut fx), Err(nfsstat4::NFS4ERR_CLIENTID_BUSY));
+    let sid = st.sessions_of(new.clientid)[0].id;
+    st.destroy_session(&sid, None, || Ok(()), &mut fx).unwrap();
+    assert_eq!(st.destroy_clientid(new.clientid, None, || Err(nfsstat4::NFS4ERR_WRONG_CRED), &mut fx), Err(nfsstat4::NFS4ERR_WRONG_CRED));
+    st.destroy_clientid(new.clientid, None, || Ok(()), &mut fx).unwrap();
+    assert!(fx.records.contains(&StateChange::ClientForgotten { owner: b"host".to_vec() }));
+    assert_eq!(st.client_count(), 0);
+    assert_eq!(st.destroy_clientid(new.clientid, None, || Ok(()), &mut fx), Err(nfsstat4::NFS4ERR_STALE_CLIENTID));
+    assert_consistent(&st);
+}
+
 #[test]
 fn posix_lock_split_conflict_and_close() {
     let st = store(StateCaps::default());
