@@ -4,7 +4,8 @@
 //!
 //! - [`clients`]: EXCHANGE_ID client records and their confirm/replace
 //!   rules, the CREATE_SESSION replay cache (csa_sequence), DESTROY_CLIENTID,
-//!   RECLAIM_COMPLETE.
+//!   RECLAIM_COMPLETE. Each record has its own lock, so a plane may reach
+//!   one client (SEQUENCE, OPEN) without the table's.
 //! - [`sessions`]: sessions with their slot tables, CREATE_SESSION,
 //!   DESTROY_SESSION, BIND_CONN_TO_SESSION, SEQUENCE and the reply cache.
 //! - [`compound`]: the COMPOUND loop: the op array, the session gate, the
