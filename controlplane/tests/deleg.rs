@@ -353,3 +353,74 @@ fn delegation_stateids_reach_the_data_servers() {
     let r = write(&mut ds, &dsid);
     assert!(matches!(r, Err(Error::Nfs { .. })), "a returned delegation still writes on the data server: {r:?}");
 }
+
+/// Waits (bounded) until `recalls` holds `n` entries, answering callbacks.
+fn wait_recalls(c: &mut Client, recalls: &Recalls, n: usize) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while recalls.lock().unwrap().len() < n && Instant::now() < until {
+        c.poll_callbacks(Duration::from_millis(100)).unwrap();
+    }
+    assert_eq!(recalls.lock().unwrap().len(), n, "CB_RECALL not received");
+}
+
+/// RFC 8881 10.4 / RFC 7862: the NFSv4.2 operations that change a file
+/// (ALLOCATE, DEALLOCATE, COPY and CLONE into it) by another client recall
+/// its delegation first, answering NFS4ERR_DELAY until it is returned, as
+/// WRITE does; COPY out of a read-delegated file needs no recall.
+#[test]
+fn v42_changes_by_another_client_recall_delegations() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start_mds(dir.path(), "delegation_recall_cooldown_seconds = 0");
+    let (mut a, recalls) = holder(addr);
+    let root = a.lookup_path("/export").unwrap();
+    let mut b = Client::connect(addr, 2).unwrap();
+    b.set_retry_for(Duration::ZERO);
+    let broot = b.lookup_path("/export").unwrap();
+    let anon = stateid4 { seqid: 0, other: [0; 12] };
+    let src = b.write_file(&broot, "src", &[7u8; 8192]).unwrap();
+    let putfh = |fh: &[u8]| nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.to_vec().into() });
+    let change = |name: &str, fh: &[u8]| -> Vec<nfs_argop4<'static>> {
+        let op = match name {
+            "ALLOCATE" => nfs_argop4::OP_ALLOCATE(ALLOCATE4args { aa_stateid: anon.clone(), aa_offset: 0, aa_length: 4096 }),
+            "DEALLOCATE" => nfs_argop4::OP_DEALLOCATE(DEALLOCATE4args { da_stateid: anon.clone(), da_offset: 0, da_length: 4096 }),
+            "COPY" => nfs_argop4::OP_COPY(COPY4args {
+                ca_src_stateid: anon.clone(),
+                ca_dst_stateid: anon.clone(),
+                ca_src_offset: 0,
+                ca_dst_offset: 0,
+                ca_count: 4096,
+                ca_consecutive: true,
+                ca_synchronous: true,
+                ca_source_server: vec![],
+            }),
+            _ => nfs_argop4::OP_CLONE(CLONE4args {
+                cl_src_stateid: anon.clone(),
+                cl_dst_stateid: anon.clone(),
+                cl_src_offset: 0,
+                cl_dst_offset: 0,
+                cl_count: 4096,
+            }),
+        };
+        vec![putfh(&src), nfs_argop4::OP_SAVEFH, putfh(fh), op]
+    };
+    for (n, name) in ["ALLOCATE", "DEALLOCATE", "COPY", "CLONE"].into_iter().enumerate() {
+        let file = format!("v{n}");
+        let (fh, _, d) = open(&mut a, &root, &file, OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WANT_READ_DELEG).unwrap();
+        let dsid = deleg_stateid(&d);
+        let r = b.compound_ok(change(name, &fh), |_| Ok(()));
+        assert!(matches!(r, Err(Error::Nfs { status: nfsstat4::NFS4ERR_DELAY, .. })), "{name} under another client's delegation: {r:?}");
+        wait_recalls(&mut a, &recalls, n + 1);
+        assert_eq!(recalls.lock().unwrap()[n].other, dsid.other, "{name} recalled another delegation");
+        delegreturn(&mut a, &fh, &dsid).unwrap();
+        b.compound_ok(change(name, &fh), |_| Ok(())).unwrap_or_else(|e| panic!("{name} after DELEGRETURN: {e:?}"));
+    }
+    // Reading the source under its holder's read delegation recalls nothing.
+    let (sfh, _, d) = open(&mut a, &root, "src2", OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WANT_READ_DELEG).unwrap();
+    assert!(matches!(d, open_delegation4::OPEN_DELEGATE_READ(_)), "{d:?}");
+    let dst = b.create_file(&broot, "dst").unwrap();
+    let mut ops = change("COPY", &dst);
+    ops[0] = putfh(&sfh);
+    b.compound_ok(ops, |_| Ok(())).unwrap();
+    a.poll_callbacks(Duration::from_millis(200)).unwrap();
+    assert_eq!(recalls.lock().unwrap().len(), 4);
+}
