@@ -10,14 +10,19 @@
 //! within `mds.delegation_recall_cooldown_seconds` of a recall of the file,
 //! past `mds.max_delegations`, or with `mds.delegations = false`. An
 //! operation of another client that conflicts (OPEN, SETATTR, REMOVE,
-//! RENAME, LINK) starts a CB_RECALL and answers NFS4ERR_DELAY until the
+//! RENAME, LINK, and through `ops::io::check_io` READ, WRITE and the
+//! NFSv4.2 changes ALLOCATE, DEALLOCATE, COPY and CLONE) starts a CB_RECALL and answers NFS4ERR_DELAY until the
 //! holder returned the delegation (DELEGRETURN) or lost it (revoked a
 //! lease after the recall), as knfsd does; the Linux client retries.
 //!
 //! A delegation's stateid is a state of the state layer
-//! (`StateStore::add_deleg`, `revoke`, `remove_state`); the table of
+//! (`StateStore::grant_deleg`, `revoke`, `remove_state`); the table of
 //! `state/deleg.rs` (`StateStore::delegs`, a leaf lock) keeps the rest. No
-//! state-layer call is made while that table is locked.
+//! state-layer call is made while that table is locked. A grant is decided
+//! and recorded atomically with other clients' OPENs of the file
+//! (`grant_deleg`); the recall check here runs before the OPEN's state
+//! step, and a delegation granted in between makes that step answer DELAY
+//! (`ops/open.rs` then recalls it).
 
 use crate::callback::{deleg_getattr, deleg_recall, getattr_results, CbError, Callbacks};
 use crate::compound::{current_inode, reply, Compound};

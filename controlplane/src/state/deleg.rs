@@ -2,7 +2,7 @@
 //! delegation on which file, recalls under way and files recalled lately.
 //!
 //! Every delegation also has a `StateRec` (kind `StateKind::Deleg`) in the
-//! state layer (`StateStore::add_deleg`), so stateid lookups, TEST_STATEID,
+//! state layer (`StateStore::grant_deleg`), so stateid lookups, TEST_STATEID,
 //! SEQUENCE's revoked flag and the data-server pushes treat it like any
 //! stateid; this table (behind `StateStore::delegs`, a leaf lock) adds what
 //! only delegations need,
@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 /// Write delegations outstanding in this process (all MDS instances). A
 /// GETATTR may then have to ask a holder (CB_GETATTR) and wait, which must
 /// not happen on a connection's own task (the answer may come in on that
-/// connection): `compound::runs_inline` sends GETATTR to the pool while
-/// this is non-zero. Only a scheduling hint, never a correctness input.
+/// connection): while this is non-zero, `compound::runs_inline` asks
+/// [`getattr_may_call_back`] for the GETATTR's file. Only a scheduling
+/// hint, never a correctness input.
 static WRITE_DELEGATIONS: AtomicUsize = AtomicUsize::new(0);
 /// Delegations outstanding in this process: REMOVE/RENAME skip their extra
 /// name lookup while there are none.
@@ -55,7 +56,8 @@ const WRITE_DELEGATED_SHARDS: usize = 16;
 /// writing to another client. Only a scheduling hint: a file of another
 /// instance with the same number, or a holder asking on another of its
 /// sessions, sends the GETATTR to the pool for nothing; it never keeps one
-/// inline that may wait for a CB_GETATTR.
+/// inline that may wait for a CB_GETATTR. Its locks are leaves, taken under
+/// the table's.
 static WRITE_DELEGATED: LazyLock<[Mutex<HashMap<u64, Vec<Option<SessionId>>>>; WRITE_DELEGATED_SHARDS]> =
     LazyLock::new(|| std::array::from_fn(|_| Mutex::new(HashMap::new())));
 
@@ -330,10 +332,11 @@ impl StateStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn deleg(clientid: u64, ino: u64, write: bool) -> Deleg {
+    /// A delegation record as granted (state/tests.rs uses it too).
+    pub(in crate::state) fn deleg(clientid: u64, ino: u64, write: bool) -> Deleg {
         Deleg {
             clientid,
             ino,

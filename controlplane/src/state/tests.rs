@@ -583,17 +583,7 @@ fn delegation_hooks() {
 }
 
 fn grant(st: &StateStore, clientid: u64, ino: u64, write: bool) -> Result<stateid4, deleg::NoGrant> {
-    let d = deleg::Deleg {
-        clientid,
-        ino,
-        write,
-        fh_export: 1,
-        fh_generation: 1,
-        granted_by: None,
-        recall_deadline: None,
-        seen_change: None,
-        change_bumps: 0,
-    };
+    let d = deleg::tests::deleg(clientid, ino, write);
     st.grant_deleg(&st.client(clientid).unwrap(), d, 1 << 20, Instant::now(), &mut Effects::default())
 }
 
