@@ -194,7 +194,7 @@ fn unreturned_delegation_is_revoked_after_a_lease() {
 
     let r = a.read(&fh, &dsid, 0, 10);
     assert!(matches!(r, Err(Error::Nfs { status: nfsstat4::NFS4ERR_DELEG_REVOKED, .. })), "{r:?}");
-    assert!(metric("delegations_revoked_total") >= revoked_before + 1, "the revocation is counted");
+    assert!(metric("delegations_revoked_total") > revoked_before, "the revocation is counted");
     assert_ne!(sequence_flags(&mut a) & SEQ4_STATUS_RECALLABLE_STATE_REVOKED, 0);
     let test = vec![nfs_argop4::OP_TEST_STATEID(TEST_STATEID4args { ts_stateids: vec![dsid.clone()] })];
     let codes = a

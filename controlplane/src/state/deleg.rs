@@ -58,10 +58,14 @@ const WRITE_DELEGATED_SHARDS: usize = 16;
 /// sessions, sends the GETATTR to the pool for nothing; it never keeps one
 /// inline that may wait for a CB_GETATTR. Its locks are leaves, taken under
 /// the table's.
-static WRITE_DELEGATED: LazyLock<[Mutex<HashMap<u64, Vec<Option<SessionId>>>>; WRITE_DELEGATED_SHARDS]> =
+static WRITE_DELEGATED: LazyLock<[Mutex<WriteDelegated>; WRITE_DELEGATED_SHARDS]> =
     LazyLock::new(|| std::array::from_fn(|_| Mutex::new(HashMap::new())));
 
-fn write_delegated_shard(ino: u64) -> std::sync::MutexGuard<'static, HashMap<u64, Vec<Option<SessionId>>>> {
+/// Write-delegated inodes, each with the sessions its delegations were
+/// granted on (None: not granted in a session).
+type WriteDelegated = HashMap<u64, Vec<Option<SessionId>>>;
+
+fn write_delegated_shard(ino: u64) -> std::sync::MutexGuard<'static, WriteDelegated> {
     lock(&WRITE_DELEGATED[super::mix(ino) % WRITE_DELEGATED_SHARDS])
 }
 
