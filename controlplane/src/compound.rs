@@ -189,9 +189,27 @@ const INLINE_OPS: &[nfs_opnum4] = &[
 /// Longer COMPOUNDs go to the pool whatever their operations.
 const INLINE_MAX_OPS: u32 = 16;
 
+/// The current filehandle as far as [`runs_inline`] can tell from the
+/// arguments alone.
+#[derive(Clone, Copy)]
+enum CurrentFile {
+    /// None, or one that no other client holds a write delegation on: a
+    /// directory, an object just created, a file just opened (an OPEN
+    /// recalls other clients' write delegations first).
+    NotDelegated,
+    /// The inode a PUTFH names.
+    Ino(u64),
+    /// Found by name (LOOKUP, LOOKUPP).
+    Unknown,
+}
+
 /// True when the COMPOUND arguments `args` hold only [`INLINE_OPS`] (and
 /// decode): safe to run without leaving the connection's task. Anything
-/// odd answers false and takes the ordinary path, which reports it.
+/// odd answers false and takes the ordinary path, which reports it. A
+/// GETATTR of a file under another client's write delegation may wait for
+/// a CB_GETATTR (ops/deleg.rs), whose answer may need this task: it goes to
+/// the pool, as does one of a file found by name while any write
+/// delegation is out.
 pub fn runs_inline(args: &[u8]) -> bool {
     let mut d = Decoder::new(args);
     if d.get_opaque(NFS4_OPAQUE_LIMIT).is_err() || d.get_u32().is_err() {
@@ -201,19 +219,38 @@ pub fn runs_inline(args: &[u8]) -> bool {
         Ok(n) if (1..=INLINE_MAX_OPS).contains(&n) => n,
         _ => return false,
     };
+    use crate::state::deleg::{getattr_may_call_back, write_delegations_outstanding};
+    let (mut current, mut saved, mut session) = (CurrentFile::NotDelegated, CurrentFile::NotDelegated, None);
     for _ in 0..count {
         let op = match d.rest().get(..4) {
             Some(b) => nfs_opnum4::from_i32(i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
             None => return false,
         };
         match op {
-            // A GETATTR may wait for a CB_GETATTR (ops/deleg.rs).
-            Some(nfs_opnum4::OP_GETATTR) if crate::state::deleg::write_delegations_outstanding() => return false,
             Some(op) if INLINE_OPS.contains(&op) => {}
             _ => return false,
         }
-        if nfs_argop4::decode(&mut d).is_err() {
-            return false;
+        let Ok(arg) = nfs_argop4::decode(&mut d) else { return false };
+        match arg {
+            nfs_argop4::OP_SEQUENCE(s) => session = Some(s.sa_sessionid),
+            nfs_argop4::OP_PUTFH(a) => current = FileHandle::ino_unchecked(&a.object).map_or(CurrentFile::NotDelegated, CurrentFile::Ino),
+            nfs_argop4::OP_PUTROOTFH | nfs_argop4::OP_PUTPUBFH | nfs_argop4::OP_OPEN(_) | nfs_argop4::OP_CREATE(_) => {
+                current = CurrentFile::NotDelegated
+            }
+            nfs_argop4::OP_LOOKUP(_) | nfs_argop4::OP_LOOKUPP => current = CurrentFile::Unknown,
+            nfs_argop4::OP_SAVEFH => saved = current,
+            nfs_argop4::OP_RESTOREFH => current = saved,
+            nfs_argop4::OP_GETATTR(_) => {
+                let may_wait = match current {
+                    CurrentFile::NotDelegated => false,
+                    CurrentFile::Ino(ino) => getattr_may_call_back(ino, session.as_ref()),
+                    CurrentFile::Unknown => write_delegations_outstanding(),
+                };
+                if may_wait {
+                    return false;
+                }
+            }
+            _ => {}
         }
     }
     true
@@ -369,4 +406,60 @@ fn trace_op(c: &Compound, op: nfs_opnum4, arg: &nfs_argop4, status: nfsstat4) {
     let client = c.clientid().map(|id| format!("{id:x}")).unwrap_or_else(|_| "-".into());
     let ino = c.current_fh.map(|f| f.ino.to_string()).unwrap_or_else(|| "-".into());
     log::trace!(target: "pnfs_mds::ops", "client {client} ino {ino} {op:?} -> {status:?}: {args}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::deleg::{Deleg, DelegTable};
+
+    fn fh(ino: u64) -> Vec<u8> {
+        let mut b = vec![0u8; crate::fh::FH_LEN];
+        b[..2].copy_from_slice(b"P\x02");
+        b[4..12].copy_from_slice(&ino.to_be_bytes());
+        b
+    }
+
+    fn args(session: [u8; 16], ops: Vec<nfs_argop4<'_>>) -> Vec<u8> {
+        let seq = SEQUENCE4args { sa_sessionid: session, sa_sequenceid: 1, sa_slotid: 0, sa_highest_slotid: 0, sa_cachethis: false };
+        let mut argarray = vec![nfs_argop4::OP_SEQUENCE(seq)];
+        argarray.extend(ops);
+        pnfs_protocol::xdr::encode_to_vec(&COMPOUND4args { tag: b"".as_slice().into(), minorversion: 2, argarray }).unwrap()
+    }
+
+    /// A GETATTR leaves the connection's task only when its file may be
+    /// under another client's write delegation (a CB_GETATTR may follow).
+    #[test]
+    fn getattr_runs_inline_unless_its_file_is_write_delegated_to_another() {
+        // Inode numbers no other test uses (the hint is process-wide).
+        let (delegated, plain) = (0xde1e_0000_0001, 0xde1e_0000_0002);
+        let (holder, other) = ([1u8; 16], [2u8; 16]);
+        let getattr = || nfs_argop4::OP_GETATTR(GETATTR4args { attr_request: vec![1 << 4] });
+        let putfh = |ino| nfs_argop4::OP_PUTFH(PUTFH4args { object: fh(ino).into() });
+        let stat = |session, ino| runs_inline(&args(session, vec![putfh(ino), getattr()]));
+        assert!(stat(other, delegated) && stat(other, plain));
+        let mut t = DelegTable::default();
+        let d = Deleg {
+            clientid: 7,
+            ino: delegated,
+            write: true,
+            fh_export: 1,
+            fh_generation: 0,
+            granted_by: Some((holder, 0, 1)),
+            recall_deadline: None,
+            seen_change: None,
+            change_bumps: 0,
+        };
+        t.insert([9; 12], d);
+        assert!(!stat(other, delegated), "another client's GETATTR of a write-delegated file may wait for CB_GETATTR");
+        assert!(stat(holder, delegated), "the holder's own GETATTR needs no callback");
+        assert!(stat(other, plain), "a file under no delegation stays inline");
+        // SAVEFH/RESTOREFH follow the file; a file found by name may be delegated.
+        let saved = vec![putfh(delegated), nfs_argop4::OP_SAVEFH, putfh(plain), getattr(), nfs_argop4::OP_RESTOREFH, getattr()];
+        assert!(!runs_inline(&args(other, saved)));
+        let by_name = vec![putfh(plain), nfs_argop4::OP_LOOKUP(LOOKUP4args { objname: b"f".as_slice().into() }), getattr()];
+        assert!(!runs_inline(&args(other, by_name)));
+        t.remove(&[9; 12]);
+        assert!(stat(other, delegated));
+    }
 }

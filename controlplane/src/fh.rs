@@ -42,6 +42,15 @@ impl FileHandle {
         b
     }
 
+    /// The inode a handle names, unchecked (no tag check): a scheduling
+    /// hint only (`compound::runs_inline`), never an access decision.
+    pub fn ino_unchecked(b: &[u8]) -> Option<u64> {
+        if b.len() != FH_LEN || b[0] != MAGIC || b[1] != VERSION {
+            return None;
+        }
+        Some(u64::from_be_bytes(b[4..12].try_into().ok()?))
+    }
+
     /// BADHANDLE for anything we did not mint: wrong size, magic or
     /// version, or a tag that does not match (forged or altered).
     pub fn parse(b: &[u8], key: &TagKey) -> Result<FileHandle, nfsstat4> {

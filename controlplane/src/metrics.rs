@@ -1,6 +1,6 @@
 //! MDS metrics in Prometheus/OpenMetrics text: per-operation counts, errors
 //! and latency histograms, bytes through the MDS data path, layouts and
-//! recalls. Handles are created once at start-up, so recording an operation
+//! recalls, delegations. Handles are created once at start-up, so recording an operation
 //! allocates nothing.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,6 +24,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -40,6 +45,13 @@ pub struct MdsMetrics {
     conns_closed: Family<ReasonLabel, Counter>,
     /// Control calls refused (no or a wrong cluster-key tag, a replay).
     pub control_refused: Counter,
+    /// Delegations granted, read and write.
+    delegations_granted: [Counter; 2],
+    pub delegations_recalled: Counter,
+    pub delegations_returned: Counter,
+    pub delegations_revoked: Counter,
+    /// Set from the state layer's count when encoded.
+    delegations_held: Gauge,
 }
 
 const MAX_OPNUM: usize = 80;
@@ -95,7 +107,35 @@ impl MdsMetrics {
             "Data-server control calls refused: no or a wrong cluster-key tag, or a replay",
             control_refused.clone(),
         );
-        MdsMetrics { registry, per_op, read_bytes, write_bytes, layouts_outstanding, recalls, conns_refused, conns_closed, control_refused }
+        let granted = Family::<KindLabel, Counter>::default();
+        registry.register("delegations_granted", "Delegations granted, by kind (read, write)", granted.clone());
+        let delegations_granted = ["read", "write"].map(|k| granted.get_or_create(&KindLabel { kind: k.to_string() }).clone());
+        let (delegations_recalled, delegations_returned, delegations_revoked) = (Counter::default(), Counter::default(), Counter::default());
+        registry.register("delegations_recalled", "Delegations recalled (CB_RECALL started)", delegations_recalled.clone());
+        registry.register("delegations_returned", "Delegations returned (DELEGRETURN)", delegations_returned.clone());
+        registry.register("delegations_revoked", "Recalled delegations revoked, not returned within a lease", delegations_revoked.clone());
+        let delegations_held = Gauge::default();
+        registry.register("delegations_held", "Delegations held by clients", delegations_held.clone());
+        MdsMetrics {
+            registry,
+            per_op,
+            read_bytes,
+            write_bytes,
+            layouts_outstanding,
+            recalls,
+            conns_refused,
+            conns_closed,
+            control_refused,
+            delegations_granted,
+            delegations_recalled,
+            delegations_returned,
+            delegations_revoked,
+            delegations_held,
+        }
+    }
+
+    pub fn delegation_granted(&self, write: bool) {
+        self.delegations_granted[write as usize].inc();
     }
 
     pub fn observe_op(&self, opnum: i32, ok: bool, took: Duration) {
@@ -123,6 +163,7 @@ impl MdsMetrics {
     /// OpenMetrics text without the trailing `# EOF` (the HTTP endpoint
     /// joins several roles' texts and ends them once).
     pub fn encode(&self) -> String {
+        self.delegations_held.set(crate::state::deleg::delegations_held() as i64);
         let mut s = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s.trim_end().trim_end_matches("# EOF").to_string()
@@ -150,5 +191,19 @@ mod tests {
         assert!(text.contains("pnfs_mds_op_errors_total{op=\"GETATTR\"} 1"), "{text}");
         assert!(text.contains("pnfs_mds_op_latency_seconds_bucket"), "{text}");
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn delegations_are_counted() {
+        let m = metrics();
+        m.delegation_granted(true);
+        m.delegations_revoked.inc();
+        let text = m.encode();
+        assert!(text.contains("pnfs_mds_delegations_granted_total{kind=\"read\"} "), "{text}");
+        let write: u64 = text.lines().find_map(|l| l.strip_prefix("pnfs_mds_delegations_granted_total{kind=\"write\"} ")).unwrap().parse().unwrap();
+        assert!(write >= 1, "{text}");
+        for name in ["delegations_recalled_total", "delegations_returned_total", "delegations_revoked_total", "delegations_held"] {
+            assert!(text.contains(&format!("\npnfs_mds_{name} ")), "{name}: {text}");
+        }
     }
 }

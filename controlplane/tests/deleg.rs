@@ -180,6 +180,7 @@ fn unreturned_delegation_is_revoked_after_a_lease() {
             a
         })
     };
+    let revoked_before = metric("delegations_revoked_total");
     let mut b = Client::connect(addr, 2).unwrap();
     b.set_retry_for(Duration::from_secs(30));
     let broot = b.lookup_path("/export").unwrap();
@@ -193,6 +194,7 @@ fn unreturned_delegation_is_revoked_after_a_lease() {
 
     let r = a.read(&fh, &dsid, 0, 10);
     assert!(matches!(r, Err(Error::Nfs { status: nfsstat4::NFS4ERR_DELEG_REVOKED, .. })), "{r:?}");
+    assert!(metric("delegations_revoked_total") > revoked_before, "the revocation is counted");
     assert_ne!(sequence_flags(&mut a) & SEQ4_STATUS_RECALLABLE_STATE_REVOKED, 0);
     let test = vec![nfs_argop4::OP_TEST_STATEID(TEST_STATEID4args { ts_stateids: vec![dsid.clone()] })];
     let codes = a
@@ -352,4 +354,148 @@ fn delegation_stateids_reach_the_data_servers() {
     // The revocation is pushed before DELEGRETURN is answered.
     let r = write(&mut ds, &dsid);
     assert!(matches!(r, Err(Error::Nfs { .. })), "a returned delegation still writes on the data server: {r:?}");
+}
+
+/// Waits (bounded) until `recalls` holds `n` entries, answering callbacks.
+fn wait_recalls(c: &mut Client, recalls: &Recalls, n: usize) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while recalls.lock().unwrap().len() < n && Instant::now() < until {
+        c.poll_callbacks(Duration::from_millis(100)).unwrap();
+    }
+    assert_eq!(recalls.lock().unwrap().len(), n, "CB_RECALL not received");
+}
+
+/// RFC 8881 10.4 / RFC 7862: the NFSv4.2 operations that change a file
+/// (ALLOCATE, DEALLOCATE, COPY and CLONE into it) by another client recall
+/// its delegation first, answering NFS4ERR_DELAY until it is returned, as
+/// WRITE does; COPY out of a read-delegated file needs no recall.
+#[test]
+fn v42_changes_by_another_client_recall_delegations() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start_mds(dir.path(), "delegation_recall_cooldown_seconds = 0");
+    let (mut a, recalls) = holder(addr);
+    let root = a.lookup_path("/export").unwrap();
+    let mut b = Client::connect(addr, 2).unwrap();
+    b.set_retry_for(Duration::ZERO);
+    let broot = b.lookup_path("/export").unwrap();
+    let anon = stateid4 { seqid: 0, other: [0; 12] };
+    let src = b.write_file(&broot, "src", &[7u8; 8192]).unwrap();
+    let putfh = |fh: &[u8]| nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.to_vec().into() });
+    let change = |name: &str, fh: &[u8]| -> Vec<nfs_argop4<'static>> {
+        let op = match name {
+            "ALLOCATE" => nfs_argop4::OP_ALLOCATE(ALLOCATE4args { aa_stateid: anon.clone(), aa_offset: 0, aa_length: 4096 }),
+            "DEALLOCATE" => nfs_argop4::OP_DEALLOCATE(DEALLOCATE4args { da_stateid: anon.clone(), da_offset: 0, da_length: 4096 }),
+            "COPY" => nfs_argop4::OP_COPY(COPY4args {
+                ca_src_stateid: anon.clone(),
+                ca_dst_stateid: anon.clone(),
+                ca_src_offset: 0,
+                ca_dst_offset: 0,
+                ca_count: 4096,
+                ca_consecutive: true,
+                ca_synchronous: true,
+                ca_source_server: vec![],
+            }),
+            _ => nfs_argop4::OP_CLONE(CLONE4args {
+                cl_src_stateid: anon.clone(),
+                cl_dst_stateid: anon.clone(),
+                cl_src_offset: 0,
+                cl_dst_offset: 0,
+                cl_count: 4096,
+            }),
+        };
+        vec![putfh(&src), nfs_argop4::OP_SAVEFH, putfh(fh), op]
+    };
+    for (n, name) in ["ALLOCATE", "DEALLOCATE", "COPY", "CLONE"].into_iter().enumerate() {
+        let file = format!("v{n}");
+        let (fh, _, d) = open(&mut a, &root, &file, OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WANT_READ_DELEG).unwrap();
+        let dsid = deleg_stateid(&d);
+        let r = b.compound_ok(change(name, &fh), |_| Ok(()));
+        assert!(matches!(r, Err(Error::Nfs { status: nfsstat4::NFS4ERR_DELAY, .. })), "{name} under another client's delegation: {r:?}");
+        wait_recalls(&mut a, &recalls, n + 1);
+        assert_eq!(recalls.lock().unwrap()[n].other, dsid.other, "{name} recalled another delegation");
+        delegreturn(&mut a, &fh, &dsid).unwrap();
+        b.compound_ok(change(name, &fh), |_| Ok(())).unwrap_or_else(|e| panic!("{name} after DELEGRETURN: {e:?}"));
+    }
+    // Reading the source under its holder's read delegation recalls nothing.
+    let (sfh, _, d) = open(&mut a, &root, "src2", OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WANT_READ_DELEG).unwrap();
+    assert!(matches!(d, open_delegation4::OPEN_DELEGATE_READ(_)), "{d:?}");
+    let dst = b.create_file(&broot, "dst").unwrap();
+    let mut ops = change("COPY", &dst);
+    ops[0] = putfh(&sfh);
+    b.compound_ok(ops, |_| Ok(())).unwrap();
+    a.poll_callbacks(Duration::from_millis(200)).unwrap();
+    assert_eq!(recalls.lock().unwrap().len(), 4);
+}
+
+/// A value of the MDS metrics (process-wide: tests running beside this
+/// one add to them, so the tests compare with lower bounds).
+fn metric(name: &str) -> u64 {
+    let text = pnfs_mds::metrics::metrics().encode();
+    let prefix = format!("pnfs_mds_{name} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {name} in {text}")).parse().unwrap()
+}
+
+/// Another client's GETATTR of size on a write-delegated file asks the
+/// holder (CB_GETATTR) from the pool; a holder that answers without the
+/// attributes is recalled instead (DELAY until DELEGRETURN). The
+/// delegation metrics count the grant, the recall and the return.
+#[test]
+fn getattr_of_a_write_delegated_file_asks_the_holder_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start_mds(dir.path(), "delegation_recall_cooldown_seconds = 0");
+    let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let handler: CallbackHandler = {
+        let seen = seen.clone();
+        Box::new(move |a: &CB_COMPOUND4args| {
+            for op in &a.argarray {
+                match op {
+                    nfs_cb_argop4::OP_CB_GETATTR(_) => seen.lock().unwrap().push("CB_GETATTR"),
+                    nfs_cb_argop4::OP_CB_RECALL(_) => seen.lock().unwrap().push("CB_RECALL"),
+                    _ => {}
+                }
+            }
+            nfsstat4::NFS4_OK
+        })
+    };
+    let mut a = Client::connect_with_callbacks(addr, 2, handler).unwrap();
+    let root = a.lookup_path("/export").unwrap();
+    let granted = pnfs_mds::metrics::metrics().encode();
+    let writes_before: u64 =
+        granted.lines().find_map(|l| l.strip_prefix("pnfs_mds_delegations_granted_total{kind=\"write\"} ")).unwrap().parse().unwrap();
+    let (recalled, returned) = (metric("delegations_recalled_total"), metric("delegations_returned_total"));
+    let (fh, _, d) = open(&mut a, &root, "m", OPEN4_SHARE_ACCESS_BOTH | OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG).unwrap();
+    let dsid = deleg_stateid(&d);
+    assert!(matches!(d, open_delegation4::OPEN_DELEGATE_WRITE(_)), "{d:?}");
+    let text = pnfs_mds::metrics::metrics().encode();
+    let writes: u64 = text.lines().find_map(|l| l.strip_prefix("pnfs_mds_delegations_granted_total{kind=\"write\"} ")).unwrap().parse().unwrap();
+    assert!(writes > writes_before, "the grant is counted: {text}");
+    assert!(metric("delegations_held") >= 1);
+    // The holder's own GETATTR asks nobody.
+    a.getattr_size(&fh).unwrap();
+
+    let stop = Arc::new(Mutex::new(false));
+    let answering = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !*stop.lock().unwrap() {
+                a.poll_callbacks(Duration::from_millis(50)).unwrap();
+            }
+            a
+        })
+    };
+    let mut b = Client::connect(addr, 2).unwrap();
+    b.set_retry_for(Duration::ZERO);
+    let r = b.getattr_size(&fh);
+    assert!(matches!(r, Err(Error::Nfs { status: nfsstat4::NFS4ERR_DELAY, .. })), "{r:?}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    *stop.lock().unwrap() = true;
+    let mut a = answering.join().unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["CB_GETATTR", "CB_RECALL"]);
+    assert!(metric("delegations_recalled_total") > recalled);
+    delegreturn(&mut a, &fh, &dsid).unwrap();
+    assert!(metric("delegations_returned_total") > returned);
+    assert_eq!(b.getattr_size(&fh).unwrap(), 0);
 }

@@ -10,14 +10,19 @@
 //! within `mds.delegation_recall_cooldown_seconds` of a recall of the file,
 //! past `mds.max_delegations`, or with `mds.delegations = false`. An
 //! operation of another client that conflicts (OPEN, SETATTR, REMOVE,
-//! RENAME, LINK) starts a CB_RECALL and answers NFS4ERR_DELAY until the
+//! RENAME, LINK, and through `ops::io::check_io` READ, WRITE and the
+//! NFSv4.2 changes ALLOCATE, DEALLOCATE, COPY and CLONE) starts a CB_RECALL and answers NFS4ERR_DELAY until the
 //! holder returned the delegation (DELEGRETURN) or lost it (revoked a
 //! lease after the recall), as knfsd does; the Linux client retries.
 //!
 //! A delegation's stateid is a state of the state layer
-//! (`StateStore::add_deleg`, `revoke`, `remove_state`); the table of
+//! (`StateStore::grant_deleg`, `revoke`, `remove_state`); the table of
 //! `state/deleg.rs` (`StateStore::delegs`, a leaf lock) keeps the rest. No
-//! state-layer call is made while that table is locked.
+//! state-layer call is made while that table is locked. A grant is decided
+//! and recorded atomically with other clients' OPENs of the file
+//! (`grant_deleg`); the recall check here runs before the OPEN's state
+//! step, and a delegation granted in between makes that step answer DELAY
+//! (`ops/open.rs` then recalls it).
 
 use crate::callback::{deleg_getattr, deleg_recall, getattr_results, CbError, Callbacks};
 use crate::compound::{current_inode, reply, Compound};
@@ -25,7 +30,7 @@ use crate::fh::FileHandle;
 use crate::mds::Mds;
 use crate::namespace::{Inode, NfsResult};
 use crate::ops::stateid::{resolve, stateid};
-use crate::state::deleg::{delegations_outstanding, write_delegations_outstanding, Deleg, DelegTable};
+use crate::state::deleg::{delegations_outstanding, write_delegations_outstanding, Deleg, NoGrant};
 use crate::state::{Effects, Session, SessionId, StateKind, StateOther, StateStore};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
@@ -79,67 +84,45 @@ fn decide(m: &Mds, c: &Compound, clientid: u64, (fh, inode): (FileHandle, &Inode
         return none(why_no_delegation4::WND4_NOT_SUPP_FTYPE);
     }
     let ino = inode.ino;
-    let now = Instant::now();
     let st = m.state();
     let Ok(client) = st.client(clientid) else { return none(why_no_delegation4::WND4_RESOURCE) };
-    {
-        let delegs = st.delegs();
-        if let Some(mine) = delegs.held(clientid, ino) {
-            // One delegation per client and file; no upgrades or downgrades.
-            let held_write = delegs.get(&mine).is_some_and(|d| d.write);
-            return match (held_write, want) {
-                (false, OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG) => none_because(why_no_delegation4::WND4_NOT_SUPP_UPGRADE),
-                (true, OPEN4_SHARE_ACCESS_WANT_READ_DELEG) => none_because(why_no_delegation4::WND4_NOT_SUPP_DOWNGRADE),
-                _ => open_delegation4::OPEN_DELEGATE_NONE,
-            };
-        }
-        if delegs.len() >= m.cfg.max_delegations {
-            return none(why_no_delegation4::WND4_RESOURCE);
-        }
-    }
     // Cheap first: clients without a back channel (benchmarks) stop here.
     if !back_channel_up(&m.callbacks, &st.sessions_of(clientid)) {
         return none(why_no_delegation4::WND4_RESOURCE);
     }
-    // (The table's lock is let go before the state layer is asked.)
-    let contention = contended(&st.delegs(), clientid, ino, write, now);
-    if contention || st.others_open(clientid, ino, write) {
-        return none(why_no_delegation4::WND4_CONTENTION);
-    }
-    // The state (allowed on the data servers when the client holds a
-    // layout of the file: tight coupling, RFC 8881 13.9.2), then its record.
-    let mut fx = Effects::default();
-    let Ok(granted) = st.add_deleg(&client, ino, write, &mut fx) else { return none(why_no_delegation4::WND4_RESOURCE) };
     let granted_by = c.session.as_ref().zip(c.slot).map(|(s, slot)| (s.id, slot, c.sequenceid));
-    let raced = {
-        let mut delegs = st.delegs();
-        // Another grant on the file since the checks above loses to none.
-        let raced = delegs.held(clientid, ino).is_some() || contended(&delegs, clientid, ino, write, now);
-        if !raced {
-            delegs.insert(
-                granted.other,
-                Deleg {
-                    clientid,
-                    ino,
-                    write,
-                    fh_export: fh.export_id,
-                    fh_generation: fh.generation,
-                    granted_by,
-                    recall_deadline: None,
-                    seen_change: Some(inode.change),
-                    change_bumps: 0,
-                },
-            );
-        }
-        raced
+    let d = Deleg {
+        clientid,
+        ino,
+        write,
+        fh_export: fh.export_id,
+        fh_generation: fh.generation,
+        granted_by,
+        recall_deadline: None,
+        seen_change: Some(inode.change),
+        change_bumps: 0,
     };
-    if raced {
-        st.remove_state(&granted.other, &mut fx);
-    }
+    // Decided and recorded in one step of the state layer, atomic with
+    // other clients' OPENs of the file (the state, allowed on the data
+    // servers when the client holds a layout of the file: tight coupling,
+    // RFC 8881 13.9.2, and its record).
+    let mut fx = Effects::default();
+    let granted = st.grant_deleg(&client, d, m.cfg.max_delegations, Instant::now(), &mut fx);
     let _ = m.apply(fx);
-    if raced {
-        return none(why_no_delegation4::WND4_CONTENTION);
-    }
+    let granted = match granted {
+        Ok(sid) => sid,
+        // One delegation per client and file; no upgrades or downgrades.
+        Err(NoGrant::Held { write: held_write }) => {
+            return match (held_write, want) {
+                (false, OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG) => none_because(why_no_delegation4::WND4_NOT_SUPP_UPGRADE),
+                (true, OPEN4_SHARE_ACCESS_WANT_READ_DELEG) => none_because(why_no_delegation4::WND4_NOT_SUPP_DOWNGRADE),
+                _ => open_delegation4::OPEN_DELEGATE_NONE,
+            }
+        }
+        Err(NoGrant::Contention) => return none(why_no_delegation4::WND4_CONTENTION),
+        Err(NoGrant::Resource) => return none(why_no_delegation4::WND4_RESOURCE),
+    };
+    crate::metrics::metrics().delegation_granted(write);
     log::debug!("{} delegation of inode {ino} to client {clientid:x}", if write { "write" } else { "read" });
     let permissions = nfsace4 { r#type: ACE4_ACCESS_ALLOWED_ACE_TYPE, flag: 0, access_mask: 0, who: b"".as_slice().into() };
     if write {
@@ -152,17 +135,6 @@ fn decide(m: &Mds, c: &Compound, clientid: u64, (fh, inode): (FileHandle, &Inode
     } else {
         open_delegation4::OPEN_DELEGATE_READ(open_read_delegation4 { stateid: granted, recall: false, permissions })
     }
-}
-
-/// Whether other clients' delegations on `ino` (or a recent recall of it)
-/// forbid a new delegation; their opens are `StateStore::others_open`'s.
-fn contended(delegs: &DelegTable, clientid: u64, ino: u64, write: bool, now: Instant) -> bool {
-    delegs.recently_recalled(ino, now)
-        || delegs
-            .on_ino(ino)
-            .iter()
-            .filter_map(|o| delegs.get(o))
-            .any(|d| d.clientid != clientid && (write || d.write || d.recall_deadline.is_some()))
 }
 
 fn back_channel_up(cbs: &Callbacks, sessions: &[Arc<Session>]) -> bool {
@@ -261,6 +233,7 @@ fn start_recalls(m: &Mds, st: &StateStore, others: &[StateOther], now: Instant) 
             if !delegs.start_recall(other, now, now + m.lease(), cooldown) {
                 continue;
             }
+            crate::metrics::metrics().delegations_recalled.inc();
             let Some(d) = delegs.get(other) else { continue };
             d.clone()
         };
@@ -367,6 +340,7 @@ fn recall_one(cbs: &Callbacks, fhb: &[u8], r: &Recall) {
 fn revoke(st: &StateStore, other: &StateOther, fx: &mut Effects) {
     let gone = st.delegs().remove(other);
     if let Some(d) = gone {
+        crate::metrics::metrics().delegations_revoked.inc();
         log::warn!("client {:x} did not return a recalled delegation of inode {} within a lease; revoked", d.clientid, d.ino);
     }
     st.revoke(other, fx);
@@ -457,7 +431,9 @@ pub fn delegreturn(m: &Mds, c: &mut Compound, a: &DELEGRETURN4args, e: &mut Enco
             return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
         st.remove_state(&s.other, &mut fx);
-        st.delegs().remove(&s.other);
+        if st.delegs().remove(&s.other).is_some() {
+            crate::metrics::metrics().delegations_returned.inc();
+        }
         Ok(())
     })();
     let _ = m.apply(fx);

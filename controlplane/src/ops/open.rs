@@ -132,6 +132,12 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args, fx: &mut Effects) -> Nfs
         Err(r) if m.release_expired_holders(&r.holders) => {
             st.open(&client, i.ino, &a.owner.owner, access, deny, recall_rw, fx).map_err(|r| r.status)?
         }
+        // Another client got a conflicting delegation since the check
+        // above: it is recalled (DELAY meanwhile), or already gone.
+        Err(r) if r.status == nfsstat4::NFS4ERR_DELAY => {
+            crate::ops::deleg::break_for_open(m, clientid, i.ino, access)?;
+            st.open(&client, i.ino, &a.owner.owner, access, deny, recall_rw, fx).map_err(|r| r.status)?
+        }
         Err(r) => return Err(r.status),
     };
     c.set_fh(target.fh);

@@ -2,24 +2,34 @@
 //! delegation on which file, recalls under way and files recalled lately.
 //!
 //! Every delegation also has a `StateRec` (kind `StateKind::Deleg`) in the
-//! state layer (`StateStore::add_deleg`), so stateid lookups, TEST_STATEID,
+//! state layer (`StateStore::grant_deleg`), so stateid lookups, TEST_STATEID,
 //! SEQUENCE's revoked flag and the data-server pushes treat it like any
 //! stateid; this table (behind `StateStore::delegs`, a leaf lock) adds what
 //! only delegations need,
 //! indexed by `other`, by inode and by client, so a conflict check costs
 //! O(delegations on that file) and never scans the table. The policy (when
 //! to grant, recall, revoke) lives in `ops/deleg.rs`.
+//!
+//! Grants and opens exclude each other on one file: a grant is decided and
+//! inserted under the file's shard lock ([`StateStore::grant_deleg`]), the
+//! lock every OPEN holds for its share check, and an OPEN refuses to land
+//! beside another client's conflicting delegation ([`StateStore::open`]
+//! asks [`StateStore::deleg_blocks_open`]). Two racing OPENs of different
+//! clients so never end up with conflicting delegations.
 
-use super::{SessionId, StateOther};
+use super::{lock, stateid, ClientEntry, Effects, FileShard, SessionId, StateKind, StateOther, StateRec, StateStore};
+use pnfs_protocol::wire::{stateid4, OPEN4_SHARE_ACCESS_WRITE};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// Write delegations outstanding in this process (all MDS instances). A
 /// GETATTR may then have to ask a holder (CB_GETATTR) and wait, which must
 /// not happen on a connection's own task (the answer may come in on that
-/// connection): `compound::runs_inline` sends GETATTR to the pool while
-/// this is non-zero. Only a scheduling hint, never a correctness input.
+/// connection): while this is non-zero, `compound::runs_inline` asks
+/// [`getattr_may_call_back`] for the GETATTR's file. Only a scheduling
+/// hint, never a correctness input.
 static WRITE_DELEGATIONS: AtomicUsize = AtomicUsize::new(0);
 /// Delegations outstanding in this process: REMOVE/RENAME skip their extra
 /// name lookup while there are none.
@@ -31,6 +41,43 @@ pub fn write_delegations_outstanding() -> bool {
 
 pub fn delegations_outstanding() -> bool {
     DELEGATIONS.load(Ordering::Relaxed) > 0
+}
+
+/// Delegations held in this process (the `delegations_held` metric).
+pub fn delegations_held() -> usize {
+    DELEGATIONS.load(Ordering::Relaxed)
+}
+
+const WRITE_DELEGATED_SHARDS: usize = 16;
+
+/// Files under a write delegation in this process (all MDS instances), with
+/// the session each was granted on: lets `compound::runs_inline` keep a
+/// GETATTR on the connection's task unless its file is delegated for
+/// writing to another client. Only a scheduling hint: a file of another
+/// instance with the same number, or a holder asking on another of its
+/// sessions, sends the GETATTR to the pool for nothing; it never keeps one
+/// inline that may wait for a CB_GETATTR. Its locks are leaves, taken under
+/// the table's.
+static WRITE_DELEGATED: LazyLock<[Mutex<WriteDelegated>; WRITE_DELEGATED_SHARDS]> =
+    LazyLock::new(|| std::array::from_fn(|_| Mutex::new(HashMap::new())));
+
+/// Write-delegated inodes, each with the sessions its delegations were
+/// granted on (None: not granted in a session).
+type WriteDelegated = HashMap<u64, Vec<Option<SessionId>>>;
+
+fn write_delegated_shard(ino: u64) -> std::sync::MutexGuard<'static, WriteDelegated> {
+    lock(&WRITE_DELEGATED[super::mix(ino) % WRITE_DELEGATED_SHARDS])
+}
+
+/// Whether a GETATTR of `ino` sent on session `caller` may have to ask a
+/// write delegation's holder (CB_GETATTR): the file is under a write
+/// delegation not granted on that session. O(1) with no write delegation
+/// out.
+pub fn getattr_may_call_back(ino: u64, caller: Option<&SessionId>) -> bool {
+    if !write_delegations_outstanding() {
+        return false;
+    }
+    write_delegated_shard(ino).get(&ino).is_some_and(|on| on.iter().any(|s| s.is_none() || s.as_ref() != caller))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +137,7 @@ impl DelegTable {
         self.by_client.entry(d.clientid).or_default().insert(other);
         DELEGATIONS.fetch_add(1, Ordering::Relaxed);
         if d.write {
+            write_delegated_shard(d.ino).entry(d.ino).or_default().push(d.granted_by.map(|g| g.0));
             WRITE_DELEGATIONS.fetch_add(1, Ordering::Relaxed);
         }
         self.by_other.insert(other, d);
@@ -112,6 +160,16 @@ impl DelegTable {
         DELEGATIONS.fetch_sub(1, Ordering::Relaxed);
         if d.write {
             WRITE_DELEGATIONS.fetch_sub(1, Ordering::Relaxed);
+            let mut hint = write_delegated_shard(d.ino);
+            if let Some(on) = hint.get_mut(&d.ino) {
+                let session = d.granted_by.map(|g| g.0);
+                if let Some(i) = on.iter().position(|s| *s == session) {
+                    on.swap_remove(i);
+                }
+                if on.is_empty() {
+                    hint.remove(&d.ino);
+                }
+            }
         }
         Some(d)
     }
@@ -167,6 +225,19 @@ impl DelegTable {
         self.recalled_order.push_back((until, ino));
     }
 
+    /// Whether other clients' delegations on `ino` (or a recent recall of
+    /// it) forbid `clientid` a new one (`write`: a write delegation).
+    pub fn contended(&self, clientid: u64, ino: u64, write: bool, now: Instant) -> bool {
+        self.recently_recalled(ino, now)
+            || self
+                .by_ino
+                .get(&ino)
+                .into_iter()
+                .flatten()
+                .filter_map(|o| self.by_other.get(o))
+                .any(|d| d.clientid != clientid && (write || d.write || d.recall_deadline.is_some()))
+    }
+
     /// Whether `ino` was recalled within the cooldown.
     pub fn recently_recalled(&self, ino: u64, now: Instant) -> bool {
         self.recalled.get(&ino).is_some_and(|until| *until > now)
@@ -189,11 +260,87 @@ impl DelegTable {
     }
 }
 
+/// Why [`StateStore::grant_deleg`] granted nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoGrant {
+    /// The client holds a delegation on the file already (`write`: a
+    /// write delegation): one per client and file, no upgrades.
+    Held { write: bool },
+    /// Another client's open or delegation, or a recent recall.
+    Contention,
+    /// `max` delegations out, or a state cap reached.
+    Resource,
+}
+
+impl StateStore {
+    /// Grants `d` (a delegation of `client` on `d.ino`) unless another
+    /// client's open conflicts (any open for a write delegation, an open
+    /// for writing for a read one), another client's delegation does, the
+    /// file was recalled lately, or `max` delegations are out. Decided and
+    /// recorded under the file's shard lock, which OPEN's share check holds
+    /// too: an OPEN racing with the grant either landed before (and is seen
+    /// here) or sees the delegation ([`Self::deleg_blocks_open`]). The
+    /// stateid is allowed on the data servers when the client holds a
+    /// layout of the file.
+    pub fn grant_deleg(&self, client: &Arc<ClientEntry>, d: Deleg, max: usize, now: Instant, fx: &mut Effects) -> Result<stateid4, NoGrant> {
+        let (clientid, ino, write) = (client.clientid, d.ino, d.write);
+        let mut guard = self.file_shard(ino);
+        let sh = &mut *guard;
+        if super::opens::others_open_locked(sh, clientid, ino, write) {
+            return Err(NoGrant::Contention);
+        }
+        let check = |delegs: &DelegTable| match delegs.held(clientid, ino) {
+            Some(mine) => Err(NoGrant::Held { write: delegs.get(&mine).is_some_and(|d| d.write) }),
+            None if delegs.len() >= max => Err(NoGrant::Resource),
+            None if delegs.contended(clientid, ino, write, now) => Err(NoGrant::Contention),
+            None => Ok(()),
+        };
+        check(&self.delegs())?;
+        // The state (the client's entry is locked inside: not under the
+        // table's lock), then its record, checked again in the same hold
+        // of the table (a recall may have started meanwhile).
+        let rec = StateRec { clientid, ino, seqid: 1, kind: StateKind::Deleg { write }, revoked: false };
+        let other = self.insert(sh, client, rec, fx).map_err(|_| NoGrant::Resource)?;
+        let recorded = {
+            let mut delegs = self.delegs();
+            check(&delegs).map(|()| delegs.insert(other, d))
+        };
+        if let Err(why) = recorded {
+            self.remove(sh, &other, fx);
+            return Err(why);
+        }
+        let sid = stateid(&other, 1);
+        self.allow_if_layout(sh, clientid, ino, &sid, fx);
+        Ok(sid)
+    }
+
+    /// Whether another client's delegation on `ino` (in the locked shard
+    /// `sh`) conflicts with an OPEN by `clientid` for `access`: a write
+    /// delegation with any open, a read one with an open for writing.
+    /// Revoked delegations do not count. The OPEN then answers
+    /// NFS4ERR_DELAY and recalls it (`ops/deleg.rs`). Costs nothing while
+    /// no delegation is out, else O(clients on the file).
+    pub(super) fn deleg_blocks_open(&self, sh: &FileShard, ino: u64, clientid: u64, access: u32) -> bool {
+        if !delegations_outstanding() {
+            return false;
+        }
+        let Some(file) = sh.files.get(&ino) else { return false };
+        super::visit(file.by_client.len());
+        file.by_client.iter().filter(|(id, _)| **id != clientid).any(|(_, cof)| {
+            cof.delegs.iter().any(|o| {
+                matches!(sh.states.get(o), Some(StateRec { kind: StateKind::Deleg { write }, revoked: false, .. })
+                    if *write || access & OPEN4_SHARE_ACCESS_WRITE != 0)
+            })
+        })
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn deleg(clientid: u64, ino: u64, write: bool) -> Deleg {
+    /// A delegation record as granted (state/tests.rs uses it too).
+    pub(in crate::state) fn deleg(clientid: u64, ino: u64, write: bool) -> Deleg {
         Deleg {
             clientid,
             ino,

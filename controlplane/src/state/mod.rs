@@ -504,19 +504,6 @@ impl StateStore {
         self.checked(&self.shard_of(&s.other), clientid, s).cloned()
     }
 
-    /// Records a delegation of `client` on `ino` (the policy, and the
-    /// delegation's own bookkeeping, live in `deleg.rs`); allowed on the
-    /// data servers when the client holds a layout on the file. The caps
-    /// apply as to any state.
-    pub fn add_deleg(&self, client: &Arc<ClientEntry>, ino: u64, write: bool, fx: &mut Effects) -> NfsResult<stateid4> {
-        let mut guard = self.file_shard(ino);
-        let sh = &mut *guard;
-        let rec = StateRec { clientid: client.clientid, ino, seqid: 1, kind: StateKind::Deleg { write }, revoked: false };
-        let sid = stateid(&self.insert(sh, client, rec, fx)?, 1);
-        self.allow_if_layout(sh, client.clientid, ino, &sid, fx);
-        Ok(sid)
-    }
-
     /// Marks a state revoked (a delegation not returned a lease after its
     /// recall): refused from now on, told by SEQUENCE until FREE_STATEID,
     /// and revoked on the data servers. False if it is gone.

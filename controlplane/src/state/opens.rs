@@ -127,6 +127,12 @@ impl StateStore {
                 return Err(OpenRefused { status: nfsstat4::NFS4ERR_SHARE_DENIED, holders });
             }
         }
+        // Another client's conflicting delegation, granted since the
+        // caller's recall check (`ops/deleg.rs`): DELAY, and the caller
+        // recalls it. Checked in the lock grants take (`deleg.rs`).
+        if self.deleg_blocks_open(sh, ino, clientid, access) {
+            return Err(nfsstat4::NFS4ERR_DELAY.into());
+        }
         let sid = match mine {
             Some(other) => {
                 let rec = sh.states.get_mut(&other).expect("indexed");
@@ -298,28 +304,33 @@ impl StateStore {
     /// `clientid`: any open of theirs for a write delegation, an open for
     /// writing for a read one. O(the client's own opens of the file).
     pub fn others_open(&self, clientid: u64, ino: u64, write: bool) -> bool {
-        let sh = self.file_shard(ino);
-        let Some(file) = sh.files.get(&ino) else { return false };
-        let (mut mine, mut mine_writing) = (0, 0);
-        if let Some(cof) = file.by_client.get(&clientid) {
-            visit(cof.opens.len());
-            for (_, o) in &cof.opens {
-                mine += 1;
-                if matches!(sh.states.get(o).map(|r| &r.kind), Some(StateKind::Open { access, .. }) if access & OPEN4_SHARE_ACCESS_WRITE != 0) {
-                    mine_writing += 1;
-                }
-            }
-        }
-        if write {
-            file.share.opens > mine
-        } else {
-            file.share.access[1] > mine_writing
-        }
+        others_open_locked(&self.file_shard(ino), clientid, ino, write)
     }
 
     /// Whether `other` is a state still valid for I/O here (not revoked):
     /// what the data servers may keep accepting.
     pub fn is_live(&self, other: &StateOther) -> bool {
         self.shard_of(other).states.get(other).is_some_and(|r| !r.revoked)
+    }
+}
+
+/// [`StateStore::others_open`] in a locked shard (a delegation is granted
+/// under the same lock: `deleg.rs`).
+pub(super) fn others_open_locked(sh: &FileShard, clientid: u64, ino: u64, write: bool) -> bool {
+    let Some(file) = sh.files.get(&ino) else { return false };
+    let (mut mine, mut mine_writing) = (0, 0);
+    if let Some(cof) = file.by_client.get(&clientid) {
+        visit(cof.opens.len());
+        for (_, o) in &cof.opens {
+            mine += 1;
+            if matches!(sh.states.get(o).map(|r| &r.kind), Some(StateKind::Open { access, .. }) if access & OPEN4_SHARE_ACCESS_WRITE != 0) {
+                mine_writing += 1;
+            }
+        }
+    }
+    if write {
+        file.share.opens > mine
+    } else {
+        file.share.access[1] > mine_writing
     }
 }

@@ -626,7 +626,6 @@ fn delegation_hooks() {
     let st = store(StateCaps::default());
     let (a, sa) = client(&st, "a");
     let (b, _) = client(&st, "b");
-    let ca = st.client(a).unwrap();
     assert!(!st.others_open(a, 9, true));
     open(&st, a, 9, "o", R | W, 0).unwrap();
     assert!(!st.others_open(a, 9, true), "its own opens do not count");
@@ -634,17 +633,132 @@ fn delegation_hooks() {
     assert!(st.others_open(a, 9, true) && !st.others_open(a, 9, false), "a reader forbids a write delegation only");
     assert!(st.others_open(b, 9, false), "a writer forbids a read delegation");
     let mut fx = Effects::default();
-    let d = st.add_deleg(&ca, 9, false, &mut fx).unwrap();
+    let d = grant(&st, a, 9, false).unwrap();
     assert_eq!(st.check_io(a, &d, 9, IoMode::Write), Err(nfsstat4::NFS4ERR_OPENMODE), "a read delegation reads only");
     assert!(st.check_io(a, &d, 9, IoMode::Read).is_ok());
+    st.delegs().remove(&d.other); // as ops/deleg.rs revokes
     assert!(st.revoke(&d.other, &mut fx));
     assert_eq!(st.find(a, &d).err(), Some(nfsstat4::NFS4ERR_DELEG_REVOKED));
     assert!(st.sequence(&sa).unwrap().1);
     st.free_stateid(a, &d, &mut fx).unwrap();
     assert!(!st.sequence(&sa).unwrap().1);
-    let d = st.add_deleg(&ca, 9, false, &mut fx).unwrap();
+    let d = grant(&st, a, 9, false).unwrap();
+    st.delegs().remove(&d.other);
     assert_eq!(st.remove_state(&d.other, &mut fx).map(|r| r.kind), Some(StateKind::Deleg { write: false }));
     st.close(b, 9, &ob, false, &mut fx).unwrap();
     assert!(!st.others_open(a, 9, true));
     assert_consistent(&st);
+}
+
+fn grant(st: &StateStore, clientid: u64, ino: u64, write: bool) -> Result<stateid4, deleg::NoGrant> {
+    let d = deleg::tests::deleg(clientid, ino, write);
+    st.grant_deleg(&st.client(clientid).unwrap(), d, 1 << 20, Instant::now(), &mut Effects::default())
+}
+
+/// RFC 8881 10.4: never a write delegation beside another client's open or
+/// delegation, never a read delegation beside another client's open for
+/// writing (revoked delegations aside). Checked under the file's shard
+/// lock, the lock grants and opens take.
+fn assert_deleg_invariant(st: &StateStore, ino: u64) {
+    let sh = st.file_shard(ino);
+    let Some(file) = sh.files.get(&ino) else { return };
+    let (mut opens, mut delegs) = (vec![], vec![]);
+    for (id, cof) in &file.by_client {
+        for (_, o) in &cof.opens {
+            if let Some(StateRec { kind: StateKind::Open { access, .. }, .. }) = sh.states.get(o) {
+                opens.push((*id, *access));
+            }
+        }
+        for o in &cof.delegs {
+            if let Some(StateRec { kind: StateKind::Deleg { write }, revoked: false, .. }) = sh.states.get(o) {
+                delegs.push((*id, *write));
+            }
+        }
+    }
+    for &(holder, write) in &delegs {
+        for &(id, access) in opens.iter().filter(|(id, _)| *id != holder) {
+            assert!(!write && access & W == 0, "inode {ino}: client {holder:x}'s {} delegation beside client {id:x}'s open for {access}", if write { "write" } else { "read" });
+        }
+        for &(id, other_write) in delegs.iter().filter(|(id, _)| *id != holder) {
+            assert!(!write && !other_write, "inode {ino}: conflicting delegations of clients {holder:x} and {id:x}");
+        }
+    }
+}
+
+/// Many clients race OPENs, grants, CLOSEs and returns on a few files
+/// (seeded); the invariant holds after every step and at the end. The
+/// callers' recall check (`ops/deleg.rs`) runs outside the state lock, as
+/// in the MDS: the state layer alone must keep the invariant.
+#[test]
+fn delegations_and_racing_opens_never_conflict() {
+    const THREADS: u64 = 8;
+    const STEPS: usize = 200_000;
+    const FILES: u64 = 3;
+    const SEED: u64 = 0x5eed_de1e;
+    let st = Arc::new(store(StateCaps::default()));
+    let clients: Vec<u64> = (0..THREADS).map(|t| client(&st, &format!("c{t}")).0).collect();
+    let granted = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(t, &cid)| {
+            let (st, granted) = (st.clone(), granted.clone());
+            std::thread::spawn(move || {
+                let mut x = SEED ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut next = move || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x
+                };
+                let c = st.client(cid).unwrap();
+                let (mut opens, mut delegs): (HashMap<u64, StateOther>, HashMap<u64, StateOther>) = Default::default();
+                for _ in 0..STEPS {
+                    let ino = 100 + next() % FILES;
+                    let mut fx = Effects::default();
+                    match next() % 6 {
+                        op @ (0 | 1) => {
+                            let access = if op == 0 { R } else { R | W };
+                            // The ops layer's recall check: another client's
+                            // conflicting delegation answers DELAY.
+                            let blocked = {
+                                let d = st.delegs();
+                                d.on_ino(ino).iter().filter_map(|o| d.get(o)).any(|d| d.clientid != cid && (d.write || access & W != 0))
+                            };
+                            if !blocked {
+                                if let Ok(sid) = st.open(&c, ino, b"o", access, 0, false, &mut fx) {
+                                    opens.insert(ino, sid.other);
+                                }
+                            }
+                        }
+                        op @ (2 | 3) => {
+                            if let Ok(sid) = grant(&st, cid, ino, op == 3) {
+                                delegs.insert(ino, sid.other);
+                                granted.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        4 => {
+                            if let Some(other) = opens.remove(&ino) {
+                                st.close(cid, ino, &stateid(&other, 0), false, &mut fx).unwrap();
+                            }
+                        }
+                        _ => {
+                            if let Some(other) = delegs.remove(&ino) {
+                                st.remove_state(&other, &mut fx).unwrap();
+                                st.delegs().remove(&other);
+                            }
+                        }
+                    }
+                    assert_deleg_invariant(&st, ino);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for ino in 100..100 + FILES {
+        assert_deleg_invariant(&st, ino);
+    }
+    assert!(granted.load(Ordering::Relaxed) > 0, "no delegation was ever granted: the race was never run");
 }
