@@ -15,6 +15,7 @@ use pnfs_client::pnfs_protocol::rpc::{self, Message};
 use pnfs_client::pnfs_protocol::seal::ClusterKey;
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
+use pnfs_client::layout::{layoutcommit_to, whole_file_layoutget, whole_file_layoutreturn};
 use pnfs_client::Client;
 use pnfs_mds::pnfs::client::CtlClient;
 use std::collections::HashMap;
@@ -240,7 +241,7 @@ fn client_keeping_a_recalled_layout_is_fenced() {
         .compound_ok(
             vec![
                 putfh(&fh),
-                whole_file_layoutget(stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096),
+                whole_file_layoutget(stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096, 4096),
             ],
             |r| match &r[1] {
                 nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(_)) => Ok(()),
@@ -330,7 +331,7 @@ fn directory_xattr_sets_the_stripe_count() {
         c.compound_ok(
             vec![
                 putfh(&fh),
-                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096),
+                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096, 4096),
             ],
             |r| match &r[1] {
                 nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => {
@@ -363,7 +364,7 @@ fn return_on_close_drops_the_layout_at_last_close() {
         .compound_ok(
             vec![
                 putfh(&fh),
-                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096),
+                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096, 4096),
             ],
             |r| match &r[1] {
                 nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok((ok.logr_return_on_close, ok.logr_stateid.clone())),
@@ -382,20 +383,6 @@ fn return_on_close_drops_the_layout_at_last_close() {
     assert_eq!(test(&mut c, &lsid), nfsstat4::NFS4_OK);
     c.close(&fh, &sid).unwrap();
     assert_eq!(test(&mut c, &lsid), nfsstat4::NFS4ERR_BAD_STATEID);
-}
-
-/// LAYOUTGET of a whole file, as the Linux files layout driver asks.
-fn whole_file_layoutget(sid: stateid4, iomode: layoutiomode4, maxcount: u32) -> nfs_argop4<'static> {
-    nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-        loga_signal_layout_avail: false,
-        loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-        loga_iomode: iomode,
-        loga_offset: 0,
-        loga_length: u64::MAX,
-        loga_minlength: 4096,
-        loga_stateid: sid,
-        loga_maxcount: maxcount,
-    })
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
@@ -447,7 +434,7 @@ fn layouts_devices_and_io_through_the_mds() {
     let layoutget = |c: &mut Client, sid: stateid4, iomode: layoutiomode4, maxcount: u32| {
         let ops = vec![
             putfh(&fh),
-            whole_file_layoutget(sid, iomode, maxcount),
+            whole_file_layoutget(sid, iomode, 4096, maxcount),
         ];
         let reply = c.compound(ops).unwrap();
         let res = reply.res().unwrap();
@@ -571,15 +558,7 @@ fn layouts_devices_and_io_through_the_mds() {
     let commit = |c: &mut Client, last: u64| {
         let ops = vec![
             putfh(&fh),
-            nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
-                loca_offset: 0,
-                loca_length: last + 1,
-                loca_reclaim: false,
-                loca_stateid: lg3.stateid.clone(),
-                loca_last_write_offset: newoffset4::TRUE(last),
-                loca_time_modify: newtime4::FALSE,
-                loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: vec![].into() },
-            }),
+            layoutcommit_to(lg3.stateid.clone(), last + 1),
         ];
         c.compound_ok(ops, |r| match &r[1] {
             nfs_resop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4res::NFS4_OK(ok)) => Ok(ok.locr_newsize.clone()),
@@ -605,17 +584,7 @@ fn layouts_devices_and_io_through_the_mds() {
     let layoutreturn = |c: &mut Client, s: &stateid4, iomode| {
         let ops = vec![
             putfh(&fh),
-            nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
-                lora_reclaim: false,
-                lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                lora_iomode: iomode,
-                lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
-                    lrf_offset: 0,
-                    lrf_length: u64::MAX,
-                    lrf_stateid: s.clone(),
-                    lrf_body: vec![].into(),
-                }),
-            }),
+            whole_file_layoutreturn(s.clone(), iomode),
         ];
         c.compound_ok(ops, |r| match &r[1] {
             nfs_resop4::OP_LAYOUTRETURN(LAYOUTRETURN4res::NFS4_OK(x)) => Ok(x.clone()),

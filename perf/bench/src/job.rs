@@ -8,7 +8,8 @@ use crate::hist::Histogram;
 use crate::opts::Workload;
 use crate::pattern;
 use crate::pipe::{decode_compound, poll_readable, status_name, PResult, Pipe};
-use pnfs_client::layout::{DeviceAddrs, FileLayout};
+use pnfs_client::layout::{layoutcommit_to, whole_file_layoutget, whole_file_layoutreturn, DeviceAddrs, FileLayout};
+use pnfs_client::CURRENT_STATEID;
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::xdr::{Decoder, Opaque, XdrDecode};
 use std::collections::{HashMap, VecDeque};
@@ -334,16 +335,8 @@ impl Job {
                 nfs_argop4::OP_GETFH,
             ];
             if self.p.pnfs {
-                ops.push(nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-                    loga_signal_layout_avail: false,
-                    loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                    loga_iomode: if write { layoutiomode4::LAYOUTIOMODE4_RW } else { layoutiomode4::LAYOUTIOMODE4_READ },
-                    loga_offset: 0,
-                    loga_length: u64::MAX,
-                    loga_minlength: 0,
-                    loga_stateid: stateid4 { seqid: 1, other: [0; 12] }, // the current stateid (OPEN's)
-                    loga_maxcount: 64 * 1024,
-                }));
+                let iomode = if write { layoutiomode4::LAYOUTIOMODE4_RW } else { layoutiomode4::LAYOUTIOMODE4_READ };
+                ops.push(whole_file_layoutget(CURRENT_STATEID, iomode, 0, 64 * 1024)); // OPEN's stateid
             }
             let body = self.pipes[0].call(&ops)?;
             let res = decode_compound(&body)?;
@@ -846,15 +839,7 @@ impl Job {
             }
             let ops = [
                 nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&f.fh) }),
-                nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
-                    loca_offset: 0,
-                    loca_length: end,
-                    loca_reclaim: false,
-                    loca_stateid: l.sid.clone(),
-                    loca_last_write_offset: newoffset4::TRUE(end - 1),
-                    loca_time_modify: newtime4::FALSE,
-                    loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: Opaque::owned(vec![]) },
-                }),
+                layoutcommit_to(l.sid.clone(), end),
             ];
             let body = self.pipes[0].call(&ops)?;
             let st = decode_compound(&body)?.status;
@@ -872,17 +857,7 @@ impl Job {
             if let Some(l) = &f.layout {
                 let ops = [
                     nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&f.fh) }),
-                    nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
-                        lora_reclaim: false,
-                        lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                        lora_iomode: layoutiomode4::LAYOUTIOMODE4_ANY,
-                        lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
-                            lrf_offset: 0,
-                            lrf_length: u64::MAX,
-                            lrf_stateid: l.sid.clone(),
-                            lrf_body: Opaque::owned(vec![]),
-                        }),
-                    }),
+                    whole_file_layoutreturn(l.sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY),
                 ];
                 // A failed return only leaves state on the server until the lease ends.
                 let _ = self.pipes[0].call(&ops);
@@ -958,16 +933,7 @@ impl Job {
                         });
                         let putfh = nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&self.p.dir_fh) });
                         if layoutget {
-                            let lg = nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-                                loga_signal_layout_avail: false,
-                                loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                                loga_iomode: layoutiomode4::LAYOUTIOMODE4_READ,
-                                loga_offset: 0,
-                                loga_length: u64::MAX,
-                                loga_minlength: 0,
-                                loga_stateid: stateid4 { seqid: 1, other: [0; 12] },
-                                loga_maxcount: 64 * 1024,
-                            });
+                            let lg = whole_file_layoutget(CURRENT_STATEID, layoutiomode4::LAYOUTIOMODE4_READ, 0, 64 * 1024);
                             pipe.push_ops(slot, &[putfh, open, nfs_argop4::OP_GETFH, lg])?;
                         } else {
                             pipe.push_ops(slot, &[putfh, open, nfs_argop4::OP_GETFH])?;

@@ -16,9 +16,9 @@
 use crate::hist::Histogram;
 use crate::job::LINUX_GETATTR;
 use crate::opts::Opts;
-use crate::pipe::{status_name, PResult, Pipe};
+use crate::pipe::{open_results, status_name, PResult, Pipe};
 use pnfs_client::pnfs_protocol::wire::*;
-use pnfs_client::pnfs_protocol::xdr::{Decoder, Opaque, XdrDecode};
+use pnfs_client::pnfs_protocol::xdr::Opaque;
 use pnfs_client::Client;
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
@@ -139,17 +139,7 @@ fn run_phase(pipe: &mut Pipe, phase: Phase, dir: &[u8], names: &[Vec<u8>], qd: u
         let name = || String::from_utf8_lossy(&names[f]).into_owned();
         match (phase, step) {
             (Phase::Create, 0) => {
-                let (mut sid, mut fh) = (None, None);
-                let mut d = Decoder::new(pipe.results(&rep));
-                while d.remaining() > 0 {
-                    match nfs_resop4::decode(&mut d) {
-                        Ok(nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(o))) => sid = Some(o.stateid.clone()),
-                        Ok(nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(g))) => fh = Some(g.object.to_vec()),
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-                match (sid, fh) {
+                match open_results(pipe.results(&rep)) {
                     (Some(sid), Some(fh)) if rep.status == 0 => {
                         opened[f] = Some((fh, sid));
                         todo.push((f, 1, t0, 0));
@@ -247,28 +237,13 @@ pub fn run(o: &Opts, server: SocketAddr, c: &mut Client, parent: &[u8]) -> Resul
     for k in 0..PHASES.len() {
         barriers[2 * k].wait();
         let t0 = Instant::now();
-        let cpu0 = if o.server_pids.is_empty() { None } else { Some(crate::cpu_total(&o.server_pids)?) };
+        let cpu0 = crate::server_cpu(&o.server_pids)?;
         barriers[2 * k + 1].wait();
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
-        let cpu1 = if o.server_pids.is_empty() { None } else { Some(crate::cpu_total(&o.server_pids)?) };
+        let cpu1 = crate::server_cpu(&o.server_pids)?;
         timing.push((secs, cpu0.zip(cpu1).map(|(a, b)| b - a)));
     }
-    let mut per_job = Vec::new();
-    let mut first_err = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok(r)) => per_job.push(r),
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert("a job panicked".to_string());
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    let per_job = crate::join_jobs(handles)?;
     // Untimed: the job directories go (a failed remove phase leaves them).
     for id in 0..jobs {
         let _ = c.remove(parent, &job_dir(id));

@@ -76,6 +76,22 @@ fn io_err(what: &str, addr: &SocketAddr, e: io::Error) -> String {
     format!("{addr}: {what}: {e}")
 }
 
+/// The open stateid and the filehandle in the results of a COMPOUND with
+/// OPEN and GETFH (each None when that op failed or did not run).
+pub fn open_results(results: &[u8]) -> (Option<stateid4>, Option<Vec<u8>>) {
+    let (mut sid, mut fh) = (None, None);
+    let mut d = Decoder::new(results);
+    while d.remaining() > 0 {
+        match nfs_resop4::decode(&mut d) {
+            Ok(nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(o))) => sid = Some(o.stateid.clone()),
+            Ok(nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(g))) => fh = Some(g.object.to_vec()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    (sid, fh)
+}
+
 pub fn status_name(s: u32) -> String {
     match nfsstat4::from_i32(s as i32) {
         Some(st) => format!("{st:?}"),
