@@ -13,7 +13,7 @@
 
 use crate::nofile::raise_nofile;
 use crate::opts::Opts;
-use crate::pipe::{open_results, status_name, PResult, Pipe};
+use crate::pipe::{create_0644, open_args, open_results, status_name, PResult, Pipe};
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::xdr::Opaque;
 use pnfs_client::Client;
@@ -86,7 +86,6 @@ fn pipelined(
 fn open_all(h: &mut Holder, opens: u32, counts: &Counts) -> PResult<()> {
     let names: Vec<Vec<u8>> = (0..opens).map(|k| format!("f{k}").into_bytes()).collect();
     let clientid = h.pipe.clientid;
-    let mode = 0o644u32.to_be_bytes();
     let (owner, dir) = (&h.owner, &h.dir);
     let mut got: Vec<Option<(Vec<u8>, stateid4)>> = vec![None; opens as usize];
     let mut first_err: Option<String> = None;
@@ -95,17 +94,7 @@ fn open_all(h: &mut Holder, opens: u32, counts: &Counts) -> PResult<()> {
         opens as usize,
         3,
         |i, pipe, slot| {
-            let open = nfs_argop4::OP_OPEN(OPEN4args {
-                seqid: 0,
-                share_access: OPEN4_SHARE_ACCESS_READ,
-                share_deny: OPEN4_SHARE_DENY_NONE,
-                owner: state_owner4 { clientid, owner: Opaque::borrowed(owner) },
-                openhow: openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 {
-                    attrmask: vec![0, 1 << (FATTR4_MODE - 32)],
-                    attr_vals: Opaque::borrowed(&mode),
-                })),
-                claim: open_claim4::CLAIM_NULL(Opaque::borrowed(&names[i])),
-            });
+            let open = open_args(clientid, owner, OPEN4_SHARE_ACCESS_READ, create_0644(), &names[i]);
             pipe.push_ops(slot, &[nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(dir) }), open, nfs_argop4::OP_GETFH])
         },
         |i, pipe, r| {

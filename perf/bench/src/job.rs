@@ -7,7 +7,7 @@
 use crate::hist::Histogram;
 use crate::opts::Workload;
 use crate::pattern;
-use crate::pipe::{decode_compound, poll_readable, status_name, PResult, Pipe};
+use crate::pipe::{create_0644, decode_compound, open_args, poll_readable, status_name, PResult, Pipe};
 use pnfs_client::layout::{layoutcommit_to, whole_file_layoutget, whole_file_layoutreturn, DeviceAddrs, FileLayout};
 use pnfs_client::CURRENT_STATEID;
 use pnfs_client::pnfs_protocol::wire::*;
@@ -313,25 +313,11 @@ impl Job {
             }
             seen.push(r.file);
             let name = file_name(r.file);
-            let how = if write {
-                // mode 0644, so that other clients (and people) can read the files.
-                openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 {
-                    attrmask: vec![0, 1 << (FATTR4_MODE - 32)],
-                    attr_vals: Opaque::owned(0o644u32.to_be_bytes().to_vec()),
-                }))
-            } else {
-                openflag4::default(opentype4::OPEN4_NOCREATE)
-            };
+            let how = if write { create_0644() } else { openflag4::default(opentype4::OPEN4_NOCREATE) };
+            let access = if write { OPEN4_SHARE_ACCESS_BOTH } else { OPEN4_SHARE_ACCESS_READ };
             let mut ops = vec![
                 nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&self.p.dir_fh) }),
-                nfs_argop4::OP_OPEN(OPEN4args {
-                    seqid: 0,
-                    share_access: if write { OPEN4_SHARE_ACCESS_BOTH } else { OPEN4_SHARE_ACCESS_READ },
-                    share_deny: OPEN4_SHARE_DENY_NONE,
-                    owner: state_owner4 { clientid: self.clientid, owner: Opaque::borrowed(&self.owner) },
-                    openhow: how,
-                    claim: open_claim4::CLAIM_NULL(Opaque::borrowed(name.as_bytes())),
-                }),
+                open_args(self.clientid, &self.owner, access, how, name.as_bytes()),
                 nfs_argop4::OP_GETFH,
             ];
             if self.p.pnfs {
@@ -923,14 +909,8 @@ impl Job {
                 match kind {
                     Kind::Open => {
                         let name = &names[chain_file[cu]];
-                        let open = nfs_argop4::OP_OPEN(OPEN4args {
-                            seqid: 0,
-                            share_access: OPEN4_SHARE_ACCESS_READ,
-                            share_deny: OPEN4_SHARE_DENY_NONE,
-                            owner: state_owner4 { clientid: self.clientid, owner: Opaque::borrowed(&owners[cu]) },
-                            openhow: openflag4::default(opentype4::OPEN4_NOCREATE),
-                            claim: open_claim4::CLAIM_NULL(Opaque::borrowed(name)),
-                        });
+                        let how = openflag4::default(opentype4::OPEN4_NOCREATE);
+                        let open = open_args(self.clientid, &owners[cu], OPEN4_SHARE_ACCESS_READ, how, name);
                         let putfh = nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&self.p.dir_fh) });
                         if layoutget {
                             let lg = whole_file_layoutget(CURRENT_STATEID, layoutiomode4::LAYOUTIOMODE4_READ, 0, 64 * 1024);

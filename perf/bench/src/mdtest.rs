@@ -16,7 +16,7 @@
 use crate::hist::Histogram;
 use crate::job::LINUX_GETATTR;
 use crate::opts::Opts;
-use crate::pipe::{open_results, status_name, PResult, Pipe};
+use crate::pipe::{create_0644, open_args, open_results, status_name, PResult, Pipe};
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::xdr::Opaque;
 use pnfs_client::Client;
@@ -79,7 +79,6 @@ fn run_phase(pipe: &mut Pipe, phase: Phase, dir: &[u8], names: &[Vec<u8>], qd: u
     let mut opened: Vec<Option<(Vec<u8>, stateid4)>> = vec![None; if phase == Phase::Create { names.len() } else { 0 }];
     let mut todo: Vec<(usize, u8, Instant, u32)> = Vec::with_capacity(qd);
     let mut next = 0usize;
-    let mode = 0o644u32.to_be_bytes();
     loop {
         while todo.len() + pipe.outstanding < qd && next < names.len() {
             todo.push((next, 0, Instant::now(), 0));
@@ -95,17 +94,7 @@ fn run_phase(pipe: &mut Pipe, phase: Phase, dir: &[u8], names: &[Vec<u8>], qd: u
             let putdir = nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(dir) });
             match (phase, step) {
                 (Phase::Create, 0) => {
-                    let open = nfs_argop4::OP_OPEN(OPEN4args {
-                        seqid: 0,
-                        share_access: OPEN4_SHARE_ACCESS_WRITE,
-                        share_deny: OPEN4_SHARE_DENY_NONE,
-                        owner: state_owner4 { clientid, owner: Opaque::borrowed(owner) },
-                        openhow: openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 {
-                            attrmask: vec![0, 1 << (FATTR4_MODE - 32)],
-                            attr_vals: Opaque::borrowed(&mode),
-                        })),
-                        claim: open_claim4::CLAIM_NULL(name),
-                    });
+                    let open = open_args(clientid, owner, OPEN4_SHARE_ACCESS_WRITE, create_0644(), &names[f]);
                     pipe.push_ops(slot, &[putdir, open, nfs_argop4::OP_GETFH])?;
                 }
                 (Phase::Create, _) => {
