@@ -58,6 +58,20 @@ make_random() {
     dd if=/dev/urandom of="$1" bs=1M count="$2" 2>/dev/null || fail "dd from /dev/urandom failed"
 }
 
+# retry TRIES CMD...: runs CMD until it succeeds, up to TRIES times 0.5 s
+# apart; its last output (stdout and stderr) is left in $out
+retry() {
+    n=$1
+    shift
+    i=0
+    while [ $i -lt "$n" ]; do
+        out=$("$@" 2>&1) && return 0
+        sleep 0.5
+        i=$((i + 1))
+    done
+    return 1
+}
+
 # wait_file FILE SECS: wait until FILE exists
 wait_file() {
     i=0
@@ -263,14 +277,7 @@ step_flock() {
     [ $rc = 2 ] || { kill $hp; fail "second flock -n -x gave '$out' (rc $rc) while another process holds flock -x, expected EWOULDBLOCK"; }
     kill $hp
     wait $hp 2>/dev/null
-    ok=0
-    i=0
-    while [ $i -lt 20 ]; do
-        out=$(labtool flock -n -x "$f" 2>&1) && { ok=1; break; }
-        sleep 0.5
-        i=$((i + 1))
-    done
-    [ $ok = 1 ] || fail "flock -n -x still fails 10s after the holder exited: $out"
+    retry 20 labtool flock -n -x "$f" || fail "flock -n -x still fails 10s after the holder exited: $out"
     rm -f "$f"
 }
 
@@ -290,14 +297,7 @@ step_fcntl() {
     out=$(labtool lock "$f" 200 100 2>&1) || { kill $hp; fail "non-overlapping lock [200,300) failed: $out"; }
     kill $hp
     wait $hp 2>/dev/null
-    ok=0
-    i=0
-    while [ $i -lt 20 ]; do
-        out=$(labtool lock "$f" 50 100 2>&1) && { ok=1; break; }
-        sleep 0.5
-        i=$((i + 1))
-    done
-    [ $ok = 1 ] || fail "lock [50,150) still fails after the holder released: $out"
+    retry 20 labtool lock "$f" 50 100 || fail "lock [50,150) still fails after the holder released: $out"
     rm -f "$f"
 }
 
