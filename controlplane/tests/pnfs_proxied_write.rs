@@ -79,14 +79,7 @@ fn proxied_unstable_write_survives_a_ds_restart_or_changes_the_verifier() {
         );
     } else {
         assert_eq!(committed, stable_how4::FILE_SYNC4, "a WRITE that is not UNSTABLE4 must be FILE_SYNC4 here");
-        let mut back = Vec::new();
-        while back.len() < data.len() {
-            let (d, eof) = c.read(&fh, &sid, back.len() as u64, 100_000).unwrap();
-            back.extend_from_slice(&d);
-            if eof || d.is_empty() {
-                break;
-            }
-        }
+        let back = c.read_upto(&fh, &sid, data.len(), 100_000).unwrap();
         assert!(back == data, "FILE_SYNC4 data read back after the data server restarted differs");
     }
     ds.shutdown();

@@ -78,14 +78,7 @@ fn client_writes_stripes_to_real_data_servers() {
     c.compound_ok(vec![putfh(&fh), layoutcommit_to(lsid.clone(), data.len() as u64)], |_| Ok(())).unwrap();
     assert_eq!(c.getattr_size(&fh).unwrap(), data.len() as u64);
     // The MDS reads the stripes back from the data servers.
-    let mut back = Vec::new();
-    while back.len() < data.len() {
-        let (d, eof) = c.read(&fh, &sid0, back.len() as u64, 100_000).unwrap();
-        back.extend_from_slice(&d);
-        if eof {
-            break;
-        }
-    }
+    let back = c.read_upto(&fh, &sid0, data.len(), 100_000).unwrap();
     assert!(back == data, "data read through the MDS differs");
     // After CLOSE the data servers refuse the open stateid.
     c.close(&fh, &open_sid).unwrap();

@@ -543,14 +543,7 @@ fn layouts_devices_and_io_through_the_mds() {
         let object = objs.get(&body.nfl_fh_list[j][..16]).unwrap();
         assert_eq!(object.get(obj as usize), Some(b), "file offset {o} (stripe {j}, object offset {obj})");
     }
-    let mut back = Vec::new();
-    while back.len() < data.len() {
-        let (d, eof) = c.read(&fh, &zero_seq, back.len() as u64, 100_000).unwrap();
-        back.extend_from_slice(&d);
-        if eof {
-            break;
-        }
-    }
+    let back = c.read_upto(&fh, &zero_seq, data.len(), 100_000).unwrap();
     assert!(back == data, "read back differs");
     assert_eq!(c.getattr_size(&fh).unwrap(), data.len() as u64);
 

@@ -807,6 +807,20 @@ impl Client {
         Ok(fh)
     }
 
+    /// Reads [0, `len`) of `fh` with `stateid` in READs of up to `chunk`
+    /// bytes; stops early at EOF or an empty reply and returns what it read.
+    pub fn read_upto(&mut self, fh: &[u8], stateid: &stateid4, len: usize, chunk: u32) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        while data.len() < len {
+            let (more, eof) = self.read(fh, stateid, data.len() as u64, chunk)?;
+            data.extend_from_slice(&more);
+            if eof || more.is_empty() {
+                break;
+            }
+        }
+        Ok(data)
+    }
+
     /// Reads all of `name` in `dir`: OPEN (read), GETFH, READ, CLOSE in one
     /// COMPOUND; files larger than one READ continue with anonymous-stateid
     /// READs until EOF.
