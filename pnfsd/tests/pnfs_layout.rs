@@ -196,28 +196,23 @@ fn start_mds_with_lease(dir: &std::path::Path, lease: u32) -> (SocketAddr, Socke
     start_mds_cfg(dir, lease, "")
 }
 
+#[path = "../../controlplane/tests/common/mod.rs"]
+mod common;
+
 /// `extra` lines go into the [mds] table.
 fn start_mds_cfg(dir: &std::path::Path, lease: u32, extra: &str) -> (SocketAddr, SocketAddr) {
-    let text = format!(
-        r#"
-bind = "127.0.0.1:1"
-control_bind = "127.0.0.1:2"
-metadata_dir = "{0}/meta"
-data_dir = "{0}/data"
-stripe_unit = {SU}
-ds_dead_after_ms = 600000
-lease_seconds = {lease}
-grace_seconds = 5
-{extra}
-[[exports]]
-path = "/export"
-root_squash = false
-"#,
-        dir.display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    pnfs_mds::server::spawn_on_loopback(cfg).unwrap()
+    let extra = format!("stripe_unit = {SU}\nds_dead_after_ms = 600000\nlease_seconds = {lease}\ngrace_seconds = 5\n{extra}");
+    common::start_pnfs_mds(dir, &extra)
+}
+
+/// `n` fake data servers, started and registered with the MDS as ds-0...
+fn start_fake_dses(dir: &std::path::Path, ctl_addr: SocketAddr, n: usize) -> Vec<Arc<FakeDs>> {
+    let ds: Vec<Arc<FakeDs>> = (0..n).map(|_| Arc::new(FakeDs::default())).collect();
+    for (i, d) in ds.iter().enumerate() {
+        let control = d.start(dir);
+        assert_eq!(register(dir, ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
+    }
+    ds
 }
 
 /// A client that keeps a recalled layout (here: it has no back channel, so
@@ -229,11 +224,7 @@ fn client_keeping_a_recalled_layout_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
     let lease = 5;
     let (nfs_addr, ctl_addr) = start_mds_with_lease(dir.path(), lease);
-    let ds: Vec<Arc<FakeDs>> = (0..2).map(|_| Arc::new(FakeDs::default())).collect();
-    for (i, d) in ds.iter().enumerate() {
-        let control = d.start(dir.path());
-        assert_eq!(register(dir.path(), ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
-    }
+    let ds = start_fake_dses(dir.path(), ctl_addr, 2);
     let mut a = Client::connect(nfs_addr, 1).unwrap();
     let root = a.lookup_path("/export").unwrap();
     let (fh, open_sid) = a.open(&root, "held", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
@@ -305,11 +296,7 @@ fn client_keeping_a_recalled_layout_is_fenced() {
 fn directory_xattr_sets_the_stripe_count() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
-    let ds: Vec<Arc<FakeDs>> = (0..3).map(|_| Arc::new(FakeDs::default())).collect();
-    for (i, d) in ds.iter().enumerate() {
-        let control = d.start(dir.path());
-        assert_eq!(register(dir.path(), ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
-    }
+    let _ds = start_fake_dses(dir.path(), ctl_addr, 3);
     let mut c = Client::connect(nfs_addr, 2).unwrap();
     let root = c.lookup_path("/export").unwrap();
     let narrow = c.mkdir(&root, "narrow").unwrap();

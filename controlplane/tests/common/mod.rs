@@ -1,6 +1,7 @@
-//! Setup shared by the integration tests (`mod common;`; perf/bench's
-//! tests include it by path): an MDS on loopback from a few config lines,
-//! and real data servers (pnfs-ds, in-process) that register with it.
+//! Setup shared by the integration tests (`mod common;`; the tests of
+//! perf/bench and pnfsd include it by path): an MDS on loopback from a few
+//! config lines, and real data servers (pnfs-ds, in-process) that register
+//! with it.
 #![allow(dead_code)] // each test file uses a part
 
 use std::net::SocketAddr;
