@@ -33,15 +33,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+mod common;
+
 fn start_mds(dir: &Path, extra: &str) -> (SocketAddr, SocketAddr) {
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         {extra}\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    pnfs_mds::server::spawn_on_loopback(cfg).unwrap()
+    common::start_pnfs_mds(dir, extra)
 }
 
 /// Raises the open-file limit towards `want` (the flood needs a descriptor

@@ -12,6 +12,8 @@ use pnfs_client::pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
 use pnfs_mds::pnfs::client::CtlClient;
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
 
+mod common;
+
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 fn call(s: &mut TcpStream, msg: &[u8]) -> Option<Vec<u8>> {
@@ -42,14 +44,7 @@ fn encode<T: XdrEncode>(a: &T) -> Vec<u8> {
 #[test]
 fn unauthenticated_and_replayed_registrations_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         ds_dead_after_ms = 600000\n[[exports]]\npath = \"/export\"\n",
-        dir.path().display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    let (_, ctl) = pnfs_mds::server::spawn_on_loopback(cfg).unwrap();
+    let (_, ctl) = common::start_pnfs_mds(dir.path(), "ds_dead_after_ms = 600000");
     let keys = ControlKeys::new(&ClusterKey::load(&dir.path().join("meta/cluster.key")).unwrap());
     let ds = CtlClient::new(keys.clone(), 0);
     let heartbeat = |id: &str| {

@@ -17,15 +17,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn start_mds(dir: &Path, extra: &str) -> SocketAddr {
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\nlease_seconds = 5\n{extra}\n\
-         [[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    pnfs_mds::server::spawn_on_loopback(cfg).unwrap().0
+    common::start_mds(dir, &format!("lease_seconds = 5\n{extra}")).0
 }
 
 type Recalls = Arc<Mutex<Vec<stateid4>>>;
@@ -283,22 +278,8 @@ fn switch_off_and_no_deleg_grant_none() {
 fn delegation_stateids_reach_the_data_servers() {
     use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         stripe_unit = 65536\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.path().display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    let (addr, ctl) = pnfs_mds::server::spawn_on_loopback(cfg).unwrap();
-    let mut dcfg = pnfs_ds::config::DsConfig::new("ds0", dir.path().join("ds0"), &ctl.to_string());
-    dcfg.cluster_key_file = Some(dir.path().join("meta/cluster.key"));
-    dcfg.bind = "127.0.0.1:0".parse().unwrap();
-    dcfg.control_bind = "127.0.0.1:0".parse().unwrap();
-    dcfg.reactors = 1;
-    dcfg.o_direct = false;
-    let _ds = pnfs_ds::run(dcfg).unwrap();
-    pnfs_mds::server::wait_ds_registered(ctl, &dir.path().join("meta/cluster.key"), "ds0", Duration::from_secs(10)).unwrap();
+    let (addr, ctl) = common::start_pnfs_mds(dir.path(), "stripe_unit = 65536");
+    let _ds = common::start_dses(dir.path(), ctl, 1);
 
     let (mut a, _) = holder(addr);
     let root = a.lookup_path("/export").unwrap();

@@ -5,17 +5,12 @@ use pnfs_client::Client;
 use pnfs_client::pnfs_protocol::wire::OPEN4_SHARE_ACCESS_BOTH;
 use std::sync::{Arc, Barrier};
 
+mod common;
+
 #[test]
 fn concurrent_creates_share_fsyncs_and_all_land() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         [[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.path().display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    let mds = pnfs_mds::Mds::open(cfg).unwrap();
+    let mds = pnfs_mds::Mds::open(common::mds_config(dir.path(), "")).unwrap();
     let store = mds.ns.store().clone();
     let (addr, _) = pnfs_mds::server::spawn_mds_on_loopback(mds).unwrap();
     const CLIENTS: usize = 24;

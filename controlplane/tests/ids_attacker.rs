@@ -15,6 +15,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 use proto::wire::nfsv4_1_file_layout4;
 
+mod common;
+
 /// One raw NFSv4.1 connection from `src` with AUTH_SYS `uid`.
 struct Raw {
     s: TcpStream,
@@ -249,43 +251,16 @@ fn one_client_holds_at_most_16_sessions() {
 #[test]
 fn data_server_refuses_another_clients_stateid() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         [[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.path().display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    let (nfs_addr, ctl_addr) = pnfs_mds::server::spawn_on_loopback(cfg).unwrap();
-    let mut dcfg = pnfs_ds::config::DsConfig::new("ds0", dir.path().join("ds0"), &ctl_addr.to_string());
-    dcfg.cluster_key_file = Some(dir.path().join("meta/cluster.key"));
-    dcfg.bind = "127.0.0.1:0".parse().unwrap();
-    dcfg.control_bind = "127.0.0.1:0".parse().unwrap();
-    dcfg.reactors = 1;
-    dcfg.o_direct = false;
-    let ds = pnfs_ds::run(dcfg).unwrap();
-    pnfs_mds::server::wait_ds_registered(ctl_addr, &dir.path().join("meta/cluster.key"), "ds0", Duration::from_secs(10)).unwrap();
+    let (nfs_addr, ctl_addr) = common::start_pnfs_mds(dir.path(), "");
+    let ds = common::start_ds(dir.path(), "ds0", ctl_addr);
+    common::wait_registered(dir.path(), ctl_addr, "ds0");
 
     let mut c = Client::connect(nfs_addr, 1).unwrap();
     let root = c.lookup_path("/export").unwrap();
     let (fh, open_sid) = c.open(&root, "secret", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
     c.write(&fh, &open_sid, 0, b"the victim's data", stable_how4::FILE_SYNC4).unwrap();
     let sid0 = stateid4 { seqid: 0, other: open_sid.other };
-    let layoutget = nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-        loga_signal_layout_avail: false,
-        loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-        loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
-        loga_offset: 0,
-        loga_length: u64::MAX,
-        loga_minlength: 4096,
-        loga_stateid: sid0.clone(),
-        loga_maxcount: 4096,
-    });
-    let body = c
-        .compound_ok(vec![nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&fh) }), layoutget], |r| match &r[1] {
-            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok(ok.logr_layout[0].lo_content.loc_body.to_vec()),
-            other => panic!("{other:?}"),
-        })
-        .unwrap();
+    let (_, body) = c.layoutget(&fh, &sid0, layoutiomode4::LAYOUTIOMODE4_RW).unwrap();
     let layout = nfsv4_1_file_layout4::decode(&mut Decoder::new(&body)).unwrap();
     let ds_fh = layout.nfl_fh_list[0].to_vec();
     let ds_addr = SocketAddr::from(([127, 0, 0, 1], ds.nfs_addr().port()));

@@ -74,15 +74,7 @@ fn get_mode(c: &mut Client, fh: &[u8]) -> u32 {
 }
 
 fn read_all(c: &mut Client, fh: &[u8], sid: &stateid4, len: usize) -> Vec<u8> {
-    let mut back = Vec::new();
-    while back.len() < len {
-        let (d, eof) = c.read(fh, sid, back.len() as u64, 65536).unwrap();
-        back.extend_from_slice(&d);
-        if eof || d.is_empty() {
-            break;
-        }
-    }
-    back
+    c.read_upto(fh, sid, len, 65536).unwrap()
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

@@ -5,17 +5,12 @@
 use pnfs_client::Client;
 use std::sync::{Arc, Barrier};
 
+mod common;
+
 #[test]
 fn concurrent_unchecked_creates_of_one_name_all_succeed() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         [[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.path().display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    let (addr, _) = pnfs_mds::server::spawn_on_loopback(cfg).unwrap();
+    let (addr, _) = common::start_mds(dir.path(), "");
     const CLIENTS: usize = 8;
     for round in 0..5 {
         let barrier = Arc::new(Barrier::new(CLIENTS));

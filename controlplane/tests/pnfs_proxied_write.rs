@@ -11,24 +11,16 @@ use pnfs_client::Client;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod common;
+
 fn start_mds(dir: &std::path::Path) -> (SocketAddr, SocketAddr) {
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         stripe_unit = 65536\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    pnfs_mds::server::spawn_on_loopback(cfg).unwrap()
+    common::start_pnfs_mds(dir, "stripe_unit = 65536")
 }
 
 fn ds_config(dir: &std::path::Path, ctl: SocketAddr, bind: SocketAddr, control_bind: SocketAddr) -> pnfs_ds::config::DsConfig {
-    let mut cfg = pnfs_ds::config::DsConfig::new("ds0", dir.join("ds0"), &ctl.to_string());
-    cfg.cluster_key_file = Some(dir.join("meta/cluster.key"));
+    let mut cfg = common::ds_config(dir, "ds0", ctl);
     cfg.bind = bind;
     cfg.control_bind = control_bind;
-    cfg.reactors = 1;
-    cfg.o_direct = false;
     cfg
 }
 
@@ -39,7 +31,7 @@ fn proxied_unstable_write_survives_a_ds_restart_or_changes_the_verifier() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let ds = pnfs_ds::run(ds_config(dir.path(), ctl_addr, any, any)).unwrap();
     let (ds_nfs, ds_ctl) = (ds.nfs_addr(), ds.control_addr());
-    pnfs_mds::server::wait_ds_registered(ctl_addr, &dir.path().join("meta/cluster.key"), "ds0", Duration::from_secs(10)).unwrap();
+    common::wait_registered(dir.path(), ctl_addr, "ds0");
 
     let mut c = Client::connect(nfs_addr, 1).unwrap();
     c.set_timeout(Duration::from_secs(20));
@@ -67,7 +59,7 @@ fn proxied_unstable_write_survives_a_ds_restart_or_changes_the_verifier() {
     ds.shutdown();
     ds.join();
     let ds = pnfs_ds::run(ds_config(dir.path(), ctl_addr, ds_nfs, ds_ctl)).unwrap();
-    pnfs_mds::server::wait_ds_registered(ctl_addr, &dir.path().join("meta/cluster.key"), "ds0", Duration::from_secs(10)).unwrap();
+    common::wait_registered(dir.path(), ctl_addr, "ds0");
 
     if committed == stable_how4::UNSTABLE4 {
         let ops = vec![
@@ -87,14 +79,7 @@ fn proxied_unstable_write_survives_a_ds_restart_or_changes_the_verifier() {
         );
     } else {
         assert_eq!(committed, stable_how4::FILE_SYNC4, "a WRITE that is not UNSTABLE4 must be FILE_SYNC4 here");
-        let mut back = Vec::new();
-        while back.len() < data.len() {
-            let (d, eof) = c.read(&fh, &sid, back.len() as u64, 100_000).unwrap();
-            back.extend_from_slice(&d);
-            if eof || d.is_empty() {
-                break;
-            }
-        }
+        let back = c.read_upto(&fh, &sid, data.len(), 100_000).unwrap();
         assert!(back == data, "FILE_SYNC4 data read back after the data server restarted differs");
     }
     ds.shutdown();

@@ -6,22 +6,17 @@
 
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
+use pnfs_client::layout::layoutcommit_to;
 use pnfs_client::Client;
 use pnfs_client::pnfs_protocol::mds_ds::uaddr;
 use std::net::SocketAddr;
-use std::time::Duration;
+
+mod common;
 
 const SU: u64 = 64 * 1024;
 
 fn start_mds(dir: &std::path::Path) -> (SocketAddr, SocketAddr) {
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         stripe_unit = {SU}\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    pnfs_mds::server::spawn_on_loopback(cfg).unwrap()
+    common::start_pnfs_mds(dir, &format!("stripe_unit = {SU}"))
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
@@ -32,61 +27,17 @@ fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
 fn client_writes_stripes_to_real_data_servers() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
-    let mut handles = Vec::new();
-    for i in 0..2 {
-        let mut cfg = pnfs_ds::config::DsConfig::new(&format!("ds{i}"), dir.path().join(format!("ds{i}")), &ctl_addr.to_string());
-        cfg.cluster_key_file = Some(dir.path().join("meta/cluster.key"));
-        cfg.bind = "127.0.0.1:0".parse().unwrap();
-        cfg.control_bind = "127.0.0.1:0".parse().unwrap();
-        cfg.reactors = 1;
-        cfg.o_direct = false;
-        handles.push(pnfs_ds::run(cfg).unwrap());
-    }
+    let handles: Vec<_> = (0..2).map(|i| common::start_ds(dir.path(), &format!("ds{i}"), ctl_addr)).collect();
     let mut c = Client::connect(nfs_addr, 1).unwrap();
     let root = c.lookup_path("/export").unwrap();
     let (fh, open_sid) = c.open(&root, "f", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
     let sid0 = stateid4 { seqid: 0, other: open_sid.other };
     // Wait until both data servers registered (a heartbeat is then known).
-    for i in 0..2 {
-        pnfs_mds::server::wait_ds_registered(ctl_addr, &dir.path().join("meta/cluster.key"), &format!("ds{i}"), Duration::from_secs(10)).unwrap();
-    }
-    let ops = vec![
-        putfh(&fh),
-        nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-            loga_signal_layout_avail: false,
-            loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-            loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
-            loga_offset: 0,
-            loga_length: u64::MAX,
-            loga_minlength: 4096,
-            loga_stateid: sid0.clone(),
-            loga_maxcount: 4096,
-        }),
-    ];
-    let (lsid, body) = c
-        .compound_ok(ops, |r| match &r[1] {
-            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => {
-                Ok((ok.logr_stateid.clone(), ok.logr_layout[0].lo_content.loc_body.to_vec()))
-            }
-            other => panic!("{other:?}"),
-        })
-        .unwrap();
+    (0..2).for_each(|i| common::wait_registered(dir.path(), ctl_addr, &format!("ds{i}")));
+    let (lsid, body) = c.layoutget(&fh, &sid0, layoutiomode4::LAYOUTIOMODE4_RW).unwrap();
     let layout = nfsv4_1_file_layout4::decode(&mut Decoder::new(&body)).unwrap();
     assert_eq!(layout.nfl_fh_list.len(), 2, "striped over both data servers");
-    let dev = c
-        .compound_ok(
-            vec![nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
-                gdia_device_id: layout.nfl_deviceid,
-                gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                gdia_maxcount: 4096,
-                gdia_notify_types: vec![],
-            })],
-            |r| match &r[0] {
-                nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok)) => Ok(ok.gdir_device_addr.da_addr_body.to_vec()),
-                other => panic!("{other:?}"),
-            },
-        )
-        .unwrap();
+    let dev = c.getdeviceinfo(layout.nfl_deviceid).unwrap();
     let dev = nfsv4_1_file_layout_ds_addr4::decode(&mut Decoder::new(&dev)).unwrap();
     let ds_addrs: Vec<SocketAddr> = dev
         .nflda_multipath_ds_list
@@ -124,32 +75,10 @@ fn client_writes_stripes_to_real_data_servers() {
             .unwrap();
     }
     // LAYOUTCOMMIT sets the size on the MDS.
-    c.compound_ok(
-        vec![
-            putfh(&fh),
-            nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
-                loca_offset: 0,
-                loca_length: data.len() as u64,
-                loca_reclaim: false,
-                loca_stateid: lsid.clone(),
-                loca_last_write_offset: newoffset4::TRUE(data.len() as u64 - 1),
-                loca_time_modify: newtime4::FALSE,
-                loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: vec![].into() },
-            }),
-        ],
-        |_| Ok(()),
-    )
-    .unwrap();
+    c.compound_ok(vec![putfh(&fh), layoutcommit_to(lsid.clone(), data.len() as u64)], |_| Ok(())).unwrap();
     assert_eq!(c.getattr_size(&fh).unwrap(), data.len() as u64);
     // The MDS reads the stripes back from the data servers.
-    let mut back = Vec::new();
-    while back.len() < data.len() {
-        let (d, eof) = c.read(&fh, &sid0, back.len() as u64, 100_000).unwrap();
-        back.extend_from_slice(&d);
-        if eof {
-            break;
-        }
-    }
+    let back = c.read_upto(&fh, &sid0, data.len(), 100_000).unwrap();
     assert!(back == data, "data read through the MDS differs");
     // After CLOSE the data servers refuse the open stateid.
     c.close(&fh, &open_sid).unwrap();
@@ -177,56 +106,20 @@ fn data_server_on_ipv6_loopback() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
-    let mut cfg = pnfs_ds::config::DsConfig::new("ds6", dir.path().join("ds6"), &ctl_addr.to_string());
-    cfg.cluster_key_file = Some(dir.path().join("meta/cluster.key"));
+    let mut cfg = common::ds_config(dir.path(), "ds6", ctl_addr);
     cfg.bind = "[::1]:0".parse().unwrap();
     cfg.control_bind = "[::1]:0".parse().unwrap();
-    cfg.reactors = 1;
-    cfg.o_direct = false;
     cfg.validate().unwrap();
     let handle = pnfs_ds::run(cfg).unwrap();
-    pnfs_mds::server::wait_ds_registered(ctl_addr, &dir.path().join("meta/cluster.key"), "ds6", Duration::from_secs(10)).unwrap();
+    common::wait_registered(dir.path(), ctl_addr, "ds6");
 
     let mut c = Client::connect(nfs_addr, 1).unwrap();
     let root = c.lookup_path("/export").unwrap();
     let (fh, open_sid) = c.open(&root, "v6", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
     let sid0 = stateid4 { seqid: 0, other: open_sid.other };
-    let ops = vec![
-        putfh(&fh),
-        nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-            loga_signal_layout_avail: false,
-            loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-            loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
-            loga_offset: 0,
-            loga_length: u64::MAX,
-            loga_minlength: 4096,
-            loga_stateid: sid0.clone(),
-            loga_maxcount: 4096,
-        }),
-    ];
-    let (lsid, body) = c
-        .compound_ok(ops, |r| match &r[1] {
-            nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => {
-                Ok((ok.logr_stateid.clone(), ok.logr_layout[0].lo_content.loc_body.to_vec()))
-            }
-            other => panic!("{other:?}"),
-        })
-        .unwrap();
+    let (lsid, body) = c.layoutget(&fh, &sid0, layoutiomode4::LAYOUTIOMODE4_RW).unwrap();
     let layout = nfsv4_1_file_layout4::decode(&mut Decoder::new(&body)).unwrap();
-    let dev = c
-        .compound_ok(
-            vec![nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
-                gdia_device_id: layout.nfl_deviceid,
-                gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                gdia_maxcount: 4096,
-                gdia_notify_types: vec![],
-            })],
-            |r| match &r[0] {
-                nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok)) => Ok(ok.gdir_device_addr.da_addr_body.to_vec()),
-                other => panic!("{other:?}"),
-            },
-        )
-        .unwrap();
+    let dev = c.getdeviceinfo(layout.nfl_deviceid).unwrap();
     let dev = nfsv4_1_file_layout_ds_addr4::decode(&mut Decoder::new(&dev)).unwrap();
     let na = &dev.nflda_multipath_ds_list[0][0];
     let (netid, ua) = (std::str::from_utf8(&na.na_r_netid).unwrap(), std::str::from_utf8(&na.na_r_addr).unwrap());
@@ -242,22 +135,7 @@ fn data_server_on_ipv6_loopback() {
         nfs_argop4::OP_WRITE(WRITE4args { stateid: sid0.clone(), offset: 0, stable: stable_how4::FILE_SYNC4, data: data.clone().into() }),
     ];
     ds.compound_ok(write, |_| Ok(())).unwrap();
-    c.compound_ok(
-        vec![
-            putfh(&fh),
-            nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
-                loca_offset: 0,
-                loca_length: data.len() as u64,
-                loca_reclaim: false,
-                loca_stateid: lsid,
-                loca_last_write_offset: newoffset4::TRUE(data.len() as u64 - 1),
-                loca_time_modify: newtime4::FALSE,
-                loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: vec![].into() },
-            }),
-        ],
-        |_| Ok(()),
-    )
-    .unwrap();
+    c.compound_ok(vec![putfh(&fh), layoutcommit_to(lsid, data.len() as u64)], |_| Ok(())).unwrap();
     // The MDS finds the bytes on the data server (control calls over IPv6).
     let (back, _) = c.read(&fh, &sid0, 0, data.len() as u32).unwrap();
     assert!(back == data, "data read through the MDS differs");

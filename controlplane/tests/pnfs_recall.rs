@@ -9,6 +9,7 @@
 //!   NFS4ERR_DELAY (the client retries), and succeeds once it is back.
 
 use pnfs_client::pnfs_protocol::wire::*;
+use pnfs_client::layout::{layoutcommit_to, whole_file_layoutreturn};
 use pnfs_client::{CallbackHandler, Client};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,30 +18,10 @@ use std::time::Duration;
 
 const SU: u64 = 64 * 1024;
 
+mod common;
+
 fn start_mds(dir: &Path) -> (SocketAddr, SocketAddr) {
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         stripe_unit = {SU}\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    pnfs_mds::server::spawn_on_loopback(cfg).unwrap()
-}
-
-fn start_ds(dir: &Path, i: usize, ctl: SocketAddr) -> pnfs_ds::DsHandle {
-    let mut cfg = pnfs_ds::config::DsConfig::new(&format!("ds{i}"), dir.join(format!("ds{i}")), &ctl.to_string());
-        cfg.cluster_key_file = Some(dir.join("meta/cluster.key"));
-    cfg.bind = "127.0.0.1:0".parse().unwrap();
-    cfg.control_bind = "127.0.0.1:0".parse().unwrap();
-    cfg.reactors = 1;
-    cfg.o_direct = false;
-    pnfs_ds::run(cfg).unwrap()
-}
-
-/// Waits until data server `i` has (re-)registered: its heartbeat is known.
-fn wait_registered(dir: &Path, ctl: SocketAddr, i: usize) {
-    pnfs_mds::server::wait_ds_registered(ctl, &dir.join("meta/cluster.key"), &format!("ds{i}"), Duration::from_secs(10)).unwrap();
+    common::start_pnfs_mds(dir, &format!("stripe_unit = {SU}"))
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
@@ -48,24 +29,7 @@ fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
 }
 
 fn layoutget(c: &mut Client, fh: &[u8], sid: &stateid4, iomode: layoutiomode4) -> stateid4 {
-    let ops = vec![
-        putfh(fh),
-        nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-            loga_signal_layout_avail: false,
-            loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-            loga_iomode: iomode,
-            loga_offset: 0,
-            loga_length: u64::MAX,
-            loga_minlength: 4096,
-            loga_stateid: sid.clone(),
-            loga_maxcount: 4096,
-        }),
-    ];
-    c.compound_ok(ops, |r| match &r[1] {
-        nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok(ok.logr_stateid.clone()),
-        other => panic!("{other:?}"),
-    })
-    .unwrap()
+    c.layoutget(fh, sid, iomode).unwrap().0
 }
 
 /// A recall as the holder saw it.
@@ -104,8 +68,7 @@ fn with_callbacks<R>(holder: Client, grace: Duration, f: impl FnOnce() -> R) -> 
 fn layout_recalls_reach_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
-    let handles: Vec<_> = (0..2).map(|i| start_ds(dir.path(), i, ctl_addr)).collect();
-    (0..2).for_each(|i| wait_registered(dir.path(), ctl_addr, i));
+    let handles = common::start_dses(dir.path(), ctl_addr, 2);
 
     // The holder: a 4.2 client with a back channel; it answers recalls with
     // whatever `answer` holds and records them.
@@ -159,20 +122,7 @@ fn layout_recalls_reach_the_holder() {
     assert_eq!(*seen.lock().unwrap(), vec![want]);
     b.close(&bopen.0, &bopen.1).unwrap();
     let layoutreturn = |a: &mut Client, s: stateid4| {
-        let ret = vec![
-            putfh(&fh),
-            nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
-                lora_reclaim: false,
-                lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                lora_iomode: layoutiomode4::LAYOUTIOMODE4_ANY,
-                lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
-                    lrf_offset: 0,
-                    lrf_length: u64::MAX,
-                    lrf_stateid: s,
-                    lrf_body: vec![].into(),
-                }),
-            }),
-        ];
+        let ret = vec![putfh(&fh), whole_file_layoutreturn(s, layoutiomode4::LAYOUTIOMODE4_ANY)];
         a.compound_ok(ret, |_| Ok(())).unwrap();
     };
     layoutreturn(&mut a, stateid4 { seqid: 2, other: lsid.other });
@@ -234,8 +184,7 @@ fn layout_recalls_reach_the_holder() {
 fn layoutcommit_after_a_forgotten_layout_is_badlayout_and_keeps_the_size() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
-    let handles: Vec<_> = (0..2).map(|i| start_ds(dir.path(), i, ctl_addr)).collect();
-    (0..2).for_each(|i| wait_registered(dir.path(), ctl_addr, i));
+    let handles = common::start_dses(dir.path(), ctl_addr, 2);
 
     let recalls = Arc::new(Mutex::new(0u32));
     let handler: CallbackHandler = {
@@ -263,15 +212,7 @@ fn layoutcommit_after_a_forgotten_layout_is_badlayout_and_keeps_the_size() {
     let layoutcommit = |c: &mut Client, fh: &[u8], last: u64| -> nfsstat4 {
         let ops = vec![
             putfh(fh),
-            nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
-                loca_offset: 0,
-                loca_length: last + 1,
-                loca_reclaim: false,
-                loca_stateid: lsid.clone(),
-                loca_last_write_offset: newoffset4::TRUE(last),
-                loca_time_modify: newtime4::FALSE,
-                loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: vec![].into() },
-            }),
+            layoutcommit_to(lsid.clone(), last + 1),
         ];
         let reply = c.compound(ops).unwrap();
         let res = reply.res().unwrap();
@@ -298,8 +239,7 @@ fn layoutcommit_after_a_forgotten_layout_is_badlayout_and_keeps_the_size() {
 fn read_through_the_mds_waits_while_a_data_server_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
-    let mut handles: Vec<_> = (0..2).map(|i| Some(start_ds(dir.path(), i, ctl_addr))).collect();
-    (0..2).for_each(|i| wait_registered(dir.path(), ctl_addr, i));
+    let mut handles: Vec<_> = common::start_dses(dir.path(), ctl_addr, 2).into_iter().map(Some).collect();
     let mut c = Client::connect(nfs_addr, 1).unwrap();
     let root = c.lookup_path("/export").unwrap();
     // 4 stripe units: both data servers hold some.
@@ -316,8 +256,8 @@ fn read_through_the_mds_waits_while_a_data_server_is_down() {
     assert_eq!(err.status(), Some(nfsstat4::NFS4ERR_DELAY), "{err}");
 
     // It comes back (new ports, same identity and data): the read works.
-    handles[1] = Some(start_ds(dir.path(), 1, ctl_addr));
-    wait_registered(dir.path(), ctl_addr, 1);
+    handles[1] = Some(common::start_ds(dir.path(), "ds1", ctl_addr));
+    common::wait_registered(dir.path(), ctl_addr, "ds1");
     c.set_retry_for(Duration::from_secs(10));
     assert_eq!(c.read_file(&root, "f").unwrap(), data);
     for h in handles.into_iter().flatten() {

@@ -3,15 +3,17 @@
 //! key, replayed from a recording, or from a fenced (older) MDS epoch are
 //! all refused, and the object they aimed at is unchanged.
 
+mod common;
+
 use pnfs_client::net::{connect_from, read_record, send_record};
 use pnfs_client::pnfs_protocol;
-use pnfs_ds::{DsConfig, DsFh};
+use pnfs_ds::DsFh;
 use pnfs_protocol::control_auth::{now_ms, CallSigner, ControlKeys};
 use pnfs_protocol::rpc::{self, Message};
 use pnfs_protocol::seal::ClusterKey;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
@@ -38,14 +40,8 @@ fn denied(rec: Option<Vec<u8>>) -> bool {
 
 #[test]
 fn unauthenticated_forged_replayed_and_fenced_control_calls_are_refused() {
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DsConfig::new("target", dir.path().to_path_buf(), &dead.to_string());
-    cfg.cluster_key_file = Some(ClusterKey::test_file_in(dir.path()));
-    cfg.bind = "127.0.0.1:0".parse().unwrap();
-    cfg.control_bind = "127.0.0.1:0".parse().unwrap();
-    cfg.reactors = 1;
-    let h = pnfs_ds::run(cfg).unwrap();
+    let h = pnfs_ds::run(common::config_without_mds("target", dir.path())).unwrap();
     let ctl: SocketAddr = h.control_addr();
     let fh = DsFh { stripe: 0, ino: 42, generation: 9 }.seal(&h.ds().fh_key);
     let obj = ctl_obj_args { coa_fh: Opaque::borrowed(&fh) };

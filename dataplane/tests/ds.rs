@@ -2,6 +2,8 @@
 //! DS's control program as the MDS would (create an object, allow stateids,
 //! remove) and speaks NFSv4.1 to it as the Linux client does for pNFS I/O.
 
+mod common;
+
 use pnfs_client::pnfs_protocol;
 use pnfs_client::net::read_record;
 use pnfs_client::Client;
@@ -405,13 +407,8 @@ fn ds_end_to_end() {
 #[test]
 fn starts_without_an_mds_and_bad_config_is_refused() {
     // Nothing listens on the MDS address: the DS still serves.
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DsConfig::new("lonely", dir.path().to_path_buf(), &dead.to_string());
-    cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
-    cfg.bind = "127.0.0.1:0".parse().unwrap();
-    cfg.control_bind = "127.0.0.1:0".parse().unwrap();
-    cfg.reactors = 1;
+    let mut cfg = common::config_without_mds("lonely", dir.path());
     cfg.buffers_per_reactor = 2;
     let t = Instant::now();
     let h = pnfs_ds::run(cfg.clone()).unwrap();
@@ -433,13 +430,8 @@ fn starts_without_an_mds_and_bad_config_is_refused() {
 
 #[test]
 fn malformed_input_is_answered_or_closed() {
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DsConfig::new("rough", dir.path().to_path_buf(), &dead.to_string());
-    cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
-    cfg.bind = "127.0.0.1:0".parse().unwrap();
-    cfg.control_bind = "127.0.0.1:0".parse().unwrap();
-    cfg.reactors = 1;
+    let mut cfg = common::config_without_mds("rough", dir.path());
     cfg.buffers_per_reactor = 2;
     let h = pnfs_ds::run(cfg).unwrap();
     let accept_stat = |rec: &[u8]| match rpc::parse_message(rec) {

@@ -1,10 +1,11 @@
 //! Each `ds.poll_mode` serves requests; busy polls while idle, adaptive
 //! polls after activity and then sleeps, park never polls.
 
+mod common;
+
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::Client;
-use pnfs_ds::{DsConfig, PollMode};
-use std::net::TcpListener;
+use pnfs_ds::PollMode;
 use std::time::{Duration, Instant};
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -18,13 +19,8 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn every_poll_mode_serves() {
     for mode in [PollMode::Park, PollMode::Busy, PollMode::Adaptive] {
-        let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = DsConfig::new("poll", dir.path().to_path_buf(), &dead.to_string());
-        cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
-        cfg.bind = "127.0.0.1:0".parse().unwrap();
-        cfg.control_bind = "127.0.0.1:0".parse().unwrap();
-        cfg.reactors = 1;
+        let mut cfg = common::config_without_mds("poll", dir.path());
         cfg.buffers_per_reactor = 2;
         cfg.poll_mode = mode;
         cfg.poll_spin_us = 200;

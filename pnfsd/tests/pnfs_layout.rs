@@ -15,6 +15,7 @@ use pnfs_client::pnfs_protocol::rpc::{self, Message};
 use pnfs_client::pnfs_protocol::seal::ClusterKey;
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
+use pnfs_client::layout::{layoutcommit_to, whole_file_layoutget, whole_file_layoutreturn};
 use pnfs_client::Client;
 use pnfs_mds::pnfs::client::CtlClient;
 use std::collections::HashMap;
@@ -195,28 +196,23 @@ fn start_mds_with_lease(dir: &std::path::Path, lease: u32) -> (SocketAddr, Socke
     start_mds_cfg(dir, lease, "")
 }
 
+#[path = "../../controlplane/tests/common/mod.rs"]
+mod common;
+
 /// `extra` lines go into the [mds] table.
 fn start_mds_cfg(dir: &std::path::Path, lease: u32, extra: &str) -> (SocketAddr, SocketAddr) {
-    let text = format!(
-        r#"
-bind = "127.0.0.1:1"
-control_bind = "127.0.0.1:2"
-metadata_dir = "{0}/meta"
-data_dir = "{0}/data"
-stripe_unit = {SU}
-ds_dead_after_ms = 600000
-lease_seconds = {lease}
-grace_seconds = 5
-{extra}
-[[exports]]
-path = "/export"
-root_squash = false
-"#,
-        dir.display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    pnfs_mds::server::spawn_on_loopback(cfg).unwrap()
+    let extra = format!("stripe_unit = {SU}\nds_dead_after_ms = 600000\nlease_seconds = {lease}\ngrace_seconds = 5\n{extra}");
+    common::start_pnfs_mds(dir, &extra)
+}
+
+/// `n` fake data servers, started and registered with the MDS as ds-0...
+fn start_fake_dses(dir: &std::path::Path, ctl_addr: SocketAddr, n: usize) -> Vec<Arc<FakeDs>> {
+    let ds: Vec<Arc<FakeDs>> = (0..n).map(|_| Arc::new(FakeDs::default())).collect();
+    for (i, d) in ds.iter().enumerate() {
+        let control = d.start(dir);
+        assert_eq!(register(dir, ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
+    }
+    ds
 }
 
 /// A client that keeps a recalled layout (here: it has no back channel, so
@@ -228,11 +224,7 @@ fn client_keeping_a_recalled_layout_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
     let lease = 5;
     let (nfs_addr, ctl_addr) = start_mds_with_lease(dir.path(), lease);
-    let ds: Vec<Arc<FakeDs>> = (0..2).map(|_| Arc::new(FakeDs::default())).collect();
-    for (i, d) in ds.iter().enumerate() {
-        let control = d.start(dir.path());
-        assert_eq!(register(dir.path(), ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
-    }
+    let ds = start_fake_dses(dir.path(), ctl_addr, 2);
     let mut a = Client::connect(nfs_addr, 1).unwrap();
     let root = a.lookup_path("/export").unwrap();
     let (fh, open_sid) = a.open(&root, "held", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
@@ -240,7 +232,7 @@ fn client_keeping_a_recalled_layout_is_fenced() {
         .compound_ok(
             vec![
                 putfh(&fh),
-                whole_file_layoutget(stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096),
+                whole_file_layoutget(stateid4 { seqid: 0, other: open_sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096, 4096),
             ],
             |r| match &r[1] {
                 nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(_)) => Ok(()),
@@ -304,11 +296,7 @@ fn client_keeping_a_recalled_layout_is_fenced() {
 fn directory_xattr_sets_the_stripe_count() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_addr, ctl_addr) = start_mds(dir.path());
-    let ds: Vec<Arc<FakeDs>> = (0..3).map(|_| Arc::new(FakeDs::default())).collect();
-    for (i, d) in ds.iter().enumerate() {
-        let control = d.start(dir.path());
-        assert_eq!(register(dir.path(), ctl_addr, &format!("ds-{i}"), "127.0.0.1.78.81", control).crr_status, ctl_status::CTL_OK);
-    }
+    let _ds = start_fake_dses(dir.path(), ctl_addr, 3);
     let mut c = Client::connect(nfs_addr, 2).unwrap();
     let root = c.lookup_path("/export").unwrap();
     let narrow = c.mkdir(&root, "narrow").unwrap();
@@ -330,7 +318,7 @@ fn directory_xattr_sets_the_stripe_count() {
         c.compound_ok(
             vec![
                 putfh(&fh),
-                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096),
+                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096, 4096),
             ],
             |r| match &r[1] {
                 nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => {
@@ -363,7 +351,7 @@ fn return_on_close_drops_the_layout_at_last_close() {
         .compound_ok(
             vec![
                 putfh(&fh),
-                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096),
+                whole_file_layoutget(stateid4 { seqid: 0, other: sid.other }, layoutiomode4::LAYOUTIOMODE4_RW, 4096, 4096),
             ],
             |r| match &r[1] {
                 nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok((ok.logr_return_on_close, ok.logr_stateid.clone())),
@@ -382,20 +370,6 @@ fn return_on_close_drops_the_layout_at_last_close() {
     assert_eq!(test(&mut c, &lsid), nfsstat4::NFS4_OK);
     c.close(&fh, &sid).unwrap();
     assert_eq!(test(&mut c, &lsid), nfsstat4::NFS4ERR_BAD_STATEID);
-}
-
-/// LAYOUTGET of a whole file, as the Linux files layout driver asks.
-fn whole_file_layoutget(sid: stateid4, iomode: layoutiomode4, maxcount: u32) -> nfs_argop4<'static> {
-    nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-        loga_signal_layout_avail: false,
-        loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-        loga_iomode: iomode,
-        loga_offset: 0,
-        loga_length: u64::MAX,
-        loga_minlength: 4096,
-        loga_stateid: sid,
-        loga_maxcount: maxcount,
-    })
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
@@ -447,7 +421,7 @@ fn layouts_devices_and_io_through_the_mds() {
     let layoutget = |c: &mut Client, sid: stateid4, iomode: layoutiomode4, maxcount: u32| {
         let ops = vec![
             putfh(&fh),
-            whole_file_layoutget(sid, iomode, maxcount),
+            whole_file_layoutget(sid, iomode, 4096, maxcount),
         ];
         let reply = c.compound(ops).unwrap();
         let res = reply.res().unwrap();
@@ -556,14 +530,7 @@ fn layouts_devices_and_io_through_the_mds() {
         let object = objs.get(&body.nfl_fh_list[j][..16]).unwrap();
         assert_eq!(object.get(obj as usize), Some(b), "file offset {o} (stripe {j}, object offset {obj})");
     }
-    let mut back = Vec::new();
-    while back.len() < data.len() {
-        let (d, eof) = c.read(&fh, &zero_seq, back.len() as u64, 100_000).unwrap();
-        back.extend_from_slice(&d);
-        if eof {
-            break;
-        }
-    }
+    let back = c.read_upto(&fh, &zero_seq, data.len(), 100_000).unwrap();
     assert!(back == data, "read back differs");
     assert_eq!(c.getattr_size(&fh).unwrap(), data.len() as u64);
 
@@ -571,15 +538,7 @@ fn layouts_devices_and_io_through_the_mds() {
     let commit = |c: &mut Client, last: u64| {
         let ops = vec![
             putfh(&fh),
-            nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
-                loca_offset: 0,
-                loca_length: last + 1,
-                loca_reclaim: false,
-                loca_stateid: lg3.stateid.clone(),
-                loca_last_write_offset: newoffset4::TRUE(last),
-                loca_time_modify: newtime4::FALSE,
-                loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: vec![].into() },
-            }),
+            layoutcommit_to(lg3.stateid.clone(), last + 1),
         ];
         c.compound_ok(ops, |r| match &r[1] {
             nfs_resop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4res::NFS4_OK(ok)) => Ok(ok.locr_newsize.clone()),
@@ -605,17 +564,7 @@ fn layouts_devices_and_io_through_the_mds() {
     let layoutreturn = |c: &mut Client, s: &stateid4, iomode| {
         let ops = vec![
             putfh(&fh),
-            nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
-                lora_reclaim: false,
-                lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                lora_iomode: iomode,
-                lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
-                    lrf_offset: 0,
-                    lrf_length: u64::MAX,
-                    lrf_stateid: s.clone(),
-                    lrf_body: vec![].into(),
-                }),
-            }),
+            whole_file_layoutreturn(s.clone(), iomode),
         ];
         c.compound_ok(ops, |r| match &r[1] {
             nfs_resop4::OP_LAYOUTRETURN(LAYOUTRETURN4res::NFS4_OK(x)) => Ok(x.clone()),

@@ -350,6 +350,8 @@ cmd_run() {
         tail -n +20 | while read -r old; do rm -rf "$old"; done
     mkdir -p "$rundir/overlay/lab"
     install -m 0755 "$scenario" "$rundir/overlay/lab/scenario.sh"
+    # the step plumbing the scenarios source from next to themselves
+    install -m 0644 "$LAB_DIR/scenarios/lib.sh" "$rundir/overlay/lab/lib.sh"
     {
         printf 'LAB_SERVER=%q\nLAB_PORT=%q\nLAB_EXPORT=%q\nLAB_VERS=%q\n' \
             "$guest_server" "$port" "$export_path" "$vers"

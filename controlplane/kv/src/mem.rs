@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::merge::{bounds, merge_scan, merge_scan_keys, Overlay};
-use crate::{key, KvError, KvPair, KvStore, KvTxn, Result};
+use crate::merge::{buffer_write, buffered_get, merge_scan, merge_scan_keys, scan_range, Overlay};
+use crate::{KvError, KvPair, KvStore, KvTxn, Result};
 
 /// In-memory [`KvStore`]; nothing survives the process.
 #[derive(Default)]
@@ -109,11 +109,9 @@ struct MemTxn<'a> {
 
 impl KvTxn for MemTxn<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        key::validate(key)?;
-        if let Some(v) = self.writes.get(key) {
-            return Ok(v.clone());
+        if let Some(v) = buffered_get(&self.writes, &mut self.reads, key)? {
+            return Ok(v);
         }
-        self.reads.insert(key.to_vec());
         Ok(self
             .store
             .lock()
@@ -122,24 +120,17 @@ impl KvTxn for MemTxn<'_> {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        key::validate(key)?;
-        self.writes.insert(key.to_vec(), Some(value.to_vec()));
-        Ok(())
+        buffer_write(&mut self.writes, key, Some(value))
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
-        key::validate(key)?;
-        self.writes.insert(key.to_vec(), None);
-        Ok(())
+        buffer_write(&mut self.writes, key, None)
     }
 
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>> {
-        let Some(range) = bounds(start, end) else {
+        let Some(range) = scan_range(start, end, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let inner = self.store.lock();
         let ts = self.start_ts;
         let base = inner
@@ -150,12 +141,9 @@ impl KvTxn for MemTxn<'_> {
     }
 
     fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>> {
-        let Some(range) = bounds(start, end) else {
+        let Some(range) = scan_range(start, end, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let inner = self.store.lock();
         let ts = self.start_ts;
         let base = inner

@@ -2,13 +2,33 @@
 //! ordered overlay and merge it into snapshot scans (read-your-writes).
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use crate::{KvPair, Result};
+use crate::{key, KvPair, Result};
 
 /// Uncommitted writes of a transaction: `Some(value)` = put, `None` = delete.
 pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A transaction's put (`Some(value)`) or delete (`None`) of `key`,
+/// buffered in `writes` until commit.
+pub(crate) fn buffer_write(writes: &mut Overlay, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    key::validate(key)?;
+    writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+    Ok(())
+}
+
+/// A transaction's get of `key` as its own writes answer it: `Some(value)`
+/// (`Some(None)` once deleted); otherwise `None`, read the snapshot, and the
+/// key joins `reads`, which the commit checks for conflicts.
+pub(crate) fn buffered_get(writes: &Overlay, reads: &mut BTreeSet<Vec<u8>>, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+    key::validate(key)?;
+    if let Some(v) = writes.get(key) {
+        return Ok(Some(v.clone()));
+    }
+    reads.insert(key.to_vec());
+    Ok(None)
+}
 
 /// A key range as `BTreeMap::range` and redb take it.
 pub(crate) type KeyRange<'k> = (Bound<&'k [u8]>, Bound<&'k [u8]>);
@@ -21,6 +41,15 @@ pub(crate) fn bounds<'k>(start: &'k [u8], end: Option<&'k [u8]>) -> Option<KeyRa
         Some(end) => Some((Bound::Included(start), Bound::Excluded(end))),
         None => Some((Bound::Included(start), Bound::Unbounded)),
     }
+}
+
+/// The range a scan of `[start, end)` reads, or `None` when the scan
+/// returns nothing without reading (an empty range, or `limit` 0).
+pub(crate) fn scan_range<'k>(start: &'k [u8], end: Option<&'k [u8]>, limit: usize) -> Option<KeyRange<'k>> {
+    if limit == 0 {
+        return None;
+    }
+    bounds(start, end)
 }
 
 /// Merges the snapshot's pairs in `range` (ascending, lazily pulled from

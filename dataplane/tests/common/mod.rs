@@ -1,7 +1,8 @@
 //! Helpers shared by the DS integration tests that speak raw RPC records
 //! over TCP (zero_copy.rs, volume.rs, async_reads.rs, async_writes.rs): a DS
 //! with one object and a session, WRITE records with odd fragmentation,
-//! reply readers.
+//! reply readers; and the config of a DS without an MDS (ds.rs,
+//! poll_modes.rs, control_attacker.rs).
 #![allow(dead_code)]
 
 use pnfs_client::pnfs_protocol;
@@ -34,14 +35,22 @@ pub struct Setup {
 
 pub const RW: [u8; 12] = [7; 12];
 
-pub fn setup(configure: impl FnOnce(&mut DsConfig)) -> Setup {
+/// The config of data server `id` with its objects and a test cluster key
+/// in `dir`: loopback ports, one reactor, and an MDS address that nothing
+/// listens on (a DS serves without its MDS).
+pub fn config_without_mds(id: &str, dir: &std::path::Path) -> DsConfig {
     let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DsConfig::new("zc", dir.path().to_path_buf(), &dead.to_string());
-    cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir.path()));
+    let mut cfg = DsConfig::new(id, dir.to_path_buf(), &dead.to_string());
+    cfg.cluster_key_file = Some(pnfs_protocol::seal::ClusterKey::test_file_in(dir));
     cfg.bind = "127.0.0.1:0".parse().unwrap();
     cfg.control_bind = "127.0.0.1:0".parse().unwrap();
     cfg.reactors = 1;
+    cfg
+}
+
+pub fn setup(configure: impl FnOnce(&mut DsConfig)) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_without_mds("zc", dir.path());
     cfg.buffers_per_reactor = 4;
     configure(&mut cfg);
     let h = pnfs_ds::run(cfg.clone()).unwrap();

@@ -11,10 +11,11 @@
 //! summary. Descriptors: one per client plus a few; RLIMIT_NOFILE is raised
 //! to fit (up to the hard limit), or it says why not.
 
+use crate::nofile::raise_nofile;
 use crate::opts::Opts;
-use crate::pipe::{status_name, PResult, Pipe};
+use crate::pipe::{create_0644, open_args, open_results, status_name, PResult, Pipe};
 use pnfs_client::pnfs_protocol::wire::*;
-use pnfs_client::pnfs_protocol::xdr::{Decoder, Opaque, XdrDecode};
+use pnfs_client::pnfs_protocol::xdr::Opaque;
 use pnfs_client::Client;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,24 +26,6 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
-}
-
-/// Raises RLIMIT_NOFILE's soft limit towards `want`; returns (soft, hard).
-fn raise_nofile(want: u64) -> (u64, u64) {
-    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
-    unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return (0, 0);
-        }
-        if r.rlim_cur < want && r.rlim_cur < r.rlim_max {
-            let n = libc::rlimit { rlim_cur: want.min(r.rlim_max), rlim_max: r.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &n) == 0 {
-                r.rlim_cur = n.rlim_cur;
-            }
-        }
-        (r.rlim_cur, r.rlim_max)
-    }
 }
 
 struct Holder {
@@ -103,7 +86,6 @@ fn pipelined(
 fn open_all(h: &mut Holder, opens: u32, counts: &Counts) -> PResult<()> {
     let names: Vec<Vec<u8>> = (0..opens).map(|k| format!("f{k}").into_bytes()).collect();
     let clientid = h.pipe.clientid;
-    let mode = 0o644u32.to_be_bytes();
     let (owner, dir) = (&h.owner, &h.dir);
     let mut got: Vec<Option<(Vec<u8>, stateid4)>> = vec![None; opens as usize];
     let mut first_err: Option<String> = None;
@@ -112,31 +94,11 @@ fn open_all(h: &mut Holder, opens: u32, counts: &Counts) -> PResult<()> {
         opens as usize,
         3,
         |i, pipe, slot| {
-            let open = nfs_argop4::OP_OPEN(OPEN4args {
-                seqid: 0,
-                share_access: OPEN4_SHARE_ACCESS_READ,
-                share_deny: OPEN4_SHARE_DENY_NONE,
-                owner: state_owner4 { clientid, owner: Opaque::borrowed(owner) },
-                openhow: openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 {
-                    attrmask: vec![0, 1 << (FATTR4_MODE - 32)],
-                    attr_vals: Opaque::borrowed(&mode),
-                })),
-                claim: open_claim4::CLAIM_NULL(Opaque::borrowed(&names[i])),
-            });
+            let open = open_args(clientid, owner, OPEN4_SHARE_ACCESS_READ, create_0644(), &names[i]);
             pipe.push_ops(slot, &[nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(dir) }), open, nfs_argop4::OP_GETFH])
         },
         |i, pipe, r| {
-            let (mut sid, mut fh) = (None, None);
-            let mut d = Decoder::new(pipe.results(r));
-            while d.remaining() > 0 {
-                match nfs_resop4::decode(&mut d) {
-                    Ok(nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(o))) => sid = Some(o.stateid.clone()),
-                    Ok(nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(g))) => fh = Some(g.object.to_vec()),
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-            match (sid, fh) {
+            match open_results(pipe.results(r)) {
                 (Some(s), Some(f)) if r.status == 0 => got[i] = Some((f, s)),
                 _ => {
                     first_err.get_or_insert(format!("OPEN f{i}: {}", status_name(r.status)));

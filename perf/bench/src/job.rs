@@ -7,8 +7,9 @@
 use crate::hist::Histogram;
 use crate::opts::Workload;
 use crate::pattern;
-use crate::pipe::{decode_compound, poll_readable, status_name, PResult, Pipe};
-use pnfs_client::layout::{DeviceAddrs, FileLayout};
+use crate::pipe::{create_0644, decode_compound, open_args, poll_readable, status_name, PResult, Pipe};
+use pnfs_client::layout::{layoutcommit_to, whole_file_layoutget, whole_file_layoutreturn, DeviceAddrs, FileLayout};
+use pnfs_client::CURRENT_STATEID;
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::xdr::{Decoder, Opaque, XdrDecode};
 use std::collections::{HashMap, VecDeque};
@@ -312,38 +313,16 @@ impl Job {
             }
             seen.push(r.file);
             let name = file_name(r.file);
-            let how = if write {
-                // mode 0644, so that other clients (and people) can read the files.
-                openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 {
-                    attrmask: vec![0, 1 << (FATTR4_MODE - 32)],
-                    attr_vals: Opaque::owned(0o644u32.to_be_bytes().to_vec()),
-                }))
-            } else {
-                openflag4::default(opentype4::OPEN4_NOCREATE)
-            };
+            let how = if write { create_0644() } else { openflag4::default(opentype4::OPEN4_NOCREATE) };
+            let access = if write { OPEN4_SHARE_ACCESS_BOTH } else { OPEN4_SHARE_ACCESS_READ };
             let mut ops = vec![
                 nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&self.p.dir_fh) }),
-                nfs_argop4::OP_OPEN(OPEN4args {
-                    seqid: 0,
-                    share_access: if write { OPEN4_SHARE_ACCESS_BOTH } else { OPEN4_SHARE_ACCESS_READ },
-                    share_deny: OPEN4_SHARE_DENY_NONE,
-                    owner: state_owner4 { clientid: self.clientid, owner: Opaque::borrowed(&self.owner) },
-                    openhow: how,
-                    claim: open_claim4::CLAIM_NULL(Opaque::borrowed(name.as_bytes())),
-                }),
+                open_args(self.clientid, &self.owner, access, how, name.as_bytes()),
                 nfs_argop4::OP_GETFH,
             ];
             if self.p.pnfs {
-                ops.push(nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-                    loga_signal_layout_avail: false,
-                    loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                    loga_iomode: if write { layoutiomode4::LAYOUTIOMODE4_RW } else { layoutiomode4::LAYOUTIOMODE4_READ },
-                    loga_offset: 0,
-                    loga_length: u64::MAX,
-                    loga_minlength: 0,
-                    loga_stateid: stateid4 { seqid: 1, other: [0; 12] }, // the current stateid (OPEN's)
-                    loga_maxcount: 64 * 1024,
-                }));
+                let iomode = if write { layoutiomode4::LAYOUTIOMODE4_RW } else { layoutiomode4::LAYOUTIOMODE4_READ };
+                ops.push(whole_file_layoutget(CURRENT_STATEID, iomode, 0, 64 * 1024)); // OPEN's stateid
             }
             let body = self.pipes[0].call(&ops)?;
             let res = decode_compound(&body)?;
@@ -846,15 +825,7 @@ impl Job {
             }
             let ops = [
                 nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&f.fh) }),
-                nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
-                    loca_offset: 0,
-                    loca_length: end,
-                    loca_reclaim: false,
-                    loca_stateid: l.sid.clone(),
-                    loca_last_write_offset: newoffset4::TRUE(end - 1),
-                    loca_time_modify: newtime4::FALSE,
-                    loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: Opaque::owned(vec![]) },
-                }),
+                layoutcommit_to(l.sid.clone(), end),
             ];
             let body = self.pipes[0].call(&ops)?;
             let st = decode_compound(&body)?.status;
@@ -872,17 +843,7 @@ impl Job {
             if let Some(l) = &f.layout {
                 let ops = [
                     nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&f.fh) }),
-                    nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
-                        lora_reclaim: false,
-                        lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                        lora_iomode: layoutiomode4::LAYOUTIOMODE4_ANY,
-                        lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
-                            lrf_offset: 0,
-                            lrf_length: u64::MAX,
-                            lrf_stateid: l.sid.clone(),
-                            lrf_body: Opaque::owned(vec![]),
-                        }),
-                    }),
+                    whole_file_layoutreturn(l.sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY),
                 ];
                 // A failed return only leaves state on the server until the lease ends.
                 let _ = self.pipes[0].call(&ops);
@@ -948,26 +909,11 @@ impl Job {
                 match kind {
                     Kind::Open => {
                         let name = &names[chain_file[cu]];
-                        let open = nfs_argop4::OP_OPEN(OPEN4args {
-                            seqid: 0,
-                            share_access: OPEN4_SHARE_ACCESS_READ,
-                            share_deny: OPEN4_SHARE_DENY_NONE,
-                            owner: state_owner4 { clientid: self.clientid, owner: Opaque::borrowed(&owners[cu]) },
-                            openhow: openflag4::default(opentype4::OPEN4_NOCREATE),
-                            claim: open_claim4::CLAIM_NULL(Opaque::borrowed(name)),
-                        });
+                        let how = openflag4::default(opentype4::OPEN4_NOCREATE);
+                        let open = open_args(self.clientid, &owners[cu], OPEN4_SHARE_ACCESS_READ, how, name);
                         let putfh = nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&self.p.dir_fh) });
                         if layoutget {
-                            let lg = nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
-                                loga_signal_layout_avail: false,
-                                loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                                loga_iomode: layoutiomode4::LAYOUTIOMODE4_READ,
-                                loga_offset: 0,
-                                loga_length: u64::MAX,
-                                loga_minlength: 0,
-                                loga_stateid: stateid4 { seqid: 1, other: [0; 12] },
-                                loga_maxcount: 64 * 1024,
-                            });
+                            let lg = whole_file_layoutget(CURRENT_STATEID, layoutiomode4::LAYOUTIOMODE4_READ, 0, 64 * 1024);
                             pipe.push_ops(slot, &[putfh, open, nfs_argop4::OP_GETFH, lg])?;
                         } else {
                             pipe.push_ops(slot, &[putfh, open, nfs_argop4::OP_GETFH])?;

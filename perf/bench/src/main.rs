@@ -8,6 +8,7 @@ mod hist;
 mod hold;
 mod job;
 mod mdtest;
+mod nofile;
 mod opts;
 mod pattern;
 mod pipe;
@@ -85,6 +86,37 @@ pub(crate) fn cpu_total(pids: &[u32]) -> Result<f64, String> {
     pids.iter().map(|p| cpu_seconds(*p)).sum()
 }
 
+/// [`cpu_total`] of the server processes, or None when none were named.
+pub(crate) fn server_cpu(pids: &[u32]) -> Result<Option<f64>, String> {
+    if pids.is_empty() {
+        Ok(None)
+    } else {
+        cpu_total(pids).map(Some)
+    }
+}
+
+/// Joins every job thread, then returns their results in order, or the
+/// first error (a panic counts as one).
+pub(crate) fn join_jobs<T>(handles: Vec<std::thread::JoinHandle<Result<T, String>>>) -> Result<Vec<T>, String> {
+    let mut results = Vec::new();
+    let mut first_err = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert("a job panicked".to_string());
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(results),
+    }
+}
+
 /// Does the server offer files layouts on `dir`'s file system?
 fn layout_types(c: &mut Client, dir: &[u8]) -> Result<Vec<u32>, String> {
     let ops = vec![
@@ -119,25 +151,10 @@ fn run_jobs(plans: Vec<Plan>, start: Arc<Barrier>, done: Arc<Barrier>, ramp: Dur
     let handles: Vec<_> = plans.into_iter().map(|p| std::thread::spawn(move || job::run(p))).collect();
     start.wait();
     std::thread::sleep(ramp);
-    let cpu0 = if pids.is_empty() { None } else { Some(cpu_total(pids)?) };
+    let cpu0 = server_cpu(pids)?;
     done.wait();
-    let cpu1 = if pids.is_empty() { None } else { Some(cpu_total(pids)?) };
-    let mut results = Vec::new();
-    let mut first_err = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok(r)) => results.push(r),
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert("a job panicked".to_string());
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    let cpu1 = server_cpu(pids)?;
+    let results = join_jobs(handles)?;
     Ok(Run { results, cpu: cpu0.zip(cpu1).map(|(a, b)| b - a) })
 }
 

@@ -16,9 +16,9 @@
 use crate::hist::Histogram;
 use crate::job::LINUX_GETATTR;
 use crate::opts::Opts;
-use crate::pipe::{status_name, PResult, Pipe};
+use crate::pipe::{create_0644, open_args, open_results, status_name, PResult, Pipe};
 use pnfs_client::pnfs_protocol::wire::*;
-use pnfs_client::pnfs_protocol::xdr::{Decoder, Opaque, XdrDecode};
+use pnfs_client::pnfs_protocol::xdr::Opaque;
 use pnfs_client::Client;
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
@@ -79,7 +79,6 @@ fn run_phase(pipe: &mut Pipe, phase: Phase, dir: &[u8], names: &[Vec<u8>], qd: u
     let mut opened: Vec<Option<(Vec<u8>, stateid4)>> = vec![None; if phase == Phase::Create { names.len() } else { 0 }];
     let mut todo: Vec<(usize, u8, Instant, u32)> = Vec::with_capacity(qd);
     let mut next = 0usize;
-    let mode = 0o644u32.to_be_bytes();
     loop {
         while todo.len() + pipe.outstanding < qd && next < names.len() {
             todo.push((next, 0, Instant::now(), 0));
@@ -95,17 +94,7 @@ fn run_phase(pipe: &mut Pipe, phase: Phase, dir: &[u8], names: &[Vec<u8>], qd: u
             let putdir = nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(dir) });
             match (phase, step) {
                 (Phase::Create, 0) => {
-                    let open = nfs_argop4::OP_OPEN(OPEN4args {
-                        seqid: 0,
-                        share_access: OPEN4_SHARE_ACCESS_WRITE,
-                        share_deny: OPEN4_SHARE_DENY_NONE,
-                        owner: state_owner4 { clientid, owner: Opaque::borrowed(owner) },
-                        openhow: openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 {
-                            attrmask: vec![0, 1 << (FATTR4_MODE - 32)],
-                            attr_vals: Opaque::borrowed(&mode),
-                        })),
-                        claim: open_claim4::CLAIM_NULL(name),
-                    });
+                    let open = open_args(clientid, owner, OPEN4_SHARE_ACCESS_WRITE, create_0644(), &names[f]);
                     pipe.push_ops(slot, &[putdir, open, nfs_argop4::OP_GETFH])?;
                 }
                 (Phase::Create, _) => {
@@ -139,17 +128,7 @@ fn run_phase(pipe: &mut Pipe, phase: Phase, dir: &[u8], names: &[Vec<u8>], qd: u
         let name = || String::from_utf8_lossy(&names[f]).into_owned();
         match (phase, step) {
             (Phase::Create, 0) => {
-                let (mut sid, mut fh) = (None, None);
-                let mut d = Decoder::new(pipe.results(&rep));
-                while d.remaining() > 0 {
-                    match nfs_resop4::decode(&mut d) {
-                        Ok(nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(o))) => sid = Some(o.stateid.clone()),
-                        Ok(nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(g))) => fh = Some(g.object.to_vec()),
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-                match (sid, fh) {
+                match open_results(pipe.results(&rep)) {
                     (Some(sid), Some(fh)) if rep.status == 0 => {
                         opened[f] = Some((fh, sid));
                         todo.push((f, 1, t0, 0));
@@ -247,28 +226,13 @@ pub fn run(o: &Opts, server: SocketAddr, c: &mut Client, parent: &[u8]) -> Resul
     for k in 0..PHASES.len() {
         barriers[2 * k].wait();
         let t0 = Instant::now();
-        let cpu0 = if o.server_pids.is_empty() { None } else { Some(crate::cpu_total(&o.server_pids)?) };
+        let cpu0 = crate::server_cpu(&o.server_pids)?;
         barriers[2 * k + 1].wait();
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
-        let cpu1 = if o.server_pids.is_empty() { None } else { Some(crate::cpu_total(&o.server_pids)?) };
+        let cpu1 = crate::server_cpu(&o.server_pids)?;
         timing.push((secs, cpu0.zip(cpu1).map(|(a, b)| b - a)));
     }
-    let mut per_job = Vec::new();
-    let mut first_err = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok(r)) => per_job.push(r),
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert("a job panicked".to_string());
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    let per_job = crate::join_jobs(handles)?;
     // Untimed: the job directories go (a failed remove phase leaves them).
     for id in 0..jobs {
         let _ = c.remove(parent, &job_dir(id));

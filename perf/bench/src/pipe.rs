@@ -76,6 +76,42 @@ fn io_err(what: &str, addr: &SocketAddr, e: io::Error) -> String {
     format!("{addr}: {what}: {e}")
 }
 
+/// OPEN (seqid 0, deny none) of `name` in the current filehandle by open
+/// owner `owner` of `clientid`.
+pub fn open_args<'a>(clientid: u64, owner: &'a [u8], access: u32, how: openflag4<'a>, name: &'a [u8]) -> nfs_argop4<'a> {
+    nfs_argop4::OP_OPEN(OPEN4args {
+        seqid: 0,
+        share_access: access,
+        share_deny: OPEN4_SHARE_DENY_NONE,
+        owner: state_owner4 { clientid, owner: Opaque::borrowed(owner) },
+        openhow: how,
+        claim: open_claim4::CLAIM_NULL(Opaque::borrowed(name)),
+    })
+}
+
+/// OPEN4_CREATE UNCHECKED4 with mode 0644, so that other clients (and
+/// people) can read the files the benchmark makes.
+pub fn create_0644() -> openflag4<'static> {
+    const MODE: [u8; 4] = 0o644u32.to_be_bytes();
+    openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 { attrmask: vec![0, 1 << (FATTR4_MODE - 32)], attr_vals: Opaque::borrowed(&MODE) }))
+}
+
+/// The open stateid and the filehandle in the results of a COMPOUND with
+/// OPEN and GETFH (each None when that op failed or did not run).
+pub fn open_results(results: &[u8]) -> (Option<stateid4>, Option<Vec<u8>>) {
+    let (mut sid, mut fh) = (None, None);
+    let mut d = Decoder::new(results);
+    while d.remaining() > 0 {
+        match nfs_resop4::decode(&mut d) {
+            Ok(nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(o))) => sid = Some(o.stateid.clone()),
+            Ok(nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(g))) => fh = Some(g.object.to_vec()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    (sid, fh)
+}
+
 pub fn status_name(s: u32) -> String {
     match nfsstat4::from_i32(s as i32) {
         Some(st) => format!("{st:?}"),

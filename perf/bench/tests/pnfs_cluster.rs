@@ -6,32 +6,14 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
+#[path = "../../../controlplane/tests/common/mod.rs"]
+mod common;
+
+/// An MDS and two data servers, both registered.
 fn start_cluster(dir: &std::path::Path) -> (SocketAddr, Vec<pnfs_ds::DsHandle>) {
-    let text = format!(
-        "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
-         stripe_unit = 65536\n[[exports]]\npath = \"/export\"\nroot_squash = false\n",
-        dir.display()
-    );
-    let cfg: pnfs_mds::MdsConfig = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    let (nfs, ctl) = pnfs_mds::server::spawn_on_loopback(cfg).unwrap();
-    let mut handles = Vec::new();
-    for i in 0..2 {
-        let mut cfg = pnfs_ds::config::DsConfig::new(&format!("ds{i}"), dir.join(format!("ds{i}")), &ctl.to_string());
-        cfg.cluster_key_file = Some(dir.join("meta/cluster.key"));
-        cfg.bind = "127.0.0.1:0".parse().unwrap();
-        cfg.control_bind = "127.0.0.1:0".parse().unwrap();
-        cfg.reactors = 1;
-        cfg.o_direct = false;
-        handles.push(pnfs_ds::run(cfg).unwrap());
-    }
-    // Both data servers registered once a heartbeat is accepted.
-    for i in 0..2 {
-        pnfs_mds::server::wait_ds_registered(ctl, &dir.join("meta/cluster.key"), &format!("ds{i}"), Duration::from_secs(10)).unwrap();
-    }
-    (nfs, handles)
+    let (nfs, ctl) = common::start_pnfs_mds(dir, "stripe_unit = 65536");
+    (nfs, common::start_dses(dir, ctl, 2))
 }
 
 /// Runs pnfs-bench with --json; returns the JSON line.

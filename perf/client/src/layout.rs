@@ -127,6 +127,52 @@ impl DeviceAddrs {
     }
 }
 
+/// LAYOUTGET of a whole file's files layout (offset 0, length all), as the
+/// Linux files layout driver asks; `sid` is the open, delegation or layout
+/// stateid (or the current stateid after an OPEN in the same COMPOUND).
+pub fn whole_file_layoutget(sid: stateid4, iomode: layoutiomode4, minlength: u64, maxcount: u32) -> nfs_argop4<'static> {
+    nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
+        loga_signal_layout_avail: false,
+        loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+        loga_iomode: iomode,
+        loga_offset: 0,
+        loga_length: u64::MAX,
+        loga_minlength: minlength,
+        loga_stateid: sid,
+        loga_maxcount: maxcount,
+    })
+}
+
+/// LAYOUTRETURN of a whole file's files layouts of `iomode`.
+pub fn whole_file_layoutreturn(sid: stateid4, iomode: layoutiomode4) -> nfs_argop4<'static> {
+    nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
+        lora_reclaim: false,
+        lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+        lora_iomode: iomode,
+        lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
+            lrf_offset: 0,
+            lrf_length: u64::MAX,
+            lrf_stateid: sid,
+            lrf_body: Vec::new().into(),
+        }),
+    })
+}
+
+/// LAYOUTCOMMIT after writes through a files layout up to byte `end`
+/// (exclusive, > 0): the range [0, end), last write offset `end` - 1, no
+/// mtime, an empty layout update.
+pub fn layoutcommit_to(sid: stateid4, end: u64) -> nfs_argop4<'static> {
+    nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
+        loca_offset: 0,
+        loca_length: end,
+        loca_reclaim: false,
+        loca_stateid: sid,
+        loca_last_write_offset: newoffset4::TRUE(end - 1),
+        loca_time_modify: newtime4::FALSE,
+        loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: Vec::new().into() },
+    })
+}
+
 /// Parses a universal address "h1.h2.h3.h4.p1.p2" (IPv4) or
 /// "x:y::z.p1.p2" (IPv6) into a socket address (the MDS-DS contract's
 /// `pnfs_protocol::mds_ds::uaddr`).

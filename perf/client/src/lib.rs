@@ -807,6 +807,20 @@ impl Client {
         Ok(fh)
     }
 
+    /// Reads [0, `len`) of `fh` with `stateid` in READs of up to `chunk`
+    /// bytes; stops early at EOF or an empty reply and returns what it read.
+    pub fn read_upto(&mut self, fh: &[u8], stateid: &stateid4, len: usize, chunk: u32) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        while data.len() < len {
+            let (more, eof) = self.read(fh, stateid, data.len() as u64, chunk)?;
+            data.extend_from_slice(&more);
+            if eof || more.is_empty() {
+                break;
+            }
+        }
+        Ok(data)
+    }
+
     /// Reads all of `name` in `dir`: OPEN (read), GETFH, READ, CLOSE in one
     /// COMPOUND; files larger than one READ continue with anonymous-stateid
     /// READs until EOF.
@@ -887,6 +901,33 @@ impl Client {
                 return Err(Error::Protocol("READDIR returned no entries and no EOF".into()));
             }
         }
+    }
+
+    /// LAYOUTGET of the whole file (files layout, minlength and maxcount
+    /// 4096); returns the layout stateid and the first layout's body (decode
+    /// it with [`layout::FileLayout::decode`] or as `nfsv4_1_file_layout4`).
+    pub fn layoutget(&mut self, fh: &[u8], stateid: &stateid4, iomode: layoutiomode4) -> Result<(stateid4, Vec<u8>)> {
+        let ops = vec![putfh(fh), layout::whole_file_layoutget(stateid.clone(), iomode, 4096, 4096)];
+        self.compound_ok(ops, |r| {
+            let ok = result!(r, 1, OP_LAYOUTGET, LAYOUTGET4res)?;
+            match ok.logr_layout.first() {
+                Some(l) => Ok((ok.logr_stateid.clone(), l.lo_content.loc_body.to_vec())),
+                None => Err(Error::Protocol("LAYOUTGET answered no layout".into())),
+            }
+        })
+    }
+
+    /// GETDEVICEINFO of a files layout device; returns its `da_addr_body`
+    /// (decode it with [`layout::DeviceAddrs::decode`] or as
+    /// `nfsv4_1_file_layout_ds_addr4`).
+    pub fn getdeviceinfo(&mut self, device_id: [u8; 16]) -> Result<Vec<u8>> {
+        let ops = vec![nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
+            gdia_device_id: device_id,
+            gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+            gdia_maxcount: 4096,
+            gdia_notify_types: vec![],
+        })];
+        self.compound_ok(ops, |r| Ok(result!(r, 0, OP_GETDEVICEINFO, GETDEVICEINFO4res)?.gdir_device_addr.da_addr_body.to_vec()))
     }
 
     /// SETATTR size with `stateid` (an open stateid with write access, or

@@ -15,31 +15,17 @@
 # mounted), LAB_RUN_ID, LAB_HOST_RESTART (1 when the host runner can restart
 # the server on "@@LAB-HOST restart").
 
-SELF=$0
-M=/mnt
+. "$(dirname "$0")/lib.sh"
 ST=/tmp/lab-state
-SERVER=${LAB_SERVER:-10.0.2.2}
-PORT=${LAB_PORT:-2049}
-EXPORT=${LAB_EXPORT:-/}
-VERS=${LAB_VERS:-4.1,4.2}
-KEEP_VERS=${VERS##*,}
+KEEP_VERS=$V
 # retry=0: fail a mount at once instead of mount.nfs's 2-minute retry loop
 OPTS="hard,sec=sys,port=$PORT,retry=0"
 W=$M/lab-${LAB_RUN_ID:-0}
-MiB=1048576
 
 # ------------------------------------------------------------- helpers ---
 
-fail() { echo "@@WHY $*"; exit 1; }
-skip() { echo "@@WHY $*"; exit 77; }
-info() { echo "@@INFO $*"; }
-up() { cut -d' ' -f1 /proc/uptime; }
-sha() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
-fsize() { stat -c %s "$1" 2>/dev/null; }
 first_line() { head -n1 | tr -d '\r'; }
 
-# mount line fields for $M, or empty
-mount_line() { awk -v m="$M" '$2 == m { l = $0 } END { print l }' /proc/mounts; }
 mounted_vers() { mount_line | sed -n 's/.*[ ,]vers=\([0-9.]*\).*/\1/p'; }
 
 do_mount() { # vers
@@ -53,6 +39,7 @@ do_umount() {
 }
 remount() { do_umount; do_mount "$KEEP_VERS"; }
 
+# stricter than lib.sh's need_mount: the work directory must be there too
 need_mount() {
     case "$(mount_line)" in
     *" nfs4 "*) ;;
@@ -71,12 +58,18 @@ make_random() {
     dd if=/dev/urandom of="$1" bs=1M count="$2" 2>/dev/null || fail "dd from /dev/urandom failed"
 }
 
-# op count of an NFS operation (e.g. COPY) from /proc/self/mountstats for $M
-op_count() {
-    awk -v m="$M" -v op="$1:" '
-        $1 == "device" { inmnt = ($5 == m) }
-        inmnt && $1 == op { n = $2 }
-        END { print n + 0 }' /proc/self/mountstats
+# retry TRIES CMD...: runs CMD until it succeeds, up to TRIES times 0.5 s
+# apart; its last output (stdout and stderr) is left in $out
+retry() {
+    n=$1
+    shift
+    i=0
+    while [ $i -lt "$n" ]; do
+        out=$("$@" 2>&1) && return 0
+        sleep 0.5
+        i=$((i + 1))
+    done
+    return 1
 }
 
 # wait_file FILE SECS: wait until FILE exists
@@ -123,7 +116,7 @@ step_write_64m() {
     got=$(sha "$W/big")
     t2=$(up)
     [ "$got" = "$want" ] || fail "sha256 after remount $got != written $want"
-    info "write $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')s, remount+read $(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", b - a }')s"
+    info "write $(secs "$t0" "$t1")s, remount+read $(secs "$t1" "$t2")s"
     rm -f "$W/big" || fail "rm of the 64 MiB file failed"
 }
 
@@ -284,14 +277,7 @@ step_flock() {
     [ $rc = 2 ] || { kill $hp; fail "second flock -n -x gave '$out' (rc $rc) while another process holds flock -x, expected EWOULDBLOCK"; }
     kill $hp
     wait $hp 2>/dev/null
-    ok=0
-    i=0
-    while [ $i -lt 20 ]; do
-        out=$(labtool flock -n -x "$f" 2>&1) && { ok=1; break; }
-        sleep 0.5
-        i=$((i + 1))
-    done
-    [ $ok = 1 ] || fail "flock -n -x still fails 10s after the holder exited: $out"
+    retry 20 labtool flock -n -x "$f" || fail "flock -n -x still fails 10s after the holder exited: $out"
     rm -f "$f"
 }
 
@@ -311,14 +297,7 @@ step_fcntl() {
     out=$(labtool lock "$f" 200 100 2>&1) || { kill $hp; fail "non-overlapping lock [200,300) failed: $out"; }
     kill $hp
     wait $hp 2>/dev/null
-    ok=0
-    i=0
-    while [ $i -lt 20 ]; do
-        out=$(labtool lock "$f" 50 100 2>&1) && { ok=1; break; }
-        sleep 0.5
-        i=$((i + 1))
-    done
-    [ $ok = 1 ] || fail "lock [50,150) still fails after the holder released: $out"
+    retry 20 labtool lock "$f" 50 100 || fail "lock [50,150) still fails after the holder released: $out"
     rm -f "$f"
 }
 
@@ -438,7 +417,7 @@ step_restart() {
     cat /tmp/rs.b >&8 || fail "append through the fd opened before the restart failed"
     exec 8>&-
     t1=$(up)
-    info "first I/O after the restart marker completed after $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')s"
+    info "first I/O after the restart marker completed after $(secs "$t0" "$t1")s"
     cat /tmp/rs.b /tmp/rs.b >/tmp/rs.bb
     s=$(fsize "$W/restart.b")
     [ "$s" = $((2 * MiB)) ] || fail "restart.b has size $s after append, expected $((2 * MiB))"
@@ -461,41 +440,7 @@ step_cleanup() {
 
 # ------------------------------------------------------------- runner ---
 
-if [ "${1:-}" = __call ]; then
-    shift
-    "$@"
-    exit $?
-fi
-
-run_step() { # NAME TIMEOUT FUNCTION [ARGS...]
-    name=$1 tmo=$2
-    shift 2
-    log="$ST/log.$name"
-    echo "STEP-START $name"
-    t0=$(up)
-    timeout -s KILL "$tmo" sh "$SELF" __call "$@" >"$log" 2>&1 </dev/null
-    rc=$?
-    t1=$(up)
-    why=$(sed -n 's/^@@WHY //p' "$log" | tail -n1)
-    sed -n "s/^@@INFO /INFO $name: /p" "$log"
-    case $rc in
-    0) echo "PASS $name" ;;
-    77) echo "SKIP $name: ${why:-skipped}" ;;
-    *)
-        if [ $rc = 137 ]; then
-            why="timed out after ${tmo}s (killed)"
-        fi
-        echo "FAIL $name: ${why:-exit status $rc}"
-        grep -v '^@@' "$log" | tail -n 20 | sed 's/^/  | /'
-        ;;
-    esac
-    echo "STEP-TIME $name $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')s"
-}
-
-mkdir -p "$ST" "$M"
-# The runner answers host actions on the console ("@@LAB-HOST-DONE ..."):
-# no echo, so they cannot tear our output lines.
-stty -F /dev/console -echo 2>/dev/null
+scenario_begin "$@"
 echo "LAB-SCENARIO foundation: server $SERVER:$PORT export $EXPORT vers $VERS (keep $KEEP_VERS) at $(up)s"
 
 for v in $(echo "$VERS" | tr ',' ' '); do

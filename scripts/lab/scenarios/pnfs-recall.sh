@@ -32,56 +32,16 @@
 #                  the holder's next I/O through the old descriptor fails
 #                  cleanly with ESTALE instead of hanging or succeeding, and
 #                  the descriptor can still be closed.
-SELF=$0
-M=/mnt
+. "$(dirname "$0")/lib.sh"
 ST=/tmp/recall-state
-SERVER=${LAB_SERVER:-10.0.2.2}
-PORT=${LAB_PORT:-2049}
-EXPORT=${LAB_EXPORT:-/}
-VERS=${LAB_VERS:-4.1,4.2}
-V=${VERS##*,}
-OPTS="vers=$V,hard,sec=sys,port=$PORT,retry=0"
 D=recall-${LAB_RUN_ID:-0}
 W=$M/$D
 H=${EXPORT%/}/$D
-MiB=1048576
 KILL_MIB=${RECALL_KILL_MIB:-128}
 
-fail() { echo "@@WHY $*"; exit 1; }
-info() { echo "@@INFO $*"; }
-# check NAME OK|FAIL [WHY]: a sub-result of the running step
-check() { if [ "$2" = OK ]; then echo "@@CHECK PASS $1"; else echo "@@CHECK FAIL $1: $3"; fi; }
-up() { cut -d' ' -f1 /proc/uptime; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-sha() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
-fsize() { stat -c %s "$1" 2>/dev/null; }
-mount_line() { awk -v m="$M" '$2 == m { l = $0 } END { print l }' /proc/mounts; }
-mnt() { mount.nfs4 "$SERVER:$EXPORT" "$M" -o "$OPTS"; }
 remount() { sync; umount "$M" && mnt || fail "remount failed"; }
-stats() { awk -v m="$M" '$1 == "device" { inmnt = ($5 == m) } inmnt' /proc/self/mountstats; }
-op_count() { stats | awk -v op="$1:" '$1 == op { n = $2 } END { print n + 0 }'; }
 pnfs_reads() { stats | awk '$1 == "events:" { print $(NF-1); exit }'; }
 pnfs_writes() { stats | awk '$1 == "events:" { print $NF; exit }'; }
-need_mount() { case "$(mount_line)" in *" nfs4 "*) ;; *) fail "no NFS mount on $M" ;; esac; }
-
-# host NAME [ARGS]: asks the host runner to run action NAME and waits for
-# its answer; returns the action's exit status (124 when no answer came).
-host() {
-    name=$1
-    echo "@@LAB-HOST $*" >/dev/console
-    end=$(($(date +%s) + ${HOST_WAIT:-150}))
-    while [ "$(date +%s)" -lt "$end" ]; do
-        line=
-        read -r -t 5 line </dev/console || continue
-        set -- $line
-        [ "${1:-}" = "@@LAB-HOST-DONE" ] && [ "${2:-}" = "$name" ] && return "${3:-1}"
-    done
-    return 124
-}
-host_ok() { host "$@" || fail "host action '$*' failed with status $?"; }
-
-# bytes FILE OFFSET LEN CHARS: how many bytes of the range are not in CHARS
-bytes_not() { dd if="$1" bs=64k skip=$(($2 / 65536)) count=$(($3 / 65536)) 2>/dev/null | tr -d "$4" | wc -c; }
 # bytes_of FILE OFFSET LEN CHAR: how many bytes of the range are CHAR
 bytes_of() { dd if="$1" bs=64k skip=$(($2 / 65536)) count=$(($3 / 65536)) 2>/dev/null | tr -cd "$4" | wc -c; }
 pattern() { dd if=/dev/zero bs=1M count="$2" 2>/dev/null | tr '\0' "$1"; }
@@ -282,35 +242,7 @@ step_cleanup() {
 
 # ------------------------------------------------------------- runner ---
 
-if [ "${1:-}" = __call ]; then
-    shift
-    "$@"
-    exit $?
-fi
-
-run_step() { # NAME TIMEOUT FUNCTION
-    name=$1 tmo=$2
-    log="$ST/log.$name"
-    echo "STEP-START $name"
-    t0=$(up)
-    timeout -s KILL "$tmo" sh "$SELF" __call "$3" >"$log" 2>&1 </dev/null
-    rc=$?
-    t1=$(up)
-    why=$(sed -n 's/^@@WHY //p' "$log" | tail -n1)
-    sed -n "s/^@@INFO /INFO $name: /p; s/^@@CHECK //p" "$log"
-    if [ $rc = 0 ]; then
-        echo "PASS $name"
-    else
-        [ $rc = 137 ] && why="timed out after ${tmo}s (killed)"
-        echo "FAIL $name: ${why:-exit status $rc}"
-        grep -v '^@@' "$log" | tail -n 20 | sed 's/^/  | /'
-    fi
-    echo "STEP-TIME $name $(secs "$t0" "$t1")s"
-}
-
-mkdir -p "$ST" "$M"
-# Host-action answers arrive on the console: do not echo them into our output.
-stty -F /dev/console -echo 2>/dev/null
+scenario_begin "$@"
 echo "LAB-SCENARIO pnfs-recall: vers $V, server $SERVER:$PORT$EXPORT, dir $D, host actions: ${LAB_HOST_ACTIONS:-none}"
 run_step mount 60 step_mount
 run_step two-writers 240 step_writers

@@ -35,6 +35,7 @@
 //! 64 KiB scratch buffer per thread, a window of EXCHANGE_ID calls per
 //! connection. Refused or reset connections are counted, never fatal.
 
+use nofile::raise_nofile;
 use pnfs_client::net::connect_from;
 use pnfs_client::pnfs_protocol::record::{RecordReader, LAST_FRAGMENT};
 use pnfs_client::pnfs_protocol::rpc::{self, Message};
@@ -47,6 +48,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "../nofile.rs"]
+mod nofile;
 
 const USAGE: &str = "\
 usage: pnfs-attack --from IP --mds HOST:PORT [--ds HOST:PORT ...] [--idle N]
@@ -236,23 +240,6 @@ fn slowloris_payload() -> Vec<u8> {
     let mut v = e.buf;
     v.resize(4 + SLOWLORIS_SENT, 0);
     v
-}
-
-fn raise_nofile(want: u64) -> (u64, u64) {
-    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
-    unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return (0, 0);
-        }
-        if r.rlim_cur < want && r.rlim_cur < r.rlim_max {
-            let n = libc::rlimit { rlim_cur: want.min(r.rlim_max), rlim_max: r.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &n) == 0 {
-                r.rlim_cur = n.rlim_cur;
-            }
-        }
-        (r.rlim_cur, r.rlim_max)
-    }
 }
 
 /// Holds a share of the idle and slowloris connections until `deadline`,
