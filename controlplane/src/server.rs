@@ -309,7 +309,7 @@ impl Server {
     fn ended(&self, peer: SocketAddr, why: Ended) -> std::io::Result<()> {
         let cfg = &self.mds.cfg;
         match why {
-            Ended::Closed | Ended::Truncated | Ended::WriterGone => Ok(()),
+            Ended::Closed | Ended::Truncated | Ended::WriterGone | Ended::Refused(_) => Ok(()),
             Ended::Io(e) => Err(e),
             Ended::Idle(idle) => {
                 // Routine (clients leave connections open): no log line.

@@ -74,6 +74,7 @@
 //! - What stays TCP-only: record marks, the record timeout, and partial
 //!   headers ([`Ended::Truncated`]); an RDMA message arrives whole.
 
+pub mod control;
 mod queue;
 pub mod tcp;
 
@@ -105,6 +106,8 @@ pub enum Ended {
     /// The reply writer is gone: the peer stopped reading, or the
     /// connection broke while writing.
     WriterGone,
+    /// A call failed the listener's check (why); its refusal was queued.
+    Refused(&'static str),
     Io(std::io::Error),
 }
 
@@ -118,6 +121,7 @@ impl std::fmt::Display for Ended {
             Ended::TooLarge(e) => write!(f, "{e}"),
             Ended::RepliesUnread(d) => write!(f, "it read none of its replies for {d:?}"),
             Ended::WriterGone => write!(f, "the reply writer stopped"),
+            Ended::Refused(why) => write!(f, "a call was refused: {why}"),
             Ended::Io(e) => write!(f, "{e}"),
         }
     }

@@ -16,7 +16,7 @@
 use super::{Pnfs, MAX_DATA_SERVERS};
 use crate::keyspace::{self, DATA_SERVER};
 use pnfs_kv::{transact, KvError, KvStore};
-use pnfs_protocol::control_auth::{now_ms, CallChecker, Verified};
+use pnfs_protocol::control_auth::Verified;
 use pnfs_protocol::mds_ds::uaddr;
 use pnfs_protocol::rpc::{self, AcceptStat, Checked};
 use pnfs_protocol::wire::*;
@@ -25,7 +25,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use pnfs_transport::tcp::{self, TcpLimits};
-use pnfs_transport::{CallSource, Connection, Ended, ReplyBatch, ReplySink};
+use pnfs_transport::control::{self, AuthenticatedCalls};
+use pnfs_transport::{CallSource, Connection, ReplyBatch, ReplySink};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
@@ -287,45 +288,32 @@ fn control_limits() -> TcpLimits {
 
 /// One data server's control connection, on any transport. Calls are
 /// quick (a heartbeat is a map update; REGISTER writes one record when a
-/// DS is new or moved): they run right here and a read's replies go out
-/// in one write.
+/// DS is new or moved): they run right here and the replies of calls that
+/// arrived together go out in one write.
 async fn control_connection<C: CallSource, S: ReplySink>(pnfs: Arc<Pnfs>, c: Connection<C, S>, peer: SocketAddr) -> std::io::Result<()> {
-    let Connection { mut calls, replies, writer } = c;
-    let mut checker = CallChecker::new(pnfs.control_keys.clone());
+    let Connection { calls, replies, writer } = c;
+    let mut calls = AuthenticatedCalls::new(calls, pnfs.control_keys.clone(), CONTROL_IDLE_TIMEOUT);
     let mut out = ReplyBatch::default();
-    let ended = 'read: loop {
-        let recs = match calls.next_batch().await {
-            Ok(r) => r,
+    let ended = loop {
+        let (rec, verified) = match calls.next(&pnfs.control_recent, &replies).await {
+            Ok(c) => c,
             Err(e) => break e,
         };
-        for rec in recs {
-            let verified = match checker.check(&rec, now_ms(), &pnfs.control_recent) {
-                Ok(v) => v,
-                Err(None) => break 'read Ended::Closed,
-                Err(Some(d)) => {
-                    crate::metrics::metrics().control_refused.inc();
-                    // The caller pays: it is told why, and loses the connection.
-                    log::warn!("refusing control call from {peer}: {}", d.why);
-                    out.push(rpc::auth_error_reply(d.xid, d.stat));
-                    break 'read replies.write_now(&mut out).await.err().unwrap_or(Ended::Closed);
-                }
-            };
-            calls.set_idle_timeout(CONTROL_IDLE_TIMEOUT);
-            if let Some(r) = handle_control(&pnfs, &rec, &verified) {
-                out.push(r);
+        if let Some(r) = handle_control(&pnfs, &rec, &verified) {
+            out.push(r);
+        }
+        if !calls.has_pending() {
+            if let Err(e) = replies.write_now(&mut out).await {
+                break e;
             }
         }
-        if let Err(e) = replies.write_now(&mut out).await {
-            break e;
-        }
     };
-    drop((calls, replies));
-    let _ = writer.finish().await;
-    match ended {
-        Ended::Io(e) => Err(e),
-        Ended::Closed | Ended::Truncated | Ended::WriterGone => Ok(()),
-        e => Err(std::io::Error::other(e.to_string())),
+    if let Some(why) = control::finish(calls, replies, writer, ended, peer, "64 KiB for control calls").await? {
+        crate::metrics::metrics().control_refused.inc();
+        // The caller pays: it was told why, and loses the connection.
+        log::warn!("refusing control call from {peer}: {why}");
     }
+    Ok(())
 }
 
 fn encode_reply<T: XdrEncode>(pnfs: &Pnfs, v: &Verified, res: &T) -> Vec<u8> {

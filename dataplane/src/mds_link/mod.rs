@@ -37,7 +37,7 @@ use crate::ds::Ds;
 use crate::fh::DsFh;
 use crate::stats::bump;
 use crate::Stop;
-use pnfs_protocol::control_auth::{now_ms, CallChecker, CallSigner, ControlKeys, ReplyError, Verified};
+use pnfs_protocol::control_auth::{now_ms, CallSigner, ControlKeys, ReplyError, Verified};
 use pnfs_protocol::record::RecordReader;
 use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Checked};
 use pnfs_protocol::wire::*;
@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use pnfs_transport::tcp::{self, TcpLimits};
+use pnfs_transport::control::{self, AuthenticatedCalls};
 use pnfs_transport::{CallSource, Connection, Ended, ReplySink};
 use tokio::sync::Semaphore;
 
@@ -149,61 +150,42 @@ fn control_limits(ds: &Ds) -> TcpLimits {
 /// arrival order, then run on the blocking pool; replies go through the
 /// connection's writer.
 async fn control_connection<C: CallSource, S: ReplySink>(ds: Arc<Ds>, c: Connection<C, S>, peer: SocketAddr) -> io::Result<()> {
-    let Connection { mut calls, replies, writer } = c;
+    let Connection { calls, replies, writer } = c;
+    let mut calls = AuthenticatedCalls::new(calls, ds.control_keys.clone(), CONTROL_IDLE_TIMEOUT);
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONNECTION));
-    let mut checker = CallChecker::new(ds.control_keys.clone());
-    let ended = 'read: loop {
-        let recs = match calls.next_batch().await {
-            Ok(r) => r,
+    let ended = loop {
+        let (rec, verified) = match calls.next(&ds.control_recent, &replies).await {
+            Ok(c) => c,
             Err(e) => break e,
         };
-        for rec in recs {
-            // Checked in arrival order (sequence numbers), before any work.
-            let verified = match checker.check(&rec, now_ms(), &ds.control_recent) {
-                Ok(v) if v.epoch < ds.mds_epoch.load(Ordering::Acquire) => {
-                    bump(&ds.stats.control_refused, 1);
-                    log::warn!("refusing a control call from {peer}: MDS epoch {} is older than {} (a fenced MDS)", v.epoch, ds.mds_epoch.load(Ordering::Acquire));
-                    let _ = replies.send(rpc::auth_error_reply(v.xid, AuthStat::RejectedCred));
-                    break 'read Ended::Closed;
-                }
-                Ok(v) => v,
-                Err(None) => break 'read Ended::Closed,
-                Err(Some(d)) => {
-                    bump(&ds.stats.control_refused, 1);
-                    // The caller pays: told why, and the connection is closed.
-                    log::warn!("refusing a control call from {peer}: {}", d.why);
-                    let _ = replies.send(rpc::auth_error_reply(d.xid, d.stat));
-                    break 'read Ended::Closed;
-                }
-            };
-            calls.set_idle_timeout(CONTROL_IDLE_TIMEOUT);
-            ds.mds_epoch.fetch_max(verified.epoch, Ordering::AcqRel);
-            let Ok(permit) = inflight.clone().acquire_owned().await else { break 'read Ended::WriterGone };
-            let (ds, replies) = (ds.clone(), replies.clone());
-            tokio::task::spawn_blocking(move || {
-                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec, &verified)))
-                    .unwrap_or_else(|_| {
-                        log::error!("internal error in a control call; answered SYSTEM_ERR");
-                        rpc::system_err_reply(&rec)
-                    });
-                if let Some(r) = reply {
-                    let _ = replies.send(r);
-                }
-                drop(permit);
-            });
+        let newest = ds.mds_epoch.load(Ordering::Acquire);
+        if verified.epoch < newest {
+            bump(&ds.stats.control_refused, 1);
+            log::warn!("refusing a control call from {peer}: MDS epoch {} is older than {newest} (a fenced MDS)", verified.epoch);
+            let _ = replies.send(rpc::auth_error_reply(verified.xid, AuthStat::RejectedCred));
+            break Ended::Closed;
         }
+        ds.mds_epoch.fetch_max(verified.epoch, Ordering::AcqRel);
+        let Ok(permit) = inflight.clone().acquire_owned().await else { break Ended::WriterGone };
+        let (ds, replies) = (ds.clone(), replies.clone());
+        tokio::task::spawn_blocking(move || {
+            let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec, &verified)))
+                .unwrap_or_else(|_| {
+                    log::error!("internal error in a control call; answered SYSTEM_ERR");
+                    rpc::system_err_reply(&rec)
+                });
+            if let Some(r) = reply {
+                let _ = replies.send(r);
+            }
+            drop(permit);
+        });
     };
-    drop((calls, replies));
-    let _ = writer.finish().await;
-    match ended {
-        Ended::Io(e) => Err(e),
-        Ended::Closed | Ended::Truncated | Ended::WriterGone => Ok(()),
-        Ended::TooLarge(e) => {
-            log::warn!("closing control connection from {peer}: {e} (ds.max_record_bytes)");
-            Ok(())
-        }
-        e => Err(io::Error::new(io::ErrorKind::TimedOut, e.to_string())),
+    if let Some(why) = control::finish(calls, replies, writer, ended, peer, "ds.max_record_bytes").await? {
+        bump(&ds.stats.control_refused, 1);
+        // The caller pays: told why, and the connection is closed.
+        log::warn!("refusing a control call from {peer}: {why}");
     }
+    Ok(())
 }
 
 /// The DS control program's call header (the sealed credential was
