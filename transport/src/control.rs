@@ -93,3 +93,87 @@ pub async fn finish<C: CallSource, S: ReplySink>(
         e => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::{accept, TcpLimits};
+    use pnfs_protocol::control_auth::CallSigner;
+    use pnfs_protocol::record::{record_header, RecordReader};
+    use pnfs_protocol::rpc::{parse_message, Message};
+    use pnfs_protocol::seal::ClusterKey;
+    use pnfs_protocol::Encoder;
+    use std::io::{Read, Write};
+
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    fn signed_call(signer: &mut CallSigner, xid: u32) -> Vec<u8> {
+        let mut e = Encoder::new();
+        signer.encode_call(&mut e, xid, 400_100, 1, 0, &[], now_ms());
+        let mut out = record_header(e.buf.len()).to_vec();
+        out.extend_from_slice(&e.buf);
+        out
+    }
+
+    #[tokio::test]
+    async fn authentic_calls_pass_and_a_forged_one_is_refused_and_answered() {
+        let key = ClusterKey::from_bytes([7; 32]);
+        let keys = ControlKeys::new(&key);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::task::spawn_blocking(move || std::net::TcpStream::connect(addr).unwrap());
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut client = client.await.unwrap();
+        client.set_read_timeout(Some(LIMIT)).unwrap();
+        let l = TcpLimits {
+            max_record: 4096,
+            idle: LIMIT,
+            record_timeout: LIMIT,
+            reply_budget_bytes: 1 << 20,
+            reply_budget_count: 64,
+            write_stall: LIMIT,
+        };
+        let c = accept(sock, &l);
+        let (replies, writer) = (c.replies, c.writer);
+        let mut calls = AuthenticatedCalls::new(c.calls, keys.clone(), LIMIT);
+        let recent = RecentConnections::new(16);
+        // Two authentic calls in one write come out one by one, in order.
+        let mut signer = CallSigner::new(keys, 1);
+        let mut wire = signed_call(&mut signer, 1);
+        wire.extend(signed_call(&mut signer, 2));
+        // Then one signed with another key.
+        let mut forger = CallSigner::new(ControlKeys::new(&ClusterKey::from_bytes([8; 32])), 1);
+        let forged = signed_call(&mut forger, 3);
+        let mut w = client.try_clone().unwrap();
+        tokio::task::spawn_blocking(move || w.write_all(&wire).unwrap()).await.unwrap();
+        let (_, v) = tokio::time::timeout(LIMIT, calls.next(&recent, &replies)).await.unwrap().unwrap();
+        assert_eq!(v.xid, 1);
+        assert!(calls.has_pending());
+        let (_, v) = tokio::time::timeout(LIMIT, calls.next(&recent, &replies)).await.unwrap().unwrap();
+        assert_eq!(v.xid, 2);
+        let mut w = client.try_clone().unwrap();
+        tokio::task::spawn_blocking(move || w.write_all(&forged).unwrap()).await.unwrap();
+        let r = tokio::time::timeout(LIMIT, calls.next(&recent, &replies)).await.unwrap();
+        assert!(matches!(r, Err(Ended::Refused(_))), "{r:?}");
+        // The refusal reaches the peer (AUTH_ERROR for xid 3), then the close.
+        let ended = finish(calls, replies, writer, r.unwrap_err(), addr, "test").await.unwrap();
+        assert!(ended.is_some());
+        let got = tokio::task::spawn_blocking(move || {
+            let mut rr = RecordReader::new(4096);
+            let mut buf = [0u8; 512];
+            loop {
+                let n = client.read(&mut buf).unwrap();
+                assert!(n > 0, "closed without the refusal");
+                if let Some(rec) = rr.feed_all(&buf[..n]).unwrap().pop() {
+                    return rec;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        match parse_message(&got) {
+            Ok(Message::Reply { xid, .. }) => assert_eq!(xid, 3),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+}
