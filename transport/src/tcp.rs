@@ -14,8 +14,10 @@ use tokio::sync::Mutex;
 const READ_CHUNK: usize = 64 * 1024;
 /// Queued replies the writer task gathers into one write.
 const WRITE_BATCH: usize = 64;
-/// A gather buffer grown past this by a large batch is given back after it.
-const GATHER_KEEP: usize = 256 * 1024;
+/// Replies gathered into one write up to about this many bytes.
+const GATHER_BYTES: usize = 256 * 1024;
+/// A reply larger than this is written from its own buffer.
+const GATHER_INLINE: usize = 64 * 1024;
 
 /// One listener's limits for each of its connections.
 #[derive(Debug, Clone)]
@@ -132,17 +134,30 @@ struct Out {
 }
 
 impl Out {
+    /// Record-marks `msgs` and writes them: small ones gathered into
+    /// writes of up to [`GATHER_BYTES`], a large one written from its own
+    /// buffer (no copy, and no gather buffer the size of a batch of
+    /// 16 MiB reads).
     async fn write_marked(&mut self, msgs: &[Vec<u8>]) -> std::io::Result<()> {
         self.gather.clear();
         for m in msgs {
             self.gather.extend_from_slice(&record_header(m.len()));
+            if m.len() > GATHER_INLINE {
+                self.wr.write_all(&self.gather).await?;
+                self.gather.clear();
+                self.wr.write_all(m).await?;
+                continue;
+            }
             self.gather.extend_from_slice(m);
+            if self.gather.len() >= GATHER_BYTES {
+                self.wr.write_all(&self.gather).await?;
+                self.gather.clear();
+            }
         }
-        let r = self.wr.write_all(&self.gather).await;
-        if self.gather.capacity() > GATHER_KEEP {
-            self.gather = Vec::new();
+        if !self.gather.is_empty() {
+            self.wr.write_all(&self.gather).await?;
         }
-        r
+        Ok(())
     }
 }
 
@@ -261,6 +276,35 @@ mod tests {
         assert!(bytes.contains(&b"q".to_vec()));
         let d1 = bytes.iter().position(|m| m == b"d1").unwrap();
         assert_eq!(bytes[d1 + 1], b"d22".to_vec(), "a direct batch stays together and in order");
+    }
+
+    #[tokio::test]
+    async fn large_replies_are_written_whole_and_in_order_between_small_ones() {
+        let (c, client) = pair(limits()).await;
+        let sizes = [10, GATHER_INLINE + 1, 3, GATHER_BYTES + 5, 0, 7];
+        let mut batch = ReplyBatch::default();
+        for (i, n) in sizes.iter().enumerate() {
+            batch.push(vec![i as u8; *n]);
+        }
+        c.replies.write_now(&mut batch).await.unwrap();
+        let mut r = client.try_clone().unwrap();
+        let got = tokio::task::spawn_blocking(move || {
+            let mut rr = RecordReader::new(1 << 20);
+            let mut recs = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while recs.len() < 6 {
+                let n = r.read(&mut buf).unwrap();
+                assert!(n > 0, "closed early");
+                recs.extend(rr.feed_all(&buf[..n]).unwrap());
+            }
+            recs
+        })
+        .await
+        .unwrap();
+        for (i, (rec, n)) in got.iter().zip(sizes).enumerate() {
+            assert_eq!(rec.len(), n, "reply {i}");
+            assert!(rec.iter().all(|b| *b == i as u8), "reply {i}");
+        }
     }
 
     #[tokio::test]

@@ -297,7 +297,11 @@ async fn control_connection<C: CallSource, S: ReplySink>(pnfs: Arc<Pnfs>, c: Con
     let ended = loop {
         let (rec, verified) = match calls.next(&pnfs.control_recent, &replies).await {
             Ok(c) => c,
-            Err(e) => break e,
+            Err(e) => {
+                // Answers to the authentic calls before it still go out.
+                let _ = replies.write_now(&mut out).await;
+                break e;
+            }
         };
         if let Some(r) = handle_control(&pnfs, &rec, &verified) {
             out.push(r);
