@@ -236,6 +236,25 @@ mod tests {
         v
     }
 
+    /// The first `n` records the client receives (blocking reads, each
+    /// bounded by the socket's read timeout).
+    async fn read_records(client: &std::net::TcpStream, n: usize) -> Vec<Vec<u8>> {
+        let mut r = client.try_clone().unwrap();
+        tokio::task::spawn_blocking(move || {
+            let mut rr = RecordReader::new(1 << 20);
+            let mut recs = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while recs.len() < n {
+                let got = r.read(&mut buf).unwrap();
+                assert!(got > 0, "closed early");
+                recs.extend(rr.feed_all(&buf[..got]).unwrap());
+            }
+            recs
+        })
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn fragments_reassemble_and_records_of_one_read_come_together() {
         let (mut c, client) = pair(limits()).await;
@@ -258,20 +277,7 @@ mod tests {
         assert_eq!(direct.bytes(), 5);
         c.replies.write_now(&mut direct).await.unwrap();
         assert!(direct.is_empty());
-        let mut r = client.try_clone().unwrap();
-        let bytes = tokio::task::spawn_blocking(move || {
-            let mut rr = RecordReader::new(1024);
-            let mut recs = Vec::new();
-            let mut buf = [0u8; 256];
-            while recs.len() < 3 {
-                let n = r.read(&mut buf).unwrap();
-                assert!(n > 0, "closed early");
-                recs.extend(rr.feed_all(&buf[..n]).unwrap());
-            }
-            recs
-        })
-        .await
-        .unwrap();
+        let bytes = read_records(&client, 3).await;
         assert_eq!(bytes.len(), 3);
         assert!(bytes.contains(&b"q".to_vec()));
         let d1 = bytes.iter().position(|m| m == b"d1").unwrap();
@@ -287,20 +293,7 @@ mod tests {
             batch.push(vec![i as u8; *n]);
         }
         c.replies.write_now(&mut batch).await.unwrap();
-        let mut r = client.try_clone().unwrap();
-        let got = tokio::task::spawn_blocking(move || {
-            let mut rr = RecordReader::new(1 << 20);
-            let mut recs = Vec::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            while recs.len() < 6 {
-                let n = r.read(&mut buf).unwrap();
-                assert!(n > 0, "closed early");
-                recs.extend(rr.feed_all(&buf[..n]).unwrap());
-            }
-            recs
-        })
-        .await
-        .unwrap();
+        let got = read_records(&client, 6).await;
         for (i, (rec, n)) in got.iter().zip(sizes).enumerate() {
             assert_eq!(rec.len(), n, "reply {i}");
             assert!(rec.iter().all(|b| *b == i as u8), "reply {i}");
