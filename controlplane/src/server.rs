@@ -26,10 +26,12 @@
 //!   on its own permits.
 //! * Replies from the pool, held replies and callbacks go through the
 //!   connection's [`ReplyQueue`] to its writer task; the connection's task
-//!   and the writer share the socket's write half under a lock, so records
-//!   never interleave. The reply budget (mds.reply_budget_bytes and
-//!   [`REPLY_BUDGET_COUNT`]) stops reading from a peer that leaves replies
-//!   unread, and the idle timeout closes it.
+//!   writes its own with [`ReplySink::write_now`]; records never
+//!   interleave. The record loop, the reply writer, the reply budget
+//!   (mds.reply_budget_bytes and [`REPLY_BUDGET_COUNT`]: a peer that
+//!   leaves replies unread stops being read) and the timeouts are the
+//!   shared transport's (`pnfs_transport`); the connection function below
+//!   is written against its traits, not TCP.
 //! * A panic while running a request answers SYSTEM_ERR (catch_unwind).
 
 use crate::compound::{CompoundOutcome, ConnInfo, Dispatcher};
@@ -37,20 +39,20 @@ use crate::group_commit::GroupCommitter;
 use crate::mds::Mds;
 use crate::metrics::metrics;
 use pnfs_protocol::conn_limits::{ConnLimits, LogLimiter};
-use pnfs_protocol::record::{record_header, RecordReader};
 use pnfs_protocol::rpc::{self, AcceptStat, Checked, Message};
+use pnfs_transport::tcp::{self, TcpLimits};
+use pnfs_transport::{CallSource, Connection, Ended, ReplyBatch, ReplySink, REPLY_BUDGET_COUNT};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
-/// Replies one connection may have queued unread, whatever their size
-/// (mds.reply_budget_bytes bounds their bytes).
-const REPLY_BUDGET_COUNT: usize = 1024;
+/// A connection's outgoing messages (replies, and callbacks when it is a
+/// back channel); the callback and group-commit code queue on it.
+pub use pnfs_transport::{Closed, ReplyQueue, ReplyReceiver};
 
 /// Requests a connection's task runs before it sends their pushes and
 /// lets their replies go (the rest of a read's records wait their turn).
@@ -68,108 +70,6 @@ struct Ran {
 /// Replies a connection's task wrote itself are sent once they reach this
 /// many bytes, or before the task waits for anything.
 const DIRECT_FLUSH_BYTES: usize = 64 * 1024;
-
-/// A connection's outgoing messages (RPC replies, and callbacks when it is a
-/// back channel), without record marks. Queuing never waits, so no server
-/// thread ever blocks on a slow reader; the connection's reader checks
-/// [`ReplyQueue::wait_for_room`] before taking more requests instead.
-#[derive(Clone)]
-pub struct ReplyQueue {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    queued: Arc<Queued>,
-}
-
-struct Queued {
-    bytes: AtomicUsize,
-    count: AtomicUsize,
-    closed: AtomicBool,
-    /// Signalled when the writer takes a message or goes away.
-    drained: Notify,
-}
-
-/// The writer's end of a [`ReplyQueue`].
-pub struct ReplyReceiver {
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    queued: Arc<Queued>,
-}
-
-/// The connection is gone.
-#[derive(Debug)]
-pub struct Closed;
-
-impl ReplyQueue {
-    pub fn new() -> (ReplyQueue, ReplyReceiver) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(Queued {
-            bytes: AtomicUsize::new(0),
-            count: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            drained: Notify::new(),
-        });
-        (ReplyQueue { tx, queued: queued.clone() }, ReplyReceiver { rx, queued })
-    }
-
-    /// Queues `msg` for the writer without waiting.
-    pub fn send(&self, msg: Vec<u8>) -> Result<(), Closed> {
-        let len = msg.len();
-        self.queued.bytes.fetch_add(len, Ordering::Relaxed);
-        self.queued.count.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(msg).map_err(|_| {
-            self.queued.bytes.fetch_sub(len, Ordering::Relaxed);
-            self.queued.count.fetch_sub(1, Ordering::Relaxed);
-            Closed
-        })
-    }
-
-    fn over(&self, budget_bytes: usize) -> bool {
-        self.queued.bytes.load(Ordering::Relaxed) >= budget_bytes
-            || self.queued.count.load(Ordering::Relaxed) >= REPLY_BUDGET_COUNT
-    }
-
-    /// Waits until the queued replies are under budget; false when the
-    /// writer went away (the peer stopped reading for the idle timeout).
-    async fn wait_for_room(&self, budget_bytes: usize) -> bool {
-        loop {
-            if self.queued.closed.load(Ordering::Acquire) {
-                return false;
-            }
-            if !self.over(budget_bytes) {
-                return true;
-            }
-            self.queued.drained.notified().await;
-        }
-    }
-}
-
-impl ReplyReceiver {
-    pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        let msg = self.rx.recv().await?;
-        self.taken(msg.len());
-        Some(msg)
-    }
-
-    /// For threads outside the runtime (tests).
-    pub fn blocking_recv(&mut self) -> Option<Vec<u8>> {
-        let msg = self.rx.blocking_recv()?;
-        self.taken(msg.len());
-        Some(msg)
-    }
-
-    fn taken(&self, len: usize) {
-        self.queued.bytes.fetch_sub(len, Ordering::Relaxed);
-        self.queued.count.fetch_sub(1, Ordering::Relaxed);
-        // One waiter at most (the connection's reader); a stored permit
-        // covers a wake-up that comes before it waits.
-        self.queued.drained.notify_one();
-    }
-}
-
-impl Drop for ReplyReceiver {
-    fn drop(&mut self) {
-        self.queued.closed.store(true, Ordering::Release);
-        self.queued.drained.notify_one();
-    }
-}
 
 pub struct Server {
     mds: Arc<Mds>,
@@ -277,10 +177,10 @@ impl Server {
                     continue;
                 }
             };
-            let _ = sock.set_nodelay(true);
             let me = self.clone();
+            let c = tcp::accept(sock, &self.tcp_limits());
             tokio::spawn(async move {
-                if let Err(e) = me.connection(sock, peer).await {
+                if let Err(e) = me.connection(c, peer).await {
                     log::debug!("connection {peer}: {e}");
                 }
                 drop(slot);
@@ -288,108 +188,52 @@ impl Server {
         }
     }
 
-    async fn connection(self: Arc<Self>, sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    /// The shared TCP transport's limits for one NFS connection.
+    fn tcp_limits(&self) -> TcpLimits {
         let cfg = &self.mds.cfg;
         let idle = Duration::from_secs(cfg.idle_timeout_seconds as u64);
-        let record_timeout = Duration::from_secs(cfg.record_timeout_seconds as u64);
-        let budget = cfg.reply_budget_bytes as usize;
+        TcpLimits {
+            max_record: cfg.max_record_bytes as usize,
+            idle,
+            record_timeout: Duration::from_secs(cfg.record_timeout_seconds as u64),
+            reply_budget_bytes: cfg.reply_budget_bytes as usize,
+            reply_budget_count: REPLY_BUDGET_COUNT,
+            write_stall: idle,
+        }
+    }
+
+    /// One client connection, on any transport: reads calls, runs them
+    /// (inline or on the blocking pool), lets their replies go.
+    async fn connection<C: CallSource, S: ReplySink>(self: Arc<Self>, c: Connection<C, S>, peer: SocketAddr) -> std::io::Result<()> {
+        let Connection { mut calls, replies, writer } = c;
+        let cfg = &self.mds.cfg;
         let conn = Arc::new(ConnInfo { id: self.next_conn.fetch_add(1, Ordering::Relaxed), peer: peer.ip() });
         log::debug!("connection {} from {peer}", conn.id);
-        let (mut rd, wr) = sock.into_split();
-        // Shared by this task (replies it runs itself) and the writer task
-        // (everything else); whole records under the lock.
-        let wr = Arc::new(tokio::sync::Mutex::new(wr));
-        let (queue, mut out) = ReplyQueue::new();
+        let queue = replies.queue().clone();
         // Callbacks to this client go out on this connection when it is bound
         // to a session's back channel.
         self.mds.callbacks.register_conn(conn.id, queue.clone());
-        let me = self.clone();
-        let writer_half = wr.clone();
-        let writer = tokio::spawn(async move {
-            while let Some(msg) = out.recv().await {
-                let hdr = record_header(msg.len());
-                let write = async {
-                    let mut wr = writer_half.lock().await;
-                    wr.write_all(&hdr).await?;
-                    wr.write_all(&msg).await
-                };
-                match tokio::time::timeout(idle, write).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break,
-                    Err(_) => {
-                        me.closed(peer, "replies_unread", &format!("it read none of its replies for {idle:?} (mds.idle_timeout_seconds)"));
-                        break;
-                    }
-                }
-            }
-            // Dropping `out` wakes a reader waiting for reply room.
-        });
         let per_conn = Arc::new(Semaphore::new(cfg.max_requests_per_connection as usize));
-        let mut records = RecordReader::new(cfg.max_record_bytes as usize);
-        let mut buf = vec![0u8; 64 * 1024];
-        // When the first byte of the record now buffered arrived, moved on by
-        // the time the server itself spent (so its own backpressure never
-        // counts against the peer).
-        let mut partial_since: Option<Instant> = None;
-        let mut busy_since: Option<Instant> = None;
-        // Replies this task wrote itself, record-marked, sent before it waits.
-        let mut direct: Vec<u8> = Vec::new();
+        // Replies this task made itself, sent in one write before it waits.
+        let mut direct = ReplyBatch::default();
         // Replies of requests run here whose pushes are not flushed yet.
         let mut ran = Ran::default();
-        let result = 'read: loop {
+        let ended = 'read: loop {
             self.release(&mut ran, &mut direct, &queue);
-            if !self.flush_direct(&wr, &mut direct, peer, idle).await {
-                break Ok(());
+            if let Err(e) = replies.write_now(&mut direct).await {
+                break e;
             }
-            // Backpressure: a peer that leaves its replies unread gets no
-            // more requests read; only this connection waits.
-            if !queue.wait_for_room(budget).await {
-                break Ok(());
-            }
-            if let (Some(p), Some(b)) = (partial_since.as_mut(), busy_since) {
-                *p += b.elapsed();
-            }
-            let (wait, reason) = match partial_since {
-                Some(t) => ((t + record_timeout).saturating_duration_since(Instant::now()), "record_timeout"),
-                None => (idle, "idle"),
-            };
-            let n = match tokio::time::timeout(wait, rd.read(&mut buf)).await {
-                Ok(Ok(0)) => break Ok(()),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => break Err(e),
-                Err(_) => {
-                    if reason == "idle" {
-                        // Routine (clients leave connections open): no log line.
-                        metrics().connection_closed(reason);
-                        log::debug!("closing connection from {peer}: no request for {idle:?} (mds.idle_timeout_seconds)");
-                    } else {
-                        let why = format!("a record was not complete within {record_timeout:?} (mds.record_timeout_seconds)");
-                        self.closed(peer, reason, &why);
-                    }
-                    break Ok(());
-                }
-            };
-            let now = Instant::now();
-            busy_since = Some(now);
-            let recs = match records.feed_all(&buf[..n]) {
+            // The transport waits for reply room (the read budget) first.
+            let recs = match calls.next_batch().await {
                 Ok(r) => r,
-                Err(e) => {
-                    metrics().connection_closed("record_too_large");
-                    log::warn!("closing connection from {peer}: {e}");
-                    break 'read Ok(());
-                }
+                Err(e) => break e,
             };
-            if records.is_idle() {
-                partial_since = None;
-            } else if partial_since.is_none() || !recs.is_empty() {
-                partial_since = Some(now);
-            }
             for rec in recs {
                 // Checked per record too: one read can hold hundreds of
                 // small requests, each of which may earn a large reply.
                 self.release(&mut ran, &mut direct, &queue);
-                if !queue.wait_for_room(budget).await {
-                    break 'read Ok(());
+                if !replies.wait_for_room().await {
+                    break 'read Ended::WriterGone;
                 }
                 // Per connection first, so one connection queues on its own
                 // permits, not on everyone's.
@@ -399,10 +243,10 @@ impl Server {
                         // Waiting on this connection's own requests: send
                         // what this task has written so far first.
                         self.release(&mut ran, &mut direct, &queue);
-                        if !self.flush_direct(&wr, &mut direct, peer, idle).await {
-                            break 'read Ok(());
+                        if let Err(e) = replies.write_now(&mut direct).await {
+                            break 'read e;
                         }
-                        let Ok(p) = per_conn.clone().acquire_owned().await else { break 'read Ok(()) };
+                        let Ok(p) = per_conn.clone().acquire_owned().await else { break 'read Ended::WriterGone };
                         p
                     }
                 };
@@ -419,19 +263,19 @@ impl Server {
                     if let Some(r) = reply {
                         ran.replies.push((r, mine));
                     }
-                    if ran.replies.len() >= MAX_RAN_UNRELEASED || direct.len() >= DIRECT_FLUSH_BYTES {
+                    if ran.replies.len() >= MAX_RAN_UNRELEASED || direct.bytes() >= DIRECT_FLUSH_BYTES {
                         self.release(&mut ran, &mut direct, &queue);
-                        if !self.flush_direct(&wr, &mut direct, peer, idle).await {
-                            break 'read Ok(());
+                        if let Err(e) = replies.write_now(&mut direct).await {
+                            break 'read e;
                         }
                     }
                     continue;
                 }
                 self.release(&mut ran, &mut direct, &queue);
-                if !self.flush_direct(&wr, &mut direct, peer, idle).await {
-                    break 'read Ok(());
+                if let Err(e) = replies.write_now(&mut direct).await {
+                    break 'read e;
                 }
-                let Ok(shared) = self.blocking.clone().acquire_owned().await else { break 'read Ok(()) };
+                let Ok(shared) = self.blocking.clone().acquire_owned().await else { break 'read Ended::WriterGone };
                 let me = self.clone();
                 let conn = conn.clone();
                 let queue = queue.clone();
@@ -449,18 +293,52 @@ impl Server {
             }
         };
         self.mds.callbacks.unregister_conn(conn.id);
-        drop(queue);
+        drop((calls, replies, queue));
         // Replies still executing hold queue clones; the writer ends when
         // they are done and sent, or when the peer stops reading.
-        let _ = writer.await;
-        result
+        let wrote = writer.finish().await;
+        // Why the writer stopped says more than the reader's WriterGone.
+        let why = match (ended, wrote) {
+            (Ended::WriterGone, Err(e)) => e,
+            (e, _) => e,
+        };
+        self.ended(peer, why)
+    }
+
+    /// Counts and logs why a connection ended.
+    fn ended(&self, peer: SocketAddr, why: Ended) -> std::io::Result<()> {
+        let cfg = &self.mds.cfg;
+        match why {
+            Ended::Closed | Ended::Truncated | Ended::WriterGone | Ended::Refused(_) => Ok(()),
+            Ended::Io(e) => Err(e),
+            Ended::Idle(idle) => {
+                // Routine (clients leave connections open): no log line.
+                metrics().connection_closed("idle");
+                log::debug!("closing connection from {peer}: no request for {idle:?} (mds.idle_timeout_seconds)");
+                Ok(())
+            }
+            Ended::Incomplete(t) => {
+                let why = format!("a record was not complete within {t:?} (mds.record_timeout_seconds)");
+                self.closed(peer, "record_timeout", &why);
+                Ok(())
+            }
+            Ended::TooLarge(e) => {
+                metrics().connection_closed("record_too_large");
+                log::warn!("closing connection from {peer}: {e} (mds.max_record_bytes = {})", cfg.max_record_bytes);
+                Ok(())
+            }
+            Ended::RepliesUnread(idle) => {
+                self.closed(peer, "replies_unread", &format!("it read none of its replies for {idle:?} (mds.idle_timeout_seconds)"));
+                Ok(())
+            }
+        }
     }
 
     /// Lets the replies of requests run on the connection's task go: sends
     /// their deferred stateid pushes first (one call per data server for
-    /// all of them), then appends each reply to `direct`, or has the
+    /// all of them), then adds each reply to `direct`, or has the
     /// committer hold it while a commit it may depend on is not durable.
-    fn release(&self, ran: &mut Ran, direct: &mut Vec<u8>, queue: &ReplyQueue) {
+    fn release(&self, ran: &mut Ran, direct: &mut ReplyBatch, queue: &ReplyQueue) {
         if ran.pushes > 0 {
             if let Some(p) = &self.mds.pnfs {
                 p.flush_pushes();
@@ -474,44 +352,9 @@ impl Server {
         for (r, permit) in ran.replies.drain(..) {
             match pending {
                 Some(seq) => self.committer.hold(seq, r, queue.clone(), permit),
-                None => {
-                    direct.extend_from_slice(&record_header(r.len()));
-                    direct.extend_from_slice(&r);
-                }
+                None => direct.push(r),
             }
         }
-    }
-
-    /// Writes the replies this task produced itself; false when the
-    /// connection is to close (write error, or the peer read none of them
-    /// for the idle timeout).
-    async fn flush_direct(
-        &self,
-        wr: &tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
-        direct: &mut Vec<u8>,
-        peer: SocketAddr,
-        idle: Duration,
-    ) -> bool {
-        if direct.is_empty() {
-            return true;
-        }
-        let write = async {
-            let mut w = wr.lock().await;
-            w.write_all(direct).await
-        };
-        let ok = match tokio::time::timeout(idle, write).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
-            Err(_) => {
-                self.closed(peer, "replies_unread", &format!("it read none of its replies for {idle:?} (mds.idle_timeout_seconds)"));
-                false
-            }
-        };
-        direct.clear();
-        if direct.capacity() > 4 * DIRECT_FLUSH_BYTES {
-            direct.shrink_to(DIRECT_FLUSH_BYTES);
-        }
-        ok
     }
 
     /// Counts a connection the server closed and logs it, at most one line
@@ -650,45 +493,5 @@ pub fn wait_ds_registered(
             return Err(format!("data server {ds_id} did not register with {ctl} within {timeout:?}"));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn reply_queue_holds_its_reader_back_not_its_senders() {
-        let (q, mut rx) = ReplyQueue::new();
-        // Senders never wait, even far past the budget.
-        for _ in 0..10 {
-            q.send(vec![0; 1000]).unwrap();
-        }
-        assert!(q.over(5000));
-        // The reader waits until the writer takes enough.
-        let waiting = {
-            let q = q.clone();
-            tokio::spawn(async move { q.wait_for_room(5000).await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        for _ in 0..5 {
-            rx.recv().await.unwrap();
-        }
-        // 5000 queued is still at the budget.
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        rx.recv().await.unwrap();
-        assert!(tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap());
-        // Many small replies count too.
-        let (q2, _rx2) = ReplyQueue::new();
-        for _ in 0..REPLY_BUDGET_COUNT {
-            q2.send(vec![]).unwrap();
-        }
-        assert!(q2.over(usize::MAX));
-        // A writer that went away (peer gone or timed out) ends the wait.
-        drop(rx);
-        assert!(!q.wait_for_room(1).await);
-        assert!(q.send(vec![1]).is_err());
     }
 }

@@ -6,10 +6,54 @@
 //! the caller can close the connection. The buffer grows as bytes arrive,
 //! never by the length a header claims: a peer that claims 2 MiB and sends
 //! 1 KiB costs about 1 KiB.
+//!
+//! The framing rules themselves ([`decode_fragment_header`],
+//! [`add_fragment`], [`record_mark`]) are the one definition every reader
+//! and writer of record marks uses: [`RecordReader`] (the tokio transport
+//! in [`crate::transport`] and the clients) and the DS io_uring reactor,
+//! which parses marks in place to stay zero-copy.
 
 use std::fmt;
 
+/// The fragment header's top bit: this fragment ends the record.
 pub const LAST_FRAGMENT: u32 = 0x8000_0000;
+
+/// The longest one fragment can be (the header's low 31 bits).
+pub const MAX_FRAGMENT: usize = (LAST_FRAGMENT - 1) as usize;
+
+/// One fragment header, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// Bytes of record data that follow the header in this fragment.
+    pub len: usize,
+    /// This fragment ends the record.
+    pub last: bool,
+}
+
+/// Decodes a 4-byte fragment header (RFC 5531 section 11).
+pub fn decode_fragment_header(h: [u8; 4]) -> Fragment {
+    let h = u32::from_be_bytes(h);
+    Fragment { len: (h & !LAST_FRAGMENT) as usize, last: h & LAST_FRAGMENT != 0 }
+}
+
+/// The record's length once a fragment of `frag_len` bytes is added to the
+/// `so_far` bytes its earlier fragments declared; refused when that passes
+/// `max`, so a reader can close before buffering any of it.
+pub fn add_fragment(so_far: usize, frag_len: usize, max: usize) -> Result<usize, RecordError> {
+    let claimed = (so_far as u64).saturating_add(frag_len as u64);
+    if claimed > max as u64 {
+        return Err(RecordError::TooLarge { claimed, max });
+    }
+    Ok(claimed as usize)
+}
+
+/// The mark (header as a number) of a single-fragment record of `len`
+/// bytes, for writers that patch it in front of an encoded message.
+/// Panics past [`MAX_FRAGMENT`]: no reply this server builds comes near.
+pub fn record_mark(len: usize) -> u32 {
+    assert!(len <= MAX_FRAGMENT, "record too large for one fragment");
+    LAST_FRAGMENT | len as u32
+}
 
 /// The most the record buffer grows ahead of the bytes that arrived.
 const GROW_AHEAD: usize = 64 * 1024;
@@ -33,8 +77,7 @@ impl std::error::Error for RecordError {}
 
 /// Header for a single-fragment record of `len` bytes.
 pub fn record_header(len: usize) -> [u8; 4] {
-    assert!(len < LAST_FRAGMENT as usize, "record too large for one fragment");
-    (LAST_FRAGMENT | len as u32).to_be_bytes()
+    record_mark(len).to_be_bytes()
 }
 
 enum State {
@@ -66,13 +109,8 @@ impl RecordReader {
                     *have += n;
                     used += n;
                     if *have == 4 {
-                        let h = u32::from_be_bytes(*bytes);
-                        let last = h & LAST_FRAGMENT != 0;
-                        let len = (h & !LAST_FRAGMENT) as usize;
-                        let claimed = self.record.len() as u64 + len as u64;
-                        if claimed > self.max_record as u64 {
-                            return Err(RecordError::TooLarge { claimed, max: self.max_record });
-                        }
+                        let Fragment { len, last } = decode_fragment_header(*bytes);
+                        add_fragment(self.record.len(), len, self.max_record)?;
                         self.state = State::Body { left: len, last };
                         if let Some(r) = self.finish_if_done() {
                             return Ok((used, Some(r)));
@@ -207,6 +245,16 @@ mod tests {
         }
         assert_eq!(done.map(|r| r.len()), Some(2 << 20));
         assert!(rr.is_idle());
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(decode_fragment_header(record_header(5)), Fragment { len: 5, last: true });
+        assert_eq!(decode_fragment_header(7u32.to_be_bytes()), Fragment { len: 7, last: false });
+        assert_eq!(decode_fragment_header(record_mark(MAX_FRAGMENT).to_be_bytes()), Fragment { len: MAX_FRAGMENT, last: true });
+        assert_eq!(add_fragment(60, 40, 100), Ok(100));
+        assert_eq!(add_fragment(60, 41, 100), Err(RecordError::TooLarge { claimed: 101, max: 100 }));
+        assert!(add_fragment(usize::MAX - 1, MAX_FRAGMENT, usize::MAX - 1).is_err());
     }
 
     #[test]

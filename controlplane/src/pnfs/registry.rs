@@ -16,17 +16,19 @@
 use super::{Pnfs, MAX_DATA_SERVERS};
 use crate::keyspace::{self, DATA_SERVER};
 use pnfs_kv::{transact, KvError, KvStore};
-use pnfs_protocol::control_auth::{now_ms, CallChecker, Verified};
+use pnfs_protocol::control_auth::Verified;
 use pnfs_protocol::mds_ds::uaddr;
-use pnfs_protocol::record::{record_header, RecordReader};
 use pnfs_protocol::rpc::{self, AcceptStat, Checked};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, XdrDecode, XdrEncode};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use pnfs_transport::tcp::{self, TcpLimits};
+use pnfs_transport::control::{self, AuthenticatedCalls};
+use pnfs_transport::{CallSource, Connection, ReplyBatch, ReplySink};
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
 
 const MAX_CONTROL_RECORD: usize = 64 * 1024;
 
@@ -252,10 +254,10 @@ async fn accept_control(pnfs: Arc<Pnfs>, listener: std::net::TcpListener) -> std
             }
             *c += 1;
         }
-        let _ = sock.set_nodelay(true);
         let (p, per_addr) = (pnfs.clone(), per_addr.clone());
+        let c = tcp::accept(sock, &control_limits());
         tokio::spawn(async move {
-            if let Err(e) = control_connection(p, sock).await {
+            if let Err(e) = control_connection(p, c, peer).await {
                 log::debug!("control connection {peer}: {e}");
             }
             let mut n = per_addr.lock().unwrap_or_else(|p| p.into_inner());
@@ -270,44 +272,52 @@ async fn accept_control(pnfs: Arc<Pnfs>, listener: std::net::TcpListener) -> std
     }
 }
 
-async fn control_connection(pnfs: Arc<Pnfs>, mut sock: TcpStream) -> std::io::Result<()> {
-    let mut rr = RecordReader::new(MAX_CONTROL_RECORD);
-    let mut checker = CallChecker::new(pnfs.control_keys.clone());
-    let mut authenticated = false;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let wait = if authenticated { CONTROL_IDLE_TIMEOUT } else { FIRST_CALL_DEADLINE };
-        let n = match tokio::time::timeout(wait, sock.read(&mut buf)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no authentic call in time")),
+/// The shared transport's limits for a control connection: an
+/// unauthenticated peer gets [`FIRST_CALL_DEADLINE`] (raised to
+/// [`CONTROL_IDLE_TIMEOUT`] by its first authentic call).
+fn control_limits() -> TcpLimits {
+    TcpLimits {
+        max_record: MAX_CONTROL_RECORD,
+        idle: FIRST_CALL_DEADLINE,
+        record_timeout: FIRST_CALL_DEADLINE,
+        reply_budget_bytes: 16 * MAX_CONTROL_RECORD,
+        reply_budget_count: 64,
+        write_stall: CONTROL_IDLE_TIMEOUT,
+    }
+}
+
+/// One data server's control connection, on any transport. Calls are
+/// quick (a heartbeat is a map update; REGISTER writes one record when a
+/// DS is new or moved): they run right here and the replies of calls that
+/// arrived together go out in one write.
+async fn control_connection<C: CallSource, S: ReplySink>(pnfs: Arc<Pnfs>, c: Connection<C, S>, peer: SocketAddr) -> std::io::Result<()> {
+    let Connection { calls, replies, writer } = c;
+    let mut calls = AuthenticatedCalls::new(calls, pnfs.control_keys.clone(), CONTROL_IDLE_TIMEOUT);
+    let mut out = ReplyBatch::default();
+    let ended = loop {
+        let (rec, verified) = match calls.next(&pnfs.control_recent, &replies).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Answers to the authentic calls before it still go out.
+                let _ = replies.write_now(&mut out).await;
+                break e;
+            }
         };
-        if n == 0 {
-            return Ok(());
+        if let Some(r) = handle_control(&pnfs, &rec, &verified) {
+            out.push(r);
         }
-        let recs = rr.feed_all(&buf[..n]).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        for rec in recs {
-            let verified = match checker.check(&rec, now_ms(), &pnfs.control_recent) {
-                Ok(v) => v,
-                Err(None) => return Ok(()),
-                Err(Some(d)) => {
-                    crate::metrics::metrics().control_refused.inc();
-                    // The caller pays: it is told why, and loses the connection.
-                    log::warn!("refusing control call from {:?}: {}", sock.peer_addr().ok(), d.why);
-                    let r = rpc::auth_error_reply(d.xid, d.stat);
-                    sock.write_all(&record_header(r.len())).await?;
-                    sock.write_all(&r).await?;
-                    return Ok(());
-                }
-            };
-            authenticated = true;
-            // Quick calls (a heartbeat is a map update; REGISTER writes one
-            // record when a DS is new or moved), run right here.
-            if let Some(r) = handle_control(&pnfs, &rec, &verified) {
-                sock.write_all(&record_header(r.len())).await?;
-                sock.write_all(&r).await?;
+        if !calls.has_pending() {
+            if let Err(e) = replies.write_now(&mut out).await {
+                break e;
             }
         }
+    };
+    if let Some(why) = control::finish(calls, replies, writer, ended, peer, "64 KiB for control calls").await? {
+        crate::metrics::metrics().control_refused.inc();
+        // The caller pays: it was told why, and loses the connection.
+        log::warn!("refusing control call from {peer}: {why}");
     }
+    Ok(())
 }
 
 fn encode_reply<T: XdrEncode>(pnfs: &Pnfs, v: &Verified, res: &T) -> Vec<u8> {

@@ -37,8 +37,8 @@ use crate::ds::Ds;
 use crate::fh::DsFh;
 use crate::stats::bump;
 use crate::Stop;
-use pnfs_protocol::control_auth::{now_ms, CallChecker, CallSigner, ControlKeys, ReplyError, Verified};
-use pnfs_protocol::record::{record_header, RecordReader};
+use pnfs_protocol::control_auth::{now_ms, CallSigner, ControlKeys, ReplyError, Verified};
+use pnfs_protocol::record::RecordReader;
 use pnfs_protocol::rpc::{self, AcceptStat, AuthStat, Checked};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::xdr::encode_to_vec;
@@ -49,8 +49,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use pnfs_transport::tcp::{self, TcpLimits};
+use pnfs_transport::control::{self, AuthenticatedCalls};
+use pnfs_transport::{CallSource, Connection, Ended, ReplySink};
+use tokio::sync::Semaphore;
 
 /// Control connections served at once (the MDS needs a few).
 const MAX_CONTROL_CONNECTIONS: usize = 64;
@@ -58,6 +60,9 @@ const MAX_CONTROL_CONNECTIONS: usize = 64;
 /// opens, and is closed after this long without one.
 const FIRST_CALL_DEADLINE: Duration = Duration::from_secs(10);
 const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// A control record begun must be complete within this (a 16 MiB
+/// OBJ_WRITE at well under LAN speed).
+const CONTROL_RECORD_DEADLINE: Duration = Duration::from_secs(60);
 /// Calls one control connection may have executing at once.
 const MAX_INFLIGHT_PER_CONNECTION: usize = 32;
 /// Largest OBJ_READ answered in full (the MDS's largest max_io_bytes).
@@ -106,9 +111,10 @@ pub fn start_server(ds: Arc<Ds>, listener: std::net::TcpListener, stop: Arc<Stop
                                     log::warn!("refusing control connection from {peer}: too many");
                                     continue;
                                 };
+                                let c = tcp::accept(sock, &control_limits(&ds));
                                 let ds = ds.clone();
                                 tokio::spawn(async move {
-                                    if let Err(e) = control_connection(ds, sock).await {
+                                    if let Err(e) = control_connection(ds, c, peer).await {
                                         log::debug!("control connection {peer}: {e}");
                                     }
                                     drop(permit);
@@ -126,77 +132,60 @@ pub fn start_server(ds: Arc<Ds>, listener: std::net::TcpListener, stop: Arc<Stop
         .map_err(|e| format!("starting the control thread: {e}"))
 }
 
-async fn control_connection(ds: Arc<Ds>, sock: tokio::net::TcpStream) -> io::Result<()> {
-    let _ = sock.set_nodelay(true);
-    let peer = sock.peer_addr().ok();
-    let (mut rd, mut wr) = sock.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_INFLIGHT_PER_CONNECTION);
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if wr.write_all(&record_header(msg.len())).await.is_err() || wr.write_all(&msg).await.is_err() {
-                break;
-            }
-        }
-    });
+/// The shared transport's limits for a control connection: an
+/// unauthenticated peer gets [`FIRST_CALL_DEADLINE`] (raised to
+/// [`CONTROL_IDLE_TIMEOUT`] by its first authentic call).
+fn control_limits(ds: &Ds) -> TcpLimits {
+    TcpLimits {
+        max_record: ds.cfg.max_record_bytes as usize,
+        idle: FIRST_CALL_DEADLINE,
+        record_timeout: CONTROL_RECORD_DEADLINE,
+        reply_budget_bytes: 4 * CTL_MAX_READ as usize,
+        reply_budget_count: MAX_INFLIGHT_PER_CONNECTION,
+        write_stall: CONTROL_IDLE_TIMEOUT,
+    }
+}
+
+/// One MDS control connection, on any transport: calls are checked in
+/// arrival order, then run on the blocking pool; replies go through the
+/// connection's writer.
+async fn control_connection<C: CallSource, S: ReplySink>(ds: Arc<Ds>, c: Connection<C, S>, peer: SocketAddr) -> io::Result<()> {
+    let Connection { calls, replies, writer } = c;
+    let mut calls = AuthenticatedCalls::new(calls, ds.control_keys.clone(), CONTROL_IDLE_TIMEOUT);
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONNECTION));
-    let mut records = RecordReader::new(ds.cfg.max_record_bytes as usize);
-    let mut checker = CallChecker::new(ds.control_keys.clone());
-    let mut authenticated = false;
-    let mut buf = vec![0u8; 64 * 1024];
-    let result = 'read: loop {
-        let wait = if authenticated { CONTROL_IDLE_TIMEOUT } else { FIRST_CALL_DEADLINE };
-        let n = match tokio::time::timeout(wait, rd.read(&mut buf)).await {
-            Err(_) => break Err(io::Error::new(io::ErrorKind::TimedOut, "no authentic control call in time")),
-            Ok(Ok(0)) => break Ok(()),
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => break Err(e),
+    let ended = loop {
+        let (rec, verified) = match calls.next(&ds.control_recent, &replies).await {
+            Ok(c) => c,
+            Err(e) => break e,
         };
-        let recs = match records.feed_all(&buf[..n]) {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("closing control connection: {e}");
-                break 'read Ok(());
-            }
-        };
-        for rec in recs {
-            // Checked in arrival order (sequence numbers), before any work.
-            let verified = match checker.check(&rec, now_ms(), &ds.control_recent) {
-                Ok(v) if v.epoch < ds.mds_epoch.load(Ordering::Acquire) => {
-                    bump(&ds.stats.control_refused, 1);
-                    log::warn!("refusing a control call from {peer:?}: MDS epoch {} is older than {} (a fenced MDS)", v.epoch, ds.mds_epoch.load(Ordering::Acquire));
-                    let _ = tx.send(rpc::auth_error_reply(v.xid, AuthStat::RejectedCred)).await;
-                    break 'read Ok(());
-                }
-                Ok(v) => v,
-                Err(None) => break 'read Ok(()),
-                Err(Some(d)) => {
-                    bump(&ds.stats.control_refused, 1);
-                    // The caller pays: told why, and the connection is closed.
-                    log::warn!("refusing a control call from {peer:?}: {}", d.why);
-                    let _ = tx.send(rpc::auth_error_reply(d.xid, d.stat)).await;
-                    break 'read Ok(());
-                }
-            };
-            authenticated = true;
-            ds.mds_epoch.fetch_max(verified.epoch, Ordering::AcqRel);
-            let Ok(permit) = inflight.clone().acquire_owned().await else { break 'read Ok(()) };
-            let (ds, tx) = (ds.clone(), tx.clone());
-            tokio::task::spawn_blocking(move || {
-                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec, &verified)))
-                    .unwrap_or_else(|_| {
-                        log::error!("internal error in a control call; answered SYSTEM_ERR");
-                        rpc::system_err_reply(&rec)
-                    });
-                if let Some(r) = reply {
-                    let _ = tx.blocking_send(r);
-                }
-                drop(permit);
-            });
+        let newest = ds.mds_epoch.load(Ordering::Acquire);
+        if verified.epoch < newest {
+            bump(&ds.stats.control_refused, 1);
+            log::warn!("refusing a control call from {peer}: MDS epoch {} is older than {newest} (a fenced MDS)", verified.epoch);
+            let _ = replies.send(rpc::auth_error_reply(verified.xid, AuthStat::RejectedCred));
+            break Ended::Closed;
         }
+        ds.mds_epoch.fetch_max(verified.epoch, Ordering::AcqRel);
+        let Ok(permit) = inflight.clone().acquire_owned().await else { break Ended::WriterGone };
+        let (ds, replies) = (ds.clone(), replies.clone());
+        tokio::task::spawn_blocking(move || {
+            let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec, &verified)))
+                .unwrap_or_else(|_| {
+                    log::error!("internal error in a control call; answered SYSTEM_ERR");
+                    rpc::system_err_reply(&rec)
+                });
+            if let Some(r) = reply {
+                let _ = replies.send(r);
+            }
+            drop(permit);
+        });
     };
-    drop(tx);
-    let _ = writer.await;
-    result
+    if let Some(why) = control::finish(calls, replies, writer, ended, peer, "ds.max_record_bytes").await? {
+        bump(&ds.stats.control_refused, 1);
+        // The caller pays: told why, and the connection is closed.
+        log::warn!("refusing a control call from {peer}: {why}");
+    }
+    Ok(())
 }
 
 /// The DS control program's call header (the sealed credential was

@@ -75,7 +75,7 @@ use crate::config::PollMode;
 use crate::stats::{bump, DsStats};
 use crate::storage::{BufPool, Engine};
 use crate::Stop;
-use pnfs_protocol::record::LAST_FRAGMENT;
+use pnfs_protocol::record::record_mark;
 use pnfs_protocol::rpc::{self, AcceptStat, Checked};
 use pnfs_protocol::Encoder;
 use std::cell::{Cell, RefCell};
@@ -727,8 +727,7 @@ async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, stall:
         for out in batch.iter_mut() {
             if let Outgoing::Reply(rb) = out {
                 let total = rb.e.len() - 4 + rb.payload.as_ref().map_or(0, |p| p.len);
-                assert!(total < LAST_FRAGMENT as usize, "reply larger than one fragment");
-                rb.e.patch_u32(0, LAST_FRAGMENT | total as u32);
+                rb.e.patch_u32(0, record_mark(total));
             }
         }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(3 * batch.len());

@@ -47,7 +47,7 @@ use crate::storage::BufPool;
 /// Defined with the pool buffers so the WRITE op takes it from storage,
 /// not from the transport above it.
 pub use crate::storage::Detached;
-use pnfs_protocol::record::LAST_FRAGMENT;
+use pnfs_protocol::record::{add_fragment, decode_fragment_header, Fragment};
 use pnfs_protocol::rpc;
 use pnfs_protocol::wire::stateid4;
 use std::io;
@@ -324,18 +324,14 @@ impl RecordIn {
         Ok(Some(r))
     }
 
+    /// The framing rules are the protocol crate's (one definition for the
+    /// tokio transport and this zero-copy reader).
     fn header(&mut self, hdr: [u8; 4]) -> io::Result<()> {
-        let h = u32::from_be_bytes(hdr);
-        let len = (h & !LAST_FRAGMENT) as usize;
-        if self.declared + len > self.max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("RPC record of {} bytes exceeds ds.max_record_bytes", self.declared + len),
-            ));
-        }
-        self.declared += len;
+        let Fragment { len, last } = decode_fragment_header(hdr);
+        self.declared = add_fragment(self.declared, len, self.max)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e} (ds.max_record_bytes)")))?;
         self.frag_left = len;
-        self.last = h & LAST_FRAGMENT != 0;
+        self.last = last;
         Ok(())
     }
 
@@ -520,6 +516,7 @@ pub async fn read_call<R: AsyncRead + Unpin + Buffered>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pnfs_protocol::record::LAST_FRAGMENT;
     use pnfs_protocol::wire::*;
     use pnfs_protocol::{Encoder, Opaque, XdrEncode};
 
