@@ -58,7 +58,7 @@ use etcd_client::{
     PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 
-use crate::merge::{bounds, merge_scan, merge_scan_keys, Overlay};
+use crate::merge::{buffer_write, merge_scan, merge_scan_keys, scan_bounds, Overlay};
 use crate::{key, KvError, KvPair, KvStore, KvTxn, Result};
 
 /// Largest gRPC answer decoded; scans page well below it.
@@ -524,24 +524,17 @@ impl KvTxn for EtcdTxn<'_> {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        key::validate(key)?;
-        self.writes.insert(key.to_vec(), Some(value.to_vec()));
-        Ok(())
+        buffer_write(&mut self.writes, key, Some(value))
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
-        key::validate(key)?;
-        self.writes.insert(key.to_vec(), None);
-        Ok(())
+        buffer_write(&mut self.writes, key, None)
     }
 
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>> {
-        let Some(range) = bounds(start, end) else {
+        let Some(range) = scan_bounds(start, end, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let mut pages = self.pages(start, end, limit, false);
         let out = merge_scan(&mut pages, &self.writes, range, limit)?;
         let seen = std::mem::take(&mut pages.seen);
@@ -550,12 +543,9 @@ impl KvTxn for EtcdTxn<'_> {
     }
 
     fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>> {
-        let Some(range) = bounds(start, end) else {
+        let Some(range) = scan_bounds(start, end, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let mut pages = self.pages(start, end, limit, true);
         let keys = (&mut pages).map(|r| r.map(|(k, _)| k));
         let out = merge_scan_keys(keys, &self.writes, range, limit)?;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::merge::{bounds, merge_scan, merge_scan_keys, Overlay};
+use crate::merge::{buffer_write, merge_scan, merge_scan_keys, scan_bounds, Overlay};
 use crate::{key, KvError, KvPair, KvStore, KvTxn, Result};
 
 /// In-memory [`KvStore`]; nothing survives the process.
@@ -122,24 +122,17 @@ impl KvTxn for MemTxn<'_> {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        key::validate(key)?;
-        self.writes.insert(key.to_vec(), Some(value.to_vec()));
-        Ok(())
+        buffer_write(&mut self.writes, key, Some(value))
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
-        key::validate(key)?;
-        self.writes.insert(key.to_vec(), None);
-        Ok(())
+        buffer_write(&mut self.writes, key, None)
     }
 
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>> {
-        let Some(range) = bounds(start, end) else {
+        let Some(range) = scan_bounds(start, end, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let inner = self.store.lock();
         let ts = self.start_ts;
         let base = inner
@@ -150,12 +143,9 @@ impl KvTxn for MemTxn<'_> {
     }
 
     fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>> {
-        let Some(range) = bounds(start, end) else {
+        let Some(range) = scan_bounds(start, end, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let inner = self.store.lock();
         let ts = self.start_ts;
         let base = inner

@@ -23,6 +23,23 @@ pub(crate) fn bounds<'k>(start: &'k [u8], end: Option<&'k [u8]>) -> Option<KeyRa
     }
 }
 
+/// The range a scan reads, or `None` when it returns nothing (an empty
+/// range or `limit == 0`).
+pub(crate) fn scan_bounds<'k>(start: &'k [u8], end: Option<&'k [u8]>, limit: usize) -> Option<KeyRange<'k>> {
+    if limit == 0 {
+        return None;
+    }
+    bounds(start, end)
+}
+
+/// Buffers a put (`Some(value)`) or delete (`None`) of `key` after checking
+/// the key.
+pub(crate) fn buffer_write(overlay: &mut Overlay, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    crate::key::validate(key)?;
+    overlay.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+    Ok(())
+}
+
 /// Merges the snapshot's pairs in `range` (ascending, lazily pulled from
 /// `base`) with the overlay: overlay entries win, overlay deletes hide keys.
 pub(crate) fn merge_scan<I>(

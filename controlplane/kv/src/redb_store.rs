@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable, TableDefinition};
 
-use crate::merge::{bounds, merge_scan, merge_scan_keys, Overlay};
+use crate::merge::{buffer_write, merge_scan, merge_scan_keys, scan_bounds, Overlay};
 use crate::{key, CommitSeq, KvError, KvPair, KvStore, KvTxn, Result};
 
 /// The single table holding all keys.
@@ -375,24 +375,17 @@ impl KvTxn for RedbTxn<'_> {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        key::validate(key)?;
-        self.writes.insert(key.to_vec(), Some(value.to_vec()));
-        Ok(())
+        buffer_write(&mut self.writes, key, Some(value))
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
-        key::validate(key)?;
-        self.writes.insert(key.to_vec(), None);
-        Ok(())
+        buffer_write(&mut self.writes, key, None)
     }
 
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>> {
-        let Some(range) = bounds(start, end) else {
+        let Some(range) = scan_bounds(start, end, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let (store, db) = (self.store, &self.db);
         let base = self
             .snap
@@ -406,12 +399,9 @@ impl KvTxn for RedbTxn<'_> {
     }
 
     fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>> {
-        let Some(range) = bounds(start, end) else {
+        let Some(range) = scan_bounds(start, end, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         // The value guards are dropped unread: nothing of a value is copied.
         let (store, db) = (self.store, &self.db);
         let base = self
