@@ -110,7 +110,10 @@ pub enum KvError {
     /// after space is freed succeeds (the redb backend reopens its file).
     NoSpace(String),
     /// The store is reopening after an I/O error and cannot serve this call
-    /// yet; nothing was written. Retrying shortly may succeed.
+    /// yet; nothing was written. Retrying shortly may succeed. (A remote
+    /// store that cannot be reached says this too; there a failed `commit`
+    /// may have been applied, whole, with its answer lost: see the etcd
+    /// backend's docs.)
     Unavailable(String),
     /// I/O, corruption or other backend failure; the message is for humans.
     Backend(String),
