@@ -18,6 +18,22 @@ pub struct MdsConfig {
     pub advertise: Option<String>,
     /// Directory holding the metadata store (redb file).
     pub metadata_dir: PathBuf,
+    // Metadata store backend (controlplane/src/kv_backend.rs).
+    /// "redb": embedded, in metadata_dir (default); "etcd": shared by MDS
+    /// nodes, on the etcd cluster at etcd_endpoints (pnfsd built with
+    /// `--features etcd`).
+    #[serde(default)]
+    pub kv: KvBackend,
+    /// etcd client URLs (`http://host:port`), needed with kv = "etcd".
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    /// Prefix of every key this cluster keeps in etcd (clusters sharing one
+    /// etcd need different prefixes).
+    #[serde(default = "default_etcd_prefix")]
+    pub etcd_prefix: String,
+    /// Bound on one etcd request, including an etcd leader election.
+    #[serde(default = "default_etcd_request_timeout")]
+    pub etcd_request_timeout_ms: u64,
     /// Directory holding file data (one file per NFS file).
     pub data_dir: PathBuf,
     /// The cluster key (`pnfsd --make-cluster-key FILE`): tags filehandles
@@ -125,6 +141,22 @@ pub struct MdsConfig {
     /// After a recall, no new delegation on that file for this long.
     #[serde(default = "default_delegation_recall_cooldown")]
     pub delegation_recall_cooldown_seconds: u32,
+}
+
+/// Which store keeps the metadata (`mds.kv`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvBackend {
+    #[default]
+    Redb,
+    Etcd,
+}
+
+fn default_etcd_prefix() -> String {
+    "pnfs/".into()
+}
+fn default_etcd_request_timeout() -> u64 {
+    5000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,6 +341,7 @@ impl MdsConfig {
         if self.control_bind.is_some_and(|c| c == self.bind) {
             return Err("mds.control_bind: must differ from mds.bind".into());
         }
+        self.validate_kv()?;
         if self.exports.is_empty() {
             return Err("mds.exports: at least one [[mds.exports]] table is needed".into());
         }
@@ -323,6 +356,28 @@ impl MdsConfig {
             if let Some(su) = e.stripe_unit {
                 check_stripe_unit(su).map_err(|why| format!("mds.exports[{i}].stripe_unit: {why}"))?;
             }
+        }
+        Ok(())
+    }
+
+    fn validate_kv(&self) -> Result<(), String> {
+        if self.kv != KvBackend::Etcd {
+            return Ok(());
+        }
+        if !cfg!(feature = "etcd") {
+            return Err("mds.kv: \"etcd\" needs a pnfsd built with the etcd feature (cargo build --features etcd)".into());
+        }
+        if self.etcd_endpoints.is_empty() {
+            return Err("mds.etcd_endpoints: at least one etcd client URL is needed with mds.kv = \"etcd\"".into());
+        }
+        if let Some(e) = self.etcd_endpoints.iter().find(|e| !e.starts_with("http://")) {
+            return Err(format!("mds.etcd_endpoints: {e:?} is not an http:// URL (TLS is not supported yet)"));
+        }
+        if self.etcd_prefix.is_empty() {
+            return Err("mds.etcd_prefix: must not be empty (it keeps clusters sharing one etcd apart)".into());
+        }
+        if !(100..=60_000).contains(&self.etcd_request_timeout_ms) {
+            return Err("mds.etcd_request_timeout_ms: must be between 100 and 60000".into());
         }
         Ok(())
     }

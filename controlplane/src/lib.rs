@@ -15,6 +15,7 @@ pub mod export;
 pub mod fh;
 pub mod group_commit;
 pub mod keyspace;
+pub mod kv_backend;
 pub mod mds;
 pub mod metrics;
 pub mod namespace;

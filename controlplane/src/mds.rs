@@ -10,7 +10,7 @@ use crate::keyspace::{self, BOOT_COUNT_KEY, SERVER_ID_KEY};
 use crate::namespace::{Inode, Namespace, NewObject, NfsResult, SetAttrs, ROOT_INO};
 use crate::pnfs::{striped::StripedStore, Pnfs, PnfsConfig};
 use crate::state::{Effects, LayoutRecall, PendingRecall, StateCaps, StateChange, StateStore};
-use pnfs_kv::{KvStore, RedbStore};
+use pnfs_kv::KvStore;
 use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
 use pnfs_protocol::wire::*;
 use std::sync::Arc;
@@ -63,9 +63,7 @@ impl Mds {
     pub fn open(cfg: MdsConfig) -> Result<Arc<Mds>, String> {
         std::fs::create_dir_all(&cfg.metadata_dir)
             .map_err(|e| format!("mds.metadata_dir {}: {e}", cfg.metadata_dir.display()))?;
-        let db = cfg.metadata_dir.join("metadata.redb");
-        let store: Arc<dyn KvStore> =
-            Arc::new(RedbStore::open(&db).map_err(|e| format!("mds.metadata_dir: opening {}: {e}", db.display()))?);
+        let store = crate::kv_backend::open_store(&cfg)?;
         let data = LocalFileStore::open(&cfg.data_dir, cfg.open_file_cache)
             .map_err(|e| format!("mds.data_dir {}: {e}", cfg.data_dir.display()))?;
         Self::with_stores(cfg, store, Arc::new(data))
@@ -613,11 +611,7 @@ pub fn client_record_key(owner: &[u8]) -> Vec<u8> {
 
 /// Offline namespace check of the store named by `cfg` (server stopped).
 pub fn fsck(cfg: &MdsConfig) -> Result<Vec<String>, String> {
-    let db = cfg.metadata_dir.join("metadata.redb");
-    if !db.exists() {
-        return Err(format!("no metadata store at {}", db.display()));
-    }
-    let store: Arc<dyn KvStore> = Arc::new(RedbStore::open(&db).map_err(|e| format!("opening {}: {e}", db.display()))?);
+    let store = crate::kv_backend::open_existing_store(cfg)?;
     let ns = Namespace::open(store).map_err(|e| format!("metadata store: {e}"))?;
     ns.check_consistency().map_err(|e| format!("metadata store: {e:?}"))
 }

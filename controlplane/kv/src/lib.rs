@@ -3,7 +3,8 @@
 //!
 //! Keys and values are byte strings, ordered lexicographically (unsigned
 //! bytes). Everything the MDS persists goes through this interface so that the
-//! embedded default ([`RedbStore`]) can later be swapped for TiKV or etcd.
+//! embedded default ([`RedbStore`]) can be swapped for a shared store:
+//! `EtcdStore` (cargo feature `etcd`) puts it on an etcd cluster.
 //!
 //! # Transaction contract (every backend, checked by [`conformance`])
 //!
@@ -71,11 +72,15 @@ use std::fmt;
 use std::time::Duration;
 
 pub mod conformance;
+#[cfg(feature = "etcd")]
+mod etcd_store;
 pub mod key;
 mod mem;
 mod merge;
 mod redb_store;
 
+#[cfg(feature = "etcd")]
+pub use etcd_store::{EtcdConfig, EtcdStore, LeaseId};
 pub use key::prefix_end;
 pub use mem::MemStore;
 pub use redb_store::{RedbStore, REOPEN_INTERVAL};
@@ -105,7 +110,10 @@ pub enum KvError {
     /// after space is freed succeeds (the redb backend reopens its file).
     NoSpace(String),
     /// The store is reopening after an I/O error and cannot serve this call
-    /// yet; nothing was written. Retrying shortly may succeed.
+    /// yet; nothing was written. Retrying shortly may succeed. (A remote
+    /// store that cannot be reached says this too; there a failed `commit`
+    /// may have been applied, whole, with its answer lost: see the etcd
+    /// backend's docs.)
     Unavailable(String),
     /// I/O, corruption or other backend failure; the message is for humans.
     Backend(String),

@@ -1,0 +1,119 @@
+//! The etcd backend: the conformance suite, leases, prefixes and errors,
+//! against `PNFS_KV_ETCD_ENDPOINTS` or a 3-member cluster of our own
+//! (support/etcd.rs). Needs the `etcd` feature.
+
+#[path = "support/etcd.rs"]
+mod etcd;
+
+use std::time::{Duration, Instant};
+
+use etcd::{shared_endpoints, TestStore};
+use pnfs_kv::{EtcdConfig, EtcdStore, KvError, KvStore};
+
+/// Every conformance check, each on a fresh prefix; all are run and every
+/// failure is reported by name.
+#[test]
+fn conformance_suite() {
+    let Some(eps) = shared_endpoints() else { return };
+    let mut failed = Vec::new();
+    for (name, check) in pnfs_kv::conformance::CHECKS {
+        let store = TestStore::new(&eps, name);
+        let t0 = Instant::now();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&store.0)));
+        let ms = t0.elapsed().as_millis();
+        match r {
+            Ok(()) => eprintln!("etcd conformance: {name} ok ({ms} ms)"),
+            Err(_) => {
+                eprintln!("etcd conformance: {name} FAILED ({ms} ms)");
+                failed.push(*name);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "conformance checks failed on etcd: {failed:?}");
+}
+
+/// Two stores on different prefixes of one etcd see nothing of each other.
+#[test]
+fn prefixes_isolate_stores() {
+    let Some(eps) = shared_endpoints() else { return };
+    let a = TestStore::new(&eps, "iso-a");
+    let b = TestStore::new(&eps, "iso-b");
+    let mut t = a.0.begin().unwrap();
+    t.put(b"k", b"a").unwrap();
+    t.commit().unwrap();
+    assert_eq!(b.0.begin().unwrap().get(b"k").unwrap(), None);
+    assert!(b.0.begin().unwrap().scan(b"", None, 10).unwrap().is_empty());
+    assert_eq!(a.0.begin().unwrap().scan(b"", None, 10).unwrap().len(), 1);
+}
+
+/// A key attached to a lease stays while the lease is kept alive and
+/// vanishes once it expires; revoking removes it at once.
+#[test]
+fn leased_key_vanishes_when_the_lease_expires() {
+    let Some(eps) = shared_endpoints() else { return };
+    let s = TestStore::new(&eps, "lease");
+    let id = s.0.lease_grant(Duration::from_secs(2)).unwrap();
+    s.0.put_with_lease(b"node/1", b"alive", id).unwrap();
+    // Kept alive past its TTL, the key stays.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(s.0.lease_keep_alive(id).unwrap().is_some());
+    }
+    assert_eq!(s.0.begin().unwrap().get(b"node/1").unwrap(), Some(b"alive".to_vec()));
+    // No keepalive: gone within the TTL (etcd may round small TTLs up, and
+    // a loaded machine is slow: allow 15 s).
+    let t0 = Instant::now();
+    while s.0.begin().unwrap().get(b"node/1").unwrap().is_some() {
+        assert!(t0.elapsed() < Duration::from_secs(15), "leased key still there after 15 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(500), "key vanished before its TTL");
+    assert_eq!(s.0.lease_keep_alive(id).unwrap(), None, "an expired lease cannot be renewed");
+
+    let id = s.0.lease_grant(Duration::from_secs(60)).unwrap();
+    s.0.put_with_lease(b"node/2", b"alive", id).unwrap();
+    s.0.lease_revoke(id).unwrap();
+    assert_eq!(s.0.begin().unwrap().get(b"node/2").unwrap(), None);
+    s.0.lease_revoke(id).unwrap();
+}
+
+/// A value over etcd's request limit is refused with InvalidArgument naming
+/// the flag; the store goes on working.
+#[test]
+fn oversized_transaction_is_invalid_argument() {
+    let Some(eps) = shared_endpoints() else { return };
+    if std::env::var(etcd::ENDPOINTS_ENV).is_ok() {
+        eprintln!("SKIP oversized_transaction_is_invalid_argument: the request limit of a given cluster is unknown");
+        return;
+    }
+    let s = TestStore::new(&eps, "big");
+    // Our clusters allow 8 MiB requests.
+    let mut t = s.0.begin().unwrap();
+    t.put(b"huge", &vec![1u8; 9 << 20]).unwrap();
+    match t.commit() {
+        Err(KvError::InvalidArgument(m)) => assert!(m.contains("max-request-bytes"), "{m}"),
+        other => panic!("9 MiB transaction: {other:?}"),
+    }
+    let mut t = s.0.begin().unwrap();
+    t.put(b"a", &vec![2u8; 3 << 20]).unwrap();
+    t.put(b"b", &vec![3u8; 3 << 20]).unwrap();
+    t.commit().unwrap();
+    assert_eq!(s.0.begin().unwrap().scan(b"", None, 10).unwrap().len(), 2);
+}
+
+/// No etcd at the address: connect answers Unavailable within its
+/// timeouts, no panic.
+#[test]
+fn unreachable_cluster_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cfg = EtcdConfig::new(vec![format!("http://127.0.0.1:{port}")]);
+    cfg.request_timeout = Duration::from_secs(2);
+    cfg.connect_timeout = Duration::from_millis(500);
+    let t0 = Instant::now();
+    match EtcdStore::connect(&cfg) {
+        Err(KvError::Unavailable(m)) => assert!(m.contains(&port.to_string()), "{m}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("connected to nothing"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
+}

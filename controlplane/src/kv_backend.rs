@@ -1,0 +1,79 @@
+//! Opens the metadata store the config names (`mds.kv`): the embedded redb
+//! file in `mds.metadata_dir` (default), or an etcd cluster shared by MDS
+//! nodes (feature `etcd`).
+
+use std::sync::Arc;
+
+use pnfs_kv::{KvStore, RedbStore};
+
+use crate::config::{KvBackend, MdsConfig};
+
+/// File name of the redb store inside `mds.metadata_dir`.
+const REDB_FILE: &str = "metadata.redb";
+
+/// Opens (creating if needed) the store for a starting MDS.
+pub fn open_store(cfg: &MdsConfig) -> Result<Arc<dyn KvStore>, String> {
+    match cfg.kv {
+        KvBackend::Redb => {
+            let db = cfg.metadata_dir.join(REDB_FILE);
+            let store = RedbStore::open(&db).map_err(|e| format!("mds.metadata_dir: opening {}: {e}", db.display()))?;
+            Ok(Arc::new(store))
+        }
+        KvBackend::Etcd => open_etcd(cfg),
+    }
+}
+
+/// Opens the store of an existing metadata set (offline tools: fsck).
+pub fn open_existing_store(cfg: &MdsConfig) -> Result<Arc<dyn KvStore>, String> {
+    if cfg.kv == KvBackend::Redb && !cfg.metadata_dir.join(REDB_FILE).exists() {
+        return Err(format!("no metadata store at {}", cfg.metadata_dir.join(REDB_FILE).display()));
+    }
+    open_store(cfg)
+}
+
+#[cfg(feature = "etcd")]
+fn open_etcd(cfg: &MdsConfig) -> Result<Arc<dyn KvStore>, String> {
+    let mut etcd = pnfs_kv::EtcdConfig::new(cfg.etcd_endpoints.clone());
+    etcd.prefix = cfg.etcd_prefix.clone().into_bytes();
+    etcd.request_timeout = std::time::Duration::from_millis(cfg.etcd_request_timeout_ms);
+    let store = pnfs_kv::EtcdStore::connect(&etcd).map_err(|e| format!("mds.etcd_endpoints: {e}"))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn open_etcd(_cfg: &MdsConfig) -> Result<Arc<dyn KvStore>, String> {
+    Err("mds.kv: \"etcd\" needs a pnfsd built with the etcd feature (cargo build --features etcd)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<MdsConfig, String> {
+        let toml = format!("metadata_dir = \"/m\"\ndata_dir = \"/d\"\n{extra}\n[[exports]]\npath = \"/export\"\n");
+        let cfg: MdsConfig = toml::from_str(&toml).map_err(|e| e.to_string())?;
+        cfg.validate().map(|()| cfg)
+    }
+
+    #[test]
+    fn redb_is_the_default_and_etcd_keys_are_validated() {
+        let d = parse("").unwrap();
+        assert_eq!((d.kv, d.etcd_prefix.as_str(), d.etcd_request_timeout_ms), (KvBackend::Redb, "pnfs/", 5000));
+        assert!(parse("kv = \"tikv\"").unwrap_err().contains("unknown variant"));
+        let eps = "etcd_endpoints = [\"http://127.0.0.1:2379\"]";
+        if !cfg!(feature = "etcd") {
+            assert!(parse(&format!("kv = \"etcd\"\n{eps}")).unwrap_err().contains("--features etcd"));
+            return;
+        }
+        assert_eq!(parse(&format!("kv = \"etcd\"\n{eps}")).unwrap().kv, KvBackend::Etcd);
+        for (extra, key) in [
+            ("kv = \"etcd\"", "mds.etcd_endpoints"),
+            ("kv = \"etcd\"\netcd_endpoints = [\"127.0.0.1:2379\"]", "mds.etcd_endpoints"),
+            (&format!("kv = \"etcd\"\n{eps}\netcd_prefix = \"\""), "mds.etcd_prefix"),
+            (&format!("kv = \"etcd\"\n{eps}\netcd_request_timeout_ms = 10"), "mds.etcd_request_timeout_ms"),
+        ] {
+            let e = parse(extra).unwrap_err();
+            assert!(e.starts_with(key), "{extra}: {e}");
+        }
+    }
+}
