@@ -23,6 +23,7 @@ pub mod ops;
 pub mod pnfs;
 pub mod server;
 pub mod state;
+pub mod unlinked;
 
 pub use config::{ExportConfig, MdsConfig};
 pub use mds::Mds;

@@ -55,6 +55,8 @@ pub struct Mds {
     /// This MDS, for work that outlives a request (recalls wait for client
     /// answers on a thread of their own, never on a request's thread).
     me: std::sync::Weak<Mds>,
+    /// Unlinked inodes whose data is freed once the unlink is durable.
+    unlinked: Arc<crate::unlinked::Unlinked>,
 }
 
 
@@ -131,6 +133,7 @@ impl Mds {
         let state = StateStore::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64), caps);
         Ok(Arc::new_cyclic(|me| Mds {
             me: me.clone(),
+            unlinked: Arc::default(),
             pseudo: Export::pseudo(ROOT_INO),
             pseudo_inos,
             ns,
@@ -377,7 +380,7 @@ impl Mds {
         for ino in objs {
             match self.ns.get(ino) {
                 Err(nfsstat4::NFS4ERR_STALE) => {
-                    self.free_data(Some(ino));
+                    self.free_data_now(ino);
                     orphans += 1;
                 }
                 // Striped files are left alone: bytes on the data servers past
@@ -398,21 +401,19 @@ impl Mds {
         }
     }
 
-    /// Deletes data of an inode whose last link went away.
+    /// Deletes data of an inode whose last link went away, once the unlink
+    /// is durable (it may be committed with durability deferred, server.rs),
+    /// on a thread of its own: see `unlinked`.
     pub fn free_data(&self, ino: Option<u64>) {
         if let Some(ino) = ino {
-            // The unlink may be committed with durability deferred (server.rs):
-            // data goes only once a crash can no longer bring the name back.
-            let store = self.ns.store();
-            if !store.check_durable(store.visible_seq()).unwrap_or(false) {
-                if let Err(e) = store.sync() {
-                    log::warn!("keeping data of inode {ino}: its unlink is not durable ({e})");
-                    return;
-                }
-            }
-            if let Err(e) = self.data.remove(ino) {
-                log::warn!("removing data of inode {ino}: {e}");
-            }
+            self.unlinked.free_later(self.me.clone(), ino);
+        }
+    }
+
+    /// Deletes data of an inode whose unlink is durable.
+    pub fn free_data_now(&self, ino: u64) {
+        if let Err(e) = self.data.remove(ino) {
+            log::warn!("removing data of inode {ino}: {e}");
         }
     }
 

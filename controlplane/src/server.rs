@@ -231,7 +231,11 @@ impl Server {
             for rec in recs {
                 // Checked per record too: one read can hold hundreds of
                 // small requests, each of which may earn a large reply.
-                self.release(&mut ran, &mut direct, &queue);
+                // Released only before a wait, so the pushes of one read's
+                // requests go in one STATEID_BATCH (not one per request).
+                if queue.is_over_budget() {
+                    self.release(&mut ran, &mut direct, &queue);
+                }
                 if !replies.wait_for_room().await {
                     break 'read Ended::WriterGone;
                 }

@@ -137,6 +137,9 @@ struct Shared {
     mailboxes: Box<[Mailbox]>,
     /// Publisher threads to unpark when a reactor applied something.
     waiters: ArrayQueue<Thread>,
+    /// Publisher tasks ([`Bus::wait_applied`]) to wake when a reactor
+    /// applied something.
+    applied: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -158,6 +161,7 @@ impl Shared {
         while let Some(t) = self.waiters.pop() {
             t.unpark();
         }
+        self.applied.notify_waiters();
     }
 
     /// Parks the calling (MDS-link) thread until `done()` or `deadline`.
@@ -221,7 +225,7 @@ impl Bus {
             })
             .collect();
         Bus {
-            shared: Arc::new(Shared { mailboxes, waiters: ArrayQueue::new(MAX_WAITERS) }),
+            shared: Arc::new(Shared { mailboxes, waiters: ArrayQueue::new(MAX_WAITERS), applied: tokio::sync::Notify::new() }),
             publisher: Mutex::new(Publisher { next_seq: FIRST_SEQ, master: AllowedTable::new() }),
             next_seq: AtomicU64::new(FIRST_SEQ),
             timeout,
@@ -279,7 +283,7 @@ impl Bus {
         let mut last = None;
         {
             let mut p = lock(&self.publisher);
-            for mut u in updates {
+            for u in updates {
                 if let Update::Allow { other, allowed } = &u {
                     if !p.master.admits(other, &allowed.fh) {
                         out.push(Err(PublishError::Refused));
@@ -292,39 +296,119 @@ impl Bus {
                     out.push(Err(PublishError::QueueFull));
                     continue;
                 }
-                let seq = p.next_seq;
-                p.next_seq += 1;
-                self.next_seq.store(p.next_seq, Ordering::Release);
-                if let Update::Allow { allowed, .. } = &mut u {
-                    allowed.gen = seq;
-                }
-                for mb in self.shared.attached() {
-                    let pushed = mb.queue.push((seq, u.clone()));
-                    assert!(pushed.is_ok(), "update queue full after room was seen");
-                    // Wakes the reactor once: later notifies before it runs
-                    // only leave the permit set.
-                    mb.wake.notify_one();
-                }
-                match &u {
-                    Update::Allow { other, allowed } => assert!(p.master.allow(*other, *allowed), "admitted allow refused"),
-                    Update::Revoke { other } => drop(p.master.revoke(other)),
-                    Update::ForgetBefore { seq } => p.master.forget_before(*seq),
-                    Update::ObjCreated(_) | Update::ObjRemoved(_) => {}
-                }
+                let seq = self.enqueue(&mut p, u);
+                self.wake_reactors();
                 out.push(Ok(seq));
                 last = Some(seq);
             }
         }
         if let Some(last) = last {
             if !self.shared.wait_until(deadline, || self.shared.all_applied(last)) {
-                for r in out.iter_mut() {
-                    if r.is_ok() {
-                        *r = Err(PublishError::NotApplied);
-                    }
-                }
+                not_applied(&mut out);
             }
         }
         out
+    }
+
+    /// [`Bus::publish_batch`] for a caller that must not block a thread
+    /// (the DS control runtime): queues every update at once, wakes each
+    /// reactor once, and awaits their acknowledgements. When some reactor's
+    /// queue lacks room for the whole batch nothing is queued and the
+    /// updates come back: publish them with [`Bus::publish_batch`] on a
+    /// thread that may wait. So do they when another publisher holds the
+    /// bus.
+    pub async fn publish_batch_async(&self, updates: Vec<Update>) -> Result<Vec<Result<u64, PublishError>>, Vec<Update>> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut out = Vec::with_capacity(updates.len());
+        let mut last = None;
+        {
+            // Never waits for the lock: a publisher that holds it may be
+            // waiting for room (a stalled reactor).
+            let mut p = match self.publisher.try_lock() {
+                Ok(p) => p,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Err(updates),
+            };
+            if !self.shared.attached().all(|m| m.queue.capacity() - m.queue.len() >= updates.len()) {
+                return Err(updates);
+            }
+            for u in updates {
+                if let Update::Allow { other, allowed } = &u {
+                    if !p.master.admits(other, &allowed.fh) {
+                        out.push(Err(PublishError::Refused));
+                        continue;
+                    }
+                }
+                let seq = self.enqueue(&mut p, u);
+                out.push(Ok(seq));
+                last = Some(seq);
+            }
+        }
+        if let Some(last) = last {
+            self.wake_reactors();
+            if !self.wait_applied(last, deadline).await {
+                not_applied(&mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Gives `u` the next sequence number, pushes it onto every reactor's
+    /// queue (the caller saw room, under the publisher lock) and records it
+    /// in the authoritative table. Does not wake the reactors.
+    fn enqueue(&self, p: &mut Publisher, mut u: Update) -> u64 {
+        let seq = p.next_seq;
+        p.next_seq += 1;
+        self.next_seq.store(p.next_seq, Ordering::Release);
+        if let Update::Allow { allowed, .. } = &mut u {
+            allowed.gen = seq;
+        }
+        for mb in self.shared.attached() {
+            let pushed = mb.queue.push((seq, u.clone()));
+            assert!(pushed.is_ok(), "update queue full after room was seen");
+        }
+        match &u {
+            Update::Allow { other, allowed } => assert!(p.master.allow(*other, *allowed), "admitted allow refused"),
+            Update::Revoke { other } => drop(p.master.revoke(other)),
+            Update::ForgetBefore { seq } => p.master.forget_before(*seq),
+            Update::ObjCreated(_) | Update::ObjRemoved(_) => {}
+        }
+        seq
+    }
+
+    /// Wakes every reactor; one that is already woken and has not run yet
+    /// only keeps its permit (so a batch costs one wake-up each).
+    fn wake_reactors(&self) {
+        for mb in self.shared.attached() {
+            mb.wake.notify_one();
+        }
+    }
+
+    /// Awaits every attached reactor's acknowledgement of `seq`; false at
+    /// `deadline`.
+    async fn wait_applied(&self, seq: u64, deadline: tokio::time::Instant) -> bool {
+        loop {
+            // Registered before the check: a reactor that applies in
+            // between wakes this waiter (notify_waiters).
+            let notified = self.shared.applied.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.all_applied(seq) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.shared.all_applied(seq);
+            }
+        }
+    }
+}
+
+/// The updates published but not acknowledged in time.
+fn not_applied(out: &mut [Result<u64, PublishError>]) {
+    for r in out.iter_mut() {
+        if r.is_ok() {
+            *r = Err(PublishError::NotApplied);
+        }
     }
 }
 
@@ -698,6 +782,41 @@ mod tests {
         let t = Instant::now();
         assert_eq!(bus.publish(Update::Revoke { other: [1; 12] }), Ok(4));
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    /// The control runtime's publish: acknowledged by every reactor (each
+    /// woken, none polled) before it returns, without parking the calling
+    /// thread; a batch with no room anywhere comes back untouched.
+    #[test]
+    fn async_batch_is_applied_everywhere_before_it_returns() {
+        const N: usize = 2;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ObjectStore::open(dir.path(), false).unwrap());
+        let bus = Arc::new(Bus::with_bounds(N, 4, Duration::from_secs(10)));
+        let attached = Arc::new(AtomicUsize::new(0));
+        let reactors: Vec<_> = (0..N).map(|i| reactor(bus.clone(), i, store.clone(), attached.clone())).collect();
+        while attached.load(Ordering::SeqCst) < N {
+            std::thread::yield_now();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let fh = DsFh { stripe: 0, ino: 9, generation: 1 };
+        for round in 0..20u8 {
+            let o = round + 1;
+            let r = rt
+                .block_on(bus.publish_batch_async(vec![allow(o, fh, OPEN4_SHARE_ACCESS_READ), Update::Revoke { other: [o + 100; 12] }]))
+                .unwrap_or_else(|_| panic!("round {round}: no room in queues of 4"));
+            assert!(r.iter().all(|r| r.is_ok()), "round {round}: {r:?}");
+            for (i, reactor) in reactors.iter().enumerate() {
+                let s = ask(reactor, o, fh, false);
+                assert!(s.applied >= *r[1].as_ref().unwrap(), "reactor {i} answered before applying: {s:?}");
+                assert_eq!(s.read, Ok(()), "reactor {i}, round {round}");
+            }
+        }
+        // Room for 4 per queue: 5 updates are not queued at all.
+        let five: Vec<Update> = (0..5).map(|i| Update::Revoke { other: [200 + i; 12] }).collect();
+        let seq = bus.next_seq();
+        let back = rt.block_on(bus.publish_batch_async(five)).expect_err("queued without room");
+        assert_eq!((back.len(), bus.next_seq()), (5, seq));
     }
 
     #[test]

@@ -603,6 +603,11 @@ fn layouts_devices_and_io_through_the_mds() {
     }
     c.remove(&root, "f").unwrap();
     for (j, d) in ds.iter().enumerate() {
+        // Freed once the unlink is durable, off the request path (unlinked.rs).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.removed.lock().unwrap().is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(d.removed.lock().unwrap().as_slice(), &[body.nfl_fh_list[j][..16].to_vec()]);
         assert!(d.objects.lock().unwrap().is_empty());
     }

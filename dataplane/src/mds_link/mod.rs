@@ -147,8 +147,8 @@ fn control_limits(ds: &Ds) -> TcpLimits {
 }
 
 /// One MDS control connection, on any transport: calls are checked in
-/// arrival order, then run on the blocking pool; replies go through the
-/// connection's writer.
+/// arrival order, then run (`run_call`: STATEID_BATCH on this runtime, the
+/// rest on the blocking pool); replies go through the connection's writer.
 async fn control_connection<C: CallSource, S: ReplySink>(ds: Arc<Ds>, c: Connection<C, S>, peer: SocketAddr) -> io::Result<()> {
     let Connection { calls, replies, writer } = c;
     let mut calls = AuthenticatedCalls::new(calls, ds.control_keys.clone(), CONTROL_IDLE_TIMEOUT);
@@ -168,13 +168,8 @@ async fn control_connection<C: CallSource, S: ReplySink>(ds: Arc<Ds>, c: Connect
         ds.mds_epoch.fetch_max(verified.epoch, Ordering::AcqRel);
         let Ok(permit) = inflight.clone().acquire_owned().await else { break Ended::WriterGone };
         let (ds, replies) = (ds.clone(), replies.clone());
-        tokio::task::spawn_blocking(move || {
-            let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec, &verified)))
-                .unwrap_or_else(|_| {
-                    log::error!("internal error in a control call; answered SYSTEM_ERR");
-                    rpc::system_err_reply(&rec)
-                });
-            if let Some(r) = reply {
+        tokio::spawn(async move {
+            if let Some(r) = run_call(ds, rec, verified).await {
                 let _ = replies.send(r);
             }
             drop(permit);
@@ -208,6 +203,40 @@ const CONTROL_CALLS: rpc::CallPolicy = rpc::CallPolicy {
     ],
     flavors: &[pnfs_protocol::control_auth::AUTH_PNFS_CTL],
 };
+
+/// Runs one authenticated control call. STATEID_BATCH runs on the control
+/// runtime itself: it only updates in-memory tables and awaits the
+/// reactors' acknowledgements, so the blocking-pool hop (two thread
+/// switches per call) is saved. Every other call may do file I/O and runs
+/// on the blocking pool.
+async fn run_call(ds: Arc<Ds>, rec: Vec<u8>, verified: Verified) -> Option<Vec<u8>> {
+    if let Checked::Call { header, args } = CONTROL_CALLS.check(&rec) {
+        if header.proc_ == CTL_PROC_STATEID_BATCH {
+            bump(&ds.stats.control_calls, 1);
+            let mut e = Encoder::new();
+            verified.begin_reply(&mut e);
+            let mut d = Decoder::new(args);
+            let decoded = ctl_batch_args::decode(&mut d).ok().filter(|_| d.remaining() == 0);
+            let Some(a) = decoded else { return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs)) };
+            let res = stateid_batch_async(&ds, &a).await;
+            if let Err(err) = res.encode(&mut e) {
+                log::error!("encoding a control reply: {err}");
+                return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs));
+            }
+            let mut reply = e.into_inner();
+            verified.seal_reply(&ds.control_keys, &mut reply);
+            return Some(reply);
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec, &verified))).unwrap_or_else(|_| {
+            log::error!("internal error in a control call; answered SYSTEM_ERR");
+            rpc::system_err_reply(&rec)
+        })
+    })
+    .await
+    .unwrap_or(None)
+}
 
 /// One authenticated control RPC record in, at most one reply out.
 pub fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Vec<u8>> {
@@ -407,6 +436,31 @@ fn allow_update(ds: &Ds, a: &ctl_stateid_args) -> Result<Update, ctl_status> {
 /// CTL_PROC_STATEID_BATCH: the valid changes go to the reactors as one
 /// batch (one wait for all); one status per change, in order.
 fn stateid_batch(ds: &Ds, a: &ctl_batch_args) -> ctl_batch_res {
+    let (status, updates, index) = batch_updates(ds, a);
+    let results = ds.bus.publish_batch(updates);
+    batch_res(ds, status, index, results)
+}
+
+/// [`stateid_batch`] without blocking the control runtime's thread; a batch
+/// that finds no room in some reactor's queue waits on the blocking pool.
+async fn stateid_batch_async(ds: &Arc<Ds>, a: &ctl_batch_args<'_>) -> ctl_batch_res {
+    let (status, updates, index) = batch_updates(ds, a);
+    let n = updates.len();
+    let results = match ds.bus.publish_batch_async(updates).await {
+        Ok(r) => r,
+        Err(updates) => {
+            let d = ds.clone();
+            tokio::task::spawn_blocking(move || d.bus.publish_batch(updates))
+                .await
+                .unwrap_or_else(|_| vec![Err(PublishError::NotApplied); n])
+        }
+    };
+    batch_res(ds, status, index, results)
+}
+
+/// The bus updates of a STATEID_BATCH's valid changes, with their indexes,
+/// and a status per change (the invalid ones already set).
+fn batch_updates(ds: &Ds, a: &ctl_batch_args) -> (Vec<ctl_status>, Vec<Update>, Vec<usize>) {
     let mut status = vec![ctl_status::CTL_OK; a.cba_changes.len()];
     let mut updates = Vec::with_capacity(a.cba_changes.len());
     let mut index = Vec::with_capacity(a.cba_changes.len());
@@ -424,7 +478,12 @@ fn stateid_batch(ds: &Ds, a: &ctl_batch_args) -> ctl_batch_res {
         }
     }
     bump(&ds.stats.control_updates, updates.len() as u64);
-    for (i, r) in index.into_iter().zip(ds.bus.publish_batch(updates)) {
+    (status, updates, index)
+}
+
+/// The STATEID_BATCH reply: `results` of the published updates at `index`.
+fn batch_res(ds: &Ds, mut status: Vec<ctl_status>, index: Vec<usize>, results: Vec<Result<u64, PublishError>>) -> ctl_batch_res {
+    for (i, r) in index.into_iter().zip(results) {
         if let Err(e) = r {
             bump(&ds.stats.control_update_failures, 1);
             log::warn!("STATEID_BATCH change {i} failed: {e}");
