@@ -130,6 +130,7 @@ fn decide(m: &Mds, c: &Compound, clientid: u64, (fh, inode): (FileHandle, &Inode
                     change_bumps: 0,
                 },
             );
+            st.journal_deleg(&granted.other, &delegs, &mut fx);
         }
         raced
     };

@@ -149,12 +149,9 @@ impl StateStore {
         }
     }
 
-    fn add_client(&self, reg: &mut Registry, rec: Client, fx: &mut Effects) {
+    pub(super) fn add_client(&self, reg: &mut Registry, rec: Client, fx: &mut Effects) {
         let id = rec.clientid;
-        if self.journal {
-            let (owner, verifier, principal, addr) = (rec.owner.clone(), rec.verifier, rec.principal, rec.addr);
-            fx.records.push(StateChange::ClientCreated { clientid: id, owner, verifier, principal, addr });
-        }
+        self.journal_client(&rec, fx);
         reg.by_owner.entry(rec.owner.clone()).or_default().push(id);
         *reg.per_addr.entry(rec.addr).or_default() += 1;
         reg.count += 1;
@@ -406,7 +403,7 @@ impl StateStore {
     }
 
     /// RECLAIM_COMPLETE for the whole client.
-    pub fn reclaim_complete(&self, clientid: u64) -> NfsResult<()> {
+    pub fn reclaim_complete(&self, clientid: u64, fx: &mut Effects) -> NfsResult<()> {
         let owner = {
             let entry = self.client(clientid)?;
             let mut ci = entry.lock();
@@ -414,6 +411,7 @@ impl StateStore {
                 return Err(nfsstat4::NFS4ERR_COMPLETE_ALREADY);
             }
             ci.rec.reclaim_complete = true;
+            self.journal_client(&ci.rec, fx);
             ci.rec.owner.clone()
         };
         let mut reg = lock(&self.registry);

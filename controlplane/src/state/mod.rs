@@ -53,12 +53,15 @@ pub mod deleg;
 mod layouts;
 mod locks;
 mod opens;
+pub mod records;
+mod replay;
 mod sessions;
 
 pub use clients::{Client, ClientEntry};
 pub use layouts::{LayoutRecall, PendingRecall, LAYOUT_READ, LAYOUT_RW};
 pub use locks::{lock_range, ByteLock, LockOutcome, Locker};
 pub use opens::{IoMode, OpenRefused};
+pub use records::{ClientRecord, DelegRecord, Record, RecordError, SessionRecord};
 pub use sessions::Session;
 pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
 
@@ -135,10 +138,11 @@ pub enum StateChange {
     /// Its reclaim record goes (expiry, DESTROY_CLIENTID, eviction, grace
     /// over without it coming back). Always emitted.
     ClientForgotten { owner: Vec<u8> },
-    /// Journal only: a client record created by EXCHANGE_ID.
-    ClientCreated { clientid: u64, owner: Vec<u8>, verifier: [u8; 8], principal: Option<(u32, u32)>, addr: std::net::IpAddr },
-    /// Journal only: a client and everything it held gone (its states'
-    /// removals are not journaled one by one).
+    /// Journal only: a client record as it is now (EXCHANGE_ID created it,
+    /// CREATE_SESSION confirmed it, RECLAIM_COMPLETE).
+    ClientPut { rec: ClientRecord },
+    /// Journal only: a client gone (its sessions, states and locks go with
+    /// their own records, emitted with this one).
     ClientPurged { clientid: u64 },
     /// Journal only: a state created or changed (seqid, share, iomodes).
     StatePut { other: StateOther, rec: StateRec },
@@ -146,9 +150,13 @@ pub enum StateChange {
     StateRemoved { other: StateOther },
     /// Journal only: the byte-range locks of a file after a change.
     ByteLocks { ino: u64, locks: Vec<ByteLock> },
-    /// Journal only: a session created or destroyed.
-    SessionCreated { id: SessionId, clientid: u64 },
+    /// Journal only: a session created (with what its slot table and
+    /// callbacks need) or destroyed.
+    SessionCreated { rec: SessionRecord },
     SessionDestroyed { id: SessionId },
+    /// Journal only: a delegation's own record, as granted (its state is a
+    /// `StatePut`; it goes with its `StateRemoved`).
+    DelegPut { other: StateOther, rec: DelegRecord },
 }
 
 /// A stateid to allow on the data servers of its file (tight coupling).
@@ -380,6 +388,13 @@ impl StateStore {
                 break;
             }
         }
+        self.index_state(sh, client, other, rec, fx)?;
+        Ok(other)
+    }
+
+    /// Records `rec` under `other` (new, or restored from its record) in
+    /// every index, checking the caps as [`Self::insert`] says.
+    fn index_state(&self, sh: &mut FileShard, client: &Arc<ClientEntry>, other: StateOther, rec: StateRec, fx: &mut Effects) -> NfsResult<()> {
         let is_layout = matches!(rec.kind, StateKind::Layout { .. });
         {
             let mut ci = client.lock();
@@ -396,6 +411,9 @@ impl StateStore {
             ci.states.insert(other);
             if is_layout {
                 ci.layouts.insert(other);
+            }
+            if rec.revoked {
+                ci.revoked += 1;
             }
         }
         if is_layout {
@@ -422,7 +440,7 @@ impl StateStore {
             fx.records.push(StateChange::StatePut { other, rec: rec.clone() });
         }
         sh.states.insert(other, rec);
-        Ok(other)
+        Ok(())
     }
 
     /// Removes a state from every index; it is revoked on the data servers.

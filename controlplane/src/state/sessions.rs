@@ -76,12 +76,13 @@ impl StateStore {
             client.last_renewed = Instant::now();
             client.cs_sequence = client.cs_sequence.wrapping_add(1);
             client.cs_reply = Some(bytes.clone());
+            self.journal_client(client, fx);
             (session, bytes, client.owner.clone(), was_confirmed)
         };
-        self.sessions.at(session_shard(&sid)).insert(sid, session);
         if self.journal {
-            fx.records.push(StateChange::SessionCreated { id: sid, clientid });
+            fx.records.push(StateChange::SessionCreated { rec: SessionRecord::of(&session) });
         }
+        self.sessions.at(session_shard(&sid)).insert(sid, session);
         if !was_confirmed {
             // A confirmed record of an earlier instance of this client goes away.
             let old: Vec<u64> = reg.owner_ids(&owner).into_iter().filter(|id| *id != clientid).collect();

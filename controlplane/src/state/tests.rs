@@ -27,7 +27,7 @@ fn exchange(st: &StateStore, owner: &str, addr: &str) -> NfsResult<u64> {
 fn client(st: &StateStore, owner: &str) -> (u64, SessionId) {
     let id = exchange(st, owner, "127.0.0.1").unwrap();
     let sid = session(st, id, 1).unwrap();
-    st.reclaim_complete(id).unwrap();
+    st.reclaim_complete(id, &mut Effects::default()).unwrap();
     (id, sid)
 }
 
@@ -404,7 +404,7 @@ fn journal_records_every_change() {
     let mut fx = Effects::default();
     let plan = |_: &[pnfs_protocol::session::KnownClient]| Ok(ExchangeIdPlan::Create { purge: vec![] });
     let (x, _, _) = st.exchange_id(b"x", [0; 8], None, "127.0.0.1".parse().unwrap(), LEASE, plan, &mut fx).unwrap();
-    assert!(matches!(&fx.records[..], [StateChange::ClientCreated { clientid, .. }] if *clientid == x));
+    assert!(matches!(&fx.records[..], [StateChange::ClientPut { rec }] if rec.clientid == x));
     let mut fx = Effects::default();
     st.release_if_expired(&[x], Duration::ZERO, &mut fx);
     assert_eq!(fx.records, vec![StateChange::ClientPurged { clientid: x }, StateChange::ClientForgotten { owner: b"x".to_vec() }]);
