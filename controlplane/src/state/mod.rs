@@ -603,3 +603,5 @@ pub fn stateid(other: &StateOther, seqid: u32) -> stateid4 {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod replay_tests;

@@ -75,7 +75,7 @@ fn visits<T>(f: impl FnOnce() -> T) -> (T, u64) {
 }
 
 /// Every index agrees with the stateid table (run after removals).
-fn assert_consistent(st: &StateStore) {
+pub(crate) fn assert_consistent(st: &StateStore) {
     let mut total = 0;
     let mut per_client: HashMap<u64, usize> = HashMap::new();
     for sh in st.files.all() {
