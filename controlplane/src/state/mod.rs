@@ -10,14 +10,45 @@
 //! the call returned, so no lock of this module is held across an RPC, a
 //! callback or a KV commit.
 //!
-//! Shape for clustering: every change is expressible as a [`StateChange`]
-//! record. The client records needed for reclaim after a restart are always
-//! emitted (the MDS persists them); with [`StateStore::set_journal`] on,
-//! every change of an open, lock, layout or session is emitted too, so a
-//! KV-backed store (several MDS nodes sharing a distributed KV) can replay
-//! them. That store would implement the same methods over the KV; the
-//! surface is kept narrow (ids and plain values in, decisions and effects
-//! out, no references into the tables) so it can.
+//! # Records: what is proven
+//!
+//! Every change is a [`StateChange`] record. The client records needed for
+//! reclaim after a restart (`O` rows) are always emitted (the MDS persists
+//! them); with [`StateStore::set_journal`] on, every change of a client, a
+//! session, an open, a lock, a layout or a delegation is emitted too, with
+//! no record at all when it is off (a single MDS pays nothing).
+//! `records.rs` encodes each record as a KV row of the key space
+//! (`crate::keyspace`: `c`, `e`, `s`, `b`; a version byte, then XDR) and
+//! decodes it back; bad bytes are an error, never a panic. `replay.rs`
+//! builds a fresh store from a journal ([`StateStore::replay`]) or from a
+//! KV's rows ([`StateStore::restore_from_kv`]), with the stateids and seqids
+//! as recorded and every index rebuilt by the code that keeps it. The tests
+//! (`replay_tests.rs`) drive a store with a seeded random mix of the calls
+//! the operation handlers make, replay its journal into a second store, and
+//! check that both answer every query alike (each stateid's validity at
+//! each seqid, share reservations, lock conflicts, layouts, delegations,
+//! clients, sessions, SEQUENCE's revoked flag); leaving out any one kind of
+//! record makes them differ. Not records, on purpose (`records.rs` says
+//! why): timers (leases, recall deadlines), back-channel connections, and
+//! the slot table's seqids and cached replies: a session restored on
+//! another node starts its slots fresh (a Linux client answered
+//! SEQ_MISORDERED retries the slot at seqid 1); keeping them is the
+//! clustering work's (CREATE_SESSION4_FLAG_PERSIST).
+//!
+//! Calls stay synchronous: they decide in memory, and a store that keeps
+//! its state in a KV writes the records when the caller applies the
+//! [`Effects`] (outside every lock here, before the reply, group-committed
+//! with concurrent requests), so no call awaits I/O under a lock.
+//!
+//! Batched calls need no API of their own: every call appends to an
+//! `&mut Effects` it is handed, so the calls of one COMPOUND (OPEN then
+//! LAYOUTGET) can share one, and [`records::write_all`] writes all its
+//! records in one KV transaction, in call order (a later row of a key
+//! replaces an earlier one, as in the journal). Today each operation
+//! handler applies its own `Effects` (one transaction per operation);
+//! keeping one `Effects` per COMPOUND and applying it after the last
+//! operation, before the reply, makes it one transaction per COMPOUND: a
+//! change of the COMPOUND loop, not of this API.
 //!
 //! Cost: every operation costs O(1) or O(log n) in the number of states
 //! held (SEQUENCE, PUTFH, OPEN, CLOSE, LOCK, LAYOUTGET, LAYOUTRETURN of a

@@ -12,13 +12,13 @@
 //!
 //! | change | record | value after the version byte |
 //! |---|---|---|
-//! | `ClientPut` | put `c` clientid | owner<1024>, verifier[8], principal (bool, uid, gid), address (4 or 6, then 4 or 16 bytes), confirmed, cs_sequence, cs_reply (bool, opaque<1 MiB>), reclaim_complete, may_reclaim |
+//! | `ClientPut` | put `c` clientid | owner<1024>, verifier (8 bytes), principal (bool, uid, gid), address (4 or 6, then 4 or 16 bytes), confirmed, cs_sequence, cs_reply (bool, opaque<1 MiB>), reclaim_complete, may_reclaim |
 //! | `ClientPurged` | delete `c` clientid | |
 //! | `ClientConfirmed` | put `O` owner = `1` | (no version byte: the existing row) |
 //! | `ClientForgotten` | delete `O` owner | |
 //! | `SessionCreated` | put `e` sessionid | clientid, fore and back channel (5 u32 each), cb_program, minor |
 //! | `SessionDestroyed` | delete `e` sessionid | |
-//! | `StatePut` | put `s` other | clientid, ino, seqid, revoked, kind (0 open: owner, access, deny; 1 lock: owner, open other[12]; 2 delegation: write; 3 layout: iomodes, fh_export, fh_generation, granted_by (bool, session[16], slot, seqid)) |
+//! | `StatePut` | put `s` other | clientid, ino, seqid, revoked, kind (0 open: owner, access, deny; 1 lock: owner, open `other` (12 bytes); 2 delegation: write; 3 layout: iomodes, fh_export, fh_generation, granted_by (bool, session (16 bytes), slot, seqid)) |
 //! | `StateRemoved` | delete `s` other (and the `s` other `d` row under it) | |
 //! | `DelegPut` | put `s` other `d` | clientid, ino, write, fh_export, fh_generation, granted_by, seen_change (bool, u64), change_bumps |
 //! | `ByteLocks` | put `b` ino (delete when no lock is left) | count, then per lock: clientid, owner, start, end, write |
@@ -217,7 +217,13 @@ fn put_limits(e: &mut Encoder, l: &ChannelLimits) {
 }
 
 fn get_limits(d: &mut Decoder<'_>) -> Result<ChannelLimits, XdrError> {
-    Ok(ChannelLimits { max_request: d.get_u32()?, max_response: d.get_u32()?, max_response_cached: d.get_u32()?, max_ops: d.get_u32()?, max_requests: d.get_u32()? })
+    Ok(ChannelLimits {
+        max_request: d.get_u32()?,
+        max_response: d.get_u32()?,
+        max_response_cached: d.get_u32()?,
+        max_ops: d.get_u32()?,
+        max_requests: d.get_u32()?,
+    })
 }
 
 fn put_granted_by(e: &mut Encoder, g: &Option<(SessionId, u32, u32)>) {
@@ -397,17 +403,15 @@ fn row(key: &[u8]) -> Result<Row, RecordError> {
 /// The change a record says; an error for bytes that are not one.
 pub fn decode(r: &Record) -> Result<StateChange, RecordError> {
     match r {
-        Record::Delete { key } => {
-            return Ok(match row(key)? {
-                Row::Owner(owner) => StateChange::ClientForgotten { owner },
-                Row::Client(clientid) => StateChange::ClientPurged { clientid },
-                Row::Session(id) => StateChange::SessionDestroyed { id },
-                Row::State(other) => StateChange::StateRemoved { other },
-                Row::Locks(ino) => StateChange::ByteLocks { ino, locks: vec![] },
-                // A delegation's row goes with its state.
-                Row::Deleg(_) => return Err(RecordError::Key(key.clone())),
-            })
-        }
+        Record::Delete { key } => Ok(match row(key)? {
+            Row::Owner(owner) => StateChange::ClientForgotten { owner },
+            Row::Client(clientid) => StateChange::ClientPurged { clientid },
+            Row::Session(id) => StateChange::SessionDestroyed { id },
+            Row::State(other) => StateChange::StateRemoved { other },
+            Row::Locks(ino) => StateChange::ByteLocks { ino, locks: vec![] },
+            // A delegation's row goes with its state.
+            Row::Deleg(_) => return Err(RecordError::Key(key.clone())),
+        }),
         Record::Put { key, value } => decode_row(key, value),
     }
 }
@@ -435,7 +439,8 @@ pub fn decode_row(key: &[u8], value: &[u8]) -> Result<StateChange, RecordError> 
 
 fn decode_body(what: Row, d: &mut Decoder<'_>) -> Result<StateChange, XdrError> {
     Ok(match what {
-        Row::Owner(_) => unreachable!("decoded by the caller"),
+        // Not versioned XDR: `decode_row` reads these itself.
+        Row::Owner(_) => return Err(XdrError::BadDiscriminant(keyspace::CLIENT_RECORD as i64)),
         Row::Client(clientid) => {
             let owner = d.get_opaque(MAX_OWNER)?.to_vec();
             let verifier = d.get_fixed_opaque::<8>()?;
@@ -481,7 +486,13 @@ fn decode_body(what: Row, d: &mut Decoder<'_>) -> Result<StateChange, XdrError> 
             let n = d.get_count(u32::MAX)?;
             let mut locks = Vec::with_capacity(n);
             for _ in 0..n {
-                locks.push(ByteLock { clientid: d.get_u64()?, owner: d.get_opaque(MAX_OWNER)?.to_vec(), start: d.get_u64()?, end: d.get_u64()?, write: d.get_bool()? });
+                locks.push(ByteLock {
+                    clientid: d.get_u64()?,
+                    owner: d.get_opaque(MAX_OWNER)?.to_vec(),
+                    start: d.get_u64()?,
+                    end: d.get_u64()?,
+                    write: d.get_bool()?,
+                });
             }
             StateChange::ByteLocks { ino, locks }
         }

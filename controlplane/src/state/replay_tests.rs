@@ -105,7 +105,16 @@ fn samples() -> Vec<StateChange> {
         StateChange::SessionDestroyed { id: [3; 16] },
         StateChange::DelegPut {
             other,
-            rec: DelegRecord { clientid: 9, ino: 77, write: false, fh_export: 1, fh_generation: 2, granted_by: Some(([6; 16], 0, 1)), seen_change: Some(5), change_bumps: 2 },
+            rec: DelegRecord {
+                clientid: 9,
+                ino: 77,
+                write: false,
+                fh_export: 1,
+                fh_generation: 2,
+                granted_by: Some(([6; 16], 0, 1)),
+                seen_change: Some(5),
+                change_bumps: 2,
+            },
         },
         StateChange::DelegPut {
             other,
