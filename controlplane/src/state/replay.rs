@@ -32,8 +32,8 @@ pub fn fold<'c>(rows: &mut Rows, changes: impl IntoIterator<Item = &'c StateChan
     }
 }
 
-/// Rows read per KV scan while restoring.
-const SCAN_PAGE: usize = 4096;
+/// Rows read per KV scan while restoring (a few in tests, so they page).
+const SCAN_PAGE: usize = if cfg!(test) { 7 } else { 4096 };
 
 fn inconsistent(why: String) -> RecordError {
     RecordError::Inconsistent(why)
