@@ -92,7 +92,7 @@ pub use clients::{Client, ClientEntry};
 pub use layouts::{LayoutRecall, PendingRecall, LAYOUT_READ, LAYOUT_RW};
 pub use locks::{lock_range, ByteLock, LockOutcome, Locker};
 pub use opens::{IoMode, OpenRefused};
-pub use records::{ClientRecord, DelegRecord, Record, RecordError, SessionRecord};
+pub use records::{ClientRecord, Record, RecordError, SessionRecord};
 pub use sessions::Session;
 pub use pnfs_protocol::session::{ChannelLimits, SlotTable};
 
@@ -185,9 +185,10 @@ pub enum StateChange {
     /// callbacks need) or destroyed.
     SessionCreated { rec: SessionRecord },
     SessionDestroyed { id: SessionId },
-    /// Journal only: a delegation's own record, as granted (its state is a
-    /// `StatePut`; it goes with its `StateRemoved`).
-    DelegPut { other: StateOther, rec: DelegRecord },
+    /// Journal only: a delegation's own record, as granted, less its recall
+    /// deadline (a timer). Its state is a `StatePut`; it goes with its
+    /// `StateRemoved`.
+    DelegPut { other: StateOther, rec: deleg::Deleg },
 }
 
 /// A stateid to allow on the data servers of its file (tight coupling).

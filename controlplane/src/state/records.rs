@@ -118,50 +118,6 @@ impl SessionRecord {
     }
 }
 
-/// A delegation's own bookkeeping as of its grant (`deleg.rs`); its state
-/// is a `StatePut` like any other.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DelegRecord {
-    pub clientid: u64,
-    pub ino: u64,
-    pub write: bool,
-    pub fh_export: u16,
-    pub fh_generation: u32,
-    pub granted_by: Option<(SessionId, u32, u32)>,
-    pub seen_change: Option<u64>,
-    pub change_bumps: u64,
-}
-
-impl DelegRecord {
-    pub fn of(d: &Deleg) -> Self {
-        DelegRecord {
-            clientid: d.clientid,
-            ino: d.ino,
-            write: d.write,
-            fh_export: d.fh_export,
-            fh_generation: d.fh_generation,
-            granted_by: d.granted_by,
-            seen_change: d.seen_change,
-            change_bumps: d.change_bumps,
-        }
-    }
-
-    /// The table entry (no recall under way: recall deadlines are timers).
-    pub(super) fn to_deleg(&self) -> Deleg {
-        Deleg {
-            clientid: self.clientid,
-            ino: self.ino,
-            write: self.write,
-            fh_export: self.fh_export,
-            fh_generation: self.fh_generation,
-            granted_by: self.granted_by,
-            recall_deadline: None,
-            seen_change: self.seen_change,
-            change_bumps: self.change_bumps,
-        }
-    }
-}
-
 /// One KV write: a put, or a delete of a key (a state's delete also takes
 /// the delegation row under it: see the module table).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +297,7 @@ pub fn encode(c: &StateChange) -> Record {
             }),
         },
         StateChange::StateRemoved { other } => Record::Delete { key: state_key(other) },
+        // `recall_deadline` is a timer, not recorded.
         StateChange::DelegPut { other, rec: d } => Record::Put {
             key: deleg_key(other),
             value: value(|e| {
@@ -480,7 +437,8 @@ fn decode_body(what: Row, d: &mut Decoder<'_>) -> Result<StateChange, XdrError> 
             let seen = d.get_u64()?;
             let change_bumps = d.get_u64()?;
             let seen_change = has_seen.then_some(seen);
-            StateChange::DelegPut { other, rec: DelegRecord { clientid, ino, write, fh_export, fh_generation, granted_by, seen_change, change_bumps } }
+            let rec = Deleg { clientid, ino, write, fh_export, fh_generation, granted_by, recall_deadline: None, seen_change, change_bumps };
+            StateChange::DelegPut { other, rec }
         }
         Row::Locks(ino) => {
             let n = d.get_count(u32::MAX)?;
@@ -535,7 +493,7 @@ impl StateStore {
     pub fn journal_deleg(&self, other: &StateOther, table: &deleg::DelegTable, fx: &mut Effects) {
         if self.journal {
             if let Some(d) = table.get(other) {
-                fx.records.push(StateChange::DelegPut { other: *other, rec: DelegRecord::of(d) });
+                fx.records.push(StateChange::DelegPut { other: *other, rec: d.clone() });
             }
         }
     }

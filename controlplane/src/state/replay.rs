@@ -116,7 +116,7 @@ impl StateStore {
         for (other, d) in delegs {
             match st.get(&other) {
                 Some(StateRec { kind: StateKind::Deleg { write }, clientid, ino, .. }) if write == d.write && clientid == d.clientid && ino == d.ino => {
-                    st.delegs().insert(other, d.to_deleg())
+                    st.delegs().insert(other, d)
                 }
                 _ => return Err(inconsistent(format!("delegation record {other:02x?} without its state"))),
             }

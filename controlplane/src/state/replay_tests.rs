@@ -16,19 +16,16 @@ use std::collections::BTreeSet;
 const LEASE: Duration = Duration::from_secs(60);
 const EPOCH: u32 = 5;
 
-/// A small seeded generator (xorshift64*): the same seed, the same run.
-struct Rng(u64);
+/// A seeded generator: the same seed, the same run.
+struct Rng(fastrand::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.u64(..)
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.usize(..n)
     }
 
     fn pick<T: Clone>(&mut self, v: &[T]) -> Option<T> {
@@ -36,7 +33,7 @@ impl Rng {
     }
 
     fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.0.u64(..100) < percent
     }
 }
 
@@ -105,20 +102,31 @@ fn samples() -> Vec<StateChange> {
         StateChange::SessionDestroyed { id: [3; 16] },
         StateChange::DelegPut {
             other,
-            rec: DelegRecord {
+            rec: deleg::Deleg {
                 clientid: 9,
                 ino: 77,
                 write: false,
                 fh_export: 1,
                 fh_generation: 2,
                 granted_by: Some(([6; 16], 0, 1)),
+                recall_deadline: None,
                 seen_change: Some(5),
                 change_bumps: 2,
             },
         },
         StateChange::DelegPut {
             other,
-            rec: DelegRecord { clientid: 9, ino: 77, write: true, fh_export: 1, fh_generation: 2, granted_by: None, seen_change: None, change_bumps: 0 },
+            rec: deleg::Deleg {
+                clientid: 9,
+                ino: 77,
+                write: true,
+                fh_export: 1,
+                fh_generation: 2,
+                granted_by: None,
+                recall_deadline: None,
+                seen_change: None,
+                change_bumps: 0,
+            },
         },
     ]
 }
@@ -152,7 +160,7 @@ fn every_kind_round_trips() {
 
 #[test]
 fn bad_bytes_are_errors_not_panics() {
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng(fastrand::Rng::with_seed(0x5eed));
     for c in samples() {
         let Record::Put { key, value } = records::encode(&c) else { continue };
         // Every truncation, and a byte too many.
@@ -248,7 +256,7 @@ fn new_session(st: &StateStore, rng: &mut Rng, clientid: u64, fx: &mut Effects) 
 /// API, as the operation handlers call it; each call's (or COMPOUND's)
 /// effects go to `sink`.
 fn drive(st: &StateStore, seed: u64, steps: usize, sink: &mut dyn FnMut(Effects)) -> Known {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng(fastrand::Rng::with_seed(seed));
     let mut k = Known::default();
     let owners = [b"o1".as_slice(), b"o2"];
     let lockers = [b"l1".as_slice(), b"l2"];
@@ -484,7 +492,7 @@ fn same_answers(a: &StateStore, b: &StateStore, k: &Known) -> Result<(), String>
         }
         eq(format_args!("live {o:02x?}"), a.is_live(o), b.is_live(o))?;
         // A delegation held: its own record, where its state still is.
-        let deleg = |st: &StateStore| st.get(o).and(st.delegs().get(o).map(DelegRecord::of));
+        let deleg = |st: &StateStore| st.get(o).and(st.delegs().get(o).map(|d| deleg::Deleg { recall_deadline: None, ..d.clone() }));
         eq(format_args!("delegation {o:02x?}"), deleg(a), deleg(b))?;
     }
     for &ino in &k.inos {
