@@ -43,8 +43,9 @@
 //! Batched calls need no API of their own: every call appends to an
 //! `&mut Effects` it is handed, so the calls of one COMPOUND (OPEN then
 //! LAYOUTGET) can share one, and [`records::write_all`] writes all its
-//! records in one KV transaction, in call order (a later row of a key
-//! replaces an earlier one, as in the journal). Today each operation
+//! records in one KV transaction, the last write of each key only (OPEN +
+//! LAYOUTGET: two rows, though the layout state was created, then granted;
+//! tested). Today each operation
 //! handler applies its own `Effects` (one transaction per operation);
 //! keeping one `Effects` per COMPOUND and applying it after the last
 //! operation, before the reply, makes it one transaction per COMPOUND: a

@@ -467,17 +467,27 @@ pub fn writes(c: &StateChange) -> impl Iterator<Item = Record> {
     row_below.into_iter().chain(std::iter::once(encode(c)))
 }
 
-/// Writes `changes` into one KV transaction, in order: a handler that
-/// passed one [`Effects`] through all its state calls (they append) commits
-/// a COMPOUND's records together.
-pub fn write_all(txn: &mut dyn KvTxn, changes: &[StateChange]) -> pnfs_kv::Result<()> {
-    for r in changes.iter().flat_map(writes) {
-        match r {
-            Record::Put { key, value } => txn.put(&key, &value)?,
-            Record::Delete { key } => txn.delete(&key)?,
+/// Writes `changes` into one KV transaction: a handler that passed one
+/// [`Effects`] through all its state calls (they append) commits a
+/// COMPOUND's records together. Only the last write of each key is made (a
+/// state created then granted in one call, an OPEN's state then its
+/// LAYOUTGET's): the rows come out as if all were written in order.
+/// Returns the rows written.
+pub fn write_all(txn: &mut dyn KvTxn, changes: &[StateChange]) -> pnfs_kv::Result<usize> {
+    let all: Vec<Record> = changes.iter().flat_map(writes).collect();
+    let last: HashMap<&[u8], usize> = all.iter().enumerate().map(|(i, r)| (r.key(), i)).collect();
+    let mut written = 0;
+    for (i, r) in all.iter().enumerate() {
+        if last.get(r.key()) != Some(&i) {
+            continue;
         }
+        match r {
+            Record::Put { key, value } => txn.put(key, value)?,
+            Record::Delete { key } => txn.delete(key)?,
+        }
+        written += 1;
     }
-    Ok(())
+    Ok(written)
 }
 
 impl StateStore {

@@ -666,3 +666,29 @@ fn a_restored_store_carries_on() {
         }
     }
 }
+
+/// OPEN and LAYOUTGET of one COMPOUND, sharing one `Effects`, are one KV
+/// transaction of two rows: the layout state created and granted in one
+/// call is written once.
+#[test]
+fn one_compound_one_transaction() {
+    let mut st = StateStore::new(EPOCH, vec![], LEASE, StateCaps::default());
+    st.set_journal(true);
+    let mut fx = Effects::default();
+    let plan = |_: &[pnfs_protocol::session::KnownClient]| Ok(ExchangeIdPlan::Create { purge: vec![] });
+    let (id, _, _) = st.exchange_id(b"c", [0; 8], None, "192.0.2.1".parse().unwrap(), LEASE, plan, &mut fx).unwrap();
+    new_session(&st, &mut Rng(fastrand::Rng::with_seed(1)), id, &mut fx).unwrap();
+    st.reclaim_complete(id, &mut fx).unwrap();
+    let mut compound = Effects::default();
+    let open = st.open(&st.client(id).unwrap(), 5, b"o", R | W, 0, false, &mut compound).unwrap();
+    let (layout, _) = st.layout_grant(id, 5, &open, LAYOUT_RW, 1, 1, None, &mut compound).unwrap();
+    assert_eq!(compound.records.iter().map(kind).collect::<Vec<_>>(), ["StatePut"; 3]);
+    let kv = MemStore::new();
+    let mut txn = kv.begin().unwrap();
+    assert_eq!(records::write_all(&mut *txn, &fx.records).unwrap(), 3, "client, session, confirmed owner");
+    assert_eq!(records::write_all(&mut *txn, &compound.records).unwrap(), 2);
+    txn.commit().unwrap();
+    let next = StateStore::restore_from_kv(EPOCH, st.caps, &kv).unwrap();
+    assert_eq!(next.get(&layout.other).map(|r| r.seqid), Some(layout.seqid));
+    assert_eq!(next.find(id, &open), st.find(id, &open));
+}
