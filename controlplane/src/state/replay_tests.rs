@@ -699,3 +699,45 @@ fn one_compound_one_transaction() {
     assert_eq!(next.get(&layout.other).map(|r| r.seqid), Some(layout.seqid));
     assert_eq!(next.find(id, &open), st.find(id, &open));
 }
+
+/// The engine's journal order replays: on CREATE_SESSION of a rebooted
+/// client the old instance's purge comes before the new one's records; when
+/// a full table makes room, a dropped confirmed client's ClientForgotten
+/// comes before its ClientPurged.
+#[test]
+fn engine_journal_order_replays() {
+    let caps = StateCaps { max_clients: 2, ..StateCaps::default() };
+    let mut st = StateStore::new(EPOCH, vec![], LEASE, caps);
+    st.set_journal(true);
+    let mut rng = Rng(fastrand::Rng::with_seed(3));
+    let mut journal = vec![];
+    let mut fx = Effects::default();
+    let addr = "192.0.2.1".parse().unwrap();
+    let old = st.exchange_id(&exchange_args(b"a", 1), None, addr, LEASE, &mut fx).unwrap().clientid;
+    new_session(&st, &mut rng, old, &mut fx).unwrap();
+    // a reboots: its new instance's CREATE_SESSION purges the old one.
+    let new = st.exchange_id(&exchange_args(b"a", 2), None, addr, LEASE, &mut fx).unwrap().clientid;
+    journal.append(&mut fx.records);
+    new_session(&st, &mut rng, new, &mut fx).unwrap();
+    let at = |recs: &[StateChange], f: &dyn Fn(&StateChange) -> bool| recs.iter().position(f).unwrap();
+    let purged = at(&fx.records, &|r| matches!(r, StateChange::ClientPurged { clientid } if *clientid == old));
+    assert!(purged < at(&fx.records, &|r| matches!(r, StateChange::SessionCreated { .. })));
+    journal.append(&mut fx.records);
+    // b confirmed, then silent; the table full: c's EXCHANGE_ID drops b.
+    let b = st.exchange_id(&exchange_args(b"b", 1), None, addr, LEASE, &mut fx).unwrap().clientid;
+    new_session(&st, &mut rng, b, &mut fx).unwrap();
+    journal.append(&mut fx.records);
+    st.age_client(b, LEASE * 2);
+    let c = st.exchange_id(&exchange_args(b"c", 1), None, addr, LEASE, &mut fx).unwrap().clientid;
+    let forgotten = at(&fx.records, &|r| matches!(r, StateChange::ClientForgotten { owner } if owner == b"b"));
+    assert!(forgotten < at(&fx.records, &|r| matches!(r, StateChange::ClientPurged { clientid } if *clientid == b)));
+    journal.append(&mut fx.records);
+    let next = StateStore::replay(EPOCH, caps, &journal).unwrap();
+    assert!(next.client(old).is_err() && next.client(b).is_err());
+    assert!(next.client(new).is_ok_and(|e| e.lock().confirmed) && next.client(c).is_ok());
+    let mut rows = Rows::new();
+    fold(&mut rows, &journal);
+    let reclaimable: Vec<&[u8]> = rows.keys().filter(|k| k[0] == crate::keyspace::CLIENT_RECORD).map(|k| &k[1..]).collect();
+    assert_eq!(reclaimable, [b"a".as_slice()], "b's reclaim record is forgotten, a's kept");
+    assert_consistent(&next);
+}
