@@ -278,7 +278,7 @@ fn drive(st: &StateStore, seed: u64, steps: usize, sink: &mut dyn FnMut(Effects)
                 let owner = format!("client{n}");
                 let addr = if rng.chance(50) { "192.0.2.1" } else { "2001:db8::2" };
                 // One principal per owner (another one is refused its records).
-                let principal = (n % 2 == 0).then_some((1000, 1000));
+                let principal = n.is_multiple_of(2).then_some((1000, 1000));
                 // Mostly the instance seen before (its record reused), at
                 // times a rebooted one (a new record; the old one and its
                 // states go once the new one is confirmed).
