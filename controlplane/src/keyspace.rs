@@ -18,6 +18,20 @@
 //! | `H` [`PLACEMENT_HINT`] | ino (u64) | placement policy of a file created under a non-default one: stripe count (u32), stripe unit (u32) | `pnfs::placement` |
 //! | `S` [`DATA_SERVER`] | DS index (u64) | registered data server (XDR: index, id, addresses, control address, capacity, free) | `pnfs::registry` |
 //! | `V` [`DEVICE_ID`] | device ID (16 bytes) | empty: a device ID handed out (GETDEVICELIST) | `pnfs::placement` |
+//!
+//! The state layer's rows (lower case): written only by a store whose
+//! journal is on (a clustered MDS, `StateStore::set_journal`), read back by
+//! `StateStore::restore`. Each value starts with a format byte
+//! (`state::records::RECORD_VERSION`), then XDR; `state/records.rs` lists
+//! the fields of each.
+//!
+//! | prefix | key after the prefix | value | written by |
+//! |---|---|---|---|
+//! | `c` [`STATE_CLIENT`] | clientid (u64) | client record: owner, verifier, principal, address, confirmed, CREATE_SESSION sequence and reply, reclaim done | `state::records` |
+//! | `e` [`STATE_SESSION`] | session ID (16 bytes) | session: clientid, fore and back channel limits (the slot count), callback program, minor version | `state::records` |
+//! | `s` [`STATE`] | stateid `other` (12 bytes) | state: clientid, ino, seqid, revoked, kind (open, lock, delegation, layout) and its fields | `state::records` |
+//! | `s` [`STATE`] | `other`, then `d` [`STATE_DELEG_SUFFIX`] | a delegation's own record (filehandle, granting call, change attribute); deleted with its state | `state::records` |
+//! | `b` [`STATE_BYTE_LOCKS`] | ino (u64) | the byte-range locks of the file (clientid, owner, range, write each) | `state::records` |
 
 /// `I` ino -> Inode.
 pub const INODE: u8 = b'I';
@@ -40,8 +54,19 @@ pub const DATA_SERVER: u8 = b'S';
 /// `V` deviceid -> empty.
 pub const DEVICE_ID: u8 = b'V';
 
+/// `c` clientid -> client record (state layer).
+pub const STATE_CLIENT: u8 = b'c';
+/// `e` sessionid -> session record (state layer).
+pub const STATE_SESSION: u8 = b'e';
+/// `s` other -> state record; `s` other `d` -> delegation record.
+pub const STATE: u8 = b's';
+/// Follows a delegation's `other` in the key of its own record.
+pub const STATE_DELEG_SUFFIX: u8 = b'd';
+/// `b` ino -> the file's byte-range locks (state layer).
+pub const STATE_BYTE_LOCKS: u8 = b'b';
+
 /// Every prefix with its name.
-pub const ALL: [(u8, &str); 10] = [
+pub const ALL: [(u8, &str); 14] = [
     (INODE, "inode"),
     (DIRENT, "directory entry"),
     (DIR_COOKIE, "directory cookie"),
@@ -52,6 +77,10 @@ pub const ALL: [(u8, &str); 10] = [
     (PLACEMENT_HINT, "placement hint"),
     (DATA_SERVER, "data server"),
     (DEVICE_ID, "device ID"),
+    (STATE_CLIENT, "state: client"),
+    (STATE_SESSION, "state: session"),
+    (STATE, "state: stateid"),
+    (STATE_BYTE_LOCKS, "state: byte-range locks"),
 ];
 
 /// Next inode number to hand out (u64).

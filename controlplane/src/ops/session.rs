@@ -126,7 +126,9 @@ pub fn reclaim_complete(m: &Mds, c: &mut Compound, a: &RECLAIM_COMPLETE4args, e:
     let r = (|| {
         // Per-file-system reclaim completion: we have one fs; accept.
         let Some(clientid) = c.reclaim_complete_scope(a)? else { return Ok(()) };
-        m.state().reclaim_complete(clientid)
+        let mut fx = Effects::default();
+        let r = m.state().reclaim_complete(clientid, &mut fx);
+        r.and(m.apply(fx))
     })();
     reply(e, r)
 }

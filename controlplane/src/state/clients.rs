@@ -36,6 +36,13 @@ pub struct MdsClient {
     pub(super) gone: bool,
 }
 
+impl MdsClient {
+    /// A client's part holding nothing yet, its lease renewed now.
+    pub(super) fn new(addr: IpAddr, may_reclaim: bool) -> MdsClient {
+        MdsClient { last_renewed: Instant::now(), may_reclaim, addr, states: HashSet::new(), layouts: HashSet::new(), revoked: 0, gone: false }
+    }
+}
+
 /// A client record: the engine's, with the MDS's part.
 pub type Client = ClientRecord<MdsClient>;
 
@@ -49,7 +56,7 @@ pub type ClientEntry = pnfs_protocol::nfs41::clients::ClientEntry<MdsClient>;
 pub(super) struct Registry {
     /// Client and session IDs are minted here: unguessable (RFC 8881 2.10.3).
     pub(super) table: ClientTable<MdsClient>,
-    per_addr: HashMap<IpAddr, usize>,
+    pub(super) per_addr: HashMap<IpAddr, usize>,
     /// Owners allowed to reclaim (persisted client records of the last
     /// boot), and whether each completed its reclaim.
     reclaimable: HashMap<Vec<u8>, bool>,
@@ -103,26 +110,12 @@ impl ClientHooks<MdsClient> for MdsHooks<'_> {
     }
 
     fn new_client(&mut self, owner: &[u8]) -> MdsClient {
-        MdsClient {
-            last_renewed: Instant::now(),
-            may_reclaim: self.reclaimable.contains_key(owner),
-            addr: self.addr,
-            states: HashSet::new(),
-            layouts: HashSet::new(),
-            revoked: 0,
-            gone: false,
-        }
+        MdsClient::new(self.addr, self.reclaimable.contains_key(owner))
     }
 
     fn added(&mut self, e: &Arc<ClientEntry>) {
-        let c = e.lock();
-        *self.per_addr.entry(c.addr).or_default() += 1;
-        if self.st.journal {
-            let (owner, verifier, principal, addr) = (c.owner.clone(), c.verifier, c.principal, c.addr);
-            self.fx.records.push(StateChange::ClientCreated { clientid: c.clientid, owner, verifier, principal, addr });
-        }
-        drop(c);
-        self.st.clients.at(StateStore::client_shard(e.clientid)).insert(e.clientid, e.clone());
+        self.st.journal_client(&e.lock(), self.fx);
+        self.st.index_client(self.per_addr, e);
     }
 
     /// Makes room for one more client from the caller's address, the
@@ -222,6 +215,13 @@ impl SessionStore<()> for MdsSessions<'_> {
 }
 
 impl StateStore {
+    /// Counts a client added to the table against its address and makes
+    /// it reachable by ID (EXCHANGE_ID, or a replay restoring it).
+    pub(super) fn index_client(&self, per_addr: &mut HashMap<IpAddr, usize>, e: &Arc<ClientEntry>) {
+        *per_addr.entry(e.lock().addr).or_default() += 1;
+        self.clients.at(Self::client_shard(e.clientid)).insert(e.clientid, e.clone());
+    }
+
     fn client_shard(clientid: u64) -> usize {
         // The low half is random (the engine's `new_clientid`).
         (clientid as u32 as usize) % CLIENT_SHARDS
@@ -394,9 +394,14 @@ impl StateStore {
     }
 
     /// RECLAIM_COMPLETE for the whole client.
-    pub fn reclaim_complete(&self, clientid: u64) -> NfsResult<()> {
+    pub fn reclaim_complete(&self, clientid: u64, fx: &mut Effects) -> NfsResult<()> {
         let mut reg = lock(&self.registry);
-        let owner = reg.table.reclaim_complete(clientid)?.lock().owner.clone();
+        let owner = {
+            let c = reg.table.reclaim_complete(clientid)?.lock();
+            // Journaled, or a replayed client is refused every OPEN with GRACE.
+            self.journal_client(&c, fx);
+            c.owner.clone()
+        };
         if let Some(done) = reg.reclaimable.get_mut(&owner) {
             if !*done {
                 *done = true;

@@ -303,7 +303,10 @@ impl StateStore {
         let other = self.insert(sh, client, rec, fx).map_err(|_| NoGrant::Resource)?;
         let recorded = {
             let mut delegs = self.delegs();
-            check(&delegs).map(|()| delegs.insert(other, d))
+            check(&delegs).map(|()| {
+                delegs.insert(other, d);
+                self.journal_deleg(&other, &delegs, fx);
+            })
         };
         if let Err(why) = recorded {
             self.remove(sh, &other, fx);

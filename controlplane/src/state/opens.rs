@@ -265,7 +265,10 @@ impl StateStore {
         let mut guard = self.shard_of(&s.other);
         let sh = &mut *guard;
         if sh.states.get(&s.other).is_some_and(|r| r.clientid == clientid && r.revoked) {
-            self.remove(sh, &s.other, fx);
+            // A revoked delegation's record goes with its state, whoever revoked it.
+            if self.remove(sh, &s.other, fx).is_some_and(|r| matches!(r.kind, StateKind::Deleg { .. })) {
+                self.delegs().remove(&s.other);
+            }
             return Ok(());
         }
         let rec = self.checked(sh, clientid, s)?;

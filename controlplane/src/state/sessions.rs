@@ -54,13 +54,16 @@ impl StateStore {
         let ok = nfs41_sessions::create_session(table, &mut MdsSessions(&self.sessions), &mut hooks, a, *ctx, |_| ())?;
         let Some(session) = ok.session else { return Ok((ok.resok, false)) };
         let owner = {
-            let entry = table.get(clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?;
+            // (A handle of its own: `fx` is free once the table is let go.)
+            let entry = table.get(clientid).ok_or(nfsstat4::NFS4ERR_STALE_CLIENTID)?.clone();
             let mut ci = entry.lock();
             ci.last_renewed = Instant::now();
+            // The record as confirmed (csa_sequence, cached reply), then its session.
+            self.journal_client(&ci, fx);
             ci.owner.clone()
         };
         if self.journal {
-            fx.records.push(StateChange::SessionCreated { id: session.id, clientid });
+            fx.records.push(StateChange::SessionCreated { rec: SessionRecord::of(&session) });
         }
         if ok.newly_confirmed {
             // Persisted so the client may reclaim after our restart.

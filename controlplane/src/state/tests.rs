@@ -16,7 +16,7 @@ fn limits() -> ChannelLimits {
     ChannelLimits { max_request: 4096, max_response: 4096, max_response_cached: 0, max_ops: 8, max_requests: 1 }
 }
 
-fn exchange_args(owner: &[u8], verifier: u8) -> EXCHANGE_ID4args<'_> {
+pub(super) fn exchange_args(owner: &[u8], verifier: u8) -> EXCHANGE_ID4args<'_> {
     EXCHANGE_ID4args {
         eia_clientowner: client_owner4 { co_verifier: [verifier; 8], co_ownerid: owner.into() },
         eia_flags: 0,
@@ -35,7 +35,7 @@ fn exchange(st: &StateStore, owner: &str, addr: &str) -> NfsResult<u64> {
 fn client(st: &StateStore, owner: &str) -> (u64, SessionId) {
     let id = exchange(st, owner, "127.0.0.1").unwrap();
     let sid = session(st, id, 1).unwrap();
-    st.reclaim_complete(id).unwrap();
+    st.reclaim_complete(id, &mut Effects::default()).unwrap();
     (id, sid)
 }
 
@@ -83,7 +83,7 @@ fn visits<T>(f: impl FnOnce() -> T) -> (T, u64) {
 }
 
 /// Every index agrees with the stateid table (run after removals).
-fn assert_consistent(st: &StateStore) {
+pub(crate) fn assert_consistent(st: &StateStore) {
     let mut total = 0;
     let mut per_client: HashMap<u64, usize> = HashMap::new();
     for sh in st.files.all() {
@@ -472,7 +472,7 @@ fn journal_records_every_change() {
     st.set_journal(true);
     let mut fx = Effects::default();
     let x = st.exchange_id(&exchange_args(b"x", 0), None, "127.0.0.1".parse().unwrap(), LEASE, &mut fx).unwrap().clientid;
-    assert!(matches!(&fx.records[..], [StateChange::ClientCreated { clientid, .. }] if *clientid == x));
+    assert!(matches!(&fx.records[..], [StateChange::ClientPut { rec }] if rec.clientid == x));
     let mut fx = Effects::default();
     st.release_if_expired(&[x], Duration::ZERO, &mut fx);
     assert_eq!(fx.records, vec![StateChange::ClientPurged { clientid: x }, StateChange::ClientForgotten { owner: b"x".to_vec() }]);
@@ -647,6 +647,23 @@ fn delegation_hooks() {
     assert_eq!(st.remove_state(&d.other, &mut fx).map(|r| r.kind), Some(StateKind::Deleg { write: false }));
     st.close(b, 9, &ob, false, &mut fx).unwrap();
     assert!(!st.others_open(a, 9, true));
+    assert_consistent(&st);
+}
+
+/// FREE_STATEID of a revoked delegation takes its delegation record too,
+/// even when the revoker (here the state layer's `revoke` alone) left it.
+#[test]
+fn freeing_a_revoked_delegation_forgets_its_record() {
+    let st = store(StateCaps::default());
+    let (a, _) = client(&st, "a");
+    let mut fx = Effects::default();
+    let d = grant(&st, a, 9, true).unwrap();
+    assert!(st.revoke(&d.other, &mut fx));
+    assert!(st.delegs().get(&d.other).is_some());
+    st.free_stateid(a, &d, &mut fx).unwrap();
+    assert!(st.delegs().get(&d.other).is_none(), "the delegation's record went with its state");
+    assert!(st.delegs().held(a, 9).is_none());
+    assert!(grant(&st, a, 9, true).is_ok(), "a new delegation of the file may be granted");
     assert_consistent(&st);
 }
 
