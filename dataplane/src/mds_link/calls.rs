@@ -1,0 +1,328 @@
+//! The control-call handlers: OBJ_CREATE/TRUNCATE/REMOVE/READ/WRITE/
+//! COMMIT/STAT on the object store, STATEID_ALLOW/REVOKE and STATEID_BATCH
+//! on the update bus (STATEID_BATCH on the control runtime itself, the rest
+//! on its blocking pool).
+
+use crate::bus::{PublishError, Update};
+use crate::ds::Ds;
+use crate::fh::DsFh;
+use crate::stats::bump;
+use pnfs_protocol::control_auth::Verified;
+use pnfs_protocol::rpc::{self, AcceptStat, Checked};
+use pnfs_protocol::wire::*;
+use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
+use std::io;
+use std::sync::Arc;
+
+/// Largest OBJ_READ answered in full (the MDS's largest max_io_bytes).
+pub(super) const CTL_MAX_READ: u64 = 16 << 20;
+
+/// The DS control program's call header (the sealed credential was
+/// verified by `CallChecker` before).
+const CONTROL_CALLS: rpc::CallPolicy = rpc::CallPolicy {
+    prog: PNFSCTL_DS_PROGRAM,
+    vers: PNFSCTL_VERSION,
+    procs: &[
+        rpc::PROC_NULL,
+        CTL_PROC_OBJ_CREATE,
+        CTL_PROC_OBJ_TRUNCATE,
+        CTL_PROC_OBJ_REMOVE,
+        CTL_PROC_OBJ_READ,
+        CTL_PROC_OBJ_WRITE,
+        CTL_PROC_OBJ_COMMIT,
+        CTL_PROC_OBJ_STAT,
+        CTL_PROC_STATEID_ALLOW,
+        CTL_PROC_STATEID_REVOKE,
+        CTL_PROC_STATEID_BATCH,
+    ],
+    flavors: &[pnfs_protocol::control_auth::AUTH_PNFS_CTL],
+};
+
+/// Runs one authenticated control call. STATEID_BATCH runs on the control
+/// runtime itself: it only updates in-memory tables and awaits the
+/// reactors' acknowledgements, so the blocking-pool hop (two thread
+/// switches per call) is saved. Every other call may do file I/O and runs
+/// on the blocking pool.
+pub(super) async fn run_call(ds: Arc<Ds>, rec: Vec<u8>, verified: Verified) -> Option<Vec<u8>> {
+    if let Checked::Call { header, args } = CONTROL_CALLS.check(&rec) {
+        if header.proc_ == CTL_PROC_STATEID_BATCH {
+            bump(&ds.stats.control_calls, 1);
+            let mut e = Encoder::new();
+            verified.begin_reply(&mut e);
+            let mut d = Decoder::new(args);
+            let decoded = ctl_batch_args::decode(&mut d).ok().filter(|_| d.remaining() == 0);
+            let Some(a) = decoded else { return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs)) };
+            let res = stateid_batch_async(&ds, &a).await;
+            if let Err(err) = res.encode(&mut e) {
+                log::error!("encoding a control reply: {err}");
+                return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs));
+            }
+            let mut reply = e.into_inner();
+            verified.seal_reply(&ds.control_keys, &mut reply);
+            return Some(reply);
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_call(&ds, &rec, &verified))).unwrap_or_else(|_| {
+            log::error!("internal error in a control call; answered SYSTEM_ERR");
+            rpc::system_err_reply(&rec)
+        })
+    })
+    .await
+    .unwrap_or(None)
+}
+
+/// One authenticated control RPC record in, at most one reply out.
+pub fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Vec<u8>> {
+    let (header, args) = match CONTROL_CALLS.check(rec) {
+        Checked::Call { header, args } => (header, args),
+        Checked::Reply { .. } | Checked::Unreadable => return None,
+        Checked::Refused(reply) => return Some(reply),
+    };
+    let xid = header.xid;
+    bump(&ds.stats.control_calls, 1);
+    let mut e = Encoder::new();
+    verified.begin_reply(&mut e);
+    let r = match header.proc_ {
+        0 => Ok(()),
+        CTL_PROC_OBJ_CREATE => call(args, &mut e, |a: ctl_obj_args| ctl_res { cr_status: obj_create(ds, &a.coa_fh) }),
+        CTL_PROC_OBJ_TRUNCATE => call(args, &mut e, |a: ctl_truncate_args| ctl_res { cr_status: obj_truncate(ds, &a) }),
+        CTL_PROC_OBJ_REMOVE => call(args, &mut e, |a: ctl_obj_args| ctl_res { cr_status: obj_remove(ds, &a.coa_fh) }),
+        CTL_PROC_OBJ_READ => call(args, &mut e, |a: ctl_read_args| obj_read(ds, &a)),
+        CTL_PROC_OBJ_WRITE => call(args, &mut e, |a: ctl_write_args| ctl_res { cr_status: obj_write(ds, &a) }),
+        CTL_PROC_OBJ_COMMIT => call(args, &mut e, |a: ctl_obj_args| ctl_res { cr_status: obj_commit(ds, &a.coa_fh) }),
+        CTL_PROC_OBJ_STAT => call(args, &mut e, |a: ctl_obj_args| obj_stat(ds, &a.coa_fh)),
+        CTL_PROC_STATEID_ALLOW => call(args, &mut e, |a: ctl_stateid_args| ctl_res { cr_status: stateid_allow(ds, &a) }),
+        CTL_PROC_STATEID_REVOKE => call(args, &mut e, |a: ctl_revoke_args| ctl_res {
+            cr_status: flatten(publish(ds, "STATEID_REVOKE", Update::Revoke { other: a.cva_stateid.other })),
+        }),
+        CTL_PROC_STATEID_BATCH => call(args, &mut e, |a: ctl_batch_args| stateid_batch(ds, &a)),
+        _ => return Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
+    };
+    match r {
+        Ok(()) => {
+            let mut reply = e.into_inner();
+            verified.seal_reply(&ds.control_keys, &mut reply);
+            Some(reply)
+        }
+        Err(()) => Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
+    }
+}
+
+/// Decodes `A` (all of `args`, nothing left over), runs `f`, encodes its result.
+fn call<'a, A: XdrDecode<'a>, R: XdrEncode>(args: &'a [u8], e: &mut Encoder, f: impl FnOnce(A) -> R) -> Result<(), ()> {
+    let mut d = Decoder::new(args);
+    let a = A::decode(&mut d).map_err(|_| ())?;
+    if d.remaining() != 0 {
+        return Err(());
+    }
+    f(a).encode(e).map_err(|err| log::error!("encoding a control reply: {err}"))
+}
+
+/// The object a control call names: its bare identity, or the sealed form
+/// clients hold (checked like theirs).
+fn object_fh(ds: &Ds, b: &[u8]) -> Result<DsFh, ctl_status> {
+    let fh = if b.len() == pnfs_protocol::ds_handle::SEALED_LEN { DsFh::open(b, &ds.fh_key) } else { DsFh::parse(b) };
+    match fh {
+        Ok(fh) if !fh.is_root() => Ok(fh),
+        _ => Err(ctl_status::CTL_INVAL),
+    }
+}
+
+fn io_ctl(e: &io::Error) -> ctl_status {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => ctl_status::CTL_NOSPC,
+        Some(libc::EFBIG) | Some(libc::EINVAL) => ctl_status::CTL_INVAL,
+        _ if e.kind() == io::ErrorKind::NotFound => ctl_status::CTL_NOENT,
+        _ => {
+            log::warn!("control object I/O: {e}");
+            ctl_status::CTL_IO
+        }
+    }
+}
+
+fn flatten(r: Result<(), ctl_status>) -> ctl_status {
+    r.err().unwrap_or(ctl_status::CTL_OK)
+}
+
+/// Publishes `u` on the update bus; Ok once every reactor applied it.
+fn publish(ds: &Ds, what: &str, u: Update) -> Result<(), ctl_status> {
+    bump(&ds.stats.control_updates, 1);
+    ds.bus.publish(u).map(|_| ()).map_err(|e| {
+        bump(&ds.stats.control_update_failures, 1);
+        log::warn!("{what} failed: {e}");
+        publish_status(e)
+    })
+}
+
+fn publish_status(e: PublishError) -> ctl_status {
+    match e {
+        PublishError::Refused => ctl_status::CTL_NOSPC,
+        PublishError::QueueFull | PublishError::NotApplied => ctl_status::CTL_IO,
+    }
+}
+
+fn obj_create(ds: &Ds, fh: &[u8]) -> ctl_status {
+    flatten((|| {
+        let o = ds.store.create(&object_fh(ds, fh)?).map_err(|e| io_ctl(&e))?;
+        publish(ds, "OBJ_CREATE", Update::ObjCreated(o))
+    })())
+}
+
+/// The file goes first, then every reactor drops its descriptor: a reactor
+/// opening the object meanwhile either opened it before the unlink (and
+/// drops it with the update) or finds it gone (STALE).
+fn obj_remove(ds: &Ds, fh: &[u8]) -> ctl_status {
+    flatten((|| {
+        let fh = object_fh(ds, fh)?;
+        ds.store.remove(&fh).map_err(|e| io_ctl(&e))?;
+        publish(ds, "OBJ_REMOVE", Update::ObjRemoved(fh))
+    })())
+}
+
+fn obj_truncate(ds: &Ds, a: &ctl_truncate_args) -> ctl_status {
+    flatten((|| {
+        let fh = object_fh(ds, &a.cta_fh)?;
+        if a.cta_size > i64::MAX as u64 {
+            return Err(ctl_status::CTL_INVAL);
+        }
+        ds.store.truncate(&fh, a.cta_size).map_err(|e| io_ctl(&e))
+    })())
+}
+
+fn obj_commit(ds: &Ds, fh: &[u8]) -> ctl_status {
+    flatten((|| {
+        ds.store.sync(&object_fh(ds, fh)?).map_err(|e| io_ctl(&e))
+    })())
+}
+
+fn obj_write(ds: &Ds, a: &ctl_write_args) -> ctl_status {
+    flatten((|| {
+        // The record limit (ds.max_record_bytes) bounds the data.
+        let fh = object_fh(ds, &a.cwa_fh)?;
+        let end = a.cwa_offset.checked_add(a.cwa_data.len() as u64).ok_or(ctl_status::CTL_INVAL)?;
+        if end > i64::MAX as u64 {
+            return Err(ctl_status::CTL_INVAL);
+        }
+        // Straight from the received record: no userspace copy.
+        ds.store.write_at(&fh, a.cwa_offset, &a.cwa_data, a.cwa_stable).map_err(|e| io_ctl(&e))?;
+        bump(&ds.stats.control_bytes_written, a.cwa_data.len() as u64);
+        Ok(())
+    })())
+}
+
+fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
+    let r = (|| {
+        let fh = object_fh(ds, &a.cra_fh)?;
+        // The MDS proxies whole stripe pieces and treats a short read as the
+        // object's end, so honour the count up to a generous bound.
+        let n = (a.cra_count as u64).min(CTL_MAX_READ) as usize;
+        let (data, eof) = ds.store.read_at(&fh, a.cra_offset, n).map_err(|e| io_ctl(&e))?;
+        if data.is_empty() {
+            return Ok((data, eof));
+        }
+        // Encoding the reply copies the data once more.
+        bump(&ds.stats.payload_copies, 1);
+        bump(&ds.stats.control_bytes_read, data.len() as u64);
+        Ok((data, eof))
+    })();
+    match r {
+        Ok((data, eof)) => ctl_read_res { crs_status: ctl_status::CTL_OK, crs_eof: eof, crs_data: Opaque::owned(data) },
+        Err(s) => ctl_read_res { crs_status: s, crs_eof: false, crs_data: Opaque::owned(vec![]) },
+    }
+}
+
+fn obj_stat(ds: &Ds, fh: &[u8]) -> ctl_stat_res {
+    let r = (|| {
+        ds.store.stat(&object_fh(ds, fh)?).map_err(|e| io_ctl(&e))
+    })();
+    match r {
+        Ok(m) => ctl_stat_res {
+            csr_status: ctl_status::CTL_OK,
+            csr_size: m.size,
+            csr_space_used: m.space_used,
+            csr_mtime: nfstime4 { seconds: m.mtime.0, nseconds: m.mtime.1 },
+        },
+        Err(s) => ctl_stat_res { csr_status: s, csr_size: 0, csr_space_used: 0, csr_mtime: nfstime4 { seconds: 0, nseconds: 0 } },
+    }
+}
+
+fn stateid_allow(ds: &Ds, a: &ctl_stateid_args) -> ctl_status {
+    flatten(allow_update(ds, a).and_then(|u| publish(ds, "STATEID_ALLOW", u)))
+}
+
+/// The bus update for a STATEID_ALLOW, or why it is refused.
+fn allow_update(ds: &Ds, a: &ctl_stateid_args) -> Result<Update, ctl_status> {
+    let fh = object_fh(ds, &a.csa_fh)?;
+    let other = a.csa_stateid.other;
+    if other == [0; 12] || other == [0xff; 12] {
+        return Err(ctl_status::CTL_INVAL);
+    }
+    let known = OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE;
+    if a.csa_access & known == 0 || a.csa_access & !known != 0 {
+        return Err(ctl_status::CTL_INVAL);
+    }
+    // gen is set to the update's sequence number when published.
+    let allowed = crate::state::Allowed { fh, access: a.csa_access, mds_clientid: a.csa_clientid, gen: 0 };
+    Ok(Update::Allow { other, allowed })
+}
+
+/// CTL_PROC_STATEID_BATCH: the valid changes go to the reactors as one
+/// batch (one wait for all); one status per change, in order.
+fn stateid_batch(ds: &Ds, a: &ctl_batch_args) -> ctl_batch_res {
+    let (status, updates, index) = batch_updates(ds, a);
+    let results = ds.bus.publish_batch(updates);
+    batch_res(ds, status, index, results)
+}
+
+/// [`stateid_batch`] without blocking the control runtime's thread; a batch
+/// that finds no room in some reactor's queue waits on the blocking pool.
+async fn stateid_batch_async(ds: &Arc<Ds>, a: &ctl_batch_args<'_>) -> ctl_batch_res {
+    let (status, updates, index) = batch_updates(ds, a);
+    let n = updates.len();
+    let results = match ds.bus.publish_batch_async(updates).await {
+        Ok(r) => r,
+        Err(updates) => {
+            let d = ds.clone();
+            tokio::task::spawn_blocking(move || d.bus.publish_batch(updates))
+                .await
+                .unwrap_or_else(|_| vec![Err(PublishError::NotApplied); n])
+        }
+    };
+    batch_res(ds, status, index, results)
+}
+
+/// The bus updates of a STATEID_BATCH's valid changes, with their indexes,
+/// and a status per change (the invalid ones already set).
+fn batch_updates(ds: &Ds, a: &ctl_batch_args) -> (Vec<ctl_status>, Vec<Update>, Vec<usize>) {
+    let mut status = vec![ctl_status::CTL_OK; a.cba_changes.len()];
+    let mut updates = Vec::with_capacity(a.cba_changes.len());
+    let mut index = Vec::with_capacity(a.cba_changes.len());
+    for (i, c) in a.cba_changes.iter().enumerate() {
+        let u = match c {
+            ctl_stateid_change::CTL_CHANGE_ALLOW(a) => allow_update(ds, a),
+            ctl_stateid_change::CTL_CHANGE_REVOKE(r) => Ok(Update::Revoke { other: r.cva_stateid.other }),
+        };
+        match u {
+            Ok(u) => {
+                updates.push(u);
+                index.push(i);
+            }
+            Err(s) => status[i] = s,
+        }
+    }
+    bump(&ds.stats.control_updates, updates.len() as u64);
+    (status, updates, index)
+}
+
+/// The STATEID_BATCH reply: `results` of the published updates at `index`.
+fn batch_res(ds: &Ds, mut status: Vec<ctl_status>, index: Vec<usize>, results: Vec<Result<u64, PublishError>>) -> ctl_batch_res {
+    for (i, r) in index.into_iter().zip(results) {
+        if let Err(e) = r {
+            bump(&ds.stats.control_update_failures, 1);
+            log::warn!("STATEID_BATCH change {i} failed: {e}");
+            status[i] = publish_status(e);
+        }
+    }
+    ctl_batch_res { cbr_status: status }
+}

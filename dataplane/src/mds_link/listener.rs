@@ -1,0 +1,147 @@
+//! The DS's control listener: accepts MDS control connections on
+//! `ds.control_bind` over the shared transport crate, authenticates every
+//! call and fences calls from an MDS epoch older than the newest seen; the
+//! calls themselves run in [`super::calls`].
+
+use super::calls::{run_call, CTL_MAX_READ};
+use crate::ds::Ds;
+use crate::stats::bump;
+use crate::Stop;
+use pnfs_protocol::rpc::{self, AuthStat};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use pnfs_transport::tcp::{self, TcpLimits};
+use pnfs_transport::control::{self, AuthenticatedCalls};
+use pnfs_transport::{CallSource, Connection, Ended, ReplySink};
+use tokio::sync::Semaphore;
+
+/// Control connections served at once (the MDS needs a few).
+const MAX_CONTROL_CONNECTIONS: usize = 64;
+/// A control connection must send an authentic call this soon after it
+/// opens, and is closed after this long without one.
+const FIRST_CALL_DEADLINE: Duration = Duration::from_secs(10);
+const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// A control record begun must be complete within this (a 16 MiB
+/// OBJ_WRITE at well under LAN speed).
+const CONTROL_RECORD_DEADLINE: Duration = Duration::from_secs(60);
+/// Calls one control connection may have executing at once.
+const MAX_INFLIGHT_PER_CONNECTION: usize = 32;
+/// Threads running control calls.
+const CONTROL_BLOCKING_THREADS: usize = 8;
+
+// ---------------------------------------------------------------------------
+// Server
+
+pub fn start_server(ds: Arc<Ds>, listener: std::net::TcpListener, stop: Arc<Stop>) -> Result<JoinHandle<()>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(CONTROL_BLOCKING_THREADS)
+        .build()
+        .map_err(|e| format!("control runtime: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| format!("ds.control_bind: {e}"))?;
+    std::thread::Builder::new()
+        .name("ds-control".into())
+        .spawn(move || {
+            let mut stopped = stop.subscribe();
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        log::error!("ds control listener: {e}");
+                        return;
+                    }
+                };
+                let reaper = ds.clone();
+                tokio::spawn(async move {
+                    let period = (reaper.lease() / 4).max(Duration::from_secs(1));
+                    let mut tick = tokio::time::interval(period);
+                    loop {
+                        tick.tick().await;
+                        reaper.state.expire(reaper.lease());
+                    }
+                });
+                let conns = Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS));
+                loop {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => break,
+                        r = listener.accept() => match r {
+                            Ok((sock, peer)) => {
+                                let Ok(permit) = conns.clone().try_acquire_owned() else {
+                                    log::warn!("refusing control connection from {peer}: too many");
+                                    continue;
+                                };
+                                let c = tcp::accept(sock, &control_limits(&ds));
+                                let ds = ds.clone();
+                                tokio::spawn(async move {
+                                    if let Err(e) = control_connection(ds, c, peer).await {
+                                        log::debug!("control connection {peer}: {e}");
+                                    }
+                                    drop(permit);
+                                });
+                            }
+                            Err(e) => {
+                                log::warn!("control accept: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        },
+                    }
+                }
+            });
+        })
+        .map_err(|e| format!("starting the control thread: {e}"))
+}
+
+/// The shared transport's limits for a control connection: an
+/// unauthenticated peer gets [`FIRST_CALL_DEADLINE`] (raised to
+/// [`CONTROL_IDLE_TIMEOUT`] by its first authentic call).
+fn control_limits(ds: &Ds) -> TcpLimits {
+    TcpLimits {
+        max_record: ds.cfg.max_record_bytes as usize,
+        idle: FIRST_CALL_DEADLINE,
+        record_timeout: CONTROL_RECORD_DEADLINE,
+        reply_budget_bytes: 4 * CTL_MAX_READ as usize,
+        reply_budget_count: MAX_INFLIGHT_PER_CONNECTION,
+        write_stall: CONTROL_IDLE_TIMEOUT,
+    }
+}
+
+/// One MDS control connection, on any transport: calls are checked in
+/// arrival order, then run (`run_call`: STATEID_BATCH on this runtime, the
+/// rest on the blocking pool); replies go through the connection's writer.
+async fn control_connection<C: CallSource, S: ReplySink>(ds: Arc<Ds>, c: Connection<C, S>, peer: SocketAddr) -> io::Result<()> {
+    let Connection { calls, replies, writer } = c;
+    let mut calls = AuthenticatedCalls::new(calls, ds.control_keys.clone(), CONTROL_IDLE_TIMEOUT);
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONNECTION));
+    let ended = loop {
+        let (rec, verified) = match calls.next(&ds.control_recent, &replies).await {
+            Ok(c) => c,
+            Err(e) => break e,
+        };
+        let newest = ds.mds_epoch.load(Ordering::Acquire);
+        if verified.epoch < newest {
+            bump(&ds.stats.control_refused, 1);
+            log::warn!("refusing a control call from {peer}: MDS epoch {} is older than {newest} (a fenced MDS)", verified.epoch);
+            let _ = replies.send(rpc::auth_error_reply(verified.xid, AuthStat::RejectedCred));
+            break Ended::Closed;
+        }
+        ds.mds_epoch.fetch_max(verified.epoch, Ordering::AcqRel);
+        let Ok(permit) = inflight.clone().acquire_owned().await else { break Ended::WriterGone };
+        let (ds, replies) = (ds.clone(), replies.clone());
+        tokio::spawn(async move {
+            if let Some(r) = run_call(ds, rec, verified).await {
+                let _ = replies.send(r);
+            }
+            drop(permit);
+        });
+    };
+    if let Some(why) = control::finish(calls, replies, writer, ended, peer, "ds.max_record_bytes").await? {
+        bump(&ds.stats.control_refused, 1);
+        // The caller pays: told why, and the connection is closed.
+        log::warn!("refusing a control call from {peer}: {why}");
+    }
+    Ok(())
+}
