@@ -47,12 +47,23 @@ pub struct OwnCluster {
 
 impl OwnCluster {
     pub fn up() -> OwnCluster {
+        Self::up_with(&[])
+    }
+
+    /// Each member in its own network namespace (`up --netns`, root only),
+    /// so that [`OwnCluster::partition`] works.
+    pub fn up_netns() -> OwnCluster {
+        Self::up_with(&["--netns"])
+    }
+
+    fn up_with(extra: &[&str]) -> OwnCluster {
         let port = free_base_port();
         let dir = std::env::temp_dir().join(format!("pnfs-etcd-test-{}-{port}", std::process::id()));
         let out = Command::new(script())
             .args(["up", "--dir"])
             .arg(&dir)
             .args(["--base-port", &port.to_string(), "--watch-pid", &std::process::id().to_string()])
+            .args(extra)
             .output()
             .expect("running scripts/etcd-cluster");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -100,11 +111,51 @@ impl OwnCluster {
     pub fn start(&self, member: usize) {
         self.script(&["start", &member.to_string()]);
     }
+
+    /// Cuts `member` off from the other members (it keeps running and the
+    /// host still reaches it); needs [`OwnCluster::up_netns`].
+    pub fn partition(&self, member: usize) {
+        self.script(&["partition", &member.to_string()]);
+    }
+
+    pub fn heal(&self, member: usize) {
+        self.script(&["heal", &member.to_string()]);
+    }
+
+    /// Runs etcdctl against `member` alone (2 s limits): Ok(stdout) or
+    /// Err(stderr).
+    pub fn etcdctl(&self, member: usize, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("etcdctl")
+            .arg(format!("--endpoints={}", self.endpoints[member - 1]))
+            .args(["--dial-timeout=1s", "--command-timeout=2s"])
+            .args(args)
+            .output()
+            .expect("running etcdctl");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
 }
 
 impl Drop for OwnCluster {
     fn drop(&mut self) {
         let _ = Command::new(script()).arg("down").arg("--dir").arg(&self.dir).arg("--purge").status();
+    }
+}
+
+/// Why network namespaces cannot be made here (not root, no `ip netns`),
+/// or None when they can.
+pub fn netns_unavailable() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if uid.ok().as_deref() != Some("0") {
+        return Some("not root (network namespaces need root)".into());
+    }
+    match Command::new("ip").args(["netns", "list"]).output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!("ip netns fails: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Some(format!("no ip command (apt-get install iproute2): {e}")),
     }
 }
 
