@@ -114,14 +114,11 @@ impl StateStore {
         // The lock stateid (None: to create) and owner, and the open's access.
         let (existing, owner, open_other, open_access) = match locker {
             Locker::New { open, owner } => {
-                let rec = self.checked(sh, clientid, open)?;
+                let rec = self.checked_on(sh, clientid, ino, open)?;
                 let access = match &rec.kind {
                     StateKind::Open { access, .. } => *access,
                     _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
                 };
-                if rec.ino != ino {
-                    return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-                }
                 let existing = sh.files.get(&ino).and_then(|f| f.by_client.get(&clientid)).and_then(|cof| {
                     visit(cof.lockers.len());
                     cof.lockers.iter().find(|(o, _)| o[..] == owner[..]).map(|(_, other)| *other)
@@ -129,10 +126,7 @@ impl StateStore {
                 (existing, owner.to_vec(), open.other, access)
             }
             Locker::Existing { lock } => {
-                let rec = self.checked(sh, clientid, lock)?;
-                if rec.ino != ino {
-                    return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-                }
+                let rec = self.checked_on(sh, clientid, ino, lock)?;
                 let (owner, open) = match &rec.kind {
                     StateKind::Lock { owner, open } => (owner.clone(), *open),
                     _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
@@ -181,10 +175,7 @@ impl StateStore {
     pub fn locku(&self, clientid: u64, ino: u64, s: &stateid4, start: u64, end: u64, fx: &mut Effects) -> NfsResult<stateid4> {
         let mut guard = self.shard_of(&s.other);
         let sh = &mut *guard;
-        let rec = self.checked(sh, clientid, s)?;
-        if rec.ino != ino {
-            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-        }
+        let rec = self.checked_on(sh, clientid, ino, s)?;
         let owner = match &rec.kind {
             StateKind::Lock { owner, .. } => owner.clone(),
             _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),

@@ -549,6 +549,16 @@ impl StateStore {
         Ok(rec)
     }
 
+    /// [`checked`](Self::checked), and the state must be of file `ino`
+    /// (a stateid used with another file's handle is BAD_STATEID).
+    fn checked_on<'s>(&self, sh: &'s FileShard, clientid: u64, ino: u64, s: &stateid4) -> NfsResult<&'s StateRec> {
+        let rec = self.checked(sh, clientid, s)?;
+        if rec.ino != ino {
+            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
+        }
+        Ok(rec)
+    }
+
     /// A copy of the state `s` names, checked as for any operation (client,
     /// revocation, seqid).
     pub fn find(&self, clientid: u64, s: &stateid4) -> NfsResult<StateRec> {

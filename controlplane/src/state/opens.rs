@@ -177,10 +177,7 @@ impl StateStore {
     pub fn open_downgrade(&self, clientid: u64, ino: u64, s: &stateid4, access: u32, deny: u32, fx: &mut Effects) -> NfsResult<stateid4> {
         let mut guard = self.shard_of(&s.other);
         let sh = &mut *guard;
-        let rec = self.checked(sh, clientid, s)?;
-        if rec.ino != ino {
-            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-        }
+        let rec = self.checked_on(sh, clientid, ino, s)?;
         let (oa, od) = match &rec.kind {
             StateKind::Open { access, deny, .. } => (*access, *deny),
             _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
@@ -210,8 +207,8 @@ impl StateStore {
     pub fn close(&self, clientid: u64, ino: u64, s: &stateid4, return_on_close: bool, fx: &mut Effects) -> NfsResult<()> {
         let mut guard = self.shard_of(&s.other);
         let sh = &mut *guard;
-        let rec = self.checked(sh, clientid, s)?;
-        if rec.ino != ino || !matches!(rec.kind, StateKind::Open { .. }) {
+        let rec = self.checked_on(sh, clientid, ino, s)?;
+        if !matches!(rec.kind, StateKind::Open { .. }) {
             return Err(nfsstat4::NFS4ERR_BAD_STATEID);
         }
         let Some(file) = sh.files.get(&ino) else { return Err(nfsstat4::NFS4ERR_SERVERFAULT) };
@@ -290,10 +287,7 @@ impl StateStore {
     /// Checks a (non-special) stateid used for I/O on `ino`.
     pub fn check_io(&self, clientid: u64, s: &stateid4, ino: u64, mode: IoMode) -> NfsResult<()> {
         let sh = self.shard_of(&s.other);
-        let rec = self.checked(&sh, clientid, s)?;
-        if rec.ino != ino {
-            return Err(nfsstat4::NFS4ERR_BAD_STATEID);
-        }
+        let rec = self.checked_on(&sh, clientid, ino, s)?;
         // Layout stateids are never valid for I/O (RFC 8881 13.9.1).
         let access = io_access(&sh.states, rec).ok_or(nfsstat4::NFS4ERR_BAD_STATEID)?;
         // Reads through a write-only open are allowed (the client fills pages).
