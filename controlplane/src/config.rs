@@ -34,6 +34,10 @@ pub struct MdsConfig {
     /// Bound on one etcd request, including an etcd leader election.
     #[serde(default = "default_etcd_request_timeout")]
     pub etcd_request_timeout_ms: u64,
+    /// `[mds.cluster]`: this MDS is one node of an active-active cluster on
+    /// a shared etcd (absent: a single MDS, as before).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Directory holding file data (one file per NFS file).
     pub data_dir: PathBuf,
     /// The cluster key (`pnfsd --make-cluster-key FILE`): tags filehandles
@@ -150,6 +154,93 @@ pub enum KvBackend {
     #[default]
     Redb,
     Etcd,
+}
+
+/// `[mds.cluster]`: one node of an active-active MDS cluster. Every node
+/// lists the same `nodes` and `vips`; they differ only in `node_id`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node, 1..=MAX_CLUSTER_NODES: its peer address is `nodes[node_id - 1]`
+    /// and its preferred virtual IP `vips[node_id - 1]`.
+    pub node_id: u32,
+    /// Peer listener (`host:port`) of every node, this one included, in
+    /// node id order: nodes watch each other's liveness and pass recalls
+    /// over these links.
+    pub nodes: Vec<String>,
+    /// Virtual IPs clients mount, VIP i preferred on node i; a failed
+    /// node's VIPs move to live nodes. Empty: no VIP management (clients
+    /// mount node addresses).
+    #[serde(default)]
+    pub vips: Vec<IpAddr>,
+    /// Interface the VIPs are added to (`ip addr add VIP/prefix dev IF`).
+    #[serde(default = "default_vip_interface")]
+    pub vip_interface: String,
+    /// Prefix length the VIPs are added with.
+    #[serde(default = "default_vip_prefix_len")]
+    pub vip_prefix_len: u8,
+    /// How often the node renews its KV lease and pings its peers.
+    #[serde(default = "default_cluster_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// The node's KV lease: a node that cannot renew it for this long has
+    /// lost quorum; it stops changing anything before the lease runs out,
+    /// and the others take its VIPs and fence it once it has.
+    #[serde(default = "default_cluster_lease")]
+    pub lease_ms: u64,
+}
+
+/// Largest cluster (node ids 1..=this).
+pub const MAX_CLUSTER_NODES: u32 = 32;
+
+fn default_vip_interface() -> String {
+    "eth0".into()
+}
+
+fn default_vip_prefix_len() -> u8 {
+    24
+}
+
+fn default_cluster_heartbeat() -> u64 {
+    500
+}
+
+fn default_cluster_lease() -> u64 {
+    1500
+}
+
+impl ClusterConfig {
+    fn validate(&self, kv: KvBackend) -> Result<(), String> {
+        if kv != KvBackend::Etcd {
+            return Err("mds.cluster: a cluster keeps its state in a shared KV: set mds.kv = \"etcd\"".into());
+        }
+        if self.nodes.is_empty() || self.nodes.len() > MAX_CLUSTER_NODES as usize {
+            return Err(format!("mds.cluster.nodes: list 1 to {MAX_CLUSTER_NODES} peer addresses (host:port), one per node"));
+        }
+        if let Some(n) = self.nodes.iter().find(|n| n.parse::<SocketAddr>().is_err()) {
+            return Err(format!("mds.cluster.nodes: {n:?} is not an ip:port"));
+        }
+        if self.node_id == 0 || self.node_id as usize > self.nodes.len() {
+            return Err(format!("mds.cluster.node_id: must be between 1 and {} (the length of mds.cluster.nodes)", self.nodes.len()));
+        }
+        if !self.vips.is_empty() && self.vips.len() != self.nodes.len() {
+            return Err("mds.cluster.vips: give one VIP per node (VIP i is preferred on node i), or none".into());
+        }
+        if self.vip_interface.is_empty() || self.vip_prefix_len == 0 || self.vip_prefix_len > 128 {
+            return Err("mds.cluster.vip_interface / vip_prefix_len: an interface name and a prefix length 1..=128".into());
+        }
+        if !(50..=10_000).contains(&self.heartbeat_ms) {
+            return Err("mds.cluster.heartbeat_ms: must be between 50 and 10000".into());
+        }
+        if self.lease_ms < 2 * self.heartbeat_ms || self.lease_ms > 60_000 {
+            return Err("mds.cluster.lease_ms: must be at least twice mds.cluster.heartbeat_ms and at most 60000".into());
+        }
+        Ok(())
+    }
+
+    /// This node's peer listener address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.nodes[self.node_id as usize - 1].parse().expect("validated")
+    }
 }
 
 fn default_etcd_prefix() -> String {
@@ -361,6 +452,9 @@ impl MdsConfig {
     }
 
     fn validate_kv(&self) -> Result<(), String> {
+        if let Some(c) = &self.cluster {
+            c.validate(self.kv)?;
+        }
         if self.kv != KvBackend::Etcd {
             return Ok(());
         }
@@ -380,6 +474,11 @@ impl MdsConfig {
             return Err("mds.etcd_request_timeout_ms: must be between 100 and 60000".into());
         }
         Ok(())
+    }
+
+    /// This node's id in the cluster; 0 for a single MDS.
+    pub fn cluster_node_id(&self) -> u32 {
+        self.cluster.as_ref().map_or(0, |c| c.node_id)
     }
 
     /// Where the cluster key lives (see `cluster_key_file`).

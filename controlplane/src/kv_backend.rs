@@ -76,4 +76,29 @@ mod tests {
             assert!(e.starts_with(key), "{extra}: {e}");
         }
     }
+
+    #[test]
+    fn cluster_table_is_validated() {
+        let eps = "kv = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]";
+        let nodes = "nodes = [\"10.0.0.21:2050\", \"10.0.0.22:2050\"]";
+        let ok = format!("{eps}\n[cluster]\nnode_id = 2\n{nodes}\nvips = [\"10.0.0.101\", \"10.0.0.102\"]");
+        if !cfg!(feature = "etcd") {
+            assert!(parse(&ok).is_err());
+            return;
+        }
+        let c = parse(&ok).unwrap();
+        assert_eq!((c.cluster_node_id(), c.cluster.as_ref().unwrap().peer_addr().port()), (2, 2050));
+        assert_eq!(parse("").unwrap().cluster_node_id(), 0);
+        for (extra, key) in [
+            (format!("[cluster]\nnode_id = 1\n{nodes}"), "mds.cluster:"),
+            (format!("{eps}\n[cluster]\nnode_id = 3\n{nodes}"), "mds.cluster.node_id"),
+            (format!("{eps}\n[cluster]\nnode_id = 1\nnodes = [\"x\"]"), "mds.cluster.nodes"),
+            (format!("{eps}\n[cluster]\nnode_id = 1\n{nodes}\nvips = [\"10.0.0.101\"]"), "mds.cluster.vips"),
+            (format!("{eps}\n[cluster]\nnode_id = 1\n{nodes}\nheartbeat_ms = 10"), "mds.cluster.heartbeat_ms"),
+            (format!("{eps}\n[cluster]\nnode_id = 1\n{nodes}\nlease_ms = 600"), "mds.cluster.lease_ms"),
+        ] {
+            let e = parse(&extra).unwrap_err();
+            assert!(e.starts_with(key), "{extra}: {e}");
+        }
+    }
 }
