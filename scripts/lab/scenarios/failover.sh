@@ -111,6 +111,26 @@ io_report() {
     [ ! -s /tmp/rd.err ] || info "$1 reader: $(tail -n 2 /tmp/rd.err | tr '\n' ' ')"
 }
 
+# io_begin SNAP FILE FAULT: snapshot SNAP on the host, start the writer on
+# FILE and the reader, wait for WARM records; sets A0 (records before FAULT)
+io_begin() {
+    need_mount
+    [ -s /tmp/striped.sha ] || fail "no striped file (the striped step failed)"
+    host_ok snap "$1"
+    start_io "$2"
+    wait_acked "$WARM" 60 || { stop_io; fail "the writer acknowledged only $(progress acked) records in 60 s before the $3"; }
+    A0=$(progress acked)
+}
+
+# io_checks STUCK WHEN: what both faults must keep: the writer done, no
+# error, every acknowledged record intact, the striped file unchanged
+io_checks() {
+    [ "$1" = 0 ] || fail "the writer is still blocked in a write or fsync 60 s after $2 (record $(progress acked))"
+    [ "$ERRORS" = 0 ] || fail "$ERRORS write/fsync errors: $(grep failed /tmp/wr.err | head -n 2 | tr '\n' ' ')"
+    case "$VERIFY" in OK*) ;; *) fail "record file: $VERIFY" ;; esac
+    [ "$BAD" = 0 ] && [ "$PASSES" -gt 0 ] || fail "striped file: $BAD of $PASSES reads had another sha256"
+}
+
 # gap_s MS: "1.23"
 gap_s() { awk -v m="$1" 'BEGIN { printf "%.2f", m / 1000 }'; }
 
@@ -136,13 +156,9 @@ step_striped() {
 }
 
 step_kill() {
-    need_mount
-    [ -s /tmp/striped.sha ] || fail "no striped file (the striped step failed)"
-    host_ok snap kill-0
     f=$W/records
-    start_io "$f"
-    wait_acked "$WARM" 60 || { stop_io; fail "the writer acknowledged only $(progress acked) records in 60 s before the kill"; }
-    a0=$(progress acked)
+    io_begin kill-0 "$f" kill
+    a0=$A0
     t0=$(up)
     host kill
     rc=$?
@@ -163,14 +179,11 @@ step_kill() {
     reclaim=$?
     after=$((ACKED - a0))
     summary "kill -9 of the VIP1 MDS: largest fsync gap $(gap_s "$GAP_MS") s (writer $INTERVAL_MS ms), $ERRORS errors, $grace GRACE, $reclaim reclaim, $ACKED records all present ($after after the kill), striped file read $PASSES times, $BAD mismatches"
-    [ $stuck = 0 ] || fail "the writer is still blocked in a write or fsync 60 s after it was told to stop (record $(progress acked), no failover?)"
-    [ "$ERRORS" = 0 ] || fail "$ERRORS write/fsync errors: $(grep failed /tmp/wr.err | head -n 2 | tr '\n' ' ')"
-    case "$VERIFY" in OK*) ;; *) fail "record file: $VERIFY" ;; esac
+    io_checks $stuck "it was told to stop (no failover?)"
     [ "$after" -ge "$AFTER" ] || fail "only $after records acknowledged after the kill"
     [ "$GAP_MS" -lt "$GAP_LIMIT_MS" ] || fail "largest gap between fsyncs $GAP_MS ms (limit $GAP_LIMIT_MS)"
     [ "$grace" = 0 ] || fail "$grace server log lines about grace (host-actions log)"
     [ "$reclaim" = 0 ] || fail "$reclaim signs of state recovery: reclaim, a new client ID or session (host-actions log)"
-    [ "$BAD" = 0 ] && [ "$PASSES" -gt 0 ] || fail "striped file: $BAD of $PASSES reads had another sha256"
 }
 
 step_restart() {
@@ -178,13 +191,9 @@ step_restart() {
 }
 
 step_partition() {
-    need_mount
-    [ -s /tmp/striped.sha ] || fail "no striped file (the striped step failed)"
-    host_ok snap part-0
     f=$W/records2
-    start_io "$f"
-    wait_acked "$WARM" 60 || { stop_io; fail "the writer acknowledged only $(progress acked) records in 60 s before the partition"; }
-    a0=$(progress acked)
+    io_begin part-0 "$f" partition
+    a0=$A0
     host partition
     rc=$?
     [ $rc = 0 ] || { stop_io; fail "host action partition failed ($rc)"; }
@@ -219,15 +228,12 @@ step_partition() {
     [ $rejoined = 0 ] && check partition-rejoined OK || check partition-rejoined FAIL "the healed node is not live 30 s after heal (host-actions log)"
     after=$((ACKED - a1))
     summary "partition of the VIP1 MDS: VIP moved=$([ $moved = 0 ] && echo yes || echo no), largest fsync gap $(gap_s "$GAP_MS") s, $ERRORS errors, $grace GRACE, $ACKED records all present ($after after the move), isolated node read-only=$([ $ro = 0 ] && echo yes || echo no), rejoined=$([ $rejoined = 0 ] && echo yes || echo no)"
-    [ $stuck = 0 ] || fail "the writer is still blocked in a write or fsync 60 s after the heal"
-    [ "$ERRORS" = 0 ] || fail "$ERRORS write/fsync errors: $(grep failed /tmp/wr.err | head -n 2 | tr '\n' ' ')"
-    case "$VERIFY" in OK*) ;; *) fail "record file: $VERIFY" ;; esac
+    io_checks $stuck "the heal"
     [ $moved = 0 ] || fail "VIP 1 did not move"
     [ "$after" -ge "$AFTER" ] || fail "only $after records acknowledged after VIP 1 moved"
     [ $ro = 0 ] || fail "the cut-off node did not turn read-only"
     [ "$grace" = 0 ] || fail "$grace server log lines about grace"
     [ $rejoined = 0 ] || fail "the healed node did not rejoin"
-    [ "$BAD" = 0 ] && [ "$PASSES" -gt 0 ] || fail "striped file: $BAD of $PASSES reads had another sha256"
 }
 
 step_cleanup() {
