@@ -106,8 +106,13 @@ io_report() {
     PASSES=$(cat /tmp/rd.pass 2>/dev/null || echo 0)
     BAD=$(cat /tmp/rd.bad 2>/dev/null || echo 0)
     VERIFY=$(labtool recverify "$2" "$ACKED")
-    info "$1: acked=$ACKED errors=$ERRORS gap_ms=$GAP_MS gap_end_ms=$GAP_END elapsed_ms=$ELAPSED reader_passes=$PASSES reader_bad=$BAD verify='$VERIFY'"
-    grep . /tmp/wr.err 2>/dev/null | tail -n 5 | while read -r l; do info "$1 writer: $l"; done
+    info "$1: acked=$ACKED errors=$ERRORS gap_ms=$GAP_MS gap_end_ms=$GAP_END elapsed_ms=$ELAPSED fault_at_ms=$FAULT_MS reader_passes=$PASSES reader_bad=$BAD verify='$VERIFY'"
+    # The longest stalls (writer ms since its start; fault at FAULT_MS) and
+    # the first errors.
+    info "$1 writer: $(grep -c 'since the last fsync' /tmp/wr.err) gaps over 300 ms; longest:"
+    grep 'since the last fsync' /tmp/wr.err | sort -t: -k3 -n -r | sed 's/^labtool: //' | head -n 3 |
+        while read -r l; do info "$1 writer:   $l"; done
+    grep failed /tmp/wr.err | head -n 3 | while read -r l; do info "$1 writer: $l"; done
     [ ! -s /tmp/rd.err ] || info "$1 reader: $(tail -n 2 /tmp/rd.err | tr '\n' ' ')"
 }
 
@@ -159,6 +164,7 @@ step_kill() {
     f=$W/records
     io_begin kill-0 "$f" kill
     a0=$A0
+    FAULT_MS=$(progress elapsed_ms)
     t0=$(up)
     host kill
     rc=$?
@@ -194,6 +200,7 @@ step_partition() {
     f=$W/records2
     io_begin part-0 "$f" partition
     a0=$A0
+    FAULT_MS=$(progress elapsed_ms)
     host partition
     rc=$?
     [ $rc = 0 ] || { stop_io; fail "host action partition failed ($rc)"; }
