@@ -49,6 +49,22 @@
  *   labtool fsync FD
  *   labtool fstat FD                           prints "OK size=S"
  *
+ * Failover drill (scenarios/failover.sh):
+ *   labtool recwrite FILE INTERVAL_MS STOP_FILE PROGRESS_FILE
+ *       every INTERVAL_MS writes record i (4 KiB at offset i*4096: a line
+ *       "PNFSREC <i> <unix time>" then a fill byte derived from i) with
+ *       pwrite and fsyncs it; a record counts as acknowledged once its
+ *       fsync returned 0 (a failed write or fsync is counted and the same
+ *       record written again).  Stops once STOP_FILE exists.  After every
+ *       record PROGRESS_FILE holds "acked=N errors=E max_gap_ms=G
+ *       max_gap_end_ms=T elapsed_ms=X": G is the largest time between two
+ *       successful fsyncs, T when (ms since the start) the fsync that ended
+ *       it returned.  Gaps over 300 ms and errors are logged on stderr.
+ *   labtool recverify FILE N
+ *       records 0..N-1 must all be there and intact; prints "OK records=N
+ *       extra=M" (M intact records after them) or "BAD record=i why" and
+ *       exits 3.
+ *
  * Errors that matter to the scenarios are printed as the errno name
  * (e.g. "EOPNOTSUPP") so FAIL reasons are readable.
  */
@@ -66,6 +82,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef FICLONE
@@ -479,6 +496,107 @@ static int cmd_fstat(int argc, char **argv)
     return 0;
 }
 
+#define REC_SIZE 4096
+
+static long long mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void rec_fill(char *rec, unsigned long long seq)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    int n = snprintf(rec, REC_SIZE, "PNFSREC %010llu %lld.%06ld\n", seq, (long long)t.tv_sec, t.tv_nsec / 1000);
+    memset(rec + n, 'a' + (int)(seq % 26), REC_SIZE - n - 1);
+    rec[REC_SIZE - 1] = '\n';
+}
+
+/* rec_check REC SEQ: NULL when record SEQ is intact, else why not */
+static const char *rec_check(const char *rec, unsigned long long seq)
+{
+    char head[32];
+    int n = snprintf(head, sizeof head, "PNFSREC %010llu ", seq);
+    if (memcmp(rec, head, n)) return "header";
+    const char *nl = memchr(rec, '\n', 64);
+    if (!nl) return "timestamp";
+    for (const char *p = nl + 1; p < rec + REC_SIZE - 1; p++)
+        if (*p != 'a' + (int)(seq % 26)) return "fill";
+    if (rec[REC_SIZE - 1] != '\n') return "end";
+    return NULL;
+}
+
+static int cmd_recwrite(int argc, char **argv)
+{
+    if (argc < 6) return 64;
+    long long interval = num(argv[3]);
+    int fd = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return die("open", argv[2]);
+    int pfd = open(argv[5], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (pfd < 0) return die("open", argv[5]);
+    char rec[REC_SIZE];
+    unsigned long long seq = 0, errors = 0;
+    long long t0 = mono_ms(), last_ok = -1, max_gap = 0, max_gap_end = 0, next = t0;
+    while (access(argv[4], F_OK) != 0) {
+        rec_fill(rec, seq);
+        const char *what = NULL;
+        if (pwrite(fd, rec, REC_SIZE, (off_t)(seq * REC_SIZE)) != REC_SIZE) what = "pwrite";
+        else if (fsync(fd) != 0) what = "fsync";
+        long long now = mono_ms();
+        if (what) {
+            errors++;
+            fprintf(stderr, "labtool: record %llu: %s failed at %lld ms: %s\n", seq, what, now - t0, errname(errno));
+        } else {
+            if (last_ok >= 0 && now - last_ok > max_gap) {
+                max_gap = now - last_ok;
+                max_gap_end = now - t0;
+            }
+            if (last_ok >= 0 && now - last_ok > 300)
+                fprintf(stderr, "labtool: record %llu: %lld ms since the last fsync, at %lld ms\n", seq, now - last_ok, now - t0);
+            last_ok = now;
+            seq++;
+        }
+        /* One fixed-width line rewritten in place: a reader never sees it
+         * empty (no truncate) or with a longer old tail. */
+        char line[160], padded[160];
+        snprintf(line, sizeof line, "acked=%llu errors=%llu max_gap_ms=%lld max_gap_end_ms=%lld elapsed_ms=%lld",
+                 seq, errors, max_gap, max_gap_end, now - t0);
+        int n = snprintf(padded, sizeof padded, "%-150s\n", line);
+        if (pwrite(pfd, padded, n, 0) != n) return die("write", argv[5]);
+        next += interval;
+        if (next > now) usleep((useconds_t)((next - now) * 1000));
+        else next = now;
+    }
+    close(fd);
+    close(pfd);
+    return 0;
+}
+
+static int cmd_recverify(int argc, char **argv)
+{
+    if (argc < 4) return 64;
+    unsigned long long want = (unsigned long long)num(argv[3]), i;
+    int fd = open(argv[2], O_RDONLY);
+    if (fd < 0) return die("open", argv[2]);
+    char rec[REC_SIZE];
+    for (i = 0;; i++) {
+        ssize_t r = pread(fd, rec, REC_SIZE, (off_t)(i * REC_SIZE));
+        if (r < 0) return fd_err();
+        const char *why = r < REC_SIZE ? "short" : rec_check(rec, i);
+        if (why) {
+            if (i < want) {
+                printf("BAD record=%llu %s (want %llu records)\n", i, r == 0 ? "missing" : why, want);
+                return 3;
+            }
+            break;
+        }
+    }
+    printf("OK records=%llu extra=%llu\n", want, i - want);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int rc = 64;
@@ -503,10 +621,13 @@ int main(int argc, char **argv)
         else if (!strcmp(c, "pread")) rc = cmd_pread(argc, argv);
         else if (!strcmp(c, "fsync")) rc = cmd_fsync(argc, argv);
         else if (!strcmp(c, "fstat")) rc = cmd_fstat(argc, argv);
+        else if (!strcmp(c, "recwrite")) rc = cmd_recwrite(argc, argv);
+        else if (!strcmp(c, "recverify")) rc = cmd_recverify(argc, argv);
     }
     if (rc == 64)
         fprintf(stderr, "usage: labtool lock|flock|testlock|fallocate|punch|zero-check|copy|"
-                        "clone|setxattr|getxattr|listxattr|removexattr|stat|seek|pwrite|pread|fsync|fstat ...\n"
+                        "clone|setxattr|getxattr|listxattr|removexattr|stat|seek|pwrite|pread|fsync|fstat|"
+                        "recwrite|recverify ...\n"
                         "(see the comment at the top of scripts/lab/labtool.c)\n");
     return rc;
 }

@@ -9,7 +9,8 @@
 # `timeout -s KILL TIMEOUT sh $SELF __call FUNCTION ARGS` with its output
 # captured in $ST/log.NAME, so a hung NFS call cannot stall the scenario.
 # Inside a step: `fail MSG` ends it with FAIL, `skip MSG` with SKIP, `info
-# MSG` adds an INFO line, `check NAME OK|FAIL [WHY]` a sub-result.
+# MSG` adds an INFO line, `check NAME OK|FAIL [WHY]` a sub-result, `summary
+# TEXT` what the step's PASS (or FAIL) line says after its name.
 
 SELF=$0
 M=/mnt
@@ -25,6 +26,7 @@ MiB=1048576
 fail() { echo "@@WHY $*"; exit 1; }
 skip() { echo "@@WHY $*"; exit 77; }
 info() { echo "@@INFO $*"; }
+summary() { echo "@@SUMMARY $*"; }
 # check NAME OK|FAIL [WHY]: a sub-result of the running step
 check() { if [ "$2" = OK ]; then echo "@@CHECK PASS $1"; else echo "@@CHECK FAIL $1: $3"; fi; }
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -88,13 +90,14 @@ run_step() {
     rc=$?
     t1=$(up)
     why=$(sed -n 's/^@@WHY //p' "$log" | tail -n1)
+    sum=$(sed -n 's/^@@SUMMARY //p' "$log" | tail -n1)
     sed -n "s/^@@INFO /INFO $name: /p; s/^@@CHECK //p" "$log"
     case $rc in
-    0) echo "PASS $name" ;;
+    0) echo "PASS $name${sum:+: $sum}" ;;
     77) echo "SKIP $name: ${why:-skipped}" ;;
     *)
         [ $rc = 137 ] && why="timed out after ${tmo}s (killed)"
-        echo "FAIL $name: ${why:-exit status $rc}"
+        echo "FAIL $name: ${why:-exit status $rc}${sum:+ ($sum)}"
         grep -v '^@@' "$log" | tail -n 20 | sed 's/^/  | /'
         ;;
     esac
