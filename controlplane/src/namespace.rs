@@ -274,9 +274,25 @@ fn unlink_inode(t: &mut dyn KvTxn, target: &mut Inode, now: &Time) -> Result<Opt
     }
 }
 
+/// Inode numbers a node takes from `Mnext_ino` at once. Every create on
+/// every node used to read and write that one key, so concurrent creates
+/// (and, on a shared store, every node's creates) conflicted on it; now a
+/// block costs one small transaction per `INO_BLOCK` creates and the rest
+/// come from memory. A block unused at exit is skipped (numbers are never
+/// reused, so gaps are harmless; 2^64 outlasts any restart rate).
+const INO_BLOCK: u64 = 1024;
+
+/// The part of the current inode-number block not handed out yet.
+#[derive(Default)]
+struct InoBlock {
+    next: u64,
+    end: u64,
+}
+
 /// The namespace over a KV store.
 pub struct Namespace {
     store: Arc<dyn KvStore>,
+    inos: std::sync::Mutex<InoBlock>,
 }
 
 pub struct ReaddirEntry {
@@ -288,7 +304,7 @@ pub struct ReaddirEntry {
 impl Namespace {
     /// Opens the namespace, creating the root directory on first use.
     pub fn open(store: Arc<dyn KvStore>) -> Result<Namespace, KvError> {
-        let ns = Namespace { store };
+        let ns = Namespace { store, inos: Default::default() };
         transact(&*ns.store, MAX_TXN_RETRIES, |t| -> Result<(), KvError> {
             if t.get(&inode_key(ROOT_INO))?.is_none() {
                 let now = Time::now();
@@ -332,6 +348,25 @@ impl Namespace {
         self.run(|t| get_inode(t, ino))
     }
 
+    /// A fresh inode number from this node's block, taking the next block
+    /// of [`INO_BLOCK`] from `Mnext_ino` when it is used up (the lock is
+    /// held over that transaction, so one thread takes it for everyone).
+    fn alloc_ino(&self) -> NfsResult<u64> {
+        let mut block = self.inos.lock().unwrap_or_else(|e| e.into_inner());
+        if block.next == block.end {
+            let start = self.run(|t| {
+                let next = t.get(NEXT_INO_KEY)?.and_then(|b| pnfs_kv::key::decode_u64_be(&b)).unwrap_or(ROOT_INO + 1);
+                let end = next.checked_add(INO_BLOCK).ok_or(nfsstat4::NFS4ERR_NOSPC)?;
+                t.put(NEXT_INO_KEY, &u64_be(end))?;
+                Ok(next)
+            })?;
+            *block = InoBlock { next: start, end: start + INO_BLOCK };
+        }
+        let ino = block.next;
+        block.next += 1;
+        Ok(ino)
+    }
+
     pub fn lookup(&self, dir: u64, name: &[u8]) -> NfsResult<Inode> {
         self.run(|t| {
             let d = get_inode(t, dir)?;
@@ -361,6 +396,9 @@ impl Namespace {
         verifier: Option<[u8; 8]>,
     ) -> NfsResult<(u64, u64, Inode)> {
         valid_name(name)?;
+        // Taken outside the transaction: a retry keeps the number, a failed
+        // create (EXIST) leaves one gap.
+        let next = self.alloc_ino()?;
         self.run(|t| {
             let mut d = get_inode(t, dir)?;
             if !d.is_dir() {
@@ -369,8 +407,6 @@ impl Namespace {
             if get_dirent(t, dir, name)?.is_some() {
                 return Err(nfsstat4::NFS4ERR_EXIST.into());
             }
-            let next = t.get(NEXT_INO_KEY)?.and_then(|b| pnfs_kv::key::decode_u64_be(&b)).unwrap_or(ROOT_INO + 1);
-            t.put(NEXT_INO_KEY, &u64_be(next + 1))?;
             let now = Time::now();
             let is_dir = obj.kind == nfs_ftype4::NF4DIR;
             let default_mode = if is_dir { 0o755 } else { 0o644 };
@@ -802,6 +838,26 @@ mod tests {
         assert_eq!(u.freed_ino, Some(f.ino));
         assert_eq!(ns.lookup(ROOT_INO, b"a").unwrap_err(), nfsstat4::NFS4ERR_NOENT);
         assert!(ns.check_consistency().unwrap().is_empty());
+    }
+
+    #[test]
+    fn nodes_sharing_a_store_take_disjoint_inode_blocks() {
+        let a = ns();
+        // A second node (or a restart) on the same store.
+        let b = Namespace::open(a.store().clone()).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..(INO_BLOCK + 10) {
+            for (n, node) in [&a, &b].iter().enumerate() {
+                let name = format!("n{n}-{i}");
+                let (_, _, f) = node.create(ROOT_INO, name.as_bytes(), &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+                assert!(seen.insert(f.ino), "inode {} handed out twice", f.ino);
+                assert!(f.ino > ROOT_INO);
+            }
+        }
+        // Each node took two blocks, one transaction each.
+        let next = a.run(|t| Ok(t.get(NEXT_INO_KEY)?)).unwrap().and_then(|v| pnfs_kv::key::decode_u64_be(&v));
+        assert_eq!(next, Some(ROOT_INO + 1 + 4 * INO_BLOCK));
+        assert!(a.check_consistency().unwrap().is_empty());
     }
 
     #[test]
