@@ -289,6 +289,70 @@ struct InoBlock {
     end: u64,
 }
 
+/// Runs `f`, one COMPOUND, with a cache of the inodes it reads: `get` and
+/// `lookup` remember the inodes they read, later `get`s of the same inode
+/// (and `lookup`'s look at its directory) take them from there, and every
+/// other namespace call empties the cache first, since it may change what
+/// was read. On a remote store this spares round trips: PUTFH and GETATTR
+/// both read the inode, PUTFH reads the directory OPEN looks in, OPEN the
+/// file LAYOUTGET lays out. It keeps each operation linearizable: a later
+/// operation sees the namespace as an earlier one of the same request read
+/// it, a moment inside the request's own lifetime, and this request changed
+/// nothing in between. Outside `f` nothing is cached.
+pub fn with_compound_cache<T>(f: impl FnOnce() -> T) -> T {
+    compound_cache::scope(f)
+}
+
+/// The per-thread cache of [`with_compound_cache`].
+mod compound_cache {
+    use super::Inode;
+    use std::cell::RefCell;
+
+    /// Inodes a COMPOUND keeps (its ops name a few files at most).
+    const MAX: usize = 4;
+
+    thread_local! {
+        /// Some while a COMPOUND runs on this thread.
+        static CACHE: RefCell<Option<Vec<Inode>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn scope<T>(f: impl FnOnce() -> T) -> T {
+        struct Restore(Option<Vec<Inode>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let outer = self.0.take();
+                CACHE.with(|c| *c.borrow_mut() = outer);
+            }
+        }
+        let _restore = Restore(CACHE.with(|c| c.borrow_mut().replace(Vec::new())));
+        f()
+    }
+
+    pub(super) fn get(ino: u64) -> Option<Inode> {
+        CACHE.with(|c| c.borrow().as_ref().and_then(|v| v.iter().find(|i| i.ino == ino).cloned()))
+    }
+
+    pub(super) fn put(inode: &Inode) {
+        CACHE.with(|c| {
+            if let Some(v) = c.borrow_mut().as_mut() {
+                v.retain(|i| i.ino != inode.ino);
+                if v.len() == MAX {
+                    v.remove(0);
+                }
+                v.push(inode.clone());
+            }
+        })
+    }
+
+    pub(super) fn clear() {
+        CACHE.with(|c| {
+            if let Some(v) = c.borrow_mut().as_mut() {
+                v.clear();
+            }
+        })
+    }
+}
+
 /// The namespace over a KV store.
 pub struct Namespace {
     store: Arc<dyn KvStore>,
@@ -340,12 +404,25 @@ impl Namespace {
         &self.store
     }
 
+    /// Runs a transaction that may change the namespace: forgets what the
+    /// COMPOUND read so far (see [`with_compound_cache`]).
     fn run<T>(&self, f: impl FnMut(&mut dyn KvTxn) -> Result<T, TxErr>) -> NfsResult<T> {
+        compound_cache::clear();
+        self.read(f)
+    }
+
+    /// Runs a read-only transaction (keeps the COMPOUND's cache).
+    fn read<T>(&self, f: impl FnMut(&mut dyn KvTxn) -> Result<T, TxErr>) -> NfsResult<T> {
         transact(&*self.store, MAX_TXN_RETRIES, f).map_err(map_err)
     }
 
     pub fn get(&self, ino: u64) -> NfsResult<Inode> {
-        self.run(|t| get_inode(t, ino))
+        if let Some(i) = compound_cache::get(ino) {
+            return Ok(i);
+        }
+        let i = self.read(|t| get_inode(t, ino))?;
+        compound_cache::put(&i);
+        Ok(i)
     }
 
     /// A fresh inode number from this node's block, taking the next block
@@ -368,8 +445,14 @@ impl Namespace {
     }
 
     pub fn lookup(&self, dir: u64, name: &[u8]) -> NfsResult<Inode> {
-        self.run(|t| {
-            let d = get_inode(t, dir)?;
+        // The directory as this COMPOUND read it (PUTFH did): only its kind
+        // is used, which never changes for an inode number.
+        let cached_dir = compound_cache::get(dir);
+        let i = self.read(|t| {
+            let d = match &cached_dir {
+                Some(d) => d.clone(),
+                None => get_inode(t, dir)?,
+            };
             if !d.is_dir() {
                 return Err(if d.kind == nfs_ftype4::NF4LNK as u32 {
                     nfsstat4::NFS4ERR_SYMLINK
@@ -382,7 +465,9 @@ impl Namespace {
                 Some(e) => get_inode(t, e.ino),
                 None => Err(nfsstat4::NFS4ERR_NOENT.into()),
             }
-        })
+        })?;
+        compound_cache::put(&i);
+        Ok(i)
     }
 
     /// Creates `name` in `dir`. Returns (dir before change, dir after, new inode).
@@ -858,6 +943,50 @@ mod tests {
         let next = a.run(|t| Ok(t.get(NEXT_INO_KEY)?)).unwrap().and_then(|v| pnfs_kv::key::decode_u64_be(&v));
         assert_eq!(next, Some(ROOT_INO + 1 + 4 * INO_BLOCK));
         assert!(a.check_consistency().unwrap().is_empty());
+    }
+
+    /// Counts transactions begun on the store underneath.
+    struct BeginCountingStore {
+        inner: MemStore,
+        begun: std::sync::atomic::AtomicU64,
+    }
+
+    impl KvStore for BeginCountingStore {
+        fn begin(&self) -> pnfs_kv::Result<Box<dyn KvTxn + '_>> {
+            self.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.begin()
+        }
+    }
+
+    #[test]
+    fn compound_cache_spares_rereads_and_forgets_on_changes() {
+        let store = Arc::new(BeginCountingStore { inner: MemStore::new(), begun: Default::default() });
+        let ns = Namespace::open(store.clone()).unwrap();
+        let (_, _, f) = ns.create(ROOT_INO, b"f", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+        let begun = || store.begun.load(std::sync::atomic::Ordering::Relaxed);
+        with_compound_cache(|| {
+            let n = begun();
+            ns.get(ROOT_INO).unwrap(); // PUTFH
+            assert_eq!(ns.lookup(ROOT_INO, b"f").unwrap().ino, f.ino); // OPEN
+            assert_eq!(ns.get(f.ino).unwrap().size, 0); // LAYOUTGET, GETATTR
+            ns.get(ROOT_INO).unwrap();
+            assert_eq!(begun() - n, 2, "one read for the directory, one for the lookup");
+            // A change in the same COMPOUND is seen by the next read.
+            let attrs = SetAttrs { size: Some(10), ..Default::default() };
+            ns.setattr(f.ino, &attrs, None).unwrap();
+            assert_eq!(ns.get(f.ino).unwrap().size, 10);
+        });
+        // Outside a COMPOUND every get reads the store.
+        let n = begun();
+        ns.get(f.ino).unwrap();
+        ns.get(f.ino).unwrap();
+        assert_eq!(begun() - n, 2);
+        // A change by another node (another Namespace on the store) is seen
+        // by the next COMPOUND.
+        let other = Namespace::open(store.clone()).unwrap();
+        with_compound_cache(|| assert_eq!(ns.get(f.ino).unwrap().size, 10));
+        other.setattr(f.ino, &SetAttrs { size: Some(20), ..Default::default() }, None).unwrap();
+        with_compound_cache(|| assert_eq!(ns.get(f.ino).unwrap().size, 20));
     }
 
     #[test]
