@@ -945,22 +945,9 @@ mod tests {
         assert!(a.check_consistency().unwrap().is_empty());
     }
 
-    /// Counts transactions begun on the store underneath.
-    struct BeginCountingStore {
-        inner: MemStore,
-        begun: std::sync::atomic::AtomicU64,
-    }
-
-    impl KvStore for BeginCountingStore {
-        fn begin(&self) -> pnfs_kv::Result<Box<dyn KvTxn + '_>> {
-            self.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.inner.begin()
-        }
-    }
-
     #[test]
     fn compound_cache_spares_rereads_and_forgets_on_changes() {
-        let store = Arc::new(BeginCountingStore { inner: MemStore::new(), begun: Default::default() });
+        let store = Arc::new(CountingStore::default());
         let ns = Namespace::open(store.clone()).unwrap();
         let (_, _, f) = ns.create(ROOT_INO, b"f", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
         let begun = || store.begun.load(std::sync::atomic::Ordering::Relaxed);
@@ -1051,10 +1038,13 @@ mod tests {
         assert_eq!(ns.getxattr(f.ino, b"user.a").unwrap_err(), nfsstat4::NFS4ERR_NOXATTR);
     }
 
-    /// A store that counts the value bytes its scans hand out.
+    /// A store that counts the transactions begun and the value bytes its
+    /// scans hand out.
+    #[derive(Default)]
     struct CountingStore {
         inner: MemStore,
         scanned_value_bytes: std::sync::atomic::AtomicUsize,
+        begun: std::sync::atomic::AtomicU64,
     }
 
     struct CountingTxn<'a> {
@@ -1064,6 +1054,7 @@ mod tests {
 
     impl KvStore for CountingStore {
         fn begin(&self) -> pnfs_kv::Result<Box<dyn KvTxn + '_>> {
+            self.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(Box::new(CountingTxn { inner: self.inner.begin()?, counter: &self.scanned_value_bytes }))
         }
     }
@@ -1095,7 +1086,7 @@ mod tests {
     /// Listing and counting names must not read the (up to 64 KiB) values.
     #[test]
     fn xattr_names_without_values() {
-        let store = Arc::new(CountingStore { inner: MemStore::new(), scanned_value_bytes: Default::default() });
+        let store = Arc::new(CountingStore::default());
         let ns = Namespace::open(store.clone()).unwrap();
         let (_, _, f) = ns.create(ROOT_INO, b"x", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
         let big = vec![0xabu8; MAX_XATTR_VALUE];

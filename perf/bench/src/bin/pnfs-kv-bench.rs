@@ -58,6 +58,7 @@ impl Shape {
     }
 }
 
+#[derive(Debug)]
 struct Opts {
     kv: String,
     endpoints: Vec<String>,
@@ -376,5 +377,45 @@ fn main() -> ExitCode {
             eprintln!("pnfs-kv-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(parse(&args("--kv etcd")).unwrap_err().contains("--endpoints"));
+        assert!(parse(&args("--kv redb")).unwrap_err().contains("--dir"));
+        assert!(parse(&args("--kv tikv --dir x")).unwrap_err().contains("tikv"));
+        assert!(parse(&args("--kv redb --dir x --shape read,write")).unwrap_err().contains("write"));
+        assert!(parse(&args("--kv redb --dir x --threads 0")).is_err());
+        let o = parse(&args("--kv etcd --endpoints http://a:1,http://b:2 --shape state --threads 2 --json")).unwrap();
+        assert_eq!(o.endpoints.len(), 2);
+        assert_eq!(o.shapes, [Shape::State]);
+        assert!(o.json);
+    }
+
+    /// Every shape runs on redb without errors and commits what it says.
+    #[test]
+    fn shapes_run_on_redb() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = parse(&args(&format!("--kv redb --dir {} --threads 2 --seconds 0.3 --keys 20 --json", dir.path().display()))).unwrap();
+        let (store, _) = open(&o).unwrap();
+        preload(&*store, o.keys).unwrap();
+        let o = Arc::new(o);
+        for shape in [Shape::Read, Shape::Create, Shape::State] {
+            let (line, errors) = run_shape(&store, &o, shape).unwrap();
+            assert_eq!(errors, 0, "{line}");
+            assert!(line.contains(&format!("\"shape\":\"{}\"", shape.name())), "{line}");
+            assert!(!line.contains("\"txns\":0,"), "{line}");
+        }
+        // Thread 0's creates are there: directory 1, entries 0.. .
+        assert!(store.begin().unwrap().get(&key(b'D', 1, 0)).unwrap().is_some());
     }
 }
