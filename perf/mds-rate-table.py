@@ -11,6 +11,7 @@ ap.add_argument("raw")
 for k in ("--runs", "--runtime", "--creators", "--files", "--hold-clients", "--hold-opens",
           "--server-cores", "--client-cores", "--machine", "--commit", "--markdown"):
     ap.add_argument(k)
+ap.add_argument("--kv", default="redb")
 a = ap.parse_args()
 
 runs = {}
@@ -76,7 +77,8 @@ lines = [
 
 out = []
 out.append(f"MDS rates: `perf/mds-rate --runs {a.runs} --runtime {a.runtime} --creators {a.creators} --files {a.files} "
-           f"--hold-clients {a.hold_clients} --hold-opens {a.hold_opens}`; servers on CPU {a.server_cores}, "
+           f"--hold-clients {a.hold_clients} --hold-opens {a.hold_opens}"
+           + (f" --kv {a.kv}" if a.kv != "redb" else "") + f"`; servers on CPU {a.server_cores}, "
            f"clients on CPU {a.client_cores}; medians of {a.runs} runs.")
 out.append("")
 out.append(f"Machine: commit {a.commit}, {a.machine}.")

@@ -376,7 +376,7 @@ impl Dispatcher {
             seq_flags: 0,
         };
         let mut e = Encoder::with_buffer(Vec::with_capacity(512));
-        match nfs41::compound::run(&mut c, args, &mut e) {
+        match crate::namespace::with_compound_cache(|| nfs41::compound::run(&mut c, args, &mut e)) {
             Outcome::Done => CompoundOutcome::Reply(e.into_inner()),
             Outcome::Replay(bytes) => CompoundOutcome::Reply(bytes.to_vec()),
             Outcome::Garbage => CompoundOutcome::Garbage,

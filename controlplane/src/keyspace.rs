@@ -12,7 +12,7 @@
 //! | `D` [`DIRENT`] | dir ino (u64), name | `DirEntry` {ino, cookie} (rkyv) | `namespace` |
 //! | `C` [`DIR_COOKIE`] | dir ino (u64), cookie (u64) | entry name; READDIR walks these, so cookies stay valid while a directory changes | `namespace` |
 //! | `X` [`XATTR`] | ino (u64), xattr name | xattr value | `namespace` |
-//! | `M` [`META`] | a name: [`NEXT_INO_KEY`], [`SERVER_ID_KEY`], [`BOOT_COUNT_KEY`] | next inode number (u64); server id (bytes); boot count (u64, the MDS epoch) | `namespace`, `mds` |
+//! | `M` [`META`] | a name: [`NEXT_INO_KEY`], [`SERVER_ID_KEY`], [`BOOT_COUNT_KEY`] | first inode number not yet taken by any node (u64; taken in blocks); server id (bytes); boot count (u64, the MDS epoch) | `namespace`, `mds` |
 //! | `O` [`CLIENT_RECORD`] | client owner (`co_ownerid` bytes) | `1`: a client that may reclaim state after a restart | `mds`, `ops::session` |
 //! | `L` [`STRIPE_SET`] | ino (u64) | stripe set (XDR: stripe unit, first stripe index, generation, DS indices<>) | `pnfs::placement` |
 //! | `H` [`PLACEMENT_HINT`] | ino (u64) | placement policy of a file created under a non-default one: stripe count (u32), stripe unit (u32) | `pnfs::placement` |
@@ -83,7 +83,11 @@ pub const ALL: [(u8, &str); 14] = [
     (STATE_BYTE_LOCKS, "state: byte-range locks"),
 ];
 
-/// Next inode number to hand out (u64).
+/// First inode number no node has taken yet (u64). Nodes take blocks of
+/// numbers (`namespace::INO_BLOCK`, 1024) from it, one transaction a block,
+/// and hand them out from memory, so creates on different nodes (or
+/// threads) do not all conflict on this key; a block is never handed out
+/// twice, and numbers left in a block at exit are skipped.
 pub const NEXT_INO_KEY: &[u8] = b"Mnext_ino";
 /// This server's id, made at the first start (bytes; EXCHANGE_ID's server owner).
 pub const SERVER_ID_KEY: &[u8] = b"Mserver_id";

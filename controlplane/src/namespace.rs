@@ -274,9 +274,89 @@ fn unlink_inode(t: &mut dyn KvTxn, target: &mut Inode, now: &Time) -> Result<Opt
     }
 }
 
+/// Inode numbers a node takes from `Mnext_ino` at once. Every create on
+/// every node used to read and write that one key, so concurrent creates
+/// (and, on a shared store, every node's creates) conflicted on it; now a
+/// block costs one small transaction per `INO_BLOCK` creates and the rest
+/// come from memory. A block unused at exit is skipped (numbers are never
+/// reused, so gaps are harmless; 2^64 outlasts any restart rate).
+const INO_BLOCK: u64 = 1024;
+
+/// The part of the current inode-number block not handed out yet.
+#[derive(Default)]
+struct InoBlock {
+    next: u64,
+    end: u64,
+}
+
+/// Runs `f`, one COMPOUND, with a cache of the inodes it reads: `get` and
+/// `lookup` remember the inodes they read, later `get`s of the same inode
+/// (and `lookup`'s look at its directory) take them from there, and every
+/// other namespace call empties the cache first, since it may change what
+/// was read. On a remote store this spares round trips: PUTFH and GETATTR
+/// both read the inode, PUTFH reads the directory OPEN looks in, OPEN the
+/// file LAYOUTGET lays out. It keeps each operation linearizable: a later
+/// operation sees the namespace as an earlier one of the same request read
+/// it, a moment inside the request's own lifetime, and this request changed
+/// nothing in between. Outside `f` nothing is cached.
+pub fn with_compound_cache<T>(f: impl FnOnce() -> T) -> T {
+    compound_cache::scope(f)
+}
+
+/// The per-thread cache of [`with_compound_cache`].
+mod compound_cache {
+    use super::Inode;
+    use std::cell::RefCell;
+
+    /// Inodes a COMPOUND keeps (its ops name a few files at most).
+    const MAX: usize = 4;
+
+    thread_local! {
+        /// Some while a COMPOUND runs on this thread.
+        static CACHE: RefCell<Option<Vec<Inode>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn scope<T>(f: impl FnOnce() -> T) -> T {
+        struct Restore(Option<Vec<Inode>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let outer = self.0.take();
+                CACHE.with(|c| *c.borrow_mut() = outer);
+            }
+        }
+        let _restore = Restore(CACHE.with(|c| c.borrow_mut().replace(Vec::new())));
+        f()
+    }
+
+    pub(super) fn get(ino: u64) -> Option<Inode> {
+        CACHE.with(|c| c.borrow().as_ref().and_then(|v| v.iter().find(|i| i.ino == ino).cloned()))
+    }
+
+    pub(super) fn put(inode: &Inode) {
+        CACHE.with(|c| {
+            if let Some(v) = c.borrow_mut().as_mut() {
+                v.retain(|i| i.ino != inode.ino);
+                if v.len() == MAX {
+                    v.remove(0);
+                }
+                v.push(inode.clone());
+            }
+        })
+    }
+
+    pub(super) fn clear() {
+        CACHE.with(|c| {
+            if let Some(v) = c.borrow_mut().as_mut() {
+                v.clear();
+            }
+        })
+    }
+}
+
 /// The namespace over a KV store.
 pub struct Namespace {
     store: Arc<dyn KvStore>,
+    inos: std::sync::Mutex<InoBlock>,
 }
 
 pub struct ReaddirEntry {
@@ -288,7 +368,7 @@ pub struct ReaddirEntry {
 impl Namespace {
     /// Opens the namespace, creating the root directory on first use.
     pub fn open(store: Arc<dyn KvStore>) -> Result<Namespace, KvError> {
-        let ns = Namespace { store };
+        let ns = Namespace { store, inos: Default::default() };
         transact(&*ns.store, MAX_TXN_RETRIES, |t| -> Result<(), KvError> {
             if t.get(&inode_key(ROOT_INO))?.is_none() {
                 let now = Time::now();
@@ -324,17 +404,55 @@ impl Namespace {
         &self.store
     }
 
+    /// Runs a transaction that may change the namespace: forgets what the
+    /// COMPOUND read so far (see [`with_compound_cache`]).
     fn run<T>(&self, f: impl FnMut(&mut dyn KvTxn) -> Result<T, TxErr>) -> NfsResult<T> {
+        compound_cache::clear();
+        self.read(f)
+    }
+
+    /// Runs a read-only transaction (keeps the COMPOUND's cache).
+    fn read<T>(&self, f: impl FnMut(&mut dyn KvTxn) -> Result<T, TxErr>) -> NfsResult<T> {
         transact(&*self.store, MAX_TXN_RETRIES, f).map_err(map_err)
     }
 
     pub fn get(&self, ino: u64) -> NfsResult<Inode> {
-        self.run(|t| get_inode(t, ino))
+        if let Some(i) = compound_cache::get(ino) {
+            return Ok(i);
+        }
+        let i = self.read(|t| get_inode(t, ino))?;
+        compound_cache::put(&i);
+        Ok(i)
+    }
+
+    /// A fresh inode number from this node's block, taking the next block
+    /// of [`INO_BLOCK`] from `Mnext_ino` when it is used up (the lock is
+    /// held over that transaction, so one thread takes it for everyone).
+    fn alloc_ino(&self) -> NfsResult<u64> {
+        let mut block = self.inos.lock().unwrap_or_else(|e| e.into_inner());
+        if block.next == block.end {
+            let start = self.run(|t| {
+                let next = t.get(NEXT_INO_KEY)?.and_then(|b| pnfs_kv::key::decode_u64_be(&b)).unwrap_or(ROOT_INO + 1);
+                let end = next.checked_add(INO_BLOCK).ok_or(nfsstat4::NFS4ERR_NOSPC)?;
+                t.put(NEXT_INO_KEY, &u64_be(end))?;
+                Ok(next)
+            })?;
+            *block = InoBlock { next: start, end: start + INO_BLOCK };
+        }
+        let ino = block.next;
+        block.next += 1;
+        Ok(ino)
     }
 
     pub fn lookup(&self, dir: u64, name: &[u8]) -> NfsResult<Inode> {
-        self.run(|t| {
-            let d = get_inode(t, dir)?;
+        // The directory as this COMPOUND read it (PUTFH did): only its kind
+        // is used, which never changes for an inode number.
+        let cached_dir = compound_cache::get(dir);
+        let i = self.read(|t| {
+            let d = match &cached_dir {
+                Some(d) => d.clone(),
+                None => get_inode(t, dir)?,
+            };
             if !d.is_dir() {
                 return Err(if d.kind == nfs_ftype4::NF4LNK as u32 {
                     nfsstat4::NFS4ERR_SYMLINK
@@ -347,7 +465,9 @@ impl Namespace {
                 Some(e) => get_inode(t, e.ino),
                 None => Err(nfsstat4::NFS4ERR_NOENT.into()),
             }
-        })
+        })?;
+        compound_cache::put(&i);
+        Ok(i)
     }
 
     /// Creates `name` in `dir`. Returns (dir before change, dir after, new inode).
@@ -361,6 +481,9 @@ impl Namespace {
         verifier: Option<[u8; 8]>,
     ) -> NfsResult<(u64, u64, Inode)> {
         valid_name(name)?;
+        // Taken outside the transaction: a retry keeps the number, a failed
+        // create (EXIST) leaves one gap.
+        let next = self.alloc_ino()?;
         self.run(|t| {
             let mut d = get_inode(t, dir)?;
             if !d.is_dir() {
@@ -369,8 +492,6 @@ impl Namespace {
             if get_dirent(t, dir, name)?.is_some() {
                 return Err(nfsstat4::NFS4ERR_EXIST.into());
             }
-            let next = t.get(NEXT_INO_KEY)?.and_then(|b| pnfs_kv::key::decode_u64_be(&b)).unwrap_or(ROOT_INO + 1);
-            t.put(NEXT_INO_KEY, &u64_be(next + 1))?;
             let now = Time::now();
             let is_dir = obj.kind == nfs_ftype4::NF4DIR;
             let default_mode = if is_dir { 0o755 } else { 0o644 };
@@ -805,6 +926,57 @@ mod tests {
     }
 
     #[test]
+    fn nodes_sharing_a_store_take_disjoint_inode_blocks() {
+        let a = ns();
+        // A second node (or a restart) on the same store.
+        let b = Namespace::open(a.store().clone()).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..(INO_BLOCK + 10) {
+            for (n, node) in [&a, &b].iter().enumerate() {
+                let name = format!("n{n}-{i}");
+                let (_, _, f) = node.create(ROOT_INO, name.as_bytes(), &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+                assert!(seen.insert(f.ino), "inode {} handed out twice", f.ino);
+                assert!(f.ino > ROOT_INO);
+            }
+        }
+        // Each node took two blocks, one transaction each.
+        let next = a.run(|t| Ok(t.get(NEXT_INO_KEY)?)).unwrap().and_then(|v| pnfs_kv::key::decode_u64_be(&v));
+        assert_eq!(next, Some(ROOT_INO + 1 + 4 * INO_BLOCK));
+        assert!(a.check_consistency().unwrap().is_empty());
+    }
+
+    #[test]
+    fn compound_cache_spares_rereads_and_forgets_on_changes() {
+        let store = Arc::new(CountingStore::default());
+        let ns = Namespace::open(store.clone()).unwrap();
+        let (_, _, f) = ns.create(ROOT_INO, b"f", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
+        let begun = || store.begun.load(std::sync::atomic::Ordering::Relaxed);
+        with_compound_cache(|| {
+            let n = begun();
+            ns.get(ROOT_INO).unwrap(); // PUTFH
+            assert_eq!(ns.lookup(ROOT_INO, b"f").unwrap().ino, f.ino); // OPEN
+            assert_eq!(ns.get(f.ino).unwrap().size, 0); // LAYOUTGET, GETATTR
+            ns.get(ROOT_INO).unwrap();
+            assert_eq!(begun() - n, 2, "one read for the directory, one for the lookup");
+            // A change in the same COMPOUND is seen by the next read.
+            let attrs = SetAttrs { size: Some(10), ..Default::default() };
+            ns.setattr(f.ino, &attrs, None).unwrap();
+            assert_eq!(ns.get(f.ino).unwrap().size, 10);
+        });
+        // Outside a COMPOUND every get reads the store.
+        let n = begun();
+        ns.get(f.ino).unwrap();
+        ns.get(f.ino).unwrap();
+        assert_eq!(begun() - n, 2);
+        // A change by another node (another Namespace on the store) is seen
+        // by the next COMPOUND.
+        let other = Namespace::open(store.clone()).unwrap();
+        with_compound_cache(|| assert_eq!(ns.get(f.ino).unwrap().size, 10));
+        other.setattr(f.ino, &SetAttrs { size: Some(20), ..Default::default() }, None).unwrap();
+        with_compound_cache(|| assert_eq!(ns.get(f.ino).unwrap().size, 20));
+    }
+
+    #[test]
     fn readdir_cookies_survive_changes() {
         let ns = ns();
         for i in 0..10 {
@@ -866,10 +1038,13 @@ mod tests {
         assert_eq!(ns.getxattr(f.ino, b"user.a").unwrap_err(), nfsstat4::NFS4ERR_NOXATTR);
     }
 
-    /// A store that counts the value bytes its scans hand out.
+    /// A store that counts the transactions begun and the value bytes its
+    /// scans hand out.
+    #[derive(Default)]
     struct CountingStore {
         inner: MemStore,
         scanned_value_bytes: std::sync::atomic::AtomicUsize,
+        begun: std::sync::atomic::AtomicU64,
     }
 
     struct CountingTxn<'a> {
@@ -879,6 +1054,7 @@ mod tests {
 
     impl KvStore for CountingStore {
         fn begin(&self) -> pnfs_kv::Result<Box<dyn KvTxn + '_>> {
+            self.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(Box::new(CountingTxn { inner: self.inner.begin()?, counter: &self.scanned_value_bytes }))
         }
     }
@@ -910,7 +1086,7 @@ mod tests {
     /// Listing and counting names must not read the (up to 64 KiB) values.
     #[test]
     fn xattr_names_without_values() {
-        let store = Arc::new(CountingStore { inner: MemStore::new(), scanned_value_bytes: Default::default() });
+        let store = Arc::new(CountingStore::default());
         let ns = Namespace::open(store.clone()).unwrap();
         let (_, _, f) = ns.create(ROOT_INO, b"x", &file(), &SetAttrs::default(), (0, 0), None).unwrap();
         let big = vec![0xabu8; MAX_XATTR_VALUE];

@@ -3,11 +3,18 @@
 //!
 //! Mapping of the optimistic contract (see the crate docs):
 //!
-//! * `begin` takes the snapshot: the cluster's current revision, read with a
-//!   linearizable range request (one round trip through the leader).
-//! * Reads (`get`, scans) are range requests *at that revision*. They are
-//!   served by whichever member answers (serializable: no consensus round);
-//!   a member that has not applied the revision yet answers "future
+//! * The snapshot is the cluster's revision when the transaction's first
+//!   operation runs (see the crate docs: no earlier than `begin`, no later
+//!   than the first operation). A first `get` is itself the linearizable
+//!   read that fixes it: one range request without a revision, whose answer
+//!   carries the revision it was served at, so a read-only transaction of
+//!   one get (GETATTR) costs one round trip, not two. A first scan, `put` or
+//!   `delete` reads the revision alone first (a count-only linearizable
+//!   range, as `begin` used to), so blind writes are checked against the
+//!   state at the first operation. `begin` itself sends nothing.
+//! * Later reads (`get`, scans) are range requests *at that revision*. They
+//!   are served by whichever member answers (serializable: no consensus
+//!   round); a member that has not applied the revision yet answers "future
 //!   revision" and the read is repeated linearizably. History at a revision
 //!   never changes, so these reads are exact.
 //! * `commit` is one etcd `Txn`: compares that every key read with `get`
@@ -101,6 +108,8 @@ pub struct EtcdStore {
     lease: LeaseClient,
     prefix: Vec<u8>,
     timeout: Duration,
+    /// Requests sent so far ([`EtcdStore::requests`]).
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl EtcdStore {
@@ -134,6 +143,7 @@ impl EtcdStore {
             runtime: Some(runtime),
             prefix: cfg.prefix.clone(),
             timeout: cfg.request_timeout,
+            requests: Default::default(),
         };
         store
             .current_revision()
@@ -146,13 +156,20 @@ impl EtcdStore {
         &self.prefix
     }
 
-    /// Runs `fut` on the store's runtime and waits for it, bounded by the
-    /// request timeout.
+    /// Requests (round trips) this store has sent to etcd so far, retries
+    /// included: what a transaction costs (tests, metrics).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs `fut` (one request) on the store's runtime and waits for it,
+    /// bounded by the request timeout.
     fn call<T, F>(&self, fut: F) -> Result<T>
     where
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.runtime {
             Some(rt) => run_on(rt, self.timeout, fut),
             None => Err(KvError::Unavailable("etcd client stopped".into())),
@@ -344,7 +361,7 @@ impl KvStore for EtcdStore {
     fn begin(&self) -> Result<Box<dyn KvTxn + '_>> {
         Ok(Box::new(EtcdTxn {
             store: self,
-            rev: self.current_revision()?,
+            rev: None,
             writes: Overlay::new(),
             reads: BTreeMap::new(),
             seen: BTreeMap::new(),
@@ -354,8 +371,8 @@ impl KvStore for EtcdStore {
 
 struct EtcdTxn<'a> {
     store: &'a EtcdStore,
-    /// Snapshot revision.
-    rev: i64,
+    /// Snapshot revision; fixed by the first operation (module docs).
+    rev: Option<i64>,
     writes: Overlay,
     /// Keys read with `get`: their `mod_revision` at the snapshot (0: absent).
     reads: BTreeMap<Vec<u8>, i64>,
@@ -365,16 +382,44 @@ struct EtcdTxn<'a> {
 }
 
 impl EtcdTxn<'_> {
+    /// The snapshot revision, reading the current one if no operation has
+    /// fixed it yet.
+    fn snapshot(&mut self) -> Result<i64> {
+        match self.rev {
+            Some(rev) => Ok(rev),
+            None => {
+                let rev = self.store.current_revision()?;
+                self.rev = Some(rev);
+                Ok(rev)
+            }
+        }
+    }
+
     /// Range read at the snapshot; serializable first, linearizable when
-    /// the answering member is behind the snapshot.
+    /// the answering member is behind the snapshot. Without a snapshot yet
+    /// it is one linearizable read whose revision becomes the snapshot.
+    fn read_fixing(&mut self, key: Vec<u8>, opts: GetOptions) -> Result<GetResponse> {
+        if self.rev.is_some() {
+            return self.read(key, opts);
+        }
+        let mut kv = self.store.kv.clone();
+        let resp = self.store.call(async move { kv.get(key, Some(opts)).await.map_err(|e| map_err("reading", e)) })?;
+        self.rev = Some(revision_of(&resp));
+        Ok(resp)
+    }
+
+    /// Range read at the (already fixed) snapshot; see [`Self::read_fixing`].
     fn read(&self, key: Vec<u8>, opts: GetOptions) -> Result<GetResponse> {
+        let Some(rev) = self.rev else {
+            return Err(KvError::Backend("etcd: read at a snapshot not yet taken".into()));
+        };
         let kv = self.store.kv.clone();
         let read = |opts: GetOptions| {
             let mut kv = kv.clone();
             let key = key.clone();
             async move { kv.get(key, Some(opts)).await.map_err(|e| map_err("reading", e)) }
         };
-        let opts = opts.with_revision(self.rev);
+        let opts = opts.with_revision(rev);
         match self.store.call(read(opts.clone().with_serializable())) {
             Err(e) if is_future_rev(&e) => self.store.call(read(opts)),
             r => r,
@@ -382,11 +427,11 @@ impl EtcdTxn<'_> {
     }
 
     /// Snapshot `mod_revision`s of `keys`, in one read-only `Txn`.
-    fn snapshot_revisions(&self, keys: &[Vec<u8>]) -> Result<Vec<i64>> {
+    fn snapshot_revisions(&self, rev: i64, keys: &[Vec<u8>]) -> Result<Vec<i64>> {
         let ops: Vec<TxnOp> = keys
             .iter()
             .map(|k| {
-                let opts = GetOptions::new().with_revision(self.rev).with_keys_only();
+                let opts = GetOptions::new().with_revision(rev).with_keys_only();
                 TxnOp::get(self.store.full_key(k), Some(opts.with_serializable()))
             })
             .collect();
@@ -400,7 +445,7 @@ impl EtcdTxn<'_> {
                 let ops = keys
                     .iter()
                     .map(|k| {
-                        let opts = GetOptions::new().with_revision(self.rev).with_keys_only();
+                        let opts = GetOptions::new().with_revision(rev).with_keys_only();
                         TxnOp::get(self.store.full_key(k), Some(opts))
                     })
                     .collect();
@@ -517,24 +562,27 @@ impl KvTxn for EtcdTxn<'_> {
         if let Some(v) = self.writes.get(key) {
             return Ok(v.clone());
         }
-        let mut resp = self.read(self.store.full_key(key), GetOptions::new())?;
+        let mut resp = self.read_fixing(self.store.full_key(key), GetOptions::new())?;
         let kv = resp.take_kvs().into_iter().next();
         self.reads.insert(key.to_vec(), kv.as_ref().map_or(0, |kv| kv.mod_revision()));
         Ok(kv.map(|kv| kv.into_key_value().1))
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        buffer_write(&mut self.writes, key, Some(value))
+        buffer_write(&mut self.writes, key, Some(value))?;
+        self.snapshot().map(drop)
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
-        buffer_write(&mut self.writes, key, None)
+        buffer_write(&mut self.writes, key, None)?;
+        self.snapshot().map(drop)
     }
 
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>> {
         let Some(range) = scan_range(start, end, limit) else {
             return Ok(Vec::new());
         };
+        self.snapshot()?;
         let mut pages = self.pages(start, end, limit, false);
         let out = merge_scan(&mut pages, &self.writes, range, limit)?;
         let seen = std::mem::take(&mut pages.seen);
@@ -546,6 +594,7 @@ impl KvTxn for EtcdTxn<'_> {
         let Some(range) = scan_range(start, end, limit) else {
             return Ok(Vec::new());
         };
+        self.snapshot()?;
         let mut pages = self.pages(start, end, limit, true);
         let keys = (&mut pages).map(|r| r.map(|(k, _)| k));
         let out = merge_scan_keys(keys, &self.writes, range, limit)?;
@@ -558,6 +607,8 @@ impl KvTxn for EtcdTxn<'_> {
         if self.writes.is_empty() {
             return Ok(());
         }
+        // Every write fixed the snapshot (`put`, `delete`).
+        let rev = self.rev.ok_or_else(|| KvError::Backend("etcd: writes without a snapshot".into()))?;
         let blind: Vec<Vec<u8>> = self
             .writes
             .keys()
@@ -571,7 +622,7 @@ impl KvTxn for EtcdTxn<'_> {
             }
         }
         if !blind.is_empty() {
-            let revs = self.snapshot_revisions(&blind)?;
+            let revs = self.snapshot_revisions(rev, &blind)?;
             expected.extend(blind.into_iter().zip(revs));
         }
         let store = self.store;
@@ -593,7 +644,7 @@ impl KvTxn for EtcdTxn<'_> {
         if resp.succeeded() {
             Ok(())
         } else {
-            log::debug!("etcd: conflict for txn at revision {}", self.rev);
+            log::debug!("etcd: conflict for txn at revision {rev}");
             Err(KvError::Conflict)
         }
     }

@@ -12,9 +12,15 @@
 //! (TiKV optimistic transactions, etcd `Txn` with `mod_revision` compares):
 //!
 //! * [`KvStore::begin`] never blocks on other open transactions.
-//! * All reads of a transaction see one consistent snapshot taken at `begin`,
-//!   overlaid with the transaction's own uncommitted writes (read-your-writes,
-//!   also for scans).
+//! * All reads of a transaction see one consistent snapshot, overlaid with
+//!   the transaction's own uncommitted writes (read-your-writes, also for
+//!   scans). The snapshot is taken no earlier than `begin` and no later than
+//!   the transaction's first operation (`get`, `put`, `delete` or a scan):
+//!   it holds every commit that returned before `begin`. The embedded
+//!   backends take it at `begin`; a remote backend may take it with the
+//!   first operation to spare a round trip (etcd: the first `get` is the
+//!   read that fixes it). Nothing runs between `begin` and the first
+//!   operation in [`transact`], so no caller there can tell the difference.
 //! * Writes are buffered; nothing is visible to others before `commit`.
 //!   Dropping a transaction (or an error in [`transact`]) discards them.
 //! * `commit` is atomic and durable when it returns `Ok`.
@@ -149,8 +155,9 @@ impl std::error::Error for KvError {}
 
 /// A transactional, ordered key-value store. Shared by all MDS threads.
 pub trait KvStore: Send + Sync {
-    /// Starts a transaction on a fresh snapshot. Must not block on other
-    /// open transactions.
+    /// Starts a transaction on a fresh snapshot (taken here or by its first
+    /// operation: see the crate docs). Must not block on other open
+    /// transactions.
     fn begin(&self) -> Result<Box<dyn KvTxn + '_>>;
 
     /// The highest commit visible to new transactions (0 where commits are

@@ -32,6 +32,63 @@ fn conformance_suite() {
     assert!(failed.is_empty(), "conformance checks failed on etcd: {failed:?}");
 }
 
+/// Round trips per transaction shape (what bounds an MDS on etcd): the
+/// first `get` fixes the snapshot itself, so a one-get read-only
+/// transaction is one request; later gets are one each; a commit is one,
+/// plus one for the snapshot revisions of keys written without being read.
+#[test]
+fn round_trips_per_transaction() {
+    let Some(eps) = shared_endpoints() else { return };
+    let s = TestStore::new(&eps, "rtt");
+    let mut t = s.0.begin().unwrap();
+    t.put(b"dir", b"0").unwrap();
+    t.commit().unwrap();
+    let cost = |f: &dyn Fn()| {
+        let before = s.0.requests();
+        f();
+        s.0.requests() - before
+    };
+    // GETATTR: one get.
+    assert_eq!(cost(&|| assert_eq!(s.0.begin().unwrap().get(b"dir").unwrap(), Some(b"0".to_vec()))), 1);
+    // LOOKUP: three gets, read-only.
+    assert_eq!(
+        cost(&|| {
+            let mut t = s.0.begin().unwrap();
+            for k in [&b"dir"[..], b"entry", b"ino"] {
+                t.get(k).unwrap();
+            }
+            t.commit().unwrap();
+        }),
+        3
+    );
+    // A create: reads the directory and the absent entry, writes both and
+    // one key it did not read: 2 gets + 1 snapshot-revision read + commit.
+    assert_eq!(
+        cost(&|| {
+            let mut t = s.0.begin().unwrap();
+            t.get(b"dir").unwrap();
+            t.get(b"entry").unwrap();
+            t.put(b"dir", b"1").unwrap();
+            t.put(b"entry", b"ino").unwrap();
+            t.put(b"ino", b"inode").unwrap();
+            t.commit().unwrap();
+        }),
+        4
+    );
+    // Blind writes only: the revision, the snapshot revisions, the commit.
+    assert_eq!(
+        cost(&|| {
+            let mut t = s.0.begin().unwrap();
+            t.put(b"state", b"1").unwrap();
+            t.put(b"slot", b"1").unwrap();
+            t.commit().unwrap();
+        }),
+        3
+    );
+    // `begin` alone sends nothing.
+    assert_eq!(cost(&|| drop(s.0.begin().unwrap())), 0);
+}
+
 /// Two stores on different prefixes of one etcd see nothing of each other.
 #[test]
 fn prefixes_isolate_stores() {
