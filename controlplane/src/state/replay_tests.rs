@@ -247,6 +247,7 @@ fn new_session(st: &StateStore, rng: &mut Rng, clientid: u64, fx: &mut Effects) 
         minor: 1 + rng.below(2) as u32,
         limits: ServerLimits { max_record: 8192, max_ops: 8, slots: 4 },
         max_sessions_per_client: st.caps.max_sessions_per_client,
+        persist: false,
     };
     let (bytes, _) = st.create_session(&a, &ctx, fx).ok()?;
     bytes.get(..16)?.try_into().ok()
