@@ -51,10 +51,11 @@ fn kind(c: &StateChange) -> &'static str {
         StateChange::SessionCreated { .. } => "SessionCreated",
         StateChange::SessionDestroyed { .. } => "SessionDestroyed",
         StateChange::DelegPut { .. } => "DelegPut",
+        StateChange::SlotKept { .. } => "SlotKept",
     }
 }
 
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 fn limits(n: u32) -> ChannelLimits {
     ChannelLimits { max_request: 4096, max_response: 8192, max_response_cached: 512, max_ops: 8, max_requests: n }
@@ -100,6 +101,8 @@ fn samples() -> Vec<StateChange> {
         StateChange::ByteLocks { ino: 78, locks: vec![] },
         StateChange::SessionCreated { rec: SessionRecord { id: [3; 16], clientid: 9, fore: limits(4), back: limits(1), cb_program: 0x4000_0000, minor: 2 } },
         StateChange::SessionDestroyed { id: [3; 16] },
+        StateChange::SlotKept { session: [3; 16], slot: 2, seqid: 17, reply: Some(vec![0, 0, 0, 0, 9]) },
+        StateChange::SlotKept { session: [3; 16], slot: u32::MAX, seqid: 0, reply: None },
         StateChange::DelegPut {
             other,
             rec: deleg::Deleg {
@@ -153,7 +156,7 @@ fn every_kind_round_trips() {
     let other = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
     let writes: Vec<Record> = records::writes(&StateChange::StateRemoved { other }).collect();
     assert_eq!(writes.len(), 2);
-    let deleg_row = records::encode(&samples[15]);
+    let deleg_row = records::encode(&samples[17]);
     assert_eq!(writes[0], Record::Delete { key: deleg_row.key().to_vec() });
     assert!(deleg_row.key().starts_with(writes[1].key()));
 }
