@@ -471,7 +471,9 @@ fn adopt_for(m: &Mds, args: &[u8]) -> Result<(), Box<dyn std::error::Error + Sen
         Adopt::Owner(owner) => st.knows_owner(owner),
     };
     if !held {
-        st.adopt(m.ns.store().as_ref(), m.cfg.cluster_node_id(), what)?;
+        let mut fx = crate::state::Effects::default();
+        st.adopt(m.ns.store().as_ref(), m.cfg.cluster_node_id(), what, &mut fx)?;
+        let _ = m.apply_after_write(fx);
     }
     Ok(())
 }

@@ -31,7 +31,7 @@
 //! | `e` [`STATE_SESSION`] | session ID (16 bytes) | session: clientid, fore and back channel limits (the slot count), callback program, minor version | `state::records` |
 //! | `s` [`STATE`] | stateid `other` (12 bytes) | state: clientid, ino, seqid, revoked, kind (open, lock, delegation, layout) and its fields | `state::records` |
 //! | `s` [`STATE`] | `other`, then `d` [`STATE_DELEG_SUFFIX`] | a delegation's own record (filehandle, granting call, change attribute); deleted with its state | `state::records` |
-//! | `b` [`STATE_BYTE_LOCKS`] | ino (u64) | the byte-range locks of the file (clientid, owner, range, write each) | `state::records` |
+//! | `b` [`STATE_BYTE_LOCKS`] | ino (u64), clientid (u64) | the byte-range locks of one client on the file (clientid, owner, range, write each) | `state::records` |
 //!
 //! A cluster's rows beside them (`state::cluster`; only with `[mds.cluster]`):
 //!
@@ -69,7 +69,7 @@ pub const STATE_SESSION: u8 = b'e';
 pub const STATE: u8 = b's';
 /// Follows a delegation's `other` in the key of its own record.
 pub const STATE_DELEG_SUFFIX: u8 = b'd';
-/// `b` ino -> the file's byte-range locks (state layer).
+/// `b` ino clientid -> that client's byte-range locks on the file (state layer).
 pub const STATE_BYTE_LOCKS: u8 = b'b';
 /// Follows a session ID in the key of one of its slots (`e` sid `t` slot).
 pub const STATE_SLOT_SUFFIX: u8 = b't';

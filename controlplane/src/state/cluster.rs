@@ -25,7 +25,7 @@
 //! state) per adoption, which happens once per client and move. An index
 //! by client would make it O(the client's).
 
-use super::records::{self, Record};
+use super::records;
 use super::replay::scan_all;
 use super::*;
 use crate::keyspace::{self, STATE, STATE_BYTE_LOCKS, STATE_CLIENT, STATE_OWNER, STATE_SESSION};
@@ -194,8 +194,10 @@ impl StateStore {
     /// Loads the client `what` names from the KV, claiming it for `node`
     /// (its owner row, in the same transaction). Ok(None): the KV does not
     /// know it either (the caller answers as it would have). A client this
-    /// node holds already is not loaded again.
-    pub fn adopt(&self, kv: &dyn KvStore, node: u32, what: Adopt<'_>) -> Result<Option<u64>, Box<dyn std::error::Error + Send + Sync>> {
+    /// node holds already is not loaded again. Its I/O stateids on files
+    /// it holds a layout of are to be allowed on the data servers again
+    /// (`fx.ds_allow`), from this node.
+    pub fn adopt(&self, kv: &dyn KvStore, node: u32, what: Adopt<'_>, fx: &mut Effects) -> Result<Option<u64>, Box<dyn std::error::Error + Send + Sync>> {
         // One adoption at a time: two COMPOUNDs of one client arriving
         // together load it once.
         let _one = lock(&self.adopting);
@@ -232,13 +234,9 @@ impl StateStore {
                 }
                 _ => {}
             })?;
-            // A file's row holds every client's locks: this one's only.
             scan_all(txn, &[STATE_BYTE_LOCKS], |k, v| {
-                if let Ok(StateChange::ByteLocks { ino, mut locks }) = records::decode_row(&k, &v) {
-                    locks.retain(|l| l.clientid == clientid);
-                    if let (false, Record::Put { key, value }) = (locks.is_empty(), records::encode(&StateChange::ByteLocks { ino, locks })) {
-                        rows.insert(key, value);
-                    }
+                if matches!(records::decode_row(&k, &v), Ok(StateChange::ByteLocks { clientid: of, .. }) if of == clientid) {
+                    rows.insert(k, v);
                 }
             })?;
             txn.put(&owner_key(clientid), &node.to_be_bytes())?;
@@ -252,6 +250,14 @@ impl StateStore {
             // Not half loaded.
             self.drop_local(clientid);
             return Err(Box::new(e));
+        }
+        for key in rows.keys().filter(|k| k[0] == STATE && k.len() == 13) {
+            let Ok(other) = <StateOther>::try_from(&key[1..]) else { continue };
+            let sh = self.shard_of(&other);
+            if let Some(rec) = sh.states.get(&other) {
+                let sid = stateid(&other, rec.seqid);
+                self.allow_if_layout(&sh, clientid, rec.ino, &sid, fx);
+            }
         }
         log::info!("client {clientid:x} adopted from the KV ({} rows)", rows.len());
         Ok(Some(clientid))

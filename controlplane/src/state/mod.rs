@@ -182,8 +182,10 @@ pub enum StateChange {
     StatePut { other: StateOther, rec: StateRec },
     /// Journal only: a state gone.
     StateRemoved { other: StateOther },
-    /// Journal only: the byte-range locks of a file after a change.
-    ByteLocks { ino: u64, locks: Vec<ByteLock> },
+    /// Journal only: the byte-range locks of one client on a file after a
+    /// change (a row per client and file: nodes holding different clients
+    /// of one file never overwrite each other's).
+    ByteLocks { ino: u64, clientid: u64, locks: Vec<ByteLock> },
     /// Journal only: a session created (with what its slot table and
     /// callbacks need) or destroyed.
     SessionCreated { rec: SessionRecord },

@@ -21,7 +21,7 @@
 //! | `StatePut` | put `s` other | clientid, ino, seqid, revoked, kind (0 open: owner, access, deny; 1 lock: owner, open `other` (12 bytes); 2 delegation: write; 3 layout: iomodes, fh_export, fh_generation, granted_by (bool, session (16 bytes), slot, seqid)) |
 //! | `StateRemoved` | delete `s` other (and the `s` other `d` row under it) | |
 //! | `DelegPut` | put `s` other `d` | clientid, ino, write, fh_export, fh_generation, granted_by, seen_change (bool, u64), change_bumps |
-//! | `ByteLocks` | put `b` ino (delete when no lock is left) | count, then per lock: clientid, owner, start, end, write |
+//! | `ByteLocks` | put `b` ino clientid (delete when the client has no lock left on the file) | count, then per lock: clientid, owner, start, end, write |
 //! | `SlotKept` | put `e` sessionid `t` slot (deleted with its session) | seqid, reply (bool, opaque<16 MiB>) |
 //!
 //! Not records, on purpose: timers (lease clocks, layout recall and
@@ -225,6 +225,12 @@ pub fn slots_prefix(session: &SessionId) -> Vec<u8> {
     k
 }
 
+fn locks_key(ino: u64, clientid: u64) -> Vec<u8> {
+    let mut k = keyspace::with_u64(STATE_BYTE_LOCKS, ino);
+    k.extend_from_slice(&clientid.to_be_bytes());
+    k
+}
+
 fn deleg_key(other: &StateOther) -> Vec<u8> {
     let mut k = state_key(other);
     k.push(STATE_DELEG_SUFFIX);
@@ -337,9 +343,9 @@ pub fn encode(c: &StateChange) -> Record {
                 }
             }),
         },
-        StateChange::ByteLocks { ino, locks } if locks.is_empty() => Record::Delete { key: keyspace::with_u64(STATE_BYTE_LOCKS, *ino) },
-        StateChange::ByteLocks { ino, locks } => Record::Put {
-            key: keyspace::with_u64(STATE_BYTE_LOCKS, *ino),
+        StateChange::ByteLocks { ino, clientid, locks } if locks.is_empty() => Record::Delete { key: locks_key(*ino, *clientid) },
+        StateChange::ByteLocks { ino, clientid, locks } => Record::Put {
+            key: locks_key(*ino, *clientid),
             value: value(|e| {
                 e.put_u32(locks.len() as u32);
                 for l in locks {
@@ -362,7 +368,7 @@ enum Row {
     Slot(SessionId, u32),
     State(StateOther),
     Deleg(StateOther),
-    Locks(u64),
+    Locks(u64, u64),
 }
 
 fn row(key: &[u8]) -> Result<Row, RecordError> {
@@ -377,7 +383,8 @@ fn row(key: &[u8]) -> Result<Row, RecordError> {
             21 if rest[16] == STATE_SLOT_SUFFIX => Row::Slot(rest[..16].try_into().map_err(|_| bad())?, u32::from_be_bytes(rest[17..].try_into().map_err(|_| bad())?)),
             _ => return Err(bad()),
         },
-        STATE_BYTE_LOCKS => Row::Locks(u64_of(rest)?),
+        STATE_BYTE_LOCKS if rest.len() == 16 => Row::Locks(u64_of(&rest[..8])?, u64_of(&rest[8..])?),
+        STATE_BYTE_LOCKS => return Err(bad()),
         STATE => match rest.len() {
             12 => Row::State(rest.try_into().map_err(|_| bad())?),
             13 if rest[12] == STATE_DELEG_SUFFIX => Row::Deleg(rest[..12].try_into().map_err(|_| bad())?),
@@ -395,7 +402,7 @@ pub fn decode(r: &Record) -> Result<StateChange, RecordError> {
             Row::Client(clientid) => StateChange::ClientPurged { clientid },
             Row::Session(id) => StateChange::SessionDestroyed { id },
             Row::State(other) => StateChange::StateRemoved { other },
-            Row::Locks(ino) => StateChange::ByteLocks { ino, locks: vec![] },
+            Row::Locks(ino, clientid) => StateChange::ByteLocks { ino, clientid, locks: vec![] },
             // A delegation's row goes with its state, a slot's with its session.
             Row::Deleg(_) | Row::Slot(..) => return Err(RecordError::Key(key.clone())),
         }),
@@ -475,19 +482,24 @@ fn decode_body(what: Row, d: &mut Decoder<'_>) -> Result<StateChange, XdrError> 
             let rec = Deleg { clientid, ino, write, fh_export, fh_generation, granted_by, recall_deadline: None, seen_change, change_bumps };
             StateChange::DelegPut { other, rec }
         }
-        Row::Locks(ino) => {
+        Row::Locks(ino, clientid) => {
             let n = d.get_count(u32::MAX)?;
             let mut locks = Vec::with_capacity(n);
             for _ in 0..n {
+                // Each lock is of the client the key names.
+                let of = d.get_u64()?;
+                if of != clientid {
+                    return Err(XdrError::BadDiscriminant(of as i64));
+                }
                 locks.push(ByteLock {
-                    clientid: d.get_u64()?,
+                    clientid,
                     owner: d.get_opaque(MAX_OWNER)?.to_vec(),
                     start: d.get_u64()?,
                     end: d.get_u64()?,
                     write: d.get_bool()?,
                 });
             }
-            StateChange::ByteLocks { ino, locks }
+            StateChange::ByteLocks { ino, clientid, locks }
         }
     })
 }

@@ -107,7 +107,7 @@ impl StateStore {
                 StateChange::SlotKept { session, slot, seqid, reply } => slots.push((session, slot, seqid, reply)),
                 StateChange::StatePut { other, rec } => states.push((other, rec)),
                 StateChange::DelegPut { other, rec } => delegs.push((other, rec)),
-                StateChange::ByteLocks { ino, locks: l } => locks.push((ino, l)),
+                StateChange::ByteLocks { ino, locks: l, .. } => locks.push((ino, l)),
                 // Reclaim after a restart: the MDS reads these at boot.
                 StateChange::ClientConfirmed { .. } => {}
                 other => return Err(inconsistent(format!("a row that is a delete: {other:?}"))),
