@@ -9,12 +9,13 @@ use crate::datastore::LocalFileStore;
 use crate::keyspace;
 use crate::mds::Mds;
 use pnfs_kv::MemStore;
-use pnfs_kv::KvStore;
+use pnfs_kv::{KvError, KvStore, KvTxn};
 use pnfs_protocol::rpc::Credential;
 use pnfs_protocol::session::{CREATE_SESSION4_FLAG_CONN_BACK_CHAN, CREATE_SESSION4_FLAG_PERSIST};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::xdr::{encode_to_vec, Decoder, Opaque, XdrDecode};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 fn config(dir: &Path, node: Option<u32>) -> MdsConfig {
@@ -103,6 +104,69 @@ fn exchange_id(n: &(Arc<Mds>, Dispatcher)) -> EXCHANGE_ID4resok<'static> {
     }
 }
 
+/// CREATE_SESSION on `n` for `eid`'s client (with a back channel when
+/// `back`), then RECLAIM_COMPLETE: the session ID and the CREATE_SESSION flags.
+fn create_session(n: &(Arc<Mds>, Dispatcher), eid: &EXCHANGE_ID4resok, back: bool) -> ([u8; 16], u32) {
+    let cs = CREATE_SESSION4args {
+        csa_clientid: eid.eir_clientid,
+        csa_sequence: eid.eir_sequenceid,
+        csa_flags: if back { CREATE_SESSION4_FLAG_CONN_BACK_CHAN } else { 0 },
+        csa_fore_chan_attrs: attrs(4),
+        csa_back_chan_attrs: attrs(1),
+        csa_cb_program: 0x4000_0000,
+        csa_sec_parms: vec![callback_sec_parms4::AUTH_NONE],
+    };
+    let r = call(n, 1, vec![nfs_argop4::OP_CREATE_SESSION(cs)]);
+    let (sid, flags) = match &res(&r).resarray[0] {
+        nfs_resop4::OP_CREATE_SESSION(CREATE_SESSION4res::NFS4_OK(ok)) => (ok.csr_sessionid, ok.csr_flags),
+        other => panic!("CREATE_SESSION: {other:?}"),
+    };
+    let r = call(n, 1, vec![seq(sid, 0, 1, false), nfs_argop4::OP_RECLAIM_COMPLETE(RECLAIM_COMPLETE4args { rca_one_fs: false })]);
+    assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
+    (sid, flags)
+}
+
+/// OPEN (create) of /export/f on slot 0 at `seqid` (cached): its
+/// stateid and filehandle.
+fn open_file(n: &(Arc<Mds>, Dispatcher), clientid: u64, sid: [u8; 16], seqid: u32) -> (stateid4, Vec<u8>) {
+    let open = nfs_argop4::OP_OPEN(OPEN4args {
+        seqid: 0,
+        share_access: OPEN4_SHARE_ACCESS_BOTH,
+        share_deny: OPEN4_SHARE_DENY_NONE,
+        owner: state_owner4 { clientid, owner: Opaque::borrowed(b"open owner") },
+        openhow: openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 { attrmask: vec![], attr_vals: Opaque::owned(vec![]) })),
+        claim: open_claim4::CLAIM_NULL(Opaque::borrowed(b"f")),
+    });
+    let lookup = nfs_argop4::OP_LOOKUP(LOOKUP4args { objname: Opaque::borrowed(b"export") });
+    let r = call(n, 1, vec![seq(sid, 0, seqid, true), nfs_argop4::OP_PUTROOTFH, lookup, open, nfs_argop4::OP_GETFH]);
+    let (st, ops) = status_of(&r);
+    assert_eq!(st, nfsstat4::NFS4_OK, "{ops:?}");
+    let open_sid = match &ops[3] {
+        nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(ok)) => ok.stateid.clone(),
+        other => panic!("OPEN: {other:?}"),
+    };
+    match &ops[4] {
+        nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(ok)) => (open_sid, ok.object.to_vec()),
+        other => panic!("GETFH: {other:?}"),
+    }
+}
+
+/// LOCK (new lock owner) of bytes 0..10 for write with `open_sid`.
+fn lock_args(clientid: u64, open_sid: &stateid4) -> nfs_argop4<'static> {
+    nfs_argop4::OP_LOCK(LOCK4args {
+        locktype: nfs_lock_type4::WRITE_LT,
+        reclaim: false,
+        offset: 0,
+        length: 10,
+        locker: locker4::TRUE(open_to_lock_owner4 {
+            open_seqid: 0,
+            open_stateid: open_sid.clone(),
+            lock_seqid: 0,
+            lock_owner: lock_owner4 { clientid, owner: Opaque::borrowed(b"lock owner") },
+        }),
+    })
+}
+
 /// The status of result `i` (its first word after the opnum).
 fn status_of(bytes: &[u8]) -> (nfsstat4, Vec<nfs_resop4<'_>>) {
     let r = res(bytes);
@@ -126,71 +190,23 @@ fn a_session_moves_to_another_node_and_carries_on() {
 
     // Node 1: EXCHANGE_ID, CREATE_SESSION (PERSIST granted), RECLAIM_COMPLETE.
     let eid1 = exchange_id(&n1);
-    let cs = CREATE_SESSION4args {
-        csa_clientid: eid1.eir_clientid,
-        csa_sequence: eid1.eir_sequenceid,
-        csa_flags: CREATE_SESSION4_FLAG_CONN_BACK_CHAN,
-        csa_fore_chan_attrs: attrs(4),
-        csa_back_chan_attrs: attrs(1),
-        csa_cb_program: 0x4000_0000,
-        csa_sec_parms: vec![callback_sec_parms4::AUTH_NONE],
-    };
-    let r = call(&n1, 1, vec![nfs_argop4::OP_CREATE_SESSION(cs)]);
-    let sid = match &res(&r).resarray[0] {
-        nfs_resop4::OP_CREATE_SESSION(CREATE_SESSION4res::NFS4_OK(ok)) => {
-            assert_ne!(ok.csr_flags & CREATE_SESSION4_FLAG_PERSIST, 0, "a cluster grants PERSIST");
-            ok.csr_sessionid
-        }
-        other => panic!("CREATE_SESSION: {other:?}"),
-    };
-    let r = call(&n1, 1, vec![seq(sid, 0, 1, false), nfs_argop4::OP_RECLAIM_COMPLETE(RECLAIM_COMPLETE4args { rca_one_fs: false })]);
-    assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
+    let (sid, cs_flags) = create_session(&n1, &eid1, true);
+    assert_ne!(cs_flags & CREATE_SESSION4_FLAG_PERSIST, 0, "a cluster grants PERSIST");
     let flags = |r: &[u8]| match &res(r).resarray[0] {
         nfs_resop4::OP_SEQUENCE(SEQUENCE4res::NFS4_OK(ok)) => ok.sr_status_flags,
         other => panic!("SEQUENCE: {other:?}"),
     };
+    let r = call(&n1, 1, vec![seq(sid, 1, 1, false)]);
     assert_eq!(flags(&r) & SEQ4_STATUS_CB_PATH_DOWN, 0, "node 1 has the back channel");
 
     // OPEN (create), WRITE, LOCK on node 1.
-    let open = nfs_argop4::OP_OPEN(OPEN4args {
-        seqid: 0,
-        share_access: OPEN4_SHARE_ACCESS_BOTH,
-        share_deny: OPEN4_SHARE_DENY_NONE,
-        owner: state_owner4 { clientid: eid1.eir_clientid, owner: Opaque::borrowed(b"open owner") },
-        openhow: openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 { attrmask: vec![], attr_vals: Opaque::owned(vec![]) })),
-        claim: open_claim4::CLAIM_NULL(Opaque::borrowed(b"f")),
-    });
-    let lookup = nfs_argop4::OP_LOOKUP(LOOKUP4args { objname: Opaque::borrowed(b"export") });
-    let r = call(&n1, 1, vec![seq(sid, 0, 2, true), nfs_argop4::OP_PUTROOTFH, lookup, open, nfs_argop4::OP_GETFH]);
-    let (st, ops) = status_of(&r);
-    assert_eq!(st, nfsstat4::NFS4_OK);
-    let open_sid = match &ops[3] {
-        nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(ok)) => ok.stateid.clone(),
-        other => panic!("OPEN: {other:?}"),
-    };
-    let fh = match &ops[4] {
-        nfs_resop4::OP_GETFH(GETFH4res::NFS4_OK(ok)) => ok.object.to_vec(),
-        other => panic!("GETFH: {other:?}"),
-    };
+    let (open_sid, fh) = open_file(&n1, eid1.eir_clientid, sid, 2);
     let putfh = || nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::owned(fh.clone()) });
     let write = nfs_argop4::OP_WRITE(WRITE4args { stateid: open_sid.clone(), offset: 0, stable: stable_how4::FILE_SYNC4, data: Opaque::borrowed(b"data") });
-    let r = call(&n1, 1, vec![seq(sid, 1, 1, false), putfh(), write]);
+    let r = call(&n1, 1, vec![seq(sid, 1, 2, false), putfh(), write]);
     assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
-    let lock = nfs_argop4::OP_LOCK(LOCK4args {
-        locktype: nfs_lock_type4::WRITE_LT,
-        reclaim: false,
-        offset: 0,
-        length: 10,
-        locker: locker4::TRUE(open_to_lock_owner4 {
-            open_seqid: 0,
-            open_stateid: open_sid.clone(),
-            lock_seqid: 0,
-            lock_owner: lock_owner4 { clientid: eid1.eir_clientid, owner: Opaque::borrowed(b"lock owner") },
-        }),
-    });
-    let lock_args = vec![seq(sid, 0, 3, true), putfh(), lock];
-    let lock_reply = call(&n1, 1, lock_args.clone());
-    let (st, ops) = status_of(&lock_reply);
+    let r = call(&n1, 1, vec![seq(sid, 0, 3, true), putfh(), lock_args(eid1.eir_clientid, &open_sid)]);
+    let (st, ops) = status_of(&r);
     assert_eq!(st, nfsstat4::NFS4_OK);
     let lock_sid = match &ops[2] {
         nfs_resop4::OP_LOCK(LOCK4res::NFS4_OK(ok)) => ok.lock_stateid.clone(),
@@ -213,11 +229,7 @@ fn a_session_moves_to_another_node_and_carries_on() {
     assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
     let r = call(&n2, 7, vec![seq(sid, 0, 6, false)]);
     assert_eq!(flags(&r) & SEQ4_STATUS_CB_PATH_DOWN, 0, "bound");
-    // The retried LOCK (slot 0, seqid 3: the last state change recorded
-    // there) is no retry any more: slot 0 moved on. A retry on slot 1, whose
-    // last request (the WRITE, seqid 1) changed nothing, is a new request.
-    // So first: the cached reply of a state-changing request on a slot not
-    // used since; node 2 must answer it from the KV.
+    // Node 1's lock and open stateids work on node 2.
     let unlock = nfs_argop4::OP_LOCKU(LOCKU4args { locktype: nfs_lock_type4::WRITE_LT, seqid: 0, lock_stateid: lock_sid.clone(), offset: 0, length: 10 });
     let locku_args = vec![seq(sid, 2, 1, true), putfh(), unlock];
     let locku_reply = call(&n2, 7, locku_args.clone());
@@ -253,7 +265,6 @@ fn a_session_moves_to_another_node_and_carries_on() {
     // Node 3 carries on.
     let r = call(&n3, 9, vec![seq(sid, 0, 7, false), putfh(), nfs_argop4::OP_GETFH]);
     assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
-    drop(lock_args);
 }
 
 /// A single MDS (no [mds.cluster]) writes no state row, whatever its
@@ -265,38 +276,100 @@ fn a_single_mds_writes_no_state_rows() {
     let n = node(dir.path(), &kv, None);
     assert!(!n.0.state().journaling());
     let eid = exchange_id(&n);
-    let cs = CREATE_SESSION4args {
-        csa_clientid: eid.eir_clientid,
-        csa_sequence: eid.eir_sequenceid,
-        csa_flags: 0,
-        csa_fore_chan_attrs: attrs(2),
-        csa_back_chan_attrs: attrs(1),
-        csa_cb_program: 0x4000_0000,
-        csa_sec_parms: vec![callback_sec_parms4::AUTH_NONE],
-    };
-    let r = call(&n, 1, vec![nfs_argop4::OP_CREATE_SESSION(cs)]);
-    let sid = match &res(&r).resarray[0] {
-        nfs_resop4::OP_CREATE_SESSION(CREATE_SESSION4res::NFS4_OK(ok)) => {
-            assert_eq!(ok.csr_flags & CREATE_SESSION4_FLAG_PERSIST, 0, "a single MDS does not persist sessions");
-            ok.csr_sessionid
-        }
-        other => panic!("CREATE_SESSION: {other:?}"),
-    };
-    let r = call(&n, 1, vec![seq(sid, 0, 1, true), nfs_argop4::OP_RECLAIM_COMPLETE(RECLAIM_COMPLETE4args { rca_one_fs: false })]);
-    assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
-    let open = nfs_argop4::OP_OPEN(OPEN4args {
-        seqid: 0,
-        share_access: OPEN4_SHARE_ACCESS_BOTH,
-        share_deny: OPEN4_SHARE_DENY_NONE,
-        owner: state_owner4 { clientid: eid.eir_clientid, owner: Opaque::borrowed(b"o") },
-        openhow: openflag4::OPEN4_CREATE(createhow4::UNCHECKED4(fattr4 { attrmask: vec![], attr_vals: Opaque::owned(vec![]) })),
-        claim: open_claim4::CLAIM_NULL(Opaque::borrowed(b"f")),
-    });
-    let lookup = nfs_argop4::OP_LOOKUP(LOOKUP4args { objname: Opaque::borrowed(b"export") });
-    let r = call(&n, 1, vec![seq(sid, 0, 2, true), nfs_argop4::OP_PUTROOTFH, lookup, open]);
+    let (sid, cs_flags) = create_session(&n, &eid, false);
+    assert_eq!(cs_flags & CREATE_SESSION4_FLAG_PERSIST, 0, "a single MDS does not persist sessions");
+    let (open_sid, fh) = open_file(&n, eid.eir_clientid, sid, 2);
+    let r = call(&n, 1, vec![seq(sid, 0, 3, true), nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::owned(fh) }), lock_args(eid.eir_clientid, &open_sid)]);
     assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
     assert_eq!(state_rows(&kv), 0, "no client, session, slot, state or owner row");
     // Only the reclaim record of the confirmed client (as before).
     let mut t = kv.begin().unwrap();
     assert_eq!(t.scan_prefix(&[keyspace::CLIENT_RECORD], usize::MAX).unwrap().len(), 1);
+}
+
+/// A store whose commits that write fail while `down` is set (a KV that
+/// refuses writes: reads of the namespace still work).
+struct FlakyStore {
+    inner: Arc<MemStore>,
+    down: AtomicBool,
+}
+
+struct FlakyTxn<'a> {
+    inner: Box<dyn KvTxn + 'a>,
+    down: &'a AtomicBool,
+    wrote: bool,
+}
+
+impl KvStore for FlakyStore {
+    fn begin(&self) -> pnfs_kv::Result<Box<dyn KvTxn + '_>> {
+        Ok(Box::new(FlakyTxn { inner: self.inner.begin()?, down: &self.down, wrote: false }))
+    }
+}
+
+impl KvTxn for FlakyTxn<'_> {
+    fn get(&mut self, key: &[u8]) -> pnfs_kv::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> pnfs_kv::Result<()> {
+        self.wrote = true;
+        self.inner.put(key, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> pnfs_kv::Result<()> {
+        self.wrote = true;
+        self.inner.delete(key)
+    }
+    fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> pnfs_kv::Result<Vec<pnfs_kv::KvPair>> {
+        self.inner.scan(start, end, limit)
+    }
+    fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> pnfs_kv::Result<Vec<Vec<u8>>> {
+        self.inner.scan_keys(start, end, limit)
+    }
+    fn commit(self: Box<Self>) -> pnfs_kv::Result<()> {
+        if self.wrote && self.down.load(Ordering::SeqCst) {
+            return Err(KvError::Unavailable("test: the KV is down".into()));
+        }
+        self.inner.commit()
+    }
+}
+
+/// A state change the KV did not take is NFS4ERR_DELAY, not success: the
+/// node drops its copy of the client (it may be ahead of the KV), and the
+/// client's retry (same slot and seqid) reloads the client from the KV and
+/// runs as a new request. A node that cannot reach the KV to adopt a
+/// session answers DELAY too, never BADSESSION.
+#[test]
+fn a_write_the_kv_refused_fails_the_compound_and_the_retry_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemStore::new());
+    let flaky = Arc::new(FlakyStore { inner: mem.clone(), down: AtomicBool::new(false) });
+    let n1 = {
+        let cfg = config(dir.path(), Some(1));
+        let data = LocalFileStore::open(&cfg.data_dir, cfg.open_file_cache).unwrap();
+        let store: Arc<dyn KvStore> = flaky.clone();
+        (Mds::with_stores(cfg, store, Arc::new(data)).unwrap(), Dispatcher::new())
+    };
+    let eid = exchange_id(&n1);
+    let (sid, _) = create_session(&n1, &eid, true);
+    let (open_sid, fh) = open_file(&n1, eid.eir_clientid, sid, 2);
+    let putfh = || nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::owned(fh.clone()) });
+    let rows = state_rows(&mem);
+
+    flaky.down.store(true, Ordering::SeqCst);
+    let lock = || vec![seq(sid, 0, 3, true), putfh(), lock_args(eid.eir_clientid, &open_sid)];
+    let r = call(&n1, 1, lock());
+    let (st, ops) = status_of(&r);
+    assert_eq!(st, nfsstat4::NFS4ERR_DELAY, "{ops:?}");
+    assert!(matches!(ops[..], [nfs_resop4::OP_SEQUENCE(SEQUENCE4res::default(nfsstat4::NFS4ERR_DELAY))]), "{ops:?}");
+    assert!(n1.0.state().client(eid.eir_clientid).is_err(), "the copy ahead of the KV is gone");
+    assert_eq!(state_rows(&mem), rows, "nothing written");
+    // Still down: adopting the session back needs the KV: DELAY again.
+    let (st, _) = status_of(&call(&n1, 1, lock()));
+    assert_eq!(st, nfsstat4::NFS4ERR_DELAY, "no BADSESSION while the KV is away");
+
+    flaky.down.store(false, Ordering::SeqCst);
+    let r = call(&n1, 1, lock());
+    let (st, ops) = status_of(&r);
+    assert_eq!(st, nfsstat4::NFS4_OK, "the retry reloads the client and runs: {ops:?}");
+    assert!(matches!(&ops[2], nfs_resop4::OP_LOCK(LOCK4res::NFS4_OK(ok)) if ok.lock_stateid.seqid == 1));
+    assert!(state_rows(&mem) > rows, "the lock is written");
 }
