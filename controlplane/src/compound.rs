@@ -375,7 +375,7 @@ impl Dispatcher {
     /// Runs one COMPOUND and returns the encoded COMPOUND4res.
     pub fn run(&self, m: &Mds, conn: &ConnInfo, cred: Credential, args: &[u8]) -> CompoundOutcome {
         if !m.state().journaling() {
-            return self.run_here(m, conn, cred, args);
+            return self.run_noting_slot(m, conn, cred, args).0;
         }
         // A cluster (`state::cluster`): a client held by another node is
         // adopted first; the COMPOUND's state changes are gathered and
@@ -404,10 +404,6 @@ impl Dispatcher {
         }
         let _ = m.apply_after_write(fx);
         out
-    }
-
-    fn run_here(&self, m: &Mds, conn: &ConnInfo, cred: Credential, args: &[u8]) -> CompoundOutcome {
-        self.run_noting_slot(m, conn, cred, args).0
     }
 
     /// Runs one COMPOUND; also returns the slot a new request ran on.

@@ -22,8 +22,9 @@
 //! Cost: the KV's state rows are keyed by session, stateid and file, not
 //! by client, so adopting one client scans every `e`, `s` and `b` row (and
 //! an EXCHANGE_ID of an unknown owner every `c` row) once: O(the cluster's
-//! state) per adoption, which happens once per client and move. An index
-//! by client would make it O(the client's).
+//! state) per adoption, which happens once per client and move (an
+//! EXCHANGE_ID scans only for an owner confirmed somewhere: one with an `O`
+//! row). An index by client would make it O(the client's).
 
 use super::records;
 use super::replay::scan_all;
@@ -203,11 +204,20 @@ impl StateStore {
         let _one = lock(&self.adopting);
         let rows = pnfs_kv::transact(kv, WRITE_RETRIES, |txn: &mut dyn KvTxn| -> Result<_, KvError> {
             let Some(clientid) = find_client(txn, what)? else { return Ok(None) };
+            let mut rows = BTreeMap::new();
             if self.client(clientid).is_ok() {
-                return Ok(Some((clientid, BTreeMap::new())));
+                // Held here, but not this session (made on another node):
+                // the session and its slots only.
+                if let Adopt::Session(id) = what {
+                    if self.session(id).is_none() {
+                        scan_all(txn, &keyspace::with_bytes(STATE_SESSION, id), |k, v| {
+                            rows.insert(k, v);
+                        })?;
+                    }
+                }
+                return Ok(Some((clientid, rows)));
             }
             let Some(client) = txn.get(&keyspace::with_u64(STATE_CLIENT, clientid))? else { return Ok(None) };
-            let mut rows = BTreeMap::new();
             rows.insert(keyspace::with_u64(STATE_CLIENT, clientid), client);
             // Its sessions, then the slot rows under them (they sort after
             // their session's row).
@@ -247,7 +257,7 @@ impl StateStore {
             return Ok(Some(clientid));
         }
         if let Err(e) = self.load(rows.iter().map(|(k, v)| (&k[..], &v[..]))) {
-            // Not half loaded.
+            // Not half loaded: the client goes whole (the KV still has it).
             self.drop_local(clientid);
             return Err(Box::new(e));
         }
@@ -275,6 +285,9 @@ fn find_client(txn: &mut dyn KvTxn, what: Adopt<'_>) -> Result<Option<u64>, KvEr
             },
             None => None,
         },
+        // An owner never confirmed anywhere (no `O` row: a new client) is
+        // not looked for: most EXCHANGE_IDs scan nothing.
+        Adopt::Owner(owner) if txn.get(&keyspace::with_bytes(keyspace::CLIENT_RECORD, owner))?.is_none() => None,
         Adopt::Owner(owner) => {
             // The confirmed record of the owner, else any.
             let mut found: Option<(bool, u64)> = None;

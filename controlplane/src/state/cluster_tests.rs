@@ -265,6 +265,25 @@ fn a_session_moves_to_another_node_and_carries_on() {
     // Node 3 carries on.
     let r = call(&n3, 9, vec![seq(sid, 0, 7, false), putfh(), nfs_argop4::OP_GETFH]);
     assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
+    // A second session, made on node 3, is found by node 2, which holds
+    // the client already (from before) but not that session.
+    let cs = CREATE_SESSION4args {
+        csa_clientid: eid1.eir_clientid,
+        csa_sequence: eid1.eir_sequenceid.wrapping_add(1),
+        csa_flags: 0,
+        csa_fore_chan_attrs: attrs(2),
+        csa_back_chan_attrs: attrs(1),
+        csa_cb_program: 0x4000_0000,
+        csa_sec_parms: vec![callback_sec_parms4::AUTH_NONE],
+    };
+    let r = call(&n3, 9, vec![nfs_argop4::OP_CREATE_SESSION(cs)]);
+    let sid2 = match &res(&r).resarray[0] {
+        nfs_resop4::OP_CREATE_SESSION(CREATE_SESSION4res::NFS4_OK(ok)) => ok.csr_sessionid,
+        other => panic!("CREATE_SESSION on node 3: {other:?}"),
+    };
+    assert!(n2.0.state().client(eid1.eir_clientid).is_ok() && n2.0.state().session(&sid2).is_none());
+    let r = call(&n2, 7, vec![seq(sid2, 0, 1, false), putfh(), nfs_argop4::OP_GETFH]);
+    assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK, "node 2 loads the session it lacked");
 }
 
 /// A single MDS (no [mds.cluster]) writes no state row, whatever its
