@@ -104,13 +104,14 @@ impl Mds {
             let root_ino = mkdir_p(&ns, &e.path, &mut pseudo_inos).map_err(|s| format!("mds.exports[{i}].path {}: {s:?}", e.path))?;
             exports.push(Export::new(i as u16 + 1, e, root_ino));
         }
-        // A cluster has no grace: its clients are adopted, not reclaimed.
-        let reclaimable: Vec<Vec<u8>> = if cfg.cluster.is_some() { vec![] } else { ns
+        let reclaimable: Vec<Vec<u8>> = ns
             .list_records(CLIENT_RECORD_PREFIX)
             .map_err(|e| format!("metadata store: {e:?}"))?
             .into_iter()
             .map(|(k, _)| k[CLIENT_RECORD_PREFIX.len()..].to_vec())
-            .collect() };
+            .collect();
+        // A cluster has no grace: its clients are adopted, not reclaimed.
+        let reclaimable = if cfg.cluster.is_some() { vec![] } else { reclaimable };
         if !reclaimable.is_empty() {
             log::info!("{} client(s) may reclaim state; grace period {} s", reclaimable.len(), cfg.grace());
         }
@@ -159,7 +160,8 @@ impl Mds {
     /// Applies what a state call decided, with no state lock held: stateids
     /// allowed on or revoked from the data servers, layout recalls, sizes
     /// from the data servers, client records. An error writing a client
-    /// record (CREATE_SESSION's, needed for reclaim) is returned.
+    /// record (CREATE_SESSION's, needed for reclaim) is returned. A
+    /// cluster writes every record first (`cluster_write`).
     pub fn apply(&self, mut fx: Effects) -> NfsResult<()> {
         if fx.is_empty() {
             return Ok(());
@@ -219,8 +221,8 @@ impl Mds {
         self as *const Mds as usize
     }
 
-    /// The effects of a cluster's state calls once their records are
-    /// written: everything but the records.
+    /// Applies everything of `fx` but its records (a cluster's are written
+    /// already; a single MDS's are `apply`'s).
     pub fn apply_after_write(&self, mut fx: Effects) -> NfsResult<()> {
         fx.records.clear();
         if let Some(p) = &self.pnfs {
