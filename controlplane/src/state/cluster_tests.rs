@@ -15,7 +15,7 @@ use pnfs_protocol::session::{CREATE_SESSION4_FLAG_CONN_BACK_CHAN, CREATE_SESSION
 use pnfs_protocol::wire::*;
 use pnfs_protocol::xdr::{encode_to_vec, Decoder, Opaque, XdrDecode};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 fn config(dir: &Path, node: Option<u32>) -> MdsConfig {
@@ -40,10 +40,17 @@ fn config(dir: &Path, node: Option<u32>) -> MdsConfig {
 
 /// An MDS on `kv`, its metadata key and data under `dir`.
 fn node(dir: &Path, kv: &Arc<MemStore>, id: Option<u32>) -> (Arc<Mds>, Dispatcher) {
+    node_on(dir, kv.clone(), id)
+}
+
+fn node_on(dir: &Path, store: Arc<dyn KvStore>, id: Option<u32>) -> (Arc<Mds>, Dispatcher) {
     let cfg = config(dir, id);
     let data = LocalFileStore::open(&cfg.data_dir, cfg.open_file_cache).unwrap();
-    let store: Arc<dyn KvStore> = kv.clone();
     (Mds::with_stores(cfg, store, Arc::new(data)).unwrap(), Dispatcher::new())
+}
+
+fn flaky_store(mem: &Arc<MemStore>) -> Arc<FlakyStore> {
+    Arc::new(FlakyStore { inner: mem.clone(), down: AtomicBool::new(false), writes: AtomicUsize::new(0) })
 }
 
 fn root() -> Credential {
@@ -307,21 +314,24 @@ fn a_single_mds_writes_no_state_rows() {
 }
 
 /// A store whose commits that write fail while `down` is set (a KV that
-/// refuses writes: reads of the namespace still work).
+/// refuses writes: reads of the namespace still work), counting the
+/// commits that wrote.
 struct FlakyStore {
     inner: Arc<MemStore>,
     down: AtomicBool,
+    writes: AtomicUsize,
 }
 
 struct FlakyTxn<'a> {
     inner: Box<dyn KvTxn + 'a>,
     down: &'a AtomicBool,
+    writes: &'a AtomicUsize,
     wrote: bool,
 }
 
 impl KvStore for FlakyStore {
     fn begin(&self) -> pnfs_kv::Result<Box<dyn KvTxn + '_>> {
-        Ok(Box::new(FlakyTxn { inner: self.inner.begin()?, down: &self.down, wrote: false }))
+        Ok(Box::new(FlakyTxn { inner: self.inner.begin()?, down: &self.down, writes: &self.writes, wrote: false }))
     }
 }
 
@@ -347,6 +357,7 @@ impl KvTxn for FlakyTxn<'_> {
         if self.wrote && self.down.load(Ordering::SeqCst) {
             return Err(KvError::Unavailable("test: the KV is down".into()));
         }
+        self.writes.fetch_add(self.wrote as usize, Ordering::SeqCst);
         self.inner.commit()
     }
 }
@@ -360,13 +371,8 @@ impl KvTxn for FlakyTxn<'_> {
 fn a_write_the_kv_refused_fails_the_compound_and_the_retry_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let mem = Arc::new(MemStore::new());
-    let flaky = Arc::new(FlakyStore { inner: mem.clone(), down: AtomicBool::new(false) });
-    let n1 = {
-        let cfg = config(dir.path(), Some(1));
-        let data = LocalFileStore::open(&cfg.data_dir, cfg.open_file_cache).unwrap();
-        let store: Arc<dyn KvStore> = flaky.clone();
-        (Mds::with_stores(cfg, store, Arc::new(data)).unwrap(), Dispatcher::new())
-    };
+    let flaky = flaky_store(&mem);
+    let n1 = node_on(dir.path(), flaky.clone(), Some(1));
     let eid = exchange_id(&n1);
     let (sid, _) = create_session(&n1, &eid, true);
     let (open_sid, fh) = open_file(&n1, eid.eir_clientid, sid, 2);
@@ -391,4 +397,59 @@ fn a_write_the_kv_refused_fails_the_compound_and_the_retry_reloads() {
     assert_eq!(st, nfsstat4::NFS4_OK, "the retry reloads the client and runs: {ops:?}");
     assert!(matches!(&ops[2], nfs_resop4::OP_LOCK(LOCK4res::NFS4_OK(ok)) if ok.lock_stateid.seqid == 1));
     assert!(state_rows(&mem) > rows, "the lock is written");
+}
+
+/// A COMPOUND that changes state costs a cluster one writing KV
+/// transaction (its records, its slot, the owner row together); one that
+/// changes nothing costs none; a single MDS writes nothing for either.
+/// Prints the rate of OPEN+CLOSE pairs both ways (in-memory KV).
+#[test]
+fn one_kv_transaction_per_state_changing_compound() {
+    for cluster in [None, Some(1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemStore::new());
+        let counted = flaky_store(&mem);
+        let n = node_on(dir.path(), counted.clone(), cluster);
+        let eid = exchange_id(&n);
+        let (sid, _) = create_session(&n, &eid, false);
+        let (open_sid, fh) = open_file(&n, eid.eir_clientid, sid, 2);
+        let putfh = || nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::owned(fh.clone()) });
+        let close = |s: &stateid4| nfs_argop4::OP_CLOSE(CLOSE4args { seqid: 0, open_stateid: s.clone() });
+        let r = call(&n, 1, vec![seq(sid, 1, 1, false), putfh(), close(&open_sid)]);
+        assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
+        let pairs = 300u32;
+        let writes_before = counted.writes.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        for i in 0..pairs {
+            let open = nfs_argop4::OP_OPEN(OPEN4args {
+                seqid: 0,
+                share_access: OPEN4_SHARE_ACCESS_READ,
+                share_deny: OPEN4_SHARE_DENY_NONE,
+                owner: state_owner4 { clientid: eid.eir_clientid, owner: Opaque::borrowed(b"o") },
+                openhow: openflag4::default(opentype4::OPEN4_NOCREATE),
+                claim: open_claim4::CLAIM_FH,
+            });
+            let r = call(&n, 1, vec![seq(sid, 0, 3 + 2 * i, false), putfh(), open]);
+            let (st, ops) = status_of(&r);
+            assert_eq!(st, nfsstat4::NFS4_OK, "{ops:?}");
+            let s = match &ops[2] {
+                nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(ok)) => ok.stateid.clone(),
+                other => panic!("OPEN: {other:?}"),
+            };
+            let r = call(&n, 1, vec![seq(sid, 0, 4 + 2 * i, false), putfh(), close(&s)]);
+            assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
+            // Read-only: no write.
+            let r = call(&n, 1, vec![seq(sid, 2, 1 + i, false), putfh(), nfs_argop4::OP_GETFH]);
+            assert_eq!(status_of(&r).0, nfsstat4::NFS4_OK);
+        }
+        let took = started.elapsed();
+        let writes = counted.writes.load(Ordering::SeqCst) - writes_before;
+        let expected = if cluster.is_some() { 2 * pairs as usize } else { 0 };
+        assert_eq!(writes, expected, "writing KV transactions for {pairs} OPEN + CLOSE pairs (cluster: {cluster:?})");
+        println!(
+            "{}: {pairs} OPEN+CLOSE pairs and GETFHs in {took:?} ({:.0} pairs/s, dev profile, in-memory KV), {writes} writing KV transactions",
+            if cluster.is_some() { "cluster node" } else { "single MDS" },
+            pairs as f64 / took.as_secs_f64()
+        );
+    }
 }
