@@ -11,7 +11,9 @@ use crate::fh::FileHandle;
 use crate::mds::Mds;
 use crate::namespace::{Inode, NfsResult};
 use crate::ops;
-use crate::state::Session;
+use crate::state::cluster::Gather;
+use crate::state::{Session, StateChange};
+use pnfs_protocol::sync::lock;
 use pnfs_protocol::nfs41::{self, CompoundState, OpStep, Outcome, Plane, SessionId};
 use pnfs_protocol::rpc::Credential;
 use pnfs_protocol::wire::*;
@@ -80,6 +82,12 @@ impl Plane for Compound<'_> {
         // Fenced state (a recalled layout kept too long) is announced until freed.
         let (s, revoked) = self.mds.state().sequence(id).ok()?;
         self.seq_flags = if revoked { SEQ4_STATUS_RECALLABLE_STATE_REVOKED } else { 0 };
+        // A cluster's session with no back channel here (adopted from
+        // another node): the client binds its new connection
+        // (BIND_CONN_TO_SESSION), so callbacks reach it on this node.
+        if self.mds.state().journaling() && lock(&s.back_conns).is_empty() {
+            self.seq_flags |= SEQ4_STATUS_CB_PATH_DOWN;
+        }
         Some(s)
     }
 
@@ -366,6 +374,40 @@ impl Dispatcher {
 
     /// Runs one COMPOUND and returns the encoded COMPOUND4res.
     pub fn run(&self, m: &Mds, conn: &ConnInfo, cred: Credential, args: &[u8]) -> CompoundOutcome {
+        if !m.state().journaling() {
+            return self.run_noting_slot(m, conn, cred, args).0;
+        }
+        // A cluster (`state::cluster`): a client held by another node is
+        // adopted first; the COMPOUND's state changes are gathered and
+        // written in one transaction with its slot before the reply leaves.
+        if let Err(e) = adopt_for(m, args) {
+            log::warn!("adopting a client from the KV: {e}: answering NFS4ERR_DELAY");
+            return CompoundOutcome::Reply(delay_reply(args));
+        }
+        let gather = Gather::begin(m.gather_key());
+        let (out, slot) = self.run_noting_slot(m, conn, cred, args);
+        let mut fx = gather.end();
+        if let (CompoundOutcome::Reply(reply), false) = (&out, fx.records.is_empty()) {
+            // Only COMPOUNDs that changed state write their slot. On a node
+            // that adopts the session later, the seqid written is a lower
+            // bound (`SlotTable::adopted`): that seqid again is a
+            // retransmission (this reply when the client asked to cache it,
+            // else NFS4ERR_RETRY_UNCACHED_REP); any later one is new, as a
+            // lost reply to a read-only request is harmless to redo.
+            let session_client = slot.as_ref().map(|s| s.clientid);
+            if let Some(s) = slot {
+                fx.records.push(StateChange::SlotKept { session: s.session, slot: s.slot, seqid: s.seqid, reply: s.cache_this.then(|| reply.clone()) });
+            }
+            if m.write_records(&fx.records, session_client).is_err() {
+                return CompoundOutcome::Reply(delay_reply(args));
+            }
+        }
+        let _ = m.apply_after_write(fx);
+        out
+    }
+
+    /// Runs one COMPOUND; also returns the slot a new request ran on.
+    fn run_noting_slot(&self, m: &Mds, conn: &ConnInfo, cred: Credential, args: &[u8]) -> (CompoundOutcome, Option<SlotRan>) {
         let mut c = Compound {
             core: CompoundState::new(cred, args.len(), m.cfg.max_record_bytes as usize),
             conn,
@@ -376,13 +418,80 @@ impl Dispatcher {
             seq_flags: 0,
         };
         let mut e = Encoder::with_buffer(Vec::with_capacity(512));
-        match crate::namespace::with_compound_cache(|| nfs41::compound::run(&mut c, args, &mut e)) {
+        let out = match crate::namespace::with_compound_cache(|| nfs41::compound::run(&mut c, args, &mut e)) {
             Outcome::Done => CompoundOutcome::Reply(e.into_inner()),
-            Outcome::Replay(bytes) => CompoundOutcome::Reply(bytes.to_vec()),
+            Outcome::Replay(bytes) => return (CompoundOutcome::Reply(bytes.to_vec()), None),
             Outcome::Garbage => CompoundOutcome::Garbage,
             Outcome::Pending(_, never) => match never {},
-        }
+        };
+        let slot = match (&c.core.session, c.core.slot) {
+            (Some(s), Some(slot)) => Some(SlotRan { session: s.id, clientid: s.clientid, slot, seqid: c.core.sequenceid, cache_this: c.core.cache_this }),
+            _ => None,
+        };
+        (out, slot)
     }
+}
+
+/// The slot a COMPOUND ran on (a cluster writes it: see [`Dispatcher::run`]).
+struct SlotRan {
+    session: SessionId,
+    clientid: u64,
+    slot: u32,
+    seqid: u32,
+    cache_this: bool,
+}
+
+/// A cluster's adoption before a COMPOUND runs (`state::cluster`): the
+/// client its first operation names (SEQUENCE, BIND_CONN_TO_SESSION or
+/// DESTROY_SESSION: a session; CREATE_SESSION: a client ID; EXCHANGE_ID:
+/// an owner), when this node does not hold it, is loaded from the KV.
+fn adopt_for(m: &Mds, args: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use crate::state::cluster::Adopt;
+    let mut d = Decoder::new(args);
+    if d.get_opaque(NFS4_OPAQUE_LIMIT).is_err() || d.get_u32().is_err() || d.get_u32().is_err() {
+        return Ok(());
+    }
+    let Ok(first) = nfs_argop4::decode(&mut d) else { return Ok(()) };
+    let st = m.state();
+    let what = match &first {
+        nfs_argop4::OP_SEQUENCE(a) => Adopt::Session(&a.sa_sessionid),
+        nfs_argop4::OP_BIND_CONN_TO_SESSION(a) => Adopt::Session(&a.bctsa_sessid),
+        nfs_argop4::OP_DESTROY_SESSION(a) => Adopt::Session(&a.dsa_sessionid),
+        nfs_argop4::OP_CREATE_SESSION(a) => Adopt::Client(a.csa_clientid),
+        nfs_argop4::OP_EXCHANGE_ID(a) => Adopt::Owner(&a.eia_clientowner.co_ownerid),
+        _ => return Ok(()),
+    };
+    let held = match what {
+        Adopt::Session(id) => st.session(id).is_some(),
+        Adopt::Client(id) => st.client(id).is_ok(),
+        Adopt::Owner(owner) => st.knows_owner(owner),
+    };
+    if !held {
+        let mut fx = crate::state::Effects::default();
+        st.adopt(m.ns.store().as_ref(), m.cfg.cluster_node_id(), what, &mut fx)?;
+        let _ = m.apply_after_write(fx);
+    }
+    Ok(())
+}
+
+/// NFS4ERR_DELAY for the first operation of `args` (the client retries
+/// the whole COMPOUND, on the same slot and seqid).
+fn delay_reply(args: &[u8]) -> Vec<u8> {
+    let mut d = Decoder::new(args);
+    let tag = d.get_opaque(NFS4_OPAQUE_LIMIT).map(|t| t.to_vec()).unwrap_or_default();
+    let opnum = (|| {
+        d.get_u32().ok()?;
+        d.get_u32().ok()?;
+        d.get_u32().ok()
+    })()
+    .unwrap_or(nfs_opnum4::OP_ILLEGAL as u32);
+    let mut e = Encoder::new();
+    e.put_u32(nfsstat4::NFS4ERR_DELAY as u32);
+    let _ = e.put_opaque(&tag, NFS4_OPAQUE_LIMIT);
+    e.put_u32(1);
+    e.put_u32(opnum);
+    e.put_u32(nfsstat4::NFS4ERR_DELAY as u32);
+    e.into_inner()
 }
 
 /// One line per operation at trace level (PNFSD_LOG=pnfs_mds::ops=trace):

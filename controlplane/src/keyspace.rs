@@ -31,7 +31,14 @@
 //! | `e` [`STATE_SESSION`] | session ID (16 bytes) | session: clientid, fore and back channel limits (the slot count), callback program, minor version | `state::records` |
 //! | `s` [`STATE`] | stateid `other` (12 bytes) | state: clientid, ino, seqid, revoked, kind (open, lock, delegation, layout) and its fields | `state::records` |
 //! | `s` [`STATE`] | `other`, then `d` [`STATE_DELEG_SUFFIX`] | a delegation's own record (filehandle, granting call, change attribute); deleted with its state | `state::records` |
-//! | `b` [`STATE_BYTE_LOCKS`] | ino (u64) | the byte-range locks of the file (clientid, owner, range, write each) | `state::records` |
+//! | `b` [`STATE_BYTE_LOCKS`] | ino (u64), clientid (u64) | the byte-range locks of one client on the file (clientid, owner, range, write each) | `state::records` |
+//!
+//! A cluster's rows beside them (`state::cluster`; only with `[mds.cluster]`):
+//!
+//! | prefix | key after the prefix | value | written by |
+//! |---|---|---|---|
+//! | `e` [`STATE_SESSION`] | session ID, `t` [`STATE_SLOT_SUFFIX`], slot (u32) | the slot after the last COMPOUND on it that changed state: format byte, seqid, cached reply (bool, opaque) when the client asked (sa_cachethis); read-only COMPOUNDs are not written, so on a node taking the session over the seqid is a lower bound; deleted with the session | `state::cluster` |
+//! | `w` [`STATE_OWNER`] | clientid (u64) | node id (u32) holding the client: written with the client's first records and by the node adopting it; a node finding another id there at its next write drops its copy | `state::cluster` |
 
 /// `I` ino -> Inode.
 pub const INODE: u8 = b'I';
@@ -62,11 +69,15 @@ pub const STATE_SESSION: u8 = b'e';
 pub const STATE: u8 = b's';
 /// Follows a delegation's `other` in the key of its own record.
 pub const STATE_DELEG_SUFFIX: u8 = b'd';
-/// `b` ino -> the file's byte-range locks (state layer).
+/// `b` ino clientid -> that client's byte-range locks on the file (state layer).
 pub const STATE_BYTE_LOCKS: u8 = b'b';
+/// Follows a session ID in the key of one of its slots (`e` sid `t` slot).
+pub const STATE_SLOT_SUFFIX: u8 = b't';
+/// `w` clientid -> node id holding the client (a cluster's).
+pub const STATE_OWNER: u8 = b'w';
 
 /// Every prefix with its name.
-pub const ALL: [(u8, &str); 14] = [
+pub const ALL: [(u8, &str); 15] = [
     (INODE, "inode"),
     (DIRENT, "directory entry"),
     (DIR_COOKIE, "directory cookie"),
@@ -81,6 +92,7 @@ pub const ALL: [(u8, &str); 14] = [
     (STATE_SESSION, "state: session"),
     (STATE, "state: stateid"),
     (STATE_BYTE_LOCKS, "state: byte-range locks"),
+    (STATE_OWNER, "state: node holding a client"),
 ];
 
 /// First inode number no node has taken yet (u64). Nodes take blocks of

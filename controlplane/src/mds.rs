@@ -71,7 +71,11 @@ impl Mds {
         Self::with_stores(cfg, store, Arc::new(data))
     }
 
-    pub fn with_stores(cfg: MdsConfig, store: Arc<dyn KvStore>, data: Arc<dyn DataStore>) -> Result<Arc<Mds>, String> {
+    pub fn with_stores(mut cfg: MdsConfig, store: Arc<dyn KvStore>, data: Arc<dyn DataStore>) -> Result<Arc<Mds>, String> {
+        if cfg.cluster.is_some() && cfg.delegations {
+            log::info!("mds.delegations: off in a cluster ([mds.cluster]) for now");
+            cfg.delegations = false;
+        }
         let key_path = cfg.cluster_key_path();
         if let Some(dir) = key_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("mds.cluster_key_file {}: {e}", key_path.display()))?;
@@ -79,15 +83,7 @@ impl Mds {
         let cluster_key =
             ClusterKey::load_or_create(&key_path).map_err(|e| format!("mds.cluster_key_file: {e}"))?;
         let ns = Namespace::open(store).map_err(|e| format!("metadata store: {e}"))?;
-        let server_id = match ns.list_records(SERVER_ID_KEY).map_err(|e| format!("metadata store: {e:?}"))?.pop() {
-            Some((_, v)) => v,
-            None => {
-                let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-                let id = format!("pnfsd-{:x}-{:x}", t, std::process::id()).into_bytes();
-                ns.put_record(SERVER_ID_KEY, &id).map_err(|e| format!("metadata store: {e:?}"))?;
-                id
-            }
-        };
+        let server_id = shared_server_id(&ns)?;
         let boots = ns
             .list_records(BOOT_COUNT_KEY)
             .map_err(|e| format!("metadata store: {e:?}"))?
@@ -114,6 +110,8 @@ impl Mds {
             .into_iter()
             .map(|(k, _)| k[CLIENT_RECORD_PREFIX.len()..].to_vec())
             .collect();
+        // A cluster has no grace: its clients are adopted, not reclaimed.
+        let reclaimable = if cfg.cluster.is_some() { vec![] } else { reclaimable };
         if !reclaimable.is_empty() {
             log::info!("{} client(s) may reclaim state; grace period {} s", reclaimable.len(), cfg.grace());
         }
@@ -130,7 +128,9 @@ impl Mds {
             max_states_per_client: cfg.max_states_per_client,
             max_states: cfg.max_states,
         };
-        let state = StateStore::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64), caps);
+        let mut state = StateStore::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64), caps);
+        // A cluster writes every change through to the KV (`state::cluster`).
+        state.set_journal(cfg.cluster.is_some());
         Ok(Arc::new_cyclic(|me| Mds {
             me: me.clone(),
             unlinked: Arc::default(),
@@ -160,11 +160,71 @@ impl Mds {
     /// Applies what a state call decided, with no state lock held: stateids
     /// allowed on or revoked from the data servers, layout recalls, sizes
     /// from the data servers, client records. An error writing a client
-    /// record (CREATE_SESSION's, needed for reclaim) is returned.
-    pub fn apply(&self, fx: Effects) -> NfsResult<()> {
+    /// record (CREATE_SESSION's, needed for reclaim) is returned. A
+    /// cluster writes every record first (`cluster_write`).
+    pub fn apply(&self, mut fx: Effects) -> NfsResult<()> {
         if fx.is_empty() {
             return Ok(());
         }
+        if self.state.journaling() {
+            // A cluster: the records first, then the rest (see `cluster_write`).
+            let Some(fx) = self.cluster_write(fx)? else { return Ok(()) };
+            return self.apply_after_write(fx);
+        }
+        let records = std::mem::take(&mut fx.records);
+        self.apply_after_write(fx)?;
+        let mut result = Ok(());
+        for r in records {
+            match r {
+                StateChange::ClientConfirmed { owner } => {
+                    if let Err(e) = self.ns.put_record(&client_record_key(&owner), b"1") {
+                        result = Err(e);
+                    }
+                }
+                StateChange::ClientForgotten { owner } => {
+                    let _ = self.ns.delete_record(&client_record_key(&owner));
+                }
+                // The rest is volatile on a single MDS (journal only).
+                _ => {}
+            }
+        }
+        result
+    }
+
+    /// A cluster's write-through: inside a COMPOUND, `fx` joins the
+    /// COMPOUND's gathering (written after its last operation, with its
+    /// slot: `compound.rs`) and None is returned; outside one (the lease
+    /// reaper, a recall's thread) its records are written now. A failed
+    /// write is NFS4ERR_DELAY, with nothing of `fx` applied.
+    fn cluster_write(&self, fx: Effects) -> NfsResult<Option<Effects>> {
+        let Some(fx) = crate::state::cluster::Gather::offer(self.gather_key(), fx) else { return Ok(None) };
+        self.write_records(&fx.records, None)?;
+        Ok(Some(fx))
+    }
+
+    /// Writes `records` through to the KV (a cluster's; one transaction),
+    /// with the owner rows of the clients they touch and of `session_client`.
+    /// NFS4ERR_DELAY when it failed (the clients' copies here are dropped).
+    pub fn write_records(&self, records: &[StateChange], session_client: Option<u64>) -> NfsResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let clients = crate::state::cluster::clients_of(records, session_client);
+        match self.state.write_through(self.ns.store().as_ref(), self.cfg.cluster_node_id(), records, &clients) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(nfsstat4::NFS4ERR_DELAY),
+        }
+    }
+
+    /// What tells this MDS's gathering apart from another's on a thread.
+    pub fn gather_key(&self) -> usize {
+        self as *const Mds as usize
+    }
+
+    /// Applies everything of `fx` but its records (a cluster's are written
+    /// already; a single MDS's are `apply`'s).
+    pub fn apply_after_write(&self, mut fx: Effects) -> NfsResult<()> {
+        fx.records.clear();
         if let Some(p) = &self.pnfs {
             for a in &fx.ds_allow {
                 if let Ok(Some(set)) = p.stripe_set(a.ino) {
@@ -187,22 +247,7 @@ impl Mds {
         if !fx.recalls.is_empty() {
             self.send_layout_recalls(fx.recalls);
         }
-        let mut result = Ok(());
-        for r in fx.records {
-            match r {
-                StateChange::ClientConfirmed { owner } => {
-                    if let Err(e) = self.ns.put_record(&client_record_key(&owner), b"1") {
-                        result = Err(e);
-                    }
-                }
-                StateChange::ClientForgotten { owner } => {
-                    let _ = self.ns.delete_record(&client_record_key(&owner));
-                }
-                // The rest is volatile on a single MDS (journal only).
-                _ => {}
-            }
-        }
-        result
+        Ok(())
     }
 
     pub fn lease(&self) -> Duration {
@@ -601,6 +646,22 @@ impl Mds {
             self.state.note_recall(PendingRecall { other: r.other, clientid, ino, deadline });
         }
     }
+}
+
+/// The server id (EXCHANGE_ID's server owner major id and scope), made by
+/// the first start of the first node: every node of a cluster answers with
+/// the same (one transaction: two nodes starting together agree).
+fn shared_server_id(ns: &Namespace) -> Result<Vec<u8>, String> {
+    pnfs_kv::transact(ns.store().as_ref(), 8, |txn: &mut dyn pnfs_kv::KvTxn| {
+        if let Some(id) = txn.get(SERVER_ID_KEY)? {
+            return Ok(id);
+        }
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let id = format!("pnfsd-{:x}-{:x}", t, std::process::id()).into_bytes();
+        txn.put(SERVER_ID_KEY, &id)?;
+        Ok(id)
+    })
+    .map_err(|e: pnfs_kv::KvError| format!("metadata store: {e}"))
 }
 
 /// Key of a client's persisted record (reclaim after a restart).

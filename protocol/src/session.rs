@@ -292,6 +292,10 @@ pub struct Slot {
     pub in_progress: bool,
     /// Encoded COMPOUND4res of the last request, when it was kept.
     pub reply: Option<Arc<Vec<u8>>>,
+    /// `seqid` is only a lower bound (a slot of a session taken over from
+    /// another server, which kept the seqids of state-changing requests
+    /// only): `seqid` itself is a retransmission, any later one is new.
+    pub lower_bound: bool,
 }
 
 /// Outcome of SEQUENCE on a slot.
@@ -324,8 +328,33 @@ impl SlotTable {
         self.slots.is_empty()
     }
 
+    /// A table of `n` slots taken over from another server: every slot's
+    /// seqid is a lower bound (0 until [`Self::restore`] says more).
+    pub fn adopted(n: u32) -> SlotTable {
+        let mut t = SlotTable::new(n);
+        t.slots.iter_mut().for_each(|s| s.lower_bound = true);
+        t
+    }
+
+    /// Sets a slot of an [`adopted`](Self::adopted) table as recorded: its
+    /// last recorded seqid and cached reply. False for a slot it lacks.
+    pub fn restore(&mut self, slotid: u32, seqid: u32, reply: Option<Arc<Vec<u8>>>) -> bool {
+        let Some(s) = self.slots.get_mut(slotid as usize) else { return false };
+        *s = Slot { seqid, in_progress: false, reply, lower_bound: true };
+        true
+    }
+
     pub fn begin(&mut self, slotid: u32, seqid: u32) -> Result<SlotUse, nfsstat4> {
         let slot = self.slots.get_mut(slotid as usize).ok_or(nfsstat4::NFS4ERR_BADSLOT)?;
+        // A lower bound: any seqid after it (modulo 2^32) is a new request.
+        let later = seqid.wrapping_sub(slot.seqid).wrapping_sub(1) < 1 << 31;
+        if slot.lower_bound && seqid != slot.seqid && later && !slot.in_progress {
+            slot.seqid = seqid;
+            slot.in_progress = true;
+            slot.reply = None;
+            slot.lower_bound = false;
+            return Ok(SlotUse::New);
+        }
         if seqid == slot.seqid && slot.seqid != 0 {
             if slot.in_progress {
                 return Err(nfsstat4::NFS4ERR_DELAY);
@@ -379,6 +408,31 @@ impl SlotTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot taken over from another server: its recorded seqid is a
+    /// retransmission (the recorded reply, or RETRY_UNCACHED_REP without
+    /// one), an earlier one is misordered, any later one is new; after
+    /// that the ordinary rules hold again.
+    #[test]
+    fn adopted_slots_take_their_seqid_as_a_lower_bound() {
+        let mut t = SlotTable::adopted(3);
+        assert!(t.restore(0, 7, Some(Arc::new(b"cached".to_vec()))));
+        assert!(t.restore(1, 4, None));
+        assert!(!t.restore(3, 1, None), "no such slot");
+        assert!(matches!(t.begin(0, 7), Ok(SlotUse::Replay(r)) if r.as_slice() == b"cached"));
+        assert_eq!(t.begin(1, 4).unwrap_err(), nfsstat4::NFS4ERR_RETRY_UNCACHED_REP);
+        assert_eq!(t.begin(0, 6).unwrap_err(), nfsstat4::NFS4ERR_SEQ_MISORDERED);
+        // Read-only requests after the recorded one were not recorded.
+        assert!(matches!(t.begin(0, 10), Ok(SlotUse::New)));
+        t.finish(0, b"r10", true, 64);
+        assert_eq!(t.begin(0, 12).unwrap_err(), nfsstat4::NFS4ERR_SEQ_MISORDERED, "ordinary rules again");
+        assert!(matches!(t.begin(0, 11), Ok(SlotUse::New)));
+        // A slot with no record: any seqid starts it.
+        assert!(matches!(t.begin(2, 5), Ok(SlotUse::New)));
+        let mut w = SlotTable::adopted(1);
+        assert!(w.restore(0, u32::MAX, None));
+        assert!(matches!(w.begin(0, 1), Ok(SlotUse::New)), "wraps");
+    }
 
     #[test]
     fn slot_rules() {

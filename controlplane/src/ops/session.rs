@@ -77,6 +77,8 @@ fn create_session_inner(m: &Mds, c: &mut Compound, a: &CREATE_SESSION4args) -> N
         minor: c.minor,
         limits: ServerLimits { max_record: m.cfg.max_record_bytes, max_ops: m.cfg.max_ops, slots: m.cfg.session_slots },
         max_sessions_per_client: m.state().caps.max_sessions_per_client,
+        // A cluster keeps sessions and slots in the KV (any node takes them over).
+        persist: m.cfg.cluster.is_some(),
     };
     let mut fx = Effects::default();
     let r = m.state().create_session(a, &ctx, &mut fx);

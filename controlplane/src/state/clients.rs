@@ -302,7 +302,7 @@ impl StateStore {
                 let before = file.locks.len();
                 file.locks.retain(|l| l.clientid != clientid);
                 if file.locks.len() != before && self.journal {
-                    fx.records.push(StateChange::ByteLocks { ino, locks: file.locks.clone() });
+                    fx.records.push(StateChange::ByteLocks { ino, clientid, locks: vec![] });
                 }
             }
             if let Some(r) = self.remove(&mut sh, &other, fx) {

@@ -155,7 +155,7 @@ impl StateStore {
         let file = sh.files.get_mut(&ino).expect("the lock state indexes the file");
         set_lock(&mut file.locks, clientid, &owner, start, end, Some(write));
         if self.journal {
-            fx.records.push(StateChange::ByteLocks { ino, locks: file.locks.clone() });
+            fx.records.push(StateChange::ByteLocks { ino, clientid, locks: locks_of(&file.locks, clientid) });
         }
         let rec = sh.states.get_mut(&other).expect("found or created");
         rec.seqid += 1;
@@ -163,6 +163,15 @@ impl StateStore {
         self.changed(sh, &other, fx);
         self.allow_if_layout(sh, clientid, ino, &sid, fx);
         Ok(LockOutcome::Granted(sid))
+    }
+
+    /// The byte-range locks on `ino`, sorted (tests compare stores).
+    #[cfg(test)]
+    pub(crate) fn locks_on(&self, ino: u64) -> Vec<ByteLock> {
+        let sh = self.file_shard(ino);
+        let mut locks = sh.files.get(&ino).map_or(vec![], |f| f.locks.clone());
+        locks.sort_by(|x, y| (x.clientid, &x.owner, x.start, x.end, x.write).cmp(&(y.clientid, &y.owner, y.start, y.end, y.write)));
+        locks
     }
 
     /// LOCKT: the first lock of someone else in the way, if any.
@@ -183,7 +192,7 @@ impl StateStore {
         if let Some(file) = sh.files.get_mut(&ino) {
             set_lock(&mut file.locks, clientid, &owner, start, end, None);
             if self.journal {
-                fx.records.push(StateChange::ByteLocks { ino, locks: file.locks.clone() });
+                fx.records.push(StateChange::ByteLocks { ino, clientid, locks: locks_of(&file.locks, clientid) });
             }
         }
         let rec = sh.states.get_mut(&s.other).expect("checked");
@@ -192,4 +201,9 @@ impl StateStore {
         self.changed(sh, &s.other, fx);
         Ok(sid)
     }
+}
+
+/// The locks of `clientid` among a file's (its `ByteLocks` record).
+fn locks_of(locks: &[ByteLock], clientid: u64) -> Vec<ByteLock> {
+    locks.iter().filter(|l| l.clientid == clientid).cloned().collect()
 }

@@ -30,10 +30,10 @@
 //! clients, sessions, SEQUENCE's revoked flag); leaving out any one kind of
 //! record makes them differ. Not records, on purpose (`records.rs` says
 //! why): timers (leases, recall deadlines), back-channel connections, and
-//! the slot table's seqids and cached replies: a session restored on
-//! another node starts its slots fresh (a Linux client answered
-//! SEQ_MISORDERED retries the slot at seqid 1); keeping them is the
-//! clustering work's (CREATE_SESSION4_FLAG_PERSIST).
+//! the slot seqids of read-only COMPOUNDs. A cluster (`cluster.rs`) writes
+//! a slot's seqid and cached reply with each COMPOUND that changed state
+//! (`SlotKept`); a session restored on another node takes each recorded
+//! seqid as a lower bound (`SlotTable::adopted`).
 //!
 //! Calls stay synchronous: they decide in memory, and a store that keeps
 //! its state in a KV writes the records when the caller applies the
@@ -82,6 +82,7 @@
 //! up (a file shard) while held; nothing here takes it.
 
 mod clients;
+pub mod cluster;
 pub mod deleg;
 mod layouts;
 mod locks;
@@ -181,8 +182,10 @@ pub enum StateChange {
     StatePut { other: StateOther, rec: StateRec },
     /// Journal only: a state gone.
     StateRemoved { other: StateOther },
-    /// Journal only: the byte-range locks of a file after a change.
-    ByteLocks { ino: u64, locks: Vec<ByteLock> },
+    /// Journal only: the byte-range locks of one client on a file after a
+    /// change (a row per client and file: nodes holding different clients
+    /// of one file never overwrite each other's).
+    ByteLocks { ino: u64, clientid: u64, locks: Vec<ByteLock> },
     /// Journal only: a session created (with what its slot table and
     /// callbacks need) or destroyed.
     SessionCreated { rec: SessionRecord },
@@ -191,6 +194,12 @@ pub enum StateChange {
     /// deadline (a timer). Its state is a `StatePut`; it goes with its
     /// `StateRemoved`.
     DelegPut { other: StateOther, rec: deleg::Deleg },
+    /// A cluster's only: a session's slot after a COMPOUND that changed
+    /// state (its seqid, and its reply when the client asked to cache it).
+    /// Written by the COMPOUND loop with that COMPOUND's records
+    /// (`state::cluster`), never emitted by a state call; it goes with its
+    /// session's `SessionDestroyed`.
+    SlotKept { session: SessionId, slot: u32, seqid: u32, reply: Option<Vec<u8>> },
 }
 
 /// A stateid to allow on the data servers of its file (tight coupling).
@@ -324,6 +333,8 @@ pub struct StateStore {
     /// What only delegations need (recalls, CB_GETATTR); their stateids
     /// are states like any other.
     delegs: Mutex<deleg::DelegTable>,
+    /// Held while a client is adopted from the KV (`cluster.rs`).
+    adopting: Mutex<()>,
 }
 
 #[cfg(test)]
@@ -359,6 +370,7 @@ impl StateStore {
             journal: false,
             pending_recalls: Mutex::new(Vec::new()),
             delegs: Mutex::new(deleg::DelegTable::default()),
+            adopting: Mutex::new(()),
         }
     }
 
@@ -366,6 +378,11 @@ impl StateStore {
     /// store; off on a single MDS, where only client records are durable).
     pub fn set_journal(&mut self, on: bool) {
         self.journal = on;
+    }
+
+    /// Whether every change is emitted as a record (a cluster's store).
+    pub fn journaling(&self) -> bool {
+        self.journal
     }
 
     /// States held, all clients together.
@@ -396,9 +413,13 @@ impl StateStore {
     }
 
     /// The error for an `other` not in the table: STALE when minted by
-    /// another boot, BAD otherwise.
+    /// another boot, BAD otherwise. In a cluster (journal on) always BAD:
+    /// state minted by another node or boot is adopted from the KV with
+    /// its client, never lost to a restart, so an unknown one was never
+    /// valid (and STALE would send the client into a reclaim that a
+    /// cluster, with no grace, refuses).
     pub fn unknown(&self, other: &StateOther) -> nfsstat4 {
-        if other[..4] != self.epoch.to_be_bytes() {
+        if other[..4] != self.epoch.to_be_bytes() && !self.journal {
             nfsstat4::NFS4ERR_STALE_STATEID
         } else {
             nfsstat4::NFS4ERR_BAD_STATEID
@@ -636,3 +657,5 @@ pub fn stateid(other: &StateOther, seqid: u32) -> stateid4 {
 pub(crate) mod tests;
 #[cfg(test)]
 mod replay_tests;
+#[cfg(test)]
+mod cluster_tests;

@@ -21,18 +21,19 @@
 //! | `StatePut` | put `s` other | clientid, ino, seqid, revoked, kind (0 open: owner, access, deny; 1 lock: owner, open `other` (12 bytes); 2 delegation: write; 3 layout: iomodes, fh_export, fh_generation, granted_by (bool, session (16 bytes), slot, seqid)) |
 //! | `StateRemoved` | delete `s` other (and the `s` other `d` row under it) | |
 //! | `DelegPut` | put `s` other `d` | clientid, ino, write, fh_export, fh_generation, granted_by, seen_change (bool, u64), change_bumps |
-//! | `ByteLocks` | put `b` ino (delete when no lock is left) | count, then per lock: clientid, owner, start, end, write |
+//! | `ByteLocks` | put `b` ino clientid (delete when the client has no lock left on the file) | count, then per lock: clientid, owner, start, end, write |
+//! | `SlotKept` | put `e` sessionid `t` slot (deleted with its session) | seqid, reply (bool, opaque<16 MiB>) |
 //!
 //! Not records, on purpose: timers (lease clocks, layout recall and
 //! delegation recall deadlines: a node that takes over starts them anew,
 //! as after a restart), connections bound to a session's back channel (they
-//! do not move), the slot table's per-slot seqids and cached replies (one
-//! KV write per SEQUENCE; sessions are not CREATE_SESSION4_FLAG_PERSIST),
-//! and a delegation's CB_GETATTR counters after its grant.
+//! do not move), the slot seqids of read-only COMPOUNDs (a cluster writes
+//! a slot's row only with a COMPOUND's state records: `SlotKept`), and a
+//! delegation's CB_GETATTR counters after its grant.
 
 use super::deleg::Deleg;
 use super::*;
-use crate::keyspace::{self, STATE, STATE_BYTE_LOCKS, STATE_CLIENT, STATE_DELEG_SUFFIX, STATE_SESSION};
+use crate::keyspace::{self, STATE, STATE_BYTE_LOCKS, STATE_CLIENT, STATE_DELEG_SUFFIX, STATE_SESSION, STATE_SLOT_SUFFIX};
 use pnfs_kv::KvTxn;
 use pnfs_protocol::xdr::{Decoder, Encoder, XdrError};
 use std::fmt;
@@ -46,6 +47,8 @@ pub const RECORD_VERSION: u8 = 1;
 const MAX_OWNER: u32 = 1024;
 /// Longest cached CREATE_SESSION reply a client record may carry.
 const MAX_CS_REPLY: u32 = 1 << 20;
+/// Longest cached COMPOUND reply a slot record may carry.
+const MAX_SLOT_REPLY: u32 = 16 << 20;
 
 /// A client record: what a replayed store needs to answer EXCHANGE_ID,
 /// CREATE_SESSION (its replay cache) and the state gate as the first one
@@ -208,6 +211,26 @@ fn state_key(other: &StateOther) -> Vec<u8> {
     keyspace::with_bytes(STATE, other)
 }
 
+/// The key of a session's slot row; [`slots_prefix`] then the slot.
+pub fn slot_key(session: &SessionId, slot: u32) -> Vec<u8> {
+    let mut k = slots_prefix(session);
+    k.extend_from_slice(&slot.to_be_bytes());
+    k
+}
+
+/// The prefix of every slot row of `session`.
+pub fn slots_prefix(session: &SessionId) -> Vec<u8> {
+    let mut k = keyspace::with_bytes(STATE_SESSION, session);
+    k.push(STATE_SLOT_SUFFIX);
+    k
+}
+
+fn locks_key(ino: u64, clientid: u64) -> Vec<u8> {
+    let mut k = keyspace::with_u64(STATE_BYTE_LOCKS, ino);
+    k.extend_from_slice(&clientid.to_be_bytes());
+    k
+}
+
 fn deleg_key(other: &StateOther) -> Vec<u8> {
     let mut k = state_key(other);
     k.push(STATE_DELEG_SUFFIX);
@@ -310,9 +333,19 @@ pub fn encode(c: &StateChange) -> Record {
                 e.put_u64(d.change_bumps);
             }),
         },
-        StateChange::ByteLocks { ino, locks } if locks.is_empty() => Record::Delete { key: keyspace::with_u64(STATE_BYTE_LOCKS, *ino) },
-        StateChange::ByteLocks { ino, locks } => Record::Put {
-            key: keyspace::with_u64(STATE_BYTE_LOCKS, *ino),
+        StateChange::SlotKept { session, slot, seqid, reply } => Record::Put {
+            key: slot_key(session, *slot),
+            value: value(|e| {
+                e.put_u32(*seqid);
+                e.put_bool(reply.is_some());
+                if let Some(r) = reply {
+                    put_var(e, r);
+                }
+            }),
+        },
+        StateChange::ByteLocks { ino, clientid, locks } if locks.is_empty() => Record::Delete { key: locks_key(*ino, *clientid) },
+        StateChange::ByteLocks { ino, clientid, locks } => Record::Put {
+            key: locks_key(*ino, *clientid),
             value: value(|e| {
                 e.put_u32(locks.len() as u32);
                 for l in locks {
@@ -332,9 +365,10 @@ enum Row {
     Owner(Vec<u8>),
     Client(u64),
     Session(SessionId),
+    Slot(SessionId, u32),
     State(StateOther),
     Deleg(StateOther),
-    Locks(u64),
+    Locks(u64, u64),
 }
 
 fn row(key: &[u8]) -> Result<Row, RecordError> {
@@ -344,8 +378,13 @@ fn row(key: &[u8]) -> Result<Row, RecordError> {
     Ok(match prefix {
         keyspace::CLIENT_RECORD => Row::Owner(rest.to_vec()),
         STATE_CLIENT => Row::Client(u64_of(rest)?),
-        STATE_SESSION => Row::Session(rest.try_into().map_err(|_| bad())?),
-        STATE_BYTE_LOCKS => Row::Locks(u64_of(rest)?),
+        STATE_SESSION => match rest.len() {
+            16 => Row::Session(rest.try_into().map_err(|_| bad())?),
+            21 if rest[16] == STATE_SLOT_SUFFIX => Row::Slot(rest[..16].try_into().map_err(|_| bad())?, u32::from_be_bytes(rest[17..].try_into().map_err(|_| bad())?)),
+            _ => return Err(bad()),
+        },
+        STATE_BYTE_LOCKS if rest.len() == 16 => Row::Locks(u64_of(&rest[..8])?, u64_of(&rest[8..])?),
+        STATE_BYTE_LOCKS => return Err(bad()),
         STATE => match rest.len() {
             12 => Row::State(rest.try_into().map_err(|_| bad())?),
             13 if rest[12] == STATE_DELEG_SUFFIX => Row::Deleg(rest[..12].try_into().map_err(|_| bad())?),
@@ -363,9 +402,9 @@ pub fn decode(r: &Record) -> Result<StateChange, RecordError> {
             Row::Client(clientid) => StateChange::ClientPurged { clientid },
             Row::Session(id) => StateChange::SessionDestroyed { id },
             Row::State(other) => StateChange::StateRemoved { other },
-            Row::Locks(ino) => StateChange::ByteLocks { ino, locks: vec![] },
-            // A delegation's row goes with its state.
-            Row::Deleg(_) => return Err(RecordError::Key(key.clone())),
+            Row::Locks(ino, clientid) => StateChange::ByteLocks { ino, clientid, locks: vec![] },
+            // A delegation's row goes with its state, a slot's with its session.
+            Row::Deleg(_) | Row::Slot(..) => return Err(RecordError::Key(key.clone())),
         }),
         Record::Put { key, value } => decode_row(key, value),
     }
@@ -417,6 +456,11 @@ fn decode_body(what: Row, d: &mut Decoder<'_>) -> Result<StateChange, XdrError> 
         Row::Session(id) => StateChange::SessionCreated {
             rec: SessionRecord { id, clientid: d.get_u64()?, fore: get_limits(d)?, back: get_limits(d)?, cb_program: d.get_u32()?, minor: d.get_u32()? },
         },
+        Row::Slot(session, slot) => {
+            let seqid = d.get_u32()?;
+            let reply = if d.get_bool()? { Some(d.get_opaque(MAX_SLOT_REPLY)?.to_vec()) } else { None };
+            StateChange::SlotKept { session, slot, seqid, reply }
+        }
         Row::State(other) => {
             let (clientid, ino, seqid, revoked) = (d.get_u64()?, d.get_u64()?, d.get_u32()?, d.get_bool()?);
             let kind = match d.get_u32()? {
@@ -438,19 +482,24 @@ fn decode_body(what: Row, d: &mut Decoder<'_>) -> Result<StateChange, XdrError> 
             let rec = Deleg { clientid, ino, write, fh_export, fh_generation, granted_by, recall_deadline: None, seen_change, change_bumps };
             StateChange::DelegPut { other, rec }
         }
-        Row::Locks(ino) => {
+        Row::Locks(ino, clientid) => {
             let n = d.get_count(u32::MAX)?;
             let mut locks = Vec::with_capacity(n);
             for _ in 0..n {
+                // Each lock is of the client the key names.
+                let of = d.get_u64()?;
+                if of != clientid {
+                    return Err(XdrError::BadDiscriminant(of as i64));
+                }
                 locks.push(ByteLock {
-                    clientid: d.get_u64()?,
+                    clientid,
                     owner: d.get_opaque(MAX_OWNER)?.to_vec(),
                     start: d.get_u64()?,
                     end: d.get_u64()?,
                     write: d.get_bool()?,
                 });
             }
-            StateChange::ByteLocks { ino, locks }
+            StateChange::ByteLocks { ino, clientid, locks }
         }
     })
 }
@@ -484,6 +533,15 @@ pub fn write_all(txn: &mut dyn KvTxn, changes: &[StateChange]) -> pnfs_kv::Resul
             Record::Delete { key } => txn.delete(key)?,
         }
         written += 1;
+    }
+    // A session's slot rows go with it.
+    for c in changes {
+        if let StateChange::SessionDestroyed { id } = c {
+            for key in txn.scan_keys_prefix(&slots_prefix(id), usize::MAX)? {
+                txn.delete(&key)?;
+                written += 1;
+            }
+        }
     }
     Ok(written)
 }

@@ -26,6 +26,11 @@ pub fn fold<'c>(rows: &mut Rows, changes: impl IntoIterator<Item = &'c StateChan
                 rows.insert(key, value);
             }
             Record::Delete { key } => {
+                // A session's slot rows go with it (`records::write_all`).
+                if let Ok(StateChange::SessionDestroyed { id }) = records::decode(&Record::Delete { key: key.clone() }) {
+                    let slots = records::slots_prefix(&id);
+                    rows.retain(|k, _| !k.starts_with(&slots));
+                }
                 rows.remove(&key);
             }
         }
@@ -35,7 +40,24 @@ pub fn fold<'c>(rows: &mut Rows, changes: impl IntoIterator<Item = &'c StateChan
 /// Rows read per KV scan while restoring (a few in tests, so they page).
 const SCAN_PAGE: usize = if cfg!(test) { 7 } else { 4096 };
 
-fn inconsistent(why: String) -> RecordError {
+/// Every row under `prefix`, a page at a time, to `each`.
+pub(super) fn scan_all(txn: &mut dyn pnfs_kv::KvTxn, prefix: &[u8], mut each: impl FnMut(Vec<u8>, Vec<u8>)) -> pnfs_kv::Result<()> {
+    let end = pnfs_kv::prefix_end(prefix);
+    let mut start = prefix.to_vec();
+    loop {
+        let page = txn.scan(&start, end.as_deref(), SCAN_PAGE)?;
+        let full = page.len() == SCAN_PAGE;
+        if let Some((last, _)) = page.last() {
+            start = pnfs_kv::key::successor(last);
+        }
+        page.into_iter().for_each(|(k, v)| each(k, v));
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+pub(super) fn inconsistent(why: String) -> RecordError {
     RecordError::Inconsistent(why)
 }
 
@@ -52,19 +74,9 @@ impl StateStore {
         let mut txn = kv.begin()?;
         let mut rows = Rows::new();
         for prefix in [STATE_CLIENT, STATE_SESSION, STATE, STATE_BYTE_LOCKS] {
-            let end = pnfs_kv::prefix_end(&[prefix]);
-            let mut start = vec![prefix];
-            loop {
-                let page = txn.scan(&start, end.as_deref(), SCAN_PAGE)?;
-                let full = page.len() == SCAN_PAGE;
-                if let Some((last, _)) = page.last() {
-                    start = pnfs_kv::key::successor(last);
-                }
-                rows.extend(page);
-                if !full {
-                    break;
-                }
-            }
+            scan_all(&mut *txn, &[prefix], |k, v| {
+                rows.insert(k, v);
+            })?;
         }
         Ok(Self::restore(epoch, caps, rows.iter().map(|(k, v)| (&k[..], &v[..])))?)
     }
@@ -75,20 +87,33 @@ impl StateStore {
     /// that do not decode, or do not fit together, are an error: the store
     /// is not half built.
     pub fn restore<'r>(epoch: u32, caps: StateCaps, rows: impl IntoIterator<Item = (&'r [u8], &'r [u8])>) -> Result<StateStore, RecordError> {
-        let (mut clients, mut sessions, mut states, mut delegs, mut locks) = (vec![], vec![], vec![], vec![], vec![]);
+        let st = StateStore::new(epoch, vec![], Duration::ZERO, caps);
+        st.load(rows)?;
+        Ok(st)
+    }
+
+    /// Adds what the state `rows` say to this store (all of a fresh
+    /// store's, or one client's taken over from another node: `cluster.rs`),
+    /// in dependency order: clients, sessions (their slot tables adopted:
+    /// each recorded seqid a lower bound), slots, states, byte-range locks
+    /// (added to the file's), delegation records. A client already here is
+    /// an error.
+    pub(super) fn load<'r>(&self, rows: impl IntoIterator<Item = (&'r [u8], &'r [u8])>) -> Result<(), RecordError> {
+        let (mut clients, mut sessions, mut slots, mut states, mut delegs, mut locks) = (vec![], vec![], vec![], vec![], vec![], vec![]);
         for (key, value) in rows {
             match records::decode_row(key, value)? {
                 StateChange::ClientPut { rec } => clients.push(rec),
                 StateChange::SessionCreated { rec } => sessions.push(rec),
+                StateChange::SlotKept { session, slot, seqid, reply } => slots.push((session, slot, seqid, reply)),
                 StateChange::StatePut { other, rec } => states.push((other, rec)),
                 StateChange::DelegPut { other, rec } => delegs.push((other, rec)),
-                StateChange::ByteLocks { ino, locks: l } => locks.push((ino, l)),
+                StateChange::ByteLocks { ino, locks: l, .. } => locks.push((ino, l)),
                 // Reclaim after a restart: the MDS reads these at boot.
                 StateChange::ClientConfirmed { .. } => {}
                 other => return Err(inconsistent(format!("a row that is a delete: {other:?}"))),
             }
         }
-        let st = StateStore::new(epoch, vec![], Duration::ZERO, caps);
+        let st = self;
         let mut fx = Effects::default();
         {
             let mut reg = lock(&st.registry);
@@ -103,6 +128,12 @@ impl StateStore {
         for s in sessions {
             st.restore_session(&s)?;
         }
+        for (id, slot, seqid, reply) in slots {
+            let s = st.session(&id).ok_or_else(|| inconsistent(format!("slot {slot} of unknown session {id:02x?}")))?;
+            if !lock(&s.slots).restore(slot, seqid, reply.map(Arc::new)) {
+                return Err(inconsistent(format!("slot {slot} past session {id:02x?}'s slots")));
+            }
+        }
         for (other, rec) in states {
             let client = st.client(rec.clientid).map_err(|_| inconsistent(format!("state {other:02x?} of unknown client {:x}", rec.clientid)))?;
             if other[11] as usize % FILE_SHARDS != mix(rec.ino) % FILE_SHARDS {
@@ -112,7 +143,7 @@ impl StateStore {
             st.index_state(&mut guard, &client, other, rec, &mut fx).map_err(|e| inconsistent(format!("state {other:02x?} refused: {e:?}")))?;
         }
         for (ino, l) in locks {
-            st.file_shard(ino).files.entry(ino).or_default().locks = l;
+            st.file_shard(ino).files.entry(ino).or_default().locks.extend(l);
         }
         for (other, d) in delegs {
             match st.get(&other) {
@@ -122,11 +153,12 @@ impl StateStore {
                 _ => return Err(inconsistent(format!("delegation record {other:02x?} without its state"))),
             }
         }
-        Ok(st)
+        Ok(())
     }
 
-    /// A session as recorded: a slot table of the recorded size, no
-    /// connection bound yet.
+    /// A session as recorded: a slot table of the recorded size, adopted
+    /// (a slot's recorded seqid is a lower bound: see `SlotTable::adopted`),
+    /// no connection bound yet.
     fn restore_session(&self, s: &SessionRecord) -> Result<(), RecordError> {
         let entry = self.client(s.clientid).map_err(|_| inconsistent(format!("session {:02x?} of unknown client {:x}", s.id, s.clientid)))?;
         if s.fore.max_requests == 0 || self.session(&s.id).is_some() {
@@ -139,7 +171,7 @@ impl StateStore {
             back: s.back,
             cb_program: s.cb_program,
             minor: s.minor,
-            slots: Mutex::new(SlotTable::new(s.fore.max_requests)),
+            slots: Mutex::new(SlotTable::adopted(s.fore.max_requests)),
             back_conns: Mutex::new(vec![]),
             ext: (),
         });

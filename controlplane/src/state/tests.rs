@@ -59,6 +59,7 @@ fn session(st: &StateStore, clientid: u64, seq: u32) -> NfsResult<SessionId> {
         minor: 1,
         limits: ServerLimits { max_record: 4096, max_ops: 8, slots: 1 },
         max_sessions_per_client: st.caps.max_sessions_per_client,
+        persist: false,
     };
     // The reply starts with the new session ID.
     let (bytes, _) = st.create_session(&a, &ctx, &mut fx)?;
@@ -260,6 +261,7 @@ fn rebooted_client_replaces_its_old_instance_with_its_state() {
         minor: 1,
         limits: pnfs_protocol::session::ServerLimits { max_record: 4096, max_ops: 8, slots: 1 },
         max_sessions_per_client: 4,
+        persist: false,
     };
     let a = pnfs_protocol::wire::CREATE_SESSION4args {
         csa_clientid: new.clientid,

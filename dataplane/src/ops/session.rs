@@ -114,6 +114,7 @@ pub fn create_session(ds: &Ds, c: &mut Compound, a: &CREATE_SESSION4args, rb: &m
         minor: c.minor,
         limits: ServerLimits { max_record: ds.cfg.max_record_bytes, max_ops: DS_MAX_OPS, slots: ds.cfg.session_slots },
         max_sessions_per_client: MAX_SESSIONS_PER_CLIENT,
+        persist: false,
     };
     let mut t = ds.state.clients();
     let r = sessions::create_session(&mut t, &mut &ds.state.sessions, &mut DsHooks { ds }, a, ctx, |cl: &Client| DsSession {

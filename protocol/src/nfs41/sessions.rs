@@ -10,7 +10,9 @@
 
 use super::clients::{check_principal, ClientHooks, ClientTable};
 use super::compound::ReplyBuffer;
-use crate::session::{keep_reply, negotiate, ChannelLimits, Principal, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN};
+use crate::session::{
+    keep_reply, negotiate, ChannelLimits, Principal, ServerLimits, SlotTable, SlotUse, CREATE_SESSION4_FLAG_CONN_BACK_CHAN, CREATE_SESSION4_FLAG_PERSIST,
+};
 use crate::wire::*;
 use crate::{Encoder, XdrEncode};
 use std::collections::hash_map::RandomState;
@@ -160,6 +162,9 @@ pub struct CreateSessionCtx {
     pub minor: u32,
     pub limits: ServerLimits,
     pub max_sessions_per_client: usize,
+    /// Grant CREATE_SESSION4_FLAG_PERSIST (a cluster keeps sessions and
+    /// their slots' replies where another server can take them over).
+    pub persist: bool,
 }
 
 /// What CREATE_SESSION did.
@@ -232,10 +237,11 @@ pub fn admit_create_session(r: CreateSessionRecord, a: &CREATE_SESSION4args, ctx
 pub fn new_session<S>(sid: SessionId, a: &CREATE_SESSION4args, ctx: &CreateSessionCtx, ext: S) -> Result<(Arc<Session<S>>, Vec<u8>), nfsstat4> {
     let (fore, back) = negotiate(a, ctx.limits)?;
     let flags = a.csa_flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN;
+    let persist = if ctx.persist { CREATE_SESSION4_FLAG_PERSIST } else { 0 };
     let res = CREATE_SESSION4resok {
         csr_sessionid: sid,
         csr_sequence: a.csa_sequence,
-        csr_flags: flags,
+        csr_flags: flags | persist,
         csr_fore_chan_attrs: fore.to_attrs(),
         csr_back_chan_attrs: back.to_attrs(),
     };
@@ -432,6 +438,7 @@ mod tests {
             minor: 1,
             limits: ServerLimits { max_record: 1 << 20, max_ops: 16, slots: 2 },
             max_sessions_per_client: 2,
+            persist: false,
         }
     }
 
