@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Firewall mark on the MDS NFS listener's sockets (RST suppression, see
 /// [`IpActuator::setup`]).
@@ -257,34 +257,34 @@ fn send_raw_frame(ifindex: i32, frame: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Test actuator: records what it was asked and which VIPs are "up".
+/// Test actuator: records what it was asked (into a log the test may
+/// share with its fence callback, to check the takeover order).
 #[derive(Default)]
 pub struct RecordingActuator {
-    pub events: Mutex<Vec<String>>,
-    pub up: Mutex<BTreeSet<IpAddr>>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// Written into the log with each event (the node's id, say).
+    pub tag: String,
 }
 
 impl RecordingActuator {
-    pub fn held(&self) -> BTreeSet<IpAddr> {
-        self.up.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn record(&self, what: String) {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{} {what}", self.tag));
     }
 }
 
 impl VipActuator for RecordingActuator {
     fn setup(&self, vips: &[IpAddr]) -> Result<(), String> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(format!("setup {vips:?}"));
+        self.record(format!("setup {vips:?}"));
         Ok(())
     }
 
     fn add(&self, vip: IpAddr) -> Result<(), String> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(format!("add {vip}"));
-        self.up.lock().unwrap_or_else(|e| e.into_inner()).insert(vip);
+        self.record(format!("add {vip}"));
         Ok(())
     }
 
     fn remove(&self, vip: IpAddr) -> Result<(), String> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(format!("remove {vip}"));
-        self.up.lock().unwrap_or_else(|e| e.into_inner()).remove(&vip);
+        self.record(format!("remove {vip}"));
         Ok(())
     }
 }
