@@ -132,7 +132,7 @@ pub fn socket_mark(fd: std::os::fd::RawFd) -> std::io::Result<u32> {
 #[cfg(feature = "etcd")]
 mod node;
 #[cfg(feature = "etcd")]
-pub use node::{ClusterNode, ClusterSetup, FenceFn};
+pub use node::{start_for, ClusterNode, ClusterSetup, FenceFn};
 
 #[cfg(test)]
 mod tests {

@@ -524,3 +524,68 @@ impl Membership {
         }
     }
 }
+
+/// Starts the cluster node of `mds` (its `[mds.cluster]`): a connection
+/// of its own to the MDS's etcd (request timeout about one heartbeat, so a
+/// renewal that cannot be made fails in time), `ip` for the VIPs when any
+/// are configured, peer recalls into `mds`'s own layout recalls, and a new
+/// boot count from the KV on rejoin, handed to `use_epoch` (which must
+/// make the MDS use it towards the data servers). `fence` fences a node on
+/// every DS (`Pnfs::fence_node`).
+pub fn start_for(
+    mds: &Arc<crate::Mds>,
+    fence: FenceFn,
+    use_epoch: Box<dyn Fn(u64) + Send + Sync>,
+) -> Result<Arc<ClusterNode>, String> {
+    let cfg = &mds.cfg;
+    let cluster = cfg.cluster.clone().ok_or("mds.cluster: not set")?;
+    let mut etcd = pnfs_kv::EtcdConfig::new(cfg.etcd_endpoints.clone());
+    etcd.prefix = cfg.etcd_prefix.clone().into_bytes();
+    etcd.request_timeout = Duration::from_millis(cluster.heartbeat_ms.max(250));
+    let store = Arc::new(EtcdStore::connect(&etcd).map_err(|e| format!("mds.etcd_endpoints (cluster membership): {e}"))?);
+    let key = ClusterKey::load(&cfg.cluster_key_path()).map_err(|e| format!("mds.cluster_key_file: {e}"))?;
+    let actuator: Option<Box<dyn VipActuator>> = if cluster.vips.is_empty() {
+        None
+    } else {
+        Some(Box::new(super::vip::IpActuator {
+            interface: cluster.vip_interface.clone(),
+            prefix_len: cluster.vip_prefix_len,
+            nfs_port: cfg.bind.port(),
+        }))
+    };
+    let node_id = cluster.node_id as u64;
+    let me = Arc::downgrade(mds);
+    let recall = Box::new(move |ino: u64, rw_only: bool| {
+        let Some(m) = me.upgrade() else { return };
+        if m.pnfs.is_none() {
+            return;
+        }
+        // This node's clients only: never sent on to the peers again.
+        let mut fx = crate::state::Effects::default();
+        m.state().recall_layouts(ino, None, rw_only, "recall from a peer node", &mut fx);
+        let _ = m.apply(fx);
+    });
+    let kv = mds.ns.store().clone();
+    let rejoin = Box::new(move || {
+        let boots = pnfs_kv::transact(kv.as_ref(), 16, |t| -> Result<u64, pnfs_kv::KvError> {
+            let key = crate::keyspace::BOOT_COUNT_KEY;
+            let n = t.get(key)?.and_then(|v| pnfs_kv::key::decode_u64_be(&v)).unwrap_or(0) + 1;
+            t.put(key, &pnfs_kv::key::u64_be(n))?;
+            Ok(n)
+        })
+        .map_err(|e: pnfs_kv::KvError| format!("taking a new boot count: {e:?}"))?;
+        let epoch = node_id << 32 | (boots & 0xffff_ffff);
+        use_epoch(epoch);
+        Ok(epoch)
+    });
+    let setup = ClusterSetup {
+        epoch: node_id << 32 | mds.boot_epoch as u64,
+        cluster,
+        store,
+        key,
+        actuator,
+        recall,
+        rejoin,
+    };
+    ClusterNode::start(setup, fence)
+}
