@@ -94,6 +94,9 @@ impl EtcdConfig {
 /// Id of an etcd lease (see [`EtcdStore::lease_grant`]).
 pub type LeaseId = i64;
 
+/// A key, its value and the lease it is attached to (0: none).
+pub type LeasedPair = (Vec<u8>, Vec<u8>, LeaseId);
+
 /// [`KvStore`] on an etcd cluster; see the module docs.
 pub struct EtcdStore {
     runtime: Option<tokio::runtime::Runtime>,
@@ -243,7 +246,7 @@ impl EtcdStore {
 
     /// Keys under `prefix` (unprefixed) with their values and the lease each
     /// is attached to (0: none), read linearizably, at most `limit`.
-    pub fn list_leased(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>, LeaseId)>> {
+    pub fn list_leased(&self, prefix: &[u8], limit: usize) -> Result<Vec<LeasedPair>> {
         let mut kv = self.kv.clone();
         let start = self.full_key(prefix);
         let end = key::prefix_end(&start).unwrap_or_else(|| vec![0]);
