@@ -237,6 +237,16 @@ mod tests {
     }
 
     #[test]
+    fn cluster_metrics_are_exported() {
+        let m = metrics();
+        m.cluster.takeovers.inc();
+        let text = m.encode();
+        for name in ["node_live", "vips_held", "takeovers_total", "lease_renew_failures_total", "peer_links_up", "fenced_total", "recalls_dropped_total"] {
+            assert!(text.contains(&format!("\npnfs_mds_cluster_{name} ")), "{name}: {text}");
+        }
+    }
+
+    #[test]
     fn delegations_are_counted() {
         let m = metrics();
         m.delegation_granted(true);

@@ -157,6 +157,8 @@ impl IpActuator {
 
 impl VipActuator for IpActuator {
     fn setup(&self, vips: &[IpAddr]) -> Result<(), String> {
+        run_ip(&["link".into(), "show".into(), "dev".into(), self.interface.clone()])
+            .map_err(|e| format!("mds.cluster.vip_interface {:?}: {e}", self.interface))?;
         for &vip in vips {
             for rule in self.rules(vip) {
                 // Idempotent: delete every copy a previous run left, then add one.
@@ -341,6 +343,13 @@ mod tests {
         let live: BTreeSet<u32> = [1].into();
         assert_eq!(vips_to_claim(1, &vips, &live, &BTreeMap::new(), |n| n != 2), vec![vips[0]]);
         assert_eq!(vips_to_claim(1, &vips, &live, &BTreeMap::new(), |_| true), vips);
+    }
+
+    #[test]
+    fn a_missing_interface_is_a_clear_error_before_anything_is_touched() {
+        let a = IpActuator { interface: "pnfs-nosuch0".into(), prefix_len: 24, nfs_port: 2049 };
+        let e = a.setup(&["10.0.0.101".parse().unwrap()]).unwrap_err();
+        assert!(e.starts_with("mds.cluster.vip_interface \"pnfs-nosuch0\": "), "{e}");
     }
 
     #[test]
