@@ -425,11 +425,20 @@ impl Membership {
         let live_ids: BTreeSet<u32> = self.live.keys().copied().chain([self.me()]).collect();
         let unseen_ok = self.started.elapsed() >= Duration::from_millis(self.n.cfg.lease_ms) * UNSEEN_TAKEOVER_LEASES;
         let want = vips_to_claim(self.me(), vips, &live_ids, &claims, |n| self.seen.contains_key(&n) || unseen_ok);
+        // Fence first: every dead node that may have held a VIP we take
+        // (any node seen live, whose claims went with its lease, and the
+        // preferred nodes of the orphans taken). Nothing is claimed until
+        // all are fenced.
+        let preferred_of = |vip: IpAddr| vips.iter().position(|v| *v == vip).map_or(0, |i| i as u32 + 1);
+        let mut to_fence: BTreeSet<u32> = self.seen.keys().copied().collect();
+        to_fence.extend(want.iter().map(|&v| preferred_of(v)));
+        to_fence.retain(|n| *n != self.me() && !self.live.contains_key(n));
+        if !want.is_empty() && !to_fence.into_iter().all(|n| self.fence_dead(n)) {
+            self.set_actuated(&mine);
+            return Ok(());
+        }
         for vip in want {
-            let preferred = vips.iter().position(|v| *v == vip).map_or(0, |i| i as u32 + 1);
-            if preferred != self.me() && !self.live.contains_key(&preferred) && !self.fence_dead(preferred) {
-                continue;
-            }
+            let preferred = preferred_of(vip);
             let value = claim_value(self.me(), self.n.epoch.load(Ordering::Relaxed));
             match self.n.store.put_if_absent_with_lease(&vip_key(vip), &value, lease) {
                 Ok(None) => {
