@@ -97,6 +97,7 @@ impl Plane for Compound<'_> {
 
     fn dispatch(&mut self, op: nfs_opnum4, arg: &nfs_argop4<'_>, e: &mut Encoder) -> OpStep<Infallible> {
         let (m, table) = (self.mds, self.table);
+        if !crate::cluster::may_run(op) { return OpStep::Done(reply::<()>(e, Err(nfsstat4::NFS4ERR_DELAY))); } // cluster node without quorum
         let handler = if self.core.minor < 2 && is_v42_op(op) { None } else { table.table.get(op as usize).copied().flatten() };
         let started = std::time::Instant::now();
         let status = match handler {

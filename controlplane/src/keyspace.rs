@@ -18,6 +18,8 @@
 //! | `H` [`PLACEMENT_HINT`] | ino (u64) | placement policy of a file created under a non-default one: stripe count (u32), stripe unit (u32) | `pnfs::placement` |
 //! | `S` [`DATA_SERVER`] | DS index (u64) | registered data server (XDR: index, id, addresses, control address, capacity, free) | `pnfs::registry` |
 //! | `V` [`DEVICE_ID`] | device ID (16 bytes) | empty: a device ID handed out (GETDEVICELIST) | `pnfs::placement` |
+//! | `N` [`CLUSTER_NODE`] | node id (u32) | live cluster node, under its etcd lease: `node_id epoch peer lease` (text) | `cluster::membership` |
+//! | `P` [`VIP_CLAIM`] | VIP octets (4 or 16) | the VIP's holder, under its lease: `node_id epoch` (text) | `cluster::vip` |
 //!
 //! The state layer's rows (lower case): written only by a store whose
 //! journal is on (a clustered MDS, `StateStore::set_journal`), read back by
@@ -60,6 +62,10 @@ pub const PLACEMENT_HINT: u8 = b'H';
 pub const DATA_SERVER: u8 = b'S';
 /// `V` deviceid -> empty.
 pub const DEVICE_ID: u8 = b'V';
+/// `N` node id -> live cluster node (etcd-leased).
+pub const CLUSTER_NODE: u8 = b'N';
+/// `P` vip -> the VIP's holder (etcd-leased).
+pub const VIP_CLAIM: u8 = b'P';
 
 /// `c` clientid -> client record (state layer).
 pub const STATE_CLIENT: u8 = b'c';
@@ -77,7 +83,7 @@ pub const STATE_SLOT_SUFFIX: u8 = b't';
 pub const STATE_OWNER: u8 = b'w';
 
 /// Every prefix with its name.
-pub const ALL: [(u8, &str); 15] = [
+pub const ALL: [(u8, &str); 17] = [
     (INODE, "inode"),
     (DIRENT, "directory entry"),
     (DIR_COOKIE, "directory cookie"),
@@ -88,6 +94,8 @@ pub const ALL: [(u8, &str); 15] = [
     (PLACEMENT_HINT, "placement hint"),
     (DATA_SERVER, "data server"),
     (DEVICE_ID, "device ID"),
+    (CLUSTER_NODE, "cluster node"),
+    (VIP_CLAIM, "VIP claim"),
     (STATE_CLIENT, "state: client"),
     (STATE_SESSION, "state: session"),
     (STATE, "state: stateid"),

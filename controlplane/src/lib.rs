@@ -8,6 +8,7 @@
 
 pub mod attrs;
 pub mod callback;
+pub mod cluster;
 pub mod compound;
 pub mod config;
 pub mod datastore;

@@ -567,6 +567,7 @@ impl Mds {
         let mut fx = Effects::default();
         self.state.recall_layouts(ino, caller, rw_only, why, &mut fx);
         let _ = self.apply(fx);
+        crate::cluster::peer_recall(ino, rw_only); // other nodes' clients
     }
 
     /// CB_LAYOUTRECALL to each client of `recalls` (RFC 8881 12.5.5); their

@@ -52,6 +52,8 @@ pub struct MdsMetrics {
     pub delegations_revoked: Counter,
     /// Set from the state layer's count when encoded.
     delegations_held: Gauge,
+    /// Cluster node state (`[mds.cluster]`; zero for a single MDS).
+    pub cluster: ClusterMetrics,
 }
 
 const MAX_OPNUM: usize = 80;
@@ -116,6 +118,7 @@ impl MdsMetrics {
         registry.register("delegations_revoked", "Recalled delegations revoked, not returned within a lease", delegations_revoked.clone());
         let delegations_held = Gauge::default();
         registry.register("delegations_held", "Delegations held by clients", delegations_held.clone());
+        let cluster = ClusterMetrics::register(&mut registry);
         MdsMetrics {
             registry,
             per_op,
@@ -131,6 +134,7 @@ impl MdsMetrics {
             delegations_returned,
             delegations_revoked,
             delegations_held,
+            cluster,
         }
     }
 
@@ -170,6 +174,45 @@ impl MdsMetrics {
     }
 }
 
+/// Cluster node metrics (controlplane/src/cluster/), prefixed `pnfs_mds_cluster_`.
+pub struct ClusterMetrics {
+    /// 1 while this node's lease is fresh (it may change state), else 0.
+    pub node_live: Gauge,
+    pub vips_held: Gauge,
+    /// VIPs of other (dead) nodes this node claimed.
+    pub takeovers: Counter,
+    pub lease_renew_failures: Counter,
+    pub peer_links_up: Gauge,
+    /// Times this node found its lease gone (expired or revoked by a peer)
+    /// and rejoined with a new epoch.
+    pub fenced: Counter,
+    /// Cross-node layout recalls dropped on a full queue.
+    pub recalls_dropped: Counter,
+}
+
+impl ClusterMetrics {
+    fn register(registry: &mut Registry) -> ClusterMetrics {
+        let m = ClusterMetrics {
+            node_live: Gauge::default(),
+            vips_held: Gauge::default(),
+            takeovers: Counter::default(),
+            lease_renew_failures: Counter::default(),
+            peer_links_up: Gauge::default(),
+            fenced: Counter::default(),
+            recalls_dropped: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("cluster");
+        r.register("node_live", "1 while this cluster node holds a fresh lease and may change state", m.node_live.clone());
+        r.register("vips_held", "Virtual IPs on this node's interface", m.vips_held.clone());
+        r.register("takeovers", "VIPs of dead nodes this node took over", m.takeovers.clone());
+        r.register("lease_renew_failures", "Lease renewals (or grants) that failed", m.lease_renew_failures.clone());
+        r.register("peer_links_up", "Authenticated links to other cluster nodes that are up", m.peer_links_up.clone());
+        r.register("fenced", "Times this node lost its lease and rejoined with a new epoch", m.fenced.clone());
+        r.register("recalls_dropped", "Cross-node layout recalls dropped on a full queue", m.recalls_dropped.clone());
+        m
+    }
+}
+
 /// The process-wide MDS metrics.
 pub fn metrics() -> &'static MdsMetrics {
     static M: OnceLock<MdsMetrics> = OnceLock::new();
@@ -191,6 +234,16 @@ mod tests {
         assert!(text.contains("pnfs_mds_op_errors_total{op=\"GETATTR\"} 1"), "{text}");
         assert!(text.contains("pnfs_mds_op_latency_seconds_bucket"), "{text}");
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn cluster_metrics_are_exported() {
+        let m = metrics();
+        m.cluster.takeovers.inc();
+        let text = m.encode();
+        for name in ["node_live", "vips_held", "takeovers_total", "lease_renew_failures_total", "peer_links_up", "fenced_total", "recalls_dropped_total"] {
+            assert!(text.contains(&format!("\npnfs_mds_cluster_{name} ")), "{name}: {text}");
+        }
     }
 
     #[test]

@@ -162,13 +162,65 @@ async fn run_mds(mds_cfg: pnfs_mds::MdsConfig) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("mds.bind {bind}: {e}"))?;
     let exports: Vec<_> = mds.exports.iter().map(|e| e.path.clone()).collect();
     log::info!("mds listening on {bind} (clients use {advertise}); exports {exports:?}");
+    let cluster = start_cluster(&mds, &listener).await?;
     let server = pnfs_mds::Server::new(mds);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
-    tokio::select! {
+    let r = tokio::select! {
         r = server.serve(listener) => r.map_err(|e| format!("mds listener: {e}")),
         _ = tokio::signal::ctrl_c() => { log::info!("interrupted; exiting"); Ok(()) }
         _ = term.recv() => { log::info!("terminated; exiting"); Ok(()) }
+    };
+    if let Some(node) = cluster {
+        // Hands its VIPs over at once (lease revoked) instead of after the lease.
+        let _ = tokio::task::spawn_blocking(move || node.shutdown()).await;
     }
+    r
+}
+
+/// `[mds.cluster]`: marks the NFS listener's sockets (RST suppression on
+/// the VIPs), joins the cluster and routes the MDS's write gate and
+/// cross-node recalls through the node.
+#[cfg(feature = "etcd")]
+async fn start_cluster(
+    mds: &std::sync::Arc<pnfs_mds::Mds>,
+    listener: &tokio::net::TcpListener,
+) -> Result<Option<std::sync::Arc<pnfs_mds::cluster::ClusterNode>>, String> {
+    use std::os::fd::AsRawFd;
+    if mds.cfg.cluster.is_none() {
+        return Ok(None);
+    }
+    if let Err(e) = pnfs_mds::cluster::mark_listener(listener.as_raw_fd()) {
+        log::error!("mds.cluster: cannot mark the NFS listener (SO_MARK: {e}; needs root): clients of a VIP whose node dies wait for its RST instead of a SYN retry");
+    }
+    // TODO(lead): wire Pnfs::fence_node and the DS epoch switch (helper dsfence).
+    let fence: pnfs_mds::cluster::FenceFn = Box::new(|node, epoch| {
+        log::warn!("cluster: DS fencing not wired in this build; node {node} epochs <= {epoch:#x} not fenced");
+        Ok(())
+    });
+    let use_epoch = Box::new(|epoch: u64| log::warn!("cluster: new control epoch {epoch:#x} not yet used towards the DSes"));
+    let m = mds.clone();
+    let node = tokio::task::spawn_blocking(move || pnfs_mds::cluster::start_for(&m, fence, use_epoch))
+        .await
+        .map_err(|e| e.to_string())??;
+    node.install_gates();
+    Ok(Some(node))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn start_cluster(mds: &std::sync::Arc<pnfs_mds::Mds>, _listener: &tokio::net::TcpListener) -> Result<Option<NoCluster>, String> {
+    match mds.cfg.cluster {
+        Some(_) => Err("mds.cluster: needs a pnfsd built with --features etcd".into()),
+        None => Ok(None),
+    }
+}
+
+/// Stands in for the cluster node in a build without etcd (never made).
+#[cfg(not(feature = "etcd"))]
+enum NoCluster {}
+
+#[cfg(not(feature = "etcd"))]
+impl NoCluster {
+    fn shutdown(self) {}
 }
 
 fn fail(msg: &str) -> ExitCode {

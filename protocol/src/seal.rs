@@ -25,6 +25,8 @@ pub enum Purpose {
     DsFileHandle,
     ControlCall,
     ControlReply,
+    /// MDS node <-> MDS node links (controlplane/src/cluster/peers.rs).
+    PeerLink,
 }
 
 impl Purpose {
@@ -34,6 +36,7 @@ impl Purpose {
             Purpose::DsFileHandle => "pnfsd 2026-12 DS filehandle tag",
             Purpose::ControlCall => "pnfsd 2026-12 control call credential",
             Purpose::ControlReply => "pnfsd 2026-12 control reply verifier",
+            Purpose::PeerLink => "pnfsd 2026-12 MDS peer link",
         }
     }
 }

@@ -101,6 +101,9 @@ impl EtcdConfig {
 /// Id of an etcd lease (see [`EtcdStore::lease_grant`]).
 pub type LeaseId = i64;
 
+/// A key, its value and the lease it is attached to (0: none).
+pub type LeasedPair = (Vec<u8>, Vec<u8>, LeaseId);
+
 /// [`KvStore`] on an etcd cluster; see the module docs.
 pub struct EtcdStore {
     runtime: Option<tokio::runtime::Runtime>,
@@ -253,6 +256,61 @@ impl EtcdStore {
                 .await
                 .map_err(|e| map_err("writing a leased key", e))?;
             Ok(())
+        })
+    }
+
+    // Leased keys for cluster membership and VIP claims (controlplane/src/cluster/).
+
+    /// Keys under `prefix` (unprefixed) with their values and the lease each
+    /// is attached to (0: none), read linearizably, at most `limit`.
+    pub fn list_leased(&self, prefix: &[u8], limit: usize) -> Result<Vec<LeasedPair>> {
+        let mut kv = self.kv.clone();
+        let start = self.full_key(prefix);
+        let end = key::prefix_end(&start).unwrap_or_else(|| vec![0]);
+        let strip = self.prefix.len();
+        self.call(async move {
+            let opts = GetOptions::new().with_range(end).with_limit(limit as i64);
+            let resp = kv.get(start, Some(opts)).await.map_err(|e| map_err("listing leased keys", e))?;
+            Ok(resp.kvs().iter().map(|kv| (kv.key()[strip..].to_vec(), kv.value().to_vec(), kv.lease())).collect())
+        })
+    }
+
+    /// Writes `key` = `value` under lease `id` only if `key` does not exist
+    /// (one etcd txn). Returns `None` when written, else the lease the key
+    /// is held under: the caller's own claim answers `Some(id)`.
+    pub fn put_if_absent_with_lease(&self, key: &[u8], value: &[u8], id: LeaseId) -> Result<Option<LeaseId>> {
+        key::validate(key)?;
+        let mut kv = self.kv.clone();
+        let (k, v) = (self.full_key(key), value.to_vec());
+        self.call(async move {
+            let txn = Txn::new()
+                .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(k.clone(), v, Some(PutOptions::new().with_lease(id)))])
+                .or_else([TxnOp::get(k, None)]);
+            let resp = kv.txn(txn).await.map_err(|e| map_err("claiming a leased key", e))?;
+            if resp.succeeded() {
+                return Ok(None);
+            }
+            let holder = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(g) => Some(g.kvs().first().map_or(0, |kv| kv.lease())),
+                _ => None,
+            });
+            Ok(Some(holder.unwrap_or(0)))
+        })
+    }
+
+    /// Deletes `key` if it is attached to lease `id` (giving up a claim
+    /// without touching another holder's); true when deleted.
+    pub fn delete_if_lease(&self, key: &[u8], id: LeaseId) -> Result<bool> {
+        key::validate(key)?;
+        let mut kv = self.kv.clone();
+        let k = self.full_key(key);
+        self.call(async move {
+            let txn = Txn::new()
+                .when([Compare::lease(k.clone(), CompareOp::Equal, id)])
+                .and_then([TxnOp::delete(k, None)]);
+            let resp = kv.txn(txn).await.map_err(|e| map_err("releasing a leased key", e))?;
+            Ok(resp.succeeded())
         })
     }
 

@@ -86,7 +86,7 @@ mod merge;
 mod redb_store;
 
 #[cfg(feature = "etcd")]
-pub use etcd_store::{EtcdConfig, EtcdStore, LeaseId};
+pub use etcd_store::{EtcdConfig, EtcdStore, LeaseId, LeasedPair};
 pub use key::prefix_end;
 pub use mem::MemStore;
 pub use redb_store::{RedbStore, REOPEN_INTERVAL};

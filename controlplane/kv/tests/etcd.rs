@@ -134,6 +134,27 @@ fn leased_key_vanishes_when_the_lease_expires() {
     s.0.lease_revoke(id).unwrap();
 }
 
+/// Leased-key calls of cluster membership: list with leases, put-if-absent
+/// (the second claimant learns the holder's lease), delete only by the
+/// holder's lease, and claims vanishing with a revoked lease.
+#[test]
+fn leased_claims_are_exclusive_and_listed_with_their_lease() {
+    let Some(eps) = shared_endpoints() else { return };
+    let s = TestStore::new(&eps, "claims");
+    let (a, b) = (s.0.lease_grant(Duration::from_secs(30)).unwrap(), s.0.lease_grant(Duration::from_secs(30)).unwrap());
+    assert_eq!(s.0.put_if_absent_with_lease(b"P1", b"a", a).unwrap(), None);
+    assert_eq!(s.0.put_if_absent_with_lease(b"P1", b"b", b).unwrap(), Some(a), "taken: the holder's lease comes back");
+    assert_eq!(s.0.put_if_absent_with_lease(b"P2", b"b", b).unwrap(), None);
+    s.0.put_with_lease(b"N1", b"node", a).unwrap();
+    let listed = s.0.list_leased(b"P", 10).unwrap();
+    assert_eq!(listed, vec![(b"P1".to_vec(), b"a".to_vec(), a), (b"P2".to_vec(), b"b".to_vec(), b)]);
+    assert!(!s.0.delete_if_lease(b"P1", b).unwrap(), "not b's to release");
+    assert!(s.0.delete_if_lease(b"P2", b).unwrap());
+    s.0.lease_revoke(a).unwrap();
+    assert!(s.0.list_leased(b"", 10).unwrap().is_empty(), "a's keys went with its lease");
+    s.0.lease_revoke(b).unwrap();
+}
+
 /// A value over etcd's request limit is refused with InvalidArgument naming
 /// the flag; the store goes on working.
 #[test]

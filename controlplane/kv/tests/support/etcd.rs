@@ -16,7 +16,14 @@ use pnfs_kv::{EtcdConfig, EtcdStore};
 pub const ENDPOINTS_ENV: &str = "PNFS_KV_ETCD_ENDPOINTS";
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/etcd-cluster")
+    // The workspace's scripts/, found upwards (pnfs-mds's tests use this file too).
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        let s = dir.join("scripts/etcd-cluster");
+        if s.exists() || !dir.pop() {
+            return s;
+        }
+    }
 }
 
 /// True when the etcd binary is installed (else tests skip).
