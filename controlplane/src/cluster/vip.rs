@@ -155,6 +155,30 @@ impl IpActuator {
     }
 }
 
+/// How long a node that just took a VIP lets its kernel's RSTs out: the
+/// connections clients had with the VIP's previous holder (cut off by a
+/// partition, or on a host that died whole) now land here, and a RST
+/// makes those clients reconnect at once instead of waiting out their
+/// retransmissions. A SYN is not refused meanwhile: this node listens.
+pub const STALE_CONNECTION_RESET_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Deletes every copy of `rule` (an `ip rule add ...` argument list).
+fn delete_rule(rule: &[String]) {
+    let mut del = rule.to_vec();
+    del[2] = "del".into();
+    for _ in 0..16 {
+        if run_ip(&del).is_err() {
+            break;
+        }
+    }
+}
+
+/// Exactly one copy of `rule`.
+fn install_rule(rule: &[String]) -> Result<(), String> {
+    delete_rule(rule);
+    run_ip(rule).map(|_| ())
+}
+
 impl VipActuator for IpActuator {
     fn setup(&self, vips: &[IpAddr]) -> Result<(), String> {
         run_ip(&["link".into(), "show".into(), "dev".into(), self.interface.clone()])
@@ -162,14 +186,7 @@ impl VipActuator for IpActuator {
         for &vip in vips {
             for rule in self.rules(vip) {
                 // Idempotent: delete every copy a previous run left, then add one.
-                let mut del = rule.clone();
-                del[2] = "del".into();
-                for _ in 0..16 {
-                    if run_ip(&del).is_err() {
-                        break;
-                    }
-                }
-                run_ip(&rule)?;
+                install_rule(&rule)?;
             }
             // A previous instance (killed) may have left it; claims decide anew.
             self.remove(vip)?;
@@ -181,6 +198,20 @@ impl VipActuator for IpActuator {
         let mut spec = self.addr_spec(vip);
         spec[2] = "replace".into();
         run_ip(&spec)?;
+        // Stale connections of the previous holder get their RST for a
+        // while (see STALE_CONNECTION_RESET_WINDOW), then the rule is back
+        // to guard against this node's own death.
+        let [_, drop] = self.rules(vip);
+        delete_rule(&drop);
+        std::thread::Builder::new()
+            .name("vip-rst-rule".into())
+            .spawn(move || {
+                std::thread::sleep(STALE_CONNECTION_RESET_WINDOW);
+                if let Err(e) = install_rule(&drop) {
+                    log::error!("cluster: reinstalling the RST rule of VIP {vip}: {e}; a client reconnecting after this node dies waits 3 s more");
+                }
+            })
+            .map_err(|e| format!("spawning the RST rule timer: {e}"))?;
         match vip {
             IpAddr::V4(a) => gratuitous_arp(&self.interface, a).map_err(|e| format!("gratuitous ARP for {vip} on {}: {e}", self.interface)),
             // The kernel sends unsolicited neighbour advertisements itself
