@@ -13,6 +13,8 @@ use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
+use super::epochs::FenceError;
 
 /// Largest OBJ_READ answered in full (the MDS's largest max_io_bytes).
 pub(super) const CTL_MAX_READ: u64 = 16 << 20;
@@ -34,17 +36,34 @@ const CONTROL_CALLS: rpc::CallPolicy = rpc::CallPolicy {
         CTL_PROC_STATEID_ALLOW,
         CTL_PROC_STATEID_REVOKE,
         CTL_PROC_STATEID_BATCH,
+        CTL_PROC_FENCE,
     ],
     flavors: &[pnfs_protocol::control_auth::AUTH_PNFS_CTL],
 };
 
-/// Runs one authenticated control call. STATEID_BATCH runs on the control
-/// runtime itself: it only updates in-memory tables and awaits the
-/// reactors' acknowledgements, so the blocking-pool hop (two thread
-/// switches per call) is saved. Every other call may do file I/O and runs
-/// on the blocking pool.
+/// Runs one authenticated control call. STATEID_BATCH and FENCE run on the
+/// control runtime itself: they only update in-memory tables and await
+/// the reactors' acknowledgements or the fenced node's running calls, so
+/// the blocking-pool hop (two thread switches per call) is saved. Every
+/// other call may do file I/O and runs on the blocking pool.
 pub(super) async fn run_call(ds: Arc<Ds>, rec: Vec<u8>, verified: Verified) -> Option<Vec<u8>> {
     if let Checked::Call { header, args } = CONTROL_CALLS.check(&rec) {
+        if header.proc_ == CTL_PROC_FENCE {
+            bump(&ds.stats.control_calls, 1);
+            let mut d = Decoder::new(args);
+            let decoded = ctl_fence_args::decode(&mut d).ok().filter(|_| d.remaining() == 0);
+            let Some(a) = decoded else { return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs)) };
+            let res = ctl_res { cr_status: fence(&ds, &a, &verified).await };
+            let mut e = Encoder::new();
+            verified.begin_reply(&mut e);
+            if let Err(err) = res.encode(&mut e) {
+                log::error!("encoding a control reply: {err}");
+                return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs));
+            }
+            let mut reply = e.into_inner();
+            verified.seal_reply(&ds.control_keys, &mut reply);
+            return Some(reply);
+        }
         if header.proc_ == CTL_PROC_STATEID_BATCH {
             bump(&ds.stats.control_calls, 1);
             let mut e = Encoder::new();
@@ -72,8 +91,9 @@ pub(super) async fn run_call(ds: Arc<Ds>, rec: Vec<u8>, verified: Verified) -> O
     .unwrap_or(None)
 }
 
-/// One authenticated control RPC record in, at most one reply out.
-pub fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Vec<u8>> {
+/// One authenticated control RPC record in, at most one reply out (FENCE,
+/// which waits on other calls, only through `run_call`).
+pub(super) fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Vec<u8>> {
     let (header, args) = match CONTROL_CALLS.check(rec) {
         Checked::Call { header, args } => (header, args),
         Checked::Reply { .. } | Checked::Unreadable => return None,
@@ -244,6 +264,37 @@ fn obj_stat(ds: &Ds, fh: &[u8]) -> ctl_stat_res {
             csr_mtime: nfstime4 { seconds: m.mtime.0, nseconds: m.mtime.1 },
         },
         Err(s) => ctl_stat_res { csr_status: s, csr_size: 0, csr_space_used: 0, csr_mtime: nfstime4 { seconds: 0, nseconds: 0 } },
+    }
+}
+
+/// How long a fence waits for the fenced node's running calls (a 16 MiB
+/// OBJ_WRITE or READ on a slow disk, a stateid batch past the bus timeout).
+const FENCE_DRAIN: Duration = Duration::from_secs(10);
+
+/// CTL_PROC_FENCE: see [`super::epochs`]. The fenced node's stateids stay
+/// allowed (see `Registration::forgets_on_restart`).
+async fn fence(ds: &Ds, a: &ctl_fence_args, v: &Verified) -> ctl_status {
+    match ds.epochs.fence(v.epoch, a.cfa_node_id, a.cfa_epoch, FENCE_DRAIN).await {
+        Ok(new) => {
+            bump(&ds.stats.control_fences, 1);
+            if new {
+                log::warn!(
+                    "MDS node {} fenced at epoch {:#x} by the node speaking for epoch {:#x}: its calls are refused from now on",
+                    a.cfa_node_id,
+                    a.cfa_epoch,
+                    v.epoch
+                );
+            }
+            ctl_status::CTL_OK
+        }
+        Err(FenceError::Invalid) => {
+            log::warn!("refusing CTL_FENCE of node {} at epoch {:#x} from epoch {:#x}: not another cluster node's epoch", a.cfa_node_id, a.cfa_epoch, v.epoch);
+            ctl_status::CTL_INVAL
+        }
+        Err(FenceError::NotDrained) => {
+            log::warn!("CTL_FENCE of node {}: its calls still run after {FENCE_DRAIN:?}; in effect, not yet acknowledged", a.cfa_node_id);
+            ctl_status::CTL_IO
+        }
     }
 }
 
