@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
@@ -72,12 +72,17 @@ pub fn call_on(stream: &mut TcpStream, signer: &mut CallSigner, xid: u32, prog: 
 }
 
 pub fn connect(addr: &str) -> io::Result<TcpStream> {
+    connect_within(addr, CONNECT_TIMEOUT, IO_TIMEOUT)
+}
+
+/// [`connect`] with other bounds on the connect and on each read or write.
+fn connect_within(addr: &str, connect: Duration, io: Duration) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
     for a in addr.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+        match TcpStream::connect_timeout(&a, connect) {
             Ok(s) => {
-                s.set_read_timeout(Some(IO_TIMEOUT))?;
-                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                s.set_read_timeout(Some(io))?;
+                s.set_write_timeout(Some(io))?;
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
@@ -122,6 +127,28 @@ impl CtlClient {
         let r = call_on(&mut s, &mut signer, xid, prog, proc_, &args)?;
         self.put_back(addr, (s, signer));
         Ok(r)
+    }
+
+    /// A client with this one's key and epoch and an empty pool, for a
+    /// thread of its own.
+    pub fn caller(&self) -> CtlClient {
+        CtlClient::new(self.keys.clone(), self.epoch)
+    }
+
+    /// One call on a fresh connection (not pooled) that gives up at
+    /// `deadline`, however slow the peer: for calls that must not wait on
+    /// a hung data server longer than their caller can (CTL_FENCE).
+    pub fn call_until<A: XdrEncode>(&self, addr: &str, prog: u32, proc_: u32, args: &A, deadline: Instant) -> io::Result<Vec<u8>> {
+        let mut e = Encoder::new();
+        args.encode(&mut e).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let mut s = connect_within(addr, left, left)?;
+        let mut signer = CallSigner::new(self.keys.clone(), self.epoch);
+        let xid = self.xid.fetch_add(1, Ordering::Relaxed);
+        call_on(&mut s, &mut signer, xid, prog, proc_, &e.into_inner())
     }
 
     fn put_back(&self, addr: &str, s: (TcpStream, CallSigner)) {
