@@ -251,6 +251,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_single_mds_restart_forgets_stateids() {
+        use pnfs_protocol::mds_ds::epoch::control_epoch;
+        assert!(Registration::forgets_on_restart(7));
+        assert!(Registration::forgets_on_restart(control_epoch(0, 8)));
+        assert!(!Registration::forgets_on_restart(control_epoch(1, 7)));
+        assert!(!Registration::forgets_on_restart(control_epoch(32, 1)));
+    }
+
+    #[test]
     fn control_addr_replaces_wildcard() {
         let adv: SocketAddr = "10.0.0.7:2049".parse().unwrap();
         assert_eq!(control_addr_string("0.0.0.0:20490".parse().unwrap(), adv), "10.0.0.7:20490");
