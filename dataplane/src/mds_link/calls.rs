@@ -48,37 +48,18 @@ const CONTROL_CALLS: rpc::CallPolicy = rpc::CallPolicy {
 /// other call may do file I/O and runs on the blocking pool.
 pub(super) async fn run_call(ds: Arc<Ds>, rec: Vec<u8>, verified: Verified) -> Option<Vec<u8>> {
     if let Checked::Call { header, args } = CONTROL_CALLS.check(&rec) {
+        let garbage = || Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs));
         if header.proc_ == CTL_PROC_FENCE {
             bump(&ds.stats.control_calls, 1);
-            let mut d = Decoder::new(args);
-            let decoded = ctl_fence_args::decode(&mut d).ok().filter(|_| d.remaining() == 0);
-            let Some(a) = decoded else { return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs)) };
+            let Some(a) = decode_whole::<ctl_fence_args>(args) else { return garbage() };
             let res = ctl_res { cr_status: fence(&ds, &a, &verified).await };
-            let mut e = Encoder::new();
-            verified.begin_reply(&mut e);
-            if let Err(err) = res.encode(&mut e) {
-                log::error!("encoding a control reply: {err}");
-                return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs));
-            }
-            let mut reply = e.into_inner();
-            verified.seal_reply(&ds.control_keys, &mut reply);
-            return Some(reply);
+            return sealed_reply(&ds, &verified, &res);
         }
         if header.proc_ == CTL_PROC_STATEID_BATCH {
             bump(&ds.stats.control_calls, 1);
-            let mut e = Encoder::new();
-            verified.begin_reply(&mut e);
-            let mut d = Decoder::new(args);
-            let decoded = ctl_batch_args::decode(&mut d).ok().filter(|_| d.remaining() == 0);
-            let Some(a) = decoded else { return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs)) };
+            let Some(a) = decode_whole::<ctl_batch_args>(args) else { return garbage() };
             let res = stateid_batch_async(&ds, &a).await;
-            if let Err(err) = res.encode(&mut e) {
-                log::error!("encoding a control reply: {err}");
-                return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs));
-            }
-            let mut reply = e.into_inner();
-            verified.seal_reply(&ds.control_keys, &mut reply);
-            return Some(reply);
+            return sealed_reply(&ds, &verified, &res);
         }
     }
     tokio::task::spawn_blocking(move || {
@@ -89,6 +70,25 @@ pub(super) async fn run_call(ds: Arc<Ds>, rec: Vec<u8>, verified: Verified) -> O
     })
     .await
     .unwrap_or(None)
+}
+
+/// All of `args` as an `A`, nothing left over.
+fn decode_whole<'a, A: XdrDecode<'a>>(args: &'a [u8]) -> Option<A> {
+    let mut d = Decoder::new(args);
+    A::decode(&mut d).ok().filter(|_| d.remaining() == 0)
+}
+
+/// The sealed SUCCESS reply carrying `res` (GARBAGE_ARGS should it not encode).
+fn sealed_reply(ds: &Ds, verified: &Verified, res: &impl XdrEncode) -> Option<Vec<u8>> {
+    let mut e = Encoder::new();
+    verified.begin_reply(&mut e);
+    if let Err(err) = res.encode(&mut e) {
+        log::error!("encoding a control reply: {err}");
+        return Some(rpc::accepted_reply(verified.xid, AcceptStat::GarbageArgs));
+    }
+    let mut reply = e.into_inner();
+    verified.seal_reply(&ds.control_keys, &mut reply);
+    Some(reply)
 }
 
 /// One authenticated control RPC record in, at most one reply out (FENCE,
@@ -131,11 +131,7 @@ pub(super) fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Ve
 
 /// Decodes `A` (all of `args`, nothing left over), runs `f`, encodes its result.
 fn call<'a, A: XdrDecode<'a>, R: XdrEncode>(args: &'a [u8], e: &mut Encoder, f: impl FnOnce(A) -> R) -> Result<(), ()> {
-    let mut d = Decoder::new(args);
-    let a = A::decode(&mut d).map_err(|_| ())?;
-    if d.remaining() != 0 {
-        return Err(());
-    }
+    let a = decode_whole::<A>(args).ok_or(())?;
     f(a).encode(e).map_err(|err| log::error!("encoding a control reply: {err}"))
 }
 
