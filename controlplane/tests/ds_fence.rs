@@ -5,8 +5,9 @@
 //! node 1's open control connection is closed, its calls are refused (it
 //! cannot fence back either), node 2's still work, the stateids node 1
 //! pushed stay usable (cluster state outlives its node), and node 1
-//! restarted with a newer boot count is accepted again. A data server
-//! restarted after the fence gets it again as it registers with node 2.
+//! restarted with a newer boot count is accepted again. A fence does not
+//! wait for a data server that is down, and that data server, restarted,
+//! gets the fence again as it registers with node 2.
 
 use pnfs_client::pnfs_protocol::control_auth::{CallSigner, ControlKeys};
 use pnfs_client::pnfs_protocol::mds_ds::epoch::control_epoch;
@@ -128,7 +129,9 @@ fn a_node_fenced_by_another_is_refused_and_rejoins_with_a_new_boot() {
     ctl::call_on(&mut idle, &mut signer, 1, PNFSCTL_DS_PROGRAM, CTL_PROC_OBJ_STAT, &encode(&obj)).unwrap();
 
     // Node 2 fences node 1's start.
+    let t = Instant::now();
     assert_eq!(n2.fence_node(1, control_epoch(1, NODE1_BOOT)), Ok(()));
+    eprintln!("fence_node acknowledged by the data server in {:?}", t.elapsed());
     assert_eq!(h.stats().control_fences, 1);
     // Its open connection is closed without a call on it...
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -158,6 +161,12 @@ fn a_node_fenced_by_another_is_refused_and_rejoins_with_a_new_boot() {
     // node 2 fences node 1's old start there before anything else.
     h.shutdown();
     h.join();
+    // Meanwhile, with the DS gone (its port refuses connections) though it
+    // heartbeated lately, a fence does not wait for it.
+    let t = Instant::now();
+    assert_eq!(n2.fence_node(1, control_epoch(1, NODE1_BOOT)), Ok(()));
+    assert!(t.elapsed() < pnfs_mds::pnfs::fence::FENCE_TIMEOUT, "{:?}", t.elapsed());
+    eprintln!("fence_node with the only data server down returned in {:?}", t.elapsed());
     let h = start_ds(dir.path(), &key, &[a1, a2]);
     wait_for("the restarted DS fenced again by node 2", || h.stats().control_fences == 1);
     let ds = h.control_addr().to_string();
