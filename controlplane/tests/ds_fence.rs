@@ -7,7 +7,9 @@
 //! pushed stay usable (cluster state outlives its node), and node 1
 //! restarted with a newer boot count is accepted again. A fence does not
 //! wait for a data server that is down, and that data server, restarted,
-//! gets the fence again as it registers with node 2.
+//! gets the fence again as it registers with node 2. A node switching to a
+//! new epoch in place (`Pnfs::use_epoch`) is accepted and supersedes the
+//! older one.
 
 use pnfs_client::pnfs_protocol::control_auth::{CallSigner, ControlKeys};
 use pnfs_client::pnfs_protocol::mds_ds::epoch::control_epoch;
@@ -172,6 +174,11 @@ fn a_node_fenced_by_another_is_refused_and_rejoins_with_a_new_boot() {
     let ds = h.control_addr().to_string();
     assert_eq!(allow(&n1, &ds, [0xf; 12], &fh).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
     assert_eq!(allow(&n1b, &ds, [0xf; 12], &fh).unwrap(), ctl_status::CTL_OK);
+    // The fenced node rejoining in place with a new boot count (its lease
+    // lost, then regained): from its next call on it speaks for that epoch.
+    n1.use_epoch(control_epoch(1, 11));
+    assert_eq!(allow(&n1, &ds, [0x11; 12], &fh).unwrap(), ctl_status::CTL_OK);
+    assert_eq!(allow(&n1b, &ds, [0x12; 12], &fh).unwrap_err().kind(), io::ErrorKind::PermissionDenied, "boot 9 superseded by 11");
     h.shutdown();
     h.join();
 }

@@ -13,7 +13,7 @@ use pnfs_protocol::{Encoder, XdrEncode, XdrError};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -93,17 +93,19 @@ fn connect_within(addr: &str, connect: Duration, io: Duration) -> io::Result<Tcp
 }
 
 pub struct CtlClient {
-    idle: Mutex<HashMap<String, Vec<(TcpStream, CallSigner)>>>,
+    /// Pooled connections with the epoch their signer speaks for.
+    idle: Mutex<HashMap<String, Vec<(TcpStream, CallSigner, u64)>>>,
     xid: AtomicU32,
     keys: ControlKeys,
-    /// The MDS epoch calls speak for (data servers refuse older ones).
-    epoch: u64,
+    /// The MDS epoch calls speak for (data servers refuse older ones);
+    /// changed by [`CtlClient::set_epoch`].
+    epoch: AtomicU64,
 }
 
 impl CtlClient {
     pub fn new(keys: ControlKeys, epoch: u64) -> Self {
         let seed = u32::from_ne_bytes(pnfs_protocol::seal::random_bytes());
-        CtlClient { idle: Mutex::new(HashMap::new()), xid: AtomicU32::new(seed), keys, epoch }
+        CtlClient { idle: Mutex::new(HashMap::new()), xid: AtomicU32::new(seed), keys, epoch: AtomicU64::new(epoch) }
     }
 
     /// Calls `proc_` of `prog` at `addr`. A pooled connection that fails is
@@ -113,26 +115,40 @@ impl CtlClient {
         let mut e = Encoder::new();
         args.encode(&mut e).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let args = e.into_inner();
+        let epoch = self.epoch();
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(addr).and_then(|v| v.pop());
-        if let Some((mut s, mut signer)) = pooled {
+        if let Some((mut s, mut signer, _)) = pooled.filter(|p| p.2 == epoch) {
             let xid = self.xid.fetch_add(1, Ordering::Relaxed);
             if let Ok(r) = call_on(&mut s, &mut signer, xid, prog, proc_, &args) {
-                self.put_back(addr, (s, signer));
+                self.put_back(addr, (s, signer, epoch));
                 return Ok(r);
             }
         }
         let mut s = connect(addr)?;
-        let mut signer = CallSigner::new(self.keys.clone(), self.epoch);
+        let mut signer = CallSigner::new(self.keys.clone(), epoch);
         let xid = self.xid.fetch_add(1, Ordering::Relaxed);
         let r = call_on(&mut s, &mut signer, xid, prog, proc_, &args)?;
-        self.put_back(addr, (s, signer));
+        self.put_back(addr, (s, signer, epoch));
         Ok(r)
     }
 
     /// A client with this one's key and epoch and an empty pool, for a
     /// thread of its own.
     pub fn caller(&self) -> CtlClient {
-        CtlClient::new(self.keys.clone(), self.epoch)
+        CtlClient::new(self.keys.clone(), self.epoch())
+    }
+
+    /// The epoch calls speak for now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Speaks for `epoch` from now on (a cluster node that rejoined with a
+    /// new boot count); pooled connections of the old one are dropped.
+    pub fn set_epoch(&self, epoch: u64) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        self.epoch.store(epoch, Ordering::Release);
+        idle.clear();
     }
 
     /// One call on a fresh connection (not pooled) that gives up at
@@ -146,13 +162,16 @@ impl CtlClient {
             return Err(io::ErrorKind::TimedOut.into());
         }
         let mut s = connect_within(addr, left, left)?;
-        let mut signer = CallSigner::new(self.keys.clone(), self.epoch);
+        let mut signer = CallSigner::new(self.keys.clone(), self.epoch());
         let xid = self.xid.fetch_add(1, Ordering::Relaxed);
         call_on(&mut s, &mut signer, xid, prog, proc_, &e.into_inner())
     }
 
-    fn put_back(&self, addr: &str, s: (TcpStream, CallSigner)) {
+    fn put_back(&self, addr: &str, s: (TcpStream, CallSigner, u64)) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if s.2 != self.epoch() {
+            return;
+        }
         let v = idle.entry(addr.to_string()).or_default();
         if v.len() < IDLE_PER_ADDR {
             v.push(s);

@@ -54,7 +54,7 @@ impl Pnfs {
             n if n == node_id => epoch,
             n => return Err(format!("fencing node {node_id}: epoch {epoch:#x} is node {n}'s")),
         };
-        let own = epoch_node(self.registry.epoch);
+        let own = epoch_node(self.registry.epoch());
         if node_id == 0 || node_id > MAX_CLUSTER_NODES || node_id == own || own == 0 {
             return Err(format!("fencing node {node_id}: not another node of this cluster (this is node {own})"));
         }
@@ -114,6 +114,17 @@ impl Pnfs {
         } else {
             Err(format!("fencing MDS node {node_id} at epoch {epoch:#x}: not acknowledged within {bound:?} by {}", missing.join("; ")))
         }
+    }
+
+    /// Speaks for control epoch `epoch` from now on, towards every data
+    /// server (calls, REGISTER replies): a cluster node that rejoined with
+    /// a new boot count after losing its lease (the data servers refuse its
+    /// earlier epochs once they see this one, and a fence of the old one
+    /// does not touch it). A single MDS keeps its epoch for its lifetime.
+    pub fn use_epoch(&self, epoch: u64) {
+        self.registry.set_epoch(epoch);
+        self.ctl.set_epoch(epoch);
+        log::info!("control epoch towards the data servers now {epoch:#x}");
     }
 
     /// Sends data server `ds` (registering again) the fences this node

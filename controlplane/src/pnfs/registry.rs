@@ -87,7 +87,8 @@ pub struct Registry {
     store: Arc<dyn KvStore>,
     ds: Mutex<BTreeMap<u32, DsInfo>>,
     dead_after: Duration,
-    pub epoch: u64,
+    /// This MDS's control epoch (REGISTER replies name it).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -118,7 +119,7 @@ impl Registry {
         if !ds.is_empty() {
             log::info!("{} data server(s) known from before; waiting for them to register", ds.len());
         }
-        Ok(Registry { store, ds: Mutex::new(ds), dead_after, epoch })
+        Ok(Registry { store, ds: Mutex::new(ds), dead_after, epoch: epoch.into() })
     }
 
     /// Registers (or re-registers) a DS; returns its index and whether it
@@ -219,6 +220,16 @@ impl Registry {
     /// (total, free) bytes over the live data servers.
     pub fn capacity(&self) -> (u64, u64) {
         self.live().iter().fold((0, 0), |(t, f), d| (t + d.capacity, f + d.free))
+    }
+
+    /// This MDS's control epoch now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// See `Pnfs::use_epoch`.
+    pub(super) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, std::sync::atomic::Ordering::Release)
     }
 
     pub fn heartbeat_ms(&self) -> u32 {
@@ -397,7 +408,7 @@ pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8], v: &Verified) -> Option<Vec<
                     ctl_status::CTL_IO
                 }
             };
-            let res = ctl_register_res { crr_status: status, crr_mds_epoch: reg.epoch, crr_heartbeat_ms: reg.heartbeat_ms() };
+            let res = ctl_register_res { crr_status: status, crr_mds_epoch: reg.epoch(), crr_heartbeat_ms: reg.heartbeat_ms() };
             Some(encode_reply(pnfs, v, &res))
         }
         CTL_PROC_HEARTBEAT => {
