@@ -190,7 +190,7 @@ pub struct ClusterConfig {
 }
 
 /// Largest cluster (node ids 1..=this).
-pub const MAX_CLUSTER_NODES: u32 = 32;
+pub const MAX_CLUSTER_NODES: u32 = pnfs_protocol::mds_ds::epoch::MAX_CLUSTER_NODES;
 
 fn default_vip_interface() -> String {
     "eth0".into()

@@ -116,7 +116,7 @@ impl Mds {
             log::info!("{} client(s) may reclaim state; grace period {} s", reclaimable.len(), cfg.grace());
         }
         let pcfg = PnfsConfig { stripe_unit: cfg.stripe_unit, stripe_count: cfg.stripe_count, dead_after: Duration::from_millis(cfg.ds_dead_after_ms) };
-        let pnfs = if cfg.pnfs_enabled() { Some(Pnfs::new(pcfg, ns.store().clone(), boots, cluster_key.clone())?) } else { None };
+        let pnfs = if cfg.pnfs_enabled() { Some(Pnfs::new(pcfg, ns.store().clone(), pnfs_protocol::mds_ds::epoch::control_epoch(cfg.cluster_node_id(), boots), cluster_key.clone())?) } else { None };
         let data: Arc<dyn DataStore> = match &pnfs {
             Some(p) => Arc::new(StripedStore::new(data, p.clone())),
             None => data,

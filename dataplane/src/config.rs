@@ -24,9 +24,11 @@ pub struct DsConfig {
     /// Where the MDS reaches this DS's control program. Default 0.0.0.0:20490.
     #[serde(default = "default_control_bind")]
     pub control_bind: SocketAddr,
-    /// "host:port" of the MDS control listener this DS registers with -
-    /// required.
-    pub mds_control: String,
+    /// "host:port" of the MDS control listener this DS registers with, or a
+    /// list of them, one per node of an MDS cluster (each `mds.control_bind`)
+    /// - required. The DS registers with and heartbeats every one on its own.
+    #[serde(deserialize_with = "one_or_many")]
+    pub mds_control: Vec<String>,
     /// Directory holding the objects (one file per DS filehandle) and the
     /// DS identity file - required.
     pub data_dir: PathBuf,
@@ -230,6 +232,24 @@ fn default_max_inflight_io() -> usize {
     256
 }
 
+/// MDS control addresses a DS registers with at most: one per node of the
+/// largest MDS cluster.
+pub const MAX_MDS_CONTROL: usize = pnfs_protocol::mds_ds::epoch::MAX_CLUSTER_NODES as usize;
+
+/// `ds.mds_control`: one "host:port" string (a single MDS), or a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 impl DsConfig {
     /// A config with every default and the required keys given (tests, embedding).
     pub fn new(id: &str, data_dir: PathBuf, mds_control: &str) -> DsConfig {
@@ -238,7 +258,7 @@ impl DsConfig {
             bind: default_bind(),
             advertise: None,
             control_bind: default_control_bind(),
-            mds_control: mds_control.into(),
+            mds_control: vec![mds_control.into()],
             data_dir,
             cluster_key_file: None,
             reactors: default_reactors(),
@@ -290,8 +310,16 @@ impl DsConfig {
             }
             universal_address(&b).map_err(|e| format!("ds.bind: {e} (or set ds.advertise)"))?;
         }
-        if self.mds_control.to_socket_addrs().is_err() && !self.mds_control.contains(':') {
-            return Err(format!("ds.mds_control: expected host:port, got {:?}", self.mds_control));
+        if self.mds_control.is_empty() || self.mds_control.len() > MAX_MDS_CONTROL {
+            return Err(format!("ds.mds_control: list 1 to {MAX_MDS_CONTROL} MDS control addresses (host:port), one per MDS node"));
+        }
+        for (i, m) in self.mds_control.iter().enumerate() {
+            if m.to_socket_addrs().is_err() && !m.contains(':') {
+                return Err(format!("ds.mds_control: expected host:port, got {m:?}"));
+            }
+            if self.mds_control[..i].contains(m) {
+                return Err(format!("ds.mds_control: {m:?} is listed twice"));
+            }
         }
         if self.reactors == 0 || self.reactors > 256 {
             return Err("ds.reactors: must be between 1 and 256".into());
@@ -531,6 +559,20 @@ cluster_key_file = "/etc/pnfsd/cluster.key"
         bad.cores = vec![100_000];
         assert!(bad.validate().unwrap_err().starts_with("ds.cores:"));
         assert!(toml::from_str::<DsConfig>(&format!("{toml}\nbogus = 1")).is_err());
+        // mds_control: one address, or one per MDS node.
+        assert_eq!(c.mds_control, vec!["127.0.0.1:20491".to_string()]);
+        let list = toml.replace("mds_control = \"127.0.0.1:20491\"", "mds_control = [\"10.0.0.21:20491\", \"10.0.0.22:20491\"]");
+        let m: DsConfig = toml::from_str(&list).unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.mds_control, vec!["10.0.0.21:20491".to_string(), "10.0.0.22:20491".to_string()]);
+        for bad in ["mds_control = []", "mds_control = [\"10.0.0.21:20491\", \"10.0.0.21:20491\"]", "mds_control = [\"nohost\"]"] {
+            let b: DsConfig = toml::from_str(&toml.replace("mds_control = \"127.0.0.1:20491\"", bad)).unwrap();
+            assert!(b.validate().unwrap_err().starts_with("ds.mds_control:"), "{bad}");
+        }
+        let many = (0..=MAX_MDS_CONTROL).map(|i| format!("\"10.0.1.{i}:20491\"")).collect::<Vec<_>>().join(", ");
+        let b: DsConfig = toml::from_str(&toml.replace("mds_control = \"127.0.0.1:20491\"", &format!("mds_control = [{many}]"))).unwrap();
+        assert!(b.validate().unwrap_err().starts_with("ds.mds_control:"));
+        assert!(toml::from_str::<DsConfig>(&toml.replace("mds_control = \"127.0.0.1:20491\"", "mds_control = 5")).is_err());
 
         // Backing.
         assert_eq!((c.backing, c.volume_extent_bytes, c.volume_max_objects), (Backing::Files, 64 << 20, 65536));

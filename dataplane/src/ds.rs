@@ -6,7 +6,6 @@ use crate::bus::Bus;
 use crate::config::{Backing, DsConfig};
 use pnfs_protocol::control_auth::{ControlKeys, RecentConnections};
 use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
-use std::sync::atomic::AtomicU64;
 use crate::state::DsState;
 use crate::stats::DsStats;
 use crate::storage::ObjectStore;
@@ -38,9 +37,9 @@ pub struct Ds {
     pub control_keys: ControlKeys,
     /// Control connection ids seen lately (replay protection).
     pub control_recent: RecentConnections,
-    /// The newest MDS epoch seen (REGISTER replies, authentic calls): calls
-    /// from an older one, a fenced or superseded MDS, are refused.
-    pub mds_epoch: AtomicU64,
+    /// The MDS epochs accepted, per MDS node: calls from an older epoch of
+    /// a node (superseded by its restart) or a fenced one are refused.
+    pub epochs: crate::mds_link::MdsEpochs,
 }
 
 /// Random bytes from the kernel (one source for every id and key).
@@ -97,7 +96,7 @@ impl Ds {
             fh_key: cluster_key.derive(Purpose::DsFileHandle),
             control_keys: ControlKeys::new(&cluster_key),
             control_recent: RecentConnections::default(),
-            mds_epoch: AtomicU64::new(0),
+            epochs: Default::default(),
             cluster_key,
             cfg,
         }))

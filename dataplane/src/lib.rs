@@ -194,9 +194,10 @@ impl DsHandle {
     }
 
     /// A control connection to this DS as its MDS makes them (the cluster
-    /// key, the newest MDS epoch it knows): for tests and tools.
+    /// key, the newest epoch of a single MDS, node 0, it knows): for tests
+    /// and tools.
     pub fn control_client(&self) -> std::io::Result<mds_link::CtlClient> {
-        let epoch = self.ds.mds_epoch.load(std::sync::atomic::Ordering::Acquire);
+        let epoch = self.ds.epochs.newest(0);
         mds_link::CtlClient::connect(&self.control_addr.to_string(), std::time::Duration::from_secs(2), self.ds.control_keys.clone(), epoch)
     }
 
@@ -247,7 +248,7 @@ pub fn run(cfg: DsConfig) -> Result<DsHandle, String> {
     let started = (|| {
         threads.push(mds_link::start_server(ds.clone(), control, stop.clone())?);
         let reg = mds_link::Registration { ds: ds.clone(), advertised, control: control_addr };
-        threads.push(reg.start(stop.clone())?);
+        threads.extend(reg.start(stop.clone())?);
         Ok::<(), String>(())
     })();
     if let Err(e) = started {
@@ -260,7 +261,7 @@ pub fn run(cfg: DsConfig) -> Result<DsHandle, String> {
          registering with {}; objects {}, O_DIRECT {}",
         cfg.id,
         cfg.reactors,
-        cfg.mds_control,
+        cfg.mds_control.join(", "),
         match ds.store.volume() {
             Some(v) => format!("on volume {}", v.path().display()),
             None => format!("in {}", cfg.data_dir.join("objects").display()),

@@ -184,6 +184,8 @@ pub struct DsStats {
     /// Control calls refused (no or a wrong cluster-key tag, a replay, an
     /// older MDS epoch): a wrong key on some node, or an attacker.
     pub control_refused: AtomicU64,
+    /// CTL_FENCE calls applied (repeats included): an MDS node fenced.
+    pub control_fences: AtomicU64,
     /// Control calls published to the reactors (allow, revoke, create, remove).
     pub control_updates: AtomicU64,
     /// Of those, refused or not applied by every reactor in time.
@@ -247,6 +249,7 @@ pub struct DsStatsSnapshot {
     pub clients_refused: u64,
     pub control_calls: u64,
     pub control_refused: u64,
+    pub control_fences: u64,
     pub control_updates: u64,
     pub control_update_failures: u64,
     pub control_bytes_read: u64,
@@ -320,6 +323,7 @@ impl DsStats {
             clients_refused: g(&self.clients_refused),
             control_calls: g(&self.control_calls),
             control_refused: g(&self.control_refused),
+            control_fences: g(&self.control_fences),
             control_updates: g(&self.control_updates),
             control_update_failures: g(&self.control_update_failures),
             control_bytes_read: g(&self.control_bytes_read),

@@ -48,7 +48,7 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_sum{{ds=\"{id}\",op=\"{op}\"}} {}", seconds(h.sum_ns));
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_count{{ds=\"{id}\",op=\"{op}\"}} {}", h.count);
     }
-    let counters: [(&str, &str, u64); 29] = [
+    let counters: [(&str, &str, u64); 30] = [
         ("compounds", "COMPOUNDs executed (replays included)", s.compounds),
         ("replays", "COMPOUNDs answered from the reply cache", s.replays),
         ("read_bytes", "READ payload bytes sent to clients", s.bytes_read),
@@ -57,6 +57,7 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         ("buffer_pool_exhausted", "requests refused because a reactor buffer pool was empty", s.buffer_pool_exhausted),
         ("control_calls", "control-protocol calls served", s.control_calls),
         ("control_refused", "control-protocol calls refused: no or a wrong cluster-key tag, a replay, or an older MDS epoch", s.control_refused),
+        ("control_fences", "CTL_FENCE calls applied: an MDS node's old epochs fenced by another node", s.control_fences),
         ("connections_accepted", "client connections accepted", s.connections_accepted),
         ("zero_copy_writes", "WRITE payloads received straight into an aligned pool buffer", s.zero_copy_writes),
         ("zero_copy_no_buffer", "large WRITEs received the ordinary way because the pool was empty", s.zero_copy_no_buffer),

@@ -13,9 +13,9 @@ use pnfs_protocol::{Encoder, XdrEncode, XdrError};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
@@ -72,12 +72,17 @@ pub fn call_on(stream: &mut TcpStream, signer: &mut CallSigner, xid: u32, prog: 
 }
 
 pub fn connect(addr: &str) -> io::Result<TcpStream> {
+    connect_within(addr, CONNECT_TIMEOUT, IO_TIMEOUT)
+}
+
+/// [`connect`] with other bounds on the connect and on each read or write.
+fn connect_within(addr: &str, connect: Duration, io: Duration) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
     for a in addr.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+        match TcpStream::connect_timeout(&a, connect) {
             Ok(s) => {
-                s.set_read_timeout(Some(IO_TIMEOUT))?;
-                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                s.set_read_timeout(Some(io))?;
+                s.set_write_timeout(Some(io))?;
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
@@ -88,17 +93,19 @@ pub fn connect(addr: &str) -> io::Result<TcpStream> {
 }
 
 pub struct CtlClient {
-    idle: Mutex<HashMap<String, Vec<(TcpStream, CallSigner)>>>,
+    /// Pooled connections with the epoch their signer speaks for.
+    idle: Mutex<HashMap<String, Vec<(TcpStream, CallSigner, u64)>>>,
     xid: AtomicU32,
     keys: ControlKeys,
-    /// The MDS epoch calls speak for (data servers refuse older ones).
-    epoch: u64,
+    /// The MDS epoch calls speak for (data servers refuse older ones);
+    /// changed by [`CtlClient::set_epoch`].
+    epoch: AtomicU64,
 }
 
 impl CtlClient {
     pub fn new(keys: ControlKeys, epoch: u64) -> Self {
         let seed = u32::from_ne_bytes(pnfs_protocol::seal::random_bytes());
-        CtlClient { idle: Mutex::new(HashMap::new()), xid: AtomicU32::new(seed), keys, epoch }
+        CtlClient { idle: Mutex::new(HashMap::new()), xid: AtomicU32::new(seed), keys, epoch: AtomicU64::new(epoch) }
     }
 
     /// Calls `proc_` of `prog` at `addr`. A pooled connection that fails is
@@ -108,24 +115,63 @@ impl CtlClient {
         let mut e = Encoder::new();
         args.encode(&mut e).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let args = e.into_inner();
+        let epoch = self.epoch();
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(addr).and_then(|v| v.pop());
-        if let Some((mut s, mut signer)) = pooled {
+        if let Some((mut s, mut signer, _)) = pooled.filter(|p| p.2 == epoch) {
             let xid = self.xid.fetch_add(1, Ordering::Relaxed);
             if let Ok(r) = call_on(&mut s, &mut signer, xid, prog, proc_, &args) {
-                self.put_back(addr, (s, signer));
+                self.put_back(addr, (s, signer, epoch));
                 return Ok(r);
             }
         }
         let mut s = connect(addr)?;
-        let mut signer = CallSigner::new(self.keys.clone(), self.epoch);
+        let mut signer = CallSigner::new(self.keys.clone(), epoch);
         let xid = self.xid.fetch_add(1, Ordering::Relaxed);
         let r = call_on(&mut s, &mut signer, xid, prog, proc_, &args)?;
-        self.put_back(addr, (s, signer));
+        self.put_back(addr, (s, signer, epoch));
         Ok(r)
     }
 
-    fn put_back(&self, addr: &str, s: (TcpStream, CallSigner)) {
+    /// A client with this one's key and epoch and an empty pool, for a
+    /// thread of its own.
+    pub fn caller(&self) -> CtlClient {
+        CtlClient::new(self.keys.clone(), self.epoch())
+    }
+
+    /// The epoch calls speak for now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Speaks for `epoch` from now on (a cluster node that rejoined with a
+    /// new boot count); pooled connections of the old one are dropped.
+    pub fn set_epoch(&self, epoch: u64) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        self.epoch.store(epoch, Ordering::Release);
+        idle.clear();
+    }
+
+    /// One call on a fresh connection (not pooled) that gives up at
+    /// `deadline`, however slow the peer: for calls that must not wait on
+    /// a hung data server longer than their caller can (CTL_FENCE).
+    pub fn call_until<A: XdrEncode>(&self, addr: &str, prog: u32, proc_: u32, args: &A, deadline: Instant) -> io::Result<Vec<u8>> {
+        let mut e = Encoder::new();
+        args.encode(&mut e).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let mut s = connect_within(addr, left, left)?;
+        let mut signer = CallSigner::new(self.keys.clone(), self.epoch());
+        let xid = self.xid.fetch_add(1, Ordering::Relaxed);
+        call_on(&mut s, &mut signer, xid, prog, proc_, &e.into_inner())
+    }
+
+    fn put_back(&self, addr: &str, s: (TcpStream, CallSigner, u64)) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if s.2 != self.epoch() {
+            return;
+        }
         let v = idle.entry(addr.to_string()).or_default();
         if v.len() < IDLE_PER_ADDR {
             v.push(s);

@@ -15,6 +15,8 @@
 //! - `objects`: control calls on one data server's objects.
 //! - `stateids`: the stateids pushed to data servers (tight coupling,
 //!   RFC 8881 13.9.2), sent in batches by `push`.
+//! - `fence`: fencing a dead MDS node of the cluster on every data server
+//!   (`Pnfs::fence_node`, CTL_PROC_FENCE).
 //! - this file: the `Pnfs` facade the rest of the MDS holds.
 //!
 //! Lock order: `pushed` may be held while a state file shard is looked up (`take_gone`), never the other way; no
@@ -31,6 +33,7 @@
 
 pub mod client;
 pub mod device;
+pub mod fence;
 pub mod layout;
 pub mod objects;
 pub mod placement;
@@ -52,6 +55,7 @@ use crate::state::StateOther;
 use client::CtlClient;
 use pnfs_kv::{transact, KvError, KvStore};
 use pnfs_protocol::control_auth::{ControlKeys, RecentConnections};
+use pnfs_protocol::mds_ds::epoch::EPOCH_NODES;
 use pnfs_protocol::seal::{ClusterKey, Purpose, TagKey};
 use pnfs_protocol::wire::*;
 use registry::Registry;
@@ -98,6 +102,9 @@ pub struct Pnfs {
     repush_pending: Mutex<BTreeSet<u32>>,
     repush_wake: std::sync::Condvar,
     repush_started: std::sync::atomic::AtomicBool,
+    /// Per MDS node id: the newest epoch this node fenced it at (0: none),
+    /// sent again to every data server that registers (`fence`).
+    fences: Mutex<[u64; EPOCH_NODES]>,
 }
 
 /// A store error as the I/O error `mds::io_err` maps to the right NFS
@@ -116,6 +123,9 @@ impl Pnfs {
         &self.ds_fh_key
     }
 
+    /// `epoch`: this MDS's control epoch,
+    /// `pnfs_protocol::mds_ds::epoch::control_epoch(node_id, boot_count)`
+    /// (node 0: a single MDS); every control call and REGISTER reply names it.
     pub fn new(pcfg: PnfsConfig, store: Arc<dyn KvStore>, epoch: u64, cluster_key: ClusterKey) -> Result<Arc<Pnfs>, String> {
         let registry = Registry::load(store.clone(), pcfg.dead_after, epoch).map_err(|e| format!("metadata store: {e}"))?;
         let devices = transact(&*store, MAX_TXN_RETRIES, |t| t.scan_prefix(&[crate::keyspace::DEVICE_ID], usize::MAX))
@@ -141,6 +151,7 @@ impl Pnfs {
             repush_pending: Mutex::new(BTreeSet::new()),
             repush_wake: std::sync::Condvar::new(),
             repush_started: std::sync::atomic::AtomicBool::new(false),
+            fences: Mutex::new([0; EPOCH_NODES]),
             cluster_key,
         }))
     }

@@ -87,7 +87,8 @@ pub struct Registry {
     store: Arc<dyn KvStore>,
     ds: Mutex<BTreeMap<u32, DsInfo>>,
     dead_after: Duration,
-    pub epoch: u64,
+    /// This MDS's control epoch (REGISTER replies name it).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -95,6 +96,12 @@ pub enum RegisterError {
     Invalid(String),
     Full,
     Store(String),
+}
+
+impl From<KvError> for RegisterError {
+    fn from(e: KvError) -> Self {
+        RegisterError::Store(e.to_string())
+    }
 }
 
 impl Registry {
@@ -112,7 +119,7 @@ impl Registry {
         if !ds.is_empty() {
             log::info!("{} data server(s) known from before; waiting for them to register", ds.len());
         }
-        Ok(Registry { store, ds: Mutex::new(ds), dead_after, epoch })
+        Ok(Registry { store, ds: Mutex::new(ds), dead_after, epoch: epoch.into() })
     }
 
     /// Registers (or re-registers) a DS; returns its index and whether it
@@ -140,15 +147,11 @@ impl Registry {
         if addrs.is_empty() {
             return Err(RegisterError::Invalid("no client addresses".into()));
         }
-        let mut ds = self.ds.lock().unwrap_or_else(|p| p.into_inner());
-        let existing = ds.values().find(|d| d.id == a.cra_ds_id[..]).map(|d| d.index);
-        let index = match existing {
-            Some(i) => i,
-            None => (0..MAX_DATA_SERVERS as u32).find(|i| !ds.contains_key(i)).ok_or(RegisterError::Full)?,
-        };
-        let old = ds.get(&index).cloned();
-        let info = DsInfo {
-            index,
+        // The index comes from the store, in one transaction: in an MDS
+        // cluster every node registers every DS, so two nodes meeting two
+        // new data servers at once must not give both the same index.
+        let mut info = DsInfo {
+            index: 0,
             id: a.cra_ds_id.to_vec(),
             addrs,
             control_addr,
@@ -156,16 +159,25 @@ impl Registry {
             free: a.cra_free_bytes,
             last_seen: Some(Instant::now()),
         };
-        let changed = old.as_ref().map(|o| (&o.addrs, &o.control_addr)) != Some((&info.addrs, &info.control_addr));
-        if changed {
-            if old.is_some() {
-                // Device IDs name this DS; clients may have cached the old addresses.
-                log::warn!("data server {index} registered with new addresses {:?} (was {:?})", info.addrs, old.as_ref().map(|o| &o.addrs));
+        let stored = transact(&*self.store, 16, |t| {
+            let known: Vec<DsInfo> = t.scan_prefix(&[DATA_SERVER], usize::MAX)?.iter().filter_map(|(_, v)| DsInfo::decode(v)).collect();
+            let stored = known.iter().find(|d| d.id == info.id).cloned();
+            info.index = match &stored {
+                Some(d) => d.index,
+                None => (0..MAX_DATA_SERVERS as u32).find(|i| !known.iter().any(|d| d.index == *i)).ok_or(RegisterError::Full)?,
+            };
+            if stored.as_ref().map(|o| (&o.addrs, &o.control_addr)) != Some((&info.addrs, &info.control_addr)) {
+                t.put(&ds_key(info.index), &info.encode())?;
             }
-            let bytes = info.encode();
-            transact(&*self.store, 16, |t| t.put(&ds_key(index), &bytes)).map_err(|e: KvError| RegisterError::Store(e.to_string()))?;
+            Ok::<_, RegisterError>(stored)
+        })?;
+        let index = info.index;
+        if let Some(o) = stored.filter(|o| o.addrs != info.addrs || o.control_addr != info.control_addr) {
+            // Device IDs name this DS; clients may have cached the old addresses.
+            log::warn!("data server {index} registered with new addresses {:?} (was {:?})", info.addrs, o.addrs);
         }
-        let again = old.is_some_and(|o| o.last_seen.is_some());
+        let mut ds = self.ds.lock().unwrap_or_else(|p| p.into_inner());
+        let again = ds.get(&index).is_some_and(|o| o.id == info.id && o.last_seen.is_some());
         ds.insert(index, info);
         Ok((index, again))
     }
@@ -196,6 +208,11 @@ impl Registry {
         self.ds.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|d| self.is_alive(d)).cloned().collect()
     }
 
+    /// Every data server known (registered with this instance or before).
+    pub fn known(&self) -> Vec<DsInfo> {
+        self.ds.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     pub fn get(&self, index: u32) -> Option<DsInfo> {
         self.ds.lock().unwrap_or_else(|p| p.into_inner()).get(&index).cloned()
     }
@@ -203,6 +220,16 @@ impl Registry {
     /// (total, free) bytes over the live data servers.
     pub fn capacity(&self) -> (u64, u64) {
         self.live().iter().fold((0, 0), |(t, f), d| (t + d.capacity, f + d.free))
+    }
+
+    /// This MDS's control epoch now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// See `Pnfs::use_epoch`.
+    pub(super) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, std::sync::atomic::Ordering::Release)
     }
 
     pub fn heartbeat_ms(&self) -> u32 {
@@ -381,7 +408,7 @@ pub fn handle_control(pnfs: &Arc<Pnfs>, rec: &[u8], v: &Verified) -> Option<Vec<
                     ctl_status::CTL_IO
                 }
             };
-            let res = ctl_register_res { crr_status: status, crr_mds_epoch: reg.epoch, crr_heartbeat_ms: reg.heartbeat_ms() };
+            let res = ctl_register_res { crr_status: status, crr_mds_epoch: reg.epoch(), crr_heartbeat_ms: reg.heartbeat_ms() };
             Some(encode_reply(pnfs, v, &res))
         }
         CTL_PROC_HEARTBEAT => {
@@ -430,5 +457,22 @@ mod tests {
         assert!(!r2.heartbeat(b"b", 7));
         assert_eq!(r2.register(&args("b", "10.0.0.2.8.1")).unwrap(), (1, false));
         assert!(r2.alive(1));
+    }
+
+    #[test]
+    fn cluster_nodes_agree_on_indices() {
+        // Two MDS nodes on one store, each meeting a different new DS first:
+        // the indices come from the store, so they never collide.
+        let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
+        let n1 = Registry::load(store.clone(), Duration::from_secs(10), 1 << 32 | 1).unwrap();
+        let n2 = Registry::load(store.clone(), Duration::from_secs(10), 2 << 32 | 2).unwrap();
+        assert_eq!(n1.register(&args("a", "10.0.0.1.8.1")).unwrap(), (0, false));
+        assert_eq!(n2.register(&args("b", "10.0.0.2.8.1")).unwrap(), (1, false));
+        assert_eq!(n2.register(&args("a", "10.0.0.1.8.1")).unwrap(), (0, false));
+        assert_eq!(n1.register(&args("b", "10.0.0.2.8.1")).unwrap(), (1, false));
+        assert_eq!(n1.register(&args("b", "10.0.0.2.8.1")).unwrap(), (1, true));
+        assert_eq!(n2.get(0).unwrap().id, b"a");
+        assert_eq!(n1.get(1).unwrap().id, b"b");
+        assert_eq!(Registry::load(store, Duration::from_secs(10), 3).unwrap().known().len(), 2);
     }
 }

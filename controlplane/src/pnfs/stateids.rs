@@ -175,6 +175,7 @@ impl Pnfs {
     /// Pushes again every stateid allowed on data server `ds` (it
     /// re-registered, e.g. after a restart that lost its table).
     pub fn repush(&self, ds: u32) {
+        self.resend_fences(ds);
         let work: Vec<(Pushed, Vec<u8>)> = self
             .pushed
             .lock()

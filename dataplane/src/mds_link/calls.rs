@@ -13,6 +13,8 @@ use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, Encoder, Opaque, XdrDecode, XdrEncode};
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
+use super::epochs::FenceError;
 
 /// Largest OBJ_READ answered in full (the MDS's largest max_io_bytes).
 pub(super) const CTL_MAX_READ: u64 = 16 << 20;
@@ -34,32 +36,30 @@ const CONTROL_CALLS: rpc::CallPolicy = rpc::CallPolicy {
         CTL_PROC_STATEID_ALLOW,
         CTL_PROC_STATEID_REVOKE,
         CTL_PROC_STATEID_BATCH,
+        CTL_PROC_FENCE,
     ],
     flavors: &[pnfs_protocol::control_auth::AUTH_PNFS_CTL],
 };
 
-/// Runs one authenticated control call. STATEID_BATCH runs on the control
-/// runtime itself: it only updates in-memory tables and awaits the
-/// reactors' acknowledgements, so the blocking-pool hop (two thread
-/// switches per call) is saved. Every other call may do file I/O and runs
-/// on the blocking pool.
+/// Runs one authenticated control call. STATEID_BATCH and FENCE run on the
+/// control runtime itself: they only update in-memory tables and await
+/// the reactors' acknowledgements or the fenced node's running calls, so
+/// the blocking-pool hop (two thread switches per call) is saved. Every
+/// other call may do file I/O and runs on the blocking pool.
 pub(super) async fn run_call(ds: Arc<Ds>, rec: Vec<u8>, verified: Verified) -> Option<Vec<u8>> {
     if let Checked::Call { header, args } = CONTROL_CALLS.check(&rec) {
+        let garbage = || Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs));
+        if header.proc_ == CTL_PROC_FENCE {
+            bump(&ds.stats.control_calls, 1);
+            let Some(a) = decode_whole::<ctl_fence_args>(args) else { return garbage() };
+            let res = ctl_res { cr_status: fence(&ds, &a, &verified).await };
+            return sealed_reply(&ds, &verified, &res);
+        }
         if header.proc_ == CTL_PROC_STATEID_BATCH {
             bump(&ds.stats.control_calls, 1);
-            let mut e = Encoder::new();
-            verified.begin_reply(&mut e);
-            let mut d = Decoder::new(args);
-            let decoded = ctl_batch_args::decode(&mut d).ok().filter(|_| d.remaining() == 0);
-            let Some(a) = decoded else { return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs)) };
+            let Some(a) = decode_whole::<ctl_batch_args>(args) else { return garbage() };
             let res = stateid_batch_async(&ds, &a).await;
-            if let Err(err) = res.encode(&mut e) {
-                log::error!("encoding a control reply: {err}");
-                return Some(rpc::accepted_reply(header.xid, AcceptStat::GarbageArgs));
-            }
-            let mut reply = e.into_inner();
-            verified.seal_reply(&ds.control_keys, &mut reply);
-            return Some(reply);
+            return sealed_reply(&ds, &verified, &res);
         }
     }
     tokio::task::spawn_blocking(move || {
@@ -72,8 +72,28 @@ pub(super) async fn run_call(ds: Arc<Ds>, rec: Vec<u8>, verified: Verified) -> O
     .unwrap_or(None)
 }
 
-/// One authenticated control RPC record in, at most one reply out.
-pub fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Vec<u8>> {
+/// All of `args` as an `A`, nothing left over.
+fn decode_whole<'a, A: XdrDecode<'a>>(args: &'a [u8]) -> Option<A> {
+    let mut d = Decoder::new(args);
+    A::decode(&mut d).ok().filter(|_| d.remaining() == 0)
+}
+
+/// The sealed SUCCESS reply carrying `res` (GARBAGE_ARGS should it not encode).
+fn sealed_reply(ds: &Ds, verified: &Verified, res: &impl XdrEncode) -> Option<Vec<u8>> {
+    let mut e = Encoder::new();
+    verified.begin_reply(&mut e);
+    if let Err(err) = res.encode(&mut e) {
+        log::error!("encoding a control reply: {err}");
+        return Some(rpc::accepted_reply(verified.xid, AcceptStat::GarbageArgs));
+    }
+    let mut reply = e.into_inner();
+    verified.seal_reply(&ds.control_keys, &mut reply);
+    Some(reply)
+}
+
+/// One authenticated control RPC record in, at most one reply out (FENCE,
+/// which waits on other calls, only through `run_call`).
+pub(super) fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Vec<u8>> {
     let (header, args) = match CONTROL_CALLS.check(rec) {
         Checked::Call { header, args } => (header, args),
         Checked::Reply { .. } | Checked::Unreadable => return None,
@@ -111,11 +131,7 @@ pub fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Vec<u8>> 
 
 /// Decodes `A` (all of `args`, nothing left over), runs `f`, encodes its result.
 fn call<'a, A: XdrDecode<'a>, R: XdrEncode>(args: &'a [u8], e: &mut Encoder, f: impl FnOnce(A) -> R) -> Result<(), ()> {
-    let mut d = Decoder::new(args);
-    let a = A::decode(&mut d).map_err(|_| ())?;
-    if d.remaining() != 0 {
-        return Err(());
-    }
+    let a = decode_whole::<A>(args).ok_or(())?;
     f(a).encode(e).map_err(|err| log::error!("encoding a control reply: {err}"))
 }
 
@@ -244,6 +260,37 @@ fn obj_stat(ds: &Ds, fh: &[u8]) -> ctl_stat_res {
             csr_mtime: nfstime4 { seconds: m.mtime.0, nseconds: m.mtime.1 },
         },
         Err(s) => ctl_stat_res { csr_status: s, csr_size: 0, csr_space_used: 0, csr_mtime: nfstime4 { seconds: 0, nseconds: 0 } },
+    }
+}
+
+/// How long a fence waits for the fenced node's running calls (a 16 MiB
+/// OBJ_WRITE or READ on a slow disk, a stateid batch past the bus timeout).
+const FENCE_DRAIN: Duration = Duration::from_secs(10);
+
+/// CTL_PROC_FENCE: see [`super::epochs`]. The fenced node's stateids stay
+/// allowed (see `Registration::forgets_on_restart`).
+async fn fence(ds: &Ds, a: &ctl_fence_args, v: &Verified) -> ctl_status {
+    match ds.epochs.fence(v.epoch, a.cfa_node_id, a.cfa_epoch, FENCE_DRAIN).await {
+        Ok(new) => {
+            bump(&ds.stats.control_fences, 1);
+            if new {
+                log::warn!(
+                    "MDS node {} fenced at epoch {:#x} by the node speaking for epoch {:#x}: its calls are refused from now on",
+                    a.cfa_node_id,
+                    a.cfa_epoch,
+                    v.epoch
+                );
+            }
+            ctl_status::CTL_OK
+        }
+        Err(FenceError::Invalid) => {
+            log::warn!("refusing CTL_FENCE of node {} at epoch {:#x} from epoch {:#x}: not another cluster node's epoch", a.cfa_node_id, a.cfa_epoch, v.epoch);
+            ctl_status::CTL_INVAL
+        }
+        Err(FenceError::NotDrained) => {
+            log::warn!("CTL_FENCE of node {}: its calls still run after {FENCE_DRAIN:?}; in effect, not yet acknowledged", a.cfa_node_id);
+            ctl_status::CTL_IO
+        }
     }
 }
 

@@ -1,16 +1,18 @@
 //! The DS's control listener: accepts MDS control connections on
 //! `ds.control_bind` over the shared transport crate, authenticates every
-//! call and fences calls from an MDS epoch older than the newest seen; the
-//! calls themselves run in [`super::calls`].
+//! call and refuses calls from an MDS epoch its node superseded or a fence
+//! refused ([`super::epochs`]), closing such connections, open ones
+//! included, once a fence refuses their epoch; the calls themselves run in
+//! [`super::calls`].
 
 use super::calls::{run_call, CTL_MAX_READ};
 use crate::ds::Ds;
 use crate::stats::bump;
 use crate::Stop;
 use pnfs_protocol::rpc::{self, AuthStat};
+use pnfs_protocol::wire::CTL_PROC_FENCE;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -116,26 +118,47 @@ async fn control_connection<C: CallSource, S: ReplySink>(ds: Arc<Ds>, c: Connect
     let Connection { calls, replies, writer } = c;
     let mut calls = AuthenticatedCalls::new(calls, ds.control_keys.clone(), CONTROL_IDLE_TIMEOUT);
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONNECTION));
+    // The epoch this connection's calls speak for (one signer per
+    // connection): it is closed once a fence refuses that epoch.
+    let mut conn_epoch: Option<u64> = None;
+    let mut fences = ds.epochs.fence_changes();
     let ended = loop {
-        let (rec, verified) = match calls.next(&ds.control_recent, &replies).await {
+        let next = tokio::select! {
+            c = calls.next(&ds.control_recent, &replies) => c,
+            Ok(()) = fences.changed(), if conn_epoch.is_some() => {
+                match conn_epoch.map(|e| ds.epochs.check(e)) {
+                    Some(Err(why)) => {
+                        log::info!("closing the control connection from {peer}: its MDS epoch is {why}");
+                        break Ended::Closed;
+                    }
+                    _ => continue,
+                }
+            }
+        };
+        let (rec, verified) = match next {
             Ok(c) => c,
             Err(e) => break e,
         };
-        let newest = ds.mds_epoch.load(Ordering::Acquire);
-        if verified.epoch < newest {
-            bump(&ds.stats.control_refused, 1);
-            log::warn!("refusing a control call from {peer}: MDS epoch {} is older than {newest} (a fenced MDS)", verified.epoch);
-            let _ = replies.send(rpc::auth_error_reply(verified.xid, AuthStat::RejectedCred));
-            break Ended::Closed;
-        }
-        ds.mds_epoch.fetch_max(verified.epoch, Ordering::AcqRel);
+        let admitted = match ds.epochs.admit(verified.epoch).await {
+            Ok(a) => a,
+            Err(why) => {
+                bump(&ds.stats.control_refused, 1);
+                log::warn!("refusing a control call from {peer}: MDS epoch {:#x} {why}", verified.epoch);
+                let _ = replies.send(rpc::auth_error_reply(verified.xid, AuthStat::RejectedCred));
+                break Ended::Closed;
+            }
+        };
+        conn_epoch = Some(verified.epoch);
+        // A fence waits for the fenced node's calls, never for its caller's
+        // own: two nodes fencing each other must not wait on each other.
+        let admitted = (verified.proc_ != CTL_PROC_FENCE).then_some(admitted);
         let Ok(permit) = inflight.clone().acquire_owned().await else { break Ended::WriterGone };
         let (ds, replies) = (ds.clone(), replies.clone());
         tokio::spawn(async move {
             if let Some(r) = run_call(ds, rec, verified).await {
                 let _ = replies.send(r);
             }
-            drop(permit);
+            drop((permit, admitted));
         });
     };
     if let Some(why) = control::finish(calls, replies, writer, ended, peer, "ds.max_record_bytes").await? {

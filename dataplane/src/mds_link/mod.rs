@@ -17,36 +17,42 @@
 //!   them; one that cannot be (a reactor stalled past the bus timeout) is
 //!   answered CTL_IO. OBJ_REMOVE unlinks the file before publishing, so no
 //!   reactor can reopen the removed object afterwards.
-//! - Client: a thread that registers with the MDS control listener
-//!   (PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER) and then heartbeats; it
-//!   registers again whenever a heartbeat answers CTL_UNKNOWN_DS or the
-//!   connection breaks, retries forever with backoff while the MDS is down,
-//!   and logs at info once per change of state. When the MDS epoch changes
-//!   (MDS restarted) the stateids allowed before the REGISTER that revealed
-//!   it are forgotten (the MDS re-pushes the valid ones on REGISTER), by a
-//!   bus update too.
+//! - Client: a thread per MDS control address (`ds.mds_control`: one, or
+//!   one per node of an MDS cluster) that registers with that MDS's
+//!   control listener (PNFSCTL_MDS_PROGRAM, CTL_PROC_REGISTER) and then
+//!   heartbeats; it registers again whenever a heartbeat answers
+//!   CTL_UNKNOWN_DS or the connection breaks, retries forever with backoff
+//!   while the MDS is down, and logs at info once per change of state. When
+//!   a single MDS's epoch changes (it restarted) the stateids allowed
+//!   before the REGISTER that revealed it are forgotten (the MDS re-pushes
+//!   the valid ones on REGISTER), by a bus update too; a cluster node's
+//!   are not (`Registration::forgets_on_restart` says why).
 //!
 //! Every call, both ways, carries the cluster key's tag and every reply a
 //! tag bound to its call (pnfs_protocol::control_auth): a call without one,
-//! a replayed one, or one from an MDS epoch older than the newest this DS
-//! has seen is answered AUTH_ERROR and its connection closed.
+//! a replayed one, or one from an MDS epoch its node superseded or another
+//! node fenced (CTL_PROC_FENCE, [`MdsEpochs`]) is answered AUTH_ERROR and
+//! its connection closed.
 //!
 //! Files, by job:
 //! - `listener.rs`: the control listener ([`start_server`]): accepting MDS
 //!   control connections over the shared transport crate, authentication,
 //!   epoch fencing.
-//! - `calls.rs`: the control-call handlers ([`handle_call`], and the async
-//!   path for STATEID_BATCH).
+//! - `calls.rs`: the control-call handlers (`handle_call`, and the async
+//!   path for STATEID_BATCH and FENCE).
+//! - `epochs.rs`: the MDS epochs accepted per MDS node, and fencing
+//!   ([`MdsEpochs`]).
 //! - `client.rs`: the outgoing client to the MDS ([`CtlClient`]).
 //! - `registration.rs`: registration and heartbeats ([`Registration`]) and
 //!   the advertised control address ([`control_addr_string`]).
 
 mod calls;
 mod client;
+mod epochs;
 mod listener;
 mod registration;
 
-pub use calls::handle_call;
 pub use client::CtlClient;
+pub use epochs::{MdsEpochs, Refusal};
 pub use listener::start_server;
 pub use registration::{control_addr_string, Registration};

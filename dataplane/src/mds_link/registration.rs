@@ -1,6 +1,8 @@
-//! Registration and heartbeats: the thread that registers this DS with the
-//! MDS control listener, heartbeats, registers again when needed, and has
-//! the reactors forget an old MDS's stateids; plus the control address it
+//! Registration and heartbeats: one thread per MDS control address
+//! (`ds.mds_control`, one per MDS node) that registers this DS with it,
+//! heartbeats, registers again when needed, and has the reactors forget a
+//! restarted single MDS's stateids (not a cluster node's: see
+//! `Registration::forgets_on_restart`); plus the control address it
 //! advertises ([`control_addr_string`]).
 
 use super::client::{CtlClient, CALL_TIMEOUT};
@@ -8,12 +10,12 @@ use crate::bus::{PublishError, Update};
 use crate::config::universal_address;
 use crate::ds::Ds;
 use crate::Stop;
+use pnfs_protocol::mds_ds::epoch::epoch_node;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::xdr::encode_to_vec;
 use pnfs_protocol::{Decoder, Opaque, XdrDecode};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -91,17 +93,56 @@ impl Registration {
         }
     }
 
-    pub fn start(self, stop: Arc<Stop>) -> Result<JoinHandle<()>, String> {
+    /// Starts one registration thread per MDS control address
+    /// (`ds.mds_control`): each registers, heartbeats and backs off on its
+    /// own, so one MDS node down costs nothing to the others.
+    pub fn start(self, stop: Arc<Stop>) -> Result<Vec<JoinHandle<()>>, String> {
         let args = self.register_args()?;
         let _ = encode_to_vec(&args).map_err(|e| format!("ds: registration arguments do not encode: {e}"))?;
-        std::thread::Builder::new()
-            .name("ds-register".into())
-            .spawn(move || self.run(&stop))
-            .map_err(|e| format!("starting the registration thread: {e}"))
+        let me = Arc::new(self);
+        let mut threads = Vec::with_capacity(me.ds.cfg.mds_control.len());
+        for (i, mds) in me.ds.cfg.mds_control.iter().enumerate() {
+            let (me2, stop2, mds2) = (me.clone(), stop.clone(), mds.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("ds-register-{i}"))
+                .spawn(move || me2.run(&mds2, &stop2))
+                .map_err(|e| format!("starting the registration thread for {mds}: {e}"));
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // Those started stop with the rest of the DS.
+                    stop.stop();
+                    threads.into_iter().for_each(|t: JoinHandle<()>| drop(t.join()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(threads)
     }
 
-    fn run(&self, stop: &Stop) {
-        let mds = self.ds.cfg.mds_control.clone();
+    /// What a REGISTER reply with a new epoch means for the stateids the
+    /// DS holds (the rule, per node):
+    /// - A single MDS (node 0) that restarted lost its state with its
+    ///   process (it reclaims in a grace period): the stateids allowed
+    ///   before this REGISTER are forgotten; the MDS re-pushes the valid
+    ///   ones while handling it.
+    /// - A cluster node (1..=32) keeps its clients' state in the shared KV,
+    ///   and other nodes adopt those clients with their stateids (which keep
+    ///   the minting node's prefix): a node's restart or its fence takes
+    ///   nothing away. A stateid stays allowed until a current node revokes
+    ///   it (CLOSE, expiry, fencing of the client, on whichever node holds
+    ///   the client now) or until this DS restarts; the adopting node
+    ///   re-pushes what it needs. Dropping them instead would fail the I/O
+    ///   of clients whose node just failed over, the moment failover is to
+    ///   go unnoticed. The cost: a revocation the dead node never sent
+    ///   (it died between its KV commit and its push) leaves a stateid
+    ///   allowed, bound to its client and object, until a node revokes it
+    ///   or the DS restarts.
+    fn forgets_on_restart(epoch: u64) -> bool {
+        epoch_node(epoch) == 0
+    }
+
+    fn run(&self, mds: &str, stop: &Stop) {
         let mut epoch: Option<u64> = None;
         let mut backoff = BACKOFF_MIN;
         let mut last_state = String::new();
@@ -112,7 +153,7 @@ impl Registration {
             }
         };
         'outer: while !stop.is_stopped() {
-            let mut client = match CtlClient::connect(&mds, CALL_TIMEOUT, self.ds.control_keys.clone(), 0) {
+            let mut client = match CtlClient::connect(mds, CALL_TIMEOUT, self.ds.control_keys.clone(), 0) {
                 Ok(c) => c,
                 Err(e) => {
                     note(format!("MDS control {mds} unreachable ({e}); retrying with backoff"));
@@ -157,15 +198,22 @@ impl Registration {
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
-                if epoch.is_some_and(|e| e != res.crr_mds_epoch) {
-                    log::info!("MDS epoch changed ({:?} -> {}): forgetting its old stateids", epoch, res.crr_mds_epoch);
-                    if !self.forget_allowed_before(before_register, stop) {
-                        return;
+                let new_epoch = res.crr_mds_epoch;
+                if epoch.is_some_and(|e| e != new_epoch) {
+                    if Self::forgets_on_restart(new_epoch) {
+                        log::info!("MDS {mds} epoch changed ({epoch:#x?} -> {new_epoch:#x}): forgetting its old stateids");
+                        if !self.forget_allowed_before(before_register, stop) {
+                            return;
+                        }
+                    } else {
+                        log::info!("MDS node {mds} epoch changed ({epoch:#x?} -> {new_epoch:#x}): its clients' stateids stay (cluster state)");
                     }
                 }
-                epoch = Some(res.crr_mds_epoch);
-                // The MDS we registered with fences older ones.
-                self.ds.mds_epoch.fetch_max(res.crr_mds_epoch, Ordering::AcqRel);
+                epoch = Some(new_epoch);
+                // The node we registered with supersedes its older epochs.
+                if !self.ds.epochs.observe(new_epoch) {
+                    log::warn!("MDS {mds} answered with epoch {new_epoch:#x}, which this DS refuses (fenced, or an unknown node id)");
+                }
                 backoff = BACKOFF_MIN;
                 note(format!("registered with MDS {mds} as {:?} (MDS epoch {})", self.ds.cfg.id, res.crr_mds_epoch));
                 let period = Duration::from_millis(if res.crr_heartbeat_ms > 0 {
@@ -201,6 +249,15 @@ impl Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_single_mds_restart_forgets_stateids() {
+        use pnfs_protocol::mds_ds::epoch::control_epoch;
+        assert!(Registration::forgets_on_restart(7));
+        assert!(Registration::forgets_on_restart(control_epoch(0, 8)));
+        assert!(!Registration::forgets_on_restart(control_epoch(1, 7)));
+        assert!(!Registration::forgets_on_restart(control_epoch(32, 1)));
+    }
 
     #[test]
     fn control_addr_replaces_wildcard() {

@@ -2,7 +2,7 @@
 //! over TCP (zero_copy.rs, volume.rs, async_reads.rs, async_writes.rs): a DS
 //! with one object and a session, WRITE records with odd fragmentation,
 //! reply readers; and the config of a DS without an MDS (ds.rs,
-//! poll_modes.rs, control_attacker.rs).
+//! poll_modes.rs, control_attacker.rs, fence.rs).
 #![allow(dead_code)]
 
 use pnfs_client::pnfs_protocol;
