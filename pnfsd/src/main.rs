@@ -192,12 +192,16 @@ async fn start_cluster(
     if let Err(e) = pnfs_mds::cluster::mark_listener(listener.as_raw_fd()) {
         log::error!("mds.cluster: cannot mark the NFS listener (SO_MARK: {e}; needs root): clients of a VIP whose node dies wait for its RST instead of a SYN retry");
     }
-    // TODO(lead): wire Pnfs::fence_node and the DS epoch switch (helper dsfence).
-    let fence: pnfs_mds::cluster::FenceFn = Box::new(|node, epoch| {
-        log::warn!("cluster: DS fencing not wired in this build; node {node} epochs <= {epoch:#x} not fenced");
-        Ok(())
+    // Takeover fences the dead node on every DS first; a node that rejoins
+    // with a new boot count speaks its new epoch to the DSes from then on.
+    let p = mds.pnfs.clone();
+    let fence: pnfs_mds::cluster::FenceFn = Box::new(move |node, epoch| p.as_ref().map_or(Ok(()), |p| p.fence_node(node, epoch)));
+    let p = mds.pnfs.clone();
+    let use_epoch = Box::new(move |epoch: u64| {
+        if let Some(p) = &p {
+            p.use_epoch(epoch)
+        }
     });
-    let use_epoch = Box::new(|epoch: u64| log::warn!("cluster: new control epoch {epoch:#x} not yet used towards the DSes"));
     let m = mds.clone();
     let node = tokio::task::spawn_blocking(move || pnfs_mds::cluster::start_for(&m, fence, use_epoch))
         .await
