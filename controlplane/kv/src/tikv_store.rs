@@ -20,6 +20,11 @@
 //!   locked (phantoms possible, as the contract allows). A refused commit
 //!   is [`KvError::Conflict`] and is rolled back here at once (its prewrite
 //!   locks would otherwise stall readers until their TTL), writing nothing.
+//!   Cost: a committed lock is a version of the key to TiKV's check, so of
+//!   two transactions that `get` one key and both write (other keys), the
+//!   second may conflict and retry; keys every writer reads (a parent
+//!   directory as a guard) serialize writers more than on etcd.
+//!   (tests/tikv.rs prints which happens; not yet seen against a server.)
 //! * Durability: the commit of the primary key is replicated by Raft to a
 //!   majority and synced before TiKV answers; the other keys are committed
 //!   in the background, but a reader that meets one of their locks resolves

@@ -88,3 +88,33 @@ fn prefixes_isolate_stores() {
     assert!(b.0.begin().unwrap().scan(b"", None, 10).unwrap().is_empty());
     assert_eq!(a.0.begin().unwrap().get(b"k").unwrap(), Some(b"a".to_vec()));
 }
+
+/// Two transactions `get` the same key and write different keys. The
+/// contract allows either outcome for the second commit only if it is a
+/// clean one: committed, or Conflict having written nothing. TiKV records
+/// the first one's read lock as a version of the key, so the second may
+/// conflict (documented in src/tikv_store.rs); the line printed says which.
+#[test]
+fn shared_read_key_commits_or_conflicts_cleanly() {
+    let Some(eps) = pd_endpoints("shared_read_key_commits_or_conflicts_cleanly") else { return };
+    let s = TestStore::new(&eps, "shared-read");
+    let mut t = s.0.begin().unwrap();
+    t.put(b"guard", b"g").unwrap();
+    t.commit().unwrap();
+    let mut t1 = s.0.begin().unwrap();
+    let mut t2 = s.0.begin().unwrap();
+    for (t, k) in [(&mut t1, b"w1"), (&mut t2, b"w2")] {
+        assert_eq!(t.get(b"guard").unwrap(), Some(b"g".to_vec()));
+        t.put(k, b"v").unwrap();
+    }
+    t1.commit().unwrap();
+    let second = t2.commit();
+    let after = s.0.begin().unwrap().scan(b"w", Some(b"x"), 10).unwrap();
+    match second {
+        Ok(()) => assert_eq!(after.len(), 2, "{after:?}"),
+        Err(pnfs_kv::KvError::Conflict) => assert_eq!(after, vec![(b"w1".to_vec(), b"v".to_vec())]),
+        Err(e) => panic!("second commit: {e}"),
+    }
+    let _ = writeln!(std::io::stderr(), "tikv: a second writer sharing a read key: {second:?}");
+    assert_eq!(s.0.begin().unwrap().get(b"guard").unwrap(), Some(b"g".to_vec()), "a read lock changed the value");
+}
