@@ -470,12 +470,13 @@ impl Iterator for Pages<'_, '_> {
     }
 }
 
-/// Prewrite and commit: read keys as locks, then the writes.
+/// Prewrite and commit: the writes (the first is the primary key), then
+/// read keys as locks.
 async fn commit_mutations(txn: &mut Transaction, locks: Vec<Key>, writes: Vec<Mutation>) -> tikv_client::Result<()> {
+    txn.batch_mutate(writes).await?;
     if !locks.is_empty() {
         txn.lock_keys(locks).await?;
     }
-    txn.batch_mutate(writes).await?;
     txn.commit().await?;
     Ok(())
 }
