@@ -399,75 +399,50 @@ impl TikvTxn<'_> {
         })
     }
 
-    fn pages(&self, start: &[u8], end: Option<&[u8]>, limit: usize, keys_only: bool) -> Pages<'_, '_> {
+    /// The pairs of `[start, end)` at the snapshot, keys unprefixed, fetched
+    /// lazily a page at a time (see [`paged`]).
+    fn pages(&self, start: &[u8], end: Option<&[u8]>, limit: usize, keys_only: bool) -> impl Iterator<Item = Result<KvPair>> + '_ {
         let (start, end) = encode_range(&self.store.prefix, start, end);
-        Pages {
-            txn: self,
-            next_start: Some(start),
-            end,
-            keys_only,
-            page: limit.clamp(1, SCAN_PAGE),
-            buf: Vec::new().into_iter(),
-            failed: false,
-        }
+        paged(&self.store.prefix, start, limit, move |from, page| {
+            self.fetch_page(from, end.clone(), page, keys_only)
+        })
     }
 }
 
-/// Lazily fetched pages of a range at the snapshot, keys unprefixed.
-struct Pages<'t, 'a> {
-    txn: &'t TikvTxn<'a>,
-    next_start: Option<Vec<u8>>,
-    end: Option<Vec<u8>>,
-    keys_only: bool,
-    page: usize,
-    buf: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
-    failed: bool,
-}
-
-impl Pages<'_, '_> {
-    fn fetch(&mut self) -> Result<()> {
-        let Some(start) = self.next_start.take() else {
-            return Ok(());
-        };
-        loop {
-            match self.txn.fetch_page(start.clone(), self.end.clone(), self.page, self.keys_only) {
-                Err(e) if is_too_large_answer(&e) && self.page > 1 => self.page /= 2,
-                Err(e) => return Err(e),
-                Ok(items) => {
-                    if items.len() >= self.page {
-                        self.next_start = items.last().map(|(k, _)| key::successor(k));
-                    }
-                    let prefix = &self.txn.store.prefix;
-                    let items: Vec<_> =
-                        items.into_iter().filter_map(|(k, v)| decode_key(prefix, k).map(|k| (k, v))).collect();
-                    self.buf = items.into_iter();
-                    return Ok(());
+/// Pages through a range from encoded key `start`: `fetch(from, n)` returns
+/// up to `n` pairs from `from` on (encoded keys, ascending); a full page
+/// continues after its last key. The first page is sized to `limit`, later
+/// ones full-sized (own deletes may hide many keys); a page is halved while
+/// its answer is too large. Keys come back without `prefix`; iteration ends
+/// after an error.
+fn paged<'p, F>(prefix: &'p [u8], start: Vec<u8>, limit: usize, mut fetch: F) -> impl Iterator<Item = Result<KvPair>> + 'p
+where
+    F: FnMut(Vec<u8>, usize) -> Result<Vec<KvPair>> + 'p,
+{
+    let mut next_start = Some(start);
+    let mut page = limit.clamp(1, SCAN_PAGE);
+    let mut buf = Vec::new().into_iter();
+    std::iter::from_fn(move || loop {
+        if let Some(pair) = buf.next() {
+            return Some(Ok(pair));
+        }
+        let from = next_start.take()?;
+        match fetch(from.clone(), page) {
+            Err(e) if is_too_large_answer(&e) && page > 1 => {
+                page /= 2;
+                next_start = Some(from);
+            }
+            Err(e) => return Some(Err(e)),
+            Ok(items) => {
+                if items.len() >= page {
+                    next_start = items.last().map(|(k, _)| key::successor(k));
                 }
+                let items: Vec<KvPair> = items.into_iter().filter_map(|(k, v)| Some((decode_key(prefix, k)?, v))).collect();
+                buf = items.into_iter();
+                page = SCAN_PAGE;
             }
         }
-    }
-}
-
-impl Iterator for Pages<'_, '_> {
-    type Item = Result<KvPair>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        loop {
-            if let Some(pair) = self.buf.next() {
-                return Some(Ok(pair));
-            }
-            self.next_start.as_ref()?;
-            if let Err(e) = self.fetch() {
-                self.failed = true;
-                return Some(Err(e));
-            }
-            // Later pages are full-sized: own deletes may hide many keys.
-            self.page = SCAN_PAGE;
-        }
-    }
+    })
 }
 
 /// Prewrite and commit: the writes (the first is the primary key), then
@@ -639,6 +614,43 @@ mod tests {
         let e = KvError::Unavailable("TiKV scanning: decoded message length too large: found 70000000 bytes".into());
         assert!(is_too_large_answer(&e));
         assert!(!is_too_large_answer(&KvError::Conflict));
+    }
+
+    /// Paging over a sorted map standing in for one snapshot: every key once,
+    /// in order, prefix stripped; a too-large answer halves the page; an
+    /// error ends the scan.
+    #[test]
+    fn paging_continues_after_each_full_page_and_halves_on_large_answers() {
+        let stored: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            (0..600u32).map(|i| (encode_key(b"p/", &i.to_be_bytes()), i.to_le_bytes().to_vec())).collect();
+        let mut asked = Vec::new();
+        let fetch = |from: Vec<u8>, n: usize| -> Result<Vec<KvPair>> {
+            asked.push(n);
+            if n > 100 && asked.len() == 2 {
+                return Err(KvError::Unavailable("decoded message length too large".into()));
+            }
+            Ok(stored.range(from..).take(n).map(|(k, v)| (k.clone(), v.clone())).collect())
+        };
+        let got: Vec<KvPair> = paged(b"p/", b"p/".to_vec(), 10, fetch).collect::<Result<_>>().unwrap();
+        assert_eq!(got.len(), 600);
+        for (i, (k, v)) in got.iter().enumerate() {
+            assert_eq!((k.as_slice(), v.as_slice()), (&(i as u32).to_be_bytes()[..], &(i as u32).to_le_bytes()[..]));
+        }
+        // 10 first, then full pages; the second answer was too large.
+        assert_eq!(&asked[..4], &[10, SCAN_PAGE, SCAN_PAGE / 2, SCAN_PAGE]);
+
+        let mut calls = 0;
+        let failing = |_: Vec<u8>, n: usize| -> Result<Vec<KvPair>> {
+            calls += 1;
+            if calls == 1 {
+                Ok((0..n as u8).map(|i| (vec![b'p', b'/', i], Vec::new())).collect())
+            } else {
+                Err(KvError::Unavailable("TiKV scanning: store down".into()))
+            }
+        };
+        let got: Vec<Result<KvPair>> = paged(b"p/", b"p/".to_vec(), 3, failing).collect();
+        assert_eq!(got.len(), 4);
+        assert!(matches!(got[3], Err(KvError::Unavailable(_))));
     }
 
     /// No PD at the address: connect answers Unavailable, naming it, within
