@@ -34,6 +34,17 @@ pub struct MdsConfig {
     /// Bound on one etcd request, including an etcd leader election.
     #[serde(default = "default_etcd_request_timeout")]
     pub etcd_request_timeout_ms: u64,
+    /// TiKV's PD endpoints (`host:port`), needed with kv = "tikv" (pnfsd
+    /// built with `--features tikv`; single MDS only: the cluster's
+    /// membership needs etcd's leases).
+    #[serde(default)]
+    pub tikv_pd_endpoints: Vec<String>,
+    /// Prefix of every key this MDS keeps in TiKV.
+    #[serde(default = "default_etcd_prefix")]
+    pub tikv_prefix: String,
+    /// Bound on one TiKV call (a commit is several round trips).
+    #[serde(default = "default_etcd_request_timeout")]
+    pub tikv_request_timeout_ms: u64,
     /// `[mds.cluster]`: this MDS is one node of an active-active cluster on
     /// a shared etcd (absent: a single MDS, as before).
     #[serde(default)]
@@ -154,6 +165,7 @@ pub enum KvBackend {
     #[default]
     Redb,
     Etcd,
+    Tikv,
 }
 
 /// `[mds.cluster]`: one node of an active-active MDS cluster. Every node
@@ -455,6 +467,9 @@ impl MdsConfig {
         if let Some(c) = &self.cluster {
             c.validate(self.kv)?;
         }
+        if self.kv == KvBackend::Tikv {
+            return self.validate_tikv();
+        }
         if self.kv != KvBackend::Etcd {
             return Ok(());
         }
@@ -472,6 +487,33 @@ impl MdsConfig {
         }
         if !(100..=60_000).contains(&self.etcd_request_timeout_ms) {
             return Err("mds.etcd_request_timeout_ms: must be between 100 and 60000".into());
+        }
+        Ok(())
+    }
+
+    fn validate_tikv(&self) -> Result<(), String> {
+        if !cfg!(feature = "tikv") {
+            return Err("mds.kv: \"tikv\" needs a pnfsd built with the tikv feature (cargo build --features tikv)".into());
+        }
+        if self.tikv_pd_endpoints.is_empty() {
+            return Err("mds.tikv_pd_endpoints: at least one PD endpoint (host:port) is needed with mds.kv = \"tikv\"".into());
+        }
+        for e in &self.tikv_pd_endpoints {
+            let hostport = e.strip_prefix("http://").unwrap_or(e);
+            let ok = hostport
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| {
+                    !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0)
+                });
+            if !ok {
+                return Err(format!("mds.tikv_pd_endpoints: {e:?} is not host:port (TLS is not supported yet)"));
+            }
+        }
+        if self.tikv_prefix.is_empty() {
+            return Err("mds.tikv_prefix: must not be empty (it keeps users of one TiKV apart)".into());
+        }
+        if !(100..=60_000).contains(&self.tikv_request_timeout_ms) {
+            return Err("mds.tikv_request_timeout_ms: must be between 100 and 60000".into());
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Opens the metadata store the config names (`mds.kv`): the embedded redb
-//! file in `mds.metadata_dir` (default), or an etcd cluster shared by MDS
-//! nodes (feature `etcd`).
+//! file in `mds.metadata_dir` (default), an etcd cluster shared by MDS
+//! nodes (feature `etcd`), or a TiKV cluster (feature `tikv`).
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ pub fn open_store(cfg: &MdsConfig) -> Result<Arc<dyn KvStore>, String> {
             Ok(Arc::new(store))
         }
         KvBackend::Etcd => open_etcd(cfg),
+        KvBackend::Tikv => open_tikv(cfg),
     }
 }
 
@@ -45,6 +46,20 @@ fn open_etcd(_cfg: &MdsConfig) -> Result<Arc<dyn KvStore>, String> {
     Err("mds.kv: \"etcd\" needs a pnfsd built with the etcd feature (cargo build --features etcd)".into())
 }
 
+#[cfg(feature = "tikv")]
+fn open_tikv(cfg: &MdsConfig) -> Result<Arc<dyn KvStore>, String> {
+    let mut tikv = pnfs_kv::TikvConfig::new(cfg.tikv_pd_endpoints.clone());
+    tikv.prefix = cfg.tikv_prefix.clone().into_bytes();
+    tikv.request_timeout = std::time::Duration::from_millis(cfg.tikv_request_timeout_ms);
+    let store = pnfs_kv::TikvStore::connect(&tikv).map_err(|e| format!("mds.tikv_pd_endpoints: {e}"))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "tikv"))]
+fn open_tikv(_cfg: &MdsConfig) -> Result<Arc<dyn KvStore>, String> {
+    Err("mds.kv: \"tikv\" needs a pnfsd built with the tikv feature (cargo build --features tikv)".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,7 +74,7 @@ mod tests {
     fn redb_is_the_default_and_etcd_keys_are_validated() {
         let d = parse("").unwrap();
         assert_eq!((d.kv, d.etcd_prefix.as_str(), d.etcd_request_timeout_ms), (KvBackend::Redb, "pnfs/", 5000));
-        assert!(parse("kv = \"tikv\"").unwrap_err().contains("unknown variant"));
+        assert!(parse("kv = \"zookeeper\"").unwrap_err().contains("unknown variant"));
         let eps = "etcd_endpoints = [\"http://127.0.0.1:2379\"]";
         if !cfg!(feature = "etcd") {
             assert!(parse(&format!("kv = \"etcd\"\n{eps}")).unwrap_err().contains("--features etcd"));
@@ -73,6 +88,30 @@ mod tests {
             (&format!("kv = \"etcd\"\n{eps}\netcd_request_timeout_ms = 10"), "mds.etcd_request_timeout_ms"),
         ] {
             let e = parse(extra).unwrap_err();
+            assert!(e.starts_with(key), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn tikv_keys_are_validated() {
+        let pd = "kv = \"tikv\"\ntikv_pd_endpoints = [\"10.0.0.1:2379\", \"http://pd2:2379\"]";
+        if !cfg!(feature = "tikv") {
+            assert!(parse(pd).unwrap_err().contains("--features tikv"));
+            return;
+        }
+        let c = parse(pd).unwrap();
+        assert_eq!((c.kv, c.tikv_prefix.as_str(), c.tikv_request_timeout_ms), (KvBackend::Tikv, "pnfs/", 5000));
+        for (extra, key) in [
+            ("kv = \"tikv\"".to_string(), "mds.tikv_pd_endpoints"),
+            ("kv = \"tikv\"\ntikv_pd_endpoints = [\"pd1\"]".to_string(), "mds.tikv_pd_endpoints"),
+            ("kv = \"tikv\"\ntikv_pd_endpoints = [\":2379\"]".to_string(), "mds.tikv_pd_endpoints"),
+            ("kv = \"tikv\"\ntikv_pd_endpoints = [\"https://pd1:2379\"]".to_string(), "mds.tikv_pd_endpoints"),
+            (format!("{pd}\ntikv_prefix = \"\""), "mds.tikv_prefix"),
+            (format!("{pd}\ntikv_request_timeout_ms = 10"), "mds.tikv_request_timeout_ms"),
+            // The cluster's membership and VIPs need etcd's leases.
+            (format!("{pd}\n[cluster]\nnode_id = 1\nnodes = [\"10.0.0.21:2050\"]"), "mds.cluster:"),
+        ] {
+            let e = parse(&extra).unwrap_err();
             assert!(e.starts_with(key), "{extra}: {e}");
         }
     }

@@ -4,7 +4,8 @@
 //! Keys and values are byte strings, ordered lexicographically (unsigned
 //! bytes). Everything the MDS persists goes through this interface so that the
 //! embedded default ([`RedbStore`]) can be swapped for a shared store:
-//! `EtcdStore` (cargo feature `etcd`) puts it on an etcd cluster.
+//! `EtcdStore` (cargo feature `etcd`) puts it on an etcd cluster,
+//! `TikvStore` (cargo feature `tikv`) on a TiKV cluster.
 //!
 //! # Transaction contract (every backend, checked by [`conformance`])
 //!
@@ -84,9 +85,13 @@ pub mod key;
 mod mem;
 mod merge;
 mod redb_store;
+#[cfg(feature = "tikv")]
+mod tikv_store;
 
 #[cfg(feature = "etcd")]
 pub use etcd_store::{EtcdConfig, EtcdStore, LeaseId, LeasedPair};
+#[cfg(feature = "tikv")]
+pub use tikv_store::{TikvConfig, TikvStore};
 pub use key::prefix_end;
 pub use mem::MemStore;
 pub use redb_store::{RedbStore, REOPEN_INTERVAL};
