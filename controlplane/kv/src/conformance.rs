@@ -63,6 +63,28 @@ pub fn run_all(make_store: &dyn Fn() -> Box<dyn KvStore>) {
     }
 }
 
+/// Runs every check on a network backend, each on a fresh store `open(name)`
+/// makes (dropped, and so emptied, after its check), reports each by name
+/// on stderr as `<backend> conformance: <name> ok|FAILED (ms)` and returns
+/// the names that failed: one run shows every failure, not the first.
+pub fn run_reporting<S>(backend: &str, mut open: impl FnMut(&str) -> S, store: impl Fn(&S) -> &dyn KvStore) -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    for (name, check) in CHECKS {
+        let s = open(name);
+        let t0 = std::time::Instant::now();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(store(&s))));
+        let ms = t0.elapsed().as_millis();
+        match r {
+            Ok(()) => eprintln!("{backend} conformance: {name} ok ({ms} ms)"),
+            Err(_) => {
+                eprintln!("{backend} conformance: {name} FAILED ({ms} ms)");
+                failed.push(*name);
+            }
+        }
+    }
+    failed
+}
+
 /// Generates one `#[test]` per conformance check. The argument is a closure
 /// returning a fresh store in any smart pointer (e.g. `Box<dyn KvStore>`);
 /// wrap temporary directories into the returned value so they live as long.

@@ -15,20 +15,7 @@ use pnfs_kv::{EtcdConfig, EtcdStore, KvError, KvStore};
 #[test]
 fn conformance_suite() {
     let Some(eps) = shared_endpoints() else { return };
-    let mut failed = Vec::new();
-    for (name, check) in pnfs_kv::conformance::CHECKS {
-        let store = TestStore::new(&eps, name);
-        let t0 = Instant::now();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&store.0)));
-        let ms = t0.elapsed().as_millis();
-        match r {
-            Ok(()) => eprintln!("etcd conformance: {name} ok ({ms} ms)"),
-            Err(_) => {
-                eprintln!("etcd conformance: {name} FAILED ({ms} ms)");
-                failed.push(*name);
-            }
-        }
-    }
+    let failed = pnfs_kv::conformance::run_reporting("etcd", |name| TestStore::new(&eps, name), |s| &s.0);
     assert!(failed.is_empty(), "conformance checks failed on etcd: {failed:?}");
 }
 

@@ -6,7 +6,7 @@
 //! src/tikv_store.rs without a server.
 
 use std::io::Write;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use pnfs_kv::{KvStore, TikvConfig, TikvStore};
 
@@ -54,20 +54,7 @@ impl Drop for TestStore {
 #[test]
 fn conformance_suite() {
     let Some(eps) = pd_endpoints("conformance_suite") else { return };
-    let mut failed = Vec::new();
-    for (name, check) in pnfs_kv::conformance::CHECKS {
-        let store = TestStore::new(&eps, name);
-        let t0 = Instant::now();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&store.0)));
-        let ms = t0.elapsed().as_millis();
-        match r {
-            Ok(()) => eprintln!("tikv conformance: {name} ok ({ms} ms)"),
-            Err(_) => {
-                eprintln!("tikv conformance: {name} FAILED ({ms} ms)");
-                failed.push(*name);
-            }
-        }
-    }
+    let failed = pnfs_kv::conformance::run_reporting("tikv", |name| TestStore::new(&eps, name), |s| &s.0);
     assert!(failed.is_empty(), "conformance checks failed on TiKV: {failed:?}");
 }
 
