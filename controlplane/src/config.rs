@@ -142,9 +142,10 @@ pub struct MdsConfig {
     #[serde(default = "default_ds_dead_after")]
     pub ds_dead_after_ms: u64,
     // Data server loss (controlplane/src/pnfs/health.rs).
-    /// A data server dead this long counts as lost: I/O on files with data
-    /// on it and no other copy fails with NFS4ERR_IO (EIO) instead of
-    /// NFS4ERR_DELAY. 0 = never (DELAY until it comes back).
+    /// A data server dead this long (counted from when it was counted dead:
+    /// ds_dead_after_ms without a heartbeat, or a failed check) is lost: I/O
+    /// on files with data on it and no other copy fails with NFS4ERR_IO
+    /// (EIO) instead of NFS4ERR_DELAY. 0 = never (DELAY until it is back).
     #[serde(default = "default_ds_lost_after")]
     pub ds_lost_after_ms: u64,
     /// How long the check of a data server a client reported failing
@@ -457,8 +458,8 @@ impl MdsConfig {
         if self.ds_dead_after_ms < 1000 {
             return Err("mds.ds_dead_after_ms: must be at least 1000".into());
         }
-        if self.ds_lost_after_ms != 0 && !(self.ds_dead_after_ms..=7 * 24 * 3600 * 1000).contains(&self.ds_lost_after_ms) {
-            return Err("mds.ds_lost_after_ms: 0 (never) or from mds.ds_dead_after_ms to 604800000 (a week)".into());
+        if self.ds_lost_after_ms != 0 && !(1000..=7 * 24 * 3600 * 1000).contains(&self.ds_lost_after_ms) {
+            return Err("mds.ds_lost_after_ms: 0 (never) or from 1000 to 604800000 (a week)".into());
         }
         if !(100..=30_000).contains(&self.ds_check_timeout_ms) {
             return Err("mds.ds_check_timeout_ms: from 100 to 30000".into());

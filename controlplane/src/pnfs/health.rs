@@ -370,7 +370,9 @@ impl Pnfs {
                 Condition::Dead
             };
             let before = seen.insert(d.index, now);
-            if before == Some(Condition::Alive) && now != Condition::Alive {
+            // (Never seen before and dead: an MDS start, or it died between
+            // two looks; either way layouts naming it are of no use.)
+            if matches!(before, None | Some(Condition::Alive)) && now != Condition::Alive {
                 newly_dead.push(d.index);
             }
             if (before == Some(Condition::Lost)) != (now == Condition::Lost) {
