@@ -594,6 +594,91 @@ mod tests {
     }
 
     #[test]
+    fn reports_decode_with_bounds() {
+        use pnfs_protocol::{Encoder, XdrEncode};
+        // LAYOUTERROR with `count` device errors claimed and one there.
+        let layouterror = |count: u32| {
+            let mut e = Encoder::new();
+            e.put_u64(0);
+            e.put_u64(u64::MAX);
+            stateid4 { seqid: 1, other: [1; 12] }.encode(&mut e).unwrap();
+            e.put_u32(count);
+            device_error4 { de_deviceid: [2; 16], de_status: nfsstat4::NFS4ERR_NXIO, de_opnum: nfs_opnum4::OP_READ }.encode(&mut e).unwrap();
+            e.into_inner()
+        };
+        assert_eq!(LAYOUTERROR4args::decode(&mut Decoder::new(&layouterror(1))).unwrap().lea_errors.len(), 1);
+        // 2^32-1 claimed in a few bytes: refused before anything is allocated.
+        assert!(LAYOUTERROR4args::decode(&mut Decoder::new(&layouterror(u32::MAX))).is_err());
+        // LAYOUTSTATS whose layoutupdate body claims `len` bytes (4 there).
+        let layoutstats = |len: u32| {
+            let mut e = Encoder::new();
+            for _ in 0..6 {
+                e.put_u64(0);
+            }
+            stateid4 { seqid: 1, other: [1; 12] }.encode(&mut e).unwrap();
+            e.put_fixed_opaque(&[0u8; 16]);
+            e.put_u32(layouttype4::LAYOUT4_FLEX_FILES as u32);
+            e.put_u32(len);
+            e.put_u32(7);
+            e.into_inner()
+        };
+        assert!(LAYOUTSTATS4args::decode(&mut Decoder::new(&layoutstats(4))).is_ok());
+        assert!(LAYOUTSTATS4args::decode(&mut Decoder::new(&layoutstats(1 << 30))).is_err());
+    }
+
+    #[test]
+    fn layoutstats_add_up_per_data_server() {
+        use pnfs_protocol::{Encoder, XdrEncode};
+        let p = pnfs(None);
+        let ds = 100; // a label no other test uses
+        let dev = deviceid::encode(&[ds]).unwrap();
+        let label = DsLabel { ds: ds.to_string() };
+        let m = health_metrics();
+        let latency = |not_delivered| ff_io_latency4 {
+            ffil_ops_requested: 0,
+            ffil_bytes_requested: 0,
+            ffil_ops_completed: 0,
+            ffil_bytes_completed: 0,
+            ffil_bytes_not_delivered: not_delivered,
+            ffil_total_busy_time: nfstime4 { seconds: 0, nseconds: 0 },
+            ffil_aggregate_completion_time: nfstime4 { seconds: 0, nseconds: 0 },
+        };
+        let ff = |not_delivered| {
+            let u = ff_layoutupdate4 {
+                ffl_addr: netaddr4 { na_r_netid: "tcp".into(), na_r_addr: "127.0.0.1.8.1".into() },
+                ffl_fhandle: vec![1u8; 8].into(),
+                ffl_read: latency(not_delivered),
+                ffl_write: latency(0),
+                ffl_duration: nfstime4 { seconds: 1, nseconds: 0 },
+                ffl_local: false,
+            };
+            let mut e = Encoder::new();
+            u.encode(&mut e).unwrap();
+            e.into_inner()
+        };
+        let io = |n: u64| io_info4 { ii_count: n, ii_bytes: n * 10 };
+        let body = ff(7);
+        let update = layoutupdate4 { lou_type: layouttype4::LAYOUT4_FLEX_FILES, lou_body: body.as_slice().into() };
+        p.layout_stats(1, 5, &dev, &io(3), &io(0), &update);
+        let body = ff(9);
+        let update = layoutupdate4 { lou_type: layouttype4::LAYOUT4_FLEX_FILES, lou_body: body.as_slice().into() };
+        p.layout_stats(1, 5, &dev, &io(4), &io(1), &update);
+        // Another client's stream adds its own; a body that does not decode
+        // loses only its own figure.
+        let junk = layoutupdate4 { lou_type: layouttype4::LAYOUT4_FLEX_FILES, lou_body: [1u8, 2, 3].as_slice().into() };
+        p.layout_stats(2, 5, &dev, &io(2), &io(0), &junk);
+        assert_eq!(m.stats_read_ops.get_or_create(&label).get(), 6);
+        assert_eq!(m.stats_read_bytes.get_or_create(&label).get(), 60);
+        assert_eq!(m.stats_write_ops.get_or_create(&label).get(), 1);
+        assert_eq!(m.stats_not_delivered.get_or_create(&label).get(), 9);
+        // The streams kept are bounded.
+        for c in 0..(MAX_STATS_STREAMS as u64 + 10) {
+            p.layout_stats(c, 6, &dev, &io(1), &io(0), &junk);
+        }
+        assert_eq!(p.health.streams.lock().unwrap().len(), MAX_STATS_STREAMS);
+    }
+
+    #[test]
     fn lost_data_is_an_io_error() {
         let p = pnfs(None);
         let e = p.lost_io(5, 3);
