@@ -4,7 +4,8 @@
 //!   stopped data server answer NFS4ERR_DELAY until mds.ds_lost_after_ms
 //!   past its death, then NFS4ERR_IO (EIO at the client), with the lost
 //!   data server and the file counted in the metrics; a file on the other
-//!   data servers reads on;
+//!   data servers reads on; such a file can be removed; the data server
+//!   coming back serves its files again;
 //! - LAYOUTERROR naming a data server that is down (its heartbeats still
 //!   fresh) gets it checked and counted dead at once: the layouts naming
 //!   it are recalled and new files are placed on the others;
@@ -100,6 +101,7 @@ fn io_on_a_lost_data_server_fails_with_eio_after_the_configured_time() {
     let data: Vec<u8> = (0..6 * SU as usize).map(|i| (i % 251) as u8).collect();
     let (wide, wsid) = c.open(&root, "wide", true, OPEN4_SHARE_ACCESS_BOTH | OPEN4_SHARE_ACCESS_WANT_NO_DELEG).unwrap();
     c.write(&wide, &wsid, 0, &data, stable_how4::FILE_SYNC4).unwrap();
+    c.write_file(&root, "wide2", &data).unwrap();
     let narrow = c.mkdir(&root, "narrow").unwrap();
     set_stripe_count(&mut c, &narrow, "1");
     let (nfh, nsid) = c.open(&narrow, "n", true, OPEN4_SHARE_ACCESS_BOTH | OPEN4_SHARE_ACCESS_WANT_NO_DELEG).unwrap();
@@ -150,9 +152,15 @@ fn io_on_a_lost_data_server_fails_with_eio_after_the_configured_time() {
     assert_eq!(metric_until("pnfs_mds_ds_lost ", |v| v == 1.0), 1.0);
     assert!(metric_until("pnfs_mds_files_unavailable ", |v| v >= 1.0) >= 1.0);
     assert!(metric_until("pnfs_mds_lost_data_errors_total ", |v| v >= 4.0) >= 4.0);
-    // Removing the file works all the same (its objects there are gone).
+    // Removing such a file works all the same (its objects there are lost).
+    c.remove(&root, "wide2").unwrap();
+    // The data server comes back (same identity and data): served again.
+    handles.push(common::start_ds(dir.path(), &format!("ds{victim}"), ctl_addr));
+    common::wait_registered(dir.path(), ctl_addr, &format!("ds{victim}"));
+    assert_eq!(c.read_upto(&wide, &wsid, data.len(), SU as u32).unwrap(), data);
+    assert_eq!(metric_until("pnfs_mds_ds_lost ", |v| v == 0.0), 0.0);
+    assert_eq!(metric_until("pnfs_mds_files_unavailable ", |v| v == 0.0), 0.0);
     c.close(&wide, &wsid).unwrap();
-    c.remove(&root, "wide").unwrap();
     for h in handles {
         h.shutdown();
     }
