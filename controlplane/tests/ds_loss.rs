@@ -108,7 +108,7 @@ fn io_on_a_lost_data_server_fails_with_eio_after_the_configured_time() {
     c.write(&nfh, &nsid, 0, &data[..SU as usize], stable_how4::FILE_SYNC4).unwrap();
     // (Each layout is returned at once: this client has no back channel for
     // the recall a data server's death brings.)
-    let mut layout_of = |c: &mut Client, fh: &[u8], sid: &stateid4| {
+    let layout_of = |c: &mut Client, fh: &[u8], sid: &stateid4| {
         let (lsid, body) = c.layoutget(fh, sid, layoutiomode4::LAYOUTIOMODE4_READ).unwrap();
         c.compound_ok(vec![putfh(fh), whole_file_layoutreturn(lsid, layoutiomode4::LAYOUTIOMODE4_ANY)], |_| Ok(())).unwrap();
         layout_data_servers(&body)
