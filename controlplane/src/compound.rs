@@ -333,6 +333,8 @@ fn dispatch_table() -> Vec<(nfs_opnum4, OpFn)> {
         op!(OP_COPY, v42::copy),
         op!(OP_CLONE, v42::clone),
         op!(OP_READ_PLUS, v42::read_plus),
+        op!(OP_LAYOUTERROR, v42::layouterror),
+        op!(OP_LAYOUTSTATS, v42::layoutstats),
         op!(OP_GETXATTR, xattr::getxattr),
         op!(OP_SETXATTR, xattr::setxattr),
         op!(OP_LISTXATTRS, xattr::listxattrs),

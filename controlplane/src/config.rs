@@ -141,6 +141,17 @@ pub struct MdsConfig {
     /// A data server silent this long is dead (no new layouts use it).
     #[serde(default = "default_ds_dead_after")]
     pub ds_dead_after_ms: u64,
+    // Data server loss (controlplane/src/pnfs/health.rs).
+    /// A data server dead this long (counted from when it was counted dead:
+    /// ds_dead_after_ms without a heartbeat, or a failed check) is lost: I/O
+    /// on files with data on it and no other copy fails with NFS4ERR_IO
+    /// (EIO) instead of NFS4ERR_DELAY. 0 = never (DELAY until it is back).
+    #[serde(default = "default_ds_lost_after")]
+    pub ds_lost_after_ms: u64,
+    /// How long the check of a data server a client reported failing
+    /// (LAYOUTERROR) waits for its answer before counting it dead.
+    #[serde(default = "default_ds_check_timeout")]
+    pub ds_check_timeout_ms: u64,
     /// Layouts come with return_on_close: the client's last CLOSE of a file
     /// returns its layout (the server drops it then). Off by default, so
     /// clients keep layouts across open/close cycles.
@@ -361,6 +372,12 @@ fn default_stripe_unit() -> u32 {
 fn default_ds_dead_after() -> u64 {
     10_000
 }
+fn default_ds_lost_after() -> u64 {
+    60_000
+}
+fn default_ds_check_timeout() -> u64 {
+    2_000
+}
 fn default_true() -> bool {
     true
 }
@@ -440,6 +457,12 @@ impl MdsConfig {
         }
         if self.ds_dead_after_ms < 1000 {
             return Err("mds.ds_dead_after_ms: must be at least 1000".into());
+        }
+        if self.ds_lost_after_ms != 0 && !(1000..=7 * 24 * 3600 * 1000).contains(&self.ds_lost_after_ms) {
+            return Err("mds.ds_lost_after_ms: 0 (never) or from 1000 to 604800000 (a week)".into());
+        }
+        if !(100..=30_000).contains(&self.ds_check_timeout_ms) {
+            return Err("mds.ds_check_timeout_ms: from 100 to 30000".into());
         }
         if self.control_bind.is_some_and(|c| c == self.bind) {
             return Err("mds.control_bind: must differ from mds.bind".into());

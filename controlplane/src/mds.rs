@@ -115,7 +115,13 @@ impl Mds {
         if !reclaimable.is_empty() {
             log::info!("{} client(s) may reclaim state; grace period {} s", reclaimable.len(), cfg.grace());
         }
-        let pcfg = PnfsConfig { stripe_unit: cfg.stripe_unit, stripe_count: cfg.stripe_count, dead_after: Duration::from_millis(cfg.ds_dead_after_ms) };
+        let pcfg = PnfsConfig {
+            stripe_unit: cfg.stripe_unit,
+            stripe_count: cfg.stripe_count,
+            dead_after: Duration::from_millis(cfg.ds_dead_after_ms),
+            lost_after: (cfg.ds_lost_after_ms != 0).then(|| Duration::from_millis(cfg.ds_lost_after_ms)),
+            check_timeout: Duration::from_millis(cfg.ds_check_timeout_ms),
+        };
         let pnfs = if cfg.pnfs_enabled() { Some(Pnfs::new(pcfg, ns.store().clone(), pnfs_protocol::mds_ds::epoch::control_epoch(cfg.cluster_node_id(), boots), cluster_key.clone())?) } else { None };
         let data: Arc<dyn DataStore> = match &pnfs {
             Some(p) => Arc::new(StripedStore::new(data, p.clone())),
@@ -131,7 +137,7 @@ impl Mds {
         let mut state = StateStore::new(boot_epoch, reclaimable, Duration::from_secs(cfg.grace() as u64), caps);
         // A cluster writes every change through to the KV (`state::cluster`).
         state.set_journal(cfg.cluster.is_some());
-        Ok(Arc::new_cyclic(|me| Mds {
+        let mds = Arc::new_cyclic(|me| Mds {
             me: me.clone(),
             unlinked: Arc::default(),
             pseudo: Export::pseudo(ROOT_INO),
@@ -147,7 +153,12 @@ impl Mds {
             fh_key: cluster_key.derive(Purpose::MdsFileHandle),
             callbacks: Arc::new(crate::callback::Callbacks::new(Duration::from_secs(CALLBACK_TIMEOUT_SECS))),
             cfg,
-        }))
+        });
+        if let Some(p) = &mds.pnfs {
+            // Layouts naming a data server that died are recalled through it.
+            p.watch_layouts(Arc::downgrade(&mds) as std::sync::Weak<dyn crate::pnfs::health::LayoutHolders>);
+        }
+        Ok(mds)
     }
 
     /// The state layer: every handler's way to clients, sessions, opens,
@@ -685,6 +696,9 @@ pub fn fsck(cfg: &MdsConfig) -> Result<Vec<String>, String> {
 /// mount does) instead of handing EIO to the application.
 pub fn io_err(e: std::io::Error) -> nfsstat4 {
     use std::io::ErrorKind::*;
+    if crate::pnfs::health::is_lost_data(&e) {
+        return nfsstat4::NFS4ERR_IO; // logged (rate-limited) where raised
+    }
     if matches!(e.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | TimedOut | BrokenPipe | UnexpectedEof) {
         log::warn!("data store: {e}: answering NFS4ERR_DELAY");
         return nfsstat4::NFS4ERR_DELAY;

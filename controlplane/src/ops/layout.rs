@@ -87,7 +87,8 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
         },
     };
     if !p.all_alive(&set) {
-        return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE);
+        // LAYOUTUNAVAILABLE (I/O through the MDS) or, past mds.ds_lost_after_ms, IO.
+        return Err(p.layout_unavailable(i.ino, &set));
     }
     let body = set.layout_body(i.ino, p.ds_fh_key());
     if layoutget_resok_size(body.len()) > a.loga_maxcount as usize {

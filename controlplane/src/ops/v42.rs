@@ -179,3 +179,46 @@ pub fn read_plus(m: &Mds, c: &mut Compound, a: &READ_PLUS4args, e: &mut Encoder)
     })();
     reply(e, r)
 }
+
+/// The file and layout a LAYOUTERROR or LAYOUTSTATS is about: the current
+/// filehandle (a regular file) and a layout stateid of this client on it,
+/// so only a client holding a layout of the file reports on its devices.
+fn layout_report(m: &Mds, c: &Compound, offset: u64, length: u64, stateid: &stateid4) -> NfsResult<(u64, u64)> {
+    m.pnfs.as_ref().ok_or(nfsstat4::NFS4ERR_NOTSUPP)?;
+    let (_, i) = current_inode(m, c)?;
+    regular_file(&i)?;
+    let clientid = c.clientid()?;
+    if length != u64::MAX {
+        range_end(offset, length)?;
+    }
+    let sid = crate::ops::stateid::resolve(c, stateid)?;
+    m.state().layout_check(clientid, i.ino, &sid)?;
+    Ok((clientid, i.ino))
+}
+
+/// LAYOUTERROR (RFC 7862 15.6): a client's I/O to data servers failed. The
+/// data servers of each device named are checked off the request's path
+/// (`Pnfs::layout_error`); the answer does not wait for it.
+pub fn layouterror(m: &Mds, c: &mut Compound, a: &LAYOUTERROR4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let (_, ino) = layout_report(m, c, a.lea_offset, a.lea_length, &a.lea_stateid)?;
+        let p = m.pnfs.as_ref().ok_or(nfsstat4::NFS4ERR_NOTSUPP)?;
+        for err in a.lea_errors.iter().take(crate::pnfs::health::MAX_ERRORS_PER_REPORT) {
+            p.layout_error(ino, &err.de_deviceid, err.de_status, err.de_opnum);
+        }
+        Ok(())
+    })();
+    reply(e, r)
+}
+
+/// LAYOUTSTATS (RFC 7862 15.7): what a client did on a device of its
+/// layout; kept as per-data-server metrics (`Pnfs::layout_stats`).
+pub fn layoutstats(m: &Mds, c: &mut Compound, a: &LAYOUTSTATS4args, e: &mut Encoder) -> nfsstat4 {
+    let r = (|| {
+        let (clientid, ino) = layout_report(m, c, a.lsa_offset, a.lsa_length, &a.lsa_stateid)?;
+        let p = m.pnfs.as_ref().ok_or(nfsstat4::NFS4ERR_NOTSUPP)?;
+        p.layout_stats(clientid, ino, &a.lsa_deviceid, &a.lsa_read, &a.lsa_write, &a.lsa_layoutupdate);
+        Ok(())
+    })();
+    reply(e, r)
+}

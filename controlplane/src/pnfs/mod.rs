@@ -17,6 +17,9 @@
 //!   RFC 8881 13.9.2), sent in batches by `push`.
 //! - `fence`: fencing a dead MDS node of the cluster on every data server
 //!   (`Pnfs::fence_node`, CTL_PROC_FENCE).
+//! - `health`: data servers lost (dead past mds.ds_lost_after_ms), checks
+//!   of those clients report failing (LAYOUTERROR), recalls of layouts
+//!   naming a dead one, LAYOUTSTATS figures.
 //! - this file: the `Pnfs` facade the rest of the MDS holds.
 //!
 //! Lock order: `pushed` may be held while a state file shard is looked up (`take_gone`), never the other way; no
@@ -34,6 +37,7 @@
 pub mod client;
 pub mod device;
 pub mod fence;
+pub mod health;
 pub mod layout;
 pub mod objects;
 pub mod placement;
@@ -69,12 +73,15 @@ use std::time::Duration;
 const MAX_TXN_RETRIES: u32 = 16;
 
 /// The MDS configuration's pNFS keys (`mds.stripe_unit`, `mds.stripe_count`,
-/// `mds.ds_dead_after_ms`).
+/// `mds.ds_dead_after_ms`, `mds.ds_lost_after_ms`, `mds.ds_check_timeout_ms`).
 #[derive(Debug, Clone, Copy)]
 pub struct PnfsConfig {
     pub stripe_unit: u32,
     pub stripe_count: u32,
     pub dead_after: Duration,
+    /// None: a dead data server is never counted lost.
+    pub lost_after: Option<Duration>,
+    pub check_timeout: Duration,
 }
 
 pub struct Pnfs {
@@ -105,6 +112,8 @@ pub struct Pnfs {
     /// Per MDS node id: the newest epoch this node fenced it at (0: none),
     /// sent again to every data server that registers (`fence`).
     fences: Mutex<[u64; EPOCH_NODES]>,
+    /// Lost data servers, checks, layout statistics (`health`).
+    health: health::Health,
 }
 
 /// A store error as the I/O error `mds::io_err` maps to the right NFS
@@ -134,7 +143,7 @@ impl Pnfs {
             .filter_map(|(k, _)| <deviceid4>::try_from(&k[1..]).ok())
             .collect();
         let ns = Namespace::open(store).map_err(|e| format!("metadata store: {e}"))?;
-        Ok(Arc::new(Pnfs {
+        let pnfs = Arc::new(Pnfs {
             cfg: pcfg,
             registry,
             ctl: CtlClient::new(ControlKeys::new(&cluster_key), epoch),
@@ -152,8 +161,11 @@ impl Pnfs {
             repush_wake: std::sync::Condvar::new(),
             repush_started: std::sync::atomic::AtomicBool::new(false),
             fences: Mutex::new([0; EPOCH_NODES]),
+            health: health::Health::new(),
             cluster_key,
-        }))
+        });
+        health::start_monitor(&pnfs);
+        Ok(pnfs)
     }
 
     /// Hook before CB_LAYOUTRECALL (sent by `Mds::recall_layouts_for`):

@@ -203,6 +203,24 @@ impl Registry {
         self.ds.lock().unwrap_or_else(|p| p.into_inner()).get(&index).is_some_and(|d| self.is_alive(d))
     }
 
+    /// Counts data server `index` dead from now on, without waiting for
+    /// heartbeats to stop (a client reported it failing and it did not
+    /// answer a check: `health`); its next heartbeat makes it alive again.
+    /// False when it was not alive.
+    pub fn mark_dead(&self, index: u32) -> bool {
+        let mut ds = self.ds.lock().unwrap_or_else(|p| p.into_inner());
+        match ds.get_mut(&index) {
+            Some(d) if self.is_alive(d) => {
+                // Seen last one dead_after ago: dead since now. (No such
+                // instant this early after boot: unregistered, so its next
+                // heartbeat makes it register again.)
+                d.last_seen = Instant::now().checked_sub(self.dead_after);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Live data servers, by index.
     pub fn live(&self) -> Vec<DsInfo> {
         self.ds.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|d| self.is_alive(d)).cloned().collect()

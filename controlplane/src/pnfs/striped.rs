@@ -35,11 +35,6 @@ enum Where {
     Nowhere,
 }
 
-/// A dead DS is a transient condition for the MDS's clients (see `io_err`).
-fn unavailable(ds: u32) -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, format!("data server {ds} is not available"))
-}
-
 impl StripedStore {
     pub fn new(local: Arc<dyn DataStore>, pnfs: Arc<Pnfs>) -> Self {
         StripedStore { local, pnfs }
@@ -65,18 +60,16 @@ impl StripedStore {
         }
     }
 
-    fn check_alive(&self, ds: u32) -> io::Result<()> {
-        if self.pnfs.registry.alive(ds) {
-            Ok(())
-        } else {
-            Err(unavailable(ds))
-        }
+    /// A dead DS is a transient condition for the MDS's clients (DELAY, see
+    /// `io_err`) until it counts as lost (EIO: `Pnfs::ds_usable`).
+    fn check_alive(&self, ino: u64, ds: u32) -> io::Result<()> {
+        self.pnfs.ds_usable(ino, ds)
     }
 
     fn write_striped(&self, set: &StripeSet, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<()> {
         for p in set.pieces(offset, data.len()) {
             let ds = set.ds[p.stripe as usize];
-            self.check_alive(ds)?;
+            self.check_alive(ino, ds)?;
             let fh = set.ds_fh(p.stripe, ino);
             let bytes = &data[p.buf_offset..p.buf_offset + p.len];
             match self.pnfs.obj_write(ds, &fh, p.obj_offset, bytes, stable) {
@@ -96,7 +89,7 @@ impl StripedStore {
     fn data_end(&self, set: &StripeSet, ino: u64) -> io::Result<u64> {
         let mut end = 0;
         for (j, &ds) in set.ds.iter().enumerate() {
-            self.check_alive(ds)?;
+            self.check_alive(ino, ds)?;
             let (len, _) = self.pnfs.obj_stat(ds, &set.ds_fh(j as u32, ino))?;
             if len > 0 {
                 end = end.max(set.file_offset(j as u32, len - 1) + 1);
@@ -116,7 +109,7 @@ impl DataStore for StripedStore {
         let mut got_end = 0;
         for p in set.pieces(offset, buf.len()) {
             let ds = set.ds[p.stripe as usize];
-            self.check_alive(ds)?;
+            self.check_alive(ino, ds)?;
             let fh = set.ds_fh(p.stripe, ino);
             let piece = &mut buf[p.buf_offset..p.buf_offset + p.len];
             let n = self.pnfs.obj_read(ds, &fh, p.obj_offset, piece)?;
@@ -150,7 +143,7 @@ impl DataStore for StripedStore {
         match self.locate(ino, false)? {
             Where::Striped(set) => {
                 for (j, &ds) in set.ds.iter().enumerate() {
-                    self.check_alive(ds)?;
+                    self.check_alive(ino, ds)?;
                     self.pnfs.obj_commit(ds, &set.ds_fh(j as u32, ino))?;
                 }
                 Ok(())
@@ -164,7 +157,7 @@ impl DataStore for StripedStore {
         match self.locate(ino, false)? {
             Where::Striped(set) => {
                 for (j, &ds) in set.ds.iter().enumerate() {
-                    self.check_alive(ds)?;
+                    self.check_alive(ino, ds)?;
                     let fh = set.ds_fh(j as u32, ino);
                     match self.pnfs.obj_truncate(ds, &fh, set.object_size(j as u32, size)) {
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -188,6 +181,8 @@ impl DataStore for StripedStore {
                 match self.pnfs.obj_remove(ds, &set.ds_fh(j as u32, ino)) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Its data is gone with it: the file can still go.
+                    Err(e) if self.pnfs.ds_lost(ds) => log::warn!("inode {ino}: stripe {j} left on lost data server {ds} ({e})"),
                     // The record stays so a later orphan sweep retries.
                     Err(e) => return Err(io::Error::other(format!("removing stripe {j} on data server {ds}: {e}"))),
                 }

@@ -237,6 +237,17 @@ impl StateStore {
         }
     }
 
+    /// Inodes some client holds a layout of (a data server died: those
+    /// naming it are recalled, pnfs/health.rs).
+    pub fn layout_inodes(&self) -> Vec<u64> {
+        let mut inos = Vec::new();
+        for sh in self.files.all() {
+            visit(sh.files.len());
+            inos.extend(sh.files.iter().filter(|(_, f)| f.by_client.values().any(|c| c.layout.is_some())).map(|(ino, _)| *ino));
+        }
+        inos
+    }
+
     /// A layout the client no longer has (it answered a recall with
     /// NOMATCHING_LAYOUT) goes.
     pub fn layout_forget(&self, other: &StateOther, fx: &mut Effects) {
