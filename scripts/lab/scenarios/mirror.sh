@@ -1,0 +1,80 @@
+#!/bin/sh
+# Flexfiles mirror scenario (guest side, busybox ash), run by scripts/mirror-lab
+# against an MDS whose export defaults to a mirrored layout
+# (local-cluster --layout mirror2): proves the Linux client wrote every
+# mirror itself through the flexfiles layout driver.
+#   - the mount reports pnfs=LAYOUT_FLEX_FILES in /proc/self/mountstats
+#   - 256 MiB written with dd (fsync), sync, caches dropped, remounted, read
+#     back: sha256 equal
+#   - pnfs_write / pnfs_read event counters (the last two of "events:") are
+#     non-zero
+# The host checks the data servers' byte counters afterwards (each byte on
+# two data servers, none through the MDS). Every step prints PASS/FAIL;
+# INFO lines carry the numbers.
+
+SERVER=${LAB_SERVER:-10.0.2.2}
+PORT=${LAB_PORT:-2049}
+EXPORT=${LAB_EXPORT:-/}
+VERS=${LAB_VERS:-4.1,4.2}
+V=${VERS##*,}
+MIB=256 # scripts/mirror-lab expects this size
+M=/mnt
+W=$M/mirror-${LAB_RUN_ID:-0}
+OPTS="vers=$V,hard,sec=sys,port=$PORT,retry=0"
+
+up() { cut -d' ' -f1 /proc/uptime; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; }
+mnt() { mount.nfs4 "$SERVER:$EXPORT" "$M" -o "$OPTS"; }
+# mountstats block of $M
+stats() { awk -v m="$M" '$1 == "device" { inmnt = ($5 == m) } inmnt' /proc/self/mountstats; }
+op_count() { stats | awk -v op="$1:" '$1 == op { print $2; exit }'; }
+events() { stats | awk '$1 == "events:" { print; exit }'; }
+
+echo "LAB-SCENARIO mirror: vers $V, $MIB MiB, server $SERVER:$PORT$EXPORT"
+lsmod 2>/dev/null | grep -q nfs_layout_flexfiles && echo "INFO nfs_layout_flexfiles loaded" ||
+    echo "INFO nfs_layout_flexfiles not in lsmod (built in, or loaded on demand)"
+mkdir -p "$M"
+if mnt; then pass mount; else fail mount "mount.nfs4 -o $OPTS failed"; echo LAB-END; exit 1; fi
+mkdir -p "$W"
+drv=$(stats | sed -n 's/.*pnfs=\([A-Za-z0-9_]*\).*/\1/p' | head -n1)
+echo "INFO layout-driver: pnfs=$drv"
+[ "$drv" = LAYOUT_FLEX_FILES ] && pass layout-driver ||
+    fail layout-driver "mountstats shows pnfs=$drv, want LAYOUT_FLEX_FILES (does the MDS list LAYOUT4_FLEX_FILES in fs_layout_types?)"
+
+dd if=/dev/urandom of=/tmp/src bs=1M count="$MIB" 2>/dev/null
+want=$(sha256sum /tmp/src | cut -d' ' -f1)
+t0=$(up)
+if dd if=/tmp/src of="$W/big" bs=1M conv=fsync 2>/tmp/dd.err; then
+    t1=$(up)
+    echo "INFO write: $MIB MiB in $(secs "$t0" "$t1") s"
+    pass write
+else
+    fail write "dd: $(tail -n1 /tmp/dd.err)"
+fi
+rm -f /tmp/src
+sync
+ew=$(events)
+lc_w=$(op_count LAYOUTCOMMIT)
+lg_w=$(op_count LAYOUTGET)
+echo 3 >/proc/sys/vm/drop_caches
+umount "$M" && mnt || { fail remount "remount failed"; echo LAB-END; exit 1; }
+size=$(stat -c %s "$W/big" 2>/dev/null)
+echo "INFO size after remount: ${size:-none} bytes"
+[ "${size:-0}" = $((MIB * 1048576)) ] && pass size || fail size "the file has ${size:-no} bytes, want $((MIB * 1048576))"
+t0=$(up)
+got=$(sha256sum "$W/big" | cut -d' ' -f1)
+t1=$(up)
+echo "INFO read: $MIB MiB in $(secs "$t0" "$t1") s"
+[ "$got" = "$want" ] && pass read-verify || fail read-verify "sha256 $got != written $want"
+er=$(events)
+pw=$(echo "$ew" | awk '{ print $NF }')
+pr=$(echo "$er" | awk '{ print $(NF-1) }')
+echo "INFO counters: pnfs_write=$pw (write mount), pnfs_read=$pr (read mount), standalone LAYOUTGET=$lg_w+$(op_count LAYOUTGET), GETDEVICEINFO=$(op_count GETDEVICEINFO), LAYOUTCOMMIT=$lc_w (write mount), LAYOUTERROR=$(op_count LAYOUTERROR)"
+[ "${pw:-0}" -gt 0 ] 2>/dev/null && pass pnfs-write || fail pnfs-write "pnfs_write counter is ${pw:-empty}: writes went through the MDS"
+[ "${pr:-0}" -gt 0 ] 2>/dev/null && pass pnfs-read || fail pnfs-read "pnfs_read counter is ${pr:-empty}: reads went through the MDS"
+# The host compares the data servers' counters with the file size: keep the
+# file until it has (it is removed with the cluster's data).
+umount "$M"
+echo "LAB-END"
