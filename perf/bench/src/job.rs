@@ -64,10 +64,9 @@ pub struct Plan {
     /// Filehandles of the job's files (getattr), by region.
     pub fhs: Vec<Vec<u8>>,
     pub pnfs: bool,
-    /// The server lists LAYOUT4_FLEX_FILES in fs_layout_types (and
-    /// `files_layouts`: LAYOUT4_NFSV4_1_FILES).
-    pub flex_layouts: bool,
-    pub files_layouts: bool,
+    /// The layout types this tool speaks that the server lists in
+    /// fs_layout_types, in the server's order.
+    pub layout_types: Vec<layouttype4>,
     pub stable_file: bool,
     pub stamp: bool,
     pub verify: bool,
@@ -138,6 +137,11 @@ struct FlexSeg {
     mirrors: Vec<Vec<usize>>,
     /// Mirror indices, best efficiency first (the order reads try them).
     read_order: Vec<usize>,
+    /// How many mirrors share the best efficiency: reads rotate over them
+    /// block by block. (The Linux 6.1 client reads the first one; spreading
+    /// lets a sequential reader draw on every data server holding the
+    /// segment, which is what the benchmark measures.)
+    read_ties: usize,
 }
 
 /// A flexfiles data server object: the pipe, its filehandle and the
@@ -381,9 +385,10 @@ fn setup(p: Plan) -> PResult<Job> {
 impl Job {
     /// OPEN (+ LAYOUTGET in the same COMPOUND) every file, GETDEVICEINFO
     /// for new devices, one connection per data server. The LAYOUTGET asks
-    /// for the layout type that worked last (files first when the server
-    /// lists it); a file that has none of that type (a mirrored file has a
-    /// flexfiles layout) gets a LAYOUTGET of the other type. Flexfiles
+    /// for the layout type that worked last (at first the one the server
+    /// lists first); a file that has none of that type (a mirrored file has
+    /// a flexfiles layout, a striped one a files layout) gets a LAYOUTGET of
+    /// the other type. Flexfiles
     /// segments are fetched here until they cover the job's part of the
     /// file (untimed), as many LAYOUTGETs as segments.
     fn open_files(&mut self) -> PResult<()> {
@@ -392,7 +397,7 @@ impl Job {
         let mut devices: HashMap<[u8; 16], DeviceAddrs> = HashMap::new();
         let mut flex_devices: HashMap<[u8; 16], usize> = HashMap::new();
         let mut ds_pipe: HashMap<SocketAddr, usize> = HashMap::new();
-        let mut prefer = if self.p.files_layouts { layouttype4::LAYOUT4_NFSV4_1_FILES } else { layouttype4::LAYOUT4_FLEX_FILES };
+        let mut prefer = self.p.layout_types.first().copied().unwrap_or(layouttype4::LAYOUT4_NFSV4_1_FILES);
         let mut seen = Vec::new();
         for r in self.p.regions.clone() {
             if seen.contains(&r.file) {
@@ -426,11 +431,7 @@ impl Job {
                 return Err(format!("OPEN {name}: {}", status_name(res.status as u32)));
             }
             drop(res);
-            let other = match prefer {
-                layouttype4::LAYOUT4_NFSV4_1_FILES if self.p.flex_layouts => Some(layouttype4::LAYOUT4_FLEX_FILES),
-                layouttype4::LAYOUT4_FLEX_FILES if self.p.files_layouts => Some(layouttype4::LAYOUT4_NFSV4_1_FILES),
-                _ => None,
-            };
+            let other = self.p.layout_types.iter().copied().find(|t| *t != prefer);
             if let (true, true, Some(t)) = (self.p.pnfs, got.is_none(), other) {
                 let body = self.pipes[0].call(&[
                     nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&fh) }),
@@ -669,7 +670,10 @@ impl Job {
         if self.p.fill && su > 0 && su < self.res.effective_bs && su % 512 == 0 {
             self.res.effective_bs = su;
         }
-        Ok(FlexSeg { start: seg.offset, end: seg.end(), stripe_unit: su, mirrors, read_order: seg.layout.read_order() })
+        let read_order = seg.layout.read_order();
+        let best = seg.layout.efficiency(read_order[0]);
+        let read_ties = read_order.iter().take_while(|&&m| seg.layout.efficiency(m) == best).count();
+        Ok(FlexSeg { start: seg.offset, end: seg.end(), stripe_unit: su, mirrors, read_order, read_ties })
     }
 
     fn file_ix(&self, file: u32) -> usize {
@@ -767,7 +771,8 @@ impl Job {
                         }
                         return (out, s.mirrors.len(), 0);
                     }
-                    let m = s.read_order[req.skip_mirrors as usize % s.read_order.len()];
+                    let first = if s.read_ties > 1 { ((req.off / bs) % s.read_ties as u64) as usize } else { 0 };
+                    let m = s.read_order[(first + req.skip_mirrors as usize) % s.read_order.len()];
                     let t = stripe(&s.mirrors[m]);
                     out[0] = (l.targets[t].pipe, t, req.off);
                     return (out, 1, s.mirrors.len() as u8);

@@ -182,9 +182,9 @@ fn run(o: &Opts) -> Result<(), String> {
         _ => {}
     }
     let types = layout_types(&mut c, &dir)?;
-    let files_layouts = types.contains(&(layouttype4::LAYOUT4_NFSV4_1_FILES as u32));
-    let flex_layouts = types.contains(&(layouttype4::LAYOUT4_FLEX_FILES as u32));
-    let pnfs = !o.no_pnfs && (files_layouts || flex_layouts);
+    let known = [layouttype4::LAYOUT4_NFSV4_1_FILES, layouttype4::LAYOUT4_FLEX_FILES];
+    let layout_types: Vec<layouttype4> = types.iter().filter_map(|t| known.iter().copied().find(|k| *k as u32 == *t)).collect();
+    let pnfs = !o.no_pnfs && !layout_types.is_empty();
     let no_pnfs_reason = if o.no_pnfs {
         Some("--no-pnfs".to_string())
     } else if !pnfs {
@@ -246,8 +246,7 @@ fn run(o: &Opts) -> Result<(), String> {
                     dir_fh: dir.clone(),
                     fhs: vec![],
                     pnfs,
-                    flex_layouts,
-                    files_layouts,
+                    layout_types: layout_types.clone(),
                     stable_file: false,
                     stamp: true,
                     verify: false,
@@ -304,8 +303,7 @@ fn run(o: &Opts) -> Result<(), String> {
                 regions,
                 dir_fh: dir.clone(),
                 pnfs,
-                flex_layouts,
-                files_layouts,
+                layout_types: layout_types.clone(),
                 stable_file: o.stable_file,
                 stamp: o.verify && o.workload.is_write(),
                 verify: o.verify && !o.workload.is_write(),

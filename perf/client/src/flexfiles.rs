@@ -115,12 +115,17 @@ impl FlexLayout {
         Some(MirrorLoc { ds: ((offset / su) % dss.len() as u64) as usize, object_offset: offset, unit_left: su - offset % su })
     }
 
-    /// Mirror indices in the order reads try them: highest efficiency (of
-    /// the mirror's best data server) first, layout order among equals.
+    /// A mirror's efficiency: that of its best data server (0 for a mirror
+    /// the layout lacks).
+    pub fn efficiency(&self, mirror: usize) -> u32 {
+        self.mirrors.get(mirror).and_then(|m| m.data_servers.iter().map(|d| d.efficiency).max()).unwrap_or(0)
+    }
+
+    /// Mirror indices in the order reads try them: highest efficiency
+    /// first, layout order among equals.
     pub fn read_order(&self) -> Vec<usize> {
-        let eff = |m: &FlexMirror| m.data_servers.iter().map(|d| d.efficiency).max().unwrap_or(0);
         let mut order: Vec<usize> = (0..self.mirrors.len()).collect();
-        order.sort_by_key(|&m| std::cmp::Reverse(eff(&self.mirrors[m])));
+        order.sort_by_key(|&m| std::cmp::Reverse(self.efficiency(m)));
         order
     }
 
@@ -593,6 +598,7 @@ mod tests {
         assert!(l.no_layoutcommit());
         // Mirror 1 is more efficient: read first.
         assert_eq!(l.read_order(), vec![1, 0]);
+        assert_eq!((l.efficiency(0), l.efficiency(1), l.efficiency(2)), (1, 5, 0));
         for m in 0..2 {
             assert_eq!(l.locate(m, 7 << 20), Some(MirrorLoc { ds: 0, object_offset: 7 << 20, unit_left: u64::MAX }));
         }
