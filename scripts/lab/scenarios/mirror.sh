@@ -21,6 +21,9 @@ MIB=256 # scripts/mirror-lab expects this size
 M=/mnt
 W=$M/mirror-${LAB_RUN_ID:-0}
 OPTS="vers=$V,hard,sec=sys,port=$PORT,retry=0"
+# A hard mount retries a data server's errors forever: each I/O step gets a
+# bound (the mirrored write takes about 60 s under TCG).
+IO_LIMIT=300
 
 up() { cut -d' ' -f1 /proc/uptime; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
@@ -46,12 +49,16 @@ echo "INFO layout-driver: pnfs=$drv"
 dd if=/dev/urandom of=/tmp/src bs=1M count="$MIB" 2>/dev/null
 want=$(sha256sum /tmp/src | cut -d' ' -f1)
 t0=$(up)
-if dd if=/tmp/src of="$W/big" bs=1M conv=fsync 2>/tmp/dd.err; then
+if timeout -s KILL $IO_LIMIT dd if=/tmp/src of="$W/big" bs=1M conv=fsync 2>/tmp/dd.err; then
     t1=$(up)
     echo "INFO write: $MIB MiB in $(secs "$t0" "$t1") s"
     pass write
 else
-    fail write "dd: $(tail -n1 /tmp/dd.err)"
+    fail write "dd did not finish within $IO_LIMIT s: $(tail -n1 /tmp/dd.err) (the host's INFO lines show each data server's WRITE errors)"
+    echo "INFO mountstats after the failed write:"
+    stats | grep -E "events:|WRITE:|LAYOUTGET:|LAYOUTERROR:" | sed 's/^/INFO   /'
+    echo LAB-END
+    exit 1
 fi
 rm -f /tmp/src
 sync
@@ -64,7 +71,7 @@ size=$(stat -c %s "$W/big" 2>/dev/null)
 echo "INFO size after remount: ${size:-none} bytes"
 [ "${size:-0}" = $((MIB * 1048576)) ] && pass size || fail size "the file has ${size:-no} bytes, want $((MIB * 1048576))"
 t0=$(up)
-got=$(sha256sum "$W/big" | cut -d' ' -f1)
+got=$(timeout -s KILL $IO_LIMIT sha256sum "$W/big" | cut -d' ' -f1)
 t1=$(up)
 echo "INFO read: $MIB MiB in $(secs "$t0" "$t1") s"
 [ "$got" = "$want" ] && pass read-verify || fail read-verify "sha256 $got != written $want"
