@@ -482,18 +482,7 @@ impl Job {
     fn layoutget_result(&mut self, name: &str, r: Option<&nfs_resop4>) -> PResult<Option<(stateid4, Vec<LayoutSegment>)>> {
         match r {
             Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok))) => {
-                let layouts = ok
-                    .logr_layout
-                    .iter()
-                    .map(|l| LayoutSegment {
-                        offset: l.lo_offset,
-                        length: l.lo_length,
-                        iomode: l.lo_iomode,
-                        layout_type: l.lo_content.loc_type,
-                        body: l.lo_content.loc_body.to_vec(),
-                    })
-                    .collect();
-                Ok(Some((ok.logr_stateid.clone(), layouts)))
+                Ok(Some((ok.logr_stateid.clone(), ok.logr_layout.iter().map(LayoutSegment::from_wire).collect())))
             }
             Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4ERR_LAYOUTTRYLATER(_))) => {
                 self.res.no_layout_reason = Some("LAYOUTGET: NFS4ERR_LAYOUTTRYLATER".into());

@@ -145,6 +145,19 @@ pub struct LayoutSegment {
     pub body: Vec<u8>,
 }
 
+impl LayoutSegment {
+    /// One `layout4` of a LAYOUTGET reply.
+    pub fn from_wire(l: &layout4) -> LayoutSegment {
+        LayoutSegment {
+            offset: l.lo_offset,
+            length: l.lo_length,
+            iomode: l.lo_iomode,
+            layout_type: l.lo_content.loc_type,
+            body: l.lo_content.loc_body.to_vec(),
+        }
+    }
+}
+
 /// Session parameters the server granted.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
@@ -959,18 +972,7 @@ impl Client {
         let ops = vec![putfh(fh), layout::layoutget(layout_type, stateid.clone(), iomode, offset, length, minlength, 64 * 1024)];
         self.compound_ok(ops, |r| {
             let ok = result!(r, 1, OP_LAYOUTGET, LAYOUTGET4res)?;
-            let layouts = ok
-                .logr_layout
-                .iter()
-                .map(|l| LayoutSegment {
-                    offset: l.lo_offset,
-                    length: l.lo_length,
-                    iomode: l.lo_iomode,
-                    layout_type: l.lo_content.loc_type,
-                    body: l.lo_content.loc_body.to_vec(),
-                })
-                .collect();
-            Ok((ok.logr_stateid.clone(), layouts))
+            Ok((ok.logr_stateid.clone(), ok.logr_layout.iter().map(LayoutSegment::from_wire).collect()))
         })
     }
 

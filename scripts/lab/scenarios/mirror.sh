@@ -12,36 +12,26 @@
 # two data servers, none through the MDS). Every step prints PASS/FAIL;
 # INFO lines carry the numbers.
 
-SERVER=${LAB_SERVER:-10.0.2.2}
-PORT=${LAB_PORT:-2049}
-EXPORT=${LAB_EXPORT:-/}
-VERS=${LAB_VERS:-4.1,4.2}
-V=${VERS##*,}
+# Mount, mountstats and timing helpers ($M, $OPTS, mnt, stats, op_count,
+# up, secs); this scenario prints its own PASS/FAIL lines, not steps.
+. "$(dirname "$0")/lib.sh"
 MIB=256 # scripts/mirror-lab expects this size
-M=/mnt
 W=$M/mirror-${LAB_RUN_ID:-0}
-OPTS="vers=$V,hard,sec=sys,port=$PORT,retry=0"
 # A hard mount retries a data server's errors forever: each I/O step gets a
 # bound (the mirrored write takes about 60 s under TCG).
 IO_LIMIT=300
 
-up() { cut -d' ' -f1 /proc/uptime; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
-mnt() { mount.nfs4 "$SERVER:$EXPORT" "$M" -o "$OPTS"; }
-# mountstats block of $M
-stats() { awk -v m="$M" '$1 == "device" { inmnt = ($5 == m) } inmnt' /proc/self/mountstats; }
-op_count() { stats | awk -v op="$1:" '$1 == op { print $2; exit }'; }
-events() { stats | awk '$1 == "events:" { print; exit }'; }
 
 echo "LAB-SCENARIO mirror: vers $V, $MIB MiB, server $SERVER:$PORT$EXPORT"
 lsmod 2>/dev/null | grep -q nfs_layout_flexfiles && echo "INFO nfs_layout_flexfiles loaded" ||
     echo "INFO nfs_layout_flexfiles not in lsmod (built in, or loaded on demand)"
 mkdir -p "$M"
-if mnt; then pass mount; else fail mount "mount.nfs4 -o $OPTS failed"; echo LAB-END; exit 1; fi
+mnt || { fail mount "mount.nfs4 -o $OPTS failed"; echo LAB-END; exit 1; }
+pass mount
 mkdir -p "$W"
-drv=$(stats | sed -n 's/.*pnfs=\([A-Za-z0-9_]*\).*/\1/p' | head -n1)
+drv=$(pnfs_driver)
 echo "INFO layout-driver: pnfs=$drv"
 [ "$drv" = LAYOUT_FLEX_FILES ] && pass layout-driver ||
     fail layout-driver "mountstats shows pnfs=$drv, want LAYOUT_FLEX_FILES (does the MDS list LAYOUT4_FLEX_FILES in fs_layout_types?)"
@@ -62,7 +52,7 @@ else
 fi
 rm -f /tmp/src
 sync
-ew=$(events)
+ew=$(pnfs_events)
 lc_w=$(op_count LAYOUTCOMMIT)
 lg_w=$(op_count LAYOUTGET)
 echo 3 >/proc/sys/vm/drop_caches
@@ -75,9 +65,9 @@ got=$(timeout -s KILL $IO_LIMIT sha256sum "$W/big" | cut -d' ' -f1)
 t1=$(up)
 echo "INFO read: $MIB MiB in $(secs "$t0" "$t1") s"
 [ "$got" = "$want" ] && pass read-verify || fail read-verify "sha256 $got != written $want"
-er=$(events)
-pw=$(echo "$ew" | awk '{ print $NF }')
-pr=$(echo "$er" | awk '{ print $(NF-1) }')
+er=$(pnfs_events)
+pw=${ew#* }
+pr=${er% *}
 echo "INFO counters: pnfs_write=$pw (write mount), pnfs_read=$pr (read mount), standalone LAYOUTGET=$lg_w+$(op_count LAYOUTGET), GETDEVICEINFO=$(op_count GETDEVICEINFO), LAYOUTCOMMIT=$lc_w (write mount), LAYOUTERROR=$(op_count LAYOUTERROR)"
 [ "${pw:-0}" -gt 0 ] 2>/dev/null && pass pnfs-write || fail pnfs-write "pnfs_write counter is ${pw:-empty}: writes went through the MDS"
 [ "${pr:-0}" -gt 0 ] 2>/dev/null && pass pnfs-read || fail pnfs-read "pnfs_read counter is ${pr:-empty}: reads went through the MDS"
