@@ -289,6 +289,9 @@ pub trait LayoutSource {
     fn layoutcommit(&mut self, fh: &[u8], sid: &stateid4, end: u64) -> Result<()>;
     /// LAYOUTRETURN of every flexfiles layout of the file.
     fn layoutreturn(&mut self, fh: &[u8], sid: &stateid4) -> Result<()>;
+    /// The file's size (GETATTR): a data server's object ends where its
+    /// last segment's data does, not where the file does.
+    fn size(&mut self, fh: &[u8]) -> Result<u64>;
 }
 
 fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
@@ -317,6 +320,10 @@ impl LayoutSource for Client {
     fn layoutreturn(&mut self, fh: &[u8], sid: &stateid4) -> Result<()> {
         let ret = crate::layout::whole_file_layoutreturn_of(layouttype4::LAYOUT4_FLEX_FILES, sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY);
         self.compound_ok(vec![putfh(fh), ret], |_| Ok(()))
+    }
+
+    fn size(&mut self, fh: &[u8]) -> Result<u64> {
+        self.getattr_size(fh)
     }
 }
 
@@ -460,8 +467,16 @@ impl FlexFile {
 
     /// Reads up to `count` bytes at `offset` (no further than the end of
     /// the segment and stripe unit it starts in) from the best mirror,
-    /// going on to the next mirror when one fails. Returns (data, eof).
+    /// going on to the next mirror when one fails. Returns (data, eof) as
+    /// the data server said: eof means its object ends there, which is the
+    /// file's end only when no later segment holds data (see
+    /// [`FlexFile::read_all`]).
     pub fn read(&mut self, src: &mut dyn LayoutSource, offset: u64, count: u32) -> Result<(Vec<u8>, bool)> {
+        self.read_span(src, offset, count).map(|(data, eof, _)| (data, eof))
+    }
+
+    /// [`FlexFile::read`], also returning how many bytes the READ asked for.
+    fn read_span(&mut self, src: &mut dyn LayoutSource, offset: u64, count: u32) -> Result<(Vec<u8>, bool, u32)> {
         let seg = self.segment_for(src, offset, count as u64)?;
         let n = seg.span(offset, count as u64).min(MAX_DS_IO) as u32;
         let mut failed = Vec::new();
@@ -478,7 +493,7 @@ impl FlexFile {
             };
             let (addr, c) = &mut self.ds[ds];
             match c.read(&d.fh, &d.stateid, loc.object_offset, n) {
-                Ok(r) => return Ok(r),
+                Ok((data, eof)) => return Ok((data, eof, n)),
                 Err(e) => {
                     failed.push(format!("mirror {m} on {addr}: {e}"));
                     self.read_failovers += 1;
@@ -488,15 +503,24 @@ impl FlexFile {
         Err(Error::Protocol(format!("READ of {n} bytes at {offset} failed on every mirror: {}", failed.join("; "))))
     }
 
-    /// Reads [`offset`, `offset` + `len`) (less at EOF).
+    /// Reads [`offset`, `offset` + `len`), cut at the file's size (asked of
+    /// the MDS). Bytes a mirror's object lacks below that size (never
+    /// written: a hole) read as zeros, as the Linux client fills pages.
     pub fn read_all(&mut self, src: &mut dyn LayoutSource, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(len.min(64 << 20));
-        while out.len() < len {
-            let want = (len - out.len()).min(MAX_DS_IO as usize) as u32;
-            let (data, eof) = self.read(src, offset + out.len() as u64, want)?;
+        let end = offset.saturating_add(len as u64).min(src.size(&self.fh)?);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset).min(64 << 20) as usize);
+        while offset + (out.len() as u64) < end {
+            let at = offset + out.len() as u64;
+            let (data, eof, asked) = self.read_span(src, at, (end - at).min(MAX_DS_IO) as u32)?;
             out.extend_from_slice(&data);
-            if eof || data.is_empty() {
-                break;
+            if data.len() < asked as usize {
+                if eof {
+                    // The object ends inside this READ's range, which lies
+                    // in one segment: the rest of the range is a hole.
+                    out.resize(out.len() + asked as usize - data.len(), 0);
+                } else if data.is_empty() {
+                    return Err(Error::Protocol(format!("READ at {at} returned nothing without EOF")));
+                }
             }
         }
         Ok(out)
@@ -710,6 +734,9 @@ mod tests {
         }
         fn layoutreturn(&mut self, _fh: &[u8], _sid: &stateid4) -> Result<()> {
             Ok(())
+        }
+        fn size(&mut self, _fh: &[u8]) -> Result<u64> {
+            Ok(0)
         }
     }
 
