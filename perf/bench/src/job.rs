@@ -752,7 +752,7 @@ impl Job {
             },
             LayoutMap::Flex(segs) => match segs.iter().find(|s| s.start <= req.off && req.off < s.end) {
                 Some(s) if s.end - req.off >= bs && (s.stripe_unit == 0 || s.stripe_unit - req.off % s.stripe_unit >= bs) => {
-                    let stripe = |m: &Vec<usize>| if s.stripe_unit == 0 { m[0] } else { m[((req.off / s.stripe_unit) % m.len() as u64) as usize] };
+                    let stripe = |m: &Vec<usize>| m[(req.off.checked_div(s.stripe_unit).unwrap_or(0) % m.len() as u64) as usize];
                     if write {
                         for (k, m) in s.mirrors.iter().enumerate() {
                             let t = stripe(m);
