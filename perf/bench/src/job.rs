@@ -418,6 +418,7 @@ impl Job {
             if self.p.pnfs {
                 ops.push(layoutget_of(prefer, CURRENT_STATEID, iomode, lo, hi)); // OPEN's stateid
             }
+            let reason_before = self.res.no_layout_reason.clone();
             let body = self.pipes[0].call(&ops)?;
             let res = decode_compound(&body)?;
             let (open_sid, fh) = match (res.resarray.get(1), res.resarray.get(2)) {
@@ -440,7 +441,9 @@ impl Job {
                 let res = decode_compound(&body)?;
                 got = self.layoutget_result(&name, res.resarray.get(1))?;
                 if got.is_some() {
+                    // The file has layouts after all: the first type's refusal is no reason.
                     prefer = t;
+                    self.res.no_layout_reason = reason_before;
                 }
             }
             let layout = match got {
