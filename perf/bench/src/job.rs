@@ -8,8 +8,9 @@ use crate::hist::Histogram;
 use crate::opts::Workload;
 use crate::pattern;
 use crate::pipe::{create_0644, decode_compound, open_args, poll_readable, status_name, PResult, Pipe};
-use pnfs_client::layout::{layoutcommit_to, whole_file_layoutget, whole_file_layoutreturn, DeviceAddrs, FileLayout};
-use pnfs_client::CURRENT_STATEID;
+use pnfs_client::flexfiles::{FlexDevice, Segment};
+use pnfs_client::layout::{layoutcommit_of, layoutget, whole_file_layoutget, whole_file_layoutreturn_of, DeviceAddrs, FileLayout};
+use pnfs_client::{LayoutSegment, CURRENT_STATEID};
 use pnfs_client::pnfs_protocol::wire::*;
 use pnfs_client::pnfs_protocol::xdr::{Decoder, Opaque, XdrDecode};
 use std::collections::{HashMap, VecDeque};
@@ -63,6 +64,9 @@ pub struct Plan {
     /// Filehandles of the job's files (getattr), by region.
     pub fhs: Vec<Vec<u8>>,
     pub pnfs: bool,
+    /// The layout types this tool speaks that the server lists in
+    /// fs_layout_types, in the server's order.
+    pub layout_types: Vec<layouttype4>,
     pub stable_file: bool,
     pub stamp: bool,
     pub verify: bool,
@@ -94,12 +98,77 @@ pub struct JobResult {
     pub effective_bs: u64,
 }
 
-struct LayoutCtx {
-    fl: FileLayout,
-    stripe_indices: Vec<u32>,
-    /// Data server index (in the device) -> pipe index.
-    pipe_of_ds: Vec<usize>,
+/// Mirrors one flexfiles segment may have here (a write goes to each).
+const MAX_MIRRORS: usize = 4;
+/// Flexfiles segments fetched for one file at most.
+const MAX_SEGMENTS: usize = 65536;
+
+/// LAYOUTGET of `ty` for a job's part [lo, hi) of a file: a files layout
+/// of the whole file (as before), flexfiles segments from `lo`.
+fn layoutget_of(ty: layouttype4, sid: stateid4, iomode: layoutiomode4, lo: u64, hi: u64) -> nfs_argop4<'static> {
+    match ty {
+        layouttype4::LAYOUT4_FLEX_FILES => layoutget(ty, sid, iomode, lo, if hi > lo { hi - lo } else { u64::MAX }, 1, 64 * 1024),
+        _ => whole_file_layoutget(sid, iomode, 0, 64 * 1024),
+    }
+}
+
+fn getdeviceinfo_of(ty: layouttype4, id: [u8; 16]) -> nfs_argop4<'static> {
+    nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args { gdia_device_id: id, gdia_layout_type: ty, gdia_maxcount: 64 * 1024, gdia_notify_types: vec![] })
+}
+
+enum LayoutMap {
+    Files {
+        fl: FileLayout,
+        stripe_indices: Vec<u32>,
+        /// Data server index (in the device) -> pipe index.
+        pipe_of_ds: Vec<usize>,
+    },
+    /// Flexfiles segments by offset, prefetched at open for the job's
+    /// regions.
+    Flex(Vec<FlexSeg>),
+}
+
+/// One flexfiles layout segment: [start, end), per mirror the targets of
+/// its stripes (indices into `LayoutCtx::targets`).
+struct FlexSeg {
+    start: u64,
+    end: u64,
+    stripe_unit: u64,
+    mirrors: Vec<Vec<usize>>,
+    /// Mirror indices, best efficiency first (the order reads try them).
+    read_order: Vec<usize>,
+    /// How many mirrors share the best efficiency: reads rotate over them
+    /// block by block. (The Linux 6.1 client reads the first one; spreading
+    /// lets a sequential reader draw on every data server holding the
+    /// segment, which is what the benchmark measures.)
+    read_ties: usize,
+}
+
+/// A flexfiles data server object: the pipe, its filehandle and the
+/// stateid I/O to it carries.
+struct FlexTarget {
+    pipe: usize,
+    fh: Vec<u8>,
     sid: stateid4,
+}
+
+struct LayoutCtx {
+    map: LayoutMap,
+    targets: Vec<FlexTarget>,
+    layout_type: layouttype4,
+    sid: stateid4,
+    commit_through_mds: bool,
+    no_layoutcommit: bool,
+}
+
+impl LayoutCtx {
+    /// The data server filehandle `dirty` entries name by index.
+    fn fh(&self, i: usize) -> &[u8] {
+        match &self.map {
+            LayoutMap::Files { fl, .. } => &fl.fhs[i],
+            LayoutMap::Flex(_) => &self.targets[i].fh,
+        }
+    }
 }
 
 struct FileCtx {
@@ -127,6 +196,8 @@ enum Kind {
 struct Req {
     region: u32,
     off: u64,
+    /// Mirrors of a flexfiles segment a READ skips (they failed it).
+    skip_mirrors: u8,
 }
 
 #[derive(Clone, Copy)]
@@ -136,6 +207,10 @@ struct InFlight {
     req: Req,
     measured: bool,
     via_ds: bool,
+    /// A second or third mirror's copy of a WRITE: only its status counts.
+    mirror_copy: bool,
+    /// Mirrors in the segment a flexfiles READ went to (0 otherwise).
+    mirrors: u8,
     buf: u16,
     chain: u32,
 }
@@ -203,6 +278,10 @@ struct Job {
     outstanding: usize,
     owner: Vec<u8>,
     clientid: u64,
+    /// Data server requests one WRITE makes (the most mirrors of a
+    /// flexfiles segment; 1 otherwise): qd counts logical requests.
+    copies: usize,
+    failover_warned: bool,
 }
 
 /// Runs a job: setup (untimed), then waits at the start barrier, runs the
@@ -250,6 +329,8 @@ fn setup(p: Plan) -> PResult<Job> {
         rot: 0,
         outstanding: 0,
         clientid,
+        copies: 1,
+        failover_warned: false,
         pipes: vec![mds],
         files: vec![],
         p,
@@ -286,9 +367,11 @@ fn setup(p: Plan) -> PResult<Job> {
                 InFlight {
                     t: Instant::now(),
                     kind: Kind::Read,
-                    req: Req { region: 0, off: 0 },
+                    req: Req { region: 0, off: 0, skip_mirrors: 0 },
                     measured: false,
                     via_ds: false,
+                    mirror_copy: false,
+                    mirrors: 0,
                     buf: NO_BUF,
                     chain: 0
                 };
@@ -301,17 +384,29 @@ fn setup(p: Plan) -> PResult<Job> {
 
 impl Job {
     /// OPEN (+ LAYOUTGET in the same COMPOUND) every file, GETDEVICEINFO
-    /// for new devices, one connection per data server.
+    /// for new devices, one connection per data server. The LAYOUTGET asks
+    /// for the layout type that worked last (at first the one the server
+    /// lists first); a file that has none of that type (a mirrored file has
+    /// a flexfiles layout, a striped one a files layout) gets a LAYOUTGET of
+    /// the other type. Flexfiles
+    /// segments are fetched here until they cover the job's part of the
+    /// file (untimed), as many LAYOUTGETs as segments.
     fn open_files(&mut self) -> PResult<()> {
         let write = self.p.workload.is_write() || self.p.fill;
+        let iomode = if write { layoutiomode4::LAYOUTIOMODE4_RW } else { layoutiomode4::LAYOUTIOMODE4_READ };
         let mut devices: HashMap<[u8; 16], DeviceAddrs> = HashMap::new();
+        let mut flex_devices: HashMap<[u8; 16], usize> = HashMap::new();
         let mut ds_pipe: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut prefer = self.p.layout_types.first().copied().unwrap_or(layouttype4::LAYOUT4_NFSV4_1_FILES);
         let mut seen = Vec::new();
         for r in self.p.regions.clone() {
             if seen.contains(&r.file) {
                 continue;
             }
             seen.push(r.file);
+            // The part of the file this job works on.
+            let lo = self.p.regions.iter().filter(|x| x.file == r.file).map(|x| x.start).min().unwrap_or(0);
+            let hi = self.p.regions.iter().filter(|x| x.file == r.file).map(|x| x.start + x.len).max().unwrap_or(0);
             let name = file_name(r.file);
             let how = if write { create_0644() } else { openflag4::default(opentype4::OPEN4_NOCREATE) };
             let access = if write { OPEN4_SHARE_ACCESS_BOTH } else { OPEN4_SHARE_ACCESS_READ };
@@ -321,9 +416,9 @@ impl Job {
                 nfs_argop4::OP_GETFH,
             ];
             if self.p.pnfs {
-                let iomode = if write { layoutiomode4::LAYOUTIOMODE4_RW } else { layoutiomode4::LAYOUTIOMODE4_READ };
-                ops.push(whole_file_layoutget(CURRENT_STATEID, iomode, 0, 64 * 1024)); // OPEN's stateid
+                ops.push(layoutget_of(prefer, CURRENT_STATEID, iomode, lo, hi)); // OPEN's stateid
             }
+            let reason_before = self.res.no_layout_reason.clone();
             let body = self.pipes[0].call(&ops)?;
             let res = decode_compound(&body)?;
             let (open_sid, fh) = match (res.resarray.get(1), res.resarray.get(2)) {
@@ -332,84 +427,245 @@ impl Job {
                 }
                 _ => return Err(format!("OPEN {name}: {}", status_name(res.status as u32))),
             };
-            let mut layout = None;
-            match res.resarray.get(3) {
-                Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok))) => {
-                    let l = ok
-                        .logr_layout
-                        .iter()
-                        .find(|l| l.lo_content.loc_type == layouttype4::LAYOUT4_NFSV4_1_FILES && l.lo_offset == 0)
-                        .ok_or_else(|| format!("LAYOUTGET {name}: no files layout from offset 0"))?;
-                    let fl = FileLayout::decode(&l.lo_content.loc_body).map_err(|e| format!("LAYOUTGET {name}: {e}"))?;
-                    let covers = l.lo_length == u64::MAX || l.lo_length >= r.start + r.len;
-                    if !covers {
-                        self.res.no_layout_reason = Some(format!("layout of {name} covers only {} bytes", l.lo_length));
-                    } else {
-                        layout = Some((fl, ok.logr_stateid.clone()));
-                    }
-                }
-                Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4ERR_LAYOUTTRYLATER(_))) => {
-                    self.res.no_layout_reason = Some("LAYOUTGET: NFS4ERR_LAYOUTTRYLATER".into());
-                }
-                Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::default(st))) if layout_unavailable(*st) => {
-                    self.res.no_layout_reason = Some(format!("LAYOUTGET: {st:?}"));
-                }
-                Some(nfs_resop4::OP_LAYOUTGET(_)) => return Err(format!("LAYOUTGET {name}: {}", status_name(res.status as u32))),
-                _ if self.p.pnfs && res.status != nfsstat4::NFS4_OK => {
-                    return Err(format!("OPEN {name}: {}", status_name(res.status as u32)))
-                }
-                _ => {}
+            let mut got = self.layoutget_result(&name, res.resarray.get(3))?;
+            if res.resarray.len() < 4 && self.p.pnfs && res.status != nfsstat4::NFS4_OK {
+                return Err(format!("OPEN {name}: {}", status_name(res.status as u32)));
             }
             drop(res);
-            let layout = match layout {
+            let other = self.p.layout_types.iter().copied().find(|t| *t != prefer);
+            if let (true, true, Some(t)) = (self.p.pnfs, got.is_none(), other) {
+                let body = self.pipes[0].call(&[
+                    nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&fh) }),
+                    layoutget_of(t, open_sid.clone(), iomode, lo, hi),
+                ])?;
+                let res = decode_compound(&body)?;
+                got = self.layoutget_result(&name, res.resarray.get(1))?;
+                if got.is_some() {
+                    // The file has layouts after all: the first type's refusal is no reason.
+                    prefer = t;
+                    self.res.no_layout_reason = reason_before;
+                }
+            }
+            let layout = match got {
                 None => None,
-                Some((fl, sid)) => {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = devices.entry(fl.device_id) {
-                        let body = self.pipes[0].call(&[nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
-                            gdia_device_id: fl.device_id,
-                            gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
-                            gdia_maxcount: 64 * 1024,
-                            gdia_notify_types: vec![],
-                        })])?;
-                        let res = decode_compound(&body)?;
-                        let dev = match res.resarray.first() {
-                            Some(nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok))) => {
-                                DeviceAddrs::decode(&ok.gdir_device_addr.da_addr_body)?
-                            }
-                            _ => return Err(format!("GETDEVICEINFO: {}", status_name(res.status as u32))),
-                        };
-                        slot.insert(dev);
+                Some((sid, layouts)) if prefer == layouttype4::LAYOUT4_FLEX_FILES => {
+                    self.flex_layout(&name, &fh, sid, layouts, iomode, lo, hi, &mut flex_devices, &mut ds_pipe)?
+                }
+                Some((sid, layouts)) => {
+                    let l = layouts
+                        .iter()
+                        .find(|l| l.layout_type == layouttype4::LAYOUT4_NFSV4_1_FILES && l.offset == 0)
+                        .ok_or_else(|| format!("LAYOUTGET {name}: no files layout from offset 0"))?;
+                    let fl = FileLayout::decode(&l.body).map_err(|e| format!("LAYOUTGET {name}: {e}"))?;
+                    let covers = l.length == u64::MAX || l.length >= hi;
+                    if !covers {
+                        self.res.no_layout_reason = Some(format!("layout of {name} covers only {} bytes", l.length));
+                        None
+                    } else {
+                        Some(self.files_layout(&name, fl, sid, &mut devices, &mut ds_pipe)?)
                     }
-                    let dev = &devices[&fl.device_id];
-                    fl.check(dev).map_err(|e| format!("layout of {name}: {e}"))?;
-                    let mut pipe_of_ds = Vec::with_capacity(dev.ds_lists.len());
-                    for ds in 0..dev.ds_lists.len() {
-                        let addr = dev.tcp_addr(ds).ok_or_else(|| format!("data server {ds}: no TCP universal address"))?;
-                        let pi = match ds_pipe.get(&addr) {
-                            Some(i) => *i,
-                            None => {
-                                let pipe = Pipe::connect_as(addr, &self.pipes[0], self.p.qd, self.p.bs)?;
-                                if self.p.bs > pipe.max_io() {
-                                    return Err(format!("--bs {} exceeds data server {addr}'s session limit", self.p.bs));
-                                }
-                                self.pipes.push(pipe);
-                                ds_pipe.insert(addr, self.pipes.len() - 1);
-                                self.pipes.len() - 1
-                            }
-                        };
-                        pipe_of_ds.push(pi);
-                    }
-                    // The fill phase writes whole stripe units when they are smaller than bs.
-                    if self.p.fill && fl.stripe_unit < self.res.effective_bs && fl.stripe_unit % 512 == 0 {
-                        self.res.effective_bs = fl.stripe_unit;
-                    }
-                    self.res.layouts += 1;
-                    Some(LayoutCtx { stripe_indices: dev.stripe_indices.clone(), pipe_of_ds, fl, sid })
                 }
             };
             self.files.push(FileCtx { file: r.file, fh, open_sid, layout, ds_written_end: 0, dirty: Vec::new() });
         }
+        self.copies = self
+            .files
+            .iter()
+            .filter_map(|f| match f.layout.as_ref().map(|l| &l.map) {
+                Some(LayoutMap::Flex(segs)) if write => segs.iter().map(|s| s.mirrors.len()).max(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(1);
         Ok(())
+    }
+
+    /// The layouts of a LAYOUTGET result (None, with the reason noted,
+    /// when the server has none for us).
+    fn layoutget_result(&mut self, name: &str, r: Option<&nfs_resop4>) -> PResult<Option<(stateid4, Vec<LayoutSegment>)>> {
+        match r {
+            Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok))) => {
+                Ok(Some((ok.logr_stateid.clone(), ok.logr_layout.iter().map(LayoutSegment::from_wire).collect())))
+            }
+            Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4ERR_LAYOUTTRYLATER(_))) => {
+                self.res.no_layout_reason = Some("LAYOUTGET: NFS4ERR_LAYOUTTRYLATER".into());
+                Ok(None)
+            }
+            Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::default(st))) if layout_unavailable(*st) => {
+                self.res.no_layout_reason = Some(format!("LAYOUTGET: {st:?}"));
+                Ok(None)
+            }
+            Some(nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::default(st))) => Err(format!("LAYOUTGET {name}: {st:?}")),
+            _ => Ok(None),
+        }
+    }
+
+    /// The pipe of data server `addr` (connected the first time).
+    fn ds_pipe(&mut self, addr: SocketAddr, ds_pipe: &mut HashMap<SocketAddr, usize>) -> PResult<usize> {
+        if let Some(i) = ds_pipe.get(&addr) {
+            return Ok(*i);
+        }
+        let pipe = Pipe::connect_as(addr, &self.pipes[0], self.p.qd, self.p.bs)?;
+        if self.p.bs > pipe.max_io() {
+            return Err(format!("--bs {} exceeds data server {addr}'s session limit", self.p.bs));
+        }
+        self.pipes.push(pipe);
+        ds_pipe.insert(addr, self.pipes.len() - 1);
+        Ok(self.pipes.len() - 1)
+    }
+
+    fn files_layout(
+        &mut self,
+        name: &str,
+        fl: FileLayout,
+        sid: stateid4,
+        devices: &mut HashMap<[u8; 16], DeviceAddrs>,
+        ds_pipe: &mut HashMap<SocketAddr, usize>,
+    ) -> PResult<LayoutCtx> {
+        if let std::collections::hash_map::Entry::Vacant(slot) = devices.entry(fl.device_id) {
+            let body = self.pipes[0].call(&[getdeviceinfo_of(layouttype4::LAYOUT4_NFSV4_1_FILES, fl.device_id)])?;
+            let res = decode_compound(&body)?;
+            let dev = match res.resarray.first() {
+                Some(nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok))) => DeviceAddrs::decode(&ok.gdir_device_addr.da_addr_body)?,
+                _ => return Err(format!("GETDEVICEINFO: {}", status_name(res.status as u32))),
+            };
+            slot.insert(dev);
+        }
+        let dev = devices[&fl.device_id].clone();
+        fl.check(&dev).map_err(|e| format!("layout of {name}: {e}"))?;
+        let mut pipe_of_ds = Vec::with_capacity(dev.ds_lists.len());
+        for ds in 0..dev.ds_lists.len() {
+            let addr = dev.tcp_addr(ds).ok_or_else(|| format!("data server {ds}: no TCP universal address"))?;
+            pipe_of_ds.push(self.ds_pipe(addr, ds_pipe)?);
+        }
+        // The fill phase writes whole stripe units when they are smaller than bs.
+        if self.p.fill && fl.stripe_unit < self.res.effective_bs && fl.stripe_unit % 512 == 0 {
+            self.res.effective_bs = fl.stripe_unit;
+        }
+        self.res.layouts += 1;
+        let commit_through_mds = fl.commit_through_mds;
+        Ok(LayoutCtx {
+            map: LayoutMap::Files { stripe_indices: dev.stripe_indices.clone(), pipe_of_ds, fl },
+            targets: Vec::new(),
+            layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+            sid,
+            commit_through_mds,
+            no_layoutcommit: false,
+        })
+    }
+
+    /// The flexfiles segments of [lo, hi): those of the first reply, then
+    /// a LAYOUTGET from the end of the covered range until it reaches `hi`.
+    #[allow(clippy::too_many_arguments)]
+    fn flex_layout(
+        &mut self,
+        name: &str,
+        fh: &[u8],
+        mut sid: stateid4,
+        mut layouts: Vec<LayoutSegment>,
+        iomode: layoutiomode4,
+        lo: u64,
+        hi: u64,
+        flex_devices: &mut HashMap<[u8; 16], usize>,
+        ds_pipe: &mut HashMap<SocketAddr, usize>,
+    ) -> PResult<Option<LayoutCtx>> {
+        let mut ctx = LayoutCtx {
+            map: LayoutMap::Flex(Vec::new()),
+            targets: Vec::new(),
+            layout_type: layouttype4::LAYOUT4_FLEX_FILES,
+            sid: sid.clone(),
+            commit_through_mds: false,
+            no_layoutcommit: false,
+        };
+        let mut segs: Vec<FlexSeg> = Vec::new();
+        let mut covered = lo;
+        for _ in 0..MAX_SEGMENTS {
+            for l in &layouts {
+                let seg = Segment::from_layout(l).map_err(|e| format!("LAYOUTGET {name}: {e}"))?;
+                if seg.layout.mirrors.len() > MAX_MIRRORS {
+                    return Err(format!("layout of {name}: {} mirrors (this tool writes at most {MAX_MIRRORS})", seg.layout.mirrors.len()));
+                }
+                ctx.no_layoutcommit = seg.layout.no_layoutcommit();
+                let fs = self.flex_seg(&seg, &mut ctx.targets, flex_devices, ds_pipe)?;
+                segs.retain(|s| s.end <= fs.start || s.start >= fs.end);
+                segs.push(fs);
+                self.res.layouts += 1;
+            }
+            segs.sort_by_key(|s| s.start);
+            while let Some(s) = segs.iter().find(|s| s.start <= covered && covered < s.end) {
+                covered = s.end;
+            }
+            if covered >= hi.max(lo + 1) {
+                ctx.sid = sid;
+                ctx.map = LayoutMap::Flex(segs);
+                return Ok(Some(ctx));
+            }
+            let body = self.pipes[0].call(&[
+                nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(fh) }),
+                layoutget_of(layouttype4::LAYOUT4_FLEX_FILES, sid.clone(), iomode, covered, hi),
+            ])?;
+            let res = decode_compound(&body)?;
+            match self.layoutget_result(name, res.resarray.get(1))? {
+                Some((s, l)) if !l.is_empty() => {
+                    sid = s;
+                    layouts = l;
+                }
+                _ => {
+                    let why = self.res.no_layout_reason.clone().unwrap_or_else(|| "no layout".into());
+                    return Err(format!("LAYOUTGET {name} at {covered}: {why}"));
+                }
+            }
+        }
+        Err(format!("layout of {name}: [{lo}, {hi}) needs more than {MAX_SEGMENTS} segments"))
+    }
+
+    /// A segment's targets: GETDEVICEINFO and a connection for new devices.
+    fn flex_seg(
+        &mut self,
+        seg: &Segment,
+        targets: &mut Vec<FlexTarget>,
+        flex_devices: &mut HashMap<[u8; 16], usize>,
+        ds_pipe: &mut HashMap<SocketAddr, usize>,
+    ) -> PResult<FlexSeg> {
+        let mut mirrors = Vec::with_capacity(seg.layout.mirrors.len());
+        for m in &seg.layout.mirrors {
+            let mut stripes = Vec::with_capacity(m.data_servers.len());
+            for d in &m.data_servers {
+                let pipe = match flex_devices.get(&d.device_id) {
+                    Some(p) => *p,
+                    None => {
+                        let body = self.pipes[0].call(&[getdeviceinfo_of(layouttype4::LAYOUT4_FLEX_FILES, d.device_id)])?;
+                        let res = decode_compound(&body)?;
+                        let dev = match res.resarray.first() {
+                            Some(nfs_resop4::OP_GETDEVICEINFO(GETDEVICEINFO4res::NFS4_OK(ok))) => FlexDevice::decode(&ok.gdir_device_addr.da_addr_body)?,
+                            _ => return Err(format!("GETDEVICEINFO (flexfiles): {}", status_name(res.status as u32))),
+                        };
+                        drop(res);
+                        let addr = dev.tcp_addr().ok_or_else(|| format!("flexfiles device: no TCP address in {:?}", dev.netaddrs))?;
+                        let p = self.ds_pipe(addr, ds_pipe)?;
+                        flex_devices.insert(d.device_id, p);
+                        p
+                    }
+                };
+                let t = match targets.iter().position(|t| t.pipe == pipe && t.fh == d.fh && t.sid == d.stateid) {
+                    Some(t) => t,
+                    None => {
+                        targets.push(FlexTarget { pipe, fh: d.fh.clone(), sid: d.stateid.clone() });
+                        targets.len() - 1
+                    }
+                };
+                stripes.push(t);
+            }
+            mirrors.push(stripes);
+        }
+        let su = seg.layout.stripe_unit;
+        if self.p.fill && su > 0 && su < self.res.effective_bs && su % 512 == 0 {
+            self.res.effective_bs = su;
+        }
+        let read_order = seg.layout.read_order();
+        let best = seg.layout.efficiency(read_order[0]);
+        let read_ties = read_order.iter().take_while(|&&m| seg.layout.efficiency(m) == best).count();
+        Ok(FlexSeg { start: seg.offset, end: seg.end(), stripe_unit: su, mirrors, read_order, read_ties })
     }
 
     fn file_ix(&self, file: u32) -> usize {
@@ -480,32 +736,59 @@ impl Job {
         self.p.stamp && !self.bufs.is_empty()
     }
 
-    /// Sends one READ or WRITE; false when the target connection has no
-    /// free slot (try again after a reply).
+    /// Where one request goes: up to MAX_MIRRORS (pipe, data server fh
+    /// index or usize::MAX for the MDS fh, object offset); a flexfiles WRITE
+    /// goes to every mirror, a READ to the best mirror not skipped. Also the
+    /// mirror count of a flexfiles READ (0 otherwise). None of it when the
+    /// request crosses a stripe unit or segment: it goes through the MDS.
+    fn targets(&mut self, fi: usize, req: Req, write: bool) -> ([(usize, usize, u64); MAX_MIRRORS], usize, u8) {
+        let bs = self.res.effective_bs;
+        let mut out = [(0usize, usize::MAX, req.off); MAX_MIRRORS];
+        let Some(l) = &self.files[fi].layout else { return (out, 1, 0) };
+        let crossing = match &l.map {
+            LayoutMap::Files { fl, stripe_indices, pipe_of_ds } => match fl.locate(req.off, stripe_indices.len(), stripe_indices) {
+                Some(loc) if loc.unit_left >= bs => {
+                    out[0] = (pipe_of_ds[loc.ds], loc.fh, loc.object_offset);
+                    return (out, 1, 0);
+                }
+                _ => format!("crosses a {}-byte stripe unit", fl.stripe_unit),
+            },
+            LayoutMap::Flex(segs) => match segs.iter().find(|s| s.start <= req.off && req.off < s.end) {
+                Some(s) if s.end - req.off >= bs && (s.stripe_unit == 0 || s.stripe_unit - req.off % s.stripe_unit >= bs) => {
+                    let stripe = |m: &Vec<usize>| m[(req.off.checked_div(s.stripe_unit).unwrap_or(0) % m.len() as u64) as usize];
+                    if write {
+                        for (k, m) in s.mirrors.iter().enumerate() {
+                            let t = stripe(m);
+                            out[k] = (l.targets[t].pipe, t, req.off);
+                        }
+                        return (out, s.mirrors.len(), 0);
+                    }
+                    let first = if s.read_ties > 1 { ((req.off / bs) % s.read_ties as u64) as usize } else { 0 };
+                    let m = s.read_order[(first + req.skip_mirrors as usize) % s.read_order.len()];
+                    let t = stripe(&s.mirrors[m]);
+                    out[0] = (l.targets[t].pipe, t, req.off);
+                    return (out, 1, s.mirrors.len() as u8);
+                }
+                Some(s) => format!("crosses the end of a flexfiles segment or stripe unit ([{}, {}), unit {})", s.start, s.end, s.stripe_unit),
+                None => "lies in no flexfiles segment held".to_string(),
+            },
+        };
+        if !self.res.straddle_warned {
+            self.res.straddle_warned = true;
+            eprintln!("pnfs-bench: job {}: a {bs}-byte request at {} {crossing}: sent through the MDS (use --bs <= stripe unit)", self.p.id, req.off);
+        }
+        (out, 1, 0)
+    }
+
+    /// Sends one READ or WRITE (a flexfiles WRITE once per mirror); false
+    /// when a target connection has no free slot (try again after a reply).
     fn issue_io(&mut self, req: Req, measured: bool) -> PResult<bool> {
         let write = self.p.workload.is_write() || self.p.fill;
         let bs = self.res.effective_bs;
-        let region = &self.p.regions[req.region as usize];
-        let file_no = region.file;
+        let file_no = self.p.regions[req.region as usize].file;
         let fi = self.file_ix(file_no);
-        let f = &self.files[fi];
-        let mut target = (0usize, usize::MAX, req.off, false);
-        if let Some(l) = &f.layout {
-            match l.fl.locate(req.off, l.stripe_indices.len(), &l.stripe_indices) {
-                Some(loc) if loc.unit_left >= bs => target = (l.pipe_of_ds[loc.ds], loc.fh, loc.object_offset, true),
-                _ => {
-                    if !self.res.straddle_warned {
-                        self.res.straddle_warned = true;
-                        eprintln!(
-                            "pnfs-bench: job {}: a {bs}-byte request at {} crosses a {}-byte stripe unit: sent through the MDS (use --bs <= stripe unit)",
-                            self.p.id, req.off, l.fl.stripe_unit
-                        );
-                    }
-                }
-            }
-        }
-        let (pi, fh_ix, obj_off, via_ds) = target;
-        if !self.pipes[pi].has_free_slot() {
+        let (targets, n, mirrors) = self.targets(fi, req, write);
+        if targets[..n].iter().any(|t| !self.pipes[t.0].has_free_slot()) {
             return Ok(false);
         }
         let buf_ix = if write && self.stamp_mode() {
@@ -516,55 +799,62 @@ impl Job {
         } else {
             NO_BUF
         };
-        let f = &self.files[fi];
-        let (fh, sid) = match (&f.layout, via_ds) {
-            (Some(l), true) => (&l.fl.fhs[fh_ix], stateid4 { seqid: 0, other: f.open_sid.other }),
-            _ => (&f.fh, f.open_sid.clone()),
-        };
-        let pipe = &mut self.pipes[pi];
-        let slot = pipe.start(2).ok_or("internal: no slot")?;
-        let b = pipe.buf(slot);
-        putfh_words(b, fh);
-        if write {
-            b.extend_from_slice(&(nfs_opnum4::OP_WRITE as u32).to_be_bytes());
-            stateid_words(b, &sid);
-            b.extend_from_slice(&obj_off.to_be_bytes());
-            let stable = if self.p.stable_file { stable_how4::FILE_SYNC4 } else { stable_how4::UNSTABLE4 };
-            b.extend_from_slice(&(stable as u32).to_be_bytes());
-            b.extend_from_slice(&(bs as u32).to_be_bytes());
-            let payload: &[u8] = if buf_ix != NO_BUF {
-                let pb = &mut self.bufs[buf_ix as usize];
-                pattern::stamp(pb, file_no, req.off);
-                pb
-            } else {
-                &self.shared_payload
-            };
-            pipe.send(slot, payload)?;
-            let f = &mut self.files[fi];
-            let key = (pi, if via_ds { fh_ix } else { usize::MAX });
-            if !self.p.stable_file && !f.dirty.contains(&key) {
-                f.dirty.push(key);
-            }
-            if via_ds {
-                f.ds_written_end = f.ds_written_end.max(req.off + bs);
-            }
-        } else {
-            b.extend_from_slice(&(nfs_opnum4::OP_READ as u32).to_be_bytes());
-            stateid_words(b, &sid);
-            b.extend_from_slice(&obj_off.to_be_bytes());
-            b.extend_from_slice(&(bs as u32).to_be_bytes());
-            pipe.send(slot, &[])?;
+        if buf_ix != NO_BUF {
+            pattern::stamp(&mut self.bufs[buf_ix as usize], file_no, req.off);
         }
-        self.inflight[pi][slot as usize] = InFlight {
-            t: Instant::now(),
-            kind: if write { Kind::Write } else { Kind::Read },
-            req,
-            measured,
-            via_ds,
-            buf: buf_ix,
-            chain: 0,
-        };
-        self.outstanding += 1;
+        for (k, &(pi, fh_ix, obj_off)) in targets[..n].iter().enumerate() {
+            let via_ds = fh_ix != usize::MAX;
+            let f = &self.files[fi];
+            let (fh, sid) = match (&f.layout, via_ds) {
+                (Some(l), true) => match &l.map {
+                    LayoutMap::Files { fl, .. } => (&fl.fhs[fh_ix], stateid4 { seqid: 0, other: f.open_sid.other }),
+                    LayoutMap::Flex(_) => (&l.targets[fh_ix].fh, l.targets[fh_ix].sid.clone()),
+                },
+                _ => (&f.fh, f.open_sid.clone()),
+            };
+            let pipe = &mut self.pipes[pi];
+            let slot = pipe.start(2).ok_or("internal: no slot")?;
+            let b = pipe.buf(slot);
+            putfh_words(b, fh);
+            if write {
+                b.extend_from_slice(&(nfs_opnum4::OP_WRITE as u32).to_be_bytes());
+                stateid_words(b, &sid);
+                b.extend_from_slice(&obj_off.to_be_bytes());
+                let stable = if self.p.stable_file { stable_how4::FILE_SYNC4 } else { stable_how4::UNSTABLE4 };
+                b.extend_from_slice(&(stable as u32).to_be_bytes());
+                b.extend_from_slice(&(bs as u32).to_be_bytes());
+                let payload: &[u8] = if buf_ix != NO_BUF { &self.bufs[buf_ix as usize] } else { &self.shared_payload };
+                pipe.send(slot, payload)?;
+                let f = &mut self.files[fi];
+                let key = (pi, fh_ix);
+                if !self.p.stable_file && !f.dirty.contains(&key) {
+                    f.dirty.push(key);
+                }
+                if via_ds {
+                    f.ds_written_end = f.ds_written_end.max(req.off + bs);
+                }
+            } else {
+                b.extend_from_slice(&(nfs_opnum4::OP_READ as u32).to_be_bytes());
+                stateid_words(b, &sid);
+                b.extend_from_slice(&obj_off.to_be_bytes());
+                b.extend_from_slice(&(bs as u32).to_be_bytes());
+                pipe.send(slot, &[])?;
+            }
+            self.inflight[pi][slot as usize] = InFlight {
+                t: Instant::now(),
+                kind: if write { Kind::Write } else { Kind::Read },
+                req,
+                measured,
+                via_ds,
+                mirror_copy: k > 0,
+                mirrors,
+                // The payload buffer is free again when the first copy is answered:
+                // every copy was sent from it already.
+                buf: if k == 0 { buf_ix } else { NO_BUF },
+                chain: 0,
+            };
+            self.outstanding += 1;
+        }
         Ok(true)
     }
 
@@ -579,14 +869,28 @@ impl Job {
             let since = *self.delayed_since.get_or_insert_with(Instant::now);
             if since.elapsed() < MAX_DELAYED {
                 std::thread::sleep(Duration::from_millis(1));
+                // A mirrored WRITE is sent again to every mirror (rewriting
+                // the same bytes is harmless; rare enough to leave the count).
                 return Some(inf.req);
             }
         } else {
             self.delayed_since = None;
         }
+        if r.status != 0 && inf.kind == Kind::Read && (inf.req.skip_mirrors as usize + 1) < inf.mirrors as usize {
+            // A flexfiles READ that failed on one mirror: the next one.
+            if !self.failover_warned {
+                self.failover_warned = true;
+                eprintln!("pnfs-bench: job {}: READ at {} failed on {} ({}): trying the next mirror", self.p.id, inf.req.off, self.pipes[pi].addr, status_name(r.status));
+            }
+            return Some(Req { skip_mirrors: inf.req.skip_mirrors + 1, ..inf.req });
+        }
         if r.status != 0 {
             let what = format!("{:?} at offset {} on {}: {}", kind_name(inf.kind), inf.req.off, self.pipes[pi].addr, status_name(r.status));
             self.note_error(what);
+            return None;
+        }
+        if inf.mirror_copy {
+            // The other mirrors' copies: the first copy's reply counts the bytes.
             return None;
         }
         let data = self.pipes[pi].results(&r);
@@ -685,7 +989,7 @@ impl Job {
         let mut since_check = 0u32;
         loop {
             self.tick_window(&mut w, Instant::now());
-            while !stopping && commit_file.is_none() && self.outstanding < self.p.qd {
+            while !stopping && commit_file.is_none() && self.outstanding < self.p.qd * self.copies {
                 let req = match pending.take().or_else(|| retry.pop_front()) {
                     Some(r) => r,
                     None => {
@@ -708,10 +1012,10 @@ impl Job {
                             let r = (self.next_rand() % n) as usize;
                             let blocks = self.p.regions[r].len / bs;
                             let blk = self.next_rand() % blocks.max(1);
-                            Req { region: r as u32, off: self.p.regions[r].start + blk * bs }
+                            Req { region: r as u32, off: self.p.regions[r].start + blk * bs, skip_mirrors: 0 }
                         } else {
                             let reg = &self.p.regions[ri];
-                            let req = Req { region: ri as u32, off: reg.start + off };
+                            let req = Req { region: ri as u32, off: reg.start + off, skip_mirrors: 0 };
                             off += bs;
                             if off + bs > reg.len {
                                 // End of this region's pass.
@@ -771,12 +1075,12 @@ impl Job {
     fn commit_file(&mut self, file: u32) -> PResult<()> {
         let fi = self.file_ix(file);
         let dirty = std::mem::take(&mut self.files[fi].dirty);
-        let via_mds = self.files[fi].layout.as_ref().is_some_and(|l| l.fl.commit_through_mds);
+        let via_mds = self.files[fi].layout.as_ref().is_some_and(|l| l.commit_through_mds);
         let mut sent_mds = false;
         for (pi, fh_ix) in dirty {
             let f = &self.files[fi];
             let (pi, fh) = match (&f.layout, fh_ix) {
-                (Some(l), i) if i != usize::MAX && !via_mds => (pi, l.fl.fhs[i].clone()),
+                (Some(l), i) if i != usize::MAX && !via_mds => (pi, l.fh(i).to_vec()),
                 _ => {
                     if sent_mds {
                         continue;
@@ -820,12 +1124,12 @@ impl Job {
         for fi in 0..self.files.len() {
             let f = &self.files[fi];
             let (Some(l), end) = (&f.layout, f.ds_written_end) else { continue };
-            if end == 0 {
+            if end == 0 || l.no_layoutcommit {
                 continue;
             }
             let ops = [
                 nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&f.fh) }),
-                layoutcommit_to(l.sid.clone(), end),
+                layoutcommit_of(l.layout_type, l.sid.clone(), end),
             ];
             let body = self.pipes[0].call(&ops)?;
             let st = decode_compound(&body)?.status;
@@ -843,7 +1147,7 @@ impl Job {
             if let Some(l) = &f.layout {
                 let ops = [
                     nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(&f.fh) }),
-                    whole_file_layoutreturn(l.sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY),
+                    whole_file_layoutreturn_of(l.layout_type, l.sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY),
                 ];
                 // A failed return only leaves state on the server until the lease ends.
                 let _ = self.pipes[0].call(&ops);
@@ -939,7 +1243,17 @@ impl Job {
                 }
                 pipe.send(slot, &[])?;
                 self.inflight[0][slot as usize] =
-                    InFlight { t: Instant::now(), kind, req: Req { region: 0, off: 0 }, measured: w.open, via_ds: false, buf: NO_BUF, chain: c };
+                    InFlight {
+                    t: Instant::now(),
+                    kind,
+                    req: Req { region: 0, off: 0, skip_mirrors: 0 },
+                    measured: w.open,
+                    via_ds: false,
+                    mirror_copy: false,
+                    mirrors: 0,
+                    buf: NO_BUF,
+                    chain: c,
+                };
                 self.outstanding += 1;
             }
             if self.outstanding == 0 {

@@ -117,7 +117,7 @@ pub(crate) fn join_jobs<T>(handles: Vec<std::thread::JoinHandle<Result<T, String
     }
 }
 
-/// Does the server offer files layouts on `dir`'s file system?
+/// The layout types the server offers on `dir`'s file system (fs_layout_types).
 fn layout_types(c: &mut Client, dir: &[u8]) -> Result<Vec<u32>, String> {
     let ops = vec![
         nfs_argop4::OP_PUTFH(PUTFH4args { object: Opaque::borrowed(dir) }),
@@ -182,12 +182,13 @@ fn run(o: &Opts) -> Result<(), String> {
         _ => {}
     }
     let types = layout_types(&mut c, &dir)?;
-    let server_files_layouts = types.contains(&(layouttype4::LAYOUT4_NFSV4_1_FILES as u32));
-    let pnfs = !o.no_pnfs && server_files_layouts;
+    let known = [layouttype4::LAYOUT4_NFSV4_1_FILES, layouttype4::LAYOUT4_FLEX_FILES];
+    let layout_types: Vec<layouttype4> = types.iter().filter_map(|t| known.iter().copied().find(|k| *k as u32 == *t)).collect();
+    let pnfs = !o.no_pnfs && !layout_types.is_empty();
     let no_pnfs_reason = if o.no_pnfs {
         Some("--no-pnfs".to_string())
-    } else if !server_files_layouts {
-        Some(format!("server's fs_layout_types {types:?} has no LAYOUT4_NFSV4_1_FILES"))
+    } else if !pnfs {
+        Some(format!("server's fs_layout_types {types:?} has neither LAYOUT4_NFSV4_1_FILES nor LAYOUT4_FLEX_FILES"))
     } else {
         None
     };
@@ -245,6 +246,7 @@ fn run(o: &Opts) -> Result<(), String> {
                     dir_fh: dir.clone(),
                     fhs: vec![],
                     pnfs,
+                    layout_types: layout_types.clone(),
                     stable_file: false,
                     stamp: true,
                     verify: false,
@@ -301,6 +303,7 @@ fn run(o: &Opts) -> Result<(), String> {
                 regions,
                 dir_fh: dir.clone(),
                 pnfs,
+                layout_types: layout_types.clone(),
                 stable_file: o.stable_file,
                 stamp: o.verify && o.workload.is_write(),
                 verify: o.verify && !o.workload.is_write(),

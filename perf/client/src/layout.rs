@@ -131,12 +131,27 @@ impl DeviceAddrs {
 /// Linux files layout driver asks; `sid` is the open, delegation or layout
 /// stateid (or the current stateid after an OPEN in the same COMPOUND).
 pub fn whole_file_layoutget(sid: stateid4, iomode: layoutiomode4, minlength: u64, maxcount: u32) -> nfs_argop4<'static> {
+    layoutget(layouttype4::LAYOUT4_NFSV4_1_FILES, sid, iomode, 0, u64::MAX, minlength, maxcount)
+}
+
+/// LAYOUTGET of `layout_type` for the byte range [`offset`, `offset` +
+/// `length`) (`length` u64::MAX: to the end of the file); the server may
+/// answer a shorter range, at least `minlength` long from `offset`.
+pub fn layoutget(
+    layout_type: layouttype4,
+    sid: stateid4,
+    iomode: layoutiomode4,
+    offset: u64,
+    length: u64,
+    minlength: u64,
+    maxcount: u32,
+) -> nfs_argop4<'static> {
     nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
         loga_signal_layout_avail: false,
-        loga_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+        loga_layout_type: layout_type,
         loga_iomode: iomode,
-        loga_offset: 0,
-        loga_length: u64::MAX,
+        loga_offset: offset,
+        loga_length: length,
         loga_minlength: minlength,
         loga_stateid: sid,
         loga_maxcount: maxcount,
@@ -145,9 +160,15 @@ pub fn whole_file_layoutget(sid: stateid4, iomode: layoutiomode4, minlength: u64
 
 /// LAYOUTRETURN of a whole file's files layouts of `iomode`.
 pub fn whole_file_layoutreturn(sid: stateid4, iomode: layoutiomode4) -> nfs_argop4<'static> {
+    whole_file_layoutreturn_of(layouttype4::LAYOUT4_NFSV4_1_FILES, sid, iomode)
+}
+
+/// LAYOUTRETURN of a whole file's layouts of `layout_type` and `iomode`
+/// (an empty layout-type body: no error or statistics report).
+pub fn whole_file_layoutreturn_of(layout_type: layouttype4, sid: stateid4, iomode: layoutiomode4) -> nfs_argop4<'static> {
     nfs_argop4::OP_LAYOUTRETURN(LAYOUTRETURN4args {
         lora_reclaim: false,
-        lora_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+        lora_layout_type: layout_type,
         lora_iomode: iomode,
         lora_layoutreturn: layoutreturn4::LAYOUTRETURN4_FILE(layoutreturn_file4 {
             lrf_offset: 0,
@@ -162,6 +183,12 @@ pub fn whole_file_layoutreturn(sid: stateid4, iomode: layoutiomode4) -> nfs_argo
 /// (exclusive, > 0): the range [0, end), last write offset `end` - 1, no
 /// mtime, an empty layout update.
 pub fn layoutcommit_to(sid: stateid4, end: u64) -> nfs_argop4<'static> {
+    layoutcommit_of(layouttype4::LAYOUT4_NFSV4_1_FILES, sid, end)
+}
+
+/// [`layoutcommit_to`] for a layout of `layout_type` (the flexfiles
+/// layout update body is empty too, RFC 8435 section 5.2).
+pub fn layoutcommit_of(layout_type: layouttype4, sid: stateid4, end: u64) -> nfs_argop4<'static> {
     nfs_argop4::OP_LAYOUTCOMMIT(LAYOUTCOMMIT4args {
         loca_offset: 0,
         loca_length: end,
@@ -169,7 +196,7 @@ pub fn layoutcommit_to(sid: stateid4, end: u64) -> nfs_argop4<'static> {
         loca_stateid: sid,
         loca_last_write_offset: newoffset4::TRUE(end - 1),
         loca_time_modify: newtime4::FALSE,
-        loca_layoutupdate: layoutupdate4 { lou_type: layouttype4::LAYOUT4_NFSV4_1_FILES, lou_body: Vec::new().into() },
+        loca_layoutupdate: layoutupdate4 { lou_type: layout_type, lou_body: Vec::new().into() },
     })
 }
 

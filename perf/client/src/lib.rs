@@ -21,6 +21,7 @@
 /// The wire types [`Client::compound`] takes and returns.
 pub use pnfs_protocol;
 
+pub mod flexfiles;
 pub mod layout;
 pub mod net;
 
@@ -130,6 +131,30 @@ impl Reply {
     pub fn status(&self) -> Result<nfsstat4> {
         let mut d = Decoder::new(&self.body);
         Ok(nfsstat4::decode(&mut d)?)
+    }
+}
+
+/// One layout of a LAYOUTGET reply ([`Client::layoutget_range`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutSegment {
+    pub offset: u64,
+    /// u64::MAX: to the end of the file.
+    pub length: u64,
+    pub iomode: layoutiomode4,
+    pub layout_type: layouttype4,
+    pub body: Vec<u8>,
+}
+
+impl LayoutSegment {
+    /// One `layout4` of a LAYOUTGET reply.
+    pub fn from_wire(l: &layout4) -> LayoutSegment {
+        LayoutSegment {
+            offset: l.lo_offset,
+            length: l.lo_length,
+            iomode: l.lo_iomode,
+            layout_type: l.lo_content.loc_type,
+            body: l.lo_content.loc_body.to_vec(),
+        }
     }
 }
 
@@ -925,6 +950,40 @@ impl Client {
             gdia_device_id: device_id,
             gdia_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
             gdia_maxcount: 4096,
+            gdia_notify_types: vec![],
+        })];
+        self.compound_ok(ops, |r| Ok(result!(r, 0, OP_GETDEVICEINFO, GETDEVICEINFO4res)?.gdir_device_addr.da_addr_body.to_vec()))
+    }
+
+    /// LAYOUTGET of `layout_type` for [`offset`, `offset` + `length`) (at
+    /// least `minlength` bytes from `offset`); returns the layout stateid and
+    /// every layout of the reply (a server may answer several segments).
+    #[allow(clippy::too_many_arguments)]
+    pub fn layoutget_range(
+        &mut self,
+        fh: &[u8],
+        stateid: &stateid4,
+        layout_type: layouttype4,
+        iomode: layoutiomode4,
+        offset: u64,
+        length: u64,
+        minlength: u64,
+    ) -> Result<(stateid4, Vec<LayoutSegment>)> {
+        let ops = vec![putfh(fh), layout::layoutget(layout_type, stateid.clone(), iomode, offset, length, minlength, 64 * 1024)];
+        self.compound_ok(ops, |r| {
+            let ok = result!(r, 1, OP_LAYOUTGET, LAYOUTGET4res)?;
+            Ok((ok.logr_stateid.clone(), ok.logr_layout.iter().map(LayoutSegment::from_wire).collect()))
+        })
+    }
+
+    /// GETDEVICEINFO of a device of `layout_type`; returns its
+    /// `da_addr_body` (for flexfiles decode it with
+    /// [`flexfiles::FlexDevice::decode`]).
+    pub fn getdeviceinfo_of(&mut self, layout_type: layouttype4, device_id: [u8; 16]) -> Result<Vec<u8>> {
+        let ops = vec![nfs_argop4::OP_GETDEVICEINFO(GETDEVICEINFO4args {
+            gdia_device_id: device_id,
+            gdia_layout_type: layout_type,
+            gdia_maxcount: 64 * 1024,
             gdia_notify_types: vec![],
         })];
         self.compound_ok(ops, |r| Ok(result!(r, 0, OP_GETDEVICEINFO, GETDEVICEINFO4res)?.gdir_device_addr.da_addr_body.to_vec()))

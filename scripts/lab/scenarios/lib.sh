@@ -41,6 +41,11 @@ mnt() { mount.nfs4 "$SERVER:$EXPORT" "$M" -o "$OPTS"; }
 need_mount() { case "$(mount_line)" in *" nfs4 "*) ;; *) fail "no NFS mount on $M" ;; esac; }
 # mountstats block of $M
 stats() { awk -v m="$M" '$1 == "device" { inmnt = ($5 == m) } inmnt' /proc/self/mountstats; }
+# the layout driver of $M (mountstats' pnfs=..., e.g. LAYOUT_FLEX_FILES)
+pnfs_driver() { stats | sed -n 's/.*pnfs=\([A-Za-z0-9_]*\).*/\1/p' | head -n1; }
+# "READS WRITES": the pnfs_read and pnfs_write counters of $M (the last two
+# of mountstats' events: line; batches the layout driver took)
+pnfs_events() { stats | awk '$1 == "events:" { print $(NF-1), $NF; exit }'; }
 # op count of an NFS operation (e.g. COPY) in the mountstats of $M
 op_count() { stats | awk -v op="$1:" '$1 == op { n = $2 } END { print n + 0 }'; }
 # bytes_not FILE OFFSET LEN CHARS: how many bytes of the range are not in CHARS
