@@ -12,6 +12,9 @@
 //!   stripe set (`L` records) and caching it.
 //! - `device`: the device IDs handed out and their data servers' addresses.
 //! - `layout`: the files-layout bodies of LAYOUTGET and GETDEVICEINFO.
+//! - `mirror`: mirrored files (`mirror2`/`mirror3`): flexfiles layouts over
+//!   byte-range segments, each on its own set of data servers; the layout
+//!   policy; what the Linux client does with them.
 //! - `objects`: control calls on one data server's objects.
 //! - `stateids`: the stateids pushed to data servers (tight coupling,
 //!   RFC 8881 13.9.2), sent in batches by `push`.
@@ -28,13 +31,14 @@
 //! sections here are single map, set or cache updates. (`push.rs` keeps its
 //! own; it is edited elsewhere meanwhile.)
 //!
-//! Records in the namespace's KV store: `L` stripe sets, `H` placement
+//! Records in the namespace's KV store: `L` placements (stripe or mirror sets), `H` placement
 //! hints, `S` data servers, `V` device IDs (see `keyspace`).
 
 pub mod client;
 pub mod device;
 pub mod fence;
 pub mod layout;
+pub mod mirror;
 pub mod objects;
 pub mod placement;
 pub mod push;
@@ -46,7 +50,8 @@ pub mod striped;
 pub use pnfs_protocol::mds_ds::MAX_DATA_SERVERS;
 pub use device::parse_uaddr;
 pub use layout::{device_addr_body, MAX_LAYOUT_BODY};
-pub use placement::PlaceError;
+pub use mirror::{LayoutPolicy, MirrorSet};
+pub use placement::{PlaceError, Placement};
 pub use crate::config::check_stripe_unit;
 pub use stripe::{Piece, Policy, StripeSet};
 
@@ -69,12 +74,14 @@ use std::time::Duration;
 const MAX_TXN_RETRIES: u32 = 16;
 
 /// The MDS configuration's pNFS keys (`mds.stripe_unit`, `mds.stripe_count`,
-/// `mds.ds_dead_after_ms`).
+/// `mds.ds_dead_after_ms`, `mds.layout`, `mds.flex_segment_bytes`).
 #[derive(Debug, Clone, Copy)]
 pub struct PnfsConfig {
     pub stripe_unit: u32,
     pub stripe_count: u32,
     pub dead_after: Duration,
+    pub layout: LayoutPolicy,
+    pub flex_segment_bytes: u64,
 }
 
 pub struct Pnfs {
@@ -82,7 +89,7 @@ pub struct Pnfs {
     pub registry: Registry,
     pub ctl: CtlClient,
     ns: Namespace,
-    sets: Mutex<HashMap<u64, Option<Arc<StripeSet>>>>,
+    sets: Mutex<HashMap<u64, Option<Placement>>>,
     place_lock: Mutex<()>,
     rotor: AtomicU32,
     pushed: Mutex<HashMap<StateOther, Pushed>>,
