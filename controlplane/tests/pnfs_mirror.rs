@@ -21,11 +21,11 @@ fn putfh(fh: &[u8]) -> nfs_argop4<'_> {
     nfs_argop4::OP_PUTFH(PUTFH4args { object: fh.into() })
 }
 
-fn layoutget_at(sid: stateid4, kind: layouttype4, offset: u64) -> nfs_argop4<'static> {
+fn layoutget_at(sid: stateid4, kind: layouttype4, iomode: layoutiomode4, offset: u64) -> nfs_argop4<'static> {
     nfs_argop4::OP_LAYOUTGET(LAYOUTGET4args {
         loga_signal_layout_avail: false,
         loga_layout_type: kind,
-        loga_iomode: layoutiomode4::LAYOUTIOMODE4_RW,
+        loga_iomode: iomode,
         // As Linux asks: the first page of the I/O, the server may give more.
         loga_offset: offset,
         loga_length: 4096,
@@ -35,9 +35,20 @@ fn layoutget_at(sid: stateid4, kind: layouttype4, offset: u64) -> nfs_argop4<'st
     })
 }
 
-/// LAYOUTGET: Ok((layout stateid, layouts)) or the status.
+/// LAYOUTGET for read/write: Ok((layout stateid, layouts)) or the status.
 fn layoutget(c: &mut Client, fh: &[u8], sid: &stateid4, kind: layouttype4, offset: u64) -> Result<(stateid4, Vec<layout4<'static>>), nfsstat4> {
-    let reply = c.compound(vec![putfh(fh), layoutget_at(sid.clone(), kind, offset)]).unwrap();
+    layoutget_mode(c, fh, sid, kind, layoutiomode4::LAYOUTIOMODE4_RW, offset)
+}
+
+fn layoutget_mode(
+    c: &mut Client,
+    fh: &[u8],
+    sid: &stateid4,
+    kind: layouttype4,
+    iomode: layoutiomode4,
+    offset: u64,
+) -> Result<(stateid4, Vec<layout4<'static>>), nfsstat4> {
+    let reply = c.compound(vec![putfh(fh), layoutget_at(sid.clone(), kind, iomode, offset)]).unwrap();
     let res = reply.res().unwrap();
     match &res.resarray[2] {
         nfs_resop4::OP_LAYOUTGET(LAYOUTGET4res::NFS4_OK(ok)) => Ok((
@@ -296,6 +307,39 @@ fn layout_xattr_is_inherited_and_fixed_at_placement() {
     let (fh, sid) = c.open(&sub, "three", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
     let sid = stateid4 { seqid: 0, other: sid.other };
     assert_eq!(layoutget(&mut c, &fh, &sid, layouttype4::LAYOUT4_FLEX_FILES, 0).unwrap_err(), nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE);
+    for h in handles {
+        h.shutdown();
+    }
+}
+
+/// A read layout of one segment, then a read/write layout of another: the
+/// layout stateid's wider access reaches the first segment's data servers
+/// too, so writes there are accepted.
+#[test]
+fn write_access_reaches_every_segment_after_a_read_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) =
+        common::start_pnfs_mds(dir.path(), &format!("layout = \"mirror2\"\nflex_segment_bytes = {SEG}\nds_dead_after_ms = 600000"));
+    // 4 data servers, 2 mirrors: consecutive segments on disjoint pairs.
+    let handles = common::start_dses(dir.path(), ctl_addr, 4);
+    let mut c = Client::connect(nfs_addr, 1).unwrap();
+    let root = c.lookup_path("/export").unwrap();
+    let (fh, open_sid) = c.open(&root, "rw", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+    let sid0 = stateid4 { seqid: 0, other: open_sid.other };
+    let (lsid, read0) = layoutget_mode(&mut c, &fh, &sid0, layouttype4::LAYOUT4_FLEX_FILES, layoutiomode4::LAYOUTIOMODE4_READ, 0).unwrap();
+    let seg0: BTreeSet<SocketAddr> = mirrors_of(&mut c, &read0[0]).iter().map(|m| m.addr).collect();
+    let (lsid, rw1) = layoutget(&mut c, &fh, &lsid, layouttype4::LAYOUT4_FLEX_FILES, SEG).unwrap();
+    let seg1: BTreeSet<SocketAddr> = mirrors_of(&mut c, &rw1[0]).iter().map(|m| m.addr).collect();
+    assert!(seg0.is_disjoint(&seg1), "{seg0:?} {seg1:?}");
+    let (_, rw0) = layoutget(&mut c, &fh, &lsid, layouttype4::LAYOUT4_FLEX_FILES, 0).unwrap();
+    for m in mirrors_of(&mut c, &rw0[0]) {
+        let mut ds = Client::connect_as(m.addr, &c).unwrap();
+        let ops = vec![
+            putfh(&m.fh),
+            nfs_argop4::OP_WRITE(WRITE4args { stateid: m.stateid.clone(), offset: 0, stable: stable_how4::FILE_SYNC4, data: vec![7u8; 100].into() }),
+        ];
+        ds.compound_ok(ops, |_| Ok(())).unwrap_or_else(|e| panic!("write to {} refused: {e:?}", m.addr));
+    }
     for h in handles {
         h.shutdown();
     }

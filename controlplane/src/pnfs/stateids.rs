@@ -83,6 +83,13 @@ impl Pnfs {
                 });
                 let widened = p.access | access != p.access;
                 p.access |= access;
+                if widened {
+                    // Data servers it was allowed on before (a mirrored file's
+                    // earlier segments) take the wider access too.
+                    for (d, fh) in p.ds.iter().filter(|(d, _)| !objects.iter().any(|(o, _)| o == *d)) {
+                        work.push((*d, p.clone(), fh.clone()));
+                    }
+                }
                 for &(d, fh) in objects {
                     if widened || !p.ds.contains_key(&d) {
                         let fh = fh.to_vec();
