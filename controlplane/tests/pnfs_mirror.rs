@@ -141,11 +141,15 @@ fn write_through_mds(c: &mut Client, fh: &[u8], sid: &stateid4, data: &[u8]) {
     }
 }
 
+/// An MDS whose default is mirror2 with 1 MiB segments.
+fn start_mirror2_mds(dir: &std::path::Path) -> (SocketAddr, SocketAddr) {
+    common::start_pnfs_mds(dir, &format!("layout = \"mirror2\"\nflex_segment_bytes = {SEG}\nds_dead_after_ms = 600000"))
+}
+
 #[test]
 fn mirror2_file_lands_on_both_mirrors_of_every_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let (nfs_addr, ctl_addr) =
-        common::start_pnfs_mds(dir.path(), &format!("layout = \"mirror2\"\nflex_segment_bytes = {SEG}\nds_dead_after_ms = 600000"));
+    let (nfs_addr, ctl_addr) = start_mirror2_mds(dir.path());
     let handles = common::start_dses(dir.path(), ctl_addr, 3);
     let mut c = Client::connect(nfs_addr, 1).unwrap();
     let root = c.lookup_path("/export").unwrap();
@@ -318,8 +322,7 @@ fn layout_xattr_is_inherited_and_fixed_at_placement() {
 #[test]
 fn write_access_reaches_every_segment_after_a_read_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let (nfs_addr, ctl_addr) =
-        common::start_pnfs_mds(dir.path(), &format!("layout = \"mirror2\"\nflex_segment_bytes = {SEG}\nds_dead_after_ms = 600000"));
+    let (nfs_addr, ctl_addr) = start_mirror2_mds(dir.path());
     // 4 data servers, 2 mirrors: consecutive segments on disjoint pairs.
     let handles = common::start_dses(dir.path(), ctl_addr, 4);
     let mut c = Client::connect(nfs_addr, 1).unwrap();

@@ -131,22 +131,7 @@ impl Pnfs {
     /// space as for stripe sets; None when fewer than `mirrors` are alive.
     pub fn choose_mirrored(&self, generation: u32, policy: Policy) -> Option<MirrorSet> {
         let mirrors = policy.layout.mirrors();
-        let live = self.registry.live();
-        if live.len() < mirrors as usize {
-            return None;
-        }
-        let rot = self.rotor.fetch_add(1, Ordering::Relaxed) as usize;
-        let total = live.len();
-        let mut cands: Vec<(u64, usize, u32)> =
-            live.iter().enumerate().map(|(i, d)| (d.free >> 30, (i + total - rot % total) % total, d.index)).collect();
-        cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let want = match policy.stripe_count {
-            0 => total,
-            n => (n as usize).clamp(mirrors as usize, total),
-        };
-        let mut ds: Vec<u32> = cands.into_iter().take(want).map(|c| c.2).collect();
-        ds.sort_unstable();
-        let first = (rot % ds.len()) as u32;
+        let (ds, first) = self.pick_data_servers(policy.stripe_count, mirrors as usize)?;
         Some(MirrorSet { mirrors, segment_bytes: self.cfg.flex_segment_bytes, generation, first, ds })
     }
 
@@ -155,8 +140,15 @@ impl Pnfs {
     }
 
     pub fn choose_with(&self, generation: u32, policy: Policy) -> Option<StripeSet> {
+        let (ds, first) = self.pick_data_servers(policy.stripe_count, 1)?;
+        Some(StripeSet { stripe_unit: policy.stripe_unit, first, generation, ds })
+    }
+
+    /// `count` live data servers (all when 0, at least `at_least`; None when
+    /// fewer are alive), ascending, and a rotating first index into them.
+    fn pick_data_servers(&self, count: u32, at_least: usize) -> Option<(Vec<u32>, u32)> {
         let live = self.registry.live();
-        if live.is_empty() {
+        if live.len() < at_least.max(1) {
             return None;
         }
         let rot = self.rotor.fetch_add(1, Ordering::Relaxed) as usize;
@@ -164,14 +156,14 @@ impl Pnfs {
         let mut cands: Vec<(u64, usize, u32)> =
             live.iter().enumerate().map(|(i, d)| (d.free >> 30, (i + total - rot % total) % total, d.index)).collect();
         cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let want = match policy.stripe_count {
+        let want = match count {
             0 => total,
-            n => (n as usize).min(total),
+            n => (n as usize).clamp(at_least.max(1), total),
         };
         let mut ds: Vec<u32> = cands.into_iter().take(want).map(|c| c.2).collect();
         ds.sort_unstable();
         let first = (rot % ds.len()) as u32;
-        Some(StripeSet { stripe_unit: policy.stripe_unit, first, generation, ds })
+        Some((ds, first))
     }
 
     /// The placement of `ino`, placing the file on data servers first if
