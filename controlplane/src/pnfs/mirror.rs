@@ -70,8 +70,11 @@
 //! reader has about 4 segments in flight, i.e. 4 data servers reading; and a
 //! 256 MiB file costs 64 LAYOUTGETs per pass (one per 4 MiB, each a round
 //! trip and a state-table update on the MDS, overlapping the WRITEs in
-//! flight). Larger S: fewer LAYOUTGETs, fewer data servers per single
-//! stream; smaller S: the reverse.
+//! flight). Measured (debug build, single MDS on redb, 4 in-process data
+//! servers, loopback, 2 loaded cores): 256 consecutive segment LAYOUTGETs
+//! took 86-99 us each, files-layout LAYOUTGETs 117-240 us; a clustered MDS
+//! writes each to etcd and costs milliseconds. Larger S: fewer LAYOUTGETs,
+//! fewer data servers per single stream; smaller S: the reverse.
 
 use pnfs_protocol::mds_ds::ds_handle::{self, Identity, IDENTITY_LEN};
 use pnfs_protocol::mds_ds::{deviceid, MAX_DATA_SERVERS};
