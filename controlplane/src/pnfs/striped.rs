@@ -117,16 +117,21 @@ impl StripedStore {
             let ds = set.segment_ds(p.segment);
             ds.iter().try_for_each(|d| self.check_alive(*d))?;
             let bytes = &data[p.buf_offset..p.buf_offset + p.len];
-            for d in ds {
-                match self.pnfs.obj_write(d, &fh, p.file_offset, bytes, stable) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        log::warn!("inode {ino}: mirror object missing on data server {d}; recreating it");
-                        self.pnfs.obj_create(d, &fh)?;
-                        self.pnfs.obj_write(d, &fh, p.file_offset, bytes, stable)?;
-                    }
-                    r => r?,
+            let write_one = |d: u32| match self.pnfs.obj_write(d, &fh, p.file_offset, bytes, stable) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    log::warn!("inode {ino}: mirror object missing on data server {d}; recreating it");
+                    self.pnfs.obj_create(d, &fh)?;
+                    self.pnfs.obj_write(d, &fh, p.file_offset, bytes, stable)
                 }
-            }
+                r => r,
+            };
+            // The mirrors at once: a stable write waits for each DS's sync.
+            std::thread::scope(|sc| {
+                let others: Vec<_> = ds[1..].iter().map(|&d| sc.spawn(move || write_one(d))).collect();
+                let first = write_one(ds[0]);
+                others.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("mirror write panicked")))).try_for_each(|r| r)?;
+                first
+            })?;
         }
         Ok(())
     }
