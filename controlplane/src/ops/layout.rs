@@ -6,7 +6,9 @@
 //! stripe), mirrored files flexfiles layouts, one byte-range segment per
 //! LAYOUTGET (`pnfs::mirror`). A LAYOUTGET of the other type is
 //! LAYOUTUNAVAILABLE (the client does that file's I/O through the MDS);
-//! a type the MDS never hands out is UNKNOWN_LAYOUTTYPE. The layout stateid is one per (client, file) (`StateKind::Layout`
+//! a type the MDS never hands out is UNKNOWN_LAYOUTTYPE.
+//!
+//! The layout stateid is one per (client, file) (`StateKind::Layout`
 //! in the state table): the first LAYOUTGET presents an open, lock or
 //! delegation stateid (or the current stateid) and gets a new layout stateid
 //! with seqid 1; LAYOUTGET and LAYOUTRETURN bump its seqid; it goes away when
