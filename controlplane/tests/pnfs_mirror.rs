@@ -347,3 +347,25 @@ fn write_access_reaches_every_segment_after_a_read_layout() {
         h.shutdown();
     }
 }
+
+/// A READ through the MDS goes on from the other mirror when the first one's
+/// data server does not answer (it is still registered as alive).
+#[test]
+fn mds_read_falls_back_to_the_other_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nfs_addr, ctl_addr) = start_mirror2_mds(dir.path());
+    let handles = common::start_dses(dir.path(), ctl_addr, 2);
+    let mut c = Client::connect(nfs_addr, 1).unwrap();
+    let root = c.lookup_path("/export").unwrap();
+    let (fh, open_sid) = c.open(&root, "fallback", true, OPEN4_SHARE_ACCESS_BOTH).unwrap();
+    let sid0 = stateid4 { seqid: 0, other: open_sid.other };
+    let data: Vec<u8> = (0..(2 * SEG as usize + 4096)).map(|i| (i * 13 % 241) as u8).collect();
+    write_through_mds(&mut c, &fh, &sid0, &data);
+    // With two data servers every segment is on both: stop one.
+    handles[0].shutdown();
+    let t = std::time::Instant::now();
+    let back = c.read_upto(&fh, &sid0, data.len(), 200_000).unwrap();
+    assert!(back == data, "read through the MDS with one mirror down differs");
+    assert!(t.elapsed() < std::time::Duration::from_secs(30), "took {:?}", t.elapsed());
+    handles[1].shutdown();
+}
