@@ -131,6 +131,9 @@ pub struct AttrContext<'c> {
     pub mounted_on_fileid: u64,
     /// Some(stripe unit) when pNFS (files layout) is on.
     pub layout_blksize: Option<u32>,
+    /// With pNFS on: the MDS default (`mds.layout`) mirrors, so flexfiles
+    /// is advertised too (see FATTR4_FS_LAYOUT_TYPES).
+    pub flex_files: bool,
 }
 
 pub fn owner_string(id: u32) -> Vec<u8> {
@@ -220,8 +223,17 @@ pub fn encode_fattr(i: &Inode, req: &[u32], cx: &AttrContext) -> fattr4<'static>
             FATTR4_TIME_METADATA => put_time(&mut e, &i.ctime),
             FATTR4_TIME_MODIFY => put_time(&mut e, &i.mtime),
             FATTR4_MOUNTED_ON_FILEID => e.put_u64(cx.mounted_on_fileid),
-            // On every fsid: the Linux client loads its layout driver per mount.
+            // On every fsid: the Linux client loads its layout driver per
+            // mount, the first of these in ITS order (flexfiles before
+            // files, whatever ours): so flexfiles is listed only when the
+            // MDS default mirrors (pnfs/mirror.rs). Files of the other kind
+            // get LAYOUTUNAVAILABLE and go through the MDS.
             FATTR4_FS_LAYOUT_TYPES => match cx.layout_blksize {
+                Some(_) if cx.flex_files => {
+                    e.put_u32(2);
+                    e.put_i32(layouttype4::LAYOUT4_FLEX_FILES as i32);
+                    e.put_i32(layouttype4::LAYOUT4_NFSV4_1_FILES as i32);
+                }
                 Some(_) => {
                     e.put_u32(1);
                     e.put_i32(layouttype4::LAYOUT4_NFSV4_1_FILES as i32);

@@ -269,9 +269,9 @@ pub fn referring_to(granted_by: Option<(SessionId, u32, u32)>, on: &SessionId) -
         .collect()
 }
 
-pub fn layout_recall_file<'a>(fh: &'a [u8], stateid: stateid4, iomode: layoutiomode4) -> nfs_cb_argop4<'a> {
+pub fn layout_recall_file<'a>(fh: &'a [u8], stateid: stateid4, iomode: layoutiomode4, kind: layouttype4) -> nfs_cb_argop4<'a> {
     nfs_cb_argop4::OP_CB_LAYOUTRECALL(CB_LAYOUTRECALL4args {
-        clora_type: layouttype4::LAYOUT4_NFSV4_1_FILES,
+        clora_type: kind,
         clora_iomode: iomode,
         clora_changed: true,
         clora_recall: layoutrecall4::LAYOUTRECALL4_FILE(layoutrecall_file4 {
@@ -374,7 +374,7 @@ mod tests {
         };
         let s = session(vec![9]);
         let fh = [1u8; 16];
-        let r = cbs.call(&s, vec![layout_recall_file(&fh, stateid4 { seqid: 2, other: [5; 12] }, layoutiomode4::LAYOUTIOMODE4_ANY)]);
+        let r = cbs.call(&s, vec![layout_recall_file(&fh, stateid4 { seqid: 2, other: [5; 12] }, layoutiomode4::LAYOUTIOMODE4_ANY, layouttype4::LAYOUT4_NFSV4_1_FILES)]);
         client.join().unwrap();
         assert_eq!(r, Err(CbError::Status(nfsstat4::NFS4ERR_NOMATCHING_LAYOUT)));
     }

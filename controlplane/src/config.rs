@@ -152,6 +152,16 @@ pub struct MdsConfig {
     /// (LAYOUTERROR) waits for its answer before counting it dead.
     #[serde(default = "default_ds_check_timeout")]
     pub ds_check_timeout_ms: u64,
+    // Mirrored files (controlplane/src/pnfs/mirror.rs).
+    /// Layout of new files: "stripe" (files layout), "mirror2" or
+    /// "mirror3" (flexfiles, 2 or 3 copies on distinct data servers); a
+    /// directory's `pnfs.layout` user xattr overrides it below it.
+    #[serde(default)]
+    pub layout: crate::pnfs::mirror::LayoutPolicy,
+    /// Byte-range segment of mirrored files: each segment has its own data
+    /// servers, and the Linux client sends one LAYOUTGET per segment.
+    #[serde(default = "default_flex_segment_bytes")]
+    pub flex_segment_bytes: u64,
     /// Layouts come with return_on_close: the client's last CLOSE of a file
     /// returns its layout (the server drops it then). Off by default, so
     /// clients keep layouts across open/close cycles.
@@ -369,6 +379,11 @@ fn default_open_files() -> usize {
 fn default_stripe_unit() -> u32 {
     1024 * 1024
 }
+/// 4 MiB: Linux's 15 MiB readahead spans about 4 segments (4 DSes for
+/// one reader) at one LAYOUTGET per 4 MiB; see pnfs/mirror.rs.
+fn default_flex_segment_bytes() -> u64 {
+    4 << 20
+}
 fn default_ds_dead_after() -> u64 {
     10_000
 }
@@ -455,6 +470,7 @@ impl MdsConfig {
         if self.stripe_count > pnfs_protocol::mds_ds::MAX_DATA_SERVERS as u32 {
             return Err(format!("mds.stripe_count: at most {} (0 = all live data servers)", pnfs_protocol::mds_ds::MAX_DATA_SERVERS));
         }
+        crate::pnfs::mirror::check_segment_bytes(self.flex_segment_bytes).map_err(|why| format!("mds.flex_segment_bytes: {why}"))?;
         if self.ds_dead_after_ms < 1000 {
             return Err("mds.ds_dead_after_ms: must be at least 1000".into());
         }

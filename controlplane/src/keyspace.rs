@@ -14,8 +14,8 @@
 //! | `X` [`XATTR`] | ino (u64), xattr name | xattr value | `namespace` |
 //! | `M` [`META`] | a name: [`NEXT_INO_KEY`], [`SERVER_ID_KEY`], [`BOOT_COUNT_KEY`] | first inode number not yet taken by any node (u64; taken in blocks); server id (bytes); boot count (u64, the MDS epoch) | `namespace`, `mds` |
 //! | `O` [`CLIENT_RECORD`] | client owner (`co_ownerid` bytes) | `1`: a client that may reclaim state after a restart | `mds`, `ops::session` |
-//! | `L` [`STRIPE_SET`] | ino (u64) | stripe set (XDR: stripe unit, first stripe index, generation, DS indices<>) | `pnfs::placement` |
-//! | `H` [`PLACEMENT_HINT`] | ino (u64) | placement policy of a file created under a non-default one: stripe count (u32), stripe unit (u32) | `pnfs::placement` |
+//! | `L` [`STRIPE_SET`] | ino (u64) | the file's placement, its kind fixed once written. Striped (files layout): XDR stripe unit (never 0), first stripe index, generation, DS indices<>. Mirrored (flexfiles, `pnfs::mirror`): XDR 0 (the tag), version 1, mirrors (2 or 3), segment bytes (u64), generation, first (pool index of segment 0's mirror 0), DS indices<> (the pool, ascending) | `pnfs::placement` |
+//! | `H` [`PLACEMENT_HINT`] | ino (u64) | placement policy of a file created under a non-default one: stripe count (u32), stripe unit (u32), layout (u32: 1 stripe, 2 mirror2, 3 mirror3; absent = stripe) | `pnfs::placement` |
 //! | `S` [`DATA_SERVER`] | DS index (u64) | registered data server (XDR: index, id, addresses, control address, capacity, free) | `pnfs::registry` |
 //! | `V` [`DEVICE_ID`] | device ID (16 bytes) | empty: a device ID handed out (GETDEVICELIST) | `pnfs::placement` |
 //! | `N` [`CLUSTER_NODE`] | node id (u32) | live cluster node, under its etcd lease: `node_id epoch peer lease` (text) | `cluster::membership` |
@@ -54,7 +54,7 @@ pub const XATTR: u8 = b'X';
 pub const META: u8 = b'M';
 /// `O` owner -> `1`: a persisted client record.
 pub const CLIENT_RECORD: u8 = b'O';
-/// `L` ino -> stripe set.
+/// `L` ino -> placement (stripe set or mirror set).
 pub const STRIPE_SET: u8 = b'L';
 /// `H` ino -> placement hint.
 pub const PLACEMENT_HINT: u8 = b'H';

@@ -121,6 +121,8 @@ impl Mds {
             dead_after: Duration::from_millis(cfg.ds_dead_after_ms),
             lost_after: (cfg.ds_lost_after_ms != 0).then(|| Duration::from_millis(cfg.ds_lost_after_ms)),
             check_timeout: Duration::from_millis(cfg.ds_check_timeout_ms),
+            layout: cfg.layout,
+            flex_segment_bytes: cfg.flex_segment_bytes,
         };
         let pnfs = if cfg.pnfs_enabled() { Some(Pnfs::new(pcfg, ns.store().clone(), pnfs_protocol::mds_ds::epoch::control_epoch(cfg.cluster_node_id(), boots), cluster_key.clone())?) } else { None };
         let data: Arc<dyn DataStore> = match &pnfs {
@@ -308,6 +310,7 @@ impl Mds {
             },
             mounted_on_fileid: inode.ino,
             layout_blksize: self.pnfs.as_ref().map(|p| p.cfg.stripe_unit),
+            flex_files: self.pnfs.as_ref().is_some_and(|p| p.cfg.layout.is_mirrored()),
         }
     }
 
@@ -383,20 +386,21 @@ impl Mds {
     }
 
     /// pNFS placement of a new file: the nearest directory (walking up to
-    /// the export root) with `pnfs.stripe_count` / `pnfs.stripe_unit` user
-    /// xattrs, else the export's setting, else the MDS-wide one. Only a
-    /// policy differing from the MDS-wide one is recorded.
+    /// the export root) with `pnfs.stripe_count` / `pnfs.stripe_unit` /
+    /// `pnfs.layout` user xattrs (each on its own), else the export's
+    /// setting, else the MDS-wide one. Only a policy differing from the
+    /// MDS-wide one is recorded.
     fn record_placement_policy(&self, dir: u64, ino: u64) {
         let Some(p) = &self.pnfs else { return };
         let global = p.policy();
-        let (mut count, mut unit) = (None, None);
+        let (mut count, mut unit, mut layout) = (None, None, None);
         let mut d = dir;
         for _ in 0..256 {
-            let read = |name: &[u8]| {
-                self.ns.getxattr(d, name).ok().and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.trim().parse::<u32>().ok()))
-            };
+            let text = |name: &[u8]| self.ns.getxattr(d, name).ok().and_then(|v| String::from_utf8(v).ok());
+            let read = |name: &[u8]| text(name).and_then(|s| s.trim().parse::<u32>().ok());
             count = count.or_else(|| read(b"pnfs.stripe_count"));
             unit = unit.or_else(|| read(b"pnfs.stripe_unit").filter(|u| crate::pnfs::check_stripe_unit(*u).is_ok()));
+            layout = layout.or_else(|| text(b"pnfs.layout").and_then(|s| crate::pnfs::LayoutPolicy::parse(&s)));
             if let Some(x) = self.exports.iter().find(|x| x.root_ino == d) {
                 let cfg = &self.cfg.exports[x.id as usize - 1];
                 count = count.or(cfg.stripe_count);
@@ -411,6 +415,7 @@ impl Mds {
         let policy = crate::pnfs::Policy {
             stripe_count: count.unwrap_or(global.stripe_count),
             stripe_unit: unit.unwrap_or(global.stripe_unit),
+            layout: layout.unwrap_or(global.layout),
         };
         if policy != global {
             if let Err(e) = p.set_hint(ino, policy) {
@@ -442,7 +447,7 @@ impl Mds {
                 // Striped files are left alone: bytes on the data servers past
                 // the MDS size may be acknowledged writes whose LAYOUTCOMMIT
                 // the client will reclaim (they grow the size, never shrink it).
-                Ok(_) if self.pnfs.as_ref().is_some_and(|p| matches!(p.stripe_set(ino), Ok(Some(_)))) => {}
+                Ok(_) if self.pnfs.as_ref().is_some_and(|p| matches!(p.placement(ino), Ok(Some(_)))) => {}
                 Ok(i) if i.kind == nfs_ftype4::NF4REG as u32 && self.data.object_len(ino) > i.size => {
                     match self.data.truncate(ino, i.size) {
                         Ok(()) => trimmed += 1,
@@ -527,7 +532,7 @@ impl Mds {
     /// reaches, and the MDS keeps that data visible by growing the size.
     pub fn size_from_data_servers(&self, ino: u64) {
         let Some(p) = &self.pnfs else { return };
-        if !matches!(p.stripe_set(ino), Ok(Some(_))) {
+        if !matches!(p.placement(ino), Ok(Some(_))) {
             return;
         }
         let end = self.data.object_len(ino);
@@ -614,6 +619,8 @@ impl Mds {
             // The inode may be gone already (REMOVE): the state names the filehandle.
             let fhb = FileHandle { export_id: r.fh_export, ino, generation: r.fh_generation }.to_bytes(&self.fh_key);
             let sid = stateid4 { seqid: r.seqid, other: r.other };
+            // The type of the file's layouts (files, when its placement is gone with it).
+            let kind = self.pnfs.as_ref().and_then(|p| p.placement(ino).ok().flatten()).map_or(layouttype4::LAYOUT4_NFSV4_1_FILES, |p| p.layout_type());
             let sessions = self.state.sessions_of(clientid);
             let mut outcome = Err(CbError::NoBackChannel);
             for s in &sessions {
@@ -624,7 +631,7 @@ impl Mds {
                     let referring = crate::callback::referring_to(r.granted_by, &s.id);
                     outcome = self.callbacks.call_referring(
                         s,
-                        vec![layout_recall_file(&fhb, sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY)],
+                        vec![layout_recall_file(&fhb, sid.clone(), layoutiomode4::LAYOUTIOMODE4_ANY, kind)],
                         referring,
                     );
                     if outcome != Err(CbError::Status(nfsstat4::NFS4ERR_DELAY)) || retry == RECALL_DELAY_RETRIES {

@@ -118,6 +118,20 @@ path = "/export"
     }
 
     #[test]
+    fn layout_policy_keys() {
+        let c = parse(&GOOD.replace("data_dir = \"/tmp/d\"", "data_dir = \"/tmp/d\"\nlayout = \"mirror3\"\nflex_segment_bytes = 8388608")).unwrap();
+        let mds = c.mds.unwrap();
+        assert_eq!(mds.layout, pnfs_mds::pnfs::LayoutPolicy::Mirror3);
+        assert_eq!(mds.flex_segment_bytes, 8 << 20);
+        let d = parse(GOOD).unwrap().mds.unwrap();
+        assert_eq!((d.layout, d.flex_segment_bytes), (pnfs_mds::pnfs::LayoutPolicy::Stripe, 4 << 20), "defaults");
+        let e = parse(&GOOD.replace("data_dir = \"/tmp/d\"", "data_dir = \"/tmp/d\"\nlayout = \"mirror4\"")).unwrap_err();
+        assert!(e.starts_with("mds.layout:") && e.contains("mirror2"), "{e}");
+        let e = parse(&GOOD.replace("data_dir = \"/tmp/d\"", "data_dir = \"/tmp/d\"\nflex_segment_bytes = 1000")).unwrap_err();
+        assert!(e.starts_with("mds.flex_segment_bytes:"), "{e}");
+    }
+
+    #[test]
     fn ds_role() {
         let ds = r#"
 [node]

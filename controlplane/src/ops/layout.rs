@@ -1,8 +1,14 @@
-//! pNFS files layouts: LAYOUTGET, LAYOUTCOMMIT, LAYOUTRETURN, GETDEVICEINFO,
-//! GETDEVICELIST (RFC 8881 18.40-18.44, chapters 12-13).
+//! pNFS layouts: LAYOUTGET, LAYOUTCOMMIT, LAYOUTRETURN, GETDEVICEINFO,
+//! GETDEVICELIST (RFC 8881 18.40-18.44, chapters 12-13; RFC 8435).
 //!
-//! Layouts are whole-file, dense, pattern offset 0, one DS filehandle per
-//! stripe. The layout stateid is one per (client, file) (`StateKind::Layout`
+//! A file's placement decides its layout type: striped files get files
+//! layouts (whole-file, dense, pattern offset 0, one DS filehandle per
+//! stripe), mirrored files flexfiles layouts, one byte-range segment per
+//! LAYOUTGET (`pnfs::mirror`). A LAYOUTGET of the other type is
+//! LAYOUTUNAVAILABLE (the client does that file's I/O through the MDS);
+//! a type the MDS never hands out is UNKNOWN_LAYOUTTYPE.
+//!
+//! The layout stateid is one per (client, file) (`StateKind::Layout`
 //! in the state table): the first LAYOUTGET presents an open, lock or
 //! delegation stateid (or the current stateid) and gets a new layout stateid
 //! with seqid 1; LAYOUTGET and LAYOUTRETURN bump its seqid; it goes away when
@@ -13,7 +19,8 @@ use crate::compound::{current_inode, reply, Compound};
 use crate::mds::Mds;
 use crate::namespace::NfsResult;
 use crate::ops::stateid::resolve;
-use crate::pnfs::{device_addr_body, PlaceError, Pnfs};
+use crate::pnfs::mirror::{ff_device_addr_body, ff_device_ds, ff_deviceid, MAX_SEGMENTS_PER_REPLY};
+use crate::pnfs::{device_addr_body, MirrorSet, PlaceError, Placement, Pnfs, MAX_LAYOUT_BODY};
 use crate::state::{Effects, LAYOUT_READ, LAYOUT_RW};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
@@ -23,11 +30,11 @@ fn pnfs(m: &Mds) -> NfsResult<&Arc<Pnfs>> {
     m.pnfs.as_ref().ok_or(nfsstat4::NFS4ERR_NOTSUPP)
 }
 
-fn files_only(t: layouttype4) -> NfsResult<()> {
-    if t == layouttype4::LAYOUT4_NFSV4_1_FILES {
-        Ok(())
-    } else {
-        Err(nfsstat4::NFS4ERR_UNKNOWN_LAYOUTTYPE)
+/// The layout types this MDS hands out: files and flexfiles.
+fn known_type(t: layouttype4) -> NfsResult<()> {
+    match t {
+        layouttype4::LAYOUT4_NFSV4_1_FILES | layouttype4::LAYOUT4_FLEX_FILES => Ok(()),
+        _ => Err(nfsstat4::NFS4ERR_UNKNOWN_LAYOUTTYPE),
     }
 }
 
@@ -41,6 +48,19 @@ pub fn layoutget_resok_size(body: usize) -> usize {
     4 + 16 + 4 + 8 + 8 + 4 + 4 + 4 + pad4(body)
 }
 
+/// Segments `[first, last]` of a mirrored file a LAYOUTGET needs: the one
+/// holding `loga_offset`, and those `loga_minlength` reaches into.
+fn segments_wanted(m: &MirrorSet, a: &LAYOUTGET4args) -> NfsResult<(u64, u64)> {
+    let first = m.segment_of(a.loga_offset);
+    let end = a.loga_offset.saturating_add(a.loga_minlength.max(1)) - 1;
+    let last = m.segment_of(end);
+    if last - first >= MAX_SEGMENTS_PER_REPLY as u64 {
+        // RFC 8881 18.43.3: no layout of loga_minlength can be returned.
+        return Err(nfsstat4::NFS4ERR_BADLAYOUT);
+    }
+    Ok((first, last))
+}
+
 pub fn layoutget(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args, e: &mut Encoder) -> nfsstat4 {
     reply(e, layoutget_inner(m, c, a))
 }
@@ -49,7 +69,7 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
     let p = pnfs(m)?;
     let (fh, i) = current_inode(m, c)?;
     let clientid = c.clientid()?;
-    files_only(a.loga_layout_type)?;
+    known_type(a.loga_layout_type)?;
     let want = match a.loga_iomode {
         layoutiomode4::LAYOUTIOMODE4_READ => LAYOUT_READ,
         layoutiomode4::LAYOUTIOMODE4_RW => LAYOUT_RW,
@@ -73,7 +93,7 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
     }
     m.state().layoutget_check(clientid, i.ino, &sid)?;
     // Placement makes control calls: never under the state mutex.
-    let set = match p.stripe_set(i.ino).map_err(crate::mds::io_err)? {
+    let placement = match p.placement(i.ino).map_err(crate::mds::io_err)? {
         Some(s) => s,
         // Data written before pNFS was on (or while no DS lived) stays local.
         None if m.data.object_len(i.ino) > 0 => return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE),
@@ -85,6 +105,15 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
                 return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE);
             }
         },
+    };
+    // The file's kind decides its type; Linux takes LAYOUTUNAVAILABLE as
+    // "through the MDS" (UNKNOWN_LAYOUTTYPE would fail its I/O).
+    if placement.layout_type() != a.loga_layout_type {
+        return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE);
+    }
+    let set = match placement {
+        Placement::Striped(s) => s,
+        Placement::Mirrored(mset) => return flex_layoutget(m, c, a, p, (&fh, &i), clientid, &sid, want, &mset),
     };
     if !p.all_alive(&set) {
         // LAYOUTUNAVAILABLE (I/O through the MDS) or, past mds.ds_lost_after_ms, IO.
@@ -115,13 +144,77 @@ fn layoutget_inner(m: &Mds, c: &mut Compound, a: &LAYOUTGET4args) -> NfsResult<L
     })
 }
 
+/// LAYOUTGET of a mirrored file: the segment(s) asked for, each an
+/// ff_layout4 whose data servers accept the layout stateid (pushed to them
+/// before the reply, as the files layout's I/O stateids are).
+#[allow(clippy::too_many_arguments)]
+fn flex_layoutget(
+    m: &Mds,
+    c: &mut Compound,
+    a: &LAYOUTGET4args,
+    p: &Pnfs,
+    (fh, i): (&crate::fh::FileHandle, &crate::namespace::Inode),
+    clientid: u64,
+    sid: &stateid4,
+    want: u32,
+    mset: &MirrorSet,
+) -> NfsResult<LAYOUTGET4resok<'static>> {
+    let (first, last) = segments_wanted(mset, a)?;
+    let mut ds: Vec<u32> = (first..=last).flat_map(|k| mset.segment_ds(k)).collect();
+    ds.sort_unstable();
+    ds.dedup();
+    if !ds.iter().all(|d| p.registry.alive(*d)) {
+        return Err(nfsstat4::NFS4ERR_LAYOUTUNAVAILABLE);
+    }
+    let (user, group) = (crate::attrs::owner_string(i.uid), crate::attrs::owner_string(i.gid));
+    let bodies = |ds_sid: &stateid4| -> Vec<Vec<u8>> {
+        (first..=last).map(|k| mset.layout_body(k, i.ino, p.ds_fh_key(), ds_sid, &user, &group)).collect()
+    };
+    // Sizes do not depend on the stateid: check them before granting.
+    let sized = bodies(&stateid4 { seqid: 0, other: [0; 12] });
+    if sized.iter().any(|b| b.len() > MAX_LAYOUT_BODY) {
+        return Err(nfsstat4::NFS4ERR_TOOSMALL);
+    }
+    let total: usize = 4 + 16 + 4 + sized.iter().map(|b| layoutget_resok_size(b.len()) - 4 - 16 - 4).sum::<usize>();
+    if total > a.loga_maxcount as usize {
+        return Err(nfsstat4::NFS4ERR_TOOSMALL);
+    }
+    let by = c.session.as_ref().zip(c.slot).map(|(s, slot)| (s.id, slot, c.sequenceid));
+    let mut fx = Effects::default();
+    let granted = m.state().layout_grant(clientid, i.ino, sid, want, fh.export_id, i.generation, by, &mut fx);
+    let _ = m.apply(fx);
+    let (lsid, _io_stateids) = granted?;
+    // Tight coupling: flexfiles clients send ffds_stateid to the data
+    // servers, so the layout stateid itself is what they must accept; it
+    // is revoked there when the layout ends (returned, recalled, expired).
+    let ds_sid = stateid4 { seqid: 0, other: lsid.other };
+    let access = if want == LAYOUT_RW { OPEN4_SHARE_ACCESS_READ | OPEN4_SHARE_ACCESS_WRITE } else { OPEN4_SHARE_ACCESS_READ };
+    let fhid = mset.object_fh(i.ino);
+    let objects: Vec<(u32, [u8; pnfs_protocol::mds_ds::ds_handle::IDENTITY_LEN])> = ds.iter().map(|d| (*d, fhid)).collect();
+    p.allow_on(clientid, &objects, &[(ds_sid.clone(), access)]);
+    c.current_stateid = Some(lsid.clone());
+    let layouts = (first..=last)
+        .zip(bodies(&ds_sid))
+        .map(|(k, body)| {
+            let (offset, length) = mset.segment_range(k);
+            layout4 {
+                lo_offset: offset,
+                lo_length: if offset.checked_add(length).is_some() { length } else { u64::MAX },
+                lo_iomode: a.loga_iomode,
+                lo_content: layout_content4 { loc_type: layouttype4::LAYOUT4_FLEX_FILES, loc_body: body.into() },
+            }
+        })
+        .collect();
+    Ok(LAYOUTGET4resok { logr_return_on_close: m.cfg.layout_return_on_close, logr_stateid: lsid, logr_layout: layouts })
+}
+
 pub fn layoutcommit(m: &Mds, c: &mut Compound, a: &LAYOUTCOMMIT4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         pnfs(m)?;
         let (_, i) = current_inode(m, c)?;
         crate::ops::io::regular_file(&i)?;
         let clientid = c.clientid()?;
-        files_only(a.loca_layoutupdate.lou_type)?;
+        known_type(a.loca_layoutupdate.lou_type)?;
         if a.loca_length != u64::MAX && a.loca_offset.checked_add(a.loca_length).is_none() {
             return Err(nfsstat4::NFS4ERR_INVAL);
         }
@@ -160,7 +253,8 @@ pub fn layoutreturn(m: &Mds, c: &mut Compound, a: &LAYOUTRETURN4args, e: &mut En
     let r = (|| {
         pnfs(m)?;
         let clientid = c.clientid()?;
-        files_only(a.lora_layout_type)?;
+        // A flexfiles return's body (I/O errors, stats) is not read here.
+        known_type(a.lora_layout_type)?;
         let bits = match a.lora_iomode {
             layoutiomode4::LAYOUTIOMODE4_READ => LAYOUT_READ,
             layoutiomode4::LAYOUTIOMODE4_RW => LAYOUT_RW,
@@ -200,10 +294,16 @@ pub fn layoutreturn(m: &Mds, c: &mut Compound, a: &LAYOUTRETURN4args, e: &mut En
     reply(e, r)
 }
 
-pub fn getdeviceinfo(m: &Mds, _c: &mut Compound, a: &GETDEVICEINFO4args, e: &mut Encoder) -> nfsstat4 {
+pub fn getdeviceinfo(m: &Mds, c: &mut Compound, a: &GETDEVICEINFO4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         let p = pnfs(m)?;
-        files_only(a.gdia_layout_type)?;
+        known_type(a.gdia_layout_type)?;
+        if a.gdia_layout_type == layouttype4::LAYOUT4_FLEX_FILES {
+            // A flexfiles device is one data server.
+            let ds = ff_device_ds(&a.gdia_device_id).ok_or(nfsstat4::NFS4ERR_NOENT)?;
+            let info = p.registry.get(ds).ok_or(nfsstat4::NFS4ERR_NOENT)?;
+            return Ok(ff_device_addr_body(&info.addrs, c.core.minor, m.cfg.max_io_bytes, m.cfg.max_io_bytes));
+        }
         let lists = p.device_lists(&a.gdia_device_id).ok_or(nfsstat4::NFS4ERR_NOENT)?;
         Ok(device_addr_body(&lists))
     })();
@@ -221,7 +321,7 @@ pub fn getdeviceinfo(m: &Mds, _c: &mut Compound, a: &GETDEVICEINFO4args, e: &mut
     reply(
         e,
         Ok(GETDEVICEINFO4resok {
-            gdir_device_addr: device_addr4 { da_layout_type: layouttype4::LAYOUT4_NFSV4_1_FILES, da_addr_body: body.into() },
+            gdir_device_addr: device_addr4 { da_layout_type: a.gdia_layout_type, da_addr_body: body.into() },
             // No device notifications are granted.
             gdir_notification: vec![],
         }),
@@ -232,7 +332,7 @@ pub fn getdevicelist(m: &Mds, c: &mut Compound, a: &GETDEVICELIST4args, e: &mut 
     let r = (|| {
         let p = pnfs(m)?;
         c.fh()?;
-        files_only(a.gdla_layout_type)?;
+        known_type(a.gdla_layout_type)?;
         let verf: verifier4 = m.write_verifier;
         if a.gdla_cookie != 0 && a.gdla_cookieverf != verf {
             return Err(nfsstat4::NFS4ERR_NOT_SAME);
@@ -240,7 +340,10 @@ pub fn getdevicelist(m: &Mds, c: &mut Compound, a: &GETDEVICELIST4args, e: &mut 
         if a.gdla_maxdevices == 0 {
             return Err(nfsstat4::NFS4ERR_TOOSMALL);
         }
-        let ids = p.device_ids();
+        let ids = match a.gdla_layout_type {
+            layouttype4::LAYOUT4_FLEX_FILES => p.registry.known().iter().map(|d| ff_deviceid(d.index)).collect(),
+            _ => p.device_ids(),
+        };
         let start = (a.gdla_cookie as usize).min(ids.len());
         let end = start.saturating_add(a.gdla_maxdevices as usize).min(ids.len());
         Ok(GETDEVICELIST4resok {

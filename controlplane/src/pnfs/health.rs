@@ -29,6 +29,7 @@
 //! for data with no copy left. Admin states (declared lost, draining) are
 //! the registry's; this file is the time- and check-based part.
 
+use super::placement::Placement;
 use super::{Pnfs, StripeSet, MAX_DATA_SERVERS, MAX_TXN_RETRIES};
 use crate::keyspace::STRIPE_SET;
 use pnfs_kv::transact;
@@ -400,8 +401,8 @@ impl Pnfs {
         let Some(holders) = self.health.holders.get().and_then(Weak::upgrade) else { return };
         let mut recalled = 0;
         for ino in holders.files_with_layouts() {
-            if let Ok(Some(set)) = self.stripe_set(ino) {
-                if set.ds.iter().any(|d| dead.contains(d)) {
+            if let Ok(Some(p)) = self.placement(ino) {
+                if p.data_servers().iter().any(|d| dead.contains(d)) {
                     holders.recall_layouts(ino, "data server dead");
                     recalled += 1;
                 }
@@ -432,8 +433,8 @@ impl Pnfs {
         let mut inodes = Vec::new();
         let mut count = 0usize;
         for (k, v) in rows {
-            let (Some(ino), Some(set)) = (pnfs_kv::key::decode_u64_be(&k[1..]), StripeSet::decode(&v)) else { continue };
-            if set.ds.iter().any(|d| lost.contains(d)) {
+            let (Some(ino), Some(p)) = (pnfs_kv::key::decode_u64_be(&k[1..]), Placement::decode(&v)) else { continue };
+            if p.data_lost(|d| lost.contains(&d)) {
                 count += 1;
                 if inodes.len() < LOGGED_INODES {
                     inodes.push(ino);
@@ -566,7 +567,7 @@ mod tests {
     use pnfs_protocol::seal::ClusterKey;
 
     fn pnfs(lost_after: Option<Duration>) -> Arc<Pnfs> {
-        let pcfg = PnfsConfig { stripe_unit: 65536, stripe_count: 0, dead_after: Duration::from_secs(10), lost_after, check_timeout: Duration::from_millis(500) };
+        let pcfg = PnfsConfig { stripe_unit: 65536, stripe_count: 0, dead_after: Duration::from_secs(10), lost_after, check_timeout: Duration::from_millis(500), layout: Default::default(), flex_segment_bytes: 4 << 20 };
         Pnfs::new(pcfg, Arc::new(MemStore::new()), 1, ClusterKey::from_bytes([4; 32])).unwrap()
     }
 

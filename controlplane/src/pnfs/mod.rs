@@ -12,6 +12,9 @@
 //!   stripe set (`L` records) and caching it.
 //! - `device`: the device IDs handed out and their data servers' addresses.
 //! - `layout`: the files-layout bodies of LAYOUTGET and GETDEVICEINFO.
+//! - `mirror`: mirrored files (`mirror2`/`mirror3`): flexfiles layouts over
+//!   byte-range segments, each on its own set of data servers; the layout
+//!   policy; what the Linux client does with them.
 //! - `objects`: control calls on one data server's objects.
 //! - `stateids`: the stateids pushed to data servers (tight coupling,
 //!   RFC 8881 13.9.2), sent in batches by `push`.
@@ -31,7 +34,7 @@
 //! sections here are single map, set or cache updates. (`push.rs` keeps its
 //! own; it is edited elsewhere meanwhile.)
 //!
-//! Records in the namespace's KV store: `L` stripe sets, `H` placement
+//! Records in the namespace's KV store: `L` placements (stripe or mirror sets), `H` placement
 //! hints, `S` data servers, `V` device IDs (see `keyspace`).
 
 pub mod client;
@@ -39,6 +42,7 @@ pub mod device;
 pub mod fence;
 pub mod health;
 pub mod layout;
+pub mod mirror;
 pub mod objects;
 pub mod placement;
 pub mod push;
@@ -50,7 +54,8 @@ pub mod striped;
 pub use pnfs_protocol::mds_ds::MAX_DATA_SERVERS;
 pub use device::parse_uaddr;
 pub use layout::{device_addr_body, MAX_LAYOUT_BODY};
-pub use placement::PlaceError;
+pub use mirror::{LayoutPolicy, MirrorSet};
+pub use placement::{PlaceError, Placement};
 pub use crate::config::check_stripe_unit;
 pub use stripe::{Piece, Policy, StripeSet};
 
@@ -73,7 +78,8 @@ use std::time::Duration;
 const MAX_TXN_RETRIES: u32 = 16;
 
 /// The MDS configuration's pNFS keys (`mds.stripe_unit`, `mds.stripe_count`,
-/// `mds.ds_dead_after_ms`, `mds.ds_lost_after_ms`, `mds.ds_check_timeout_ms`).
+/// `mds.ds_dead_after_ms`, `mds.ds_lost_after_ms`, `mds.ds_check_timeout_ms`,
+/// `mds.layout`, `mds.flex_segment_bytes`).
 #[derive(Debug, Clone, Copy)]
 pub struct PnfsConfig {
     pub stripe_unit: u32,
@@ -82,6 +88,8 @@ pub struct PnfsConfig {
     /// None: a dead data server is never counted lost.
     pub lost_after: Option<Duration>,
     pub check_timeout: Duration,
+    pub layout: LayoutPolicy,
+    pub flex_segment_bytes: u64,
 }
 
 pub struct Pnfs {
@@ -89,7 +97,7 @@ pub struct Pnfs {
     pub registry: Registry,
     pub ctl: CtlClient,
     ns: Namespace,
-    sets: Mutex<HashMap<u64, Option<Arc<StripeSet>>>>,
+    sets: Mutex<HashMap<u64, Option<Placement>>>,
     place_lock: Mutex<()>,
     rotor: AtomicU32,
     pushed: Mutex<HashMap<StateOther, Pushed>>,

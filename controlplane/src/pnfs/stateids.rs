@@ -8,6 +8,7 @@
 use super::{client, push, Pnfs, StripeSet};
 use std::io;
 use crate::state::StateOther;
+use pnfs_protocol::mds_ds::ds_handle::IDENTITY_LEN;
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Decoder, XdrDecode};
 use std::collections::BTreeMap;
@@ -63,6 +64,13 @@ impl Pnfs {
     /// Allows each `(stateid, access)` of `clientid` on every DS of the
     /// file's stripe set; stateids already pushed there are skipped.
     pub fn allow(&self, clientid: u64, ino: u64, set: &StripeSet, stateids: &[(stateid4, u32)]) {
+        let objects: Vec<(u32, [u8; IDENTITY_LEN])> = set.ds.iter().enumerate().map(|(j, d)| (*d, set.ds_fh(j as u32, ino))).collect();
+        self.allow_on(clientid, &objects, stateids)
+    }
+
+    /// Allows each `(stateid, access)` of `clientid` on the given objects
+    /// (data server, object identity); those already pushed are skipped.
+    pub fn allow_on(&self, clientid: u64, objects: &[(u32, [u8; IDENTITY_LEN])], stateids: &[(stateid4, u32)]) {
         let mut work: Vec<(u32, Pushed, Vec<u8>)> = Vec::new();
         {
             let mut pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
@@ -75,9 +83,16 @@ impl Pnfs {
                 });
                 let widened = p.access | access != p.access;
                 p.access |= access;
-                for (j, &d) in set.ds.iter().enumerate() {
+                if widened {
+                    // Data servers it was allowed on before (a mirrored file's
+                    // earlier segments) take the wider access too.
+                    for (d, fh) in p.ds.iter().filter(|(d, _)| !objects.iter().any(|(o, _)| o == *d)) {
+                        work.push((*d, p.clone(), fh.clone()));
+                    }
+                }
+                for &(d, fh) in objects {
                     if widened || !p.ds.contains_key(&d) {
-                        let fh = set.ds_fh(j as u32, ino).to_vec();
+                        let fh = fh.to_vec();
                         p.ds.insert(d, fh.clone());
                         work.push((d, p.clone(), fh));
                     }

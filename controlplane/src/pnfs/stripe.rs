@@ -118,11 +118,13 @@ impl StripeSet {
     }
 }
 
-/// Stripe count (0 = all live DSes) and stripe unit of new files.
+/// Stripe count (0 = all live DSes; for mirrored files the size of the
+/// pool their segments spread over), stripe unit and layout of new files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub stripe_count: u32,
     pub stripe_unit: u32,
+    pub layout: super::mirror::LayoutPolicy,
 }
 
 #[cfg(test)]

@@ -5,6 +5,12 @@
 //!
 //! Which store holds a file:
 //! - a file with a stripe set (`L` record) -> its data servers;
+//! - a mirrored file (`L` record with a mirror set) -> every mirror of each
+//!   segment: a WRITE through the MDS writes them all (stable), a READ
+//!   reads the segment's first live mirror and tries the next on an error,
+//!   COMMIT/truncate/remove reach every object of the file. Clients send
+//!   such I/O to the MDS even with FF_FLAGS_NO_IO_THRU_MDS (no layout
+//!   segment cached yet, a fallback after a DS error);
 //! - a file with data in the local store (written before pNFS was turned
 //!   on, or while no DS was alive) -> the local store, for good: such files
 //!   get no layouts (LAYOUTUNAVAILABLE) and keep working through the MDS;
@@ -17,7 +23,7 @@
 //! as data (no hole detection inside objects); space_used is estimated from
 //! the file size (no DS round trips per GETATTR).
 
-use super::{PlaceError, Pnfs, StripeSet};
+use super::{MirrorSet, PlaceError, Placement, Pnfs, StripeSet};
 use crate::datastore::{DataStore, SeekWhat};
 use std::io;
 use std::sync::Arc;
@@ -32,7 +38,17 @@ pub struct StripedStore {
 enum Where {
     Local,
     Striped(Arc<StripeSet>),
+    Mirrored(Arc<MirrorSet>),
     Nowhere,
+}
+
+impl From<Placement> for Where {
+    fn from(p: Placement) -> Where {
+        match p {
+            Placement::Striped(s) => Where::Striped(s),
+            Placement::Mirrored(m) => Where::Mirrored(m),
+        }
+    }
 }
 
 impl StripedStore {
@@ -41,8 +57,8 @@ impl StripedStore {
     }
 
     fn locate(&self, ino: u64, for_write: bool) -> io::Result<Where> {
-        if let Some(s) = self.pnfs.stripe_set(ino)? {
-            return Ok(Where::Striped(s));
+        if let Some(p) = self.pnfs.placement(ino)? {
+            return Ok(p.into());
         }
         if self.local.object_len(ino) > 0 {
             return Ok(Where::Local);
@@ -51,7 +67,7 @@ impl StripedStore {
             return Ok(Where::Nowhere);
         }
         match self.pnfs.place(ino) {
-            Ok(s) => Ok(Where::Striped(s)),
+            Ok(p) => Ok(p.into()),
             Err(PlaceError::Unavailable) => {
                 log::warn!("inode {ino}: no data server available; its data stays on the MDS");
                 Ok(Where::Local)
@@ -85,6 +101,84 @@ impl StripedStore {
         Ok(())
     }
 
+    /// Writes `data` at `offset` on every mirror of the segments it covers.
+    /// Every mirror must take it: a mirror left behind would serve stale
+    /// bytes to readers (fewer mirrors and resilver are the DS-loss path).
+    fn write_mirrored(&self, set: &MirrorSet, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<()> {
+        let fh = set.object_fh(ino);
+        for p in set.pieces(offset, data.len()) {
+            let ds = set.segment_ds(p.segment);
+            ds.iter().try_for_each(|d| self.check_alive(ino, *d))?;
+            let bytes = &data[p.buf_offset..p.buf_offset + p.len];
+            let write_one = |d: u32| match self.pnfs.obj_write(d, &fh, p.file_offset, bytes, stable) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    log::warn!("inode {ino}: mirror object missing on data server {d}; recreating it");
+                    self.pnfs.obj_create(d, &fh)?;
+                    self.pnfs.obj_write(d, &fh, p.file_offset, bytes, stable)
+                }
+                r => r,
+            };
+            // The mirrors at once: a stable write waits for each DS's sync.
+            std::thread::scope(|sc| {
+                let others: Vec<_> = ds[1..].iter().map(|&d| sc.spawn(move || write_one(d))).collect();
+                let first = write_one(ds[0]);
+                others.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("mirror write panicked")))).try_for_each(|r| r)?;
+                first
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads from the first live mirror of each segment, the next one when
+    /// a read fails; bytes no mirror has are zeros (holes, the end).
+    fn read_mirrored(&self, set: &MirrorSet, ino: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let fh = set.object_fh(ino);
+        let mut got_end = 0;
+        for p in set.pieces(offset, buf.len()) {
+            let piece = &mut buf[p.buf_offset..p.buf_offset + p.len];
+            let mut last_err = None;
+            let mut got = None;
+            for d in set.segment_ds(p.segment) {
+                if let Err(e) = self.pnfs.ds_usable(ino, d) {
+                    last_err = Some(e);
+                    continue;
+                }
+                match self.pnfs.obj_read(d, &fh, p.file_offset, piece) {
+                    Ok(n) => {
+                        got = Some(n);
+                        break;
+                    }
+                    Err(e) => {
+                        log::warn!("inode {ino}: reading segment {} from data server {d}: {e}; trying another mirror", p.segment);
+                        last_err = Some(e);
+                    }
+                }
+            }
+            let n = match (got, last_err) {
+                (Some(n), _) => n,
+                (None, Some(e)) => return Err(e),
+                (None, None) => 0,
+            };
+            piece[n..].fill(0);
+            if n > 0 {
+                got_end = got_end.max(p.buf_offset + n);
+            }
+        }
+        Ok(got_end)
+    }
+
+    /// Logical end of a mirrored file's data: objects hold bytes at their
+    /// file offsets, so the longest object.
+    fn data_end_mirrored(&self, set: &MirrorSet, ino: u64) -> io::Result<u64> {
+        let fh = set.object_fh(ino);
+        let mut end = 0;
+        for &d in &set.ds {
+            self.check_alive(ino, d)?;
+            end = end.max(self.pnfs.obj_stat(d, &fh)?.0);
+        }
+        Ok(end)
+    }
+
     /// Logical end of the data held by the stripe objects.
     fn data_end(&self, set: &StripeSet, ino: u64) -> io::Result<u64> {
         let mut end = 0;
@@ -104,6 +198,7 @@ impl DataStore for StripedStore {
         let set = match self.locate(ino, false)? {
             Where::Local => return self.local.read(ino, offset, buf),
             Where::Nowhere => return Ok(0),
+            Where::Mirrored(m) => return self.read_mirrored(&m, ino, offset, buf),
             Where::Striped(s) => s,
         };
         let mut got_end = 0;
@@ -135,6 +230,7 @@ impl DataStore for StripedStore {
     fn write(&self, ino: u64, offset: u64, data: &[u8], stable: bool) -> io::Result<bool> {
         match self.locate(ino, true)? {
             Where::Striped(set) => self.write_striped(&set, ino, offset, data, true).map(|()| true),
+            Where::Mirrored(set) => self.write_mirrored(&set, ino, offset, data, true).map(|()| true),
             _ => self.local.write(ino, offset, data, stable),
         }
     }
@@ -145,6 +241,14 @@ impl DataStore for StripedStore {
                 for (j, &ds) in set.ds.iter().enumerate() {
                     self.check_alive(ino, ds)?;
                     self.pnfs.obj_commit(ds, &set.ds_fh(j as u32, ino))?;
+                }
+                Ok(())
+            }
+            Where::Mirrored(set) => {
+                let fh = set.object_fh(ino);
+                for &ds in &set.ds {
+                    self.check_alive(ino, ds)?;
+                    self.pnfs.obj_commit(ds, &fh)?;
                 }
                 Ok(())
             }
@@ -169,6 +273,23 @@ impl DataStore for StripedStore {
                 }
                 Ok(())
             }
+            // Every object to what it holds below `size` (the file's bytes
+            // beyond go from every mirror).
+            Where::Mirrored(set) => {
+                let fh = set.object_fh(ino);
+                for &ds in &set.ds {
+                    self.check_alive(ino, ds)?;
+                    let len = set.object_size(ds, size);
+                    match self.pnfs.obj_truncate(ds, &fh, len) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            self.pnfs.obj_create(ds, &fh)?;
+                            self.pnfs.obj_truncate(ds, &fh, len)?;
+                        }
+                        r => r?,
+                    }
+                }
+                Ok(())
+            }
             Where::Local => self.local.truncate(ino, size),
             // Sizes live in the namespace; an empty file needs no object.
             Where::Nowhere => Ok(()),
@@ -176,15 +297,15 @@ impl DataStore for StripedStore {
     }
 
     fn remove(&self, ino: u64) -> io::Result<()> {
-        if let Some(set) = self.pnfs.stripe_set(ino)? {
-            for (j, &ds) in set.ds.iter().enumerate() {
-                match self.pnfs.obj_remove(ds, &set.ds_fh(j as u32, ino)) {
+        if let Some(placement) = self.pnfs.placement(ino)? {
+            for (ds, fh) in placement.objects(ino) {
+                match self.pnfs.obj_remove(ds, &fh) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     // Its data is gone with it: the file can still go.
-                    Err(e) if self.pnfs.ds_lost(ds) => log::warn!("inode {ino}: stripe {j} left on lost data server {ds} ({e})"),
+                    Err(e) if self.pnfs.ds_lost(ds) => log::warn!("inode {ino}: its object left on lost data server {ds} ({e})"),
                     // The record stays so a later orphan sweep retries.
-                    Err(e) => return Err(io::Error::other(format!("removing stripe {j} on data server {ds}: {e}"))),
+                    Err(e) => return Err(io::Error::other(format!("removing the object on data server {ds}: {e}"))),
                 }
             }
             self.pnfs.forget(ino)?;
@@ -201,33 +322,39 @@ impl DataStore for StripedStore {
     }
 
     fn deallocate(&self, ino: u64, offset: u64, len: u64) -> io::Result<()> {
-        let set = match self.locate(ino, false)? {
+        let w = self.locate(ino, false)?;
+        // Approximation: zeros are written (within the objects' data only).
+        let end = match &w {
             Where::Local => return self.local.deallocate(ino, offset, len),
             Where::Nowhere => return Ok(()),
-            Where::Striped(s) => s,
+            Where::Striped(set) => self.data_end(set, ino)?,
+            Where::Mirrored(set) => self.data_end_mirrored(set, ino)?,
         };
-        // Approximation: zeros are written (within the objects' data only).
-        let end = (offset.saturating_add(len)).min(self.data_end(&set, ino)?);
+        let end = (offset.saturating_add(len)).min(end);
         let zeros = vec![0u8; ZERO_CHUNK];
         let mut at = offset;
         while at < end {
             let n = ((end - at) as usize).min(ZERO_CHUNK);
             // Stable: DEALLOCATE has no COMMIT, and a DS that restarted
             // before syncing would bring the old bytes back.
-            self.write_striped(&set, ino, at, &zeros[..n], true)?;
+            match &w {
+                Where::Striped(set) => self.write_striped(set, ino, at, &zeros[..n], true)?,
+                Where::Mirrored(set) => self.write_mirrored(set, ino, at, &zeros[..n], true)?,
+                Where::Local | Where::Nowhere => return Ok(()),
+            }
             at += n as u64;
         }
         Ok(())
     }
 
     fn seek(&self, ino: u64, offset: u64, what: SeekWhat) -> io::Result<Option<u64>> {
-        let set = match self.locate(ino, false)? {
+        // Approximation: all bytes below the objects' data end are data.
+        let end = match self.locate(ino, false)? {
             Where::Local => return self.local.seek(ino, offset, what),
             Where::Nowhere => return Ok(None),
-            Where::Striped(s) => s,
+            Where::Striped(set) => self.data_end(&set, ino)?,
+            Where::Mirrored(set) => self.data_end_mirrored(&set, ino)?,
         };
-        // Approximation: all bytes below the objects' data end are data.
-        let end = self.data_end(&set, ino)?;
         Ok(match what {
             SeekWhat::Data if offset < end => Some(offset),
             SeekWhat::Data => None,
@@ -265,7 +392,8 @@ impl DataStore for StripedStore {
     }
 
     fn space_used_for(&self, ino: u64, size: u64) -> u64 {
-        match self.pnfs.stripe_set(ino) {
+        match self.pnfs.placement(ino) {
+            Ok(Some(Placement::Mirrored(m))) => size.div_ceil(4096) * 4096 * m.mirrors as u64,
             Ok(Some(_)) => size.div_ceil(4096) * 4096,
             _ => self.local.space_used(ino),
         }
@@ -282,6 +410,7 @@ impl DataStore for StripedStore {
     fn object_len(&self, ino: u64) -> u64 {
         match self.locate(ino, false) {
             Ok(Where::Striped(set)) => self.data_end(&set, ino).unwrap_or(0),
+            Ok(Where::Mirrored(set)) => self.data_end_mirrored(&set, ino).unwrap_or(0),
             Ok(Where::Local) => self.local.object_len(ino),
             _ => 0,
         }
