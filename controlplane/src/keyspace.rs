@@ -16,7 +16,7 @@
 //! | `O` [`CLIENT_RECORD`] | client owner (`co_ownerid` bytes) | `1`: a client that may reclaim state after a restart | `mds`, `ops::session` |
 //! | `L` [`STRIPE_SET`] | ino (u64) | stripe set (XDR: stripe unit, first stripe index, generation, DS indices<>) | `pnfs::placement` |
 //! | `H` [`PLACEMENT_HINT`] | ino (u64) | placement policy of a file created under a non-default one: stripe count (u32), stripe unit (u32) | `pnfs::placement` |
-//! | `S` [`DATA_SERVER`] | DS index (u64) | registered data server (XDR: index, id, addresses, control address, capacity, free) | `pnfs::registry` |
+//! | `S` [`DATA_SERVER`] | DS index (u64) | registered data server (XDR: index, id, addresses, control address, capacity, free, admin state: u32, absent in older records = active) | `pnfs::registry` |
 //! | `V` [`DEVICE_ID`] | device ID (16 bytes) | empty: a device ID handed out (GETDEVICELIST) | `pnfs::placement` |
 //! | `N` [`CLUSTER_NODE`] | node id (u32) | live cluster node, under its etcd lease: `node_id epoch peer lease` (text) | `cluster::membership` |
 //! | `P` [`VIP_CLAIM`] | VIP octets (4 or 16) | the VIP's holder, under its lease: `node_id epoch` (text) | `cluster::vip` |

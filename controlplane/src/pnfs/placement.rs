@@ -86,7 +86,8 @@ impl Pnfs {
     }
 
     pub fn choose_with(&self, generation: u32, policy: Policy) -> Option<StripeSet> {
-        let live = self.registry.live();
+        // Live and active: draining, removed and lost data servers get no new files.
+        let live = self.registry.placeable();
         if live.is_empty() {
             return None;
         }
