@@ -15,6 +15,8 @@
 //! - `objects`: control calls on one data server's objects.
 //! - `stateids`: the stateids pushed to data servers (tight coupling,
 //!   RFC 8881 13.9.2), sent in batches by `push`.
+//! - `inventory`: what the data servers hold (objects per DS, one file's
+//!   layout with object sizes) for pnfsctl; removing an empty data server.
 //! - `fence`: fencing a dead MDS node of the cluster on every data server
 //!   (`Pnfs::fence_node`, CTL_PROC_FENCE).
 //! - this file: the `Pnfs` facade the rest of the MDS holds.
@@ -34,6 +36,7 @@
 pub mod client;
 pub mod device;
 pub mod fence;
+pub mod inventory;
 pub mod layout;
 pub mod objects;
 pub mod placement;
