@@ -275,6 +275,11 @@ impl AdminService {
                 )
             }
         };
+        if op != adm_ds_op::ADM_DS_ADD && pnfs.registry.placeable().is_empty() {
+            let warning = ". No live active data server is left: new files get no layout and keep their data on the MDS \
+                           until one is (`pnfsctl ds add`, or start one)";
+            return Ok((msg + warning, d));
+        }
         Ok((msg, d))
     }
 

@@ -153,6 +153,9 @@ fn decode<'a, T: XdrDecode<'a>>(body: &'a [u8]) -> Result<T, Error> {
 fn failed_unless_ok(status: adm_status, message: &[u8]) -> Result<(), Error> {
     match status {
         adm_status::ADM_OK => Ok(()),
+        adm_status::ADM_NOENT | adm_status::ADM_REFUSED | adm_status::ADM_INVAL if !message.is_empty() => {
+            Err(Error::Failed(String::from_utf8_lossy(message).into_owned()))
+        }
         s => Err(Error::Failed(format!("{} ({s:?})", String::from_utf8_lossy(message)))),
     }
 }

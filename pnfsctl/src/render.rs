@@ -121,7 +121,7 @@ pub fn status(r: &adm_status_res, json: bool, out: &mut dyn Write) -> io::Result
         size(used),
         size(r.asr_free_bytes)
     )?;
-    writeln!(out, "files:        {} ({} with objects on data servers)", r.asr_files, r.asr_placed_files)?;
+    writeln!(out, "files:        {} inodes, {} files with objects on data servers", r.asr_files, r.asr_placed_files)?;
     writeln!(out, "resilver:     {}", progress_text(&r.asr_resilver))?;
     writeln!(out, "rebalance:    {}", progress_text(&r.asr_rebalance))
 }
