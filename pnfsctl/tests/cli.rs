@@ -3,7 +3,10 @@
 //! lost data server; remove refused while objects remain; a wrong key
 //! refused; the binary's exit codes.
 
+use pnfs_client::pnfs_protocol::control_auth::ControlKeys;
 use pnfs_client::pnfs_protocol::seal::ClusterKey;
+use pnfs_client::pnfs_protocol::wire::*;
+use pnfs_mds::pnfs::client::CtlClient;
 use pnfs_client::Client;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -196,6 +199,16 @@ fn a_wrong_key_is_refused_and_the_binary_exits_accordingly() {
         (_, Err(pnfsctl::Error::Failed(m))) => assert!(m.contains("refused") && m.contains("cluster's key"), "{m}"),
         other => panic!("a call with another cluster's key: {other:?}"),
     }
+    // The right cluster key with the data servers' control keys (what a DS
+    // signs with) is no admin call; the admin keys make no DS call.
+    let key = ClusterKey::load(&cl.key()).unwrap();
+    let drain = adm_ds_state_args { ada_target: "0".into(), ada_op: adm_ds_op::ADM_DS_DRAIN };
+    let as_ds = CtlClient::new(ControlKeys::new(&key), 0).call(&cl.ctl.to_string(), PNFSCTL_ADMIN_PROGRAM, ADM_PROC_DS_SET_STATE, &drain);
+    assert_eq!(as_ds.unwrap_err().kind(), std::io::ErrorKind::PermissionDenied);
+    let heartbeat = ctl_heartbeat_args { cha_ds_id: "ds0".into(), cha_free_bytes: 0, cha_bytes_read: 0, cha_bytes_written: 0 };
+    let as_admin =
+        CtlClient::new(ControlKeys::admin(&key), 0).call(&cl.ctl.to_string(), PNFSCTL_MDS_PROGRAM, CTL_PROC_HEARTBEAT, &heartbeat);
+    assert_eq!(as_admin.unwrap_err().kind(), std::io::ErrorKind::PermissionDenied);
     assert_eq!(cl.states()[0].0, "active", "nothing changed");
 
     let bin = env!("CARGO_BIN_EXE_pnfsctl");
