@@ -433,3 +433,93 @@ impl AdminProgram for AdminService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::membership::node_key;
+    use crate::config::ClusterConfig;
+    use crate::datastore::LocalFileStore;
+    use pnfs_kv::{transact, KvStore, MemStore};
+
+    /// Node 2 of a three-node cluster with the pNFS role, on `store`.
+    fn service(dir: &std::path::Path, store: Arc<dyn KvStore>) -> AdminService {
+        let text = format!(
+            "bind = \"127.0.0.1:1\"\ncontrol_bind = \"127.0.0.1:2\"\nmetadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\n\
+             [[exports]]\npath = \"/export\"\n",
+            dir.display()
+        );
+        let mut cfg: crate::MdsConfig = toml::from_str(&text).unwrap();
+        cfg.cluster = Some(ClusterConfig {
+            node_id: 2,
+            nodes: vec!["10.0.0.21:20495".into(), "10.0.0.22:20495".into(), "10.0.0.23:20495".into()],
+            vips: vec![],
+            vip_interface: "lo".into(),
+            vip_prefix_len: 24,
+            heartbeat_ms: 500,
+            lease_ms: 1500,
+        });
+        let data = LocalFileStore::open(&cfg.data_dir, cfg.open_file_cache).unwrap();
+        let mds = Mds::with_stores(cfg, store, Arc::new(data)).unwrap();
+        let keys = ControlKeys::admin(&mds.pnfs.as_ref().unwrap().cluster_key);
+        AdminService { mds, keys }
+    }
+
+    fn register(svc: &AdminService, id: &str) {
+        let a = ctl_register_args {
+            cra_ds_id: id.as_bytes().into(),
+            cra_client_addrs: vec![netaddr4 { na_r_netid: "tcp".into(), na_r_addr: "10.0.0.1.8.1".into() }],
+            cra_control_addr: "127.0.0.1:1".into(),
+            cra_capacity_bytes: 100,
+            cra_free_bytes: 60,
+        };
+        svc.pnfs().registry.register(&a).unwrap();
+    }
+
+    #[test]
+    fn status_names_every_cluster_node_and_which_are_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
+        let svc = service(dir.path(), store.clone());
+        // Nodes 1 and 2 hold membership records; node 3 is down.
+        transact(&*store, 1, |t| {
+            for id in [1u32, 2] {
+                let r = NodeRecord { node_id: id, epoch: (id as u64) << 32 | 7, peer: "x".into(), lease: 1 };
+                t.put(&node_key(id), &r.encode())?;
+            }
+            Ok::<_, pnfs_kv::KvError>(())
+        })
+        .unwrap();
+        register(&svc, "a");
+        register(&svc, "b");
+        svc.pnfs().registry.set_admin_state(1, AdminState::Draining).unwrap();
+        let s = svc.status();
+        assert_eq!((s.asr_status, s.asr_node_id), (adm_status::ADM_OK, 2));
+        let nodes: Vec<(u32, bool, u64, bool)> =
+            s.asr_nodes.iter().map(|n| (n.ani_node_id, n.ani_live, n.ani_epoch, n.ani_answering)).collect();
+        assert_eq!(nodes, [(1, true, 1 << 32 | 7, false), (2, true, 2 << 32 | 7, true), (3, false, 0, false)]);
+        assert_eq!(&s.asr_nodes[2].ani_peer[..], b"10.0.0.23:20495");
+        assert_eq!((s.asr_ds_known, s.asr_ds_up, s.asr_ds_active, s.asr_ds_draining), (2, 2, 1, 1));
+        assert_eq!((s.asr_capacity_bytes, s.asr_free_bytes), (200, 120));
+        // The root and the export's directory.
+        assert_eq!((s.asr_files, s.asr_placed_files), (2, 0));
+        assert!(s.asr_resilver.is_empty() && s.asr_rebalance.is_empty());
+    }
+
+    #[test]
+    fn targets_are_an_index_else_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), Arc::new(MemStore::new()));
+        for id in ["ds0", "2", "7"] {
+            register(&svc, id);
+        }
+        // Indices 0, 1, 2 for ds0, "2", "7".
+        let index = |t: &str| svc.resolve(t).map(|d| d.index).map_err(|(s, _)| s);
+        assert_eq!(index("ds0"), Ok(0));
+        assert_eq!(index("2"), Ok(2), "an index before an id");
+        assert_eq!(index("id:2"), Ok(1));
+        assert_eq!(index("7"), Ok(2), "no index 7: the id");
+        assert_eq!(index("9"), Err(adm_status::ADM_NOENT));
+        assert_eq!(index("id:9"), Err(adm_status::ADM_NOENT));
+    }
+}
