@@ -517,7 +517,9 @@ async fn control_connection<C: CallSource, S: ReplySink>(served: Served, c: Conn
                 // Off this thread: heartbeats on other connections go on.
                 let Ok(_permit) = served.admin_calls.clone().acquire_owned().await else { break Ended::Closed };
                 let admin = admin.clone();
-                tokio::task::spawn_blocking(move || admin.handle(&rec, &verified)).await.unwrap_or(None)
+                // A handler that panicked answers nothing: close rather than leave the caller waiting.
+                let Ok(reply) = tokio::task::spawn_blocking(move || admin.handle(&rec, &verified)).await else { break Ended::Closed };
+                reply
             }
             _ => handle_control(pnfs, &rec, &verified),
         };
