@@ -16,7 +16,7 @@
 //! | `O` [`CLIENT_RECORD`] | client owner (`co_ownerid` bytes) | `1`: a client that may reclaim state after a restart | `mds`, `ops::session` |
 //! | `L` [`STRIPE_SET`] | ino (u64) | the file's placement, its kind fixed once written. Striped (files layout): XDR stripe unit (never 0), first stripe index, generation, DS indices<>. Mirrored (flexfiles, `pnfs::mirror`): XDR 0 (the tag), version 1, mirrors (2 or 3), segment bytes (u64), generation, first (pool index of segment 0's mirror 0), DS indices<> (the pool, ascending) | `pnfs::placement` |
 //! | `H` [`PLACEMENT_HINT`] | ino (u64) | placement policy of a file created under a non-default one: stripe count (u32), stripe unit (u32), layout (u32: 1 stripe, 2 mirror2, 3 mirror3; absent = stripe) | `pnfs::placement` |
-//! | `S` [`DATA_SERVER`] | DS index (u64) | registered data server (XDR: index, id, addresses, control address, capacity, free) | `pnfs::registry` |
+//! | `S` [`DATA_SERVER`] | DS index (u64) | registered data server (XDR: index, id, addresses, control address, capacity, free, admin state: u32, absent in older records = active) | `pnfs::registry` |
 //! | `V` [`DEVICE_ID`] | device ID (16 bytes) | empty: a device ID handed out (GETDEVICELIST) | `pnfs::placement` |
 //! | `N` [`CLUSTER_NODE`] | node id (u32) | live cluster node, under its etcd lease: `node_id epoch peer lease` (text) | `cluster::membership` |
 //! | `P` [`VIP_CLAIM`] | VIP octets (4 or 16) | the VIP's holder, under its lease: `node_id epoch` (text) | `cluster::vip` |

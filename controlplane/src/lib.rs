@@ -6,6 +6,7 @@
 //! `state` (clients, sessions, stateids, locks), `datastore` (file data),
 //! `pnfs` (data server registry, stripe sets, layouts' support code).
 
+pub mod admin;
 pub mod attrs;
 pub mod callback;
 pub mod cluster;

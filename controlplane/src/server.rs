@@ -128,8 +128,10 @@ impl Server {
                 p.cfg.stripe_unit,
                 if p.cfg.stripe_count == 0 { "all".to_string() } else { p.cfg.stripe_count.to_string() }
             );
+            // pnfsctl's admin program is served on the same listener.
+            let admin = crate::admin::AdminService::new(self.mds.clone());
             tokio::spawn(async move {
-                if let Err(e) = crate::pnfs::registry::serve_control(p, l).await {
+                if let Err(e) = crate::pnfs::registry::serve_control_with_admin(p, l, admin).await {
                     log::error!("control listener failed: {e}");
                 }
             });

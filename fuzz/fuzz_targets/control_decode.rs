@@ -1,6 +1,7 @@
 //! Arbitrary bytes through the control protocol's receive path: the
-//! authentication check (pnfs_protocol::control_auth) and every control
-//! argument and result type (protocol/xdr/control.x).
+//! authentication check (pnfs_protocol::control_auth, with and without the
+//! admin program's keys) and every control and admin argument and result
+//! type (protocol/xdr/control.x).
 //!
 //! Properties checked:
 //! - nothing panics (bad input is refused with an error);
@@ -28,6 +29,9 @@ fuzz_target!(|data: &[u8]| {
     let recent = RecentConnections::new(16);
     let mut checker = CallChecker::new(keys);
     assert!(checker.check(data, 1_000_000, &recent).is_err(), "an unsigned input passed the control check");
+    let mut admin = CallChecker::new(ControlKeys::new(&ClusterKey::from_bytes([0x42; 32])))
+        .with_admin(ControlKeys::admin(&ClusterKey::from_bytes([0x42; 32])));
+    assert!(admin.check(data, 1_000_000, &recent).is_err(), "an unsigned input passed the admin check");
 
     roundtrip::<ctl_register_args>(data);
     roundtrip::<ctl_register_res>(data);
@@ -43,4 +47,11 @@ fuzz_target!(|data: &[u8]| {
     roundtrip::<ctl_batch_args>(data);
     roundtrip::<ctl_batch_res>(data);
     roundtrip::<ctl_res>(data);
+    roundtrip::<adm_ds_list_args>(data);
+    roundtrip::<adm_ds_state_args>(data);
+    roundtrip::<adm_layout_args>(data);
+    roundtrip::<adm_status_res>(data);
+    roundtrip::<adm_ds_list_res>(data);
+    roundtrip::<adm_ds_state_res>(data);
+    roundtrip::<adm_layout_res>(data);
 });

@@ -48,6 +48,13 @@ impl ControlKeys {
     pub fn new(cluster: &ClusterKey) -> ControlKeys {
         ControlKeys { call: cluster.derive(Purpose::ControlCall), reply: cluster.derive(Purpose::ControlReply) }
     }
+
+    /// The admin program's keys (pnfsctl -> MDS, PNFSCTL_ADMIN_PROGRAM):
+    /// same credential, own purposes, so no data server call is ever an
+    /// admin call and the other way round.
+    pub fn admin(cluster: &ClusterKey) -> ControlKeys {
+        ControlKeys { call: cluster.derive(Purpose::Admin), reply: cluster.derive(Purpose::AdminReply) }
+    }
 }
 
 /// Milliseconds since the Unix epoch (the clock calls carry).
@@ -216,6 +223,9 @@ impl RecentConnections {
 pub struct Verified {
     pub xid: u32,
     pub proc_: u32,
+    /// Checked with the admin keys (a PNFSCTL_ADMIN_PROGRAM call on a
+    /// checker made [`CallChecker::with_admin`]): seal its reply with them.
+    pub admin: bool,
     /// The MDS epoch the caller speaks for.
     pub epoch: u64,
     conn: [u8; CONN_ID_LEN],
@@ -225,6 +235,8 @@ pub struct Verified {
 /// The receiving side of one connection.
 pub struct CallChecker {
     keys: ControlKeys,
+    /// Keys of PNFSCTL_ADMIN_PROGRAM calls, where this listener serves it.
+    admin: Option<ControlKeys>,
     conn: Option<[u8; CONN_ID_LEN]>,
     last_seq: u64,
 }
@@ -239,7 +251,14 @@ pub struct Denied {
 
 impl CallChecker {
     pub fn new(keys: ControlKeys) -> CallChecker {
-        CallChecker { keys, conn: None, last_seq: 0 }
+        CallChecker { keys, admin: None, conn: None, last_seq: 0 }
+    }
+
+    /// Also accepts PNFSCTL_ADMIN_PROGRAM calls, checked with `admin` keys
+    /// only (`Verified::admin`); calls to other programs keep the control keys.
+    pub fn with_admin(mut self, admin: ControlKeys) -> CallChecker {
+        self.admin = Some(admin);
+        self
     }
 
     pub fn keys(&self) -> &ControlKeys {
@@ -272,7 +291,12 @@ impl CallChecker {
         if cred.len() != CRED_LEN {
             return Err(deny(AuthStat::BadCred, "control credential of the wrong size"));
         }
-        let tag = call_tag(&self.keys, &head(xid, prog, vers, proc_), &cred[..40], args);
+        // The program is covered by the tag, so a call cannot pick its keys.
+        let (keys, admin) = match &self.admin {
+            Some(k) if prog == crate::wire::PNFSCTL_ADMIN_PROGRAM => (k, true),
+            _ => (&self.keys, false),
+        };
+        let tag = call_tag(keys, &head(xid, prog, vers, proc_), &cred[..40], args);
         if !crate::seal::constant_time_eq(&tag, &cred[40..]) {
             return Err(deny(AuthStat::BadCred, "control call tag does not check (wrong cluster key, or forged)"));
         }
@@ -294,7 +318,7 @@ impl CallChecker {
             Some(_) => return Err(deny(AuthStat::RejectedCred, "control call out of sequence (a replay)")),
         }
         self.last_seq = seq;
-        Ok(Verified { xid, proc_, epoch, conn, seq })
+        Ok(Verified { xid, proc_, admin, epoch, conn, seq })
     }
 }
 
@@ -410,6 +434,47 @@ mod tests {
         let mut unsealed = good.clone();
         unsealed[12..16].copy_from_slice(&AUTH_NONE.to_be_bytes());
         assert_eq!(s.open_reply(sent4, &unsealed).unwrap_err(), ReplyError::Forged);
+    }
+
+    #[test]
+    fn admin_calls_need_the_admin_keys_and_control_calls_the_control_keys() {
+        let now = 1_000_000_000;
+        let recent = RecentConnections::default();
+        let cluster = ClusterKey::from_bytes([7; 32]);
+        let listener = || CallChecker::new(keys()).with_admin(ControlKeys::admin(&cluster));
+        let admin_call = |k: ControlKeys, prog: u32| {
+            let mut e = Encoder::new();
+            let sent = CallSigner::new(k, 0).encode_call(&mut e, 5, prog, 1, 1, b"x", now);
+            (e.into_inner(), sent)
+        };
+        let admin_prog = crate::wire::PNFSCTL_ADMIN_PROGRAM;
+        // pnfsctl with the cluster key file: accepted, marked admin, and the
+        // reply sealed with the admin keys checks out.
+        let mut pnfsctl = CallSigner::new(ControlKeys::admin(&cluster), 0);
+        let mut e = Encoder::new();
+        let sent = pnfsctl.encode_call(&mut e, 5, admin_prog, 1, 1, b"x", now);
+        let v = listener().check(&e.into_inner(), now, &recent).unwrap();
+        assert!(v.admin);
+        let mut e = Encoder::new();
+        v.begin_reply(&mut e);
+        let mut r = e.into_inner();
+        v.seal_reply(&ControlKeys::admin(&cluster), &mut r);
+        assert!(pnfsctl.open_reply(sent, &r).is_ok());
+        // An admin call tagged with the data servers' control keys, or with
+        // another cluster's admin keys: refused.
+        let (rec, _) = admin_call(keys(), admin_prog);
+        assert_eq!(listener().check(&rec, now, &recent).unwrap_err().unwrap().stat, AuthStat::BadCred);
+        let (rec, _) = admin_call(ControlKeys::admin(&ClusterKey::from_bytes([8; 32])), admin_prog);
+        assert_eq!(listener().check(&rec, now, &recent).unwrap_err().unwrap().stat, AuthStat::BadCred);
+        // Admin keys do not make a control-program call, nor work where the
+        // admin program is not served.
+        let (rec, _) = admin_call(ControlKeys::admin(&cluster), crate::wire::PNFSCTL_MDS_PROGRAM);
+        assert!(listener().check(&rec, now, &recent).is_err());
+        let (rec, _) = admin_call(ControlKeys::admin(&cluster), admin_prog);
+        assert!(CallChecker::new(keys()).check(&rec, now, &recent).is_err());
+        // Control calls on the same listener are still control calls.
+        let (rec, _) = admin_call(keys(), crate::wire::PNFSCTL_MDS_PROGRAM);
+        assert!(!listener().check(&rec, now, &recent).unwrap().admin);
     }
 
     #[test]

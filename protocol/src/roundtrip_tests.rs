@@ -50,6 +50,11 @@ roundtrips! {
     readdir_res: READDIR4res,
     exchange_id_args: EXCHANGE_ID4args,
     create_session_res: CREATE_SESSION4res,
+    admin_status_res: adm_status_res,
+    admin_ds_list_res: adm_ds_list_res,
+    admin_ds_state_args: adm_ds_state_args,
+    admin_ds_state_res: adm_ds_state_res,
+    admin_layout_res: adm_layout_res,
 }
 
 #[test]

@@ -27,6 +27,10 @@ pub enum Purpose {
     ControlReply,
     /// MDS node <-> MDS node links (controlplane/src/cluster/peers.rs).
     PeerLink,
+    /// pnfsctl's calls to the MDS admin program (PNFSCTL_ADMIN_PROGRAM).
+    Admin,
+    /// The MDS's replies to them.
+    AdminReply,
 }
 
 impl Purpose {
@@ -37,6 +41,8 @@ impl Purpose {
             Purpose::ControlCall => "pnfsd 2026-12 control call credential",
             Purpose::ControlReply => "pnfsd 2026-12 control reply verifier",
             Purpose::PeerLink => "pnfsd 2026-12 MDS peer link",
+            Purpose::Admin => "pnfsd 2026-12 admin call credential",
+            Purpose::AdminReply => "pnfsd 2026-12 admin reply verifier",
         }
     }
 }

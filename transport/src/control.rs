@@ -33,6 +33,13 @@ impl<C: CallSource> AuthenticatedCalls<C> {
         AuthenticatedCalls { calls, checker: CallChecker::new(keys), pending: VecDeque::new(), idle, authenticated: false }
     }
 
+    /// Also serves the admin program, its calls checked with `admin` keys
+    /// (`CallChecker::with_admin`; the MDS control listener).
+    pub fn with_admin(mut self, admin: ControlKeys) -> Self {
+        self.checker = self.checker.with_admin(admin);
+        self
+    }
+
     /// The next authentic call and its verified credential. A call that
     /// fails the check is answered AUTH_ERROR through `replies` and ends
     /// the connection ([`Ended::Refused`]); an unreadable one just ends it.

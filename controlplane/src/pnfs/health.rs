@@ -227,8 +227,9 @@ impl Pnfs {
 
     /// True when data server `index` has been dead longer than
     /// mds.ds_lost_after_ms: data with no other copy there is unavailable.
+    /// Or when an admin declared it lost (`pnfsctl ds declare-lost`).
     pub fn ds_lost(&self, index: u32) -> bool {
-        self.cfg.lost_after.is_some_and(|lost| self.ds_dead_for(index).is_some_and(|d| d >= lost))
+        self.registry.declared_lost(index) || self.cfg.lost_after.is_some_and(|lost| self.ds_dead_for(index).is_some_and(|d| d >= lost))
     }
 
     /// The known data servers that are lost ([`Self::ds_lost`]), ascending.
@@ -240,10 +241,10 @@ impl Pnfs {
     /// the MDS answers: NFS4ERR_IO ([`Self::lost_io`]) when it is lost,
     /// else one that `mds::io_err` answers NFS4ERR_DELAY (it may come back).
     pub fn ds_usable(&self, ino: u64, ds: u32) -> io::Result<()> {
-        if self.registry.alive(ds) {
-            Ok(())
-        } else if self.ds_lost(ds) {
+        if self.ds_lost(ds) {
             Err(self.lost_io(ino, ds))
+        } else if self.registry.alive(ds) {
+            Ok(())
         } else {
             Err(io::Error::new(io::ErrorKind::NotConnected, format!("data server {ds} is not available")))
         }

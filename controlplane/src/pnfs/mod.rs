@@ -18,6 +18,8 @@
 //! - `objects`: control calls on one data server's objects.
 //! - `stateids`: the stateids pushed to data servers (tight coupling,
 //!   RFC 8881 13.9.2), sent in batches by `push`.
+//! - `inventory`: what the data servers hold (objects per DS, one file's
+//!   layout with object sizes) for pnfsctl; removing an empty data server.
 //! - `fence`: fencing a dead MDS node of the cluster on every data server
 //!   (`Pnfs::fence_node`, CTL_PROC_FENCE).
 //! - `health`: data servers lost (dead past mds.ds_lost_after_ms), checks
@@ -41,6 +43,7 @@ pub mod client;
 pub mod device;
 pub mod fence;
 pub mod health;
+pub mod inventory;
 pub mod layout;
 pub mod mirror;
 pub mod objects;

@@ -166,7 +166,8 @@ impl Pnfs {
     /// `count` live data servers (all when 0, at least `at_least`; None when
     /// fewer are alive), ascending, and a rotating first index into them.
     fn pick_data_servers(&self, count: u32, at_least: usize) -> Option<(Vec<u32>, u32)> {
-        let live = self.registry.live();
+        // Live and active: draining, removed and lost data servers get no new files.
+        let live = self.registry.placeable();
         if live.len() < at_least.max(1) {
             return None;
         }

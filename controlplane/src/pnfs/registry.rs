@@ -12,6 +12,14 @@
 //! Every call must carry the cluster key's tag (pnfs_protocol::control_auth);
 //! anything else is answered AUTH_ERROR and the connection closed, so no
 //! one without the key registers a DS or moves a known DS's addresses.
+//!
+//! Admin states (`AdminState`, set by pnfsctl through the admin program
+//! this listener also serves, `crate::admin`): active, draining, removed,
+//! lost. Persisted in the `S` record after the fields above (a record
+//! without it is active), kept across REGISTER, and read back from the
+//! store every heartbeat interval (`Registry::refresh_admin_states`), so
+//! every node of an MDS cluster follows a change made on any of them.
+//! Only active data servers get new files (`Registry::placeable`).
 
 use super::{Pnfs, MAX_DATA_SERVERS};
 use crate::keyspace::{self, DATA_SERVER};
@@ -26,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use pnfs_transport::tcp::{self, TcpLimits};
 use pnfs_transport::control::{self, AuthenticatedCalls};
-use pnfs_transport::{CallSource, Connection, ReplyBatch, ReplySink};
+use pnfs_transport::{CallSource, Connection, Ended, ReplyBatch, ReplySink};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
@@ -43,6 +51,52 @@ pub struct DsInfo {
     pub free: u64,
     /// Last REGISTER/HEARTBEAT in this MDS instance; None = not registered yet.
     pub last_seen: Option<Instant>,
+    /// Set by an admin (pnfsctl); persisted.
+    pub admin: AdminState,
+}
+
+/// What an admin decided about a data server (`pnfsctl ds ...`). Only
+/// [`AdminState::Active`] ones get new files; the others keep serving the
+/// objects they hold while they are alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdminState {
+    /// In service (the state of every data server that registers).
+    #[default]
+    Active,
+    /// Gets no new files; its objects are to be moved away, then it can be removed.
+    Draining,
+    /// Out of service for good; refused while it held objects. Keeps its
+    /// index: device IDs clients cached may name it.
+    Removed,
+    /// Declared lost: its copies count as gone (resilver, EIO for files
+    /// with no other copy) whether or not it answers.
+    Lost,
+}
+
+impl AdminState {
+    pub const ALL: [AdminState; 4] = [AdminState::Active, AdminState::Draining, AdminState::Removed, AdminState::Lost];
+
+    fn code(self) -> u32 {
+        match self {
+            AdminState::Active => 0,
+            AdminState::Draining => 1,
+            AdminState::Removed => 2,
+            AdminState::Lost => 3,
+        }
+    }
+
+    fn from_code(c: u32) -> Option<AdminState> {
+        AdminState::ALL.into_iter().find(|s| s.code() == c)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminState::Active => "active",
+            AdminState::Draining => "draining",
+            AdminState::Removed => "removed",
+            AdminState::Lost => "lost",
+        }
+    }
 }
 
 impl DsInfo {
@@ -58,6 +112,7 @@ impl DsInfo {
         let _ = e.put_opaque(self.control_addr.as_bytes(), CTL_ADDR_MAX);
         e.put_u64(self.capacity);
         e.put_u64(self.free);
+        e.put_u32(self.admin.code());
         e.into_inner()
     }
 
@@ -75,7 +130,9 @@ impl DsInfo {
         let control_addr = String::from_utf8(d.get_opaque(CTL_ADDR_MAX).ok()?.to_vec()).ok()?;
         let capacity = d.get_u64().ok()?;
         let free = d.get_u64().ok()?;
-        Some(DsInfo { index, id, addrs, control_addr, capacity, free, last_seen: None })
+        // Records written before admin states existed end here: active.
+        let admin = if d.remaining() == 0 { AdminState::Active } else { AdminState::from_code(d.get_u32().ok()?)? };
+        Some(DsInfo { index, id, addrs, control_addr, capacity, free, last_seen: None, admin })
     }
 }
 
@@ -89,6 +146,9 @@ pub struct Registry {
     dead_after: Duration,
     /// This MDS's control epoch (REGISTER replies name it).
     epoch: std::sync::atomic::AtomicU64,
+    /// Bumped by every admin state change made here, so a refresh that
+    /// read the store before it does not undo it.
+    admin_changes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -119,7 +179,7 @@ impl Registry {
         if !ds.is_empty() {
             log::info!("{} data server(s) known from before; waiting for them to register", ds.len());
         }
-        Ok(Registry { store, ds: Mutex::new(ds), dead_after, epoch: epoch.into() })
+        Ok(Registry { store, ds: Mutex::new(ds), dead_after, epoch: epoch.into(), admin_changes: 0.into() })
     }
 
     /// Registers (or re-registers) a DS; returns its index and whether it
@@ -158,10 +218,13 @@ impl Registry {
             capacity: a.cra_capacity_bytes,
             free: a.cra_free_bytes,
             last_seen: Some(Instant::now()),
+            admin: AdminState::Active,
         };
         let stored = transact(&*self.store, 16, |t| {
             let known: Vec<DsInfo> = t.scan_prefix(&[DATA_SERVER], usize::MAX)?.iter().filter_map(|(_, v)| DsInfo::decode(v)).collect();
             let stored = known.iter().find(|d| d.id == info.id).cloned();
+            // Registering never undoes an admin's decision.
+            info.admin = stored.as_ref().map_or(AdminState::Active, |d| d.admin);
             info.index = match &stored {
                 Some(d) => d.index,
                 None => (0..MAX_DATA_SERVERS as u32).find(|i| !known.iter().any(|d| d.index == *i)).ok_or(RegisterError::Full)?,
@@ -235,6 +298,76 @@ impl Registry {
         self.ds.lock().unwrap_or_else(|p| p.into_inner()).get(&index).cloned()
     }
 
+    /// Live data servers that take new files (admin state active), by index.
+    pub fn placeable(&self) -> Vec<DsInfo> {
+        let ds = self.ds.lock().unwrap_or_else(|p| p.into_inner());
+        ds.values().filter(|d| d.admin == AdminState::Active && self.is_alive(d)).cloned().collect()
+    }
+
+    /// The admin state of data server `index`; None when unknown.
+    pub fn admin_state(&self, index: u32) -> Option<AdminState> {
+        self.ds.lock().unwrap_or_else(|p| p.into_inner()).get(&index).map(|d| d.admin)
+    }
+
+    /// True when an admin declared data server `index` lost.
+    pub fn declared_lost(&self, index: u32) -> bool {
+        self.admin_state(index) == Some(AdminState::Lost)
+    }
+
+    /// Persists `state` for data server `index` (its `S` record), then
+    /// applies it here; other nodes of a cluster follow within a refresh.
+    /// Returns the state it had. The caller checks that the change makes
+    /// sense (`crate::admin`).
+    pub fn set_admin_state(&self, index: u32, state: AdminState) -> Result<AdminState, RegisterError> {
+        let before = transact(&*self.store, 16, |t| {
+            let raw = t.get(&ds_key(index))?.ok_or_else(|| RegisterError::Invalid(format!("no data server {index}")))?;
+            let mut d = DsInfo::decode(&raw).ok_or_else(|| RegisterError::Store(format!("corrupt record of data server {index}")))?;
+            let before = d.admin;
+            if before != state {
+                d.admin = state;
+                t.put(&ds_key(index), &d.encode())?;
+            }
+            Ok::<_, RegisterError>(before)
+        })?;
+        let mut ds = self.ds.lock().unwrap_or_else(|p| p.into_inner());
+        self.admin_changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Some(d) = ds.get_mut(&index) {
+            d.admin = state;
+        }
+        if before != state {
+            log::info!("data server {index}: admin state {} -> {}", before.name(), state.name());
+        }
+        Ok(before)
+    }
+
+    /// Reads every data server's admin state back from the store (another
+    /// node of a cluster may have changed it) and learns the data servers
+    /// registered with other nodes only. Skips the update when an admin
+    /// change was made here meanwhile (the next refresh has it).
+    pub fn refresh_admin_states(&self) -> Result<(), KvError> {
+        let seen = self.admin_changes.load(std::sync::atomic::Ordering::Acquire);
+        let rows = transact(&*self.store, 16, |t| t.scan_prefix(&[DATA_SERVER], usize::MAX))?;
+        let mut ds = self.ds.lock().unwrap_or_else(|p| p.into_inner());
+        if self.admin_changes.load(std::sync::atomic::Ordering::Acquire) != seen {
+            return Ok(());
+        }
+        for stored in rows.iter().filter_map(|(_, v)| DsInfo::decode(v)) {
+            match ds.get_mut(&stored.index) {
+                Some(d) if d.id == stored.id => {
+                    if d.admin != stored.admin {
+                        log::info!("data server {}: admin state {} (set on another node)", d.index, stored.admin.name());
+                        d.admin = stored.admin;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    ds.insert(stored.index, stored);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// (total, free) bytes over the live data servers.
     pub fn capacity(&self) -> (u64, u64) {
         self.live().iter().fold((0, 0), |(t, f), d| (t + d.capacity, f + d.free))
@@ -263,25 +396,70 @@ const MAX_CONTROL_CONNECTIONS_PER_ADDRESS: usize = 16;
 const FIRST_CALL_DEADLINE: Duration = Duration::from_secs(10);
 const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Admin calls (PNFSCTL_ADMIN_PROGRAM) running at once on one listener:
+/// they may scan the placement records or wait on data servers.
+const MAX_ADMIN_CALLS_IN_FLIGHT: usize = 4;
+
+/// The admin program served beside the control program (`crate::admin`):
+/// one authenticated call record (`Verified::admin`) in, at most one reply
+/// out (sealed with the admin keys). Runs on a blocking thread.
+pub trait AdminProgram: Send + Sync {
+    fn handle(&self, rec: &[u8], v: &Verified) -> Option<Vec<u8>>;
+}
+
+/// What one control listener serves: the control program, and the admin
+/// program when the MDS gave one.
+#[derive(Clone)]
+struct Served {
+    pnfs: Arc<Pnfs>,
+    admin: Option<(Arc<dyn AdminProgram>, pnfs_protocol::control_auth::ControlKeys)>,
+    admin_calls: Arc<tokio::sync::Semaphore>,
+}
+
 /// Accepts data server control connections until the listener fails. They
 /// are served on a thread of their own with its own runtime, so no NFS
 /// client load (busy workers, a full blocking pool) delays a REGISTER or a
 /// heartbeat into a data server being declared dead.
 pub async fn serve_control(pnfs: Arc<Pnfs>, listener: TcpListener) -> std::io::Result<()> {
+    serve_control_with_admin(pnfs, listener, None).await
+}
+
+/// [`serve_control`], also serving `admin` (pnfsctl's calls, checked with
+/// the admin keys derived from the cluster key).
+pub async fn serve_control_with_admin(pnfs: Arc<Pnfs>, listener: TcpListener, admin: Option<Arc<dyn AdminProgram>>) -> std::io::Result<()> {
     let listener = listener.into_std()?;
+    let admin = admin.map(|a| (a, pnfs_protocol::control_auth::ControlKeys::admin(&pnfs.cluster_key)));
+    let served = Served { pnfs, admin, admin_calls: Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CALLS_IN_FLIGHT)) };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("mds-control".into()).spawn(move || {
         let r = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .and_then(|rt| rt.block_on(accept_control(pnfs, listener)));
+            .and_then(|rt| rt.block_on(accept_control(served, listener)));
         let _ = done_tx.send(r);
     })?;
     done_rx.await.unwrap_or_else(|_| Err(std::io::Error::other("control thread ended")))
 }
 
-async fn accept_control(pnfs: Arc<Pnfs>, listener: std::net::TcpListener) -> std::io::Result<()> {
+/// Reads the admin states back from the store every heartbeat interval
+/// (a change made on another node of a cluster), off the control thread.
+async fn follow_admin_states(pnfs: Arc<Pnfs>) {
+    let every = Duration::from_millis(pnfs.registry.heartbeat_ms() as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        let p = pnfs.clone();
+        match tokio::task::spawn_blocking(move || p.registry.refresh_admin_states()).await {
+            Ok(Err(e)) => log::warn!("reading data server admin states: {e}"),
+            Ok(Ok(())) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+async fn accept_control(served: Served, listener: std::net::TcpListener) -> std::io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
+    let pnfs = served.pnfs.clone();
+    tokio::spawn(follow_admin_states(pnfs.clone()));
     let conns = Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CONNECTIONS));
     let per_addr: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     loop {
@@ -299,7 +477,7 @@ async fn accept_control(pnfs: Arc<Pnfs>, listener: std::net::TcpListener) -> std
             }
             *c += 1;
         }
-        let (p, per_addr) = (pnfs.clone(), per_addr.clone());
+        let (p, per_addr) = (served.clone(), per_addr.clone());
         let c = tcp::accept(sock, &control_limits());
         tokio::spawn(async move {
             if let Err(e) = control_connection(p, c, peer).await {
@@ -335,9 +513,13 @@ fn control_limits() -> TcpLimits {
 /// quick (a heartbeat is a map update; REGISTER writes one record when a
 /// DS is new or moved): they run right here and the replies of calls that
 /// arrived together go out in one write.
-async fn control_connection<C: CallSource, S: ReplySink>(pnfs: Arc<Pnfs>, c: Connection<C, S>, peer: SocketAddr) -> std::io::Result<()> {
+async fn control_connection<C: CallSource, S: ReplySink>(served: Served, c: Connection<C, S>, peer: SocketAddr) -> std::io::Result<()> {
     let Connection { calls, replies, writer } = c;
+    let pnfs = &served.pnfs;
     let mut calls = AuthenticatedCalls::new(calls, pnfs.control_keys.clone(), CONTROL_IDLE_TIMEOUT);
+    if let Some((_, keys)) = &served.admin {
+        calls = calls.with_admin(keys.clone());
+    }
     let mut out = ReplyBatch::default();
     let ended = loop {
         let (rec, verified) = match calls.next(&pnfs.control_recent, &replies).await {
@@ -348,7 +530,18 @@ async fn control_connection<C: CallSource, S: ReplySink>(pnfs: Arc<Pnfs>, c: Con
                 break e;
             }
         };
-        if let Some(r) = handle_control(&pnfs, &rec, &verified) {
+        let reply = match &served.admin {
+            Some((admin, _)) if verified.admin => {
+                // Off this thread: heartbeats on other connections go on.
+                let Ok(_permit) = served.admin_calls.clone().acquire_owned().await else { break Ended::Closed };
+                let admin = admin.clone();
+                // A handler that panicked answers nothing: close rather than leave the caller waiting.
+                let Ok(reply) = tokio::task::spawn_blocking(move || admin.handle(&rec, &verified)).await else { break Ended::Closed };
+                reply
+            }
+            _ => handle_control(pnfs, &rec, &verified),
+        };
+        if let Some(r) = reply {
             out.push(r);
         }
         if !calls.has_pending() {
@@ -492,5 +685,59 @@ mod tests {
         assert_eq!(n2.get(0).unwrap().id, b"a");
         assert_eq!(n1.get(1).unwrap().id, b"b");
         assert_eq!(Registry::load(store, Duration::from_secs(10), 3).unwrap().known().len(), 2);
+    }
+
+    #[test]
+    fn admin_states_persist_survive_register_and_reach_other_nodes() {
+        let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
+        let n1 = Registry::load(store.clone(), Duration::from_secs(10), 1 << 32 | 1).unwrap();
+        let n2 = Registry::load(store.clone(), Duration::from_secs(10), 2 << 32 | 1).unwrap();
+        for r in [&n1, &n2] {
+            r.register(&args("a", "10.0.0.1.8.1")).unwrap();
+            r.register(&args("b", "10.0.0.2.8.1")).unwrap();
+        }
+        assert_eq!(n1.admin_state(0), Some(AdminState::Active));
+        assert_eq!(n1.admin_state(7), None);
+        assert_eq!(n1.set_admin_state(1, AdminState::Draining).unwrap(), AdminState::Active);
+        assert_eq!(n1.placeable().iter().map(|d| d.index).collect::<Vec<_>>(), [0]);
+        assert_eq!(n1.live().len(), 2, "a draining data server is still alive");
+        // A REGISTER (restart, new address) keeps the admin's decision.
+        n1.register(&args("b", "10.0.0.9.8.1")).unwrap();
+        assert_eq!(n1.admin_state(1), Some(AdminState::Draining));
+        // The other node follows at its next refresh; a restarted one at load.
+        assert_eq!(n2.admin_state(1), Some(AdminState::Active));
+        n2.refresh_admin_states().unwrap();
+        assert_eq!(n2.admin_state(1), Some(AdminState::Draining));
+        assert_eq!(n2.placeable().len(), 1);
+        n2.set_admin_state(0, AdminState::Lost).unwrap();
+        assert!(n2.declared_lost(0));
+        let n3 = Registry::load(store.clone(), Duration::from_secs(10), 3).unwrap();
+        assert_eq!((n3.admin_state(0), n3.admin_state(1)), (Some(AdminState::Lost), Some(AdminState::Draining)));
+        assert!(n1.set_admin_state(9, AdminState::Removed).is_err());
+    }
+
+    #[test]
+    fn records_written_before_admin_states_decode_as_active() {
+        let mut d = DsInfo {
+            index: 3,
+            id: b"x".to_vec(),
+            addrs: vec![("tcp".into(), "10.0.0.1.8.1".into())],
+            control_addr: "10.0.0.1:20491".into(),
+            capacity: 9,
+            free: 4,
+            last_seen: None,
+            admin: AdminState::Removed,
+        };
+        let new = d.encode();
+        assert_eq!(DsInfo::decode(&new).unwrap(), d);
+        // The old format: the same fields without the trailing state.
+        let old = &new[..new.len() - 4];
+        d.admin = AdminState::Active;
+        assert_eq!(DsInfo::decode(old).unwrap(), d);
+        // An unknown state is a corrupt record, not a silent "active".
+        let mut bad = new.clone();
+        let n = bad.len();
+        bad[n - 1] = 9;
+        assert!(DsInfo::decode(&bad).is_none());
     }
 }
