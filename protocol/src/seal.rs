@@ -27,6 +27,11 @@ pub enum Purpose {
     ControlReply,
     /// MDS node <-> MDS node links (controlplane/src/cluster/peers.rs).
     PeerLink,
+    /// Data server -> data server control calls and their replies (the
+    /// resilver's object copies): a DS holding these keys can only read
+    /// another DS's objects, never act as the MDS.
+    DsPeerCall,
+    DsPeerReply,
 }
 
 impl Purpose {
@@ -37,6 +42,8 @@ impl Purpose {
             Purpose::ControlCall => "pnfsd 2026-12 control call credential",
             Purpose::ControlReply => "pnfsd 2026-12 control reply verifier",
             Purpose::PeerLink => "pnfsd 2026-12 MDS peer link",
+            Purpose::DsPeerCall => "pnfsd 2026-12 DS to DS control call credential",
+            Purpose::DsPeerReply => "pnfsd 2026-12 DS to DS control reply verifier",
         }
     }
 }
