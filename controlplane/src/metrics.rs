@@ -54,6 +54,8 @@ pub struct MdsMetrics {
     delegations_held: Gauge,
     /// Cluster node state (`[mds.cluster]`; zero for a single MDS).
     pub cluster: ClusterMetrics,
+    /// Resilver object copies (`pnfs_mds_resilver_*`).
+    pub resilver: crate::pnfs::resilver::ResilverMetrics,
 }
 
 const MAX_OPNUM: usize = 80;
@@ -119,6 +121,7 @@ impl MdsMetrics {
         let delegations_held = Gauge::default();
         registry.register("delegations_held", "Delegations held by clients", delegations_held.clone());
         let cluster = ClusterMetrics::register(&mut registry);
+        let resilver = crate::pnfs::resilver::ResilverMetrics::register(&mut registry);
         MdsMetrics {
             registry,
             per_op,
@@ -135,6 +138,7 @@ impl MdsMetrics {
             delegations_revoked,
             delegations_held,
             cluster,
+            resilver,
         }
     }
 

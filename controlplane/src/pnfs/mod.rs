@@ -15,6 +15,8 @@
 //! - `objects`: control calls on one data server's objects.
 //! - `stateids`: the stateids pushed to data servers (tight coupling,
 //!   RFC 8881 13.9.2), sent in batches by `push`.
+//! - `resilver`: the queue of object copies between data servers (the
+//!   resilver's data mover, CTL_PROC_OBJ_COPY) and object versions.
 //! - `fence`: fencing a dead MDS node of the cluster on every data server
 //!   (`Pnfs::fence_node`, CTL_PROC_FENCE).
 //! - this file: the `Pnfs` facade the rest of the MDS holds.
@@ -39,6 +41,7 @@ pub mod objects;
 pub mod placement;
 pub mod push;
 pub mod registry;
+pub mod resilver;
 pub mod stateids;
 pub mod stripe;
 pub mod striped;
