@@ -157,12 +157,12 @@ fn copies_an_object_with_a_hole(backing_volume: bool) {
     set_version(&mut cb, &fh, 3);
 
     // A first range: copied, but not finished: the old version stays.
-    let first = Copy { from: &a, off: 0, count: 3 * MIB as u64, version: 5, finish: false, deadline_ms: 5000 };
+    let first = Copy { from: &a, off: 0, count: 3 * MIB as u64, version: 5, finish: false, deadline_ms: 2000 };
     let (r, _) = drive(&mut cb, &fh, first);
     assert_eq!((r.ccr_status, r.ccr_done, r.ccr_source_size), (ctl_copy_status::COPY_OK, true, size), "{r:?}");
     assert_eq!(version(&mut cb, &fh).0, 3, "a range copied without finish keeps the old version");
     // The rest, finished: size and version of the source.
-    let rest = Copy { from: &a, off: 3 * MIB as u64, count: u64::MAX - (3 * MIB as u64), version: 5, finish: true, deadline_ms: 5000 };
+    let rest = Copy { from: &a, off: 3 * MIB as u64, count: u64::MAX - (3 * MIB as u64), version: 5, finish: true, deadline_ms: 2000 };
     let (r, _) = drive(&mut cb, &fh, rest);
     assert_eq!((r.ccr_status, r.ccr_done, r.ccr_version), (ctl_copy_status::COPY_OK, true, 5), "{r:?}");
     assert_eq!(version(&mut cb, &fh), (5, size));
@@ -178,18 +178,18 @@ fn copies_an_object_with_a_hole(backing_volume: bool) {
         assert!(m.blocks() * 512 < size - MIB as u64, "{} bytes allocated for {size}", m.blocks() * 512);
     }
     // Copying again at the same version is harmless; a newer destination is refused.
-    let again = Copy { from: &a, off: 0, count: u64::MAX, version: 5, finish: true, deadline_ms: 5000 };
+    let again = Copy { from: &a, off: 0, count: u64::MAX, version: 5, finish: true, deadline_ms: 2000 };
     assert_eq!(drive(&mut cb, &fh, again).0.ccr_status, ctl_copy_status::COPY_OK);
     set_version(&mut cb, &fh, 9);
-    let r = copy_call(&mut cb, &fh, &Copy { from: &a, off: 0, count: u64::MAX, version: 5, finish: true, deadline_ms: 5000 });
+    let r = copy_call(&mut cb, &fh, &Copy { from: &a, off: 0, count: u64::MAX, version: 5, finish: true, deadline_ms: 2000 });
     assert_eq!((r.ccr_status, r.ccr_version), (ctl_copy_status::COPY_DEST_NEWER, 9));
     // A source that does not carry the expected version: nothing written.
     set_version(&mut cb, &fh, 1);
-    let r = copy_call(&mut cb, &fh, &Copy { from: &a, off: 0, count: u64::MAX, version: 6, finish: true, deadline_ms: 5000 });
+    let r = copy_call(&mut cb, &fh, &Copy { from: &a, off: 0, count: u64::MAX, version: 6, finish: true, deadline_ms: 2000 });
     assert_eq!((r.ccr_status, r.ccr_bytes, r.ccr_version), (ctl_copy_status::COPY_SOURCE_VERSION, 0, 1));
     // A missing source object.
     let other = DsFh { ino: 43, ..OBJ }.to_bytes();
-    let r = copy_call(&mut cb, &other, &Copy { from: &a, off: 0, count: u64::MAX, version: 0, finish: true, deadline_ms: 5000 });
+    let r = copy_call(&mut cb, &other, &Copy { from: &a, off: 0, count: u64::MAX, version: 0, finish: true, deadline_ms: 2000 });
     assert_eq!(r.ccr_status, ctl_copy_status::COPY_SOURCE_ERROR);
 }
 
@@ -303,4 +303,56 @@ fn another_cluster_key_is_refused_and_a_data_server_key_only_reads() {
         assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{what}: {e}");
     }
     assert_eq!(version(&mut mds(&a), &fh), (0, MIB as u64));
+}
+
+/// The copy rate on loopback, unthrottled (a measurement, not a check):
+/// `cargo test --release -p pnfs-ds --test copy -- --ignored --nocapture copy_rate`;
+/// `PNFS_COPY_RATE_MIB` sets the object size (256 MiB by default).
+#[test]
+#[ignore]
+fn copy_rate_on_loopback() {
+    let mib: usize = std::env::var("PNFS_COPY_RATE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let dir = tempfile::tempdir().unwrap();
+    let key = ClusterKey::test_file_in(dir.path());
+    let a = start("src", &dir.path().join("a"), &key, |_| {});
+    let b = start("dst", &dir.path().join("b"), &key, |_| {});
+    let fh = OBJ.to_bytes();
+    let size = (mib * MIB) as u64;
+    let mut ca = mds(&a);
+    assert_eq!(common::ctl_call(&mut ca, CTL_PROC_OBJ_CREATE, &fh_arg(&fh)), ctl_status::CTL_OK);
+    let piece = pattern(5, MIB);
+    for i in 0..mib {
+        write(&mut ca, &fh, (i * MIB) as u64, &piece);
+    }
+    assert_eq!(common::ctl_call(&mut ca, CTL_PROC_OBJ_COMMIT, &fh_arg(&fh)), ctl_status::CTL_OK);
+    set_version(&mut ca, &fh, 1);
+    let mut cb = mds(&b);
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let (r, calls) = drive(&mut cb, &fh, Copy { from: &a, off: 0, count: u64::MAX, version: 1, finish: false, deadline_ms: 4000 });
+    let moved = t0.elapsed();
+    assert!(r.ccr_done && r.ccr_status == ctl_copy_status::COPY_OK, "{r:?}");
+    let t1 = Instant::now();
+    let r = copy_call(&mut cb, &fh, &Copy { from: &a, off: size, count: 0, version: 1, finish: true, deadline_ms: 4000 });
+    let synced = t1.elapsed();
+    let cpu = cpu_seconds() - cpu0;
+    assert_eq!((r.ccr_status, r.ccr_version), (ctl_copy_status::COPY_OK, 1));
+    assert_eq!(b.stats().copy_bytes, size);
+    let rate = |d: Duration| size as f64 / MIB as f64 / d.as_secs_f64();
+    println!(
+        "COPY_RATE {mib} MiB in {calls} call(s): {:.0} MiB/s moved ({moved:.2?}); finish (size, fdatasync, version) {synced:.2?}; \
+         {:.0} MiB/s overall; both data servers used {cpu:.2} CPU s = {:.0} MiB per CPU second",
+        rate(moved),
+        rate(moved + synced),
+        mib as f64 / cpu
+    );
+}
+
+/// This process's user + system CPU seconds (/proc/self/stat, 100 ticks a second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the line; `rest` starts at field 3.
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }

@@ -43,4 +43,9 @@ fuzz_target!(|data: &[u8]| {
     roundtrip::<ctl_batch_args>(data);
     roundtrip::<ctl_batch_res>(data);
     roundtrip::<ctl_res>(data);
+    roundtrip::<ctl_copy_args>(data);
+    roundtrip::<ctl_copy_res>(data);
+    roundtrip::<ctl_version_args>(data);
+    roundtrip::<ctl_version_res>(data);
+    roundtrip::<ctl_read_sparse_res>(data);
 });

@@ -20,8 +20,10 @@
 //!   it take the expected version (the stale-copy rule: a copy interrupted
 //!   anywhere before keeps its old version, and the MDS never serves a copy
 //!   whose version is below the file's).
+//! - Pipelined: the request for the next chunk goes out before this one is
+//!   written, so the source reads while this DS writes.
 //! - Bounds: `ds.copy_max_concurrent` copies at once (more: COPY_BUSY), each
-//!   holding one receive buffer of a chunk from one pool; one token bucket
+//!   holding two receive buffers of a chunk from one pool; one token bucket
 //!   for all of them (`ds.copy_bytes_per_sec`). Copies run on the control
 //!   listener's blocking pool, never on a reactor; their writes are the
 //!   control program's plain buffered writes.
@@ -30,7 +32,7 @@ use super::calls::obj_create;
 use crate::ds::Ds;
 use crate::fh::DsFh;
 use crate::stats::bump;
-use pnfs_protocol::control_auth::{now_ms, CallSigner, ControlKeys, ReplyError};
+use pnfs_protocol::control_auth::{now_ms, CallSigner, ControlKeys, ReplyError, SentCall};
 use pnfs_protocol::record::{decode_fragment_header, LAST_FRAGMENT};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::xdr::encode_to_vec;
@@ -41,8 +43,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A copy call answers after at most this long, whatever deadline it names.
-pub const MAX_COPY_CALL: Duration = Duration::from_secs(60);
+/// A copy call answers after at most this long, whatever deadline it names:
+/// below the 10 s a CTL_FENCE waits for the fenced node's running calls.
+pub const MAX_COPY_CALL: Duration = Duration::from_secs(8);
 const MIN_COPY_CALL: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A source that sends nothing for this long is taken for dead.
@@ -92,22 +95,23 @@ pub struct Copier {
     max: usize,
     chunk: usize,
     running: AtomicUsize,
-    buffers: Mutex<Vec<Vec<u8>>>,
+    /// Receive buffer pairs of finished copies.
+    buffers: Mutex<Vec<[Vec<u8>; 2]>>,
     throttle: Throttle,
     /// Bytes per request: the chunk, smaller under a low rate so a request
     /// never waits seconds for its tokens.
     request: u64,
 }
 
-/// One admitted copy: its buffer goes back to the pool on drop.
+/// One admitted copy: its buffers go back to the pool on drop.
 struct Running<'a> {
     copier: &'a Copier,
-    buf: Vec<u8>,
+    bufs: [Vec<u8>; 2],
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
+        let buf = std::mem::take(&mut self.bufs);
         self.copier.buffers.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
         self.copier.running.fetch_sub(1, Ordering::AcqRel);
     }
@@ -146,8 +150,8 @@ impl Copier {
                 Err(now) => n = now,
             }
         }
-        let buf = self.buffers.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
-        Some(Running { copier: self, buf })
+        let bufs = self.buffers.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+        Some(Running { copier: self, bufs })
     }
 
     /// The largest reply a source may send us.
@@ -189,17 +193,17 @@ impl std::fmt::Display for PeerError {
 }
 
 /// A connection to the source's control listener, signed with the peer keys.
-struct PeerConn<'b> {
+/// Replies are read into buffers the caller gives, so it can hold one
+/// reply's data while the next arrives.
+struct PeerConn {
     stream: TcpStream,
     signer: CallSigner,
     xid: u32,
-    /// The reply record (the admitted copy's pooled buffer).
-    buf: &'b mut Vec<u8>,
     max_reply: usize,
 }
 
-impl<'b> PeerConn<'b> {
-    fn connect(addr: &str, keys: ControlKeys, buf: &'b mut Vec<u8>, max_reply: usize) -> Result<PeerConn<'b>, PeerError> {
+impl PeerConn {
+    fn connect(addr: &str, keys: ControlKeys, max_reply: usize) -> Result<PeerConn, PeerError> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to nothing"));
         for a in addr.to_socket_addrs().map_err(PeerError::Unreachable)? {
             match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
@@ -211,7 +215,7 @@ impl<'b> PeerConn<'b> {
                     };
                     setup().map_err(PeerError::Unreachable)?;
                     let xid = u32::from_be_bytes(crate::ds::random_bytes::<4>());
-                    return Ok(PeerConn { stream, signer: CallSigner::new(keys, 0), xid, buf, max_reply });
+                    return Ok(PeerConn { stream, signer: CallSigner::new(keys, 0), xid, max_reply });
                 }
                 Err(e) => last = e,
             }
@@ -219,8 +223,8 @@ impl<'b> PeerConn<'b> {
         Err(PeerError::Unreachable(last))
     }
 
-    /// One call; the result bytes of its authentic reply (in `self.buf`).
-    fn call(&mut self, proc_: u32, args: &impl XdrEncode) -> Result<&[u8], PeerError> {
+    /// Sends one call; [`PeerConn::receive`] takes its reply.
+    fn send(&mut self, proc_: u32, args: &impl XdrEncode) -> Result<SentCall, PeerError> {
         self.xid = self.xid.wrapping_add(1);
         let args = encode_to_vec(args).map_err(|e| PeerError::Garbage(e.to_string()))?;
         let mut e = Encoder::new();
@@ -229,25 +233,35 @@ impl<'b> PeerConn<'b> {
         let len = e.len() - 4;
         e.patch_u32(0, LAST_FRAGMENT | len as u32);
         self.stream.write_all(&e.buf).map_err(PeerError::Unreachable)?;
+        Ok(sent)
+    }
+
+    /// The result bytes of the authentic reply to `sent`, read into `buf`.
+    fn receive<'a>(&mut self, sent: SentCall, buf: &'a mut Vec<u8>) -> Result<&'a [u8], PeerError> {
         loop {
-            let n = self.read_record()?;
-            match self.signer.open_reply(sent, &self.buf[..n]) {
+            let n = self.read_record(buf)?;
+            match self.signer.open_reply(sent, &buf[..n]) {
                 Err(ReplyError::OtherXid) => continue,
                 Err(ReplyError::Refused(why)) => return Err(PeerError::Refused(why)),
                 Err(ReplyError::Forged) => return Err(PeerError::Refused("reply tag does not check (another cluster key?)".into())),
                 Err(ReplyError::Garbage) => return Err(PeerError::Garbage("not an RPC reply".into())),
                 Ok(body) => {
-                    // Re-borrow: the body is the tail of the record.
+                    // The body is the record's tail.
                     let at = n - body.len();
-                    return Ok(&self.buf[at..n]);
+                    return Ok(&buf[at..n]);
                 }
             }
         }
     }
 
+    fn call<'a>(&mut self, proc_: u32, args: &impl XdrEncode, buf: &'a mut Vec<u8>) -> Result<&'a [u8], PeerError> {
+        let sent = self.send(proc_, args)?;
+        self.receive(sent, buf)
+    }
+
     /// Reads one record into `buf` (fragments joined, bounded by
     /// `max_reply` before any of it is read); its length.
-    fn read_record(&mut self) -> Result<usize, PeerError> {
+    fn read_record(&mut self, buf: &mut Vec<u8>) -> Result<usize, PeerError> {
         let mut len = 0usize;
         loop {
             let mut h = [0u8; 4];
@@ -256,11 +270,11 @@ impl<'b> PeerConn<'b> {
             let total = len.checked_add(f.len).filter(|t| *t <= self.max_reply).ok_or_else(|| {
                 PeerError::Garbage(format!("reply of more than {} bytes", self.max_reply))
             })?;
-            if self.buf.len() < total {
+            if buf.len() < total {
                 // Grows once per pooled buffer: later copies reuse it.
-                self.buf.resize(total, 0);
+                buf.resize(total, 0);
             }
-            self.stream.read_exact(&mut self.buf[len..total]).map_err(PeerError::Unreachable)?;
+            self.stream.read_exact(&mut buf[len..total]).map_err(PeerError::Unreachable)?;
             len = total;
             if f.last {
                 return Ok(len);
@@ -316,7 +330,7 @@ pub(super) fn obj_copy(ds: &Ds, a: &ctl_copy_args) -> ctl_copy_res {
         return res;
     };
     bump(&ds.stats.copies_in_flight, 1);
-    let res = copy_call(ds, a, &dst, &mut running.buf, res);
+    let res = copy_call(ds, a, &dst, &mut running.bufs, res);
     ds.stats.copies_in_flight.fetch_sub(1, Ordering::Relaxed);
     if res.ccr_status != ctl_copy_status::COPY_OK {
         bump(&ds.stats.copy_failures, 1);
@@ -325,10 +339,10 @@ pub(super) fn obj_copy(ds: &Ds, a: &ctl_copy_args) -> ctl_copy_res {
 }
 
 /// [`obj_copy`] once admitted.
-fn copy_call(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, buf: &mut Vec<u8>, mut res: ctl_copy_res) -> ctl_copy_res {
+fn copy_call(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, bufs: &mut [Vec<u8>; 2], mut res: ctl_copy_res) -> ctl_copy_res {
     let dst = *dst;
     let deadline = Instant::now() + Duration::from_millis(a.cca_deadline_ms as u64).clamp(MIN_COPY_CALL, MAX_COPY_CALL);
-    match copy_range(ds, a, &dst, buf, deadline) {
+    match copy_range(ds, a, &dst, bufs, deadline) {
         Ok(p) => {
             res.ccr_next = p.next;
             res.ccr_source_size = p.source_size;
@@ -358,7 +372,7 @@ fn copy_call(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, buf: &mut Vec<u8>, mut res:
 
 /// Copies `[cca_offset, cca_offset + cca_count)` (cut at the source's end)
 /// until done or `deadline`.
-fn copy_range(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, buf: &mut Vec<u8>, deadline: Instant) -> Result<Progress, (ctl_copy_status, Progress)> {
+fn copy_range(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, bufs: &mut [Vec<u8>; 2], deadline: Instant) -> Result<Progress, (ctl_copy_status, Progress)> {
     let mut p = Progress { next: a.cca_offset, done: false, source_size: 0, bytes: 0 };
     let source = std::str::from_utf8(&a.cca_source).unwrap_or("?");
     let peer = |e: PeerError, p: Progress| {
@@ -379,12 +393,12 @@ fn copy_range(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, buf: &mut Vec<u8>, deadlin
         log::warn!("object copy of {}: refused, this copy's version {have} is above the expected {}", dst.object_name(), a.cca_version);
         return Err((ctl_copy_status::COPY_DEST_NEWER, p));
     }
-    let mut conn = match PeerConn::connect(source, ds.peer_keys.clone(), buf, ds.copier.max_reply()) {
+    let mut conn = match PeerConn::connect(source, ds.peer_keys.clone(), ds.copier.max_reply()) {
         Ok(c) => c,
         Err(e) => return Err(peer(e, p)),
     };
     let src_fh = ctl_obj_args { coa_fh: Opaque::borrowed(&a.cca_source_fh) };
-    let v = match conn.call(CTL_PROC_OBJ_VERSION_GET, &src_fh).and_then(decode::<ctl_version_res>) {
+    let v = match conn.call(CTL_PROC_OBJ_VERSION_GET, &src_fh, &mut bufs[0]).and_then(decode::<ctl_version_res>) {
         Ok(v) => v,
         Err(e) => return Err(peer(e, p)),
     };
@@ -397,17 +411,34 @@ fn copy_range(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, buf: &mut Vec<u8>, deadlin
     }
     p.source_size = v.cvr_size;
     let end = a.cca_offset.saturating_add(a.cca_count);
+    let read = |conn: &mut PeerConn, at: u64| {
+        let want = ds.copier.request.min(end - at) as u32;
+        let args = ctl_read_args { cra_fh: Opaque::borrowed(&a.cca_source_fh), cra_offset: at, cra_count: want };
+        conn.send(CTL_PROC_OBJ_READ_SPARSE, &args).map(|sent| (sent, want))
+    };
+    // The request in flight: (call, its offset, bytes asked).
+    let mut ahead: Option<(SentCall, u64, u32)> = None;
+    let mut turn = 0usize;
     loop {
         if p.next >= end.min(p.source_size) {
             p.done = true;
             return Ok(p);
         }
         if Instant::now() >= deadline {
+            // A request still in flight is dropped with the connection.
             return Ok(p);
         }
-        let want = ds.copier.request.min(end - p.next) as u32;
-        let args = ctl_read_args { cra_fh: Opaque::borrowed(&a.cca_source_fh), cra_offset: p.next, cra_count: want };
-        let r = match conn.call(CTL_PROC_OBJ_READ_SPARSE, &args).and_then(decode::<ctl_read_sparse_res>) {
+        let (sent, at, want) = match ahead.take() {
+            Some(x) => x,
+            None => match read(&mut conn, p.next) {
+                Ok((sent, want)) => (sent, p.next, want),
+                Err(e) => return Err(peer(e, p)),
+            },
+        };
+        debug_assert_eq!(at, p.next);
+        let buf = &mut bufs[turn];
+        turn ^= 1;
+        let r = match conn.receive(sent, buf).and_then(decode::<ctl_read_sparse_res>) {
             Ok(r) => r,
             Err(e) => return Err(peer(e, p)),
         };
@@ -435,6 +466,14 @@ fn copy_range(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, buf: &mut Vec<u8>, deadlin
             });
         if !sane {
             return Err(peer(PeerError::Garbage("segments outside the range asked for".into()), p));
+        }
+        // Ask for the next piece before writing this one: the source reads
+        // it meanwhile.
+        if covered < end.min(r.csp_size) && Instant::now() < deadline {
+            match read(&mut conn, covered) {
+                Ok((sent, want)) => ahead = Some((sent, covered, want)),
+                Err(e) => return Err(peer(e, p)),
+            }
         }
         let mut pos = p.next;
         let mut moved = 0u64;
@@ -496,12 +535,12 @@ mod tests {
         cfg.copy_max_concurrent = 2;
         let c = Copier::new(&cfg);
         let mut a = c.admit().unwrap();
-        a.buf.resize(100, 0);
+        a.bufs[1].resize(100, 0);
         let b = c.admit().unwrap();
         assert!(c.admit().is_none(), "a third copy is refused");
         assert_eq!(c.in_flight(), 2);
         drop((a, b));
         assert_eq!(c.in_flight(), 0);
-        assert_eq!(c.buffers.lock().unwrap().iter().map(|b| b.len()).max(), Some(100), "buffers are pooled");
+        assert_eq!(c.buffers.lock().unwrap().iter().map(|b| b[1].len()).max(), Some(100), "buffers are pooled");
     }
 }
