@@ -12,6 +12,8 @@ use pnfs_client::pnfs_protocol::{Decoder, XdrDecode};
 use pnfs_ds::DsFh;
 use pnfs_mds::pnfs::client::CtlClient;
 use pnfs_mds::pnfs::resilver::{self, CopyJob, CopySource, JobEnd, Resilver, ResilverConfig, SubmitError};
+use pnfs_kv::{KvStore, MemStore};
+use pnfs_mds::pnfs::{registry, Pnfs, PnfsConfig};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -163,4 +165,68 @@ fn the_queue_is_bounded() {
     assert_eq!(p.jobs_pending + p.jobs_running, 2);
     assert_eq!(p.bytes_pending, 20);
     drop(r);
+}
+
+/// A single MDS's `Pnfs` with its control listener on a thread of its own.
+fn start_mds(key: &Path) -> (Arc<Pnfs>, std::net::SocketAddr) {
+    let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
+    let pcfg = PnfsConfig { stripe_unit: 65536, stripe_count: 0, dead_after: Duration::from_secs(10) };
+    let pnfs = Pnfs::new(pcfg, store, 1, ClusterKey::load(key).unwrap()).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    let p = pnfs.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let _ = registry::serve_control(p, tokio::net::TcpListener::from_std(l).unwrap()).await;
+        });
+    });
+    (pnfs, addr)
+}
+
+#[test]
+fn a_running_mds_resolves_data_servers_through_its_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ClusterKey::test_file_in(dir.path());
+    let (pnfs, mds) = start_mds(&key);
+    let registered = |id: &str| {
+        let mut cfg = pnfs_ds::DsConfig::new(id, dir.path().join(id), &mds.to_string());
+        cfg.cluster_key_file = Some(key.clone());
+        cfg.bind = "127.0.0.1:0".parse().unwrap();
+        cfg.control_bind = "127.0.0.1:0".parse().unwrap();
+        cfg.reactors = 1;
+        pnfs_ds::run(cfg).unwrap()
+    };
+    let (_a, _b) = (registered("ra"), registered("rb"));
+    let t = std::time::Instant::now();
+    while pnfs.registry.live().len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the data servers did not register");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let index = |id: &str| pnfs.registry.live().iter().find(|d| d.id == id.as_bytes()).unwrap().index;
+    let (ia, ib) = (index("ra"), index("rb"));
+    let data = pattern(7, 2 * MIB + 5);
+    pnfs.obj_create(ia, &fh(8)).unwrap();
+    for (i, piece) in data.chunks(MIB).enumerate() {
+        pnfs.obj_write(ia, &fh(8), (i * MIB) as u64, piece, false).unwrap();
+    }
+    pnfs.obj_set_version(ia, &fh(8), 2).unwrap();
+    assert_eq!(pnfs.obj_version(ia, &fh(8)).unwrap(), (2, data.len() as u64));
+    assert_eq!(pnfs.obj_version(ib, &fh(8)).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+
+    let done: Arc<Mutex<Vec<JobEnd>>> = Arc::default();
+    let log = done.clone();
+    let cfg = ResilverConfig { queue_max: 4, copies: 1, copies_per_ds: 1 };
+    let r = Resilver::for_pnfs(&pnfs, cfg, Box::new(move |_, end| log.lock().unwrap().push(end.clone())));
+    let job = CopyJob { file: 8, dest: ib, dest_fh: fh(8), sources: vec![CopySource { ds: ia, fh: fh(8) }], range: None, version: 2, size_hint: 0 };
+    assert_eq!(r.submit(job), Ok(true));
+    assert!(r.wait_idle(Duration::from_secs(60)), "{:?}", r.progress());
+    assert_eq!(*done.lock().unwrap(), vec![JobEnd::Done { bytes: data.len() as u64 }]);
+    assert_eq!(pnfs.obj_version(ib, &fh(8)).unwrap(), (2, data.len() as u64));
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(pnfs.obj_read(ib, &fh(8), 0, &mut back).unwrap(), data.len());
+    assert!(back == data);
+    let p = r.progress();
+    assert_eq!((p.jobs_done, p.bytes_done), (1, data.len() as u64));
 }

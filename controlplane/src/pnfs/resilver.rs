@@ -501,6 +501,34 @@ fn run(inner: &Inner, ctl: &CtlClient, w: &mut Waiting) -> Outcome {
     Outcome::Failed(format!("every source failed (last: {last})"))
 }
 
+impl Resilver {
+    /// The queue of a running MDS: its own control client (same key and
+    /// epoch as `pnfs.ctl`), data servers resolved through the registry
+    /// (live ones only), limits from `mds.resilver_*`.
+    pub fn for_pnfs(pnfs: &Arc<super::Pnfs>, cfg: ResilverConfig, on_end: OnEnd) -> Arc<Resilver> {
+        Resilver::new(cfg, pnfs.ctl.caller(), registry_resolver(Arc::downgrade(pnfs)), on_end)
+    }
+}
+
+impl super::Pnfs {
+    /// (version, size) of the object `fh` on data server `ds`
+    /// (CTL_PROC_OBJ_VERSION_GET): a version below the file's mirror
+    /// version is a stale copy. A missing object is NotFound.
+    pub fn obj_version(&self, ds: u32, fh: &[u8]) -> io::Result<(u64, u64)> {
+        let body = self.call(ds, CTL_PROC_OBJ_VERSION_GET, &ctl_obj_args { coa_fh: fh.into() })?;
+        let r = ctl_version_res::decode(&mut Decoder::new(&body)).map_err(client::bad_reply)?;
+        client::status_result(r.cvr_status).map(|()| (r.cvr_version, r.cvr_size))
+    }
+
+    /// Sets the version of `fh` on `ds` (CTL_PROC_OBJ_VERSION_SET): durable
+    /// there, with the object's data written before, when it returns.
+    pub fn obj_set_version(&self, ds: u32, fh: &[u8], version: u64) -> io::Result<()> {
+        let body = self.call(ds, CTL_PROC_OBJ_VERSION_SET, &ctl_version_args { cvs_fh: fh.into(), cvs_version: version })?;
+        let r = ctl_version_res::decode(&mut Decoder::new(&body)).map_err(client::bad_reply)?;
+        client::status_result(r.cvr_status)
+    }
+}
+
 /// The resolver a running MDS uses: a registered, live data server's
 /// control address.
 pub fn registry_resolver(pnfs: std::sync::Weak<super::Pnfs>) -> Resolve {
