@@ -52,6 +52,8 @@ use std::time::{Duration, Instant};
 pub const COPY_CALL_MS: u32 = 5000;
 /// Tries of a job whose destination cannot be reached (or was busy).
 pub const MAX_ATTEMPTS: u32 = 6;
+/// Copy calls in a row answered without progress before a job is put back.
+const MAX_STALLS: u32 = 3;
 /// First wait before trying a job again; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -373,6 +375,9 @@ fn worker(inner: &Inner) {
         drop(st);
         let outcome = run(inner, &ctl, &mut w);
         st = inner.lock();
+        if let Outcome::Stopped = outcome {
+            return;
+        }
         let n = st.running_per_ds.get_mut(&w.job.dest).expect("counted when taken");
         *n -= 1;
         st.running -= 1;
@@ -400,6 +405,7 @@ fn worker(inner: &Inner) {
                 (inner.on_end)(&w.job, &JobEnd::Failed(why));
                 st = inner.lock();
             }
+            Outcome::Stopped => unreachable!("returned above"),
             Outcome::Done(bytes) => {
                 st.progress.jobs_done += 1;
                 st.progress.bytes_pending = st.progress.bytes_pending.saturating_sub(w.pending);
@@ -419,6 +425,8 @@ fn worker(inner: &Inner) {
 
 enum Outcome {
     Done(u64),
+    /// The resilver is being dropped: the job is left as it is.
+    Stopped,
     /// Worth another try later (destination unreachable or busy).
     Retry(String),
     Failed(String),
@@ -436,6 +444,9 @@ fn run(inner: &Inner, ctl: &CtlClient, w: &mut Waiting) -> Outcome {
     };
     let mut bytes = 0u64;
     let mut last = String::from("no source");
+    // Calls answered OK that did not move on, in a row: a data server that
+    // keeps doing so is retried later rather than called forever.
+    let mut stalls = 0u32;
     for (i, src) in w.job.sources.iter().enumerate() {
         let Some(src_addr) = (inner.resolve)(src.ds) else {
             last = format!("source data server {} is not registered", src.ds);
@@ -447,6 +458,9 @@ fn run(inner: &Inner, ctl: &CtlClient, w: &mut Waiting) -> Outcome {
             }
         }
         loop {
+            if inner.lock().stopped {
+                return Outcome::Stopped;
+            }
             let a = ctl_copy_args {
                 cca_fh: w.job.dest_fh.as_slice().into(),
                 cca_source: src_addr.as_bytes().into(),
@@ -478,9 +492,15 @@ fn run(inner: &Inner, ctl: &CtlClient, w: &mut Waiting) -> Outcome {
             bytes += r.ccr_bytes;
             if r.ccr_next > w.next {
                 w.next = r.ccr_next;
+                stalls = 0;
+            } else {
+                stalls += 1;
             }
             match r.ccr_status {
                 ctl_copy_status::COPY_OK if r.ccr_done => return Outcome::Done(bytes),
+                ctl_copy_status::COPY_OK if stalls >= MAX_STALLS => {
+                    return Outcome::Retry(format!("the destination made no progress in {MAX_STALLS} calls"))
+                }
                 ctl_copy_status::COPY_OK => continue,
                 ctl_copy_status::COPY_BUSY => return Outcome::Retry("the destination runs ds.copy_max_concurrent copies".into()),
                 ctl_copy_status::COPY_SOURCE_UNREACHABLE
