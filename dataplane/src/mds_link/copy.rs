@@ -402,12 +402,17 @@ fn copy_range(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, bufs: &mut [Vec<u8>; 2], d
         Ok(v) => v,
         Err(e) => return Err(peer(e, p)),
     };
-    if v.cvr_status != ctl_status::CTL_OK {
-        log::warn!("object copy of {} from {source}: the source answered {:?}", dst.object_name(), v.cvr_status);
-        return Err((ctl_copy_status::COPY_SOURCE_ERROR, p));
-    }
-    if v.cvr_version != a.cca_version {
-        return Err((ctl_copy_status::COPY_SOURCE_VERSION, p));
+    // The source answered; its status and version must do.
+    let usable = |status: ctl_status, version: u64| match status {
+        ctl_status::CTL_OK if version == a.cca_version => Ok(()),
+        ctl_status::CTL_OK => Err(ctl_copy_status::COPY_SOURCE_VERSION),
+        s => {
+            log::warn!("object copy of {} from {source}: the source answered {s:?}", dst.object_name());
+            Err(ctl_copy_status::COPY_SOURCE_ERROR)
+        }
+    };
+    if let Err(s) = usable(v.cvr_status, v.cvr_version) {
+        return Err((s, p));
     }
     p.source_size = v.cvr_size;
     let end = a.cca_offset.saturating_add(a.cca_count);
@@ -442,12 +447,8 @@ fn copy_range(ds: &Ds, a: &ctl_copy_args, dst: &DsFh, bufs: &mut [Vec<u8>; 2], d
             Ok(r) => r,
             Err(e) => return Err(peer(e, p)),
         };
-        if r.csp_status != ctl_status::CTL_OK {
-            log::warn!("object copy of {} from {source}: the source answered {:?}", dst.object_name(), r.csp_status);
-            return Err((ctl_copy_status::COPY_SOURCE_ERROR, p));
-        }
-        if r.csp_version != a.cca_version {
-            return Err((ctl_copy_status::COPY_SOURCE_VERSION, p));
+        if let Err(s) = usable(r.csp_status, r.csp_version) {
+            return Err((s, p));
         }
         p.source_size = r.csp_size;
         if p.next >= r.csp_size {
