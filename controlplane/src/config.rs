@@ -177,6 +177,28 @@ pub struct MdsConfig {
     /// After a recall, no new delegation on that file for this long.
     #[serde(default = "default_delegation_recall_cooldown")]
     pub delegation_recall_cooldown_seconds: u32,
+    // Resilver object copies (controlplane/src/pnfs/resilver.rs).
+    /// Object copies queued or running at most; more are refused until
+    /// some finish.
+    #[serde(default = "default_resilver_queue_max")]
+    pub resilver_queue_max: usize,
+    /// Object copies running at once (data server to data server).
+    #[serde(default = "default_resilver_copies")]
+    pub resilver_copies: usize,
+    /// Object copies running at once onto one data server (each DS runs
+    /// ds.copy_max_concurrent at most).
+    #[serde(default = "default_resilver_copies_per_ds")]
+    pub resilver_copies_per_ds: usize,
+}
+
+fn default_resilver_queue_max() -> usize {
+    1 << 20
+}
+fn default_resilver_copies() -> usize {
+    4
+}
+fn default_resilver_copies_per_ds() -> usize {
+    2
 }
 
 /// Which store keeps the metadata (`mds.kv`).
@@ -471,6 +493,15 @@ impl MdsConfig {
             return Err(format!("mds.stripe_count: at most {} (0 = all live data servers)", pnfs_protocol::mds_ds::MAX_DATA_SERVERS));
         }
         crate::pnfs::mirror::check_segment_bytes(self.flex_segment_bytes).map_err(|why| format!("mds.flex_segment_bytes: {why}"))?;
+        if !(1..=1 << 24).contains(&self.resilver_queue_max) {
+            return Err("mds.resilver_queue_max: 1 to 16777216".into());
+        }
+        if !(1..=64).contains(&self.resilver_copies) {
+            return Err("mds.resilver_copies: 1 to 64".into());
+        }
+        if self.resilver_copies_per_ds == 0 || self.resilver_copies_per_ds > self.resilver_copies {
+            return Err("mds.resilver_copies_per_ds: 1 to mds.resilver_copies".into());
+        }
         if self.ds_dead_after_ms < 1000 {
             return Err("mds.ds_dead_after_ms: must be at least 1000".into());
         }

@@ -56,6 +56,8 @@ pub struct MdsMetrics {
     pub cluster: ClusterMetrics,
     /// Lost data servers, LAYOUTERROR checks, LAYOUTSTATS (pnfs/health.rs).
     pub health: crate::pnfs::health::HealthMetrics,
+    /// Resilver object copies (`pnfs_mds_resilver_*`).
+    pub resilver: crate::pnfs::resilver::ResilverMetrics,
 }
 
 const MAX_OPNUM: usize = 80;
@@ -122,6 +124,7 @@ impl MdsMetrics {
         registry.register("delegations_held", "Delegations held by clients", delegations_held.clone());
         let cluster = ClusterMetrics::register(&mut registry);
         let health = crate::pnfs::health::HealthMetrics::register(&mut registry);
+        let resilver = crate::pnfs::resilver::ResilverMetrics::register(&mut registry);
         MdsMetrics {
             registry,
             per_op,
@@ -139,6 +142,7 @@ impl MdsMetrics {
             delegations_held,
             cluster,
             health,
+            resilver,
         }
     }
 

@@ -125,7 +125,7 @@ pub struct DsConfig {
     #[serde(default)]
     pub volume_bytes: Option<u64>,
     /// Extent size: a power of two, at least 4096. An object is at most
-    /// 1008 extents long. Fixed at format. Default 64 MiB.
+    /// 1006 extents long. Fixed at format. Default 64 MiB.
     #[serde(default = "default_extent_bytes")]
     pub volume_extent_bytes: u64,
     /// Objects the volume holds at most (8 KiB of table each). Fixed at
@@ -139,6 +139,20 @@ pub struct DsConfig {
     /// keep the block device. Needs o_direct. See [`crate::storage::nvme`]. Default false.
     #[serde(default)]
     pub volume_passthrough: bool,
+    /// Object copies this DS pulls from other data servers for the MDS
+    /// (resilver, CTL_PROC_OBJ_COPY): bytes per second over all of them,
+    /// 0 = unlimited. Default 0.
+    #[serde(default)]
+    pub copy_bytes_per_sec: u64,
+    /// Bytes one copy asks the source for at a time (and the receive buffer
+    /// each running copy holds): 64 KiB to 16 MiB, a multiple of 4096.
+    /// Default 4 MiB.
+    #[serde(default = "default_copy_chunk_bytes")]
+    pub copy_chunk_bytes: u32,
+    /// Copies running at once on this DS (each holds a control thread and a
+    /// chunk buffer); more are answered COPY_BUSY. 1 to 4. Default 2.
+    #[serde(default = "default_copy_max_concurrent")]
+    pub copy_max_concurrent: usize,
 }
 
 /// Where a data server keeps its objects.
@@ -231,6 +245,15 @@ fn default_volume_max_objects() -> u32 {
 fn default_max_inflight_io() -> usize {
     256
 }
+fn default_copy_chunk_bytes() -> u32 {
+    4 << 20
+}
+fn default_copy_max_concurrent() -> usize {
+    2
+}
+/// The most copies `ds.copy_max_concurrent` allows: half the control
+/// listener's threads, so copies never starve the MDS's other calls.
+pub const MAX_CONCURRENT_COPIES: usize = 4;
 
 /// MDS control addresses a DS registers with at most: one per node of the
 /// largest MDS cluster.
@@ -285,6 +308,9 @@ impl DsConfig {
             volume_max_objects: default_volume_max_objects(),
             max_inflight_io_per_reactor: default_max_inflight_io(),
             volume_passthrough: false,
+            copy_bytes_per_sec: 0,
+            copy_chunk_bytes: default_copy_chunk_bytes(),
+            copy_max_concurrent: default_copy_max_concurrent(),
         }
     }
 
@@ -401,6 +427,15 @@ impl DsConfig {
                     ));
                 }
             }
+        }
+        if self.copy_bytes_per_sec != 0 && self.copy_bytes_per_sec < 64 << 10 {
+            return Err("ds.copy_bytes_per_sec: 0 (unlimited) or at least 65536".into());
+        }
+        if !(64 << 10..=16 << 20).contains(&self.copy_chunk_bytes) || self.copy_chunk_bytes % 4096 != 0 {
+            return Err("ds.copy_chunk_bytes: 65536 to 16777216, a multiple of 4096".into());
+        }
+        if !(1..=MAX_CONCURRENT_COPIES).contains(&self.copy_max_concurrent) {
+            return Err(format!("ds.copy_max_concurrent: 1 to {MAX_CONCURRENT_COPIES}"));
         }
         Ok(())
     }
@@ -525,7 +560,13 @@ cluster_key_file = "/etc/pnfsd/cluster.key"
         // Connection bounds.
         assert_eq!((c.max_connections_per_address, c.idle_timeout_seconds, c.record_timeout_seconds), (64, 300, 30));
         assert_eq!(c.max_clients, 16384);
-        let cases: [(fn(&mut DsConfig), &str); 5] = [
+        assert_eq!((c.copy_bytes_per_sec, c.copy_chunk_bytes, c.copy_max_concurrent), (0, 4 << 20, 2));
+        let cases: [(fn(&mut DsConfig), &str); 10] = [
+            (|b: &mut DsConfig| b.copy_bytes_per_sec = 1000, "ds.copy_bytes_per_sec:"),
+            (|b: &mut DsConfig| b.copy_chunk_bytes = 4096, "ds.copy_chunk_bytes:"),
+            (|b: &mut DsConfig| b.copy_chunk_bytes = (1 << 20) + 1, "ds.copy_chunk_bytes:"),
+            (|b: &mut DsConfig| b.copy_max_concurrent = 0, "ds.copy_max_concurrent:"),
+            (|b: &mut DsConfig| b.copy_max_concurrent = 5, "ds.copy_max_concurrent:"),
             (|b: &mut DsConfig| b.max_connections_per_address = 0, "ds.max_connections_per_address:"),
             (|b: &mut DsConfig| b.idle_timeout_seconds = 0, "ds.idle_timeout_seconds:"),
             (|b: &mut DsConfig| b.record_timeout_seconds = 0, "ds.record_timeout_seconds:"),

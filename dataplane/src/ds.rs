@@ -35,6 +35,11 @@ pub struct Ds {
     pub fh_key: TagKey,
     /// Signs our control calls to the MDS, checks the MDS's calls to us.
     pub control_keys: ControlKeys,
+    /// Signs our calls to other data servers (object copies) and checks
+    /// theirs: such calls may only read ([`crate::mds_link::copy`]).
+    pub peer_keys: ControlKeys,
+    /// Object copies this DS runs for the MDS: bounds, buffers, throttle.
+    pub copier: crate::mds_link::copy::Copier,
     /// Control connection ids seen lately (replay protection).
     pub control_recent: RecentConnections,
     /// The MDS epochs accepted, per MDS node: calls from an older epoch of
@@ -95,6 +100,8 @@ impl Ds {
             write_verifier,
             fh_key: cluster_key.derive(Purpose::DsFileHandle),
             control_keys: ControlKeys::new(&cluster_key),
+            peer_keys: ControlKeys::for_ds_peers(&cluster_key),
+            copier: crate::mds_link::copy::Copier::new(&cfg),
             control_recent: RecentConnections::default(),
             epochs: Default::default(),
             cluster_key,

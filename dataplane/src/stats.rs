@@ -192,6 +192,16 @@ pub struct DsStats {
     pub control_update_failures: AtomicU64,
     pub control_bytes_read: AtomicU64,
     pub control_bytes_written: AtomicU64,
+    /// Data bytes written into this DS's objects by object copies pulled
+    /// from other data servers (resilver; holes not counted).
+    pub copy_bytes: AtomicU64,
+    /// Object copies running now (a gauge).
+    pub copies_in_flight: AtomicU64,
+    /// Object copies finished: the destination took the source's version.
+    pub copies_finished: AtomicU64,
+    /// Object copy calls that failed (source gone or refused, version
+    /// changed, destination error, busy).
+    pub copy_failures: AtomicU64,
     /// I/O submitted through io_uring vs plain syscalls.
     pub uring_ops: AtomicU64,
     pub syscall_ops: AtomicU64,
@@ -254,6 +264,10 @@ pub struct DsStatsSnapshot {
     pub control_update_failures: u64,
     pub control_bytes_read: u64,
     pub control_bytes_written: u64,
+    pub copy_bytes: u64,
+    pub copies_in_flight: u64,
+    pub copies_finished: u64,
+    pub copy_failures: u64,
     pub uring_ops: u64,
     pub syscall_ops: u64,
     pub direct_ops: u64,
@@ -328,6 +342,10 @@ impl DsStats {
             control_update_failures: g(&self.control_update_failures),
             control_bytes_read: g(&self.control_bytes_read),
             control_bytes_written: g(&self.control_bytes_written),
+            copy_bytes: g(&self.copy_bytes),
+            copies_in_flight: g(&self.copies_in_flight),
+            copies_finished: g(&self.copies_finished),
+            copy_failures: g(&self.copy_failures),
             uring_ops: g(&self.uring_ops),
             syscall_ops: g(&self.syscall_ops),
             direct_ops: g(&self.direct_ops),

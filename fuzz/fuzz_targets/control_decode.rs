@@ -54,4 +54,9 @@ fuzz_target!(|data: &[u8]| {
     roundtrip::<adm_ds_list_res>(data);
     roundtrip::<adm_ds_state_res>(data);
     roundtrip::<adm_layout_res>(data);
+    roundtrip::<ctl_copy_args>(data);
+    roundtrip::<ctl_copy_res>(data);
+    roundtrip::<ctl_version_args>(data);
+    roundtrip::<ctl_version_res>(data);
+    roundtrip::<ctl_read_sparse_res>(data);
 });

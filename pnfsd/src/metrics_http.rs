@@ -48,7 +48,7 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_sum{{ds=\"{id}\",op=\"{op}\"}} {}", seconds(h.sum_ns));
         let _ = writeln!(t, "pnfs_ds_op_latency_seconds_count{{ds=\"{id}\",op=\"{op}\"}} {}", h.count);
     }
-    let counters: [(&str, &str, u64); 30] = [
+    let counters: [(&str, &str, u64); 33] = [
         ("compounds", "COMPOUNDs executed (replays included)", s.compounds),
         ("replays", "COMPOUNDs answered from the reply cache", s.replays),
         ("read_bytes", "READ payload bytes sent to clients", s.bytes_read),
@@ -79,10 +79,18 @@ pub fn ds_text(id: &str, s: &pnfs_ds::DsStatsSnapshot) -> String {
         ("replies_stalled", "client connections cut off because they took no reply bytes for ds.record_timeout_seconds", s.replies_stalled),
         ("clients_evicted", "client IDs dropped to make room in a full table (unconfirmed, or silent for over a lease)", s.clients_evicted),
         ("clients_refused", "EXCHANGE_IDs answered NFS4ERR_DELAY because ds.max_clients live clients exist", s.clients_refused),
+        ("copy_bytes", "data bytes this DS pulled from other data servers into its objects (resilver copies; holes not counted)", s.copy_bytes),
+        ("copies_finished", "object copies finished: every byte durable, then the source's version taken", s.copies_finished),
+        ("copy_failures", "object copy calls that failed (source gone or refused, version changed, destination error, busy)", s.copy_failures),
     ];
     for (name, help, v) in counters {
         let _ = writeln!(t, "# TYPE pnfs_ds_{name} counter\n# HELP pnfs_ds_{name} {help}.\npnfs_ds_{name}_total{{ds=\"{id}\"}} {v}");
     }
+    let _ = writeln!(
+        t,
+        "# TYPE pnfs_ds_copies_in_flight gauge\n# HELP pnfs_ds_copies_in_flight object copies running on this DS now (ds.copy_max_concurrent at most).\npnfs_ds_copies_in_flight{{ds=\"{id}\"}} {}",
+        s.copies_in_flight
+    );
     t.trim_end().to_string()
 }
 

@@ -55,6 +55,13 @@ impl ControlKeys {
     pub fn admin(cluster: &ClusterKey) -> ControlKeys {
         ControlKeys { call: cluster.derive(Purpose::Admin), reply: cluster.derive(Purpose::AdminReply) }
     }
+
+    /// The keys data servers sign their calls to each other with (object
+    /// copies): a DS listener that accepts them grants such calls only the
+    /// reads a copy needs ([`Verified::by_peer`]).
+    pub fn for_ds_peers(cluster: &ClusterKey) -> ControlKeys {
+        ControlKeys { call: cluster.derive(Purpose::DsPeerCall), reply: cluster.derive(Purpose::DsPeerReply) }
+    }
 }
 
 /// Milliseconds since the Unix epoch (the clock calls carry).
@@ -228,6 +235,9 @@ pub struct Verified {
     pub admin: bool,
     /// The MDS epoch the caller speaks for.
     pub epoch: u64,
+    /// Signed with the data servers' peer keys ([`ControlKeys::for_ds_peers`]),
+    /// not the MDS's: another data server, allowed only what a copy needs.
+    pub by_peer: bool,
     conn: [u8; CONN_ID_LEN],
     seq: u64,
 }
@@ -237,8 +247,12 @@ pub struct CallChecker {
     keys: ControlKeys,
     /// Keys of PNFSCTL_ADMIN_PROGRAM calls, where this listener serves it.
     admin: Option<ControlKeys>,
+    /// Also accepted: data servers' calls to each other.
+    peer_keys: Option<ControlKeys>,
     conn: Option<[u8; CONN_ID_LEN]>,
     last_seq: u64,
+    /// The connection's calls are a peer's (set by its first call).
+    peer_conn: bool,
 }
 
 /// Why a call was refused; the reply is MSG_DENIED/AUTH_ERROR with `stat`.
@@ -251,7 +265,7 @@ pub struct Denied {
 
 impl CallChecker {
     pub fn new(keys: ControlKeys) -> CallChecker {
-        CallChecker { keys, admin: None, conn: None, last_seq: 0 }
+        CallChecker { keys, admin: None, peer_keys: None, conn: None, last_seq: 0, peer_conn: false }
     }
 
     /// Also accepts PNFSCTL_ADMIN_PROGRAM calls, checked with `admin` keys
@@ -261,8 +275,24 @@ impl CallChecker {
         self
     }
 
+    /// Also accepts calls signed with `peer` (data server to data server),
+    /// marked [`Verified::by_peer`]; a connection keeps the kind of its
+    /// first call.
+    pub fn with_peer_keys(mut self, peer: ControlKeys) -> CallChecker {
+        self.peer_keys = Some(peer);
+        self
+    }
+
     pub fn keys(&self) -> &ControlKeys {
         &self.keys
+    }
+
+    /// The keys that seal the reply to `v`.
+    pub fn reply_keys(&self, v: &Verified) -> &ControlKeys {
+        match (&self.peer_keys, v.by_peer) {
+            (Some(p), true) => p,
+            _ => &self.keys,
+        }
     }
 
     /// Checks one call record's credential (the rest of the header is the
@@ -296,10 +326,17 @@ impl CallChecker {
             Some(k) if prog == crate::wire::PNFSCTL_ADMIN_PROGRAM => (k, true),
             _ => (&self.keys, false),
         };
-        let tag = call_tag(keys, &head(xid, prog, vers, proc_), &cred[..40], args);
-        if !crate::seal::constant_time_eq(&tag, &cred[40..]) {
-            return Err(deny(AuthStat::BadCred, "control call tag does not check (wrong cluster key, or forged)"));
-        }
+        let h = head(xid, prog, vers, proc_);
+        let tag = call_tag(keys, &h, &cred[..40], args);
+        // Peer keys never open the admin program.
+        let by_peer = if crate::seal::constant_time_eq(&tag, &cred[40..]) {
+            false
+        } else {
+            match &self.peer_keys {
+                Some(p) if !admin && crate::seal::constant_time_eq(&call_tag(p, &h, &cred[..40], args), &cred[40..]) => true,
+                _ => return Err(deny(AuthStat::BadCred, "control call tag does not check (wrong cluster key, or forged)")),
+            }
+        };
         let conn: [u8; CONN_ID_LEN] = cred[..16].try_into().expect("16 bytes");
         let seq = u64::from_be_bytes(cred[16..24].try_into().expect("8 bytes"));
         let sent_ms = u64::from_be_bytes(cred[24..32].try_into().expect("8 bytes"));
@@ -314,11 +351,12 @@ impl CallChecker {
                 }
                 self.conn = Some(conn);
             }
-            Some(c) if c == conn && seq > self.last_seq => {}
+            Some(c) if c == conn && seq > self.last_seq && by_peer == self.peer_conn => {}
             Some(_) => return Err(deny(AuthStat::RejectedCred, "control call out of sequence (a replay)")),
         }
         self.last_seq = seq;
-        Ok(Verified { xid, proc_, admin, epoch, conn, seq })
+        self.peer_conn = by_peer;
+        Ok(Verified { xid, proc_, admin, epoch, by_peer, conn, seq })
     }
 }
 
@@ -486,5 +524,39 @@ mod tests {
         // Once the first ones left the window, room again.
         assert!(recent.first_use([3; 16], 2 * MAX_CLOCK_SKEW_MS + 1));
         assert!(!recent.first_use([3; 16], 2 * MAX_CLOCK_SKEW_MS + 1));
+    }
+
+    #[test]
+    fn peer_keys_are_accepted_only_where_offered_and_marked() {
+        let now = 1_000_000_000;
+        let recent = RecentConnections::default();
+        let cluster = ClusterKey::from_bytes([7; 32]);
+        let peer = ControlKeys::for_ds_peers(&cluster);
+        // A peer-signed call: refused by a plain checker, marked by_peer by one that offers peer keys.
+        let mut ps = CallSigner::new(peer.clone(), 0);
+        let (rec, sent) = call(&mut ps, 1, b"x", now);
+        assert_eq!(CallChecker::new(keys()).check(&rec, now, &recent).unwrap_err().unwrap().stat, AuthStat::BadCred);
+        let mut c = CallChecker::new(keys()).with_peer_keys(peer.clone());
+        let v = c.check(&rec, now, &recent).unwrap();
+        assert!(v.by_peer);
+        // Its reply is sealed with the peer reply key.
+        let mut e = Encoder::new();
+        v.begin_reply(&mut e);
+        e.put_u32(5);
+        let mut r = e.into_inner();
+        v.seal_reply(c.reply_keys(&v), &mut r);
+        assert!(ps.open_reply(sent, &r).is_ok());
+        // The MDS's calls on such a checker are not by_peer.
+        let mut ms = CallSigner::new(keys(), 3);
+        let (m, _) = call(&mut ms, 1, b"y", now);
+        let mut c2 = CallChecker::new(keys()).with_peer_keys(peer.clone());
+        assert!(!c2.check(&m, now, &recent).unwrap().by_peer);
+        // A connection does not change kind: a peer call cannot follow on
+        // an MDS connection's id (the peer key cannot sign the MDS's).
+        let mut forged = CallSigner::new(peer, 0);
+        forged.conn = ms.conn;
+        forged.seq = 5;
+        let (f, _) = call(&mut forged, 2, b"z", now);
+        assert_eq!(c2.check(&f, now, &recent).unwrap_err().unwrap().stat, AuthStat::RejectedCred);
     }
 }

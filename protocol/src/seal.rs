@@ -31,6 +31,11 @@ pub enum Purpose {
     Admin,
     /// The MDS's replies to them.
     AdminReply,
+    /// Data server -> data server control calls and their replies (the
+    /// resilver's object copies): a DS holding these keys can only read
+    /// another DS's objects, never act as the MDS.
+    DsPeerCall,
+    DsPeerReply,
 }
 
 impl Purpose {
@@ -43,6 +48,8 @@ impl Purpose {
             Purpose::PeerLink => "pnfsd 2026-12 MDS peer link",
             Purpose::Admin => "pnfsd 2026-12 admin call credential",
             Purpose::AdminReply => "pnfsd 2026-12 admin reply verifier",
+            Purpose::DsPeerCall => "pnfsd 2026-12 DS to DS control call credential",
+            Purpose::DsPeerReply => "pnfsd 2026-12 DS to DS control reply verifier",
         }
     }
 }

@@ -40,6 +40,13 @@ impl<C: CallSource> AuthenticatedCalls<C> {
         self
     }
 
+    /// Also accepts calls signed with `peer` (data server to data server),
+    /// marked `Verified::by_peer`: the listener decides what they may do.
+    pub fn accept_peers(mut self, peer: ControlKeys) -> Self {
+        self.checker = self.checker.with_peer_keys(peer);
+        self
+    }
+
     /// The next authentic call and its verified credential. A call that
     /// fails the check is answered AUTH_ERROR through `replies` and ends
     /// the connection ([`Ended::Refused`]); an unreadable one just ends it.

@@ -20,6 +20,8 @@
 //!   RFC 8881 13.9.2), sent in batches by `push`.
 //! - `inventory`: what the data servers hold (objects per DS, one file's
 //!   layout with object sizes) for pnfsctl; removing an empty data server.
+//! - `resilver`: the queue of object copies between data servers (the
+//!   resilver's data mover, CTL_PROC_OBJ_COPY) and object versions.
 //! - `fence`: fencing a dead MDS node of the cluster on every data server
 //!   (`Pnfs::fence_node`, CTL_PROC_FENCE).
 //! - `health`: data servers lost (dead past mds.ds_lost_after_ms), checks
@@ -50,6 +52,7 @@ pub mod objects;
 pub mod placement;
 pub mod push;
 pub mod registry;
+pub mod resilver;
 pub mod stateids;
 pub mod stripe;
 pub mod striped;

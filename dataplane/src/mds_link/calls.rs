@@ -37,6 +37,10 @@ const CONTROL_CALLS: rpc::CallPolicy = rpc::CallPolicy {
         CTL_PROC_STATEID_REVOKE,
         CTL_PROC_STATEID_BATCH,
         CTL_PROC_FENCE,
+        CTL_PROC_OBJ_COPY,
+        CTL_PROC_OBJ_VERSION_SET,
+        CTL_PROC_OBJ_VERSION_GET,
+        CTL_PROC_OBJ_READ_SPARSE,
     ],
     flavors: &[pnfs_protocol::control_auth::AUTH_PNFS_CTL],
 };
@@ -87,8 +91,18 @@ fn sealed_reply(ds: &Ds, verified: &Verified, res: &impl XdrEncode) -> Option<Ve
         return Some(rpc::accepted_reply(verified.xid, AcceptStat::GarbageArgs));
     }
     let mut reply = e.into_inner();
-    verified.seal_reply(&ds.control_keys, &mut reply);
+    verified.seal_reply(reply_keys(ds, verified), &mut reply);
     Some(reply)
+}
+
+/// The keys that seal the reply to `v`: another data server's calls (object
+/// copies) are answered under the DS-to-DS keys they were signed with.
+fn reply_keys<'a>(ds: &'a Ds, v: &Verified) -> &'a pnfs_protocol::control_auth::ControlKeys {
+    if v.by_peer {
+        &ds.peer_keys
+    } else {
+        &ds.control_keys
+    }
 }
 
 /// One authenticated control RPC record in, at most one reply out (FENCE,
@@ -117,12 +131,16 @@ pub(super) fn handle_call(ds: &Ds, rec: &[u8], verified: &Verified) -> Option<Ve
             cr_status: flatten(publish(ds, "STATEID_REVOKE", Update::Revoke { other: a.cva_stateid.other })),
         }),
         CTL_PROC_STATEID_BATCH => call(args, &mut e, |a: ctl_batch_args| stateid_batch(ds, &a)),
+        CTL_PROC_OBJ_COPY => call(args, &mut e, |a: ctl_copy_args| super::copy::obj_copy(ds, &a)),
+        CTL_PROC_OBJ_VERSION_SET => call(args, &mut e, |a: ctl_version_args| obj_version(ds, &a.cvs_fh, Some(a.cvs_version))),
+        CTL_PROC_OBJ_VERSION_GET => call(args, &mut e, |a: ctl_obj_args| obj_version(ds, &a.coa_fh, None)),
+        CTL_PROC_OBJ_READ_SPARSE => call(args, &mut e, |a: ctl_read_args| obj_read_sparse(ds, &a)),
         _ => return Some(rpc::accepted_reply(xid, AcceptStat::ProcUnavail)),
     };
     match r {
         Ok(()) => {
             let mut reply = e.into_inner();
-            verified.seal_reply(&ds.control_keys, &mut reply);
+            verified.seal_reply(reply_keys(ds, verified), &mut reply);
             Some(reply)
         }
         Err(()) => Some(rpc::accepted_reply(xid, AcceptStat::GarbageArgs)),
@@ -137,7 +155,7 @@ fn call<'a, A: XdrDecode<'a>, R: XdrEncode>(args: &'a [u8], e: &mut Encoder, f: 
 
 /// The object a control call names: its bare identity, or the sealed form
 /// clients hold (checked like theirs).
-fn object_fh(ds: &Ds, b: &[u8]) -> Result<DsFh, ctl_status> {
+pub(super) fn object_fh(ds: &Ds, b: &[u8]) -> Result<DsFh, ctl_status> {
     let fh = if b.len() == pnfs_protocol::ds_handle::SEALED_LEN { DsFh::open(b, &ds.fh_key) } else { DsFh::parse(b) };
     match fh {
         Ok(fh) if !fh.is_root() => Ok(fh),
@@ -178,7 +196,7 @@ fn publish_status(e: PublishError) -> ctl_status {
     }
 }
 
-fn obj_create(ds: &Ds, fh: &[u8]) -> ctl_status {
+pub(super) fn obj_create(ds: &Ds, fh: &[u8]) -> ctl_status {
     flatten((|| {
         let o = ds.store.create(&object_fh(ds, fh)?).map_err(|e| io_ctl(&e))?;
         publish(ds, "OBJ_CREATE", Update::ObjCreated(o))
@@ -245,6 +263,58 @@ fn obj_read(ds: &Ds, a: &ctl_read_args) -> ctl_read_res<'static> {
     match r {
         Ok((data, eof)) => ctl_read_res { crs_status: ctl_status::CTL_OK, crs_eof: eof, crs_data: Opaque::owned(data) },
         Err(s) => ctl_read_res { crs_status: s, crs_eof: false, crs_data: Opaque::owned(vec![]) },
+    }
+}
+
+/// CTL_PROC_OBJ_VERSION_GET (`set` None) and _SET: the object's version
+/// (after the change) and size. A version set is durable when answered,
+/// with every write completed before it.
+fn obj_version(ds: &Ds, fh: &[u8], set: Option<u64>) -> ctl_version_res {
+    let r = (|| {
+        let fh = object_fh(ds, fh)?;
+        if let Some(v) = set {
+            ds.store.set_version(&fh, v).map_err(|e| io_ctl(&e))?;
+        }
+        let version = ds.store.version(&fh).map_err(|e| io_ctl(&e))?;
+        Ok((version, ds.store.stat(&fh).map_err(|e| io_ctl(&e))?.size))
+    })();
+    match r {
+        Ok((v, size)) => ctl_version_res { cvr_status: ctl_status::CTL_OK, cvr_version: v, cvr_size: size },
+        Err(s) => ctl_version_res { cvr_status: s, cvr_version: 0, cvr_size: 0 },
+    }
+}
+
+/// CTL_PROC_OBJ_READ_SPARSE: the data segments of `[offset, offset +
+/// count)` (count bounded like OBJ_READ), holes left out, with the
+/// object's size and version (read first: a version change during the
+/// read shows in the next reply). At most CTL_MAX_SEGS segments: a reply
+/// with more ranges covers less (`csp_end`).
+fn obj_read_sparse(ds: &Ds, a: &ctl_read_args) -> ctl_read_sparse_res<'static> {
+    let r = (|| {
+        let fh = object_fh(ds, &a.cra_fh)?;
+        let version = ds.store.version(&fh).map_err(|e| io_ctl(&e))?;
+        let size = ds.store.stat(&fh).map_err(|e| io_ctl(&e))?.size;
+        let n = (a.cra_count as u64).min(CTL_MAX_READ);
+        let mut end = a.cra_offset.saturating_add(n).min(size).max(a.cra_offset);
+        let ranges = ds.store.data_ranges(&fh, a.cra_offset, end - a.cra_offset).map_err(|e| io_ctl(&e))?;
+        if let Some(first_left_out) = ranges.get(CTL_MAX_SEGS as usize) {
+            end = first_left_out.0;
+        }
+        let mut segs = Vec::with_capacity(ranges.len().min(CTL_MAX_SEGS as usize));
+        for (from, to) in ranges.into_iter().take(CTL_MAX_SEGS as usize) {
+            let (data, _) = ds.store.read_at(&fh, from, (to - from) as usize).map_err(|e| io_ctl(&e))?;
+            bump(&ds.stats.control_bytes_read, data.len() as u64);
+            // Encoding the reply copies the data once more.
+            bump(&ds.stats.payload_copies, 1);
+            segs.push(ctl_data_seg { cds_offset: from, cds_data: Opaque::owned(data) });
+        }
+        Ok((version, size, end, segs))
+    })();
+    match r {
+        Ok((version, size, end, segs)) => {
+            ctl_read_sparse_res { csp_status: ctl_status::CTL_OK, csp_size: size, csp_version: version, csp_end: end, csp_segs: segs }
+        }
+        Err(s) => ctl_read_sparse_res { csp_status: s, csp_size: 0, csp_version: 0, csp_end: a.cra_offset, csp_segs: vec![] },
     }
 }
 

@@ -10,7 +10,7 @@ use crate::ds::Ds;
 use crate::stats::bump;
 use crate::Stop;
 use pnfs_protocol::rpc::{self, AuthStat};
-use pnfs_protocol::wire::CTL_PROC_FENCE;
+use pnfs_protocol::wire::{CTL_PROC_FENCE, CTL_PROC_OBJ_READ_SPARSE, CTL_PROC_OBJ_VERSION_GET};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +34,9 @@ const CONTROL_RECORD_DEADLINE: Duration = Duration::from_secs(60);
 const MAX_INFLIGHT_PER_CONNECTION: usize = 32;
 /// Threads running control calls.
 const CONTROL_BLOCKING_THREADS: usize = 8;
+/// What another data server (a call signed with the DS-to-DS keys) may
+/// call: the reads an object copy needs, nothing that changes anything.
+const PEER_PROCS: [u32; 3] = [rpc::PROC_NULL, CTL_PROC_OBJ_VERSION_GET, CTL_PROC_OBJ_READ_SPARSE];
 
 // ---------------------------------------------------------------------------
 // Server
@@ -116,7 +119,7 @@ fn control_limits(ds: &Ds) -> TcpLimits {
 /// rest on the blocking pool); replies go through the connection's writer.
 async fn control_connection<C: CallSource, S: ReplySink>(ds: Arc<Ds>, c: Connection<C, S>, peer: SocketAddr) -> io::Result<()> {
     let Connection { calls, replies, writer } = c;
-    let mut calls = AuthenticatedCalls::new(calls, ds.control_keys.clone(), CONTROL_IDLE_TIMEOUT);
+    let mut calls = AuthenticatedCalls::new(calls, ds.control_keys.clone(), CONTROL_IDLE_TIMEOUT).accept_peers(ds.peer_keys.clone());
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONNECTION));
     // The epoch this connection's calls speak for (one signer per
     // connection): it is closed once a fence refuses that epoch.
@@ -139,6 +142,25 @@ async fn control_connection<C: CallSource, S: ReplySink>(ds: Arc<Ds>, c: Connect
             Ok(c) => c,
             Err(e) => break e,
         };
+        if verified.by_peer {
+            // Another data server copying an object: no MDS epoch to check
+            // (it speaks for none), and only the reads a copy needs.
+            if !PEER_PROCS.contains(&verified.proc_) {
+                bump(&ds.stats.control_refused, 1);
+                log::warn!("refusing control procedure {} from data server {peer}: a data server may only read objects", verified.proc_);
+                let _ = replies.send(rpc::auth_error_reply(verified.xid, AuthStat::TooWeak));
+                break Ended::Closed;
+            }
+            let Ok(permit) = inflight.clone().acquire_owned().await else { break Ended::WriterGone };
+            let (ds, replies) = (ds.clone(), replies.clone());
+            tokio::spawn(async move {
+                if let Some(r) = run_call(ds, rec, verified).await {
+                    let _ = replies.send(r);
+                }
+                drop(permit);
+            });
+            continue;
+        }
         let admitted = match ds.epochs.admit(verified.epoch).await {
             Ok(a) => a,
             Err(why) => {

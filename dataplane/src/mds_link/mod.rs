@@ -43,11 +43,14 @@
 //! - `epochs.rs`: the MDS epochs accepted per MDS node, and fencing
 //!   ([`MdsEpochs`]).
 //! - `client.rs`: the outgoing client to the MDS ([`CtlClient`]).
+//! - `copy.rs`: object copies from other data servers (CTL_PROC_OBJ_COPY,
+//!   the resilver's data mover; [`copy::Copier`]).
 //! - `registration.rs`: registration and heartbeats ([`Registration`]) and
 //!   the advertised control address ([`control_addr_string`]).
 
 mod calls;
 mod client;
+pub mod copy;
 mod epochs;
 mod listener;
 mod registration;

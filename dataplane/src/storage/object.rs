@@ -454,6 +454,169 @@ impl ObjectStore {
             StoreKind::Files { .. } => Ok(file_stat(&self.open_buffered(fh)?.metadata()?)),
         }
     }
+
+    /// The object's version (CTL_PROC_OBJ_VERSION_GET): 0 when never set.
+    /// Files backend: the `user.pnfs.version` xattr of the object file;
+    /// volume: its object-table entry.
+    pub fn version(&self, fh: &DsFh) -> io::Result<u64> {
+        match &self.kind {
+            StoreKind::Volume(vol) => Ok(Self::vol_obj(vol, fh)?.version()),
+            StoreKind::Files { .. } => version_xattr::get(&self.open_buffered(fh)?),
+        }
+    }
+
+    /// Sets the object's version, durable when it returns (with every
+    /// write to the object completed before: a version names data that is
+    /// on disk).
+    pub fn set_version(&self, fh: &DsFh, version: u64) -> io::Result<()> {
+        match &self.kind {
+            StoreKind::Volume(vol) => vol.set_version(&*Self::vol_obj(vol, fh)?, version),
+            StoreKind::Files { .. } => {
+                let f = self.open_buffered(fh)?;
+                f.sync_data()?;
+                version_xattr::set(&f, version)?;
+                // fsync, not fdatasync: the xattr is inode metadata.
+                f.sync_all()
+            }
+        }
+    }
+
+    /// The ranges of `[off, off + len)` that may hold data (cut at the
+    /// object's size), in order; everything else reads as zeros. Files:
+    /// SEEK_DATA/SEEK_HOLE (a file system without them reports all data);
+    /// volume: allocated extents.
+    pub fn data_ranges(&self, fh: &DsFh, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+        match &self.kind {
+            StoreKind::Volume(vol) => vol.data_ranges(&*Self::vol_obj(vol, fh)?, off, len),
+            StoreKind::Files { .. } => {
+                let f = self.open_buffered(fh)?;
+                let end = off.saturating_add(len).min(f.metadata()?.len());
+                file_data_ranges(&f, off, end)
+            }
+        }
+    }
+
+    /// `[off, off + len)` of the object reads as zeros afterwards, without
+    /// growing it: a hole punched (files), or allocated extents zeroed
+    /// (volume). Not durable until a sync.
+    pub fn zero_range(&self, fh: &DsFh, off: u64, len: u64) -> io::Result<()> {
+        let r = match &self.kind {
+            StoreKind::Volume(vol) => vol.zero_plain(&*Self::vol_obj(vol, fh)?, off, len),
+            StoreKind::Files { .. } => {
+                use std::os::unix::io::AsRawFd;
+                let f = self.open_buffered(fh)?;
+                let size = f.metadata()?.len();
+                let len = len.min(size.saturating_sub(off));
+                if len == 0 {
+                    return Ok(());
+                }
+                let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                // SAFETY: plain syscall on our descriptor.
+                if unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) } == 0 {
+                    Ok(())
+                } else {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                        return Err(e);
+                    }
+                    write_zeros(&f, off, len)
+                }
+            }
+        };
+        self.mark_written(fh);
+        r
+    }
+}
+
+/// Zeros written with plain writes (a file system that cannot punch holes).
+fn write_zeros(f: &File, mut off: u64, mut len: u64) -> io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        f.write_all_at(&ZEROS[..n], off)?;
+        off += n as u64;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// The data ranges of `[off, end)` of `f` by SEEK_DATA/SEEK_HOLE.
+fn file_data_ranges(f: &File, off: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+    use std::os::unix::io::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos = off;
+    while pos < end {
+        // SAFETY: plain syscalls on our descriptor.
+        let data = unsafe { libc::lseek(fd, pos as i64, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // No data at or after pos: the rest is a hole.
+                Some(libc::ENXIO) => break,
+                // No SEEK_DATA here: call it all data.
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
+                    out.push((pos, end));
+                    break;
+                }
+                _ => return Err(e),
+            }
+        }
+        let data = data as u64;
+        if data >= end {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as i64, libc::SEEK_HOLE) };
+        let hole = if hole < 0 { end } else { (hole as u64).min(end) };
+        out.push((data, hole));
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// The files backend's object version: an 8-byte big-endian xattr.
+mod version_xattr {
+    use std::fs::File;
+    use std::io;
+    use std::os::unix::io::AsRawFd;
+
+    const NAME: &[u8] = b"user.pnfs.version\0";
+
+    fn unsupported(e: io::Error) -> io::Error {
+        if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            io::Error::other("the object file system does not support user xattrs (needed for object versions): put ds.data_dir on ext4, xfs or btrfs")
+        } else {
+            e
+        }
+    }
+
+    pub fn get(f: &File) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        // SAFETY: NUL-terminated name, buffer of the length given.
+        let n = unsafe { libc::fgetxattr(f.as_raw_fd(), NAME.as_ptr().cast(), b.as_mut_ptr().cast(), b.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) => Ok(0),
+                _ => Err(unsupported(e)),
+            };
+        }
+        if n != 8 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "object version xattr of the wrong size"));
+        }
+        Ok(u64::from_be_bytes(b))
+    }
+
+    pub fn set(f: &File, v: u64) -> io::Result<()> {
+        let b = v.to_be_bytes();
+        // SAFETY: NUL-terminated name, buffer of the length given.
+        let r = unsafe { libc::fsetxattr(f.as_raw_fd(), NAME.as_ptr().cast(), b.as_ptr().cast(), b.len(), 0) };
+        if r < 0 {
+            return Err(unsupported(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -466,5 +629,31 @@ mod tests {
         let (cap, free) = statvfs(d.path()).unwrap();
         assert!(cap > 0 && free <= cap);
         assert!(statvfs(&d.path().join("missing")).is_none());
+    }
+
+    #[test]
+    fn versions_data_ranges_and_zeroing_on_files() {
+        let d = tempfile::tempdir().unwrap();
+        let s = ObjectStore::open(d.path(), false).unwrap();
+        let fh = DsFh { stripe: 0, ino: 9, generation: 1 };
+        s.create(&fh).unwrap();
+        assert_eq!(s.version(&fh).unwrap(), 0, "never set");
+        s.set_version(&fh, 7).unwrap();
+        assert_eq!(s.version(&fh).unwrap(), 7);
+        // Data at 0..64K and 1M..1M+64K, a hole between.
+        let data = vec![5u8; 65536];
+        s.write_at(&fh, 0, &data, false).unwrap();
+        s.write_at(&fh, 1 << 20, &data, false).unwrap();
+        let r = s.data_ranges(&fh, 0, 4 << 20).unwrap();
+        assert_eq!(r.first().unwrap().0, 0);
+        assert_eq!(r.last().unwrap().1, (1 << 20) + 65536, "cut at the size: {r:?}");
+        assert!(r.iter().all(|(a, b)| *b <= 65536 || *a >= 1 << 20), "the hole is no data: {r:?}");
+        s.zero_range(&fh, 4096, 8192).unwrap();
+        let (back, _) = s.read_at(&fh, 0, 16384).unwrap();
+        assert!(back[4096..12288].iter().all(|b| *b == 0) && back[..4096].iter().all(|b| *b == 5) && back[12288..].iter().all(|b| *b == 5));
+        assert_eq!(s.stat(&fh).unwrap().size, (1 << 20) + 65536, "zeroing keeps the size");
+        // Removed: no version.
+        s.remove(&fh).unwrap();
+        assert_eq!(s.version(&fh).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 }

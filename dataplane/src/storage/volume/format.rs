@@ -15,8 +15,13 @@ pub(super) const BLOCK: u64 = IO_ALIGN as u64;
 const SB_MAGIC: &[u8; 8] = b"PNFSVOL\x01";
 const VERSION: u32 = 1;
 const ENTRY_MAGIC: &[u8; 8] = b"PNFSOBJ\x01";
-/// Extent-map entries in one object-table copy (4096 - 64 header bytes).
-pub const MAP_LEN: usize = (IO_ALIGN - ENTRY_HDR) / 4;
+/// Extent-map entries in one object-table copy (4096 - 64 header bytes -
+/// 8 for the object version at the end).
+pub const MAP_LEN: usize = (IO_ALIGN - ENTRY_HDR - 8) / 4;
+/// Where an entry keeps the object's version (set by the MDS, u64): the
+/// last 8 bytes, which entries written before versions existed left zero
+/// (version 0, never set) unless their map used all 1008 old entries.
+const VERSION_AT: usize = IO_ALIGN - 8;
 pub(super) const ENTRY_HDR: usize = 64;
 const FLAG_IN_USE: u32 = 1;
 pub(super) const ID_MAX: usize = 64;
@@ -117,6 +122,7 @@ pub(super) struct Entry {
     pub(super) in_use: bool,
     pub(super) size: u64,
     pub(super) mtime_ns: u64,
+    pub(super) version: u64,
     pub(super) map: Vec<u32>,
 }
 
@@ -139,6 +145,7 @@ pub(super) fn decode_entry(b: &[u8]) -> Result<Option<Entry>, ()> {
         in_use: get_u32(b, 32) & FLAG_IN_USE != 0,
         size: get_u64(b, 40),
         mtime_ns: get_u64(b, 48),
+        version: get_u64(b, VERSION_AT),
         map: (0..n).map(|i| get_u32(b, ENTRY_HDR + 4 * i)).collect(),
     }))
 }
@@ -218,6 +225,7 @@ impl Volume {
         if in_use {
             put_u64(s, 40, vo.size());
             put_u64(s, 48, vo.mtime_ns.load(Ordering::SeqCst));
+            put_u64(s, VERSION_AT, vo.version.load(Ordering::SeqCst));
             let mut n = 0;
             for (i, e) in vo.extents() {
                 put_u32(s, ENTRY_HDR + 4 * i, e);

@@ -18,10 +18,13 @@
 //!
 //! An object-table copy holds: magic `PNFSOBJ\x01`, a sequence number, the
 //! 16-byte DS filehandle, flags (in use or not), the object size, its mtime,
-//! a checksum, and the extent map: [`MAP_LEN`] (1008) 32-bit entries, extent
-//! index + 1 or 0 for a hole. An object is therefore at most 1008 extents
-//! long (63 GiB with the default 64 MiB extents): a WRITE or truncate past
-//! that is NFS4ERR_FBIG. Extents are allocated on the first write to their
+//! a checksum, the extent map: [`MAP_LEN`] (1006) 32-bit entries, extent
+//! index + 1 or 0 for a hole, and in its last 8 bytes the object's version
+//! (set by the MDS, see `CTL_PROC_OBJ_VERSION_SET`; tables written before
+//! versions existed read as version 0 there, unless an object used the map's
+//! last two entries, which this format no longer has). An object is
+//! therefore at most 1006 extents long (62.9 GiB with the default 64 MiB
+//! extents): a WRITE or truncate past that is NFS4ERR_FBIG. Extents are allocated on the first write to their
 //! range; reads of holes return zeros.
 //!
 //! # Crash consistency
@@ -84,7 +87,7 @@
 //! read/write/flush commands built in the SQE) is in [`crate::storage::nvme`]: the
 //! device offsets [`Volume::map_range`] yields become starting LBAs; the
 //! metadata keeps the block device's descriptors. Objects longer than
-//! 1008 extents (an indirect map), online growth of the volume, and a
+//! 1006 extents (an indirect map), online growth of the volume, and a
 //! per-object mtime more precise than "last write seen by this boot" are
 //! not implemented.
 
@@ -550,6 +553,75 @@ impl Volume {
         }
         vo.committed_gen.fetch_max(lg, Ordering::SeqCst);
         Ok(Commit::Flushed)
+    }
+
+    /// Sets the object's version (CTL_PROC_OBJ_VERSION_SET, a finished
+    /// copy): the volume is flushed first, so the entry naming the version
+    /// (and the size and map it carries along) covers only durable data;
+    /// durable when it returns.
+    pub fn set_version(&self, vo: &VolObj, version: u64) -> io::Result<()> {
+        let _g = vo.begin_io()?;
+        let mut seq = lock(&vo.meta);
+        let old = vo.version.swap(version, Ordering::SeqCst);
+        let meta_dirty = vo.meta_dirty.swap(false, Ordering::SeqCst);
+        // As in commit: the entry is encoded before the flush, so it names
+        // nothing that completes after it.
+        let mut block = self.take_block();
+        self.encode_entry(block.as_mut_slice(), vo, *seq + 1, true);
+        let g = self.written.load(Ordering::SeqCst);
+        let r = self.flush().and_then(|()| {
+            self.synced.fetch_max(g, Ordering::SeqCst);
+            self.meta_write(block.as_slice(), self.geo.slot_off(vo.slot, (*seq + 1) % 2))
+        });
+        self.give_block(block);
+        if let Err(e) = r {
+            vo.version.store(old, Ordering::SeqCst);
+            if meta_dirty {
+                vo.meta_dirty.store(true, Ordering::SeqCst);
+            }
+            return Err(e);
+        }
+        *seq += 1;
+        Ok(())
+    }
+
+    /// The allocated pieces of `[off, off + len)` (cut at the object's
+    /// size), as object ranges, adjacent ones merged; the rest reads as
+    /// zeros.
+    pub fn data_ranges(&self, vo: &VolObj, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+        let _g = vo.begin_io()?;
+        let end = off.saturating_add(len).min(vo.size());
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        if off >= end {
+            return Ok(out);
+        }
+        let eb = self.geo.extent_bytes;
+        let mut o = off;
+        while o < end {
+            let i = (o / eb) as usize;
+            let next = ((o / eb + 1) * eb).min(end);
+            if i < MAP_LEN && vo.extent(i) != 0 {
+                match out.last_mut() {
+                    Some(last) if last.1 == o => last.1 = next,
+                    _ => out.push((o, next)),
+                }
+            }
+            o = next;
+        }
+        Ok(out)
+    }
+
+    /// Zeroes `[off, off + len)` of the object where extents are allocated
+    /// (holes read as zeros already); neither allocates nor grows the size.
+    pub fn zero_plain(&self, vo: &VolObj, off: u64, len: u64) -> io::Result<()> {
+        let len = len.min(vo.size().saturating_sub(off));
+        let _g = vo.begin_io()?;
+        let r = self.map_range(vo, off, len as usize, false, |_, n, place| match place {
+            Some(p) => self.write_zeros(p, n as u64),
+            None => Ok(()),
+        });
+        self.note_write(vo, 0, r.is_ok());
+        r
     }
 
     /// Commit with a plain fdatasync (control program, tests).

@@ -38,6 +38,8 @@ pub struct VolObj {
     pub(super) last_gen: AtomicU64,
     /// Generation this object's own last commit covered.
     pub(super) committed_gen: AtomicU64,
+    /// The version the MDS set (0: never); in the table entry.
+    pub(super) version: AtomicU64,
 }
 
 impl VolObj {
@@ -55,11 +57,17 @@ impl VolObj {
             meta_dirty: AtomicBool::new(false),
             last_gen: AtomicU64::new(0),
             committed_gen: AtomicU64::new(0),
+            version: AtomicU64::new(0),
         }
     }
 
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::SeqCst)
+    }
+
+    /// The version the MDS set (0: never set).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 
     /// Map entry `i`: extent index + 1, 0 for a hole.

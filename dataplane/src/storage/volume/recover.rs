@@ -72,6 +72,7 @@ impl Volume {
                     return Err(format!("object table slot {slot}: handle {} is in another slot too", en.fh.object_name()));
                 }
                 let vo = VolObj::new(en.fh, slot, en.seq, en.size, en.mtime_ns);
+                vo.version.store(en.version, Ordering::Relaxed);
                 for (i, e) in en.map.iter().enumerate() {
                     if *e == 0 {
                         continue;

@@ -464,3 +464,39 @@ fn damaged_superblock_is_an_error_naming_the_volume() {
     let e = Volume::open(&opts(dir.path(), 2 << 20, 4), Arc::new(DsStats::default())).unwrap_err();
     assert!(e.contains("neither a block device nor a regular file"), "{e}");
 }
+
+#[test]
+fn versions_survive_a_crash_with_the_data_they_name_and_holes_are_no_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(&dirty_file(dir.path(), 4 << 20), 4 << 20, 8);
+    let t = open_with(&o, true);
+    t.store.create(&fh(1)).unwrap();
+    assert_eq!(t.store.version(&fh(1)).unwrap(), 0, "never set");
+    // Data in extents 0 and 2 (extent 1 a hole), written unstable: setting
+    // the version makes them durable first.
+    let d = pattern(3, 4096);
+    t.store.write_at(&fh(1), 100, &d, false).unwrap();
+    t.store.write_at(&fh(1), 2 * EXT + 5, &d, false).unwrap();
+    t.store.set_version(&fh(1), 42).unwrap();
+    assert_eq!(t.store.version(&fh(1)).unwrap(), 42);
+    assert_eq!(t.store.data_ranges(&fh(1), 0, 1 << 20).unwrap(), vec![(0, EXT), (2 * EXT, 2 * EXT + 5 + 4096)]);
+    assert_eq!(t.store.data_ranges(&fh(1), EXT, EXT).unwrap(), vec![]);
+    // Zeroing allocates nothing and keeps the size.
+    let free = vol(&t).capacity().1;
+    t.store.zero_range(&fh(1), 0, 2 * EXT).unwrap();
+    assert_eq!(vol(&t).capacity().1, free);
+    assert_eq!(t.store.read_at(&fh(1), 0, 200).unwrap().0, vec![0u8; 200]);
+    t.store.write_at(&fh(1), 100, &d, false).unwrap();
+    vol(&t).crash_on_drop();
+    drop(t);
+    let t = open_with(&o, true);
+    assert_eq!(t.store.version(&fh(1)).unwrap(), 42, "the version is in the durable entry");
+    assert_eq!(t.store.stat(&fh(1)).unwrap().size, 2 * EXT + 5 + 4096);
+    assert!(t.store.read_at(&fh(1), 2 * EXT + 5, 4096).unwrap().0 == d, "the data the version named");
+    t.store.set_version(&fh(1), 43).unwrap();
+    drop(t);
+    let t = open_with(&o, true);
+    assert_eq!(t.store.version(&fh(1)).unwrap(), 43);
+    assert!(t.store.remove(&fh(1)).unwrap());
+    assert_eq!(t.store.version(&fh(1)).unwrap_err().kind(), io::ErrorKind::NotFound);
+}
