@@ -240,10 +240,12 @@ impl StateStore {
     /// other nodes hold (see the module docs), with a delegation claimed
     /// when `deleg` (Some(write)) is wanted and nobody elsewhere forbids it.
     /// Ok(whether the delegation was claimed); its row is written grown by
-    /// what was asked. Three or four KV requests (scan, commit; etcd adds a
-    /// revision read and, for a new row, a revision check).
+    /// what was asked. On etcd three requests: the own row's get (which
+    /// fixes the snapshot, and makes the row's write no blind one), the
+    /// file's rows, the commit.
     pub fn claim_open(&self, kv: &dyn KvStore, ino: u64, clientid: u64, access: u32, deny: u32, deleg: Option<bool>) -> Result<bool, Conflict> {
         pnfs_kv::transact(kv, CLAIM_RETRIES, |txn: &mut dyn KvTxn| {
+            txn.get(&share_key(ino, clientid))?;
             let (mut share_holders, mut deleg_holders, mut deleg_ok) = (vec![], vec![], deleg.is_some());
             let write = access & OPEN4_SHARE_ACCESS_WRITE != 0;
             let (version, mine) = share_rows(txn, ino, clientid, |id, s| {
