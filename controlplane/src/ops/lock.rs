@@ -82,12 +82,13 @@ fn lock_inner(m: &Mds, c: &mut Compound, a: &LOCK4args, fx: &mut Effects) -> Nfs
     // lock claimed on the KV in one transaction (`state/xnode.rs`).
     let claimed = st.journaling();
     if claimed {
-        let owner = match &a.locker {
-            locker4::TRUE(ol) => ol.lock_owner.owner.to_vec(),
-            locker4::FALSE(_) => match st.find(clientid, &given)?.kind {
-                StateKind::Lock { owner, .. } => owner,
-                _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
-            },
+        // The stateid first: a bad LOCK claims nothing, even for a moment.
+        let rec = st.find(clientid, &given)?;
+        let owner = match (&a.locker, rec.kind) {
+            _ if rec.ino != i.ino => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
+            (locker4::TRUE(ol), StateKind::Open { .. }) => ol.lock_owner.owner.to_vec(),
+            (locker4::FALSE(_), StateKind::Lock { owner, .. }) => owner,
+            _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
         };
         if let Some(l) = claim_lock(m, clientid, i.ino, &owner, (start, end, write))? {
             return Ok(LockResult::Denied(denied(&l)));

@@ -4,7 +4,7 @@
 //! other; racing claims of two nodes; stale rows of a client nobody holds.
 
 use super::cluster_tests::{call, create_session, exchange_id_as, flaky_store, node, node_on, node_with, open_file, res, seq, status_of};
-use super::xnode::{Conflict, Share, DELEG_READ, DELEG_WRITE};
+use super::xnode::{Conflict, Share, DELEG_NONE, DELEG_READ, DELEG_WRITE};
 use super::ByteLock;
 use crate::compound::Dispatcher;
 use crate::keyspace;
@@ -32,6 +32,13 @@ fn client(n: &Node, owner: &[u8], back: bool) -> Client {
     Client { id: eid.eir_clientid, sid, seq: 2 }
 }
 
+/// A directory for the nodes' files and a KV where nodes 1 and 2 are live.
+fn live_kv() -> (tempfile::TempDir, Arc<MemStore>) {
+    let kv = Arc::new(MemStore::new());
+    nodes_live(&kv);
+    (tempfile::tempdir().unwrap(), kv)
+}
+
 /// Marks nodes 1 and 2 live (their `N` records), as the cluster runtime does.
 fn nodes_live(kv: &MemStore) {
     let mut t = kv.begin().unwrap();
@@ -45,9 +52,7 @@ fn nodes_live(kv: &MemStore) {
 /// /export/f (open for read and write, deny none): A, B (on node 2), the
 /// file's handle and A's open stateid.
 fn two_nodes() -> (tempfile::TempDir, Arc<MemStore>, Node, Node, Client, Client, Vec<u8>, stateid4) {
-    let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(MemStore::new());
-    nodes_live(&kv);
+    let (dir, kv) = live_kv();
     let n1 = node(dir.path(), &kv, Some(1));
     let n2 = node(dir.path(), &kv, Some(2));
     let mut a = client(&n1, b"client A", false);
@@ -80,31 +85,24 @@ fn open_args(c: &Client, owner: &'static [u8], access: u32, deny: u32) -> nfs_ar
     })
 }
 
-/// OPEN of `fh` by `c` on `n`: its stateid and delegation, or the error.
-fn open(n: &Node, c: &mut Client, fh: &[u8], access: u32, deny: u32) -> Result<(stateid4, open_delegation4<'static>), nfsstat4> {
+/// OPEN of `fh` by `c` on `n`: its stateid and the kind of delegation
+/// granted, or the error.
+fn open(n: &Node, c: &mut Client, fh: &[u8], access: u32, deny: u32) -> Result<(stateid4, u32), nfsstat4> {
     let args = open_args(c, b"owner", access, deny);
     let r = run(n, c, vec![putfh(fh), args]);
     match &res(&r).resarray[2] {
-        nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(ok)) => Ok((ok.stateid.clone(), deleg_owned(&ok.delegation))),
+        nfs_resop4::OP_OPEN(OPEN4res::NFS4_OK(ok)) => Ok((ok.stateid.clone(), deleg_kind(&ok.delegation))),
         nfs_resop4::OP_OPEN(OPEN4res::default(e)) => Err(*e),
         other => panic!("OPEN: {other:?}"),
     }
 }
 
-fn deleg_owned(d: &open_delegation4<'_>) -> open_delegation4<'static> {
+/// The kind of delegation an OPEN granted (`xnode::DELEG_*`).
+fn deleg_kind(d: &open_delegation4<'_>) -> u32 {
     match d {
-        open_delegation4::OPEN_DELEGATE_READ(r) => open_delegation4::OPEN_DELEGATE_READ(open_read_delegation4 {
-            stateid: r.stateid.clone(),
-            recall: r.recall,
-            permissions: nfsace4 { r#type: 0, flag: 0, access_mask: 0, who: b"".as_slice().into() },
-        }),
-        open_delegation4::OPEN_DELEGATE_WRITE(w) => open_delegation4::OPEN_DELEGATE_WRITE(open_write_delegation4 {
-            stateid: w.stateid.clone(),
-            recall: w.recall,
-            space_limit: nfs_space_limit4::NFS_LIMIT_SIZE(u64::MAX),
-            permissions: nfsace4 { r#type: 0, flag: 0, access_mask: 0, who: b"".as_slice().into() },
-        }),
-        _ => open_delegation4::OPEN_DELEGATE_NONE,
+        open_delegation4::OPEN_DELEGATE_READ(_) => DELEG_READ,
+        open_delegation4::OPEN_DELEGATE_WRITE(_) => DELEG_WRITE,
+        _ => DELEG_NONE,
     }
 }
 
@@ -256,9 +254,7 @@ fn recalled(n: &Node, c: &Client, ino: u64) -> bool {
 
 #[test]
 fn a_delegation_of_another_nodes_client_is_recalled_not_overrun() {
-    let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(MemStore::new());
-    nodes_live(&kv);
+    let (dir, kv) = live_kv();
     // No cooldown after a recall: A gets delegations again at once.
     let n1 = node_with(dir.path(), kv.clone(), Some(1), |c| c.delegation_recall_cooldown_seconds = 0);
     let n2 = node(dir.path(), &kv, Some(2));
@@ -293,7 +289,7 @@ fn a_delegation_of_another_nodes_client_is_recalled_not_overrun() {
     // A opens for reading again: a read delegation (B only reads, on node 2).
     close(&n1, &mut a, &fh, &created);
     let (a_read, deleg) = open(&n1, &mut a, &fh, R, 0).unwrap();
-    assert!(matches!(deleg, open_delegation4::OPEN_DELEGATE_READ(_)), "{deleg:?}");
+    assert_eq!(deleg, DELEG_READ);
     assert_eq!(share_row(&kv, ino, a.id), Some(Share { access: R, deny: 0, deleg: DELEG_READ }));
     // B writing waits for its recall; reading does not.
     assert_eq!(open(&n2, &mut b, &fh, W, 0).err(), Some(nfsstat4::NFS4ERR_DELAY));
@@ -308,7 +304,7 @@ fn a_delegation_of_another_nodes_client_is_recalled_not_overrun() {
     // does not stay in the KV.
     close(&n1, &mut a, &fh, &a_read);
     let (_, deleg) = open(&n1, &mut a, &fh, R, 0).unwrap();
-    assert!(matches!(deleg, open_delegation4::OPEN_DELEGATE_NONE), "B writes through node 2: {deleg:?}");
+    assert_eq!(deleg, DELEG_NONE, "B writes through node 2");
     assert_eq!(share_row(&kv, ino, a.id), Some(Share { access: R, deny: 0, deleg: 0 }));
     close(&n2, &mut b, &fh, &b_write);
 }
@@ -317,9 +313,7 @@ fn a_delegation_of_another_nodes_client_is_recalled_not_overrun() {
 /// same moment, many times: exactly one of each pair wins, never both.
 #[test]
 fn racing_claims_of_two_nodes_never_both_win() {
-    let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(MemStore::new());
-    nodes_live(&kv);
+    let (dir, kv) = live_kv();
     let n1 = node(dir.path(), &kv, Some(1));
     let n2 = node(dir.path(), &kv, Some(2));
     // Clients neither node holds (as if each were held by the other).
@@ -368,9 +362,7 @@ fn racing_claims_of_two_nodes_never_both_win() {
 /// rows with no owner row at all go at once.
 #[test]
 fn stale_rows_of_a_client_nobody_holds_expire_after_a_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(MemStore::new());
-    nodes_live(&kv);
+    let (dir, kv) = live_kv();
     let n2 = node(dir.path(), &kv, Some(2));
     let st = n2.0.state();
     let (ghost, of_node3, of_node1) = (0x5151, 0x5252, 0x5353);
