@@ -41,6 +41,12 @@
 //! through any node and did not, so its lease ran out: its rows (client,
 //! sessions, states, locks, shares, owner) are deleted from the KV
 //! ([`StateStore::expire_stale`]) and the operation is tried again.
+//!
+//! Known gaps: a node still holding a copy of a client that moved to
+//! another node (it drops the copy at its next write for that client, at
+//! the latest when the client's lease runs out there) decides that client's
+//! conflicts from its copy, not from the KV; and GETATTR does not ask a
+//! write delegation held through another node (CB_GETATTR).
 
 use super::records;
 use super::replay::scan_all;
