@@ -203,6 +203,20 @@ fn byte_range_locks_of_another_nodes_client_conflict() {
     let (_d, kv, n1, n2, mut a, mut b, fh, a_open) = two_nodes();
     let (aid, bid) = (a.id, b.id);
     let (b_open, _) = open(&n2, &mut b, &fh, R | W, 0).unwrap();
+    // LOCKs with bad stateids (another client's open; an open stateid as a
+    // lock stateid) leave no lock in the KV.
+    let bad = nfs_argop4::OP_LOCK(LOCK4args {
+        locktype: nfs_lock_type4::WRITE_LT,
+        reclaim: false,
+        offset: 0,
+        length: 10,
+        locker: locker4::FALSE(exist_lock_owner4 { lock_stateid: b_open.clone(), lock_seqid: 0 }),
+    });
+    assert_eq!(lock(&n2, &mut b, &fh, bad).err(), Some(Err(nfsstat4::NFS4ERR_BAD_STATEID)));
+    assert_eq!(lock(&n2, &mut b, &fh, lock_args(bid, &a_open, b"B locker", 0, 10)).err(), Some(Err(nfsstat4::NFS4ERR_BAD_STATEID)));
+    let mut t = kv.begin().unwrap();
+    assert!(t.scan_prefix(&[keyspace::STATE_BYTE_LOCKS], usize::MAX).unwrap().is_empty(), "no lock row");
+    drop(t);
     let a_lock = lock(&n1, &mut a, &fh, lock_args(aid, &a_open, b"A locker", 0, 10)).expect("A locks 0..10");
     // B (node 2) overlapping: denied, naming A's lock.
     let denied = lock(&n2, &mut b, &fh, lock_args(bid, &b_open, b"B locker", 5, 10)).err();
@@ -235,7 +249,6 @@ fn byte_range_locks_of_another_nodes_client_conflict() {
         locker: locker4::FALSE(exist_lock_owner4 { lock_stateid: b_lock, lock_seqid: 0 }),
     });
     assert!(lock(&n2, &mut b, &fh, relock).is_ok(), "A's lock is gone from the KV");
-    let _ = kv;
 }
 
 /// DELEGRETURN of `c`'s delegation on `ino` (node `n` holds it).
