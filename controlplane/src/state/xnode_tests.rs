@@ -9,7 +9,7 @@ use super::ByteLock;
 use crate::compound::Dispatcher;
 use crate::keyspace;
 use crate::mds::Mds;
-use pnfs_kv::{KvStore, MemStore};
+use pnfs_kv::{KvStore, KvTxn, MemStore};
 use pnfs_protocol::xdr::Opaque;
 use pnfs_protocol::wire::*;
 use std::sync::{Arc, Barrier};
@@ -322,8 +322,55 @@ fn a_delegation_of_another_nodes_client_is_recalled_not_overrun() {
     close(&n2, &mut b, &fh, &b_write);
 }
 
-/// Two nodes claim conflicting shares (and locks) of the same files at the
-/// same moment, many times: exactly one of each pair wins, never both.
+/// What a racer claims.
+#[derive(Clone, Copy, Debug)]
+enum Race {
+    /// A share denying everything to others.
+    Share,
+    /// A write lock of bytes 0..10.
+    Lock,
+    /// A read open with a write delegation (node 1) against a plain read
+    /// and write open (node 2).
+    Deleg,
+}
+
+/// A KV whose commits wait a little: transactions started together all
+/// read before any commits (the race a loaded machine may or may not make).
+struct SlowCommits(Arc<MemStore>);
+
+struct SlowTxn<'a>(Box<dyn KvTxn + 'a>);
+
+impl KvStore for SlowCommits {
+    fn begin(&self) -> pnfs_kv::Result<Box<dyn KvTxn + '_>> {
+        Ok(Box::new(SlowTxn(self.0.begin()?)))
+    }
+}
+
+impl KvTxn for SlowTxn<'_> {
+    fn get(&mut self, key: &[u8]) -> pnfs_kv::Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> pnfs_kv::Result<()> {
+        self.0.put(key, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> pnfs_kv::Result<()> {
+        self.0.delete(key)
+    }
+    fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> pnfs_kv::Result<Vec<pnfs_kv::KvPair>> {
+        self.0.scan(start, end, limit)
+    }
+    fn scan_keys(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> pnfs_kv::Result<Vec<Vec<u8>>> {
+        self.0.scan_keys(start, end, limit)
+    }
+    fn commit(self: Box<Self>) -> pnfs_kv::Result<()> {
+        std::thread::sleep(Duration::from_millis(3));
+        self.0.commit()
+    }
+}
+
+/// Two nodes claim conflicting shares, locks, or a delegation and an open,
+/// of the same files at the same moment (both read before either commits),
+/// many times: exactly one of each pair wins, never both.
 #[test]
 fn racing_claims_of_two_nodes_never_both_win() {
     let (dir, kv) = live_kv();
@@ -331,42 +378,44 @@ fn racing_claims_of_two_nodes_never_both_win() {
     let n2 = node(dir.path(), &kv, Some(2));
     // Clients neither node holds (as if each were held by the other).
     let (x, y) = (0x1111, 0x2222);
-    let rounds = 60u64;
+    let rounds = 40u64;
     let barrier = Arc::new(Barrier::new(2));
-    let racer = |m: Arc<Mds>, me: u64, locks: bool| {
-        let (kv, barrier) = (kv.clone(), barrier.clone());
+    // Ok(whether it won) or the conflict.
+    let slow = Arc::new(SlowCommits(kv.clone()));
+    let racer = |m: Arc<Mds>, me: u64, race: Race| {
+        let (kv, barrier) = (slow.clone(), barrier.clone());
         std::thread::spawn(move || {
             let st = m.state();
             (0..rounds)
                 .map(|ino| {
                     barrier.wait();
-                    if locks {
-                        let l = ByteLock { clientid: me, owner: b"o".to_vec(), start: 0, end: 10, write: true };
-                        st.claim_lock(kv.as_ref(), 1000 + ino, me, &[l], (0, 10, true)).map(|_| ())
-                    } else {
-                        st.claim_open(kv.as_ref(), 1000 + ino, me, R | W, OPEN4_SHARE_DENY_BOTH, None).map(|_| ())
+                    let ino = 1000 * (race as u64 + 1) + ino;
+                    match race {
+                        Race::Lock => {
+                            let l = ByteLock { clientid: me, owner: b"o".to_vec(), start: 0, end: 10, write: true };
+                            st.claim_lock(kv.as_ref(), ino, me, &[l], (0, 10, true)).map(|_| true)
+                        }
+                        Race::Share => st.claim_open(kv.as_ref(), ino, me, R | W, OPEN4_SHARE_DENY_BOTH, None).map(|_| true),
+                        // Node 1 wins with the delegation (an open alone is no win).
+                        Race::Deleg if me == x => st.claim_open(kv.as_ref(), ino, me, R, 0, Some(true)),
+                        Race::Deleg => st.claim_open(kv.as_ref(), ino, me, R | W, 0, None).map(|_| true),
                     }
                 })
-                .collect::<Vec<Result<(), Conflict>>>()
+                .collect::<Vec<Result<bool, Conflict>>>()
         })
     };
-    for locks in [false, true] {
-        let (one, two) = (racer(n1.0.clone(), x, locks), racer(n2.0.clone(), y, locks));
+    for race in [Race::Share, Race::Lock, Race::Deleg] {
+        let (one, two) = (racer(n1.0.clone(), x, race), racer(n2.0.clone(), y, race));
         let (one, two) = (one.join().unwrap(), two.join().unwrap());
         for (i, (p, q)) in one.iter().zip(&two).enumerate() {
-            assert!(p.is_ok() != q.is_ok(), "file {i} ({}): exactly one wins: {p:?} / {q:?}", if locks { "locks" } else { "shares" });
+            let won = |r: &Result<bool, Conflict>| matches!(r, Ok(true));
+            assert!(won(p) != won(q), "file {i} ({race:?}): exactly one wins: {p:?} / {q:?}");
             for r in [p, q] {
                 if let Err(e) = r {
-                    assert!(matches!(e, Conflict::Share { .. } | Conflict::Lock(_)), "{e:?}");
+                    assert!(matches!(e, Conflict::Share { .. } | Conflict::Lock(_) | Conflict::Deleg { .. }), "{e:?}");
                 }
             }
         }
-        // Next round on fresh files.
-        let mut t = kv.begin().unwrap();
-        for k in t.scan_keys_prefix(&[keyspace::STATE_FILE], usize::MAX).unwrap() {
-            t.delete(&k).unwrap();
-        }
-        t.commit().unwrap();
     }
 }
 
