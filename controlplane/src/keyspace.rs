@@ -41,6 +41,8 @@
 //! |---|---|---|---|
 //! | `e` [`STATE_SESSION`] | session ID, `t` [`STATE_SLOT_SUFFIX`], slot (u32) | the slot after the last COMPOUND on it that changed state: format byte, seqid, cached reply (bool, opaque) when the client asked (sa_cachethis); read-only COMPOUNDs are not written, so on a node taking the session over the seqid is a lower bound; deleted with the session | `state::cluster` |
 //! | `w` [`STATE_OWNER`] | clientid (u64) | node id (u32) holding the client: written with the client's first records and by the node adopting it; a node finding another id there at its next write drops its copy | `state::cluster` |
+//! | `f` [`STATE_FILE`] | ino (u64), clientid (u64) | one client's share on the file, what other nodes check an OPEN or a delegation against: format byte, access union, deny union, delegation (0 none, 1 read, 2 write), u32 each; deleted when the client holds no open or delegation there. Written by the deciding OPEN (or grant) in one transaction with its check, and after every change with the client's records | `state::xnode`, `state::records` |
+//! | `f` [`STATE_FILE`] | ino (u64) | the file's conflict version (u64): every transaction that checks other clients' `f` or `b` rows of the file and then adds to its own bumps it, so two nodes deciding at once conflict and one retries seeing the other's row (a scan alone is not conflict-checked) | `state::xnode` |
 
 /// `I` ino -> Inode.
 pub const INODE: u8 = b'I';
@@ -81,9 +83,11 @@ pub const STATE_BYTE_LOCKS: u8 = b'b';
 pub const STATE_SLOT_SUFFIX: u8 = b't';
 /// `w` clientid -> node id holding the client (a cluster's).
 pub const STATE_OWNER: u8 = b'w';
+/// `f` ino clientid -> one client's share of a file; `f` ino -> the file's conflict version (a cluster's).
+pub const STATE_FILE: u8 = b'f';
 
 /// Every prefix with its name.
-pub const ALL: [(u8, &str); 17] = [
+pub const ALL: [(u8, &str); 18] = [
     (INODE, "inode"),
     (DIRENT, "directory entry"),
     (DIR_COOKIE, "directory cookie"),
@@ -101,6 +105,7 @@ pub const ALL: [(u8, &str); 17] = [
     (STATE, "state: stateid"),
     (STATE_BYTE_LOCKS, "state: byte-range locks"),
     (STATE_OWNER, "state: node holding a client"),
+    (STATE_FILE, "state: a client's share of a file"),
 ];
 
 /// First inode number no node has taken yet (u64). Nodes take blocks of

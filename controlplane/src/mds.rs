@@ -71,11 +71,7 @@ impl Mds {
         Self::with_stores(cfg, store, Arc::new(data))
     }
 
-    pub fn with_stores(mut cfg: MdsConfig, store: Arc<dyn KvStore>, data: Arc<dyn DataStore>) -> Result<Arc<Mds>, String> {
-        if cfg.cluster.is_some() && cfg.delegations {
-            log::info!("mds.delegations: off in a cluster ([mds.cluster]) for now");
-            cfg.delegations = false;
-        }
+    pub fn with_stores(cfg: MdsConfig, store: Arc<dyn KvStore>, data: Arc<dyn DataStore>) -> Result<Arc<Mds>, String> {
         let key_path = cfg.cluster_key_path();
         if let Some(dir) = key_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("mds.cluster_key_file {}: {e}", key_path.display()))?;

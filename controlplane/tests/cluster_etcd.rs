@@ -64,7 +64,7 @@ fn start(eps: &[String], tag: &str) -> Cluster {
                 key: key.clone(),
                 epoch: (id as u64) << 32 | boots.fetch_add(1, Ordering::Relaxed),
                 actuator: Some(Box::new(RecordingActuator { log: log.clone(), tag: format!("node{id}") })),
-                recall: Box::new(|_, _| {}),
+                recall: Box::new(|_| {}),
                 rejoin: Box::new(move || Ok((id as u64) << 32 | b.fetch_add(1, Ordering::Relaxed))),
             };
             let l = log.clone();

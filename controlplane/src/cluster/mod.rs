@@ -65,7 +65,7 @@ impl WriteGate {
 /// A process's cluster node, for the MDS's hooks (set once by pnfsd).
 struct Gates {
     write: Arc<WriteGate>,
-    recall: Box<dyn Fn(u64, bool) + Send + Sync>,
+    recall: Box<dyn Fn(peers::PeerRecall) + Send + Sync>,
 }
 
 static GATES: OnceLock<Gates> = OnceLock::new();
@@ -73,7 +73,7 @@ static GATES: OnceLock<Gates> = OnceLock::new();
 /// Installs this process's cluster hooks: the write gate [`may_run`]
 /// checks and where [`peer_recall`] sends. Once per process; false if
 /// already set.
-pub fn install_gates(write: Arc<WriteGate>, recall: Box<dyn Fn(u64, bool) + Send + Sync>) -> bool {
+pub fn install_gates(write: Arc<WriteGate>, recall: Box<dyn Fn(peers::PeerRecall) + Send + Sync>) -> bool {
     GATES.set(Gates { write, recall }).is_ok()
 }
 
@@ -104,7 +104,16 @@ pub fn is_read_only(op: nfs_opnum4) -> bool {
 /// truncate, remove or conflicting open. Nothing for a single MDS.
 pub fn peer_recall(ino: u64, rw_only: bool) {
     if let Some(g) = GATES.get() {
-        (g.recall)(ino, rw_only);
+        (g.recall)(peers::PeerRecall::Layouts { ino, rw_only });
+    }
+}
+
+/// Tells the other nodes to recall their clients' delegations on `ino`
+/// that an open or change (`write`) by a client of this node conflicts
+/// with (`ops::deleg`). Nothing for a single MDS.
+pub fn peer_recall_delegations(ino: u64, write: bool) {
+    if let Some(g) = GATES.get() {
+        (g.recall)(peers::PeerRecall::Delegations { ino, write });
     }
 }
 

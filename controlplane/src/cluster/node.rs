@@ -39,8 +39,8 @@ pub struct ClusterSetup {
     pub epoch: u64,
     /// Puts VIPs on the interface; `None` runs the node without VIPs.
     pub actuator: Option<Box<dyn VipActuator>>,
-    /// Recalls this node's clients' layouts on a file (a peer asked).
-    pub recall: Box<dyn Fn(u64, bool) + Send + Sync>,
+    /// Recalls this node's clients' layouts or delegations on a file (a peer asked).
+    pub recall: Box<dyn Fn(super::peers::PeerRecall) + Send + Sync>,
     /// After the lease was lost: takes a new boot count from the KV, makes
     /// the MDS use the epoch built from it, and returns that epoch.
     pub rejoin: Box<dyn Fn() -> Result<u64, String> + Send + Sync>,
@@ -124,7 +124,7 @@ impl ClusterNode {
     /// cross-node recalls go through it (pnfsd; once per process).
     pub fn install_gates(self: &Arc<Self>) -> bool {
         let peers = self.peers.clone();
-        super::install_gates(self.inner.gate.clone(), Box::new(move |ino, rw| peers.recall_file(ino, rw)))
+        super::install_gates(self.inner.gate.clone(), Box::new(move |r| peers.send(r)))
     }
 
     pub fn node_id(&self) -> u32 {
@@ -564,15 +564,20 @@ pub fn start_for(
     };
     let node_id = cluster.node_id as u64;
     let me = Arc::downgrade(mds);
-    let recall = Box::new(move |ino: u64, rw_only: bool| {
+    let recall = Box::new(move |r: super::peers::PeerRecall| {
         let Some(m) = me.upgrade() else { return };
-        if m.pnfs.is_none() {
-            return;
-        }
         // This node's clients only: never sent on to the peers again.
-        let mut fx = crate::state::Effects::default();
-        m.state().recall_layouts(ino, None, rw_only, "recall from a peer node", &mut fx);
-        let _ = m.apply(fx);
+        match r {
+            super::peers::PeerRecall::Layouts { ino, rw_only } => {
+                if m.pnfs.is_none() {
+                    return;
+                }
+                let mut fx = crate::state::Effects::default();
+                m.state().recall_layouts(ino, None, rw_only, "recall from a peer node", &mut fx);
+                let _ = m.apply(fx);
+            }
+            super::peers::PeerRecall::Delegations { ino, write } => crate::ops::deleg::recall_for_peer(&m, ino, write),
+        }
     });
     let kv = mds.ns.store().clone();
     let rejoin = Box::new(move || {

@@ -1,6 +1,7 @@
 //! Peer links: a TCP connection from each node to every other (at its
 //! `mds.cluster.nodes` address), authenticated with the cluster key, that
-//! carries a ping every heartbeat and cross-node layout recalls.
+//! carries a ping every heartbeat and cross-node recalls: of layouts, and
+//! of delegations a client of another node's operation conflicts with.
 //!
 //! Fast death detection: the link from us to a peer ends with EOF (or a
 //! reset) and the reconnect that follows is *refused*: nothing listens on
@@ -35,6 +36,7 @@ const HELLO_LEN: usize = 8 + 1 + 4 + 4 + 16;
 const FRAME_LEN: usize = 1 + 1 + 8 + 16;
 const KIND_PING: u8 = 1;
 const KIND_RECALL: u8 = 2;
+const KIND_DELEG_RECALL: u8 = 3;
 /// Recalls queued per peer (outgoing) and in all (incoming) before new
 /// ones are dropped (counted in [`PeerLinks::recalls_dropped`]).
 pub const RECALL_QUEUE: usize = 1024;
@@ -61,9 +63,27 @@ pub struct PeerConfig {
     pub heartbeat: Duration,
 }
 
-/// A recall one node asks its peers to make: layouts on `ino` held by
-/// their own clients.
-type RecallFn = Arc<dyn Fn(u64, bool) + Send + Sync>;
+/// A recall one node asks its peers to make, of what their own clients
+/// hold on file `ino`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRecall {
+    /// Layouts (`rw_only`: read/write ones only).
+    Layouts { ino: u64, rw_only: bool },
+    /// Delegations an open or change (`write`) by a client of the asking
+    /// node conflicts with (CB_RECALL through each holder's back channel).
+    Delegations { ino: u64, write: bool },
+}
+
+impl PeerRecall {
+    fn frame_fields(self) -> (u8, u8, u64) {
+        match self {
+            PeerRecall::Layouts { ino, rw_only } => (KIND_RECALL, rw_only as u8, ino),
+            PeerRecall::Delegations { ino, write } => (KIND_DELEG_RECALL, write as u8, ino),
+        }
+    }
+}
+
+type RecallFn = Arc<dyn Fn(PeerRecall) + Send + Sync>;
 
 struct Shared {
     cfg: PeerConfig,
@@ -78,7 +98,7 @@ struct Shared {
 /// The running links of one node.
 pub struct PeerLinks {
     shared: Arc<Shared>,
-    outboxes: Vec<(u32, SyncSender<(u64, bool)>)>,
+    outboxes: Vec<(u32, SyncSender<PeerRecall>)>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -98,7 +118,7 @@ impl PeerLinks {
             epoch,
         });
         let mut threads = Vec::new();
-        let (recall_tx, recall_rx) = mpsc::sync_channel::<(u64, bool)>(RECALL_QUEUE);
+        let (recall_tx, recall_rx) = mpsc::sync_channel::<PeerRecall>(RECALL_QUEUE);
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(name).spawn(f).map_err(|e| format!("starting a peer-link thread: {e}"));
         let s = shared.clone();
         threads.push(spawn("peer-listen".into(), Box::new(move || listen(s, listener, recall_tx)))?);
@@ -120,8 +140,18 @@ impl PeerLinks {
     /// Asks every peer to recall its clients' layouts on `ino`. Never
     /// blocks: a full queue drops the recall and counts it.
     pub fn recall_file(&self, ino: u64, rw_only: bool) {
+        self.send(PeerRecall::Layouts { ino, rw_only });
+    }
+
+    /// Asks every peer to recall its clients' delegations on `ino` that an
+    /// open or change (`write`) conflicts with. Never blocks, as above.
+    pub fn recall_delegations(&self, ino: u64, write: bool) {
+        self.send(PeerRecall::Delegations { ino, write });
+    }
+
+    pub fn send(&self, r: PeerRecall) {
         for (peer, tx) in &self.outboxes {
-            if let Err(TrySendError::Full(_)) = tx.try_send((ino, rw_only)) {
+            if let Err(TrySendError::Full(_)) = tx.try_send(r) {
                 self.dropped(*peer);
             }
         }
@@ -206,7 +236,7 @@ fn read_full(s: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool, deadline: Ins
     Ok(true)
 }
 
-fn listen(s: Arc<Shared>, listener: TcpListener, recalls: SyncSender<(u64, bool)>) {
+fn listen(s: Arc<Shared>, listener: TcpListener, recalls: SyncSender<PeerRecall>) {
     let cap = 2 * s.cfg.addrs.len() + 4;
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     while !s.stop.load(Ordering::Relaxed) {
@@ -247,7 +277,7 @@ fn listen(s: Arc<Shared>, listener: TcpListener, recalls: SyncSender<(u64, bool)
 }
 
 /// One inbound link: authenticate the dialer, then read its frames.
-fn serve_inbound(s: &Shared, mut stream: TcpStream, recalls: &SyncSender<(u64, bool)>) -> Result<(), String> {
+fn serve_inbound(s: &Shared, mut stream: TcpStream, recalls: &SyncSender<PeerRecall>) -> Result<(), String> {
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(POLL)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| e.to_string())?;
@@ -292,8 +322,12 @@ fn serve_inbound(s: &Shared, mut stream: TcpStream, recalls: &SyncSender<(u64, b
         let value = u64::from_be_bytes(f[2..10].try_into().expect("8 bytes"));
         match f[0] {
             KIND_PING => {}
-            KIND_RECALL => {
-                if recalls.try_send((value, f[1] != 0)).is_err() {
+            KIND_RECALL | KIND_DELEG_RECALL => {
+                let r = match f[0] {
+                    KIND_RECALL => PeerRecall::Layouts { ino: value, rw_only: f[1] != 0 },
+                    _ => PeerRecall::Delegations { ino: value, write: f[1] != 0 },
+                };
+                if recalls.try_send(r).is_err() {
                     let n = s.recalls_dropped.fetch_add(1, Ordering::Relaxed);
                     if n.is_power_of_two() {
                         log::warn!("cluster: incoming recall queue full; recall from node {from} dropped ({} so far)", n + 1);
@@ -305,10 +339,10 @@ fn serve_inbound(s: &Shared, mut stream: TcpStream, recalls: &SyncSender<(u64, b
     }
 }
 
-fn run_recalls(s: Arc<Shared>, rx: Receiver<(u64, bool)>, on_recall: RecallFn) {
+fn run_recalls(s: Arc<Shared>, rx: Receiver<PeerRecall>, on_recall: RecallFn) {
     while !s.stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok((ino, rw_only)) => on_recall(ino, rw_only),
+            Ok(r) => on_recall(r),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
@@ -325,7 +359,7 @@ enum LinkEnd {
 }
 
 /// Keeps the link to `peer` up; reports its death (EOF, then a refused reconnect).
-fn dial(s: Arc<Shared>, peer: u32, outbox: Receiver<(u64, bool)>, events: Sender<PeerEvent>) {
+fn dial(s: Arc<Shared>, peer: u32, outbox: Receiver<PeerRecall>, events: Sender<PeerEvent>) {
     let addr = s.cfg.addrs[peer as usize - 1];
     let connect_timeout = s.cfg.heartbeat.max(Duration::from_millis(200));
     // The link was up and ended with EOF: a refused reconnect now means dead.
@@ -366,7 +400,7 @@ fn is_closed(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof)
 }
 
-fn run_link(s: &Shared, peer: u32, mut stream: TcpStream, outbox: &Receiver<(u64, bool)>) -> LinkEnd {
+fn run_link(s: &Shared, peer: u32, mut stream: TcpStream, outbox: &Receiver<PeerRecall>) -> LinkEnd {
     let me = s.cfg.me;
     let setup = stream
         .set_read_timeout(Some(POLL))
@@ -415,8 +449,9 @@ fn run_link(s: &Shared, peer: u32, mut stream: TcpStream, outbox: &Receiver<(u64
             Err(_) => return LinkEnd::Broken,
         }
         let mut out: Vec<[u8; FRAME_LEN]> = Vec::new();
-        while let Ok((ino, rw_only)) = outbox.try_recv() {
-            out.push(frame(&s.cfg.key, &nc, ns, seq, KIND_RECALL, rw_only as u8, ino));
+        while let Ok(r) = outbox.try_recv() {
+            let (kind, flag, ino) = r.frame_fields();
+            out.push(frame(&s.cfg.key, &nc, ns, seq, kind, flag, ino));
             seq += 1;
         }
         if last_ping.is_none_or(|t| t.elapsed() >= s.cfg.heartbeat) {
@@ -453,7 +488,7 @@ mod tests {
     struct Node {
         links: PeerLinks,
         events: Receiver<PeerEvent>,
-        recalled: Arc<Mutex<Vec<(u64, bool)>>>,
+        recalled: Arc<Mutex<Vec<PeerRecall>>>,
     }
 
     fn node(me: u32, addrs: &[SocketAddr], key: &ClusterKey) -> Node {
@@ -461,7 +496,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let recalled = Arc::new(Mutex::new(Vec::new()));
         let r = recalled.clone();
-        let links = PeerLinks::start(cfg, Arc::new(AtomicU64::new(me as u64)), tx, Arc::new(move |ino, rw| r.lock().unwrap().push((ino, rw)))).unwrap();
+        let links = PeerLinks::start(cfg, Arc::new(AtomicU64::new(me as u64)), tx, Arc::new(move |rc| r.lock().unwrap().push(rc))).unwrap();
         Node { links, events: rx, recalled }
     }
 
@@ -472,9 +507,9 @@ mod tests {
         let nodes: Vec<Node> = (1..=3).map(|i| node(i, &addrs, &key)).collect();
         wait_for("all links up", Duration::from_secs(10), || nodes.iter().all(|n| n.links.links_up() == 2));
         nodes[0].links.recall_file(42, true);
-        wait_for("recall delivered", Duration::from_secs(5), || {
-            nodes[1..].iter().all(|n| n.recalled.lock().unwrap().as_slice() == [(42, true)])
-        });
+        nodes[0].links.recall_delegations(43, false);
+        let sent = [PeerRecall::Layouts { ino: 42, rw_only: true }, PeerRecall::Delegations { ino: 43, write: false }];
+        wait_for("recalls delivered", Duration::from_secs(5), || nodes[1..].iter().all(|n| n.recalled.lock().unwrap().as_slice() == sent));
         assert!(nodes[0].recalled.lock().unwrap().is_empty(), "a node does not recall to itself");
         // "kill -9" node 3: its sockets close, its port refuses.
         let mut nodes = nodes;

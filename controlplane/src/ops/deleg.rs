@@ -23,6 +23,14 @@
 //! (`grant_deleg`); the recall check here runs before the OPEN's state
 //! step, and a delegation granted in between makes that step answer DELAY
 //! (`ops/open.rs` then recalls it).
+//!
+//! In a cluster (`state/xnode.rs`) the clients other nodes hold are checked
+//! on the KV: an OPEN claims its share (and the delegation it may get) in
+//! one transaction with the check ([`claim_open`]); other conflicting
+//! operations read the file's rows ([`break_conflicts`]). A delegation of a
+//! client held elsewhere is recalled by its node (a peer message,
+//! [`recall_for_peer`] there) and the operation answers NFS4ERR_DELAY
+//! meanwhile, as for a recall of our own.
 
 use crate::callback::{deleg_getattr, deleg_recall, getattr_results, CbError, Callbacks};
 use crate::compound::{current_inode, reply, Compound};
@@ -31,6 +39,7 @@ use crate::mds::Mds;
 use crate::namespace::{Inode, NfsResult};
 use crate::ops::stateid::{resolve, stateid};
 use crate::state::deleg::{delegations_outstanding, write_delegations_outstanding, Deleg, NoGrant};
+use crate::state::xnode::Conflict;
 use crate::state::{Effects, Session, SessionId, StateKind, StateOther, StateStore};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::Encoder;
@@ -53,12 +62,80 @@ fn none_because(why: why_no_delegation4) -> open_delegation4<'static> {
 
 /// The delegation OPEN answers (after the open state exists). `share_access`
 /// carries the client's OPEN4_SHARE_ACCESS_WANT_* bits.
-pub fn at_open(m: &Mds, c: &Compound, clientid: u64, target: (FileHandle, &Inode), share_access: u32, claim: &open_claim4) -> open_delegation4<'static> {
+/// `remote_ok`: the clients of other nodes leave room for one (always true
+/// on a single MDS; a cluster's OPEN claimed it: [`claim_open`]).
+pub fn at_open(
+    m: &Mds,
+    c: &Compound,
+    clientid: u64,
+    target: (FileHandle, &Inode),
+    share_access: u32,
+    claim: &open_claim4,
+    remote_ok: bool,
+) -> open_delegation4<'static> {
     // Reclaims and opens under a delegation get no new one.
     if !matches!(claim, open_claim4::CLAIM_NULL(_) | open_claim4::CLAIM_FH) {
         return open_delegation4::OPEN_DELEGATE_NONE;
     }
-    decide(m, c, clientid, target, share_access & OPEN4_SHARE_ACCESS_MASK, share_access & OPEN4_SHARE_ACCESS_WANT_DELEG_MASK)
+    decide(m, c, clientid, target, share_access & OPEN4_SHARE_ACCESS_MASK, share_access & OPEN4_SHARE_ACCESS_WANT_DELEG_MASK, Some(remote_ok))
+}
+
+/// The delegation an OPEN by `clientid` for `share_access` may get
+/// (Some(write)), as far as it can tell before the open exists: what the
+/// client wants, delegations on, a back channel up. What a cluster's
+/// OPEN claims on the KV with its share ([`claim_open`]).
+pub fn kind_wanted(m: &Mds, clientid: u64, share_access: u32, claim: &open_claim4) -> Option<bool> {
+    if !matches!(claim, open_claim4::CLAIM_NULL(_) | open_claim4::CLAIM_FH) || !m.cfg.delegations || m.cfg.max_delegations == 0 {
+        return None;
+    }
+    let write = want_write(share_access & OPEN4_SHARE_ACCESS_WANT_DELEG_MASK, share_access & OPEN4_SHARE_ACCESS_MASK)?;
+    back_channel_up(&m.callbacks, &m.state().sessions_of(clientid)).then_some(write)
+}
+
+/// Whether `want` (a WANT_* value) for `access` asks for a write
+/// delegation; None when it asks for none.
+fn want_write(want: u32, access: u32) -> Option<bool> {
+    match want {
+        OPEN4_SHARE_ACCESS_WANT_READ_DELEG => Some(false),
+        OPEN4_SHARE_ACCESS_WANT_NO_PREFERENCE | OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG | OPEN4_SHARE_ACCESS_WANT_ANY_DELEG => {
+            Some(access & OPEN4_SHARE_ACCESS_WRITE != 0)
+        }
+        _ => None,
+    }
+}
+
+/// A cluster's OPEN of `ino` by `clientid`: its share (and the delegation
+/// `deleg` it may get) checked against the clients other nodes hold and
+/// claimed, in one KV transaction (`StateStore::claim_open`). A delegation
+/// held elsewhere in the way is recalled through its node (NFS4ERR_DELAY);
+/// a share reservation held elsewhere is NFS4ERR_SHARE_DENIED. Holders no
+/// live node held for a lease are expired first (`StateStore::expire_stale`).
+/// Ok(whether the delegation may be granted).
+pub fn claim_open(m: &Mds, clientid: u64, ino: u64, access: u32, deny: u32, deleg: Option<bool>) -> NfsResult<bool> {
+    let st = m.state();
+    let kv = m.ns.store().as_ref();
+    for first in [true, false] {
+        let conflict = match st.claim_open(kv, ino, clientid, access, deny, deleg) {
+            Ok(ok) => return Ok(ok),
+            Err(Conflict::Kv(e)) => {
+                log::warn!("OPEN of inode {ino}: checking other nodes' clients in the KV: {e}; NFS4ERR_DELAY");
+                return Err(nfsstat4::NFS4ERR_DELAY);
+            }
+            Err(c) => c,
+        };
+        if first && st.expire_stale(kv, m.cfg.cluster_node_id(), &conflict.holders(), m.lease()) {
+            continue;
+        }
+        return Err(match conflict {
+            Conflict::Deleg { .. } => {
+                crate::cluster::peer_recall_delegations(ino, access & OPEN4_SHARE_ACCESS_WRITE != 0);
+                nfsstat4::NFS4ERR_DELAY
+            }
+            Conflict::Share { .. } => nfsstat4::NFS4ERR_SHARE_DENIED,
+            _ => nfsstat4::NFS4ERR_DELAY,
+        });
+    }
+    Err(nfsstat4::NFS4ERR_DELAY)
 }
 
 const OPEN4_SHARE_ACCESS_MASK: u32 = 0x3;
@@ -66,15 +143,16 @@ const OPEN4_SHARE_ACCESS_MASK: u32 = 0x3;
 /// The grant decision for `access` (READ/WRITE bits) and `want` (the
 /// WANT_* value). A client that said what it wants is told why it got
 /// none (od_whynone); one that did not gets OPEN_DELEGATE_NONE.
-fn decide(m: &Mds, c: &Compound, clientid: u64, (fh, inode): (FileHandle, &Inode), access: u32, want: u32) -> open_delegation4<'static> {
+/// `remote_ok`: what a cluster's OPEN found for other nodes' clients; None:
+/// not looked at yet (WANT_DELEGATION claims it here).
+fn decide(m: &Mds, c: &Compound, clientid: u64, (fh, inode): (FileHandle, &Inode), access: u32, want: u32, remote_ok: Option<bool>) -> open_delegation4<'static> {
     let write = match want {
         OPEN4_SHARE_ACCESS_WANT_NO_DELEG => return none_because(why_no_delegation4::WND4_NOT_WANTED),
         OPEN4_SHARE_ACCESS_WANT_CANCEL => return none_because(why_no_delegation4::WND4_CANCELLED),
-        OPEN4_SHARE_ACCESS_WANT_READ_DELEG => false,
-        OPEN4_SHARE_ACCESS_WANT_NO_PREFERENCE | OPEN4_SHARE_ACCESS_WANT_WRITE_DELEG | OPEN4_SHARE_ACCESS_WANT_ANY_DELEG => {
-            access & OPEN4_SHARE_ACCESS_WRITE != 0
-        }
-        _ => return none_because(why_no_delegation4::WND4_NOT_WANTED),
+        _ => match want_write(want, access) {
+            Some(write) => write,
+            None => return none_because(why_no_delegation4::WND4_NOT_WANTED),
+        },
     };
     let none = |why| if want == OPEN4_SHARE_ACCESS_WANT_NO_PREFERENCE { open_delegation4::OPEN_DELEGATE_NONE } else { none_because(why) };
     if !m.cfg.delegations || m.cfg.max_delegations == 0 {
@@ -102,12 +180,25 @@ fn decide(m: &Mds, c: &Compound, clientid: u64, (fh, inode): (FileHandle, &Inode
         seen_change: Some(inode.change),
         change_bumps: 0,
     };
+    // A cluster: other nodes' clients leave room for it (claimed on the KV).
+    let remote_ok = match remote_ok {
+        Some(ok) => ok,
+        None if st.journaling() => st.claim_open(m.ns.store().as_ref(), ino, clientid, 0, 0, Some(write)).unwrap_or(false),
+        None => true,
+    };
+    if !remote_ok {
+        return none(why_no_delegation4::WND4_CONTENTION);
+    }
     // Decided and recorded in one step of the state layer, atomic with
     // other clients' OPENs of the file (the state, allowed on the data
     // servers when the client holds a layout of the file: tight coupling,
     // RFC 8881 13.9.2, and its record).
     let mut fx = Effects::default();
     let granted = st.grant_deleg(&client, d, m.cfg.max_delegations, Instant::now(), &mut fx);
+    if st.journaling() {
+        // The client's share row as granted (a claim not used goes).
+        fx.records.push(st.share_record(ino, clientid));
+    }
     let _ = m.apply(fx);
     let granted = match granted {
         Ok(sid) => sid,
@@ -143,14 +234,16 @@ fn back_channel_up(cbs: &Callbacks, sessions: &[Arc<Session>]) -> bool {
 
 /// An OPEN of `ino` by `clientid` for `access`: other clients' delegations
 /// it conflicts with are recalled (NFS4ERR_DELAY meanwhile).
+/// (This node's: a cluster's OPEN checks other nodes' in its claim.)
 pub fn break_for_open(m: &Mds, clientid: u64, ino: u64, access: u32) -> NfsResult<()> {
-    break_conflicts(m, Some(clientid), ino, access & OPEN4_SHARE_ACCESS_WRITE != 0)
+    break_local(m, Some(clientid), ino, access & OPEN4_SHARE_ACCESS_WRITE != 0)
 }
 
 /// REMOVE or RENAME of `name` in `dir`: the file's delegations held by
 /// other clients are recalled first.
 pub fn break_for_name(m: &Mds, c: &Compound, dir: u64, name: &[u8]) -> NfsResult<()> {
-    if !delegations_outstanding() {
+    // A cluster's other nodes may hold some.
+    if !delegations_outstanding() && !(m.state().journaling() && m.cfg.delegations) {
         return Ok(());
     }
     match m.ns.lookup(dir, name) {
@@ -160,11 +253,62 @@ pub fn break_for_name(m: &Mds, c: &Compound, dir: u64, name: &[u8]) -> NfsResult
 }
 
 /// Recalls the delegations of clients other than `caller` on `ino` that a
-/// change (`write`: writes, SETATTR, names) or a read open conflicts with.
-/// Ok when none is left; NFS4ERR_DELAY while one is being recalled. A
-/// recall not honoured within a lease is revoked here (and periodically,
-/// [`revoke_overdue`]), and the operation goes ahead.
+/// change (`write`: writes, SETATTR, names) or a read open conflicts with,
+/// this node's and (a cluster) other nodes'. Ok when none is left;
+/// NFS4ERR_DELAY while one is being recalled.
 pub fn break_conflicts(m: &Mds, caller: Option<u64>, ino: u64, write: bool) -> NfsResult<()> {
+    break_local(m, caller, ino, write)?;
+    break_remote(m, caller, ino, write)
+}
+
+/// READ and WRITE through the MDS: with an open, lock or delegation
+/// stateid, other nodes' clients were checked when the open was claimed
+/// (no node grants a delegation beside it), so only this node's are;
+/// with a special stateid (`special`) every node's.
+pub fn break_conflicts_for_io(m: &Mds, caller: Option<u64>, ino: u64, write: bool, special: bool) -> NfsResult<()> {
+    break_local(m, caller, ino, write)?;
+    if special {
+        break_remote(m, caller, ino, write)?;
+    }
+    Ok(())
+}
+
+/// A peer node asks: its client's open or change (`write`) conflicts with
+/// delegations on `ino` that clients of this node may hold. They are
+/// recalled (the peer answers NFS4ERR_DELAY and its client retries).
+pub fn recall_for_peer(m: &Mds, ino: u64, write: bool) {
+    let _ = break_local(m, None, ino, write);
+}
+
+/// Delegations of clients held by other nodes in the way (a cluster's;
+/// one KV read): recalled through their nodes, NFS4ERR_DELAY meanwhile.
+fn break_remote(m: &Mds, caller: Option<u64>, ino: u64, write: bool) -> NfsResult<()> {
+    let st = m.state();
+    if !st.journaling() || !m.cfg.delegations {
+        return Ok(());
+    }
+    let kv = m.ns.store().as_ref();
+    for first in [true, false] {
+        let holders = st.remote_delegations(kv, ino, caller, write).map_err(|e| {
+            log::warn!("inode {ino}: reading other nodes' delegations in the KV: {e}; NFS4ERR_DELAY");
+            nfsstat4::NFS4ERR_DELAY
+        })?;
+        if holders.is_empty() {
+            return Ok(());
+        }
+        if first && st.expire_stale(kv, m.cfg.cluster_node_id(), &holders, m.lease()) {
+            continue;
+        }
+        crate::cluster::peer_recall_delegations(ino, write);
+        return Err(nfsstat4::NFS4ERR_DELAY);
+    }
+    Err(nfsstat4::NFS4ERR_DELAY)
+}
+
+/// This node's part of [`break_conflicts`]. A recall not honoured within a
+/// lease is revoked here (and periodically, [`revoke_overdue`]), and the
+/// operation goes ahead.
+fn break_local(m: &Mds, caller: Option<u64>, ino: u64, write: bool) -> NfsResult<()> {
     if !delegations_outstanding() {
         return Ok(());
     }
@@ -471,7 +615,7 @@ pub fn want_delegation(m: &Mds, c: &mut Compound, a: &WANT_DELEGATION4args, e: &
         }
         // NO_PREFERENCE here means "any" (the client asked by calling).
         let want = if want == OPEN4_SHARE_ACCESS_WANT_NO_PREFERENCE { OPEN4_SHARE_ACCESS_WANT_ANY_DELEG } else { want };
-        Ok(decide(m, c, clientid, (fh, &i), access, want))
+        Ok(decide(m, c, clientid, (fh, &i), access, want, None))
     })();
     // WANT_DELEGATION4resok is the open_delegation4 itself.
     reply(e, r)

@@ -41,7 +41,7 @@ pub fn check_io(m: &Mds, c: &Compound, stateid: &stateid4, i: &Inode, export_id:
         return Err(nfsstat4::NFS4ERR_ROFS);
     }
     let special = check_io_stateid(m, c, stateid, i.ino, mode)?;
-    crate::ops::deleg::break_conflicts(m, c.clientid().ok(), i.ino, mode == IoMode::Write)?;
+    crate::ops::deleg::break_conflicts_for_io(m, c.clientid().ok(), i.ino, mode == IoMode::Write, special)?;
     if special {
         let who = ex.caller(&c.cred);
         if who.uid != i.uid {

@@ -6,7 +6,8 @@ use crate::mds::Mds;
 use crate::namespace::NfsResult;
 use crate::ops::io::regular_file;
 use crate::ops::stateid::*;
-use crate::state::{lock_range, ByteLock, Effects, LockOutcome, Locker};
+use crate::state::xnode::Conflict;
+use crate::state::{lock_range, ByteLock, Effects, LockOutcome, Locker, StateKind};
 use pnfs_protocol::wire::*;
 use pnfs_protocol::{Encoder, XdrEncode};
 
@@ -77,7 +78,28 @@ fn lock_inner(m: &Mds, c: &mut Compound, a: &LOCK4args, fx: &mut Effects) -> Nfs
         locker4::TRUE(ol) => Locker::New { open: &given, owner: &ol.lock_owner.owner },
         locker4::FALSE(_) => Locker::Existing { lock: &given },
     };
-    let mut outcome = st.lock(&client, i.ino, locker(), start, end, write, fx)?;
+    // A cluster: the locks of clients other nodes hold, checked and this
+    // lock claimed on the KV in one transaction (`state/xnode.rs`).
+    let claimed = st.journaling();
+    if claimed {
+        // The stateid first: a bad LOCK claims nothing, even for a moment.
+        let rec = st.find(clientid, &given)?;
+        let owner = match (&a.locker, rec.kind) {
+            _ if rec.ino != i.ino => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
+            (locker4::TRUE(ol), StateKind::Open { .. }) => ol.lock_owner.owner.to_vec(),
+            (locker4::FALSE(_), StateKind::Lock { owner, .. }) => owner,
+            _ => return Err(nfsstat4::NFS4ERR_BAD_STATEID),
+        };
+        if let Some(l) = claim_lock(m, clientid, i.ino, &owner, (start, end, write))? {
+            return Ok(LockResult::Denied(denied(&l)));
+        }
+    }
+    let outcome = st.lock(&client, i.ino, locker(), start, end, write, fx);
+    if claimed {
+        // The client's locks row as the tables say now (a claim not used goes).
+        fx.records.push(st.locks_record(i.ino, clientid));
+    }
+    let mut outcome = outcome?;
     // A conflicting client whose lease ran out loses its locks (courtesy).
     if let LockOutcome::Denied(l) = &outcome {
         if m.release_expired_holders(&[l.clientid]) {
@@ -93,6 +115,31 @@ fn lock_inner(m: &Mds, c: &mut Compound, a: &LOCK4args, fx: &mut Effects) -> Nfs
     }
 }
 
+/// A cluster's LOCK: other nodes' clients' locks in the way (Some: the
+/// first, NFS4ERR_DENIED), else the lock claimed in the client's `b` row.
+/// Holders no live node held for a lease are expired first.
+fn claim_lock(m: &Mds, clientid: u64, ino: u64, owner: &[u8], range: (u64, u64, bool)) -> NfsResult<Option<ByteLock>> {
+    let st = m.state();
+    let kv = m.ns.store().as_ref();
+    let after = st.locks_after(ino, clientid, owner, range);
+    for first in [true, false] {
+        match st.claim_lock(kv, ino, clientid, &after, range) {
+            Ok(()) => return Ok(None),
+            Err(Conflict::Lock(l)) => {
+                if first && st.expire_stale(kv, m.cfg.cluster_node_id(), &[l.clientid], m.lease()) {
+                    continue;
+                }
+                return Ok(Some(l));
+            }
+            Err(e) => {
+                log::warn!("LOCK of inode {ino}: checking other nodes' locks in the KV: {e:?}; NFS4ERR_DELAY");
+                return Err(nfsstat4::NFS4ERR_DELAY);
+            }
+        }
+    }
+    Err(nfsstat4::NFS4ERR_DELAY)
+}
+
 pub fn lockt(m: &Mds, c: &mut Compound, a: &LOCKT4args, e: &mut Encoder) -> nfsstat4 {
     let r = (|| {
         let (_, i) = current_inode(m, c)?;
@@ -103,7 +150,16 @@ pub fn lockt(m: &Mds, c: &mut Compound, a: &LOCKT4args, e: &mut Encoder) -> nfss
         if st.in_grace() {
             return Err(nfsstat4::NFS4ERR_GRACE);
         }
-        Ok(st.lockt(clientid, i.ino, &a.owner.owner, start, end, is_write(a.locktype)).map(|l| denied(&l)))
+        let range = (start, end, is_write(a.locktype));
+        if let Some(l) = st.lockt(clientid, i.ino, &a.owner.owner, start, end, range.2) {
+            return Ok(Some(denied(&l)));
+        }
+        // A cluster: other nodes' clients' locks too.
+        if st.journaling() {
+            let remote = st.remote_lockt(m.ns.store().as_ref(), i.ino, clientid, range).map_err(|_| nfsstat4::NFS4ERR_DELAY)?;
+            return Ok(remote.map(|l| denied(&l)));
+        }
+        Ok(None)
     })();
     match r {
         Ok(None) => {

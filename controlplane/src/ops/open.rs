@@ -28,7 +28,13 @@ const OPEN4_SHARE_WANT_MASK: u32 = 0xff00;
 /// server without delegations.
 pub fn open(m: &Mds, c: &mut Compound, a: &OPEN4args, e: &mut Encoder) -> nfsstat4 {
     let mut fx = Effects::default();
-    let r = open_inner(m, c, a, &mut fx);
+    let mut claimed = None;
+    let r = open_inner(m, c, a, &mut fx, &mut claimed);
+    // A cluster's claim on the KV: the client's share row as the tables
+    // say now (what the OPEN did not use of its claim goes).
+    if let (Some(ino), Ok(clientid)) = (claimed, c.clientid()) {
+        fx.records.push(m.state().share_record(ino, clientid));
+    }
     // The new stateid on the data servers, then the recalls.
     let _ = m.apply(fx);
     reply(e, r)
@@ -53,7 +59,8 @@ struct Target {
     created: bool,
 }
 
-fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args, fx: &mut Effects) -> NfsResult<OPEN4resok<'static>> {
+/// `claimed`: set to the file when a cluster's OPEN claimed its share on the KV.
+fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args, fx: &mut Effects, claimed: &mut Option<u64>) -> NfsResult<OPEN4resok<'static>> {
     let clientid = c.clientid()?;
     let (access, deny) = validate_share(a.share_access, a.share_deny)?;
     // NFSv4.1 ignores the client ID inside the owner: the session's counts.
@@ -120,6 +127,17 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args, fx: &mut Effects) -> Nfs
         }
     }
     crate::ops::deleg::break_for_open(m, clientid, i.ino, access)?;
+    // A cluster: the clients other nodes hold, checked and the share
+    // claimed on the KV in one transaction (`state/xnode.rs`), with the
+    // delegation this OPEN may get.
+    let remote_deleg_ok = if m.state().journaling() {
+        let want = crate::ops::deleg::kind_wanted(m, clientid, a.share_access, &a.claim);
+        let ok = crate::ops::deleg::claim_open(m, clientid, i.ino, access, deny, want)?;
+        *claimed = Some(i.ino);
+        ok
+    } else {
+        true
+    };
     // Share reservations against other owners' opens, and the open stateid
     // (new, or this owner's upgraded), in one step of the state layer. An
     // OPEN for write (not a reclaim) recalls others' read/write layouts.
@@ -147,7 +165,7 @@ fn open_inner(m: &Mds, c: &mut Compound, a: &OPEN4args, fx: &mut Effects) -> Nfs
         cinfo: target.cinfo,
         rflags: OPEN4_RESULT_LOCKTYPE_POSIX,
         attrset: target.attrset,
-        delegation: crate::ops::deleg::at_open(m, c, clientid, (target.fh, &target.inode), a.share_access, &a.claim),
+        delegation: crate::ops::deleg::at_open(m, c, clientid, (target.fh, &target.inode), a.share_access, &a.claim, remote_deleg_ok),
     })
 }
 

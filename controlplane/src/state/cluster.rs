@@ -74,6 +74,7 @@ pub fn clients_of(changes: &[StateChange], also: Option<u64>) -> Vec<u64> {
             StateChange::StatePut { rec, .. } => rec.clientid,
             StateChange::SessionCreated { rec } => rec.clientid,
             StateChange::DelegPut { rec, .. } => rec.clientid,
+            StateChange::FileShare { clientid, .. } => *clientid,
             _ => continue,
         };
         if !ids.contains(&id) {

@@ -16,7 +16,7 @@ pub struct ByteLock {
 }
 
 impl ByteLock {
-    fn overlaps(&self, start: u64, end: u64) -> bool {
+    pub(super) fn overlaps(&self, start: u64, end: u64) -> bool {
         self.start < end && start < self.end
     }
 }
@@ -51,14 +51,14 @@ pub enum LockOutcome {
 }
 
 /// First lock of someone else that conflicts with the request.
-fn conflict<'l>(locks: &'l [ByteLock], clientid: u64, owner: &[u8], start: u64, end: u64, write: bool) -> Option<&'l ByteLock> {
+pub(super) fn conflict<'l>(locks: &'l [ByteLock], clientid: u64, owner: &[u8], start: u64, end: u64, write: bool) -> Option<&'l ByteLock> {
     visit(locks.len());
     locks.iter().find(|l| l.overlaps(start, end) && (l.write || write) && !(l.clientid == clientid && l.owner == owner))
 }
 
 /// POSIX semantics: the new range replaces this owner's overlapping ranges
 /// (splitting them); `write == None` unlocks.
-fn set_lock(locks: &mut Vec<ByteLock>, clientid: u64, owner: &[u8], start: u64, end: u64, write: Option<bool>) {
+pub(super) fn set_lock(locks: &mut Vec<ByteLock>, clientid: u64, owner: &[u8], start: u64, end: u64, write: Option<bool>) {
     let mut keep = Vec::with_capacity(locks.len() + 2);
     for l in locks.drain(..) {
         if l.clientid != clientid || l.owner != owner || !l.overlaps(start, end) {

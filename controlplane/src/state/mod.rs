@@ -90,6 +90,7 @@ mod opens;
 pub mod records;
 mod replay;
 mod sessions;
+pub mod xnode;
 
 pub use clients::{Client, ClientEntry, MdsClient};
 pub use layouts::{LayoutRecall, PendingRecall, LAYOUT_READ, LAYOUT_RW};
@@ -200,6 +201,10 @@ pub enum StateChange {
     /// (`state::cluster`), never emitted by a state call; it goes with its
     /// session's `SessionDestroyed`.
     SlotKept { session: SessionId, slot: u32, seqid: u32, reply: Option<Vec<u8>> },
+    /// Journal only: one client's share of a file after a change of its
+    /// opens or delegations there (an index other nodes check conflicts
+    /// against: `xnode.rs`; empty: the row goes). Derived, never loaded.
+    FileShare { ino: u64, clientid: u64, share: xnode::Share },
 }
 
 /// A stateid to allow on the data servers of its file (tight coupling).
@@ -335,6 +340,9 @@ pub struct StateStore {
     delegs: Mutex<deleg::DelegTable>,
     /// Held while a client is adopted from the KV (`cluster.rs`).
     adopting: Mutex<()>,
+    /// Clients of other nodes' rows found held by no live node in a
+    /// conflict, since when (`xnode.rs`: expired in the KV after a lease).
+    stale_holders: Mutex<HashMap<u64, Instant>>,
 }
 
 #[cfg(test)]
@@ -371,6 +379,7 @@ impl StateStore {
             pending_recalls: Mutex::new(Vec::new()),
             delegs: Mutex::new(deleg::DelegTable::default()),
             adopting: Mutex::new(()),
+            stale_holders: Mutex::new(HashMap::new()),
         }
     }
 
@@ -491,10 +500,15 @@ impl StateStore {
             StateKind::Layout { .. } => cof.layout = Some(other),
             StateKind::Deleg { .. } => cof.delegs.push(other),
         }
+        let share_changed = matches!(rec.kind, StateKind::Open { .. } | StateKind::Deleg { .. });
+        let (ino, clientid) = (rec.ino, rec.clientid);
         if self.journal {
             fx.records.push(StateChange::StatePut { other, rec: rec.clone() });
         }
         sh.states.insert(other, rec);
+        if share_changed {
+            self.share_changed(sh, ino, clientid, fx);
+        }
         Ok(())
     }
 
@@ -536,6 +550,9 @@ impl StateStore {
         fx.ds_revoke.push(*other);
         if self.journal {
             fx.records.push(StateChange::StateRemoved { other: *other });
+            if matches!(rec.kind, StateKind::Open { .. } | StateKind::Deleg { .. }) {
+                self.share_changed(sh, rec.ino, rec.clientid, fx);
+            }
         }
         Some(rec)
     }
@@ -545,6 +562,9 @@ impl StateStore {
         if self.journal {
             if let Some(rec) = sh.states.get(other) {
                 fx.records.push(StateChange::StatePut { other: *other, rec: rec.clone() });
+                if matches!(rec.kind, StateKind::Open { .. } | StateKind::Deleg { .. }) {
+                    self.share_changed(sh, rec.ino, rec.clientid, fx);
+                }
             }
         }
     }
@@ -659,3 +679,5 @@ pub(crate) mod tests;
 mod replay_tests;
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod xnode_tests;

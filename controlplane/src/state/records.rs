@@ -23,6 +23,7 @@
 //! | `DelegPut` | put `s` other `d` | clientid, ino, write, fh_export, fh_generation, granted_by, seen_change (bool, u64), change_bumps |
 //! | `ByteLocks` | put `b` ino clientid (delete when the client has no lock left on the file) | count, then per lock: clientid, owner, start, end, write |
 //! | `SlotKept` | put `e` sessionid `t` slot (deleted with its session) | seqid, reply (bool, opaque<16 MiB>) |
+//! | `FileShare` | put `f` ino clientid (delete when the client has no open or delegation left on the file) | access, deny, delegation (0 none, 1 read, 2 write) |
 //!
 //! Not records, on purpose: timers (lease clocks, layout recall and
 //! delegation recall deadlines: a node that takes over starts them anew,
@@ -343,6 +344,8 @@ pub fn encode(c: &StateChange) -> Record {
                 }
             }),
         },
+        StateChange::FileShare { ino, clientid, share } if share.is_empty() => Record::Delete { key: super::xnode::share_key(*ino, *clientid) },
+        StateChange::FileShare { ino, clientid, share } => Record::Put { key: super::xnode::share_key(*ino, *clientid), value: value(|e| share.encode(e)) },
         StateChange::ByteLocks { ino, clientid, locks } if locks.is_empty() => Record::Delete { key: locks_key(*ino, *clientid) },
         StateChange::ByteLocks { ino, clientid, locks } => Record::Put {
             key: locks_key(*ino, *clientid),
@@ -369,6 +372,7 @@ enum Row {
     State(StateOther),
     Deleg(StateOther),
     Locks(u64, u64),
+    File(u64, u64),
 }
 
 fn row(key: &[u8]) -> Result<Row, RecordError> {
@@ -385,6 +389,7 @@ fn row(key: &[u8]) -> Result<Row, RecordError> {
         },
         STATE_BYTE_LOCKS if rest.len() == 16 => Row::Locks(u64_of(&rest[..8])?, u64_of(&rest[8..])?),
         STATE_BYTE_LOCKS => return Err(bad()),
+        keyspace::STATE_FILE if rest.len() == 16 => Row::File(u64_of(&rest[..8])?, u64_of(&rest[8..])?),
         STATE => match rest.len() {
             12 => Row::State(rest.try_into().map_err(|_| bad())?),
             13 if rest[12] == STATE_DELEG_SUFFIX => Row::Deleg(rest[..12].try_into().map_err(|_| bad())?),
@@ -403,6 +408,7 @@ pub fn decode(r: &Record) -> Result<StateChange, RecordError> {
             Row::Session(id) => StateChange::SessionDestroyed { id },
             Row::State(other) => StateChange::StateRemoved { other },
             Row::Locks(ino, clientid) => StateChange::ByteLocks { ino, clientid, locks: vec![] },
+            Row::File(ino, clientid) => StateChange::FileShare { ino, clientid, share: Default::default() },
             // A delegation's row goes with its state, a slot's with its session.
             Row::Deleg(_) | Row::Slot(..) => return Err(RecordError::Key(key.clone())),
         }),
@@ -501,6 +507,7 @@ fn decode_body(what: Row, d: &mut Decoder<'_>) -> Result<StateChange, XdrError> 
             }
             StateChange::ByteLocks { ino, clientid, locks }
         }
+        Row::File(ino, clientid) => StateChange::FileShare { ino, clientid, share: super::xnode::Share::decode(d)? },
     })
 }
 

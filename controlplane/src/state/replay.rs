@@ -110,6 +110,8 @@ impl StateStore {
                 StateChange::ByteLocks { ino, locks: l, .. } => locks.push((ino, l)),
                 // Reclaim after a restart: the MDS reads these at boot.
                 StateChange::ClientConfirmed { .. } => {}
+                // An index derived from the states (`xnode.rs`), rebuilt with them.
+                StateChange::FileShare { .. } => {}
                 other => return Err(inconsistent(format!("a row that is a delete: {other:?}"))),
             }
         }

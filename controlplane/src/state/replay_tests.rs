@@ -52,10 +52,11 @@ fn kind(c: &StateChange) -> &'static str {
         StateChange::SessionDestroyed { .. } => "SessionDestroyed",
         StateChange::DelegPut { .. } => "DelegPut",
         StateChange::SlotKept { .. } => "SlotKept",
+        StateChange::FileShare { .. } => "FileShare",
     }
 }
 
-const KINDS: usize = 11;
+const KINDS: usize = 12;
 
 fn limits(n: u32) -> ChannelLimits {
     ChannelLimits { max_request: 4096, max_response: 8192, max_response_cached: 512, max_ops: 8, max_requests: n }
@@ -132,6 +133,8 @@ fn samples() -> Vec<StateChange> {
                 change_bumps: 0,
             },
         },
+        StateChange::FileShare { ino: 77, clientid: 9, share: xnode::Share { access: R | W, deny: W, deleg: xnode::DELEG_WRITE } },
+        StateChange::FileShare { ino: 78, clientid: 9, share: xnode::Share::default() },
     ]
 }
 
@@ -592,9 +595,13 @@ fn a_missing_kind_is_caught() {
         }
     }
     // `O` rows (ClientConfirmed, ClientForgotten) serve reclaim after a
-    // restart, not a running store; SlotKept is not a state call's.
-    let expected: BTreeSet<&str> =
-        samples().iter().map(kind).filter(|k| !k.starts_with("ClientConfirmed") && !k.starts_with("ClientForgotten") && *k != "SlotKept").collect();
+    // restart, not a running store; SlotKept is not a state call's;
+    // FileShare is an index other nodes read, derived from the states.
+    let expected: BTreeSet<&str> = samples()
+        .iter()
+        .map(kind)
+        .filter(|k| !k.starts_with("ClientConfirmed") && !k.starts_with("ClientForgotten") && *k != "SlotKept" && *k != "FileShare")
+        .collect();
     assert_eq!(caught, expected);
 }
 
@@ -619,7 +626,7 @@ fn kv_rows_match_the_fold() {
     fold(&mut rows, &journal);
     let mut txn = kv.begin().unwrap();
     let mut in_kv = Rows::new();
-    for prefix in [b'c', b'e', b's', b'b', b'O'] {
+    for prefix in [b'c', b'e', b's', b'b', b'f', b'O'] {
         in_kv.extend(txn.scan_prefix(&[prefix], usize::MAX).unwrap());
     }
     assert_eq!(in_kv, rows);
@@ -700,11 +707,11 @@ fn one_compound_one_transaction() {
     let mut compound = Effects::default();
     let open = st.open(&st.client(id).unwrap(), 5, b"o", R | W, 0, false, &mut compound).unwrap();
     let (layout, _) = st.layout_grant(id, 5, &open, LAYOUT_RW, 1, 1, None, &mut compound).unwrap();
-    assert_eq!(compound.records.iter().map(kind).collect::<Vec<_>>(), ["StatePut"; 3]);
+    assert_eq!(compound.records.iter().map(kind).collect::<Vec<_>>(), ["StatePut", "FileShare", "StatePut", "StatePut"]);
     let kv = MemStore::new();
     let mut txn = kv.begin().unwrap();
     assert_eq!(records::write_all(&mut *txn, &fx.records).unwrap(), 3, "client, session, confirmed owner");
-    assert_eq!(records::write_all(&mut *txn, &compound.records).unwrap(), 2);
+    assert_eq!(records::write_all(&mut *txn, &compound.records).unwrap(), 3, "open, layout, the client's share of the file");
     txn.commit().unwrap();
     let next = StateStore::restore_from_kv(EPOCH, st.caps, &kv).unwrap();
     assert_eq!(next.get(&layout.other).map(|r| r.seqid), Some(layout.seqid));

@@ -482,10 +482,12 @@ fn journal_records_every_change() {
     let c = st.client(a).unwrap();
     let mut fx = Effects::default();
     let o = st.open(&c, 9, b"o", R, 0, false, &mut fx).unwrap();
-    assert!(matches!(&fx.records[..], [StateChange::StatePut { other, rec }] if *other == o.other && rec.seqid == 1));
+    let share = xnode::Share { access: R, deny: 0, deleg: xnode::DELEG_NONE };
+    assert!(matches!(&fx.records[..], [StateChange::StatePut { other, rec }, StateChange::FileShare { ino: 9, clientid, share: s }]
+        if *other == o.other && rec.seqid == 1 && *clientid == a && *s == share));
     let mut fx = Effects::default();
     st.close(a, 9, &o, false, &mut fx).unwrap();
-    assert_eq!(fx.records, vec![StateChange::StateRemoved { other: o.other }]);
+    assert_eq!(fx.records, vec![StateChange::StateRemoved { other: o.other }, StateChange::FileShare { ino: 9, clientid: a, share: Default::default() }]);
     // Off (a single MDS): no volatile records.
     let st = store(StateCaps::default());
     let (a, _) = client(&st, "a");
