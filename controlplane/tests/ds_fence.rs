@@ -32,7 +32,7 @@ const NODE2_BOOT: u64 = 4;
 /// MDS node `node_id` at boot `boot` on `store`, its control listener
 /// served on a thread of its own; returns it and that listener's address.
 fn start_node(store: &Arc<dyn KvStore>, key: &Path, node_id: u32, boot: u64) -> (Arc<Pnfs>, SocketAddr) {
-    let pcfg = PnfsConfig { stripe_unit: 65536, stripe_count: 0, dead_after: Duration::from_secs(10), lost_after: None, check_timeout: Duration::from_secs(2), layout: Default::default(), flex_segment_bytes: 4 << 20 };
+    let pcfg = PnfsConfig::striped(65536, 0, Duration::from_secs(10));
     let pnfs = Pnfs::new(pcfg, store.clone(), control_epoch(node_id, boot), ClusterKey::load(key).unwrap()).unwrap();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();

@@ -170,7 +170,7 @@ fn the_queue_is_bounded() {
 /// A single MDS's `Pnfs` with its control listener on a thread of its own.
 fn start_mds(key: &Path) -> (Arc<Pnfs>, std::net::SocketAddr) {
     let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
-    let pcfg = PnfsConfig { stripe_unit: 65536, stripe_count: 0, dead_after: Duration::from_secs(10) };
+    let pcfg = PnfsConfig::striped(65536, 0, Duration::from_secs(10));
     let pnfs = Pnfs::new(pcfg, store, 1, ClusterKey::load(key).unwrap()).unwrap();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();

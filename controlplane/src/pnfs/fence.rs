@@ -191,7 +191,7 @@ mod tests {
     use std::sync::Arc;
 
     fn pnfs(epoch: u64) -> Arc<Pnfs> {
-        let pcfg = PnfsConfig { stripe_unit: 65536, stripe_count: 0, dead_after: Duration::from_secs(10), lost_after: None, check_timeout: Duration::from_secs(2), layout: Default::default(), flex_segment_bytes: 4 << 20 };
+        let pcfg = PnfsConfig::striped(65536, 0, Duration::from_secs(10));
         Pnfs::new(pcfg, Arc::new(MemStore::new()), epoch, ClusterKey::from_bytes([3; 32])).unwrap()
     }
 

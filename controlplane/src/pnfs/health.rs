@@ -568,7 +568,7 @@ mod tests {
     use pnfs_protocol::seal::ClusterKey;
 
     fn pnfs(lost_after: Option<Duration>) -> Arc<Pnfs> {
-        let pcfg = PnfsConfig { stripe_unit: 65536, stripe_count: 0, dead_after: Duration::from_secs(10), lost_after, check_timeout: Duration::from_millis(500), layout: Default::default(), flex_segment_bytes: 4 << 20 };
+        let pcfg = PnfsConfig { lost_after, check_timeout: Duration::from_millis(500), ..PnfsConfig::striped(65536, 0, Duration::from_secs(10)) };
         Pnfs::new(pcfg, Arc::new(MemStore::new()), 1, ClusterKey::from_bytes([4; 32])).unwrap()
     }
 

@@ -98,6 +98,23 @@ pub struct PnfsConfig {
     pub flex_segment_bytes: u64,
 }
 
+impl PnfsConfig {
+    /// `stripe_unit`, `stripe_count` and `dead_after` with the other keys at
+    /// their defaults (never lost, 2 s checks, stripe, 4 MiB segments): for
+    /// tests and tools that build a `Pnfs` without an `MdsConfig`.
+    pub fn striped(stripe_unit: u32, stripe_count: u32, dead_after: Duration) -> PnfsConfig {
+        PnfsConfig {
+            stripe_unit,
+            stripe_count,
+            dead_after,
+            lost_after: None,
+            check_timeout: Duration::from_secs(2),
+            layout: LayoutPolicy::Stripe,
+            flex_segment_bytes: 4 << 20,
+        }
+    }
+}
+
 pub struct Pnfs {
     pub cfg: PnfsConfig,
     pub registry: Registry,
