@@ -403,8 +403,10 @@ fn default_stripe_unit() -> u32 {
 }
 /// 4 MiB: Linux's 15 MiB readahead spans about 4 segments (4 DSes for
 /// one reader) at one LAYOUTGET per 4 MiB; see pnfs/mirror.rs.
+/// 1 TiB: in effect one segment per file (see `pnfs::mirror`, "Segment
+/// boundaries and the Linux client": shorter segments lose data with it).
 fn default_flex_segment_bytes() -> u64 {
-    4 << 20
+    1 << 40
 }
 fn default_ds_dead_after() -> u64 {
     10_000

@@ -111,6 +111,14 @@ impl Mds {
         if !reclaimable.is_empty() {
             log::info!("{} client(s) may reclaim state; grace period {} s", reclaimable.len(), cfg.grace());
         }
+        if cfg.layout.is_mirrored() && cfg.flex_segment_bytes < (1 << 40) {
+            log::warn!(
+                "mds.flex_segment_bytes = {}: Linux 6.1 clients send the last WRITE before a segment boundary to the next \
+                 segment's data servers for all but one mirror (data lost; see controlplane/src/pnfs/mirror.rs); use the \
+                 default (1 TiB, one segment per file) unless every client is known not to",
+                cfg.flex_segment_bytes
+            );
+        }
         let pcfg = PnfsConfig {
             stripe_unit: cfg.stripe_unit,
             stripe_count: cfg.stripe_count,

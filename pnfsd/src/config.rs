@@ -124,7 +124,7 @@ path = "/export"
         assert_eq!(mds.layout, pnfs_mds::pnfs::LayoutPolicy::Mirror3);
         assert_eq!(mds.flex_segment_bytes, 8 << 20);
         let d = parse(GOOD).unwrap().mds.unwrap();
-        assert_eq!((d.layout, d.flex_segment_bytes), (pnfs_mds::pnfs::LayoutPolicy::Stripe, 4 << 20), "defaults");
+        assert_eq!((d.layout, d.flex_segment_bytes), (pnfs_mds::pnfs::LayoutPolicy::Stripe, 1 << 40), "defaults: one segment per file");
         let e = parse(&GOOD.replace("data_dir = \"/tmp/d\"", "data_dir = \"/tmp/d\"\nlayout = \"mirror4\"")).unwrap_err();
         assert!(e.starts_with("mds.layout:") && e.contains("mirror2"), "{e}");
         let e = parse(&GOOD.replace("data_dir = \"/tmp/d\"", "data_dir = \"/tmp/d\"\nflex_segment_bytes = 1000")).unwrap_err();

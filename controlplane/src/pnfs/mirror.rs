@@ -61,14 +61,38 @@
 //!   LAYOUTUNAVAILABLE; only a type the MDS never hands out is
 //!   UNKNOWN_LAYOUTTYPE.
 //!
+//! # Segment boundaries and the Linux client: why the default is 1 TiB
+//!
+//! Linux 6.1 (and every kernel whose `nfs_pageio_add_request` still adds
+//! a request to mirror 1 before mirror 0) misdirects WRITEs at a segment
+//! boundary when the mirrors' data servers change there: the first page
+//! past the boundary fails mirror 1's `pg_test`, mirror 1 is flushed with
+//! the old segment, and its `pg_init` swaps the descriptor's layout
+//! segment for the next one; that page then fits the new segment on
+//! mirror 0 (and mirror 2), so it is coalesced onto lists still holding
+//! the old segment's last pages, which are sent with the NEW segment's
+//! data servers. Measured with the kernel lab (scripts/mirror-lab, 4 MiB
+//! segments over 4 data servers, 256 MiB written with dd): the last 1 MiB
+//! (one wsize) of mirror 0 of every segment landed on the next segment's
+//! mirror-0 data server, and the file read back wrong. Mirror 1's copy was
+//! right, so nothing the server sees is wrong: the client simply writes a
+//! byte range to a data server whose segment does not cover it.
+//!
+//! So `mds.flex_segment_bytes` defaults to 1 TiB, one segment per file in
+//! practice: each mirrored file lives on `mirrors` data servers, the
+//! placement rotates them per file, and many files spread over all data
+//! servers, but one file's stream is bound by one data server's link.
+//! Shorter segments are for clients without this behaviour (or reads
+//! only), set by hand; the MDS logs a warning when they are configured.
+//!
 //! # Segment length and its LAYOUTGET cost
 //!
 //! A sequential pass over F bytes costs `ceil(F / S)` LAYOUTGETs per iomode
 //! (segments stay cached until returned or recalled; a READ after WRITE in
-//! the same open reuses the RW segments). The default S = 4 MiB: Linux's
-//! NFS readahead is 15 x rsize (15 MiB with 1 MiB rsize), so one sequential
-//! reader has about 4 segments in flight, i.e. 4 data servers reading; and a
-//! 256 MiB file costs 64 LAYOUTGETs per pass (one per 4 MiB, each a round
+//! the same open reuses the RW segments). With S = 4 MiB (not the default,
+//! see above), Linux's NFS readahead of 15 x rsize (15 MiB with 1 MiB
+//! rsize) has about 4 segments in flight, i.e. 4 data servers reading; and
+//! a 256 MiB file costs 64 LAYOUTGETs per pass (one per 4 MiB, each a round
 //! trip and a state-table update on the MDS, overlapping the WRITEs in
 //! flight). Measured (debug build, single MDS on redb, 4 in-process data
 //! servers, loopback, 2 loaded cores): 256 consecutive segment LAYOUTGETs
