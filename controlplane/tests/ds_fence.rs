@@ -34,17 +34,7 @@ const NODE2_BOOT: u64 = 4;
 fn start_node(store: &Arc<dyn KvStore>, key: &Path, node_id: u32, boot: u64) -> (Arc<Pnfs>, SocketAddr) {
     let pcfg = PnfsConfig::striped(65536, 0, Duration::from_secs(10));
     let pnfs = Pnfs::new(pcfg, store.clone(), control_epoch(node_id, boot), ClusterKey::load(key).unwrap()).unwrap();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
-    let p = pnfs.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::from_std(l).unwrap();
-            let _ = registry::serve_control(p, l).await;
-        });
-    });
+    let addr = registry::serve_control_on_thread(pnfs.clone()).unwrap();
     (pnfs, addr)
 }
 

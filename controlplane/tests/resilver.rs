@@ -172,16 +172,7 @@ fn start_mds(key: &Path) -> (Arc<Pnfs>, std::net::SocketAddr) {
     let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
     let pcfg = PnfsConfig::striped(65536, 0, Duration::from_secs(10));
     let pnfs = Pnfs::new(pcfg, store, 1, ClusterKey::load(key).unwrap()).unwrap();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
-    let p = pnfs.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let _ = registry::serve_control(p, tokio::net::TcpListener::from_std(l).unwrap()).await;
-        });
-    });
+    let addr = registry::serve_control_on_thread(pnfs.clone()).unwrap();
     (pnfs, addr)
 }
 

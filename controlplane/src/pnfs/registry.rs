@@ -416,6 +416,30 @@ struct Served {
     admin_calls: Arc<tokio::sync::Semaphore>,
 }
 
+/// Serves the control program on a loopback listener of its own, on a
+/// thread with its own runtime, for as long as the process lives; returns
+/// the listener's address. For tests and tools that build a bare `Pnfs`
+/// (no `Mds`, no runtime of their own).
+pub fn serve_control_on_thread(pnfs: Arc<Pnfs>) -> std::io::Result<std::net::SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    l.set_nonblocking(true)?;
+    std::thread::Builder::new().name("control-listener".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+        rt.block_on(async move {
+            match TcpListener::from_std(l) {
+                Ok(l) => {
+                    if let Err(e) = serve_control(pnfs, l).await {
+                        log::error!("control listener {addr}: {e}");
+                    }
+                }
+                Err(e) => log::error!("control listener {addr}: {e}"),
+            }
+        });
+    })?;
+    Ok(addr)
+}
+
 /// Accepts data server control connections until the listener fails. They
 /// are served on a thread of their own with its own runtime, so no NFS
 /// client load (busy workers, a full blocking pool) delays a REGISTER or a
